@@ -1,0 +1,102 @@
+/**
+ * The codegen driver: fusion plan → one kernel per group, each checked against the device
+ * limits. A kernel that needs more storage buffers than the device has is split by
+ * materializing part of its fused tree; what cannot be split is reported before any GPU call.
+ *
+ * @module
+ */
+
+import { showAxes } from "../dsl/axes.ts";
+import type { Graph, Node } from "../dsl/ir.ts";
+import { nodeInputs, numel } from "../dsl/ir.ts";
+import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
+import { emitElementwiseKernel } from "./elementwise_kernel.ts";
+import { type FusionPlan, fusedTree, planFusion } from "./fusion.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { emitMatmulKernel } from "./matmul_lowering.ts";
+import { emitReduceKernel } from "./reduce_kernel.ts";
+
+/** A graph lowered to kernels. */
+export interface KernelProgram {
+  readonly graph: Graph;
+  readonly plan: FusionPlan;
+  readonly kernels: readonly KernelArtifact[];
+}
+
+/** Bytes one element of a node takes on the GPU. */
+export function bytesOf(node: Node): number {
+  return numel(node) * 4;
+}
+
+function checkBufferSizes(plan: FusionPlan, limits: DeviceLimits): void {
+  for (const n of plan.materialized) {
+    const bytes = bytesOf(n);
+    const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+    if (bytes > limit) {
+      const what = n.kind === "input" ? `input "${n.name}"` : `tensor (node ${n.id})`;
+      throw new Error(
+        `program over the device limits: ${what} ${showAxes(n.axes)} ` +
+          `(${n.shape.join("×")}) needs ${bytes} bytes; the device binds at most ${limit}`,
+      );
+    }
+  }
+}
+
+function emitKernel(
+  group: FusionPlan["kernels"][number],
+  plan: FusionPlan,
+  limits: DeviceLimits,
+  index: number,
+): KernelArtifact {
+  const { root, core } = group;
+  const base = core ? core.kind : "map";
+  const name = `k${index}_${base}_${root.axes.join("")}`;
+  if (core?.kind === "reduce") {
+    return emitReduceKernel(root, core, plan.materialized, limits, name);
+  }
+  if (core?.kind === "contract") {
+    return emitMatmulKernel(root, core, plan.materialized, limits, name);
+  }
+  return emitElementwiseKernel(root, plan.materialized, limits, name);
+}
+
+/** Picks the node to materialize so the kernel of `root` reads fewer buffers. */
+function splitCandidate(root: Node, plan: FusionPlan): Node | undefined {
+  const tree = fusedTree(root, plan.materialized).filter((n) =>
+    n !== root && n.kind !== "const" && n.kind !== "contract" && n.kind !== "reduce"
+  );
+  let best: { node: Node; reads: number } | undefined;
+  for (const n of tree) {
+    // The materialized tensors this subtree reads: they move to the new kernel.
+    const reads = new Set<Node>();
+    for (const m of fusedTree(n, plan.materialized)) {
+      for (const child of nodeInputs(m)) if (plan.materialized.has(child)) reads.add(child);
+    }
+    if (reads.size >= 2 && (!best || reads.size > best.reads)) best = { node: n, reads: reads.size };
+  }
+  return best?.node;
+}
+
+/** Lowers a traced graph to kernels for a device with `limits`. */
+export function generateKernels(graph: Graph, limits: DeviceLimits): KernelProgram {
+  const forced = new Set<Node>();
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const plan = planFusion(graph, { forceMaterialize: forced });
+    checkBufferSizes(plan, limits);
+    try {
+      const kernels = plan.kernels.map((g, i) => emitKernel(g, plan, limits, i));
+      return { graph, plan, kernels };
+    } catch (e) {
+      if (!(e instanceof TooManyBindingsError)) throw e;
+      const candidate = splitCandidate(e.root, plan);
+      if (!candidate) {
+        throw new Error(
+          `program over the device limits: ${e.message}, and it cannot be split further ` +
+            `(node ${e.root.id} ${showAxes(e.root.axes)} reads that many tensors directly)`,
+        );
+      }
+      forced.add(candidate);
+    }
+  }
+  throw new Error("program over the device limits: could not split kernels to fit the device");
+}

@@ -1,0 +1,210 @@
+/**
+ * The expression emitter: turns a fused subgraph into WGSL statements evaluated at one index
+ * environment (axis name → WGSL u32 expression). Materialized nodes become buffer loads;
+ * everything else (elementwise math, views, gathers, the short conv) is computed inline. Each
+ * (node, projected environment) is emitted once as a `let`, so shared subexpressions are
+ * computed once per thread.
+ *
+ * @module
+ */
+
+import type { Node } from "../dsl/ir.ts";
+import { stridesOf } from "../dsl/ir.ts";
+import { binaryWgsl, f32Literal, u32Literal, unaryWgsl } from "./wgsl_math.ts";
+
+/** Axis name → WGSL u32 expression of its index. */
+export type Env = Readonly<Record<string, string>>;
+
+/** How the emitter reaches materialized nodes: the WGSL array name, if the node has a buffer. */
+export type BufferLookup = (node: Node) => string | undefined;
+
+/** Builds the row-major offset expression of `node` at `env`. */
+export function offsetExpr(node: Node, env: Env): string {
+  const strides = stridesOf(node);
+  const terms: string[] = [];
+  for (const a of node.axes) {
+    const idx = env[a];
+    if (idx === undefined) throw new Error(`internal: no index for axis ${a} of node ${node.id}`);
+    if (node.shape[node.axes.indexOf(a)] === 1) continue;
+    terms.push(strides[a] === 1 ? idx : `${idx} * ${u32Literal(strides[a])}`);
+  }
+  return terms.length ? terms.join(" + ") : "0u";
+}
+
+/** Emits WGSL statements for fused expressions into `lines`. */
+export class ExprEmitter {
+  /** The statements emitted so far (each a `let`). */
+  readonly lines: string[] = [];
+  #cache = new Map<string, string>();
+  #counter = 0;
+  #prefix: string;
+  #buffers: BufferLookup;
+  #core?: { node: Node; value: string };
+
+  /**
+   * @param buffers where materialized nodes live
+   * @param prefix  name prefix for the lets (unique per scope in one shader)
+   * @param core    a node whose value at the kernel's own index is already in a variable
+   *                (the accumulator of a matmul or reduction, for epilogues)
+   */
+  constructor(buffers: BufferLookup, prefix = "v", core?: { node: Node; value: string }) {
+    this.#buffers = buffers;
+    this.#prefix = prefix;
+    this.#core = core;
+  }
+
+  #bind(expr: string, type = "f32"): string {
+    const name = `${this.#prefix}${this.#counter++}`;
+    this.lines.push(`let ${name}: ${type} = ${expr};`);
+    return name;
+  }
+
+  /** WGSL expression of `node`'s value at `env`. */
+  emit(node: Node, env: Env): string {
+    const key = `${node.id}|${node.axes.map((a) => env[a]).join(",")}`;
+    const hit = this.#cache.get(key);
+    if (hit !== undefined) return hit;
+    const value = this.#emitUncached(node, env);
+    this.#cache.set(key, value);
+    return value;
+  }
+
+  #emitUncached(node: Node, env: Env): string {
+    if (this.#core && node === this.#core.node) return this.#core.value;
+    const buffer = this.#buffers(node);
+    if (buffer !== undefined) {
+      return this.#bind(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);
+    }
+    switch (node.kind) {
+      case "const":
+        return f32Literal(node.value);
+      case "unary":
+        return this.#bind(unaryWgsl(node.op, this.emit(node.x, env)));
+      case "binary": {
+        const bConst = node.b.kind === "const" ? node.b.value : undefined;
+        return this.#bind(
+          binaryWgsl(node.op, this.emit(node.a, env), this.emit(node.b, env), bConst),
+        );
+      }
+      case "where":
+        return this.#bind(
+          `select(${this.emit(node.b, env)}, ${this.emit(node.a, env)}, ${
+            this.emit(node.cond, env)
+          } != 0.0)`,
+        );
+      case "permute":
+        return this.emit(node.x, env);
+      case "slice": {
+        const { [node.newAxis]: idx, ...rest } = env;
+        const shifted = node.start === 0 ? idx : `(${idx} + ${u32Literal(node.start)})`;
+        return this.emit(node.x, { ...rest, [node.axis]: shifted });
+      }
+      case "flip": {
+        const size = node.shape[node.axes.indexOf(node.axis)];
+        return this.emit(node.x, { ...env, [node.axis]: `(${u32Literal(size - 1)} - ${env[node.axis]})` });
+      }
+      case "regroup":
+        return this.emit(node.x, this.#regroupEnv(node, env));
+      case "concat":
+        return this.#concat(node, env);
+      case "gather": {
+        const rows = node.table.shape[node.table.axes.indexOf(node.axis)];
+        const id = this.emit(node.indices, env);
+        // Ids outside the table are clamped: the GPU never reads out of bounds.
+        const row = this.#bind(`u32(clamp(${id}, 0i, ${rows - 1}i))`, "u32");
+        return this.emit(node.table, { ...env, [node.axis]: row });
+      }
+      case "conv1d":
+        return this.#conv1d(node, env);
+      case "input":
+        throw new Error(`internal: input "${node.name}" has no buffer`);
+      case "contract":
+      case "reduce":
+        throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
+    }
+  }
+
+  #regroupEnv(node: Extract<Node, { kind: "regroup" }>, env: Env): Env {
+    const elem: Record<string, string> = {};
+    node.outGroups.forEach((g, k) => {
+      const idx = env[node.axes[k]];
+      if (g.length === 1) {
+        elem[g[0]] = idx;
+        return;
+      }
+      let inner = 1;
+      for (let j = g.length - 1; j >= 0; j--) {
+        const size = node.sizes[g[j]];
+        const div = inner === 1 ? idx : `(${idx} / ${u32Literal(inner)})`;
+        elem[g[j]] = j === 0 ? div : `(${div} % ${u32Literal(size)})`;
+        inner *= size;
+      }
+    });
+    const src: Record<string, string> = {};
+    node.inGroups.forEach((g, k) => {
+      let expr = "";
+      let inner = 1;
+      for (let j = g.length - 1; j >= 0; j--) {
+        const term = inner === 1 ? elem[g[j]] : `${elem[g[j]]} * ${u32Literal(inner)}`;
+        expr = expr ? `${term} + ${expr}` : term;
+        inner *= node.sizes[g[j]];
+      }
+      src[node.x.axes[k]] = g.length === 1 ? expr : `(${expr})`;
+    });
+    return src;
+  }
+
+  #concat(node: Extract<Node, { kind: "concat" }>, env: Env): string {
+    const t = this.#bind(env[node.newAxis], "u32");
+    const { [node.newAxis]: _, ...rest } = env;
+    const valueOf = (k: number) => {
+      const local = node.offsets[k] === 0 ? t : `(${t} - ${u32Literal(node.offsets[k])})`;
+      return this.emit(node.parts[k], { ...rest, [node.partAxes[k]]: local });
+    };
+    // Each part is read at a clamped index when out of its range; select keeps the right one.
+    let value = valueOf(node.parts.length - 1);
+    for (let k = node.parts.length - 2; k >= 0; k--) {
+      value = this.#bind(
+        `select(${value}, ${valueOf(k)}, ${t} < ${u32Literal(node.offsets[k + 1])})`,
+        node.dtype,
+      );
+    }
+    return value;
+  }
+
+  #conv1d(node: Extract<Node, { kind: "conv1d" }>, env: Env): string {
+    const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];
+    const t = this.#bind(env[node.axis], "u32");
+    const terms: string[] = [];
+    for (let j = 0; j < taps; j++) {
+      const back = taps - 1 - j;
+      const w = this.emit(node.w, { ...env, [node.tapAxis]: u32Literal(j) });
+      const src = back === 0 ? t : `(${t} - ${u32Literal(back)})`;
+      const x = this.emit(node.x, { ...env, [node.axis]: src });
+      // Taps before t = 0 read a clamped element and are discarded by the select.
+      terms.push(back === 0 ? `${w} * ${x}` : `select(0.0, ${w} * ${x}, ${t} >= ${back}u)`);
+    }
+    return this.#bind(terms.join(" + "));
+  }
+}
+
+/** WGSL statements decoding a flat row-major index into one `let` per axis. */
+export function decodeIndex(
+  flat: string,
+  axes: readonly string[],
+  shape: readonly number[],
+  prefix: string,
+): { lines: string[]; env: Record<string, string> } {
+  const lines: string[] = [];
+  const env: Record<string, string> = {};
+  let inner = 1;
+  for (let d = axes.length - 1; d >= 0; d--) {
+    const name = `${prefix}${axes[d]}`;
+    const div = inner === 1 ? flat : `(${flat} / ${u32Literal(inner)})`;
+    const expr = d === 0 ? div : `${div} % ${u32Literal(shape[d])}`;
+    lines.push(`let ${name}: u32 = ${shape[d] === 1 ? "0u" : expr};`);
+    env[axes[d]] = name;
+    inner *= shape[d];
+  }
+  return { lines: lines.reverse(), env };
+}

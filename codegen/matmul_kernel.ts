@@ -1,0 +1,814 @@
+/**
+ * WGSL emitter for batched, tiled f32 matrix multiplication driven by hooks:
+ * `C[b, m, n] = Σ_k A[b, m, k] · B[b, k, n]`.
+ *
+ * Every shape is a compile-time constant. Each workgroup computes one `tileM × tileN` output tile
+ * of one batch entry; its threads stage `tileK`-deep slices of A and B in workgroup memory (double
+ * buffered, with the next slice prefetched into registers while the current one is multiplied)
+ * and each thread accumulates a `threadM × threadN` block in named scalar registers. All loops
+ * over the tile are unrolled here in TypeScript, so every private value has a constant name and
+ * every workgroup-array index is `dynamic base + constant`, which keeps naga's bounds checks to one
+ * clamp per vec4 read. Bounds tests for partial tiles are emitted only for the dims that need them.
+ *
+ * @module
+ */
+
+/** One tiling of the output; every field is a compile-time constant of the emitted kernel. */
+export interface MatmulTile {
+  /** Output rows per workgroup. */
+  tileM: number;
+  /** Output columns per workgroup. */
+  tileN: number;
+  /** Depth of the K slice staged in workgroup memory per step; a multiple of `4 * kSplit`. */
+  tileK: number;
+  /** Output rows per thread; divides `tileM`. */
+  threadM: number;
+  /** Output columns per thread; divides `tileN`. */
+  threadN: number;
+  /** Thread groups that split each K slice and are summed through workgroup memory at the end
+   * (for skinny shapes such as M = 1 decode, where the output tile alone has too few threads).
+   * Default 1. */
+  kSplit?: number;
+  /** Workgroup-memory buffers: 2 = one barrier per K slice, 1 = half the memory. Default 2. */
+  stages?: 1 | 2;
+  /** Tile rows walked together before moving to the next column band (L2 locality). Default 1. */
+  groupM?: number;
+}
+
+/** The device limits the emitter must respect (pass the values the device was created with). */
+export interface MatmulLimits {
+  /** Bytes of `var<workgroup>` memory per workgroup. */
+  maxComputeWorkgroupStorageSize: number;
+  /** Threads per workgroup. */
+  maxComputeInvocationsPerWorkgroup: number;
+  /** Workgroups per dispatch dimension (usually 65535). */
+  maxComputeWorkgroupsPerDimension: number;
+  /** Largest `workgroup_size` x; defaults to `maxComputeInvocationsPerWorkgroup`. */
+  maxComputeWorkgroupSizeX?: number;
+}
+
+/** Fast path for A: a plain storage array `A[b, m, k] = arr[offset + b*batchStride + m*mStride +
+ * k*kStride]` (element units). The emitter declares the binding itself (as `array<vec4<f32>>`
+ * when vec4 loads are possible, else `array<f32>`), so `declarations` must not declare it. */
+export interface MatmulDirectA {
+  /** `@binding` of the read-only storage buffer. */
+  binding: number;
+  /** `@group`; default 0. */
+  group?: number;
+  offset: number;
+  batchStride: number;
+  mStride: number;
+  kStride: number;
+}
+
+/** Fast path for B: `B[b, k, n] = arr[offset + b*batchStride + k*kStride + n*nStride]`; see
+ * {@link MatmulDirectA}. */
+export interface MatmulDirectB {
+  /** `@binding` of the read-only storage buffer. */
+  binding: number;
+  /** `@group`; default 0. */
+  group?: number;
+  offset: number;
+  batchStride: number;
+  kStride: number;
+  nStride: number;
+}
+
+/** What to multiply: sizes, hooks and optional fast paths. */
+export interface MatmulKernelSpec {
+  /** Entry point name of the emitted shader (a WGSL identifier). */
+  name: string;
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  /** WGSL module-scope declarations the hooks use: bindings (`@group(0) @binding(i)`), helpers.
+   * Names starting with `mm_` are reserved for the emitter. */
+  declarations: string;
+  /** Body of `fn load_a(bi: u32, m: u32, k: u32) -> f32`; called only with in-range indices.
+   * Required unless `aDirect` is given (then unused). */
+  loadA?: string;
+  /** Body of `fn load_b(bi: u32, k: u32, n: u32) -> f32`; required unless `bDirect` is given. */
+  loadB?: string;
+  /** Body of `fn store_c(bi: u32, m: u32, n: u32, acc: f32)`, called once per in-range output
+   * with the finished sum (the place for a fused epilogue). */
+  storeC: string;
+  /** Optional fast path for A (vec4 tile loads when its contiguous dim allows). */
+  aDirect?: MatmulDirectA;
+  /** Optional fast path for B. */
+  bDirect?: MatmulDirectB;
+  /** Force a tile config (tuning, tests); otherwise {@link selectMatmulTile} picks one. */
+  tile?: MatmulTile;
+}
+
+/** The emitted kernel and how to dispatch it. */
+export interface MatmulKernel {
+  /** Complete WGSL module (declarations, hooks, kernel). */
+  wgsl: string;
+  /** Entry point (`spec.name`). */
+  entryPoint: string;
+  /** Arguments for `dispatchWorkgroups`. */
+  workgroups: [number, number, number];
+  /** Threads per workgroup (the `@workgroup_size` x). */
+  workgroupSize: number;
+  /** Workgroup memory used, in bytes. */
+  workgroupStorageBytes: number;
+  /** The tile config used, with defaults filled in. */
+  tile: Required<MatmulTile>;
+  /** How each operand reaches workgroup memory: `vec4`/`scalar` direct loads or `hook`. */
+  loads: { a: "vec4" | "scalar" | "hook"; b: "vec4" | "scalar" | "hook" };
+}
+
+/** Tile configs shipped with the emitter, by name (the tuning script times the large ones). */
+export const MATMUL_TILES: Readonly<Record<string, Required<MatmulTile>>> = {
+  /** 128×128 tile, 8×8 per thread, 256 threads: the large-shape default. */
+  t128x128k8: tile(128, 128, 8, 8, 8),
+  /** Same with a 16-deep K slice: half the barriers, twice the memory. */
+  t128x128k16: tile(128, 128, 16, 8, 8),
+  /** 128×64, 8×4 per thread, 256 threads. */
+  t128x64k16: tile(128, 64, 16, 8, 4),
+  /** 64×128, 4×8 per thread, 256 threads. */
+  t64x128k16: tile(64, 128, 16, 4, 8),
+  /** 64×64, 4×4 per thread, 256 threads: medium shapes. */
+  t64x64k16: tile(64, 64, 16, 4, 4),
+  /** 32×32, 2×2 per thread, 256 threads: small shapes. */
+  t32x32k16: tile(32, 32, 16, 2, 2),
+  /** Skinny M (decode, M ≤ 4): 4×64 per workgroup, K split over 16 thread groups. */
+  skinnyM: tile(4, 64, 64, 4, 4, 16, 1),
+  /** Skinny N (N ≤ 4): 64×4 per workgroup, K split over 16 thread groups. */
+  skinnyN: tile(64, 4, 64, 4, 4, 16, 1),
+};
+
+function tile(
+  tileM: number,
+  tileN: number,
+  tileK: number,
+  threadM: number,
+  threadN: number,
+  kSplit = 1,
+  stages: 1 | 2 = 2,
+  groupM = 1,
+): Required<MatmulTile> {
+  return { tileM, tileN, tileK, threadM, threadN, kSplit, stages, groupM };
+}
+
+/** Relative throughput of a config on large shapes (1 = best measured); used to rank configs. */
+function efficiency(t: Required<MatmulTile>): number {
+  // Per K step a warp issues threadM*threadN/4 FMA cycles and about 4 cycles per vec4 shared load
+  // ((threadM + threadN) / 4 of them); the slower pipe bounds the rate.
+  const fma = (t.threadM * t.threadN) / 4;
+  const lds = (Math.ceil(t.threadM / 4) + Math.ceil(t.threadN / 4)) * 4;
+  return fma / Math.max(fma, lds);
+}
+
+/** Sum of `ceil(x / y)` style helper. */
+function cdiv(x: number, y: number): number {
+  return Math.ceil(x / y);
+}
+
+/** Bytes of workgroup memory a config needs (independent of operand layouts up to padding). */
+function storageBytes(t: Required<MatmulTile>): number {
+  const rowsA = t.tileK / 4 > 1 && (t.tileK / 4) % 2 === 0 ? t.tileK / 4 + 1 : t.tileK / 4;
+  const a = Math.max(t.tileM * rowsA, t.tileK * cdiv(t.tileM, 4));
+  const b = Math.max(t.tileN * rowsA, t.tileK * cdiv(t.tileN, 4));
+  const red = (t.kSplit - 1) * t.tileM * t.tileN;
+  return t.stages * (a + b) * 16 + red * 4;
+}
+
+function threadsOf(t: Required<MatmulTile>): number {
+  return (t.tileM / t.threadM) * (t.tileN / t.threadN) * t.kSplit;
+}
+
+/**
+ * Picks a tile config for a shape: the shipped config with the lowest modelled time, where time =
+ * waves of workgroups (a GPU holds about 64K threads) × FMAs per thread / efficiency, counting
+ * the padding of partial tiles. Large shapes get the measured-best 128×128 config; M = 1 decode
+ * gets the skinny K-split config; tiny K gets a short K slice.
+ */
+export function selectMatmulTile(
+  shape: { batch: number; M: number; N: number; K: number },
+  limits: MatmulLimits,
+): Required<MatmulTile> {
+  let best: Required<MatmulTile> | undefined;
+  let bestCost = Infinity;
+  for (const base of Object.values(MATMUL_TILES)) {
+    // Shrink the K slice for tiny K (never below what the K split needs).
+    let tileK = base.tileK;
+    while (tileK / 2 >= 4 * base.kSplit && tileK / 2 >= shape.K) tileK /= 2;
+    let t = { ...base, tileK };
+    if (!fits(t, limits)) t = { ...t, stages: 1 };
+    if (!fits(t, limits)) continue;
+    const threads = threadsOf(t);
+    const wgs = shape.batch * cdiv(shape.M, t.tileM) * cdiv(shape.N, t.tileN);
+    const waves = cdiv(wgs * threads, 65536);
+    const perThread = (t.tileM * t.tileN * cdiv(shape.K, t.tileK) * t.tileK) / threads;
+    // Each barrier-separated K slice costs a fixed overhead of about 8 FMA slots.
+    const cost = waves * (perThread / efficiency(t) + 8 * cdiv(shape.K, t.tileK));
+    if (cost < bestCost) [best, bestCost] = [t, cost];
+  }
+  if (!best) throw new Error("matmul: no tile config fits the device limits");
+  return best;
+}
+
+function fits(t: Required<MatmulTile>, limits: MatmulLimits): boolean {
+  const threads = threadsOf(t);
+  const maxX = limits.maxComputeWorkgroupSizeX ?? limits.maxComputeInvocationsPerWorkgroup;
+  return threads <= limits.maxComputeInvocationsPerWorkgroup && threads <= maxX &&
+    storageBytes(t) <= limits.maxComputeWorkgroupStorageSize;
+}
+
+/** Per-operand plan: A uses outer = m, B uses outer = n. */
+interface Operand {
+  x: "a" | "b";
+  outer: number;
+  tileO: number;
+  threadO: number;
+  /** Threads along the outer dim. */
+  tO: number;
+  /** WGSL name of this thread's coordinate along the outer dim. */
+  coord: string;
+  /** Workgroup layout: "ok" = rows of outer, vec4 along k; "ko" = rows of k, vec4 along outer. */
+  layout: "ok" | "ko";
+  load: "vec4" | "scalar" | "hook";
+  /** Direct source in (outer, k) terms. */
+  direct?: { offset: number; batchStride: number; oStride: number; kStride: number };
+  /** vec4 row stride of the "ok" layout (padded odd to spread banks). */
+  rowStride: number;
+  /** vec4 elements per stage. */
+  stageSize: number;
+  /** vec4 slots per stage that threads fill. */
+  slots: number;
+}
+
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function checkInt(what: string, v: unknown, min: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+    throw new Error(`matmul: ${what} must be an integer ≥ ${min}, got ${String(v)}`);
+  }
+  return v;
+}
+
+function checkTile(t: MatmulTile, limits: MatmulLimits): Required<MatmulTile> {
+  const r: Required<MatmulTile> = {
+    kSplit: 1,
+    stages: 2,
+    groupM: 1,
+    ...t,
+  };
+  for (const k of ["tileM", "tileN", "tileK", "threadM", "threadN", "kSplit", "groupM"] as const) {
+    checkInt(`tile.${k}`, r[k], 1);
+  }
+  if (r.stages !== 1 && r.stages !== 2) throw new Error(`matmul: tile.stages must be 1 or 2`);
+  if (r.tileM % r.threadM || r.tileN % r.threadN) {
+    throw new Error(
+      `matmul: threadM ${r.threadM} / threadN ${r.threadN} must divide tileM ${r.tileM} / ` +
+        `tileN ${r.tileN}`,
+    );
+  }
+  if (r.tileK % (4 * r.kSplit)) {
+    throw new Error(`matmul: tileK ${r.tileK} must be a multiple of 4·kSplit = ${4 * r.kSplit}`);
+  }
+  const threads = threadsOf(r);
+  const maxX = limits.maxComputeWorkgroupSizeX ?? limits.maxComputeInvocationsPerWorkgroup;
+  if (threads > limits.maxComputeInvocationsPerWorkgroup || threads > maxX) {
+    throw new Error(
+      `matmul: tile needs ${threads} threads per workgroup, the limit is ` +
+        `${Math.min(limits.maxComputeInvocationsPerWorkgroup, maxX)}`,
+    );
+  }
+  return r;
+}
+
+/** Whether a direct operand can be read as aligned vec4s along `dim` (its stride must be 1). */
+function vec4Ok(
+  d: { offset: number; batchStride: number; oStride: number; kStride: number },
+  dim: "o" | "k",
+  batch: number,
+  outer: number,
+  K: number,
+): boolean {
+  const other = dim === "k" ? d.oStride : d.kStride;
+  const otherSize = dim === "k" ? outer : K;
+  const size = dim === "k" ? K : outer;
+  return d.offset % 4 === 0 && (batch === 1 || d.batchStride % 4 === 0) &&
+    (otherSize === 1 || other % 4 === 0) && size % 4 === 0;
+}
+
+function planOperand(
+  x: "a" | "b",
+  spec: MatmulKernelSpec,
+  t: Required<MatmulTile>,
+): Operand {
+  const isA = x === "a";
+  const outer = isA ? spec.M : spec.N;
+  const tileO = isA ? t.tileM : t.tileN;
+  const threadO = isA ? t.threadM : t.threadN;
+  const da = spec.aDirect, db = spec.bDirect;
+  const direct = isA
+    ? da && { offset: da.offset, batchStride: da.batchStride, oStride: da.mStride, kStride: da.kStride }
+    : db && { offset: db.offset, batchStride: db.batchStride, oStride: db.nStride, kStride: db.kStride };
+  const koPossible = threadO % 4 === 0 && tileO % 4 === 0;
+  let layout: "ok" | "ko";
+  let load: Operand["load"];
+  if (direct) {
+    if (direct.kStride === 1 && spec.K > 1) {
+      layout = "ok";
+      load = vec4Ok(direct, "k", spec.batch, outer, spec.K) ? "vec4" : "scalar";
+    } else if (direct.oStride === 1 && koPossible) {
+      layout = "ko";
+      load = vec4Ok(direct, "o", spec.batch, outer, spec.K) ? "vec4" : "scalar";
+    } else {
+      layout = "ok";
+      load = "scalar";
+    }
+  } else {
+    // Hooks: assume the usual row-major sources (A[m, k], B[k, n]) for coalescing.
+    layout = isA || !koPossible ? "ok" : "ko";
+    load = "hook";
+  }
+  const k4 = t.tileK / 4;
+  const rowStride = k4 > 1 && k4 % 2 === 0 ? k4 + 1 : k4;
+  const stageSize = layout === "ok" ? tileO * rowStride : t.tileK * (tileO / 4);
+  const slots = layout === "ok" ? tileO * k4 : t.tileK * (tileO / 4);
+  return {
+    x,
+    outer,
+    tileO,
+    threadO,
+    tO: tileO / threadO,
+    coord: isA ? "mm_ty" : "mm_tx",
+    layout,
+    load,
+    direct,
+    rowStride,
+    stageSize,
+    slots,
+  };
+}
+
+/** Constant part of the i-th outer index a thread owns (the dynamic part is {@link outerDyn}). */
+function outerConst(op: Operand, i: number): number {
+  return op.layout === "ko" ? (i >> 2) * op.tO * 4 + (i & 3) : i * op.tO;
+}
+
+/** Dynamic part (per thread) of the outer indices a thread owns, as WGSL. */
+function outerDyn(op: Operand): string {
+  return op.layout === "ko" ? `(${op.coord} * 4u)` : op.coord;
+}
+
+const COMP = ["x", "y", "z", "w"];
+
+/**
+ * Emits the WGSL for a batched matmul from hooks (see {@link MatmulKernelSpec}).
+ * Throws with a message naming the problem on invalid sizes, strides, hooks or tiles, or when the
+ * tile does not fit the limits or the grid exceeds 65535³-style dimension limits.
+ */
+export function emitMatmul(spec: MatmulKernelSpec, limits: MatmulLimits): MatmulKernel {
+  if (!IDENT.test(spec.name) || spec.name.startsWith("__")) {
+    throw new Error(`matmul: name ${JSON.stringify(spec.name)} is not a WGSL identifier`);
+  }
+  const batch = checkInt("batch", spec.batch, 1);
+  const M = checkInt("M", spec.M, 1);
+  const N = checkInt("N", spec.N, 1);
+  const K = checkInt("K", spec.K, 1);
+  if (!spec.aDirect && typeof spec.loadA !== "string") {
+    throw new Error("matmul: loadA is required when aDirect is not given");
+  }
+  if (!spec.bDirect && typeof spec.loadB !== "string") {
+    throw new Error("matmul: loadB is required when bDirect is not given");
+  }
+  if (typeof spec.storeC !== "string") throw new Error("matmul: storeC is required");
+  checkDirect("aDirect", spec.aDirect, ["offset", "batchStride", "mStride", "kStride"]);
+  checkDirect("bDirect", spec.bDirect, ["offset", "batchStride", "kStride", "nStride"]);
+  if (spec.aDirect && spec.bDirect) {
+    if (
+      spec.aDirect.binding === spec.bDirect.binding &&
+      (spec.aDirect.group ?? 0) === (spec.bDirect.group ?? 0)
+    ) {
+      throw new Error("matmul: aDirect and bDirect need distinct bindings (bind the buffer twice)");
+    }
+  }
+  for (const d of [spec.aDirect, spec.bDirect]) {
+    if (!d) continue;
+    const re = new RegExp(`@group\\(\\s*${d.group ?? 0}\\s*\\)\\s*@binding\\(\\s*${d.binding}\\s*\\)`);
+    if (re.test(spec.declarations)) {
+      throw new Error(
+        `matmul: declarations already declare @group(${d.group ?? 0}) @binding(${d.binding}), ` +
+          "which a direct operand uses",
+      );
+    }
+  }
+  const t = spec.tile ? checkTile(spec.tile, limits) : selectMatmulTile(spec, limits);
+  const bytes = storageBytes(t);
+  if (bytes > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `matmul: tile needs ${bytes} bytes of workgroup memory, the limit is ` +
+        `${limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  const A = planOperand("a", spec, t);
+  const B = planOperand("b", spec, t);
+  const threads = threadsOf(t);
+  const tilesM = cdiv(M, t.tileM), tilesN = cdiv(N, t.tileN);
+  const perBatch = tilesM * tilesN;
+  const total = batch * perBatch;
+  const maxDim = checkInt(
+    "limits.maxComputeWorkgroupsPerDimension",
+    limits.maxComputeWorkgroupsPerDimension,
+    1,
+  );
+  const gx = Math.min(total, maxDim);
+  const gy = Math.min(cdiv(total, gx), maxDim);
+  const gz = cdiv(total, gx * gy);
+  if (gz > maxDim) {
+    throw new Error(`matmul: ${total} workgroups exceed the grid limit ${maxDim}³`);
+  }
+  const body = new Emitter();
+  emitKernel(body, spec, t, A, B, { threads, tilesM, tilesN, perBatch, total, gx, gy, gz });
+  const wgsl = [
+    "// ssmkit batched matmul: " +
+    `batch ${batch}, M ${M}, N ${N}, K ${K}, tile ${JSON.stringify(t)}`,
+    spec.declarations,
+    declareOperand(A, spec),
+    declareOperand(B, spec),
+    `fn store_c(bi: u32, m: u32, n: u32, acc: f32) {\n${spec.storeC}\n}`,
+    body.text(),
+  ].filter((s) => s.length > 0).join("\n\n");
+  return {
+    wgsl,
+    entryPoint: spec.name,
+    workgroups: [gx, gy, gz],
+    workgroupSize: threads,
+    workgroupStorageBytes: bytes,
+    tile: t,
+    loads: { a: A.load, b: B.load },
+  };
+}
+
+function checkDirect<T extends object>(what: string, d: T | undefined, keys: (keyof T)[]): void {
+  if (!d) return;
+  const r = d as Record<string, unknown>;
+  checkInt(`${what}.binding`, r.binding, 0);
+  if (r.group !== undefined) checkInt(`${what}.group`, r.group, 0);
+  for (const k of keys) checkInt(`${what}.${String(k)}`, r[k as string], 0);
+}
+
+function declareOperand(op: Operand, spec: MatmulKernelSpec): string {
+  const lines: string[] = [];
+  if (op.load === "hook") {
+    const sig = op.x === "a"
+      ? "fn load_a(bi: u32, m: u32, k: u32) -> f32"
+      : "fn load_b(bi: u32, k: u32, n: u32) -> f32";
+    lines.push(`${sig} {\n${op.x === "a" ? spec.loadA : spec.loadB}\n}`);
+  } else {
+    const d = op.x === "a" ? spec.aDirect! : spec.bDirect!;
+    const ty = op.load === "vec4" ? "vec4<f32>" : "f32";
+    lines.push(
+      `@group(${d.group ?? 0}) @binding(${d.binding}) ` +
+        `var<storage, read> mm_${op.x}_src: array<${ty}>;`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Line collector with indentation. */
+class Emitter {
+  private lines: string[] = [];
+  private depth = 0;
+  line(s: string): void {
+    this.lines.push("  ".repeat(this.depth) + s);
+  }
+  open(s: string): void {
+    this.line(s);
+    this.depth++;
+  }
+  close(s = "}"): void {
+    this.depth--;
+    this.line(s);
+  }
+  text(): string {
+    return this.lines.join("\n");
+  }
+}
+
+interface Grid {
+  threads: number;
+  tilesM: number;
+  tilesN: number;
+  perBatch: number;
+  total: number;
+  gx: number;
+  gy: number;
+  gz: number;
+}
+
+function u(n: number): string {
+  return `${n}u`;
+}
+
+function emitKernel(
+  e: Emitter,
+  spec: MatmulKernelSpec,
+  t: Required<MatmulTile>,
+  A: Operand,
+  B: Operand,
+  g: Grid,
+): void {
+  const { K } = spec;
+  const tx = t.tileN / t.threadN, ty = t.tileM / t.threadM;
+  const kTiles = cdiv(K, t.tileK);
+  for (const op of [A, B]) {
+    e.line(`var<workgroup> mm_${op.x}s: array<vec4<f32>, ${op.stageSize * t.stages}>;`);
+  }
+  if (t.kSplit > 1) {
+    e.line(`var<workgroup> mm_red: array<f32, ${(t.kSplit - 1) * t.tileM * t.tileN}>;`);
+  }
+  e.line("");
+  e.line(`@compute @workgroup_size(${g.threads})`);
+  e.open(
+    `fn ${spec.name}(@builtin(workgroup_id) mm_wid: vec3<u32>, ` +
+      `@builtin(local_invocation_index) mm_lid: u32) {`,
+  );
+  // Workgroup → (batch, tile row, tile column). Surplus workgroups of a folded grid redo the last
+  // tile without storing, so every barrier stays in uniform control flow.
+  e.line(`let mm_raw = mm_wid.x + mm_wid.y * ${u(g.gx)} + mm_wid.z * ${u(g.gx * g.gy)};`);
+  const guarded = g.gx * g.gy * g.gz > g.total;
+  e.line(guarded ? `let mm_lin = min(mm_raw, ${u(g.total - 1)});` : "let mm_lin = mm_raw;");
+  e.line(`let bi = mm_lin / ${u(g.perBatch)};`);
+  e.line(`let mm_r = mm_lin % ${u(g.perBatch)};`);
+  if (t.groupM > 1 && g.tilesM > t.groupM) {
+    const width = t.groupM * g.tilesN;
+    e.line(`let mm_first = (mm_r / ${u(width)}) * ${u(t.groupM)};`);
+    e.line(`let mm_gs = min(${u(g.tilesM)} - mm_first, ${u(t.groupM)});`);
+    e.line(`let mm_tm = mm_first + (mm_r % ${u(width)}) % mm_gs;`);
+    e.line(`let mm_tn = (mm_r % ${u(width)}) / mm_gs;`);
+  } else {
+    e.line(`let mm_tm = mm_r / ${u(g.tilesN)};`);
+    e.line(`let mm_tn = mm_r % ${u(g.tilesN)};`);
+  }
+  e.line(`let mm_m0 = mm_tm * ${u(t.tileM)};`);
+  e.line(`let mm_n0 = mm_tn * ${u(t.tileN)};`);
+  e.line(`let mm_tx = mm_lid % ${u(tx)};`);
+  e.line(`let mm_ty = (mm_lid / ${u(tx)}) % ${u(ty)};`);
+  e.line(t.kSplit > 1 ? `let mm_g = mm_lid / ${u(tx * ty)};` : "let mm_g = 0u;");
+
+  for (const op of [A, B]) emitSlotSetup(e, spec, t, op, g.threads);
+  for (const op of [A, B]) emitReadOffset(e, t, op);
+
+  for (let i = 0; i < t.threadM; i++) {
+    for (let j = 0; j < t.threadN; j++) e.line(`var c_${i}_${j} = 0.0;`);
+  }
+
+  // Prologue: slice 0 into registers.
+  for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, "0u");
+  if (t.stages === 2) {
+    for (const op of [A, B]) emitSharedStore(e, t, op, "0u");
+    e.line("workgroupBarrier();");
+  }
+  e.open(`for (var mm_t = 0u; mm_t < ${u(kTiles)}; mm_t = mm_t + 1u) {`);
+  if (t.stages === 2) {
+    e.line(`let mm_st = mm_t & 1u;`);
+    for (const op of [A, B]) e.line(`let mm_${op.x}cur = mm_st * ${u(op.stageSize)};`);
+    if (kTiles > 1) {
+      e.open(`if (mm_t + 1u < ${u(kTiles)}) {`);
+      for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, "(mm_t + 1u)");
+      e.close();
+    }
+    emitCompute(e, t, A, B);
+    if (kTiles > 1) {
+      e.open(`if (mm_t + 1u < ${u(kTiles)}) {`);
+      for (const op of [A, B]) {
+        emitSharedStore(e, t, op, `((mm_st ^ 1u) * ${u(op.stageSize)})`);
+      }
+      e.close();
+    }
+    e.line("workgroupBarrier();");
+  } else {
+    for (const op of [A, B]) e.line(`let mm_${op.x}cur = 0u;`);
+    for (const op of [A, B]) emitSharedStore(e, t, op, "0u");
+    e.line("workgroupBarrier();");
+    if (kTiles > 1) {
+      e.open(`if (mm_t + 1u < ${u(kTiles)}) {`);
+      for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, "(mm_t + 1u)");
+      e.close();
+    }
+    emitCompute(e, t, A, B);
+    e.line("workgroupBarrier();");
+  }
+  e.close();
+
+  emitEpilogue(e, spec, t, A, B, guarded, g.total);
+  e.close();
+}
+
+/** Per-thread constants of the global→register loads: slot coordinates, validity, base index. */
+function emitSlotSetup(
+  e: Emitter,
+  spec: MatmulKernelSpec,
+  t: Required<MatmulTile>,
+  op: Operand,
+  threads: number,
+): void {
+  const x = op.x;
+  const per = cdiv(op.slots, threads);
+  const o0 = x === "a" ? "mm_m0" : "mm_n0";
+  const k4 = t.tileK / 4, o4 = op.tileO / 4;
+  for (let p = 0; p < per; p++) {
+    e.line(`let ${x}_s${p} = mm_lid + ${u(p * threads)};`);
+    if (op.layout === "ok") {
+      e.line(`let ${x}_o${p} = ${o0} + ${x}_s${p} / ${u(k4)};`);
+      e.line(`let ${x}_k${p} = (${x}_s${p} % ${u(k4)}) * 4u;`);
+      e.line(`let ${x}_w${p} = (${x}_s${p} / ${u(k4)}) * ${u(op.rowStride)} + ${x}_s${p} % ${u(k4)};`);
+    } else {
+      e.line(`let ${x}_o${p} = ${o0} + (${x}_s${p} % ${u(o4)}) * 4u;`);
+      e.line(`let ${x}_k${p} = ${x}_s${p} / ${u(o4)};`);
+      e.line(`let ${x}_w${p} = ${x}_s${p};`);
+    }
+    // A slot past the tile (when slots do not divide evenly) and rows past the matrix load zero.
+    const conds: string[] = [];
+    if ((p + 1) * threads > op.slots) conds.push(`${x}_s${p} < ${u(op.slots)}`);
+    if (op.outer % op.tileO !== 0) {
+      if (op.layout === "ko" && op.load !== "vec4") {
+        // Scalar loads along outer check each element below.
+      } else conds.push(`${x}_o${p} < ${u(op.outer)}`);
+    }
+    e.line(`let ${x}_v${p} = ${conds.length ? conds.join(" && ") : "true"};`);
+    if (op.direct) {
+      const d = op.direct;
+      const base = `${u(d.offset)} + bi * ${u(d.batchStride)} + ${x}_o${p} * ${u(d.oStride)} + ` +
+        `${x}_k${p} * ${u(d.kStride)}`;
+      // vec4 sources are indexed in vec4 units; every term is a multiple of 4 by construction.
+      e.line(`let ${x}_g${p} = ${op.load === "vec4" ? `(${base}) / 4u` : base};`);
+    }
+    e.line(`var ${x}_p${p} = vec4<f32>(0.0);`);
+  }
+  void spec;
+}
+
+/** Per-thread offset of the shared-memory reads: thread coordinate and K-split group. */
+function emitReadOffset(e: Emitter, t: Required<MatmulTile>, op: Operand): void {
+  const kg = t.tileK / t.kSplit;
+  const expr = op.layout === "ok"
+    ? `${op.coord} * ${u(op.rowStride)} + mm_g * ${u(kg / 4)}`
+    : `${op.coord} + mm_g * ${u(kg * (op.tileO / 4))}`;
+  e.line(`let mm_${op.x}off = ${expr};`);
+}
+
+/** Loads this thread's slots of K slice `kt` (a WGSL u32 expression) into `x_p*` registers. */
+function emitGlobalLoad(
+  e: Emitter,
+  spec: MatmulKernelSpec,
+  t: Required<MatmulTile>,
+  op: Operand,
+  kt: string,
+): void {
+  const x = op.x;
+  const per = cdiv(op.slots, threadsOf(t));
+  const needK = spec.K % t.tileK !== 0;
+  for (let p = 0; p < per; p++) {
+    const kExpr = `${kt} * ${u(t.tileK)} + ${x}_k${p}`;
+    const lines: string[] = [];
+    const conds: string[] = [`${x}_v${p}`];
+    if (op.load === "vec4") {
+      const d = op.direct!;
+      const step = op.layout === "ok" ? t.tileK / 4 : (t.tileK * d.kStride) / 4;
+      if (needK) conds.push(`${kExpr} < ${u(spec.K)}`);
+      lines.push(`${x}_p${p} = mm_${x}_src[${x}_g${p} + ${kt} * ${u(step)}];`);
+    } else {
+      for (let c = 0; c < 4; c++) {
+        // Element c of the vec4: along k for "ok", along outer for "ko".
+        const oE = op.layout === "ok" ? `${x}_o${p}` : `(${x}_o${p} + ${u(c)})`;
+        const kE = op.layout === "ok" ? `(${kExpr} + ${u(c)})` : `(${kExpr})`;
+        const cc: string[] = [];
+        if (op.layout === "ok" && (needK || spec.K % 4 !== 0)) cc.push(`${kE} < ${u(spec.K)}`);
+        if (op.layout === "ko") {
+          if (needK) cc.push(`${kE} < ${u(spec.K)}`);
+          if (op.outer % op.tileO !== 0) cc.push(`${oE} < ${u(op.outer)}`);
+        }
+        let val: string;
+        if (op.load === "hook") {
+          val = x === "a" ? `load_a(bi, ${oE}, ${kE})` : `load_b(bi, ${kE}, ${oE})`;
+        } else {
+          const d = op.direct!;
+          const stepC = op.layout === "ok" ? d.kStride : d.oStride;
+          const stepT = t.tileK * d.kStride;
+          val = `mm_${x}_src[${x}_g${p} + ${kt} * ${u(stepT)} + ${u(c * stepC)}]`;
+        }
+        const assign = `${x}_p${p}.${COMP[c]} = ${val};`;
+        lines.push(cc.length ? `if (${cc.join(" && ")}) { ${assign} }` : assign);
+      }
+    }
+    e.line(`${x}_p${p} = vec4<f32>(0.0);`);
+    const cond = conds.filter((c) => c !== "true");
+    // `x_v` may be the literal `true`; the WGSL compiler folds it either way.
+    e.open(`if (${cond.join(" && ")}) {`);
+    for (const l of lines) e.line(l);
+    e.close();
+  }
+}
+
+/** Stores the prefetched registers at stage offset `base` (a WGSL u32 expression). Rows past the
+ * matrix store the zeros their registers hold; only slots past the stage are skipped. */
+function emitSharedStore(e: Emitter, t: Required<MatmulTile>, op: Operand, base: string): void {
+  const threads = threadsOf(t);
+  const per = cdiv(op.slots, threads);
+  for (let p = 0; p < per; p++) {
+    const st = `mm_${op.x}s[${base} + ${op.x}_w${p}] = ${op.x}_p${p};`;
+    e.line((p + 1) * threads > op.slots ? `if (${op.x}_s${p} < ${u(op.slots)}) { ${st} }` : st);
+  }
+}
+
+/** The unrolled multiply of one staged K slice (this thread's K-split share of it). */
+function emitCompute(e: Emitter, t: Required<MatmulTile>, A: Operand, B: Operand): void {
+  const kg = t.tileK / t.kSplit;
+  for (let q = 0; q < kg / 4; q++) {
+    e.open("{");
+    // All of B for these 4 k steps stays live; A is streamed a row (or 4 rows) at a time.
+    let bAt: (j: number, kk: number) => string;
+    if (B.layout === "ok") {
+      for (let j = 0; j < t.threadN; j++) {
+        const idx = outerConst(B, j) * B.rowStride + q;
+        e.line(`let b_r${j} = mm_bs[mm_bcur + mm_boff + ${u(idx)}];`);
+      }
+      bAt = (j, kk) => `b_r${j}.${COMP[kk]}`;
+    } else {
+      for (let kk = 0; kk < 4; kk++) {
+        for (let c = 0; c < t.threadN / 4; c++) {
+          const idx = (q * 4 + kk) * (B.tileO / 4) + c * B.tO;
+          e.line(`let b_k${kk}_${c} = mm_bs[mm_bcur + mm_boff + ${u(idx)}];`);
+        }
+      }
+      bAt = (j, kk) => `b_k${kk}_${j >> 2}.${COMP[j & 3]}`;
+    }
+    const fmaRow = (i: number, kk: number, a: string) => {
+      for (let j = 0; j < t.threadN; j++) {
+        e.line(`c_${i}_${j} = fma(${a}, ${bAt(j, kk)}, c_${i}_${j});`);
+      }
+    };
+    if (A.layout === "ok") {
+      for (let i = 0; i < t.threadM; i++) {
+        const idx = outerConst(A, i) * A.rowStride + q;
+        e.line(`let a_r${i} = mm_as[mm_acur + mm_aoff + ${u(idx)}];`);
+        for (let kk = 0; kk < 4; kk++) fmaRow(i, kk, `a_r${i}.${COMP[kk]}`);
+      }
+    } else {
+      for (let c = 0; c < t.threadM / 4; c++) {
+        for (let kk = 0; kk < 4; kk++) {
+          const idx = (q * 4 + kk) * (A.tileO / 4) + c * A.tO;
+          e.line(`let a_k${kk}_${c} = mm_as[mm_acur + mm_aoff + ${u(idx)}];`);
+          for (let ii = 0; ii < 4; ii++) fmaRow(c * 4 + ii, kk, `a_k${kk}_${c}.${COMP[ii]}`);
+        }
+      }
+    }
+    e.close();
+  }
+}
+
+/** K-split reduction through workgroup memory, then `store_c` for every in-range output. */
+function emitEpilogue(
+  e: Emitter,
+  spec: MatmulKernelSpec,
+  t: Required<MatmulTile>,
+  A: Operand,
+  B: Operand,
+  guarded: boolean,
+  total: number,
+): void {
+  const tmn = t.tileM * t.tileN;
+  const dyn = `${outerDyn(A)} * ${u(t.tileN)} + ${outerDyn(B)}`;
+  const each = (f: (i: number, j: number, off: number) => void) => {
+    for (let i = 0; i < t.threadM; i++) {
+      for (let j = 0; j < t.threadN; j++) f(i, j, outerConst(A, i) * t.tileN + outerConst(B, j));
+    }
+  };
+  const conds: string[] = [];
+  if (guarded) conds.push(`mm_raw < ${u(total)}`);
+  if (t.kSplit > 1) {
+    e.open("if (mm_g > 0u) {");
+    e.line(`let mm_ro = (mm_g - 1u) * ${u(tmn)} + ${dyn};`);
+    each((i, j, off) => e.line(`mm_red[mm_ro + ${u(off)}] = c_${i}_${j};`));
+    e.close();
+    e.line("workgroupBarrier();");
+    e.open("if (mm_g == 0u) {");
+    e.line(`let mm_ro = ${dyn};`);
+    for (let gg = 1; gg < t.kSplit; gg++) {
+      each((i, j, off) => e.line(`c_${i}_${j} += mm_red[mm_ro + ${u((gg - 1) * tmn + off)}];`));
+    }
+    e.close();
+    conds.push("mm_g == 0u");
+  }
+  e.open(`if (${conds.length ? conds.join(" && ") : "true"}) {`);
+  e.line(`let mm_rm = mm_m0 + ${outerDyn(A)};`);
+  e.line(`let mm_rn = mm_n0 + ${outerDyn(B)};`);
+  const needM = spec.M % t.tileM !== 0, needN = spec.N % t.tileN !== 0;
+  each((i, j) => {
+    const m = `mm_rm + ${u(outerConst(A, i))}`, n = `mm_rn + ${u(outerConst(B, j))}`;
+    const cc: string[] = [];
+    if (needM) cc.push(`${m} < ${u(spec.M)}`);
+    if (needN) cc.push(`${n} < ${u(spec.N)}`);
+    const st = `store_c(bi, ${m}, ${n}, c_${i}_${j});`;
+    e.line(cc.length ? `if (${cc.join(" && ")}) { ${st} }` : st);
+  });
+  e.close();
+}

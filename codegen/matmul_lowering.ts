@@ -1,0 +1,142 @@
+/**
+ * Lowers a contraction (with fused prologues and epilogue) to the tiled matmul emitter:
+ * axes are classified into batch / M / N / K groups, each group addressed by one flat index
+ * that the hooks decode back into named axes. Operands that are plain buffers with affine
+ * group strides take the emitter's direct (vectorized) path.
+ *
+ * @module
+ */
+
+import type { ContractNode, Node } from "../dsl/ir.ts";
+import { stridesOf } from "../dsl/ir.ts";
+import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
+import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { emitMatmul, type MatmulKernelSpec } from "./matmul_kernel.ts";
+import { MATH_PRELUDE } from "./wgsl_math.ts";
+
+interface Groups {
+  batch: string[];
+  m: string[];
+  n: string[];
+  k: string[];
+}
+
+function sizeOf(nodes: Node[], axis: string): number {
+  for (const n of nodes) {
+    const i = n.axes.indexOf(axis);
+    if (i >= 0) return n.shape[i];
+  }
+  throw new Error(`internal: axis ${axis}`);
+}
+
+/** Splits the axes of `a · b → out` into matmul groups, in output / layout order. */
+function classify(a: Node, b: Node, out: Node, summed: readonly string[]): Groups {
+  return {
+    batch: out.axes.filter((x) => a.axes.includes(x) && b.axes.includes(x)),
+    m: out.axes.filter((x) => a.axes.includes(x) && !b.axes.includes(x)),
+    n: out.axes.filter((x) => b.axes.includes(x) && !a.axes.includes(x)),
+    k: a.axes.filter((x) => summed.includes(x)),
+  };
+}
+
+/** The single stride of a group of axes in `node`'s layout, if the group is affine there. */
+function groupStride(node: Node, axes: string[]): number | undefined {
+  if (axes.length === 0) return 0;
+  const s = stridesOf(node);
+  for (let i = 0; i + 1 < axes.length; i++) {
+    const next = axes[i + 1];
+    if (s[axes[i]] !== s[next] * node.shape[node.axes.indexOf(next)]) return undefined;
+  }
+  return s[axes[axes.length - 1]];
+}
+
+/** The materialized buffer behind an operand, seeing through permutations. */
+function directSource(node: Node, materialized: ReadonlySet<Node>): Node | undefined {
+  let n = node;
+  while (!materialized.has(n) && n.kind === "permute") n = n.x;
+  return materialized.has(n) ? n : undefined;
+}
+
+/** Emits the kernel writing `root` (= `core`, or an elementwise epilogue of it). */
+export function emitMatmulKernel(
+  root: Node,
+  core: ContractNode,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+): KernelArtifact {
+  checkIndexable(root);
+  // Put N on the output's innermost axis when possible: stores are then contiguous.
+  let [a, b] = [core.a, core.b];
+  const innermost = root.axes[root.axes.length - 1];
+  if (a.axes.includes(innermost) && !b.axes.includes(innermost)) [a, b] = [b, a];
+  const g = classify(a, b, core, core.summed);
+  const all = [a, b];
+  const size = (axes: string[]) => axes.reduce((p, x) => p * sizeOf(all, x), 1);
+  const registry = new BindingRegistry(materialized, root);
+
+  const decodeGroups = (parts: [string, string[]][], prefix: string) => {
+    const lines: string[] = [];
+    let env: Record<string, string> = {};
+    for (const [flat, axes] of parts) {
+      const d = decodeIndex(flat, axes, axes.map((x) => sizeOf(all, x)), `${prefix}${flat}_`);
+      lines.push(...d.lines);
+      env = { ...env, ...d.env };
+    }
+    return { lines, env };
+  };
+  const hook = (
+    operand: Node,
+    parts: [string, string[]][],
+    prefix: string,
+  ): string => {
+    const { lines, env } = decodeGroups(parts, prefix);
+    const em = new ExprEmitter(registry.lookup, prefix);
+    const v = em.emit(operand, env);
+    return [...lines, ...em.lines, `return ${v};`].join("\n  ");
+  };
+  const loadA = hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
+  const loadB = hook(b, [["bi", g.batch], ["k", g.k], ["n", g.n]], "lb");
+  const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
+  const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
+  const value = epi.emit(root, st.env);
+  const storeC = [...st.lines, ...epi.lines, `out[${offsetExpr(root, st.env)}] = ${value};`]
+    .join("\n  ");
+
+  const direct = (operand: Node, groups: [string[], string[], string[]]) => {
+    const src = directSource(operand, materialized);
+    if (!src) return undefined;
+    const strides = groups.map((grp) => groupStride(src, grp));
+    if (strides.some((s) => s === undefined)) return undefined;
+    return { array: registry.lookup(src)!, strides: strides as number[] };
+  };
+  const da = direct(a, [g.batch, g.m, g.k]);
+  const db = direct(b, [g.batch, g.k, g.n]);
+  registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
+
+  const spec: MatmulKernelSpec = {
+    name,
+    batch: size(g.batch),
+    M: size(g.m),
+    N: size(g.n),
+    K: size(g.k),
+    declarations: `${registry.declarations(root)}\n${MATH_PRELUDE}`,
+    loadA,
+    loadB,
+    storeC,
+    aDirect: da &&
+      { array: da.array, offset: 0, batchStride: da.strides[0], mStride: da.strides[1], kStride: da.strides[2] },
+    bDirect: db &&
+      { array: db.array, offset: 0, batchStride: db.strides[0], kStride: db.strides[1], nStride: db.strides[2] },
+  };
+  const { wgsl, workgroups } = emitMatmul(spec, limits);
+  return {
+    name,
+    wgsl: `// ${name}: matmul batch=${spec.batch} M=${spec.M} N=${spec.N} K=${spec.K}\n${wgsl}`,
+    workgroups,
+    reads: registry.reads,
+    write: root,
+    kind: "matmul",
+  };
+}

@@ -1,0 +1,115 @@
+/**
+ * WGSL spellings of constants and elementwise ops. Each must compute the same function as
+ * `runtime/scalar_math.ts` (the float64 oracle) to f32 accuracy.
+ *
+ * @module
+ */
+
+import type { BinaryOp, UnaryOp } from "../dsl/ir.ts";
+
+/** A WGSL f32 expression for a number, including infinities and NaN. */
+export function f32Literal(v: number): string {
+  if (Number.isNaN(v)) return "bitcast<f32>(0x7fc00000u)";
+  if (v === Infinity) return "bitcast<f32>(0x7f800000u)";
+  if (v === -Infinity) return "bitcast<f32>(0xff800000u)";
+  const f = Math.fround(v);
+  if (f !== 0 && Math.abs(f) < 1.1754943508222875e-38) return `bitcast<f32>(${bitsOf(f)}u)`;
+  if (!Number.isFinite(f)) return f > 0 ? "bitcast<f32>(0x7f800000u)" : "bitcast<f32>(0xff800000u)";
+  let s = f.toPrecision(9);
+  if (!/[.e]/.test(s)) s += ".0";
+  return `f32(${s})`;
+}
+
+function bitsOf(f: number): number {
+  const buf = new DataView(new ArrayBuffer(4));
+  buf.setFloat32(0, f);
+  return buf.getUint32(0);
+}
+
+/** A WGSL u32 literal. */
+export function u32Literal(v: number): string {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new Error(`internal: ${v} does not fit a u32 index`);
+  }
+  return `${v}u`;
+}
+
+/** Helper functions some ops need; included once per shader that uses them. */
+export const MATH_PRELUDE = `
+fn sk_softplus(x: f32) -> f32 {
+  if (x > 20.0) { return x; }
+  let e = exp(x);
+  let w = 1.0 + e;
+  // log1p(e) without cancellation: log(w) * e / (w - 1) is exact to rounding (Goldberg).
+  if (w == 1.0) { return e; }
+  return log(w) * e / (w - 1.0);
+}
+fn sk_tanh(x: f32) -> f32 {
+  // Some drivers compute tanh from exp and return NaN for large |x|: clamp first.
+  return tanh(clamp(x, -15.0, 15.0));
+}
+`;
+
+/** WGSL expression for a unary op applied to expression `x`. */
+export function unaryWgsl(op: UnaryOp, x: string): string {
+  switch (op) {
+    case "neg":
+      return `(-${x})`;
+    case "exp":
+      return `exp(${x})`;
+    case "log":
+      return `log(${x})`;
+    case "sqrt":
+      return `sqrt(${x})`;
+    case "rsqrt":
+      return `inverseSqrt(${x})`;
+    case "abs":
+      return `abs(${x})`;
+    case "sigmoid":
+      return `(1.0 / (1.0 + exp(-${x})))`;
+    case "silu":
+      return `(${x} / (1.0 + exp(-${x})))`;
+    case "softplus":
+      return `sk_softplus(${x})`;
+    case "tanh":
+      return `sk_tanh(${x})`;
+    case "relu":
+      return `max(${x}, 0.0)`;
+  }
+}
+
+/** WGSL expression for a binary op; `bConst` is b's value when it is a constant. */
+export function binaryWgsl(op: BinaryOp, a: string, b: string, bConst?: number): string {
+  switch (op) {
+    case "add":
+      return `(${a} + ${b})`;
+    case "sub":
+      return `(${a} - ${b})`;
+    case "mul":
+      return `(${a} * ${b})`;
+    case "div":
+      return `(${a} / ${b})`;
+    case "pow":
+      if (bConst === 2) return `(${a} * ${a})`;
+      if (bConst === 1) return a;
+      if (bConst === 0.5) return `sqrt(${a})`;
+      if (bConst === -1) return `(1.0 / ${a})`;
+      return `pow(${a}, ${b})`;
+    case "max":
+      return `max(${a}, ${b})`;
+    case "min":
+      return `min(${a}, ${b})`;
+    case "lt":
+      return `select(0.0, 1.0, ${a} < ${b})`;
+    case "le":
+      return `select(0.0, 1.0, ${a} <= ${b})`;
+    case "gt":
+      return `select(0.0, 1.0, ${a} > ${b})`;
+    case "ge":
+      return `select(0.0, 1.0, ${a} >= ${b})`;
+    case "eq":
+      return `select(0.0, 1.0, ${a} == ${b})`;
+    case "ne":
+      return `select(0.0, 1.0, ${a} != ${b})`;
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Typed einsum. The spec string is parsed by TypeScript (operand and result types) and again at
+ * trace time. An n-ary einsum becomes: reductions of axes private to one operand, then binary
+ * contractions in an order chosen by cost, then a permutation to the requested order.
+ *
+ * @module
+ */
+
+import { type Canon, parseAxes, showAxes } from "./axes.ts";
+import { binaryNode, requireFloat } from "./elementwise.ts";
+import { makeNode, type Node } from "./ir.ts";
+import { Tensor } from "./tensor.ts";
+
+type SplitOperands<S extends string> = S extends `${infer H},${infer R}`
+  ? [Canon<H>, ...SplitOperands<R>]
+  : [Canon<S>];
+
+/** Operand axis strings of an einsum spec type. */
+export type EinsumInputs<S extends string> = S extends `${infer I}->${string}` ? SplitOperands<I>
+  : never;
+
+/** Result axis string of an einsum spec type. */
+export type EinsumOutput<S extends string> = S extends `${string}->${infer O}` ? Canon<O> : never;
+
+/** The tensor types an einsum spec expects. */
+export type EinsumOperands<S extends string> = string extends S ? Tensor[]
+  : TensorTuple<EinsumInputs<S>>;
+
+type TensorTuple<T> = T extends [infer H extends string, ...infer R] ? [Tensor<H>, ...TensorTuple<R>]
+  : [];
+
+/** The tensor type an einsum spec returns. */
+export type EinsumResult<S extends string> = string extends S ? Tensor
+  : Tensor<EinsumOutput<S>>;
+
+/** Parsed spec: operand axes and output axes. */
+export interface ParsedSpec {
+  inputs: string[][];
+  output: string[];
+}
+
+/** Parses `"b l d, d n -> b l d n"`. */
+export function parseEinsumSpec(spec: string): ParsedSpec {
+  const parts = spec.split("->");
+  if (parts.length !== 2) {
+    throw new Error(`einsum "${spec}": the spec needs exactly one "->"`);
+  }
+  const inputs = parts[0].split(",").map((s, i) =>
+    parseAxes(s, `einsum "${spec}": operand ${i + 1}`)
+  );
+  const output = parseAxes(parts[1], `einsum "${spec}": output`);
+  for (const a of output) {
+    if (!inputs.some((axes) => axes.includes(a))) {
+      throw new Error(`einsum "${spec}": output axis "${a}" appears in no operand`);
+    }
+  }
+  return { inputs, output };
+}
+
+/**
+ * Einstein summation over named axes: `einsum("b l d, d n -> b l d n", x, A)`. Operand axes
+ * must match the spec (as sets: the order in the spec may differ from the tensor's layout).
+ */
+export function einsum<S extends string>(
+  spec: S,
+  ...operands: EinsumOperands<S>
+): EinsumResult<S> {
+  const parsed = parseEinsumSpec(spec);
+  const nodes = checkOperands(spec, parsed, operands as Tensor[]);
+  return new Tensor(lowerEinsum(nodes, parsed)) as EinsumResult<S>;
+}
+
+function checkOperands(spec: string, parsed: ParsedSpec, operands: Tensor[]): Node[] {
+  if (operands.length !== parsed.inputs.length) {
+    throw new Error(
+      `einsum "${spec}": the spec has ${parsed.inputs.length} operand(s) but ` +
+        `${operands.length} tensor(s) were given`,
+    );
+  }
+  const sizes = new Map<string, [number, number]>();
+  return operands.map((t, i) => {
+    if (!(t instanceof Tensor)) throw new Error(`einsum "${spec}": operand ${i + 1} is no Tensor`);
+    const n = t.node;
+    requireFloat(n, `einsum "${spec}"`);
+    const want = parsed.inputs[i];
+    const same = want.length === n.axes.length && want.every((a) => n.axes.includes(a));
+    if (!same) {
+      throw new Error(
+        `einsum "${spec}": operand ${i + 1} has axes ${showAxes(n.axes)} but the spec says ` +
+          `${showAxes(want)}`,
+      );
+    }
+    n.axes.forEach((a, k) => {
+      const prev = sizes.get(a);
+      if (prev && prev[0] !== n.shape[k]) {
+        throw new Error(
+          `einsum "${spec}": size conflict on axis "${a}": ${prev[0]} in operand ${prev[1]} ` +
+            `but ${n.shape[k]} in operand ${i + 1}`,
+        );
+      }
+      sizes.set(a, [n.shape[k], i + 1]);
+    });
+    return n;
+  });
+}
+
+function sizeOf(nodes: Node[], axis: string): number {
+  for (const n of nodes) {
+    const i = n.axes.indexOf(axis);
+    if (i >= 0) return n.shape[i];
+  }
+  throw new Error(`internal: axis ${axis} not found`);
+}
+
+/** Lowers checked einsum operands to reduce / contract / binary-mul / permute nodes. */
+function lowerEinsum(operands: Node[], parsed: ParsedSpec): Node {
+  const out = parsed.output;
+  // 1. Axes that only one operand has and the output drops: sum them away first.
+  let work = operands.map((n, i) => {
+    const privateAxes = n.axes.filter((a) =>
+      !out.includes(a) && !operands.some((m, j) => j !== i && m.axes.includes(a))
+    );
+    if (privateAxes.length === 0) return n;
+    const keep = n.axes.map((a, k) => [a, n.shape[k]] as const).filter(([a]) =>
+      !privateAxes.includes(a)
+    );
+    return makeNode({
+      kind: "reduce",
+      op: "sum",
+      x: n,
+      over: privateAxes,
+      axes: keep.map(([a]) => a),
+      shape: keep.map(([, s]) => s),
+      dtype: "f32",
+    });
+  });
+  // 2. Pairwise contractions, cheapest pair first (cost = product of all axis sizes involved).
+  while (work.length > 1) {
+    let best: { i: number; j: number; cost: number } | undefined;
+    for (let i = 0; i < work.length; i++) {
+      for (let j = i + 1; j < work.length; j++) {
+        const axes = new Set([...work[i].axes, ...work[j].axes]);
+        const cost = [...axes].reduce((p, a) => p * sizeOf(work, a), 1);
+        if (!best || cost < best.cost) best = { i, j, cost };
+      }
+    }
+    const { i, j } = best!;
+    const rest = work.filter((_, k) => k !== i && k !== j);
+    work = [...rest, contractPair(work[i], work[j], rest, out, work.length === 2)];
+  }
+  // 3. Put the result in the requested layout order.
+  const result = work[0];
+  if (result.axes.join(" ") === out.join(" ")) return result;
+  return makeNode({
+    kind: "permute",
+    x: result,
+    axes: out,
+    shape: out.map((a) => sizeOf([result], a)),
+    dtype: "f32",
+  });
+}
+
+function contractPair(a: Node, b: Node, rest: Node[], out: string[], last: boolean): Node {
+  const needed = (axis: string) => out.includes(axis) || rest.some((n) => n.axes.includes(axis));
+  const all = [...a.axes, ...b.axes.filter((x) => !a.axes.includes(x))];
+  const summed = all.filter((x) => !needed(x));
+  if (summed.length === 0) return binaryNode("mul", new Tensor(a), new Tensor(b));
+  const keep = last ? out : all.filter(needed);
+  return makeNode({
+    kind: "contract",
+    a,
+    b,
+    summed,
+    axes: keep,
+    shape: keep.map((x) => sizeOf([a, b], x)),
+    dtype: "f32",
+  });
+}

@@ -1,0 +1,40 @@
+/**
+ * The float64 meaning of every elementwise op: the reference the WGSL emitter must match.
+ *
+ * @module
+ */
+
+import type { BinaryOp, UnaryOp } from "../dsl/ir.ts";
+
+/** Float64 implementation of each unary op. */
+export const UNARY_F64: Record<UnaryOp, (x: number) => number> = {
+  neg: (x) => -x,
+  exp: Math.exp,
+  log: Math.log,
+  sqrt: Math.sqrt,
+  rsqrt: (x) => 1 / Math.sqrt(x),
+  abs: Math.abs,
+  sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  silu: (x) => x / (1 + Math.exp(-x)),
+  // PyTorch's softplus: linear above the threshold 20.
+  softplus: (x) => (x > 20 ? x : Math.log1p(Math.exp(x))),
+  tanh: Math.tanh,
+  relu: (x) => (x > 0 ? x : 0),
+};
+
+/** Float64 implementation of each binary op. */
+export const BINARY_F64: Record<BinaryOp, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: Math.pow,
+  max: Math.max,
+  min: Math.min,
+  lt: (a, b) => (a < b ? 1 : 0),
+  le: (a, b) => (a <= b ? 1 : 0),
+  gt: (a, b) => (a > b ? 1 : 0),
+  ge: (a, b) => (a >= b ? 1 : 0),
+  eq: (a, b) => (a === b ? 1 : 0),
+  ne: (a, b) => (a !== b ? 1 : 0),
+};
