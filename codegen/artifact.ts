@@ -43,6 +43,10 @@ export class BindingRegistry {
   readonly #materialized: ReadonlySet<Node>;
   readonly #exclude: Node;
   readonly #reads: Node[] = [];
+  /** Bindings the kernel template declares itself (with its own array type). */
+  readonly #external = new Set<Node>();
+  /** Set when a hook reads a node that the template declared itself. */
+  #conflict = false;
 
   /** `root` is the kernel's own output: never read back as an input. */
   constructor(materialized: ReadonlySet<Node>, root: Node) {
@@ -53,10 +57,23 @@ export class BindingRegistry {
   /** The array name of a materialized node (registering it), or undefined. */
   lookup = (node: Node): string | undefined => {
     if (node === this.#exclude || !this.#materialized.has(node)) return undefined;
+    if (this.#external.has(node)) this.#conflict = true;
     let i = this.#reads.indexOf(node);
     if (i < 0) i = this.#reads.push(node) - 1;
     return `b${i}`;
   };
+
+  /** Reserves a binding for `node` that the kernel template declares itself; its index. */
+  reserveExternal(node: Node): number {
+    if (this.#reads.includes(node)) this.#conflict = true;
+    this.#external.add(node);
+    return this.#reads.push(node) - 1;
+  }
+
+  /** True when a node was both reserved externally and read through `lookup`. */
+  get conflict(): boolean {
+    return this.#conflict;
+  }
 
   /** Nodes read so far, in binding order. */
   get reads(): readonly Node[] {
@@ -65,8 +82,8 @@ export class BindingRegistry {
 
   /** WGSL declarations for all reads plus the output array `out`. */
   declarations(write: Node): string {
-    const lines = this.#reads.map((n, i) =>
-      `@group(0) @binding(${i}) var<storage, read> b${i}: array<${n.dtype}>;`
+    const lines = this.#reads.flatMap((n, i) =>
+      this.#external.has(n) ? [] : [`@group(0) @binding(${i}) var<storage, read> b${i}: array<${n.dtype}>;`]
     );
     lines.push(
       `@group(0) @binding(${this.#reads.length}) var<storage, read_write> out: array<${write.dtype}>;`,

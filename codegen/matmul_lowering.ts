@@ -66,6 +66,18 @@ export function emitMatmulKernel(
   limits: DeviceLimits,
   name: string,
 ): KernelArtifact {
+  return emitWith(root, core, materialized, limits, name, true) ??
+    emitWith(root, core, materialized, limits, name, false)!;
+}
+
+function emitWith(
+  root: Node,
+  core: ContractNode,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  allowDirect: boolean,
+): KernelArtifact | undefined {
   checkIndexable(root);
   // Put N on the output's innermost axis when possible: stores are then contiguous.
   let [a, b] = [core.a, core.b];
@@ -86,37 +98,51 @@ export function emitMatmulKernel(
     }
     return { lines, env };
   };
-  const hook = (
-    operand: Node,
-    parts: [string, string[]][],
-    prefix: string,
-  ): string => {
+  const hook = (operand: Node, parts: [string, string[]][], prefix: string): string => {
     const { lines, env } = decodeGroups(parts, prefix);
     const em = new ExprEmitter(registry.lookup, prefix);
     const v = em.emit(operand, env);
     return [...lines, ...em.lines, `return ${v};`].join("\n  ");
   };
-  const loadA = hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
-  const loadB = hook(b, [["bi", g.batch], ["k", g.k], ["n", g.n]], "lb");
+  // A plain buffer whose batch/row/depth groups each have one stride is read directly.
+  const direct = (operand: Node, groups: string[][]) => {
+    if (!allowDirect) return undefined;
+    const src = directSource(operand, materialized);
+    if (!src || src === root) return undefined;
+    const strides = groups.map((grp) => groupStride(src, grp));
+    if (strides.some((s) => s === undefined)) return undefined;
+    return { src, strides: strides as number[] };
+  };
+  const da = direct(a, [g.batch, g.m, g.k]);
+  const dbCandidate = direct(b, [g.batch, g.k, g.n]);
+  const db = dbCandidate && dbCandidate.src !== da?.src ? dbCandidate : undefined;
+  const aDirect = da && {
+    binding: registry.reserveExternal(da.src),
+    offset: 0,
+    batchStride: da.strides[0],
+    mStride: da.strides[1],
+    kStride: da.strides[2],
+  };
+  const bDirect = db && {
+    binding: registry.reserveExternal(db.src),
+    offset: 0,
+    batchStride: db.strides[0],
+    kStride: db.strides[1],
+    nStride: db.strides[2],
+  };
+  const loadA = aDirect ? undefined : hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
+  const loadB = bDirect ? undefined : hook(b, [["bi", g.batch], ["k", g.k], ["n", g.n]], "lb");
   const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
   const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
   const value = epi.emit(root, st.env);
   const storeC = [...st.lines, ...epi.lines, `out[${offsetExpr(root, st.env)}] = ${value};`]
     .join("\n  ");
-
-  const direct = (operand: Node, groups: [string[], string[], string[]]) => {
-    const src = directSource(operand, materialized);
-    if (!src) return undefined;
-    const strides = groups.map((grp) => groupStride(src, grp));
-    if (strides.some((s) => s === undefined)) return undefined;
-    return { array: registry.lookup(src)!, strides: strides as number[] };
-  };
-  const da = direct(a, [g.batch, g.m, g.k]);
-  const db = direct(b, [g.batch, g.k, g.n]);
+  // The template declares direct operands with its own array type: no other reads of them.
+  if (registry.conflict) return undefined;
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
 
   const spec: MatmulKernelSpec = {
-    name,
+    name: "main",
     batch: size(g.batch),
     M: size(g.m),
     N: size(g.n),
@@ -125,16 +151,15 @@ export function emitMatmulKernel(
     loadA,
     loadB,
     storeC,
-    aDirect: da &&
-      { array: da.array, offset: 0, batchStride: da.strides[0], mStride: da.strides[1], kStride: da.strides[2] },
-    bDirect: db &&
-      { array: db.array, offset: 0, batchStride: db.strides[0], kStride: db.strides[1], nStride: db.strides[2] },
+    aDirect,
+    bDirect,
   };
-  const { wgsl, workgroups } = emitMatmul(spec, limits);
+  const kernel = emitMatmul(spec, limits);
   return {
     name,
-    wgsl: `// ${name}: matmul batch=${spec.batch} M=${spec.M} N=${spec.N} K=${spec.K}\n${wgsl}`,
-    workgroups,
+    wgsl: `// ${name}: matmul batch=${spec.batch} M=${spec.M} N=${spec.N} K=${spec.K} ` +
+      `(loads: ${kernel.loads.a}/${kernel.loads.b})\n${kernel.wgsl}`,
+    workgroups: kernel.workgroups,
     reads: registry.reads,
     write: root,
     kind: "matmul",

@@ -1,0 +1,72 @@
+/**
+ * ssmkit: a functional tensor DSL with named axes whose compiler turns state-space models into
+ * fused WGSL kernels for WebGPU.
+ *
+ * ```ts
+ * import { compile, einsum, mul, silu } from "@ssmkit/ssmkit";
+ *
+ * const prog = await compile(
+ *   { x: "b l d", W: "d e" },
+ *   ({ x, W }) => silu(einsum("b l d, d e -> b l e", x, W)),
+ *   { b: 2, l: 7, d: 16, e: 8 },
+ * );
+ * const y = await prog.run({ x: new Float32Array(2 * 7 * 16), W: new Float32Array(16 * 8) });
+ * ```
+ *
+ * @module
+ */
+
+export { Tensor, type TensorLike } from "./dsl/tensor.ts";
+export type { Broadcast, Canon } from "./dsl/axes.ts";
+export { einsum, type EinsumOperands, type EinsumResult } from "./dsl/einsum.ts";
+export {
+  abs,
+  add,
+  div,
+  eq,
+  exp,
+  ge,
+  gt,
+  le,
+  log,
+  lt,
+  maximum,
+  minimum,
+  mul,
+  ne,
+  neg,
+  pow,
+  relu,
+  rsqrt,
+  sigmoid,
+  silu,
+  softplus,
+  sqrt,
+  sub,
+  tanh,
+  where,
+} from "./dsl/elementwise.ts";
+export { max, mean, min, rmsnorm, softmax, sum } from "./dsl/reduce.ts";
+export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
+export {
+  type InputDecl,
+  type InputSpec,
+  type Sizes,
+  trace,
+  type TensorsOf,
+  type TraceResult,
+} from "./dsl/trace.ts";
+export type { DType, Graph, Node } from "./dsl/ir.ts";
+export { interpret } from "./runtime/interpreter.ts";
+export {
+  type Backend,
+  compile,
+  type CompileOptions,
+  type HostResult,
+  type Program,
+} from "./runtime/compile.ts";
+export type { RunOptions } from "./runtime/program.ts";
+export type { KernelArtifact } from "./codegen/artifact.ts";
+export { generateKernels } from "./codegen/compile_graph.ts";
+export { DEFAULT_LIMITS, type DeviceLimits } from "./codegen/limits.ts";
+export { acquireGpu, getGpu, type GpuContext, NoAdapterError } from "./runtime/gpu_device.ts";

@@ -1,0 +1,162 @@
+/**
+ * A compiled program on the GPU: owns its pipelines and buffers; each `run` uploads the inputs,
+ * encodes every kernel into one submit and reads all outputs back with one map.
+ *
+ * @module
+ */
+
+import { showAxes } from "../dsl/axes.ts";
+import type { Node } from "../dsl/ir.ts";
+import { numel } from "../dsl/ir.ts";
+import type { KernelArtifact } from "../codegen/artifact.ts";
+import type { KernelProgram } from "../codegen/compile_graph.ts";
+import type { GpuContext } from "./gpu_device.ts";
+import { readBuffers } from "./gpu_buffers.ts";
+import { BindGroupCache, PipelineCache } from "./gpu_pipelines.ts";
+import { type Dispatch, type KernelTiming, submitDispatches } from "./gpu_submit.ts";
+import type { HostArray } from "./interpreter.ts";
+
+/** Host arrays returned for outputs: f32 outputs as Float32Array, i32 as Int32Array. */
+export type HostOutput = Float32Array | Int32Array;
+
+/** Options of one run. */
+export interface RunOptions {
+  /** Time each kernel with timestamp queries (see `lastTimings`). */
+  profile?: boolean;
+  /** Throw when an output holds NaN (default true: no silent NaNs). */
+  checkNaN?: boolean;
+}
+
+const pipelineCaches = new WeakMap<GpuContext, PipelineCache>();
+const bindGroupCaches = new WeakMap<GpuContext, BindGroupCache>();
+
+/** The pipeline cache shared by all programs on one device. */
+export function pipelineCacheFor(ctx: GpuContext): PipelineCache {
+  let c = pipelineCaches.get(ctx);
+  if (!c) pipelineCaches.set(ctx, c = new PipelineCache(ctx));
+  return c;
+}
+
+function bindGroupCacheFor(ctx: GpuContext): BindGroupCache {
+  let c = bindGroupCaches.get(ctx);
+  if (!c) bindGroupCaches.set(ctx, c = new BindGroupCache(ctx));
+  return c;
+}
+
+/** Converts host data to the typed array the GPU buffer holds, checking its length. */
+export function toDeviceArray(node: Node, data: HostArray, name: string): Float32Array | Int32Array {
+  const want = numel(node);
+  if (data === undefined || data === null || typeof data.length !== "number") {
+    throw new Error(`input "${name}" ${showAxes(node.axes)}: expected an array of ${want} numbers`);
+  }
+  if (data.length !== want) {
+    throw new Error(
+      `input "${name}" ${showAxes(node.axes)} needs ${want} elements (shape ` +
+        `${node.shape.join("×")}), got ${data.length}`,
+    );
+  }
+  if (node.dtype === "i32") return data instanceof Int32Array ? data : Int32Array.from(data);
+  return data instanceof Float32Array ? data : Float32Array.from(data);
+}
+
+/** A program compiled for one GPU device. */
+export class GpuProgram {
+  /** The kernels, in dispatch order. */
+  readonly kernels: readonly KernelArtifact[];
+  /** Per-kernel GPU times of the last profiled run. */
+  lastTimings?: KernelTiming[];
+  readonly #ctx: GpuContext;
+  readonly #program: KernelProgram;
+  readonly #buffers = new Map<Node, GPUBuffer>();
+  #dispatches: Dispatch[] = [];
+
+  private constructor(ctx: GpuContext, program: KernelProgram) {
+    this.#ctx = ctx;
+    this.#program = program;
+    this.kernels = program.kernels;
+  }
+
+  /** Creates pipelines (in parallel, cached by WGSL text) and all buffers once. */
+  static async create(ctx: GpuContext, program: KernelProgram): Promise<GpuProgram> {
+    const p = new GpuProgram(ctx, program);
+    const cache = pipelineCacheFor(ctx);
+    const pipelines = await Promise.all(
+      program.kernels.map((k) => cache.get({ name: k.name, wgsl: k.wgsl })),
+    );
+    const device = ctx.device;
+    for (const node of program.plan.materialized) {
+      const bytes = Math.max(16, Math.ceil((numel(node) * 4) / 16) * 16);
+      p.#buffers.set(
+        node,
+        device.createBuffer({
+          size: bytes,
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+        }),
+      );
+    }
+    p.#dispatches = program.kernels.map((k, i) => ({
+      kernel: { name: k.name, wgsl: k.wgsl },
+      pipeline: pipelines[i],
+      buffers: [...k.reads, k.write].map((n) => p.#buffers.get(n)!),
+      workgroups: [...k.workgroups] as [number, number, number],
+    }));
+    // Warm the bind groups so the first run pays nothing extra.
+    const groups = bindGroupCacheFor(ctx);
+    for (const d of p.#dispatches) groups.get(d.pipeline, d.buffers);
+    return p;
+  }
+
+  /** Runs the program; returns every output by name. */
+  async run(
+    inputs: Record<string, HostArray>,
+    options: RunOptions = {},
+  ): Promise<Record<string, HostOutput>> {
+    const graph = this.#program.graph;
+    const known = new Set(graph.inputs.map((i) => i.name));
+    for (const name of Object.keys(inputs)) {
+      if (!known.has(name)) {
+        throw new Error(`unknown input "${name}"; the program takes: ${[...known].join(", ")}`);
+      }
+    }
+    // Validate everything before touching the GPU: nothing half-written on bad input.
+    const arrays = graph.inputs.map((inp) => {
+      if (!(inp.name in inputs)) throw new Error(`missing input "${inp.name}"`);
+      return toDeviceArray(inp, inputs[inp.name], inp.name);
+    });
+    const queue = this.#ctx.device.queue;
+    graph.inputs.forEach((inp, i) => {
+      const a = arrays[i];
+      queue.writeBuffer(this.#buffers.get(inp)!, 0, a.buffer, a.byteOffset, a.byteLength);
+    });
+    this.lastTimings = await submitDispatches(this.#ctx, this.#dispatches, {
+      profile: options.profile,
+    });
+    const names = Object.keys(graph.outputs);
+    const nodes = names.map((n) => graph.outputs[n]);
+    const raw = await readBuffers(
+      this.#ctx,
+      nodes.map((n) => ({ buffer: this.#buffers.get(n)!, byteLength: numel(n) * 4 })),
+    );
+    const out: Record<string, HostOutput> = {};
+    names.forEach((name, i) => {
+      const arr = nodes[i].dtype === "i32" ? new Int32Array(raw[i]) : new Float32Array(raw[i]);
+      if (options.checkNaN !== false && arr instanceof Float32Array) {
+        const bad = arr.findIndex((v) => Number.isNaN(v));
+        if (bad >= 0) {
+          throw new Error(
+            `output "${name}" ${showAxes(nodes[i].axes)} has NaN at index ${bad} ` +
+              `(pass { checkNaN: false } to allow)`,
+          );
+        }
+      }
+      out[name] = arr;
+    });
+    return out;
+  }
+
+  /** Frees the GPU buffers. */
+  destroy(): void {
+    for (const b of this.#buffers.values()) b.destroy();
+    this.#buffers.clear();
+  }
+}
