@@ -48,6 +48,7 @@ export {
 } from "./dsl/elementwise.ts";
 export { max, mean, min, rmsnorm, softmax, sum } from "./dsl/reduce.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
+export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
 export {
   type InputDecl,
   type InputSpec,

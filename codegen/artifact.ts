@@ -1,6 +1,7 @@
 /**
  * What code generation produces for one kernel, and the binding registry kernels use while
- * emitting (every materialized node read becomes one read-only storage binding).
+ * emitting (every materialized node read becomes one read-only storage binding; every buffer
+ * written one read_write binding).
  *
  * @module
  */
@@ -8,7 +9,28 @@
 import type { Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
 
-/** One generated kernel. Binding i is `reads[i]`; binding `reads.length` is `write`. */
+/** A buffer that exists only between kernels of one program (e.g. chunk carries of a scan). */
+export interface ScratchBuffer {
+  readonly kind: "scratch";
+  readonly label: string;
+  readonly elements: number;
+  readonly dtype: "f32";
+}
+
+/** Anything a kernel binds: an IR node's buffer or a scratch buffer. */
+export type BufferKey = Node | ScratchBuffer;
+
+/** Creates a scratch buffer description. */
+export function scratch(label: string, elements: number): ScratchBuffer {
+  return { kind: "scratch", label, elements, dtype: "f32" };
+}
+
+/** Elements of a buffer key. */
+export function elementsOf(key: BufferKey): number {
+  return key.kind === "scratch" ? key.elements : numel(key);
+}
+
+/** One generated kernel. Bindings: `reads` first, then `writes`, in order. */
 export interface KernelArtifact {
   /** Readable name, used in errors and timings. */
   readonly name: string;
@@ -16,12 +38,12 @@ export interface KernelArtifact {
   readonly wgsl: string;
   /** Workgroup counts. */
   readonly workgroups: readonly [number, number, number];
-  /** Materialized nodes read, in binding order. */
-  readonly reads: readonly Node[];
-  /** The node written (binding `reads.length`). */
-  readonly write: Node;
+  /** Buffers read, in binding order. */
+  readonly reads: readonly BufferKey[];
+  /** Buffers written (bound read_write after the reads). */
+  readonly writes: readonly BufferKey[];
   /** Which kernel kind produced it. */
-  readonly kind: "elementwise" | "reduce" | "matmul";
+  readonly kind: "elementwise" | "reduce" | "matmul" | "scan";
 }
 
 /** Thrown when a kernel needs more storage buffers than the device allows. */
@@ -38,30 +60,59 @@ export class TooManyBindingsError extends Error {
   }
 }
 
-/** Collects the materialized nodes a kernel reads and names their WGSL arrays. */
+/**
+ * Collects the buffers a kernel binds. Reads are registered lazily as the emitter meets
+ * materialized nodes; writes are fixed up front. An input that shares its buffer with an
+ * output of this kernel (an in-place state update) is read through the write binding, since
+ * WebGPU forbids binding one buffer twice with different access in a dispatch.
+ */
 export class BindingRegistry {
   readonly #materialized: ReadonlySet<Node>;
-  readonly #exclude: Node;
-  readonly #reads: Node[] = [];
+  readonly #writes: BufferKey[];
+  readonly #aliases: ReadonlyMap<Node, Node>;
+  readonly #reads: BufferKey[] = [];
   /** Bindings the kernel template declares itself (with its own array type). */
-  readonly #external = new Set<Node>();
+  readonly #external = new Set<BufferKey>();
   /** Set when a hook reads a node that the template declared itself. */
   #conflict = false;
 
-  /** `root` is the kernel's own output: never read back as an input. */
-  constructor(materialized: ReadonlySet<Node>, root: Node) {
+  /**
+   * @param materialized nodes with buffers
+   * @param writes       buffers this kernel writes (their nodes are computed, not loaded)
+   * @param aliases      input node → output node sharing its buffer
+   */
+  constructor(
+    materialized: ReadonlySet<Node>,
+    writes: readonly BufferKey[],
+    aliases: ReadonlyMap<Node, Node> = new Map(),
+  ) {
     this.#materialized = materialized;
-    this.#exclude = root;
+    this.#writes = [...writes];
+    this.#aliases = aliases;
+  }
+
+  /** The WGSL array name of the i-th write. */
+  writeName(i: number): string {
+    return i === 0 ? "out" : `out${i}`;
   }
 
   /** The array name of a materialized node (registering it), or undefined. */
   lookup = (node: Node): string | undefined => {
-    if (node === this.#exclude || !this.#materialized.has(node)) return undefined;
-    if (this.#external.has(node)) this.#conflict = true;
-    let i = this.#reads.indexOf(node);
-    if (i < 0) i = this.#reads.push(node) - 1;
-    return `b${i}`;
+    const alias = this.#aliases.get(node);
+    if (alias !== undefined && this.#writes.includes(alias)) {
+      return this.writeName(this.#writes.indexOf(alias));
+    }
+    if (this.#writes.includes(node) || !this.#materialized.has(node)) return undefined;
+    return this.read(node);
   };
+
+  /** Registers a read of any buffer key; returns its array name. */
+  read(key: BufferKey): string {
+    if (this.#external.has(key)) this.#conflict = true;
+    let i = this.#reads.indexOf(key);
+    if (i < 0) i = this.#reads.push(key) - 1;
+    return `b${i}`;
+  }
 
   /** Reserves a binding for `node` that the kernel template declares itself; its index. */
   reserveExternal(node: Node): number {
@@ -75,25 +126,35 @@ export class BindingRegistry {
     return this.#conflict;
   }
 
-  /** Nodes read so far, in binding order. */
-  get reads(): readonly Node[] {
+  /** Buffers read so far, in binding order. */
+  get reads(): readonly BufferKey[] {
     return this.#reads;
   }
 
-  /** WGSL declarations for all reads plus the output array `out`. */
-  declarations(write: Node): string {
+  /** Buffers written, in binding order after the reads. */
+  get writes(): readonly BufferKey[] {
+    return this.#writes;
+  }
+
+  /** WGSL declarations for all reads and writes. */
+  declarations(): string {
     const lines = this.#reads.flatMap((n, i) =>
-      this.#external.has(n) ? [] : [`@group(0) @binding(${i}) var<storage, read> b${i}: array<${n.dtype}>;`]
+      this.#external.has(n)
+        ? []
+        : [`@group(0) @binding(${i}) var<storage, read> b${i}: array<${n.dtype}>;`]
     );
-    lines.push(
-      `@group(0) @binding(${this.#reads.length}) var<storage, read_write> out: array<${write.dtype}>;`,
-    );
+    this.#writes.forEach((w, i) => {
+      lines.push(
+        `@group(0) @binding(${this.#reads.length + i}) var<storage, read_write> ` +
+          `${this.writeName(i)}: array<${w.dtype}>;`,
+      );
+    });
     return lines.join("\n");
   }
 
   /** Throws when the kernel would exceed the device's storage-buffer limit. */
   checkLimit(root: Node, limit: number): void {
-    const needed = this.#reads.length + 1;
+    const needed = this.#reads.length + this.#writes.length;
     if (needed > limit) throw new TooManyBindingsError(root, needed, limit);
   }
 }

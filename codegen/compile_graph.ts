@@ -11,10 +11,11 @@ import type { Graph, Node } from "../dsl/ir.ts";
 import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
-import { type FusionPlan, fusedTree, planFusion } from "./fusion.ts";
+import { type FusionPlan, fusedTree, type KernelGroup, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
+import { emitMaterializedScan, emitScanKernels, type ScanSpec, type ScanStrategy } from "./scan_kernel.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
@@ -43,21 +44,35 @@ function checkBufferSizes(plan: FusionPlan, limits: DeviceLimits): void {
 }
 
 function emitKernel(
-  group: FusionPlan["kernels"][number],
+  group: KernelGroup,
   plan: FusionPlan,
   limits: DeviceLimits,
   index: number,
-): KernelArtifact {
+  options: CodegenOptions,
+): KernelArtifact[] {
+  const aliases = options.aliases ?? new Map<Node, Node>();
+  if (group.kind === "scan") {
+    const spec: ScanSpec = {
+      scan: group.use.scan,
+      stateAxes: group.use.stateAxes,
+      channelAxes: group.use.channelAxes,
+      outputs: group.outputs,
+      finals: group.finals,
+    };
+    return emitScanKernels(spec, plan.materialized, limits, `k${index}_scan`, aliases, options.scan);
+  }
   const { root, core } = group;
-  const base = core ? core.kind : "map";
-  const name = `k${index}_${base}_${root.axes.join("")}`;
+  const name = `k${index}_${core ? core.kind : "map"}_${root.axes.join("")}`;
+  if (core?.kind === "scan") {
+    return emitMaterializedScan(root, core, plan.materialized, limits, name, aliases, options.scan);
+  }
   if (core?.kind === "reduce") {
-    return emitReduceKernel(root, core, plan.materialized, limits, name);
+    return [emitReduceKernel(root, core, plan.materialized, limits, name, aliases)];
   }
   if (core?.kind === "contract") {
-    return emitMatmulKernel(root, core, plan.materialized, limits, name);
+    return [emitMatmulKernel(root, core, plan.materialized, limits, name, aliases)];
   }
-  return emitElementwiseKernel(root, plan.materialized, limits, name);
+  return [emitElementwiseKernel(root, plan.materialized, limits, name, aliases)];
 }
 
 /** Picks the node to materialize so the kernel of `root` reads fewer buffers. */
@@ -77,14 +92,26 @@ function splitCandidate(root: Node, plan: FusionPlan): Node | undefined {
   return best?.node;
 }
 
+/** Options of code generation. */
+export interface CodegenOptions {
+  /** Force a scan strategy (tests, benchmarks). */
+  scan?: ScanStrategy;
+  /** Input node → output node sharing one buffer (in-place state updates). */
+  aliases?: ReadonlyMap<Node, Node>;
+}
+
 /** Lowers a traced graph to kernels for a device with `limits`. */
-export function generateKernels(graph: Graph, limits: DeviceLimits): KernelProgram {
+export function generateKernels(
+  graph: Graph,
+  limits: DeviceLimits,
+  options: CodegenOptions = {},
+): KernelProgram {
   const forced = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
     const plan = planFusion(graph, { forceMaterialize: forced });
     checkBufferSizes(plan, limits);
     try {
-      const kernels = plan.kernels.map((g, i) => emitKernel(g, plan, limits, i));
+      const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
       return { graph, plan, kernels };
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;

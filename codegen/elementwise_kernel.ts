@@ -24,10 +24,11 @@ export function emitElementwiseKernel(
   materialized: ReadonlySet<Node>,
   limits: DeviceLimits,
   name: string,
+  aliases: ReadonlyMap<Node, Node> = new Map(),
 ): KernelArtifact {
   checkIndexable(root);
   const total = numel(root);
-  const registry = new BindingRegistry(materialized, root);
+  const registry = new BindingRegistry(materialized, [root], aliases);
   const { lines: decode, env } = decodeIndex("flat", root.axes, root.shape, "i_");
   const body = new ExprEmitter(registry.lookup);
   const value = body.emit(root, env);
@@ -37,7 +38,7 @@ export function emitElementwiseKernel(
     limits.maxComputeWorkgroupsPerDimension,
   );
   const wgsl = `// ${name}: elementwise, ${total} elements
-${registry.declarations(root)}
+${registry.declarations()}
 ${MATH_PRELUDE}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -47,5 +48,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   out[flat] = ${value};
 }
 `;
-  return { name, wgsl, workgroups, reads: registry.reads, write: root, kind: "elementwise" };
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "elementwise" };
 }

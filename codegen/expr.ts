@@ -40,6 +40,7 @@ export class ExprEmitter {
   #prefix: string;
   #buffers: BufferLookup;
   #core?: { node: Node; value: string };
+  #hoist?: { emitter: ExprEmitter; axis: string };
 
   /**
    * @param buffers where materialized nodes live
@@ -51,6 +52,26 @@ export class ExprEmitter {
     this.#buffers = buffers;
     this.#prefix = prefix;
     this.#core = core;
+  }
+
+  /**
+   * A child emitter for a nested block: it reuses every value already bound here (those lets
+   * are in scope inside the block) but writes its own statements.
+   */
+  fork(prefix: string, core?: { node: Node; value: string }): ExprEmitter {
+    const child = new ExprEmitter(this.#buffers, prefix, core ?? this.#core);
+    for (const [k, v] of this.#cache) child.#cache.set(k, v);
+    child.#hoist = this.#hoist;
+    return child;
+  }
+
+  /**
+   * Sends every node that lacks `axis` to `outer` (emitted before the loop over `axis`):
+   * a node's value depends only on the indices of its own axes, so those are loop-invariant.
+   */
+  hoistTo(outer: ExprEmitter, axis: string): this {
+    this.#hoist = { emitter: outer, axis };
+    return this;
   }
 
   #bind(expr: string, type = "f32"): string {
@@ -71,6 +92,9 @@ export class ExprEmitter {
 
   #emitUncached(node: Node, env: Env): string {
     if (this.#core && node === this.#core.node) return this.#core.value;
+    if (this.#hoist && node.kind !== "const" && !node.axes.includes(this.#hoist.axis)) {
+      return this.#hoist.emitter.emit(node, env);
+    }
     const buffer = this.#buffers(node);
     if (buffer !== undefined) {
       return this.#bind(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);
@@ -105,6 +129,8 @@ export class ExprEmitter {
       }
       case "regroup":
         return this.emit(node.x, this.#regroupEnv(node, env));
+      case "pick":
+        return this.emit(node.x, { ...env, [node.axis]: u32Literal(node.index) });
       case "concat":
         return this.#concat(node, env);
       case "gather": {
@@ -120,6 +146,7 @@ export class ExprEmitter {
         throw new Error(`internal: input "${node.name}" has no buffer`);
       case "contract":
       case "reduce":
+      case "scan":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

@@ -9,18 +9,34 @@
  * @module
  */
 
-import { collectNodes, type Graph, type Node, nodeInputs } from "../dsl/ir.ts";
+import { collectNodes, type ContractNode, type Graph, type Node, nodeInputs } from "../dsl/ir.ts";
+import type { PickNode, ScanNode } from "../dsl/ir.ts";
+import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
-export type CoreNode = Extract<Node, { kind: "contract" | "reduce" }>;
+export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" }>;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
-export interface KernelGroup {
+export interface SimpleGroup {
+  readonly kind: "simple";
   /** The node whose values this kernel writes. */
   readonly root: Node;
-  /** A contraction or reduction computed inside the kernel; `root` is its epilogue. */
+  /** A contraction, reduction or scan computed inside the kernel; `root` is its epilogue. */
   readonly core?: CoreNode;
 }
+
+/** A scan whose state stays on chip, with every output it feeds. */
+export interface ScanGroup {
+  readonly kind: "scan";
+  readonly use: ScanUse;
+  /** Per-step outputs: `root` is `contract` or an elementwise epilogue of it. */
+  readonly outputs: readonly { root: Node; contract: ContractNode }[];
+  /** Final-state outputs. */
+  readonly finals: readonly PickNode[];
+}
+
+/** One planned kernel group. */
+export type KernelGroup = SimpleGroup | ScanGroup;
 
 /** The fusion plan. */
 export interface FusionPlan {
@@ -41,7 +57,7 @@ export interface FusionOptions {
 const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 
 function isCore(n: Node): n is CoreNode {
-  return n.kind === "contract" || n.kind === "reduce";
+  return n.kind === "contract" || n.kind === "reduce" || n.kind === "scan";
 }
 
 /** Nodes computed inside the kernel of `root`, stopping at materialized nodes. */
@@ -90,17 +106,48 @@ function epilogueCore(
   return core;
 }
 
+/** The fusable scan a root's kernel computes, if any. */
+function scanOf(
+  root: Node,
+  core: CoreNode | undefined,
+  fusable: ReadonlyMap<Node, ScanUse>,
+  materialized: ReadonlySet<Node>,
+): ScanUse | undefined {
+  const candidates = root.kind === "pick" ? [root.x] : core?.kind === "contract" ? [core.a, core.b] : [];
+  for (const c of candidates) {
+    const use = fusable.get(c);
+    if (use && !materialized.has(c)) return use;
+  }
+  return undefined;
+}
+
 /** Plans kernels for `graph`. */
 export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPlan {
   const maxRecompute = options.maxRecomputeNodes ?? 48;
   const outputs = Object.values(graph.outputs);
   const nodes = collectNodes(outputs);
   const users = new Map<Node, number>();
-  for (const n of nodes) for (const i of nodeInputs(n)) users.set(i, (users.get(i) ?? 0) + 1);
+  const consumers = new Map<Node, Node[]>();
+  for (const n of nodes) {
+    for (const i of nodeInputs(n)) {
+      users.set(i, (users.get(i) ?? 0) + 1);
+      consumers.set(i, [...(consumers.get(i) ?? []), n]);
+    }
+  }
 
   const materialized = new Set<Node>([...graph.inputs, ...outputs]);
   for (const n of options.forceMaterialize ?? []) materialized.add(n);
   for (const n of nodes) if (n.kind === "input") materialized.add(n);
+
+  // Scans whose state can stay on chip; their final-state picks get buffers of their own.
+  const fusable = new Map<Node, ScanUse>();
+  for (const n of nodes) {
+    if (n.kind !== "scan" || materialized.has(n)) continue;
+    const use = analyzeScan(n as ScanNode, consumers.get(n) ?? []);
+    if (!use) continue;
+    fusable.set(n, use);
+    for (const f of use.finals) materialized.add(f);
+  }
 
   // Iterate to a fixpoint: each new root changes what the other kernels contain.
   for (let changed = true; changed;) {
@@ -109,9 +156,10 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     const reachedBy = new Map<Node, number>();
     for (const root of roots) {
       const core = epilogueCore(root, materialized, users);
+      const scan = scanOf(root, core, fusable, materialized)?.scan;
       for (const n of fusedTree(root, materialized)) {
         if (n === root) continue;
-        if (isCore(n) && n !== core) {
+        if (isCore(n) && n !== core && n !== scan) {
           materialized.add(n);
           changed = true;
         }
@@ -121,7 +169,7 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     if (changed) continue;
     // Subtrees read by several kernels: recompute small ones, materialize big ones.
     for (const [n, count] of reachedBy) {
-      if (count < 2 || n.kind === "const") continue;
+      if (count < 2 || n.kind === "const" || fusable.has(n)) continue;
       if (isCore(n) || fusedTree(n, materialized).length > maxRecompute) {
         materialized.add(n);
         changed = true;
@@ -129,8 +177,24 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     }
   }
 
-  const kernels: KernelGroup[] = nodes
-    .filter((n) => materialized.has(n) && n.kind !== "input")
-    .map((root) => ({ root, core: epilogueCore(root, materialized, users) }));
+  // One kernel per root, except that all roots fed by one fusable scan share its kernel.
+  const kernels: KernelGroup[] = [];
+  const scanGroups = new Map<Node, { outputs: ScanGroup["outputs"][number][]; finals: PickNode[] }>();
+  for (const root of nodes.filter((n) => materialized.has(n) && n.kind !== "input")) {
+    const core = epilogueCore(root, materialized, users);
+    const use = scanOf(root, core, fusable, materialized);
+    if (!use) {
+      kernels.push({ kind: "simple", root, core });
+      continue;
+    }
+    let group = scanGroups.get(use.scan);
+    if (!group) {
+      group = { outputs: [], finals: [] };
+      scanGroups.set(use.scan, group);
+      kernels.push({ kind: "scan", use, outputs: group.outputs, finals: group.finals });
+    }
+    if (root.kind === "pick" && root.x === use.scan) group.finals.push(root as PickNode);
+    else group.outputs.push({ root, contract: core as ContractNode });
+  }
   return { materialized, kernels };
 }

@@ -133,10 +133,10 @@ export const MATMUL_TILES: Readonly<Record<string, Required<MatmulTile>>> = {
   t64x64k16: tile(64, 64, 16, 4, 4),
   /** 32×32, 2×2 per thread, 256 threads: small shapes. */
   t32x32k16: tile(32, 32, 16, 2, 2),
-  /** Skinny M (decode, M ≤ 4): 4×64 per workgroup, K split over 16 thread groups. */
-  skinnyM: tile(4, 64, 64, 4, 4, 16, 1),
-  /** Skinny N (N ≤ 4): 64×4 per workgroup, K split over 16 thread groups. */
-  skinnyN: tile(64, 4, 64, 4, 4, 16, 1),
+  /** Skinny M (decode, M ≤ 4): 4×64 per workgroup, K split over 8 thread groups. */
+  skinnyM: tile(4, 64, 32, 4, 4, 8, 1),
+  /** Skinny N (N ≤ 4): 64×4 per workgroup, K split over 8 thread groups. */
+  skinnyN: tile(64, 4, 32, 4, 4, 8, 1),
 };
 
 function tile(
@@ -161,18 +161,9 @@ function efficiency(t: Required<MatmulTile>): number {
   return fma / Math.max(fma, lds);
 }
 
-/** Sum of `ceil(x / y)` style helper. */
+/** Integer ceiling of x / y. */
 function cdiv(x: number, y: number): number {
   return Math.ceil(x / y);
-}
-
-/** Bytes of workgroup memory a config needs (independent of operand layouts up to padding). */
-function storageBytes(t: Required<MatmulTile>): number {
-  const rowsA = t.tileK / 4 > 1 && (t.tileK / 4) % 2 === 0 ? t.tileK / 4 + 1 : t.tileK / 4;
-  const a = Math.max(t.tileM * rowsA, t.tileK * cdiv(t.tileM, 4));
-  const b = Math.max(t.tileN * rowsA, t.tileK * cdiv(t.tileN, 4));
-  const red = (t.kSplit - 1) * t.tileM * t.tileN;
-  return t.stages * (a + b) * 16 + red * 4;
 }
 
 function threadsOf(t: Required<MatmulTile>): number {
@@ -180,41 +171,67 @@ function threadsOf(t: Required<MatmulTile>): number {
 }
 
 /**
- * Picks a tile config for a shape: the shipped config with the lowest modelled time, where time =
- * waves of workgroups (a GPU holds about 64K threads) × FMAs per thread / efficiency, counting
- * the padding of partial tiles. Large shapes get the measured-best 128×128 config; M = 1 decode
- * gets the skinny K-split config; tiny K gets a short K slice.
+ * Picks a tile config for a shape: the shipped config with the lowest modelled time, counting the
+ * padding of partial tiles. Time is the larger of compute (waves of workgroups, a GPU holding about
+ * 64K threads, × FMAs per thread / efficiency, plus a fixed cost per barrier-separated K slice) and
+ * tile traffic (elements loaded by all workgroups). The skinny K-split configs are considered only
+ * when M (or N) fits their 4-wide tile, e.g. M = 1 decode; tiny K gets a short K slice.
  */
 export function selectMatmulTile(
-  shape: { batch: number; M: number; N: number; K: number },
+  shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
   limits: MatmulLimits,
 ): Required<MatmulTile> {
   let best: Required<MatmulTile> | undefined;
   let bestCost = Infinity;
   for (const base of Object.values(MATMUL_TILES)) {
+    if (base.kSplit > 1 && shape.M > base.tileM && shape.N > base.tileN) continue;
     // Shrink the K slice for tiny K (never below what the K split needs).
     let tileK = base.tileK;
     while (tileK / 2 >= 4 * base.kSplit && tileK / 2 >= shape.K) tileK /= 2;
     let t = { ...base, tileK };
-    if (!fits(t, limits)) t = { ...t, stages: 1 };
-    if (!fits(t, limits)) continue;
+    if (!fits(t, shape, limits)) t = { ...t, stages: 1 };
+    if (!fits(t, shape, limits)) continue;
     const threads = threadsOf(t);
     const wgs = shape.batch * cdiv(shape.M, t.tileM) * cdiv(shape.N, t.tileN);
-    const waves = cdiv(wgs * threads, 65536);
-    const perThread = (t.tileM * t.tileN * cdiv(shape.K, t.tileK) * t.tileK) / threads;
-    // Each barrier-separated K slice costs a fixed overhead of about 8 FMA slots.
-    const cost = waves * (perThread / efficiency(t) + 8 * cdiv(shape.K, t.tileK));
+    const slices = cdiv(shape.K, t.tileK);
+    const perThread = (t.tileM * t.tileN * slices * t.tileK) / threads;
+    const compute = cdiv(wgs * threads, 65536) *
+      (perThread / (efficiency(t) * (MEASURED[nameOf(base)] ?? 1)) +
+        slices * (t.stages === 2 ? 32 : 64));
+    // About 3100 tile elements from L2 per unit of the compute scale above.
+    const traffic = (wgs * (t.tileM + t.tileN) * slices * t.tileK) / 3100;
+    const cost = Math.max(compute, traffic);
     if (cost < bestCost) [best, bestCost] = [t, cost];
   }
   if (!best) throw new Error("matmul: no tile config fits the device limits");
   return best;
 }
 
-function fits(t: Required<MatmulTile>, limits: MatmulLimits): boolean {
+/** Measured throughput of shipped configs relative to the model (H100, 4096³; see bench/). */
+const MEASURED: Record<string, number> = {};
+
+function nameOf(t: Required<MatmulTile>): string {
+  return Object.entries(MATMUL_TILES).find(([, v]) => v === t)?.[0] ?? "";
+}
+
+function fits(
+  t: Required<MatmulTile>,
+  shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
+  limits: MatmulLimits,
+): boolean {
   const threads = threadsOf(t);
   const maxX = limits.maxComputeWorkgroupSizeX ?? limits.maxComputeInvocationsPerWorkgroup;
   return threads <= limits.maxComputeInvocationsPerWorkgroup && threads <= maxX &&
-    storageBytes(t) <= limits.maxComputeWorkgroupStorageSize;
+    storageBytes(t, shape) <= limits.maxComputeWorkgroupStorageSize;
+}
+
+/** Bytes of workgroup memory a config needs for these operands (their layouts set padding). */
+function storageBytes(
+  t: Required<MatmulTile>,
+  shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
+): number {
+  const a = planOperand("a", shape, t), b = planOperand("b", shape, t);
+  return t.stages * (a.stageSize + b.stageSize) * 16 + (t.kSplit - 1) * t.tileM * t.tileN * 4;
 }
 
 /** Per-operand plan: A uses outer = m, B uses outer = n. */
@@ -297,7 +314,7 @@ function vec4Ok(
 
 function planOperand(
   x: "a" | "b",
-  spec: MatmulKernelSpec,
+  spec: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
   t: Required<MatmulTile>,
 ): Operand {
   const isA = x === "a";
@@ -306,8 +323,10 @@ function planOperand(
   const threadO = isA ? t.threadM : t.threadN;
   const da = spec.aDirect, db = spec.bDirect;
   const direct = isA
-    ? da && { offset: da.offset, batchStride: da.batchStride, oStride: da.mStride, kStride: da.kStride }
-    : db && { offset: db.offset, batchStride: db.batchStride, oStride: db.nStride, kStride: db.kStride };
+    ? da &&
+      { offset: da.offset, batchStride: da.batchStride, oStride: da.mStride, kStride: da.kStride }
+    : db &&
+      { offset: db.offset, batchStride: db.batchStride, oStride: db.nStride, kStride: db.kStride };
   const koPossible = threadO % 4 === 0 && tileO % 4 === 0;
   let layout: "ok" | "ko";
   let load: Operand["load"];
@@ -391,7 +410,9 @@ export function emitMatmul(spec: MatmulKernelSpec, limits: MatmulLimits): Matmul
   }
   for (const d of [spec.aDirect, spec.bDirect]) {
     if (!d) continue;
-    const re = new RegExp(`@group\\(\\s*${d.group ?? 0}\\s*\\)\\s*@binding\\(\\s*${d.binding}\\s*\\)`);
+    const re = new RegExp(
+      `@group\\(\\s*${d.group ?? 0}\\s*\\)\\s*@binding\\(\\s*${d.binding}\\s*\\)`,
+    );
     if (re.test(spec.declarations)) {
       throw new Error(
         `matmul: declarations already declare @group(${d.group ?? 0}) @binding(${d.binding}), ` +
@@ -400,15 +421,15 @@ export function emitMatmul(spec: MatmulKernelSpec, limits: MatmulLimits): Matmul
     }
   }
   const t = spec.tile ? checkTile(spec.tile, limits) : selectMatmulTile(spec, limits);
-  const bytes = storageBytes(t);
+  const A = planOperand("a", spec, t);
+  const B = planOperand("b", spec, t);
+  const bytes = storageBytes(t, spec);
   if (bytes > limits.maxComputeWorkgroupStorageSize) {
     throw new Error(
       `matmul: tile needs ${bytes} bytes of workgroup memory, the limit is ` +
         `${limits.maxComputeWorkgroupStorageSize}`,
     );
   }
-  const A = planOperand("a", spec, t);
-  const B = planOperand("b", spec, t);
   const threads = threadsOf(t);
   const tilesM = cdiv(M, t.tileM), tilesN = cdiv(N, t.tileN);
   const perBatch = tilesM * tilesN;
@@ -553,7 +574,7 @@ function emitKernel(
   e.line(`let mm_ty = (mm_lid / ${u(tx)}) % ${u(ty)};`);
   e.line(t.kSplit > 1 ? `let mm_g = mm_lid / ${u(tx * ty)};` : "let mm_g = 0u;");
 
-  for (const op of [A, B]) emitSlotSetup(e, spec, t, op, g.threads);
+  for (const op of [A, B]) emitSlotSetup(e, t, op, g.threads);
   for (const op of [A, B]) emitReadOffset(e, t, op);
 
   for (let i = 0; i < t.threadM; i++) {
@@ -562,41 +583,48 @@ function emitKernel(
 
   // Prologue: slice 0 into registers.
   for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, "0u");
+  const store = (stage: number) => {
+    for (const op of [A, B]) emitSharedStore(e, t, op, u(stage * op.stageSize));
+  };
+  const load = (kt: string, cond: boolean) => {
+    if (cond) e.open(`if (${kt} < ${u(kTiles)}) {`);
+    for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, kt);
+    if (cond) e.close();
+  };
   if (t.stages === 2) {
-    for (const op of [A, B]) emitSharedStore(e, t, op, "0u");
+    // Unrolled by two so each half reads its stage at constant offsets: the driver can then
+    // fold them into the shared loads and prove naga's index clamps redundant.
+    store(0);
     e.line("workgroupBarrier();");
-  }
-  e.open(`for (var mm_t = 0u; mm_t < ${u(kTiles)}; mm_t = mm_t + 1u) {`);
-  if (t.stages === 2) {
-    e.line(`let mm_st = mm_t & 1u;`);
-    for (const op of [A, B]) e.line(`let mm_${op.x}cur = mm_st * ${u(op.stageSize)};`);
-    if (kTiles > 1) {
-      e.open(`if (mm_t + 1u < ${u(kTiles)}) {`);
-      for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, "(mm_t + 1u)");
-      e.close();
-    }
-    emitCompute(e, t, A, B);
-    if (kTiles > 1) {
-      e.open(`if (mm_t + 1u < ${u(kTiles)}) {`);
-      for (const op of [A, B]) {
-        emitSharedStore(e, t, op, `((mm_st ^ 1u) * ${u(op.stageSize)})`);
+    const pairs = Math.floor(kTiles / 2);
+    if (pairs > 0) {
+      e.open(`for (var mm_t = 0u; mm_t < ${u(2 * pairs)}; mm_t = mm_t + 2u) {`);
+      load("(mm_t + 1u)", false);
+      emitCompute(e, t, A, B, 0);
+      store(1);
+      e.line("workgroupBarrier();");
+      // The slice after the pair exists except on the last pair of an even count.
+      const more = kTiles % 2 === 1;
+      if (kTiles > 2) load("(mm_t + 2u)", !more);
+      emitCompute(e, t, A, B, 1);
+      if (kTiles > 2) {
+        if (!more) e.open(`if (mm_t + 2u < ${u(kTiles)}) {`);
+        store(0);
+        if (!more) e.close();
       }
+      e.line("workgroupBarrier();");
       e.close();
     }
-    e.line("workgroupBarrier();");
+    if (kTiles % 2 === 1) emitCompute(e, t, A, B, 0);
   } else {
-    for (const op of [A, B]) e.line(`let mm_${op.x}cur = 0u;`);
-    for (const op of [A, B]) emitSharedStore(e, t, op, "0u");
+    e.open(`for (var mm_t = 0u; mm_t < ${u(kTiles)}; mm_t = mm_t + 1u) {`);
+    store(0);
     e.line("workgroupBarrier();");
-    if (kTiles > 1) {
-      e.open(`if (mm_t + 1u < ${u(kTiles)}) {`);
-      for (const op of [A, B]) emitGlobalLoad(e, spec, t, op, "(mm_t + 1u)");
-      e.close();
-    }
-    emitCompute(e, t, A, B);
+    if (kTiles > 1) load("(mm_t + 1u)", true);
+    emitCompute(e, t, A, B, 0);
     e.line("workgroupBarrier();");
+    e.close();
   }
-  e.close();
 
   emitEpilogue(e, spec, t, A, B, guarded, g.total);
   e.close();
@@ -605,7 +633,6 @@ function emitKernel(
 /** Per-thread constants of the global→register loads: slot coordinates, validity, base index. */
 function emitSlotSetup(
   e: Emitter,
-  spec: MatmulKernelSpec,
   t: Required<MatmulTile>,
   op: Operand,
   threads: number,
@@ -619,7 +646,9 @@ function emitSlotSetup(
     if (op.layout === "ok") {
       e.line(`let ${x}_o${p} = ${o0} + ${x}_s${p} / ${u(k4)};`);
       e.line(`let ${x}_k${p} = (${x}_s${p} % ${u(k4)}) * 4u;`);
-      e.line(`let ${x}_w${p} = (${x}_s${p} / ${u(k4)}) * ${u(op.rowStride)} + ${x}_s${p} % ${u(k4)};`);
+      e.line(
+        `let ${x}_w${p} = (${x}_s${p} / ${u(k4)}) * ${u(op.rowStride)} + ${x}_s${p} % ${u(k4)};`,
+      );
     } else {
       e.line(`let ${x}_o${p} = ${o0} + (${x}_s${p} % ${u(o4)}) * 4u;`);
       e.line(`let ${x}_k${p} = ${x}_s${p} / ${u(o4)};`);
@@ -643,7 +672,6 @@ function emitSlotSetup(
     }
     e.line(`var ${x}_p${p} = vec4<f32>(0.0);`);
   }
-  void spec;
 }
 
 /** Per-thread offset of the shared-memory reads: thread coordinate and K-split group. */
@@ -666,6 +694,7 @@ function emitGlobalLoad(
   const x = op.x;
   const per = cdiv(op.slots, threadsOf(t));
   const needK = spec.K % t.tileK !== 0;
+  const kTiles = cdiv(spec.K, t.tileK);
   for (let p = 0; p < per; p++) {
     const kExpr = `${kt} * ${u(t.tileK)} + ${x}_k${p}`;
     const lines: string[] = [];
@@ -674,7 +703,9 @@ function emitGlobalLoad(
       const d = op.direct!;
       const step = op.layout === "ok" ? t.tileK / 4 : (t.tileK * d.kStride) / 4;
       if (needK) conds.push(`${kExpr} < ${u(spec.K)}`);
-      lines.push(`${x}_p${p} = mm_${x}_src[${x}_g${p} + ${kt} * ${u(step)}];`);
+      // With a single K slice `kt` is 0 (and the step may not be a whole number of vec4s).
+      const at = kTiles > 1 ? ` + ${kt} * ${u(step)}` : "";
+      lines.push(`${x}_p${p} = mm_${x}_src[${x}_g${p}${at}];`);
     } else {
       for (let c = 0; c < 4; c++) {
         // Element c of the vec4: along k for "ok", along outer for "ko".
@@ -700,9 +731,7 @@ function emitGlobalLoad(
       }
     }
     e.line(`${x}_p${p} = vec4<f32>(0.0);`);
-    const cond = conds.filter((c) => c !== "true");
-    // `x_v` may be the literal `true`; the WGSL compiler folds it either way.
-    e.open(`if (${cond.join(" && ")}) {`);
+    e.open(`if (${conds.join(" && ")}) {`);
     for (const l of lines) e.line(l);
     e.close();
   }
@@ -720,23 +749,30 @@ function emitSharedStore(e: Emitter, t: Required<MatmulTile>, op: Operand, base:
 }
 
 /** The unrolled multiply of one staged K slice (this thread's K-split share of it). */
-function emitCompute(e: Emitter, t: Required<MatmulTile>, A: Operand, B: Operand): void {
+function emitCompute(
+  e: Emitter,
+  t: Required<MatmulTile>,
+  A: Operand,
+  B: Operand,
+  stage: number,
+): void {
   const kg = t.tileK / t.kSplit;
+  const aBase = stage * A.stageSize, bBase = stage * B.stageSize;
   for (let q = 0; q < kg / 4; q++) {
     e.open("{");
     // All of B for these 4 k steps stays live; A is streamed a row (or 4 rows) at a time.
     let bAt: (j: number, kk: number) => string;
     if (B.layout === "ok") {
       for (let j = 0; j < t.threadN; j++) {
-        const idx = outerConst(B, j) * B.rowStride + q;
-        e.line(`let b_r${j} = mm_bs[mm_bcur + mm_boff + ${u(idx)}];`);
+        const idx = bBase + outerConst(B, j) * B.rowStride + q;
+        e.line(`let b_r${j} = mm_bs[mm_boff + ${u(idx)}];`);
       }
       bAt = (j, kk) => `b_r${j}.${COMP[kk]}`;
     } else {
       for (let kk = 0; kk < 4; kk++) {
         for (let c = 0; c < t.threadN / 4; c++) {
-          const idx = (q * 4 + kk) * (B.tileO / 4) + c * B.tO;
-          e.line(`let b_k${kk}_${c} = mm_bs[mm_bcur + mm_boff + ${u(idx)}];`);
+          const idx = bBase + (q * 4 + kk) * (B.tileO / 4) + c * B.tO;
+          e.line(`let b_k${kk}_${c} = mm_bs[mm_boff + ${u(idx)}];`);
         }
       }
       bAt = (j, kk) => `b_k${kk}_${j >> 2}.${COMP[j & 3]}`;
@@ -748,15 +784,15 @@ function emitCompute(e: Emitter, t: Required<MatmulTile>, A: Operand, B: Operand
     };
     if (A.layout === "ok") {
       for (let i = 0; i < t.threadM; i++) {
-        const idx = outerConst(A, i) * A.rowStride + q;
-        e.line(`let a_r${i} = mm_as[mm_acur + mm_aoff + ${u(idx)}];`);
+        const idx = aBase + outerConst(A, i) * A.rowStride + q;
+        e.line(`let a_r${i} = mm_as[mm_aoff + ${u(idx)}];`);
         for (let kk = 0; kk < 4; kk++) fmaRow(i, kk, `a_r${i}.${COMP[kk]}`);
       }
     } else {
       for (let c = 0; c < t.threadM / 4; c++) {
         for (let kk = 0; kk < 4; kk++) {
-          const idx = (q * 4 + kk) * (A.tileO / 4) + c * A.tO;
-          e.line(`let a_k${kk}_${c} = mm_as[mm_acur + mm_aoff + ${u(idx)}];`);
+          const idx = aBase + (q * 4 + kk) * (A.tileO / 4) + c * A.tO;
+          e.line(`let a_k${kk}_${c} = mm_as[mm_aoff + ${u(idx)}];`);
           for (let ii = 0; ii < 4; ii++) fmaRow(c * 4 + ii, kk, `a_k${kk}_${c}.${COMP[ii]}`);
         }
       }

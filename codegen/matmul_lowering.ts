@@ -65,9 +65,10 @@ export function emitMatmulKernel(
   materialized: ReadonlySet<Node>,
   limits: DeviceLimits,
   name: string,
+  aliases: ReadonlyMap<Node, Node> = new Map(),
 ): KernelArtifact {
-  return emitWith(root, core, materialized, limits, name, true) ??
-    emitWith(root, core, materialized, limits, name, false)!;
+  return emitWith(root, core, materialized, limits, name, true, aliases) ??
+    emitWith(root, core, materialized, limits, name, false, aliases)!;
 }
 
 function emitWith(
@@ -77,6 +78,7 @@ function emitWith(
   limits: DeviceLimits,
   name: string,
   allowDirect: boolean,
+  aliases: ReadonlyMap<Node, Node>,
 ): KernelArtifact | undefined {
   checkIndexable(root);
   // Put N on the output's innermost axis when possible: stores are then contiguous.
@@ -86,7 +88,7 @@ function emitWith(
   const g = classify(a, b, core, core.summed);
   const all = [a, b];
   const size = (axes: string[]) => axes.reduce((p, x) => p * sizeOf(all, x), 1);
-  const registry = new BindingRegistry(materialized, root);
+  const registry = new BindingRegistry(materialized, [root], aliases);
 
   const decodeGroups = (parts: [string, string[]][], prefix: string) => {
     const lines: string[] = [];
@@ -147,7 +149,7 @@ function emitWith(
     M: size(g.m),
     N: size(g.n),
     K: size(g.k),
-    declarations: `${registry.declarations(root)}\n${MATH_PRELUDE}`,
+    declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
     loadA,
     loadB,
     storeC,
@@ -161,7 +163,7 @@ function emitWith(
       `(loads: ${kernel.loads.a}/${kernel.loads.b})\n${kernel.wgsl}`,
     workgroups: kernel.workgroups,
     reads: registry.reads,
-    write: root,
+    writes: registry.writes,
     kind: "matmul",
   };
 }

@@ -36,13 +36,14 @@ export function emitReduceKernel(
   materialized: ReadonlySet<Node>,
   limits: DeviceLimits,
   name: string,
+  aliases: ReadonlyMap<Node, Node> = new Map(),
 ): KernelArtifact {
   checkIndexable(root);
   checkIndexable(core.x);
   const outputs = numel(core);
   const overShape = core.over.map((a) => core.x.shape[core.x.axes.indexOf(a)]);
   const extent = overShape.reduce((p, s) => p * s, 1);
-  const registry = new BindingRegistry(materialized, root);
+  const registry = new BindingRegistry(materialized, [root], aliases);
   const serial = extent < SERIAL_BELOW;
   const wg = serial ? 256 : Math.min(extent >= 1024 ? 256 : extent >= 256 ? 128 : 64, limits.maxComputeInvocationsPerWorkgroup);
 
@@ -100,9 +101,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
   }
   const wgsl = `// ${name}: reduce ${core.op} over [${core.over.join(" ")}] (${extent}), ${outputs} outputs
-${registry.declarations(root)}
+${registry.declarations()}
 ${MATH_PRELUDE}
 ${main}
 `;
-  return { name, wgsl, workgroups, reads: registry.reads, write: root, kind: "reduce" };
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "reduce" };
 }

@@ -157,6 +157,27 @@ export interface Conv1dNode extends Base {
   readonly tapAxis: string;
 }
 
+/** out[...] = x[axis = index]: one position of `axis`, which the result no longer has. */
+export interface PickNode extends Base {
+  readonly kind: "pick";
+  readonly x: Node;
+  readonly axis: string;
+  readonly index: number;
+}
+/**
+ * Linear recurrence along `axis`, elementwise over every other axis:
+ * h[t] = decay[t] · h[t − 1] + input[t], with h[−1] = init (or 0). With `reverse`, t runs
+ * from the end. `axes` is the broadcast of decay and input.
+ */
+export interface ScanNode extends Base {
+  readonly kind: "scan";
+  readonly axis: string;
+  readonly decay: Node;
+  readonly input: Node;
+  readonly init?: Node;
+  readonly reverse: boolean;
+}
+
 /** Any IR node. */
 export type Node =
   | InputNode
@@ -172,7 +193,9 @@ export type Node =
   | FlipNode
   | ConcatNode
   | GatherNode
-  | Conv1dNode;
+  | Conv1dNode
+  | PickNode
+  | ScanNode;
 
 /** The node kinds. */
 export type NodeKind = Node["kind"];
@@ -201,7 +224,10 @@ export function nodeInputs(node: Node): Node[] {
     case "regroup":
     case "slice":
     case "flip":
+    case "pick":
       return [node.x];
+    case "scan":
+      return node.init ? [node.decay, node.input, node.init] : [node.decay, node.input];
     case "reduce":
       return [node.x];
     case "binary":

@@ -6,7 +6,14 @@
  */
 
 import { showAxes } from "../dsl/axes.ts";
-import { collectNodes, type Graph, type Node, numel, stridesOf } from "../dsl/ir.ts";
+import {
+  collectNodes,
+  type Graph,
+  type Node,
+  numel,
+  type ScanNode,
+  stridesOf,
+} from "../dsl/ir.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 
 /** Host data accepted for an input. */
@@ -217,6 +224,15 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
       }
       return out;
     }
+    case "pick": {
+      const x = get(node.x);
+      const s = stridesOf(node.x);
+      forEachIndex(shape, [aligned(node.x, node.axes)], [node.index * s[node.axis]], (i, o) =>
+        out[i] = x[o[0]]);
+      return out;
+    }
+    case "scan":
+      return evalScan(node, get);
     case "conv1d": {
       const x = get(node.x), w = get(node.w);
       const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];
@@ -235,4 +251,32 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
       return out;
     }
   }
+}
+
+/** The plain sequential loop: h[t] = decay[t] · h[t − 1] + input[t]. */
+function evalScan(node: ScanNode, get: (n: Node) => Float64Array): Float64Array {
+  const out = new Float64Array(numel(node));
+  const decay = get(node.decay), input = get(node.input);
+  const init = node.init ? get(node.init) : undefined;
+  const k = node.axes.indexOf(node.axis);
+  const len = node.shape[k];
+  const stateAxes = node.axes.filter((a) => a !== node.axis);
+  const stateShape = node.shape.filter((_, i) => i !== k);
+  const outStrides = stridesOf(node);
+  const sets = [
+    aligned(node.decay, stateAxes),
+    aligned(node.input, stateAxes),
+    stateAxes.map((a) => outStrides[a]),
+    init ? aligned(node.init!, stateAxes) : stateAxes.map(() => 0),
+  ];
+  const step = [node.decay, node.input, node].map((n) => stridesOf(n)[node.axis] ?? 0);
+  forEachIndex(stateShape, sets, [0, 0, 0, 0], (_, o) => {
+    let h = init ? init[o[3]] : 0;
+    for (let j = 0; j < len; j++) {
+      const t = node.reverse ? len - 1 - j : j;
+      h = decay[o[0] + t * step[0]] * h + input[o[1] + t * step[1]];
+      out[o[2] + t * step[2]] = h;
+    }
+  });
+  return out;
 }

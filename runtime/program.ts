@@ -8,7 +8,7 @@
 import { showAxes } from "../dsl/axes.ts";
 import type { Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
-import type { KernelArtifact } from "../codegen/artifact.ts";
+import { type BufferKey, elementsOf, type KernelArtifact } from "../codegen/artifact.ts";
 import type { KernelProgram } from "../codegen/compile_graph.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { readBuffers } from "./gpu_buffers.ts";
@@ -67,7 +67,7 @@ export class GpuProgram {
   lastTimings?: KernelTiming[];
   readonly #ctx: GpuContext;
   readonly #program: KernelProgram;
-  readonly #buffers = new Map<Node, GPUBuffer>();
+  readonly #buffers = new Map<BufferKey, GPUBuffer>();
   #dispatches: Dispatch[] = [];
 
   private constructor(ctx: GpuContext, program: KernelProgram) {
@@ -76,28 +76,40 @@ export class GpuProgram {
     this.kernels = program.kernels;
   }
 
-  /** Creates pipelines (in parallel, cached by WGSL text) and all buffers once. */
-  static async create(ctx: GpuContext, program: KernelProgram): Promise<GpuProgram> {
+  /**
+   * Creates pipelines (in parallel, cached by WGSL text) and all buffers once. `aliases` maps
+   * input nodes to output nodes that share their buffer (in-place state updates).
+   */
+  static async create(
+    ctx: GpuContext,
+    program: KernelProgram,
+    aliases: ReadonlyMap<Node, Node> = new Map(),
+  ): Promise<GpuProgram> {
     const p = new GpuProgram(ctx, program);
     const cache = pipelineCacheFor(ctx);
     const pipelines = await Promise.all(
       program.kernels.map((k) => cache.get({ name: k.name, wgsl: k.wgsl })),
     );
     const device = ctx.device;
-    for (const node of program.plan.materialized) {
-      const bytes = Math.max(16, Math.ceil((numel(node) * 4) / 16) * 16);
+    const keys = new Set<BufferKey>(program.plan.materialized);
+    for (const k of program.kernels) for (const b of [...k.reads, ...k.writes]) keys.add(b);
+    const outputOf = new Map([...aliases].map(([i, o]) => [o, i]));
+    for (const key of keys) {
+      if (outputOf.has(key as Node)) continue;
+      const bytes = Math.max(16, Math.ceil((elementsOf(key) * 4) / 16) * 16);
       p.#buffers.set(
-        node,
+        key,
         device.createBuffer({
           size: bytes,
           usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
         }),
       );
     }
+    for (const [output, input] of outputOf) p.#buffers.set(output, p.#buffers.get(input)!);
     p.#dispatches = program.kernels.map((k, i) => ({
       kernel: { name: k.name, wgsl: k.wgsl },
       pipeline: pipelines[i],
-      buffers: [...k.reads, k.write].map((n) => p.#buffers.get(n)!),
+      buffers: [...k.reads, ...k.writes].map((n) => p.#buffers.get(n)!),
       workgroups: [...k.workgroups] as [number, number, number],
     }));
     // Warm the bind groups so the first run pays nothing extra.
@@ -156,7 +168,7 @@ export class GpuProgram {
 
   /** Frees the GPU buffers. */
   destroy(): void {
-    for (const b of this.#buffers.values()) b.destroy();
+    for (const b of new Set(this.#buffers.values())) b.destroy();
     this.#buffers.clear();
   }
 }

@@ -1,0 +1,382 @@
+/**
+ * The fused selective-scan kernel. One group of G lanes per channel (every non-scan,
+ * non-state index); each lane keeps R = ⌈NS / G⌉ state elements in registers for the whole
+ * sequence. Per step, the decay and input prologues are computed inline, the state updated,
+ * each contraction consumer reduced over the lanes with subgroup shuffles, and its epilogue
+ * written by lane 0. The state never touches memory except for the final-state outputs.
+ *
+ * Long sequences with few channels are split into K chunks: (1) a chunk-local scan from a
+ * zero state writes each chunk's end state and decay product, (2) a carry pass runs the
+ * short recurrence over chunks (and writes the final state), (3) the main pass re-runs each
+ * chunk from its carried-in state and writes the outputs.
+ *
+ * @module
+ */
+
+import type { ContractNode, Node, PickNode, ScanNode } from "../dsl/ir.ts";
+import { numel } from "../dsl/ir.ts";
+import {
+  type BufferKey,
+  BindingRegistry,
+  checkIndexable,
+  foldWorkgroups,
+  type KernelArtifact,
+  scratch,
+} from "./artifact.ts";
+import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { otherOperand } from "./scan_plan.ts";
+import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+
+/** Strategy knobs (tests force them; otherwise chosen from the shapes and the device). */
+export interface ScanStrategy {
+  /** Number of chunks along the scan axis (1 = one sequential pass). */
+  chunks?: number;
+  /** Lanes per channel sharing the state (a power of two ≤ the subgroup size; 1 = none). */
+  lanes?: number;
+}
+
+/** What one scan kernel computes. */
+export interface ScanSpec {
+  readonly scan: ScanNode;
+  readonly stateAxes: readonly string[];
+  readonly channelAxes: readonly string[];
+  /** Per-step outputs: with a contraction (reduced over the state), or the state itself. */
+  readonly outputs: readonly { root: Node; contract?: ContractNode }[];
+  readonly finals: readonly PickNode[];
+}
+
+const WORKGROUP = 256;
+
+function sizeOf(scan: ScanNode, axis: string): number {
+  return scan.shape[scan.axes.indexOf(axis)];
+}
+
+function product(scan: ScanNode, axes: readonly string[]): number {
+  return axes.reduce((p, a) => p * sizeOf(scan, a), 1);
+}
+
+function pow2ceil(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** Chooses lanes per channel and the chunk count. */
+export function chooseScanStrategy(
+  spec: ScanSpec,
+  limits: DeviceLimits,
+  force: ScanStrategy = {},
+): { lanes: number; chunks: number } {
+  const ns = product(spec.scan, spec.stateAxes);
+  const nc = product(spec.scan, spec.channelAxes);
+  const len = sizeOf(spec.scan, spec.scan.axis);
+  const canShuffle = limits.subgroups && limits.subgroupMinSize >= 2;
+  let lanes = force.lanes ??
+    (canShuffle && ns > 1 ? Math.min(pow2ceil(ns), limits.subgroupMinSize, 32) : 1);
+  if (lanes > 1 && (!canShuffle || lanes > limits.subgroupMinSize || (lanes & (lanes - 1)))) {
+    throw new Error(
+      `scan: ${lanes} lanes per channel need subgroups of at least that size (power of two); ` +
+        `the device has ${canShuffle ? limits.subgroupMinSize : "no subgroups"}`,
+    );
+  }
+  if (spec.outputs.some((o) => !o.contract)) lanes = 1;
+  const threads = nc * lanes;
+  const auto = len >= 256 && threads < 32768
+    ? Math.max(1, Math.min(Math.ceil(len / 64), Math.ceil(65536 / threads)))
+    : 1;
+  const chunks = Math.min(force.chunks ?? auto, len);
+  if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`scan: bad chunk count ${chunks}`);
+  return { lanes, chunks };
+}
+
+type Mode = "single" | "local" | "final";
+
+interface Layout {
+  lanes: number;
+  perLane: number;
+  ns: number;
+  nc: number;
+  len: number;
+  chunks: number;
+  chunkLen: number;
+}
+
+/** Emits the 1 (or 3, when chunked) kernels of a scan group. */
+export function emitScanKernels(
+  spec: ScanSpec,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  force: ScanStrategy = {},
+): KernelArtifact[] {
+  const { scan } = spec;
+  checkIndexable(scan);
+  const { lanes, chunks } = chooseScanStrategy(spec, limits, force);
+  const ns = product(scan, spec.stateAxes);
+  const nc = product(scan, spec.channelAxes);
+  const len = sizeOf(scan, scan.axis);
+  const layout: Layout = {
+    lanes,
+    perLane: Math.ceil(ns / lanes),
+    ns,
+    nc,
+    len,
+    chunks,
+    chunkLen: Math.ceil(len / chunks),
+  };
+  if (chunks === 1) {
+    return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];
+  }
+  const carryElems = nc * chunks * ns;
+  const hEnd = scratch(`${name}_chunk_end`, carryElems);
+  const prod = scratch(`${name}_chunk_decay`, carryElems);
+  const carryIn = scratch(`${name}_carry_in`, carryElems);
+  return [
+    emitPass(spec, layout, "local", materialized, limits, `${name}_local`, aliases, [hEnd, prod]),
+    emitCarry(spec, layout, materialized, limits, `${name}_carry`, aliases, hEnd, prod, carryIn),
+    emitPass(spec, layout, "final", materialized, limits, `${name}_out`, aliases, [carryIn]),
+  ];
+}
+
+function headerLines(layout: Layout, gx: number): string[] {
+  const { lanes, nc, chunks } = layout;
+  const groups = nc * chunks;
+  return [
+    `let tid = (wid.x + wid.y * ${u32Literal(gx)}) * ${WORKGROUP}u + lid;`,
+    `let grp = tid / ${u32Literal(lanes)};`,
+    `let j = tid % ${u32Literal(lanes)};`,
+    // Lanes past the end still run (shuffles need every lane); they compute on a clamped
+    // index and store nothing.
+    `let valid = grp < ${u32Literal(groups)};`,
+    `let g = min(grp, ${u32Literal(groups - 1)});`,
+    `let c = g % ${u32Literal(nc)};`,
+    `let chunk = g / ${u32Literal(nc)};`,
+  ];
+}
+
+/** The per-lane state element indices, and their decoded state axes. */
+function stateLanes(spec: ScanSpec, layout: Layout) {
+  const lines: string[] = [];
+  const envs: Env[] = [];
+  const owned: boolean[] = [];
+  const sizes = spec.stateAxes.map((a) => sizeOf(spec.scan, a));
+  for (let r = 0; r < layout.perLane; r++) {
+    const raw = r === 0 ? "j" : `(j + ${u32Literal(layout.lanes * r)})`;
+    lines.push(`let s${r} = min(${raw}, ${u32Literal(Math.max(layout.ns - 1, 0))});`);
+    // Whether every lane's r-th element exists: then no select is needed.
+    owned.push(layout.lanes * (r + 1) <= layout.ns);
+    if (!owned[r]) lines.push(`let own${r} = ${raw} < ${u32Literal(layout.ns)};`);
+    const d = decodeIndex(`s${r}`, spec.stateAxes, sizes, `st${r}_`);
+    lines.push(...d.lines);
+    envs.push(d.env);
+  }
+  return { lines, envs, owned };
+}
+
+function emitPass(
+  spec: ScanSpec,
+  layout: Layout,
+  mode: Mode,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  scratchBuffers: BufferKey[],
+): KernelArtifact {
+  const { scan } = spec;
+  const { lanes, perLane, nc, len, chunks, chunkLen } = layout;
+  // Writes: outputs (final pass), finals (single pass), chunk scratch (local pass).
+  const writes: BufferKey[] = mode === "local" ? scratchBuffers : [
+    ...spec.outputs.map((o) => o.root),
+    ...(mode === "single" ? spec.finals : []),
+  ];
+  const registry = new BindingRegistry(materialized, writes, aliases);
+  const carryName = mode === "final" ? registry.read(scratchBuffers[0]) : "";
+  const threads = nc * chunks * lanes;
+  const workgroups = foldWorkgroups(
+    Math.ceil(threads / WORKGROUP),
+    limits.maxComputeWorkgroupsPerDimension,
+  );
+  const ch = decodeIndex("c", spec.channelAxes, spec.channelAxes.map((a) => sizeOf(scan, a)), "ch_");
+  const st = stateLanes(spec, layout);
+  const pre = new ExprEmitter(registry.lookup, "q");
+  const body: string[] = [];
+  const init: string[] = [];
+  const carryIdx = (r: number) =>
+    `(chunk * ${u32Literal(nc)} + c) * ${u32Literal(layout.ns)} + s${r}`;
+  for (let r = 0; r < perLane; r++) {
+    let h0 = "0.0";
+    if (mode === "single" && scan.init) h0 = pre.emit(scan.init, { ...ch.env, ...st.envs[r] });
+    if (mode === "final") h0 = `${carryName}[${carryIdx(r)}]`;
+    init.push(`var h${r}: f32 = ${h0};`);
+    if (mode === "local") init.push(`var p${r}: f32 = 1.0;`);
+  }
+
+  // Position of step i: forward or reverse within the chunk.
+  const partial = chunks * chunkLen !== len;
+  const start = chunks === 1 ? "" : `chunk * ${u32Literal(chunkLen)} + `;
+  const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - i` : "i";
+  body.push(`let tt = ${start}${within};`);
+  body.push(partial ? `let t = min(tt, ${u32Literal(len - 1)});` : "let t = tt;");
+  if (partial) body.push(`let live = tt < ${u32Literal(len)};`);
+  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, scan.axis);
+  const updates: string[] = [];
+  for (let r = 0; r < perLane; r++) {
+    const env = { ...ch.env, [scan.axis]: "t", ...st.envs[r] };
+    let a = loop.emit(scan.decay, env);
+    let u = loop.emit(scan.input, env);
+    if (partial) {
+      a = `select(1.0, ${a}, live)`;
+      u = `select(0.0, ${u}, live)`;
+    }
+    updates.push(`h${r} = ${a} * h${r} + ${u};`);
+    if (mode === "local") updates.push(`p${r} = p${r} * ${a};`);
+  }
+  const stores: string[] = [];
+  if (mode !== "local") {
+    spec.outputs.forEach((o, k) => {
+      const outEnv = { ...ch.env, [scan.axis]: "t" };
+      const guard = ["valid", ...(lanes > 1 ? ["j == 0u"] : []), ...(partial ? ["live"] : [])];
+      if (!o.contract) {
+        // The state itself (or an elementwise function of it) is the output.
+        const epi = loop.fork(`e${k}_`, { node: scan, value: "h0" });
+        const v = epi.emit(o.root, outEnv);
+        stores.push(
+          `if (${guard.join(" && ")}) {`,
+          ...epi.lines.map((l) => `  ${l}`),
+          `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+          `}`,
+        );
+        return;
+      }
+      const other = otherOperand(o.contract, scan);
+      const terms: string[] = [];
+      for (let r = 0; r < perLane; r++) {
+        const w = loop.emit(other, { ...ch.env, [scan.axis]: "t", ...st.envs[r] });
+        terms.push(st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`);
+      }
+      stores.push(`var y${k}: f32 = ${terms.join(" + ")};`);
+      for (let m = lanes / 2; m >= 1; m /= 2) {
+        stores.push(`y${k} = y${k} + subgroupShuffleXor(y${k}, ${m}u);`);
+      }
+      const epi = loop.fork(`e${k}_`, { node: o.contract, value: `y${k}` });
+      const v = epi.emit(o.root, outEnv);
+      stores.push(
+        `if (${guard.join(" && ")}) {`,
+        ...epi.lines.map((l) => `  ${l}`),
+        `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+        `}`,
+      );
+    });
+  }
+  const tail: string[] = [];
+  if (mode === "single") {
+    spec.finals.forEach((f, k) => {
+      const w = registry.writeName(spec.outputs.length + k);
+      for (let r = 0; r < perLane; r++) {
+        const cond = st.owned[r] ? "valid" : `valid && own${r}`;
+        tail.push(`if (${cond}) { ${w}[${offsetExpr(f, { ...ch.env, ...st.envs[r] })}] = h${r}; }`);
+      }
+    });
+  }
+  if (mode === "local") {
+    for (let r = 0; r < perLane; r++) {
+      const cond = st.owned[r] ? "valid" : `valid && own${r}`;
+      tail.push(
+        `if (${cond}) { ${registry.writeName(0)}[${carryIdx(r)}] = h${r}; ` +
+          `${registry.writeName(1)}[${carryIdx(r)}] = p${r}; }`,
+      );
+    }
+  }
+  registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
+  const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
+    `${nc} channels × ${layout.ns} states, ${lanes} lane(s)/channel, ${chunks} chunk(s), ${mode}
+${registry.declarations()}
+${MATH_PRELUDE}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${[...headerLines(layout, workgroups[0]), ...ch.lines, ...st.lines].join("\n  ")}
+  ${[...pre.lines, ...init].join("\n  ")}
+  for (var i: u32 = 0u; i < ${u32Literal(chunkLen)}; i++) {
+    ${[...body, ...loop.lines, ...updates, ...stores].join("\n    ")}
+  }
+  ${tail.join("\n  ")}
+}
+`;
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/** The short recurrence over chunk states; it also writes the final-state outputs. */
+function emitCarry(
+  spec: ScanSpec,
+  layout: Layout,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  hEnd: BufferKey,
+  prod: BufferKey,
+  carryIn: BufferKey,
+): KernelArtifact {
+  const { scan } = spec;
+  const { nc, ns, chunks } = layout;
+  const registry = new BindingRegistry(materialized, [carryIn, ...spec.finals], aliases);
+  const hName = registry.read(hEnd);
+  const pName = registry.read(prod);
+  const total = nc * ns;
+  const workgroups = foldWorkgroups(Math.ceil(total / WORKGROUP), limits.maxComputeWorkgroupsPerDimension);
+  const ch = decodeIndex("c", spec.channelAxes, spec.channelAxes.map((a) => sizeOf(scan, a)), "ch_");
+  const st = decodeIndex("s", spec.stateAxes, spec.stateAxes.map((a) => sizeOf(scan, a)), "st_");
+  const em = new ExprEmitter(registry.lookup, "q");
+  const env = { ...ch.env, ...st.env };
+  const init = scan.init ? em.emit(scan.init, env) : "0.0";
+  const finals = spec.finals.map((f, k) =>
+    `${registry.writeName(k + 1)}[${offsetExpr(f, env)}] = carry;`
+  );
+  registry.checkLimit(scan, limits.maxStorageBuffersPerShaderStage);
+  const order = scan.reverse ? `${u32Literal(chunks - 1)} - i` : "i";
+  const wgsl = `// ${name}: carry pass over ${chunks} chunks of the scan over ${scan.axis}
+${registry.declarations()}
+${MATH_PRELUDE}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let e = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${WORKGROUP}u + lid;
+  if (e >= ${u32Literal(total)}) { return; }
+  let c = e / ${u32Literal(ns)};
+  let s = e % ${u32Literal(ns)};
+  ${[...ch.lines, ...st.lines, ...em.lines].join("\n  ")}
+  var carry: f32 = ${init};
+  for (var i: u32 = 0u; i < ${u32Literal(chunks)}; i++) {
+    let idx = ((${order}) * ${u32Literal(nc)} + c) * ${u32Literal(ns)} + s;
+    out[idx] = carry;
+    carry = ${pName}[idx] * carry + ${hName}[idx];
+  }
+  ${finals.join("\n  ")}
+}
+`;
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/** A scan whose state must be materialized (other consumers): every element is a channel. */
+export function emitMaterializedScan(
+  root: Node,
+  scan: ScanNode,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  force: ScanStrategy = {},
+): KernelArtifact[] {
+  checkIndexable(root);
+  if (numel(root) !== numel(scan)) throw new Error("internal: scan epilogue changes the shape");
+  const spec: ScanSpec = {
+    scan,
+    stateAxes: [],
+    channelAxes: scan.axes.filter((a) => a !== scan.axis),
+    outputs: [{ root }],
+    finals: [],
+  };
+  return emitScanKernels(spec, materialized, limits, name, aliases, { ...force, lanes: 1 });
+}
