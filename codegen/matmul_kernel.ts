@@ -3,8 +3,8 @@
  * `C[b, m, n] = Σ_k A[b, m, k] · B[b, k, n]`.
  *
  * Every shape is a compile-time constant. Each workgroup computes one `tileM × tileN` output tile
- * of one batch entry; its threads stage `tileK`-deep slices of A and B in workgroup memory (double
- * buffered, with the next slice prefetched into registers while the current one is multiplied)
+ * of one batch entry; its threads stage `tileK`-deep slices of A and B in workgroup memory (one or
+ * two buffers; the next slice is prefetched into registers while the current one is multiplied)
  * and each thread accumulates a `threadM × threadN` block in named scalar registers. All loops
  * over the tile are unrolled here in TypeScript, so every private value has a constant name and
  * every workgroup-array index is `dynamic base + constant`, which keeps naga's bounds checks to one
@@ -29,7 +29,8 @@ export interface MatmulTile {
    * (for skinny shapes such as M = 1 decode, where the output tile alone has too few threads).
    * Default 1. */
   kSplit?: number;
-  /** Workgroup-memory buffers: 2 = one barrier per K slice, 1 = half the memory. Default 2. */
+  /** Workgroup-memory buffers: 2 = one barrier per K slice (the K loop is unrolled by two so each
+   * buffer is read at constant offsets), 1 = half the memory, two barriers per slice. Default 2. */
   stages?: 1 | 2;
   /** Tile rows walked together before moving to the next column band (L2 locality). Default 1. */
   groupM?: number;
@@ -119,25 +120,48 @@ export interface MatmulKernel {
   loads: { a: "vec4" | "scalar" | "hook"; b: "vec4" | "scalar" | "hook" };
 }
 
-/** Tile configs shipped with the emitter, by name (the tuning script times the large ones). */
-export const MATMUL_TILES: Readonly<Record<string, Required<MatmulTile>>> = {
-  /** 128×128 tile, 8×8 per thread, 256 threads: the large-shape default. */
-  t128x128k8: tile(128, 128, 8, 8, 8),
-  /** Same with a 16-deep K slice: half the barriers, twice the memory. */
-  t128x128k16: tile(128, 128, 16, 8, 8),
-  /** 128×64, 8×4 per thread, 256 threads. */
-  t128x64k16: tile(128, 64, 16, 8, 4),
-  /** 64×128, 4×8 per thread, 256 threads. */
-  t64x128k16: tile(64, 128, 16, 4, 8),
-  /** 64×64, 4×4 per thread, 256 threads: medium shapes. */
-  t64x64k16: tile(64, 64, 16, 4, 4),
-  /** 32×32, 2×2 per thread, 256 threads: small shapes. */
-  t32x32k16: tile(32, 32, 16, 2, 2),
-  /** Skinny M (decode, M ≤ 4): 4×64 per workgroup, K split over 8 thread groups. */
-  skinnyM: tile(4, 64, 32, 4, 4, 8, 1),
-  /** Skinny N (N ≤ 4): 64×4 per workgroup, K split over 8 thread groups. */
-  skinnyN: tile(64, 4, 32, 4, 4, 8, 1),
+/**
+ * A shipped tile config with its calibration: the measured time at one shape on an H100 (Deno
+ * WebGPU, direct row-major operands, median of 30 timestamp-query passes at 1980 MHz; see
+ * bench/matmul_tune.ts). Torch f32 (TF32 off) ran 4096³ at 49.8 TFLOP/s in the same session.
+ */
+interface Calibrated {
+  tile: Required<MatmulTile>;
+  /** [batch, M, N, K] of the calibration run. */
+  at: [number, number, number, number];
+  /** Measured seconds. */
+  seconds: number;
+}
+
+const CALIBRATED: Readonly<Record<string, Calibrated>> = {
+  // 40.6 TFLOP/s: the best measured at 4096³ (so the large-shape default).
+  t64x128k8: { tile: tile(64, 128, 8, 8, 8), at: [1, 4096, 4096, 4096], seconds: 3.387e-3 },
+  // 39.4 TFLOP/s at 4096³; best on 2048³ (36.4).
+  t128x128k32: {
+    tile: tile(128, 128, 32, 8, 8, 1, 1),
+    at: [1, 4096, 4096, 4096],
+    seconds: 3.492e-3,
+  },
+  // 37.5 TFLOP/s at 4096³; best on 2048×3072×768 (34.6).
+  t128x128k16: {
+    tile: tile(128, 128, 16, 8, 8, 1, 1),
+    at: [1, 4096, 4096, 4096],
+    seconds: 3.665e-3,
+  },
+  // 30.7 TFLOP/s at 4096³; best on 2048×768×1536 (28.1): 4× the workgroups of 128×128.
+  t64x64k16: { tile: tile(64, 64, 16, 4, 4), at: [1, 4096, 4096, 4096], seconds: 4.482e-3 },
+  // 23.0 TFLOP/s at 64×4096×4096 (the 64×64 tile: 12.1): K split 4 ways inside the workgroup.
+  t32x32k32s4: { tile: tile(32, 32, 32, 4, 4, 4, 1), at: [1, 64, 4096, 4096], seconds: 0.093e-3 },
+  // Decode (M ≤ 4): 37 µs at 1×4096×4096, 1.8 TB/s of weights; K split 32 ways.
+  skinnyM: { tile: tile(4, 16, 128, 4, 4, 32, 1), at: [1, 1, 4096, 4096], seconds: 0.037e-3 },
+  // Mirror of skinnyM for N ≤ 4 (calibration assumed equal to skinnyM's, not measured).
+  skinnyN: { tile: tile(16, 4, 128, 4, 4, 32, 1), at: [1, 4096, 1, 4096], seconds: 0.037e-3 },
 };
+
+/** Tile configs shipped with the emitter, by name; {@link selectMatmulTile} chooses among them. */
+export const MATMUL_TILES: Readonly<Record<string, Required<MatmulTile>>> = Object.fromEntries(
+  Object.entries(CALIBRATED).map(([name, c]) => [name, c.tile]),
+);
 
 function tile(
   tileM: number,
@@ -152,15 +176,6 @@ function tile(
   return { tileM, tileN, tileK, threadM, threadN, kSplit, stages, groupM };
 }
 
-/** Relative throughput of a config on large shapes (1 = best measured); used to rank configs. */
-function efficiency(t: Required<MatmulTile>): number {
-  // Per K step a warp issues threadM*threadN/4 FMA cycles and about 4 cycles per vec4 shared load
-  // ((threadM + threadN) / 4 of them); the slower pipe bounds the rate.
-  const fma = (t.threadM * t.threadN) / 4;
-  const lds = (Math.ceil(t.threadM / 4) + Math.ceil(t.threadN / 4)) * 4;
-  return fma / Math.max(fma, lds);
-}
-
 /** Integer ceiling of x / y. */
 function cdiv(x: number, y: number): number {
   return Math.ceil(x / y);
@@ -170,12 +185,33 @@ function threadsOf(t: Required<MatmulTile>): number {
   return (t.tileM / t.threadM) * (t.tileN / t.threadN) * t.kSplit;
 }
 
+/** Streaming multiprocessors of the calibration GPU (H100 SXM). */
+const SMS = 132;
+/** Fixed cost per round of workgroups (fill, drain, epilogue), fitted to the measurements. */
+const ROUND_SECONDS = 10e-6;
+
+/** Modelled seconds of config `t` (calibrated by `cal`) on a shape: rounds of workgroups over the
+ * SMs × (calibrated time per round scaled by the padded K + a fixed cost per round). */
+function modelSeconds(
+  t: Required<MatmulTile>,
+  cal: Calibrated,
+  shape: { batch: number; M: number; N: number; K: number },
+): number {
+  const rounds = (b: number, m: number, n: number) =>
+    cdiv(b * cdiv(m, t.tileM) * cdiv(n, t.tileN), SMS);
+  const [cb, cm, cn, ck] = cal.at;
+  const perRound = Math.max(cal.seconds / rounds(cb, cm, cn) - ROUND_SECONDS, 1e-7);
+  const kScale = cdiv(shape.K, t.tileK) / cdiv(ck, cal.tile.tileK) * t.tileK / cal.tile.tileK;
+  return rounds(shape.batch, shape.M, shape.N) * (perRound * kScale + ROUND_SECONDS);
+}
+
 /**
- * Picks a tile config for a shape: the shipped config with the lowest modelled time, counting the
- * padding of partial tiles. Time is the larger of compute (waves of workgroups, a GPU holding about
- * 64K threads, × FMAs per thread / efficiency, plus a fixed cost per barrier-separated K slice) and
- * tile traffic (elements loaded by all workgroups). The skinny K-split configs are considered only
- * when M (or N) fits their 4-wide tile, e.g. M = 1 decode; tiny K gets a short K slice.
+ * Picks a tile config for a shape: the shipped config with the lowest modelled time (see
+ * {@link MATMUL_TILES}). Each config carries its measured time at one shape; the model scales it
+ * by rounds of workgroups over the SMs (so tile padding and too few workgroups count) and by the
+ * padded K, plus a fixed cost per round. On 4096³ it returns the measured-best config. Configs
+ * are adapted to the limits (one stage instead of two, a smaller K split) and to tiny K (a
+ * shorter K slice) before they are compared.
  */
 export function selectMatmulTile(
   shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
@@ -183,35 +219,22 @@ export function selectMatmulTile(
 ): Required<MatmulTile> {
   let best: Required<MatmulTile> | undefined;
   let bestCost = Infinity;
-  for (const base of Object.values(MATMUL_TILES)) {
-    if (base.kSplit > 1 && shape.M > base.tileM && shape.N > base.tileN) continue;
-    // Shrink the K slice for tiny K (never below what the K split needs).
-    let tileK = base.tileK;
-    while (tileK / 2 >= 4 * base.kSplit && tileK / 2 >= shape.K) tileK /= 2;
-    let t = { ...base, tileK };
-    if (!fits(t, shape, limits)) t = { ...t, stages: 1 };
+  for (const cal of Object.values(CALIBRATED)) {
+    let t = { ...cal.tile };
+    // Tiny K: shorten the K slice (and the K split with it).
+    while (t.tileK / 2 >= shape.K && t.tileK / 2 >= 4) {
+      t = { ...t, tileK: t.tileK / 2, kSplit: Math.max(1, Math.min(t.kSplit, t.tileK / 8)) };
+    }
+    if (!fits(t, shape, limits) && t.stages === 2) t = { ...t, stages: 1 };
+    while (!fits(t, shape, limits) && t.kSplit > 1) {
+      t = { ...t, kSplit: t.kSplit / 2, tileK: t.tileK / 2 };
+    }
     if (!fits(t, shape, limits)) continue;
-    const threads = threadsOf(t);
-    const wgs = shape.batch * cdiv(shape.M, t.tileM) * cdiv(shape.N, t.tileN);
-    const slices = cdiv(shape.K, t.tileK);
-    const perThread = (t.tileM * t.tileN * slices * t.tileK) / threads;
-    const compute = cdiv(wgs * threads, 65536) *
-      (perThread / (efficiency(t) * (MEASURED[nameOf(base)] ?? 1)) +
-        slices * (t.stages === 2 ? 32 : 64));
-    // About 3100 tile elements from L2 per unit of the compute scale above.
-    const traffic = (wgs * (t.tileM + t.tileN) * slices * t.tileK) / 3100;
-    const cost = Math.max(compute, traffic);
+    const cost = modelSeconds(t, cal, shape);
     if (cost < bestCost) [best, bestCost] = [t, cost];
   }
   if (!best) throw new Error("matmul: no tile config fits the device limits");
   return best;
-}
-
-/** Measured throughput of shipped configs relative to the model (H100, 4096³; see bench/). */
-const MEASURED: Record<string, number> = {};
-
-function nameOf(t: Required<MatmulTile>): string {
-  return Object.entries(MATMUL_TILES).find(([, v]) => v === t)?.[0] ?? "";
 }
 
 function fits(
@@ -379,9 +402,11 @@ function outerDyn(op: Operand): string {
 const COMP = ["x", "y", "z", "w"];
 
 /**
- * Emits the WGSL for a batched matmul from hooks (see {@link MatmulKernelSpec}).
- * Throws with a message naming the problem on invalid sizes, strides, hooks or tiles, or when the
- * tile does not fit the limits or the grid exceeds 65535³-style dimension limits.
+ * Emits the WGSL for a batched matmul from hooks (see {@link MatmulKernelSpec}). The
+ * `batch × tiles` workgroups are laid out along x, folded into y and z past the per-dimension limit
+ * (surplus workgroups of the fold compute but store nothing).
+ * Throws with a message naming the problem on invalid sizes, strides, hooks or tiles, when the
+ * tile does not fit the limits, or when the grid exceeds `maxComputeWorkgroupsPerDimension³`.
  */
 export function emitMatmul(spec: MatmulKernelSpec, limits: MatmulLimits): MatmulKernel {
   if (!IDENT.test(spec.name) || spec.name.startsWith("__")) {
