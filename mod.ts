@@ -53,11 +53,12 @@ export {
   type InputDecl,
   type InputSpec,
   type Sizes,
-  trace,
   type TensorsOf,
+  trace,
   type TraceResult,
 } from "./dsl/trace.ts";
 export type { DType, Graph, Node } from "./dsl/ir.ts";
+export { defineProgram, isProgramDef, type ProgramDef } from "./dsl/define.ts";
 export { interpret } from "./runtime/interpreter.ts";
 export {
   type Backend,

@@ -11,11 +11,16 @@ import type { Graph, Node } from "../dsl/ir.ts";
 import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
-import { type FusionPlan, fusedTree, type KernelGroup, planFusion } from "./fusion.ts";
+import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
-import { emitMaterializedScan, emitScanKernels, type ScanSpec, type ScanStrategy } from "./scan_kernel.ts";
+import {
+  emitMaterializedScan,
+  emitScanKernels,
+  type ScanSpec,
+  type ScanStrategy,
+} from "./scan_kernel.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
@@ -59,7 +64,14 @@ function emitKernel(
       outputs: group.outputs,
       finals: group.finals,
     };
-    return emitScanKernels(spec, plan.materialized, limits, `k${index}_scan`, aliases, options.scan);
+    return emitScanKernels(
+      spec,
+      plan.materialized,
+      limits,
+      `k${index}_scan`,
+      aliases,
+      options.scan,
+    );
   }
   const { root, core } = group;
   const name = `k${index}_${core ? core.kind : "map"}_${root.axes.join("")}`;
@@ -87,7 +99,9 @@ function splitCandidate(root: Node, plan: FusionPlan): Node | undefined {
     for (const m of fusedTree(n, plan.materialized)) {
       for (const child of nodeInputs(m)) if (plan.materialized.has(child)) reads.add(child);
     }
-    if (reads.size >= 2 && (!best || reads.size > best.reads)) best = { node: n, reads: reads.size };
+    if (reads.size >= 2 && (!best || reads.size > best.reads)) {
+      best = { node: n, reads: reads.size };
+    }
   }
   return best?.node;
 }

@@ -48,5 +48,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   out[flat] = ${value};
 }
 `;
-  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "elementwise" };
+  return {
+    name,
+    wgsl,
+    workgroups,
+    reads: registry.reads,
+    writes: registry.writes,
+    kind: "elementwise",
+  };
 }

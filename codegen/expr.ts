@@ -125,7 +125,10 @@ export class ExprEmitter {
       }
       case "flip": {
         const size = node.shape[node.axes.indexOf(node.axis)];
-        return this.emit(node.x, { ...env, [node.axis]: `(${u32Literal(size - 1)} - ${env[node.axis]})` });
+        return this.emit(node.x, {
+          ...env,
+          [node.axis]: `(${u32Literal(size - 1)} - ${env[node.axis]})`,
+        });
       }
       case "regroup":
         return this.emit(node.x, this.#regroupEnv(node, env));

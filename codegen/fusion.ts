@@ -113,7 +113,11 @@ function scanOf(
   fusable: ReadonlyMap<Node, ScanUse>,
   materialized: ReadonlySet<Node>,
 ): ScanUse | undefined {
-  const candidates = root.kind === "pick" ? [root.x] : core?.kind === "contract" ? [core.a, core.b] : [];
+  const candidates = root.kind === "pick"
+    ? [root.x]
+    : core?.kind === "contract"
+    ? [core.a, core.b]
+    : [];
   for (const c of candidates) {
     const use = fusable.get(c);
     if (use && !materialized.has(c)) return use;
@@ -179,7 +183,10 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
 
   // One kernel per root, except that all roots fed by one fusable scan share its kernel.
   const kernels: KernelGroup[] = [];
-  const scanGroups = new Map<Node, { outputs: ScanGroup["outputs"][number][]; finals: PickNode[] }>();
+  const scanGroups = new Map<
+    Node,
+    { outputs: ScanGroup["outputs"][number][]; finals: PickNode[] }
+  >();
   for (const root of nodes.filter((n) => materialized.has(n) && n.kind !== "input")) {
     const core = epilogueCore(root, materialized, users);
     const use = scanOf(root, core, fusable, materialized);

@@ -45,7 +45,10 @@ export function emitReduceKernel(
   const extent = overShape.reduce((p, s) => p * s, 1);
   const registry = new BindingRegistry(materialized, [root], aliases);
   const serial = extent < SERIAL_BELOW;
-  const wg = serial ? 256 : Math.min(extent >= 1024 ? 256 : extent >= 256 ? 128 : 64, limits.maxComputeInvocationsPerWorkgroup);
+  const wg = serial ? 256 : Math.min(
+    extent >= 1024 ? 256 : extent >= 256 ? 128 : 64,
+    limits.maxComputeInvocationsPerWorkgroup,
+  );
 
   // The output index: the root's layout order (the epilogue writes `out` in that order).
   const outIdx = decodeIndex("o", root.axes, root.shape, "o_");
@@ -100,7 +103,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }`;
   }
-  const wgsl = `// ${name}: reduce ${core.op} over [${core.over.join(" ")}] (${extent}), ${outputs} outputs
+  const wgsl = `// ${name}: reduce ${core.op} over [${
+    core.over.join(" ")
+  }] (${extent}), ${outputs} outputs
 ${registry.declarations()}
 ${MATH_PRELUDE}
 ${main}

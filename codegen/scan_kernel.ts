@@ -16,8 +16,8 @@
 import type { ContractNode, Node, PickNode, ScanNode } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
 import {
-  type BufferKey,
   BindingRegistry,
+  type BufferKey,
   checkIndexable,
   foldWorkgroups,
   type KernelArtifact,
@@ -199,7 +199,12 @@ function emitPass(
     Math.ceil(threads / WORKGROUP),
     limits.maxComputeWorkgroupsPerDimension,
   );
-  const ch = decodeIndex("c", spec.channelAxes, spec.channelAxes.map((a) => sizeOf(scan, a)), "ch_");
+  const ch = decodeIndex(
+    "c",
+    spec.channelAxes,
+    spec.channelAxes.map((a) => sizeOf(scan, a)),
+    "ch_",
+  );
   const st = stateLanes(spec, layout);
   const pre = new ExprEmitter(registry.lookup, "q");
   const body: string[] = [];
@@ -326,8 +331,16 @@ function emitCarry(
   const hName = registry.read(hEnd);
   const pName = registry.read(prod);
   const total = nc * ns;
-  const workgroups = foldWorkgroups(Math.ceil(total / WORKGROUP), limits.maxComputeWorkgroupsPerDimension);
-  const ch = decodeIndex("c", spec.channelAxes, spec.channelAxes.map((a) => sizeOf(scan, a)), "ch_");
+  const workgroups = foldWorkgroups(
+    Math.ceil(total / WORKGROUP),
+    limits.maxComputeWorkgroupsPerDimension,
+  );
+  const ch = decodeIndex(
+    "c",
+    spec.channelAxes,
+    spec.channelAxes.map((a) => sizeOf(scan, a)),
+    "ch_",
+  );
   const st = decodeIndex("s", spec.stateAxes, spec.stateAxes.map((a) => sizeOf(scan, a)), "st_");
   const em = new ExprEmitter(registry.lookup, "q");
   const env = { ...ch.env, ...st.env };

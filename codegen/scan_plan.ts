@@ -48,7 +48,10 @@ export function analyzeScan(scan: ScanNode, consumers: readonly Node[]): ScanUse
     const summed = [...c.summed];
     if (summed.includes(scan.axis) || !summed.every((a) => scan.axes.includes(a))) return undefined;
     if (!other.axes.every((a) => scan.axes.includes(a))) return undefined;
-    if (stateAxes && !(stateAxes.length === summed.length && summed.every((a) => stateAxes!.includes(a)))) {
+    if (
+      stateAxes &&
+      !(stateAxes.length === summed.length && summed.every((a) => stateAxes!.includes(a)))
+    ) {
       return undefined;
     }
     stateAxes = scan.axes.filter((a) => summed.includes(a));

@@ -40,7 +40,8 @@ type AtLeastAsLong<A extends readonly string[], B extends readonly string[]> = A
  */
 export type Broadcast<A extends string, B extends string> = string extends A ? string
   : string extends B ? string
-  : AtLeastAsLong<Words<A>, Words<B>> extends true ? Join<[...Words<A>, ...Minus<Words<B>, Words<A>>]>
+  : AtLeastAsLong<Words<A>, Words<B>> extends true
+    ? Join<[...Words<A>, ...Minus<Words<B>, Words<A>>]>
   : Join<[...Words<B>, ...Minus<Words<A>, Words<B>>]>;
 
 /** The axes left after removing the axes in `R` from `A`. */

@@ -26,7 +26,8 @@ export type EinsumOutput<S extends string> = S extends `${string}->${infer O}` ?
 export type EinsumOperands<S extends string> = string extends S ? Tensor[]
   : TensorTuple<EinsumInputs<S>>;
 
-type TensorTuple<T> = T extends [infer H extends string, ...infer R] ? [Tensor<H>, ...TensorTuple<R>]
+type TensorTuple<T> = T extends [infer H extends string, ...infer R]
+  ? [Tensor<H>, ...TensorTuple<R>]
   : [];
 
 /** The tensor type an einsum spec returns. */

@@ -40,7 +40,13 @@ export function requireFloat(node: Node, op: string): void {
   }
 }
 
-function unary(op: UnaryOp) {
+/** An elementwise function of one tensor. */
+export type UnaryFn = <X extends Tensor>(x: X) => X;
+
+/** An elementwise function of two tensor-likes, broadcasting by axis name. */
+export type BinaryFn = <X extends TensorLike, Y extends TensorLike>(a: X, b: Y) => Bcast<X, Y>;
+
+function unary(op: UnaryOp): UnaryFn {
   return <X extends Tensor>(x: X): X => {
     const n = toNode(x, op);
     requireFloat(n, op);
@@ -60,60 +66,60 @@ export function binaryNode(op: BinaryOp, a: TensorLike, b: TensorLike): Node {
   return makeNode({ kind: "binary", op, a: na, b: nb, axes, shape, dtype: "f32" });
 }
 
-function binary(op: BinaryOp) {
+function binary(op: BinaryOp): BinaryFn {
   return <X extends TensorLike, Y extends TensorLike>(a: X, b: Y): Bcast<X, Y> =>
     new Tensor(binaryNode(op, a, b)) as Bcast<X, Y>;
 }
 
 /** `-x` */
-export const neg = unary("neg");
+export const neg: UnaryFn = unary("neg");
 /** `e^x` */
-export const exp = unary("exp");
+export const exp: UnaryFn = unary("exp");
 /** Natural logarithm. */
-export const log = unary("log");
+export const log: UnaryFn = unary("log");
 /** Square root. */
-export const sqrt = unary("sqrt");
+export const sqrt: UnaryFn = unary("sqrt");
 /** `1 / sqrt(x)` */
-export const rsqrt = unary("rsqrt");
+export const rsqrt: UnaryFn = unary("rsqrt");
 /** `|x|` */
-export const abs = unary("abs");
+export const abs: UnaryFn = unary("abs");
 /** `1 / (1 + e^-x)` */
-export const sigmoid = unary("sigmoid");
+export const sigmoid: UnaryFn = unary("sigmoid");
 /** `x · sigmoid(x)` (also called swish). */
-export const silu = unary("silu");
+export const silu: UnaryFn = unary("silu");
 /** `log(1 + e^x)`, computed stably (equal to x above 20, like PyTorch). */
-export const softplus = unary("softplus");
+export const softplus: UnaryFn = unary("softplus");
 /** Hyperbolic tangent. */
-export const tanh = unary("tanh");
+export const tanh: UnaryFn = unary("tanh");
 /** `max(x, 0)` */
-export const relu = unary("relu");
+export const relu: UnaryFn = unary("relu");
 
 /** `a + b` with broadcasting by axis name. */
-export const add = binary("add");
+export const add: BinaryFn = binary("add");
 /** `a - b` */
-export const sub = binary("sub");
+export const sub: BinaryFn = binary("sub");
 /** `a · b` */
-export const mul = binary("mul");
+export const mul: BinaryFn = binary("mul");
 /** `a / b` */
-export const div = binary("div");
+export const div: BinaryFn = binary("div");
 /** `a ^ b` (a ≥ 0, or b a small integer constant). */
-export const pow = binary("pow");
+export const pow: BinaryFn = binary("pow");
 /** `a < b` as 1 or 0. */
-export const lt = binary("lt");
+export const lt: BinaryFn = binary("lt");
 /** `a <= b` as 1 or 0. */
-export const le = binary("le");
+export const le: BinaryFn = binary("le");
 /** `a > b` as 1 or 0. */
-export const gt = binary("gt");
+export const gt: BinaryFn = binary("gt");
 /** `a >= b` as 1 or 0. */
-export const ge = binary("ge");
+export const ge: BinaryFn = binary("ge");
 /** `a == b` as 1 or 0. */
-export const eq = binary("eq");
+export const eq: BinaryFn = binary("eq");
 /** `a != b` as 1 or 0. */
-export const ne = binary("ne");
+export const ne: BinaryFn = binary("ne");
 /** Elementwise maximum of two tensors (for the reduction use `max(x, "axis")`). */
-export const maximum = binary("max");
+export const maximum: BinaryFn = binary("max");
 /** Elementwise minimum of two tensors (for the reduction use `min(x, "axis")`). */
-export const minimum = binary("min");
+export const minimum: BinaryFn = binary("min");
 
 /** `cond != 0 ? a : b`, broadcasting all three by axis name. */
 export function where<C extends TensorLike, X extends TensorLike, Y extends TensorLike>(

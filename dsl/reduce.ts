@@ -26,7 +26,9 @@ function reduce<A extends string, R extends string>(
   if (axes.length === 0) throw new Error(`${name}: no axes to reduce over`);
   for (const a of axes) {
     if (!n.axes.includes(a)) {
-      throw new Error(`${name}: cannot reduce over "${a}": the tensor has axes ${showAxes(n.axes)}`);
+      throw new Error(
+        `${name}: cannot reduce over "${a}": the tensor has axes ${showAxes(n.axes)}`,
+      );
     }
   }
   const keep = n.axes.map((a, i) => [a, n.shape[i]] as const).filter(([a]) => !axes.includes(a));

@@ -61,7 +61,9 @@ export function scan<X extends TensorLike, Y extends TensorLike>(
       }
       if (shape[k] !== init.shape[i]) {
         throw new Error(
-          `scan: size conflict on axis "${a}": ${shape[k]} in the scan but ${init.shape[i]} in init`,
+          `scan: size conflict on axis "${a}": ${shape[k]} in the scan but ${
+            init.shape[i]
+          } in init`,
         );
       }
     }

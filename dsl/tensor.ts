@@ -13,7 +13,11 @@ export type IsAny<T> = 0 extends (1 & T) ? true : false;
 /**
  * A symbolic tensor with named axes `A` (e.g. `Tensor<"b l d">`). The type parameter is a
  * phantom: TypeScript checks it, tracing checks the real axes again.
+ *
+ * An untyped tensor (`Tensor` with no argument) is `Tensor<any>`: accepted anywhere, so code
+ * that builds programs dynamically type-checks and relies on the trace-time checks alone.
  */
+// deno-lint-ignore no-explicit-any
 export class Tensor<A extends string = any> {
   /** Phantom field carrying the axis string type; never set at run time. */
   declare readonly __axes: A;
@@ -52,7 +56,10 @@ export class Tensor<A extends string = any> {
 export type TensorLike = Tensor | number;
 
 /** The axis string of a tensor-like type (`""` for numbers). */
-export type AxesOf<X> = X extends Tensor<infer A> ? (IsAny<A> extends true ? any : A) : "";
+export type AxesOf<X> = X extends Tensor<infer A>
+  // deno-lint-ignore no-explicit-any
+  ? (IsAny<A> extends true ? any : A)
+  : "";
 
 /** The IR node of a tensor-like value; numbers become constants. */
 export function toNode(x: TensorLike, context: string): Node {
@@ -66,6 +73,7 @@ export function toNode(x: TensorLike, context: string): Node {
 }
 
 /** Wraps a node as a tensor of any axes type. */
+// deno-lint-ignore no-explicit-any
 export function wrap<A extends string = any>(node: Node): Tensor<A> {
   return new Tensor<A>(node);
 }

@@ -71,7 +71,9 @@ export function trace<S extends InputSpec>(
       }
       outputs[name] = t.node;
     }
-    if (Object.keys(outputs).length === 0) throw new Error("the traced function returned no outputs");
+    if (Object.keys(outputs).length === 0) {
+      throw new Error("the traced function returned no outputs");
+    }
   } else {
     throw new Error("the traced function must return a Tensor or a record of Tensors");
   }

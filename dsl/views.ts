@@ -26,7 +26,9 @@ export function transpose<A extends string, O extends string>(
   const axes = parseAxes(order, "transpose: order");
   const same = axes.length === n.axes.length && axes.every((a) => n.axes.includes(a));
   if (!same) {
-    throw new Error(`transpose: order ${showAxes(axes)} is not a permutation of ${showAxes(n.axes)}`);
+    throw new Error(
+      `transpose: order ${showAxes(axes)} is not a permutation of ${showAxes(n.axes)}`,
+    );
   }
   const shape = axes.map((a) => sizeIn(n, a, "transpose"));
   // deno-lint-ignore no-explicit-any
@@ -42,7 +44,8 @@ interface PatternSide {
 function parsePatternSide(text: string, pattern: string, output: boolean): PatternSide {
   const groups: string[][] = [];
   const names: string[] = [];
-  const re = /\s*(?:([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\(([^)]*)\)|\(([^)]*)\)|([A-Za-z_][A-Za-z0-9_]*))/y;
+  const re =
+    /\s*(?:([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\(([^)]*)\)|\(([^)]*)\)|([A-Za-z_][A-Za-z0-9_]*))/y;
   let pos = 0;
   const src = text.trim();
   while (pos < src.length) {
@@ -162,7 +165,9 @@ export function slice(
 ): Tensor {
   const n = toNode(x, "slice");
   const size = sizeIn(n, axis, "slice");
-  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > size || start >= end) {
+  if (
+    !Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > size || start >= end
+  ) {
     throw new Error(
       `slice: range [${start}, ${end}) is not inside axis "${axis}" of size ${size}`,
     );

@@ -7,9 +7,18 @@
 
 import type { Graph } from "../dsl/ir.ts";
 import type { Tensor } from "../dsl/tensor.ts";
-import { type InputSpec, type Sizes, trace, type TensorsOf, type TraceResult } from "../dsl/trace.ts";
+import {
+  type InputSpec,
+  type Sizes,
+  type TensorsOf,
+  trace,
+  type TraceResult,
+} from "../dsl/trace.ts";
 import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
+import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
+import { showAxes } from "../dsl/axes.ts";
 import { DEFAULT_LIMITS, type DeviceLimits, limitsFrom } from "../codegen/limits.ts";
 import { getGpu, type GpuContext, NoAdapterError } from "./gpu_device.ts";
 import { type HostArray, interpret } from "./interpreter.ts";
@@ -25,6 +34,13 @@ export interface CompileOptions {
   backend?: "auto" | Backend;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
+  /** Force a scan strategy: `{ chunks }` along the scan axis, `{ lanes }` per channel. */
+  scan?: ScanStrategy;
+  /**
+   * In-place state updates, output name → input name: the output is written into the input's
+   * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
+   */
+  inPlace?: Record<string, string>;
 }
 
 /** What `run` returns: one array for a single-tensor program, else a record. */
@@ -45,6 +61,14 @@ export interface Program<R extends TraceResult = TraceResult> {
   interpret(inputs: Record<string, HostArray>): HostResult<R> & Record<string, Float64Array>;
   /** Per-kernel GPU times of the last run made with `{ profile: true }`. */
   readonly lastTimings?: readonly KernelTiming[];
+  /**
+   * Times the GPU kernels with timestamp queries (median per kernel after warm-up); the CPU
+   * backend has nothing to time and throws.
+   */
+  benchmark(
+    inputs: Record<string, HostArray>,
+    options?: { warmup?: number; iterations?: number },
+  ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }>;
   /** Frees GPU resources. */
   destroy(): void;
 }
@@ -91,7 +115,11 @@ export async function compile<S extends InputSpec, R extends TraceResult>(
       }
     }
   }
-  const program = generateKernels(graph, ctx ? deviceLimits(ctx) : DEFAULT_LIMITS);
+  const aliases = resolveInPlace(graph, options.inPlace ?? {});
+  const program = generateKernels(graph, ctx ? deviceLimits(ctx) : DEFAULT_LIMITS, {
+    scan: options.scan,
+    aliases,
+  });
   const cpuRun = (data: Record<string, HostArray>) => shape<R>(graph, interpret(graph, data));
   if (!ctx) {
     return {
@@ -105,10 +133,11 @@ export async function compile<S extends InputSpec, R extends TraceResult>(
         return Promise.resolve(shape<R>(graph, f32));
       },
       interpret: cpuRun as Program<R>["interpret"],
+      benchmark: () => Promise.reject(new Error("benchmark needs the GPU backend")),
       destroy: () => {},
     };
   }
-  const gpu = await GpuProgram.create(ctx, program);
+  const gpu = await GpuProgram.create(ctx, program, aliases);
   return {
     backend: "gpu",
     graph,
@@ -118,6 +147,43 @@ export async function compile<S extends InputSpec, R extends TraceResult>(
     get lastTimings() {
       return gpu.lastTimings;
     },
+    benchmark: (data, benchOptions) => gpu.benchmark(data, benchOptions),
     destroy: () => gpu.destroy(),
   };
+}
+
+/** Checks `inPlace` pairs and returns input node → output node. */
+function resolveInPlace(graph: Graph, pairs: Record<string, string>): Map<Node, Node> {
+  const aliases = new Map<Node, Node>();
+  const nodes = collectNodes(Object.values(graph.outputs));
+  for (const [outName, inName] of Object.entries(pairs)) {
+    const out = graph.outputs[outName];
+    const input = graph.inputs.find((i) => i.name === inName);
+    if (!out) throw new Error(`inPlace: no output named "${outName}"`);
+    if (!input) throw new Error(`inPlace: no input named "${inName}"`);
+    const same = out.axes.length === input.axes.length &&
+      out.axes.every((a, i) => a === input.axes[i] && out.shape[i] === input.shape[i]);
+    if (!same) {
+      throw new Error(
+        `inPlace: output "${outName}" ${showAxes(out.axes)} (${out.shape.join("×")}) and input ` +
+          `"${inName}" ${showAxes(input.axes)} (${input.shape.join("×")}) differ in layout`,
+      );
+    }
+    // Safe only when each element is read before it is overwritten by the same thread: the
+    // input must be nothing but the init of the scan whose final state is the output.
+    const readers = nodes.filter((n) => nodeInputs(n).includes(input));
+    const scanNode = out.kind === "pick" ? out.x : undefined;
+    const ok = out.kind === "pick" && scanNode?.kind === "scan" && scanNode.init === input &&
+      readers.length === 1 && readers[0] === scanNode &&
+      out.index ===
+        (scanNode.reverse ? 0 : scanNode.shape[scanNode.axes.indexOf(scanNode.axis)] - 1);
+    if (!ok) {
+      throw new Error(
+        `inPlace: output "${outName}" must be finalState() of a scan whose init is input ` +
+          `"${inName}", and nothing else may read "${inName}"`,
+      );
+    }
+    aliases.set(input, out);
+  }
+  return aliases;
 }

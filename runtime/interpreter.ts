@@ -6,14 +6,7 @@
  */
 
 import { showAxes } from "../dsl/axes.ts";
-import {
-  collectNodes,
-  type Graph,
-  type Node,
-  numel,
-  type ScanNode,
-  stridesOf,
-} from "../dsl/ir.ts";
+import { collectNodes, type Graph, type Node, numel, type ScanNode, stridesOf } from "../dsl/ir.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 
 /** Host data accepted for an input. */
@@ -149,7 +142,8 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
       const overShape = node.over.map((ax) => node.x.shape[node.x.axes.indexOf(ax)]);
       const xOver = aligned(node.x, node.over);
       const init = node.op === "sum" ? 0 : node.op === "max" ? -Infinity : Infinity;
-      const f = node.op === "sum" ? (p: number, v: number) => p + v
+      const f = node.op === "sum"
+        ? (p: number, v: number) => p + v
         : node.op === "max"
         ? Math.max
         : Math.min;
@@ -227,8 +221,12 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
     case "pick": {
       const x = get(node.x);
       const s = stridesOf(node.x);
-      forEachIndex(shape, [aligned(node.x, node.axes)], [node.index * s[node.axis]], (i, o) =>
-        out[i] = x[o[0]]);
+      forEachIndex(
+        shape,
+        [aligned(node.x, node.axes)],
+        [node.index * s[node.axis]],
+        (i, o) => out[i] = x[o[0]],
+      );
       return out;
     }
     case "scan":

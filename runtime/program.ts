@@ -13,7 +13,12 @@ import type { KernelProgram } from "../codegen/compile_graph.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { readBuffers } from "./gpu_buffers.ts";
 import { BindGroupCache, PipelineCache } from "./gpu_pipelines.ts";
-import { type Dispatch, type KernelTiming, submitDispatches } from "./gpu_submit.ts";
+import {
+  type Dispatch,
+  type KernelTiming,
+  submitDispatches,
+  timeDispatches,
+} from "./gpu_submit.ts";
 import type { HostArray } from "./interpreter.ts";
 
 /** Host arrays returned for outputs: f32 outputs as Float32Array, i32 as Int32Array. */
@@ -44,7 +49,11 @@ function bindGroupCacheFor(ctx: GpuContext): BindGroupCache {
 }
 
 /** Converts host data to the typed array the GPU buffer holds, checking its length. */
-export function toDeviceArray(node: Node, data: HostArray, name: string): Float32Array | Int32Array {
+export function toDeviceArray(
+  node: Node,
+  data: HostArray,
+  name: string,
+): Float32Array | Int32Array {
   const want = numel(node);
   if (data === undefined || data === null || typeof data.length !== "number") {
     throw new Error(`input "${name}" ${showAxes(node.axes)}: expected an array of ${want} numbers`);
@@ -164,6 +173,27 @@ export class GpuProgram {
       out[name] = arr;
     });
     return out;
+  }
+
+  /**
+   * Times the kernels with timestamp queries: uploads `inputs` once, runs every kernel
+   * `warmup + iterations` times, returns per-kernel medians (ns) and their sum.
+   */
+  async benchmark(
+    inputs: Record<string, HostArray>,
+    options: { warmup?: number; iterations?: number } = {},
+  ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }> {
+    const graph = this.#program.graph;
+    const queue = this.#ctx.device.queue;
+    for (const inp of graph.inputs) {
+      const a = toDeviceArray(inp, inputs[inp.name], inp.name);
+      queue.writeBuffer(this.#buffers.get(inp)!, 0, a.buffer, a.byteOffset, a.byteLength);
+    }
+    const kernels = await timeDispatches(this.#ctx, this.#dispatches, {
+      warmup: options.warmup ?? 3,
+      iterations: options.iterations ?? 20,
+    });
+    return { kernels, totalNs: kernels.reduce((s, k) => s + k.medianNs, 0) };
   }
 
   /** Frees the GPU buffers. */

@@ -13,7 +13,11 @@ const sizes = { b: 2, l: 3, d: 4, n: 5, k: 4, v: 9 };
 
 function traceError(fn: (t: Record<string, Tensor>) => Tensor): string {
   try {
-    trace({ x: "b l d", A: "d n", w: "d k", E: "v d", ids: { axes: "b l", dtype: "i32" } }, fn, sizes);
+    trace(
+      { x: "b l d", A: "d n", w: "d k", E: "v d", ids: { axes: "b l", dtype: "i32" } },
+      fn,
+      sizes,
+    );
   } catch (e) {
     return (e as Error).message;
   }
@@ -22,11 +26,17 @@ function traceError(fn: (t: Record<string, Tensor>) => Tensor): string {
 
 Deno.test("einsum: operand axes that do not match the spec name the spec, operand and axes", () => {
   const msg = traceError(({ x, A }) => einsum("b d, d n -> b n", x, A));
-  assert.match(msg, /einsum "b d, d n -> b n": operand 1 has axes \[b l d\] but the spec says \[b d\]/);
+  assert.match(
+    msg,
+    /einsum "b d, d n -> b n": operand 1 has axes \[b l d\] but the spec says \[b d\]/,
+  );
 });
 
 Deno.test("einsum: wrong operand count, unknown output axis, bad syntax", () => {
-  assert.match(traceError(({ x }) => untypedEinsum("b l d, d n -> b l n", x)), /2 operand\(s\) but 1/);
+  assert.match(
+    traceError(({ x }) => untypedEinsum("b l d, d n -> b l n", x)),
+    /2 operand\(s\) but 1/,
+  );
   assert.match(
     traceError(({ x, A }) => einsum("b l d, d n -> b l q", x, A)),
     /output axis "q" appears in no operand/,

@@ -145,7 +145,10 @@ export const elementwiseProgram: fc.Arbitrary<GeneratedProgram> = fc
             const renamed = cur.axes.map((a) => (a === axis ? `${axis}_` : a)).join(" ");
             const original = cur.axes.join(" ");
             log.push(`rename ${axis}`);
-            cur = rearrange(rearrange(cur, `${renamed} -> ${renamed}`), `${original} -> ${original}`);
+            cur = rearrange(
+              rearrange(cur, `${renamed} -> ${renamed}`),
+              `${original} -> ${original}`,
+            );
           }
         }
       });

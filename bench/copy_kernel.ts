@@ -1,0 +1,45 @@
+/**
+ * The bandwidth anchor: a plain vec4 copy kernel, timed like every other kernel.
+ *
+ * @module
+ */
+
+import type { GpuContext } from "../runtime/gpu_device.ts";
+import { PipelineCache } from "../runtime/gpu_pipelines.ts";
+import { timeDispatches } from "../runtime/gpu_submit.ts";
+
+/** Copies `elements` f32 values (a multiple of 4) and returns the median time. */
+export async function copyKernelBenchmark(
+  ctx: GpuContext,
+  elements: number,
+  iterations: number,
+): Promise<{ ms: number }> {
+  const vecs = elements / 4;
+  const perRow = 65535 * 256;
+  const wgsl = `
+@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * ${perRow}u;
+  if (i < ${vecs}u) { dst[i] = src[i]; }
+}`;
+  const kernel = { name: "copy_vec4", wgsl };
+  const pipeline = await new PipelineCache(ctx).get(kernel);
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+  const src = ctx.device.createBuffer({ size: elements * 4, usage });
+  const dst = ctx.device.createBuffer({ size: elements * 4, usage });
+  const groups = Math.ceil(vecs / 256);
+  const workgroups: [number, number, number] = [
+    Math.min(groups, 65535),
+    Math.ceil(groups / 65535),
+    1,
+  ];
+  const [t] = await timeDispatches(ctx, [{ kernel, pipeline, buffers: [src, dst], workgroups }], {
+    warmup: 3,
+    iterations,
+  });
+  src.destroy();
+  dst.destroy();
+  return { ms: t.medianNs / 1e6 };
+}

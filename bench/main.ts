@@ -1,0 +1,137 @@
+/**
+ * `deno task bench`: times ssmkit kernels with timestamp queries (median of many runs after
+ * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
+ * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/README.md).
+ *
+ *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { einsum } from "../dsl/einsum.ts";
+import { add, exp, maximum, mul, silu, sub } from "../dsl/elementwise.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { compile, type Program } from "../runtime/compile.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
+import { describeGpu } from "../runtime/gpu_info.ts";
+import { copyKernelBenchmark } from "./copy_kernel.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    only: { type: "string", default: "copy,fused,matmul,scan,step" },
+    iterations: { type: "string", default: "20" },
+  },
+  strict: true,
+});
+const only = new Set(values.only.split(","));
+const iterations = Number(values.iterations);
+const ctx = await getGpu();
+const rows: Record<string, unknown>[] = [];
+
+function report(row: Record<string, unknown>) {
+  rows.push(row);
+  console.log(JSON.stringify(row));
+}
+
+function randomF32(n: number, lo = -1, hi = 1): Float32Array {
+  const a = new Float32Array(n);
+  let s = 12345;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    a[i] = lo + (hi - lo) * (s / 2 ** 32);
+  }
+  return a;
+}
+
+async function time(prog: Program, inputs: Record<string, Float32Array>) {
+  const r = await prog.benchmark(inputs, { warmup: 3, iterations });
+  return { ms: r.totalNs / 1e6, kernels: r.kernels };
+}
+
+report({ bench: "device", ...describeGpu(ctx).adapter, date: new Date().toISOString() });
+
+const ELEMS = 64 * 1024 * 1024; // 256 MiB of f32
+if (only.has("copy") || only.has("fused")) {
+  const copy = await copyKernelBenchmark(ctx, ELEMS, iterations);
+  report({ bench: "copy_256MiB", ms: copy.ms, GBps: (2 * ELEMS * 4) / copy.ms / 1e6 });
+  if (only.has("fused")) {
+    // Six elementwise ops, one read and one write: the same bytes as the copy.
+    const prog = await compile(
+      { x: "i" },
+      ({ x }) => silu(maximum(sub(exp(mul(add(x, 0.5), 0.25)), 1), -0.75)),
+      { i: ELEMS },
+    );
+    const { ms } = await time(prog, { x: randomF32(ELEMS) });
+    const GBps = (2 * ELEMS * 4) / ms / 1e6;
+    report({
+      bench: "fused_6op_256MiB",
+      ms,
+      GBps,
+      kernels: prog.kernels.length,
+      fractionOfCopy: GBps / ((2 * ELEMS * 4) / copy.ms / 1e6),
+    });
+    prog.destroy();
+  }
+}
+
+if (only.has("matmul")) {
+  const n = 4096;
+  const prog = await compile(
+    { a: "m k", b: "k n" },
+    ({ a, b }) => einsum("m k, k n -> m n", a, b),
+    { m: n, k: n, n },
+  );
+  const { ms } = await time(prog, { a: randomF32(n * n), b: randomF32(n * n) });
+  report({ bench: "matmul_f32_4096", ms, TFLOPs: (2 * n ** 3) / ms / 1e9 });
+  prog.destroy();
+}
+
+function scanInputs(s: { b: number; l: number; d: number; n: number }) {
+  const { b, l, d, n } = s;
+  return {
+    x: randomF32(b * l * d),
+    dt: randomF32(b * l * d, -4, -1),
+    z: randomF32(b * l * d),
+    B: randomF32(b * l * n),
+    C: randomF32(b * l * n),
+    A: randomF32(d * n, -2, -0.2),
+    D: randomF32(d),
+    dtBias: randomF32(d, -0.5, 0.5),
+  };
+}
+
+if (only.has("scan")) {
+  const s = { b: 8, l: 4096, d: 1536, n: 16 };
+  const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
+  const { ms, kernels } = await time(prog, scanInputs(s));
+  // Bytes that must move: x, dt, z read, y written (b·l·d each); B, C (b·l·n); A, D, bias.
+  const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
+  report({
+    bench: "selective_scan_fwd",
+    shape: s,
+    ms,
+    GBps: bytes / ms / 1e6,
+    kernels: kernels.map((k) => k.name),
+  });
+  prog.destroy();
+}
+
+if (only.has("step")) {
+  for (const b of [1, 64]) {
+    const s = { b, l: 1, d: 1536, n: 16 };
+    const prog = await compile(
+      { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" },
+      (t) => selectiveScan(t, { init: t.h0 }),
+      s,
+      { inPlace: { state: "h0" } },
+    );
+    const { ms } = await time(prog, { ...scanInputs(s), h0: randomF32(b * s.d * s.n) });
+    report({ bench: "selective_scan_step", batch: b, d: s.d, n: s.n, us: ms * 1e3 });
+    prog.destroy();
+  }
+}
+
+console.log("\nsummary:");
+for (const r of rows) console.log(" ", JSON.stringify(r));

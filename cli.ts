@@ -1,0 +1,131 @@
+/**
+ * The ssmkit command line.
+ *
+ * - `info [--json]`: the WebGPU adapter, its features and limits.
+ * - `wgsl FILE.ts [--program NAME] [--default-limits]`: compiles every program the module
+ *   exports (values made with `defineProgram`) and prints the generated kernels.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { isProgramDef } from "./dsl/define.ts";
+import { trace } from "./dsl/trace.ts";
+import { generateKernels } from "./codegen/compile_graph.ts";
+import { DEFAULT_LIMITS, limitsFrom } from "./codegen/limits.ts";
+import { getGpu, NoAdapterError } from "./runtime/gpu_device.ts";
+import { describeGpu } from "./runtime/gpu_info.ts";
+
+const USAGE = `ssmkit — state-space models compiled to WebGPU
+
+usage:
+  deno task cli info [--json]
+      Print the WebGPU adapter, its features and limits.
+  deno task cli wgsl FILE.ts [--program NAME] [--default-limits]
+      Compile the programs FILE.ts exports (made with defineProgram) and print their kernels.
+      --default-limits generates for WebGPU's default limits instead of this machine's adapter.
+  deno task cli help
+      Show this text.
+`;
+
+/** A file URL for a path given on the command line (relative to the working directory). */
+function toFileUrl(path: string): string {
+  const absolute = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  return new URL(`file://${absolute.split("/").map(encodeURIComponent).join("/")}`).href;
+}
+
+/** A usage problem: printed with the usage text, exit code 2. */
+class UsageError extends Error {}
+
+async function info(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { json: { type: "boolean" } }, strict: true });
+  const ctx = await getGpu();
+  const d = describeGpu(ctx);
+  if (values.json) {
+    console.log(JSON.stringify(d, null, 2));
+    return;
+  }
+  console.log(`adapter:  ${d.adapter.description || "(no description)"}`);
+  console.log(`features: ${Object.entries(d.features).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+  console.log("limits:");
+  for (const [k, v] of Object.entries(d.limits)) console.log(`  ${k.padEnd(44)} ${v}`);
+}
+
+async function wgsl(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { program: { type: "string" }, "default-limits": { type: "boolean" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 1) throw new UsageError("wgsl needs exactly one FILE.ts");
+  const file = positionals[0];
+  try {
+    await Deno.stat(file);
+  } catch {
+    throw new Error(`wgsl: cannot read ${file}`);
+  }
+  const mod = await import(toFileUrl(file));
+  const programs = Object.entries(mod).filter(([, v]) => isProgramDef(v));
+  if (programs.length === 0) {
+    throw new Error(`wgsl: ${file} exports no programs (export values made with defineProgram)`);
+  }
+  const chosen = values.program ? programs.filter(([k]) => k === values.program) : programs;
+  if (chosen.length === 0) {
+    throw new Error(
+      `wgsl: no exported program "${values.program}"; found ${programs.map(([k]) => k).join(", ")}`,
+    );
+  }
+  let limits = DEFAULT_LIMITS;
+  if (!values["default-limits"]) {
+    try {
+      const ctx = await getGpu();
+      limits = limitsFrom(ctx.limits, ctx.features);
+    } catch (e) {
+      if (!(e instanceof NoAdapterError)) throw e;
+      console.error("ssmkit: no WebGPU adapter; generating for WebGPU's default limits");
+    }
+  }
+  for (const [name, def] of chosen) {
+    if (!isProgramDef(def)) continue;
+    const graph = trace(def.inputs, def.fn, def.sizes);
+    const program = generateKernels(graph, limits);
+    console.log(`// ===== program ${name}: ${program.kernels.length} kernel(s) =====`);
+    for (const k of program.kernels) {
+      console.log(`// ----- ${k.name} (${k.kind}), workgroups ${k.workgroups.join("×")} -----`);
+      console.log(k.wgsl);
+    }
+  }
+}
+
+/** Runs the CLI with `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case "info":
+        await info(rest);
+        return 0;
+      case "wgsl":
+        await wgsl(rest);
+        return 0;
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        return 0;
+      default:
+        throw new UsageError(command ? `unknown command "${command}"` : "no command given");
+    }
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`ssmkit: ${message}\n\n${USAGE}`);
+      return 2;
+    }
+    console.error(`ssmkit: ${message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
