@@ -25,6 +25,7 @@ export {
   div,
   eq,
   exp,
+  full,
   ge,
   gt,
   le,

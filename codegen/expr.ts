@@ -40,7 +40,7 @@ export class ExprEmitter {
   #prefix: string;
   #buffers: BufferLookup;
   #core?: { node: Node; value: string };
-  #hoist?: { emitter: ExprEmitter; axis: string };
+  #hoist?: { emitter: ExprEmitter; variant: RegExp };
 
   /**
    * @param buffers where materialized nodes live
@@ -66,11 +66,13 @@ export class ExprEmitter {
   }
 
   /**
-   * Sends every node that lacks `axis` to `outer` (emitted before the loop over `axis`):
-   * a node's value depends only on the indices of its own axes, so those are loop-invariant.
+   * Sends every node whose index expressions avoid the loop's variables to `outer` (emitted
+   * before the loop): a node's value depends only on the indices of its own axes, so when
+   * none of those mentions a loop variable, the value is loop-invariant. `loopVariables` are
+   * regular-expression alternatives matching whole identifiers (the loop's lets included).
    */
-  hoistTo(outer: ExprEmitter, axis: string): this {
-    this.#hoist = { emitter: outer, axis };
+  hoistTo(outer: ExprEmitter, loopVariables: readonly string[]): this {
+    this.#hoist = { emitter: outer, variant: new RegExp(`\\b(${loopVariables.join("|")})\\b`) };
     return this;
   }
 
@@ -92,7 +94,10 @@ export class ExprEmitter {
 
   #emitUncached(node: Node, env: Env): string {
     if (this.#core && node === this.#core.node) return this.#core.value;
-    if (this.#hoist && node.kind !== "const" && !node.axes.includes(this.#hoist.axis)) {
+    if (
+      this.#hoist && node.kind !== "const" &&
+      !node.axes.some((a) => this.#hoist!.variant.test(env[a]))
+    ) {
       return this.#hoist.emitter.emit(node, env);
     }
     const buffer = this.#buffers(node);

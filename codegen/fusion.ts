@@ -161,14 +161,19 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     for (const root of roots) {
       const core = epilogueCore(root, materialized, users);
       const scan = scanOf(root, core, fusable, materialized)?.scan;
-      for (const n of fusedTree(root, materialized)) {
-        if (n === root) continue;
-        if (isCore(n) && n !== core && n !== scan) {
+      const tree = fusedTree(root, materialized);
+      // Cores this kernel cannot absorb get their own kernels. Only the outermost ones: a
+      // core below another one may still fuse into that one's kernel (a scan into the
+      // contraction that consumes it).
+      const foreign = tree.filter((n) => n !== root && isCore(n) && n !== core && n !== scan);
+      for (const n of foreign) {
+        const below = foreign.some((m) => m !== n && fusedTree(m, materialized).includes(n));
+        if (!below) {
           materialized.add(n);
           changed = true;
         }
-        reachedBy.set(n, (reachedBy.get(n) ?? 0) + 1);
       }
+      for (const n of tree) if (n !== root) reachedBy.set(n, (reachedBy.get(n) ?? 0) + 1);
     }
     if (changed) continue;
     // Subtrees read by several kernels: recompute small ones, materialize big ones.

@@ -226,7 +226,14 @@ function emitPass(
   body.push(`let tt = ${start}${within};`);
   body.push(partial ? `let t = min(tt, ${u32Literal(len - 1)});` : "let t = tt;");
   if (partial) body.push(`let live = tt < ${u32Literal(len)};`);
-  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, scan.axis);
+  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, [
+    "i",
+    "tt",
+    "t",
+    "live",
+    "v\\d+",
+    "e\\d+_\\d+",
+  ]);
   const updates: string[] = [];
   for (let r = 0; r < perLane; r++) {
     const env = { ...ch.env, [scan.axis]: "t", ...st.envs[r] };

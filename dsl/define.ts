@@ -22,7 +22,7 @@ export interface ProgramDef<S extends InputSpec = InputSpec, R extends TraceResu
 }
 
 /** Bundles a program for tools that compile a module's exports. */
-export function defineProgram<S extends InputSpec, R extends TraceResult>(
+export function defineProgram<const S extends InputSpec, R extends TraceResult>(
   inputs: S,
   fn: (tensors: TensorsOf<S>) => R,
   sizes: Sizes,

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Broadcast, broadcastAxes, showAxes } from "./axes.ts";
+import { type Broadcast, broadcastAxes, type Canon, parseAxes, showAxes } from "./axes.ts";
 import { type BinaryOp, makeNode, type Node, type UnaryOp } from "./ir.ts";
 import { type AxesOf, type IsAny, Tensor, type TensorLike, toNode } from "./tensor.ts";
 
@@ -137,4 +137,22 @@ export function where<C extends TensorLike, X extends TensorLike, Y extends Tens
   return new Tensor(
     makeNode({ kind: "where", cond: nc, a: na, b: nb, axes, shape, dtype: "f32" }),
   ) as Bcast<C, Bcast<X, Y>>;
+}
+
+/**
+ * A constant tensor with named axes: `full(0, "b s d", { b: 2, s: 3, d: 8 })`. It costs no
+ * memory: kernels read the value as a literal.
+ */
+export function full<A extends string>(
+  value: number,
+  axes: A,
+  sizes: Record<string, number>,
+): Tensor<Canon<A>> {
+  const names = parseAxes(axes, "full: axes");
+  const shape = names.map((a) => {
+    const s = sizes[a];
+    if (!Number.isInteger(s) || s < 1) throw new Error(`full: axis "${a}" needs a positive size`);
+    return s;
+  });
+  return new Tensor(makeNode({ kind: "const", value, axes: names, shape, dtype: "f32" }));
 }

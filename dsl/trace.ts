@@ -31,7 +31,7 @@ export type Sizes = Record<string, number>;
  * Traces `fn` into a graph. Every input axis must have a size in `sizes`.
  * Shape errors surface here, at trace time, never on the GPU.
  */
-export function trace<S extends InputSpec>(
+export function trace<const S extends InputSpec>(
   inputs: S,
   fn: (tensors: TensorsOf<S>) => TraceResult,
   sizes: Sizes,

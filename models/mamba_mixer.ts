@@ -1,15 +1,16 @@
 /**
  * The Mamba-1 mixer (HF `MambaMixer`) in the DSL: in_proj → causal depthwise conv + SiLU →
  * x_proj (dt, B, C) → dt_proj → fused selective scan with D skip and SiLU gate → out_proj.
- * Parameter names follow HF under `backbone.layers.i.mixer.`.
+ * The same definition serves prefill (a whole sequence, conv over it) and decode (one token,
+ * conv over a cached window of the last k − 1 inputs).
  *
  * @module
  */
 
 import { einsum } from "../dsl/einsum.ts";
-import { add, exp, neg, silu } from "../dsl/elementwise.ts";
+import { add, exp, full, neg, silu } from "../dsl/elementwise.ts";
 import type { Tensor } from "../dsl/tensor.ts";
-import { conv1d, slice } from "../dsl/views.ts";
+import { concat, conv1d, slice } from "../dsl/views.ts";
 import { selectiveScan } from "./selective_scan.ts";
 
 /** Sizes of one Mamba-1 mixer. */
@@ -26,7 +27,7 @@ export interface MambaMixerDims {
   convKernel: number;
 }
 
-/** Input declarations of one mixer's parameters (axes: m hidden, d inner, n state, q rank, k taps). */
+/** Axes of one mixer's parameters (m hidden, e 2·inner, d inner, n state, q rank, k taps). */
 export const MAMBA_MIXER_PARAMS = {
   in_proj: "e m",
   conv_w: "d k",
@@ -52,7 +53,7 @@ export interface MambaMixerParams {
   out_proj: Tensor<"m d">;
 }
 
-/** Axis sizes the mixer's inputs need, for `compile`. */
+/** Axis sizes a mixer's inputs need, for `compile` (s: the k − 1 cached conv inputs). */
 export function mambaMixerSizes(dims: MambaMixerDims): Record<string, number> {
   return {
     m: dims.hidden,
@@ -62,24 +63,34 @@ export function mambaMixerSizes(dims: MambaMixerDims): Record<string, number> {
     q: dims.dtRank,
     r: dims.dtRank + 2 * dims.state,
     k: dims.convKernel,
+    s: dims.convKernel - 1,
   };
 }
 
+/** Recurrent state entering a mixer: the conv window and the SSM state. */
+export interface MambaMixerCache {
+  /** The last k − 1 conv inputs (b s d), oldest first. */
+  conv: Tensor<"b s d">;
+  /** The SSM state (b d n). */
+  ssm: Tensor<"b d n">;
+}
+
 /**
- * The mixer on hidden states `hs` (b l m). With `state`, the scan continues from it and the
- * final SSM state is returned (the conv cache is the caller's: see the model definitions).
+ * The mixer on hidden states `hs` (b l m). Without `cache`, a sequence starting from zero
+ * state; with it, a continuation (decode when l = 1). Returns the output and the new cache.
  */
 export function mambaMixer(
   hs: Tensor<"b l m">,
   p: MambaMixerParams,
   dims: MambaMixerDims,
-  options: { init?: Tensor<"b d n"> } = {},
-): { out: Tensor<"b l m">; state: Tensor } {
-  const { inner: d, state: n, dtRank: q } = dims;
+  cache?: MambaMixerCache,
+): { out: Tensor<"b l m">; cache: { conv: Tensor; ssm: Tensor } } {
+  const { inner: d, state: n, dtRank: q, convKernel: k } = dims;
   const xz = einsum("b l m, e m -> b l e", hs, p.in_proj);
   const x0 = slice(xz, "e", 0, d, "d") as Tensor<"b l d">;
   const z = slice(xz, "e", d, 2 * d, "d") as Tensor<"b l d">;
-  const x = silu(add(conv1d(x0, p.conv_w, "l", "k"), p.conv_b));
+  const { conv, window } = causalConv(x0, p.conv_w, k, cache?.conv);
+  const x = silu(add(conv, p.conv_b));
   const params = einsum("b l d, r d -> b l r", x, p.x_proj);
   const dtLow = slice(params, "r", 0, q, "q") as Tensor<"b l q">;
   const B = slice(params, "r", q, q + n, "n") as Tensor<"b l n">;
@@ -88,7 +99,32 @@ export function mambaMixer(
   const A = neg(exp(p.A_log));
   const { y, state } = selectiveScan(
     { x, dt, z, B, C, A, D: p.D, dtBias: p.dt_proj_b },
-    { init: options.init },
+    { init: cache?.ssm },
   );
-  return { out: einsum("b l d, m d -> b l m", y, p.out_proj), state };
+  const len = window.size("w");
+  return {
+    out: einsum("b l d, m d -> b l m", y, p.out_proj),
+    cache: { conv: slice(window, "w", len - (k - 1), len, "s"), ssm: state },
+  };
+}
+
+/**
+ * Causal depthwise conv of `x0` (b l d) with taps `w` (d k), continuing from `cached` inputs
+ * (b s d) when given. Also returns the whole input window (b w d), whose last k − 1 positions
+ * are the next cache.
+ */
+function causalConv(
+  x0: Tensor<"b l d">,
+  w: Tensor<"d k">,
+  k: number,
+  cached?: Tensor<"b s d">,
+): { conv: Tensor<"b l d">; window: Tensor } {
+  const b = x0.size("b"), d = x0.size("d"), len = x0.size("l");
+  // Without a cache the history is zeros; they only matter when l < k − 1 (for the cache).
+  const history = cached ?? full(0, "b s d", { b, s: k - 1, d });
+  const window = concat([history, x0], ["s", "l"], "w");
+  if (!cached) return { conv: conv1d(x0, w, "l", "k"), window };
+  // Convolve over the window, then keep the positions of the new tokens.
+  const convWindow = conv1d(window as Tensor<"b w d">, w, "w", "k");
+  return { conv: slice(convWindow, "w", k - 1, k - 1 + len, "l") as Tensor<"b l d">, window };
 }

@@ -47,6 +47,10 @@ export interface CompileOptions {
 export type HostResult<R> = R extends Tensor ? Float32Array
   : { [K in keyof R]: Float32Array };
 
+/** What `interpret` returns: like {@link HostResult}, in float64. */
+export type HostResult64<R> = R extends Tensor ? Float64Array
+  : { [K in keyof R]: Float64Array };
+
 /** A compiled program. */
 export interface Program<R extends TraceResult = TraceResult> {
   /** Where `run` executes. */
@@ -58,7 +62,7 @@ export interface Program<R extends TraceResult = TraceResult> {
   /** Runs on the program's backend. */
   run(inputs: Record<string, HostArray>, options?: RunOptions): Promise<HostResult<R>>;
   /** Runs the float64 CPU interpreter (the oracle) on the same inputs. */
-  interpret(inputs: Record<string, HostArray>): HostResult<R> & Record<string, Float64Array>;
+  interpret(inputs: Record<string, HostArray>): HostResult64<R>;
   /** Per-kernel GPU times of the last run made with `{ profile: true }`. */
   readonly lastTimings?: readonly KernelTiming[];
   /**
@@ -92,7 +96,7 @@ export function deviceLimits(ctx: GpuContext): DeviceLimits {
  * const y = await prog.run({ x: new Float32Array(70), A: new Float32Array(15) });
  * ```
  */
-export async function compile<S extends InputSpec, R extends TraceResult>(
+export async function compile<const S extends InputSpec, R extends TraceResult>(
   inputs: S,
   fn: (tensors: TensorsOf<S>) => R,
   sizes: Sizes,
@@ -120,7 +124,8 @@ export async function compile<S extends InputSpec, R extends TraceResult>(
     scan: options.scan,
     aliases,
   });
-  const cpuRun = (data: Record<string, HostArray>) => shape<R>(graph, interpret(graph, data));
+  const cpuRun = (data: Record<string, HostArray>) =>
+    shape<R>(graph, interpret(graph, data)) as unknown as HostResult64<R>;
   if (!ctx) {
     return {
       backend: "cpu",
@@ -132,7 +137,7 @@ export async function compile<S extends InputSpec, R extends TraceResult>(
         for (const [k, v] of Object.entries(out)) f32[k] = Float32Array.from(v);
         return Promise.resolve(shape<R>(graph, f32));
       },
-      interpret: cpuRun as Program<R>["interpret"],
+      interpret: cpuRun,
       benchmark: () => Promise.reject(new Error("benchmark needs the GPU backend")),
       destroy: () => {},
     };
@@ -143,7 +148,7 @@ export async function compile<S extends InputSpec, R extends TraceResult>(
     graph,
     kernels: program.kernels,
     run: async (data, runOptions) => shape<R>(graph, await gpu.run(data, runOptions)),
-    interpret: cpuRun as Program<R>["interpret"],
+    interpret: cpuRun,
     get lastTimings() {
       return gpu.lastTimings;
     },

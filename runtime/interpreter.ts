@@ -95,7 +95,7 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
     case "input":
       throw new Error(`internal: input "${node.name}" was not bound`);
     case "const":
-      out[0] = node.value;
+      out.fill(node.value);
       return out;
     case "unary": {
       const x = get(node.x);

@@ -147,7 +147,13 @@ export class GpuProgram {
     const queue = this.#ctx.device.queue;
     graph.inputs.forEach((inp, i) => {
       const a = arrays[i];
-      queue.writeBuffer(this.#buffers.get(inp)!, 0, a.buffer, a.byteOffset, a.byteLength);
+      queue.writeBuffer(
+        this.#buffers.get(inp)!,
+        0,
+        a.buffer as ArrayBuffer,
+        a.byteOffset,
+        a.byteLength,
+      );
     });
     this.lastTimings = await submitDispatches(this.#ctx, this.#dispatches, {
       profile: options.profile,
@@ -187,7 +193,13 @@ export class GpuProgram {
     const queue = this.#ctx.device.queue;
     for (const inp of graph.inputs) {
       const a = toDeviceArray(inp, inputs[inp.name], inp.name);
-      queue.writeBuffer(this.#buffers.get(inp)!, 0, a.buffer, a.byteOffset, a.byteLength);
+      queue.writeBuffer(
+        this.#buffers.get(inp)!,
+        0,
+        a.buffer as ArrayBuffer,
+        a.byteOffset,
+        a.byteLength,
+      );
     }
     const kernels = await timeDispatches(this.#ctx, this.#dispatches, {
       warmup: options.warmup ?? 3,

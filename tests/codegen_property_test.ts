@@ -14,7 +14,7 @@ async function matchesOracle(p: GeneratedProgram, seed: number): Promise<boolean
     const inputs = randomInputs(prog.graph, rng(seed));
     const got = await prog.run(inputs);
     const want = prog.interpret(inputs);
-    const err = relativeError(got as Float32Array, want as Float64Array);
+    const err = relativeError(got as Float32Array, want as unknown as Float64Array);
     if (!(err <= 1e-4)) {
       throw new Error(`${p.description}, input seed ${seed}: relative error ${err}`);
     }

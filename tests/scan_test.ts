@@ -55,7 +55,7 @@ async function checkSelectiveScan(
   const full = sizes.b * sizes.l * sizes.d * sizes.n;
   for (const k of prog.kernels) {
     for (const buf of [...k.reads, ...k.writes]) {
-      if (sizes.n > 1) {
+      if (sizes.l > 1) {
         assert.ok(elementsOf(buf) < full, `${what}: ${k.name} binds a state-sized buffer`);
       }
     }
@@ -71,7 +71,9 @@ Deno.test("selective scan: the issue's program compiles to exactly one kernel", 
 
 Deno.test("selective scan: lengths 1, 7, 129, 1000 with odd channel counts", async () => {
   for (const l of [1, 7, 129, 1000]) {
-    assert.equal(await checkSelectiveScan({ b: 2, l, d: 3, n: 16 }, { init: l % 2 === 1 }), 1);
+    const kernels = await checkSelectiveScan({ b: 2, l, d: 3, n: 16 }, { init: l % 2 === 1 });
+    // Few channels and a long sequence: the automatic strategy chunks (3 kernels).
+    assert.equal(kernels, l >= 256 ? 3 : 1);
   }
 });
 

@@ -1,0 +1,333 @@
+/**
+ * A model directory's weights: `model.safetensors`, or shards listed by
+ * `model.safetensors.index.json`. Opening reads only headers; each tensor is read on demand from
+ * its byte range (seek + read loop, bounded scratch memory), so multi-GB files are never held in
+ * memory whole. F16 and BF16 tensors are widened to float32 exactly.
+ *
+ * @module
+ */
+
+import { bfloat16ToFloat32, halfToFloat32 } from "./float16.ts";
+import { isFile, joinPath, readAt } from "./file_io.ts";
+import { formatShape, readSafetensorsHeader, type TensorInfo } from "./header.ts";
+
+/** Options of {@link Checkpoint.open}. */
+export interface CheckpointOptions {
+  /**
+   * Called after every chunk read with the bytes read so far (over all tensors, clamped to the
+   * total) and the total bytes of all tensors in the checkpoint.
+   */
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
+}
+
+/** Single-file weights name. */
+export const SINGLE_FILE = "model.safetensors";
+/** Sharded weights index name. */
+export const INDEX_FILE = "model.safetensors.index.json";
+
+/** Bytes read per `read` loop step (and the scratch size for 16-bit conversion). */
+const CHUNK_BYTES = 16 * 1024 * 1024;
+
+/** dtypes {@link Checkpoint.getF32} can widen to float32. */
+export const FLOAT_DTYPES: readonly string[] = ["F32", "F16", "BF16"];
+
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** The weights of one model directory, read tensor by tensor. */
+export class Checkpoint {
+  /** The model directory. */
+  readonly dir: string;
+  /** Paths of the safetensors files backing this checkpoint. */
+  readonly files: readonly string[];
+  /** Total bytes of all tensors (what `onProgress` counts towards). */
+  readonly totalBytes: number;
+  /** `__metadata__` of the first safetensors file (e.g. `{format: "pt"}`). */
+  readonly metadata: Record<string, string>;
+  #tensors: Map<string, TensorInfo>;
+  #onProgress?: (loadedBytes: number, totalBytes: number) => void;
+  #handles = new Map<string, Deno.FsFile>();
+  #locks = new Map<string, Promise<void>>();
+  #loaded = 0;
+  #closed = false;
+
+  private constructor(
+    dir: string,
+    files: string[],
+    tensors: Map<string, TensorInfo>,
+    metadata: Record<string, string>,
+    opts: CheckpointOptions,
+  ) {
+    this.dir = dir;
+    this.files = files;
+    this.#tensors = tensors;
+    this.metadata = metadata;
+    this.#onProgress = opts.onProgress;
+    let total = 0;
+    for (const t of tensors.values()) total += t.byteLength;
+    this.totalBytes = total;
+  }
+
+  /**
+   * Opens the weights of a model directory (reads and validates headers only).
+   *
+   * @param dir Model directory holding `model.safetensors` or `model.safetensors.index.json`.
+   * @param opts Progress callback.
+   * @throws Error when the directory, the weights file or a shard is missing, or a header is bad.
+   */
+  static async open(dir: string, opts: CheckpointOptions = {}): Promise<Checkpoint> {
+    let stat: Deno.FileInfo;
+    try {
+      stat = await Deno.stat(dir);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new Error(`checkpoint directory not found: ${dir}`);
+      }
+      throw new Error(`cannot read checkpoint directory ${dir}: ${(e as Error).message}`);
+    }
+    if (!stat.isDirectory) throw new Error(`checkpoint path is not a directory: ${dir}`);
+
+    const single = joinPath(dir, SINGLE_FILE);
+    if (await isFile(single)) {
+      const h = await readSafetensorsHeader(single);
+      return new Checkpoint(dir, [single], h.tensors, h.metadata, opts);
+    }
+    const index = joinPath(dir, INDEX_FILE);
+    if (await isFile(index)) {
+      const t = await readShardedTable(dir, index);
+      return new Checkpoint(dir, t.files, t.tensors, t.metadata, opts);
+    }
+
+    const found = await listDir(dir);
+    const hint = found.some((f) => f.endsWith(".bin") || f.endsWith(".pt"))
+      ? "; PyTorch .bin/.pt weights are not supported, convert them to safetensors"
+      : "";
+    throw new Error(
+      `no ${SINGLE_FILE} or ${INDEX_FILE} in ${dir} (found: ` +
+        `${found.length ? found.join(", ") : "nothing"})${hint}`,
+    );
+  }
+
+  /** Names of all tensors, sorted. */
+  names(): string[] {
+    return [...this.#tensors.keys()].sort();
+  }
+
+  /**
+   * Where a tensor lives, or undefined when the checkpoint has no tensor of that name.
+   *
+   * @param name Tensor name.
+   */
+  info(name: string): TensorInfo | undefined {
+    const t = this.#tensors.get(name);
+    return t && { ...t, shape: t.shape.slice() };
+  }
+
+  /** Bytes read so far by {@link getF32} (may exceed totalBytes if tensors are read twice). */
+  get loadedBytes(): number {
+    return this.#loaded;
+  }
+
+  /**
+   * Reads a tensor as float32, reading only its byte range. F16/BF16 are converted exactly.
+   *
+   * @param name Tensor name.
+   * @param expectedShape When given, the tensor's shape must equal it exactly.
+   * @returns A fresh array of the tensor's elements in C order.
+   * @throws Error when the tensor is missing (with similar names), has another shape, has a
+   *   dtype other than F32/F16/BF16, or the file is truncated; also after {@link close}.
+   */
+  async getF32(name: string, expectedShape?: readonly number[]): Promise<Float32Array> {
+    if (this.#closed) throw new Error(`checkpoint ${this.dir} is closed; cannot read ${name}`);
+    const t = this.#tensors.get(name);
+    if (!t) throw new Error(this.#missingMessage(name));
+    if (expectedShape && !sameShape(t.shape, expectedShape)) {
+      throw new Error(
+        `tensor ${name} has shape ${formatShape(t.shape)} but the model needs ` +
+          `${formatShape(expectedShape)} (in ${t.file})`,
+      );
+    }
+    if (!FLOAT_DTYPES.includes(t.dtype)) {
+      throw new Error(
+        `tensor ${name} has dtype ${t.dtype}, which cannot be read as float32 ` +
+          `(supported: ${FLOAT_DTYPES.join(", ")}; in ${t.file})`,
+      );
+    }
+    if (!LITTLE_ENDIAN_HOST) throw new Error("reading safetensors needs a little-endian host");
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    const out = new Float32Array(numel);
+    if (numel === 0) return out;
+    await this.#withFile(t.file, async (file) => {
+      const what = `tensor ${name}`;
+      if (t.dtype === "F32") {
+        // Read straight into the result's storage: no scratch copy.
+        const bytes = new Uint8Array(out.buffer);
+        for (let off = 0; off < t.byteLength; off += CHUNK_BYTES) {
+          const end = Math.min(off + CHUNK_BYTES, t.byteLength);
+          await readAt(file, t.byteOffset + off, bytes.subarray(off, end), t.file, what);
+          this.#progress(end - off);
+        }
+        return;
+      }
+      const convert = t.dtype === "F16" ? halfToFloat32 : bfloat16ToFloat32;
+      const scratch = new Uint8Array(Math.min(CHUNK_BYTES, t.byteLength));
+      for (let off = 0; off < t.byteLength; off += CHUNK_BYTES) {
+        const n = Math.min(CHUNK_BYTES, t.byteLength - off);
+        const chunk = scratch.subarray(0, n);
+        await readAt(file, t.byteOffset + off, chunk, t.file, what);
+        convert(new Uint16Array(scratch.buffer, 0, n / 2), out, off / 2);
+        this.#progress(n);
+      }
+    });
+    return out;
+  }
+
+  /** Closes all open files. Later {@link getF32} calls fail. Safe to call twice. */
+  close(): void {
+    this.#closed = true;
+    for (const f of this.#handles.values()) {
+      try {
+        f.close();
+      } catch {
+        // Already closed: nothing to release.
+      }
+    }
+    this.#handles.clear();
+  }
+
+  /** Same as {@link close}, for `using` declarations. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #progress(n: number): void {
+    this.#loaded += n;
+    this.#onProgress?.(Math.min(this.#loaded, this.totalBytes), this.totalBytes);
+  }
+
+  /** Runs `fn` with the file's handle while no other read uses it (seek + read is stateful). */
+  async #withFile(path: string, fn: (file: Deno.FsFile) => Promise<void>): Promise<void> {
+    const prev = this.#locks.get(path) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    this.#locks.set(path, prev.then(() => mine));
+    await prev;
+    try {
+      if (this.#closed) throw new Error(`checkpoint ${this.dir} is closed`);
+      let file = this.#handles.get(path);
+      if (!file) {
+        file = await Deno.open(path, { read: true });
+        this.#handles.set(path, file);
+      }
+      await fn(file);
+    } finally {
+      release();
+    }
+  }
+
+  #missingMessage(name: string): string {
+    const all = [...this.#tensors.keys()];
+    const close = similarNames(name, all, 5);
+    const list = close.length
+      ? `similar names: ${close.join(", ")}`
+      : `e.g. ${all.slice(0, 5).join(", ")}`;
+    return `tensor ${name} not found in checkpoint ${this.dir} (${all.length} tensors; ${list})`;
+  }
+}
+
+/** Tensor table of a sharded checkpoint: each weight_map entry resolved in its shard's header. */
+async function readShardedTable(dir: string, index: string): Promise<{
+  files: string[];
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+}> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await Deno.readTextFile(index));
+  } catch (e) {
+    throw new Error(`${index}: not valid JSON (${(e as Error).message})`);
+  }
+  const weightMap = (parsed as { weight_map?: unknown } | null)?.weight_map;
+  if (weightMap === null || typeof weightMap !== "object" || Array.isArray(weightMap)) {
+    throw new Error(`${index}: missing "weight_map" object (tensor name → shard file)`);
+  }
+  const byShard = new Map<string, string[]>();
+  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
+    if (typeof shard !== "string" || shard === "") {
+      throw new Error(`${index}: weight_map entry for ${name} is not a file name`);
+    }
+    const list = byShard.get(shard) ?? [];
+    list.push(name);
+    byShard.set(shard, list);
+  }
+  if (byShard.size === 0) throw new Error(`${index}: weight_map is empty`);
+  const missing: string[] = [];
+  for (const [shard, names] of byShard) {
+    if (!(await isFile(joinPath(dir, shard)))) {
+      missing.push(`${shard} (holds ${names.length} tensors, e.g. ${names[0]})`);
+    }
+  }
+  if (missing.length) {
+    throw new Error(
+      `${index} references shard files missing from ${dir}: ${missing.join("; ")}`,
+    );
+  }
+  const tensors = new Map<string, TensorInfo>();
+  const files: string[] = [];
+  let metadata: Record<string, string> = {};
+  for (const [shard, names] of byShard) {
+    const path = joinPath(dir, shard);
+    const h = await readSafetensorsHeader(path);
+    if (!files.length) metadata = h.metadata;
+    files.push(path);
+    for (const name of names) {
+      const t = h.tensors.get(name);
+      if (!t) {
+        throw new Error(
+          `${index} says tensor ${name} is in ${shard}, but that file has no such tensor`,
+        );
+      }
+      tensors.set(name, t);
+    }
+  }
+  return { files, tensors, metadata };
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.isDirectory ? `${e.name}/` : e.name);
+  return names.sort();
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * Up to `k` names closest to `name` by edit distance (only reasonably close ones).
+ *
+ * @param name The name that was not found.
+ * @param candidates Names that exist.
+ * @param k How many to return at most.
+ */
+export function similarNames(name: string, candidates: readonly string[], k: number): string[] {
+  const limit = Math.max(3, Math.floor(name.length / 2));
+  return candidates
+    .map((c) => ({ c, d: editDistance(name, c) }))
+    .filter((x) => x.d <= limit)
+    .sort((a, b) => a.d - b.d || (a.c < b.c ? -1 : 1))
+    .slice(0, k)
+    .map((x) => x.c);
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const sub = prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+      cur.push(Math.min(sub, prev[j] + 1, cur[j - 1] + 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
