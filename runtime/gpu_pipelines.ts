@@ -1,0 +1,225 @@
+/**
+ * Compute pipelines cached by WGSL text (creation is slow, so it is asynchronous and shared)
+ * and bind groups cached by (pipeline, buffers). Compile errors name the kernel and the line.
+ *
+ * @module
+ */
+
+import type { GpuContext } from "./gpu_device.ts";
+
+/** A kernel's name (used in errors and timings) and WGSL module with entry point `main`. */
+export interface KernelSource {
+  /** Readable name. */
+  name: string;
+  /** The WGSL module. */
+  wgsl: string;
+}
+
+/** A WGSL compile error, located in the kernel's source. */
+export class KernelCompileError extends Error {
+  /** The kernel that failed. */
+  readonly kernelName: string;
+  /** 1-based line of the first error (0 when the compiler gave no location). */
+  readonly line: number;
+  /** 1-based column of the first error (0 when unknown). */
+  readonly column: number;
+  /** The WGSL source line at `line` ("" when unknown). */
+  readonly sourceLine: string;
+  /** The compiler's message for the first error (first line, without the code excerpt). */
+  readonly compilerMessage: string;
+  /** Every error message of the module, in full. */
+  readonly allMessages: readonly string[];
+
+  /** Creates the error from the first compiler message and the kernel's source. */
+  constructor(kernelName: string, wgsl: string, messages: readonly GPUCompilationMessage[]) {
+    const first = messages[0];
+    const line = first?.lineNum ?? 0;
+    const column = first?.linePos ?? 0;
+    const sourceLine = line > 0 ? (wgsl.split("\n")[line - 1] ?? "") : "";
+    const compilerMessage = headline(first?.message ?? "unknown error");
+    const where = line > 0 ? ` at line ${line}, column ${column}` : "";
+    let text = `kernel "${kernelName}": WGSL compile error${where}: ${compilerMessage}`;
+    if (line > 0) {
+      text += `\n  ${String(line).padStart(4)} | ${sourceLine}`;
+      if (column > 0) text += `\n       | ${" ".repeat(column - 1)}^`;
+    }
+    if (messages.length > 1) {
+      text += `\n  (${messages.length - 1} more error(s): ` +
+        messages.slice(1).map((m) => `line ${m.lineNum}: ${headline(m.message)}`).join("; ") + ")";
+    }
+    super(text);
+    this.name = "KernelCompileError";
+    this.kernelName = kernelName;
+    this.line = line;
+    this.column = column;
+    this.sourceLine = sourceLine;
+    this.compilerMessage = compilerMessage;
+    this.allMessages = messages.map((m) => m.message.trim());
+  }
+}
+
+// naga's messages look like "\nShader 'x' parsing error: ...\n  ┌─ wgsl:5:3\n ...": keep the
+// first meaningful line without the module label.
+function headline(message: string): string {
+  const first = message.split("\n").map((l) => l.trim()).find((l) => l.length > 0) ?? message;
+  return first.replace(/^Shader '[^']*' /, "");
+}
+
+/** Pipelines by WGSL text; concurrent requests for one text share a single creation. */
+export class PipelineCache {
+  readonly #ctx: GpuContext;
+  readonly #byText = new Map<string, Promise<GPUComputePipeline>>();
+
+  /** Creates an empty cache for `ctx`'s device. */
+  constructor(ctx: GpuContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Number of distinct WGSL texts cached or being compiled. */
+  get size(): number {
+    return this.#byText.size;
+  }
+
+  /** The pipeline of `kernel` (compiled on first request; compile errors are thrown). */
+  get(kernel: KernelSource): Promise<GPUComputePipeline> {
+    if (typeof kernel?.wgsl !== "string" || kernel.wgsl.length === 0) {
+      return Promise.reject(new Error(`kernel "${kernel?.name}": no WGSL text`));
+    }
+    let pending = this.#byText.get(kernel.wgsl);
+    if (!pending) {
+      pending = this.#create(kernel);
+      this.#byText.set(kernel.wgsl, pending);
+      // Failures are not cached: the error is reported to every waiter, and a later call retries.
+      pending.catch(() => {
+        if (this.#byText.get(kernel.wgsl) === pending) this.#byText.delete(kernel.wgsl);
+      });
+    }
+    return pending;
+  }
+
+  /** Creates (or finds) the pipelines of all kernels in parallel, in the given order. */
+  prepareAll(kernels: readonly KernelSource[]): Promise<GPUComputePipeline[]> {
+    return Promise.all(kernels.map((k) => this.get(k)));
+  }
+
+  async #create(kernel: KernelSource): Promise<GPUComputePipeline> {
+    const device = this.#ctx.device;
+    // Scopes are pushed and popped with no await between, so concurrent work cannot interleave.
+    device.pushErrorScope("validation");
+    let module: GPUShaderModule;
+    let moduleError: Promise<GPUError | null>;
+    try {
+      module = device.createShaderModule({ code: kernel.wgsl, label: kernel.name });
+    } finally {
+      moduleError = device.popErrorScope();
+    }
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m) => m.type === "error");
+    await moduleError; // the same errors as `info`; consumed so they are not reported twice
+    if (errors.length > 0) throw new KernelCompileError(kernel.name, kernel.wgsl, errors);
+
+    device.pushErrorScope("validation");
+    let creating: Promise<GPUComputePipeline>;
+    let scope: Promise<GPUError | null>;
+    try {
+      creating = device.createComputePipelineAsync({
+        label: kernel.name,
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+      });
+    } finally {
+      scope = device.popErrorScope();
+    }
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = await creating;
+    } catch (e) {
+      await scope;
+      throw new Error(
+        `kernel "${kernel.name}": pipeline creation failed: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    const error = await scope;
+    if (error) {
+      throw new Error(`kernel "${kernel.name}": pipeline creation failed: ${error.message}`);
+    }
+    return pipeline;
+  }
+}
+
+/** One node of the bind-group trie: keyed by buffer objects, so nothing outlives its buffers. */
+interface TrieNode {
+  next: WeakMap<GPUBuffer, TrieNode>;
+  group?: GPUBindGroup;
+}
+
+// One store for every BindGroupCache: a pipeline belongs to one device, and a group made by one
+// user (say a program warming its groups) serves every other user of the same buffers.
+const sharedRoots = new WeakMap<GPUComputePipeline, TrieNode>();
+
+/**
+ * Bind groups by (pipeline, buffers in binding order). The cache is a trie of WeakMaps keyed by
+ * the pipeline and then each buffer, so entries for dropped buffers are collected with them.
+ * All instances share one store.
+ */
+export class BindGroupCache {
+  readonly #ctx: GpuContext;
+  readonly #roots = sharedRoots;
+
+  /** Creates an empty cache for `ctx`'s device. */
+  constructor(ctx: GpuContext) {
+    this.#ctx = ctx;
+  }
+
+  /** The bind group of `pipeline` binding `buffers[i]` (whole buffer) at binding i of group 0. */
+  get(pipeline: GPUComputePipeline, buffers: readonly GPUBuffer[]): GPUBindGroup {
+    const node = this.#node(pipeline, buffers, true)!;
+    if (!node.group) node.group = createBindGroup(this.#ctx, pipeline, buffers);
+    return node.group;
+  }
+
+  /** Forgets the cached group of (pipeline, buffers), e.g. after it failed validation. */
+  evict(pipeline: GPUComputePipeline, buffers: readonly GPUBuffer[]): void {
+    const node = this.#node(pipeline, buffers, false);
+    if (node) node.group = undefined;
+  }
+
+  #node(
+    pipeline: GPUComputePipeline,
+    buffers: readonly GPUBuffer[],
+    create: boolean,
+  ): TrieNode | undefined {
+    let node: TrieNode | undefined = this.#roots.get(pipeline);
+    if (!node) {
+      if (!create) return undefined;
+      node = { next: new WeakMap<GPUBuffer, TrieNode>() };
+      this.#roots.set(pipeline, node);
+    }
+    for (const buffer of buffers) {
+      let child: TrieNode | undefined = node.next.get(buffer);
+      if (!child) {
+        if (!create) return undefined;
+        child = { next: new WeakMap<GPUBuffer, TrieNode>() };
+        node.next.set(buffer, child);
+      }
+      node = child;
+    }
+    return node;
+  }
+}
+
+/** Creates (uncached) the bind group binding `buffers[i]` at binding i of group 0. */
+export function createBindGroup(
+  ctx: GpuContext,
+  pipeline: GPUComputePipeline,
+  buffers: readonly GPUBuffer[],
+): GPUBindGroup {
+  return ctx.device.createBindGroup({
+    label: pipeline.label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+}
