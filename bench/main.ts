@@ -16,6 +16,7 @@ import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { randomF32, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -33,16 +34,6 @@ const rows: Record<string, unknown>[] = [];
 function report(row: Record<string, unknown>) {
   rows.push(row);
   console.log(JSON.stringify(row));
-}
-
-function randomF32(n: number, lo = -1, hi = 1): Float32Array {
-  const a = new Float32Array(n);
-  let s = 12345;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    a[i] = lo + (hi - lo) * (s / 2 ** 32);
-  }
-  return a;
 }
 
 async function time(prog: Program, inputs: Record<string, Float32Array>) {
@@ -88,24 +79,10 @@ if (only.has("matmul")) {
   prog.destroy();
 }
 
-function scanInputs(s: { b: number; l: number; d: number; n: number }) {
-  const { b, l, d, n } = s;
-  return {
-    x: randomF32(b * l * d),
-    dt: randomF32(b * l * d, -4, -1),
-    z: randomF32(b * l * d),
-    B: randomF32(b * l * n),
-    C: randomF32(b * l * n),
-    A: randomF32(d * n, -2, -0.2),
-    D: randomF32(d),
-    dtBias: randomF32(d, -0.5, 0.5),
-  };
-}
-
 if (only.has("scan")) {
   const s = { b: 8, l: 4096, d: 1536, n: 16 };
   const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
-  const { ms, kernels } = await time(prog, scanInputs(s));
+  const { ms, kernels } = await time(prog, scanBenchInputs(s));
   // Bytes that must move: x, dt, z read, y written (b·l·d each); B, C (b·l·n); A, D, bias.
   const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
   report({
@@ -127,7 +104,7 @@ if (only.has("step")) {
       s,
       { inPlace: { state: "h0" } },
     );
-    const { ms } = await time(prog, { ...scanInputs(s), h0: randomF32(b * s.d * s.n) });
+    const { ms } = await time(prog, { ...scanBenchInputs(s), h0: randomF32(b * s.d * s.n) });
     report({ bench: "selective_scan_step", batch: b, d: s.d, n: s.n, us: ms * 1e3 });
     prog.destroy();
   }

@@ -41,6 +41,7 @@ export class ExprEmitter {
   #buffers: BufferLookup;
   #core?: { node: Node; value: string };
   #hoist?: { emitter: ExprEmitter; variant: RegExp };
+  #intercept?: (node: Node, env: Env) => string | undefined;
 
   /**
    * @param buffers where materialized nodes live
@@ -76,6 +77,15 @@ export class ExprEmitter {
     return this;
   }
 
+  /**
+   * Lets `fn` supply a node's value instead of computing it here (return undefined to
+   * decline); checked after hoisting. Values it returns are bound to a `let` and cached.
+   */
+  interceptWith(fn: (node: Node, env: Env) => string | undefined): this {
+    this.#intercept = fn;
+    return this;
+  }
+
   #bind(expr: string, type = "f32"): string {
     const name = `${this.#prefix}${this.#counter++}`;
     this.lines.push(`let ${name}: ${type} = ${expr};`);
@@ -100,6 +110,8 @@ export class ExprEmitter {
     ) {
       return this.#hoist.emitter.emit(node, env);
     }
+    const supplied = this.#intercept?.(node, env);
+    if (supplied !== undefined) return this.#bind(supplied, node.dtype);
     const buffer = this.#buffers(node);
     if (buffer !== undefined) {
       return this.#bind(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);

@@ -34,6 +34,14 @@ export interface ScanStrategy {
   chunks?: number;
   /** Lanes per channel sharing the state (a power of two ≤ the subgroup size; 1 = none). */
   lanes?: number;
+  /** Steps per loop iteration, emitted straight-line so their loads are issued together. */
+  unroll?: number;
+  /**
+   * Lane-transposed steps (default on when lanes > 1): per block of `lanes` steps, lane j
+   * computes the state-independent values (Δ, x, …) of step j once and shuffles them to the
+   * others, and the contraction is reduce-scattered so lane j finishes step j's epilogue.
+   */
+  transpose?: boolean;
 }
 
 /** What one scan kernel computes. */
@@ -47,6 +55,52 @@ export interface ScanSpec {
 }
 
 const WORKGROUP = 256;
+/** Identifiers that vary inside the step loop (alternatives of a regular expression). */
+const LOOP_VARIABLES = [
+  "i",
+  "tt\\d+",
+  "t\\d+",
+  "live\\d+",
+  "v\\d+",
+  "e\\d+s\\d+_\\d+",
+  "tta",
+  "ta",
+  "livea",
+  "a\\d+",
+  "e\\d+_\\d+",
+  "r\\d+_\\d+",
+];
+const LOOP_VARIABLE = new RegExp(`\\b(${LOOP_VARIABLES.join("|")})\\b`);
+
+/**
+ * Reduce-scatter over a group of `lanes` lanes: `values[s]` is each lane's part of step s;
+ * afterwards lane j holds the sum over lanes of step j (lanes − 1 shuffles in all).
+ */
+function reduceScatter(values: string[], lanes: number, prefix: string, out: string[]): string {
+  let live = values.map((v, s) => ({ v, s }));
+  let n = 0;
+  for (let m = lanes / 2; m >= 1; m /= 2) {
+    const next: { v: string; s: number }[] = [];
+    for (const lo of live.filter((e) => (e.s & m) === 0)) {
+      const hi = live.find((e) => e.s === (lo.s | m))!;
+      // Lanes with bit m clear keep the low step and send the high one; the others swap.
+      const mineLow = `(j & ${m}u) == 0u`;
+      const keep = `${prefix}${n++}`;
+      const send = `${prefix}${n++}`;
+      out.push(`let ${keep} = select(${hi.v}, ${lo.v}, ${mineLow});`);
+      out.push(`let ${send} = select(${lo.v}, ${hi.v}, ${mineLow});`);
+      const sum = `${prefix}${n++}`;
+      out.push(`let ${sum} = ${keep} + subgroupShuffleXor(${send}, ${m}u);`);
+      next.push({ v: sum, s: lo.s });
+    }
+    live = next;
+  }
+  return live[0].v;
+}
+
+/** Defaults measured on the H100 (bench/scan_tune.ts). */
+const DEFAULT_LANES = 16;
+const DEFAULT_UNROLL = 1;
 
 function sizeOf(scan: ScanNode, axis: string): number {
   return scan.shape[scan.axes.indexOf(axis)];
@@ -67,13 +121,15 @@ export function chooseScanStrategy(
   spec: ScanSpec,
   limits: DeviceLimits,
   force: ScanStrategy = {},
-): { lanes: number; chunks: number } {
+): { lanes: number; chunks: number; unroll: number; transpose: boolean } {
   const ns = product(spec.scan, spec.stateAxes);
   const nc = product(spec.scan, spec.channelAxes);
   const len = sizeOf(spec.scan, spec.scan.axis);
   const canShuffle = limits.subgroups && limits.subgroupMinSize >= 2;
+  // A few lanes per channel, each holding several states: enough threads to fill the GPU
+  // without paying per-channel work (loads, softplus, epilogue) on every state element.
   let lanes = force.lanes ??
-    (canShuffle && ns > 1 ? Math.min(pow2ceil(ns), limits.subgroupMinSize, 32) : 1);
+    (canShuffle && ns > 1 ? Math.min(pow2ceil(ns), limits.subgroupMinSize, DEFAULT_LANES) : 1);
   if (lanes > 1 && (!canShuffle || lanes > limits.subgroupMinSize || (lanes & (lanes - 1)))) {
     throw new Error(
       `scan: ${lanes} lanes per channel need subgroups of at least that size (power of two); ` +
@@ -87,7 +143,12 @@ export function chooseScanStrategy(
     : 1;
   const chunks = Math.min(force.chunks ?? auto, len);
   if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`scan: bad chunk count ${chunks}`);
-  return { lanes, chunks };
+  const transpose = (force.transpose ?? true) && lanes > 1 &&
+    spec.outputs.every((o) => o.contract !== undefined);
+  const unroll = transpose
+    ? lanes
+    : Math.max(1, Math.min(force.unroll ?? DEFAULT_UNROLL, Math.ceil(len / chunks)));
+  return { lanes, chunks, unroll, transpose };
 }
 
 type Mode = "single" | "local" | "final";
@@ -100,6 +161,8 @@ interface Layout {
   len: number;
   chunks: number;
   chunkLen: number;
+  unroll: number;
+  transpose: boolean;
 }
 
 /** Emits the 1 (or 3, when chunked) kernels of a scan group. */
@@ -113,7 +176,7 @@ export function emitScanKernels(
 ): KernelArtifact[] {
   const { scan } = spec;
   checkIndexable(scan);
-  const { lanes, chunks } = chooseScanStrategy(spec, limits, force);
+  const { lanes, chunks, unroll, transpose } = chooseScanStrategy(spec, limits, force);
   const ns = product(scan, spec.stateAxes);
   const nc = product(scan, spec.channelAxes);
   const len = sizeOf(scan, scan.axis);
@@ -125,6 +188,8 @@ export function emitScanKernels(
     len,
     chunks,
     chunkLen: Math.ceil(len / chunks),
+    unroll,
+    transpose,
   };
   if (chunks === 1) {
     return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];
@@ -207,7 +272,6 @@ function emitPass(
   );
   const st = stateLanes(spec, layout);
   const pre = new ExprEmitter(registry.lookup, "q");
-  const body: string[] = [];
   const init: string[] = [];
   const carryIdx = (r: number) =>
     `(chunk * ${u32Literal(nc)} + c) * ${u32Literal(layout.ns)} + s${r}`;
@@ -219,41 +283,89 @@ function emitPass(
     if (mode === "local") init.push(`var p${r}: f32 = 1.0;`);
   }
 
-  // Position of step i: forward or reverse within the chunk.
-  const partial = chunks * chunkLen !== len;
+  // Each loop iteration runs `unroll` steps; step u of iteration i is step i·unroll + u of
+  // the chunk, forward or reverse. Steps past the end (of the chunk or the sequence) keep the
+  // state (decay 1, input 0), read clamped indices and store nothing.
+  const unroll = layout.unroll;
+  const iterations = Math.ceil(chunkLen / unroll);
+  const partial = chunks * chunkLen !== len || iterations * unroll !== chunkLen;
   const start = chunks === 1 ? "" : `chunk * ${u32Literal(chunkLen)} + `;
-  const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - i` : "i";
-  body.push(`let tt = ${start}${within};`);
-  body.push(partial ? `let t = min(tt, ${u32Literal(len - 1)});` : "let t = tt;");
-  if (partial) body.push(`let live = tt < ${u32Literal(len)};`);
-  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, [
-    "i",
-    "tt",
-    "t",
-    "live",
-    "v\\d+",
-    "e\\d+_\\d+",
-  ]);
-  const updates: string[] = [];
-  for (let r = 0; r < perLane; r++) {
-    const env = { ...ch.env, [scan.axis]: "t", ...st.envs[r] };
-    let a = loop.emit(scan.decay, env);
-    let u = loop.emit(scan.input, env);
-    if (partial) {
-      a = `select(1.0, ${a}, live)`;
-      u = `select(0.0, ${u}, live)`;
-    }
-    updates.push(`h${r} = ${a} * h${r} + ${u};`);
-    if (mode === "local") updates.push(`p${r} = p${r} * ${a};`);
+  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
+  // Lane-transposed mode: phase A evaluates, on lane j, state-independent values at step j of
+  // the block; steps read them with a shuffle from the lane that owns that step.
+  const transposed = layout.transpose;
+  const phaseA = new ExprEmitter(registry.lookup, "a").hoistTo(pre, LOOP_VARIABLES);
+  const stateAxes = new Set(spec.stateAxes);
+  let currentStep = 0;
+  if (transposed) {
+    loop.interceptWith((node, env) => {
+      if (node.kind === "const" || node.axes.some((a) => stateAxes.has(a))) return undefined;
+      const mine = new RegExp(`\\bt${currentStep}\\b`);
+      const values = node.axes.map((a) => env[a]);
+      // Only values whose step dependence is this step's position can be moved to phase A.
+      const other = values.some((v) => LOOP_VARIABLE.test(v.replace(new RegExp(mine, "g"), "")));
+      if (other || !values.some((v) => mine.test(v))) return undefined;
+      const envA: Record<string, string> = {};
+      for (const a of node.axes) envA[a] = env[a].replace(new RegExp(mine, "g"), "ta");
+      const value = phaseA.emit(node, envA);
+      return `subgroupShuffle(${value}, lane0 + ${u32Literal(currentStep)})`;
+    });
   }
-  const stores: string[] = [];
-  if (mode !== "local") {
-    spec.outputs.forEach((o, k) => {
-      const outEnv = { ...ch.env, [scan.axis]: "t" };
-      const guard = ["valid", ...(lanes > 1 ? ["j == 0u"] : []), ...(partial ? ["live"] : [])];
-      if (!o.contract) {
-        // The state itself (or an elementwise function of it) is the output.
-        const epi = loop.fork(`e${k}_`, { node: scan, value: "h0" });
+  const steps: string[] = [];
+  const partials: string[][] = spec.outputs.map(() => []);
+  for (let u = 0; u < unroll; u++) {
+    currentStep = u;
+    const k = unroll === 1 ? "i" : `i * ${u32Literal(unroll)} + ${u32Literal(u)}`;
+    const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - (${k})` : `(${k})`;
+    const t = `t${u}`, live = `live${u}`;
+    const head = [`let tt${u} = ${start}${within};`];
+    head.push(partial ? `let ${t} = min(tt${u}, ${u32Literal(len - 1)});` : `let ${t} = tt${u};`);
+    if (partial) {
+      const inChunk = iterations * unroll !== chunkLen
+        ? ` && (${k}) < ${u32Literal(chunkLen)}`
+        : "";
+      head.push(`let ${live} = tt${u} < ${u32Literal(len)}${inChunk};`);
+    }
+    const mark = loop.lines.length;
+    const updates: string[] = [];
+    for (let r = 0; r < perLane; r++) {
+      const env = { ...ch.env, [scan.axis]: t, ...st.envs[r] };
+      let a = loop.emit(scan.decay, env);
+      let x = loop.emit(scan.input, env);
+      if (partial) {
+        a = `select(1.0, ${a}, ${live})`;
+        x = `select(0.0, ${x}, ${live})`;
+      }
+      updates.push(`h${r} = ${a} * h${r} + ${x};`);
+      if (mode === "local") updates.push(`p${r} = p${r} * ${a};`);
+    }
+    const stores: string[] = [];
+    if (mode !== "local") {
+      spec.outputs.forEach((o, k) => {
+        const outEnv = { ...ch.env, [scan.axis]: t };
+        const guard = ["valid", ...(lanes > 1 ? ["j == 0u"] : []), ...(partial ? [live] : [])];
+        let value = "h0";
+        let core: Node = scan;
+        if (o.contract) {
+          const other = otherOperand(o.contract, scan);
+          const terms: string[] = [];
+          for (let r = 0; r < perLane; r++) {
+            const w = loop.emit(other, { ...ch.env, [scan.axis]: t, ...st.envs[r] });
+            terms.push(st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`);
+          }
+          value = `y${k}s${u}`;
+          core = o.contract;
+          stores.push(`var ${value}: f32 = ${terms.join(" + ")};`);
+          if (transposed) {
+            partials[k].push(value);
+            return;
+          }
+          // Sum over the lanes of this channel (a butterfly inside each group of lanes).
+          for (let m = lanes / 2; m >= 1; m /= 2) {
+            stores.push(`${value} = ${value} + subgroupShuffleXor(${value}, ${m}u);`);
+          }
+        }
+        const epi = loop.fork(`e${k}s${u}_`, { node: core, value });
         const v = epi.emit(o.root, outEnv);
         stores.push(
           `if (${guard.join(" && ")}) {`,
@@ -261,27 +373,34 @@ function emitPass(
           `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
           `}`,
         );
-        return;
-      }
-      const other = otherOperand(o.contract, scan);
-      const terms: string[] = [];
-      for (let r = 0; r < perLane; r++) {
-        const w = loop.emit(other, { ...ch.env, [scan.axis]: "t", ...st.envs[r] });
-        terms.push(st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`);
-      }
-      stores.push(`var y${k}: f32 = ${terms.join(" + ")};`);
-      for (let m = lanes / 2; m >= 1; m /= 2) {
-        stores.push(`y${k} = y${k} + subgroupShuffleXor(y${k}, ${m}u);`);
-      }
-      const epi = loop.fork(`e${k}_`, { node: o.contract, value: `y${k}` });
-      const v = epi.emit(o.root, outEnv);
-      stores.push(
-        `if (${guard.join(" && ")}) {`,
-        ...epi.lines.map((l) => `  ${l}`),
-        `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
-        `}`,
-      );
-    });
+      });
+    }
+    steps.push(...head, ...loop.lines.splice(mark), ...updates, ...stores);
+  }
+  if (transposed) {
+    // Lane j's own step: position, liveness, and the values phase A computes there.
+    const k = `i * ${u32Literal(unroll)} + j`;
+    const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - (${k})` : `(${k})`;
+    const headA = [`let tta = ${start}${within};`, `let ta = min(tta, ${u32Literal(len - 1)});`];
+    const inChunk = iterations * unroll !== chunkLen ? ` && (${k}) < ${u32Literal(chunkLen)}` : "";
+    headA.push(`let livea = tta < ${u32Literal(len)}${inChunk};`);
+    const stores: string[] = [];
+    if (mode !== "local") {
+      spec.outputs.forEach((o, k) => {
+        const y = reduceScatter(partials[k], lanes, `r${k}_`, stores);
+        const outEnv = { ...ch.env, [scan.axis]: "ta" };
+        const epi = phaseA.fork(`e${k}_`, { node: o.contract!, value: y });
+        const v = epi.emit(o.root, outEnv);
+        stores.push(
+          `if (valid && livea) {`,
+          ...epi.lines.map((l) => `  ${l}`),
+          `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+          `}`,
+        );
+      });
+    }
+    steps.unshift(...headA, ...phaseA.lines);
+    steps.push(...stores);
   }
   const tail: string[] = [];
   if (mode === "single") {
@@ -304,15 +423,22 @@ function emitPass(
   }
   registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
   const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
-    `${nc} channels × ${layout.ns} states, ${lanes} lane(s)/channel, ${chunks} chunk(s), ${mode}
+    `${nc} channels × ${layout.ns} states, ${lanes} lane(s)/channel, ${chunks} chunk(s), ` +
+    `unroll ${layout.unroll}, ${mode}
 ${registry.declarations()}
 ${MATH_PRELUDE}
 @compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,${
+      transposed ? "\n  @builtin(subgroup_invocation_id) sgid: u32," : ""
+    }
+) {
   ${[...headerLines(layout, workgroups[0]), ...ch.lines, ...st.lines].join("\n  ")}
+  ${transposed ? "let lane0 = sgid - j;" : ""}
   ${[...pre.lines, ...init].join("\n  ")}
-  for (var i: u32 = 0u; i < ${u32Literal(chunkLen)}; i++) {
-    ${[...body, ...loop.lines, ...updates, ...stores].join("\n    ")}
+  for (var i: u32 = 0u; i < ${u32Literal(iterations)}; i++) {
+    ${steps.join("\n    ")}
   }
   ${tail.join("\n  ")}
 }

@@ -131,7 +131,9 @@ export function rearrange(x: Tensor, pattern: string, sizes: Record<string, numb
   const rightElems = right.groups.flat();
   const missing = leftElems.filter((a) => !rightElems.includes(a));
   const extra = rightElems.filter((a) => !leftElems.includes(a));
-  if (missing.length || extra.length || new Set(leftElems).size !== leftElems.length) {
+  const repeated = new Set(leftElems).size !== leftElems.length ||
+    new Set(rightElems).size !== rightElems.length;
+  if (missing.length || extra.length || repeated) {
     throw new Error(
       `rearrange "${pattern}": both sides must use the same axes once each` +
         (missing.length ? `; missing on the right: ${missing.join(", ")}` : "") +

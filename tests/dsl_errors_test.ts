@@ -65,6 +65,10 @@ Deno.test("unknown axes are reported with the tensor's axes", () => {
     traceError(({ x }) => rearrange(x, "b l d -> b l q")),
     /unknown on the right: q/,
   );
+  assert.match(
+    traceError(({ x }) => rearrange(x, "b l d -> b d e=(l d)")),
+    /same axes once each/,
+  );
 });
 
 Deno.test("view ops reject bad ranges, dtypes and shapes", () => {

@@ -1,0 +1,239 @@
+/**
+ * A workgroup-tile matrix product for the chunked SSD kernels: `acc[m, n] += Σ_k A[m, k]·B[k, n]`
+ * over one `Mt × Nt` output tile, K walked in slices of `kt`. Both operands are staged in
+ * workgroup memory as rows of vec4 along the tile's width (`sh[k][w / 4]`, rows padded to an
+ * odd vec4 count so transposing stores do not collide on banks); each thread accumulates a
+ * `tm × tn` block in named vec4 registers (rows `(r4·TY + ty)·4 + e`, columns
+ * `(c4·TX + tx)·4 + e`), so every inner-loop read is one vec4 at a constant offset from a
+ * per-thread base. The next slice is loaded from global memory into registers while the current
+ * one is multiplied. The caller supplies the loads as WGSL snippets (fused expressions,
+ * scratch buffers, decay scaling), so one emitter serves all three SSD products.
+ *
+ * @module
+ */
+
+import { u32Literal as u } from "./wgsl_math.ts";
+
+/** One tile configuration; every field is a compile-time constant of the kernel. */
+export interface TileShape {
+  /** Output rows per tile (a multiple of `tm`). */
+  Mt: number;
+  /** Output columns per tile (a multiple of `tn`). */
+  Nt: number;
+  /** K slice staged per step. */
+  kt: number;
+  /** Rows per thread (a multiple of 4). */
+  tm: number;
+  /** Columns per thread (a multiple of 4). */
+  tn: number;
+}
+
+/** How one operand's slice gets into workgroup memory. */
+export interface Stage {
+  /** The index that varies fastest across threads: the tile width (`w`) or K (`k`). Pick the
+   * one that is contiguous in the source, so neighbouring threads read neighbouring words. */
+  fast: "w" | "k";
+  /**
+   * WGSL for the vec4 at absolute K index `k` and tile vec4 column `w4` (both u32 expressions):
+   * statements plus the vec4 value. Called once per staged slot; `tag` makes names unique.
+   */
+  load(k: string, w4: string, tag: string): { lines: string[]; value: string };
+}
+
+const COMP = ["x", "y", "z", "w"];
+
+/** Threads along the columns and rows of a tile. */
+export function tileThreads(t: TileShape): { tx: number; ty: number; threads: number } {
+  const tx = t.Nt / t.tn, ty = t.Mt / t.tm;
+  return { tx, ty, threads: tx * ty };
+}
+
+/** vec4 row length of a staged operand of width `w` (odd, to spread transposing stores). */
+function rowLength(w: number): number {
+  const w4 = w / 4;
+  return w4 % 2 === 0 ? w4 + 1 : w4;
+}
+
+/** vec4 elements of workgroup memory each operand needs. */
+export function stagedSizes(t: TileShape): { a: number; b: number } {
+  return { a: t.kt * rowLength(t.Mt), b: t.kt * rowLength(t.Nt) };
+}
+
+/** Checks a tile's internal consistency (internal errors: shapes come from the planner). */
+export function checkTile(t: TileShape): void {
+  const ok = t.tm % 4 === 0 && t.tn % 4 === 0 && t.Mt % t.tm === 0 && t.Nt % t.tn === 0 &&
+    t.kt >= 1;
+  if (!ok) throw new Error(`internal: bad SSD tile ${JSON.stringify(t)}`);
+}
+
+/** Accumulator name of row r, column group c4. */
+export function accName(tag: string, r: number, c4: number): string {
+  return `${tag}acc_${r}_${c4}`;
+}
+
+/** Declares (or resets) the zeroed accumulators. */
+export function accDecl(t: TileShape, tag: string, reset = false): string[] {
+  const lines: string[] = [];
+  for (let r = 0; r < t.tm; r++) {
+    for (let c = 0; c < t.tn / 4; c++) {
+      lines.push(`${reset ? "" : "var "}${accName(tag, r, c)} = vec4<f32>(0.0);`);
+    }
+  }
+  return lines;
+}
+
+/** Per-thread coordinates: `${tag}tx`, `${tag}ty` and whether the thread computes (`${tag}act`). */
+export function threadCoords(t: TileShape, tag: string, threads: number): string[] {
+  const { tx, threads: used } = tileThreads(t);
+  return [
+    `let ${tag}tx = lid % ${u(tx)};`,
+    `let ${tag}ty = lid / ${u(tx)};`,
+    `let ${tag}act = ${used < threads ? `lid < ${u(used)}` : "true"};`,
+  ];
+}
+
+/**
+ * The K loop: stages slices [kBegin, kEnd) (uniform u32 expressions; kEnd − kBegin a positive
+ * multiple of kt) of A (Mt × kt) and B (kt × Nt) into `shA`/`shB` and accumulates. Every
+ * barrier is in uniform control flow.
+ */
+export function gemmLoop(opts: {
+  tile: TileShape;
+  threads: number;
+  a: Stage;
+  b: Stage;
+  kBegin: string;
+  kEnd: string;
+  tag: string;
+  shA: string;
+  shB: string;
+}): string[] {
+  const { tile: t, threads, tag } = opts;
+  const { tx, ty } = tileThreads(t);
+  const lines: string[] = ["{"];
+  const ops = [
+    { x: "a", st: opts.a, width: t.Mt, sh: opts.shA },
+    { x: "b", st: opts.b, width: t.Nt, sh: opts.shB },
+  ];
+  const slotPlans = ops.map((op) => {
+    const w4 = op.width / 4;
+    const slots = t.kt * w4;
+    const per = Math.ceil(slots / threads);
+    const row = rowLength(op.width);
+    const names: { k: string; w: string; sh: string; reg: string; guard?: string }[] = [];
+    for (let p = 0; p < per; p++) {
+      const s = `${tag}${op.x}s${p}`;
+      lines.push(`  let ${s} = lid + ${u(p * threads)};`);
+      const k = `${tag}${op.x}k${p}`, w = `${tag}${op.x}w${p}`;
+      if (op.st.fast === "k") {
+        lines.push(`  let ${k} = ${s} % ${u(t.kt)};`, `  let ${w} = ${s} / ${u(t.kt)};`);
+      } else {
+        lines.push(`  let ${k} = ${s} / ${u(w4)};`, `  let ${w} = ${s} % ${u(w4)};`);
+      }
+      const sh = `${tag}${op.x}o${p}`;
+      lines.push(`  let ${sh} = ${k} * ${u(row)} + ${w};`);
+      const reg = `${tag}${op.x}p${p}`;
+      lines.push(`  var ${reg} = vec4<f32>(0.0);`);
+      const guard = (p + 1) * threads > slots ? `${s} < ${u(slots)}` : undefined;
+      names.push({ k, w, sh, reg, guard });
+    }
+    return { op, names, row };
+  });
+  const emitLoads = (k0: string, indent: string) => {
+    for (const { op, names } of slotPlans) {
+      names.forEach((n, p) => {
+        const { lines: body, value } = op.st.load(`(${k0} + ${n.k})`, n.w, `${tag}${op.x}${p}_`);
+        lines.push(`${indent}${n.guard ? `if (${n.guard}) ` : ""}{`);
+        for (const l of body) lines.push(`${indent}  ${l}`);
+        lines.push(`${indent}  ${n.reg} = ${value};`, `${indent}}`);
+      });
+    }
+  };
+  emitLoads(opts.kBegin, "  ");
+  lines.push(
+    `  for (var ${tag}k0 = ${opts.kBegin}; ${tag}k0 < ${opts.kEnd}; ` +
+      `${tag}k0 = ${tag}k0 + ${u(t.kt)}) {`,
+  );
+  for (const { op, names } of slotPlans) {
+    for (const n of names) {
+      const st = `${op.sh}[${n.sh}] = ${n.reg};`;
+      lines.push(`    ${n.guard ? `if (${n.guard}) { ${st} }` : st}`);
+    }
+  }
+  lines.push("    workgroupBarrier();");
+  lines.push(`    let ${tag}kn = ${tag}k0 + ${u(t.kt)};`);
+  lines.push(`    if (${tag}kn < ${opts.kEnd}) {`);
+  emitLoads(`${tag}kn`, "      ");
+  lines.push("    }");
+  lines.push(`    if (${tag}act) {`);
+  const rowA = slotPlans[0].row, rowB = slotPlans[1].row;
+  for (let kk = 0; kk < t.kt; kk++) {
+    lines.push("      {");
+    for (let r4 = 0; r4 < t.tm / 4; r4++) {
+      lines.push(
+        `        let a${r4} = ${opts.shA}[${tag}ty + ${u(kk * rowA + r4 * ty)}];`,
+      );
+    }
+    for (let c4 = 0; c4 < t.tn / 4; c4++) {
+      lines.push(
+        `        let b${c4} = ${opts.shB}[${tag}tx + ${u(kk * rowB + c4 * tx)}];`,
+      );
+    }
+    for (let r = 0; r < t.tm; r++) {
+      const a = `vec4<f32>(a${r >> 2}.${COMP[r & 3]})`;
+      for (let c4 = 0; c4 < t.tn / 4; c4++) {
+        const acc = accName(tag, r, c4);
+        lines.push(`        ${acc} = fma(${a}, b${c4}, ${acc});`);
+      }
+    }
+    lines.push("      }");
+  }
+  lines.push("    }", "    workgroupBarrier();", "  }", "}");
+  return lines;
+}
+
+/**
+ * Visits the thread's outputs: `row` is the tile row (u32 WGSL expression), `col4` the tile
+ * vec4 column, `acc` the vec4 of 4 consecutive columns.
+ */
+export function forEachOutput(
+  t: TileShape,
+  tag: string,
+  visit: (row: string, col4: string, acc: string) => string[],
+): string[] {
+  const { tx, ty } = tileThreads(t);
+  const lines: string[] = [];
+  for (let r = 0; r < t.tm; r++) {
+    const row = `((${tag}ty + ${u((r >> 2) * ty)}) * 4u + ${u(r & 3)})`;
+    for (let c4 = 0; c4 < t.tn / 4; c4++) {
+      const col4 = `(${tag}tx + ${u(c4 * tx)})`;
+      lines.push(...visit(row, col4, accName(tag, r, c4)));
+    }
+  }
+  return lines;
+}
+
+/**
+ * Picks rows and columns per thread for an `Mt × Nt` tile: the largest block (at most 8 × 8)
+ * that still gives at least `minThreads` threads, within `maxThreads`; else the most threads.
+ */
+export function fitTile(
+  Mt: number,
+  Nt: number,
+  kt: number,
+  maxThreads: number,
+  minThreads = 128,
+): TileShape {
+  const options: TileShape[] = [];
+  for (const [tm, tn] of [[8, 8], [8, 4], [4, 8], [4, 4]]) {
+    if (Mt % tm || Nt % tn) continue;
+    const threads = (Mt / tm) * (Nt / tn);
+    if (threads <= maxThreads) options.push({ Mt, Nt, kt, tm, tn });
+  }
+  if (options.length === 0) {
+    throw new Error(`internal: no thread layout for an SSD tile of ${Mt} × ${Nt}`);
+  }
+  const enough = options.find((o) => tileThreads(o).threads >= minThreads);
+  if (enough) return enough;
+  return options.reduce((best, o) => tileThreads(o).threads > tileThreads(best).threads ? o : best);
+}

@@ -1,0 +1,265 @@
+/**
+ * SSD analysis: finds fused scans that the chunked state-space-duality algorithm of Mamba-2 can
+ * run, read off the graph rather than matched against one program.
+ *
+ * A scan h[t] = a[t]·h[t−1] + u[t] with state axes S (summed by its consumers y = Σ_S C·h)
+ * has the matrix form when
+ * - the decay a has no state axis (one scalar per head and step),
+ * - the input u is a product (a tree of `mul`, seen through `permute`) of factors that each
+ *   either carry state axes ("key" factors, like B) or not ("value" and "scale" factors, like
+ *   x and Δ).
+ * The channel axes then split into **head** axes, those that the decay, a key factor or a
+ * consumer's other operand C depends on, and **value** axes (the rest, like the head dimension
+ * p). Per head index the state is a value × state matrix updated by a rank-1 term, which is
+ * what lets chunks be processed with matrix products. Groups (several heads sharing B and C)
+ * need no special case: with heads written as (g hg), B and C have g but not hg, so the C·Bᵀ
+ * products are computed once per g (the **cb** axes) and shared by the hg heads.
+ *
+ * @module
+ */
+
+import { showAxes } from "../dsl/axes.ts";
+import { makeNode, type Node, type ScanNode } from "../dsl/ir.ts";
+import type { DeviceLimits } from "./limits.ts";
+import type { ScanSpec } from "./scan_kernel.ts";
+import { otherOperand } from "./scan_plan.ts";
+
+/** How an SSD-eligible scan decomposes. */
+export interface SsdForm {
+  readonly scan: ScanNode;
+  /** Channel axes the decay, a key factor or a C operand depends on (batch included). */
+  readonly headAxes: readonly string[];
+  /** Channel axes only the value and scale factors carry (the head dimension p). */
+  readonly valueAxes: readonly string[];
+  /** The state axes (summed by the consumers). */
+  readonly stateAxes: readonly string[];
+  /** Head axes of the key factors and C operands: C·Bᵀ is computed once per index of these. */
+  readonly cbAxes: readonly string[];
+  /** log of the decay: `e` when the decay is `exp(e)`, else a new `log(decay)` node. */
+  readonly logDecay: Node;
+  /** Input factors with state axes (their product is B). */
+  readonly keyFactors: readonly Node[];
+  /** Input factors with value axes (their product is x). */
+  readonly valueFactors: readonly Node[];
+  /** Input factors over head and scan axes only (Δ): one scalar per head and step. */
+  readonly scaleFactors: readonly Node[];
+  /** The other operand (C) of each output's contraction, aligned with `spec.outputs`. */
+  readonly queries: readonly Node[];
+}
+
+/** The result of {@link explainSsd}: a form, or why there is none. */
+export type SsdAnalysis = { form: SsdForm; reason?: undefined } | {
+  form?: undefined;
+  reason: string;
+};
+
+/** Flattens a product tree into its factors, seeing through permutations. */
+function factorsOf(node: Node, materialized: ReadonlySet<Node>, out: Node[]): void {
+  if (!materialized.has(node)) {
+    if (node.kind === "binary" && node.op === "mul") {
+      factorsOf(node.a, materialized, out);
+      factorsOf(node.b, materialized, out);
+      return;
+    }
+    if (node.kind === "permute") {
+      factorsOf(node.x, materialized, out);
+      return;
+    }
+  }
+  out.push(node);
+}
+
+/** The log-decay node: `e` for `exp(e)` (exact and cheaper), else `log(decay)`. */
+function logDecayOf(decay: Node, materialized: ReadonlySet<Node>): Node {
+  let d = decay;
+  while (d.kind === "permute" && !materialized.has(d)) d = d.x;
+  if (d.kind === "unary" && d.op === "exp" && !materialized.has(d)) return d.x;
+  return makeNode({
+    kind: "unary",
+    op: "log",
+    x: decay,
+    axes: decay.axes,
+    shape: decay.shape,
+    dtype: "f32",
+  });
+}
+
+/**
+ * Decides whether a fused scan runs as chunked SSD, and if not, why not (for error messages
+ * when a user forces the chunked lowering). `materialized` nodes are treated as opaque
+ * factors: their buffers are read, their trees are not looked into.
+ */
+export function explainSsd(
+  spec: ScanSpec,
+  materialized: ReadonlySet<Node> = new Set(),
+): SsdAnalysis {
+  const { scan } = spec;
+  const state = spec.stateAxes;
+  if (state.length === 0) {
+    return { reason: "the scan has no state axes (no consumer sums over a state axis)" };
+  }
+  if (spec.outputs.length === 0) {
+    return { reason: "the scan has no per-step outputs (only final states)" };
+  }
+  const queries: Node[] = [];
+  for (const o of spec.outputs) {
+    if (!o.contract) return { reason: "an output reads the state itself, not Σ C·h" };
+    queries.push(otherOperand(o.contract, scan));
+  }
+  const decayState = scan.decay.axes.filter((a) => state.includes(a));
+  if (decayState.length) {
+    return {
+      reason: `the decay ${showAxes(scan.decay.axes)} varies along the state axes ` +
+        `${showAxes(decayState)}`,
+    };
+  }
+  const factors: Node[] = [];
+  factorsOf(scan.input, materialized, factors);
+  const hasState = (n: Node) => n.axes.some((a) => state.includes(a));
+  const keyFactors = factors.filter(hasState);
+  const rest = factors.filter((n) => !hasState(n));
+  const channel = spec.channelAxes;
+  const headSet = new Set<string>();
+  for (const n of [scan.decay, ...keyFactors, ...queries]) {
+    for (const a of n.axes) if (channel.includes(a)) headSet.add(a);
+  }
+  const headAxes = channel.filter((a) => headSet.has(a));
+  const valueAxes = channel.filter((a) => !headSet.has(a));
+  const cbSet = new Set<string>();
+  for (const n of [...keyFactors, ...queries]) {
+    for (const a of n.axes) if (headSet.has(a)) cbSet.add(a);
+  }
+  const hasValue = (n: Node) => n.axes.some((a) => valueAxes.includes(a));
+  return {
+    form: {
+      scan,
+      headAxes,
+      valueAxes,
+      stateAxes: state,
+      cbAxes: headAxes.filter((a) => cbSet.has(a)),
+      logDecay: logDecayOf(scan.decay, materialized),
+      keyFactors,
+      valueFactors: rest.filter(hasValue),
+      scaleFactors: rest.filter((n) => !hasValue(n)),
+      queries,
+    },
+  };
+}
+
+/**
+ * The SSD form of a fused scan, or undefined when the chunked algorithm does not apply (the
+ * decay varies along a state axis, or there is no state to contract). See {@link explainSsd}.
+ */
+export function analyzeSsd(
+  spec: ScanSpec,
+  materialized: ReadonlySet<Node> = new Set(),
+): SsdForm | undefined {
+  return explainSsd(spec, materialized).form;
+}
+
+/** Sizes the cost model and the kernels work with. */
+export interface SsdSizes {
+  /** Scan length. */
+  len: number;
+  /** Heads (product of the head axes, batch included). */
+  heads: number;
+  /** Distinct C·Bᵀ products per step (product of the cb axes). */
+  cb: number;
+  /** Value elements per head (head dimension). */
+  value: number;
+  /** State elements per head. */
+  state: number;
+  /** Per-step outputs (contractions). */
+  outputs: number;
+}
+
+/** The sizes of a form. */
+export function ssdSizes(form: SsdForm): SsdSizes {
+  const { scan } = form;
+  const size = (axes: readonly string[]) =>
+    axes.reduce((p, a) => p * scan.shape[scan.axes.indexOf(a)], 1);
+  return {
+    len: size([scan.axis]),
+    heads: size(form.headAxes),
+    cb: size(form.cbAxes),
+    value: size(form.valueAxes),
+    state: size(form.stateAxes),
+    outputs: form.queries.length,
+  };
+}
+
+/** Power-of-two chunk lengths the chunked kernels support. */
+export const SSD_CHUNKS: readonly number[] = [8, 16, 32, 64, 128, 256];
+
+/**
+ * The default chunk length: it balances the intra-chunk work (∝ chunk · value per step) against
+ * the chunk-state traffic (∝ state · value / chunk per step): q ≈ √(16 · state · rate / bandwidth),
+ * a power of two in [16, 256], at most the length rounded up.
+ */
+export function defaultChunk(sizes: SsdSizes): number {
+  const ideal = Math.sqrt(16 * sizes.state * RATE_MM / BANDWIDTH);
+  let q = 16;
+  while (q < 256 && q * 1.5 < ideal) q *= 2;
+  while (q > 16 && q >= 2 * sizes.len) q /= 2;
+  return q;
+}
+
+/** Bytes of the chunk-state and C·Bᵀ scratch buffers at chunk length q. */
+export function ssdScratchBytes(sizes: SsdSizes, q: number): { states: number; cb: number } {
+  const chunks = Math.ceil(sizes.len / q);
+  const value4 = Math.ceil(sizes.value / 4) * 4;
+  return {
+    states: sizes.heads * chunks * sizes.state * value4 * 4,
+    cb: sizes.outputs * sizes.cb * chunks * q * q * 4,
+  };
+}
+
+// Cost-model constants, measured on the H100 (see bench/RESULTS.md): the effective f32 rate of
+// the tiled kernels, memory bandwidth, a fixed cost per dispatch, and the recurrent kernel's
+// cost per state element and step (its state updates are a dependent chain per lane).
+const RATE_MM = 20e12;
+const BANDWIDTH = 2.0e12;
+const DISPATCH_SECONDS = 10e-6;
+const RECURRENT_SECONDS_PER_STATE_STEP = 1.0e-12;
+const RECURRENT_SECONDS_PER_STEP = 0.4e-6;
+
+/** Modelled seconds of the chunked lowering at chunk length q. */
+export function chunkedSeconds(s: SsdSizes, q: number): number {
+  const flops = s.heads * s.len * s.outputs * (4 * s.state * s.value + q * s.value) +
+    2 * s.cb * s.outputs * s.len * q * s.state;
+  const bytes = 4 * ssdScratchBytes(s, q).states + 3 * 4 * s.heads * s.len * s.value * s.outputs;
+  return flops / RATE_MM + bytes / BANDWIDTH + 3 * DISPATCH_SECONDS;
+}
+
+/** Modelled seconds of the recurrent fused kernel (see scan_kernel.ts). */
+export function recurrentSeconds(s: SsdSizes): number {
+  const work = s.heads * s.value * s.len * s.state * RECURRENT_SECONDS_PER_STATE_STEP;
+  // With few channels the recurrent kernel chunks the sequence; its latency floor is then the
+  // chunk length, with 3 dispatches.
+  const channels = s.heads * s.value;
+  const chunks = s.len >= 256 && channels * 32 < 32768
+    ? Math.min(Math.ceil(s.len / 64), Math.ceil(65536 / (channels * 32)))
+    : 1;
+  return Math.max(work, (s.len / chunks) * RECURRENT_SECONDS_PER_STEP) +
+    (chunks > 1 ? 3 : 1) * DISPATCH_SECONDS;
+}
+
+/**
+ * Chooses how a fused scan runs: the chunked SSD algorithm when the form exists, the chunk
+ * matrices are worth it (state and value sizes of at least 4, a length of at least 64) and its
+ * modelled time on this device beats the recurrent kernel's; otherwise the recurrent kernel.
+ */
+export function chooseScanLowering(
+  spec: ScanSpec,
+  form: SsdForm | undefined,
+  limits: DeviceLimits,
+): "chunked" | "recurrent" {
+  if (!form || form.scan !== spec.scan) return "recurrent";
+  const s = ssdSizes(form);
+  if (s.len < 64 || s.state < 4 || s.value < 4) return "recurrent";
+  const q = defaultChunk(s);
+  const bytes = ssdScratchBytes(s, q);
+  const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  if (bytes.states > limit || bytes.cb > limit) return "recurrent";
+  return chunkedSeconds(s, q) < recurrentSeconds(s) ? "chunked" : "recurrent";
+}
