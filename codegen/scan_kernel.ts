@@ -42,6 +42,13 @@ export interface ScanStrategy {
    * others, and the contraction is reduce-scattered so lane j finishes step j's epilogue.
    */
   transpose?: boolean;
+  /**
+   * How a fused scan runs: `"chunked"`, the SSD matrix algorithm (ssd_kernel.ts; an error when
+   * the scan lacks the SSD form; `chunks` then sets the chunk length to the smallest supported
+   * power of two giving at most that many chunks), or `"recurrent"`, this file's kernel.
+   * Default: chosen by a cost model of the shapes and the device (ssd_plan.ts).
+   */
+  mode?: "chunked" | "recurrent";
 }
 
 /** What one scan kernel computes. */
@@ -297,9 +304,16 @@ function emitPass(
   const phaseA = new ExprEmitter(registry.lookup, "a").hoistTo(pre, LOOP_VARIABLES);
   const stateAxes = new Set(spec.stateAxes);
   let currentStep = 0;
+  const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
+  const stateIndex = new RegExp(
+    `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
+  );
   if (transposed) {
     loop.interceptWith((node, env) => {
       if (node.kind === "const" || node.axes.some((a) => stateAxes.has(a))) return undefined;
+      // A node read at a state-dependent index (e.g. B sliced out of a wider tensor) differs
+      // between lanes: it cannot come from another lane.
+      if (node.axes.some((a) => stateIndex.test(env[a]))) return undefined;
       const mine = new RegExp(`\\bt${currentStep}\\b`);
       const values = node.axes.map((a) => env[a]);
       // Only values whose step dependence is this step's position can be moved to phase A.

@@ -7,7 +7,8 @@ import { finalState, pick, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile, type CompileOptions } from "../runtime/compile.ts";
-import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
+import { assertClose, freshSeed, randomArray, randomInputs, rng } from "./util.ts";
+import { slice } from "../dsl/views.ts";
 
 type Sizes = { b: number; l: number; d: number; n: number };
 
@@ -218,4 +219,30 @@ Deno.test("scan errors name the problem", async () => {
       ),
     /nothing else may read "s"/,
   );
+});
+
+Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in every lane mode", async () => {
+  const seed = freshSeed();
+  const sizes = { b: 2, l: 37, d: 5, n: 16, r: 35 };
+  for (const scan of [{}, { transpose: false }, { lanes: 1 }, { chunks: 4 }]) {
+    const prog = await compile(
+      { ...SELECTIVE_SCAN_INPUTS, P: "b l r" },
+      (t) =>
+        selectiveScan({
+          ...t,
+          B: slice(t.P, "r", 3, 19, "n") as Tensor<"b l n">,
+          C: slice(t.P, "r", 19, 35, "n") as Tensor<"b l n">,
+        }).y,
+      sizes,
+      { backend: "gpu", scan },
+    );
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(
+      await prog.run(inputs),
+      prog.interpret(inputs),
+      1e-4,
+      `scan ${JSON.stringify(scan)} seed ${seed}`,
+    );
+    prog.destroy();
+  }
 });

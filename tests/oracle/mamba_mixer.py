@@ -1,4 +1,4 @@
-"""Fixtures for the Mamba-1 mixer test, from HF transformers' torch path (MambaMixer.slow_forward).
+"""Fixtures for the Mamba-1 mixer test, from HF transformers' torch path (MambaMixer on CPU).
 
 Run on the GPU machine (torch + transformers installed), from the repository root:
     python3 tests/oracle/mamba_mixer.py tests/fixtures/mamba_mixer
@@ -33,7 +33,8 @@ with torch.no_grad():
 batch, length = 2, 37
 hidden = torch.randn(batch, length, config.hidden_size)
 with torch.no_grad():
-    out = mixer.slow_forward(hidden)
+    # On the CPU, MambaMixer.forward takes the pure torch path (the CUDA kernels need a GPU).
+    out = mixer(hidden)
 
 
 def save(name, t):
