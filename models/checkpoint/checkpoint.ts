@@ -18,6 +18,11 @@ export interface CheckpointOptions {
    * total) and the total bytes of all tensors in the checkpoint.
    */
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
+  /**
+   * Bytes per read step, which also bounds the scratch buffer for F16/BF16 conversion. Default
+   * 16 MiB; rounded down to a multiple of 4 (tests use tiny values to exercise the loop).
+   */
+  chunkBytes?: number;
 }
 
 /** Single-file weights name. */
@@ -25,7 +30,7 @@ export const SINGLE_FILE = "model.safetensors";
 /** Sharded weights index name. */
 export const INDEX_FILE = "model.safetensors.index.json";
 
-/** Bytes read per `read` loop step (and the scratch size for 16-bit conversion). */
+/** Default bytes per `read` loop step (and the scratch size for 16-bit conversion). */
 const CHUNK_BYTES = 16 * 1024 * 1024;
 
 /** dtypes {@link Checkpoint.getF32} can widen to float32. */
@@ -45,6 +50,7 @@ export class Checkpoint {
   readonly metadata: Record<string, string>;
   #tensors: Map<string, TensorInfo>;
   #onProgress?: (loadedBytes: number, totalBytes: number) => void;
+  #chunk: number;
   #handles = new Map<string, Deno.FsFile>();
   #locks = new Map<string, Promise<void>>();
   #loaded = 0;
@@ -62,6 +68,12 @@ export class Checkpoint {
     this.#tensors = tensors;
     this.metadata = metadata;
     this.#onProgress = opts.onProgress;
+    const chunk = opts.chunkBytes ?? CHUNK_BYTES;
+    if (!Number.isSafeInteger(chunk) || chunk < 4) {
+      throw new Error(`chunkBytes must be an integer >= 4, got ${chunk}`);
+    }
+    // A multiple of 4 keeps every chunk boundary on an element boundary for all float dtypes.
+    this.#chunk = chunk - (chunk % 4);
     let total = 0;
     for (const t of tensors.values()) total += t.byteLength;
     this.totalBytes = total;
@@ -156,22 +168,23 @@ export class Checkpoint {
     const numel = t.shape.reduce((a, b) => a * b, 1);
     const out = new Float32Array(numel);
     if (numel === 0) return out;
+    const step = this.#chunk;
     await this.#withFile(t.file, async (file) => {
       const what = `tensor ${name}`;
       if (t.dtype === "F32") {
         // Read straight into the result's storage: no scratch copy.
         const bytes = new Uint8Array(out.buffer);
-        for (let off = 0; off < t.byteLength; off += CHUNK_BYTES) {
-          const end = Math.min(off + CHUNK_BYTES, t.byteLength);
+        for (let off = 0; off < t.byteLength; off += step) {
+          const end = Math.min(off + step, t.byteLength);
           await readAt(file, t.byteOffset + off, bytes.subarray(off, end), t.file, what);
           this.#progress(end - off);
         }
         return;
       }
       const convert = t.dtype === "F16" ? halfToFloat32 : bfloat16ToFloat32;
-      const scratch = new Uint8Array(Math.min(CHUNK_BYTES, t.byteLength));
-      for (let off = 0; off < t.byteLength; off += CHUNK_BYTES) {
-        const n = Math.min(CHUNK_BYTES, t.byteLength - off);
+      const scratch = new Uint8Array(Math.min(step, t.byteLength));
+      for (let off = 0; off < t.byteLength; off += step) {
+        const n = Math.min(step, t.byteLength - off);
         const chunk = scratch.subarray(0, n);
         await readAt(file, t.byteOffset + off, chunk, t.file, what);
         convert(new Uint16Array(scratch.buffer, 0, n / 2), out, off / 2);

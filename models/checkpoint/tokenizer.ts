@@ -39,7 +39,12 @@ export interface TextTokenizer {
 }
 
 async function readJson(path: string): Promise<unknown> {
-  return parseConfigJson(await Deno.readTextFile(path), path);
+  const text = await Deno.readTextFile(path);
+  try {
+    return JSON.parse(text); // fast path: tokenizer.json files are MBs of plain JSON
+  } catch {
+    return parseConfigJson(text, path); // located error message (or Python float tokens)
+  }
 }
 
 /**
@@ -64,7 +69,9 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefi
   } catch (e) {
     throw new Error(`${path}: cannot build a tokenizer from it: ${(e as Error).message}`);
   }
-  const vocabSize = tok.get_vocab(true).size;
+  // Ids may have gaps, so the id range (not the token count) bounds what decode accepts.
+  let vocabSize = 0;
+  for (const id of tok.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
   return {
     vocabSize,
     encode: (text) => tok.encode(text).ids,
