@@ -4,6 +4,9 @@
  * - `info [--json]`: the WebGPU adapter, its features and limits.
  * - `wgsl FILE.ts [--program NAME] [--default-limits]`: compiles every program the module
  *   exports (values made with `defineProgram`) and prints the generated kernels.
+ * - `logits --model DIR --tokens 5,17,300 --out FILE.npy`: float32 logits [tokens, vocab].
+ * - `generate --model DIR (--prompt TEXT | --tokens IDS) --max-new N [--temperature T]
+ *   [--top-k K] [--top-p P] [--seed S] [--json]`: generation on the GPU.
  *
  * @module
  */
@@ -15,6 +18,9 @@ import { generateKernels } from "./codegen/compile_graph.ts";
 import { DEFAULT_LIMITS, limitsFrom } from "./codegen/limits.ts";
 import { getGpu, NoAdapterError } from "./runtime/gpu_device.ts";
 import { describeGpu } from "./runtime/gpu_info.ts";
+import { loadModel } from "./models/language_model.ts";
+import { encodeNpy } from "./models/checkpoint/npy.ts";
+import { loadTokenizer } from "./models/checkpoint/tokenizer.ts";
 
 const USAGE = `ssmkit — state-space models compiled to WebGPU
 
@@ -24,6 +30,12 @@ usage:
   deno task cli wgsl FILE.ts [--program NAME] [--default-limits]
       Compile the programs FILE.ts exports (made with defineProgram) and print their kernels.
       --default-limits generates for WebGPU's default limits instead of this machine's adapter.
+  deno task cli logits --model DIR --tokens 5,17,300 --out FILE.npy
+      Write the float32 logits of every position, shape [tokens, vocab], as NumPy .npy.
+  deno task cli generate --model DIR (--prompt TEXT | --tokens IDS) --max-new N
+                         [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]
+      Generate on the GPU (temperature 0, the default, is greedy). Text streams as tokens
+      arrive; --json prints one object {"tokens": [...], "text": ...} instead.
   deno task cli help
       Show this text.
 `;
@@ -98,6 +110,104 @@ async function wgsl(args: string[]): Promise<void> {
   }
 }
 
+function parseTokens(text: string): number[] {
+  const ids = text.split(",").map((t) => t.trim());
+  if (ids.some((t) => !/^\d+$/.test(t))) {
+    throw new UsageError(`--tokens must be comma-separated token ids, got "${text}"`);
+  }
+  return ids.map(Number);
+}
+
+function parseNumber(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const v = Number(text);
+  if (text.trim() === "" || !Number.isFinite(v)) {
+    throw new UsageError(`--${name} must be a number, got "${text}"`);
+  }
+  return v;
+}
+
+async function logitsCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { model: { type: "string" }, tokens: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  if (!values.model || !values.tokens || !values.out) {
+    throw new UsageError("logits needs --model DIR --tokens IDS --out FILE.npy");
+  }
+  const tokens = parseTokens(values.tokens);
+  const model = await loadModel(values.model);
+  const logits = await model.logits([tokens]);
+  await Deno.writeFile(values.out, encodeNpy(logits, [tokens.length, model.definition.vocab]));
+  console.error(`wrote ${values.out}: float32 [${tokens.length}, ${model.definition.vocab}]`);
+  model.destroy();
+}
+
+async function generateCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      tokens: { type: "string" },
+      "max-new": { type: "string" },
+      temperature: { type: "string" },
+      "top-k": { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      json: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (!values.model) throw new UsageError("generate needs --model DIR");
+  if ((values.prompt === undefined) === (values.tokens === undefined)) {
+    throw new UsageError("generate needs exactly one of --prompt TEXT or --tokens IDS");
+  }
+  if (values["max-new"] === undefined) throw new UsageError("generate needs --max-new N");
+  const maxNew = parseNumber("max-new", values["max-new"], 0);
+  const tokenizer = await loadTokenizer(values.model);
+  let prompt: number[];
+  if (values.prompt !== undefined) {
+    if (!tokenizer) {
+      throw new Error(`${values.model} has no tokenizer.json: pass token ids with --tokens`);
+    }
+    prompt = tokenizer.encode(values.prompt);
+    if (prompt.length === 0) throw new Error("the prompt encodes to no tokens");
+  } else {
+    prompt = parseTokens(values.tokens!);
+  }
+  const model = await loadModel(values.model);
+  const all: number[] = [];
+  let shown = "";
+  const stream = !values.json;
+  const out = await model.generate([prompt], {
+    maxNew,
+    temperature: parseNumber("temperature", values.temperature, 0),
+    topK: parseNumber("top-k", values["top-k"], 0),
+    topP: parseNumber("top-p", values["top-p"], 1),
+    seed: parseNumber("seed", values.seed, 0),
+    onTokens: (rows) => {
+      if (!stream) return;
+      all.push(...rows[0]);
+      if (tokenizer) {
+        // Hold back a trailing partial character (a token can end inside a UTF-8 sequence).
+        const text = tokenizer.decode(all).replace(/\uFFFD+$/, "");
+        if (text.startsWith(shown)) {
+          Deno.stdout.writeSync(new TextEncoder().encode(text.slice(shown.length)));
+          shown = text;
+        }
+      } else {
+        console.log(rows[0].join(" "));
+      }
+    },
+  });
+  model.destroy();
+  const text = tokenizer ? tokenizer.decode(out[0]) : null;
+  if (values.json) console.log(JSON.stringify({ tokens: out[0], text }));
+  else if (tokenizer) console.log();
+}
+
 /** Runs the CLI with `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -108,6 +218,12 @@ export async function main(args: string[]): Promise<number> {
         return 0;
       case "wgsl":
         await wgsl(rest);
+        return 0;
+      case "logits":
+        await logitsCommand(rest);
+        return 0;
+      case "generate":
+        await generateCommand(rest);
         return 0;
       case "help":
       case "--help":

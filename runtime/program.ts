@@ -77,6 +77,8 @@ export class GpuProgram {
   readonly #ctx: GpuContext;
   readonly #program: KernelProgram;
   readonly #buffers = new Map<BufferKey, GPUBuffer>();
+  /** Buffers owned by the caller (resident weights, caches shared between programs). */
+  #external = new Set<GPUBuffer>();
   #dispatches: Dispatch[] = [];
 
   private constructor(ctx: GpuContext, program: KernelProgram) {
@@ -93,8 +95,11 @@ export class GpuProgram {
     ctx: GpuContext,
     program: KernelProgram,
     aliases: ReadonlyMap<Node, Node> = new Map(),
+    external: ReadonlyMap<Node, GPUBuffer> = new Map(),
   ): Promise<GpuProgram> {
     const p = new GpuProgram(ctx, program);
+    p.#external = new Set(external.values());
+    for (const [node, buffer] of external) p.#buffers.set(node, buffer);
     const cache = pipelineCacheFor(ctx);
     const pipelines = await Promise.all(
       program.kernels.map((k) => cache.get({ name: k.name, wgsl: k.wgsl })),
@@ -104,7 +109,7 @@ export class GpuProgram {
     for (const k of program.kernels) for (const b of [...k.reads, ...k.writes]) keys.add(b);
     const outputOf = new Map([...aliases].map(([i, o]) => [o, i]));
     for (const key of keys) {
-      if (outputOf.has(key as Node)) continue;
+      if (outputOf.has(key as Node) || p.#buffers.has(key)) continue;
       const bytes = Math.max(16, Math.ceil((elementsOf(key) * 4) / 16) * 16);
       p.#buffers.set(
         key,
@@ -114,7 +119,9 @@ export class GpuProgram {
         }),
       );
     }
-    for (const [output, input] of outputOf) p.#buffers.set(output, p.#buffers.get(input)!);
+    for (const [output, input] of outputOf) {
+      if (!external.has(output)) p.#buffers.set(output, p.#buffers.get(input)!);
+    }
     p.#dispatches = program.kernels.map((k, i) => ({
       kernel: { name: k.name, wgsl: k.wgsl },
       pipeline: pipelines[i],
@@ -140,21 +147,7 @@ export class GpuProgram {
       }
     }
     // Validate everything before touching the GPU: nothing half-written on bad input.
-    const arrays = graph.inputs.map((inp) => {
-      if (!(inp.name in inputs)) throw new Error(`missing input "${inp.name}"`);
-      return toDeviceArray(inp, inputs[inp.name], inp.name);
-    });
-    const queue = this.#ctx.device.queue;
-    graph.inputs.forEach((inp, i) => {
-      const a = arrays[i];
-      queue.writeBuffer(
-        this.#buffers.get(inp)!,
-        0,
-        a.buffer as ArrayBuffer,
-        a.byteOffset,
-        a.byteLength,
-      );
-    });
+    this.upload(inputs);
     this.lastTimings = await submitDispatches(this.#ctx, this.#dispatches, {
       profile: options.profile,
     });
@@ -189,18 +182,7 @@ export class GpuProgram {
     inputs: Record<string, HostArray>,
     options: { warmup?: number; iterations?: number } = {},
   ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }> {
-    const graph = this.#program.graph;
-    const queue = this.#ctx.device.queue;
-    for (const inp of graph.inputs) {
-      const a = toDeviceArray(inp, inputs[inp.name], inp.name);
-      queue.writeBuffer(
-        this.#buffers.get(inp)!,
-        0,
-        a.buffer as ArrayBuffer,
-        a.byteOffset,
-        a.byteLength,
-      );
-    }
+    this.upload(inputs);
     const kernels = await timeDispatches(this.#ctx, this.#dispatches, {
       warmup: options.warmup ?? 3,
       iterations: options.iterations ?? 20,
@@ -208,9 +190,44 @@ export class GpuProgram {
     return { kernels, totalNs: kernels.reduce((s, k) => s + k.medianNs, 0) };
   }
 
-  /** Frees the GPU buffers. */
+  /**
+   * Writes host inputs into their buffers without running (for callers that submit this
+   * program's dispatches themselves). Checks every input first: nothing half-written.
+   */
+  upload(inputs: Record<string, HostArray>): void {
+    const graph = this.#program.graph;
+    const host = graph.inputs.filter((inp) => !this.#external.has(this.#buffers.get(inp)!));
+    const arrays = host.map((inp) => {
+      if (!(inp.name in inputs)) throw new Error(`missing input "${inp.name}"`);
+      return toDeviceArray(inp, inputs[inp.name], inp.name);
+    });
+    host.forEach((inp, i) => {
+      const a = arrays[i];
+      this.#ctx.device.queue.writeBuffer(
+        this.#buffers.get(inp)!,
+        0,
+        a.buffer as ArrayBuffer,
+        a.byteOffset,
+        a.byteLength,
+      );
+    });
+  }
+
+  /** The dispatches of one run, for callers that encode several programs in one submit. */
+  get dispatches(): readonly Dispatch[] {
+    return this.#dispatches;
+  }
+
+  /** The buffer holding an input or output node. */
+  bufferOf(node: Node): GPUBuffer {
+    const b = this.#buffers.get(node);
+    if (!b) throw new Error(`internal: node ${node.id} has no buffer`);
+    return b;
+  }
+
+  /** Frees the GPU buffers (not the caller's external ones). */
   destroy(): void {
-    for (const b of new Set(this.#buffers.values())) b.destroy();
+    for (const b of new Set(this.#buffers.values())) if (!this.#external.has(b)) b.destroy();
     this.#buffers.clear();
   }
 }

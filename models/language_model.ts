@@ -1,0 +1,337 @@
+/**
+ * A language model loaded from an HF checkpoint directory, resident on the GPU: weights are
+ * uploaded once and shared by every compiled program (prefill for each prompt shape, the decode
+ * step, the sampler). Generation encodes many decode steps and their sampling in one submit
+ * and reads tokens back in blocks.
+ *
+ * @module
+ */
+
+import { type InputDecl, trace, type TraceResult } from "../dsl/trace.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import type { Node } from "../dsl/ir.ts";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { deviceLimits } from "../runtime/compile.ts";
+import { getGpu, type GpuContext } from "../runtime/gpu_device.ts";
+import { readBuffers } from "../runtime/gpu_buffers.ts";
+import { PipelineCache } from "../runtime/gpu_pipelines.ts";
+import { type Dispatch, submitDispatches } from "../runtime/gpu_submit.ts";
+import { GpuProgram } from "../runtime/program.ts";
+import { Checkpoint } from "./checkpoint/checkpoint.ts";
+import { readConfig } from "./checkpoint/config.ts";
+import { createProgressBar } from "./checkpoint/progress.ts";
+import {
+  emitSamplerKernel,
+  encodeSamplerParams,
+  type SamplingOptions,
+  STATE_WORDS,
+} from "./sampler.ts";
+import { type ModelDefinition, modelDefinitionFor } from "./definitions.ts";
+
+/** Options of {@link loadModel}. */
+export interface LoadOptions {
+  /** Show a progress bar on stderr while reading weights (default: when stderr is a terminal). */
+  progress?: boolean;
+  /** GPU context (default: the shared one). */
+  gpu?: GpuContext;
+}
+
+/** Options of {@link LanguageModel.generate}. */
+export interface GenerateOptions extends SamplingOptions {
+  /** New tokens per row, at most. */
+  maxNew: number;
+  /** Stop a row at this token (default: the config's eos_token_id; -1 never). */
+  eos?: number;
+  /** Called with each block of new tokens per row, as blocks arrive. */
+  onTokens?: (tokens: number[][]) => void;
+  /** Decode steps per submit (default 32). */
+  blockSize?: number;
+}
+
+const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** Loads a model directory (config.json + safetensors) onto the GPU. */
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LanguageModel> {
+  const config = await readConfig(dir);
+  const def = modelDefinitionFor(config, dir);
+  const ctx = options.gpu ?? await getGpu();
+  const showProgress = options.progress ?? Deno.stderr.isTerminal();
+  let bar: ReturnType<typeof createProgressBar> | undefined;
+  const ckpt = await Checkpoint.open(dir, {
+    onProgress: (done, total) => {
+      if (!showProgress) return;
+      bar ??= createProgressBar(`loading ${dir}`, total);
+      bar.update(done);
+    },
+  });
+  const weights = new Map<string, GPUBuffer>();
+  try {
+    for (const [name, hfShape] of def.weightShapes()) {
+      const data = await ckpt.getF32(name, hfShape);
+      const buffer = ctx.device.createBuffer({
+        size: Math.max(16, data.byteLength),
+        usage: STORAGE,
+      });
+      ctx.device.queue.writeBuffer(buffer, 0, data as Float32Array<ArrayBuffer>);
+      weights.set(name, buffer);
+    }
+  } catch (e) {
+    for (const b of weights.values()) b.destroy();
+    throw e;
+  } finally {
+    bar?.finish();
+    ckpt.close();
+  }
+  return new LanguageModel(ctx, def, weights);
+}
+
+/** A model resident on the GPU. */
+export class LanguageModel {
+  /** The model's definition (config, inputs, forward function). */
+  readonly definition: ModelDefinition;
+  readonly #ctx: GpuContext;
+  readonly #weights: Map<string, GPUBuffer>;
+  readonly #programs = new Map<string, GpuProgram>();
+
+  /** Wraps uploaded weights (use {@link loadModel}). */
+  constructor(ctx: GpuContext, definition: ModelDefinition, weights: Map<string, GPUBuffer>) {
+    this.#ctx = ctx;
+    this.definition = definition;
+    this.#weights = weights;
+  }
+
+  /**
+   * Compiles a program whose weight inputs are the resident buffers; `inputs`/`outputs` bind
+   * other inputs and outputs to given buffers, `inPlace` maps outputs to the inputs they update.
+   */
+  async #build(
+    inputs: Record<string, InputDecl>,
+    fn: (t: Record<string, Tensor>) => TraceResult,
+    sizes: Record<string, number>,
+    bind: {
+      inputs?: Record<string, GPUBuffer>;
+      outputs?: Record<string, GPUBuffer>;
+      inPlace?: Record<string, string>;
+    } = {},
+  ): Promise<GpuProgram> {
+    const graph = trace(inputs, fn, sizes);
+    const aliases = new Map<Node, Node>();
+    const inPlace = bind.inPlace ?? {};
+    for (const [out, inp] of Object.entries(inPlace)) {
+      aliases.set(graph.inputs.find((i) => i.name === inp)!, graph.outputs[out]);
+    }
+    const external = new Map<Node, GPUBuffer>();
+    for (const inp of graph.inputs) {
+      const buffer = this.#weights.get(inp.name) ?? bind.inputs?.[inp.name];
+      if (buffer) external.set(inp, buffer);
+    }
+    for (const [name, buffer] of Object.entries(bind.outputs ?? {})) {
+      // An in-place output lives in its input's buffer already.
+      if (!(name in inPlace)) external.set(graph.outputs[name], buffer);
+    }
+    const program = generateKernels(graph, deviceLimits(this.#ctx), { aliases });
+    return await GpuProgram.create(this.#ctx, program, aliases, external);
+  }
+
+  /** Logits for every position of each row of `tokens` (rows of equal length): [b, l, vocab]. */
+  async logits(tokens: number[][]): Promise<Float32Array> {
+    const { b, l, ids } = this.#checkTokens(tokens);
+    const def = this.definition;
+    const key = `logits:${b}x${l}`;
+    let prog = this.#programs.get(key);
+    if (!prog) {
+      prog = await this.#build(
+        { ...def.weightInputs(), ids: { axes: "b l", dtype: "i32" } },
+        (t) => ({ logits: def.forward(t, {}).logits }),
+        def.sizes(b, l),
+      );
+      this.#programs.set(key, prog);
+    }
+    const out = await prog.run({ ids });
+    return out.logits as Float32Array;
+  }
+
+  /**
+   * Times the prompt pass (last-position logits and caches) on `tokens` with timestamp
+   * queries: per-kernel medians and their sum.
+   */
+  async benchmarkPrefill(
+    tokens: number[][],
+  ): Promise<{ kernels: { name: string; medianNs: number }[]; totalNs: number }> {
+    const { b, l, ids } = this.#checkTokens(tokens);
+    const def = this.definition;
+    const prog = await this.#build(
+      { ...def.weightInputs(), ids: { axes: "b l", dtype: "i32" } },
+      (t) => def.forward(t, { lastOnly: true }),
+      def.sizes(b, l),
+    );
+    try {
+      return await prog.benchmark({ ids }, { warmup: 2, iterations: 5 });
+    } finally {
+      prog.destroy();
+    }
+  }
+
+  /** Generates up to `maxNew` tokens after each prompt row; returns the new tokens per row. */
+  async generate(prompts: number[][], options: GenerateOptions): Promise<number[][]> {
+    const { b, l, ids } = this.#checkTokens(prompts);
+    const maxNew = options.maxNew;
+    if (!Number.isInteger(maxNew) || maxNew < 1) {
+      throw new Error(`maxNew must be a positive integer, got ${maxNew}`);
+    }
+    const params = encodeSamplerParams(options);
+    const eos = options.eos ?? this.definition.eosTokenId ?? -1;
+    const def = this.definition;
+    const ctx = this.#ctx;
+    const device = ctx.device;
+    const cacheDecls = def.cacheInputs();
+    const sizes = def.sizes(b, 1);
+    // Caches: conv windows ping-pong between two buffers; SSM states update in place.
+    const make = (bytes: number) =>
+      device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
+    const cacheBytes = (decl: InputDecl) => {
+      const axes = (typeof decl === "string" ? decl : decl.axes).split(/\s+/);
+      return 4 * axes.reduce((p, a) => p * sizes[a], 1);
+    };
+    const ping: Record<string, GPUBuffer> = {}, pong: Record<string, GPUBuffer> = {};
+    for (const [name, decl] of Object.entries(cacheDecls)) {
+      ping[name] = make(cacheBytes(decl));
+      pong[name] = def.inPlaceCache(name) ? ping[name] : make(cacheBytes(decl));
+    }
+    const logitsBuf = make(4 * b * def.vocab);
+    const idsBuf = make(4 * b);
+    const paramsBuf = make(params.byteLength);
+    const stateBuf = make(4 * b * STATE_WORDS);
+    const tokensBuf = make(4 * b * maxNew);
+    const owned = [
+      ...new Set([...Object.values(ping), ...Object.values(pong)]),
+      logitsBuf,
+      idsBuf,
+      paramsBuf,
+      stateBuf,
+      tokensBuf,
+    ];
+    try {
+      device.queue.writeBuffer(paramsBuf, 0, params as Uint32Array<ArrayBuffer>);
+      device.queue.writeBuffer(stateBuf, 0, new Uint32Array(b * STATE_WORDS));
+      const programs = await this.#generationPrograms(b, l, ping, pong, logitsBuf, idsBuf);
+      const sampler = emitSamplerKernel(b, def.vocab, maxNew, ctx.limits as never);
+      const samplerPipeline = await new PipelineCache(ctx).get(sampler);
+      const sample: Dispatch = {
+        kernel: sampler,
+        pipeline: samplerPipeline,
+        buffers: [logitsBuf, paramsBuf, stateBuf, idsBuf, tokensBuf],
+        workgroups: sampler.workgroups,
+      };
+      programs.prefill.upload({ ids });
+      const result: number[][] = Array.from({ length: b }, () => []);
+      const done = new Array(b).fill(false);
+      let produced = 0;
+      const block = options.blockSize ?? 32;
+      while (produced < maxNew && done.some((d) => !d)) {
+        const count = Math.min(produced === 0 ? Math.min(8, block) : block, maxNew - produced);
+        const dispatches: Dispatch[] = [];
+        for (let k = 0; k < count; k++) {
+          const step = produced + k;
+          // Step 0 is the prompt; decode steps alternate between the two conv-cache buffers.
+          if (step === 0) dispatches.push(...programs.prefill.dispatches);
+          else dispatches.push(...(step % 2 === 1 ? programs.ping : programs.pong).dispatches);
+          dispatches.push(sample);
+        }
+        await submitDispatches(ctx, dispatches);
+        const parts = Array.from({ length: b }, (_, row) => ({
+          buffer: tokensBuf,
+          byteOffset: 4 * (row * maxNew + produced),
+          byteLength: 4 * count,
+        }));
+        const blocks = (await readBuffers(ctx, parts)).map((a) => Array.from(new Int32Array(a)));
+        const arrived: number[][] = blocks.map(() => []);
+        blocks.forEach((toks, row) => {
+          for (const t of toks) {
+            if (done[row]) break;
+            result[row].push(t);
+            arrived[row].push(t);
+            if (t === eos) done[row] = true;
+          }
+        });
+        produced += count;
+        options.onTokens?.(arrived);
+      }
+      for (const p of Object.values(programs)) p.destroy();
+      return result;
+    } finally {
+      for (const buf of owned) buf.destroy();
+    }
+  }
+
+  /**
+   * The three programs of one generation: the prompt (writes the first caches and logits), and
+   * the decode step twice, reading the conv caches from one buffer set and writing the other.
+   */
+  async #generationPrograms(
+    b: number,
+    l: number,
+    ping: Record<string, GPUBuffer>,
+    pong: Record<string, GPUBuffer>,
+    logitsBuf: GPUBuffer,
+    idsBuf: GPUBuffer,
+  ): Promise<{ prefill: GpuProgram; ping: GpuProgram; pong: GpuProgram }> {
+    const def = this.definition;
+    const weights = def.weightInputs();
+    const caches = def.cacheInputs();
+    const ids: InputDecl = { axes: "b l", dtype: "i32" };
+    const inPlace: Record<string, string> = {};
+    for (const name of Object.keys(caches)) if (def.inPlaceCache(name)) inPlace[name] = name;
+    const step = (t: Record<string, Tensor>) => def.forward(t, { cached: true, lastOnly: true });
+    const [prefill, pingProg, pongProg] = await Promise.all([
+      this.#build({ ...weights, ids }, (t) => def.forward(t, { lastOnly: true }), def.sizes(b, l), {
+        outputs: { logits: logitsBuf, ...ping },
+      }),
+      this.#build({ ...weights, ...caches, ids }, step, def.sizes(b, 1), {
+        inputs: { ...ping, ids: idsBuf },
+        outputs: { logits: logitsBuf, ...pong },
+        inPlace,
+      }),
+      this.#build({ ...weights, ...caches, ids }, step, def.sizes(b, 1), {
+        inputs: { ...pong, ids: idsBuf },
+        outputs: { logits: logitsBuf, ...ping },
+        inPlace,
+      }),
+    ]);
+    return { prefill, ping: pingProg, pong: pongProg };
+  }
+
+  #checkTokens(tokens: number[][]): { b: number; l: number; ids: Int32Array } {
+    if (!Array.isArray(tokens) || tokens.length === 0 || !Array.isArray(tokens[0])) {
+      throw new Error("tokens must be a non-empty array of rows of token ids");
+    }
+    const l = tokens[0].length;
+    if (l === 0) throw new Error("token rows must not be empty");
+    const vocab = this.definition.vocab;
+    const ids = new Int32Array(tokens.length * l);
+    tokens.forEach((row, i) => {
+      if (row.length !== l) {
+        throw new Error(
+          `all token rows must have the same length (row 0 has ${l}, row ${i} has ${row.length})`,
+        );
+      }
+      row.forEach((t, j) => {
+        if (!Number.isInteger(t) || t < 0 || t >= vocab) {
+          throw new Error(
+            `token id ${t} (row ${i}, position ${j}) is outside the vocabulary [0, ${vocab})`,
+          );
+        }
+        ids[i * l + j] = t;
+      });
+    });
+    return { b: tokens.length, l, ids };
+  }
+
+  /** Frees the model's GPU memory. */
+  destroy(): void {
+    for (const p of this.#programs.values()) p.destroy();
+    for (const b of this.#weights.values()) b.destroy();
+    this.#programs.clear();
+    this.#weights.clear();
+  }
+}
