@@ -16,6 +16,12 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919) % 50000 + 1);
   const long = Array.from({ length: 2048 }, (_, i) => (i * 104729) % 50000 + 1);
   const prefill = await model.benchmarkPrefill([long]);
+  const step = await model.benchmarkDecodeStep(1);
+  const byKind = new Map<string, number>();
+  for (const k of step.kernels) {
+    const kind = k.name.replace(/^k\d+_/, "");
+    byKind.set(kind, (byKind.get(kind) ?? 0) + k.medianNs);
+  }
   await model.generate([prompt], { maxNew: 128, eos: -1 });
   const t0 = performance.now();
   const out = await model.generate([prompt], { maxNew: 128, eos: -1 });
@@ -26,6 +32,11 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     prefill_kernels: prefill.kernels.length,
     decode_128_s: seconds,
     decode_tok_s: out[0].length / seconds,
+    step_gpu_ms: step.totalNs / 1e6,
+    step_kernels: step.kernels.length,
+    step_by_kind_us: Object.fromEntries(
+      [...byKind].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, ns]) => [k, ns / 1e3]),
+    ),
   }));
   model.destroy();
 }

@@ -23,6 +23,7 @@ import { createProgressBar } from "./checkpoint/progress.ts";
 import {
   emitSamplerKernel,
   encodeSamplerParams,
+  PARAM_WORDS,
   type SamplingOptions,
   STATE_WORDS,
 } from "./sampler.ts";
@@ -49,6 +50,23 @@ export interface GenerateOptions extends SamplingOptions {
 }
 
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+/** Generation shapes (batch × prompt length) whose programs stay compiled. */
+const MAX_SESSIONS = 4;
+
+/** Buffers and programs of generation for one batch size and prompt length. */
+interface GenerationSession {
+  programs: { prefill: GpuProgram; ping: GpuProgram; pong: GpuProgram };
+  logitsBuf: GPUBuffer;
+  idsBuf: GPUBuffer;
+  paramsBuf: GPUBuffer;
+  stateBuf: GPUBuffer;
+  buffers: GPUBuffer[];
+}
+
+function freeSession(session: GenerationSession): void {
+  for (const p of Object.values(session.programs)) p.destroy();
+  for (const buffer of session.buffers) buffer.destroy();
+}
 
 /** Loads a model directory (config.json + safetensors) onto the GPU. */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LanguageModel> {
@@ -92,6 +110,7 @@ export class LanguageModel {
   readonly #ctx: GpuContext;
   readonly #weights: Map<string, GPUBuffer>;
   readonly #programs = new Map<string, GpuProgram>();
+  readonly #sessions = new Map<string, GenerationSession>();
 
   /** Wraps uploaded weights (use {@link loadModel}). */
   constructor(ctx: GpuContext, definition: ModelDefinition, weights: Map<string, GPUBuffer>) {
@@ -172,6 +191,17 @@ export class LanguageModel {
     }
   }
 
+  /**
+   * Times one decode step (all layers and the LM head at l = 1, without sampling) with
+   * timestamp queries: per-kernel medians and their sum.
+   */
+  async benchmarkDecodeStep(
+    b = 1,
+  ): Promise<{ kernels: { name: string; medianNs: number }[]; totalNs: number }> {
+    const session = await this.#session(b, 1);
+    return await session.programs.ping.benchmark({}, { warmup: 3, iterations: 20 });
+  }
+
   /** Generates up to `maxNew` tokens after each prompt row; returns the new tokens per row. */
   async generate(prompts: number[][], options: GenerateOptions): Promise<number[][]> {
     const { b, l, ids } = this.#checkTokens(prompts);
@@ -184,37 +214,12 @@ export class LanguageModel {
     const def = this.definition;
     const ctx = this.#ctx;
     const device = ctx.device;
-    const cacheDecls = def.cacheInputs();
-    const sizes = def.sizes(b, 1);
-    // Caches: conv windows ping-pong between two buffers; SSM states update in place.
-    const make = (bytes: number) =>
-      device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
-    const cacheBytes = (decl: InputDecl) => {
-      const axes = (typeof decl === "string" ? decl : decl.axes).split(/\s+/);
-      return 4 * axes.reduce((p, a) => p * sizes[a], 1);
-    };
-    const ping: Record<string, GPUBuffer> = {}, pong: Record<string, GPUBuffer> = {};
-    for (const [name, decl] of Object.entries(cacheDecls)) {
-      ping[name] = make(cacheBytes(decl));
-      pong[name] = def.inPlaceCache(name) ? ping[name] : make(cacheBytes(decl));
-    }
-    const logitsBuf = make(4 * b * def.vocab);
-    const idsBuf = make(4 * b);
-    const paramsBuf = make(params.byteLength);
-    const stateBuf = make(4 * b * STATE_WORDS);
-    const tokensBuf = make(4 * b * maxNew);
-    const owned = [
-      ...new Set([...Object.values(ping), ...Object.values(pong)]),
-      logitsBuf,
-      idsBuf,
-      paramsBuf,
-      stateBuf,
-      tokensBuf,
-    ];
+    const session = await this.#session(b, l);
+    const { programs, logitsBuf, idsBuf, paramsBuf, stateBuf } = session;
+    const tokensBuf = device.createBuffer({ size: Math.max(16, 4 * b * maxNew), usage: STORAGE });
     try {
       device.queue.writeBuffer(paramsBuf, 0, params as Uint32Array<ArrayBuffer>);
       device.queue.writeBuffer(stateBuf, 0, new Uint32Array(b * STATE_WORDS));
-      const programs = await this.#generationPrograms(b, l, ping, pong, logitsBuf, idsBuf);
       const sampler = emitSamplerKernel(b, def.vocab, maxNew, ctx.limits as never);
       const samplerPipeline = await new PipelineCache(ctx).get(sampler);
       const sample: Dispatch = {
@@ -257,10 +262,55 @@ export class LanguageModel {
         produced += count;
         options.onTokens?.(arrived);
       }
-      for (const p of Object.values(programs)) p.destroy();
       return result;
     } finally {
-      for (const buf of owned) buf.destroy();
+      tokensBuf.destroy();
+    }
+  }
+
+  /**
+   * The buffers and programs of generation for batch b and prompt length l, kept for reuse:
+   * building them (tracing, codegen, bind groups) costs far more than a few tokens.
+   */
+  async #session(b: number, l: number): Promise<GenerationSession> {
+    const key = `${b}x${l}`;
+    const hit = this.#sessions.get(key);
+    if (hit) return hit;
+    const def = this.definition;
+    const device = this.#ctx.device;
+    const sizes = def.sizes(b, 1);
+    const buffers: GPUBuffer[] = [];
+    const make = (bytes: number) => {
+      const buffer = device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
+      buffers.push(buffer);
+      return buffer;
+    };
+    // Caches: conv windows ping-pong between two buffers; SSM states update in place.
+    const ping: Record<string, GPUBuffer> = {}, pong: Record<string, GPUBuffer> = {};
+    for (const [name, decl] of Object.entries(def.cacheInputs())) {
+      const axes = (typeof decl === "string" ? decl : decl.axes).split(/\s+/);
+      const bytes = 4 * axes.reduce((p, a) => p * sizes[a], 1);
+      ping[name] = make(bytes);
+      pong[name] = def.inPlaceCache(name) ? ping[name] : make(bytes);
+    }
+    const logitsBuf = make(4 * b * def.vocab);
+    const idsBuf = make(4 * b);
+    const paramsBuf = make(4 * PARAM_WORDS);
+    const stateBuf = make(4 * b * STATE_WORDS);
+    try {
+      const programs = await this.#generationPrograms(b, l, ping, pong, logitsBuf, idsBuf);
+      const session = { programs, logitsBuf, idsBuf, paramsBuf, stateBuf, buffers };
+      // Keep a few shapes; drop the oldest beyond that.
+      if (this.#sessions.size >= MAX_SESSIONS) {
+        const [oldKey, old] = this.#sessions.entries().next().value!;
+        this.#sessions.delete(oldKey);
+        freeSession(old);
+      }
+      this.#sessions.set(key, session);
+      return session;
+    } catch (e) {
+      for (const buffer of buffers) buffer.destroy();
+      throw e;
     }
   }
 
@@ -330,6 +380,8 @@ export class LanguageModel {
   /** Frees the model's GPU memory. */
   destroy(): void {
     for (const p of this.#programs.values()) p.destroy();
+    for (const session of this.#sessions.values()) freeSession(session);
+    this.#sessions.clear();
     for (const b of this.#weights.values()) b.destroy();
     this.#programs.clear();
     this.#weights.clear();
