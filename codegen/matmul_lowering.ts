@@ -14,6 +14,7 @@ import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmul, type MatmulKernelSpec } from "./matmul_kernel.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
+import { emitGemv, GEMV_MAX_ROWS } from "./gemv_kernel.ts";
 
 interface Groups {
   batch: string[];
@@ -115,6 +116,42 @@ function emitWith(
     if (strides.some((s) => s === undefined)) return undefined;
     return { src, strides: strides as number[] };
   };
+  // Decode-shaped products (a few activation rows times a weight stored [N, K] with K
+  // contiguous) take the matrix-vector kernel.
+  const weight = direct(b, [g.batch, g.k, g.n]);
+  if (
+    allowDirect && weight && size(g.batch) === 1 && size(g.m) <= GEMV_MAX_ROWS &&
+    size(g.n) >= 64 && weight.strides[1] === 1
+  ) {
+    const binding = registry.reserveExternal(weight.src);
+    const loadA = hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
+    const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
+    const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
+    const value = epi.emit(root, st.env);
+    const storeC = [...st.lines, ...epi.lines, `out[${offsetExpr(root, st.env)}] = ${value};`]
+      .join("\n  ");
+    if (registry.conflict) return undefined;
+    registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
+    const kernel = emitGemv({
+      M: size(g.m),
+      N: size(g.n),
+      K: size(g.k),
+      declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
+      loadA,
+      storeC,
+      weight: { binding, rowStride: weight.strides[2] },
+    }, limits.maxComputeWorkgroupsPerDimension);
+    return {
+      name,
+      wgsl: `// ${name}: matrix-vector M=${size(g.m)} N=${size(g.n)} K=${
+        size(g.k)
+      }\n${kernel.wgsl}`,
+      workgroups: kernel.workgroups,
+      reads: registry.reads,
+      writes: registry.writes,
+      kind: "matmul",
+    };
+  }
   const da = direct(a, [g.batch, g.m, g.k]);
   const dbCandidate = direct(b, [g.batch, g.k, g.n]);
   const db = dbCandidate && dbCandidate.src !== da?.src ? dbCandidate : undefined;

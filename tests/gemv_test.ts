@@ -1,0 +1,29 @@
+// Decode-shaped contractions (a few rows times a weight stored [N, K]) take the matrix-vector
+// kernel, with prologue and epilogue fused; checked against the float64 interpreter.
+import assert from "node:assert/strict";
+import { einsum } from "../dsl/einsum.ts";
+import { silu } from "../dsl/elementwise.ts";
+import { rmsnorm } from "../dsl/reduce.ts";
+import { compile } from "../runtime/compile.ts";
+import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
+
+Deno.test("matrix-vector kernel: rows 1–4, K multiple of 4 or not, fused norm and SiLU", async () => {
+  const seed = freshSeed();
+  for (const [b, e, m] of [[1, 333, 768], [3, 100, 33], [1, 70, 48], [4, 257, 64]]) {
+    const prog = await compile(
+      { x: "b m", W: "e m", g: "m" },
+      (t) => silu(einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W)),
+      { b, e, m },
+      { backend: "gpu" },
+    );
+    assert.match(prog.kernels[prog.kernels.length - 1].wgsl, /matrix-vector/);
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(
+      await prog.run(inputs),
+      prog.interpret(inputs),
+      1e-4,
+      `${b}×${e}×${m} seed ${seed}`,
+    );
+    prog.destroy();
+  }
+});
