@@ -15,6 +15,14 @@ import {
   mambaSizes,
   mambaWeightInputs,
 } from "./mamba.ts";
+import {
+  mamba2CacheInputs,
+  type Mamba2Config,
+  mamba2ConfigFromHF,
+  mamba2Forward,
+  mamba2Sizes,
+  mamba2WeightInputs,
+} from "./mamba2.ts";
 
 /** Everything the runner needs to know about one model architecture. */
 export interface ModelDefinition {
@@ -62,11 +70,28 @@ export function mambaDefinition(cfg: MambaConfig): ModelDefinition {
   };
 }
 
+/** The Mamba-2 definition. */
+export function mamba2Definition(cfg: Mamba2Config): ModelDefinition {
+  return {
+    modelType: "mamba2",
+    vocab: cfg.vocab,
+    eosTokenId: cfg.eosTokenId,
+    weightInputs: () => mamba2WeightInputs(cfg),
+    weightShapes: () => shapesOf(mamba2WeightInputs(cfg), mamba2Sizes(cfg, 1, 1)),
+    cacheInputs: () => mamba2CacheInputs(cfg),
+    inPlaceCache: (name) => name.endsWith(".ssm"),
+    sizes: (b, l) => mamba2Sizes(cfg, b, l),
+    forward: (t, options) => mamba2Forward(t, cfg, options),
+  };
+}
+
 /** Picks the definition for a config.json. */
 export function modelDefinitionFor(config: Record<string, unknown>, dir: string): ModelDefinition {
   const type = config.model_type;
   if (type === "mamba") return mambaDefinition(mambaConfigFromHF(config));
+  if (type === "mamba2") return mamba2Definition(mamba2ConfigFromHF(config));
   throw new Error(
-    `${dir}/config.json: unsupported model_type ${JSON.stringify(type)} (supported: "mamba")`,
+    `${dir}/config.json: unsupported model_type ${JSON.stringify(type)} ` +
+      `(supported: "mamba", "mamba2")`,
   );
 }

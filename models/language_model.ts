@@ -111,6 +111,7 @@ export class LanguageModel {
   readonly #weights: Map<string, GPUBuffer>;
   readonly #programs = new Map<string, GpuProgram>();
   readonly #sessions = new Map<string, GenerationSession>();
+  #lastPrefill: string[] = [];
 
   /** Wraps uploaded weights (use {@link loadModel}). */
   constructor(ctx: GpuContext, definition: ModelDefinition, weights: Map<string, GPUBuffer>) {
@@ -216,6 +217,7 @@ export class LanguageModel {
     const device = ctx.device;
     const session = await this.#session(b, l);
     const { programs, logitsBuf, idsBuf, paramsBuf, stateBuf } = session;
+    this.#lastPrefill = programs.prefill.dispatches.map((d) => d.kernel.name);
     const tokensBuf = device.createBuffer({ size: Math.max(16, 4 * b * maxNew), usage: STORAGE });
     try {
       device.queue.writeBuffer(paramsBuf, 0, params as Uint32Array<ArrayBuffer>);
@@ -375,6 +377,11 @@ export class LanguageModel {
       });
     });
     return { b: tokens.length, l, ids };
+  }
+
+  /** Names of the kernels of the last generation's prompt pass (what ran, for reports). */
+  lastPrefillKernels(): string[] {
+    return [...this.#lastPrefill];
   }
 
   /** Frees the model's GPU memory. */

@@ -8,9 +8,10 @@
  */
 
 import { einsum } from "../dsl/einsum.ts";
-import { add, exp, full, neg, silu } from "../dsl/elementwise.ts";
+import { add, exp, neg, silu } from "../dsl/elementwise.ts";
 import type { Tensor } from "../dsl/tensor.ts";
-import { concat, conv1d, slice } from "../dsl/views.ts";
+import { slice } from "../dsl/views.ts";
+import { causalConv } from "./causal_conv.ts";
 import { selectiveScan } from "./selective_scan.ts";
 
 /** Sizes of one Mamba-1 mixer. */
@@ -85,12 +86,12 @@ export function mambaMixer(
   dims: MambaMixerDims,
   cache?: MambaMixerCache,
 ): { out: Tensor<"b l m">; cache: { conv: Tensor; ssm: Tensor } } {
-  const { inner: d, state: n, dtRank: q, convKernel: k } = dims;
+  const { inner: d, state: n, dtRank: q } = dims;
   const xz = einsum("b l m, e m -> b l e", hs, p.in_proj);
   const x0 = slice(xz, "e", 0, d, "d") as Tensor<"b l d">;
   const z = slice(xz, "e", d, 2 * d, "d") as Tensor<"b l d">;
-  const { conv, window } = causalConv(x0, p.conv_w, k, cache?.conv);
-  const x = silu(add(conv, p.conv_b));
+  const conv = causalConv(x0, p.conv_w, "d", cache?.conv);
+  const x = silu(add(conv.conv, p.conv_b));
   const params = einsum("b l d, r d -> b l r", x, p.x_proj);
   const dtLow = slice(params, "r", 0, q, "q") as Tensor<"b l q">;
   const B = slice(params, "r", q, q + n, "n") as Tensor<"b l n">;
@@ -101,30 +102,8 @@ export function mambaMixer(
     { x, dt, z, B, C, A, D: p.D, dtBias: p.dt_proj_b },
     { init: cache?.ssm },
   );
-  const len = window.size("w");
   return {
     out: einsum("b l d, m d -> b l m", y, p.out_proj),
-    cache: { conv: slice(window, "w", len - (k - 1), len, "s"), ssm: state },
+    cache: { conv: conv.cache, ssm: state },
   };
-}
-
-/**
- * Causal depthwise conv of `x0` (b l d) with taps `w` (d k), continuing from `cached` inputs
- * (b s d) when given. Also returns the whole input window (b w d), whose last k − 1 positions
- * are the next cache.
- */
-function causalConv(
-  x0: Tensor<"b l d">,
-  w: Tensor<"d k">,
-  k: number,
-  cached?: Tensor<"b s d">,
-): { conv: Tensor<"b l d">; window: Tensor } {
-  const b = x0.size("b"), d = x0.size("d"), len = x0.size("l");
-  // Without a cache the history is zeros; they only matter when l < k − 1 (for the cache).
-  const history = cached ?? full(0, "b s d", { b, s: k - 1, d });
-  const window = concat([history, x0], ["s", "l"], "w");
-  if (!cached) return { conv: conv1d(x0, w, "l", "k"), window };
-  // Convolve over the window, then keep the positions of the new tokens.
-  const convWindow = conv1d(window as Tensor<"b w d">, w, "w", "k");
-  return { conv: slice(convWindow, "w", k - 1, k - 1 + len, "l") as Tensor<"b l d">, window };
 }

@@ -13,7 +13,7 @@ import sys
 
 import torch
 import transformers
-from transformers import MambaConfig, MambaForCausalLM
+from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 out_root = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/models"
 os.makedirs(out_root, exist_ok=True)
@@ -26,8 +26,9 @@ def randomize(model, seed):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("A_log"):
+                # Decays exp(-Δ·exp(A_log)) spread over (0, 1).
                 p.copy_(torch.log(torch.rand(p.shape, generator=g) * 3 + 0.3))
-            elif name.endswith("dt_proj.bias"):
+            elif name.endswith("dt_proj.bias") or name.endswith("dt_bias"):
                 p.copy_(torch.rand(p.shape, generator=g) * -4)
             elif name.endswith("norm.weight") or name.endswith("norm_f.weight"):
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
@@ -65,3 +66,13 @@ for name, extra, seed, dtype in [
     model = MambaForCausalLM(MambaConfig(**base, **extra)).eval()
     randomize(model, seed)
     write(name, model, dtype)
+
+m2 = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, expand=2, head_dim=16,
+          num_heads=4, conv_kernel=4, eos_token_id=0, pad_token_id=0, bos_token_id=0)
+for name, extra, seed in [
+    ("mamba2_tied_g1_n8_q8", dict(state_size=8, n_groups=1, chunk_size=8, tie_word_embeddings=True), 5),
+    ("mamba2_untied_g2_n16_q4", dict(state_size=16, n_groups=2, chunk_size=4, tie_word_embeddings=False), 6),
+]:
+    model = Mamba2ForCausalLM(Mamba2Config(**m2, **extra)).eval()
+    randomize(model, seed)
+    write(name, model)
