@@ -15,12 +15,8 @@ import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusi
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
-import {
-  emitMaterializedScan,
-  emitScanKernels,
-  type ScanSpec,
-  type ScanStrategy,
-} from "./scan_kernel.ts";
+import { emitMaterializedScan, type ScanSpec, type ScanStrategy } from "./scan_kernel.ts";
+import { emitScanGroup } from "./ssd_lowering.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
@@ -64,14 +60,7 @@ function emitKernel(
       outputs: group.outputs,
       finals: group.finals,
     };
-    return emitScanKernels(
-      spec,
-      plan.materialized,
-      limits,
-      `k${index}_scan`,
-      aliases,
-      options.scan,
-    );
+    return emitScanGroup(spec, plan.materialized, limits, `k${index}_scan`, aliases, options.scan);
   }
   const { root, core } = group;
   const name = `k${index}_${core ? core.kind : "map"}_${root.axes.join("")}`;

@@ -21,8 +21,11 @@ export interface GemvSpec {
   loadA: string;
   /** Body of `fn store_c(bi: u32, m: u32, n: u32, acc: f32)`. */
   storeC: string;
-  /** The weight: binding index, and B[n, k] = array[n · rowStride + k]. */
-  weight: { binding: number; rowStride: number };
+  /**
+   * The weight, B[n, k] = array[n · rowStride + k]: either a binding this kernel declares (as
+   * vec4 when the row stride allows), or the name of a scalar array the declarations hold.
+   */
+  weight: { binding: number; rowStride: number } | { array: string; rowStride: number };
 }
 
 /** Largest M handled (rows of the activation). */
@@ -38,15 +41,20 @@ export function emitGemv(
 ): { wgsl: string; workgroups: [number, number, number] } {
   const { M, N, K } = spec;
   if (M < 1 || M > GEMV_MAX_ROWS) throw new Error(`gemv: M = ${M} is outside 1..${GEMV_MAX_ROWS}`);
-  const vec = K % 4 === 0 && spec.weight.rowStride % 4 === 0;
+  const own = "binding" in spec.weight;
+  const vec = own && K % 4 === 0 && spec.weight.rowStride % 4 === 0;
+  const array = "array" in spec.weight ? spec.weight.array : "gemv_w";
   const groups = Math.ceil(N / COLUMNS_PER_GROUP);
   const x = Math.min(groups, maxWorkgroupsPerDimension);
   const y = Math.ceil(groups / x);
   if (y > maxWorkgroupsPerDimension) throw new Error(`gemv: ${groups} workgroups do not fit`);
   const rows = Array.from({ length: M }, (_, m) => m);
-  const decl = vec
-    ? `@group(0) @binding(${spec.weight.binding}) var<storage, read> gemv_w: array<vec4<f32>>;`
-    : `@group(0) @binding(${spec.weight.binding}) var<storage, read> gemv_w: array<f32>;`;
+  const binding = "binding" in spec.weight ? spec.weight.binding : -1;
+  const decl = !own
+    ? ""
+    : vec
+    ? `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<vec4<f32>>;`
+    : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<f32>;`;
   const stride = vec ? spec.weight.rowStride / 4 : spec.weight.rowStride;
   const steps = vec ? K / 4 : K;
   const body = vec
@@ -72,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n = min(n_raw, ${u32Literal(N - 1)});
   ${rows.map((m) => `var acc${m}: f32 = 0.0;`).join("\n  ")}
   for (var i: u32 = lane; i < ${u32Literal(steps)}; i += ${THREADS_PER_COLUMN}u) {
-    let w = gemv_w[n * ${u32Literal(stride)} + i];
+    let w = ${array}[n * ${u32Literal(stride)} + i];
     let k0 = i${vec ? " * 4u" : ""};
     ${body.join("\n    ")}
   }

@@ -8,7 +8,7 @@
  */
 
 import type { ContractNode, Node } from "../dsl/ir.ts";
-import { stridesOf } from "../dsl/ir.ts";
+import { nodeInputs, stridesOf } from "../dsl/ir.ts";
 import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
@@ -123,7 +123,12 @@ function emitWith(
     allowDirect && weight && size(g.batch) === 1 && size(g.m) <= GEMV_MAX_ROWS &&
     size(g.n) >= 64 && weight.strides[1] === 1
   ) {
-    const binding = registry.reserveExternal(weight.src);
+    // The weight gets its own vec4 binding unless a prologue also reads it (a tied embedding
+    // gathered in the prologue): then both share the scalar binding.
+    const shared = gemvSharesWeight(a, weight.src, materialized);
+    const weightRef = shared
+      ? { array: registry.read(weight.src), rowStride: weight.strides[2] }
+      : { binding: registry.reserveExternal(weight.src), rowStride: weight.strides[2] };
     const loadA = hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
     const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
     const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
@@ -139,7 +144,7 @@ function emitWith(
       declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
       loadA,
       storeC,
-      weight: { binding, rowStride: weight.strides[2] },
+      weight: weightRef,
     }, limits.maxComputeWorkgroupsPerDimension);
     return {
       name,
@@ -203,4 +208,18 @@ function emitWith(
     writes: registry.writes,
     kind: "matmul",
   };
+}
+
+/** Whether the fused tree of `a` reads `weight` (so both must use one binding). */
+function gemvSharesWeight(a: Node, weight: Node, materialized: ReadonlySet<Node>): boolean {
+  const seen = new Set<Node>();
+  const stack = [a];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (n === weight) return true;
+    if (seen.has(n) || materialized.has(n)) continue;
+    seen.add(n);
+    stack.push(...nodeInputs(n));
+  }
+  return false;
 }

@@ -171,19 +171,19 @@ export function gemmLoop(opts: {
     lines.push("      {");
     for (let r4 = 0; r4 < t.tm / 4; r4++) {
       lines.push(
-        `        let a${r4} = ${opts.shA}[${tag}ty + ${u(kk * rowA + r4 * ty)}];`,
+        `        let ra${r4} = ${opts.shA}[${tag}ty + ${u(kk * rowA + r4 * ty)}];`,
       );
     }
     for (let c4 = 0; c4 < t.tn / 4; c4++) {
       lines.push(
-        `        let b${c4} = ${opts.shB}[${tag}tx + ${u(kk * rowB + c4 * tx)}];`,
+        `        let rb${c4} = ${opts.shB}[${tag}tx + ${u(kk * rowB + c4 * tx)}];`,
       );
     }
     for (let r = 0; r < t.tm; r++) {
-      const a = `vec4<f32>(a${r >> 2}.${COMP[r & 3]})`;
+      const a = `vec4<f32>(ra${r >> 2}.${COMP[r & 3]})`;
       for (let c4 = 0; c4 < t.tn / 4; c4++) {
         const acc = accName(tag, r, c4);
-        lines.push(`        ${acc} = fma(${a}, b${c4}, ${acc});`);
+        lines.push(`        ${acc} = fma(${a}, rb${c4}, ${acc});`);
       }
     }
     lines.push("      }");
@@ -209,6 +209,22 @@ export function forEachOutput(
       const col4 = `(${tag}tx + ${u(c4 * tx)})`;
       lines.push(...visit(row, col4, accName(tag, r, c4)));
     }
+  }
+  return lines;
+}
+
+/** Multiplies each accumulator row by `factor(row)` (row: the tile row, a u32 expression). */
+export function scaleRows(t: TileShape, tag: string, factor: (row: string) => string): string[] {
+  const { ty } = tileThreads(t);
+  const lines: string[] = [];
+  for (let r = 0; r < t.tm; r++) {
+    const row = `((${tag}ty + ${u((r >> 2) * ty)}) * 4u + ${u(r & 3)})`;
+    lines.push(`{`, `  let f = ${factor(row)};`);
+    for (let c4 = 0; c4 < t.tn / 4; c4++) {
+      const acc = accName(tag, r, c4);
+      lines.push(`  ${acc} = ${acc} * f;`);
+    }
+    lines.push("}");
   }
   return lines;
 }

@@ -67,8 +67,11 @@ export class SsdHooks {
     const tail = body(em, env);
     const args = params.map(([p]) => `${p}: u32`).join(", ") + extra;
     const sig = `fn ${name}(${args})${ret ? ` -> ${ret}` : ""}`;
-    this.#fns.set(name, [`${sig} {`, ...[...lines, ...em.lines, ...tail].map((l) => `  ${l}`), "}"]
-      .join("\n"));
+    this.#fns.set(
+      name,
+      [`${sig} {`, ...[...lines, ...em.lines, ...tail].map((l) => `  ${l}`), "}"]
+        .join("\n"),
+    );
     return name;
   }
 

@@ -16,8 +16,10 @@
  *    y_i = exp(cs_i)·C_i S'_c + Σ_{j≤i} (C_i·B_j)·exp(cs_i − cs_j)·w_j·x_j, then each output's
  *    fused epilogue (D skip, gating…) and store.
  *
- * Scratch: chunk states (heads × chunks × state × value rounded to 4), C·Bᵀ blocks
- * (outputs × cb × chunks × q × q) and Λ (heads × chunks).
+ * Scratch: one buffer of vec4s (one binding per kernel, so the kernels fit WebGPU's default of 8
+ * storage buffers): chunk states (heads × chunks × state × value rounded up to 4), then the C·Bᵀ
+ * blocks (outputs × cb × chunks × q × q, only blocks on or below the diagonal written), then Λ
+ * (heads × chunks, one per vec4).
  *
  * @module
  */
@@ -26,7 +28,6 @@ import type { Node } from "../dsl/ir.ts";
 import {
   BindingRegistry,
   type BufferKey,
-  checkIndexable,
   foldWorkgroups,
   type KernelArtifact,
   scratch,
@@ -38,6 +39,7 @@ import {
   fitTile,
   forEachOutput,
   gemmLoop,
+  scaleRows,
   type Stage,
   stagedSizes,
   threadCoords,
@@ -81,9 +83,12 @@ interface Geometry {
   /** Value elements rounded up to a multiple of 4 (the states' row length). */
   value4: number;
   tiling: SsdTiling;
-  statesBuf: BufferKey;
-  cbBuf: BufferKey;
-  decayBuf: BufferKey;
+  /** One scratch buffer of vec4s: chunk states, then C·Bᵀ blocks, then Λ (one per vec4). */
+  scratchBuf: BufferKey;
+  /** vec4 offset of the C·Bᵀ blocks. */
+  cbOff: number;
+  /** vec4 offset of Λ. */
+  lamOff: number;
 }
 
 function pow2ceil(n: number): number {
@@ -99,33 +104,26 @@ function roundUp(n: number, m: number): number {
 /** Picks the chunk length: forced (checked) or the default, grown until the scratch fits. */
 function pickChunk(sizes: SsdSizes, limits: DeviceLimits, forced?: number): number {
   const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
-  const fits = (q: number) => {
+  const fits = (q: number) => ssdScratchBytes(sizes, q).total <= limit;
+  const describe = (q: number) => {
     const b = ssdScratchBytes(sizes, q);
-    return b.states <= limit && b.cb <= limit;
+    return `${b.total} bytes of scratch at chunk length ${q} (chunk states ${b.states}, ` +
+      `C·Bᵀ blocks ${b.cb}); the device binds at most ${limit}`;
   };
   if (forced !== undefined) {
     if (!SSD_CHUNKS.includes(forced)) {
       throw new Error(
-        `chunked scan: chunk length ${forced} is not supported; use one of ${SSD_CHUNKS.join(", ")}`,
+        `chunked scan: chunk length ${forced} is not supported; use one of ${
+          SSD_CHUNKS.join(", ")
+        }`,
       );
     }
-    if (!fits(forced)) {
-      const b = ssdScratchBytes(sizes, forced);
-      throw new Error(
-        `chunked scan: at chunk length ${forced} the chunk states need ${b.states} bytes and ` +
-          `the C·Bᵀ blocks ${b.cb}; the device binds at most ${limit}`,
-      );
-    }
+    if (!fits(forced)) throw new Error(`chunked scan: ${describe(forced)}`);
     return forced;
   }
   let q = defaultChunk(sizes);
   while (!fits(q) && q < 256) q *= 2;
-  if (!fits(q)) {
-    throw new Error(
-      `chunked scan: the chunk states (${ssdScratchBytes(sizes, q).states} bytes at chunk ` +
-        `length ${q}) exceed the device's binding size ${limit}; use the recurrent lowering`,
-    );
-  }
+  if (!fits(q)) throw new Error(`chunked scan: ${describe(q)}; use the recurrent lowering`);
   return q;
 }
 
@@ -190,7 +188,6 @@ export function emitSsdKernels(
   aliases: ReadonlyMap<Node, Node>,
   options: SsdOptions = {},
 ): KernelArtifact[] {
-  checkIndexable(spec.scan);
   const sizes = ssdSizes(form);
   const q = pickChunk(sizes, limits, options.chunk);
   const tiling = { ...defaultTiling(sizes, q, limits), ...options.tiles };
@@ -204,9 +201,9 @@ export function emitSsdKernels(
     chunks,
     value4,
     tiling,
-    statesBuf: scratch(`${name}_ssd_states`, bytes.states / 4),
-    cbBuf: scratch(`${name}_ssd_cb`, bytes.cb / 4),
-    decayBuf: scratch(`${name}_ssd_chunk_decay`, sizes.heads * chunks),
+    scratchBuf: scratch(`${name}_ssd_scratch`, bytes.total / 4),
+    cbOff: bytes.states / 16,
+    lamOff: (bytes.states + bytes.cb) / 16,
   };
   return [
     emitStates(spec, form, geo, materialized, limits, `${name}_ssd_states`, aliases),
@@ -304,11 +301,11 @@ function emitStates(
   const L = sizes.len;
   const registry = new BindingRegistry(
     materialized,
-    [geo.cbBuf, geo.statesBuf, geo.decayBuf],
+    [geo.scratchBuf],
     aliases,
   );
   const hooks = new SsdHooks(form, spec, registry);
-  const [CB, S, LAM] = [0, 1, 2].map((i) => registry.writeName(i));
+  const SC = registry.writeName(0);
   const st = tiling.state, cbt = tiling.cb;
   const threads = Math.max(tileThreads(st).threads, tileThreads(cbt).threads);
   const stateTiles = Math.ceil(sizes.state / st.Mt), valueTiles = Math.ceil(value4 / st.Nt);
@@ -370,7 +367,7 @@ function emitStates(
     `  sh_w[j] = exp(sh_cs[${u(q - 1)}] - sh_cs[j]) * sh_w[j];`,
     "}",
     `if (live && lid == 0u && nt == 0u && pt == 0u) { ` +
-    `${LAM}[hd * ${u(chunks)} + c] = sh_cs[${u(q - 1)}]; }`,
+    `${SC}[${u(geo.lamOff)} + hd * ${u(chunks)} + c] = vec4<f32>(sh_cs[${u(q - 1)}]); }`,
     "workgroupBarrier();",
     ...threadCoords(st, "s_", threads),
     ...accDecl(st, "s_"),
@@ -387,7 +384,7 @@ function emitStates(
     }),
     ...forEachOutput(st, "s_", (row, col4, acc) => [
       `if (live && s_act && n0 + ${row} < ${u(nN)} && p0 / 4u + ${col4} < ${u(value4 / 4)}) {`,
-      `  ${S}[((hd * ${u(chunks)} + c) * ${u(nN)} + n0 + ${row}) * ${u(value4 / 4)} + ` +
+      `  ${SC}[((hd * ${u(chunks)} + c) * ${u(nN)} + n0 + ${row}) * ${u(value4 / 4)} + ` +
       `p0 / 4u + ${col4}] = ${acc};`,
       "}",
     ]),
@@ -437,18 +434,20 @@ function emitStates(
     }),
     ...forEachOutput(cbt, "c_", (row, col4, acc) => [
       `if (live && c_act) {`,
-      `  ${CB}[(((ko * ${u(sizes.cb)} + cb) * ${u(chunks)} + c) * ${u(q)} + j0 + ${row}) * ` +
+      `  ${SC}[${u(geo.cbOff)} + (((ko * ${u(sizes.cb)} + cb) * ${u(chunks)} + c) * ${u(q)} + ` +
+      `j0 + ${row}) * ` +
       `${u(q / 4)} + i0 / 4u + ${col4}] = ${acc};`,
       "}",
     ]),
   ];
   registry.checkLimit(spec.outputs[0].root, limits.maxStorageBuffersPerShaderStage);
   const sa = stagedSizes(st), sc = stagedSizes(cbt);
-  const wgsl = `// ${name}: chunked SSD, chunk states and C·Bᵀ blocks (q = ${q}, ${chunks} chunks, ` +
+  const wgsl =
+    `// ${name}: chunked SSD, chunk states and C·Bᵀ blocks (q = ${q}, ${chunks} chunks, ` +
     `${sizes.heads} heads, ${sizes.cb} cb, value ${nP}, state ${nN}); tiles ${
       JSON.stringify({ state: st, cb: cbt })
     }
-${vec4Arrays(registry.declarations(), [CB, S])}
+${vec4Arrays(registry.declarations(), [SC])}
 ${MATH_PRELUDE}
 ${sharedDecls(geo, Math.max(sa.a, sc.a), Math.max(sa.b, sc.b))}
 ${timeMap(spec, L)}
@@ -466,6 +465,40 @@ ${indent(cbBody, "    ")}
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
 }
 
+/** Chunks the pass loads together before updating: loads in flight per thread. */
+const PASS_BLOCK = 8;
+
+/**
+ * The pass over chunks in blocks: each block loads its chunk states and decays first (so their
+ * loads are in flight together; a store may alias a later load, so nothing is reordered across
+ * blocks), then stores the running state and updates it.
+ */
+function passBlocks(S: string, chunks: number, stride: number): string[] {
+  const block = (c0: string, n: number) => {
+    const lines: string[] = [];
+    for (let k = 0; k < n; k++) {
+      lines.push(
+        `let i${k} = base + (${c0} + ${u(k)}) * ${u(stride)};`,
+        `let x${k} = ${S}[i${k}];`,
+        `let a${k} = exp(${S}[lam + ${c0} + ${u(k)}].x);`,
+      );
+    }
+    for (let k = 0; k < n; k++) lines.push(`${S}[i${k}] = st;`, `st = a${k} * st + x${k};`);
+    return lines;
+  };
+  const full = Math.floor(chunks / PASS_BLOCK), rest = chunks % PASS_BLOCK;
+  const lines: string[] = [];
+  if (full > 0) {
+    lines.push(
+      `for (var cb = 0u; cb < ${u(full * PASS_BLOCK)}; cb = cb + ${u(PASS_BLOCK)}) {`,
+      ...block("cb", PASS_BLOCK).map((l) => `  ${l}`),
+      "}",
+    );
+  }
+  if (rest > 0) lines.push("{", ...block(u(full * PASS_BLOCK), rest).map((l) => `  ${l}`), "}");
+  return lines;
+}
+
 /** Kernel 2: the recurrence over chunk states, from the init state; writes the final states. */
 function emitPass(
   spec: ScanSpec,
@@ -477,10 +510,9 @@ function emitPass(
   aliases: ReadonlyMap<Node, Node>,
 ): KernelArtifact {
   const { sizes, chunks, value4 } = geo;
-  const registry = new BindingRegistry(materialized, [geo.statesBuf, ...spec.finals], aliases);
+  const registry = new BindingRegistry(materialized, [geo.scratchBuf, ...spec.finals], aliases);
   const hooks = new SsdHooks(form, spec, registry);
   const S = registry.writeName(0);
-  const LAM = registry.read(geo.decayBuf);
   const v4 = value4 / 4;
   const total = sizes.heads * sizes.state * v4;
   const threads = 256;
@@ -520,12 +552,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let hd = e / ${u(stride)};
   var st = ${vec4Of(init)};
   let base = hd * ${u(chunks * stride)} + s * ${u(v4)} + p4;
-  for (var c = 0u; c < ${u(chunks)}; c = c + 1u) {
-    let idx = base + c * ${u(stride)};
-    let x = ${S}[idx];
-    ${S}[idx] = st;
-    st = exp(${LAM}[hd * ${u(chunks)} + c]) * st + x;
-  }
+  let lam = ${u(geo.lamOff)} + hd * ${u(chunks)};
+${indent(passBlocks(S, chunks, stride))}
 ${indent(finals)}
 }
 `;
@@ -550,14 +578,13 @@ function emitOutputs(
     aliases,
   );
   const hooks = new SsdHooks(form, spec, registry);
-  const S = registry.read(geo.statesBuf);
-  const CB = registry.read(geo.cbBuf);
+  const SC = registry.read(geo.scratchBuf);
   const t = tiling.out;
   const { threads } = tileThreads(t);
   const rowTiles = q / t.Mt, valueTiles = Math.ceil(value4 / t.Nt);
   const total = sizes.heads * chunks * rowTiles * valueTiles;
   const workgroups = foldWorkgroups(total, limits.maxComputeWorkgroupsPerDimension);
-  const cbOf = hooks.cbOf(), query = hooks.query(), val = hooks.value();
+  const cbOf = hooks.cbOf(), val = hooks.value();
   const v4 = value4 / 4;
 
   const body: string[] = [
@@ -572,7 +599,8 @@ function emitOutputs(
     ...threadCoords(t, "o_", threads),
     ...accDecl(t, "o_"),
   ];
-  // Part 1 operands: A[i][s] = exp(cs_i)·C_i[s] (C read along s), B[s][pv] = S'_c.
+  // Part 1 operands: A[i][s] = C_i[s] (read along s), B[s][pv] = S'_c; rows are then scaled
+  // by exp(cs_i) (one exponential per row, not per staged element).
   const interA = (k: number): Stage => ({
     fast: "k",
     load: (s, w4, tag) => {
@@ -582,8 +610,8 @@ function emitOutputs(
         lines.push(`let ${tag}i${e} = i0 + ${w4} * 4u + ${u(e)};`);
         lines.push(`let ${tag}tp${e} = c * ${u(q)} + ${tag}i${e};`);
         parts.push(
-          `select(0.0, exp(sh_cs[${tag}i${e}]) * ` +
-            `${query}(${u(k)}, cb, tmap(${tag}tp${e}), min(${s}, ${u(nN - 1)})), ` +
+          `select(0.0, ` +
+            `${hooks.query()}(${u(k)}, cb, tmap(${tag}tp${e}), min(${s}, ${u(nN - 1)})), ` +
             `${tag}tp${e} < ${u(L)} && ${s} < ${u(nN)})`,
         );
       }
@@ -598,7 +626,7 @@ function emitOutputs(
         `let ${tag}ix = ((hd * ${u(chunks)} + c) * ${u(nN)} + min(${s}, ${u(nN - 1)})) * ` +
         `${u(v4)} + min(p0 / 4u + ${w4}, ${u(v4 - 1)});`,
       ],
-      value: `select(vec4<f32>(0.0), ${S}[${tag}ix], ${tag}ok)`,
+      value: `select(vec4<f32>(0.0), ${SC}[${tag}ix], ${tag}ok)`,
     }),
   };
   // Part 2 operands: A[i][j] = (C_i·B_j)·exp(cs_i − cs_j)·w_j for j ≤ i, B[j][pv] = x_j.
@@ -606,8 +634,8 @@ function emitOutputs(
     fast: "w",
     load: (j, w4, tag) => {
       const lines = [
-        `let ${tag}cbv = ${CB}[(((${u(k)} * ${u(sizes.cb)} + cb) * ${u(chunks)} + c) * ` +
-        `${u(q)} + ${j}) * ${u(q / 4)} + i0 / 4u + ${w4}];`,
+        `let ${tag}cbv = ${SC}[${u(geo.cbOff)} + (((${u(k)} * ${u(sizes.cb)} + cb) * ` +
+        `${u(chunks)} + c) * ${u(q)} + ${j}) * ${u(q / 4)} + i0 / 4u + ${w4}];`,
         `let ${tag}csj = sh_cs[${j}];`,
         `let ${tag}wj = sh_w[${j}];`,
       ];
@@ -622,7 +650,7 @@ function emitOutputs(
       }
       return { lines, value: vec4Of(parts) };
     },
-  };
+  });
   const intraB: Stage = {
     fast: "w",
     load: (j, w4, tag) => {
@@ -657,6 +685,8 @@ function emitOutputs(
           shA: "sh_a",
           shB: "sh_b",
         }).map((l) => `  ${l}`),
+        ...scaleRows(t, "o_", (row) => `exp(sh_cs[min(i0 + ${row}, ${u(q - 1)})])`)
+          .map((l) => `  ${l}`),
         "}",
       );
     }
@@ -691,9 +721,10 @@ function emitOutputs(
   });
   registry.checkLimit(spec.outputs[0].root, limits.maxStorageBuffersPerShaderStage);
   const sz = stagedSizes(t);
-  const wgsl = `// ${name}: chunked SSD outputs (q = ${q}, ${chunks} chunks, ${sizes.heads} heads, ` +
+  const wgsl =
+    `// ${name}: chunked SSD outputs (q = ${q}, ${chunks} chunks, ${sizes.heads} heads, ` +
     `value ${nP}, state ${nN}, ${spec.outputs.length} output(s)); tile ${JSON.stringify(t)}
-${vec4Arrays(registry.declarations(), [S, CB])}
+${vec4Arrays(registry.declarations(), [SC])}
 ${MATH_PRELUDE}
 ${sharedDecls(geo, sz.a, sz.b)}
 ${timeMap(spec, L)}

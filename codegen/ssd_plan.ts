@@ -192,43 +192,60 @@ export function ssdSizes(form: SsdForm): SsdSizes {
 export const SSD_CHUNKS: readonly number[] = [8, 16, 32, 64, 128, 256];
 
 /**
- * The default chunk length: it balances the intra-chunk work (∝ chunk · value per step) against
- * the chunk-state traffic (∝ state · value / chunk per step): q ≈ √(16 · state · rate / bandwidth),
- * a power of two in [16, 256], at most the length rounded up.
+ * The default chunk length: the one the cost model ({@link chunkedSeconds}) finds fastest among
+ * 16…256, at most the length rounded up to a power of two. It trades the intra-chunk work
+ * (∝ chunk · value per step) against the chunk-state traffic (∝ state · value / chunk per step).
  */
 export function defaultChunk(sizes: SsdSizes): number {
-  const ideal = Math.sqrt(16 * sizes.state * RATE_MM / BANDWIDTH);
-  let q = 16;
-  while (q < 256 && q * 1.5 < ideal) q *= 2;
-  while (q > 16 && q >= 2 * sizes.len) q /= 2;
-  return q;
+  let best = 16;
+  for (const q of SSD_CHUNKS) {
+    if (q < 16 || (q > 16 && q >= 2 * sizes.len)) continue;
+    if (chunkedSeconds(sizes, q) <= chunkedSeconds(sizes, best)) best = q;
+  }
+  return best;
 }
 
-/** Bytes of the chunk-state and C·Bᵀ scratch buffers at chunk length q. */
-export function ssdScratchBytes(sizes: SsdSizes, q: number): { states: number; cb: number } {
+/**
+ * Bytes of the chunked lowering's scratch buffer at chunk length q: the chunk states, the C·Bᵀ
+ * blocks and the chunk decays Λ (one vec4 each), and their total.
+ */
+export function ssdScratchBytes(
+  sizes: SsdSizes,
+  q: number,
+): { states: number; cb: number; decays: number; total: number } {
   const chunks = Math.ceil(sizes.len / q);
   const value4 = Math.ceil(sizes.value / 4) * 4;
-  return {
-    states: sizes.heads * chunks * sizes.state * value4 * 4,
-    cb: sizes.outputs * sizes.cb * chunks * q * q * 4,
-  };
+  const states = sizes.heads * chunks * sizes.state * value4 * 4;
+  const cb = sizes.outputs * sizes.cb * chunks * q * q * 4;
+  const decays = sizes.heads * chunks * 16;
+  return { states, cb, decays, total: states + cb + decays };
 }
 
-// Cost-model constants, measured on the H100 (see bench/RESULTS.md): the effective f32 rate of
-// the tiled kernels, memory bandwidth, a fixed cost per dispatch, and the recurrent kernel's
-// cost per state element and step (its state updates are a dependent chain per lane).
-const RATE_MM = 20e12;
-const BANDWIDTH = 2.0e12;
-const DISPATCH_SECONDS = 10e-6;
-const RECURRENT_SECONDS_PER_STATE_STEP = 1.0e-12;
-const RECURRENT_SECONDS_PER_STEP = 0.4e-6;
+// Cost-model constants, fitted to H100 measurements (bench/ssd_bench.ts, 2026-11-23): the tiled
+// kernels' f32 rate, the effective memory bandwidth, a fixed cost per dispatch (short dependent
+// phases, barriers), and the recurrent kernel's cost per state element and step, its latency
+// per step (the state update is a dependent chain per lane) and its fixed cost.
+const RATE_MM = 25e12;
+const BANDWIDTH = 1.5e12;
+const DISPATCH_SECONDS = 20e-6;
+const RECURRENT_SECONDS_PER_STATE_STEP = 1.05e-12;
+const RECURRENT_SECONDS_PER_STEP = 0.35e-6;
+const RECURRENT_FIXED_SECONDS = 60e-6;
+/** Below this many state elements per head (state × value) the chunk matrices are too small. */
+const MIN_MATRIX = 1024;
 
-/** Modelled seconds of the chunked lowering at chunk length q. */
+/**
+ * Modelled seconds of the chunked lowering at chunk length q: kernels 1 and 3 overlap their
+ * products with their traffic (inputs, outputs, chunk states); the pass over chunks is pure
+ * traffic (the states read and written once more).
+ */
 export function chunkedSeconds(s: SsdSizes, q: number): number {
   const flops = s.heads * s.len * s.outputs * (4 * s.state * s.value + q * s.value) +
     2 * s.cb * s.outputs * s.len * q * s.state;
-  const bytes = 4 * ssdScratchBytes(s, q).states + 3 * 4 * s.heads * s.len * s.value * s.outputs;
-  return flops / RATE_MM + bytes / BANDWIDTH + 3 * DISPATCH_SECONDS;
+  const states = ssdScratchBytes(s, q).states;
+  const io = 2 * states + 3 * 4 * s.heads * s.len * s.value * s.outputs;
+  return Math.max(flops / RATE_MM, io / BANDWIDTH) + 2 * states / BANDWIDTH +
+    3 * DISPATCH_SECONDS;
 }
 
 /** Modelled seconds of the recurrent fused kernel (see scan_kernel.ts). */
@@ -240,14 +257,14 @@ export function recurrentSeconds(s: SsdSizes): number {
   const chunks = s.len >= 256 && channels * 32 < 32768
     ? Math.min(Math.ceil(s.len / 64), Math.ceil(65536 / (channels * 32)))
     : 1;
-  return Math.max(work, (s.len / chunks) * RECURRENT_SECONDS_PER_STEP) +
-    (chunks > 1 ? 3 : 1) * DISPATCH_SECONDS;
+  return Math.max(work, (s.len / chunks) * RECURRENT_SECONDS_PER_STEP) + RECURRENT_FIXED_SECONDS;
 }
 
 /**
  * Chooses how a fused scan runs: the chunked SSD algorithm when the form exists, the chunk
- * matrices are worth it (state and value sizes of at least 4, a length of at least 64) and its
- * modelled time on this device beats the recurrent kernel's; otherwise the recurrent kernel.
+ * matrices are worth it (state and value sizes of at least 4, state × value of at least 1024, a
+ * length of at least 64), its scratch fits the device, and its modelled time beats the
+ * recurrent kernel's; otherwise the recurrent kernel.
  */
 export function chooseScanLowering(
   spec: ScanSpec,
@@ -256,10 +273,11 @@ export function chooseScanLowering(
 ): "chunked" | "recurrent" {
   if (!form || form.scan !== spec.scan) return "recurrent";
   const s = ssdSizes(form);
-  if (s.len < 64 || s.state < 4 || s.value < 4) return "recurrent";
+  if (s.len < 64 || s.state < 4 || s.value < 4 || s.state * s.value < MIN_MATRIX) {
+    return "recurrent";
+  }
   const q = defaultChunk(s);
-  const bytes = ssdScratchBytes(s, q);
   const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
-  if (bytes.states > limit || bytes.cb > limit) return "recurrent";
+  if (ssdScratchBytes(s, q).total > limit) return "recurrent";
   return chunkedSeconds(s, q) < recurrentSeconds(s) ? "chunked" : "recurrent";
 }

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { einsum } from "../dsl/einsum.ts";
 import { silu } from "../dsl/elementwise.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
+import { gather } from "../dsl/views.ts";
 import { compile } from "../runtime/compile.ts";
 import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 
@@ -26,4 +27,18 @@ Deno.test("matrix-vector kernel: rows 1–4, K multiple of 4 or not, fused norm 
     );
     prog.destroy();
   }
+});
+
+Deno.test("matrix-vector kernel whose prologue also reads the weight (tied embedding)", async () => {
+  const seed = freshSeed();
+  const prog = await compile(
+    { E: "v m", ids: { axes: "b", dtype: "i32" } },
+    (t) => einsum("b m, v m -> b v", gather(t.E, t.ids, "v"), t.E),
+    { b: 2, v: 300, m: 24 },
+    { backend: "gpu" },
+  );
+  assert.match(prog.kernels[prog.kernels.length - 1].wgsl, /matrix-vector/);
+  const inputs = randomInputs(prog.graph, rng(seed), 300);
+  assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `seed ${seed}`);
+  prog.destroy();
 });

@@ -1,0 +1,59 @@
+/**
+ * Strategy choice for a fused scan group: the chunked SSD lowering (ssd_kernel.ts) when the
+ * scan has the SSD form and the cost model (or the user) picks it, else the recurrent kernel
+ * (scan_kernel.ts). Forcing the chunked lowering on a scan without the form is an error that
+ * says why the form is missing.
+ *
+ * @module
+ */
+
+import type { Node } from "../dsl/ir.ts";
+import type { KernelArtifact } from "./artifact.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { emitScanKernels, type ScanSpec, type ScanStrategy } from "./scan_kernel.ts";
+import { emitSsdKernels } from "./ssd_kernel.ts";
+import { chooseScanLowering, explainSsd, SSD_CHUNKS } from "./ssd_plan.ts";
+
+/**
+ * The chunk length for a forced chunk count: the smallest supported power of two with at most
+ * `chunks` chunks over `len` steps (clamped to the supported range).
+ */
+export function chunkLengthFor(len: number, chunks: number): number {
+  if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`scan: bad chunk count ${chunks}`);
+  const want = Math.ceil(len / chunks);
+  return SSD_CHUNKS.find((q) => q >= want) ?? SSD_CHUNKS[SSD_CHUNKS.length - 1];
+}
+
+/** Emits the kernels of one fused scan group, chunked or recurrent (see the module doc). */
+export function emitScanGroup(
+  spec: ScanSpec,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  force: ScanStrategy = {},
+): KernelArtifact[] {
+  if (force.mode !== undefined && force.mode !== "chunked" && force.mode !== "recurrent") {
+    throw new Error(
+      `scan: mode must be "chunked" or "recurrent", got ${JSON.stringify(force.mode)}`,
+    );
+  }
+  if (force.mode !== "recurrent") {
+    const ssd = explainSsd(spec, materialized);
+    if (force.mode === "chunked" && !ssd.form) {
+      throw new Error(
+        `scan over "${spec.scan.axis}" (node ${spec.scan.id}): the chunked (SSD) lowering does ` +
+          `not apply: ${ssd.reason}; use mode "recurrent"`,
+      );
+    }
+    if (
+      ssd.form &&
+      (force.mode === "chunked" || chooseScanLowering(spec, ssd.form, limits) === "chunked")
+    ) {
+      const len = spec.scan.shape[spec.scan.axes.indexOf(spec.scan.axis)];
+      const chunk = force.chunks === undefined ? undefined : chunkLengthFor(len, force.chunks);
+      return emitSsdKernels(spec, ssd.form, materialized, limits, name, aliases, { chunk });
+    }
+  }
+  return emitScanKernels(spec, materialized, limits, name, aliases, force);
+}
