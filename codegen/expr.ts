@@ -165,10 +165,33 @@ export class ExprEmitter {
       case "input":
         throw new Error(`internal: input "${node.name}" has no buffer`);
       case "contract":
+        return this.#inlineContraction(node, env);
       case "reduce":
       case "scan":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
+  }
+
+  /** Σ over the summed axes as a loop (for short contractions the fusion pass inlines). */
+  #inlineContraction(node: Extract<Node, { kind: "contract" }>, env: Env): string {
+    const id = this.#counter++;
+    const acc = `${this.#prefix}acc${id}`;
+    const idx = `${this.#prefix}k${id}`;
+    const sizes = node.summed.map((a) => node.a.shape[node.a.axes.indexOf(a)]);
+    const extent = sizes.reduce((p, s) => p * s, 1);
+    const decoded = decodeIndex(idx, node.summed, sizes, `${this.#prefix}k${id}_`);
+    // The loop body has its own scope: nothing computed in it is reused outside.
+    const body = new ExprEmitter(this.#buffers, `${this.#prefix}c${id}_`);
+    const inner = { ...env, ...decoded.env };
+    const a = body.emit(node.a, inner);
+    const b = body.emit(node.b, inner);
+    this.lines.push(
+      `var ${acc}: f32 = 0.0;`,
+      `for (var ${idx}: u32 = 0u; ${idx} < ${u32Literal(extent)}; ${idx}++) {`,
+      ...[...decoded.lines, ...body.lines, `${acc} += ${a} * ${b};`].map((l) => `  ${l}`),
+      `}`,
+    );
+    return this.#bind(acc);
   }
 
   #regroupEnv(node: Extract<Node, { kind: "regroup" }>, env: Env): Env {

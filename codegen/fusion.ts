@@ -57,7 +57,41 @@ export interface FusionOptions {
 const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 
 function isCore(n: Node): n is CoreNode {
-  return n.kind === "contract" || n.kind === "reduce" || n.kind === "scan";
+  if (n.kind === "contract") return !isInlineContraction(n);
+  return n.kind === "reduce" || n.kind === "scan";
+}
+
+/** Longest summed extent of a contraction computed inline (a short loop) where it is used. */
+export const INLINE_CONTRACTION_MAX = 64;
+
+/**
+ * A contraction over few elements (e.g. Mamba's dt projection, rank 48) costs less inline than
+ * a kernel of its own: its consumers evaluate it as a short loop. Only when its operands are
+ * cheap: their trees (down to inputs and other kernels' cores) hold no other short
+ * contraction, so inline loops never nest.
+ */
+export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boolean {
+  // Contractions of a scan's state are the scan kernel's outputs, never loops.
+  if (n.a.kind === "scan" || n.b.kind === "scan") return false;
+  if (summedExtent(n) > INLINE_CONTRACTION_MAX) return false;
+  const seen = new Set<Node>();
+  const stack: Node[] = [n.a, n.b];
+  while (stack.length) {
+    const m = stack.pop()!;
+    if (seen.has(m)) continue;
+    seen.add(m);
+    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "input") continue;
+    if (m.kind === "contract") {
+      if (summedExtent(m) <= INLINE_CONTRACTION_MAX) return false;
+      continue;
+    }
+    stack.push(...nodeInputs(m));
+  }
+  return true;
+}
+
+function summedExtent(n: Extract<Node, { kind: "contract" }>): number {
+  return n.summed.reduce((p, a) => p * n.a.shape[n.a.axes.indexOf(a)], 1);
 }
 
 /** Nodes computed inside the kernel of `root`, stopping at materialized nodes. */

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { add, gt, mul, sigmoid, where } from "../dsl/elementwise.ts";
 import { flip, rearrange, slice } from "../dsl/views.ts";
+import { einsum } from "../dsl/einsum.ts";
 import { compile } from "../runtime/compile.ts";
 import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 
@@ -37,5 +38,20 @@ Deno.test("split and merge with rearrange, slice with offset, fused into one ker
   assert.equal(prog.kernels.length, 1);
   const inputs = randomInputs(prog.graph, rng(seed));
   assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-6, `seed ${seed}`);
+  prog.destroy();
+});
+
+Deno.test("short contractions (≤ 64 summed) are computed inline, as a loop in their consumer", async () => {
+  const seed = freshSeed();
+  const prog = await compile(
+    { x: "b l q", W: "d q", bias: "d" },
+    ({ x, W, bias }) => sigmoid(add(einsum("b l q, d q -> b l d", x, W), bias)),
+    { b: 2, l: 9, q: 48, d: 37 },
+    { backend: "gpu" },
+  );
+  assert.equal(prog.kernels.length, 1);
+  assert.match(prog.kernels[0].wgsl, /for \(var v\w*k\d+: u32 = 0u; v\w*k\d+ < 48u/);
+  const inputs = randomInputs(prog.graph, rng(seed));
+  assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-5, `seed ${seed}`);
   prog.destroy();
 });
