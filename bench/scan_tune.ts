@@ -1,16 +1,24 @@
 /**
- * Scan strategy sweep on the selective-scan benchmark shape: lanes per channel, steps per
- * loop iteration and chunks, each checked for agreement with the default variant, then timed.
+ * Scan strategy sweep on the selective-scan benchmark shape: lanes per channel, prefetching and
+ * the spelling of the per-channel math. Every variant is checked against the first one, then
+ * all are timed in interleaved rounds (the GPU's clock drifts while it warms up: a variant
+ * timed alone can look several times slower than it is), after a long warm-up. Prints one JSON
+ * line per variant with its best round, and the copy kernel of the same run as the anchor.
  *
- *   deno run -A bench/scan_tune.ts [--b 8 --l 4096 --d 1536 --n 16]
+ *   deno run -A bench/scan_tune.ts [--b 8 --l 4096 --d 1536 --n 16] [--rounds 3] [--only "A;B"]
+ *
+ * `--only` keeps the variants whose names contain one of the given `;`-separated strings.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import type { ScanStrategy } from "../codegen/scan_kernel.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
-import { compile } from "../runtime/compile.ts";
-import { scanBenchInputs } from "./scan_inputs.ts";
+import { compile, type Program } from "../runtime/compile.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
+import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { randomF32, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -20,41 +28,129 @@ const { values } = parseArgs({
     d: { type: "string", default: "1536" },
     n: { type: "string", default: "16" },
     iterations: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
+    warmup: { type: "string", default: "150" },
+    only: { type: "string", default: "" },
   },
   strict: true,
 });
 const s = { b: Number(values.b), l: Number(values.l), d: Number(values.d), n: Number(values.n) };
 const inputs = scanBenchInputs(s);
+const iterations = Number(values.iterations);
 const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
-let reference: Float32Array | undefined;
-const variants: { lanes: number; unroll?: number; chunks: number; transpose: boolean }[] = [
-  { lanes: 16, unroll: 1, chunks: 1, transpose: false },
-  { lanes: 1, unroll: 2, chunks: 1, transpose: false },
+
+/** The variants worth comparing (the first is the reference for the agreement check). */
+const variants: Record<string, ScanStrategy> = {
+  "L16 prelude math, no prefetch, scalar (old default)": {
+    lanes: 16,
+    prefetch: "none",
+    math: "prelude",
+    vector: false,
+  },
+  "L16 fast, prefetch own": { lanes: 16, prefetch: "own", math: "fast" },
+  "L16 fast, prefetch all": { lanes: 16, prefetch: "all", math: "fast" },
+  "L8 vec2, fast, prefetch own": { lanes: 8, prefetch: "own", math: "fast" },
+  "L8 vec2, fast, prefetch all": { lanes: 8, prefetch: "all", math: "fast" },
+  "L8 scalar, fast, prefetch own": { lanes: 8, prefetch: "own", math: "fast", vector: false },
+  "L8 vec2, exact, prefetch own": { lanes: 8, prefetch: "own", math: "exact" },
+  "L8 vec2, prelude, no prefetch": { lanes: 8, prefetch: "none", math: "prelude" },
+  "L4 vec4, fast, prefetch own": { lanes: 4, prefetch: "own", math: "fast" },
+  "L4 vec4, fast, prefetch all": { lanes: 4, prefetch: "all", math: "fast" },
+  "L4 scalar, fast, prefetch own": { lanes: 4, prefetch: "own", math: "fast", vector: false },
+  "L2 vec4, fast, prefetch own": { lanes: 2, prefetch: "own", math: "fast" },
+  "L1 vec4, fast, prefetch all (chunked)": { lanes: 1, prefetch: "all", math: "fast" },
+  "default": {},
+};
+/** Variants also timed in step mode (l = 1, state updated in place). */
+const stepVariants = [
+  "L16 prelude math, no prefetch, scalar (old default)",
+  "L8 vec2, fast, prefetch own",
+  "L4 vec4, fast, prefetch own",
+  "default",
 ];
-for (const lanes of [32, 16, 8, 4, 2]) {
-  for (const chunks of [1, 2, 4]) variants.push({ lanes, chunks, transpose: true });
+
+const only = values.only.split(";").filter((v) => v.length > 0);
+for (const name of Object.keys(variants)) {
+  if (only.length > 0 && !only.some((o) => name.includes(o))) delete variants[name];
 }
-for (const v of variants) {
+
+const ctx = await getGpu();
+const programs: { name: string; prog: Program; best: number[] }[] = [];
+let reference: Float32Array | undefined;
+for (const [name, strategy] of Object.entries(variants)) {
   try {
-    const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s, { scan: v });
+    const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s, {
+      scan: strategy,
+    });
     const y = await prog.run(inputs);
-    let diff = 0, norm = 0;
     reference ??= y;
+    let diff = 0, norm = 0;
     for (let i = 0; i < y.length; i += 97) {
       diff += (y[i] - reference[i]) ** 2;
       norm += reference[i] ** 2;
     }
-    const r = await prog.benchmark(inputs, { warmup: 2, iterations: Number(values.iterations) });
-    const ms = r.totalNs / 1e6;
     console.log(JSON.stringify({
-      bench: "scan_variant",
-      ...v,
-      ms,
-      GBps: bytes / ms / 1e6,
+      bench: "scan_variant_check",
+      name,
+      head: prog.kernels[0].wgsl.split("\n")[0],
       relDiffVsFirst: Math.sqrt(diff / norm),
     }));
-    prog.destroy();
+    programs.push({ name, prog, best: [] });
   } catch (e) {
-    console.log(JSON.stringify({ bench: "scan_variant", ...v, error: String(e).slice(0, 300) }));
+    console.log(JSON.stringify({ bench: "scan_variant", name, error: String(e).slice(0, 300) }));
+  }
+}
+
+// The SM clock drops within half a second of idling and every benchmark call starts after an
+// upload: each timed run is preceded, in the same submission, by `warmup` untimed dispatches.
+const warmup = Number(values.warmup);
+const copyElems = Math.min(64 * 1024 * 1024, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
+const copyMs: number[] = [];
+for (let round = 0; round < Number(values.rounds); round++) {
+  copyMs.push((await copyKernelBenchmark(ctx, copyElems, 20)).ms);
+  for (const p of programs) {
+    const r = await p.prog.benchmark(inputs, { warmup, iterations });
+    p.best.push(r.totalNs / 1e6);
+  }
+}
+const copyGBps = (2 * copyElems * 4) / Math.min(...copyMs) / 1e6;
+console.log(JSON.stringify({ bench: "copy", GBps: copyGBps, msPerRound: copyMs }));
+for (const p of programs) {
+  const ms = Math.min(...p.best);
+  const GBps = bytes / ms / 1e6;
+  console.log(JSON.stringify({
+    bench: "scan_variant",
+    name: p.name,
+    ms,
+    msPerRound: p.best.map((x) => Math.round(x * 1000) / 1000),
+    GBps,
+    fractionOfCopy: GBps / copyGBps,
+  }));
+  p.prog.destroy();
+}
+
+for (const name of stepVariants.filter((n) => n in variants)) {
+  for (const b of [1, 64]) {
+    const sz = { ...s, b, l: 1 };
+    try {
+      const prog = await compile(
+        { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" },
+        (t) => selectiveScan(t, { init: t.h0 }),
+        sz,
+        { inPlace: { state: "h0" }, scan: variants[name] },
+      );
+      const data = { ...scanBenchInputs(sz), h0: randomF32(b * s.d * s.n) };
+      const r = await prog.benchmark(data, { warmup: 2000, iterations: 50 });
+      console.log(JSON.stringify({
+        bench: "scan_step",
+        name,
+        batch: b,
+        us: r.totalNs / 1e3,
+        head: prog.kernels[0].wgsl.split("\n")[0].slice(0, 140),
+      }));
+      prog.destroy();
+    } catch (e) {
+      console.log(JSON.stringify({ bench: "scan_step", name, error: String(e).slice(0, 200) }));
+    }
   }
 }

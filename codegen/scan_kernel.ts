@@ -27,6 +27,16 @@ import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { otherOperand } from "./scan_plan.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+import {
+  interceptLoop,
+  type LoopTools,
+  Prefetcher,
+  SCAN_MATH_PRELUDE,
+  type ScanMath,
+  type ScanPrefetch,
+  VectorLoads,
+  vectorWidth,
+} from "./scan_loop.ts";
 
 /** Strategy knobs (tests force them; otherwise chosen from the shapes and the device). */
 export interface ScanStrategy {
@@ -49,6 +59,23 @@ export interface ScanStrategy {
    * Default: chosen by a cost model of the shapes and the device (ssd_plan.ts).
    */
   mode?: "chunked" | "recurrent";
+  /**
+   * Loads issued one loop iteration ahead into registers: `"none"`, `"own"` (loads without a
+   * state index: x, Δ, z…, one register each per step they serve) or `"all"` (also the
+   * per-state loads such as B and C).
+   */
+  prefetch?: ScanPrefetch;
+  /**
+   * Spelling of softplus / silu / sigmoid inside the step loop: `"prelude"` (the shared
+   * spellings, whose softplus branches), `"exact"` (branch-free, IEEE division) or `"fast"`
+   * (branch-free, 1/v as inverseSqrt(v)²: a few ulp).
+   */
+  math?: ScanMath;
+  /**
+   * Vector loads of per-state operands (default on): a lane holds consecutive state elements
+   * and reads B, C… 2 or 4 at a time where their layout allows (see scan_loop.ts).
+   */
+  vector?: boolean;
 }
 
 /** What one scan kernel computes. */
@@ -76,6 +103,9 @@ const LOOP_VARIABLES = [
   "a\\d+",
   "e\\d+_\\d+",
   "r\\d+_\\d+",
+  "inx",
+  "[pn]f\\d+",
+  "vl\\d+",
 ];
 const LOOP_VARIABLE = new RegExp(`\\b(${LOOP_VARIABLES.join("|")})\\b`);
 
@@ -106,8 +136,10 @@ function reduceScatter(values: string[], lanes: number, prefix: string, out: str
 }
 
 /** Defaults measured on the H100 (bench/scan_tune.ts). */
-const DEFAULT_LANES = 16;
+const DEFAULT_LANES = 8;
 const DEFAULT_UNROLL = 1;
+const DEFAULT_PREFETCH: ScanPrefetch = "own";
+const DEFAULT_MATH: ScanMath = "fast";
 
 function sizeOf(scan: ScanNode, axis: string): number {
   return scan.shape[scan.axes.indexOf(axis)];
@@ -128,7 +160,15 @@ export function chooseScanStrategy(
   spec: ScanSpec,
   limits: DeviceLimits,
   force: ScanStrategy = {},
-): { lanes: number; chunks: number; unroll: number; transpose: boolean } {
+): {
+  lanes: number;
+  chunks: number;
+  unroll: number;
+  transpose: boolean;
+  prefetch: ScanPrefetch;
+  math: ScanMath;
+  vector: boolean;
+} {
   const ns = product(spec.scan, spec.stateAxes);
   const nc = product(spec.scan, spec.channelAxes);
   const len = sizeOf(spec.scan, spec.scan.axis);
@@ -150,12 +190,25 @@ export function chooseScanStrategy(
     : 1;
   const chunks = Math.min(force.chunks ?? auto, len);
   if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`scan: bad chunk count ${chunks}`);
-  const transpose = (force.transpose ?? true) && lanes > 1 &&
+  // A transposed block is `lanes` steps long: shorter chunks (decode steps) would compute
+  // mostly dead steps, so they reduce with a butterfly instead.
+  const transpose = (force.transpose ?? Math.ceil(len / chunks) >= lanes) && lanes > 1 &&
     spec.outputs.every((o) => o.contract !== undefined);
   const unroll = transpose
     ? lanes
     : Math.max(1, Math.min(force.unroll ?? DEFAULT_UNROLL, Math.ceil(len / chunks)));
-  return { lanes, chunks, unroll, transpose };
+  const prefetch = force.prefetch ?? DEFAULT_PREFETCH;
+  if (!["none", "own", "all"].includes(prefetch)) {
+    throw new Error(
+      `scan: prefetch must be "none", "own" or "all", got ${JSON.stringify(prefetch)}`,
+    );
+  }
+  const math = force.math ?? DEFAULT_MATH;
+  if (!["prelude", "exact", "fast"].includes(math)) {
+    throw new Error(`scan: math must be "prelude", "exact" or "fast", got ${JSON.stringify(math)}`);
+  }
+  const vector = force.vector ?? true;
+  return { lanes, chunks, unroll, transpose, prefetch, math, vector };
 }
 
 type Mode = "single" | "local" | "final";
@@ -170,6 +223,10 @@ interface Layout {
   chunkLen: number;
   unroll: number;
   transpose: boolean;
+  prefetch: ScanPrefetch;
+  math: ScanMath;
+  /** Elements per vector load of per-state operands (1: scalar loads, strided slots). */
+  vectorWidth: number;
 }
 
 /** Emits the 1 (or 3, when chunked) kernels of a scan group. */
@@ -183,7 +240,11 @@ export function emitScanKernels(
 ): KernelArtifact[] {
   const { scan } = spec;
   checkIndexable(scan);
-  const { lanes, chunks, unroll, transpose } = chooseScanStrategy(spec, limits, force);
+  const { lanes, chunks, unroll, transpose, prefetch, math, vector } = chooseScanStrategy(
+    spec,
+    limits,
+    force,
+  );
   const ns = product(scan, spec.stateAxes);
   const nc = product(scan, spec.channelAxes);
   const len = sizeOf(scan, scan.axis);
@@ -197,6 +258,11 @@ export function emitScanKernels(
     chunkLen: Math.ceil(len / chunks),
     unroll,
     transpose,
+    prefetch,
+    math,
+    vectorWidth: vector && spec.stateAxes.length > 0
+      ? vectorWidth(Math.ceil(ns / lanes), sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]))
+      : 1,
   };
   if (chunks === 1) {
     return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];
@@ -234,11 +300,19 @@ function stateLanes(spec: ScanSpec, layout: Layout) {
   const envs: Env[] = [];
   const owned: boolean[] = [];
   const sizes = spec.stateAxes.map((a) => sizeOf(spec.scan, a));
-  for (let r = 0; r < layout.perLane; r++) {
-    const raw = r === 0 ? "j" : `(j + ${u32Literal(layout.lanes * r)})`;
+  // Lane j holds elements j, j + lanes, … (one load instruction covers consecutive elements
+  // across the lanes), or j·R, …, j·R + R − 1 with vector loads (one load covers a lane's).
+  const contiguous = layout.vectorWidth > 1;
+  const { lanes, perLane } = layout;
+  for (let r = 0; r < perLane; r++) {
+    const raw = contiguous
+      ? `(j * ${u32Literal(perLane)} + ${u32Literal(r)})`
+      : r === 0
+      ? "j"
+      : `(j + ${u32Literal(lanes * r)})`;
     lines.push(`let s${r} = min(${raw}, ${u32Literal(Math.max(layout.ns - 1, 0))});`);
     // Whether every lane's r-th element exists: then no select is needed.
-    owned.push(layout.lanes * (r + 1) <= layout.ns);
+    owned.push(contiguous ? (lanes - 1) * perLane + r < layout.ns : lanes * (r + 1) <= layout.ns);
     if (!owned[r]) lines.push(`let own${r} = ${raw} < ${u32Literal(layout.ns)};`);
     const d = decodeIndex(`s${r}`, spec.stateAxes, sizes, `st${r}_`);
     lines.push(...d.lines);
@@ -258,7 +332,7 @@ function emitPass(
   scratchBuffers: BufferKey[],
 ): KernelArtifact {
   const { scan } = spec;
-  const { lanes, perLane, nc, len, chunks, chunkLen } = layout;
+  const { lanes, perLane, nc, len, chunks, chunkLen, math } = layout;
   // Writes: outputs (final pass), finals (single pass), chunk scratch (local pass).
   const writes: BufferKey[] = mode === "local" ? scratchBuffers : [
     ...spec.outputs.map((o) => o.root),
@@ -271,6 +345,8 @@ function emitPass(
     Math.ceil(threads / WORKGROUP),
     limits.maxComputeWorkgroupsPerDimension,
   );
+  // Lanes past the last channel exist only when the launch overshoots.
+  const overshoot = workgroups[0] * workgroups[1] * WORKGROUP !== threads;
   const ch = decodeIndex(
     "c",
     spec.channelAxes,
@@ -278,7 +354,20 @@ function emitPass(
     "ch_",
   );
   const st = stateLanes(spec, layout);
+  const vectors = layout.vectorWidth > 1
+    ? new VectorLoads(
+      registry,
+      (node) => materialized.has(node) && !writes.includes(node) && !aliases.has(node),
+      {
+        envs: st.envs,
+        axes: spec.stateAxes,
+        innerSize: sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]),
+      },
+      layout.vectorWidth,
+    )
+    : undefined;
   const pre = new ExprEmitter(registry.lookup, "q");
+  interceptLoop(pre, { math: "prelude", vectors, lookup: registry.lookup });
   const init: string[] = [];
   const carryIdx = (r: number) =>
     `(chunk * ${u32Literal(nc)} + c) * ${u32Literal(layout.ns)} + s${r}`;
@@ -297,44 +386,67 @@ function emitPass(
   const iterations = Math.ceil(chunkLen / unroll);
   const partial = chunks * chunkLen !== len || iterations * unroll !== chunkLen;
   const start = chunks === 1 ? "" : `chunk * ${u32Literal(chunkLen)} + `;
-  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
-  // Lane-transposed mode: phase A evaluates, on lane j, state-independent values at step j of
-  // the block; steps read them with a shuffle from the lane that owns that step.
   const transposed = layout.transpose;
-  const phaseA = new ExprEmitter(registry.lookup, "a").hoistTo(pre, LOOP_VARIABLES);
+  /** Step positions of block `block` (a u32 expression), names suffixed with `sfx`. */
+  const stepHeads = (block: string, sfx: string): string[] => {
+    const lines: string[] = [];
+    const position = (k: string) => {
+      const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - (${k})` : `(${k})`;
+      return `${start}${within}`;
+    };
+    const head = (tt: string, t: string, k: string) => {
+      lines.push(`let ${tt}${sfx} = ${position(k)};`);
+      lines.push(
+        partial
+          ? `let ${t}${sfx} = min(${tt}${sfx}, ${u32Literal(len - 1)});`
+          : `let ${t}${sfx} = ${tt}${sfx};`,
+      );
+    };
+    const scaled = unroll === 1 ? block : `${block} * ${u32Literal(unroll)}`;
+    for (let u = 0; u < unroll; u++) {
+      head(`tt${u}`, `t${u}`, unroll === 1 ? block : `${scaled} + ${u32Literal(u)}`);
+    }
+    if (transposed) head("tta", "ta", `${scaled} + j`);
+    return lines;
+  };
   const stateAxes = new Set(spec.stateAxes);
-  let currentStep = 0;
   const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
   const stateIndex = new RegExp(
     `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
   );
-  if (transposed) {
-    loop.interceptWith((node, env) => {
-      if (node.kind === "const" || node.axes.some((a) => stateAxes.has(a))) return undefined;
-      // A node read at a state-dependent index (e.g. B sliced out of a wider tensor) differs
-      // between lanes: it cannot come from another lane.
-      if (node.axes.some((a) => stateIndex.test(env[a]))) return undefined;
-      const mine = new RegExp(`\\bt${currentStep}\\b`);
-      const values = node.axes.map((a) => env[a]);
-      // Only values whose step dependence is this step's position can be moved to phase A.
-      const other = values.some((v) => LOOP_VARIABLE.test(v.replace(new RegExp(mine, "g"), "")));
-      if (other || !values.some((v) => mine.test(v))) return undefined;
-      const envA: Record<string, string> = {};
-      for (const a of node.axes) envA[a] = env[a].replace(new RegExp(mine, "g"), "ta");
-      const value = phaseA.emit(node, envA);
-      return `subgroupShuffle(${value}, lane0 + ${u32Literal(currentStep)})`;
-    });
-  }
+  const prefetch = new Prefetcher(layout.prefetch, /\b(tt?\d+|tt?a)\b/, LOOP_VARIABLE, stateIndex);
+  const tools: LoopTools = { math, prefetch, vectors, lookup: registry.lookup };
+  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
+  // Lane-transposed mode: phase A evaluates, on lane j, state-independent values at step j of
+  // the block; steps read them with a shuffle from the lane that owns that step.
+  const phaseA = new ExprEmitter(registry.lookup, "a").hoistTo(pre, LOOP_VARIABLES);
+  interceptLoop(phaseA, tools);
+  let currentStep = 0;
+  const redirect = (node: Node, env: Env): string | undefined => {
+    if (!transposed) return undefined;
+    if (node.kind === "const" || node.axes.some((a) => stateAxes.has(a))) return undefined;
+    // A node read at a state-dependent index (e.g. B sliced out of a wider tensor) differs
+    // between lanes: it cannot come from another lane.
+    if (node.axes.some((a) => stateIndex.test(env[a]))) return undefined;
+    const mine = new RegExp(`\\bt${currentStep}\\b`);
+    const values = node.axes.map((a) => env[a]);
+    // Only values whose step dependence is this step's position can be moved to phase A.
+    const other = values.some((v) => LOOP_VARIABLE.test(v.replace(new RegExp(mine, "g"), "")));
+    if (other || !values.some((v) => mine.test(v))) return undefined;
+    const envA: Record<string, string> = {};
+    for (const a of node.axes) envA[a] = env[a].replace(new RegExp(mine, "g"), "ta");
+    const value = phaseA.emit(node, envA);
+    return `subgroupShuffle(${value}, lane0 + ${u32Literal(currentStep)})`;
+  };
+  interceptLoop(loop, tools, redirect);
   const steps: string[] = [];
   const partials: string[][] = spec.outputs.map(() => []);
   for (let u = 0; u < unroll; u++) {
     currentStep = u;
-    const k = unroll === 1 ? "i" : `i * ${u32Literal(unroll)} + ${u32Literal(u)}`;
-    const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - (${k})` : `(${k})`;
     const t = `t${u}`, live = `live${u}`;
-    const head = [`let tt${u} = ${start}${within};`];
-    head.push(partial ? `let ${t} = min(tt${u}, ${u32Literal(len - 1)});` : `let ${t} = tt${u};`);
+    const head: string[] = [];
     if (partial) {
+      const k = unroll === 1 ? "i" : `i * ${u32Literal(unroll)} + ${u32Literal(u)}`;
       const inChunk = iterations * unroll !== chunkLen
         ? ` && (${k}) < ${u32Literal(chunkLen)}`
         : "";
@@ -357,7 +469,11 @@ function emitPass(
     if (mode !== "local") {
       spec.outputs.forEach((o, k) => {
         const outEnv = { ...ch.env, [scan.axis]: t };
-        const guard = ["valid", ...(lanes > 1 ? ["j == 0u"] : []), ...(partial ? [live] : [])];
+        const guard = [
+          ...(overshoot ? ["valid"] : []),
+          ...(lanes > 1 ? ["j == 0u"] : []),
+          ...(partial ? [live] : []),
+        ];
         let value = "h0";
         let core: Node = scan;
         if (o.contract) {
@@ -379,42 +495,54 @@ function emitPass(
             stores.push(`${value} = ${value} + subgroupShuffleXor(${value}, ${m}u);`);
           }
         }
-        const epi = loop.fork(`e${k}s${u}_`, { node: core, value });
+        const epi = interceptLoop(loop.fork(`e${k}s${u}_`, { node: core, value }), tools);
         const v = epi.emit(o.root, outEnv);
-        stores.push(
-          `if (${guard.join(" && ")}) {`,
-          ...epi.lines.map((l) => `  ${l}`),
-          `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
-          `}`,
-        );
+        stores.push(...guarded(guard, [
+          ...epi.lines,
+          `${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+        ]));
       });
     }
     steps.push(...head, ...loop.lines.splice(mark), ...updates, ...stores);
   }
   if (transposed) {
-    // Lane j's own step: position, liveness, and the values phase A computes there.
-    const k = `i * ${u32Literal(unroll)} + j`;
-    const within = scan.reverse ? `${u32Literal(chunkLen - 1)} - (${k})` : `(${k})`;
-    const headA = [`let tta = ${start}${within};`, `let ta = min(tta, ${u32Literal(len - 1)});`];
-    const inChunk = iterations * unroll !== chunkLen ? ` && (${k}) < ${u32Literal(chunkLen)}` : "";
-    headA.push(`let livea = tta < ${u32Literal(len)}${inChunk};`);
+    // Lane j's own step: its liveness, and the values phase A computes there.
+    const headA: string[] = [];
+    if (partial) {
+      const k = `i * ${u32Literal(unroll)} + j`;
+      const inChunk = iterations * unroll !== chunkLen
+        ? ` && (${k}) < ${u32Literal(chunkLen)}`
+        : "";
+      headA.push(`let livea = tta < ${u32Literal(len)}${inChunk};`);
+    }
     const stores: string[] = [];
     if (mode !== "local") {
       spec.outputs.forEach((o, k) => {
         const y = reduceScatter(partials[k], lanes, `r${k}_`, stores);
         const outEnv = { ...ch.env, [scan.axis]: "ta" };
-        const epi = phaseA.fork(`e${k}_`, { node: o.contract!, value: y });
+        const epi = interceptLoop(phaseA.fork(`e${k}_`, { node: o.contract!, value: y }), tools);
         const v = epi.emit(o.root, outEnv);
-        stores.push(
-          `if (valid && livea) {`,
-          ...epi.lines.map((l) => `  ${l}`),
-          `  ${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
-          `}`,
-        );
+        const guard = [...(overshoot ? ["valid"] : []), ...(partial ? ["livea"] : [])];
+        stores.push(...guarded(guard, [
+          ...epi.lines,
+          `${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+        ]));
       });
     }
     steps.unshift(...headA, ...phaseA.lines);
     steps.push(...stores);
+  }
+  // The body: step positions, the next block's prefetched loads, the steps, the rotation.
+  const body = [...stepHeads("i", ""), ...steps];
+  const before: string[] = [];
+  if (prefetch.size > 0) {
+    before.push(...stepHeads("0u", "_0"), ...prefetch.declare("_0"));
+    body.unshift(
+      `let inx = min(i + 1u, ${u32Literal(iterations - 1)});`,
+      ...stepHeads("inx", "_n"),
+      ...prefetch.next("_n"),
+    );
+    body.push(...prefetch.rotate());
   }
   const tail: string[] = [];
   if (mode === "single") {
@@ -435,12 +563,20 @@ function emitPass(
       );
     }
   }
+  if (registry.conflict) {
+    // A vector-bound tensor was also read through a plain binding (e.g. inside an inlined
+    // contraction): emit the pass again with scalar loads.
+    const scalar = { ...layout, vectorWidth: 1 };
+    return emitPass(spec, scalar, mode, materialized, limits, name, aliases, scratchBuffers);
+  }
   registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
   const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
     `${nc} channels × ${layout.ns} states, ${lanes} lane(s)/channel, ${chunks} chunk(s), ` +
-    `unroll ${layout.unroll}, ${mode}
+    `unroll ${layout.unroll}, prefetch ${layout.prefetch} (${prefetch.size}), math ${math}, ` +
+    `vector ${layout.vectorWidth}, ${mode}
 ${registry.declarations()}
-${MATH_PRELUDE}
+${vectors?.declarations() ?? ""}
+${MATH_PRELUDE}${math === "prelude" ? "" : SCAN_MATH_PRELUDE}
 @compute @workgroup_size(${WORKGROUP})
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -450,14 +586,20 @@ fn main(
 ) {
   ${[...headerLines(layout, workgroups[0]), ...ch.lines, ...st.lines].join("\n  ")}
   ${transposed ? "let lane0 = sgid - j;" : ""}
-  ${[...pre.lines, ...init].join("\n  ")}
+  ${[...pre.lines, ...init, ...before].join("\n  ")}
   for (var i: u32 = 0u; i < ${u32Literal(iterations)}; i++) {
-    ${steps.join("\n    ")}
+    ${body.join("\n    ")}
   }
   ${tail.join("\n  ")}
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/** `lines` under `if (all of guard)`, or bare when the guard is empty. */
+function guarded(guard: string[], lines: string[]): string[] {
+  if (guard.length === 0) return lines;
+  return [`if (${guard.join(" && ")}) {`, ...lines.map((l) => `  ${l}`), `}`];
 }
 
 /** The short recurrence over chunk states; it also writes the final-state outputs. */

@@ -1,0 +1,528 @@
+/**
+ * SCRATCH: hand-written WGSL variants of the selective scan for one shape (n = 16), timed and
+ * checked against the compiled kernel's output. Used to find what limits the fused kernel.
+ *
+ *   deno run -A bench/scan_hand.ts [--b 8 --l 4096 --d 1536] [--only name,...]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { compile } from "../runtime/compile.ts";
+import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
+import { PipelineCache } from "../runtime/gpu_pipelines.ts";
+import { timeDispatches } from "../runtime/gpu_submit.ts";
+import { readBuffers, STORAGE_USAGE, uploadArray } from "../runtime/gpu_buffers.ts";
+import { scanBenchInputs } from "./scan_inputs.ts";
+import { copyKernelBenchmark } from "./copy_kernel.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    b: { type: "string", default: "8" },
+    l: { type: "string", default: "4096" },
+    d: { type: "string", default: "1536" },
+    only: { type: "string", default: "" },
+    iterations: { type: "string", default: "10" },
+    dump: { type: "string", default: "" },
+    warm: { type: "string", default: "5" },
+  },
+  strict: true,
+});
+const NB = Number(values.b), NL = Number(values.l), ND = Number(values.d), NN = 16;
+const LOG2E = "1.44269504";
+
+interface Opts {
+  /** Division in softplus and silu: `a / b`, `a * (1.0 / b)`, or via inverseSqrt(b)² (b > 0). */
+  div?: "ieee" | "rcp" | "rsq";
+  /** exp2 with log2(e) folded into A (true) or exp (false). */
+  exp2?: boolean;
+  /** Diagnostic: replace the state decay exp by 1 + x (wrong results; shows the MUFU cost). */
+  fakeExp?: boolean;
+}
+
+function math(o: Opts): string {
+  const div = (a: string, b: string) =>
+    o.div === "rcp"
+      ? `${a} * (1.0 / (${b}))`
+      : o.div === "rsq"
+      ? `${a} * sq(inverseSqrt(${b}))`
+      : `${a} / (${b})`;
+  return `
+fn sq(v: f32) -> f32 { return v * v; }
+fn sp(v: f32) -> f32 {
+  let e = exp(v);
+  let w = 1.0 + e;
+  let r = log(w) * ${div("e", "w - 1.0")};
+  return select(select(r, e, w == 1.0), v, v > 20.0);
+}
+fn silu(v: f32) -> f32 { return ${div("v", "1.0 + exp(-v)")}; }
+`;
+}
+
+function vt(k: number) {
+  return k === 1 ? "f32" : `vec${k}<f32>`;
+}
+
+function decls(k = 4): string {
+  return `
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> DT: array<f32>;
+@group(0) @binding(2) var<storage, read> Z: array<f32>;
+@group(0) @binding(3) var<storage, read> B4: array<${vt(k)}>;
+@group(0) @binding(4) var<storage, read> C4: array<${vt(k)}>;
+@group(0) @binding(5) var<storage, read> A4: array<${vt(k)}>;
+@group(0) @binding(6) var<storage, read> Dv: array<f32>;
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
+@group(0) @binding(8) var<storage, read_write> Y: array<f32>;
+`;
+}
+
+const rep = (n: number, f: (i: number) => string, sep = "\n  ") =>
+  Array.from({ length: n }, (_, i) => f(i)).join(sep);
+
+function expOf(o: Opts, arg: string) {
+  if (o.fakeExp) return `(1.0 + ${arg})`;
+  return o.exp2 ? `exp2(${arg})` : `exp(${arg})`;
+}
+
+/**
+ * L1: one thread per channel with all 16 states; T-step blocks unrolled; x/dt/z of the next
+ * block prefetched into registers (pf) or loaded at the top of each block; B/C staged in
+ * workgroup memory (bc = "smem") or read from global memory as vec4 (bc = "glob").
+ */
+function l1(
+  p: { W: number; T: number; pf: boolean; bc: "smem" | "glob" } & Opts,
+): { wgsl: string; groups: number } {
+  const { W, T } = p;
+  if (ND % W || NL % T) throw new Error("bad tile");
+  const NT = NL / T;
+  const a = (q: number) => `a${q}`;
+  const bcSlots = Math.ceil((4 * T) / W);
+  const loadBC = (tile: string, pre: string) =>
+    rep(
+      bcSlots,
+      (s) =>
+        `let ${pre}B${s} = B4[bb + ${tile} * ${4 * T}u + min(lid + ${s * W}u, ${4 * T - 1}u)];
+  let ${pre}C${s} = C4[bb + ${tile} * ${4 * T}u + min(lid + ${s * W}u, ${4 * T - 1}u)];`,
+    );
+  const storeBC = (pre: string) =>
+    rep(
+      bcSlots,
+      (s) =>
+        `if (lid + ${s * W}u < ${4 * T}u) { sB[lid + ${s * W}u] = ${pre}B${s}; sC[lid + ${
+          s * W
+        }u] = ${pre}C${s}; }`,
+    );
+  const loadX = (tile: string, pre: string, decl: string) =>
+    rep(T, (u) =>
+      `${decl}${pre}x${u} = X[xb + (${tile} * ${T}u + ${u}u) * ${ND}u];
+  ${decl}${pre}dt${u} = DT[xb + (${tile} * ${T}u + ${u}u) * ${ND}u];
+  ${decl}${pre}z${u} = Z[xb + (${tile} * ${T}u + ${u}u) * ${ND}u];`);
+  const step = (u: number) => {
+    const bv = (q: number) =>
+      p.bc === "smem" ? `sB[${u * 4 + q}u]` : `B4[bb + (k * ${T}u + ${u}u) * 4u + ${q}u]`;
+    const cv = (q: number) =>
+      p.bc === "smem" ? `sC[${u * 4 + q}u]` : `C4[bb + (k * ${T}u + ${u}u) * 4u + ${q}u]`;
+    return `{
+      let dl = sp(cdt${u} + bi);
+      let dx = dl * cx${u};
+      ${rep(4, (q) => `h${q} = ${expOf(p, `dl * ${a(q)}`)} * h${q} + dx * ${bv(q)};`, "\n      ")}
+      let y = ${rep(4, (q) => `dot(${cv(q)}, h${q})`, " + ")};
+      Y[xb + (k * ${T}u + ${u}u) * ${ND}u] = (y + dd * cx${u}) * silu(cz${u});
+    }`;
+  };
+  const wgsl = `${decls()}
+${
+    p.bc === "smem"
+      ? `var<workgroup> sB: array<vec4<f32>, ${4 * T}>;
+var<workgroup> sC: array<vec4<f32>, ${4 * T}>;`
+      : ""
+  }
+${math(p)}
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c = wid.x * ${W}u + lid;
+  let b = c / ${ND}u;
+  let d = c % ${ND}u;
+  let xb = b * ${NL * ND}u + d;
+  let bb = b * ${NL * 4}u;
+  ${rep(4, (q) => `let ${a(q)} = A4[d * 4u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)}
+  let dd = Dv[d];
+  let bi = bias[d];
+  ${rep(4, (q) => `var h${q} = vec4<f32>(0.0);`)}
+  ${
+    p.pf
+      ? loadX("0u", "c", "var ")
+      : rep(T, (u) => `var cx${u}: f32; var cdt${u}: f32; var cz${u}: f32;`)
+  }
+  ${p.bc === "smem" ? `${loadBC("0u", "f")}\n  ${storeBC("f")}\n  workgroupBarrier();` : ""}
+  for (var k: u32 = 0u; k < ${NT}u; k++) {
+    let kn = min(k + 1u, ${NT - 1}u);
+    ${p.pf ? loadX("kn", "n", "let ") : loadX("k", "c", "")}
+    ${p.bc === "smem" ? loadBC("kn", "n") : ""}
+    ${rep(T, step, "\n    ")}
+    ${p.bc === "smem" ? `workgroupBarrier();\n    ${storeBC("n")}\n    workgroupBarrier();` : ""}
+    ${p.pf ? rep(T, (u) => `cx${u} = nx${u}; cdt${u} = ndt${u}; cz${u} = nz${u};`, "\n    ") : ""}
+  }
+}
+`;
+  return { wgsl, groups: (NB * ND) / W };
+}
+
+/**
+ * LT: L lanes per channel (lane j: states [jR, jR + R)), blocks of L·m steps; lane j computes
+ * softplus etc. for steps j + L·k' of the block and shuffles them; reduce-scatter of y. The next
+ * block's loads are prefetched into registers.
+ */
+function lt(
+  p: { L: number; m: number; WG: number; pf?: boolean } & Opts,
+): { wgsl: string; groups: number } {
+  const { L, m, WG } = p;
+  const pf = p.pf ?? true;
+  const R = NN / L, K = Math.min(R, 4), Q = R / K, S = L * m, VT = vt(K);
+  if (NL % S) throw new Error("bad LT");
+  const NT = NL / S;
+  const threads = NB * ND * L;
+  const dotK = (a: string, b: string) => K === 1 ? `${a} * ${b}` : `dot(${a}, ${b})`;
+  const load = (blk: string, pre: string, decl: string) => {
+    const lines: string[] = [];
+    for (let k = 0; k < m; k++) {
+      const t = `(${blk} * ${S}u + j + ${L * k}u)`;
+      lines.push(`${decl}${pre}x${k} = X[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}dt${k} = DT[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}z${k} = Z[xb + ${t} * ${ND}u];`);
+    }
+    for (let u = 0; u < S; u++) {
+      for (let q = 0; q < Q; q++) {
+        const idx = `bb + (${blk} * ${S}u + ${u}u) * ${16 / K}u + j * ${Q}u + ${q}u`;
+        lines.push(`${decl}${pre}B${u}_${q} = B4[${idx}];`);
+        lines.push(`${decl}${pre}C${u}_${q} = C4[${idx}];`);
+      }
+    }
+    return lines.join("\n    ");
+  };
+  const body: string[] = [];
+  for (let k = 0; k < m; k++) {
+    body.push(`let dl${k} = sp(cdt${k} + bi);`, `let dx${k} = dl${k} * cx${k};`);
+  }
+  for (let u = 0; u < S; u++) {
+    const k = Math.floor(u / L), src = u % L;
+    body.push(`let D${u} = subgroupShuffle(dl${k}, lane0 + ${src}u);`);
+    body.push(`let U${u} = subgroupShuffle(dx${k}, lane0 + ${src}u);`);
+    for (let q = 0; q < Q; q++) {
+      body.push(`h${q} = ${expOf(p, `D${u} * a${q}`)} * h${q} + U${u} * cB${u}_${q};`);
+    }
+    body.push(`let y${u} = ${rep(Q, (q) => dotK(`cC${u}_${q}`, `h${q}`), " + ")};`);
+  }
+  let n = 0;
+  for (let k = 0; k < m; k++) {
+    let live = Array.from({ length: L }, (_, s) => ({ v: `y${k * L + s}`, s }));
+    for (let mm = L / 2; mm >= 1; mm /= 2) {
+      const next: { v: string; s: number }[] = [];
+      for (const lo of live.filter((e) => (e.s & mm) === 0)) {
+        const hi = live.find((e) => e.s === (lo.s | mm))!;
+        const c = `(j & ${mm}u) == 0u`;
+        body.push(`let r${n} = select(${hi.v}, ${lo.v}, ${c});`);
+        body.push(`let r${n + 1} = select(${lo.v}, ${hi.v}, ${c});`);
+        body.push(`let r${n + 2} = r${n} + subgroupShuffleXor(r${n + 1}, ${mm}u);`);
+        next.push({ v: `r${n + 2}`, s: lo.s });
+        n += 3;
+      }
+      live = next;
+    }
+    const t = `(blk * ${S}u + j + ${L * k}u)`;
+    body.push(`Y[xb + ${t} * ${ND}u] = (${live[0].v} + dd * cx${k}) * silu(cz${k});`);
+  }
+  const copies: string[] = [];
+  for (let k = 0; k < m; k++) copies.push(`cx${k} = nx${k}; cdt${k} = ndt${k}; cz${k} = nz${k};`);
+  for (let u = 0; u < S; u++) {
+    for (let q = 0; q < Q; q++) {
+      copies.push(`cB${u}_${q} = nB${u}_${q}; cC${u}_${q} = nC${u}_${q};`);
+    }
+  }
+  const decl0: string[] = [];
+  if (!pf) {
+    for (let k = 0; k < m; k++) decl0.push(`var cx${k}: f32; var cdt${k}: f32; var cz${k}: f32;`);
+    for (let u = 0; u < S; u++) {
+      for (let q = 0; q < Q; q++) decl0.push(`var cB${u}_${q}: ${VT}; var cC${u}_${q}: ${VT};`);
+    }
+  }
+  const wgsl = `${decls(K)}
+${math(p)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_invocation_id) sgid: u32) {
+  let gid = wid.x * ${WG}u + lid;
+  let c = gid / ${L}u;
+  let j = gid % ${L}u;
+  let lane0 = sgid - j;
+  let b = c / ${ND}u;
+  let d = c % ${ND}u;
+  let xb = b * ${NL * ND}u + d;
+  let bb = b * ${NL * (16 / K)}u;
+  ${
+    rep(Q, (q) =>
+      `let a${q} = A4[d * ${16 / K}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
+  }
+  let dd = Dv[d];
+  let bi = bias[d];
+  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
+  ${pf ? load("0u", "c", "var ") : decl0.join("\n  ")}
+  for (var blk: u32 = 0u; blk < ${NT}u; blk++) {
+    ${
+    pf
+      ? `let kn = min(blk + 1u, ${NT - 1}u);\n    ${load("kn", "n", "let ")}`
+      : load("blk", "c", "")
+  }
+    ${body.join("\n    ")}
+    ${pf ? copies.join("\n    ") : ""}
+  }
+}
+`;
+  return { wgsl, groups: threads / WG };
+}
+
+/**
+ * ST: workgroup of CH channels × L lanes (lane j: states [jR, jR + R)); tiles of T steps staged
+ * in workgroup memory: Δ and Δ·x per (step, channel) computed once, B and C per step; partial
+ * sums per lane written to workgroup memory and reduced by the thread that owns (step,
+ * channel), which also writes y. The next tile's loads are prefetched into registers.
+ */
+function st(
+  p: { CH: number; L: number; T: number; U: number } & Opts,
+): { wgsl: string; groups: number } {
+  const { CH, L, T, U } = p;
+  const R = NN / L, Q = R / 4, WG = CH * L, E = T / L;
+  if (Q < 1 || ND % CH || NL % T || T % L || T % U) throw new Error("bad ST");
+  const NT = NL / T;
+  const bcSlots = Math.ceil((4 * T) / WG);
+  const load = (tile: string, pre: string, decl: string) => {
+    const lines: string[] = [];
+    for (let i = 0; i < E; i++) {
+      const t = `(${tile} * ${T}u + ts0 + ${i * L}u)`;
+      lines.push(`${decl}${pre}x${i} = X[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}dt${i} = DT[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}z${i} = Z[xb + ${t} * ${ND}u];`);
+    }
+    for (let s = 0; s < bcSlots; s++) {
+      const idx = `bb + ${tile} * ${4 * T}u + min(lid + ${s * WG}u, ${4 * T - 1}u)`;
+      lines.push(`${decl}${pre}B${s} = B4[${idx}];`, `${decl}${pre}C${s} = C4[${idx}];`);
+    }
+    return lines.join("\n    ");
+  };
+  const stage = (pre: string) => {
+    const lines: string[] = [];
+    for (let i = 0; i < E; i++) {
+      lines.push(
+        `{ let dl = sp(${pre}dt${i} + bs); sD[lid + ${
+          i * WG
+        }u] = vec2<f32>(dl, dl * ${pre}x${i}); }`,
+      );
+    }
+    for (let s = 0; s < bcSlots; s++) {
+      lines.push(
+        `if (lid + ${s * WG}u < ${4 * T}u) { sB[lid + ${s * WG}u] = ${pre}B${s}; sC[lid + ${
+          s * WG
+        }u] = ${pre}C${s}; }`,
+      );
+    }
+    return lines.join("\n    ");
+  };
+  const scanStep = (u: string) =>
+    `{
+        let dv = sD[(${u}) * ${CH}u + cl];
+        ${
+      rep(
+        Q,
+        (q) =>
+          `h${q} = ${
+            expOf(p, `dv.x * a${q}`)
+          } * h${q} + dv.y * sB[(${u}) * 4u + j * ${Q}u + ${q}u];`,
+        "\n        ",
+      )
+    }
+        yP[((${u}) * ${CH}u + cl) * ${L}u + j] = ${
+      rep(Q, (q) => `dot(sC[(${u}) * 4u + j * ${Q}u + ${q}u], h${q})`, " + ")
+    };
+      }`;
+  const epi: string[] = [];
+  for (let i = 0; i < E; i++) {
+    const e = `(lid + ${i * WG}u)`;
+    const sum = rep(L, (jj) => `yP[${e} * ${L}u + ${jj}u]`, " + ");
+    const t = `(k * ${T}u + ts0 + ${i * L}u)`;
+    epi.push(`Y[xb + ${t} * ${ND}u] = (${sum} + ds * cx${i}) * silu(cz${i});`);
+  }
+  const copies: string[] = [];
+  for (let i = 0; i < E; i++) copies.push(`cx${i} = nx${i}; cz${i} = nz${i};`);
+  const wgsl = `${decls()}
+var<workgroup> sD: array<vec2<f32>, ${T * CH}>;
+var<workgroup> sB: array<vec4<f32>, ${4 * T}>;
+var<workgroup> sC: array<vec4<f32>, ${4 * T}>;
+var<workgroup> yP: array<f32, ${T * CH * L}>;
+${math(p)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c0 = wid.x * ${CH}u;
+  let b = c0 / ${ND}u;
+  let d0 = c0 % ${ND}u;
+  let bb = b * ${NL * 4}u;
+  let cl = lid / ${L}u;
+  let j = lid % ${L}u;
+  ${
+    rep(Q, (q) =>
+      `let a${q} = A4[(d0 + cl) * 4u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
+  }
+  ${rep(Q, (q) => `var h${q} = vec4<f32>(0.0);`)}
+  let cs = lid % ${CH}u;
+  let ts0 = lid / ${CH}u;
+  let xb = b * ${NL * ND}u + d0 + cs;
+  let ds = Dv[d0 + cs];
+  let bs = bias[d0 + cs];
+  ${load("0u", "c", "var ")}
+  ${stage("c")}
+  workgroupBarrier();
+  for (var k: u32 = 0u; k < ${NT}u; k++) {
+    let kn = min(k + 1u, ${NT - 1}u);
+    ${load("kn", "n", "let ")}
+    for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
+      ${rep(U, (v) => scanStep(`u + ${v}u`), "\n      ")}
+    }
+    workgroupBarrier();
+    ${epi.join("\n    ")}
+    ${stage("n")}
+    workgroupBarrier();
+    ${copies.join("\n    ")}
+  }
+}
+`;
+  return { wgsl, groups: (NB * ND) / CH };
+}
+
+const ctx = await getGpu();
+const s = { b: NB, l: NL, d: ND, n: NN };
+const inputs = scanBenchInputs(s);
+const iterations = Number(values.iterations);
+const bytes = 4 * (4 * NB * NL * ND + 2 * NB * NL * NN + ND * NN + 2 * ND);
+
+// Warm the clocks, then the copy anchor.
+const copyElems = Math.min(64 * 1024 * 1024, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
+for (let w = 0; w < Number(values.warm); w++) await copyKernelBenchmark(ctx, copyElems, 1000);
+const copy = await copyKernelBenchmark(ctx, copyElems, 20);
+const copyGBps = (2 * copyElems * 4) / copy.ms / 1e6;
+console.log(JSON.stringify({ bench: "copy", elems: copyElems, ms: copy.ms, GBps: copyGBps }));
+
+const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
+const ref = await prog.run(inputs);
+const rb = await prog.benchmark(inputs, { warmup: 2, iterations });
+{
+  const ms = rb.totalNs / 1e6;
+  console.log(JSON.stringify({
+    bench: "hand",
+    name: "compiled_default",
+    ms,
+    GBps: bytes / ms / 1e6,
+    fracCopy: bytes / ms / 1e6 / copyGBps,
+    head: prog.kernels[0].wgsl.split("\n")[0],
+  }));
+}
+prog.destroy();
+
+const bufs = [inputs.x, inputs.dt, inputs.z, inputs.B, inputs.C, inputs.A, inputs.D, inputs.dtBias]
+  .map((a) => uploadArray(ctx, a));
+const out = ctx.device.createBuffer({ size: NB * NL * ND * 4, usage: STORAGE_USAGE });
+const cache = new PipelineCache(ctx);
+
+const variants: { name: string; make: () => { wgsl: string; groups: number } }[] = [];
+const rsq = { div: "rsq" as const };
+const ieee = { div: "ieee" as const };
+const add = (name: string, make: () => { wgsl: string; groups: number }) =>
+  variants.push({ name, make });
+add("LT_L16_m1_WG256_ieee_nopf", () => lt({ L: 16, m: 1, WG: 256, pf: false, ...ieee }));
+add("LT_L16_m1_WG256_rsq_nopf", () => lt({ L: 16, m: 1, WG: 256, pf: false, ...rsq }));
+add("LT_L16_m1_WG256_rsq_pf", () => lt({ L: 16, m: 1, WG: 256, pf: true, ...rsq }));
+add("L1_W32_T8_rsq", () => l1({ W: 32, T: 8, pf: true, bc: "smem", ...rsq }));
+add(
+  "DIAG_L1_W32_T8_rsq_fakeexp",
+  () => l1({ W: 32, T: 8, pf: true, bc: "smem", ...rsq, fakeExp: true }),
+);
+add("LT_L8_m1_WG256_rsq_pf", () => lt({ L: 8, m: 1, WG: 256, pf: true, ...rsq }));
+add("LT_L8_m1_WG256_rsq_nopf", () => lt({ L: 8, m: 1, WG: 256, pf: false, ...rsq }));
+add("LT_L4_m2_WG64_rsq_pf", () => lt({ L: 4, m: 2, WG: 64, pf: true, ...rsq }));
+add("ST_CH32_L4_T16_U4_rsq", () => st({ CH: 32, L: 4, T: 16, U: 4, ...rsq }));
+add("ST_CH32_L2_T16_U4_rsq", () => st({ CH: 32, L: 2, T: 16, U: 4, ...rsq }));
+add("L1_W32_T4_rsq", () => l1({ W: 32, T: 4, pf: true, bc: "smem", ...rsq }));
+add("LT_L16_m2_WG256_rsq_pf", () => lt({ L: 16, m: 2, WG: 256, pf: true, ...rsq }));
+add("LT_L8_m2_WG256_rsq_pf", () => lt({ L: 8, m: 2, WG: 256, pf: true, ...rsq }));
+const compiledVariants: Record<string, ScanStrategy> = {
+  "C_L8_transposed": { lanes: 8, transpose: true },
+  "C_L16_plain": { lanes: 16, transpose: false },
+};
+const only = values.only ? new Set(values.only.split(",")) : undefined;
+for (const v of variants) {
+  if (only && !only.has(v.name)) continue;
+  try {
+    const { wgsl, groups } = v.make();
+    if (values.dump === v.name) console.error(wgsl);
+    const kernel = { name: v.name, wgsl };
+    const pipeline = await cache.get(kernel);
+    const wg: [number, number, number] = [groups, 1, 1];
+    ctx.device.queue.writeBuffer(out, 0, new Float32Array(NB * NL * ND));
+    const [t] = await timeDispatches(ctx, [{
+      kernel,
+      pipeline,
+      buffers: [...bufs, out],
+      workgroups: wg,
+    }], {
+      warmup: 2,
+      iterations,
+    });
+    const [raw] = await readBuffers(ctx, [{ buffer: out, byteLength: NB * NL * ND * 4 }]);
+    const y = new Float32Array(raw);
+    let diff = 0, norm = 0, maxRel = 0;
+    for (let i = 0; i < y.length; i += 3) {
+      const e = y[i] - ref[i];
+      diff += e * e;
+      norm += ref[i] * ref[i];
+      maxRel = Math.max(maxRel, Math.abs(e) / (Math.abs(ref[i]) + 1e-3));
+    }
+    const ms = t.medianNs / 1e6;
+    console.log(JSON.stringify({
+      bench: "hand",
+      name: v.name,
+      at: Math.round(performance.now() / 1000),
+      ms,
+      minMs: t.minNs / 1e6,
+      GBps: bytes / ms / 1e6,
+      fracCopy: bytes / ms / 1e6 / copyGBps,
+      relL2: Math.sqrt(diff / norm),
+      maxRel,
+    }));
+  } catch (e) {
+    console.log(JSON.stringify({ bench: "hand", name: v.name, error: String(e).slice(0, 400) }));
+  }
+}
+
+for (const [name, strategy] of Object.entries(compiledVariants)) {
+  if (only && !only.has(name)) continue;
+  try {
+    const p = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s, {
+      scan: strategy,
+    });
+    const r = await p.benchmark(inputs, { warmup: 2, iterations });
+    const ms = r.totalNs / 1e6;
+    console.log(JSON.stringify({
+      bench: "hand",
+      name,
+      at: Math.round(performance.now() / 1000),
+      ms,
+      GBps: bytes / ms / 1e6,
+      fracCopy: bytes / ms / 1e6 / copyGBps,
+    }));
+    p.destroy();
+  } catch (e) {
+    console.log(JSON.stringify({ bench: "hand", name, error: String(e).slice(0, 400) }));
+  }
+}

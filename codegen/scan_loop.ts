@@ -1,0 +1,304 @@
+/**
+ * Helpers of the fused scan kernel's step loop (scan_kernel.ts): branch-free spellings of the
+ * transcendental ops, and the prefetcher that issues a block's loads one loop iteration early.
+ *
+ * Why: each warp runs thousands of dependent steps, so the loop body's latency is the kernel's
+ * time. A branch in the body (the prelude's softplus has two early returns) splits it into
+ * basic blocks the driver schedules one after the other, so the step loads cannot be issued
+ * before the per-channel math; and loads issued at the top of a block still stall the block
+ * for a full memory latency. Measured on the H100 in bench/scan_tune.ts.
+ *
+ * @module
+ */
+
+import type { Node } from "../dsl/ir.ts";
+import { numel, stridesOf } from "../dsl/ir.ts";
+import type { BindingRegistry } from "./artifact.ts";
+import { type Env, type ExprEmitter, offsetExpr } from "./expr.ts";
+
+/** How the step loop spells softplus, silu and sigmoid. */
+export type ScanMath = "prelude" | "exact" | "fast";
+
+/** WGSL helpers the `exact` and `fast` spellings call (included once per scan shader). */
+export const SCAN_MATH_PRELUDE = `
+fn sk_softplus_nb(x: f32) -> f32 {
+  // The prelude's softplus without branches: log1p(e) as log(w) * e / (w - 1) (Goldberg).
+  let e = exp(x);
+  let w = 1.0 + e;
+  let r = log(w) * (e / (w - 1.0));
+  return select(select(r, e, w == 1.0), x, x > 20.0);
+}
+fn sk_recip_pos(v: f32) -> f32 {
+  // 1 / v for v > 0 without a division: inverseSqrt(v)² (a few ulp, no slow-path branch).
+  let r = inverseSqrt(v);
+  return r * r;
+}
+fn sk_softplus_fast(x: f32) -> f32 {
+  let e = exp(x);
+  let w = 1.0 + e;
+  let r = log(w) * e * sk_recip_pos(w - 1.0);
+  return select(select(r, e, w == 1.0), x, x > 20.0);
+}
+`;
+
+/**
+ * The `exact`/`fast` spelling of a unary node (softplus, silu, sigmoid) whose operand is the
+ * WGSL expression `x`, or undefined to keep the standard spelling.
+ */
+export function scanUnary(math: ScanMath, node: Node, x: string): string | undefined {
+  if (math === "prelude" || node.kind !== "unary") return undefined;
+  const fast = math === "fast";
+  switch (node.op) {
+    case "softplus":
+      return fast ? `sk_softplus_fast(${x})` : `sk_softplus_nb(${x})`;
+    case "silu":
+      return fast ? `(${x} * sk_recip_pos(1.0 + exp(-${x})))` : undefined;
+    case "sigmoid":
+      return fast ? `sk_recip_pos(1.0 + exp(-${x}))` : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** Which loads the prefetcher takes: none, those without state indices, or all of them. */
+export type ScanPrefetch = "none" | "own" | "all";
+
+/**
+ * Collects the step loads of a loop body and turns them into registers filled one iteration
+ * ahead: `var pfK` holds the current block's value, `let nfK` loads the next block's at the
+ * top of the body, and `pfK = nfK` closes it. A load qualifies when its index mentions no loop
+ * value other than the step positions (no gathered ids): it can then be evaluated for another
+ * block by renaming those positions.
+ */
+export class Prefetcher {
+  readonly #loads: { name: string; dtype: string; load: string }[] = [];
+  readonly #byLoad = new Map<string, string>();
+
+  /**
+   * @param mode      which loads to take
+   * @param steps     matches the step-position identifiers (renamed per block)
+   * @param loopVar   matches any identifier that varies inside the loop
+   * @param stateVar  matches the state-index identifiers (`own` leaves those loads alone)
+   */
+  constructor(
+    readonly mode: ScanPrefetch,
+    readonly steps: RegExp,
+    readonly loopVar: RegExp,
+    readonly stateVar: RegExp,
+  ) {}
+
+  /**
+   * The register holding `load` (a WGSL load expression of type `dtype`), or undefined when
+   * the load is not taken.
+   */
+  take(load: string, dtype: string): string | undefined {
+    if (this.mode === "none") return undefined;
+    const rest = load.replace(new RegExp(this.steps.source, "g"), "");
+    if (!this.steps.test(load) || this.loopVar.test(rest)) return undefined;
+    if (this.mode === "own" && this.stateVar.test(load)) return undefined;
+    let name = this.#byLoad.get(load);
+    if (name === undefined) {
+      name = `pf${this.#loads.length}`;
+      this.#byLoad.set(load, name);
+      this.#loads.push({ name, dtype, load });
+    }
+    return name;
+  }
+
+  /** Number of registers taken. */
+  get size(): number {
+    return this.#loads.length;
+  }
+
+  #renamed(load: string, suffix: string): string {
+    return load.replace(new RegExp(this.steps.source, "g"), (m) => `${m}${suffix}`);
+  }
+
+  /** Declarations before the loop: the first block's values (step names suffixed `suffix`). */
+  declare(suffix: string): string[] {
+    return this.#loads.map((l) => `var ${l.name}: ${l.dtype} = ${this.#renamed(l.load, suffix)};`);
+  }
+
+  /** Loads of the next block at the top of the body (step names suffixed `suffix`). */
+  next(suffix: string): string[] {
+    return this.#loads.map((l) =>
+      `let n${l.name.slice(1)}: ${l.dtype} = ${this.#renamed(l.load, suffix)};`
+    );
+  }
+
+  /** The register rotation at the end of the body. */
+  rotate(): string[] {
+    return this.#loads.map((l) => `${l.name} = n${l.name.slice(1)};`);
+  }
+}
+
+/** A lane's state slots: slot r holds state element j·R + r (R = slots per lane). */
+export interface StateSlots {
+  /** Slot r's index variable per state axis (`st{r}_{axis}`). */
+  readonly envs: readonly Env[];
+  /** The state axes, outermost first. */
+  readonly axes: readonly string[];
+  /** Size of the innermost state axis. */
+  readonly innerSize: number;
+}
+
+/**
+ * Vector loads of per-state operands (B, C…): when a lane holds R consecutive state elements,
+ * a tensor whose innermost state axis has stride 1 is read K = 4 or 2 elements per load
+ * through an `array<vecK<f32>>` binding, one load per K slots instead of K loads (fewer
+ * load and address instructions per state update). A tensor bound that way is read with
+ * `[i / K][i % K]` wherever its index is not such a group.
+ */
+export class VectorLoads {
+  readonly width: number;
+  readonly #declared = new Map<Node, string>();
+  readonly #declarations: string[] = [];
+  readonly #slotOf = new Map<string, { r: number; axis: string }>();
+  readonly #slotVar: RegExp;
+  readonly #lets = new WeakMap<ExprEmitter, Map<string, string>>();
+  #count = 0;
+
+  /**
+   * @param registry  the kernel's bindings (vector bindings are reserved there)
+   * @param candidate whether a node is a plain read-only buffer of this kernel
+   * @param slots     the lane's state slots (consecutive elements)
+   * @param width     elements per vector load (see {@link vectorWidth})
+   */
+  constructor(
+    readonly registry: BindingRegistry,
+    readonly candidate: (node: Node) => boolean,
+    readonly slots: StateSlots,
+    width: number,
+  ) {
+    this.width = width;
+    slots.envs.forEach((env, r) => {
+      for (const axis of slots.axes) this.#slotOf.set(env[axis], { r, axis });
+    });
+    const names = [...this.#slotOf.keys()];
+    this.#slotVar = new RegExp(`\\b(${names.join("|") || "$^"})\\b`);
+  }
+
+  /** WGSL declarations of the vector bindings. */
+  declarations(): string {
+    return this.#declarations.join("\n");
+  }
+
+  /** The slot group of a read of `node` at `env`: the env of its first slot and the lane. */
+  #group(node: Node, env: Env): { env: Env; component: number } | undefined {
+    const k = this.width;
+    if (k < 2 || node.dtype !== "f32" || numel(node) % k !== 0) return undefined;
+    const strides = stridesOf(node);
+    const inner = this.slots.axes[this.slots.axes.length - 1];
+    let slot: number | undefined;
+    let innerSeen = false;
+    for (const [i, a] of node.axes.entries()) {
+      const v = env[a];
+      const s = this.#slotOf.get(v);
+      if (s !== undefined) {
+        if (slot !== undefined && slot !== s.r) return undefined;
+        slot = s.r;
+        if (s.axis === inner) {
+          if (strides[a] !== 1) return undefined;
+          innerSeen = true;
+          continue;
+        }
+      } else if (this.#slotVar.test(v)) return undefined;
+      if (node.shape[i] > 1 && strides[a] % k !== 0) return undefined;
+    }
+    if (slot === undefined || !innerSeen) return undefined;
+    const first = slot - (slot % k);
+    const g: Record<string, string> = {};
+    for (const a of node.axes) {
+      const s = this.#slotOf.get(env[a]);
+      g[a] = s ? this.slots.envs[first][s.axis] : env[a];
+    }
+    return { env: g, component: slot - first };
+  }
+
+  /**
+   * How to read `node` at `env`: a vector load and the component wanted, a scalar read through
+   * the vector binding, or undefined for an ordinary binding.
+   */
+  describe(node: Node, env: Env): { load: string; dtype: string; component?: number } | undefined {
+    if (!this.candidate(node)) return undefined;
+    const k = this.width;
+    const group = this.#group(node, env);
+    let name = this.#declared.get(node);
+    if (name === undefined) {
+      // Decided at the first read: a tensor already bound as scalars stays scalar.
+      if (!group || this.registry.reads.includes(node)) return undefined;
+      const index = this.registry.reserveExternal(node);
+      name = `b${index}v`;
+      this.#declared.set(node, name);
+      this.#declarations.push(
+        `@group(0) @binding(${index}) var<storage, read> ${name}: array<vec${k}<f32>>;`,
+      );
+    }
+    if (group) {
+      const load = `${name}[(${offsetExpr(node, group.env)}) / ${k}u]`;
+      return { load, dtype: `vec${k}<f32>`, component: group.component };
+    }
+    const offset = offsetExpr(node, env);
+    return { load: `${name}[(${offset}) / ${k}u][(${offset}) % ${k}u]`, dtype: "f32" };
+  }
+
+  /** A `let` of `load` in `em`'s statements (once per emitter), returning its name. */
+  bind(em: ExprEmitter, load: string, dtype: string): string {
+    let lets = this.#lets.get(em);
+    if (!lets) this.#lets.set(em, lets = new Map());
+    let name = lets.get(load);
+    if (name === undefined) {
+      name = `vl${this.#count++}`;
+      em.lines.push(`let ${name}: ${dtype} = ${load};`);
+      lets.set(load, name);
+    }
+    return name;
+  }
+}
+
+/**
+ * Elements per vector load for `perLane` consecutive slots of a state whose innermost axis has
+ * `innerSize` elements: 4 or 2 when they divide both (a group never wraps the axis), else 1.
+ */
+export function vectorWidth(perLane: number, innerSize: number): number {
+  return [4, 2].find((k) => perLane % k === 0 && innerSize % k === 0) ?? 1;
+}
+
+/** What the loop intercepts use. */
+export interface LoopTools {
+  readonly math: ScanMath;
+  readonly prefetch?: Prefetcher;
+  readonly vectors?: VectorLoads;
+  /** The array name of a materialized node (the registry's lookup). */
+  readonly lookup: (node: Node) => string | undefined;
+}
+
+/**
+ * Installs the loop intercepts on `em`: first `first` (e.g. the lane-transposed redirect),
+ * then the math spellings, then loads (vector groups, prefetched registers). Returns `em`.
+ */
+export function interceptLoop(
+  em: ExprEmitter,
+  tools: LoopTools,
+  first?: (node: Node, env: Env) => string | undefined,
+): ExprEmitter {
+  return em.interceptWith((node, env) => {
+    const redirected = first?.(node, env);
+    if (redirected !== undefined) return redirected;
+    if (node.kind === "unary") {
+      const spelled = scanUnary(tools.math, node, "\u0000");
+      if (spelled !== undefined) return spelled.replaceAll("\u0000", em.emit(node.x, env));
+    }
+    if (node.kind === "const") return undefined;
+    const vector = tools.vectors?.describe(node, env);
+    if (vector) {
+      const held = tools.prefetch?.take(vector.load, vector.dtype);
+      if (vector.component === undefined) return held ?? vector.load;
+      const whole = held ?? tools.vectors!.bind(em, vector.load, vector.dtype);
+      return `${whole}[${vector.component}]`;
+    }
+    const buffer = tools.lookup(node);
+    if (buffer === undefined || !tools.prefetch) return undefined;
+    return tools.prefetch.take(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);
+  });
+}

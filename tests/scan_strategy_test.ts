@@ -1,0 +1,153 @@
+// The fused scan kernel's tuning knobs (lanes, prefetch, math spelling, vector loads) all
+// compute the same function as the float64 interpreter, including the awkward cases: state
+// sizes that the lanes do not divide, reverse scans with init and final state, chunking,
+// several state axes, B and C read at shifted (unaligned) state indices, and extreme inputs.
+import assert from "node:assert/strict";
+import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { exp, neg } from "../dsl/elementwise.ts";
+import { finalState, scan } from "../dsl/scan.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { slice } from "../dsl/views.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { compile } from "../runtime/compile.ts";
+import { assertClose, freshSeed, randomArray, randomInputs, rng } from "./util.ts";
+
+const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;
+
+async function check(
+  sizes: { b: number; l: number; d: number; n: number },
+  strategy: ScanStrategy,
+  opts: { reverse?: boolean; init?: boolean; wide?: boolean } = {},
+) {
+  const seed = freshSeed();
+  const prog = await compile(
+    INPUTS,
+    (t) => selectiveScan(t, { reverse: opts.reverse, init: opts.init ? t.h0 : undefined }),
+    sizes,
+    { backend: "gpu", scan: strategy },
+  );
+  const next = rng(seed);
+  const { b, l, d, n } = sizes;
+  // `wide`: dt and z far outside the usual range (softplus and silu at both ends).
+  const span = opts.wide ? 60 : 1;
+  const inputs = {
+    x: randomArray(b * l * d, next),
+    dt: randomArray(b * l * d, next, -3 * span, span / 2),
+    z: randomArray(b * l * d, next, -span, span),
+    B: randomArray(b * l * n, next),
+    C: randomArray(b * l * n, next),
+    A: randomArray(d * n, next, -2, -0.2),
+    D: randomArray(d, next),
+    dtBias: randomArray(d, next, -0.5, 0.5),
+    h0: randomArray(b * d * n, next),
+  };
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  const what = `${JSON.stringify(sizes)} ${JSON.stringify(strategy)} ${JSON.stringify(opts)} ` +
+    `seed ${seed}`;
+  assertClose(got.y, want.y, 1e-4, `${what}: y`);
+  assertClose(got.state, want.state, 1e-4, `${what}: final state`);
+  const wgsl = prog.kernels.map((k) => k.wgsl).join("\n");
+  prog.destroy();
+  return wgsl;
+}
+
+Deno.test("scan knobs: every lane count × prefetch × math × vector setting agrees", async () => {
+  // n = 12: 1 lane holds 12 states (vec4 loads), 2 lanes 6 (vec2), 4 lanes 3 (no vectors),
+  // 8 lanes 2 (vec2, and the last two lanes hold no state at all).
+  const sizes = { b: 2, l: 37, d: 3, n: 12 };
+  const settings: ScanStrategy[] = [
+    { prefetch: "all", math: "fast", vector: true },
+    { prefetch: "own", math: "exact", vector: false },
+    { prefetch: "none", math: "prelude", vector: true },
+  ];
+  for (const lanes of [1, 2, 4, 8]) {
+    for (const [k, s] of settings.entries()) {
+      await check(sizes, { lanes, ...s }, { reverse: k === 1, init: k !== 2 });
+    }
+  }
+  // Not transposed, and chunked (local, carry and output passes all prefetch).
+  await check(sizes, { lanes: 4, transpose: false, prefetch: "all" }, { init: true });
+  await check({ ...sizes, l: 301 }, { lanes: 2, chunks: 5, prefetch: "all" }, {
+    reverse: true,
+    init: true,
+  });
+});
+
+Deno.test("scan knobs: vector loads are used where the layout allows, not elsewhere", async () => {
+  const sizes = { b: 2, l: 9, d: 3, n: 16 };
+  assert.match(await check(sizes, { lanes: 4, vector: true }), /array<vec4<f32>>/);
+  assert.match(await check(sizes, { lanes: 8, vector: true }), /array<vec2<f32>>/);
+  assert.doesNotMatch(await check(sizes, { lanes: 4, vector: false }), /array<vec/);
+  assert.match(await check(sizes, { lanes: 1, vector: true }), /array<vec4<f32>>/);
+  // One state per lane: nothing to group.
+  assert.doesNotMatch(await check({ ...sizes, n: 8 }, { lanes: 8 }), /array<vec/);
+});
+
+Deno.test("scan knobs: fast math matches at extreme softplus and silu arguments", async () => {
+  for (const math of ["fast", "exact"] as const) {
+    await check({ b: 1, l: 50, d: 4, n: 8 }, { lanes: 2, math }, { wide: true, init: true });
+  }
+});
+
+Deno.test("scan knobs: B and C at unaligned state offsets, several state axes", async () => {
+  const seed = freshSeed();
+  // B and C start at state offsets 3 and 19 of a wider tensor: no aligned vector groups.
+  const sliced = await compile(
+    { ...SELECTIVE_SCAN_INPUTS, P: "b l r" },
+    (t) =>
+      selectiveScan({
+        ...t,
+        B: slice(t.P, "r", 3, 19, "n") as Tensor<"b l n">,
+        C: slice(t.P, "r", 19, 35, "n") as Tensor<"b l n">,
+      }).y,
+    { b: 2, l: 21, d: 3, n: 16, r: 35 },
+    { backend: "gpu", scan: { lanes: 4, prefetch: "all" } },
+  );
+  const inputs = randomInputs(sliced.graph, rng(seed));
+  assertClose(await sliced.run(inputs), sliced.interpret(inputs), 1e-4, `sliced seed ${seed}`);
+  sliced.destroy();
+
+  // State axes (p, n): lane slots run over both; u is read as vec2 groups along n.
+  for (const lanes of [1, 2, 4]) {
+    const prog = await compile(
+      { a: "b l h", u: "b l h p n", C: "b l n", s0: "b h p n" },
+      ({ a, u, C, s0 }) => {
+        const h = scan("l", exp(neg(a)), u, { init: s0 });
+        return { y: einsum("b l h p n, b l n -> b l h p", h, C), last: finalState(h) };
+      },
+      { b: 2, l: 11, h: 3, p: 3, n: 4 },
+      { backend: "gpu", scan: { lanes, prefetch: "all" } },
+    );
+    const next = rng(seed + lanes);
+    const data = {
+      a: randomArray(2 * 11 * 3, next, 0, 1),
+      u: randomArray(2 * 11 * 3 * 3 * 4, next),
+      C: randomArray(2 * 11 * 4, next),
+      s0: randomArray(2 * 3 * 3 * 4, next),
+    };
+    const got = await prog.run(data);
+    const want = prog.interpret(data);
+    assertClose(got.y, want.y, 1e-4, `p n lanes ${lanes} y (seed ${seed})`);
+    assertClose(got.last, want.last, 1e-4, `p n lanes ${lanes} last (seed ${seed})`);
+    prog.destroy();
+  }
+});
+
+Deno.test("scan knobs: bad values are rejected with a message naming them", async () => {
+  const bad = [
+    [{ prefetch: "some" }, /prefetch must be "none", "own" or "all"/],
+    [{ math: "quick" }, /math must be "prelude", "exact" or "fast"/],
+  ] as const;
+  for (const [strategy, message] of bad) {
+    await assert.rejects(
+      () =>
+        compile(INPUTS, (t) => selectiveScan(t).y, { b: 1, l: 3, d: 2, n: 4 }, {
+          backend: "gpu",
+          scan: strategy as unknown as ScanStrategy,
+        }),
+      message,
+    );
+  }
+});
