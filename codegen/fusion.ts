@@ -120,7 +120,8 @@ function epilogueCore(
   materialized: ReadonlySet<Node>,
   users: Map<Node, number>,
 ): CoreNode | undefined {
-  if (isCore(root)) return root;
+  // A short contraction with a buffer of its own is read by several kernels: a matmul then.
+  if (root.kind === "contract" || isCore(root)) return root;
   if (!ELEMENTWISE.has(root.kind)) return undefined;
   const found: CoreNode[] = [];
   const seen = new Set<Node>();
@@ -191,7 +192,8 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
   for (let changed = true; changed;) {
     changed = false;
     const roots = nodes.filter((n) => materialized.has(n) && n.kind !== "input");
-    const reachedBy = new Map<Node, number>();
+    // Which kernels read each node: roots fed by one fusable scan share a kernel.
+    const reachedBy = new Map<Node, Set<Node>>();
     for (const root of roots) {
       const core = epilogueCore(root, materialized, users);
       const scan = scanOf(root, core, fusable, materialized)?.scan;
@@ -200,6 +202,11 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
       // core below another one may still fuse into that one's kernel (a scan into the
       // contraction that consumes it).
       const foreign = tree.filter((n) => n !== root && isCore(n) && n !== core && n !== scan);
+      // A matmul reads each prologue element once per output tile: a short contraction
+      // inlined there would be recomputed that many times, so it gets a kernel of its own.
+      if (core?.kind === "contract" && !scan) {
+        foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
+      }
       for (const n of foreign) {
         const below = foreign.some((m) => m !== n && fusedTree(m, materialized).includes(n));
         if (!below) {
@@ -207,13 +214,17 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
           changed = true;
         }
       }
-      for (const n of tree) if (n !== root) reachedBy.set(n, (reachedBy.get(n) ?? 0) + 1);
+      const kernel = scan ?? root;
+      for (const n of tree) {
+        if (n !== root) reachedBy.set(n, (reachedBy.get(n) ?? new Set()).add(kernel));
+      }
     }
     if (changed) continue;
-    // Subtrees read by several kernels: recompute small ones, materialize big ones.
-    for (const [n, count] of reachedBy) {
-      if (count < 2 || n.kind === "const" || fusable.has(n)) continue;
-      if (isCore(n) || fusedTree(n, materialized).length > maxRecompute) {
+    // Subtrees read by several kernels: recompute small ones, materialize big ones (and short
+    // contractions, whose every recomputation repeats their loop).
+    for (const [n, kernels] of reachedBy) {
+      if (kernels.size < 2 || n.kind === "const" || fusable.has(n)) continue;
+      if (n.kind === "contract" || isCore(n) || fusedTree(n, materialized).length > maxRecompute) {
         materialized.add(n);
         changed = true;
       }

@@ -233,36 +233,66 @@ export class LanguageModel {
       programs.prefill.upload({ ids });
       const result: number[][] = Array.from({ length: b }, () => []);
       const done = new Array(b).fill(false);
-      let produced = 0;
       const block = options.blockSize ?? 32;
-      while (produced < maxNew && done.some((d) => !d)) {
-        const count = Math.min(produced === 0 ? Math.min(8, block) : block, maxNew - produced);
+      if (!Number.isInteger(block) || block < 1) {
+        throw new Error(`blockSize must be a positive integer, got ${block}`);
+      }
+      let submitted = 0;
+      // Encodes and submits the next block of steps (a short first block, so text starts
+      // streaming early) and queues the copy of its tokens right behind it.
+      const submitBlock = async (): Promise<{ read: Promise<ArrayBuffer[]> }> => {
+        const first = submitted;
+        const count = Math.min(first === 0 ? Math.min(8, block) : block, maxNew - first);
         const dispatches: Dispatch[] = [];
         for (let k = 0; k < count; k++) {
-          const step = produced + k;
+          const step = first + k;
           // Step 0 is the prompt; decode steps alternate between the two conv-cache buffers.
           if (step === 0) dispatches.push(...programs.prefill.dispatches);
           else dispatches.push(...(step % 2 === 1 ? programs.ping : programs.pong).dispatches);
           dispatches.push(sample);
         }
         await submitDispatches(ctx, dispatches);
+        submitted += count;
         const parts = Array.from({ length: b }, (_, row) => ({
           buffer: tokensBuf,
-          byteOffset: 4 * (row * maxNew + produced),
+          byteOffset: 4 * (row * maxNew + first),
           byteLength: 4 * count,
         }));
-        const blocks = (await readBuffers(ctx, parts)).map((a) => Array.from(new Int32Array(a)));
-        const arrived: number[][] = blocks.map(() => []);
-        blocks.forEach((toks, row) => {
-          for (const t of toks) {
-            if (done[row]) break;
-            result[row].push(t);
-            arrived[row].push(t);
-            if (t === eos) done[row] = true;
+        return { read: readBuffers(ctx, parts) };
+      };
+      // Software pipelining: while the GPU runs block k, the CPU encodes and submits block
+      // k + 1 and then waits for block k's tokens, so encoding and the readback latency hide
+      // behind GPU work. A block in flight when every row has stopped is discarded.
+      let inFlight = await submitBlock();
+      try {
+        while (true) {
+          const next = submitted < maxNew ? await submitBlock() : undefined;
+          let blocks: number[][];
+          try {
+            blocks = (await inFlight.read).map((a) => Array.from(new Int32Array(a)));
+          } catch (e) {
+            next?.read.catch(() => {});
+            throw e;
           }
-        });
-        produced += count;
-        options.onTokens?.(arrived);
+          const arrived: number[][] = blocks.map(() => []);
+          blocks.forEach((toks, row) => {
+            for (const t of toks) {
+              if (done[row]) break;
+              result[row].push(t);
+              arrived[row].push(t);
+              if (t === eos) done[row] = true;
+            }
+          });
+          options.onTokens?.(arrived);
+          if (!next || done.every((d) => d)) {
+            next?.read.catch(() => {});
+            break;
+          }
+          inFlight = next;
+        }
+      } catch (e) {
+        inFlight.read.catch(() => {});
+        throw e;
       }
       return result;
     } finally {

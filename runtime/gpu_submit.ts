@@ -251,6 +251,8 @@ export function checkDispatches(ctx: GpuContext, dispatches: readonly Dispatch[]
   if (!Array.isArray(dispatches)) throw new Error("expected an array of dispatches");
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension ?? 65535;
   dispatches.forEach((d, index) => {
+    // Programs re-submit the same dispatch objects (each decode step): check those once.
+    if (alreadyChecked(d)) return;
     const name = d?.kernel?.name ?? `#${index}`;
     const fail = (what: string): never => {
       throw new Error(`kernel ${name} (dispatch ${index}): ${what}`);
@@ -303,7 +305,24 @@ export function checkDispatches(ctx: GpuContext, dispatches: readonly Dispatch[]
         }
       } else seen.set(buffer, binding);
     }
+    checked.set(d, { pipeline: d.pipeline, buffers: [...d.buffers], workgroups: [...wg] });
   });
+}
+
+/** Dispatches that passed `checkDispatches`, with what they held then (fields are mutable). */
+const checked = new WeakMap<
+  Dispatch,
+  { pipeline: GPUComputePipeline; buffers: GPUBuffer[]; workgroups: number[] }
+>();
+
+function alreadyChecked(d: Dispatch): boolean {
+  const seen = d && checked.get(d);
+  if (!seen || seen.pipeline !== d.pipeline || seen.buffers.length !== d.buffers?.length) {
+    return false;
+  }
+  for (let i = 0; i < 3; i++) if (seen.workgroups[i] !== d.workgroups[i]) return false;
+  for (let i = 0; i < seen.buffers.length; i++) if (seen.buffers[i] !== d.buffers[i]) return false;
+  return true;
 }
 
 function labelOf(buffer: GPUBuffer): string {

@@ -76,6 +76,29 @@ Deno.test("decoding with the state cache equals recomputing the whole sequence (
   model.destroy();
 });
 
+Deno.test("generation stops at EOS, streams what it returns, and a block in flight is harmless", async () => {
+  const model = await loadModel(new URL("mamba_untied_n16", root).pathname, { progress: false });
+  const prompt = [5, 9, 14];
+  const full = (await model.generate([prompt], { maxNew: 12, eos: -1, blockSize: 2 }))[0];
+  assert.equal(full.length, 12);
+  const eos = full[3];
+  const streamed: number[] = [];
+  const cut = await model.generate([prompt], {
+    maxNew: 12,
+    eos,
+    blockSize: 2,
+    onTokens: (t) => streamed.push(...t[0]),
+  });
+  assert.deepEqual(cut[0], full.slice(0, full.indexOf(eos) + 1));
+  assert.deepEqual(streamed, cut[0]);
+  // The speculative block submitted before EOS was seen must not disturb the next call.
+  for (const blockSize of [1, 5, 32]) {
+    const again = await model.generate([prompt], { maxNew: 12, eos: -1, blockSize });
+    assert.deepEqual(again[0], full, `block size ${blockSize}`);
+  }
+  model.destroy();
+});
+
 Deno.test("bad inputs to a loaded model are clear errors", async () => {
   const model = await loadModel(new URL("mamba_tied_n8", root).pathname, { progress: false });
   await assert.rejects(
