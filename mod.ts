@@ -73,3 +73,18 @@ export type { KernelArtifact } from "./codegen/artifact.ts";
 export { generateKernels } from "./codegen/compile_graph.ts";
 export { DEFAULT_LIMITS, type DeviceLimits } from "./codegen/limits.ts";
 export { acquireGpu, getGpu, type GpuContext, NoAdapterError } from "./runtime/gpu_device.ts";
+export {
+  type GenerateOptions,
+  LanguageModel,
+  loadModel,
+  type LoadOptions,
+} from "./models/language_model.ts";
+export type { SamplingOptions } from "./models/sampler.ts";
+export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
+export { mambaMixer, type MambaMixerDims, type MambaMixerParams } from "./models/mamba_mixer.ts";
+export {
+  mamba2Mixer,
+  type Mamba2MixerDims,
+  type Mamba2MixerParams,
+} from "./models/mamba2_mixer.ts";
+export { SELECTIVE_SCAN_INPUTS, selectiveScan } from "./models/selective_scan.ts";
