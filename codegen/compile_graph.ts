@@ -13,7 +13,7 @@ import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
 import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { emitMatmulKernel } from "./matmul_lowering.ts";
+import { emitMatmulKernel, type MatmulStrategy } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
 import { emitMaterializedScan, type ScanSpec, type ScanStrategy } from "./scan_kernel.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
@@ -71,7 +71,9 @@ function emitKernel(
     return [emitReduceKernel(root, core, plan.materialized, limits, name, aliases)];
   }
   if (core?.kind === "contract") {
-    return [emitMatmulKernel(root, core, plan.materialized, limits, name, aliases)];
+    return [
+      emitMatmulKernel(root, core, plan.materialized, limits, name, aliases, options.matmul),
+    ];
   }
   return [emitElementwiseKernel(root, plan.materialized, limits, name, aliases)];
 }
@@ -99,6 +101,8 @@ function splitCandidate(root: Node, plan: FusionPlan): Node | undefined {
 export interface CodegenOptions {
   /** Force a scan strategy (tests, benchmarks). */
   scan?: ScanStrategy;
+  /** Force contraction-kernel choices (tests, benchmarks). */
+  matmul?: MatmulStrategy;
   /** Input node → output node sharing one buffer (in-place state updates). */
   aliases?: ReadonlyMap<Node, Node>;
 }

@@ -67,9 +67,19 @@ export function emitMatmulKernel(
   limits: DeviceLimits,
   name: string,
   aliases: ReadonlyMap<Node, Node> = new Map(),
+  strategy: MatmulStrategy = {},
 ): KernelArtifact {
-  return emitWith(root, core, materialized, limits, name, true, aliases) ??
-    emitWith(root, core, materialized, limits, name, false, aliases)!;
+  return emitWith(root, core, materialized, limits, name, true, aliases, strategy) ??
+    emitWith(root, core, materialized, limits, name, false, aliases, strategy)!;
+}
+
+/** Knobs of the contraction kernels (benchmarks force them; otherwise chosen by shape). */
+export interface MatmulStrategy {
+  /**
+   * Matrix-vector kernels: stage the activation rows in workgroup memory (default: when they
+   * fit), or evaluate the prologue per weight element (false).
+   */
+  gemvStage?: boolean;
 }
 
 function emitWith(
@@ -80,6 +90,7 @@ function emitWith(
   name: string,
   allowDirect: boolean,
   aliases: ReadonlyMap<Node, Node>,
+  strategy: MatmulStrategy,
 ): KernelArtifact | undefined {
   checkIndexable(root);
   // Put N on the output's innermost axis when possible: stores are then contiguous.
@@ -137,15 +148,20 @@ function emitWith(
       .join("\n  ");
     if (registry.conflict) return undefined;
     registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
-    const kernel = emitGemv({
-      M: size(g.m),
-      N: size(g.n),
-      K: size(g.k),
-      declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
-      loadA,
-      storeC,
-      weight: weightRef,
-    }, limits.maxComputeWorkgroupsPerDimension);
+    const kernel = emitGemv(
+      {
+        M: size(g.m),
+        N: size(g.n),
+        K: size(g.k),
+        declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
+        loadA,
+        storeC,
+        weight: weightRef,
+      },
+      limits.maxComputeWorkgroupsPerDimension,
+      limits.maxComputeWorkgroupStorageSize,
+      strategy.gemvStage,
+    );
     return {
       name,
       wgsl: `// ${name}: matrix-vector M=${size(g.m)} N=${size(g.n)} K=${

@@ -17,6 +17,7 @@ import {
 import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
 import { showAxes } from "../dsl/axes.ts";
 import { DEFAULT_LIMITS, type DeviceLimits, limitsFrom } from "../codegen/limits.ts";
@@ -36,6 +37,8 @@ export interface CompileOptions {
   gpu?: GpuContext;
   /** Force a scan strategy: `{ chunks }` along the scan axis, `{ lanes }` per channel. */
   scan?: ScanStrategy;
+  /** Force contraction-kernel choices (matrix-vector staging). */
+  matmul?: MatmulStrategy;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -122,6 +125,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
   const aliases = resolveInPlace(graph, options.inPlace ?? {});
   const program = generateKernels(graph, ctx ? deviceLimits(ctx) : DEFAULT_LIMITS, {
     scan: options.scan,
+    matmul: options.matmul,
     aliases,
   });
   const cpuRun = (data: Record<string, HostArray>) =>

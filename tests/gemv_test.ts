@@ -11,22 +11,40 @@ import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 Deno.test("matrix-vector kernel: rows 1–4, K multiple of 4 or not, fused norm and SiLU", async () => {
   const seed = freshSeed();
   for (const [b, e, m] of [[1, 333, 768], [3, 100, 133], [1, 70, 96], [4, 257, 65]]) {
-    const prog = await compile(
-      { x: "b m", W: "e m", g: "m" },
-      (t) => silu(einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W)),
-      { b, e, m },
-      { backend: "gpu" },
-    );
-    assert.match(prog.kernels[prog.kernels.length - 1].wgsl, /matrix-vector/);
-    const inputs = randomInputs(prog.graph, rng(seed));
-    assertClose(
-      await prog.run(inputs),
-      prog.interpret(inputs),
-      1e-4,
-      `${b}×${e}×${m} seed ${seed}`,
-    );
-    prog.destroy();
+    // Activations staged in workgroup memory (the default here) and read through the prologue.
+    for (const gemvStage of [undefined, false]) {
+      const prog = await compile(
+        { x: "b m", W: "e m", g: "m" },
+        (t) => silu(einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W)),
+        { b, e, m },
+        { backend: "gpu", matmul: { gemvStage } },
+      );
+      const wgsl = prog.kernels[prog.kernels.length - 1].wgsl;
+      assert.match(wgsl, /matrix-vector/);
+      assert.equal(/gemv_a/.test(wgsl), gemvStage !== false, `staging ${gemvStage}`);
+      const inputs = randomInputs(prog.graph, rng(seed));
+      assertClose(
+        await prog.run(inputs),
+        prog.interpret(inputs),
+        1e-4,
+        `${b}×${e}×${m} staging ${gemvStage} seed ${seed}`,
+      );
+      prog.destroy();
+    }
   }
+});
+
+Deno.test("matrix-vector staging that cannot fit the workgroup memory is a clear error", async () => {
+  await assert.rejects(
+    () =>
+      compile(
+        { x: "b m", W: "e m" },
+        (t) => einsum("b m, e m -> b e", t.x, t.W),
+        { b: 4, e: 64, m: 1 << 14 },
+        { backend: "gpu", matmul: { gemvStage: true } },
+      ),
+    /gemv: staging 4×16384 activations needs \d+ bytes of workgroup memory; the device allows/,
+  );
 });
 
 Deno.test("matrix-vector kernel whose prologue also reads the weight (tied embedding)", async () => {
