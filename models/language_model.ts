@@ -264,16 +264,11 @@ export class LanguageModel {
       // k + 1 and then waits for block k's tokens, so encoding and the readback latency hide
       // behind GPU work. A block in flight when every row has stopped is discarded.
       let inFlight = await submitBlock();
+      let next: { read: Promise<ArrayBuffer[]> } | undefined;
       try {
         while (true) {
-          const next = submitted < maxNew ? await submitBlock() : undefined;
-          let blocks: number[][];
-          try {
-            blocks = (await inFlight.read).map((a) => Array.from(new Int32Array(a)));
-          } catch (e) {
-            next?.read.catch(() => {});
-            throw e;
-          }
+          next = submitted < maxNew ? await submitBlock() : undefined;
+          const blocks = (await inFlight.read).map((a) => Array.from(new Int32Array(a)));
           const arrived: number[][] = blocks.map(() => []);
           blocks.forEach((toks, row) => {
             for (const t of toks) {
@@ -284,15 +279,16 @@ export class LanguageModel {
             }
           });
           options.onTokens?.(arrived);
-          if (!next || done.every((d) => d)) {
-            next?.read.catch(() => {});
-            break;
-          }
+          if (!next || done.every((d) => d)) break;
           inFlight = next;
+          next = undefined;
         }
       } catch (e) {
         inFlight.read.catch(() => {});
         throw e;
+      } finally {
+        // A block still in flight is not read; its rejection, if any, has no one to tell.
+        next?.read.catch(() => {});
       }
       return result;
     } finally {

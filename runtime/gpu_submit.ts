@@ -317,7 +317,8 @@ const checked = new WeakMap<
 
 function alreadyChecked(d: Dispatch): boolean {
   const seen = d && checked.get(d);
-  if (!seen || seen.pipeline !== d.pipeline || seen.buffers.length !== d.buffers?.length) {
+  if (!seen || !Array.isArray(d.workgroups) || !Array.isArray(d.buffers)) return false;
+  if (seen.pipeline !== d.pipeline || seen.buffers.length !== d.buffers?.length) {
     return false;
   }
   for (let i = 0; i < 3; i++) if (seen.workgroups[i] !== d.workgroups[i]) return false;
