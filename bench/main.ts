@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: times ssmkit kernels with timestamp queries (median of many runs after
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
- * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/README.md).
+ * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
  *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N]
  *
