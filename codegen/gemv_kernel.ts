@@ -69,11 +69,12 @@ export function emitGemv(
   const stride = vec ? spec.weight.rowStride / 4 : spec.weight.rowStride;
   const steps = vec ? K / 4 : K;
   const threads = COLUMNS_PER_GROUP * THREADS_PER_COLUMN;
-  const partBytes = 4 * threads * M;
-  const staged = stage ?? 4 * M * K + partBytes <= maxWorkgroupStorage;
-  if (staged && 4 * M * K + partBytes > maxWorkgroupStorage) {
+  // Workgroup memory with staging: the activation rows beside the reduction buffer.
+  const stageBytes = 4 * M * K + 4 * threads * M;
+  const staged = stage ?? stageBytes <= maxWorkgroupStorage;
+  if (staged && stageBytes > maxWorkgroupStorage) {
     throw new Error(
-      `gemv: staging ${M}×${K} activations needs ${4 * M * K + partBytes} bytes of workgroup ` +
+      `gemv: staging ${M}×${K} activations needs ${stageBytes} bytes of workgroup ` +
         `memory; the device allows ${maxWorkgroupStorage}`,
     );
   }

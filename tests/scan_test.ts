@@ -224,7 +224,12 @@ Deno.test("scan errors name the problem", async () => {
 Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in every lane mode", async () => {
   const seed = freshSeed();
   const sizes = { b: 2, l: 37, d: 5, n: 16, r: 35 };
-  for (const scan of [{}, { transpose: false }, { lanes: 1 }, { chunks: 4 }]) {
+  // Offsets 3 and 19 leave no aligned vector groups of B and C, also with every load prefetched.
+  const modes = [{}, { transpose: false }, { lanes: 1 }, { chunks: 4 }, {
+    lanes: 4,
+    prefetch: "all" as const,
+  }];
+  for (const scan of modes) {
     const prog = await compile(
       { ...SELECTIVE_SCAN_INPUTS, P: "b l r" },
       (t) =>
