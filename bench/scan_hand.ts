@@ -456,6 +456,15 @@ add("ST_CH32_L2_T16_U4_rsq", () => st({ CH: 32, L: 2, T: 16, U: 4, ...rsq }));
 add("L1_W32_T4_rsq", () => l1({ W: 32, T: 4, pf: true, bc: "smem", ...rsq }));
 add("LT_L16_m2_WG256_rsq_pf", () => lt({ L: 16, m: 2, WG: 256, pf: true, ...rsq }));
 add("LT_L8_m2_WG256_rsq_pf", () => lt({ L: 8, m: 2, WG: 256, pf: true, ...rsq }));
+add("ST_CH32_L4_T16_U4_rsq_exp2", () => st({ CH: 32, L: 4, T: 16, U: 4, ...rsq, exp2: true }));
+add("ST_CH16_L4_T16_U4_rsq", () => st({ CH: 16, L: 4, T: 16, U: 4, ...rsq }));
+add("ST_CH32_L4_T32_U8_rsq", () => st({ CH: 32, L: 4, T: 32, U: 8, ...rsq }));
+add("ST_CH64_L4_T16_U4_rsq", () => st({ CH: 64, L: 4, T: 16, U: 4, ...rsq }));
+add("L1_W32_T8_rsq_exp2", () => l1({ W: 32, T: 8, pf: true, bc: "smem", ...rsq, exp2: true }));
+add("L1_W64_T8_rsq", () => l1({ W: 64, T: 8, pf: true, bc: "smem", ...rsq }));
+add("L1_W32_T8_rsq_glob", () => l1({ W: 32, T: 8, pf: true, bc: "glob", ...rsq }));
+add("LT_L8_m1_WG256_rsq_pf_exp2", () => lt({ L: 8, m: 1, WG: 256, pf: true, ...rsq, exp2: true }));
+add("LT_L4_m2_WG64_rsq_pf_exp2", () => lt({ L: 4, m: 2, WG: 64, pf: true, ...rsq, exp2: true }));
 const compiledVariants: Record<string, ScanStrategy> = {
   "C_L8_transposed": { lanes: 8, transpose: true },
   "C_L16_plain": { lanes: 16, transpose: false },

@@ -50,6 +50,10 @@ const variants: Record<string, ScanStrategy> = {
   "L16 fast, prefetch own": { lanes: 16, prefetch: "own", math: "fast" },
   "L16 fast, prefetch all": { lanes: 16, prefetch: "all", math: "fast" },
   "L8 vec2, fast, prefetch own": { lanes: 8, prefetch: "own", math: "fast" },
+  "L8 vec2, fast-exp2, prefetch own": { lanes: 8, prefetch: "own", math: "fast-exp2" },
+  "L8 vec2, fast-exp2, prefetch all": { lanes: 8, prefetch: "all", math: "fast-exp2" },
+  "L4 vec4, fast-exp2, prefetch own": { lanes: 4, prefetch: "own", math: "fast-exp2" },
+  "L16 fast-exp2, prefetch own": { lanes: 16, prefetch: "own", math: "fast-exp2" },
   "L8 vec2, fast, prefetch all": { lanes: 8, prefetch: "all", math: "fast" },
   "L8 scalar, fast, prefetch own": { lanes: 8, prefetch: "own", math: "fast", vector: false },
   "L8 vec2, exact, prefetch own": { lanes: 8, prefetch: "own", math: "exact" },
@@ -58,6 +62,14 @@ const variants: Record<string, ScanStrategy> = {
   "L4 vec4, fast, prefetch all": { lanes: 4, prefetch: "all", math: "fast" },
   "L4 scalar, fast, prefetch own": { lanes: 4, prefetch: "own", math: "fast", vector: false },
   "L2 vec4, fast, prefetch own": { lanes: 2, prefetch: "own", math: "fast" },
+  "L2 vec4, fast, prefetch all": { lanes: 2, prefetch: "all", math: "fast" },
+  "L8 vec2, fast, prefetch all, not transposed": {
+    lanes: 8,
+    prefetch: "all",
+    math: "fast",
+    transpose: false,
+  },
+  "L8 vec2, fast, prefetch all, 2 chunks": { lanes: 8, prefetch: "all", math: "fast", chunks: 2 },
   "L1 vec4, fast, prefetch all (chunked)": { lanes: 1, prefetch: "all", math: "fast" },
   "default": {},
 };
@@ -65,6 +77,7 @@ const variants: Record<string, ScanStrategy> = {
 const stepVariants = [
   "L16 prelude math, no prefetch, scalar (old default)",
   "L8 vec2, fast, prefetch own",
+  "L8 vec2, fast-exp2, prefetch own",
   "L4 vec4, fast, prefetch own",
   "default",
 ];

@@ -1,9 +1,15 @@
 /**
  * Matrix-vector products for decode (M ≤ 4 rows against a weight matrix stored [N, K] with K
- * contiguous): the tiled matmul wastes most of its tile there. Here 32 threads share one
+ * contiguous): the tiled matmul wastes most of its tile there. Here T threads share one
  * output column n: they stream the weight row with coalesced vec4 loads, multiply by the
  * activation rows (computed through the `load_a` hook, so prologues stay fused), and reduce
- * through workgroup memory; one thread runs the `store_c` epilogue hook.
+ * with subgroup shuffles (where the device has them) and workgroup memory; one thread runs the
+ * `store_c` epilogue hook.
+ *
+ * A decode step is a chain of small products, each too short to hide memory latency by
+ * occupancy alone, so: T grows (32, 64, 128) while the product has few columns, giving more
+ * workgroups; and each thread issues its loads UNROLL at a time (clamped in-bounds indices,
+ * masked sums: no branches), so several loads are in flight per thread.
  *
  * When the activation rows fit in workgroup memory they are staged there first: each
  * workgroup evaluates `load_a` once per (row, k) instead of once per (row, k, column), so a
@@ -36,8 +42,32 @@ export interface GemvSpec {
 /** Largest M handled (rows of the activation). */
 export const GEMV_MAX_ROWS = 4;
 
-const THREADS_PER_COLUMN = 32;
-const COLUMNS_PER_GROUP = 8;
+/** Threads per workgroup. */
+const THREADS = 256;
+/** Weight loads each thread issues back to back. */
+const UNROLL = 4;
+/** Workgroups worth having before widening columns stops paying (about 2 per SM). */
+const TARGET_GROUPS = 256;
+/** Rows up to this many loads per thread are unrolled completely. */
+const MAX_UNROLLED = 16;
+
+/** Device facts the GEMV kernel adapts to. */
+export interface GemvDevice {
+  maxWorkgroupsPerDimension: number;
+  /** Bytes of workgroup memory. */
+  maxWorkgroupStorage: number;
+  /** Smallest subgroup size when subgroup operations may be used, else 0. */
+  subgroupMinSize: number;
+}
+
+/** Threads per column: wider while there are few workgroups and each thread keeps work. */
+export function gemvThreadsPerColumn(N: number, steps: number): number {
+  let t = 32;
+  while (t < 128 && Math.ceil(N / (THREADS / t)) < TARGET_GROUPS && steps >= 2 * t * 2) {
+    t *= 2;
+  }
+  return t;
+}
 
 /**
  * Emits the GEMV kernel (entry point `main`) and its workgroup count. `stage` forces staging of
@@ -46,8 +76,7 @@ const COLUMNS_PER_GROUP = 8;
  */
 export function emitGemv(
   spec: GemvSpec,
-  maxWorkgroupsPerDimension: number,
-  maxWorkgroupStorage = 16384,
+  device: GemvDevice,
   stage?: boolean,
 ): { wgsl: string; workgroups: [number, number, number] } {
   const { M, N, K } = spec;
@@ -55,10 +84,19 @@ export function emitGemv(
   const own = "binding" in spec.weight;
   const vec = own && K % 4 === 0 && spec.weight.rowStride % 4 === 0;
   const array = "array" in spec.weight ? spec.weight.array : "gemv_w";
-  const groups = Math.ceil(N / COLUMNS_PER_GROUP);
-  const x = Math.min(groups, maxWorkgroupsPerDimension);
+  const stride = vec ? spec.weight.rowStride / 4 : spec.weight.rowStride;
+  const steps = vec ? K / 4 : K;
+  const T = gemvThreadsPerColumn(N, steps);
+  const columns = THREADS / T;
+  const groups = Math.ceil(N / columns);
+  const maxDim = device.maxWorkgroupsPerDimension;
+  const x = Math.min(groups, maxDim);
   const y = Math.ceil(groups / x);
-  if (y > maxWorkgroupsPerDimension) throw new Error(`gemv: ${groups} workgroups do not fit`);
+  if (y > maxDim) throw new Error(`gemv: ${groups} workgroups do not fit`);
+  // Shuffles reduce within aligned blocks of `shuffle` lanes (never across columns, since T is
+  // a multiple of it); workgroup memory then sums the T / shuffle block results.
+  const shuffle = device.subgroupMinSize >= 2 ? Math.min(device.subgroupMinSize, T) : 1;
+  const partials = T / shuffle;
   const rows = Array.from({ length: M }, (_, m) => m);
   const binding = "binding" in spec.weight ? spec.weight.binding : -1;
   const decl = !own
@@ -66,16 +104,14 @@ export function emitGemv(
     : vec
     ? `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<vec4<f32>>;`
     : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<f32>;`;
-  const stride = vec ? spec.weight.rowStride / 4 : spec.weight.rowStride;
-  const steps = vec ? K / 4 : K;
-  const threads = COLUMNS_PER_GROUP * THREADS_PER_COLUMN;
   // Workgroup memory with staging: the activation rows beside the reduction buffer.
-  const stageBytes = 4 * M * K + 4 * threads * M;
-  const staged = stage ?? stageBytes <= maxWorkgroupStorage;
-  if (staged && stageBytes > maxWorkgroupStorage) {
+  const partBytes = 4 * columns * partials * M;
+  const stageBytes = 4 * M * K + partBytes;
+  const staged = stage ?? stageBytes <= device.maxWorkgroupStorage;
+  if (staged && stageBytes > device.maxWorkgroupStorage) {
     throw new Error(
       `gemv: staging ${M}×${K} activations needs ${stageBytes} bytes of workgroup ` +
-        `memory; the device allows ${maxWorkgroupStorage}`,
+        `memory; the device allows ${device.maxWorkgroupStorage}`,
     );
   }
   // Staged rows: M rows of K floats (as K / 4 vec4s on the vector path).
@@ -87,28 +123,59 @@ export function emitGemv(
   const stageFill = !staged
     ? ""
     : vec
-    ? `for (var q: u32 = lid; q < ${u32Literal(M * K / 4)}; q += ${threads}u) {
+    ? `for (var q: u32 = lid; q < ${u32Literal(M * K / 4)}; q += ${THREADS}u) {
     let sm = q / ${u32Literal(K / 4)};
     let sk = (q % ${u32Literal(K / 4)}) * 4u;
     gemv_a[q] = vec4<f32>(load_a(0u, sm, sk), load_a(0u, sm, sk + 1u), load_a(0u, sm, sk + 2u), load_a(0u, sm, sk + 3u));
   }
   workgroupBarrier();`
-    : `for (var q: u32 = lid; q < ${u32Literal(M * K)}; q += ${threads}u) {
+    : `for (var q: u32 = lid; q < ${u32Literal(M * K)}; q += ${THREADS}u) {
     gemv_a[q] = load_a(0u, q / ${u32Literal(K)}, q % ${u32Literal(K)});
   }
   workgroupBarrier();`;
-  const body = staged
-    ? rows.map((m) =>
-      vec
-        ? `acc${m} += dot(gemv_a[${m * K / 4}u + i], w);`
-        : `acc${m} += gemv_a[${m * K}u + i] * w;`
-    )
-    : vec
-    ? rows.map((m) =>
-      `acc${m} += dot(vec4<f32>(load_a(0u, ${m}u, k0), load_a(0u, ${m}u, k0 + 1u), ` +
-      `load_a(0u, ${m}u, k0 + 2u), load_a(0u, ${m}u, k0 + 3u)), w);`
-    )
-    : rows.map((m) => `acc${m} += load_a(0u, ${m}u, k0) * w;`);
+  // Weight loads: each thread reads the row at lane, lane + T, lane + 2T, … A short row is
+  // unrolled completely, with every load issued before the staging barrier, so the weights
+  // stream in while the activations are staged; a long one loops, UNROLL loads at a time.
+  // Loads past the row's end read a clamped index and are replaced by zero.
+  const perThread = Math.ceil(steps / T);
+  const unrolled = perThread <= MAX_UNROLLED;
+  const zero = vec ? "vec4<f32>(0.0)" : "0.0";
+  const loadW = (u: number, base: string, mayOverrun: boolean) => {
+    const idx = `${base} + ${u * T}u`;
+    if (!mayOverrun) return `let w${u} = ${array}[n * ${u32Literal(stride)} + ${idx}];`;
+    return `let w${u} = select(${zero}, ${array}[n * ${u32Literal(stride)} + min(${idx}, ${
+      u32Literal(steps - 1)
+    })], ${idx} < ${u32Literal(steps)});`;
+  };
+  const useW = (u: number, base: string) => {
+    const lines = [`let i${u} = min(${base} + ${u * T}u, ${u32Literal(steps - 1)});`];
+    if (!staged) lines.push(`let k${u} = i${u}${vec ? " * 4u" : ""};`);
+    for (const m of rows) {
+      const a = staged
+        ? `gemv_a[${u32Literal(m * steps)} + i${u}]`
+        : vec
+        ? `vec4<f32>(load_a(0u, ${m}u, k${u}), load_a(0u, ${m}u, k${u} + 1u), ` +
+          `load_a(0u, ${m}u, k${u} + 2u), load_a(0u, ${m}u, k${u} + 3u))`
+        : `load_a(0u, ${m}u, k${u})`;
+      lines.push(vec ? `acc${m} += dot(${a}, w${u});` : `acc${m} += ${a} * w${u};`);
+    }
+    return lines.join("\n  ");
+  };
+  const slots = (count: number) => Array.from({ length: count }, (_, u) => u);
+  const products = unrolled
+    ? `${slots(perThread).map((u) => useW(u, "lane")).join("\n  ")}`
+    : `for (var i: u32 = lane; i < ${u32Literal(steps)}; i += ${T * UNROLL}u) {
+    ${slots(UNROLL).map((u) => loadW(u, "i", true)).join("\n    ")}
+    ${slots(UNROLL).map((u) => useW(u, "i").replaceAll("\n  ", "\n    ")).join("\n    ")}
+  }`;
+  const earlyLoads = unrolled
+    ? slots(perThread).map((u) => loadW(u, "lane", (u + 1) * T > steps)).join("\n  ")
+    : "";
+  const shuffles: string[] = [];
+  for (let off = shuffle / 2; off >= 1; off /= 2) {
+    for (const m of rows) shuffles.push(`acc${m} += subgroupShuffleXor(acc${m}, ${off}u);`);
+  }
+  const part = (m: number, index: string) => `gemv_part[${m * columns * partials}u + ${index}]`;
   const wgsl = `${spec.declarations}
 ${decl}
 fn load_a(bi: u32, m: u32, k: u32) -> f32 {
@@ -117,41 +184,35 @@ fn load_a(bi: u32, m: u32, k: u32) -> f32 {
 fn store_c(bi: u32, m: u32, n: u32, acc: f32) {
   ${spec.storeC}
 }
-var<workgroup> gemv_part: array<f32, ${COLUMNS_PER_GROUP * THREADS_PER_COLUMN * M}>;
+var<workgroup> gemv_part: array<f32, ${columns * partials * M}>;
 ${stageDecl}
-@compute @workgroup_size(${COLUMNS_PER_GROUP * THREADS_PER_COLUMN})
+@compute @workgroup_size(${THREADS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lane = lid % ${THREADS_PER_COLUMN}u;
-  let col = lid / ${THREADS_PER_COLUMN}u;
-  let n_raw = (wid.x + wid.y * ${u32Literal(x)}) * ${COLUMNS_PER_GROUP}u + col;
+  let lane = lid % ${T}u;
+  let col = lid / ${T}u;
+  let n_raw = (wid.x + wid.y * ${u32Literal(x)}) * ${columns}u + col;
   let n = min(n_raw, ${u32Literal(N - 1)});
+  ${earlyLoads}
   ${stageFill}
   ${rows.map((m) => `var acc${m}: f32 = 0.0;`).join("\n  ")}
-  for (var i: u32 = lane; i < ${u32Literal(steps)}; i += ${THREADS_PER_COLUMN}u) {
-    let w = ${array}[n * ${u32Literal(stride)} + i];
-    ${staged ? "" : `let k0 = i${vec ? " * 4u" : ""};`}
-    ${body.join("\n    ")}
+  ${products}
+  ${shuffles.join("\n  ")}
+  if (lane % ${shuffle}u == 0u) {
+    ${
+    rows.map((m) => `${part(m, `col * ${partials}u + lane / ${shuffle}u`)} = acc${m};`).join(
+      "\n    ",
+    )
   }
-  ${
-    rows.map((m) => `gemv_part[${m * COLUMNS_PER_GROUP * THREADS_PER_COLUMN}u + lid] = acc${m};`)
-      .join("\n  ")
   }
   workgroupBarrier();
-  for (var s: u32 = ${THREADS_PER_COLUMN / 2}u; s > 0u; s = s >> 1u) {
-    if (lane < s) {
-      ${
-    rows.map((m) => {
-      const base = m * COLUMNS_PER_GROUP * THREADS_PER_COLUMN;
-      return `gemv_part[${base}u + lid] += gemv_part[${base}u + lid + s];`;
-    }).join("\n      ")
-  }
-    }
-    workgroupBarrier();
-  }
   if (lane == 0u && n_raw < ${u32Literal(N)}) {
     ${
     rows.map((m) =>
-      `store_c(0u, ${m}u, n, gemv_part[${m * COLUMNS_PER_GROUP * THREADS_PER_COLUMN}u + lid]);`
+      `var sum${m} = 0.0;
+    for (var p: u32 = 0u; p < ${partials}u; p++) { sum${m} += ${
+        part(m, `col * ${partials}u + p`)
+      }; }
+    store_c(0u, ${m}u, n, sum${m});`
     ).join("\n    ")
   }
   }

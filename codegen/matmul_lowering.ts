@@ -158,8 +158,11 @@ function emitWith(
         storeC,
         weight: weightRef,
       },
-      limits.maxComputeWorkgroupsPerDimension,
-      limits.maxComputeWorkgroupStorageSize,
+      {
+        maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+        maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
+        subgroupMinSize: limits.subgroups ? limits.subgroupMinSize : 0,
+      },
       strategy.gemvStage,
     );
     return {

@@ -68,7 +68,8 @@ export interface ScanStrategy {
   /**
    * Spelling of softplus / silu / sigmoid inside the step loop: `"prelude"` (the shared
    * spellings, whose softplus branches), `"exact"` (branch-free, IEEE division) or `"fast"`
-   * (branch-free, 1/v as inverseSqrt(v)²: a few ulp).
+   * (branch-free, 1/v as inverseSqrt(v)²: a few ulp); `"fast-exp2"` is `"fast"` with every exp
+   * spelled exp2(x · log2 e).
    */
   math?: ScanMath;
   /**
@@ -135,10 +136,10 @@ function reduceScatter(values: string[], lanes: number, prefix: string, out: str
   return live[0].v;
 }
 
-/** Defaults measured on the H100 (bench/scan_tune.ts). */
+/** Defaults measured on the H100 and H200 (bench/scan_tune.ts, bench/RESULTS.md). */
 const DEFAULT_LANES = 8;
 const DEFAULT_UNROLL = 1;
-const DEFAULT_PREFETCH: ScanPrefetch = "own";
+const DEFAULT_PREFETCH: ScanPrefetch = "all";
 const DEFAULT_MATH: ScanMath = "fast";
 
 function sizeOf(scan: ScanNode, axis: string): number {
@@ -204,8 +205,10 @@ export function chooseScanStrategy(
     );
   }
   const math = force.math ?? DEFAULT_MATH;
-  if (!["prelude", "exact", "fast"].includes(math)) {
-    throw new Error(`scan: math must be "prelude", "exact" or "fast", got ${JSON.stringify(math)}`);
+  if (!["prelude", "exact", "fast", "fast-exp2"].includes(math)) {
+    throw new Error(
+      `scan: math must be "prelude", "exact", "fast" or "fast-exp2", got ${JSON.stringify(math)}`,
+    );
   }
   const vector = force.vector ?? true;
   return { lanes, chunks, unroll, transpose, prefetch, math, vector };

@@ -16,8 +16,8 @@ import { numel, stridesOf } from "../dsl/ir.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { type Env, type ExprEmitter, offsetExpr } from "./expr.ts";
 
-/** How the step loop spells softplus, silu and sigmoid. */
-export type ScanMath = "prelude" | "exact" | "fast";
+/** How the step loop spells softplus, silu, sigmoid (and exp, with `fast-exp2`). */
+export type ScanMath = "prelude" | "exact" | "fast" | "fast-exp2";
 
 /** WGSL helpers the `exact` and `fast` spellings call (included once per scan shader). */
 export const SCAN_MATH_PRELUDE = `
@@ -39,6 +39,11 @@ fn sk_softplus_fast(x: f32) -> f32 {
   let r = log(w) * e * sk_recip_pos(w - 1.0);
   return select(select(r, e, w == 1.0), x, x > 20.0);
 }
+fn sk_exp(x: f32) -> f32 {
+  // exp as exp2(x · log2 e): the hardware's base-2 exponential with one multiply in front
+  // (some drivers expand exp into a longer, more exact sequence).
+  return exp2(x * 1.44269504);
+}
 `;
 
 /**
@@ -47,14 +52,17 @@ fn sk_softplus_fast(x: f32) -> f32 {
  */
 export function scanUnary(math: ScanMath, node: Node, x: string): string | undefined {
   if (math === "prelude" || node.kind !== "unary") return undefined;
-  const fast = math === "fast";
+  const fast = math === "fast" || math === "fast-exp2";
+  const exp = math === "fast-exp2" ? "sk_exp" : "exp";
   switch (node.op) {
+    case "exp":
+      return math === "fast-exp2" ? `sk_exp(${x})` : undefined;
     case "softplus":
       return fast ? `sk_softplus_fast(${x})` : `sk_softplus_nb(${x})`;
     case "silu":
-      return fast ? `(${x} * sk_recip_pos(1.0 + exp(-${x})))` : undefined;
+      return fast ? `(${x} * sk_recip_pos(1.0 + ${exp}(-${x})))` : undefined;
     case "sigmoid":
-      return fast ? `sk_recip_pos(1.0 + exp(-${x}))` : undefined;
+      return fast ? `sk_recip_pos(1.0 + ${exp}(-${x}))` : undefined;
     default:
       return undefined;
   }

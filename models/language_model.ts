@@ -15,7 +15,7 @@ import { deviceLimits } from "../runtime/compile.ts";
 import { getGpu, type GpuContext } from "../runtime/gpu_device.ts";
 import { readBuffers } from "../runtime/gpu_buffers.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
-import { type Dispatch, submitDispatches } from "../runtime/gpu_submit.ts";
+import { type Dispatch, submitDispatches, timeSequence } from "../runtime/gpu_submit.ts";
 import { GpuProgram } from "../runtime/program.ts";
 import { Checkpoint } from "./checkpoint/checkpoint.ts";
 import { readConfig } from "./checkpoint/config.ts";
@@ -45,7 +45,10 @@ export interface GenerateOptions extends SamplingOptions {
   eos?: number;
   /** Called with each block of new tokens per row, as blocks arrive. */
   onTokens?: (tokens: number[][]) => void;
-  /** Decode steps per submit (default 32). */
+  /**
+   * Largest number of decode steps per submit (default 64). Blocks start at 8 steps, so text
+   * starts streaming early, and double up to this size.
+   */
   blockSize?: number;
 }
 
@@ -203,6 +206,36 @@ export class LanguageModel {
     return await session.programs.ping.benchmark({}, { warmup: 3, iterations: 20 });
   }
 
+  /**
+   * Times `steps` decode steps (batch `b`, conv caches alternating as in generation, without
+   * sampling) encoded back to back in one pass, as generation runs them: the GPU time per step,
+   * and the CPU time to check, encode and submit one such block, per step.
+   */
+  async benchmarkDecodeBlock(
+    b = 1,
+    steps = 32,
+  ): Promise<{ gpuNsPerStep: number; cpuSubmitNsPerStep: number; dispatchesPerStep: number }> {
+    const session = await this.#session(b, 1);
+    const dispatches: Dispatch[] = [];
+    for (let k = 0; k < steps; k++) {
+      dispatches.push(...(k % 2 === 0 ? session.programs.ping : session.programs.pong).dispatches);
+    }
+    const gpu = await timeSequence(this.#ctx, dispatches, { warmup: 2, iterations: 10 });
+    const cpu: number[] = [];
+    for (let it = 0; it < 5; it++) {
+      const t0 = performance.now();
+      await submitDispatches(this.#ctx, dispatches);
+      cpu.push(performance.now() - t0);
+    }
+    await this.#ctx.device.queue.onSubmittedWorkDone();
+    cpu.sort((x, y) => x - y);
+    return {
+      gpuNsPerStep: gpu.medianNs / steps,
+      cpuSubmitNsPerStep: (cpu[2] * 1e6) / steps,
+      dispatchesPerStep: dispatches.length / steps,
+    };
+  }
+
   /** Generates up to `maxNew` tokens after each prompt row; returns the new tokens per row. */
   async generate(prompts: number[][], options: GenerateOptions): Promise<number[][]> {
     const { b, l, ids } = this.#checkTokens(prompts);
@@ -233,16 +266,28 @@ export class LanguageModel {
       programs.prefill.upload({ ids });
       const result: number[][] = Array.from({ length: b }, () => []);
       const done = new Array(b).fill(false);
-      const block = options.blockSize ?? 32;
+      const block = options.blockSize ?? 64;
       if (!Number.isInteger(block) || block < 1) {
         throw new Error(`blockSize must be a positive integer, got ${block}`);
       }
       let submitted = 0;
-      // Encodes and submits the next block of steps (a short first block, so text starts
-      // streaming early) and queues the copy of its tokens right behind it.
-      const submitBlock = async (): Promise<{ read: Promise<ArrayBuffer[]> }> => {
+      let lastCount = 0;
+      /** A submitted block: its step count and, once its readback settles, tokens or error. */
+      interface Pending {
+        count: number;
+        read: Promise<ArrayBuffer[]>;
+        settled: Promise<void>;
+        tokens?: number[][];
+        error?: { cause: unknown };
+      }
+      const pending: Pending[] = [];
+      // Encodes and submits the next block of steps and queues the copy of its tokens right
+      // behind it. Blocks grow from 8 steps by doubling: the first tokens arrive early, and the
+      // GPU idles less than after a jump from a short block to a long one.
+      const submitBlock = async (): Promise<void> => {
         const first = submitted;
-        const count = Math.min(first === 0 ? Math.min(8, block) : block, maxNew - first);
+        const count = Math.min(lastCount === 0 ? 8 : 2 * lastCount, block, maxNew - first);
+        lastCount = count;
         const dispatches: Dispatch[] = [];
         for (let k = 0; k < count; k++) {
           const step = first + k;
@@ -258,19 +303,32 @@ export class LanguageModel {
           byteOffset: 4 * (row * maxNew + first),
           byteLength: 4 * count,
         }));
-        return { read: readBuffers(ctx, parts) };
+        const entry = { count, read: readBuffers(ctx, parts) } as Pending;
+        entry.settled = entry.read.then(
+          (raw) => {
+            entry.tokens = raw.map((a) => Array.from(new Int32Array(a)));
+          },
+          (cause) => {
+            entry.error = { cause };
+          },
+        );
+        pending.push(entry);
       };
-      // Software pipelining: while the GPU runs block k, the CPU encodes and submits block
-      // k + 1 and then waits for block k's tokens, so encoding and the readback latency hide
-      // behind GPU work. A block in flight when every row has stopped is discarded.
-      let inFlight = await submitBlock();
-      let next: { read: Promise<ArrayBuffer[]> } | undefined;
-      try {
-        while (true) {
-          next = submitted < maxNew ? await submitBlock() : undefined;
-          const blocks = (await inFlight.read).map((a) => Array.from(new Int32Array(a)));
-          const arrived: number[][] = blocks.map(() => []);
-          blocks.forEach((toks, row) => {
+      // Deno resolves a readback only once the GPU has finished everything submitted before
+      // its device poll began (bench/readback_overlap.ts). Awaiting one while nothing else is
+      // queued would leave the GPU idle during the next block's encoding, so blocks are
+      // submitted up to `ahead` steps beyond the tokens consumed, yielding to the event loop
+      // between submits so readbacks land meanwhile; only at that limit does the loop wait.
+      // Blocks in flight when every row has stopped are discarded.
+      const ahead = 2 * block;
+      let consumed = 0;
+      while (consumed < maxNew && !done.every((d) => d)) {
+        const head = pending[0];
+        if (head && (head.tokens || head.error)) {
+          pending.shift();
+          if (head.error) throw head.error.cause;
+          const arrived: number[][] = head.tokens!.map(() => []);
+          head.tokens!.forEach((toks, row) => {
             for (const t of toks) {
               if (done[row]) break;
               result[row].push(t);
@@ -278,17 +336,14 @@ export class LanguageModel {
               if (t === eos) done[row] = true;
             }
           });
+          consumed += head.count;
           options.onTokens?.(arrived);
-          if (!next || done.every((d) => d)) break;
-          inFlight = next;
-          next = undefined;
+        } else if (submitted < maxNew && submitted - consumed < ahead) {
+          await submitBlock();
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        } else {
+          await head.settled;
         }
-      } catch (e) {
-        inFlight.read.catch(() => {});
-        throw e;
-      } finally {
-        // A block still in flight is not read; its rejection, if any, has no one to tell.
-        next?.read.catch(() => {});
       }
       return result;
     } finally {

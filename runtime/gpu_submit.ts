@@ -209,6 +209,75 @@ export async function timeDispatches(
   }
 }
 
+/** Benchmark result of a whole dispatch list run back to back. */
+export interface SequenceBenchmark {
+  /** Median GPU time of the whole list over the iterations. */
+  medianNs: number;
+  /** Fastest iteration. */
+  minNs: number;
+}
+
+/**
+ * Times `dispatches` run back to back in one compute pass, as real work runs them (no pass
+ * boundary between kernels, so no per-kernel timestamp overhead): `warmup` untimed rounds,
+ * then `iterations` timed ones, each its own pass. Needs `timestamp-query`.
+ */
+export async function timeSequence(
+  ctx: GpuContext,
+  dispatches: readonly Dispatch[],
+  opts: TimeOptions,
+): Promise<SequenceBenchmark> {
+  if (!ctx.features.timestampQuery) {
+    throw new Error("timeSequence needs the timestamp-query feature, which this device lacks");
+  }
+  const { warmup, iterations } = opts;
+  if (!Number.isInteger(warmup) || warmup < 0) {
+    throw new Error(`timeSequence: warmup must be a non-negative integer, got ${warmup}`);
+  }
+  if (!Number.isInteger(iterations) || iterations < 1 || iterations > PASSES_PER_SET) {
+    throw new Error(
+      `timeSequence: iterations must be an integer in 1..${PASSES_PER_SET}, got ${iterations}`,
+    );
+  }
+  checkDispatches(ctx, dispatches);
+  if (dispatches.length === 0) return { medianNs: 0, minNs: 0 };
+  const device = ctx.device;
+  const groups = new BindGroupCache(ctx);
+  const set = device.createQuerySet({ type: "timestamp", count: QUERIES_PER_SET });
+  const resolve = device.createBuffer({
+    label: "ssmkit sequence timestamps",
+    size: iterations * 16,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  try {
+    const scopes = pushScopes(device);
+    try {
+      const encoder = device.createCommandEncoder({ label: "ssmkit sequence benchmark" });
+      const encodeAll = (pass: GPUComputePassEncoder) => {
+        let current: GPUComputePipeline | undefined;
+        for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
+        pass.end();
+      };
+      for (let w = 0; w < warmup; w++) encodeAll(encoder.beginComputePass());
+      for (let it = 0; it < iterations; it++) {
+        encodeAll(encoder.beginComputePass({ timestampWrites: timestampSlot([set], it) }));
+      }
+      resolveTimestamps(encoder, [set], iterations, resolve);
+      device.queue.submit([encoder.finish()]);
+    } finally {
+      await scopes.pop(ctx, dispatches);
+    }
+    const [raw] = await readBuffers(ctx, [{ buffer: resolve, byteLength: iterations * 16 }]);
+    const stamps = new BigUint64Array(raw);
+    const samples = Array.from({ length: iterations }, (_, it) => elapsed(stamps, it));
+    samples.sort((a, b) => a - b);
+    return { medianNs: median(samples), minNs: samples[0] };
+  } finally {
+    set.destroy();
+    resolve.destroy();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checks before any GPU call.
 

@@ -59,10 +59,11 @@ Deno.test("scan knobs: every lane count × prefetch × math × vector setting ag
     { prefetch: "all", math: "fast", vector: true },
     { prefetch: "own", math: "exact", vector: false },
     { prefetch: "none", math: "prelude", vector: true },
+    { prefetch: "own", math: "fast-exp2", vector: true },
   ];
   for (const lanes of [1, 2, 4, 8]) {
     for (const [k, s] of settings.entries()) {
-      await check(sizes, { lanes, ...s }, { reverse: k === 1, init: k !== 2 });
+      await check(sizes, { lanes, ...s }, { reverse: k % 2 === 1, init: k !== 2 });
     }
   }
   // Not transposed, and chunked (local, carry and output passes all prefetch).
@@ -84,8 +85,14 @@ Deno.test("scan knobs: vector loads are used where the layout allows, not elsewh
 });
 
 Deno.test("scan knobs: fast math matches at extreme softplus and silu arguments", async () => {
-  for (const math of ["fast", "exact"] as const) {
-    await check({ b: 1, l: 50, d: 4, n: 8 }, { lanes: 2, math }, { wide: true, init: true });
+  for (const math of ["fast", "exact", "fast-exp2"] as const) {
+    const wgsl = await check({ b: 1, l: 50, d: 4, n: 8 }, { lanes: 2, math }, {
+      wide: true,
+      init: true,
+    });
+    // The decay's exp goes through exp2 only when asked (beyond the helper's definition).
+    const calls = wgsl.split("sk_exp(").length - 1 - (wgsl.includes("fn sk_exp(") ? 1 : 0);
+    assert.equal(calls > 0, math === "fast-exp2", `${math}: ${calls} sk_exp calls`);
   }
 });
 
@@ -121,7 +128,7 @@ Deno.test("scan knobs: several state axes", async () => {
 Deno.test("scan knobs: bad values are rejected with a message naming them", async () => {
   const bad = [
     [{ prefetch: "some" }, /prefetch must be "none", "own" or "all"/],
-    [{ math: "quick" }, /math must be "prelude", "exact" or "fast"/],
+    [{ math: "quick" }, /math must be "prelude", "exact", "fast" or "fast-exp2"/],
   ] as const;
   for (const [strategy, message] of bad) {
     await assert.rejects(
