@@ -12,6 +12,7 @@
 import { collectNodes, type ContractNode, type Graph, type Node, nodeInputs } from "../dsl/ir.ts";
 import type { PickNode, ScanNode } from "../dsl/ir.ts";
 import { analyzeScan, type ScanUse } from "./scan_plan.ts";
+import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
 export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" }>;
@@ -92,6 +93,23 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
 
 function summedExtent(n: Extract<Node, { kind: "contract" }>): number {
   return n.summed.reduce((p, a) => p * n.a.shape[n.a.axes.indexOf(a)], 1);
+}
+
+/**
+ * Whether the work below `n` is elementwise once the cores in it have kernels of their own
+ * (which the pass gives them): no reduction and no inline contraction.
+ */
+function onlyElementwiseBelow(n: Node, materialized: ReadonlySet<Node>): boolean {
+  const seen = new Set<Node>();
+  const stack = [...nodeInputs(n)];
+  while (stack.length) {
+    const m = stack.pop()!;
+    if (seen.has(m) || materialized.has(m)) continue;
+    seen.add(m);
+    if (m.kind === "reduce" || m.kind === "contract" && !isCore(m)) return false;
+    if (!isCore(m)) stack.push(...nodeInputs(m));
+  }
+  return true;
 }
 
 /** Nodes computed inside the kernel of `root`, stopping at materialized nodes. */
@@ -201,7 +219,14 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
       // Cores this kernel cannot absorb get their own kernels. Only the outermost ones: a
       // core below another one may still fuse into that one's kernel (a scan into the
       // contraction that consumes it).
-      const foreign = tree.filter((n) => n !== root && isCore(n) && n !== core && n !== scan);
+      // A matrix-vector kernel computes a short reduction of its rows itself (RMSNorm's
+      // mean square in decode), saving the reduction its own dispatch.
+      const absorbs = (n: Node) =>
+        core?.kind === "contract" && !scan && gemvAbsorbsReduce(root, core, n, materialized) &&
+        onlyElementwiseBelow(n, materialized);
+      const foreign = tree.filter((n) =>
+        n !== root && isCore(n) && n !== core && n !== scan && !absorbs(n)
+      );
       // A matmul reads each prologue element once per output tile: a short contraction
       // inlined there would be recomputed that many times, so it gets a kernel of its own.
       if (core?.kind === "contract" && !scan) {

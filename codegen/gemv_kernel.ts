@@ -37,6 +37,12 @@ export interface GemvSpec {
    * vec4 when the row stride allows), or the name of a scalar array the declarations hold.
    */
   weight: { binding: number; rowStride: number } | { array: string; rowStride: number };
+  /**
+   * Reductions over k the kernel computes itself, one value per row, before anything reads
+   * them: `body` is the body of `fn(m: u32, k: u32) -> f32` (the reduced expression); the hooks
+   * read reduction j of row m as `gemv_red{j}[m]`.
+   */
+  reductions?: { init: string; combine: (a: string, b: string) => string; body: string }[];
 }
 
 /** Largest M handled (rows of the activation). */
@@ -58,6 +64,12 @@ export interface GemvDevice {
   maxWorkgroupStorage: number;
   /** Smallest subgroup size when subgroup operations may be used, else 0. */
   subgroupMinSize: number;
+}
+
+/** Workgroups of the GEMV kernel of an N × K weight (K / 4 vec4 steps when K allows). */
+export function gemvWorkgroups(N: number, K: number): number {
+  const T = gemvThreadsPerColumn(N, K % 4 === 0 ? K / 4 : K);
+  return Math.ceil(N / (THREADS / T));
 }
 
 /** Threads per column: wider while there are few workgroups and each thread keeps work. */
@@ -105,7 +117,9 @@ export function emitGemv(
     ? `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<vec4<f32>>;`
     : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<f32>;`;
   // Workgroup memory with staging: the activation rows beside the reduction buffer.
-  const partBytes = 4 * columns * partials * M;
+  const reductions = spec.reductions ?? [];
+  const partBytes = 4 * columns * partials * M +
+    (reductions.length > 0 ? 4 * (THREADS + M * reductions.length) : 0);
   const stageBytes = 4 * M * K + partBytes;
   const staged = stage ?? stageBytes <= device.maxWorkgroupStorage;
   if (staged && stageBytes > device.maxWorkgroupStorage) {
@@ -175,9 +189,37 @@ export function emitGemv(
   for (let off = shuffle / 2; off >= 1; off /= 2) {
     for (const m of rows) shuffles.push(`acc${m} += subgroupShuffleXor(acc${m}, ${off}u);`);
   }
+  // Absorbed reductions: each thread folds a strided share of k, then a tree in workgroup
+  // memory; every row's result lands in gemv_red{j}[m] before staging reads it.
+  const reductionDecls = reductions.map((r, j) =>
+    `fn gemv_red_x${j}(m: u32, k: u32) -> f32 {
+  ${r.body}
+}
+var<workgroup> gemv_red${j}: array<f32, ${M}>;`
+  ).join("\n") +
+    (reductions.length > 0 ? `\nvar<workgroup> gemv_rpart: array<f32, ${THREADS}>;` : "");
+  const reductionCode = reductions.flatMap((r, j) =>
+    rows.map((m) =>
+      `{
+    var r = ${r.init};
+    for (var q: u32 = lid; q < ${u32Literal(K)}; q += ${THREADS}u) {
+      r = ${r.combine("r", `gemv_red_x${j}(${m}u, q)`)};
+    }
+    gemv_rpart[lid] = r;
+    workgroupBarrier();
+    for (var s: u32 = ${THREADS / 2}u; s > 0u; s = s >> 1u) {
+      if (lid < s) { gemv_rpart[lid] = ${r.combine("gemv_rpart[lid]", "gemv_rpart[lid + s]")}; }
+      workgroupBarrier();
+    }
+    if (lid == 0u) { gemv_red${j}[${m}u] = gemv_rpart[0]; }
+    workgroupBarrier();
+  }`
+    )
+  ).join("\n  ");
   const part = (m: number, index: string) => `gemv_part[${m * columns * partials}u + ${index}]`;
   const wgsl = `${spec.declarations}
 ${decl}
+${reductionDecls}
 fn load_a(bi: u32, m: u32, k: u32) -> f32 {
   ${spec.loadA}
 }
@@ -193,6 +235,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n_raw = (wid.x + wid.y * ${u32Literal(x)}) * ${columns}u + col;
   let n = min(n_raw, ${u32Literal(N - 1)});
   ${earlyLoads}
+  ${reductionCode}
   ${stageFill}
   ${rows.map((m) => `var acc${m}: f32 = 0.0;`).join("\n  ")}
   ${products}

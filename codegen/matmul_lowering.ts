@@ -7,14 +7,15 @@
  * @module
  */
 
-import type { ContractNode, Node } from "../dsl/ir.ts";
+import type { ContractNode, Node, ReduceNode } from "../dsl/ir.ts";
 import { nodeInputs, stridesOf } from "../dsl/ir.ts";
 import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmul, type MatmulKernelSpec } from "./matmul_kernel.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
-import { emitGemv, GEMV_MAX_ROWS } from "./gemv_kernel.ts";
+import { combineWgsl, initWgsl } from "./reduce_kernel.ts";
+import { emitGemv, GEMV_MAX_ROWS, gemvWorkgroups } from "./gemv_kernel.ts";
 
 interface Groups {
   batch: string[];
@@ -59,6 +60,80 @@ function directSource(node: Node, materialized: ReadonlySet<Node>): Node | undef
   return materialized.has(n) ? n : undefined;
 }
 
+/** A decode-shaped contraction: activation rows `a` times a weight `b` stored [N, K]. */
+export interface GemvPlan {
+  a: Node;
+  b: Node;
+  groups: Groups;
+  /** The weight's buffer and its [batch, k, n] strides (k's is 1). */
+  weight: { src: Node; strides: number[] };
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** Orders the operands so that N lands on the output's innermost axis when possible. */
+function orderOperands(root: Node, core: ContractNode): [Node, Node] {
+  const [a, b] = [core.a, core.b];
+  const innermost = root.axes[root.axes.length - 1];
+  return a.axes.includes(innermost) && !b.axes.includes(innermost) ? [b, a] : [a, b];
+}
+
+/**
+ * The matrix-vector plan of `core` (written through `root`) when it takes the GEMV kernel: one
+ * batch, at most GEMV_MAX_ROWS rows, N ≥ 64 and a weight buffer with K contiguous.
+ */
+export function gemvPlan(
+  root: Node,
+  core: ContractNode,
+  materialized: ReadonlySet<Node>,
+): GemvPlan | undefined {
+  const [a, b] = orderOperands(root, core);
+  const g = classify(a, b, core, core.summed);
+  const size = (axes: string[]) => axes.reduce((p, x) => p * sizeOf([a, b], x), 1);
+  const src = directSource(b, materialized);
+  if (!src || src === root) return undefined;
+  const strides = [g.batch, g.k, g.n].map((grp) => groupStride(src, grp));
+  if (strides.some((x) => x === undefined) || strides[1] !== 1) return undefined;
+  if (size(g.batch) !== 1 || size(g.m) > GEMV_MAX_ROWS || size(g.n) < 64) return undefined;
+  return {
+    a,
+    b,
+    groups: g,
+    weight: { src, strides: strides as number[] },
+    M: size(g.m),
+    N: size(g.n),
+    K: size(g.k),
+  };
+}
+
+/** Longest reduction a matrix-vector kernel computes itself (per workgroup, redundantly). */
+const ABSORBED_REDUCE_MAX = 8192;
+/** Above this many workgroups, recomputing a reduction in each costs more than a kernel. */
+const ABSORBED_REDUCE_MAX_GROUPS = 1024;
+
+/**
+ * Whether the GEMV kernel of `core` can compute `reduce` itself instead of reading it from a
+ * buffer (e.g. RMSNorm's mean square before in_proj in decode, saving a dispatch): the
+ * reduction runs over exactly the contracted axes, yields one value per activation row, is
+ * short, and the kernel has few workgroups. (The fusion pass also requires that only
+ * elementwise work lies below it.)
+ */
+export function gemvAbsorbsReduce(
+  root: Node,
+  core: ContractNode,
+  reduce: Node,
+  materialized: ReadonlySet<Node>,
+): boolean {
+  if (reduce.kind !== "reduce") return false;
+  const plan = gemvPlan(root, core, materialized);
+  if (!plan) return false;
+  const { groups: g, K, N } = plan;
+  if (reduce.over.length !== g.k.length || !reduce.over.every((x) => g.k.includes(x))) return false;
+  if (!reduce.axes.every((x) => g.m.includes(x))) return false;
+  return K <= ABSORBED_REDUCE_MAX && gemvWorkgroups(N, K) <= ABSORBED_REDUCE_MAX_GROUPS;
+}
+
 /** Emits the kernel writing `root` (= `core`, or an elementwise epilogue of it). */
 export function emitMatmulKernel(
   root: Node,
@@ -94,9 +169,7 @@ function emitWith(
 ): KernelArtifact | undefined {
   checkIndexable(root);
   // Put N on the output's innermost axis when possible: stores are then contiguous.
-  let [a, b] = [core.a, core.b];
-  const innermost = root.axes[root.axes.length - 1];
-  if (a.axes.includes(innermost) && !b.axes.includes(innermost)) [a, b] = [b, a];
+  const [a, b] = orderOperands(root, core);
   const g = classify(a, b, core, core.summed);
   const all = [a, b];
   const size = (axes: string[]) => axes.reduce((p, x) => p * sizeOf(all, x), 1);
@@ -112,9 +185,15 @@ function emitWith(
     }
     return { lines, env };
   };
+  // Reductions a GEMV kernel computes itself: their values sit in workgroup memory, per row.
+  const absorbed: Node[] = [];
+  const interceptAbsorbed = (node: Node) => {
+    const j = absorbed.indexOf(node);
+    return j >= 0 ? `gemv_red${j}[m]` : undefined;
+  };
   const hook = (operand: Node, parts: [string, string[]][], prefix: string): string => {
     const { lines, env } = decodeGroups(parts, prefix);
-    const em = new ExprEmitter(registry.lookup, prefix);
+    const em = new ExprEmitter(registry.lookup, prefix).interceptWith(interceptAbsorbed);
     const v = em.emit(operand, env);
     return [...lines, ...em.lines, `return ${v};`].join("\n  ");
   };
@@ -129,11 +208,21 @@ function emitWith(
   };
   // Decode-shaped products (a few activation rows times a weight stored [N, K] with K
   // contiguous) take the matrix-vector kernel.
-  const weight = direct(b, [g.batch, g.k, g.n]);
-  if (
-    allowDirect && weight && size(g.batch) === 1 && size(g.m) <= GEMV_MAX_ROWS &&
-    size(g.n) >= 64 && weight.strides[1] === 1
-  ) {
+  const plan = allowDirect ? gemvPlan(root, core, materialized) : undefined;
+  if (plan) {
+    const weight = plan.weight;
+    absorbed.push(...unmaterializedReduces(root, materialized));
+    const reductions = absorbed.map((r, j) => {
+      const red = r as ReduceNode;
+      const { lines, env } = decodeGroups([["m", g.m], ["k", g.k]], `rd${j}`);
+      const em = new ExprEmitter(registry.lookup, `rd${j}`);
+      const v = em.emit(red.x, env);
+      return {
+        init: initWgsl(red.op),
+        combine: (x: string, y: string) => combineWgsl(red.op, x, y),
+        body: [...lines, ...em.lines, `return ${v};`].join("\n  "),
+      };
+    });
     // The weight gets its own vec4 binding unless a prologue also reads it (a tied embedding
     // gathered in the prologue): then both share the scalar binding.
     const shared = gemvSharesWeight(a, weight.src, materialized);
@@ -142,7 +231,8 @@ function emitWith(
       : { binding: registry.reserveExternal(weight.src), rowStride: weight.strides[2] };
     const loadA = hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
     const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
-    const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
+    const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" })
+      .interceptWith(interceptAbsorbed);
     const value = epi.emit(root, st.env);
     const storeC = [...st.lines, ...epi.lines, `out[${offsetExpr(root, st.env)}] = ${value};`]
       .join("\n  ");
@@ -157,6 +247,7 @@ function emitWith(
         loadA,
         storeC,
         weight: weightRef,
+        reductions,
       },
       {
         maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
@@ -175,6 +266,9 @@ function emitWith(
       writes: registry.writes,
       kind: "matmul",
     };
+  }
+  if (unmaterializedReduces(root, materialized).length > 0) {
+    throw new Error(`internal: ${name} has a reduction in its prologue but is no matrix-vector`);
   }
   const da = direct(a, [g.batch, g.m, g.k]);
   const dbCandidate = direct(b, [g.batch, g.k, g.n]);
@@ -227,6 +321,21 @@ function emitWith(
     writes: registry.writes,
     kind: "matmul",
   };
+}
+
+/** Reductions computed inside the kernel of `root` (the ones a GEMV kernel absorbed). */
+function unmaterializedReduces(root: Node, materialized: ReadonlySet<Node>): Node[] {
+  const found: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [...nodeInputs(root)];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n) || materialized.has(n)) continue;
+    seen.add(n);
+    if (n.kind === "reduce") found.push(n);
+    else stack.push(...nodeInputs(n));
+  }
+  return found;
 }
 
 /** Whether the fused tree of `a` reads `weight` (so both must use one binding). */

@@ -20,11 +20,13 @@ import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 const SERIAL_BELOW = 32;
 
-function combineWgsl(op: ReduceNode["op"], a: string, b: string): string {
+/** WGSL combining two partial results of a reduction. */
+export function combineWgsl(op: ReduceNode["op"], a: string, b: string): string {
   return op === "sum" ? `${a} + ${b}` : `${op}(${a}, ${b})`;
 }
 
-function initWgsl(op: ReduceNode["op"]): string {
+/** WGSL identity of a reduction. */
+export function initWgsl(op: ReduceNode["op"]): string {
   if (op === "sum") return "0.0";
   return op === "max" ? "bitcast<f32>(0xff800000u)" : "bitcast<f32>(0x7f800000u)";
 }

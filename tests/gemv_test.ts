@@ -2,8 +2,9 @@
 // kernel, with prologue and epilogue fused; checked against the float64 interpreter.
 import assert from "node:assert/strict";
 import { einsum } from "../dsl/einsum.ts";
-import { silu } from "../dsl/elementwise.ts";
-import { rmsnorm } from "../dsl/reduce.ts";
+import { mul, silu, sub } from "../dsl/elementwise.ts";
+import { max, rmsnorm } from "../dsl/reduce.ts";
+import type { Tensor } from "../dsl/tensor.ts";
 import { gather } from "../dsl/views.ts";
 import { compile } from "../runtime/compile.ts";
 import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
@@ -63,4 +64,38 @@ Deno.test("matrix-vector kernel whose prologue also reads the weight (tied embed
   const inputs = randomInputs(prog.graph, rng(seed), 300);
   assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `seed ${seed}`);
   prog.destroy();
+});
+
+Deno.test("a decode RMSNorm's reduction runs inside the matrix-vector kernel", async () => {
+  const seed = freshSeed();
+  // A prologue norm (in_proj), a max-shifted prologue, and a norm whose kernel has too many
+  // workgroups to repeat the reduction in each (it keeps its own reduction kernel).
+  const cases = [
+    {
+      name: "prologue",
+      sizes: { b: 3, e: 130, m: 96 },
+      fn: (t: Record<string, Tensor>) => einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W),
+      kernels: 1,
+    },
+    {
+      name: "max",
+      sizes: { b: 2, e: 100, m: 77 },
+      fn: (t: Record<string, Tensor>) =>
+        einsum("b m, e m -> b e", mul(sub(t.x, max(t.x, "m")), t.g), t.W),
+      kernels: 1,
+    },
+    {
+      name: "many workgroups",
+      sizes: { b: 1, e: 9000, m: 40 },
+      fn: (t: Record<string, Tensor>) => einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W),
+      kernels: 2,
+    },
+  ];
+  for (const c of cases) {
+    const prog = await compile({ x: "b m", W: "e m", g: "m" }, c.fn, c.sizes, { backend: "gpu" });
+    assert.equal(prog.kernels.length, c.kernels, `${c.name}: ${prog.kernels.map((k) => k.name)}`);
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${c.name} seed ${seed}`);
+    prog.destroy();
+  }
 });
