@@ -39,6 +39,10 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   const blockSizes: Record<string, number> = {};
   for (const blockSize of [32, 128]) blockSizes[blockSize] = await generateRate(128, blockSize);
   const steady = await generateRate(1024);
+  // One traced run (stderr): when each block was submitted and read back.
+  Deno.env.set("SSMKIT_TRACE_GENERATE", "1");
+  await generateRate(256);
+  Deno.env.delete("SSMKIT_TRACE_GENERATE");
   console.log(JSON.stringify({
     bench: `ssmkit_${kind}_130m`,
     prefill_2048_s: prefill.totalNs / 1e9,
@@ -48,6 +52,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     decode_tok_s_by_block_cap: blockSizes,
     decode_tok_s_1024_tokens: steady,
     step_gpu_one_pass_ms: block.gpuNsPerStep / 1e6,
+    sampler_gpu_ms: block.samplerNs / 1e6,
     step_cpu_submit_ms: block.cpuSubmitNsPerStep / 1e6,
     step_dispatches: block.dispatchesPerStep,
     step_gpu_ms_per_kernel_passes: step.totalNs / 1e6,

@@ -66,6 +66,13 @@ interface GenerationSession {
   buffers: GPUBuffer[];
 }
 
+/** Whether SSMKIT_TRACE_GENERATE=1 is set and readable (never prompts for permission). */
+function traceRequested(): boolean {
+  const variable = "SSMKIT_TRACE_GENERATE";
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return false;
+  return Deno.env.get(variable) === "1";
+}
+
 function freeSession(session: GenerationSession): void {
   for (const p of Object.values(session.programs)) p.destroy();
   for (const buffer of session.buffers) buffer.destroy();
@@ -209,13 +216,36 @@ export class LanguageModel {
   /**
    * Times `steps` decode steps (batch `b`, conv caches alternating as in generation, without
    * sampling) encoded back to back in one pass, as generation runs them: the GPU time per step,
-   * and the CPU time to check, encode and submit one such block, per step.
+   * the greedy sampler's GPU time per step (timed alone), and the CPU time to check, encode and
+   * submit one block of steps, per step.
    */
   async benchmarkDecodeBlock(
     b = 1,
     steps = 32,
-  ): Promise<{ gpuNsPerStep: number; cpuSubmitNsPerStep: number; dispatchesPerStep: number }> {
+  ): Promise<
+    {
+      gpuNsPerStep: number;
+      samplerNs: number;
+      cpuSubmitNsPerStep: number;
+      dispatchesPerStep: number;
+    }
+  > {
     const session = await this.#session(b, 1);
+    // The greedy sampler alone (zeroed parameters: temperature 0), timed the same way.
+    const tokensBuf = this.#ctx.device.createBuffer({ size: 4 * b * steps, usage: STORAGE });
+    let samplerNs: number;
+    try {
+      const greedy = encodeSamplerParams({}) as Uint32Array<ArrayBuffer>;
+      this.#ctx.device.queue.writeBuffer(session.paramsBuf, 0, greedy);
+      const sample = await this.#samplerDispatch(session, b, steps, tokensBuf);
+      const t = await timeSequence(this.#ctx, Array(steps).fill(sample), {
+        warmup: 2,
+        iterations: 10,
+      });
+      samplerNs = t.medianNs / steps;
+    } finally {
+      tokensBuf.destroy();
+    }
     const dispatches: Dispatch[] = [];
     for (let k = 0; k < steps; k++) {
       dispatches.push(...(k % 2 === 0 ? session.programs.ping : session.programs.pong).dispatches);
@@ -231,8 +261,26 @@ export class LanguageModel {
     cpu.sort((x, y) => x - y);
     return {
       gpuNsPerStep: gpu.medianNs / steps,
+      samplerNs,
       cpuSubmitNsPerStep: (cpu[2] * 1e6) / steps,
       dispatchesPerStep: dispatches.length / steps,
+    };
+  }
+
+  /** The sampler's dispatch for batch `b`, writing up to `maxNew` tokens per row. */
+  async #samplerDispatch(
+    session: GenerationSession,
+    b: number,
+    maxNew: number,
+    tokensBuf: GPUBuffer,
+  ): Promise<Dispatch> {
+    const sampler = emitSamplerKernel(b, this.definition.vocab, maxNew, this.#ctx.limits as never);
+    const { logitsBuf, paramsBuf, stateBuf, idsBuf } = session;
+    return {
+      kernel: sampler,
+      pipeline: await new PipelineCache(this.#ctx).get(sampler),
+      buffers: [logitsBuf, paramsBuf, stateBuf, idsBuf, tokensBuf],
+      workgroups: sampler.workgroups,
     };
   }
 
@@ -255,14 +303,7 @@ export class LanguageModel {
     try {
       device.queue.writeBuffer(paramsBuf, 0, params as Uint32Array<ArrayBuffer>);
       device.queue.writeBuffer(stateBuf, 0, new Uint32Array(b * STATE_WORDS));
-      const sampler = emitSamplerKernel(b, def.vocab, maxNew, ctx.limits as never);
-      const samplerPipeline = await new PipelineCache(ctx).get(sampler);
-      const sample: Dispatch = {
-        kernel: sampler,
-        pipeline: samplerPipeline,
-        buffers: [logitsBuf, paramsBuf, stateBuf, idsBuf, tokensBuf],
-        workgroups: sampler.workgroups,
-      };
+      const sample = await this.#samplerDispatch(session, b, maxNew, tokensBuf);
       programs.prefill.upload({ ids });
       const result: number[][] = Array.from({ length: b }, () => []);
       const done = new Array(b).fill(false);
@@ -322,6 +363,10 @@ export class LanguageModel {
       // Blocks in flight when every row has stopped are discarded.
       const ahead = 2 * block;
       let consumed = 0;
+      // SSMKIT_TRACE_GENERATE=1 prints when each block was submitted and read back (stderr).
+      const trace = traceRequested() ? [] as string[] : undefined;
+      const t0 = performance.now();
+      const at = () => (performance.now() - t0).toFixed(1);
       while (consumed < maxNew && !done.every((d) => d)) {
         const head = pending[0];
         if (head && (head.tokens || head.error)) {
@@ -337,14 +382,19 @@ export class LanguageModel {
             }
           });
           consumed += head.count;
+          trace?.push(`consumed ${consumed} at ${at()}`);
           options.onTokens?.(arrived);
         } else if (submitted < maxNew && submitted - consumed < ahead) {
+          trace?.push(`submit ${submitted}+ at ${at()}`);
           await submitBlock();
+          trace?.push(`submitted ${submitted} at ${at()}`);
           await new Promise((resolve) => setTimeout(resolve, 0));
         } else {
+          trace?.push(`wait at ${at()}`);
           await head.settled;
         }
       }
+      if (trace) console.error(`ssmkit generate trace (ms): ${trace.join("; ")}; end ${at()}`);
       return result;
     } finally {
       tokensBuf.destroy();
