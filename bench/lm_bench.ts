@@ -54,6 +54,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     step_gpu_one_pass_ms: block.gpuNsPerStep / 1e6,
     sampler_gpu_ms: block.samplerNs / 1e6,
     step_cpu_submit_ms: block.cpuSubmitNsPerStep / 1e6,
+    step_cpu_submit_with_pending_read_ms: block.cpuSubmitWithPendingReadNsPerStep / 1e6,
     step_dispatches: block.dispatchesPerStep,
     step_gpu_ms_per_kernel_passes: step.totalNs / 1e6,
     step_kernels: step.kernels.length,

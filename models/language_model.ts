@@ -217,7 +217,7 @@ export class LanguageModel {
    * Times `steps` decode steps (batch `b`, conv caches alternating as in generation, without
    * sampling) encoded back to back in one pass, as generation runs them: the GPU time per step,
    * the greedy sampler's GPU time per step (timed alone), and the CPU time to check, encode and
-   * submit one block of steps, per step.
+   * submit one block of steps, per step (also with a readback's map pending meanwhile).
    */
   async benchmarkDecodeBlock(
     b = 1,
@@ -227,6 +227,7 @@ export class LanguageModel {
       gpuNsPerStep: number;
       samplerNs: number;
       cpuSubmitNsPerStep: number;
+      cpuSubmitWithPendingReadNsPerStep: number;
       dispatchesPerStep: number;
     }
   > {
@@ -259,10 +260,22 @@ export class LanguageModel {
     }
     await this.#ctx.device.queue.onSubmittedWorkDone();
     cpu.sort((x, y) => x - y);
+    // The same with a readback's map pending during the encoding (as naive pipelining does).
+    const cpuPending: number[] = [];
+    for (let it = 0; it < 5; it++) {
+      const read = readBuffers(this.#ctx, [{ buffer: session.idsBuf, byteLength: 4 }]);
+      const t0 = performance.now();
+      await submitDispatches(this.#ctx, dispatches);
+      cpuPending.push(performance.now() - t0);
+      await read;
+    }
+    await this.#ctx.device.queue.onSubmittedWorkDone();
+    cpuPending.sort((x, y) => x - y);
     return {
       gpuNsPerStep: gpu.medianNs / steps,
       samplerNs,
       cpuSubmitNsPerStep: (cpu[2] * 1e6) / steps,
+      cpuSubmitWithPendingReadNsPerStep: (cpuPending[2] * 1e6) / steps,
       dispatchesPerStep: dispatches.length / steps,
     };
   }
@@ -313,19 +326,20 @@ export class LanguageModel {
       }
       let submitted = 0;
       let lastCount = 0;
-      /** A submitted block: its step count and, once its readback settles, tokens or error. */
+      // SSMKIT_TRACE_GENERATE=1 prints when each block was submitted and read back (stderr).
+      const trace = traceRequested() ? [] as string[] : undefined;
+      const t0 = performance.now();
+      const at = () => (performance.now() - t0).toFixed(1);
+      /** A submitted block: its step count, its readback, and the gate that lets it map. */
       interface Pending {
         count: number;
         read: Promise<ArrayBuffer[]>;
-        settled: Promise<void>;
-        tokens?: number[][];
-        error?: { cause: unknown };
+        release: () => void;
       }
-      const pending: Pending[] = [];
       // Encodes and submits the next block of steps and queues the copy of its tokens right
       // behind it. Blocks grow from 8 steps by doubling: the first tokens arrive early, and the
       // GPU idles less than after a jump from a short block to a long one.
-      const submitBlock = async (): Promise<void> => {
+      const submitBlock = async (): Promise<Pending> => {
         const first = submitted;
         const count = Math.min(lastCount === 0 ? 8 : 2 * lastCount, block, maxNew - first);
         lastCount = count;
@@ -337,43 +351,35 @@ export class LanguageModel {
           else dispatches.push(...(step % 2 === 1 ? programs.ping : programs.pong).dispatches);
           dispatches.push(sample);
         }
+        trace?.push(`submit ${first}+${count} at ${at()}`);
         await submitDispatches(ctx, dispatches);
+        trace?.push(`submitted at ${at()}`);
         submitted += count;
         const parts = Array.from({ length: b }, (_, row) => ({
           buffer: tokensBuf,
           byteOffset: 4 * (row * maxNew + first),
           byteLength: 4 * count,
         }));
-        const entry = { count, read: readBuffers(ctx, parts) } as Pending;
-        entry.settled = entry.read.then(
-          (raw) => {
-            entry.tokens = raw.map((a) => Array.from(new Int32Array(a)));
-          },
-          (cause) => {
-            entry.error = { cause };
-          },
-        );
-        pending.push(entry);
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => release = resolve);
+        const read = readBuffers(ctx, parts, { mapAfter: gate });
+        read.catch(() => {}); // observed below, or discarded after an early stop
+        return { count, read, release };
       };
-      // Deno resolves a readback only once the GPU has finished everything submitted before
-      // its device poll began (bench/readback_overlap.ts). Awaiting one while nothing else is
-      // queued would leave the GPU idle during the next block's encoding, so blocks are
-      // submitted up to `ahead` steps beyond the tokens consumed, yielding to the event loop
-      // between submits so readbacks land meanwhile; only at that limit does the loop wait.
-      // Blocks in flight when every row has stopped are discarded.
-      const ahead = 2 * block;
-      let consumed = 0;
-      // SSMKIT_TRACE_GENERATE=1 prints when each block was submitted and read back (stderr).
-      const trace = traceRequested() ? [] as string[] : undefined;
-      const t0 = performance.now();
-      const at = () => (performance.now() - t0).toFixed(1);
-      while (consumed < maxNew && !done.every((d) => d)) {
-        const head = pending[0];
-        if (head && (head.tokens || head.error)) {
-          pending.shift();
-          if (head.error) throw head.error.cause;
-          const arrived: number[][] = head.tokens!.map(() => []);
-          head.tokens!.forEach((toks, row) => {
+      // Software pipelining: while the GPU runs block k, the CPU encodes and submits block
+      // k + 1, and only then maps block k's tokens (which waits for block k alone). The map is
+      // deferred because encoding with a map pending was several times slower in Deno. Blocks
+      // in flight when every row has stopped are discarded.
+      let inFlight: Pending | undefined = await submitBlock();
+      let next: Pending | undefined;
+      try {
+        while (inFlight) {
+          next = submitted < maxNew ? await submitBlock() : undefined;
+          inFlight.release();
+          const tokens = (await inFlight.read).map((a) => Array.from(new Int32Array(a)));
+          trace?.push(`read ${inFlight.count} at ${at()}`);
+          const arrived: number[][] = tokens.map(() => []);
+          tokens.forEach((toks, row) => {
             for (const t of toks) {
               if (done[row]) break;
               result[row].push(t);
@@ -381,18 +387,15 @@ export class LanguageModel {
               if (t === eos) done[row] = true;
             }
           });
-          consumed += head.count;
-          trace?.push(`consumed ${consumed} at ${at()}`);
           options.onTokens?.(arrived);
-        } else if (submitted < maxNew && submitted - consumed < ahead) {
-          trace?.push(`submit ${submitted}+ at ${at()}`);
-          await submitBlock();
-          trace?.push(`submitted ${submitted} at ${at()}`);
-          await new Promise((resolve) => setTimeout(resolve, 0));
-        } else {
-          trace?.push(`wait at ${at()}`);
-          await head.settled;
+          if (done.every((d) => d)) break;
+          inFlight = next;
+          next = undefined;
         }
+      } finally {
+        // Unread blocks map and return their staging buffers; nobody reads them.
+        inFlight?.release();
+        next?.release();
       }
       if (trace) console.error(`ssmkit generate trace (ms): ${trace.join("; ")}; end ${at()}`);
       return result;

@@ -139,11 +139,25 @@ export interface ReadPart {
 const stagingPools = new WeakMap<GPUDevice, BufferPool>();
 const STAGING_USAGE = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
 
+/** Options of {@link readBuffers}. */
+export interface ReadOptions {
+  /**
+   * Submit the copy now but call `mapAsync` only once this settles: callers that encode more
+   * work right after queuing a readback can keep the map from being pending meanwhile (in
+   * Deno a pending map appears to slow command encoding; see bench/RESULTS.md).
+   */
+  mapAfter?: Promise<unknown>;
+}
+
 /**
  * Reads all `parts` back with one command encoder, one submit and one `mapAsync`; returns a
  * fresh ArrayBuffer of exactly `byteLength` bytes per part.
  */
-export async function readBuffers(ctx: GpuContext, parts: ReadPart[]): Promise<ArrayBuffer[]> {
+export async function readBuffers(
+  ctx: GpuContext,
+  parts: ReadPart[],
+  options: ReadOptions = {},
+): Promise<ArrayBuffer[]> {
   if (parts.length === 0) return [];
   // Lay the parts out in one staging buffer; validate everything before touching the GPU.
   const layout: { src: number; dst: number; copy: number; length: number }[] = [];
@@ -201,6 +215,7 @@ export async function readBuffers(ctx: GpuContext, parts: ReadPart[]): Promise<A
       throw new Error(`readBuffers: copying to the staging buffer failed: ${error.message}`);
     }
     const range = Math.max(16, total);
+    await options.mapAfter?.catch(() => {});
     try {
       await staging.mapAsync(GPUMapMode.READ, 0, range);
     } catch (e) {
