@@ -15,7 +15,14 @@ import { deviceLimits } from "../runtime/compile.ts";
 import { getGpu, type GpuContext } from "../runtime/gpu_device.ts";
 import { readBuffers } from "../runtime/gpu_buffers.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
-import { type Dispatch, submitDispatches, timeSequence } from "../runtime/gpu_submit.ts";
+import {
+  type Dispatch,
+  type EncodedDispatches,
+  encodeDispatches,
+  submitDispatches,
+  submitEncoded,
+  timeSequence,
+} from "../runtime/gpu_submit.ts";
 import { GpuProgram } from "../runtime/program.ts";
 import { Checkpoint } from "./checkpoint/checkpoint.ts";
 import { readConfig } from "./checkpoint/config.ts";
@@ -330,19 +337,19 @@ export class LanguageModel {
       const trace = traceRequested() ? [] as string[] : undefined;
       const t0 = performance.now();
       const at = () => (performance.now() - t0).toFixed(1);
-      /** A submitted block: its step count, its readback, and the gate that lets it map. */
-      interface Pending {
+      /** A block of steps, encoded, and where its tokens lie. */
+      interface Block {
+        first: number;
         count: number;
-        read: Promise<ArrayBuffer[]>;
-        release: () => void;
+        encoded: EncodedDispatches;
       }
-      // Encodes and submits the next block of steps and queues the copy of its tokens right
-      // behind it. Blocks grow from 8 steps by doubling: the first tokens arrive early, and the
-      // GPU idles less than after a jump from a short block to a long one.
-      const submitBlock = async (): Promise<Pending> => {
+      // Encodes the next block of steps (without submitting it). Blocks grow from 8 steps by
+      // doubling: the first tokens arrive early, and later blocks amortize each readback.
+      const encodeBlock = async (): Promise<Block> => {
         const first = submitted;
         const count = Math.min(lastCount === 0 ? 8 : 2 * lastCount, block, maxNew - first);
         lastCount = count;
+        submitted += count;
         const dispatches: Dispatch[] = [];
         for (let k = 0; k < count; k++) {
           const step = first + k;
@@ -351,51 +358,51 @@ export class LanguageModel {
           else dispatches.push(...(step % 2 === 1 ? programs.ping : programs.pong).dispatches);
           dispatches.push(sample);
         }
-        trace?.push(`submit ${first}+${count} at ${at()}`);
-        await submitDispatches(ctx, dispatches);
-        trace?.push(`submitted at ${at()}`);
-        submitted += count;
-        const parts = Array.from({ length: b }, (_, row) => ({
-          buffer: tokensBuf,
-          byteOffset: 4 * (row * maxNew + first),
-          byteLength: 4 * count,
-        }));
-        let release!: () => void;
-        const gate = new Promise<void>((resolve) => release = resolve);
-        const read = readBuffers(ctx, parts, { mapAfter: gate });
-        read.catch(() => {}); // observed below, or discarded after an early stop
-        return { count, read, release };
+        trace?.push(`encode ${first}+${count} at ${at()}`);
+        const encoded = await encodeDispatches(ctx, dispatches, "ssmkit generate");
+        trace?.push(`encoded at ${at()}`);
+        return { first, count, encoded };
       };
-      // Software pipelining: while the GPU runs block k, the CPU encodes and submits block
-      // k + 1, and only then maps block k's tokens (which waits for block k alone). The map is
-      // deferred because encoding with a map pending was several times slower in Deno. Blocks
-      // in flight when every row has stopped are discarded.
-      let inFlight: Pending | undefined = await submitBlock();
-      let next: Pending | undefined;
-      try {
-        while (inFlight) {
-          next = submitted < maxNew ? await submitBlock() : undefined;
-          inFlight.release();
-          const tokens = (await inFlight.read).map((a) => Array.from(new Int32Array(a)));
-          trace?.push(`read ${inFlight.count} at ${at()}`);
-          const arrived: number[][] = tokens.map(() => []);
-          tokens.forEach((toks, row) => {
-            for (const t of toks) {
-              if (done[row]) break;
-              result[row].push(t);
-              arrived[row].push(t);
-              if (t === eos) done[row] = true;
-            }
-          });
-          options.onTokens?.(arrived);
-          if (done.every((d) => d)) break;
-          inFlight = next;
-          next = undefined;
+      const readTokens = (blk: Block) =>
+        readBuffers(
+          ctx,
+          Array.from({ length: b }, (_, row) => ({
+            buffer: tokensBuf,
+            byteOffset: 4 * (row * maxNew + blk.first),
+            byteLength: 4 * blk.count,
+          })),
+        );
+      // Software pipelining, shaped by two facts of Deno's WebGPU (bench/RESULTS.md): a map
+      // resolves once all work submitted before it was requested is done, and encoding while a
+      // map is pending is about 3× slower. So, while the GPU runs block k: encode block k + 1
+      // (no map pending), request block k's map (it waits for block k alone), submit block
+      // k + 1, then wait for block k's tokens. Blocks in flight when every row has stopped are
+      // discarded.
+      let current: Block | undefined = await encodeBlock();
+      await submitEncoded(ctx, current.encoded);
+      while (current) {
+        const next: Block | undefined = submitted < maxNew ? await encodeBlock() : undefined;
+        const read = readTokens(current);
+        try {
+          if (next) await submitEncoded(ctx, next.encoded);
+        } catch (e) {
+          read.catch(() => {});
+          throw e;
         }
-      } finally {
-        // Unread blocks map and return their staging buffers; nobody reads them.
-        inFlight?.release();
-        next?.release();
+        const tokens = (await read).map((a) => Array.from(new Int32Array(a)));
+        trace?.push(`read ${current.first}+${current.count} at ${at()}`);
+        const arrived: number[][] = tokens.map(() => []);
+        tokens.forEach((toks, row) => {
+          for (const t of toks) {
+            if (done[row]) break;
+            result[row].push(t);
+            arrived[row].push(t);
+            if (t === eos) done[row] = true;
+          }
+        });
+        options.onTokens?.(arrived);
+        if (done.every((d) => d)) break;
+        current = next;
       }
       if (trace) console.error(`ssmkit generate trace (ms): ${trace.join("; ")}; end ${at()}`);
       return result;

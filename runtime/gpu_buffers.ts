@@ -139,25 +139,11 @@ export interface ReadPart {
 const stagingPools = new WeakMap<GPUDevice, BufferPool>();
 const STAGING_USAGE = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
 
-/** Options of {@link readBuffers}. */
-export interface ReadOptions {
-  /**
-   * Submit the copy now but call `mapAsync` only once this settles: callers that encode more
-   * work right after queuing a readback can keep the map from being pending meanwhile (in
-   * Deno a pending map appears to slow command encoding; see bench/RESULTS.md).
-   */
-  mapAfter?: Promise<unknown>;
-}
-
 /**
  * Reads all `parts` back with one command encoder, one submit and one `mapAsync`; returns a
  * fresh ArrayBuffer of exactly `byteLength` bytes per part.
  */
-export async function readBuffers(
-  ctx: GpuContext,
-  parts: ReadPart[],
-  options: ReadOptions = {},
-): Promise<ArrayBuffer[]> {
+export async function readBuffers(ctx: GpuContext, parts: ReadPart[]): Promise<ArrayBuffer[]> {
   if (parts.length === 0) return [];
   // Lay the parts out in one staging buffer; validate everything before touching the GPU.
   const layout: { src: number; dst: number; copy: number; length: number }[] = [];
@@ -210,14 +196,18 @@ export async function readBuffers(
     } finally {
       scope = device.popErrorScope();
     }
+    // The map is requested before this function first yields, i.e. right behind the copy:
+    // in Deno a map waits for all work submitted before it was requested, so a caller that
+    // submits more work after this call returns does not delay it.
+    const range = Math.max(16, total);
+    const mapping = staging.mapAsync(GPUMapMode.READ, 0, range);
+    mapping.catch(() => {}); // awaited below unless the copy failed
     const error = await scope;
     if (error) {
       throw new Error(`readBuffers: copying to the staging buffer failed: ${error.message}`);
     }
-    const range = Math.max(16, total);
-    await options.mapAfter?.catch(() => {});
     try {
-      await staging.mapAsync(GPUMapMode.READ, 0, range);
+      await mapping;
     } catch (e) {
       throw new Error(`readBuffers: mapping the staging buffer failed: ${(e as Error).message}`, {
         cause: e,

@@ -106,6 +106,55 @@ export async function submitDispatches(
   }
 }
 
+/** Commands encoded ahead of their submission (see {@link encodeDispatches}). */
+export interface EncodedDispatches {
+  /** The finished command buffer. */
+  readonly commands: GPUCommandBuffer;
+  /** The dispatches it holds (errors at submission name them). */
+  readonly dispatches: readonly Dispatch[];
+}
+
+/**
+ * Encodes all `dispatches` in order into one compute pass and finishes the command buffer
+ * without submitting it: encoding (the CPU-heavy part) can then happen at a moment of the
+ * caller's choosing, e.g. before a readback's map is requested (a pending map slows encoding
+ * in Deno). Errors name the kernel.
+ */
+export async function encodeDispatches(
+  ctx: GpuContext,
+  dispatches: Dispatch[],
+  label?: string,
+): Promise<EncodedDispatches> {
+  checkDispatches(ctx, dispatches);
+  const device = ctx.device;
+  const groups = new BindGroupCache(ctx);
+  const scopes = pushScopes(device);
+  let commands: GPUCommandBuffer;
+  try {
+    const encoder = device.createCommandEncoder({ label });
+    const pass = encoder.beginComputePass({ label });
+    let current: GPUComputePipeline | undefined;
+    for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
+    pass.end();
+    commands = encoder.finish();
+  } finally {
+    await scopes.pop(ctx, dispatches);
+  }
+  return { commands, dispatches };
+}
+
+/** Submits commands from {@link encodeDispatches} (each exactly once); errors name the kernel. */
+export async function submitEncoded(ctx: GpuContext, encoded: EncodedDispatches): Promise<void> {
+  const lost = lostReason(ctx);
+  if (lost) throw new Error(`the WebGPU device was lost (${lost}); acquire a new one`);
+  const scopes = pushScopes(ctx.device);
+  try {
+    ctx.device.queue.submit([encoded.commands]);
+  } finally {
+    await scopes.pop(ctx, encoded.dispatches);
+  }
+}
+
 /** Options of `timeDispatches`. */
 export interface TimeOptions {
   /** Untimed repetitions first (caches, clocks). */
