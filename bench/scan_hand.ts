@@ -416,7 +416,7 @@ console.log(JSON.stringify({ bench: "copy", elems: copyElems, ms: copy.ms, GBps:
 
 const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
 const ref = await prog.run(inputs);
-const rb = await prog.benchmark(inputs, { warmup: 2, iterations });
+const rb = await prog.benchmark(inputs, { warmup: 100, iterations });
 {
   const ms = rb.totalNs / 1e6;
   console.log(JSON.stringify({
@@ -520,7 +520,7 @@ for (const [name, strategy] of Object.entries(compiledVariants)) {
     const p = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s, {
       scan: strategy,
     });
-    const r = await p.benchmark(inputs, { warmup: 2, iterations });
+    const r = await p.benchmark(inputs, { warmup: 100, iterations });
     const ms = r.totalNs / 1e6;
     console.log(JSON.stringify({
       bench: "hand",
