@@ -313,11 +313,10 @@ export class LanguageModel {
     }
     const params = encodeSamplerParams(options);
     const eos = options.eos ?? this.definition.eosTokenId ?? -1;
-    const def = this.definition;
     const ctx = this.#ctx;
     const device = ctx.device;
     const session = await this.#session(b, l);
-    const { programs, logitsBuf, idsBuf, paramsBuf, stateBuf } = session;
+    const { programs, paramsBuf, stateBuf } = session;
     this.#lastPrefill = programs.prefill.dispatches.map((d) => d.kernel.name);
     const tokensBuf = device.createBuffer({ size: Math.max(16, 4 * b * maxNew), usage: STORAGE });
     try {
