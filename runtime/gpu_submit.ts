@@ -185,16 +185,7 @@ export async function timeDispatches(
   dispatches: Dispatch[],
   opts: TimeOptions,
 ): Promise<DispatchBenchmark[]> {
-  if (!ctx.features.timestampQuery) {
-    throw new Error("timeDispatches needs the timestamp-query feature, which this device lacks");
-  }
-  const { warmup, iterations } = opts;
-  if (!Number.isInteger(warmup) || warmup < 0) {
-    throw new Error(`timeDispatches: warmup must be a non-negative integer, got ${warmup}`);
-  }
-  if (!Number.isInteger(iterations) || iterations < 1) {
-    throw new Error(`timeDispatches: iterations must be a positive integer, got ${iterations}`);
-  }
+  const { warmup, iterations } = checkTimeOptions(ctx, "timeDispatches", opts, Infinity);
   checkDispatches(ctx, dispatches);
   const n = dispatches.length;
   if (n === 0) return [];
@@ -203,11 +194,7 @@ export async function timeDispatches(
   const passes = n * iterations;
   const sets: GPUQuerySet[] = [];
   const setsPerSubmit = PASSES_PER_SUBMIT / PASSES_PER_SET;
-  const resolve = device.createBuffer({
-    label: "ssmkit benchmark timestamps",
-    size: passes * 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
+  const resolve = createResolveBuffer(device, "ssmkit benchmark timestamps", passes);
   try {
     const scopes = pushScopes(device);
     try {
@@ -276,28 +263,13 @@ export async function timeSequence(
   dispatches: readonly Dispatch[],
   opts: TimeOptions,
 ): Promise<SequenceBenchmark> {
-  if (!ctx.features.timestampQuery) {
-    throw new Error("timeSequence needs the timestamp-query feature, which this device lacks");
-  }
-  const { warmup, iterations } = opts;
-  if (!Number.isInteger(warmup) || warmup < 0) {
-    throw new Error(`timeSequence: warmup must be a non-negative integer, got ${warmup}`);
-  }
-  if (!Number.isInteger(iterations) || iterations < 1 || iterations > PASSES_PER_SET) {
-    throw new Error(
-      `timeSequence: iterations must be an integer in 1..${PASSES_PER_SET}, got ${iterations}`,
-    );
-  }
+  const { warmup, iterations } = checkTimeOptions(ctx, "timeSequence", opts, PASSES_PER_SET);
   checkDispatches(ctx, dispatches);
   if (dispatches.length === 0) return { medianNs: 0, minNs: 0 };
   const device = ctx.device;
   const groups = new BindGroupCache(ctx);
   const set = device.createQuerySet({ type: "timestamp", count: QUERIES_PER_SET });
-  const resolve = device.createBuffer({
-    label: "ssmkit sequence timestamps",
-    size: iterations * 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
+  const resolve = createResolveBuffer(device, "ssmkit sequence timestamps", iterations);
   try {
     const scopes = pushScopes(device);
     try {
@@ -464,6 +436,38 @@ function encodeDispatch(
   return d.pipeline;
 }
 
+/** Validates benchmark options (and that the device can take timestamps). */
+function checkTimeOptions(
+  ctx: GpuContext,
+  caller: string,
+  opts: TimeOptions,
+  maxIterations: number,
+): TimeOptions {
+  if (!ctx.features.timestampQuery) {
+    throw new Error(`${caller} needs the timestamp-query feature, which this device lacks`);
+  }
+  const { warmup, iterations } = opts;
+  if (!Number.isInteger(warmup) || warmup < 0) {
+    throw new Error(`${caller}: warmup must be a non-negative integer, got ${warmup}`);
+  }
+  if (!Number.isInteger(iterations) || iterations < 1 || iterations > maxIterations) {
+    const range = Number.isFinite(maxIterations)
+      ? `an integer in 1..${maxIterations}`
+      : "a positive integer";
+    throw new Error(`${caller}: iterations must be ${range}, got ${iterations}`);
+  }
+  return opts;
+}
+
+/** A buffer receiving the resolved timestamps of `passes` passes (two 8-byte stamps each). */
+function createResolveBuffer(device: GPUDevice, label: string, passes: number): GPUBuffer {
+  return device.createBuffer({
+    label,
+    size: passes * 16,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+}
+
 function createTimingResources(
   device: GPUDevice,
   passes: number,
@@ -472,12 +476,7 @@ function createTimingResources(
   for (let i = 0; i < Math.ceil(passes / PASSES_PER_SET); i++) {
     sets.push(device.createQuerySet({ type: "timestamp", count: QUERIES_PER_SET }));
   }
-  const resolve = device.createBuffer({
-    label: "ssmkit timestamps",
-    size: passes * 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  return { sets, resolve };
+  return { sets, resolve: createResolveBuffer(device, "ssmkit timestamps", passes) };
 }
 
 /** Timestamp writes of pass `index`: two consecutive queries in set index / 2048. */
