@@ -16,7 +16,14 @@ import {
   type KernelSource,
   PipelineCache,
 } from "../runtime/gpu_pipelines.ts";
-import { type Dispatch, submitDispatches, timeDispatches } from "../runtime/gpu_submit.ts";
+import {
+  type Dispatch,
+  encodeDispatches,
+  submitDispatches,
+  submitEncoded,
+  timeDispatches,
+  timeSequence,
+} from "../runtime/gpu_submit.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { freshSeed, randomArray, rng } from "./util.ts";
 
@@ -546,6 +553,65 @@ Deno.test({
       /iterations/,
     );
     for (const b of [x, y, counter]) b.destroy();
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "gpu: timeSequence runs the whole list warmup + iterations times, in one pass each",
+  async fn() {
+    const { ctx, pipelines } = await setup();
+    if (!ctx.features.timestampQuery) {
+      await assert.rejects(timeSequence(ctx, [], { warmup: 0, iterations: 1 }), /timestamp-query/);
+      return;
+    }
+    const [pc] = await pipelines.prepareAll([COUNTER]);
+    const counter = uploadArray(ctx, new Uint32Array(1));
+    const one: Dispatch = {
+      kernel: COUNTER,
+      pipeline: pc,
+      buffers: [counter],
+      workgroups: [1, 1, 1],
+    };
+    const length = randInt(1, 5), warmup = randInt(0, 3), iterations = randInt(1, 7);
+    const r = await timeSequence(ctx, Array(length).fill(one), { warmup, iterations });
+    assert.ok(r.minNs >= 0 && r.medianNs >= r.minNs, JSON.stringify(r));
+    const [raw] = await readBuffers(ctx, [{ buffer: counter, byteLength: 4 }]);
+    assert.equal(new Uint32Array(raw)[0], length * (warmup + iterations));
+    await assert.rejects(
+      timeSequence(ctx, [one], { warmup: 0, iterations: 5000 }),
+      /iterations must be an integer in 1\.\.2048, got 5000/,
+    );
+    counter.destroy();
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "gpu: dispatches encoded ahead run when submitted, once; a bad list is named before",
+  async fn() {
+    const { ctx, pipelines } = await setup();
+    const [pc] = await pipelines.prepareAll([COUNTER]);
+    const counter = uploadArray(ctx, new Uint32Array(1));
+    const one: Dispatch = {
+      kernel: COUNTER,
+      pipeline: pc,
+      buffers: [counter],
+      workgroups: [1, 1, 1],
+    };
+    const count = randInt(1, 6);
+    const encoded = await encodeDispatches(ctx, Array(count).fill(one), "test");
+    // Nothing has run yet: encoding alone does not execute.
+    const [before] = await readBuffers(ctx, [{ buffer: counter, byteLength: 4 }]);
+    assert.equal(new Uint32Array(before)[0], 0);
+    await submitEncoded(ctx, encoded);
+    const [after] = await readBuffers(ctx, [{ buffer: counter, byteLength: 4 }]);
+    assert.equal(new Uint32Array(after)[0], count);
+    await assert.rejects(
+      encodeDispatches(ctx, [{ ...one, buffers: [] }]),
+      /kernel counter \(dispatch 0\): the WGSL declares 1 storage binding/,
+    );
+    counter.destroy();
   },
 });
 
