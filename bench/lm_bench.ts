@@ -6,14 +6,23 @@
  * per-kernel times (each kernel in its own timed pass, which inflates small kernels) and the
  * decode rate with larger token blocks.
  *
- *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2]
+ *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2] [--decode-lanes 16,32]
+ *
+ * `--decode-lanes` also times decode with the scan forced to those lane counts per channel.
  *
  * @module
  */
 
+import { parseArgs } from "node:util";
 import { loadModel } from "../models/language_model.ts";
 
-const [root, kindsArg] = Deno.args;
+const { values, positionals } = parseArgs({
+  args: Deno.args,
+  options: { "decode-lanes": { type: "string", default: "" } },
+  allowPositionals: true,
+  strict: true,
+});
+const [root, kindsArg] = positionals;
 for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   const model = await loadModel(`${root}/${kind}`, { progress: false });
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919) % 50000 + 1);
@@ -63,4 +72,22 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     ),
   }));
   model.destroy();
+  // Scan lane counts to compare in decode (`--decode-lanes 16,32`): step GPU time and rate.
+  for (const lanes of values["decode-lanes"].split(",").filter((v) => v).map(Number)) {
+    const variant = await loadModel(`${root}/${kind}`, {
+      progress: false,
+      codegen: { scan: { lanes } },
+    });
+    const blk = await variant.benchmarkDecodeBlock(1, 32);
+    await variant.generate([prompt], { maxNew: 128, eos: -1 });
+    const t0 = performance.now();
+    const out = await variant.generate([prompt], { maxNew: 128, eos: -1 });
+    console.log(JSON.stringify({
+      bench: `ssmkit_${kind}_130m_decode_variant`,
+      scanLanes: lanes,
+      step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
+      decode_tok_s: out[0].length / ((performance.now() - t0) / 1000),
+    }));
+    variant.destroy();
+  }
 }

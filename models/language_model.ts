@@ -11,6 +11,8 @@ import { type InputDecl, trace, type TraceResult } from "../dsl/trace.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import type { Node } from "../dsl/ir.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
+import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import { deviceLimits } from "../runtime/compile.ts";
 import { getGpu, type GpuContext } from "../runtime/gpu_device.ts";
 import { readBuffers } from "../runtime/gpu_buffers.ts";
@@ -42,6 +44,11 @@ export interface LoadOptions {
   progress?: boolean;
   /** GPU context (default: the shared one). */
   gpu?: GpuContext;
+  /**
+   * Kernel strategy overrides for every program the model compiles (benchmarks and tests:
+   * e.g. `{ scan: { lanes: 32 } }`); by default each is chosen from the shapes and device.
+   */
+  codegen?: { scan?: ScanStrategy; matmul?: MatmulStrategy };
 }
 
 /** Options of {@link LanguageModel.generate}. */
@@ -117,7 +124,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     bar?.finish();
     ckpt.close();
   }
-  return new LanguageModel(ctx, def, weights);
+  return new LanguageModel(ctx, def, weights, options.codegen);
 }
 
 /** A model resident on the GPU. */
@@ -129,12 +136,19 @@ export class LanguageModel {
   readonly #programs = new Map<string, GpuProgram>();
   readonly #sessions = new Map<string, GenerationSession>();
   #lastPrefill: string[] = [];
+  readonly #codegen: NonNullable<LoadOptions["codegen"]>;
 
   /** Wraps uploaded weights (use {@link loadModel}). */
-  constructor(ctx: GpuContext, definition: ModelDefinition, weights: Map<string, GPUBuffer>) {
+  constructor(
+    ctx: GpuContext,
+    definition: ModelDefinition,
+    weights: Map<string, GPUBuffer>,
+    codegen: LoadOptions["codegen"] = {},
+  ) {
     this.#ctx = ctx;
     this.definition = definition;
     this.#weights = weights;
+    this.#codegen = codegen;
   }
 
   /**
@@ -166,7 +180,10 @@ export class LanguageModel {
       // An in-place output lives in its input's buffer already.
       if (!(name in inPlace)) external.set(graph.outputs[name], buffer);
     }
-    const program = generateKernels(graph, deviceLimits(this.#ctx), { aliases });
+    const program = generateKernels(graph, deviceLimits(this.#ctx), {
+      aliases,
+      ...this.#codegen,
+    });
     return await GpuProgram.create(this.#ctx, program, aliases, external);
   }
 

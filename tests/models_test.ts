@@ -113,3 +113,31 @@ Deno.test("bad inputs to a loaded model are clear errors", async () => {
   model.destroy();
   await assert.rejects(() => loadModel("/nonexistent/model"), /nonexistent/);
 });
+
+Deno.test("kernel strategy overrides reach every program of a model (and change nothing)", async () => {
+  // Mamba (n = 16) and Mamba-2 (several heads): the scan forced to 2 lanes per channel and the
+  // matrix-vector kernels unstaged must still reproduce HF's logits and greedy tokens.
+  for (const name of ["mamba_untied_n16", "mamba2_untied_g2_n16_q4"]) {
+    const dir = new URL(name, root).pathname;
+    const ref: Reference = JSON.parse(await Deno.readTextFile(`${dir}/reference.json`));
+    const codegen = {
+      scan: { lanes: 2, mode: "recurrent" as const },
+      matmul: { gemvStage: false },
+    };
+    const model = await loadModel(dir, { progress: false, codegen });
+    const prompt = ref.prompts[0];
+    assertClose(await model.logits([prompt]), ref.logits[0].flat(), 1e-4, `${name} logits`);
+    const got = await model.generate([prompt], { maxNew: 8, eos: -1 });
+    assert.deepEqual(got[0], ref.greedy[0], `${name} greedy`);
+    assert.ok(
+      model.lastPrefillKernels().some((k) => k.includes("scan")),
+      `${name}: ${model.lastPrefillKernels()}`,
+    );
+    model.destroy();
+  }
+  // An impossible override fails at compilation, naming it: it did reach the compiler.
+  const dir = new URL("mamba_untied_n16", root).pathname;
+  const bad = await loadModel(dir, { progress: false, codegen: { scan: { lanes: 3 } } });
+  await assert.rejects(bad.logits([[1, 2, 3]]), /3 lanes per channel/);
+  bad.destroy();
+});
