@@ -256,7 +256,7 @@ export class LanguageModel {
     }
   > {
     const session = await this.#session(b, 1);
-    // The greedy sampler alone (zeroed parameters: temperature 0), timed the same way.
+    // The greedy sampler alone (default sampling parameters: temperature 0), timed the same way.
     const tokensBuf = this.#ctx.device.createBuffer({ size: 4 * b * steps, usage: STORAGE });
     let samplerNs: number;
     try {
