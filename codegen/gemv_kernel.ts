@@ -66,18 +66,23 @@ export interface GemvDevice {
   subgroupMinSize: number;
 }
 
-/** Workgroups of the GEMV kernel of an N × K weight (K / 4 vec4 steps when K allows). */
+/**
+ * Workgroups of the GEMV kernel of an N × K weight, assuming vec4 loads whenever K allows
+ * (a weight with an unaligned row stride takes scalar loads and may get fewer).
+ */
 export function gemvWorkgroups(N: number, K: number): number {
   const T = gemvThreadsPerColumn(N, K % 4 === 0 ? K / 4 : K);
   return Math.ceil(N / (THREADS / T));
 }
 
-/** Threads per column: wider while there are few workgroups and each thread keeps work. */
+/**
+ * Threads per column for a row of `steps` loads: doubled from 32 (up to 128) while the kernel
+ * has fewer than TARGET_GROUPS workgroups and each thread would still load at least two
+ * weight vectors per row after the doubling (steps ≥ 2 · 2t).
+ */
 export function gemvThreadsPerColumn(N: number, steps: number): number {
   let t = 32;
-  while (t < 128 && Math.ceil(N / (THREADS / t)) < TARGET_GROUPS && steps >= 2 * t * 2) {
-    t *= 2;
-  }
+  while (t < 128 && Math.ceil(N / (THREADS / t)) < TARGET_GROUPS && steps >= 4 * t) t *= 2;
   return t;
 }
 
