@@ -556,6 +556,16 @@ Deno.test({
   },
 });
 
+/** A fresh zeroed counter and one dispatch incrementing it. */
+async function counterDispatch(
+  ctx: GpuContext,
+  pipelines: PipelineCache,
+): Promise<{ counter: GPUBuffer; one: Dispatch }> {
+  const [pipeline] = await pipelines.prepareAll([COUNTER]);
+  const counter = uploadArray(ctx, new Uint32Array(1));
+  return { counter, one: { kernel: COUNTER, pipeline, buffers: [counter], workgroups: [1, 1, 1] } };
+}
+
 Deno.test({
   ...opts,
   name: "gpu: timeSequence runs the whole list warmup + iterations times, in one pass each",
@@ -565,14 +575,7 @@ Deno.test({
       await assert.rejects(timeSequence(ctx, [], { warmup: 0, iterations: 1 }), /timestamp-query/);
       return;
     }
-    const [pc] = await pipelines.prepareAll([COUNTER]);
-    const counter = uploadArray(ctx, new Uint32Array(1));
-    const one: Dispatch = {
-      kernel: COUNTER,
-      pipeline: pc,
-      buffers: [counter],
-      workgroups: [1, 1, 1],
-    };
+    const { counter, one } = await counterDispatch(ctx, pipelines);
     const length = randInt(1, 5), warmup = randInt(0, 3), iterations = randInt(1, 7);
     const r = await timeSequence(ctx, Array(length).fill(one), { warmup, iterations });
     assert.ok(r.minNs >= 0 && r.medianNs >= r.minNs, JSON.stringify(r));
@@ -591,14 +594,7 @@ Deno.test({
   name: "gpu: dispatches encoded ahead run when submitted, once; a bad list is named before",
   async fn() {
     const { ctx, pipelines } = await setup();
-    const [pc] = await pipelines.prepareAll([COUNTER]);
-    const counter = uploadArray(ctx, new Uint32Array(1));
-    const one: Dispatch = {
-      kernel: COUNTER,
-      pipeline: pc,
-      buffers: [counter],
-      workgroups: [1, 1, 1],
-    };
+    const { counter, one } = await counterDispatch(ctx, pipelines);
     const count = randInt(1, 6);
     const encoded = await encodeDispatches(ctx, Array(count).fill(one), "test");
     // Nothing has run yet: encoding alone does not execute.
