@@ -70,12 +70,25 @@ const variants: Record<string, ScanStrategy> = {
     transpose: false,
   },
   "L8 vec2, fast, prefetch all, 2 chunks": { lanes: 8, prefetch: "all", math: "fast", chunks: 2 },
+  "L8 vec2, fast, prefetch all, split index": {
+    lanes: 8,
+    prefetch: "all",
+    math: "fast",
+    vectorIndex: "split",
+  },
+  "L4 vec4, fast, prefetch all, split index": {
+    lanes: 4,
+    prefetch: "all",
+    math: "fast",
+    vectorIndex: "split",
+  },
   "L1 vec4, fast, prefetch all (chunked)": { lanes: 1, prefetch: "all", math: "fast" },
   "default": {},
 };
 /** Variants also timed in step mode (l = 1, state updated in place). */
 const stepVariants = [
   "L16 prelude math, no prefetch, scalar (old default)",
+  "L8 vec2, fast, prefetch all, split index",
   "L8 vec2, fast, prefetch own",
   "L8 vec2, fast-exp2, prefetch own",
   "L4 vec4, fast, prefetch own",

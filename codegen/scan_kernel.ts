@@ -34,6 +34,7 @@ import {
   SCAN_MATH_PRELUDE,
   type ScanMath,
   type ScanPrefetch,
+  type VectorIndex,
   VectorLoads,
   vectorWidth,
 } from "./scan_loop.ts";
@@ -77,6 +78,14 @@ export interface ScanStrategy {
    * and reads B, C… 2 or 4 at a time where their layout allows (see scan_loop.ts).
    */
   vector?: boolean;
+  /**
+   * How a vector load's index is spelled: `"whole"` (default) divides the element offset by
+   * the vector width, `(Σ idx·stride) / K`; `"split"` divides each stride instead,
+   * `Σ idx·(stride / K) + inner / K` (the same index, since every other stride is a multiple
+   * of K), which leaves the step index's term linear so the compiler can fold it into constant
+   * offsets. Not yet measured on a GPU: the default keeps the measured spelling.
+   */
+  vectorIndex?: VectorIndex;
 }
 
 /** What one scan kernel computes. */
@@ -169,6 +178,7 @@ export function chooseScanStrategy(
   prefetch: ScanPrefetch;
   math: ScanMath;
   vector: boolean;
+  vectorIndex: VectorIndex;
 } {
   const ns = product(spec.scan, spec.stateAxes);
   const nc = product(spec.scan, spec.channelAxes);
@@ -211,7 +221,13 @@ export function chooseScanStrategy(
     );
   }
   const vector = force.vector ?? true;
-  return { lanes, chunks, unroll, transpose, prefetch, math, vector };
+  const vectorIndex = force.vectorIndex ?? "whole";
+  if (!["whole", "split"].includes(vectorIndex)) {
+    throw new Error(
+      `scan: vectorIndex must be "whole" or "split", got ${JSON.stringify(vectorIndex)}`,
+    );
+  }
+  return { lanes, chunks, unroll, transpose, prefetch, math, vector, vectorIndex };
 }
 
 type Mode = "single" | "local" | "final";
@@ -230,6 +246,7 @@ interface Layout {
   math: ScanMath;
   /** Elements per vector load of per-state operands (1: scalar loads, strided slots). */
   vectorWidth: number;
+  vectorIndex: VectorIndex;
 }
 
 /** Emits the 1 (or 3, when chunked) kernels of a scan group. */
@@ -243,11 +260,12 @@ export function emitScanKernels(
 ): KernelArtifact[] {
   const { scan } = spec;
   checkIndexable(scan);
-  const { lanes, chunks, unroll, transpose, prefetch, math, vector } = chooseScanStrategy(
-    spec,
-    limits,
-    force,
-  );
+  const { lanes, chunks, unroll, transpose, prefetch, math, vector, vectorIndex } =
+    chooseScanStrategy(
+      spec,
+      limits,
+      force,
+    );
   const ns = product(scan, spec.stateAxes);
   const nc = product(scan, spec.channelAxes);
   const len = sizeOf(scan, scan.axis);
@@ -266,6 +284,7 @@ export function emitScanKernels(
     vectorWidth: vector && spec.stateAxes.length > 0
       ? vectorWidth(Math.ceil(ns / lanes), sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]))
       : 1,
+    vectorIndex,
   };
   if (chunks === 1) {
     return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];
@@ -367,6 +386,7 @@ function emitPass(
         innerSize: sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]),
       },
       layout.vectorWidth,
+      layout.vectorIndex,
     )
     : undefined;
   const pre = new ExprEmitter(registry.lookup, "q");
@@ -576,7 +596,7 @@ function emitPass(
   const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
     `${nc} channels × ${layout.ns} states, ${lanes} lane(s)/channel, ${chunks} chunk(s), ` +
     `unroll ${layout.unroll}, prefetch ${layout.prefetch} (${prefetch.size}), math ${math}, ` +
-    `vector ${layout.vectorWidth}, ${mode}
+    `vector ${layout.vectorWidth}${layout.vectorIndex === "split" ? " (split index)" : ""}, ${mode}
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
 ${MATH_PRELUDE}${math === "prelude" ? "" : SCAN_MATH_PRELUDE}

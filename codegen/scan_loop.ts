@@ -150,6 +150,9 @@ export interface StateSlots {
   readonly innerSize: number;
 }
 
+/** How a vector load's index is spelled (see `ScanStrategy.vectorIndex`). */
+export type VectorIndex = "whole" | "split";
+
 /**
  * Vector loads of per-state operands (B, C…): when a lane holds R consecutive state elements,
  * a tensor whose innermost state axis has stride 1 is read K = 4 or 2 elements per load
@@ -159,6 +162,7 @@ export interface StateSlots {
  */
 export class VectorLoads {
   readonly width: number;
+  readonly #index: VectorIndex;
   readonly #declared = new Map<Node, string>();
   readonly #declarations: string[] = [];
   readonly #slotOf = new Map<string, { r: number; axis: string }>();
@@ -171,14 +175,17 @@ export class VectorLoads {
    * @param candidate whether a node is a plain read-only buffer of this kernel
    * @param slots     the lane's state slots (consecutive elements)
    * @param width     elements per vector load (see {@link vectorWidth})
+   * @param index     how a vector load's index is spelled
    */
   constructor(
     readonly registry: BindingRegistry,
     readonly candidate: (node: Node) => boolean,
     readonly slots: StateSlots,
     width: number,
+    index: VectorIndex = "whole",
   ) {
     this.width = width;
+    this.#index = index;
     slots.envs.forEach((env, r) => {
       for (const axis of slots.axes) this.#slotOf.set(env[axis], { r, axis });
     });
@@ -243,11 +250,32 @@ export class VectorLoads {
       );
     }
     if (group) {
-      const load = `${name}[(${offsetExpr(node, group.env)}) / ${k}u]`;
-      return { load, dtype: `vec${k}<f32>`, component: group.component };
+      const index = this.#index === "split"
+        ? this.#splitIndex(node, group.env)
+        : `(${offsetExpr(node, group.env)}) / ${k}u`;
+      return { load: `${name}[${index}]`, dtype: `vec${k}<f32>`, component: group.component };
     }
     const offset = offsetExpr(node, env);
     return { load: `${name}[(${offset}) / ${k}u][(${offset}) % ${k}u]`, dtype: "f32" };
+  }
+
+  /**
+   * The vector index of a slot group as Σ idx·(stride / K) + inner / K: equal to the element
+   * offset divided by K, because {@link #group} admits a group only when every other axis's
+   * stride is a multiple of K (so those terms carry nothing into the inner one).
+   */
+  #splitIndex(node: Node, env: Env): string {
+    const k = this.width;
+    const strides = stridesOf(node);
+    const inner = this.slots.axes[this.slots.axes.length - 1];
+    const terms: string[] = [];
+    for (const [i, a] of node.axes.entries()) {
+      if (node.shape[i] === 1) continue;
+      if (this.#slotOf.get(env[a])?.axis === inner) terms.push(`${env[a]} / ${k}u`);
+      else if (strides[a] === k) terms.push(env[a]);
+      else terms.push(`${env[a]} * ${strides[a] / k}u`);
+    }
+    return terms.length ? terms.join(" + ") : "0u";
   }
 
   /** A `let` of `load` in `em`'s statements (once per emitter), returning its name. */

@@ -60,6 +60,7 @@ Deno.test("scan knobs: every lane count × prefetch × math × vector setting ag
     { prefetch: "own", math: "exact", vector: false },
     { prefetch: "none", math: "prelude", vector: true },
     { prefetch: "own", math: "fast-exp2", vector: true },
+    { prefetch: "all", math: "fast", vector: true, vectorIndex: "split" },
   ];
   for (const lanes of [1, 2, 4, 8]) {
     for (const [k, s] of settings.entries()) {
@@ -77,6 +78,10 @@ Deno.test("scan knobs: every lane count × prefetch × math × vector setting ag
 Deno.test("scan knobs: vector loads are used where the layout allows, not elsewhere", async () => {
   const sizes = { b: 2, l: 9, d: 3, n: 16 };
   assert.match(await check(sizes, { lanes: 4, vector: true }), /array<vec4<f32>>/);
+  // The split index spelling divides strides, not the whole offset.
+  const split = await check(sizes, { lanes: 4, vectorIndex: "split" }, { init: true });
+  assert.match(split, /split index/);
+  assert.doesNotMatch(split, /\) \/ 4u\]/);
   assert.match(await check(sizes, { lanes: 8, vector: true }), /array<vec2<f32>>/);
   assert.doesNotMatch(await check(sizes, { lanes: 4, vector: false }), /array<vec/);
   assert.match(await check(sizes, { lanes: 1, vector: true }), /array<vec4<f32>>/);
@@ -99,8 +104,11 @@ Deno.test("scan knobs: fast math matches at extreme softplus and silu arguments"
 // B and C at unaligned state offsets with prefetching: tests/scan_test.ts (sliced B and C).
 Deno.test("scan knobs: several state axes", async () => {
   const seed = freshSeed();
-  // State axes (p, n): lane slots run over both; u is read as vec2 groups along n.
-  for (const lanes of [1, 2, 4]) {
+  // State axes (p, n): lane slots run over both; u is read as vec2 groups along n, its index
+  // spelled whole or split (an odd lane count of the p axis makes the split terms differ).
+  for (
+    const [lanes, vectorIndex] of [[1, "whole"], [2, "split"], [4, "whole"], [4, "split"]] as const
+  ) {
     const prog = await compile(
       { a: "b l h", u: "b l h p n", C: "b l n", s0: "b h p n" },
       ({ a, u, C, s0 }) => {
@@ -108,7 +116,7 @@ Deno.test("scan knobs: several state axes", async () => {
         return { y: einsum("b l h p n, b l n -> b l h p", h, C), last: finalState(h) };
       },
       { b: 2, l: 11, h: 3, p: 3, n: 4 },
-      { backend: "gpu", scan: { lanes, prefetch: "all" } },
+      { backend: "gpu", scan: { lanes, prefetch: "all", vectorIndex } },
     );
     const next = rng(seed + lanes);
     const data = {
@@ -119,8 +127,9 @@ Deno.test("scan knobs: several state axes", async () => {
     };
     const got = await prog.run(data);
     const want = prog.interpret(data);
-    assertClose(got.y, want.y, 1e-4, `p n lanes ${lanes} y (seed ${seed})`);
-    assertClose(got.last, want.last, 1e-4, `p n lanes ${lanes} last (seed ${seed})`);
+    const what = `p n lanes ${lanes} ${vectorIndex}`;
+    assertClose(got.y, want.y, 1e-4, `${what} y (seed ${seed})`);
+    assertClose(got.last, want.last, 1e-4, `${what} last (seed ${seed})`);
     prog.destroy();
   }
 });
@@ -129,6 +138,7 @@ Deno.test("scan knobs: bad values are rejected with a message naming them", asyn
   const bad = [
     [{ prefetch: "some" }, /prefetch must be "none", "own" or "all"/],
     [{ math: "quick" }, /math must be "prelude", "exact", "fast" or "fast-exp2"/],
+    [{ vectorIndex: "halved" as never }, /vectorIndex must be "whole" or "split"/],
   ] as const;
   for (const [strategy, message] of bad) {
     await assert.rejects(
