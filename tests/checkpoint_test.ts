@@ -542,7 +542,10 @@ Deno.test("readConfig errors: missing file, missing dir, invalid JSON with line 
   for (const [text, re] of bad) assert.throws(() => parseConfigJson(text, "c.json"), re, text);
 });
 
-Deno.test("parseConfigJson agrees with JSON.parse on random JSON documents", () => {
+// The oracle is the serialized document itself, not JSON.parse: Deno 2.9.6's JSON.parse read
+// the one-character key "\"" back as "\\" after parsing 78 other documents (seed 339183535),
+// while parseConfigJson and a fresh process read it right.
+Deno.test("parseConfigJson reads random JSON documents back exactly", () => {
   const seed = freshSeed();
   const next = rng(seed);
   const chars = ["a", "Z", " ", '"', "\\", "\n", "\t", "é", "😀", "\u0001", "/", "I", "N"];
@@ -567,7 +570,7 @@ Deno.test("parseConfigJson agrees with JSON.parse on random JSON documents", () 
   for (let i = 0; i < 200; i++) {
     const doc = randValue(0);
     const text = JSON.stringify(doc, null, next() < 0.5 ? 2 : undefined);
-    assert.deepEqual(parseConfigJson(text), JSON.parse(text), `seed ${seed}: ${text}`);
+    assert.deepEqual(parseConfigJson(text), doc, `seed ${seed}: ${text}`);
   }
 });
 
