@@ -8,8 +8,9 @@
  *
  * A decode step is a chain of small products, each too short to hide memory latency by
  * occupancy alone, so: T grows (32, 64, 128) while the product has few columns, giving more
- * workgroups; and each thread issues its loads UNROLL at a time (clamped in-bounds indices,
- * masked sums: no branches), so several loads are in flight per thread.
+ * workgroups; and several loads are in flight per thread (all of a short row's, issued before
+ * the staging barrier; a long row's UNROLL at a time), with clamped in-bounds indices and
+ * out-of-range loads replaced by zero: no branches.
  *
  * When the activation rows fit in workgroup memory they are staged there first: each
  * workgroup evaluates `load_a` once per (row, k) instead of once per (row, k, column), so a

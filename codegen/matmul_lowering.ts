@@ -60,14 +60,12 @@ function directSource(node: Node, materialized: ReadonlySet<Node>): Node | undef
   return materialized.has(n) ? n : undefined;
 }
 
-/** A decode-shaped contraction: activation rows `a` times a weight `b` stored [N, K]. */
+/** A decode-shaped contraction: a few activation rows times a weight stored [N, K]. */
 export interface GemvPlan {
-  a: Node;
-  b: Node;
+  /** The contraction's axis groups (operands ordered as {@link orderOperands} does). */
   groups: Groups;
   /** The weight's buffer and its [batch, k, n] strides (k's is 1). */
   weight: { src: Node; strides: number[] };
-  M: number;
   N: number;
   K: number;
 }
@@ -96,15 +94,7 @@ export function gemvPlan(
   const strides = [g.batch, g.k, g.n].map((grp) => groupStride(src, grp));
   if (strides.some((x) => x === undefined) || strides[1] !== 1) return undefined;
   if (size(g.batch) !== 1 || size(g.m) > GEMV_MAX_ROWS || size(g.n) < 64) return undefined;
-  return {
-    a,
-    b,
-    groups: g,
-    weight: { src, strides: strides as number[] },
-    M: size(g.m),
-    N: size(g.n),
-    K: size(g.k),
-  };
+  return { groups: g, weight: { src, strides: strides as number[] }, N: size(g.n), K: size(g.k) };
 }
 
 /** Longest reduction a matrix-vector kernel computes itself (per workgroup, redundantly). */

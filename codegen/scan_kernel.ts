@@ -208,26 +208,19 @@ export function chooseScanStrategy(
   const unroll = transpose
     ? lanes
     : Math.max(1, Math.min(force.unroll ?? DEFAULT_UNROLL, Math.ceil(len / chunks)));
-  const prefetch = force.prefetch ?? DEFAULT_PREFETCH;
-  if (!["none", "own", "all"].includes(prefetch)) {
-    throw new Error(
-      `scan: prefetch must be "none", "own" or "all", got ${JSON.stringify(prefetch)}`,
-    );
-  }
-  const math = force.math ?? DEFAULT_MATH;
-  if (!["prelude", "exact", "fast", "fast-exp2"].includes(math)) {
-    throw new Error(
-      `scan: math must be "prelude", "exact", "fast" or "fast-exp2", got ${JSON.stringify(math)}`,
-    );
-  }
+  const prefetch = oneOf("prefetch", force.prefetch ?? DEFAULT_PREFETCH, ["none", "own", "all"]);
+  const math = oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]);
   const vector = force.vector ?? true;
-  const vectorIndex = force.vectorIndex ?? "whole";
-  if (!["whole", "split"].includes(vectorIndex)) {
-    throw new Error(
-      `scan: vectorIndex must be "whole" or "split", got ${JSON.stringify(vectorIndex)}`,
-    );
-  }
+  const vectorIndex = oneOf("vectorIndex", force.vectorIndex ?? "whole", ["whole", "split"]);
   return { lanes, chunks, unroll, transpose, prefetch, math, vector, vectorIndex };
+}
+
+/** `value` when it is one of `allowed`; else an error naming the knob and its choices. */
+function oneOf<T extends string>(knob: string, value: T, allowed: readonly T[]): T {
+  if (allowed.includes(value)) return value;
+  const choices = allowed.map((a) => `"${a}"`);
+  const list = `${choices.slice(0, -1).join(", ")} or ${choices[choices.length - 1]}`;
+  throw new Error(`scan: ${knob} must be ${list}, got ${JSON.stringify(value)}`);
 }
 
 type Mode = "single" | "local" | "final";

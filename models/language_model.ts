@@ -276,30 +276,29 @@ export class LanguageModel {
       dispatches.push(...(k % 2 === 0 ? session.programs.ping : session.programs.pong).dispatches);
     }
     const gpu = await timeSequence(this.#ctx, dispatches, { warmup: 2, iterations: 10 });
-    const cpu: number[] = [];
-    for (let it = 0; it < 5; it++) {
-      const t0 = performance.now();
-      await submitDispatches(this.#ctx, dispatches);
-      cpu.push(performance.now() - t0);
-    }
-    await this.#ctx.device.queue.onSubmittedWorkDone();
-    cpu.sort((x, y) => x - y);
-    // The same with a readback's map pending during the encoding (as naive pipelining does).
-    const cpuPending: number[] = [];
-    for (let it = 0; it < 5; it++) {
-      const read = readBuffers(this.#ctx, [{ buffer: session.idsBuf, byteLength: 4 }]);
-      const t0 = performance.now();
-      await submitDispatches(this.#ctx, dispatches);
-      cpuPending.push(performance.now() - t0);
-      await read;
-    }
-    await this.#ctx.device.queue.onSubmittedWorkDone();
-    cpuPending.sort((x, y) => x - y);
+    // Median of five submits of the block, optionally with a readback's map pending meanwhile
+    // (as naive pipelining has it).
+    const submitMs = async (pendingRead: boolean): Promise<number> => {
+      const times: number[] = [];
+      for (let it = 0; it < 5; it++) {
+        const read = pendingRead
+          ? readBuffers(this.#ctx, [{ buffer: session.idsBuf, byteLength: 4 }])
+          : undefined;
+        const t0 = performance.now();
+        await submitDispatches(this.#ctx, dispatches);
+        times.push(performance.now() - t0);
+        await read;
+      }
+      await this.#ctx.device.queue.onSubmittedWorkDone();
+      return times.sort((x, y) => x - y)[2];
+    };
+    const cpu = await submitMs(false);
+    const cpuPending = await submitMs(true);
     return {
       gpuNsPerStep: gpu.medianNs / steps,
       samplerNs,
-      cpuSubmitNsPerStep: (cpu[2] * 1e6) / steps,
-      cpuSubmitWithPendingReadNsPerStep: (cpuPending[2] * 1e6) / steps,
+      cpuSubmitNsPerStep: (cpu * 1e6) / steps,
+      cpuSubmitWithPendingReadNsPerStep: (cpuPending * 1e6) / steps,
       dispatchesPerStep: dispatches.length / steps,
     };
   }

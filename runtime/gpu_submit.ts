@@ -83,10 +83,7 @@ export async function submitDispatches(
         });
         resolveTimestamps(encoder, timing.sets, dispatches.length, timing.resolve);
       } else {
-        const pass = encoder.beginComputePass({ label: opts.label });
-        let current: GPUComputePipeline | undefined;
-        for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
-        pass.end();
+        encodePass(encoder.beginComputePass({ label: opts.label }), dispatches, groups);
       }
       device.queue.submit([encoder.finish()]);
     } finally {
@@ -132,10 +129,7 @@ export async function encodeDispatches(
   let commands: GPUCommandBuffer;
   try {
     const encoder = device.createCommandEncoder({ label });
-    const pass = encoder.beginComputePass({ label });
-    let current: GPUComputePipeline | undefined;
-    for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
-    pass.end();
+    encodePass(encoder.beginComputePass({ label }), dispatches, groups);
     commands = encoder.finish();
   } finally {
     await scopes.pop(ctx, dispatches);
@@ -200,12 +194,8 @@ export async function timeDispatches(
     try {
       if (warmup > 0) {
         const encoder = device.createCommandEncoder({ label: "ssmkit warmup" });
-        const pass = encoder.beginComputePass();
-        let current: GPUComputePipeline | undefined;
-        for (let w = 0; w < warmup; w++) {
-          for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
-        }
-        pass.end();
+        const rounds = Array.from({ length: warmup }, () => dispatches).flat();
+        encodePass(encoder.beginComputePass(), rounds, groups);
         device.queue.submit([encoder.finish()]);
       }
       for (let first = 0; first < passes; first += PASSES_PER_SUBMIT) {
@@ -274,14 +264,10 @@ export async function timeSequence(
     const scopes = pushScopes(device);
     try {
       const encoder = device.createCommandEncoder({ label: "ssmkit sequence benchmark" });
-      const encodeAll = (pass: GPUComputePassEncoder) => {
-        let current: GPUComputePipeline | undefined;
-        for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
-        pass.end();
-      };
-      for (let w = 0; w < warmup; w++) encodeAll(encoder.beginComputePass());
+      for (let w = 0; w < warmup; w++) encodePass(encoder.beginComputePass(), dispatches, groups);
       for (let it = 0; it < iterations; it++) {
-        encodeAll(encoder.beginComputePass({ timestampWrites: timestampSlot([set], it) }));
+        const timestampWrites = timestampSlot([set], it);
+        encodePass(encoder.beginComputePass({ timestampWrites }), dispatches, groups);
       }
       resolveTimestamps(encoder, [set], iterations, resolve);
       device.queue.submit([encoder.finish()]);
@@ -466,6 +452,17 @@ function createResolveBuffer(device: GPUDevice, label: string, passes: number): 
     size: passes * 16,
     usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
   });
+}
+
+/** Encodes `dispatches` in order into `pass` (one setPipeline per change) and ends it. */
+function encodePass(
+  pass: GPUComputePassEncoder,
+  dispatches: readonly Dispatch[],
+  groups: BindGroupCache,
+): void {
+  let current: GPUComputePipeline | undefined;
+  for (const d of dispatches) current = encodeDispatch(pass, d, groups, current);
+  pass.end();
 }
 
 function createTimingResources(
