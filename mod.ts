@@ -72,7 +72,13 @@ export type { RunOptions } from "./runtime/program.ts";
 export type { KernelArtifact } from "./codegen/artifact.ts";
 export { generateKernels } from "./codegen/compile_graph.ts";
 export { DEFAULT_LIMITS, type DeviceLimits } from "./codegen/limits.ts";
-export { acquireGpu, getGpu, type GpuContext, NoAdapterError } from "./runtime/gpu_device.ts";
+export {
+  acquireGpu,
+  getGpu,
+  type GpuContext,
+  NoAdapterError,
+  preferVulkanOnLinux,
+} from "./runtime/gpu_device.ts";
 export {
   type GenerateOptions,
   LanguageModel,

@@ -14,11 +14,13 @@ import {
   type MatmulLimits,
   type MatmulTile,
 } from "../codegen/matmul_kernel.ts";
+import { preferVulkanOnLinux } from "../runtime/gpu_device.ts";
 
 const { MAP_READ, COPY_SRC, COPY_DST, QUERY_RESOLVE, STORAGE } = GPUBufferUsage;
 const quick = Deno.args.includes("--quick");
 const RUNS = quick ? 3 : 10, ROUNDS = 3, WARM_MS = quick ? 50 : 600;
 
+preferVulkanOnLinux();
 const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
 if (!adapter) throw new Error("no WebGPU adapter");
 const al = adapter.limits;

@@ -13,6 +13,7 @@ import {
   type MatmulTile,
   selectMatmulTile,
 } from "../codegen/matmul_kernel.ts";
+import { preferVulkanOnLinux } from "../runtime/gpu_device.ts";
 
 const { MAP_READ, COPY_SRC, COPY_DST, STORAGE } = GPUBufferUsage;
 
@@ -21,6 +22,7 @@ let devicePromise: Promise<GPUDevice> | undefined;
 /** One device for the whole file, created with the adapter's own limits. */
 function device(): Promise<GPUDevice> {
   devicePromise ??= (async () => {
+    preferVulkanOnLinux();
     const adapter = await navigator.gpu.requestAdapter();
     if (!adapter) throw new Error("no WebGPU adapter");
     const l = adapter.limits;
