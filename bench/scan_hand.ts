@@ -178,12 +178,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * block's loads are prefetched into registers.
  */
 function lt(
-  p: { L: number; m: number; WG: number; pf?: boolean } & Opts,
+  p: { L: number; m: number; WG: number; pf?: boolean; bc?: "smem"; depth?: number } & Opts,
 ): { wgsl: string; groups: number } {
   const { L, m, WG } = p;
   const pf = p.pf ?? true;
   const R = NN / L, K = Math.min(R, 4), Q = R / K, S = L * m, VT = vt(K);
   if (NL % S) throw new Error("bad LT");
+  // bc = "smem": the block's B and C (the same for every channel of the workgroup, which lies
+  // in one batch) are loaded cooperatively, one vector per thread, into double-buffered
+  // workgroup memory; a lane reads its states' values from there.
+  const smem = p.bc === "smem";
+  const nvec = (S * 16) / K;
+  const bcSlots = Math.ceil((2 * nvec) / WG);
+  if (smem && (ND % (WG / L) || !pf)) throw new Error("bad LT smem");
+  // depth: x, dt, z of `depth` blocks ahead in registers (B, C one block ahead).
+  const depth = p.depth ?? 1;
   const NT = NL / S;
   const threads = NB * ND * L;
   const dotK = (a: string, b: string) => K === 1 ? `${a} * ${b}` : `dot(${a}, ${b})`;
@@ -195,12 +204,46 @@ function lt(
       lines.push(`${decl}${pre}dt${k} = DT[xb + ${t} * ${ND}u];`);
       lines.push(`${decl}${pre}z${k} = Z[xb + ${t} * ${ND}u];`);
     }
+    if (smem) {
+      for (let sl = 0; sl < bcSlots; sl++) {
+        const e = `min(lid + ${sl * WG}u, ${2 * nvec - 1}u)`;
+        const idx = `bb + ${blk} * ${nvec}u + (${e}) % ${nvec}u`;
+        lines.push(
+          `${decl}${pre}S${sl} = select(B4[${idx}], C4[${idx}], ${e} >= ${nvec}u);`,
+        );
+      }
+      return lines.join("\n    ");
+    }
     for (let u = 0; u < S; u++) {
       for (let q = 0; q < Q; q++) {
         const idx = `bb + (${blk} * ${S}u + ${u}u) * ${16 / K}u + j * ${Q}u + ${q}u`;
         lines.push(`${decl}${pre}B${u}_${q} = B4[${idx}];`);
         lines.push(`${decl}${pre}C${u}_${q} = C4[${idx}];`);
       }
+    }
+    return lines.join("\n    ");
+  };
+  /** Stores the thread's staged B/C vectors of block `pre` into buffer `buf`. */
+  const stage = (pre: string, buf: string) =>
+    Array.from(
+      { length: bcSlots },
+      (_, sl) =>
+        `if (lid + ${sl * WG}u < ${2 * nvec}u) { sBC[${buf} * ${2 * nvec}u + lid + ${
+          sl * WG
+        }u] = ${pre}S${sl}; }`,
+    ).join("\n    ");
+  const bAt = (u: number, q: number) =>
+    smem ? `sBC[cur + ${u * (16 / K)}u + j * ${Q}u + ${q}u]` : `cB${u}_${q}`;
+  const cAt = (u: number, q: number) =>
+    smem ? `sBC[cur + ${nvec + u * (16 / K)}u + j * ${Q}u + ${q}u]` : `cC${u}_${q}`;
+  /** x, dt, z of block `blk` into registers named with prefix `pre`. */
+  const loadX = (blk: string, pre: string, decl: string) => {
+    const lines: string[] = [];
+    for (let k = 0; k < m; k++) {
+      const t = `(${blk} * ${S}u + j + ${L * k}u)`;
+      lines.push(`${decl}${pre}x${k} = X[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}dt${k} = DT[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}z${k} = Z[xb + ${t} * ${ND}u];`);
     }
     return lines.join("\n    ");
   };
@@ -213,9 +256,9 @@ function lt(
     body.push(`let D${u} = subgroupShuffle(dl${k}, lane0 + ${src}u);`);
     body.push(`let U${u} = subgroupShuffle(dx${k}, lane0 + ${src}u);`);
     for (let q = 0; q < Q; q++) {
-      body.push(`h${q} = ${expOf(p, `D${u} * a${q}`)} * h${q} + U${u} * cB${u}_${q};`);
+      body.push(`h${q} = ${expOf(p, `D${u} * a${q}`)} * h${q} + U${u} * ${bAt(u, q)};`);
     }
-    body.push(`let y${u} = ${rep(Q, (q) => dotK(`cC${u}_${q}`, `h${q}`), " + ")};`);
+    body.push(`let y${u} = ${rep(Q, (q) => dotK(cAt(u, q), `h${q}`), " + ")};`);
   }
   let n = 0;
   for (let k = 0; k < m; k++) {
@@ -237,10 +280,22 @@ function lt(
     body.push(`Y[xb + ${t} * ${ND}u] = (${live[0].v} + dd * cx${k}) * silu(cz${k});`);
   }
   const copies: string[] = [];
-  for (let k = 0; k < m; k++) copies.push(`cx${k} = nx${k}; cdt${k} = ndt${k}; cz${k} = nz${k};`);
-  for (let u = 0; u < S; u++) {
-    for (let q = 0; q < Q; q++) {
-      copies.push(`cB${u}_${q} = nB${u}_${q}; cC${u}_${q} = nC${u}_${q};`);
+  for (let k = 0; k < m; k++) {
+    const chain = ["c", ...Array.from({ length: depth - 1 }, (_, e) => `p${e + 1}`), "n"];
+    for (let e = 0; e + 1 < chain.length; e++) {
+      copies.push(
+        `${chain[e]}x${k} = ${chain[e + 1]}x${k}; ${chain[e]}dt${k} = ${chain[e + 1]}dt${k}; ` +
+          `${chain[e]}z${k} = ${chain[e + 1]}z${k};`,
+      );
+    }
+  }
+  if (smem) {
+    copies.push(stage("n", "(blk + 1u) % 2u"), "workgroupBarrier();");
+  } else {
+    for (let u = 0; u < S; u++) {
+      for (let q = 0; q < Q; q++) {
+        copies.push(`cB${u}_${q} = nB${u}_${q}; cC${u}_${q} = nC${u}_${q};`);
+      }
     }
   }
   const decl0: string[] = [];
@@ -250,7 +305,26 @@ function lt(
       for (let q = 0; q < Q; q++) decl0.push(`var cB${u}_${q}: ${VT}; var cC${u}_${q}: ${VT};`);
     }
   }
+  // Prefetch: B/C (or their staged vectors) one block ahead, x/dt/z `depth` blocks ahead.
+  const first: string[] = [];
+  const next: string[] = [];
+  if (pf) {
+    first.push(load("0u", "c", "var "));
+    for (let e = 1; e < depth; e++) first.push(loadX(`${Math.min(e, NT - 1)}u`, `p${e}`, "var "));
+    next.push(`let kn = min(blk + 1u, ${NT - 1}u);`);
+    if (depth === 1) next.push(load("kn", "n", "let "));
+    else {
+      next.push(
+        load("kn", "n", "let ").split("\n    ").filter((l) => !/n(x|dt|z)\d/.test(l)).join(
+          "\n    ",
+        ),
+      );
+      next.push(`let kd = min(blk + ${depth}u, ${NT - 1}u);`, loadX("kd", "n", "let "));
+    }
+    if (smem) first.push(stage("c", "0u"), "workgroupBarrier();");
+  }
   const wgsl = `${decls(K)}
+${smem ? `var<workgroup> sBC: array<${VT}, ${4 * nvec}>;` : ""}
 ${math(p)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
@@ -270,13 +344,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let dd = Dv[d];
   let bi = bias[d];
   ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
-  ${pf ? load("0u", "c", "var ") : decl0.join("\n  ")}
+  ${pf ? first.join("\n  ") : decl0.join("\n  ")}
   for (var blk: u32 = 0u; blk < ${NT}u; blk++) {
-    ${
-    pf
-      ? `let kn = min(blk + 1u, ${NT - 1}u);\n    ${load("kn", "n", "let ")}`
-      : load("blk", "c", "")
-  }
+    ${pf ? next.join("\n    ") : load("blk", "c", "")}
+    ${smem ? `let cur = (blk % 2u) * ${2 * nvec}u;` : ""}
     ${body.join("\n    ")}
     ${pf ? copies.join("\n    ") : ""}
   }
@@ -465,6 +536,22 @@ add("L1_W64_T8_rsq", () => l1({ W: 64, T: 8, pf: true, bc: "smem", ...rsq }));
 add("L1_W32_T8_rsq_glob", () => l1({ W: 32, T: 8, pf: true, bc: "glob", ...rsq }));
 add("LT_L8_m1_WG256_rsq_pf_exp2", () => lt({ L: 8, m: 1, WG: 256, pf: true, ...rsq, exp2: true }));
 add("LT_L4_m2_WG64_rsq_pf_exp2", () => lt({ L: 4, m: 2, WG: 64, pf: true, ...rsq, exp2: true }));
+const smem = { bc: "smem" as const };
+add("LT_L8_m1_WG256_rsq_pf_d2", () => lt({ L: 8, m: 1, WG: 256, ...rsq, depth: 2 }));
+add("LT_L8_m1_WG256_rsq_pf_d3", () => lt({ L: 8, m: 1, WG: 256, ...rsq, depth: 3 }));
+add("LT_L8_m1_WG128_rsq_pf", () => lt({ L: 8, m: 1, WG: 128, ...rsq }));
+add("LT_L8_m1_WG64_rsq_pf", () => lt({ L: 8, m: 1, WG: 64, ...rsq }));
+add("LT_L8_m1_WG256_rsq_smem", () => lt({ L: 8, m: 1, WG: 256, ...rsq, ...smem }));
+add("LT_L8_m1_WG128_rsq_smem", () => lt({ L: 8, m: 1, WG: 128, ...rsq, ...smem }));
+add("LT_L8_m1_WG256_rsq_smem_d2", () => lt({ L: 8, m: 1, WG: 256, ...rsq, ...smem, depth: 2 }));
+add("LT_L8_m1_WG128_rsq_smem_d2", () => lt({ L: 8, m: 1, WG: 128, ...rsq, ...smem, depth: 2 }));
+add("LT_L8_m1_WG256_rsq_smem_d3", () => lt({ L: 8, m: 1, WG: 256, ...rsq, ...smem, depth: 3 }));
+add(
+  "LT_L8_m1_WG256_rsq_smem_d2_exp2",
+  () => lt({ L: 8, m: 1, WG: 256, ...rsq, ...smem, depth: 2, exp2: true }),
+);
+add("LT_L8_m2_WG256_rsq_smem", () => lt({ L: 8, m: 2, WG: 256, ...rsq, ...smem }));
+add("LT_L4_m2_WG128_rsq_smem_d2", () => lt({ L: 4, m: 2, WG: 128, ...rsq, ...smem, depth: 2 }));
 const compiledVariants: Record<string, ScanStrategy> = {
   "C_L8_transposed": { lanes: 8, transpose: true },
   "C_L16_plain": { lanes: 16, transpose: false },

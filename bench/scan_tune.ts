@@ -8,6 +8,8 @@
  *   deno run -A bench/scan_tune.ts [--b 8 --l 4096 --d 1536 --n 16] [--rounds 3] [--only "A;B"]
  *
  * `--only` keeps the variants whose names contain one of the given `;`-separated strings.
+ * `--batches 1,2,…` also times the kept variants at each of those batch sizes (same l, d, n):
+ * the time per batch shows when the launch stops fitting on the GPU at once.
  *
  * @module
  */
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     warmup: { type: "string", default: "150" },
     only: { type: "string", default: "" },
+    batches: { type: "string", default: "" },
   },
   strict: true,
 });
@@ -83,6 +86,56 @@ const variants: Record<string, ScanStrategy> = {
     vectorIndex: "split",
   },
   "L1 vec4, fast, prefetch all (chunked)": { lanes: 1, prefetch: "all", math: "fast" },
+  "L8 vec2, fast, prefetch all, depth 2": { lanes: 8, prefetchDepth: 2 },
+  "L8 vec2, fast, prefetch all, depth 3": { lanes: 8, prefetchDepth: 3 },
+  "L8 vec2, fast, prefetch all, depth 4": { lanes: 8, prefetchDepth: 4 },
+  "L8 vec2, fast, prefetch own, depth 3": { lanes: 8, prefetch: "own", prefetchDepth: 3 },
+  "L8 vec2, fast, prefetch all, workgroup 128": { lanes: 8, workgroup: 128 },
+  "L8 vec2, fast, prefetch all, workgroup 64": { lanes: 8, workgroup: 64 },
+  "L8 vec2, fast, prefetch all, depth 2, workgroup 128": {
+    lanes: 8,
+    prefetchDepth: 2,
+    workgroup: 128,
+  },
+  "L8 vec2, fast, prefetch all, depth 2, split index": {
+    lanes: 8,
+    prefetchDepth: 2,
+    vectorIndex: "split",
+  },
+  "L4 vec4, fast, prefetch all, depth 2": { lanes: 4, prefetchDepth: 2 },
+  "L8 vec2, fast, prefetch all, state loads late": { lanes: 8, stateLoads: "late" },
+  "L8 vec2, fast, prefetch all, state loads late, depth 2": {
+    lanes: 8,
+    stateLoads: "late",
+    prefetchDepth: 2,
+  },
+  "L8 vec2, fast, prefetch all, state loads staged": { lanes: 8, stateLoads: "staged" },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+  },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 3": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 3,
+  },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2, workgroup 128": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+    workgroup: 128,
+  },
+  "L16 fast, prefetch all, state loads staged, depth 2": {
+    lanes: 16,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+  },
+  "L4 vec4, fast, prefetch all, state loads staged, depth 2": {
+    lanes: 4,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+  },
   "default": {},
 };
 /** Variants also timed in step mode (l = 1, state updated in place). */
@@ -92,6 +145,7 @@ const stepVariants = [
   "L8 vec2, fast, prefetch own",
   "L8 vec2, fast-exp2, prefetch own",
   "L4 vec4, fast, prefetch own",
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2",
   "default",
 ];
 
@@ -178,5 +232,25 @@ for (const name of stepVariants.filter((n) => n in variants)) {
     } catch (e) {
       console.log(JSON.stringify({ bench: "scan_step", name, error: String(e).slice(0, 200) }));
     }
+  }
+}
+
+const batches = values.batches.split(",").filter((v) => v.length > 0).map(Number);
+for (const { name } of programs) {
+  const strategy = variants[name];
+  for (const b of batches) {
+    const sz = { ...s, b };
+    const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, sz, {
+      scan: strategy,
+    });
+    const data = scanBenchInputs(sz);
+    const runs: number[] = [];
+    for (let round = 0; round < 2; round++) {
+      runs.push((await prog.benchmark(data, { warmup, iterations })).totalNs / 1e6);
+    }
+    const ms = Math.min(...runs);
+    const GBps = (4 * (4 * b * s.l * s.d + 2 * b * s.l * s.n + s.d * s.n + 2 * s.d)) / ms / 1e6;
+    console.log(JSON.stringify({ bench: "scan_batch", name, b, ms, msPerBatch: ms / b, GBps }));
+    prog.destroy();
   }
 }

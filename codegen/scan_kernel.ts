@@ -34,6 +34,7 @@ import {
   SCAN_MATH_PRELUDE,
   type ScanMath,
   type ScanPrefetch,
+  type ScanStateLoads,
   type VectorIndex,
   VectorLoads,
   vectorWidth,
@@ -67,6 +68,23 @@ export interface ScanStrategy {
    */
   prefetch?: ScanPrefetch;
   /**
+   * Blocks ahead that the prefetched loads without a state index (x, Δ, z: streamed from
+   * memory once per channel) are issued, 1–4 (default 1); per-state loads stay one block
+   * ahead. Each extra block costs one register per such load and keeps more bytes in flight.
+   */
+  prefetchDepth?: number;
+  /** Threads per workgroup: 32, 64, 128 or 256 (default 256). */
+  workgroup?: number;
+  /**
+   * Where the prefetched per-state loads (B, C…) wait for their block: `"early"` (default:
+   * registers loaded at the top of the loop body), `"late"` (registers loaded at its end,
+   * after the current block's are used: half the registers) or `"staged"` (workgroup memory,
+   * double-buffered: the workgroup loads a block's values once and each lane reads its own;
+   * needs prefetch `"all"` and a workgroup whose channels share those values, i.e. the
+   * channels per workgroup divide the inner channel sizes those loads depend on).
+   */
+  stateLoads?: ScanStateLoads;
+  /**
    * Spelling of softplus / silu / sigmoid inside the step loop: `"prelude"` (the shared
    * spellings, whose softplus branches), `"exact"` (branch-free, IEEE division) or `"fast"`
    * (branch-free, 1/v as inverseSqrt(v)²: a few ulp); `"fast-exp2"` is `"fast"` with every exp
@@ -98,7 +116,7 @@ export interface ScanSpec {
   readonly finals: readonly PickNode[];
 }
 
-const WORKGROUP = 256;
+const DEFAULT_WORKGROUP = 256;
 /** Identifiers that vary inside the step loop (alternatives of a regular expression). */
 const LOOP_VARIABLES = [
   "i",
@@ -113,8 +131,10 @@ const LOOP_VARIABLES = [
   "a\\d+",
   "e\\d+_\\d+",
   "r\\d+_\\d+",
-  "inx",
-  "[pn]f\\d+",
+  "inx\\d*",
+  "[pn]f\\d+(?:_\\d+)?",
+  "skc",
+  "sk[nv]\\d+",
   "vl\\d+",
 ];
 const LOOP_VARIABLE = new RegExp(`\\b(${LOOP_VARIABLES.join("|")})\\b`);
@@ -176,6 +196,9 @@ export function chooseScanStrategy(
   unroll: number;
   transpose: boolean;
   prefetch: ScanPrefetch;
+  prefetchDepth: number;
+  workgroup: number;
+  stateLoads: ScanStateLoads;
   math: ScanMath;
   vector: boolean;
   vectorIndex: VectorIndex;
@@ -209,10 +232,52 @@ export function chooseScanStrategy(
     ? lanes
     : Math.max(1, Math.min(force.unroll ?? DEFAULT_UNROLL, Math.ceil(len / chunks)));
   const prefetch = oneOf("prefetch", force.prefetch ?? DEFAULT_PREFETCH, ["none", "own", "all"]);
+  const prefetchDepth = force.prefetchDepth ?? 1;
+  if (![1, 2, 3, 4].includes(prefetchDepth)) {
+    throw new Error(`scan: prefetchDepth must be 1, 2, 3 or 4, got ${prefetchDepth}`);
+  }
+  const workgroup = force.workgroup ?? DEFAULT_WORKGROUP;
+  if (
+    ![32, 64, 128, 256].includes(workgroup) || workgroup > limits.maxComputeInvocationsPerWorkgroup
+  ) {
+    throw new Error(
+      `scan: workgroup must be 32, 64, 128 or 256 threads within the device's ` +
+        `${limits.maxComputeInvocationsPerWorkgroup}, got ${workgroup}`,
+    );
+  }
+  const stateLoads = oneOf("stateLoads", force.stateLoads ?? "early", [
+    "early",
+    "late",
+    "staged",
+  ]);
+  if (stateLoads === "staged") {
+    const perGroup = workgroup / lanes;
+    if (prefetch !== "all") {
+      throw new Error(`scan: stateLoads "staged" needs prefetch "all", got "${prefetch}"`);
+    }
+    if (nc % perGroup !== 0) {
+      throw new Error(
+        `scan: stateLoads "staged" needs the ${perGroup} channels of a workgroup ` +
+          `(${workgroup} threads / ${lanes} lanes) to divide the ${nc} channels`,
+      );
+    }
+  }
   const math = oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]);
   const vector = force.vector ?? true;
   const vectorIndex = oneOf("vectorIndex", force.vectorIndex ?? "whole", ["whole", "split"]);
-  return { lanes, chunks, unroll, transpose, prefetch, math, vector, vectorIndex };
+  return {
+    lanes,
+    chunks,
+    unroll,
+    transpose,
+    prefetch,
+    prefetchDepth,
+    workgroup,
+    stateLoads,
+    math,
+    vector,
+    vectorIndex,
+  };
 }
 
 /** `value` when it is one of `allowed`; else an error naming the knob and its choices. */
@@ -236,6 +301,9 @@ interface Layout {
   unroll: number;
   transpose: boolean;
   prefetch: ScanPrefetch;
+  prefetchDepth: number;
+  workgroup: number;
+  stateLoads: ScanStateLoads;
   math: ScanMath;
   /** Elements per vector load of per-state operands (1: scalar loads, strided slots). */
   vectorWidth: number;
@@ -253,31 +321,21 @@ export function emitScanKernels(
 ): KernelArtifact[] {
   const { scan } = spec;
   checkIndexable(scan);
-  const { lanes, chunks, unroll, transpose, prefetch, math, vector, vectorIndex } =
-    chooseScanStrategy(
-      spec,
-      limits,
-      force,
-    );
+  const chosen = chooseScanStrategy(spec, limits, force);
+  const { lanes, chunks, vector } = chosen;
   const ns = product(scan, spec.stateAxes);
   const nc = product(scan, spec.channelAxes);
   const len = sizeOf(scan, scan.axis);
   const layout: Layout = {
-    lanes,
+    ...chosen,
     perLane: Math.ceil(ns / lanes),
     ns,
     nc,
     len,
-    chunks,
     chunkLen: Math.ceil(len / chunks),
-    unroll,
-    transpose,
-    prefetch,
-    math,
     vectorWidth: vector && spec.stateAxes.length > 0
       ? vectorWidth(Math.ceil(ns / lanes), sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]))
       : 1,
-    vectorIndex,
   };
   if (chunks === 1) {
     return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];
@@ -294,10 +352,10 @@ export function emitScanKernels(
 }
 
 function headerLines(layout: Layout, gx: number): string[] {
-  const { lanes, nc, chunks } = layout;
+  const { lanes, nc, chunks, workgroup } = layout;
   const groups = nc * chunks;
   return [
-    `let tid = (wid.x + wid.y * ${u32Literal(gx)}) * ${WORKGROUP}u + lid;`,
+    `let tid = (wid.x + wid.y * ${u32Literal(gx)}) * ${workgroup}u + lid;`,
     `let grp = tid / ${u32Literal(lanes)};`,
     `let j = tid % ${u32Literal(lanes)};`,
     // Lanes past the end still run (shuffles need every lane); they compute on a clamped
@@ -309,8 +367,11 @@ function headerLines(layout: Layout, gx: number): string[] {
   ];
 }
 
-/** The per-lane state element indices, and their decoded state axes. */
-function stateLanes(spec: ScanSpec, layout: Layout) {
+/**
+ * The per-lane state element indices, and their decoded state axes, for the lane index
+ * variable `lane` (names prefixed with `prefix`).
+ */
+function stateLanes(spec: ScanSpec, layout: Layout, lane = "j", prefix = "") {
   const lines: string[] = [];
   const envs: Env[] = [];
   const owned: boolean[] = [];
@@ -321,15 +382,15 @@ function stateLanes(spec: ScanSpec, layout: Layout) {
   const { lanes, perLane } = layout;
   for (let r = 0; r < perLane; r++) {
     const raw = contiguous
-      ? `(j * ${u32Literal(perLane)} + ${u32Literal(r)})`
+      ? `(${lane} * ${u32Literal(perLane)} + ${u32Literal(r)})`
       : r === 0
-      ? "j"
-      : `(j + ${u32Literal(lanes * r)})`;
-    lines.push(`let s${r} = min(${raw}, ${u32Literal(Math.max(layout.ns - 1, 0))});`);
+      ? lane
+      : `(${lane} + ${u32Literal(lanes * r)})`;
+    lines.push(`let ${prefix}s${r} = min(${raw}, ${u32Literal(Math.max(layout.ns - 1, 0))});`);
     // Whether every lane's r-th element exists: then no select is needed.
     owned.push(contiguous ? (lanes - 1) * perLane + r < layout.ns : lanes * (r + 1) <= layout.ns);
-    if (!owned[r]) lines.push(`let own${r} = ${raw} < ${u32Literal(layout.ns)};`);
-    const d = decodeIndex(`s${r}`, spec.stateAxes, sizes, `st${r}_`);
+    if (!owned[r]) lines.push(`let ${prefix}own${r} = ${raw} < ${u32Literal(layout.ns)};`);
+    const d = decodeIndex(`${prefix}s${r}`, spec.stateAxes, sizes, `${prefix}st${r}_`);
     lines.push(...d.lines);
     envs.push(d.env);
   }
@@ -357,11 +418,11 @@ function emitPass(
   const carryName = mode === "final" ? registry.read(scratchBuffers[0]) : "";
   const threads = nc * chunks * lanes;
   const workgroups = foldWorkgroups(
-    Math.ceil(threads / WORKGROUP),
+    Math.ceil(threads / layout.workgroup),
     limits.maxComputeWorkgroupsPerDimension,
   );
   // Lanes past the last channel exist only when the launch overshoots.
-  const overshoot = workgroups[0] * workgroups[1] * WORKGROUP !== threads;
+  const overshoot = workgroups[0] * workgroups[1] * layout.workgroup !== threads;
   const ch = decodeIndex(
     "c",
     spec.channelAxes,
@@ -430,7 +491,26 @@ function emitPass(
   const stateIndex = new RegExp(
     `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
   );
-  const prefetch = new Prefetcher(layout.prefetch, /\b(tt?\d+|tt?a)\b/, LOOP_VARIABLE, stateIndex);
+  // Staging: a per-state load can be shared by the workgroup when every channel variable it
+  // mentions is constant over the workgroup's channels (the inner channel sizes are multiples
+  // of the channels per workgroup; chooseScanStrategy checked that the count is).
+  const perGroup = layout.workgroup / lanes;
+  const varying: string[] = [];
+  spec.channelAxes.forEach((a, k) => {
+    const inner = spec.channelAxes.slice(k + 1).reduce((p, b) => p * sizeOf(scan, b), 1);
+    if (inner % perGroup !== 0) varying.push(ch.env[a]);
+  });
+  const varyingChannel = new RegExp(`\\b(${varying.join("|") || "$^"})\\b`);
+  const prefetch = new Prefetcher({
+    mode: layout.prefetch,
+    steps: /\b(tt?\d+|tt?a)\b/,
+    loopVar: LOOP_VARIABLE,
+    stateVar: stateIndex,
+    depth: layout.prefetchDepth,
+    stateLoads: layout.stateLoads,
+    stageable: (load) => !varyingChannel.test(load),
+    stagedRead: (k) => `sk_stage[skc + ${u32Literal(k * lanes)} + j]`,
+  });
   const tools: LoopTools = { math, prefetch, vectors, lookup: registry.lookup };
   const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
   // Lane-transposed mode: phase A evaluates, on lane j, state-independent values at step j of
@@ -548,17 +628,51 @@ function emitPass(
     steps.unshift(...headA, ...phaseA.lines);
     steps.push(...stores);
   }
-  // The body: step positions, the next block's prefetched loads, the steps, the rotation.
+  // The body: step positions, the later blocks' prefetched loads, the steps, the rotation.
+  // Block k ahead of the loop has step names suffixed _k; inside it, block i + d has _n(d).
   const body = [...stepHeads("i", ""), ...steps];
   const before: string[] = [];
+  const header: string[] = [];
+  const declarations: string[] = [];
+  let stagedCount = 0;
   if (prefetch.size > 0) {
-    before.push(...stepHeads("0u", "_0"), ...prefetch.declare("_0"));
+    const depths = prefetch.depths;
+    const ahead = (d: number) => (d === 1 ? "" : `${d}`);
+    for (let k = 0; k < depths[depths.length - 1]; k++) {
+      before.push(...stepHeads(u32Literal(Math.min(k, iterations - 1)), `_${k}`));
+    }
+    before.push(...prefetch.declare((k) => `_${k}`));
+    const staging = stagingCode(spec, layout, prefetch);
+    if (layout.stateLoads === "staged" && staging.tile === 0) {
+      throw new Error(
+        `scan: stateLoads "staged": no per-state load has the same value in all ${perGroup} ` +
+          `channels of a workgroup (they vary through ${varying.join(", ") || "the state"})`,
+      );
+    }
+    if (staging.bytes > limits.maxComputeWorkgroupStorageSize) {
+      throw new Error(
+        `scan: stateLoads "staged" needs ${staging.bytes} bytes of workgroup memory; ` +
+          `the device allows ${limits.maxComputeWorkgroupStorageSize}`,
+      );
+    }
+    header.push(...staging.invariant);
+    before.push(...staging.fill("_0", "skv"), ...staging.store("skv", "0u"), "workgroupBarrier();");
     body.unshift(
-      `let inx = min(i + 1u, ${u32Literal(iterations - 1)});`,
-      ...stepHeads("inx", "_n"),
-      ...prefetch.next("_n"),
+      ...depths.flatMap((d) => [
+        `let inx${ahead(d)} = min(i + ${u32Literal(d)}, ${u32Literal(iterations - 1)});`,
+        ...stepHeads(`inx${ahead(d)}`, `_n${ahead(d)}`),
+      ]),
+      ...prefetch.next((d) => `_n${ahead(d)}`),
+      ...staging.fill("_n", "skn"),
+      ...(staging.tile > 0 ? [`let skc = (i % 2u) * ${u32Literal(staging.tile)};`] : []),
     );
-    body.push(...prefetch.rotate());
+    body.push(...prefetch.next((d) => `_n${ahead(d)}`, true), ...prefetch.rotate());
+    if (staging.tile > 0) {
+      body.push(...staging.store("skn", `((i + 1u) % 2u) * ${u32Literal(staging.tile)}`));
+      body.push("workgroupBarrier();");
+    }
+    if (staging.declaration) declarations.push(staging.declaration);
+    stagedCount = prefetch.staged.length;
   }
   const tail: string[] = [];
   if (mode === "single") {
@@ -588,12 +702,17 @@ function emitPass(
   registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
   const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
     `${nc} channels × ${layout.ns} states, ${lanes} lane(s)/channel, ${chunks} chunk(s), ` +
-    `unroll ${layout.unroll}, prefetch ${layout.prefetch} (${prefetch.size}), math ${math}, ` +
+    `unroll ${layout.unroll}, prefetch ${layout.prefetch} (${prefetch.size}` +
+    `${layout.prefetchDepth > 1 ? `, depth ${layout.prefetchDepth}` : ""}` +
+    `${layout.stateLoads !== "early" ? `, state loads ${layout.stateLoads}` : ""}` +
+    `${stagedCount > 0 ? ` (${stagedCount})` : ""}), math ${math}, ` +
+    `workgroup ${layout.workgroup}, ` +
     `vector ${layout.vectorWidth}${layout.vectorIndex === "split" ? " (split index)" : ""}, ${mode}
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
+${declarations.join("\n")}
 ${MATH_PRELUDE}${math === "prelude" ? "" : SCAN_MATH_PRELUDE}
-@compute @workgroup_size(${WORKGROUP})
+@compute @workgroup_size(${layout.workgroup})
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,${
@@ -602,7 +721,7 @@ fn main(
 ) {
   ${[...headerLines(layout, workgroups[0]), ...ch.lines, ...st.lines].join("\n  ")}
   ${transposed ? "let lane0 = sgid - j;" : ""}
-  ${[...pre.lines, ...init, ...before].join("\n  ")}
+  ${[...pre.lines, ...init, ...header, ...before].join("\n  ")}
   for (var i: u32 = 0u; i < ${u32Literal(iterations)}; i++) {
     ${body.join("\n    ")}
   }
@@ -610,6 +729,67 @@ fn main(
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/**
+ * The cooperative loads of staged per-state values: thread e of the workgroup loads element
+ * e (and e + workgroup, …) of a block's tile, which holds staged load k for lane jj at
+ * k·lanes + jj; the tile is double-buffered in `sk_stage`.
+ */
+function stagingCode(spec: ScanSpec, layout: Layout, prefetch: Prefetcher): {
+  tile: number;
+  bytes: number;
+  declaration?: string;
+  invariant: string[];
+  fill: (suffix: string, name: string) => string[];
+  store: (name: string, base: string) => string[];
+} {
+  const staged = prefetch.staged;
+  const { lanes, workgroup } = layout;
+  const tile = staged.length * lanes;
+  if (tile === 0) return { tile, bytes: 0, invariant: [], fill: () => [], store: () => [] };
+  const dtype = staged[0].dtype;
+  const slots = Math.ceil(tile / workgroup);
+  const invariant: string[] = [];
+  const lanesOf: string[] = [];
+  for (let sl = 0; sl < slots; sl++) {
+    invariant.push(
+      `let ske${sl} = lid + ${u32Literal(sl * workgroup)};`,
+      `let skk${sl} = min(ske${sl} / ${u32Literal(lanes)}, ${u32Literal(staged.length - 1)});`,
+      `let skj${sl} = ske${sl} % ${u32Literal(lanes)};`,
+    );
+    const prefix = `sk${sl}_`;
+    invariant.push(...stateLanes(spec, layout, `skj${sl}`, prefix).lines);
+    lanesOf.push(prefix);
+  }
+  // A staged load read for lane skj: its state names get that lane's prefix.
+  const forLane = (load: string, prefix: string) =>
+    load.replace(/\b(st\d+_\w+|s\d+)\b/g, (m) => `${prefix}${m}`);
+  const fill = (suffix: string, name: string) =>
+    lanesOf.flatMap((prefix, sl) => [
+      `var ${name}${sl}: ${dtype};`,
+      `switch skk${sl} {`,
+      ...staged.map((l, k) =>
+        `  case ${u32Literal(k)}: { ${name}${sl} = ${
+          forLane(prefetch.renamed(l.load, suffix), prefix)
+        }; }`
+      ),
+      `  default: {}`,
+      `}`,
+    ]);
+  const store = (name: string, base: string) =>
+    lanesOf.map((_, sl) =>
+      `if (ske${sl} < ${u32Literal(tile)}) { sk_stage[${base} + ske${sl}] = ${name}${sl}; }`
+    );
+  const width = dtype === "f32" ? 1 : Number(dtype.match(/vec(\d)/)?.[1] ?? 1);
+  return {
+    tile,
+    bytes: 2 * tile * 4 * width,
+    declaration: `var<workgroup> sk_stage: array<${dtype}, ${2 * tile}>;`,
+    invariant,
+    fill,
+    store,
+  };
 }
 
 /** `lines` under `if (all of guard)`, or bare when the guard is empty. */
@@ -637,7 +817,7 @@ function emitCarry(
   const pName = registry.read(prod);
   const total = nc * ns;
   const workgroups = foldWorkgroups(
-    Math.ceil(total / WORKGROUP),
+    Math.ceil(total / DEFAULT_WORKGROUP),
     limits.maxComputeWorkgroupsPerDimension,
   );
   const ch = decodeIndex(
@@ -658,9 +838,9 @@ function emitCarry(
   const wgsl = `// ${name}: carry pass over ${chunks} chunks of the scan over ${scan.axis}
 ${registry.declarations()}
 ${MATH_PRELUDE}
-@compute @workgroup_size(${WORKGROUP})
+@compute @workgroup_size(${DEFAULT_WORKGROUP})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let e = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${WORKGROUP}u + lid;
+  let e = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${DEFAULT_WORKGROUP}u + lid;
   if (e >= ${u32Literal(total)}) { return; }
   let c = e / ${u32Literal(ns)};
   let s = e % ${u32Literal(ns)};

@@ -1,6 +1,6 @@
 /**
  * Helpers of the fused scan kernel's step loop (scan_kernel.ts): branch-free spellings of the
- * transcendental ops, and the prefetcher that issues a block's loads one loop iteration early.
+ * transcendental ops, and the prefetcher that issues a block's loads loop iterations early.
  *
  * Why: each warp runs thousands of dependent steps, so the loop body's latency is the kernel's
  * time. A branch in the body (the prelude's softplus has two early returns) splits it into
@@ -72,71 +72,159 @@ export function scanUnary(math: ScanMath, node: Node, x: string): string | undef
 export type ScanPrefetch = "none" | "own" | "all";
 
 /**
- * Collects the step loads of a loop body and turns them into registers filled one iteration
- * ahead: `var pfK` holds the current block's value, `let nfK` loads the next block's at the
- * top of the body, and `pfK = nfK` closes it. A load qualifies when its index mentions no loop
- * value other than the step positions (no gathered ids): it can then be evaluated for another
- * block by renaming those positions.
+ * Where per-state prefetched loads (B, C…) live: registers loaded at the top of the body
+ * (`"early"`), registers loaded at its end, after the current block's values are used
+ * (`"late"`: one register set instead of two), or workgroup memory (`"staged"`: the
+ * workgroup loads a block's values once, a thread one or a few vectors, and every lane reads
+ * its own from there).
+ */
+export type ScanStateLoads = "early" | "late" | "staged";
+
+/** How the prefetcher treats the loads it takes. */
+export interface PrefetchOptions {
+  /** Which loads to take. */
+  readonly mode: ScanPrefetch;
+  /** Matches the step-position identifiers (renamed per block). */
+  readonly steps: RegExp;
+  /** Matches any identifier that varies inside the loop. */
+  readonly loopVar: RegExp;
+  /** Matches the state-index identifiers (`own` leaves those loads alone). */
+  readonly stateVar: RegExp;
+  /** Blocks ahead for loads without a state index (default 1). */
+  readonly depth?: number;
+  /** Where per-state loads live (default `"early"`). */
+  readonly stateLoads?: ScanStateLoads;
+  /** Whether a per-state load has the same value in every channel of a workgroup. */
+  readonly stageable?: (load: string) => boolean;
+  /** The expression reading staged load `k` (for this lane, from the current buffer). */
+  readonly stagedRead?: (k: number) => string;
+}
+
+/**
+ * Collects the step loads of a loop body and turns them into values fetched ahead of use:
+ * `var pfK` holds the current block's value, `let nfK` loads a later block's (at the top of
+ * the body, or at its end for `late` loads), and the rotation at its end shifts the registers
+ * down by one block. A load qualifies when its index mentions no loop value other than the
+ * step positions (no gathered ids): it can then be evaluated for another block by renaming
+ * those positions.
+ *
+ * Loads without a state index (x, Δ, z: streamed from memory once per channel) are issued
+ * `depth` blocks ahead, per-state loads (B, C: shared by every channel, served by the caches)
+ * one block ahead: a deeper stream keeps more bytes in flight for a few registers each.
+ * Staged loads are only collected here; scan_kernel.ts emits their cooperative loads.
  */
 export class Prefetcher {
-  readonly #loads: { name: string; dtype: string; load: string }[] = [];
+  readonly #loads: {
+    name: string;
+    dtype: string;
+    load: string;
+    depth: number;
+    late: boolean;
+  }[] = [];
+  readonly #staged: { load: string; dtype: string }[] = [];
   readonly #byLoad = new Map<string, string>();
+  readonly mode: ScanPrefetch;
+  readonly #o: PrefetchOptions;
+
+  /** A prefetcher with options `o`. */
+  constructor(o: PrefetchOptions) {
+    this.mode = o.mode;
+    this.#o = o;
+  }
 
   /**
-   * @param mode      which loads to take
-   * @param steps     matches the step-position identifiers (renamed per block)
-   * @param loopVar   matches any identifier that varies inside the loop
-   * @param stateVar  matches the state-index identifiers (`own` leaves those loads alone)
-   */
-  constructor(
-    readonly mode: ScanPrefetch,
-    readonly steps: RegExp,
-    readonly loopVar: RegExp,
-    readonly stateVar: RegExp,
-  ) {}
-
-  /**
-   * The register holding `load` (a WGSL load expression of type `dtype`), or undefined when
-   * the load is not taken.
+   * The register (or staged read) holding `load` (a WGSL load expression of type `dtype`), or
+   * undefined when the load is not taken.
    */
   take(load: string, dtype: string): string | undefined {
-    if (this.mode === "none") return undefined;
-    const rest = load.replace(new RegExp(this.steps.source, "g"), "");
-    if (!this.steps.test(load) || this.loopVar.test(rest)) return undefined;
-    if (this.mode === "own" && this.stateVar.test(load)) return undefined;
+    const o = this.#o;
+    if (o.mode === "none") return undefined;
+    const rest = load.replace(new RegExp(o.steps.source, "g"), "");
+    if (!o.steps.test(load) || o.loopVar.test(rest)) return undefined;
+    const perState = o.stateVar.test(load);
+    if (o.mode === "own" && perState) return undefined;
     let name = this.#byLoad.get(load);
-    if (name === undefined) {
+    if (name !== undefined) return name;
+    const placement = perState ? o.stateLoads ?? "early" : "early";
+    if (
+      placement === "staged" && o.stageable?.(load) && o.stagedRead &&
+      (this.#staged.length === 0 || this.#staged[0].dtype === dtype)
+    ) {
+      name = o.stagedRead(this.#staged.length);
+      this.#staged.push({ load, dtype });
+    } else {
       name = `pf${this.#loads.length}`;
-      this.#byLoad.set(load, name);
-      this.#loads.push({ name, dtype, load });
+      this.#loads.push({
+        name,
+        dtype,
+        load,
+        depth: perState ? 1 : o.depth ?? 1,
+        late: placement === "late",
+      });
     }
+    this.#byLoad.set(load, name);
     return name;
   }
 
-  /** Number of registers taken. */
+  /** Number of loads taken (registers and staged). */
   get size(): number {
-    return this.#loads.length;
+    return this.#loads.length + this.#staged.length;
   }
 
-  #renamed(load: string, suffix: string): string {
-    return load.replace(new RegExp(this.steps.source, "g"), (m) => `${m}${suffix}`);
+  /** The staged loads, in the order of their index k. */
+  get staged(): readonly { load: string; dtype: string }[] {
+    return this.#staged;
   }
 
-  /** Declarations before the loop: the first block's values (step names suffixed `suffix`). */
-  declare(suffix: string): string[] {
-    return this.#loads.map((l) => `var ${l.name}: ${l.dtype} = ${this.#renamed(l.load, suffix)};`);
+  /** The distinct prefetch distances of register loads in use, ascending. */
+  get depths(): number[] {
+    const all = this.#loads.map((l) => l.depth);
+    if (this.#staged.length > 0) all.push(1);
+    return [...new Set(all)].sort((a, b) => a - b);
   }
 
-  /** Loads of the next block at the top of the body (step names suffixed `suffix`). */
-  next(suffix: string): string[] {
-    return this.#loads.map((l) =>
-      `let n${l.name.slice(1)}: ${l.dtype} = ${this.#renamed(l.load, suffix)};`
+  /** `load` with its step names suffixed by `suffix` (the same load for another block). */
+  renamed(load: string, suffix: string): string {
+    return load.replace(new RegExp(this.#o.steps.source, "g"), (m) => `${m}${suffix}`);
+  }
+
+  /** Register of `l` holding the block `k` blocks after the current one. */
+  #register(l: { name: string }, k: number): string {
+    return k === 0 ? l.name : `${l.name}_${k}`;
+  }
+
+  /**
+   * Declarations before the loop: the first blocks' values; block k's step names carry the
+   * suffix `suffix(k)`.
+   */
+  declare(suffix: (block: number) => string): string[] {
+    return this.#loads.flatMap((l) =>
+      Array.from(
+        { length: l.depth },
+        (_, k) => `var ${this.#register(l, k)}: ${l.dtype} = ${this.renamed(l.load, suffix(k))};`,
+      )
+    );
+  }
+
+  /**
+   * Loads at the top of the body (`late` false) or at its end (true) of the block `depth`
+   * ahead; that block's step names carry the suffix `suffix(depth)`.
+   */
+  next(suffix: (depth: number) => string, late = false): string[] {
+    return this.#loads.filter((l) => l.late === late).map((l) =>
+      `let n${l.name.slice(1)}: ${l.dtype} = ${this.renamed(l.load, suffix(l.depth))};`
     );
   }
 
   /** The register rotation at the end of the body. */
   rotate(): string[] {
-    return this.#loads.map((l) => `${l.name} = n${l.name.slice(1)};`);
+    return this.#loads.flatMap((l) => [
+      ...Array.from(
+        { length: l.depth - 1 },
+        (_, k) => `${this.#register(l, k)} = ${this.#register(l, k + 1)};`,
+      ),
+      `${this.#register(l, l.depth - 1)} = n${l.name.slice(1)};`,
+    ]);
   }
 }
 
@@ -330,7 +418,10 @@ export function interceptLoop(
     if (vector) {
       const held = tools.prefetch?.take(vector.load, vector.dtype);
       if (vector.component === undefined) return held ?? vector.load;
-      const whole = held ?? tools.vectors!.bind(em, vector.load, vector.dtype);
+      // A register is read as is; a load (or a staged read) is bound once per emitter.
+      const whole = held !== undefined && /^pf\d+$/.test(held)
+        ? held
+        : tools.vectors!.bind(em, held ?? vector.load, vector.dtype);
       return `${whole}[${vector.component}]`;
     }
     const buffer = tools.lookup(node);

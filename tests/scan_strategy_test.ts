@@ -61,6 +61,7 @@ Deno.test("scan knobs: every lane count × prefetch × math × vector setting ag
     { prefetch: "none", math: "prelude", vector: true },
     { prefetch: "own", math: "fast-exp2", vector: true },
     { prefetch: "all", math: "fast", vector: true, vectorIndex: "split" },
+    { prefetch: "all", math: "fast", vector: true, prefetchDepth: 3, workgroup: 64 },
   ];
   for (const lanes of [1, 2, 4, 8]) {
     for (const [k, s] of settings.entries()) {
@@ -73,6 +74,39 @@ Deno.test("scan knobs: every lane count × prefetch × math × vector setting ag
     reverse: true,
     init: true,
   });
+  // Deeper prefetch than the loop has blocks (3 blocks of 8 steps), and a chunked one.
+  await check({ ...sizes, l: 19 }, { lanes: 8, prefetch: "own", prefetchDepth: 4 }, {
+    init: true,
+  });
+  await check({ ...sizes, l: 301 }, { lanes: 4, chunks: 3, prefetchDepth: 2, workgroup: 32 }, {
+    reverse: true,
+  });
+});
+
+Deno.test("scan knobs: per-state loads late or staged in workgroup memory agree", async () => {
+  // A workgroup holds 8 or 16 channels, which divide d = 16: B and C (indexed by b, not d)
+  // are the same for the whole workgroup.
+  const sizes = { b: 3, l: 45, d: 16, n: 16 };
+  for (const lanes of [8, 4, 2]) {
+    const staged = await check(sizes, {
+      lanes,
+      stateLoads: "staged",
+      workgroup: lanes === 2 ? 32 : 64,
+      prefetchDepth: 2,
+    }, { reverse: lanes === 4, init: true });
+    assert.match(staged, /var<workgroup> sk_stage/);
+    await check(sizes, { lanes, stateLoads: "late" }, { init: lanes !== 2 });
+  }
+  // n = 12 over 8 lanes: lanes 6 and 7 hold no state (clamped indices); 3 chunks, reverse.
+  await check({ b: 2, l: 61, d: 16, n: 12 }, {
+    lanes: 8,
+    stateLoads: "staged",
+    workgroup: 128,
+    chunks: 3,
+  }, { reverse: true, init: true });
+  // Not transposed (one step per iteration); scalar loads (no vectors).
+  await check(sizes, { lanes: 4, transpose: false, stateLoads: "staged", workgroup: 32 });
+  await check(sizes, { lanes: 8, vector: false, stateLoads: "staged", workgroup: 64 });
 });
 
 Deno.test("scan knobs: vector loads are used where the layout allows, not elsewhere", async () => {
@@ -139,6 +173,10 @@ Deno.test("scan knobs: bad values are rejected with a message naming them", asyn
     [{ prefetch: "some" }, /prefetch must be "none", "own" or "all"/],
     [{ math: "quick" }, /math must be "prelude", "exact", "fast" or "fast-exp2"/],
     [{ vectorIndex: "halved" as never }, /vectorIndex must be "whole" or "split"/],
+    [{ prefetchDepth: 5 }, /prefetchDepth must be 1, 2, 3 or 4, got 5/],
+    [{ workgroup: 96 }, /workgroup must be 32, 64, 128 or 256 threads .* got 96/],
+    [{ stateLoads: "cached" as never }, /stateLoads must be "early", "late" or "staged"/],
+    [{ stateLoads: "staged", prefetch: "own" }, /stateLoads "staged" needs prefetch "all"/],
   ] as const;
   for (const [strategy, message] of bad) {
     await assert.rejects(
