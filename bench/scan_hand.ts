@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
-import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
 import { timeDispatches } from "../runtime/gpu_submit.ts";

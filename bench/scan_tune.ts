@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";

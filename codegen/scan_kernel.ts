@@ -32,79 +32,18 @@ import {
   type LoopTools,
   Prefetcher,
   SCAN_MATH_PRELUDE,
-  type ScanMath,
-  type ScanPrefetch,
-  type ScanStateLoads,
-  type VectorIndex,
   VectorLoads,
   vectorWidth,
 } from "./scan_loop.ts";
-
-/** Strategy knobs (tests force them; otherwise chosen from the shapes and the device). */
-export interface ScanStrategy {
-  /** Number of chunks along the scan axis (1 = one sequential pass). */
-  chunks?: number;
-  /** Lanes per channel sharing the state (a power of two ≤ the subgroup size; 1 = none). */
-  lanes?: number;
-  /** Steps per loop iteration, emitted straight-line so their loads are issued together. */
-  unroll?: number;
-  /**
-   * Lane-transposed steps (default on when lanes > 1): per block of `lanes` steps, lane j
-   * computes the state-independent values (Δ, x, …) of step j once and shuffles them to the
-   * others, and the contraction is reduce-scattered so lane j finishes step j's epilogue.
-   */
-  transpose?: boolean;
-  /**
-   * How a fused scan runs: `"chunked"`, the SSD matrix algorithm (ssd_kernel.ts; an error when
-   * the scan lacks the SSD form; `chunks` then sets the chunk length to the smallest supported
-   * power of two giving at most that many chunks), or `"recurrent"`, this file's kernel.
-   * Default: chosen by a cost model of the shapes and the device (ssd_plan.ts).
-   */
-  mode?: "chunked" | "recurrent";
-  /**
-   * Loads issued one loop iteration ahead into registers: `"none"`, `"own"` (loads without a
-   * state index: x, Δ, z…, one register each per step they serve) or `"all"` (also the
-   * per-state loads such as B and C).
-   */
-  prefetch?: ScanPrefetch;
-  /**
-   * Blocks ahead that the prefetched loads without a state index (x, Δ, z: streamed from
-   * memory once per channel) are issued, 1–4 (default 1); per-state loads stay one block
-   * ahead. Each extra block costs one register per such load and keeps more bytes in flight.
-   */
-  prefetchDepth?: number;
-  /** Threads per workgroup: 32, 64, 128 or 256 (default 256). */
-  workgroup?: number;
-  /**
-   * Where the prefetched per-state loads (B, C…) wait for their block: `"early"` (default:
-   * registers loaded at the top of the loop body), `"late"` (registers loaded at its end,
-   * after the current block's are used: half the registers) or `"staged"` (workgroup memory,
-   * double-buffered: the workgroup loads a block's values once and each lane reads its own;
-   * needs prefetch `"all"` and a workgroup whose channels share those values, i.e. the
-   * channels per workgroup divide the inner channel sizes those loads depend on).
-   */
-  stateLoads?: ScanStateLoads;
-  /**
-   * Spelling of softplus / silu / sigmoid inside the step loop: `"prelude"` (the shared
-   * spellings, whose softplus branches), `"exact"` (branch-free, IEEE division) or `"fast"`
-   * (branch-free, 1/v as inverseSqrt(v)²: a few ulp); `"fast-exp2"` is `"fast"` with every exp
-   * spelled exp2(x · log2 e).
-   */
-  math?: ScanMath;
-  /**
-   * Vector loads of per-state operands (default on): a lane holds consecutive state elements
-   * and reads B, C… 2 or 4 at a time where their layout allows (see scan_loop.ts).
-   */
-  vector?: boolean;
-  /**
-   * How a vector load's index is spelled: `"whole"` (default) divides the element offset by
-   * the vector width, `(Σ idx·stride) / K`; `"split"` divides each stride instead,
-   * `Σ idx·(stride / K) + inner / K` (the same index, since every other stride is a multiple
-   * of K), which leaves the step index's term linear so the compiler can fold it into constant
-   * offsets. Not yet measured on a GPU: the default keeps the measured spelling.
-   */
-  vectorIndex?: VectorIndex;
-}
+import { stagingCode } from "./scan_staging.ts";
+import {
+  chooseScanStrategy,
+  type ChosenScanStrategy,
+  DEFAULT_WORKGROUP,
+  product,
+  type ScanStrategy,
+  sizeOf,
+} from "./scan_strategy.ts";
 
 /** What one scan kernel computes. */
 export interface ScanSpec {
@@ -116,7 +55,6 @@ export interface ScanSpec {
   readonly finals: readonly PickNode[];
 }
 
-const DEFAULT_WORKGROUP = 256;
 /** Identifiers that vary inside the step loop (alternatives of a regular expression). */
 const LOOP_VARIABLES = [
   "i",
@@ -165,149 +103,17 @@ function reduceScatter(values: string[], lanes: number, prefix: string, out: str
   return live[0].v;
 }
 
-/** Defaults measured on the H100 and H200 (bench/scan_tune.ts, bench/RESULTS.md). */
-const DEFAULT_LANES = 8;
-const DEFAULT_UNROLL = 1;
-const DEFAULT_PREFETCH: ScanPrefetch = "all";
-const DEFAULT_MATH: ScanMath = "fast";
-
-function sizeOf(scan: ScanNode, axis: string): number {
-  return scan.shape[scan.axes.indexOf(axis)];
-}
-
-function product(scan: ScanNode, axes: readonly string[]): number {
-  return axes.reduce((p, a) => p * sizeOf(scan, a), 1);
-}
-
-function pow2ceil(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
-/** Chooses lanes per channel and the chunk count. */
-export function chooseScanStrategy(
-  spec: ScanSpec,
-  limits: DeviceLimits,
-  force: ScanStrategy = {},
-): {
-  lanes: number;
-  chunks: number;
-  unroll: number;
-  transpose: boolean;
-  prefetch: ScanPrefetch;
-  prefetchDepth: number;
-  workgroup: number;
-  stateLoads: ScanStateLoads;
-  math: ScanMath;
-  vector: boolean;
-  vectorIndex: VectorIndex;
-} {
-  const ns = product(spec.scan, spec.stateAxes);
-  const nc = product(spec.scan, spec.channelAxes);
-  const len = sizeOf(spec.scan, spec.scan.axis);
-  const canShuffle = limits.subgroups && limits.subgroupMinSize >= 2;
-  // A few lanes per channel, each holding several states: enough threads to fill the GPU
-  // without paying per-channel work (loads, softplus, epilogue) on every state element.
-  let lanes = force.lanes ??
-    (canShuffle && ns > 1 ? Math.min(pow2ceil(ns), limits.subgroupMinSize, DEFAULT_LANES) : 1);
-  if (lanes > 1 && (!canShuffle || lanes > limits.subgroupMinSize || (lanes & (lanes - 1)))) {
-    throw new Error(
-      `scan: ${lanes} lanes per channel need subgroups of at least that size (power of two); ` +
-        `the device has ${canShuffle ? limits.subgroupMinSize : "no subgroups"}`,
-    );
-  }
-  if (spec.outputs.some((o) => !o.contract)) lanes = 1;
-  const threads = nc * lanes;
-  const auto = len >= 256 && threads < 32768
-    ? Math.max(1, Math.min(Math.ceil(len / 64), Math.ceil(65536 / threads)))
-    : 1;
-  const chunks = Math.min(force.chunks ?? auto, len);
-  if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`scan: bad chunk count ${chunks}`);
-  // A transposed block is `lanes` steps long: shorter chunks (decode steps) would compute
-  // mostly dead steps, so they reduce with a butterfly instead.
-  const transpose = (force.transpose ?? Math.ceil(len / chunks) >= lanes) && lanes > 1 &&
-    spec.outputs.every((o) => o.contract !== undefined);
-  const unroll = transpose
-    ? lanes
-    : Math.max(1, Math.min(force.unroll ?? DEFAULT_UNROLL, Math.ceil(len / chunks)));
-  const prefetch = oneOf("prefetch", force.prefetch ?? DEFAULT_PREFETCH, ["none", "own", "all"]);
-  const prefetchDepth = force.prefetchDepth ?? 1;
-  if (![1, 2, 3, 4].includes(prefetchDepth)) {
-    throw new Error(`scan: prefetchDepth must be 1, 2, 3 or 4, got ${prefetchDepth}`);
-  }
-  const workgroup = force.workgroup ?? DEFAULT_WORKGROUP;
-  if (
-    ![32, 64, 128, 256].includes(workgroup) || workgroup > limits.maxComputeInvocationsPerWorkgroup
-  ) {
-    throw new Error(
-      `scan: workgroup must be 32, 64, 128 or 256 threads within the device's ` +
-        `${limits.maxComputeInvocationsPerWorkgroup}, got ${workgroup}`,
-    );
-  }
-  const stateLoads = oneOf("stateLoads", force.stateLoads ?? "early", [
-    "early",
-    "late",
-    "staged",
-  ]);
-  if (stateLoads === "staged") {
-    const perGroup = workgroup / lanes;
-    if (prefetch !== "all") {
-      throw new Error(`scan: stateLoads "staged" needs prefetch "all", got "${prefetch}"`);
-    }
-    if (nc % perGroup !== 0) {
-      throw new Error(
-        `scan: stateLoads "staged" needs the ${perGroup} channels of a workgroup ` +
-          `(${workgroup} threads / ${lanes} lanes) to divide the ${nc} channels`,
-      );
-    }
-  }
-  const math = oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]);
-  const vector = force.vector ?? true;
-  const vectorIndex = oneOf("vectorIndex", force.vectorIndex ?? "whole", ["whole", "split"]);
-  return {
-    lanes,
-    chunks,
-    unroll,
-    transpose,
-    prefetch,
-    prefetchDepth,
-    workgroup,
-    stateLoads,
-    math,
-    vector,
-    vectorIndex,
-  };
-}
-
-/** `value` when it is one of `allowed`; else an error naming the knob and its choices. */
-function oneOf<T extends string>(knob: string, value: T, allowed: readonly T[]): T {
-  if (allowed.includes(value)) return value;
-  const choices = allowed.map((a) => `"${a}"`);
-  const list = `${choices.slice(0, -1).join(", ")} or ${choices[choices.length - 1]}`;
-  throw new Error(`scan: ${knob} must be ${list}, got ${JSON.stringify(value)}`);
-}
-
 type Mode = "single" | "local" | "final";
 
-interface Layout {
-  lanes: number;
+/** The chosen strategy and the sizes derived from it. */
+interface Layout extends Omit<ChosenScanStrategy, "vector"> {
   perLane: number;
   ns: number;
   nc: number;
   len: number;
-  chunks: number;
   chunkLen: number;
-  unroll: number;
-  transpose: boolean;
-  prefetch: ScanPrefetch;
-  prefetchDepth: number;
-  workgroup: number;
-  stateLoads: ScanStateLoads;
-  math: ScanMath;
   /** Elements per vector load of per-state operands (1: scalar loads, strided slots). */
   vectorWidth: number;
-  vectorIndex: VectorIndex;
 }
 
 /** Emits the 1 (or 3, when chunked) kernels of a scan group. */
@@ -642,7 +448,11 @@ function emitPass(
       before.push(...stepHeads(u32Literal(Math.min(k, iterations - 1)), `_${k}`));
     }
     before.push(...prefetch.declare((k) => `_${k}`));
-    const staging = stagingCode(spec, layout, prefetch);
+    const staging = stagingCode(
+      layout,
+      prefetch,
+      (lane, prefix) => stateLanes(spec, layout, lane, prefix).lines,
+    );
     if (layout.stateLoads === "staged" && staging.tile === 0) {
       throw new Error(
         `scan: stateLoads "staged": no per-state load has the same value in all ${perGroup} ` +
@@ -729,67 +539,6 @@ fn main(
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
-}
-
-/**
- * The cooperative loads of staged per-state values: thread e of the workgroup loads element
- * e (and e + workgroup, …) of a block's tile, which holds staged load k for lane jj at
- * k·lanes + jj; the tile is double-buffered in `sk_stage`.
- */
-function stagingCode(spec: ScanSpec, layout: Layout, prefetch: Prefetcher): {
-  tile: number;
-  bytes: number;
-  declaration?: string;
-  invariant: string[];
-  fill: (suffix: string, name: string) => string[];
-  store: (name: string, base: string) => string[];
-} {
-  const staged = prefetch.staged;
-  const { lanes, workgroup } = layout;
-  const tile = staged.length * lanes;
-  if (tile === 0) return { tile, bytes: 0, invariant: [], fill: () => [], store: () => [] };
-  const dtype = staged[0].dtype;
-  const slots = Math.ceil(tile / workgroup);
-  const invariant: string[] = [];
-  const lanesOf: string[] = [];
-  for (let sl = 0; sl < slots; sl++) {
-    invariant.push(
-      `let ske${sl} = lid + ${u32Literal(sl * workgroup)};`,
-      `let skk${sl} = min(ske${sl} / ${u32Literal(lanes)}, ${u32Literal(staged.length - 1)});`,
-      `let skj${sl} = ske${sl} % ${u32Literal(lanes)};`,
-    );
-    const prefix = `sk${sl}_`;
-    invariant.push(...stateLanes(spec, layout, `skj${sl}`, prefix).lines);
-    lanesOf.push(prefix);
-  }
-  // A staged load read for lane skj: its state names get that lane's prefix.
-  const forLane = (load: string, prefix: string) =>
-    load.replace(/\b(st\d+_\w+|s\d+)\b/g, (m) => `${prefix}${m}`);
-  const fill = (suffix: string, name: string) =>
-    lanesOf.flatMap((prefix, sl) => [
-      `var ${name}${sl}: ${dtype};`,
-      `switch skk${sl} {`,
-      ...staged.map((l, k) =>
-        `  case ${u32Literal(k)}: { ${name}${sl} = ${
-          forLane(prefetch.renamed(l.load, suffix), prefix)
-        }; }`
-      ),
-      `  default: {}`,
-      `}`,
-    ]);
-  const store = (name: string, base: string) =>
-    lanesOf.map((_, sl) =>
-      `if (ske${sl} < ${u32Literal(tile)}) { sk_stage[${base} + ske${sl}] = ${name}${sl}; }`
-    );
-  const width = dtype === "f32" ? 1 : Number(dtype.match(/vec(\d)/)?.[1] ?? 1);
-  return {
-    tile,
-    bytes: 2 * tile * 4 * width,
-    declaration: `var<workgroup> sk_stage: array<${dtype}, ${2 * tile}>;`,
-    invariant,
-    fill,
-    store,
-  };
 }
 
 /** `lines` under `if (all of guard)`, or bare when the guard is empty. */

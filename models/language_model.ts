@@ -11,7 +11,7 @@ import { type InputDecl, trace, type TraceResult } from "../dsl/trace.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import type { Node } from "../dsl/ir.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
-import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import { deviceLimits } from "../runtime/compile.ts";
 import { getGpu, type GpuContext } from "../runtime/gpu_device.ts";

@@ -16,7 +16,7 @@ import {
 } from "../dsl/trace.ts";
 import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
-import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
 import { showAxes } from "../dsl/axes.ts";

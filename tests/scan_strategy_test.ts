@@ -3,7 +3,7 @@
 // sizes that the lanes do not divide, reverse scans with init and final state, chunking,
 // several state axes, B and C read at shifted (unaligned) state indices, and extreme inputs.
 import assert from "node:assert/strict";
-import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { exp, neg } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import { DEFAULT_LIMITS } from "../codegen/limits.ts";
-import type { ScanStrategy } from "../codegen/scan_kernel.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { analyzeSsd, explainSsd } from "../codegen/ssd_plan.ts";
 import { planFusion } from "../codegen/fusion.ts";
 import { einsum } from "../dsl/einsum.ts";
