@@ -103,6 +103,25 @@ const variants: Record<string, ScanStrategy> = {
     vectorIndex: "split",
   },
   "L4 vec4, fast, prefetch all, depth 2": { lanes: 4, prefetchDepth: 2 },
+  "L8 vec2, fast, prefetch all, log2e folded": { lanes: 8, foldLog2e: true },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2, log2e folded": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+    foldLog2e: true,
+  },
+  "L8 vec2, fast, prefetch all, state loads late, split index, log2e folded": {
+    lanes: 8,
+    stateLoads: "late",
+    vectorIndex: "split",
+    foldLog2e: true,
+  },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2, 2 chunks": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+    chunks: 2,
+  },
   "L8 vec2, fast, prefetch all, state loads late": { lanes: 8, stateLoads: "late" },
   "L8 vec2, fast, prefetch all, state loads late, depth 2": {
     lanes: 8,

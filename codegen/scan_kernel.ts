@@ -29,6 +29,7 @@ import { otherOperand } from "./scan_plan.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 import {
   interceptLoop,
+  Log2eFold,
   type LoopTools,
   Prefetcher,
   SCAN_MATH_PRELUDE,
@@ -317,7 +318,13 @@ function emitPass(
     stageable: (load) => !varyingChannel.test(load),
     stagedRead: (k) => `sk_stage[skc + ${u32Literal(k * lanes)} + j]`,
   });
-  const tools: LoopTools = { math, prefetch, vectors, lookup: registry.lookup };
+  const tools: LoopTools = {
+    math,
+    prefetch,
+    vectors,
+    lookup: registry.lookup,
+    fold: layout.foldLog2e ? new Log2eFold(pre, LOOP_VARIABLE) : undefined,
+  };
   const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
   // Lane-transposed mode: phase A evaluates, on lane j, state-independent values at step j of
   // the block; steps read them with a shuffle from the lane that owns that step.
@@ -515,7 +522,8 @@ function emitPass(
     `unroll ${layout.unroll}, prefetch ${layout.prefetch} (${prefetch.size}` +
     `${layout.prefetchDepth > 1 ? `, depth ${layout.prefetchDepth}` : ""}` +
     `${layout.stateLoads !== "early" ? `, state loads ${layout.stateLoads}` : ""}` +
-    `${stagedCount > 0 ? ` (${stagedCount})` : ""}), math ${math}, ` +
+    `${stagedCount > 0 ? ` (${stagedCount})` : ""}), math ${math}` +
+    `${layout.foldLog2e ? " (log2e folded)" : ""}, ` +
     `workgroup ${layout.workgroup}, ` +
     `vector ${layout.vectorWidth}${layout.vectorIndex === "split" ? " (split index)" : ""}, ${mode}
 ${registry.declarations()}

@@ -388,9 +388,44 @@ export function vectorWidth(perLane: number, innerSize: number): number {
   return [4, 2].find((k) => perLane % k === 0 && innerSize % k === 0) ?? 1;
 }
 
+/**
+ * exp(a·b) with b loop-invariant as exp2(a·b′), b′ = b·log2 e computed once before the loop:
+ * the hardware exponential is base 2, so this saves the multiply by log2 e in every state
+ * update (the decay exp(Δ·A) of a selective scan). Holds the hoisted products.
+ */
+export class Log2eFold {
+  readonly #scaled = new Map<string, string>();
+
+  /**
+   * @param pre          the emitter of the values computed before the loop
+   * @param loopVariable matches any identifier that varies inside the loop
+   */
+  constructor(readonly pre: ExprEmitter, readonly loopVariable: RegExp) {}
+
+  /** The folded spelling of `node` = exp(a·b) at `env` in `em`, or undefined. */
+  spell(em: ExprEmitter, node: Node, env: Env, lookup: (n: Node) => string | undefined) {
+    if (node.kind !== "unary" || node.op !== "exp") return undefined;
+    const x = node.x;
+    if (x.kind !== "binary" || x.op !== "mul" || lookup(x) !== undefined) return undefined;
+    const invariant = (n: Node) => !n.axes.some((a) => this.loopVariable.test(env[a]));
+    const [inv, other] = invariant(x.b) ? [x.b, x.a] : invariant(x.a) ? [x.a, x.b] : [];
+    if (!inv || !other || inv.kind === "const") return undefined;
+    const b = em.emit(inv, env);
+    let scaled = this.#scaled.get(b);
+    if (scaled === undefined) {
+      scaled = `${b}_log2e`;
+      this.pre.lines.push(`let ${scaled}: f32 = ${b} * 1.44269504;`);
+      this.#scaled.set(b, scaled);
+    }
+    return `exp2(${em.emit(other, env)} * ${scaled})`;
+  }
+}
+
 /** What the loop intercepts use. */
 export interface LoopTools {
   readonly math: ScanMath;
+  /** Folds log2 e into loop-invariant exp factors (see {@link Log2eFold}). */
+  readonly fold?: Log2eFold;
   readonly prefetch?: Prefetcher;
   readonly vectors?: VectorLoads;
   /** The array name of a materialized node (the registry's lookup). */
@@ -409,6 +444,8 @@ export function interceptLoop(
   return em.interceptWith((node, env) => {
     const redirected = first?.(node, env);
     if (redirected !== undefined) return redirected;
+    const folded = tools.fold?.spell(em, node, env, tools.lookup);
+    if (folded !== undefined) return folded;
     if (node.kind === "unary") {
       const spelled = scanUnary(tools.math, node, "\u0000");
       if (spelled !== undefined) return spelled.replaceAll("\u0000", em.emit(node.x, env));

@@ -59,6 +59,11 @@ export interface ScanStrategy {
    */
   stateLoads?: ScanStateLoads;
   /**
+   * exp(a·b) with b loop-invariant (the decay exp(Δ·A)) spelled exp2(a·b′) with
+   * b′ = b·log2 e computed before the loop: one multiply fewer per state update (default off).
+   */
+  foldLog2e?: boolean;
+  /**
    * Spelling of softplus / silu / sigmoid inside the step loop: `"prelude"` (the shared
    * spellings, whose softplus branches), `"exact"` (branch-free, IEEE division) or `"fast"`
    * (branch-free, 1/v as inverseSqrt(v)²: a few ulp); `"fast-exp2"` is `"fast"` with every exp
@@ -90,6 +95,7 @@ export interface ChosenScanStrategy {
   prefetchDepth: number;
   workgroup: number;
   stateLoads: ScanStateLoads;
+  foldLog2e: boolean;
   math: ScanMath;
   vector: boolean;
   vectorIndex: VectorIndex;
@@ -194,6 +200,7 @@ export function chooseScanStrategy(
     prefetchDepth,
     workgroup,
     stateLoads,
+    foldLog2e: force.foldLog2e ?? false,
     math,
     vector,
     vectorIndex,

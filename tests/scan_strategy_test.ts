@@ -62,6 +62,7 @@ Deno.test("scan knobs: every lane count × prefetch × math × vector setting ag
     { prefetch: "own", math: "fast-exp2", vector: true },
     { prefetch: "all", math: "fast", vector: true, vectorIndex: "split" },
     { prefetch: "all", math: "fast", vector: true, prefetchDepth: 3, workgroup: 64 },
+    { prefetch: "all", math: "fast", foldLog2e: true },
   ];
   for (const lanes of [1, 2, 4, 8]) {
     for (const [k, s] of settings.entries()) {
@@ -107,6 +108,17 @@ Deno.test("scan knobs: per-state loads late or staged in workgroup memory agree"
   // Not transposed (one step per iteration); scalar loads (no vectors).
   await check(sizes, { lanes: 4, transpose: false, stateLoads: "staged", workgroup: 32 });
   await check(sizes, { lanes: 8, vector: false, stateLoads: "staged", workgroup: 64 });
+});
+
+Deno.test("scan knobs: foldLog2e hoists A·log2 e and spells the decay with exp2", async () => {
+  const sizes = { b: 2, l: 19, d: 5, n: 4 };
+  for (const lanes of [1, 4]) {
+    const wgsl = await check(sizes, { lanes, foldLog2e: true }, { reverse: true, init: true });
+    assert.match(wgsl, /let (\w+)_log2e: f32 = \1 \* 1\.44269504;/);
+    assert.match(wgsl, /exp2\(\w+ \* \w+_log2e\)/);
+  }
+  // Wide inputs: Δ up to 30, so Δ·A down to -60 (decays underflow towards 0).
+  await check(sizes, { lanes: 4, foldLog2e: true }, { wide: true });
 });
 
 Deno.test("scan knobs: vector loads are used where the layout allows, not elsewhere", async () => {
