@@ -116,6 +116,25 @@ const variants: Record<string, ScanStrategy> = {
     vectorIndex: "split",
     foldLog2e: true,
   },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2, log2e folded, workgroup 128": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+    foldLog2e: true,
+    workgroup: 128,
+  },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 3, log2e folded": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 3,
+    foldLog2e: true,
+  },
+  "L16 fast, prefetch all, state loads staged, depth 2, log2e folded": {
+    lanes: 16,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+    foldLog2e: true,
+  },
   "L8 vec2, fast, prefetch all, state loads staged, depth 2, 2 chunks": {
     lanes: 8,
     stateLoads: "staged",
