@@ -94,3 +94,52 @@ export {
   type Mamba2MixerParams,
 } from "./models/mamba2_mixer.ts";
 export { SELECTIVE_SCAN_INPUTS, selectiveScan } from "./models/selective_scan.ts";
+
+// Types that appear in the signatures above (exported so their documentation is reachable).
+export type { AtLeastAsLong, Join, Minus, Trim, Without, Words } from "./dsl/axes.ts";
+export type { EinsumInputs, EinsumOutput, SplitOperands, TensorTuple } from "./dsl/einsum.ts";
+export type { Bcast, BinaryFn, UnaryFn } from "./dsl/elementwise.ts";
+export type { Reduced } from "./dsl/reduce.ts";
+export type { ScanResult } from "./dsl/scan.ts";
+export type { AxesOf, IsAny } from "./dsl/tensor.ts";
+export type {
+  Base,
+  BinaryNode,
+  BinaryOp,
+  ConcatNode,
+  ConstNode,
+  ContractNode,
+  Conv1dNode,
+  FlipNode,
+  GatherNode,
+  InputNode,
+  PermuteNode,
+  PickNode,
+  ReduceNode,
+  ReduceOp,
+  RegroupNode,
+  ScanNode,
+  SliceNode,
+  UnaryNode,
+  UnaryOp,
+  WhereNode,
+} from "./dsl/ir.ts";
+export type { HostResult64 } from "./runtime/compile.ts";
+export type { HostArray } from "./runtime/interpreter.ts";
+export type { KernelTiming } from "./runtime/gpu_submit.ts";
+export type { AcquireOptions } from "./runtime/gpu_device.ts";
+export type { BufferKey, ScratchBuffer } from "./codegen/artifact.ts";
+export type {
+  CoreNode,
+  FusionPlan,
+  KernelGroup,
+  ScanGroup,
+  SimpleGroup,
+} from "./codegen/fusion.ts";
+export type { ScanUse } from "./codegen/scan_plan.ts";
+export type { CodegenOptions, KernelProgram } from "./codegen/compile_graph.ts";
+export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
+export type { ScanStrategy } from "./codegen/scan_strategy.ts";
+export type { ScanMath, ScanPrefetch, ScanStateLoads, VectorIndex } from "./codegen/scan_loop.ts";
+export type { MambaMixerCache } from "./models/mamba_mixer.ts";
+export type { Mamba2MixerCache } from "./models/mamba2_mixer.ts";

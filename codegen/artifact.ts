@@ -11,9 +11,13 @@ import { numel } from "../dsl/ir.ts";
 
 /** A buffer that exists only between kernels of one program (e.g. chunk carries of a scan). */
 export interface ScratchBuffer {
+  /** Discriminant (IR nodes have other kinds). */
   readonly kind: "scratch";
+  /** Debug label (the buffer's GPU label). */
   readonly label: string;
+  /** Number of elements. */
   readonly elements: number;
+  /** Element type. */
   readonly dtype: "f32";
 }
 

@@ -21,8 +21,11 @@ import { emitScanGroup } from "./ssd_lowering.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
+  /** The traced program. */
   readonly graph: Graph;
+  /** How its nodes were grouped into kernels (internal; its shape may change). */
   readonly plan: FusionPlan;
+  /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
 }
 

@@ -19,6 +19,7 @@ export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" }>;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
 export interface SimpleGroup {
+  /** Discriminant. */
   readonly kind: "simple";
   /** The node whose values this kernel writes. */
   readonly root: Node;
@@ -28,7 +29,9 @@ export interface SimpleGroup {
 
 /** A scan whose state stays on chip, with every output it feeds. */
 export interface ScanGroup {
+  /** Discriminant. */
   readonly kind: "scan";
+  /** The scan, its state axes and its consumers. */
   readonly use: ScanUse;
   /** Per-step outputs: `root` is `contract` or an elementwise epilogue of it. */
   readonly outputs: readonly { root: Node; contract: ContractNode }[];

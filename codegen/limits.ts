@@ -7,11 +7,17 @@
 
 /** The limits codegen reads. */
 export interface DeviceLimits {
+  /** Storage buffers one kernel may bind (kernels are split to fit). */
   maxStorageBuffersPerShaderStage: number;
+  /** Bytes of workgroup memory per workgroup (matmul tiles, staged scan loads). */
   maxComputeWorkgroupStorageSize: number;
+  /** Threads per workgroup. */
   maxComputeInvocationsPerWorkgroup: number;
+  /** Workgroups per dispatch dimension (larger grids are folded into 2-D). */
   maxComputeWorkgroupsPerDimension: number;
+  /** Bytes one binding may cover (larger tensors are rejected before any GPU call). */
   maxStorageBufferBindingSize: number;
+  /** Bytes of one buffer. */
   maxBufferSize: number;
   /** Subgroup ops may be used (feature requested and granted). */
   subgroups: boolean;

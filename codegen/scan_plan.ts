@@ -11,6 +11,7 @@ import type { ContractNode, Node, PickNode, ScanNode } from "../dsl/ir.ts";
 
 /** How a fusable scan is used. */
 export interface ScanUse {
+  /** The scan node. */
   readonly scan: ScanNode;
   /** Axes the consumers sum over: held per channel, never written. */
   readonly stateAxes: readonly string[];

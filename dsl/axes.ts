@@ -31,7 +31,7 @@ export type Minus<A extends readonly string[], B extends readonly string[]> = A 
   : [];
 
 /** True when tuple `A` has at least as many elements as tuple `B`. */
-type AtLeastAsLong<A extends readonly string[], B extends readonly string[]> = A extends
+export type AtLeastAsLong<A extends readonly string[], B extends readonly string[]> = A extends
   [...{ [K in keyof B]: string }, ...string[]] ? true : false;
 
 /**

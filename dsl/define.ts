@@ -12,7 +12,7 @@ const TAG = "ssmkit.program";
 /** A program a module exports: `export const step = defineProgram({...}, fn, sizes)`. */
 export interface ProgramDef<S extends InputSpec = InputSpec, R extends TraceResult = TraceResult> {
   /** Marks the object as a program definition. */
-  readonly kind: typeof TAG;
+  readonly kind: "ssmkit.program";
   /** Input declarations. */
   readonly inputs: S;
   /** The function to trace. */

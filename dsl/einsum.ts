@@ -11,7 +11,8 @@ import { binaryNode, requireFloat } from "./elementwise.ts";
 import { makeNode, type Node } from "./ir.ts";
 import { Tensor } from "./tensor.ts";
 
-type SplitOperands<S extends string> = S extends `${infer H},${infer R}`
+/** The operand axis strings of an einsum spec's left side, canonicalized. */
+export type SplitOperands<S extends string> = S extends `${infer H},${infer R}`
   ? [Canon<H>, ...SplitOperands<R>]
   : [Canon<S>];
 
@@ -26,7 +27,8 @@ export type EinsumOutput<S extends string> = S extends `${string}->${infer O}` ?
 export type EinsumOperands<S extends string> = string extends S ? Tensor[]
   : TensorTuple<EinsumInputs<S>>;
 
-type TensorTuple<T> = T extends [infer H extends string, ...infer R]
+/** Tensor types for a tuple of axis strings. */
+export type TensorTuple<T> = T extends [infer H extends string, ...infer R]
   ? [Tensor<H>, ...TensorTuple<R>]
   : [];
 

@@ -43,49 +43,68 @@ export type BinaryOp =
 /** Reductions over named axes. */
 export type ReduceOp = "sum" | "max" | "min";
 
-interface Base {
+/** Fields every node has. */
+export interface Base {
   /** Unique, increasing in creation order (so creation order is a topological order). */
   readonly id: number;
   /** Axis names, in layout order. */
   readonly axes: readonly string[];
   /** Sizes matching `axes`. */
   readonly shape: readonly number[];
+  /** Element type. */
   readonly dtype: DType;
 }
 
 /** A program input (activations or weights). */
 export interface InputNode extends Base {
+  /** Discriminant. */
   readonly kind: "input";
+  /** The input's name in the program's input spec. */
   readonly name: string;
 }
 /** A scalar constant. */
 export interface ConstNode extends Base {
+  /** Discriminant. */
   readonly kind: "const";
+  /** The constant. */
   readonly value: number;
 }
 /** `op(x)` elementwise. */
 export interface UnaryNode extends Base {
+  /** Discriminant. */
   readonly kind: "unary";
+  /** The function. */
   readonly op: UnaryOp;
+  /** The operand. */
   readonly x: Node;
 }
 /** `op(a, b)` elementwise with broadcasting by axis name. */
 export interface BinaryNode extends Base {
+  /** Discriminant. */
   readonly kind: "binary";
+  /** The function. */
   readonly op: BinaryOp;
+  /** Left operand. */
   readonly a: Node;
+  /** Right operand. */
   readonly b: Node;
 }
 /** `cond != 0 ? a : b` elementwise. */
 export interface WhereNode extends Base {
+  /** Discriminant. */
   readonly kind: "where";
+  /** Selector (nonzero picks `a`). */
   readonly cond: Node;
+  /** Value where `cond` is nonzero. */
   readonly a: Node;
+  /** Value where `cond` is zero. */
   readonly b: Node;
 }
 /** Same values, another layout order of the same axes. */
 export interface PermuteNode extends Base {
+  /** Discriminant. */
   readonly kind: "permute";
+  /** The tensor whose axes are reordered (to this node's `axes`). */
   readonly x: Node;
 }
 /**
@@ -93,16 +112,24 @@ export interface PermuteNode extends Base {
  * n-ary einsums are split into these by the front end.
  */
 export interface ContractNode extends Base {
+  /** Discriminant. */
   readonly kind: "contract";
+  /** First operand. */
   readonly a: Node;
+  /** Second operand. */
   readonly b: Node;
+  /** Axes summed over (in both operands, not in the result). */
   readonly summed: readonly string[];
 }
 /** Reduction of `x` over `over`. */
 export interface ReduceNode extends Base {
+  /** Discriminant. */
   readonly kind: "reduce";
+  /** The reduction. */
   readonly op: ReduceOp;
+  /** The reduced tensor. */
   readonly x: Node;
+  /** Axes reduced away. */
   readonly over: readonly string[];
 }
 /**
@@ -110,39 +137,61 @@ export interface ReduceNode extends Base {
  * (`inGroups`), each output axis too (`outGroups`); `sizes` gives every elementary size.
  */
 export interface RegroupNode extends Base {
+  /** Discriminant. */
   readonly kind: "regroup";
+  /** The regrouped tensor. */
   readonly x: Node;
+  /** Elementary axes of each input axis, outermost first. */
   readonly inGroups: readonly (readonly string[])[];
+  /** Elementary axes of each output axis, outermost first. */
   readonly outGroups: readonly (readonly string[])[];
+  /** Size of every elementary axis. */
   readonly sizes: Readonly<Record<string, number>>;
 }
 /** out[newAxis = i] = x[axis = i + start]. */
 export interface SliceNode extends Base {
+  /** Discriminant. */
   readonly kind: "slice";
+  /** The sliced tensor. */
   readonly x: Node;
+  /** The axis of `x` that is sliced. */
   readonly axis: string;
+  /** The result's name for the sliced range. */
   readonly newAxis: string;
+  /** First index of `axis` taken. */
   readonly start: number;
 }
 /** Reverses `axis`. */
 export interface FlipNode extends Base {
+  /** Discriminant. */
   readonly kind: "flip";
+  /** The reversed tensor. */
   readonly x: Node;
+  /** The axis reversed. */
   readonly axis: string;
 }
 /** Concatenation: part i supplies `newAxis` indices [offsets[i], offsets[i] + size of its axis). */
 export interface ConcatNode extends Base {
+  /** Discriminant. */
   readonly kind: "concat";
+  /** The concatenated tensors, in order. */
   readonly parts: readonly Node[];
+  /** Each part's axis that is concatenated. */
   readonly partAxes: readonly string[];
+  /** The result's name for the concatenated axis. */
   readonly newAxis: string;
+  /** Where each part starts along `newAxis`. */
   readonly offsets: readonly number[];
 }
 /** out[idx axes, table axes except `axis`] = table[axis = indices[idx axes]]. */
 export interface GatherNode extends Base {
+  /** Discriminant. */
   readonly kind: "gather";
+  /** The table rows are taken from (e.g. an embedding). */
   readonly table: Node;
+  /** The i32 indices along `axis` (e.g. token ids). */
   readonly indices: Node;
+  /** The table's axis that the indices select. */
   readonly axis: string;
 }
 /**
@@ -150,18 +199,27 @@ export interface GatherNode extends Base {
  * out[t] = Σ_j w[j] · x[t − (K − 1) + j], taps j over `tapAxis` (size K), zero before t = 0.
  */
 export interface Conv1dNode extends Base {
+  /** Discriminant. */
   readonly kind: "conv1d";
+  /** The signal. */
   readonly x: Node;
+  /** The taps (per channel: depthwise). */
   readonly w: Node;
+  /** The axis convolved along (time). */
   readonly axis: string;
+  /** The taps' axis in `w`. */
   readonly tapAxis: string;
 }
 
 /** out[...] = x[axis = index]: one position of `axis`, which the result no longer has. */
 export interface PickNode extends Base {
+  /** Discriminant. */
   readonly kind: "pick";
+  /** The tensor a position is taken from. */
   readonly x: Node;
+  /** The axis removed. */
   readonly axis: string;
+  /** The position of `axis` taken. */
   readonly index: number;
 }
 /**
@@ -170,11 +228,17 @@ export interface PickNode extends Base {
  * from the end. `axes` is the broadcast of decay and input.
  */
 export interface ScanNode extends Base {
+  /** Discriminant. */
   readonly kind: "scan";
+  /** The axis the recurrence runs along. */
   readonly axis: string;
+  /** decay[t], broadcast by axis name. */
   readonly decay: Node;
+  /** input[t], broadcast by axis name. */
   readonly input: Node;
+  /** The state before the first step (all axes but `axis`); zero when absent. */
   readonly init?: Node;
+  /** Run from the last position to the first. */
   readonly reverse: boolean;
 }
 
@@ -281,7 +345,9 @@ export function stridesOf(node: { axes: readonly string[]; shape: readonly numbe
 
 /** A traced program: named inputs and named outputs. */
 export interface Graph {
+  /** The program's inputs, in declaration order. */
   readonly inputs: readonly InputNode[];
+  /** The program's outputs by name (`"out"` when the function returned one tensor). */
   readonly outputs: Readonly<Record<string, Node>>;
   /** True when the user function returned one tensor rather than a record. */
   readonly single: boolean;

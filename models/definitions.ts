@@ -26,8 +26,11 @@ import {
 
 /** Everything the runner needs to know about one model architecture. */
 export interface ModelDefinition {
+  /** The checkpoint's `model_type` ("mamba" or "mamba2"). */
   readonly modelType: string;
+  /** Vocabulary size: the length of a logits row. */
   readonly vocab: number;
+  /** The end-of-sequence token id, when the config names one. */
   readonly eosTokenId?: number;
   /** Weight inputs, named as in the checkpoint. */
   weightInputs(): Record<string, InputDecl>;

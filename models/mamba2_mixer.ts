@@ -51,13 +51,21 @@ export const MAMBA2_MIXER_PARAMS = {
 
 /** One mixer's parameter tensors, by HF name. */
 export interface Mamba2MixerParams {
+  /** Input projection to z, x, B, C and dt [2·d_inner + 2·g·n + h, d_model]. */
   "in_proj.weight": Tensor<"e m">;
+  /** Depthwise causal convolution weights over x, B, C [conv channels, kernel]. */
   "conv1d.weight": Tensor<"c k">;
+  /** Convolution bias [conv channels]. */
   "conv1d.bias": Tensor<"c">;
+  /** Δ's bias per head [h] (added before softplus). */
   dt_bias: Tensor<"h">;
+  /** log(−A) per head [h]: the scalar decay is exp(Δ·A) with A = −exp(A_log). */
   A_log: Tensor<"h">;
+  /** Skip connection per head [h]. */
   D: Tensor<"h">;
+  /** Weight of the gated RMSNorm before the output projection [d_inner]. */
   "norm.weight": Tensor<"d">;
+  /** Output projection [d_model, d_inner]. */
   "out_proj.weight": Tensor<"m d">;
 }
 

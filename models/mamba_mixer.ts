@@ -43,14 +43,23 @@ export const MAMBA_MIXER_PARAMS = {
 
 /** One mixer's parameter tensors. */
 export interface MambaMixerParams {
+  /** Input projection [2·d_inner, d_model]: x and the gate z. */
   in_proj: Tensor<"e m">;
+  /** Depthwise causal convolution weights [d_inner, kernel]. */
   conv_w: Tensor<"d k">;
+  /** Convolution bias [d_inner]. */
   conv_b: Tensor<"d">;
+  /** Projection of x to Δ (rank r), B and C [r + 2n, d_inner]. */
   x_proj: Tensor<"r d">;
+  /** Δ's up-projection [d_inner, dt_rank]. */
   dt_proj_w: Tensor<"d q">;
+  /** Δ's bias [d_inner] (added before softplus). */
   dt_proj_b: Tensor<"d">;
+  /** log(−A) [d_inner, n]: the decay is exp(Δ·A) with A = −exp(A_log). */
   A_log: Tensor<"d n">;
+  /** Skip connection D [d_inner]. */
   D: Tensor<"d">;
+  /** Output projection [d_model, d_inner]. */
   out_proj: Tensor<"m d">;
 }
 
