@@ -3,7 +3,10 @@
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
- *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N]
+ *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N] [--scan JSON]
+ *
+ * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
+ * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
  *
  * @module
  */
@@ -11,6 +14,7 @@
 import { parseArgs } from "node:util";
 import { einsum } from "../dsl/einsum.ts";
 import { add, exp, maximum, mul, silu, sub } from "../dsl/elementwise.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
@@ -23,11 +27,13 @@ const { values } = parseArgs({
   options: {
     only: { type: "string", default: "copy,fused,matmul,scan,step" },
     iterations: { type: "string", default: "20" },
+    scan: { type: "string", default: "{}" },
   },
   strict: true,
 });
 const only = new Set(values.only.split(","));
 const iterations = Number(values.iterations);
+const scanStrategy = JSON.parse(values.scan) as ScanStrategy;
 const ctx = await getGpu();
 const rows: Record<string, unknown>[] = [];
 
@@ -85,7 +91,9 @@ if (only.has("matmul")) {
 
 if (only.has("scan")) {
   const s = { b: 8, l: 4096, d: 1536, n: 16 };
-  const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
+  const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s, {
+    scan: scanStrategy,
+  });
   const { ms, kernels } = await time(prog, scanBenchInputs(s));
   // Bytes that must move: x, dt, z read, y written (b·l·d each); B, C (b·l·n); A, D, bias.
   const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
@@ -95,6 +103,7 @@ if (only.has("scan")) {
     ms,
     GBps: bytes / ms / 1e6,
     kernels: kernels.map((k) => k.name),
+    strategy: prog.kernels[0].wgsl.split("\n")[0],
   });
   prog.destroy();
 }
@@ -106,7 +115,7 @@ if (only.has("step")) {
       { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" },
       (t) => selectiveScan(t, { init: t.h0 }),
       s,
-      { inPlace: { state: "h0" } },
+      { inPlace: { state: "h0" }, scan: scanStrategy },
     );
     const { ms } = await time(prog, { ...scanBenchInputs(s), h0: randomF32(b * s.d * s.n) });
     report({ bench: "selective_scan_step", batch: b, d: s.d, n: s.n, us: ms * 1e3 });

@@ -233,6 +233,20 @@ for (let round = 0; round < Number(values.rounds); round++) {
 }
 const copyGBps = (2 * copyElems * 4) / Math.min(...copyMs) / 1e6;
 console.log(JSON.stringify({ bench: "copy", GBps: copyGBps, msPerRound: copyMs }));
+const fastest = programs.reduce<typeof programs[number] | undefined>(
+  (best, p) => (best && Math.min(...best.best) <= Math.min(...p.best) ? best : p),
+  undefined,
+);
+if (fastest) {
+  const ms = Math.min(...fastest.best);
+  console.log(JSON.stringify({
+    bench: "scan_fastest",
+    name: fastest.name,
+    strategy: variants[fastest.name],
+    ms,
+    fractionOfCopy: bytes / ms / 1e6 / copyGBps,
+  }));
+}
 for (const p of programs) {
   const ms = Math.min(...p.best);
   const GBps = bytes / ms / 1e6;
