@@ -135,6 +135,32 @@ const variants: Record<string, ScanStrategy> = {
     prefetchDepth: 2,
     foldLog2e: true,
   },
+  "L8 vec2, fast, prefetch all, broadcast staged": { lanes: 8, broadcast: "staged" },
+  "L8 vec2, fast, prefetch all, state loads staged, broadcast staged, log2e folded": {
+    lanes: 8,
+    stateLoads: "staged",
+    broadcast: "staged",
+    foldLog2e: true,
+  },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2, broadcast staged, log2e folded": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+    broadcast: "staged",
+    foldLog2e: true,
+  },
+  "L16 fast, prefetch all, state loads staged, broadcast staged, log2e folded": {
+    lanes: 16,
+    stateLoads: "staged",
+    broadcast: "staged",
+    foldLog2e: true,
+  },
+  "L4 vec4, fast, prefetch all, state loads staged, broadcast staged, log2e folded": {
+    lanes: 4,
+    stateLoads: "staged",
+    broadcast: "staged",
+    foldLog2e: true,
+  },
   "L8 vec2, fast, prefetch all, state loads staged, depth 2, 2 chunks": {
     lanes: 8,
     stateLoads: "staged",

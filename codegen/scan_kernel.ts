@@ -36,7 +36,7 @@ import {
   VectorLoads,
   vectorWidth,
 } from "./scan_loop.ts";
-import { stagingCode } from "./scan_staging.ts";
+import { StagedBroadcast, stagingCode } from "./scan_staging.ts";
 import {
   chooseScanStrategy,
   type ChosenScanStrategy,
@@ -73,6 +73,8 @@ const LOOP_VARIABLES = [
   "inx\\d*",
   "[pn]f\\d+(?:_\\d+)?",
   "skc",
+  "phc",
+  "bv\\d+",
   "sk[nv]\\d+",
   "vl\\d+",
 ];
@@ -331,6 +333,9 @@ function emitPass(
   const phaseA = new ExprEmitter(registry.lookup, "a").hoistTo(pre, LOOP_VARIABLES);
   interceptLoop(phaseA, tools);
   let currentStep = 0;
+  const broadcast = transposed && layout.broadcast === "staged"
+    ? new StagedBroadcast(lanes, layout.workgroup)
+    : undefined;
   const redirect = (node: Node, env: Env): string | undefined => {
     if (!transposed) return undefined;
     if (node.kind === "const" || node.axes.some((a) => stateAxes.has(a))) return undefined;
@@ -345,6 +350,7 @@ function emitPass(
     const envA: Record<string, string> = {};
     for (const a of node.axes) envA[a] = env[a].replace(new RegExp(mine, "g"), "ta");
     const value = phaseA.emit(node, envA);
+    if (broadcast) return broadcast.read(value, currentStep, loop.lines);
     return `subgroupShuffle(${value}, lane0 + ${u32Literal(currentStep)})`;
   };
   interceptLoop(loop, tools, redirect);
@@ -448,6 +454,7 @@ function emitPass(
   const header: string[] = [];
   const declarations: string[] = [];
   let stagedCount = 0;
+  let broadcastCount = 0;
   if (prefetch.size > 0) {
     const depths = prefetch.depths;
     const ahead = (d: number) => (d === 1 ? "" : `${d}`);
@@ -473,7 +480,7 @@ function emitPass(
       );
     }
     header.push(...staging.invariant);
-    before.push(...staging.fill("_0", "skv"), ...staging.store("skv", "0u"), "workgroupBarrier();");
+    before.push(...staging.fill("_0", "skv"), ...staging.store("skv", "0u"));
     body.unshift(
       ...depths.flatMap((d) => [
         `let inx${ahead(d)} = min(i + ${u32Literal(d)}, ${u32Literal(iterations - 1)});`,
@@ -484,12 +491,33 @@ function emitPass(
       ...(staging.tile > 0 ? [`let skc = (i % 2u) * ${u32Literal(staging.tile)};`] : []),
     );
     body.push(...prefetch.next((d) => `_n${ahead(d)}`, true), ...prefetch.rotate());
+    // broadcast "staged": after the rotation the registers hold block i + 1, so phase A is
+    // evaluated again on them and stored for the next iteration (block 0's before the loop).
+    const slots = broadcast?.slots ?? 0;
+    if (broadcast && slots > 0) {
+      if (!depths.includes(1)) throw new Error("internal: broadcast staged needs depth-1 steps");
+      header.push(...broadcast.header());
+      before.push(...broadcast.ahead(phaseA.lines, "ap", "0u", "_0"));
+      body.unshift(`let phc = (i % 2u) * ${u32Literal(slots)};`);
+      body.push(
+        ...broadcast.ahead(phaseA.lines, "an", `((i + 1u) % 2u) * ${u32Literal(slots)}`, "_n"),
+      );
+      declarations.push(broadcast.declaration());
+    }
     if (staging.tile > 0) {
       body.push(...staging.store("skn", `((i + 1u) % 2u) * ${u32Literal(staging.tile)}`));
-      body.push("workgroupBarrier();");
+    }
+    if (staging.tile > 0 || slots > 0) body.push("workgroupBarrier();");
+    if (staging.bytes + 32 * slots > limits.maxComputeWorkgroupStorageSize) {
+      throw new Error(
+        `scan: staged loads and broadcasts need ${staging.bytes + 32 * slots} bytes of ` +
+          `workgroup memory; the device allows ${limits.maxComputeWorkgroupStorageSize}`,
+      );
     }
     if (staging.declaration) declarations.push(staging.declaration);
     stagedCount = prefetch.staged.length;
+    if (staging.tile > 0 || slots > 0) before.push("workgroupBarrier();");
+    broadcastCount = broadcast?.count ?? 0;
   }
   const tail: string[] = [];
   if (mode === "single") {
@@ -524,6 +552,7 @@ function emitPass(
     `${layout.stateLoads !== "early" ? `, state loads ${layout.stateLoads}` : ""}` +
     `${stagedCount > 0 ? ` (${stagedCount})` : ""}), math ${math}` +
     `${layout.foldLog2e ? " (log2e folded)" : ""}, ` +
+    `${broadcastCount > 0 ? `broadcast staged (${broadcastCount}), ` : ""}` +
     `workgroup ${layout.workgroup}, ` +
     `vector ${layout.vectorWidth}${layout.vectorIndex === "split" ? " (split index)" : ""}, ${mode}
 ${registry.declarations()}

@@ -64,6 +64,13 @@ export interface ScanStrategy {
    */
   foldLog2e?: boolean;
   /**
+   * How lane-transposed steps get the per-step values (Δ, Δ·x…) that the lane owning the step
+   * computed: `"shuffle"` (default: subgroup shuffles) or `"staged"` (workgroup memory, filled
+   * one block ahead at the end of the previous iteration, so those values are off the loop's
+   * critical path; needs prefetch `"all"`). Kernels that are not lane-transposed ignore it.
+   */
+  broadcast?: "shuffle" | "staged";
+  /**
    * Spelling of softplus / silu / sigmoid inside the step loop: `"prelude"` (the shared
    * spellings, whose softplus branches), `"exact"` (branch-free, IEEE division) or `"fast"`
    * (branch-free, 1/v as inverseSqrt(v)²: a few ulp); `"fast-exp2"` is `"fast"` with every exp
@@ -96,6 +103,7 @@ export interface ChosenScanStrategy {
   workgroup: number;
   stateLoads: ScanStateLoads;
   foldLog2e: boolean;
+  broadcast: "shuffle" | "staged";
   math: ScanMath;
   vector: boolean;
   vectorIndex: VectorIndex;
@@ -188,6 +196,10 @@ export function chooseScanStrategy(
       );
     }
   }
+  const broadcast = oneOf("broadcast", force.broadcast ?? "shuffle", ["shuffle", "staged"]);
+  if (broadcast === "staged" && prefetch !== "all") {
+    throw new Error(`scan: broadcast "staged" needs prefetch "all", got "${prefetch}"`);
+  }
   const math = oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]);
   const vector = force.vector ?? true;
   const vectorIndex = oneOf("vectorIndex", force.vectorIndex ?? "whole", ["whole", "split"]);
@@ -201,6 +213,7 @@ export function chooseScanStrategy(
     workgroup,
     stateLoads,
     foldLog2e: force.foldLog2e ?? false,
+    broadcast,
     math,
     vector,
     vectorIndex,

@@ -110,6 +110,36 @@ Deno.test("scan knobs: per-state loads late or staged in workgroup memory agree"
   await check(sizes, { lanes: 8, vector: false, stateLoads: "staged", workgroup: 64 });
 });
 
+Deno.test("scan knobs: broadcast through workgroup memory, one block ahead, agrees", async () => {
+  // Lengths that the 8/4/2-step blocks do not divide; with and without staged B and C; chunks
+  // (all three passes); deeper prefetch (phase A then reads registers two blocks deep).
+  const sizes = { b: 2, l: 45, d: 16, n: 16 };
+  for (const lanes of [8, 4, 2]) {
+    const wgsl = await check(sizes, { lanes, broadcast: "staged" }, {
+      reverse: lanes === 4,
+      init: true,
+    });
+    assert.match(wgsl, /var<workgroup> sk_ph: array<vec4<f32>/);
+    assert.doesNotMatch(wgsl, /subgroupShuffle\(a\d+/, "no shuffles of phase-A values");
+    await check(sizes, {
+      lanes,
+      broadcast: "staged",
+      stateLoads: "staged",
+      prefetchDepth: 2,
+      workgroup: lanes === 2 ? 32 : 64,
+    }, { reverse: lanes !== 4 });
+  }
+  await check({ b: 2, l: 301, d: 5, n: 12 }, { lanes: 4, chunks: 3, broadcast: "staged" }, {
+    reverse: true,
+    init: true,
+  });
+  // Step mode (l = 1) is not lane-transposed: the knob does not apply there.
+  const step = await check({ b: 2, l: 1, d: 5, n: 16 }, { lanes: 8, broadcast: "staged" }, {
+    init: true,
+  });
+  assert.doesNotMatch(step, /sk_ph/);
+});
+
 Deno.test("scan knobs: foldLog2e hoists A·log2 e and spells the decay with exp2", async () => {
   const sizes = { b: 2, l: 19, d: 5, n: 4 };
   for (const lanes of [1, 4]) {
@@ -189,6 +219,8 @@ Deno.test("scan knobs: bad values are rejected with a message naming them", asyn
     [{ workgroup: 96 }, /workgroup must be 32, 64, 128 or 256 threads .* got 96/],
     [{ stateLoads: "cached" as never }, /stateLoads must be "early", "late" or "staged"/],
     [{ stateLoads: "staged", prefetch: "own" }, /stateLoads "staged" needs prefetch "all"/],
+    [{ broadcast: "smem" as never }, /broadcast must be "shuffle" or "staged"/],
+    [{ broadcast: "staged", prefetch: "none" }, /broadcast "staged" needs prefetch "all"/],
   ] as const;
   for (const [strategy, message] of bad) {
     await assert.rejects(
