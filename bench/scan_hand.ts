@@ -196,7 +196,8 @@ function lt(
   const NT = NL / S;
   const threads = NB * ND * L;
   const dotK = (a: string, b: string) => K === 1 ? `${a} * ${b}` : `dot(${a}, ${b})`;
-  const load = (blk: string, pre: string, decl: string) => {
+  /** x, dt, z of block `blk` into registers named with prefix `pre`. */
+  const loadX = (blk: string, pre: string, decl: string) => {
     const lines: string[] = [];
     for (let k = 0; k < m; k++) {
       const t = `(${blk} * ${S}u + j + ${L * k}u)`;
@@ -204,6 +205,11 @@ function lt(
       lines.push(`${decl}${pre}dt${k} = DT[xb + ${t} * ${ND}u];`);
       lines.push(`${decl}${pre}z${k} = Z[xb + ${t} * ${ND}u];`);
     }
+    return lines.join("\n    ");
+  };
+  /** B and C of block `blk` (or the thread's staged vectors of them). */
+  const loadBC = (blk: string, pre: string, decl: string) => {
+    const lines: string[] = [];
     if (smem) {
       for (let sl = 0; sl < bcSlots; sl++) {
         const e = `min(lid + ${sl * WG}u, ${2 * nvec - 1}u)`;
@@ -223,6 +229,8 @@ function lt(
     }
     return lines.join("\n    ");
   };
+  const load = (blk: string, pre: string, decl: string) =>
+    `${loadX(blk, pre, decl)}\n    ${loadBC(blk, pre, decl)}`;
   /** Stores the thread's staged B/C vectors of block `pre` into buffer `buf`. */
   const stage = (pre: string, buf: string) =>
     Array.from(
@@ -236,17 +244,6 @@ function lt(
     smem ? `sBC[cur + ${u * (16 / K)}u + j * ${Q}u + ${q}u]` : `cB${u}_${q}`;
   const cAt = (u: number, q: number) =>
     smem ? `sBC[cur + ${nvec + u * (16 / K)}u + j * ${Q}u + ${q}u]` : `cC${u}_${q}`;
-  /** x, dt, z of block `blk` into registers named with prefix `pre`. */
-  const loadX = (blk: string, pre: string, decl: string) => {
-    const lines: string[] = [];
-    for (let k = 0; k < m; k++) {
-      const t = `(${blk} * ${S}u + j + ${L * k}u)`;
-      lines.push(`${decl}${pre}x${k} = X[xb + ${t} * ${ND}u];`);
-      lines.push(`${decl}${pre}dt${k} = DT[xb + ${t} * ${ND}u];`);
-      lines.push(`${decl}${pre}z${k} = Z[xb + ${t} * ${ND}u];`);
-    }
-    return lines.join("\n    ");
-  };
   const body: string[] = [];
   for (let k = 0; k < m; k++) {
     body.push(`let dl${k} = sp(cdt${k} + bi);`, `let dx${k} = dl${k} * cx${k};`);
@@ -314,12 +311,8 @@ function lt(
     next.push(`let kn = min(blk + 1u, ${NT - 1}u);`);
     if (depth === 1) next.push(load("kn", "n", "let "));
     else {
-      next.push(
-        load("kn", "n", "let ").split("\n    ").filter((l) => !/n(x|dt|z)\d/.test(l)).join(
-          "\n    ",
-        ),
-      );
-      next.push(`let kd = min(blk + ${depth}u, ${NT - 1}u);`, loadX("kd", "n", "let "));
+      next.push(loadBC("kn", "n", "let "), `let kd = min(blk + ${depth}u, ${NT - 1}u);`);
+      next.push(loadX("kd", "n", "let "));
     }
     if (smem) first.push(stage("c", "0u"), "workgroupBarrier();");
   }

@@ -453,8 +453,6 @@ function emitPass(
   const before: string[] = [];
   const header: string[] = [];
   const declarations: string[] = [];
-  let stagedCount = 0;
-  let broadcastCount = 0;
   if (prefetch.size > 0) {
     const depths = prefetch.depths;
     const ahead = (d: number) => (d === 1 ? "" : `${d}`);
@@ -473,10 +471,12 @@ function emitPass(
           `channels of a workgroup (they vary through ${varying.join(", ") || "the state"})`,
       );
     }
-    if (staging.bytes > limits.maxComputeWorkgroupStorageSize) {
+    const sharedBytes = staging.bytes + (broadcast?.bytes ?? 0);
+    if (sharedBytes > limits.maxComputeWorkgroupStorageSize) {
       throw new Error(
-        `scan: stateLoads "staged" needs ${staging.bytes} bytes of workgroup memory; ` +
-          `the device allows ${limits.maxComputeWorkgroupStorageSize}`,
+        `scan: staging needs ${sharedBytes} bytes of workgroup memory (state loads ` +
+          `${staging.bytes}, broadcasts ${broadcast?.bytes ?? 0}); the device allows ` +
+          `${limits.maxComputeWorkgroupStorageSize}`,
       );
     }
     header.push(...staging.invariant);
@@ -508,17 +508,13 @@ function emitPass(
       body.push(...staging.store("skn", `((i + 1u) % 2u) * ${u32Literal(staging.tile)}`));
     }
     if (staging.tile > 0 || slots > 0) body.push("workgroupBarrier();");
-    if (staging.bytes + 32 * slots > limits.maxComputeWorkgroupStorageSize) {
-      throw new Error(
-        `scan: staged loads and broadcasts need ${staging.bytes + 32 * slots} bytes of ` +
-          `workgroup memory; the device allows ${limits.maxComputeWorkgroupStorageSize}`,
-      );
-    }
     if (staging.declaration) declarations.push(staging.declaration);
-    stagedCount = prefetch.staged.length;
     if (staging.tile > 0 || slots > 0) before.push("workgroupBarrier();");
-    broadcastCount = broadcast?.count ?? 0;
+  } else if (broadcast && broadcast.count > 0) {
+    throw new Error(`scan: broadcast "staged": the step values' loads cannot be prefetched`);
   }
+  const stagedCount = prefetch.staged.length;
+  const broadcastCount = broadcast?.count ?? 0;
   const tail: string[] = [];
   if (mode === "single") {
     spec.finals.forEach((f, k) => {

@@ -123,12 +123,10 @@ export class Prefetcher {
   }[] = [];
   readonly #staged: { load: string; dtype: string }[] = [];
   readonly #byLoad = new Map<string, string>();
-  readonly mode: ScanPrefetch;
   readonly #o: PrefetchOptions;
 
   /** A prefetcher with options `o`. */
   constructor(o: PrefetchOptions) {
-    this.mode = o.mode;
     this.#o = o;
   }
 

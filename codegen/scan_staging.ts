@@ -119,6 +119,11 @@ export class StagedBroadcast {
     return Math.ceil(this.#slots.size / 4) * this.#stride;
   }
 
+  /** Workgroup memory used: two buffers of 16-byte vectors. */
+  get bytes(): number {
+    return 2 * 16 * this.slots;
+  }
+
   /**
    * The expression reading phase-A value `value` of step `step` (from the lane owning it);
    * the vector load is appended to `lines` once per step and group of four values.

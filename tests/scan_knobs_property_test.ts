@@ -8,7 +8,7 @@ import fc from "fast-check";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
-import { randomArray, relativeError, rng } from "./util.ts";
+import { relativeError, rng, selectiveScanInputs } from "./util.ts";
 
 const RUNS = Number(Deno.env.get("SSMKIT_PROPERTY_RUNS") ?? 25);
 /** Replays a failure: the `seed` fast-check printed. */
@@ -65,20 +65,8 @@ Deno.test("property: any scan knob combination matches the interpreter or is ref
           throw e;
         }
         try {
-          const next = rng(seed);
-          const { b, l, d, n } = sizes;
           // A < 0 as in a trained Mamba (A = −exp(A_log)): decays in (0, 1).
-          const inputs = {
-            x: randomArray(b * l * d, next),
-            dt: randomArray(b * l * d, next, -3, 0.5),
-            z: randomArray(b * l * d, next),
-            B: randomArray(b * l * n, next),
-            C: randomArray(b * l * n, next),
-            A: randomArray(d * n, next, -2, -0.2),
-            D: randomArray(d, next),
-            dtBias: randomArray(d, next, -0.5, 0.5),
-            h0: randomArray(b * d * n, next),
-          };
+          const inputs = selectiveScanInputs(sizes, rng(seed));
           const got = await prog.run(inputs);
           const want = prog.interpret(inputs);
           for (const k of ["y", "state"] as const) {

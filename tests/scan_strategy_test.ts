@@ -9,7 +9,7 @@ import { exp, neg } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
-import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
+import { assertClose, freshSeed, randomArray, rng, selectiveScanInputs } from "./util.ts";
 
 const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;
 
@@ -26,20 +26,12 @@ async function check(
     { backend: "gpu", scan: strategy },
   );
   const next = rng(seed);
-  const { b, l, d, n } = sizes;
   // `wide`: dt and z far outside the usual range (softplus and silu at both ends).
   const span = opts.wide ? 60 : 1;
-  const inputs = {
-    x: randomArray(b * l * d, next),
-    dt: randomArray(b * l * d, next, -3 * span, span / 2),
-    z: randomArray(b * l * d, next, -span, span),
-    B: randomArray(b * l * n, next),
-    C: randomArray(b * l * n, next),
-    A: randomArray(d * n, next, -2, -0.2),
-    D: randomArray(d, next),
-    dtBias: randomArray(d, next, -0.5, 0.5),
-    h0: randomArray(b * d * n, next),
-  };
+  const inputs = selectiveScanInputs(sizes, next, {
+    dt: [-3 * span, span / 2],
+    z: [-span, span],
+  });
   const got = await prog.run(inputs);
   const want = prog.interpret(inputs);
   const what = `${JSON.stringify(sizes)} ${JSON.stringify(strategy)} ${JSON.stringify(opts)} ` +

@@ -7,24 +7,20 @@ import { finalState, pick, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile, type CompileOptions } from "../runtime/compile.ts";
-import { assertClose, freshSeed, randomArray, randomInputs, rng } from "./util.ts";
+import {
+  assertClose,
+  freshSeed,
+  randomArray,
+  randomInputs,
+  rng,
+  selectiveScanInputs,
+} from "./util.ts";
 import { slice } from "../dsl/views.ts";
 
 type Sizes = { b: number; l: number; d: number; n: number };
 
 function mambaInputs(s: Sizes, next: () => number) {
-  const { b, l, d, n } = s;
-  return {
-    x: randomArray(b * l * d, next),
-    dt: randomArray(b * l * d, next, -3, 0),
-    z: randomArray(b * l * d, next),
-    B: randomArray(b * l * n, next),
-    C: randomArray(b * l * n, next),
-    A: randomArray(d * n, next, -2, -0.2),
-    D: randomArray(d, next),
-    dtBias: randomArray(d, next, -0.5, 0.5),
-    h0: randomArray(b * d * n, next),
-  };
+  return selectiveScanInputs(s, next, { dt: [-3, 0] });
 }
 
 const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;

@@ -26,6 +26,32 @@ export function randomArray(n: number, next: () => number, lo = -1, hi = 1): Flo
   return out;
 }
 
+/**
+ * Inputs of the selective scan with an initial state (`SELECTIVE_SCAN_INPUTS` plus `h0`) in
+ * the ranges a trained Mamba sees: A < 0 (A = −exp(A_log)), so every decay is in (0, 1). `dt`
+ * and `z` ranges can be widened to push softplus and silu to their extremes.
+ */
+export function selectiveScanInputs(
+  s: { b: number; l: number; d: number; n: number },
+  next: () => number,
+  ranges: { dt?: [number, number]; z?: [number, number] } = {},
+) {
+  const { b, l, d, n } = s;
+  const [dtLo, dtHi] = ranges.dt ?? [-3, 0.5];
+  const [zLo, zHi] = ranges.z ?? [-1, 1];
+  return {
+    x: randomArray(b * l * d, next),
+    dt: randomArray(b * l * d, next, dtLo, dtHi),
+    z: randomArray(b * l * d, next, zLo, zHi),
+    B: randomArray(b * l * n, next),
+    C: randomArray(b * l * n, next),
+    A: randomArray(d * n, next, -2, -0.2),
+    D: randomArray(d, next),
+    dtBias: randomArray(d, next, -0.5, 0.5),
+    h0: randomArray(b * d * n, next),
+  };
+}
+
 /** Random inputs for every f32 input of a graph (i32 inputs get ids in [0, maxId)). */
 export function randomInputs(
   graph: Graph,
