@@ -2,7 +2,14 @@
  * SCRATCH: hand-written WGSL variants of the selective scan for one shape (n = 16), timed and
  * checked against the compiled kernel's output. Used to find what limits the fused kernel.
  *
- *   deno run -A bench/scan_hand.ts [--b 8 --l 4096 --d 1536] [--only name,...]
+ *   deno run -A bench/scan_hand.ts [--b 8 --l 4096 --d 1536] [--only name,...] [--warm 20]
+ *
+ * Families (names start with): `LT` lane-transposed like the compiled default (`LTT`: B/C staged
+ * in workgroup memory a tile of blocks at a time; `LTP`: the same with B and C of a step and
+ * lane packed in one vec4); `ST`/`STX` workgroup-staged tiles (Δ, Δ·x, B, C in workgroup
+ * memory, partial sums reduced there); `ST2` the same with one barrier per tile; `L1` one
+ * thread per channel; `DIAG_` ablations that give wrong results on purpose, to show what one
+ * part of a kernel costs. Results: bench/RESULTS.md.
  *
  * @module
  */
@@ -41,6 +48,12 @@ interface Opts {
   exp2?: boolean;
   /** Diagnostic: replace the state decay exp by 1 + x (wrong results; shows the MUFU cost). */
   fakeExp?: boolean;
+  /**
+   * Diagnostics of the lane-transposed design (wrong results; each shows what one part costs):
+   * "noshuffle" uses the lane's own Δ, Δ·x instead of shuffled ones, "nors" sums a lane's
+   * partial y locally instead of the reduce-scatter, "nobc" replaces the B/C loads by A.
+   */
+  diag?: "noshuffle" | "nors" | "nobc";
 }
 
 function math(o: Opts): string {
@@ -178,9 +191,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * block's loads are prefetched into registers.
  */
 function lt(
-  p: { L: number; m: number; WG: number; pf?: boolean; bc?: "smem"; depth?: number } & Opts,
+  p: {
+    L: number;
+    m: number;
+    WG: number;
+    pf?: boolean;
+    bc?: "smem";
+    depth?: number;
+    /** With bc "smem": blocks per staged tile (double-buffered; one barrier per tile). */
+    tb?: number;
+    /** Blocks ahead that B and C are loaded into registers (1 or 2; not with bc "smem"). */
+    bcDepth?: number;
+    /** With tb > 1 and 2 states per lane: B and C of a (step, lane) packed in one vec4. */
+    pack?: boolean;
+  } & Opts,
 ): { wgsl: string; groups: number } {
   const { L, m, WG } = p;
+  const tb = p.tb ?? 1;
   const pf = p.pf ?? true;
   const R = NN / L, K = Math.min(R, 4), Q = R / K, S = L * m, VT = vt(K);
   if (NL % S) throw new Error("bad LT");
@@ -190,9 +217,41 @@ function lt(
   const smem = p.bc === "smem";
   const nvec = (S * 16) / K;
   const bcSlots = Math.ceil((2 * nvec) / WG);
+  const pack = p.pack ?? false;
+  if (pack && (K !== 2 || Q !== 1 || tb < 2 || m !== 1)) throw new Error("bad LT pack");
+  const blockVecs = pack ? S * L : 2 * nvec;
+  const TILE = tb * blockVecs;
+  const SVT = pack ? "vec4<f32>" : VT;
+  const tSlots = Math.ceil(TILE / WG);
+  if (tb > 1 && (!smem || (NL / S) % tb)) throw new Error("bad LT tile");
+  /** Loads of a whole tile of B/C vectors into tS registers. */
+  const loadTile = (tile: string) =>
+    rep(tSlots, (sl) => {
+      const e = `min(lid + ${sl * WG}u, ${TILE - 1}u)`;
+      if (pack) {
+        const w = `(${e}) % ${S * L}u`;
+        const t = `((${tile} * ${tb}u + (${e}) / ${S * L}u) * ${S}u + ${w} / ${L}u)`;
+        const idx = `bb + ${t} * 8u + ${w} % ${L}u`;
+        return `tS${sl} = vec4<f32>(B4[${idx}], C4[${idx}]);`;
+      }
+      const w = `(${e}) % ${2 * nvec}u`;
+      const idx = `bb + (${tile} * ${tb}u + (${e}) / ${2 * nvec}u) * ${nvec}u + ${w} % ${nvec}u`;
+      return `tS${sl} = select(B4[${idx}], C4[${idx}], ${w} >= ${nvec}u);`;
+    }, "\n    ");
+  const storeTile = (buf: string) =>
+    rep(
+      tSlots,
+      (sl) =>
+        `if (lid + ${sl * WG}u < ${TILE}u) { sBC[${buf} * ${TILE}u + lid + ${
+          sl * WG
+        }u] = tS${sl}; }`,
+      "\n    ",
+    );
   if (smem && (ND % (WG / L) || !pf)) throw new Error("bad LT smem");
   // depth: x, dt, z of `depth` blocks ahead in registers (B, C one block ahead).
   const depth = p.depth ?? 1;
+  const bcDepth = p.bcDepth ?? 1;
+  if (bcDepth > 1 && (smem || !pf)) throw new Error("bad LT bcDepth");
   const NT = NL / S;
   const threads = NB * ND * L;
   const dotK = (a: string, b: string) => K === 1 ? `${a} * ${b}` : `dot(${a}, ${b})`;
@@ -210,6 +269,7 @@ function lt(
   /** B and C of block `blk` (or the thread's staged vectors of them). */
   const loadBC = (blk: string, pre: string, decl: string) => {
     const lines: string[] = [];
+    if (tb > 1) return "";
     if (smem) {
       for (let sl = 0; sl < bcSlots; sl++) {
         const e = `min(lid + ${sl * WG}u, ${2 * nvec - 1}u)`;
@@ -241,17 +301,34 @@ function lt(
         }u] = ${pre}S${sl}; }`,
     ).join("\n    ");
   const bAt = (u: number, q: number) =>
-    smem ? `sBC[cur + ${u * (16 / K)}u + j * ${Q}u + ${q}u]` : `cB${u}_${q}`;
+    p.diag === "nobc"
+      ? `a${q}`
+      : pack
+      ? `pk${u}.xy`
+      : smem
+      ? `sBC[cur + ${u * (16 / K)}u + j * ${Q}u + ${q}u]`
+      : `cB${u}_${q}`;
   const cAt = (u: number, q: number) =>
-    smem ? `sBC[cur + ${nvec + u * (16 / K)}u + j * ${Q}u + ${q}u]` : `cC${u}_${q}`;
+    p.diag === "nobc"
+      ? `(a${q} + 1.0)`
+      : pack
+      ? `pk${u}.zw`
+      : smem
+      ? `sBC[cur + ${nvec + u * (16 / K)}u + j * ${Q}u + ${q}u]`
+      : `cC${u}_${q}`;
   const body: string[] = [];
   for (let k = 0; k < m; k++) {
     body.push(`let dl${k} = sp(cdt${k} + bi);`, `let dx${k} = dl${k} * cx${k};`);
   }
   for (let u = 0; u < S; u++) {
     const k = Math.floor(u / L), src = u % L;
-    body.push(`let D${u} = subgroupShuffle(dl${k}, lane0 + ${src}u);`);
-    body.push(`let U${u} = subgroupShuffle(dx${k}, lane0 + ${src}u);`);
+    if (pack) body.push(`let pk${u} = sBC[cur + ${u * L}u + j];`);
+    if (p.diag === "noshuffle") {
+      body.push(`let D${u} = dl${k} + ${src}.0;`, `let U${u} = dx${k} + ${src}.0;`);
+    } else {
+      body.push(`let D${u} = subgroupShuffle(dl${k}, lane0 + ${src}u);`);
+      body.push(`let U${u} = subgroupShuffle(dx${k}, lane0 + ${src}u);`);
+    }
     for (let q = 0; q < Q; q++) {
       body.push(`h${q} = ${expOf(p, `D${u} * a${q}`)} * h${q} + U${u} * ${bAt(u, q)};`);
     }
@@ -260,7 +337,10 @@ function lt(
   let n = 0;
   for (let k = 0; k < m; k++) {
     let live = Array.from({ length: L }, (_, s) => ({ v: `y${k * L + s}`, s }));
-    for (let mm = L / 2; mm >= 1; mm /= 2) {
+    if (p.diag === "nors") {
+      live = [{ v: `(${live.map((e) => e.v).join(" + ")})`, s: 0 }];
+    }
+    for (let mm = L / 2; mm >= 1 && live.length > 1; mm /= 2) {
       const next: { v: string; s: number }[] = [];
       for (const lo of live.filter((e) => (e.s & mm) === 0)) {
         const hi = live.find((e) => e.s === (lo.s | mm))!;
@@ -286,12 +366,21 @@ function lt(
       );
     }
   }
-  if (smem) {
+  if (tb > 1) {
+    copies.push(
+      `if (blk % ${tb}u == ${tb - 1}u) { ${
+        storeTile(`((blk / ${tb}u) + 1u) % 2u`)
+      }\n    workgroupBarrier(); }`,
+    );
+  } else if (smem) {
     copies.push(stage("n", "(blk + 1u) % 2u"), "workgroupBarrier();");
   } else {
     for (let u = 0; u < S; u++) {
       for (let q = 0; q < Q; q++) {
-        copies.push(`cB${u}_${q} = nB${u}_${q}; cC${u}_${q} = nC${u}_${q};`);
+        if (bcDepth === 2) {
+          copies.push(`cB${u}_${q} = qB${u}_${q}; cC${u}_${q} = qC${u}_${q};`);
+          copies.push(`qB${u}_${q} = nB${u}_${q}; qC${u}_${q} = nC${u}_${q};`);
+        } else copies.push(`cB${u}_${q} = nB${u}_${q}; cC${u}_${q} = nC${u}_${q};`);
       }
     }
   }
@@ -309,15 +398,25 @@ function lt(
     first.push(load("0u", "c", "var "));
     for (let e = 1; e < depth; e++) first.push(loadX(`${Math.min(e, NT - 1)}u`, `p${e}`, "var "));
     next.push(`let kn = min(blk + 1u, ${NT - 1}u);`);
-    if (depth === 1) next.push(load("kn", "n", "let "));
+    if (bcDepth === 2) {
+      first.push(loadBC(`${Math.min(1, NT - 1)}u`, "q", "var "));
+      next.push(`let kq = min(blk + 2u, ${NT - 1}u);`, loadBC("kq", "n", "let "));
+      next.push(`let kd = min(blk + ${depth}u, ${NT - 1}u);`, loadX("kd", "n", "let "));
+    } else if (depth === 1) next.push(load("kn", "n", "let "));
     else {
       next.push(loadBC("kn", "n", "let "), `let kd = min(blk + ${depth}u, ${NT - 1}u);`);
       next.push(loadX("kd", "n", "let "));
     }
-    if (smem) first.push(stage("c", "0u"), "workgroupBarrier();");
+    if (tb > 1) {
+      first.push(rep(tSlots, (sl) => `var tS${sl}: ${SVT};`), loadTile("0u"), storeTile("0u"));
+      first.push("workgroupBarrier();");
+      next.push(
+        `if (blk % ${tb}u == 0u) { ${loadTile(`min(blk / ${tb}u + 1u, ${NT / tb - 1}u)`)} }`,
+      );
+    } else if (smem) first.push(stage("c", "0u"), "workgroupBarrier();");
   }
   const wgsl = `${decls(K)}
-${smem ? `var<workgroup> sBC: array<${VT}, ${4 * nvec}>;` : ""}
+${smem ? `var<workgroup> sBC: array<${SVT}, ${2 * TILE}>;` : ""}
 ${math(p)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
@@ -340,7 +439,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${pf ? first.join("\n  ") : decl0.join("\n  ")}
   for (var blk: u32 = 0u; blk < ${NT}u; blk++) {
     ${pf ? next.join("\n    ") : load("blk", "c", "")}
-    ${smem ? `let cur = (blk % 2u) * ${2 * nvec}u;` : ""}
+    ${
+    tb > 1
+      ? `let cur = ((blk / ${tb}u) % 2u) * ${TILE}u + (blk % ${tb}u) * ${blockVecs}u;`
+      : smem
+      ? `let cur = (blk % 2u) * ${2 * nvec}u;`
+      : ""
+  }
     ${body.join("\n    ")}
     ${pf ? copies.join("\n    ") : ""}
   }
@@ -359,10 +464,11 @@ function st(
   p: { CH: number; L: number; T: number; U: number } & Opts,
 ): { wgsl: string; groups: number } {
   const { CH, L, T, U } = p;
-  const R = NN / L, Q = R / 4, WG = CH * L, E = T / L;
-  if (Q < 1 || ND % CH || NL % T || T % L || T % U) throw new Error("bad ST");
+  const R = NN / L, K = Math.min(R, 4), Q = R / K, WG = CH * L, E = T / L, VT = vt(K);
+  const PS = 16 / K;
+  if (R < 2 || ND % CH || NL % T || T % L || T % U) throw new Error("bad ST");
   const NT = NL / T;
-  const bcSlots = Math.ceil((4 * T) / WG);
+  const bcSlots = Math.ceil((PS * T) / WG);
   const load = (tile: string, pre: string, decl: string) => {
     const lines: string[] = [];
     for (let i = 0; i < E; i++) {
@@ -372,7 +478,7 @@ function st(
       lines.push(`${decl}${pre}z${i} = Z[xb + ${t} * ${ND}u];`);
     }
     for (let s = 0; s < bcSlots; s++) {
-      const idx = `bb + ${tile} * ${4 * T}u + min(lid + ${s * WG}u, ${4 * T - 1}u)`;
+      const idx = `bb + ${tile} * ${PS * T}u + min(lid + ${s * WG}u, ${PS * T - 1}u)`;
       lines.push(`${decl}${pre}B${s} = B4[${idx}];`, `${decl}${pre}C${s} = C4[${idx}];`);
     }
     return lines.join("\n    ");
@@ -388,7 +494,7 @@ function st(
     }
     for (let s = 0; s < bcSlots; s++) {
       lines.push(
-        `if (lid + ${s * WG}u < ${4 * T}u) { sB[lid + ${s * WG}u] = ${pre}B${s}; sC[lid + ${
+        `if (lid + ${s * WG}u < ${PS * T}u) { sB[lid + ${s * WG}u] = ${pre}B${s}; sC[lid + ${
           s * WG
         }u] = ${pre}C${s}; }`,
       );
@@ -404,12 +510,12 @@ function st(
         (q) =>
           `h${q} = ${
             expOf(p, `dv.x * a${q}`)
-          } * h${q} + dv.y * sB[(${u}) * 4u + j * ${Q}u + ${q}u];`,
+          } * h${q} + dv.y * sB[(${u}) * ${PS}u + j * ${Q}u + ${q}u];`,
         "\n        ",
       )
     }
         yP[((${u}) * ${CH}u + cl) * ${L}u + j] = ${
-      rep(Q, (q) => `dot(sC[(${u}) * 4u + j * ${Q}u + ${q}u], h${q})`, " + ")
+      rep(Q, (q) => `dot(sC[(${u}) * ${PS}u + j * ${Q}u + ${q}u], h${q})`, " + ")
     };
       }`;
   const epi: string[] = [];
@@ -421,10 +527,10 @@ function st(
   }
   const copies: string[] = [];
   for (let i = 0; i < E; i++) copies.push(`cx${i} = nx${i}; cz${i} = nz${i};`);
-  const wgsl = `${decls()}
+  const wgsl = `${decls(K)}
 var<workgroup> sD: array<vec2<f32>, ${T * CH}>;
-var<workgroup> sB: array<vec4<f32>, ${4 * T}>;
-var<workgroup> sC: array<vec4<f32>, ${4 * T}>;
+var<workgroup> sB: array<${VT}, ${PS * T}>;
+var<workgroup> sC: array<${VT}, ${PS * T}>;
 var<workgroup> yP: array<f32, ${T * CH * L}>;
 ${math(p)}
 @compute @workgroup_size(${WG})
@@ -432,14 +538,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let c0 = wid.x * ${CH}u;
   let b = c0 / ${ND}u;
   let d0 = c0 % ${ND}u;
-  let bb = b * ${NL * 4}u;
+  let bb = b * ${NL * PS}u;
   let cl = lid / ${L}u;
   let j = lid % ${L}u;
   ${
     rep(Q, (q) =>
-      `let a${q} = A4[(d0 + cl) * 4u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
+      `let a${q} = A4[(d0 + cl) * ${PS}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
   }
-  ${rep(Q, (q) => `var h${q} = vec4<f32>(0.0);`)}
+  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
   let cs = lid % ${CH}u;
   let ts0 = lid / ${CH}u;
   let xb = b * ${NL * ND}u + d0 + cs;
@@ -458,6 +564,140 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ${epi.join("\n    ")}
     ${stage("n")}
     workgroupBarrier();
+    ${copies.join("\n    ")}
+  }
+}
+`;
+  return { wgsl, groups: (NB * ND) / CH };
+}
+
+/**
+ * ST2: ST with one barrier per tile. Tile k's Δ, Δ·x, B and C are staged in double-buffered
+ * workgroup memory while tile k−1 is scanned; the partial sums go to double-buffered yP, so the
+ * barrier that publishes tile k+1's stage also publishes tile k's partials, and tile k's
+ * epilogue runs after it. x, dt, z, B, C are loaded `depth` tiles ahead (1 or 2).
+ */
+function st2(
+  p: { CH: number; L: number; T: number; U: number; depth: number } & Opts,
+): { wgsl: string; groups: number } {
+  const { CH, L, T, U, depth } = p;
+  const R = NN / L, K = Math.min(R, 4), Q = R / K, WG = CH * L, E = T / L, VT = vt(K);
+  if (ND % CH || NL % T || T % L || T % U || WG > 256) throw new Error("bad ST2");
+  const NT = NL / T;
+  const perStep = 16 / K; // vectors of B (or C) per step
+  const tileVec = T * perStep;
+  const bcSlots = Math.ceil(tileVec / WG);
+  const chain = ["c", "n", "f"].slice(0, depth + 1);
+  const load = (tile: string, pre: string, decl: string) => {
+    const lines: string[] = [];
+    for (let i = 0; i < E; i++) {
+      const t = `(${tile} * ${T}u + ts0 + ${i * L}u)`;
+      lines.push(`${decl}${pre}x${i} = X[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}dt${i} = DT[xb + ${t} * ${ND}u];`);
+      lines.push(`${decl}${pre}z${i} = Z[xb + ${t} * ${ND}u];`);
+    }
+    for (let s = 0; s < bcSlots; s++) {
+      const idx = `bb + ${tile} * ${tileVec}u + min(lid + ${s * WG}u, ${tileVec - 1}u)`;
+      lines.push(`${decl}${pre}B${s} = B4[${idx}];`, `${decl}${pre}C${s} = C4[${idx}];`);
+    }
+    return lines.join("\n    ");
+  };
+  const stage = (pre: string, buf: string) => {
+    const lines: string[] = [];
+    for (let i = 0; i < E; i++) {
+      lines.push(
+        `{ let dl = sp(${pre}dt${i} + bs); sD[${buf} * ${T * CH}u + lid + ${
+          i * WG
+        }u] = vec2<f32>(dl, dl * ${pre}x${i}); }`,
+      );
+    }
+    for (let s = 0; s < bcSlots; s++) {
+      const e = `lid + ${s * WG}u`;
+      const body =
+        `sB[${buf} * ${tileVec}u + ${e}] = ${pre}B${s}; sC[${buf} * ${tileVec}u + ${e}] = ${pre}C${s};`;
+      lines.push(
+        tileVec % WG === 0 || s + 1 < bcSlots
+          ? `{ ${body} }`
+          : `if (${e} < ${tileVec}u) { ${body} }`,
+      );
+    }
+    return lines.join("\n    ");
+  };
+  const dotK = (a: string, b: string) => K === 1 ? `${a} * ${b}` : `dot(${a}, ${b})`;
+  const scanStep = (u: string) =>
+    `{
+        let dv = sD[cb * ${T * CH}u + (${u}) * ${CH}u + cl];
+        ${
+      rep(
+        Q,
+        (q) =>
+          `h${q} = ${
+            expOf(p, `dv.x * a${q}`)
+          } * h${q} + dv.y * sB[cb * ${tileVec}u + (${u}) * ${perStep}u + j * ${Q}u + ${q}u];`,
+        "\n        ",
+      )
+    }
+        yP[cb * ${T * CH * L}u + ((${u}) * ${CH}u + cl) * ${L}u + j] = ${
+      rep(
+        Q,
+        (q) => dotK(`sC[cb * ${tileVec}u + (${u}) * ${perStep}u + j * ${Q}u + ${q}u]`, `h${q}`),
+        " + ",
+      )
+    };
+      }`;
+  const epi: string[] = [];
+  for (let i = 0; i < E; i++) {
+    const e = `(cb * ${T * CH}u + lid + ${i * WG}u)`;
+    const sum = rep(L, (jj) => `yP[${e} * ${L}u + ${jj}u]`, " + ");
+    const t = `(k * ${T}u + ts0 + ${i * L}u)`;
+    epi.push(`Y[xb + ${t} * ${ND}u] = (${sum} + ds * cx${i}) * silu(cz${i});`);
+  }
+  const copies: string[] = [];
+  for (let e = 0; e + 1 < chain.length; e++) {
+    const [a, b] = [chain[e], chain[e + 1]];
+    for (let i = 0; i < E; i++) {
+      copies.push(`${a}x${i} = ${b}x${i}; ${a}dt${i} = ${b}dt${i}; ${a}z${i} = ${b}z${i};`);
+    }
+    for (let s = 0; s < bcSlots; s++) copies.push(`${a}B${s} = ${b}B${s}; ${a}C${s} = ${b}C${s};`);
+  }
+  const prologue: string[] = [load("0u", "c", "var "), stage("c", "0u")];
+  for (let e = 1; e < depth; e++) prologue.push(load(`${Math.min(e, NT - 1)}u`, chain[e], "var "));
+  const wgsl = `${decls(K)}
+var<workgroup> sD: array<vec2<f32>, ${2 * T * CH}>;
+var<workgroup> sB: array<${VT}, ${2 * tileVec}>;
+var<workgroup> sC: array<${VT}, ${2 * tileVec}>;
+var<workgroup> yP: array<f32, ${2 * T * CH * L}>;
+${math(p)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c0 = wid.x * ${CH}u;
+  let b = c0 / ${ND}u;
+  let d0 = c0 % ${ND}u;
+  let bb = b * ${NL * perStep}u;
+  let cl = lid / ${L}u;
+  let j = lid % ${L}u;
+  ${
+    rep(Q, (q) =>
+      `let a${q} = A4[(d0 + cl) * ${perStep}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
+  }
+  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
+  let cs = lid % ${CH}u;
+  let ts0 = lid / ${CH}u;
+  let xb = b * ${NL * ND}u + d0 + cs;
+  let ds = Dv[d0 + cs];
+  let bs = bias[d0 + cs];
+  ${prologue.join("\n  ")}
+  workgroupBarrier();
+  for (var k: u32 = 0u; k < ${NT}u; k++) {
+    let kl = min(k + ${depth}u, ${NT - 1}u);
+    ${load("kl", chain[depth], "let ")}
+    let cb = k % 2u;
+    for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
+      ${rep(U, (v) => scanStep(`u + ${v}u`), "\n      ")}
+    }
+    ${stage(chain[1], "(1u - cb)")}
+    workgroupBarrier();
+    ${epi.join("\n    ")}
     ${copies.join("\n    ")}
   }
 }
@@ -545,6 +785,87 @@ add(
 );
 add("LT_L8_m2_WG256_rsq_smem", () => lt({ L: 8, m: 2, WG: 256, ...rsq, ...smem }));
 add("LT_L4_m2_WG128_rsq_smem_d2", () => lt({ L: 4, m: 2, WG: 128, ...rsq, ...smem, depth: 2 }));
+for (const L of [8, 4]) {
+  const m = L === 8 ? 1 : 2, WG = L === 8 ? 256 : 128;
+  for (const diag of ["noshuffle", "nors", "nobc"] as const) {
+    add(`DIAG_LT_L${L}_m${m}_${diag}`, () => lt({ L, m, WG, ...rsq, diag }));
+  }
+  add(`DIAG_LT_L${L}_m${m}_fakeexp`, () => lt({ L, m, WG, ...rsq, fakeExp: true }));
+}
+add(
+  "DIAG_ST_CH32_L4_T16_U4_fakeexp",
+  () => st({ CH: 32, L: 4, T: 16, U: 4, ...rsq, fakeExp: true }),
+);
+for (
+  const [CH, L, T, U, depth] of [
+    [32, 4, 16, 4, 1],
+    [32, 4, 16, 4, 2],
+    [32, 4, 32, 4, 2],
+    [16, 4, 16, 4, 2],
+    [32, 8, 16, 4, 2],
+    [16, 8, 16, 4, 2],
+    [32, 8, 16, 8, 2],
+    [32, 2, 16, 4, 2],
+    [64, 4, 16, 4, 2],
+    [32, 4, 8, 4, 2],
+    [32, 4, 16, 16, 2],
+  ]
+) {
+  add(
+    `ST2_CH${CH}_L${L}_T${T}_U${U}_d${depth}`,
+    () => st2({ CH, L, T, U, depth, ...rsq, exp2: true }),
+  );
+}
+for (
+  const [L, m, WG, tb, depth] of [
+    [8, 1, 256, 16, 2],
+    [8, 1, 256, 8, 2],
+    [8, 1, 128, 16, 2],
+    [8, 1, 256, 32, 2],
+    [4, 2, 128, 16, 2],
+    [4, 1, 128, 32, 2],
+  ]
+) {
+  add(
+    `LTT_L${L}_m${m}_WG${WG}_tb${tb}_d${depth}`,
+    () => lt({ L, m, WG, ...rsq, ...smem, depth, tb, exp2: true }),
+  );
+}
+for (const [WG, tb] of [[256, 16], [256, 8], [128, 16], [256, 32], [64, 16]]) {
+  add(
+    `LTP_L8_WG${WG}_tb${tb}_d2`,
+    () => lt({ L: 8, m: 1, WG, ...rsq, ...smem, depth: 2, tb, pack: true, exp2: true }),
+  );
+}
+for (const [WG, depth] of [[256, 1], [256, 2], [128, 2], [128, 1], [64, 2]]) {
+  add(
+    `LTB_L8_WG${WG}_d${depth}_bc2`,
+    () => lt({ L: 8, m: 1, WG, ...rsq, depth, bcDepth: 2, exp2: true }),
+  );
+}
+add(
+  "LTB_L4_m1_WG128_d2_bc2",
+  () => lt({ L: 4, m: 1, WG: 128, ...rsq, depth: 2, bcDepth: 2, exp2: true }),
+);
+add(
+  "LTB_L4_m2_WG128_d2_bc2",
+  () => lt({ L: 4, m: 2, WG: 128, ...rsq, depth: 2, bcDepth: 2, exp2: true }),
+);
+add(
+  "LTB_L16_m1_WG256_d2_bc2",
+  () => lt({ L: 16, m: 1, WG: 256, ...rsq, depth: 2, bcDepth: 2, exp2: true }),
+);
+for (const CH of [8, 16]) {
+  add(`ST_CH${CH}_L4_T16_U4_exp2`, () => st({ CH, L: 4, T: 16, U: 4, ...rsq, exp2: true }));
+}
+for (const CH of [8, 16, 32]) {
+  add(`ST_CH${CH}_L8_T16_U4_exp2`, () => st({ CH, L: 8, T: 16, U: 4, ...rsq, exp2: true }));
+}
+for (const [CH, T] of [[16, 32], [8, 32], [16, 64], [32, 32], [16, 16]]) {
+  add(`STX_CH${CH}_L4_T${T}_U4_exp2`, () => st({ CH, L: 4, T, U: 4, ...rsq, exp2: true }));
+}
+add("ST_CH32_L4_T8_U4_exp2", () => st({ CH: 32, L: 4, T: 8, U: 4, ...rsq, exp2: true }));
+add("ST_CH32_L4_T16_U2_exp2", () => st({ CH: 32, L: 4, T: 16, U: 2, ...rsq, exp2: true }));
 const compiledVariants: Record<string, ScanStrategy> = {
   "C_L8_transposed": { lanes: 8, transpose: true },
   "C_L16_plain": { lanes: 16, transpose: false },
@@ -565,7 +886,7 @@ for (const v of variants) {
       buffers: [...bufs, out],
       workgroups: wg,
     }], {
-      warmup: 2,
+      warmup: 100,
       iterations,
     });
     const [raw] = await readBuffers(ctx, [{ buffer: out, byteLength: NB * NL * ND * 4 }]);
