@@ -7,6 +7,9 @@
  *
  *   deno run -A bench/scan_tune.ts [--b 8 --l 4096 --d 1536 --n 16] [--rounds 3] [--only "A;B"]
  *
+ * Knobs a variant leaves out take the current defaults (codegen/scan_strategy.ts); the variant
+ * "before 2026-12-03" spells out the defaults that held until then.
+ *
  * `--only` keeps the variants whose names contain one of the given `;`-separated strings.
  * `--batches 1,2,…` also times the kept variants at each of those batch sizes (same l, d, n):
  * the time per batch shows when the launch stops fitting on the GPU at once.
@@ -199,6 +202,12 @@ const variants: Record<string, ScanStrategy> = {
     lanes: 4,
     stateLoads: "staged",
     prefetchDepth: 2,
+  },
+  "L8 vec2, fast, prefetch all, early loads, whole index, exp (default before 2026-12-03)": {
+    lanes: 8,
+    stateLoads: "early",
+    vectorIndex: "whole",
+    foldLog2e: false,
   },
   "default": {},
 };
