@@ -4,12 +4,12 @@
 # torch selective scan) in the same call, then the batch sweep of the default and the fastest.
 #
 #   source .gpu/env.sh && bench/scan_round.sh            # logs in $OUT (or /tmp/scan_round)
-#   SCAN_ONLY="staged;default" bench/scan_round.sh       # fewer variants (scan_tune --only)
+#   SCAN_ONLY="staged;default" bench/scan_round.sh       # other variants (scan_tune --only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/scan_round}"
 mkdir -p "$out"
-only="${SCAN_ONLY:-depth;workgroup;late;staged;folded;default}"
+only="${SCAN_ONLY:-tiled;default}"
 
 # SCAN_TUNE_ARGS: extra scan_tune options (e.g. a small --b --l --d for a dry run).
 deno run -A bench/scan_tune.ts --only "$only" ${SCAN_TUNE_ARGS:-} > "$out/tune.log" 2>&1
@@ -26,10 +26,9 @@ deno run -A bench/scan_tune.ts --only "default;$name" --rounds 1 --batches 2,4,6
 
 # Hand-written designs for comparison (bench/scan_hand.ts), unless SCAN_HAND=0.
 if [ "${SCAN_HAND:-1}" != 0 ]; then
-  hand="compiled_default,LT_L8_m1_WG256_rsq_pf,LT_L8_m1_WG256_rsq_smem_d2"
-  hand="$hand,LT_L8_m1_WG256_rsq_smem_d2_exp2,LT_L8_m1_WG128_rsq_smem_d2,LT_L8_m2_WG256_rsq_smem"
-  hand="$hand,LT_L4_m2_WG128_rsq_smem_d2,ST_CH32_L4_T16_U4_rsq,L1_W32_T8_rsq"
-  deno run -A bench/scan_hand.ts --only "$hand" ${SCAN_HAND_ARGS:-} > "$out/hand.log" 2>&1 || true
+  hand="compiled_default,LT_L8_m1_WG256_rsq_pf_exp2,ST_CH16_L4_T16_U4_exp2"
+  hand="$hand,ST_CH32_L4_T16_U4_rsq_exp2"
+  deno run -A bench/scan_hand.ts --warm 20 --only "$hand" ${SCAN_HAND_ARGS:-} > "$out/hand.log" 2>&1 || true
 fi
 
 echo "--- sweep (fraction of the copy kernel):"

@@ -209,6 +209,12 @@ const variants: Record<string, ScanStrategy> = {
     vectorIndex: "whole",
     foldLog2e: false,
   },
+  "tiled 16 steps, 16 channels x 4 lanes": { tileSteps: 16 },
+  "tiled 16 steps, 32 channels x 4 lanes": { tileSteps: 16, workgroup: 128 },
+  "tiled 8 steps, 16 channels x 4 lanes": { tileSteps: 8 },
+  "tiled 32 steps, 16 channels x 4 lanes": { tileSteps: 32 },
+  "tiled 16 steps, 16 channels x 8 lanes": { tileSteps: 16, lanes: 8, workgroup: 128 },
+  "tiled 16 steps, 16 channels x 2 lanes": { tileSteps: 16, lanes: 2, workgroup: 32 },
   "default": {},
 };
 /** Variants also timed in step mode (l = 1, state updated in place). */

@@ -37,9 +37,10 @@ import {
   vectorWidth,
 } from "./scan_loop.ts";
 import { StagedBroadcast, stagingCode } from "./scan_staging.ts";
+import { guarded, type Layout, stateLanes } from "./scan_layout.ts";
+import { emitTiledPass } from "./scan_tiled.ts";
 import {
   chooseScanStrategy,
-  type ChosenScanStrategy,
   DEFAULT_WORKGROUP,
   product,
   type ScanStrategy,
@@ -108,17 +109,6 @@ function reduceScatter(values: string[], lanes: number, prefix: string, out: str
 
 type Mode = "single" | "local" | "final";
 
-/** The chosen strategy and the sizes derived from it. */
-interface Layout extends Omit<ChosenScanStrategy, "vector"> {
-  perLane: number;
-  ns: number;
-  nc: number;
-  len: number;
-  chunkLen: number;
-  /** Elements per vector load of per-state operands (1: scalar loads, strided slots). */
-  vectorWidth: number;
-}
-
 /** Emits the 1 (or 3, when chunked) kernels of a scan group. */
 export function emitScanKernels(
   spec: ScanSpec,
@@ -146,6 +136,9 @@ export function emitScanKernels(
       ? vectorWidth(Math.ceil(ns / lanes), sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]))
       : 1,
   };
+  if (layout.tileSteps > 0) {
+    return [emitTiledPass(spec, layout, materialized, limits, name, aliases)];
+  }
   if (chunks === 1) {
     return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];
   }
@@ -174,36 +167,6 @@ function headerLines(layout: Layout, gx: number): string[] {
     `let c = g % ${u32Literal(nc)};`,
     `let chunk = g / ${u32Literal(nc)};`,
   ];
-}
-
-/**
- * The per-lane state element indices, and their decoded state axes, for the lane index
- * variable `lane` (names prefixed with `prefix`).
- */
-function stateLanes(spec: ScanSpec, layout: Layout, lane = "j", prefix = "") {
-  const lines: string[] = [];
-  const envs: Env[] = [];
-  const owned: boolean[] = [];
-  const sizes = spec.stateAxes.map((a) => sizeOf(spec.scan, a));
-  // Lane j holds elements j, j + lanes, … (one load instruction covers consecutive elements
-  // across the lanes), or j·R, …, j·R + R − 1 with vector loads (one load covers a lane's).
-  const contiguous = layout.vectorWidth > 1;
-  const { lanes, perLane } = layout;
-  for (let r = 0; r < perLane; r++) {
-    const raw = contiguous
-      ? `(${lane} * ${u32Literal(perLane)} + ${u32Literal(r)})`
-      : r === 0
-      ? lane
-      : `(${lane} + ${u32Literal(lanes * r)})`;
-    lines.push(`let ${prefix}s${r} = min(${raw}, ${u32Literal(Math.max(layout.ns - 1, 0))});`);
-    // Whether every lane's r-th element exists: then no select is needed.
-    owned.push(contiguous ? (lanes - 1) * perLane + r < layout.ns : lanes * (r + 1) <= layout.ns);
-    if (!owned[r]) lines.push(`let ${prefix}own${r} = ${raw} < ${u32Literal(layout.ns)};`);
-    const d = decodeIndex(`${prefix}s${r}`, spec.stateAxes, sizes, `${prefix}st${r}_`);
-    lines.push(...d.lines);
-    envs.push(d.env);
-  }
-  return { lines, envs, owned };
 }
 
 function emitPass(
@@ -572,12 +535,6 @@ fn main(
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
-}
-
-/** `lines` under `if (all of guard)`, or bare when the guard is empty. */
-function guarded(guard: string[], lines: string[]): string[] {
-  if (guard.length === 0) return lines;
-  return [`if (${guard.join(" && ")}) {`, ...lines.map((l) => `  ${l}`), `}`];
 }
 
 /** The short recurrence over chunk states; it also writes the final-state outputs. */

@@ -98,6 +98,11 @@ export interface PrefetchOptions {
   readonly stageable?: (load: string) => boolean;
   /** The expression reading staged load `k` (for this lane, from the current buffer). */
   readonly stagedRead?: (k: number) => string;
+  /**
+   * With `stateLoads: "staged"`, what becomes of a per-state load that cannot be staged:
+   * `"register"` (default: prefetched into registers) or `"direct"` (not taken: read where used).
+   */
+  readonly unstaged?: "register" | "direct";
 }
 
 /**
@@ -144,10 +149,10 @@ export class Prefetcher {
     let name = this.#byLoad.get(load);
     if (name !== undefined) return name;
     const placement = perState ? o.stateLoads ?? "early" : "early";
-    if (
-      placement === "staged" && o.stageable?.(load) && o.stagedRead &&
-      (this.#staged.length === 0 || this.#staged[0].dtype === dtype)
-    ) {
+    const stageable = placement === "staged" && o.stageable?.(load) && o.stagedRead &&
+      (this.#staged.length === 0 || this.#staged[0].dtype === dtype);
+    if (placement === "staged" && !stageable && o.unstaged === "direct") return undefined;
+    if (stageable) {
       name = o.stagedRead(this.#staged.length);
       this.#staged.push({ load, dtype });
     } else {

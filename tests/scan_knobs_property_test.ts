@@ -1,7 +1,8 @@
 // Property test of the fused scan's strategy knobs: random combinations of lanes, chunks,
 // prefetch (kind and depth), workgroup size, where B and C wait (registers or staged), how the
 // per-step values are broadcast, log2 e folding and vector loads, on random awkward shapes, in
-// both directions with and without an initial state, all against the float64 interpreter.
+// both directions with and without an initial state, all against the float64 interpreter; and
+// the workgroup-tiled kernel's knobs (tile length, lanes, workgroup, folding, vector loads).
 // A combination the kernel cannot honour must be refused with an error naming the knob;
 // anything else must agree to 1e-4.
 import fc from "fast-check";
@@ -18,7 +19,7 @@ const OPTIONS = { numRuns: RUNS, ...(SEED === undefined ? {} : { seed: Number(SE
 const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;
 
 /** Knob combinations (lanes ≤ 8: lavapipe's subgroups have 8 lanes). */
-const strategies: fc.Arbitrary<ScanStrategy> = fc.record({
+const laneStrategies: fc.Arbitrary<ScanStrategy> = fc.record({
   lanes: fc.constantFrom(1, 2, 4, 8),
   chunks: fc.constantFrom(1, 1, 2, 3),
   prefetch: fc.constantFrom("all", "all", "own", "none"),
@@ -31,6 +32,21 @@ const strategies: fc.Arbitrary<ScanStrategy> = fc.record({
   vectorIndex: fc.constantFrom("whole", "split"),
 }, { requiredKeys: ["lanes"] }) as fc.Arbitrary<ScanStrategy>;
 
+/** The workgroup-tiled kernel's knobs. */
+const tiledStrategies: fc.Arbitrary<ScanStrategy> = fc.record({
+  tileSteps: fc.constantFrom(4, 8, 12, 16, 32),
+  lanes: fc.constantFrom(1, 2, 4, 8),
+  workgroup: fc.constantFrom(32, 64, 128, 256),
+  foldLog2e: fc.boolean(),
+  vector: fc.boolean(),
+  vectorIndex: fc.constantFrom("whole", "split"),
+}, { requiredKeys: ["tileSteps"] }) as fc.Arbitrary<ScanStrategy>;
+
+const strategies = fc.oneof(
+  { arbitrary: laneStrategies, weight: 3 },
+  { arbitrary: tiledStrategies, weight: 1 },
+);
+
 /** Shapes: channel counts that often (not always) divide a workgroup's channels. */
 const shapes = fc.record({
   b: fc.constantFrom(1, 2, 3),
@@ -40,8 +56,15 @@ const shapes = fc.record({
 });
 
 /** Refusals the knobs document (a combination the kernel cannot honour). */
-const REFUSAL =
-  /stateLoads "staged" needs|broadcast "staged" needs|no per-state load has the same value|needs \d+ bytes of workgroup memory/;
+const REFUSAL = new RegExp(
+  [
+    'stateLoads "staged" needs',
+    'broadcast "staged" needs',
+    "no per-state load has the same value",
+    "needs \\d+ bytes of workgroup memory",
+    "tileSteps must be a multiple of the \\d+ lanes",
+  ].join("|"),
+);
 
 Deno.test("property: any scan knob combination matches the interpreter or is refused", async () => {
   await fc.assert(

@@ -1,0 +1,420 @@
+/**
+ * The workgroup-tiled scan kernel (`ScanStrategy.tileSteps`). A workgroup holds CH channels ×
+ * L lanes (lane j of a channel keeps a share of its states) and walks the sequence in tiles
+ * of T steps; per tile:
+ *
+ * 1. stage: every thread evaluates the state-independent per-step values (Δ, Δ·x… for a
+ *    selective scan) of its T/L items (step, channel) — consecutive threads take consecutive
+ *    channels of one step, so those loads are coalesced — into workgroup memory, and the
+ *    workgroup loads the tile's per-state values that all its channels share (B, C) into
+ *    workgroup memory, once;
+ * 2. barrier; each lane runs the tile's T steps on its states, reading those values, and
+ *    writes its part of every contraction (Σ over its states of C·h) to workgroup memory;
+ * 3. barrier; every thread adds up the lanes' parts for its items and writes their epilogues.
+ *
+ * No subgroup operation, and no per-lane global load inside the step loop unless a per-state
+ * value differs between the workgroup's channels (B of another batch when the workgroup's
+ * channels straddle batches: such loads are read by each lane where used). The lane-transposed
+ * kernel's shuffles and per-lane B/C loads are what bound it (bench/RESULTS.md, 2026-12-03;
+ * a hand-written kernel of this design, bench/scan_hand.ts "ST", measured 0.60 ms against 0.69
+ * for the lane-transposed one on the H200). One pass only: no chunks.
+ *
+ * @module
+ */
+
+import type { Node } from "../dsl/ir.ts";
+import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
+import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { guarded, type Layout, stateLanes } from "./scan_layout.ts";
+import {
+  interceptLoop,
+  Log2eFold,
+  type LoopTools,
+  Prefetcher,
+  SCAN_MATH_PRELUDE,
+  VectorLoads,
+} from "./scan_loop.ts";
+import type { ScanSpec } from "./scan_kernel.ts";
+import { otherOperand } from "./scan_plan.ts";
+import { sizeOf } from "./scan_strategy.ts";
+import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+
+/** Identifiers that vary inside the tile loop (alternatives of a regular expression). */
+const LOOP_VARIABLES = [
+  "k",
+  "tt\\d+(?:_c)?",
+  "t\\d+(?:_c)?",
+  "live\\d+",
+  "v\\d+",
+  "tta\\d+",
+  "ta\\d+",
+  "livea\\d+",
+  "a\\d+_\\d+",
+  "e\\d+_\\d+_\\d+",
+  "sk[tvn]\\d+",
+  "[pn]f\\d+",
+  "inx",
+  "vl\\d+",
+];
+const LOOP_VARIABLE = new RegExp(`\\b(${LOOP_VARIABLES.join("|")})\\b`);
+
+/** A state-independent per-step value the step loop reads from workgroup memory. */
+interface StagedValue {
+  readonly node: Node;
+  /** Index expressions of the node's axes, with `@STEP` for the step and item channels. */
+  readonly template: Env;
+}
+
+/** Emits the single pass of a workgroup-tiled scan (see the module comment). */
+export function emitTiledPass(
+  spec: ScanSpec,
+  layout: Layout,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+): KernelArtifact {
+  const { scan } = spec;
+  const { lanes, perLane, nc, len, math, workgroup } = layout;
+  const T = layout.tileSteps;
+  const perGroup = workgroup / lanes;
+  const items = T / lanes;
+  const tiles = Math.ceil(len / T);
+  const partial = tiles * T !== len;
+  const writes = [...spec.outputs.map((o) => o.root), ...spec.finals];
+  const registry = new BindingRegistry(materialized, writes, aliases);
+  const workgroups = foldWorkgroups(
+    Math.ceil(nc / perGroup),
+    limits.maxComputeWorkgroupsPerDimension,
+  );
+  const channelSizes = spec.channelAxes.map((a) => sizeOf(scan, a));
+  const ch = decodeIndex("c", spec.channelAxes, channelSizes, "ch_");
+  const ich = decodeIndex("ic", spec.channelAxes, channelSizes, "ich_");
+  const st = stateLanes(spec, layout);
+  const vectors = layout.vectorWidth > 1
+    ? new VectorLoads(
+      registry,
+      (node) => materialized.has(node) && !writes.includes(node) && !aliases.has(node),
+      {
+        envs: st.envs,
+        axes: spec.stateAxes,
+        innerSize: sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]),
+      },
+      layout.vectorWidth,
+      layout.vectorIndex,
+    )
+    : undefined;
+  const pre = new ExprEmitter(registry.lookup, "q");
+  interceptLoop(pre, { math: "prelude", vectors, lookup: registry.lookup });
+  const init: string[] = [];
+  for (let r = 0; r < perLane; r++) {
+    const h0 = scan.init ? pre.emit(scan.init, { ...ch.env, ...st.envs[r] }) : "0.0";
+    init.push(`var h${r}: f32 = ${h0};`);
+  }
+
+  // Per-state loads go to workgroup memory when every channel of the workgroup reads the same
+  // value (their channel indices are constant over it); the others are read by each lane.
+  const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
+  const stateIndex = new RegExp(
+    `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
+  );
+  const varying: string[] = [];
+  spec.channelAxes.forEach((a, k) => {
+    const inner = spec.channelAxes.slice(k + 1).reduce((p, b) => p * sizeOf(scan, b), 1);
+    if (inner % perGroup !== 0) varying.push(ch.env[a]);
+  });
+  const varyingChannel = new RegExp(`\\b(${varying.join("|") || "$^"})\\b`);
+  let currentStep = 0;
+  let stagedInStep = 0;
+  const prefetch = new Prefetcher({
+    mode: "all",
+    steps: /\bt\d+\b/,
+    loopVar: LOOP_VARIABLE,
+    stateVar: stateIndex,
+    stateLoads: "staged",
+    stageable: (load) => !varyingChannel.test(load),
+    // Staged load number i of step u sits at (i·T + u)·lanes + j: a thread's fill slots then
+    // cover one load template each (see the stage below).
+    stagedRead: () => {
+      const i = stagedInStep++;
+      return `sk_stage[${u32Literal((i * T + currentStep) * lanes)} + j]`;
+    },
+    unstaged: "direct",
+  });
+  const tools: LoopTools = {
+    math,
+    prefetch,
+    vectors,
+    lookup: registry.lookup,
+    fold: layout.foldLog2e ? new Log2eFold(pre, LOOP_VARIABLE) : undefined,
+  };
+
+  // The step loop. State-independent values of step u are read from `sk_sd`, where the
+  // stage put them; `values` collects them (each once) for the stage.
+  const values: StagedValue[] = [];
+  const valueSlots = new Map<string, number>();
+
+  const redirect = (node: Node, env: Env): string | undefined => {
+    if (node.kind === "const" || node.axes.some((a) => spec.stateAxes.includes(a))) {
+      return undefined;
+    }
+    if (node.axes.some((a) => stateIndex.test(env[a]))) return undefined;
+    const mine = new RegExp(`\\bt${currentStep}\\b`, "g");
+    const indices = node.axes.map((a) => env[a]);
+    if (!indices.some((v) => new RegExp(mine.source).test(v))) return undefined;
+    if (indices.some((v) => LOOP_VARIABLE.test(v.replace(mine, "")))) return undefined;
+    const template: Record<string, string> = {};
+    for (const a of node.axes) {
+      template[a] = env[a].replace(mine, "@STEP").replace(/\bch_/g, "ich_");
+    }
+    const key = `${node.id}|${node.axes.map((a) => template[a]).join(",")}`;
+    let slot = valueSlots.get(key);
+    if (slot === undefined) {
+      valueSlots.set(key, slot = values.length);
+      values.push({ node, template });
+    }
+    return `sk_sd[${u32Literal((slot * T + currentStep) * perGroup)} + cl]`;
+  };
+  const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
+  interceptLoop(loop, tools, redirect);
+  const stepLines: string[] = [];
+  const templates: string[][] = [];
+  for (let u = 0; u < T; u++) {
+    currentStep = u;
+    stagedInStep = 0;
+    const stagedBefore = prefetch.staged.length;
+    const t = `t${u}`, live = `live${u}`;
+    const mark = loop.lines.length;
+    const updates: string[] = [];
+    for (let r = 0; r < perLane; r++) {
+      const env = { ...ch.env, [scan.axis]: t, ...st.envs[r] };
+      let a = loop.emit(scan.decay, env);
+      let x = loop.emit(scan.input, env);
+      if (partial) {
+        a = `select(1.0, ${a}, ${live})`;
+        x = `select(0.0, ${x}, ${live})`;
+      }
+      updates.push(`h${r} = ${a} * h${r} + ${x};`);
+    }
+    const parts: string[] = [];
+    spec.outputs.forEach((o, k) => {
+      const other = otherOperand(o.contract!, scan);
+      const terms: string[] = [];
+      for (let r = 0; r < perLane; r++) {
+        const w = loop.emit(other, { ...ch.env, [scan.axis]: t, ...st.envs[r] });
+        terms.push(st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`);
+      }
+      parts.push(`sk_yp[${u32Literal((k * T + u) * workgroup)} + lid] = ${terms.join(" + ")};`);
+    });
+    stepLines.push(...loop.lines.splice(mark), ...updates, ...parts);
+    templates.push(
+      prefetch.staged.slice(stagedBefore).map((l) =>
+        l.load.replace(new RegExp(`\\bt${u}\\b`, "g"), "@STEP")
+      ),
+    );
+  }
+  // Every step stages the same loads at its own position (the steps are one expression).
+  if (templates.some((ts) => ts.join(";") !== templates[0].join(";"))) {
+    throw new Error("internal: the tiled scan's steps stage different per-state loads");
+  }
+  if (prefetch.size !== prefetch.staged.length) {
+    throw new Error(`internal: the tiled scan kernel took ${prefetch.size} loads into registers`);
+  }
+
+  // Step positions: step u of tile `tile` (names suffixed `sfx`), and item e of the thread.
+  const position = (within: string) =>
+    scan.reverse ? `${u32Literal(len - 1)} - (${within})` : `(${within})`;
+  const clamp = (v: string) => (partial ? `min(${v}, ${u32Literal(len - 1)})` : v);
+  const stepHeads = (tile: string, sfx: string) =>
+    Array.from({ length: T }, (_, u) => {
+      const within = `${tile} * ${u32Literal(T)} + ${u32Literal(u)}`;
+      return [
+        `let tt${u}${sfx} = ${position(within)};`,
+        `let t${u}${sfx} = ${clamp(`tt${u}${sfx}`)};`,
+        ...(partial && sfx === "" ? [`let live${u} = ${within} < ${u32Literal(len)};`] : []),
+      ];
+    }).flat();
+  /** The thread's item positions in tile `tile` (names suffixed `sfx`). */
+  const itemHeads = (tile: string, sfx: string) =>
+    Array.from({ length: items }, (_, e) => {
+      const within = `${tile} * ${u32Literal(T)} + ts0 + ${u32Literal(e * lanes)}`;
+      return [
+        `let tta${e}${sfx} = ${position(within)};`,
+        `let ta${e}${sfx} = ${clamp(`tta${e}${sfx}`)};`,
+        ...(partial && sfx === "" ? [`let livea${e} = ${within} < ${u32Literal(len)};`] : []),
+      ];
+    }).flat();
+
+  // The stage: the items' values into sk_sd, the shared per-state loads into sk_stage. The
+  // items' loads (x, Δ, z…) are issued a tile ahead into registers, like the lane kernel's.
+  const itemPrefetch = new Prefetcher({
+    mode: "all",
+    steps: /\bta\d+\b/,
+    loopVar: LOOP_VARIABLE,
+    stateVar: stateIndex,
+  });
+  const itemTools: LoopTools = { ...tools, prefetch: itemPrefetch };
+  const phaseA = Array.from({ length: items }, (_, e) => {
+    const em = new ExprEmitter(registry.lookup, `a${e}_`).hoistTo(pre, LOOP_VARIABLES);
+    return interceptLoop(em, itemTools);
+  });
+  const stage: string[] = [];
+  phaseA.forEach((em, e) => {
+    const stores = values.map((v, b) => {
+      const env: Record<string, string> = {};
+      for (const a of v.node.axes) env[a] = v.template[a].replaceAll("@STEP", `ta${e}`);
+      const value = em.emit(v.node, env);
+      return `sk_sd[${u32Literal((b * T + e * lanes) * perGroup)} + lid] = ${value};`;
+    });
+    stage.push(...em.lines, ...stores);
+  });
+  // The shared per-state loads: element e of the tile is load template ⌊e / (T·lanes)⌋ at
+  // step ⌊e / lanes⌋ mod T for lane e mod lanes; thread lid fills elements lid, lid + WG…
+  const loadTemplates = templates[0];
+  const stagedType = prefetch.staged[0]?.dtype ?? "f32";
+  const stagedCount = loadTemplates.length * T * lanes;
+  const fillSlots = Math.ceil(stagedCount / workgroup);
+  const stagingInvariant: string[] = [];
+  const fillBefore: string[] = [], fillNext: string[] = [], fillRotate: string[] = [];
+  for (let sl = 0; sl < fillSlots && loadTemplates.length > 0; sl++) {
+    const e = `ske${sl}`, prefix = `sk${sl}_`;
+    stagingInvariant.push(
+      `let ${e} = lid + ${u32Literal(sl * workgroup)};`,
+      `let skq${sl} = min(${e} / ${u32Literal(T * lanes)}, ${
+        u32Literal(loadTemplates.length - 1)
+      });`,
+      `let sku${sl} = (${e} / ${u32Literal(lanes)}) % ${u32Literal(T)};`,
+      `let skj${sl} = ${e} % ${u32Literal(lanes)};`,
+      ...stateLanes(spec, layout, `skj${sl}`, prefix).lines,
+    );
+    // A fill slot's load for tile `tile` into `target` (declared by the caller).
+    const fill = (tile: string, target: string, step: string) => [
+      `let ${step} = ${clamp(position(`${tile} * ${u32Literal(T)} + sku${sl}`))};`,
+      `switch skq${sl} {`,
+      ...loadTemplates.map((l, q) =>
+        `  case ${u32Literal(q)}: { ${target} = ${
+          l.replace(/\b(st\d+_\w+|s\d+)\b/g, (m) => `${prefix}${m}`).replaceAll("@STEP", step)
+        }; }`
+      ),
+      `  default: {}`,
+      `}`,
+    ];
+    // Tile 0's before the loop; tile k + 1's at the top of iteration k (into skn), kept in
+    // skv until iteration k + 1 stores it.
+    fillBefore.push(`var skv${sl}: ${stagedType};`, ...fill("0u", `skv${sl}`, `skt${sl}_0`));
+    fillNext.push(`var skn${sl}: ${stagedType};`, ...fill("inx", `skn${sl}`, `skt${sl}`));
+    fillRotate.push(`skv${sl} = skn${sl};`);
+    stage.push(
+      ...guarded(
+        (sl + 1) * workgroup > stagedCount ? [`${e} < ${u32Literal(stagedCount)}`] : [],
+        [`sk_stage[${e}] = skv${sl};`],
+      ),
+    );
+  }
+
+  // The epilogue: each item's contraction is the sum of its channel's lanes' parts.
+  const epilogue: string[] = [];
+  phaseA.forEach((em, e) => {
+    spec.outputs.forEach((o, k) => {
+      const base = `(${u32Literal(k * T + e * lanes)} + ts0) * ${u32Literal(workgroup)} + cs * ` +
+        `${u32Literal(lanes)}`;
+      const sum = Array.from({ length: lanes }, (_, jj) => `sk_yp[${base} + ${u32Literal(jj)}]`)
+        .join(" + ");
+      const y = `y${k}_${e}`;
+      const epi = interceptLoop(
+        em.fork(`e${k}_${e}_`, { node: o.contract!, value: y }),
+        itemTools,
+      );
+      const v = epi.emit(o.root, { ...ich.env, [scan.axis]: `ta${e}` });
+      const guard = ["ivalid", ...(partial ? [`livea${e}`] : [])];
+      epilogue.push(
+        `let ${y}: f32 = ${sum};`,
+        ...guarded(guard, [
+          ...epi.lines,
+          `${registry.writeName(k)}[${
+            offsetExpr(o.root, { ...ich.env, [scan.axis]: `ta${e}` })
+          }] = ${v};`,
+        ]),
+      );
+    });
+  });
+
+  // Registers of the next tile: its positions, then its loads, at the top of the body.
+  const before = [...itemHeads("0u", "_0"), ...itemPrefetch.declare(() => "_0"), ...fillBefore];
+  const ahead = itemPrefetch.size > 0 || fillNext.length > 0;
+  const top = [
+    ...(ahead ? [`let inx = min(k + 1u, ${u32Literal(tiles - 1)});`] : []),
+    ...(itemPrefetch.size > 0 ? itemHeads("inx", "_n") : []),
+    ...itemPrefetch.next(() => "_n"),
+    ...fillNext,
+    ...itemHeads("k", ""),
+  ];
+  const tail: string[] = [];
+  spec.finals.forEach((f, k) => {
+    const w = registry.writeName(spec.outputs.length + k);
+    for (let r = 0; r < perLane; r++) {
+      const cond = st.owned[r] ? "valid" : `valid && own${r}`;
+      tail.push(`if (${cond}) { ${w}[${offsetExpr(f, { ...ch.env, ...st.envs[r] })}] = h${r}; }`);
+    }
+  });
+  if (registry.conflict) {
+    // As in scan_kernel.ts: a vector-bound tensor also read through a plain binding.
+    const scalar = { ...layout, vectorWidth: 1 };
+    return emitTiledPass(spec, scalar, materialized, limits, name, aliases);
+  }
+  registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
+  const sdCount = Math.max(1, values.length * T * perGroup);
+  const ypCount = Math.max(1, spec.outputs.length * T * workgroup);
+  const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
+  const shared = 4 * (sdCount + ypCount + width * stagedCount);
+  if (shared > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `scan: tileSteps ${T} with ${perGroup} channels × ${lanes} lanes needs ${shared} bytes of ` +
+        `workgroup memory; the device allows ${limits.maxComputeWorkgroupStorageSize} ` +
+        `(use fewer steps per tile or a smaller workgroup)`,
+    );
+  }
+  const header = [
+    `let wg = wid.x + wid.y * ${u32Literal(workgroups[0])};`,
+    `let cl = lid / ${u32Literal(lanes)};`,
+    `let j = lid % ${u32Literal(lanes)};`,
+    `let cf = wg * ${u32Literal(perGroup)} + cl;`,
+    `let valid = cf < ${u32Literal(nc)};`,
+    `let c = min(cf, ${u32Literal(nc - 1)});`,
+    `let cs = lid % ${u32Literal(perGroup)};`,
+    `let ts0 = lid / ${u32Literal(perGroup)};`,
+    `let icf = wg * ${u32Literal(perGroup)} + cs;`,
+    `let ivalid = icf < ${u32Literal(nc)};`,
+    `let ic = min(icf, ${u32Literal(nc - 1)});`,
+  ];
+  const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
+    `${nc} channels × ${layout.ns} states, tiled: ${perGroup} channels × ${lanes} lane(s) per ` +
+    `workgroup, ${T}-step tiles, ${values.length} staged value(s), ` +
+    `${prefetch.staged.length} staged load(s), math ${math}` +
+    `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, single
+${registry.declarations()}
+${vectors?.declarations() ?? ""}
+var<workgroup> sk_sd: array<f32, ${sdCount}>;
+var<workgroup> sk_yp: array<f32, ${ypCount}>;
+${stagedCount > 0 ? `var<workgroup> sk_stage: array<${stagedType}, ${stagedCount}>;` : ""}
+${MATH_PRELUDE}${math === "prelude" ? "" : SCAN_MATH_PRELUDE}
+@compute @workgroup_size(${workgroup})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  ${[...header, ...ch.lines, ...ich.lines, ...st.lines, ...stagingInvariant].join("\n  ")}
+  ${[...pre.lines, ...init, ...before].join("\n  ")}
+  for (var k: u32 = 0u; k < ${u32Literal(tiles)}; k++) {
+    ${[...top, ...stage].join("\n    ")}
+    workgroupBarrier();
+    ${[...stepHeads("k", ""), ...stepLines].join("\n    ")}
+    workgroupBarrier();
+    ${[...epilogue, ...itemPrefetch.rotate(), ...fillRotate].join("\n    ")}
+  }
+  ${tail.join("\n  ")}
+}
+`;
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}

@@ -1,0 +1,99 @@
+// The workgroup-tiled scan kernel (ScanStrategy.tileSteps) computes the same function as the
+// float64 interpreter: partial last tiles, channel counts the workgroup does not divide,
+// state sizes the lanes do not divide, reverse scans with init and final state, several
+// contracted outputs, and its refusals.
+import assert from "node:assert/strict";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { compile } from "../runtime/compile.ts";
+import { assertClose, freshSeed, rng, selectiveScanInputs } from "./util.ts";
+
+const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;
+
+async function check(
+  sizes: { b: number; l: number; d: number; n: number },
+  strategy: ScanStrategy,
+  opts: { reverse?: boolean; init?: boolean } = {},
+): Promise<string> {
+  const seed = freshSeed();
+  const prog = await compile(
+    INPUTS,
+    (t) => selectiveScan(t, { reverse: opts.reverse, init: opts.init ? t.h0 : undefined }),
+    sizes,
+    { backend: "gpu", scan: strategy },
+  );
+  const inputs = selectiveScanInputs(sizes, rng(seed), { dt: [-3, 0.5], z: [-1, 1] });
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  const what = `${JSON.stringify(sizes)} ${JSON.stringify(strategy)} ${JSON.stringify(opts)} ` +
+    `seed ${seed}`;
+  assertClose(got.y, want.y, 1e-4, `${what}: y`);
+  assertClose(got.state, want.state, 1e-4, `${what}: final state`);
+  const wgsl = prog.kernels.map((k) => k.wgsl).join("\n");
+  assert.equal(prog.kernels.length, 1, `${what}: one kernel`);
+  prog.destroy();
+  return wgsl;
+}
+
+Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both directions", async () => {
+  // l = 37: the last 16-step tile is partial; d = 5 with 16 channels per workgroup: most
+  // threads of the workgroup hold no channel.
+  const wgsl = await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 });
+  assert.match(wgsl, /tiled: 16 channels × 4 lane\(s\)/);
+  assert.doesNotMatch(wgsl, /subgroup/, "no subgroup operations");
+  assert.match(wgsl, /workgroupBarrier/);
+  await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
+  // The same with B and C staged (16 channels per workgroup, one batch each).
+  await check({ b: 2, l: 37, d: 16, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
+  // One step, a tile longer than the sequence.
+  await check({ b: 1, l: 1, d: 3, n: 16 }, { tileSteps: 8 }, { init: true });
+});
+
+Deno.test("tiled scan: lanes, tile lengths, workgroups and vector widths", async () => {
+  // d = 8: workgroups of 8 channels lie in one batch (B, C staged); wider ones straddle
+  // batches (each lane reads B, C itself). n = 12 does not divide among 8 lanes.
+  const sizes = { b: 3, l: 29, d: 8, n: 12 };
+  const settings: [ScanStrategy, boolean][] = [
+    [{ tileSteps: 8, lanes: 4, workgroup: 32 }, true], // 3 states per lane: scalar
+    [{ tileSteps: 8, lanes: 2, workgroup: 32 }, false], // 6 states per lane: vec2
+    [{ tileSteps: 4, lanes: 1, workgroup: 32 }, false], // 12 states in one lane: vec4
+    [{ tileSteps: 16, lanes: 8, workgroup: 64 }, true], // 2 states per lane, two lanes idle
+    [{ tileSteps: 8, lanes: 4, workgroup: 32, vector: false, foldLog2e: false }, true],
+    [{ tileSteps: 12, lanes: 4, workgroup: 32, vectorIndex: "whole", math: "prelude" }, true],
+  ];
+  for (const [s, staged] of settings) {
+    const wgsl = await check(sizes, s, { reverse: s.lanes !== 8, init: s.lanes !== 4 });
+    assert.equal(/sk_stage/.test(wgsl), staged, `${JSON.stringify(s)}: staged B/C`);
+  }
+});
+
+Deno.test("tiled scan: B and C are staged when the workgroup's channels share them", async () => {
+  // d = 16 with 16 channels per workgroup: each workgroup lies in one batch, B and C staged.
+  const shared = await check({ b: 3, l: 20, d: 16, n: 16 }, { tileSteps: 8 });
+  assert.match(shared, /, 16 staged load\(s\)/);
+  assert.match(shared, /sk_stage/);
+  // d = 24: a workgroup of 16 channels straddles two batches; each lane reads B and C itself.
+  const own = await check({ b: 2, l: 20, d: 24, n: 16 }, { tileSteps: 8 });
+  assert.match(own, /, 0 staged load\(s\)/);
+  assert.doesNotMatch(own, /sk_stage/);
+});
+
+Deno.test("tiled scan: bad knobs are rejected with a message naming them", async () => {
+  const sizes = { b: 1, l: 10, d: 4, n: 16 };
+  for (
+    const [strategy, message] of [
+      [{ tileSteps: 6 }, /tileSteps must be a multiple of the 4 lanes between 4 and 64, got 6/],
+      [{ tileSteps: 128 }, /tileSteps must be a multiple of the 4 lanes between 4 and 64/],
+      [{ tileSteps: 8, lanes: 3 }, /tiled lanes must be a power of two, got 3/],
+      [{ tileSteps: 8, workgroup: 48 }, /tiled workgroup must be 32, 64, 128 or 256 threads/],
+      [{ tileSteps: 8, chunks: 2 }, /tileSteps runs one pass; chunks must be 1, got 2/],
+      [{ tileSteps: 8, prefetch: "own" }, /tileSteps: prefetch do\(es\) not apply/],
+      [
+        { tileSteps: 8, stateLoads: "late", broadcast: "staged" },
+        /tileSteps: stateLoads, broadcast do\(es\) not apply/,
+      ],
+    ] as [ScanStrategy, RegExp][]
+  ) {
+    await assert.rejects(() => check(sizes, strategy), message, JSON.stringify(strategy));
+  }
+});
