@@ -1,5 +1,7 @@
 // The Mamba-1 mixer written in the DSL reproduces HF transformers' MambaMixer (torch path):
 // fixtures made by tests/oracle/mamba_mixer.py (random weights, b=2, l=37).
+import assert from "node:assert/strict";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { decodeNpy } from "../models/checkpoint/npy.ts";
 import {
   MAMBA_MIXER_PARAMS,
@@ -34,7 +36,15 @@ Deno.test("Mamba-1 mixer matches HF transformers' torch path (GPU and CPU oracle
   const inputs: Record<string, Float32Array> = { hs: await load("hidden") };
   for (const [k, f] of Object.entries(FILES)) inputs[k] = await load(f);
   const want = await load("out");
-  for (const scan of [{}, { chunks: 5 }, { lanes: 1 }]) {
+  // The lane kernel (default, chunked, one lane) and the workgroup-tiled one.
+  const strategies: ScanStrategy[] = [
+    {},
+    { chunks: 5 },
+    { lanes: 1 },
+    { tileSteps: 16 },
+    { tileSteps: 8, workgroup: 32 },
+  ];
+  for (const scan of strategies) {
     const prog = await compile(
       { hs: "b l m", ...MAMBA_MIXER_PARAMS },
       (t) => mambaMixer(t.hs, t, dims).out,
@@ -42,6 +52,8 @@ Deno.test("Mamba-1 mixer matches HF transformers' torch path (GPU and CPU oracle
       { backend: "gpu", scan },
     );
     assertClose(await prog.run(inputs), want, 1e-4, `GPU mixer, scan ${JSON.stringify(scan)}`);
+    const tiled = prog.kernels.some((k) => k.wgsl.includes(", tiled: "));
+    assert.equal(tiled, scan.tileSteps !== undefined, `tiled kernel for ${JSON.stringify(scan)}`);
     prog.destroy();
   }
   const cpu = await compile(
