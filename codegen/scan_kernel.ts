@@ -25,7 +25,6 @@ import {
 } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { otherOperand } from "./scan_plan.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 import {
   interceptLoop,
@@ -33,11 +32,18 @@ import {
   type LoopTools,
   Prefetcher,
   SCAN_MATH_PRELUDE,
-  VectorLoads,
   vectorWidth,
 } from "./scan_loop.ts";
 import { StagedBroadcast, stagingCode } from "./scan_staging.ts";
-import { guarded, type Layout, stateLanes } from "./scan_layout.ts";
+import {
+  contractionPart,
+  finalStores,
+  guarded,
+  laneContext,
+  type Layout,
+  stateLanes,
+  stateUpdates,
+} from "./scan_layout.ts";
 import { emitTiledPass } from "./scan_tiled.ts";
 import {
   chooseScanStrategy,
@@ -195,28 +201,16 @@ function emitPass(
   );
   // Lanes past the last channel exist only when the launch overshoots.
   const overshoot = workgroups[0] * workgroups[1] * layout.workgroup !== threads;
-  const ch = decodeIndex(
-    "c",
-    spec.channelAxes,
-    spec.channelAxes.map((a) => sizeOf(scan, a)),
-    "ch_",
+  // Staging (chooseScanStrategy checked that the channel count suits the workgroup).
+  const perGroup = layout.workgroup / lanes;
+  const lane = laneContext(
+    spec,
+    layout,
+    registry,
+    (node) => materialized.has(node) && !writes.includes(node) && !aliases.has(node),
+    perGroup,
   );
-  const st = stateLanes(spec, layout);
-  const vectors = layout.vectorWidth > 1
-    ? new VectorLoads(
-      registry,
-      (node) => materialized.has(node) && !writes.includes(node) && !aliases.has(node),
-      {
-        envs: st.envs,
-        axes: spec.stateAxes,
-        innerSize: sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]),
-      },
-      layout.vectorWidth,
-      layout.vectorIndex,
-    )
-    : undefined;
-  const pre = new ExprEmitter(registry.lookup, "q");
-  interceptLoop(pre, { math: "prelude", vectors, lookup: registry.lookup });
+  const { ch, st, vectors, pre, stateIndex, varying, varyingChannel } = lane;
   const init: string[] = [];
   const carryIdx = (r: number) =>
     `(chunk * ${u32Literal(nc)} + c) * ${u32Literal(layout.ns)} + s${r}`;
@@ -259,20 +253,6 @@ function emitPass(
     return lines;
   };
   const stateAxes = new Set(spec.stateAxes);
-  const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
-  const stateIndex = new RegExp(
-    `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
-  );
-  // Staging: a per-state load can be shared by the workgroup when every channel variable it
-  // mentions is constant over the workgroup's channels (the inner channel sizes are multiples
-  // of the channels per workgroup; chooseScanStrategy checked that the count is).
-  const perGroup = layout.workgroup / lanes;
-  const varying: string[] = [];
-  spec.channelAxes.forEach((a, k) => {
-    const inner = spec.channelAxes.slice(k + 1).reduce((p, b) => p * sizeOf(scan, b), 1);
-    if (inner % perGroup !== 0) varying.push(ch.env[a]);
-  });
-  const varyingChannel = new RegExp(`\\b(${varying.join("|") || "$^"})\\b`);
   const prefetch = new Prefetcher({
     mode: layout.prefetch,
     steps: /\b(tt?\d+|tt?a)\b/,
@@ -331,18 +311,11 @@ function emitPass(
       head.push(`let ${live} = tt${u} < ${u32Literal(len)}${inChunk};`);
     }
     const mark = loop.lines.length;
-    const updates: string[] = [];
-    for (let r = 0; r < perLane; r++) {
-      const env = { ...ch.env, [scan.axis]: t, ...st.envs[r] };
-      let a = loop.emit(scan.decay, env);
-      let x = loop.emit(scan.input, env);
-      if (partial) {
-        a = `select(1.0, ${a}, ${live})`;
-        x = `select(0.0, ${x}, ${live})`;
-      }
-      updates.push(`h${r} = ${a} * h${r} + ${x};`);
-      if (mode === "local") updates.push(`p${r} = p${r} * ${a};`);
-    }
+    const step = stateUpdates(loop, spec, lane, t, partial ? live : undefined);
+    // The local pass also multiplies up each state's decay over its chunk.
+    const updates = step.lines.flatMap((line, r) =>
+      mode === "local" ? [line, `p${r} = p${r} * ${step.decays[r]};`] : [line]
+    );
     const stores: string[] = [];
     if (mode !== "local") {
       spec.outputs.forEach((o, k) => {
@@ -355,15 +328,9 @@ function emitPass(
         let value = "h0";
         let core: Node = scan;
         if (o.contract) {
-          const other = otherOperand(o.contract, scan);
-          const terms: string[] = [];
-          for (let r = 0; r < perLane; r++) {
-            const w = loop.emit(other, { ...ch.env, [scan.axis]: t, ...st.envs[r] });
-            terms.push(st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`);
-          }
           value = `y${k}s${u}`;
           core = o.contract;
-          stores.push(`var ${value}: f32 = ${terms.join(" + ")};`);
+          stores.push(`var ${value}: f32 = ${contractionPart(loop, spec, lane, o.contract, t)};`);
           if (transposed) {
             partials[k].push(value);
             return;
@@ -480,13 +447,7 @@ function emitPass(
   const broadcastCount = broadcast?.count ?? 0;
   const tail: string[] = [];
   if (mode === "single") {
-    spec.finals.forEach((f, k) => {
-      const w = registry.writeName(spec.outputs.length + k);
-      for (let r = 0; r < perLane; r++) {
-        const cond = st.owned[r] ? "valid" : `valid && own${r}`;
-        tail.push(`if (${cond}) { ${w}[${offsetExpr(f, { ...ch.env, ...st.envs[r] })}] = h${r}; }`);
-      }
-    });
+    tail.push(...finalStores(spec, registry, lane));
   }
   if (mode === "local") {
     for (let r = 0; r < perLane; r++) {

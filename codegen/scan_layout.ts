@@ -1,12 +1,17 @@
 /**
- * What the scan kernels share about their thread layout: the chosen strategy with its derived
- * sizes, each lane's state elements, and guarded stores.
+ * What the scan kernels (scan_kernel.ts, scan_tiled.ts) share: the chosen strategy with its
+ * derived sizes, a lane's channel and state indices with its vector loads and loop-invariant
+ * emitter, the state update and contraction of one step, final-state stores, guarded stores.
  *
  * @module
  */
 
-import { decodeIndex, type Env } from "./expr.ts";
+import type { ContractNode, Node } from "../dsl/ir.ts";
+import type { BindingRegistry } from "./artifact.ts";
+import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { ScanSpec } from "./scan_kernel.ts";
+import { interceptLoop, VectorLoads } from "./scan_loop.ts";
+import { otherOperand } from "./scan_plan.ts";
 import { type ChosenScanStrategy, sizeOf } from "./scan_strategy.ts";
 import { u32Literal } from "./wgsl_math.ts";
 
@@ -55,4 +60,126 @@ export function stateLanes(spec: ScanSpec, layout: Layout, lane = "j", prefix = 
 export function guarded(guard: string[], lines: string[]): string[] {
   if (guard.length === 0) return lines;
   return [`if (${guard.join(" && ")}) {`, ...lines.map((l) => `  ${l}`), `}`];
+}
+
+/** A lane's view of a scan kernel (see {@link laneContext}). */
+export interface LaneContext {
+  /** The channel index `c` decoded into one `ch_<axis>` per channel axis. */
+  readonly ch: { lines: string[]; env: Record<string, string> };
+  /** The lane's state elements (see {@link stateLanes}). */
+  readonly st: ReturnType<typeof stateLanes>;
+  /** Vector loads of per-state operands, when the layout has them. */
+  readonly vectors?: VectorLoads;
+  /** The emitter of values computed before the loop. */
+  readonly pre: ExprEmitter;
+  /** Matches the state-index identifiers. */
+  readonly stateIndex: RegExp;
+  /** Channel identifiers that vary over a workgroup's `perGroup` channels. */
+  readonly varying: string[];
+  /** Matches those identifiers (a load without them has one value per workgroup). */
+  readonly varyingChannel: RegExp;
+}
+
+/**
+ * The channel and state indices of a lane of `layout` (channel index `c`, lane `j`), its vector
+ * loads of per-state operands read from `registry` (`readable`: nodes that may be bound as
+ * vectors), the loop-invariant emitter, and which channel indices vary over a workgroup of
+ * `perGroup` channels (a per-state load can be shared by the workgroup when every channel
+ * variable it mentions is constant over it: the inner channel sizes are multiples of
+ * `perGroup`).
+ */
+export function laneContext(
+  spec: ScanSpec,
+  layout: Layout,
+  registry: BindingRegistry,
+  readable: (node: Node) => boolean,
+  perGroup: number,
+): LaneContext {
+  const { scan } = spec;
+  const ch = decodeIndex(
+    "c",
+    spec.channelAxes,
+    spec.channelAxes.map((a) => sizeOf(scan, a)),
+    "ch_",
+  );
+  const st = stateLanes(spec, layout);
+  const vectors = layout.vectorWidth > 1
+    ? new VectorLoads(
+      registry,
+      readable,
+      {
+        envs: st.envs,
+        axes: spec.stateAxes,
+        innerSize: sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]),
+      },
+      layout.vectorWidth,
+      layout.vectorIndex,
+    )
+    : undefined;
+  const pre = new ExprEmitter(registry.lookup, "q");
+  interceptLoop(pre, { math: "prelude", vectors, lookup: registry.lookup });
+  const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
+  const stateIndex = new RegExp(
+    `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
+  );
+  const varying: string[] = [];
+  spec.channelAxes.forEach((a, k) => {
+    const inner = spec.channelAxes.slice(k + 1).reduce((p, b) => p * sizeOf(scan, b), 1);
+    if (inner % perGroup !== 0) varying.push(ch.env[a]);
+  });
+  const varyingChannel = new RegExp(`\\b(${varying.join("|") || "$^"})\\b`);
+  return { ch, st, vectors, pre, stateIndex, varying, varyingChannel };
+}
+
+/**
+ * The state updates `h_r = a·h_r + x` of step `t` for each of the lane's states, emitted in
+ * `loop`; with `live`, a dead step keeps the state (decay 1, input 0). Also returns the decays.
+ */
+export function stateUpdates(
+  loop: ExprEmitter,
+  spec: ScanSpec,
+  lane: LaneContext,
+  t: string,
+  live?: string,
+): { lines: string[]; decays: string[] } {
+  const lines: string[] = [];
+  const decays: string[] = [];
+  lane.st.envs.forEach((stateEnv, r) => {
+    const env = { ...lane.ch.env, [spec.scan.axis]: t, ...stateEnv };
+    let a = loop.emit(spec.scan.decay, env);
+    let x = loop.emit(spec.scan.input, env);
+    if (live) {
+      a = `select(1.0, ${a}, ${live})`;
+      x = `select(0.0, ${x}, ${live})`;
+    }
+    lines.push(`h${r} = ${a} * h${r} + ${x};`);
+    decays.push(a);
+  });
+  return { lines, decays };
+}
+
+/** The lane's part of contraction `contract` at step `t`: Σ over its states of w·h. */
+export function contractionPart(
+  loop: ExprEmitter,
+  spec: ScanSpec,
+  lane: LaneContext,
+  contract: ContractNode,
+  t: string,
+): string {
+  const other = otherOperand(contract, spec.scan);
+  return lane.st.envs.map((stateEnv, r) => {
+    const w = loop.emit(other, { ...lane.ch.env, [spec.scan.axis]: t, ...stateEnv });
+    return lane.st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`;
+  }).join(" + ");
+}
+
+/** Stores of the lane's final states into the final-state outputs (guarded by `valid`). */
+export function finalStores(spec: ScanSpec, registry: BindingRegistry, lane: LaneContext) {
+  return spec.finals.flatMap((f, k) => {
+    const w = registry.writeName(spec.outputs.length + k);
+    return lane.st.envs.map((stateEnv, r) => {
+      const cond = lane.st.owned[r] ? "valid" : `valid && own${r}`;
+      return `if (${cond}) { ${w}[${offsetExpr(f, { ...lane.ch.env, ...stateEnv })}] = h${r}; }`;
+    });
+  });
 }

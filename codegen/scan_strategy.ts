@@ -219,12 +219,6 @@ export function chooseScanStrategy(
   if (broadcast === "staged" && prefetch !== "all") {
     throw new Error(`scan: broadcast "staged" needs prefetch "all", got "${prefetch}"`);
   }
-  const math = oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]);
-  const vector = force.vector ?? true;
-  const vectorIndex = oneOf("vectorIndex", force.vectorIndex ?? DEFAULT_VECTOR_INDEX, [
-    "whole",
-    "split",
-  ]);
   return {
     lanes,
     chunks,
@@ -234,12 +228,24 @@ export function chooseScanStrategy(
     prefetchDepth,
     workgroup,
     stateLoads,
-    foldLog2e: force.foldLog2e ?? DEFAULT_FOLD_LOG2E,
     broadcast,
-    math,
-    vector,
-    vectorIndex,
+    ...chooseSpelling(force),
     tileSteps: 0,
+  };
+}
+
+/** The knobs both scan kernels share: math spellings, log2 e folding, vector loads. */
+function chooseSpelling(
+  force: ScanStrategy,
+): Pick<ChosenScanStrategy, "math" | "foldLog2e" | "vector" | "vectorIndex"> {
+  return {
+    math: oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]),
+    foldLog2e: force.foldLog2e ?? DEFAULT_FOLD_LOG2E,
+    vector: force.vector ?? true,
+    vectorIndex: oneOf("vectorIndex", force.vectorIndex ?? DEFAULT_VECTOR_INDEX, [
+      "whole",
+      "split",
+    ]),
   };
 }
 
@@ -289,10 +295,6 @@ function chooseTiled(
         `(${spec.stateAxes.join(", ")}); an output reads the state itself`,
     );
   }
-  const vectorIndex = oneOf("vectorIndex", force.vectorIndex ?? DEFAULT_VECTOR_INDEX, [
-    "whole",
-    "split",
-  ]);
   return {
     lanes,
     chunks: 1,
@@ -302,11 +304,8 @@ function chooseTiled(
     prefetchDepth: 1,
     workgroup,
     stateLoads: "staged",
-    foldLog2e: force.foldLog2e ?? DEFAULT_FOLD_LOG2E,
     broadcast: "shuffle",
-    math: oneOf("math", force.math ?? DEFAULT_MATH, ["prelude", "exact", "fast", "fast-exp2"]),
-    vector: force.vector ?? true,
-    vectorIndex,
+    ...chooseSpelling(force),
     tileSteps,
   };
 }

@@ -26,17 +26,23 @@ import type { Node } from "../dsl/ir.ts";
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { guarded, type Layout, stateLanes } from "./scan_layout.ts";
+import {
+  contractionPart,
+  finalStores,
+  guarded,
+  laneContext,
+  type Layout,
+  stateLanes,
+  stateUpdates,
+} from "./scan_layout.ts";
 import {
   interceptLoop,
   Log2eFold,
   type LoopTools,
   Prefetcher,
   SCAN_MATH_PRELUDE,
-  VectorLoads,
 } from "./scan_loop.ts";
 import type { ScanSpec } from "./scan_kernel.ts";
-import { otherOperand } from "./scan_plan.ts";
 import { sizeOf } from "./scan_strategy.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
@@ -88,43 +94,28 @@ export function emitTiledPass(
     Math.ceil(nc / perGroup),
     limits.maxComputeWorkgroupsPerDimension,
   );
-  const channelSizes = spec.channelAxes.map((a) => sizeOf(scan, a));
-  const ch = decodeIndex("c", spec.channelAxes, channelSizes, "ch_");
-  const ich = decodeIndex("ic", spec.channelAxes, channelSizes, "ich_");
-  const st = stateLanes(spec, layout);
-  const vectors = layout.vectorWidth > 1
-    ? new VectorLoads(
-      registry,
-      (node) => materialized.has(node) && !writes.includes(node) && !aliases.has(node),
-      {
-        envs: st.envs,
-        axes: spec.stateAxes,
-        innerSize: sizeOf(scan, spec.stateAxes[spec.stateAxes.length - 1]),
-      },
-      layout.vectorWidth,
-      layout.vectorIndex,
-    )
-    : undefined;
-  const pre = new ExprEmitter(registry.lookup, "q");
-  interceptLoop(pre, { math: "prelude", vectors, lookup: registry.lookup });
+  // Per-state loads go to workgroup memory when every channel of the workgroup reads the same
+  // value; the others are read by each lane.
+  const lane = laneContext(
+    spec,
+    layout,
+    registry,
+    (node) => materialized.has(node) && !writes.includes(node) && !aliases.has(node),
+    perGroup,
+  );
+  const { ch, st, vectors, pre, stateIndex, varyingChannel } = lane;
+  const ich = decodeIndex(
+    "ic",
+    spec.channelAxes,
+    spec.channelAxes.map((a) => sizeOf(scan, a)),
+    "ich_",
+  );
   const init: string[] = [];
   for (let r = 0; r < perLane; r++) {
     const h0 = scan.init ? pre.emit(scan.init, { ...ch.env, ...st.envs[r] }) : "0.0";
     init.push(`var h${r}: f32 = ${h0};`);
   }
 
-  // Per-state loads go to workgroup memory when every channel of the workgroup reads the same
-  // value (their channel indices are constant over it); the others are read by each lane.
-  const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
-  const stateIndex = new RegExp(
-    `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,
-  );
-  const varying: string[] = [];
-  spec.channelAxes.forEach((a, k) => {
-    const inner = spec.channelAxes.slice(k + 1).reduce((p, b) => p * sizeOf(scan, b), 1);
-    if (inner % perGroup !== 0) varying.push(ch.env[a]);
-  });
-  const varyingChannel = new RegExp(`\\b(${varying.join("|") || "$^"})\\b`);
   let currentStep = 0;
   let stagedInStep = 0;
   const prefetch = new Prefetcher({
@@ -186,27 +177,12 @@ export function emitTiledPass(
     const stagedBefore = prefetch.staged.length;
     const t = `t${u}`, live = `live${u}`;
     const mark = loop.lines.length;
-    const updates: string[] = [];
-    for (let r = 0; r < perLane; r++) {
-      const env = { ...ch.env, [scan.axis]: t, ...st.envs[r] };
-      let a = loop.emit(scan.decay, env);
-      let x = loop.emit(scan.input, env);
-      if (partial) {
-        a = `select(1.0, ${a}, ${live})`;
-        x = `select(0.0, ${x}, ${live})`;
-      }
-      updates.push(`h${r} = ${a} * h${r} + ${x};`);
-    }
-    const parts: string[] = [];
-    spec.outputs.forEach((o, k) => {
-      const other = otherOperand(o.contract!, scan);
-      const terms: string[] = [];
-      for (let r = 0; r < perLane; r++) {
-        const w = loop.emit(other, { ...ch.env, [scan.axis]: t, ...st.envs[r] });
-        terms.push(st.owned[r] ? `${w} * h${r}` : `select(0.0, ${w} * h${r}, own${r})`);
-      }
-      parts.push(`sk_yp[${u32Literal((k * T + u) * workgroup)} + lid] = ${terms.join(" + ")};`);
-    });
+    const updates = stateUpdates(loop, spec, lane, t, partial ? live : undefined).lines;
+    const parts = spec.outputs.map((o, k) =>
+      `sk_yp[${u32Literal((k * T + u) * workgroup)} + lid] = ${
+        contractionPart(loop, spec, lane, o.contract!, t)
+      };`
+    );
     stepLines.push(...loop.lines.splice(mark), ...updates, ...parts);
     templates.push(
       prefetch.staged.slice(stagedBefore).map((l) =>
@@ -350,14 +326,7 @@ export function emitTiledPass(
     ...fillNext,
     ...itemHeads("k", ""),
   ];
-  const tail: string[] = [];
-  spec.finals.forEach((f, k) => {
-    const w = registry.writeName(spec.outputs.length + k);
-    for (let r = 0; r < perLane; r++) {
-      const cond = st.owned[r] ? "valid" : `valid && own${r}`;
-      tail.push(`if (${cond}) { ${w}[${offsetExpr(f, { ...ch.env, ...st.envs[r] })}] = h${r}; }`);
-    }
-  });
+  const tail = finalStores(spec, registry, lane);
   if (registry.conflict) {
     // As in scan_kernel.ts: a vector-bound tensor also read through a plain binding.
     const scalar = { ...layout, vectorWidth: 1 };
