@@ -9,7 +9,8 @@ import { exp, neg } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
-import { assertClose, freshSeed, randomArray, rng, selectiveScanInputs } from "./util.ts";
+import { checkSelectiveScan } from "./scan_check.ts";
+import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
 
 const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;
 
@@ -17,30 +18,8 @@ async function check(
   sizes: { b: number; l: number; d: number; n: number },
   strategy: ScanStrategy,
   opts: { reverse?: boolean; init?: boolean; wide?: boolean } = {},
-) {
-  const seed = freshSeed();
-  const prog = await compile(
-    INPUTS,
-    (t) => selectiveScan(t, { reverse: opts.reverse, init: opts.init ? t.h0 : undefined }),
-    sizes,
-    { backend: "gpu", scan: strategy },
-  );
-  const next = rng(seed);
-  // `wide`: dt and z far outside the usual range (softplus and silu at both ends).
-  const span = opts.wide ? 60 : 1;
-  const inputs = selectiveScanInputs(sizes, next, {
-    dt: [-3 * span, span / 2],
-    z: [-span, span],
-  });
-  const got = await prog.run(inputs);
-  const want = prog.interpret(inputs);
-  const what = `${JSON.stringify(sizes)} ${JSON.stringify(strategy)} ${JSON.stringify(opts)} ` +
-    `seed ${seed}`;
-  assertClose(got.y, want.y, 1e-4, `${what}: y`);
-  assertClose(got.state, want.state, 1e-4, `${what}: final state`);
-  const wgsl = prog.kernels.map((k) => k.wgsl).join("\n");
-  prog.destroy();
-  return wgsl;
+): Promise<string> {
+  return (await checkSelectiveScan(sizes, strategy, opts)).wgsl;
 }
 
 Deno.test("scan knobs: every lane count × prefetch × math × vector setting agrees", async () => {

@@ -4,34 +4,15 @@
 // contracted outputs, and its refusals.
 import assert from "node:assert/strict";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
-import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
-import { compile } from "../runtime/compile.ts";
-import { assertClose, freshSeed, rng, selectiveScanInputs } from "./util.ts";
-
-const INPUTS = { ...SELECTIVE_SCAN_INPUTS, h0: "b d n" } as const;
+import { checkSelectiveScan } from "./scan_check.ts";
 
 async function check(
   sizes: { b: number; l: number; d: number; n: number },
   strategy: ScanStrategy,
   opts: { reverse?: boolean; init?: boolean } = {},
 ): Promise<string> {
-  const seed = freshSeed();
-  const prog = await compile(
-    INPUTS,
-    (t) => selectiveScan(t, { reverse: opts.reverse, init: opts.init ? t.h0 : undefined }),
-    sizes,
-    { backend: "gpu", scan: strategy },
-  );
-  const inputs = selectiveScanInputs(sizes, rng(seed), { dt: [-3, 0.5], z: [-1, 1] });
-  const got = await prog.run(inputs);
-  const want = prog.interpret(inputs);
-  const what = `${JSON.stringify(sizes)} ${JSON.stringify(strategy)} ${JSON.stringify(opts)} ` +
-    `seed ${seed}`;
-  assertClose(got.y, want.y, 1e-4, `${what}: y`);
-  assertClose(got.state, want.state, 1e-4, `${what}: final state`);
-  const wgsl = prog.kernels.map((k) => k.wgsl).join("\n");
-  assert.equal(prog.kernels.length, 1, `${what}: one kernel`);
-  prog.destroy();
+  const { wgsl, kernels } = await checkSelectiveScan(sizes, strategy, opts);
+  assert.equal(kernels, 1, `${JSON.stringify(sizes)} ${JSON.stringify(strategy)}: one kernel`);
   return wgsl;
 }
 
