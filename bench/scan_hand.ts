@@ -7,7 +7,7 @@
  * Families (names start with): `LT` lane-transposed like the compiled default (`LTT`: B/C staged
  * in workgroup memory a tile of blocks at a time; `LTP`: the same with B and C of a step and
  * lane packed in one vec4); `ST`/`STX` workgroup-staged tiles (Δ, Δ·x, B, C in workgroup
- * memory, partial sums reduced there); `ST2` the same with one barrier per tile; `L1` one
+ * memory, partial sums reduced there; compiled as `tileSteps`, codegen/scan_tiled.ts); `L1` one
  * thread per channel; `DIAG_` ablations that give wrong results on purpose, to show what one
  * part of a kernel costs. Results: bench/RESULTS.md.
  *
@@ -571,140 +571,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   return { wgsl, groups: (NB * ND) / CH };
 }
 
-/**
- * ST2: ST with one barrier per tile. Tile k's Δ, Δ·x, B and C are staged in double-buffered
- * workgroup memory while tile k−1 is scanned; the partial sums go to double-buffered yP, so the
- * barrier that publishes tile k+1's stage also publishes tile k's partials, and tile k's
- * epilogue runs after it. x, dt, z, B, C are loaded `depth` tiles ahead (1 or 2).
- */
-function st2(
-  p: { CH: number; L: number; T: number; U: number; depth: number } & Opts,
-): { wgsl: string; groups: number } {
-  const { CH, L, T, U, depth } = p;
-  const R = NN / L, K = Math.min(R, 4), Q = R / K, WG = CH * L, E = T / L, VT = vt(K);
-  if (ND % CH || NL % T || T % L || T % U || WG > 256) throw new Error("bad ST2");
-  const NT = NL / T;
-  const perStep = 16 / K; // vectors of B (or C) per step
-  const tileVec = T * perStep;
-  const bcSlots = Math.ceil(tileVec / WG);
-  const chain = ["c", "n", "f"].slice(0, depth + 1);
-  const load = (tile: string, pre: string, decl: string) => {
-    const lines: string[] = [];
-    for (let i = 0; i < E; i++) {
-      const t = `(${tile} * ${T}u + ts0 + ${i * L}u)`;
-      lines.push(`${decl}${pre}x${i} = X[xb + ${t} * ${ND}u];`);
-      lines.push(`${decl}${pre}dt${i} = DT[xb + ${t} * ${ND}u];`);
-      lines.push(`${decl}${pre}z${i} = Z[xb + ${t} * ${ND}u];`);
-    }
-    for (let s = 0; s < bcSlots; s++) {
-      const idx = `bb + ${tile} * ${tileVec}u + min(lid + ${s * WG}u, ${tileVec - 1}u)`;
-      lines.push(`${decl}${pre}B${s} = B4[${idx}];`, `${decl}${pre}C${s} = C4[${idx}];`);
-    }
-    return lines.join("\n    ");
-  };
-  const stage = (pre: string, buf: string) => {
-    const lines: string[] = [];
-    for (let i = 0; i < E; i++) {
-      lines.push(
-        `{ let dl = sp(${pre}dt${i} + bs); sD[${buf} * ${T * CH}u + lid + ${
-          i * WG
-        }u] = vec2<f32>(dl, dl * ${pre}x${i}); }`,
-      );
-    }
-    for (let s = 0; s < bcSlots; s++) {
-      const e = `lid + ${s * WG}u`;
-      const body =
-        `sB[${buf} * ${tileVec}u + ${e}] = ${pre}B${s}; sC[${buf} * ${tileVec}u + ${e}] = ${pre}C${s};`;
-      lines.push(
-        tileVec % WG === 0 || s + 1 < bcSlots
-          ? `{ ${body} }`
-          : `if (${e} < ${tileVec}u) { ${body} }`,
-      );
-    }
-    return lines.join("\n    ");
-  };
-  const dotK = (a: string, b: string) => K === 1 ? `${a} * ${b}` : `dot(${a}, ${b})`;
-  const scanStep = (u: string) =>
-    `{
-        let dv = sD[cb * ${T * CH}u + (${u}) * ${CH}u + cl];
-        ${
-      rep(
-        Q,
-        (q) =>
-          `h${q} = ${
-            expOf(p, `dv.x * a${q}`)
-          } * h${q} + dv.y * sB[cb * ${tileVec}u + (${u}) * ${perStep}u + j * ${Q}u + ${q}u];`,
-        "\n        ",
-      )
-    }
-        yP[cb * ${T * CH * L}u + ((${u}) * ${CH}u + cl) * ${L}u + j] = ${
-      rep(
-        Q,
-        (q) => dotK(`sC[cb * ${tileVec}u + (${u}) * ${perStep}u + j * ${Q}u + ${q}u]`, `h${q}`),
-        " + ",
-      )
-    };
-      }`;
-  const epi: string[] = [];
-  for (let i = 0; i < E; i++) {
-    const e = `(cb * ${T * CH}u + lid + ${i * WG}u)`;
-    const sum = rep(L, (jj) => `yP[${e} * ${L}u + ${jj}u]`, " + ");
-    const t = `(k * ${T}u + ts0 + ${i * L}u)`;
-    epi.push(`Y[xb + ${t} * ${ND}u] = (${sum} + ds * cx${i}) * silu(cz${i});`);
-  }
-  const copies: string[] = [];
-  for (let e = 0; e + 1 < chain.length; e++) {
-    const [a, b] = [chain[e], chain[e + 1]];
-    for (let i = 0; i < E; i++) {
-      copies.push(`${a}x${i} = ${b}x${i}; ${a}dt${i} = ${b}dt${i}; ${a}z${i} = ${b}z${i};`);
-    }
-    for (let s = 0; s < bcSlots; s++) copies.push(`${a}B${s} = ${b}B${s}; ${a}C${s} = ${b}C${s};`);
-  }
-  const prologue: string[] = [load("0u", "c", "var "), stage("c", "0u")];
-  for (let e = 1; e < depth; e++) prologue.push(load(`${Math.min(e, NT - 1)}u`, chain[e], "var "));
-  const wgsl = `${decls(K)}
-var<workgroup> sD: array<vec2<f32>, ${2 * T * CH}>;
-var<workgroup> sB: array<${VT}, ${2 * tileVec}>;
-var<workgroup> sC: array<${VT}, ${2 * tileVec}>;
-var<workgroup> yP: array<f32, ${2 * T * CH * L}>;
-${math(p)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let c0 = wid.x * ${CH}u;
-  let b = c0 / ${ND}u;
-  let d0 = c0 % ${ND}u;
-  let bb = b * ${NL * perStep}u;
-  let cl = lid / ${L}u;
-  let j = lid % ${L}u;
-  ${
-    rep(Q, (q) =>
-      `let a${q} = A4[(d0 + cl) * ${perStep}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
-  }
-  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
-  let cs = lid % ${CH}u;
-  let ts0 = lid / ${CH}u;
-  let xb = b * ${NL * ND}u + d0 + cs;
-  let ds = Dv[d0 + cs];
-  let bs = bias[d0 + cs];
-  ${prologue.join("\n  ")}
-  workgroupBarrier();
-  for (var k: u32 = 0u; k < ${NT}u; k++) {
-    let kl = min(k + ${depth}u, ${NT - 1}u);
-    ${load("kl", chain[depth], "let ")}
-    let cb = k % 2u;
-    for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
-      ${rep(U, (v) => scanStep(`u + ${v}u`), "\n      ")}
-    }
-    ${stage(chain[1], "(1u - cb)")}
-    workgroupBarrier();
-    ${epi.join("\n    ")}
-    ${copies.join("\n    ")}
-  }
-}
-`;
-  return { wgsl, groups: (NB * ND) / CH };
-}
-
 const ctx = await getGpu();
 const s = { b: NB, l: NL, d: ND, n: NN };
 const inputs = scanBenchInputs(s);
@@ -796,26 +662,6 @@ add(
   "DIAG_ST_CH32_L4_T16_U4_fakeexp",
   () => st({ CH: 32, L: 4, T: 16, U: 4, ...rsq, fakeExp: true }),
 );
-for (
-  const [CH, L, T, U, depth] of [
-    [32, 4, 16, 4, 1],
-    [32, 4, 16, 4, 2],
-    [32, 4, 32, 4, 2],
-    [16, 4, 16, 4, 2],
-    [32, 8, 16, 4, 2],
-    [16, 8, 16, 4, 2],
-    [32, 8, 16, 8, 2],
-    [32, 2, 16, 4, 2],
-    [64, 4, 16, 4, 2],
-    [32, 4, 8, 4, 2],
-    [32, 4, 16, 16, 2],
-  ]
-) {
-  add(
-    `ST2_CH${CH}_L${L}_T${T}_U${U}_d${depth}`,
-    () => st2({ CH, L, T, U, depth, ...rsq, exp2: true }),
-  );
-}
 for (
   const [L, m, WG, tb, depth] of [
     [8, 1, 256, 16, 2],
