@@ -68,7 +68,7 @@ const LOOP_VARIABLE = new RegExp(`\\b(${LOOP_VARIABLES.join("|")})\\b`);
 /** A state-independent per-step value the step loop reads from workgroup memory. */
 interface StagedValue {
   readonly node: Node;
-  /** Index expressions of the node's axes, with `@STEP` for the step and item channels. */
+  /** Index expressions of the node's axes: `@STEP` for the step, the item's channel (ich_). */
   readonly template: Env;
 }
 
