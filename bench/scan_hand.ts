@@ -54,6 +54,12 @@ interface Opts {
    * partial y locally instead of the reduce-scatter, "nobc" replaces the B/C loads by A.
    */
   diag?: "noshuffle" | "nors" | "nobc";
+  /**
+   * ST only: workgroup arrays two-dimensional ([step][slot]) and the step loop fully unrolled, so
+   * every hot access has a constant outer index and one loop-invariant inner index (naga clamps
+   * each dynamic workgroup index; this makes the clamp the same expression everywhere).
+   */
+  k2d?: boolean;
 }
 
 function math(o: Opts): string {
@@ -483,9 +489,21 @@ function st(
     }
     return lines.join("\n    ");
   };
+  const k2d = p.k2d === true;
+  const sBCAt = (a: string, e: string) =>
+    k2d ? `${a}[(${e}) / ${PS}u][(${e}) % ${PS}u]` : `${a}[${e}]`;
   const stage = (pre: string) => {
     const lines: string[] = [];
-    for (let i = 0; i < E; i++) {
+    if (k2d) {
+      for (let i = 0; i < E; i++) {
+        lines.push(
+          `{ let dl = sp(${pre}dt${i} + bs); sD[ts0 + ${
+            i * L
+          }u][cs] = vec2<f32>(dl, dl * ${pre}x${i}); }`,
+        );
+      }
+    }
+    for (let i = 0; i < (k2d ? 0 : E); i++) {
       lines.push(
         `{ let dl = sp(${pre}dt${i} + bs); sD[lid + ${
           i * WG
@@ -494,13 +512,25 @@ function st(
     }
     for (let s = 0; s < bcSlots; s++) {
       lines.push(
-        `if (lid + ${s * WG}u < ${PS * T}u) { sB[lid + ${s * WG}u] = ${pre}B${s}; sC[lid + ${
-          s * WG
-        }u] = ${pre}C${s}; }`,
+        `if (lid + ${s * WG}u < ${PS * T}u) { ${sBCAt("sB", `lid + ${s * WG}u`)} = ${pre}B${s}; ${
+          sBCAt("sC", `lid + ${s * WG}u`)
+        } = ${pre}C${s}; }`,
       );
     }
     return lines.join("\n    ");
   };
+  const scanStepK2d = (u: number) =>
+    `{
+        let dv = sD[${u}][cl];
+        ${
+      rep(
+        Q,
+        (q) => `h${q} = ${expOf(p, `dv.x * a${q}`)} * h${q} + dv.y * sB[${u}][j * ${Q}u + ${q}u];`,
+        "\n        ",
+      )
+    }
+        yP[${u}][lid] = ${rep(Q, (q) => `dot(sC[${u}][j * ${Q}u + ${q}u], h${q})`, " + ")};
+      }`;
   const scanStep = (u: string) =>
     `{
         let dv = sD[(${u}) * ${CH}u + cl];
@@ -521,17 +551,26 @@ function st(
   const epi: string[] = [];
   for (let i = 0; i < E; i++) {
     const e = `(lid + ${i * WG}u)`;
-    const sum = rep(L, (jj) => `yP[${e} * ${L}u + ${jj}u]`, " + ");
+    const sum = k2d
+      ? rep(L, (jj) => `yP[ts0 + ${i * L}u][cs * ${L}u + ${jj}u]`, " + ")
+      : rep(L, (jj) => `yP[${e} * ${L}u + ${jj}u]`, " + ");
     const t = `(k * ${T}u + ts0 + ${i * L}u)`;
     epi.push(`Y[xb + ${t} * ${ND}u] = (${sum} + ds * cx${i}) * silu(cz${i});`);
   }
   const copies: string[] = [];
   for (let i = 0; i < E; i++) copies.push(`cx${i} = nx${i}; cz${i} = nz${i};`);
   const wgsl = `${decls(K)}
-var<workgroup> sD: array<vec2<f32>, ${T * CH}>;
+${
+    k2d
+      ? `var<workgroup> sD: array<array<vec2<f32>, ${CH}>, ${T}>;
+var<workgroup> sB: array<array<${VT}, ${PS}>, ${T}>;
+var<workgroup> sC: array<array<${VT}, ${PS}>, ${T}>;
+var<workgroup> yP: array<array<f32, ${CH * L}>, ${T}>;`
+      : `var<workgroup> sD: array<vec2<f32>, ${T * CH}>;
 var<workgroup> sB: array<${VT}, ${PS * T}>;
 var<workgroup> sC: array<${VT}, ${PS * T}>;
-var<workgroup> yP: array<f32, ${T * CH * L}>;
+var<workgroup> yP: array<f32, ${T * CH * L}>;`
+  }
 ${math(p)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -557,9 +596,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var k: u32 = 0u; k < ${NT}u; k++) {
     let kn = min(k + 1u, ${NT - 1}u);
     ${load("kn", "n", "let ")}
-    for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
+    ${
+    k2d ? rep(T, (u) => scanStepK2d(u), "\n    ") : `for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
       ${rep(U, (v) => scanStep(`u + ${v}u`), "\n      ")}
-    }
+    }`
+  }
     workgroupBarrier();
     ${epi.join("\n    ")}
     ${stage("n")}
@@ -710,6 +751,21 @@ for (const CH of [8, 16, 32]) {
 for (const [CH, T] of [[16, 32], [8, 32], [16, 64], [32, 32], [16, 16]]) {
   add(`STX_CH${CH}_L4_T${T}_U4_exp2`, () => st({ CH, L: 4, T, U: 4, ...rsq, exp2: true }));
 }
+for (const CH of [16, 32]) {
+  add(
+    `STK_CH${CH}_L4_T16_exp2`,
+    () => st({ CH, L: 4, T: 16, U: 16, ...rsq, exp2: true, k2d: true }),
+  );
+}
+add("STK_CH16_L4_T8_exp2", () => st({ CH: 16, L: 4, T: 8, U: 8, ...rsq, exp2: true, k2d: true }));
+add(
+  "STK_CH16_L4_T32_exp2",
+  () => st({ CH: 16, L: 4, T: 32, U: 32, ...rsq, exp2: true, k2d: true }),
+);
+add(
+  "STK_CH16_L2_T16_exp2",
+  () => st({ CH: 16, L: 2, T: 16, U: 16, ...rsq, exp2: true, k2d: true }),
+);
 add("ST_CH32_L4_T8_U4_exp2", () => st({ CH: 32, L: 4, T: 8, U: 4, ...rsq, exp2: true }));
 add("ST_CH32_L4_T16_U2_exp2", () => st({ CH: 32, L: 4, T: 16, U: 2, ...rsq, exp2: true }));
 const compiledVariants: Record<string, ScanStrategy> = {

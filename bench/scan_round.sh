@@ -5,6 +5,7 @@
 #
 #   source .gpu/env.sh && bench/scan_round.sh            # logs in $OUT (or /tmp/scan_round)
 #   SCAN_ONLY="staged;default" bench/scan_round.sh       # other variants (scan_tune --only)
+#   HAND_ONLY="ST_CH16_L4_T16_U4_exp2,…" bench/scan_round.sh   # other hand designs (scan_hand)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/scan_round}"
@@ -27,7 +28,7 @@ deno run -A bench/scan_tune.ts --only "default;$name" --rounds 1 --batches 2,4,6
 # Hand-written designs for comparison (bench/scan_hand.ts), unless SCAN_HAND=0.
 if [ "${SCAN_HAND:-1}" != 0 ]; then
   hand="compiled_default,LT_L8_m1_WG256_rsq_pf_exp2,ST_CH16_L4_T16_U4_exp2"
-  hand="$hand,ST_CH32_L4_T16_U4_rsq_exp2"
+  hand="${HAND_ONLY:-$hand,ST_CH32_L4_T16_U4_rsq_exp2}"
   deno run -A bench/scan_hand.ts --warm 20 --only "$hand" ${SCAN_HAND_ARGS:-} > "$out/hand.log" 2>&1 || true
 fi
 

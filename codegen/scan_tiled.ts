@@ -19,6 +19,11 @@
  * a hand-written kernel of this design, bench/scan_hand.ts "ST", measured 0.60 ms against 0.69
  * for the lane-transposed one on the H200). One pass only: no chunks.
  *
+ * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_stage[row][lane]`,
+ * `sk_yp[row][thread]`): the step loop's reads then have a constant row and a loop-invariant
+ * column. naga clamps every dynamic workgroup index; with this shape the clamp is one
+ * expression the driver computes once, and the row becomes an immediate address offset.
+ *
  * @module
  */
 
@@ -125,11 +130,11 @@ export function emitTiledPass(
     stateVar: stateIndex,
     stateLoads: "staged",
     stageable: (load) => !varyingChannel.test(load),
-    // Staged load number i of step u sits at (i·T + u)·lanes + j: a thread's fill slots then
+    // Staged load number i of step u sits in row i·T + u, column j: a thread's fill slots then
     // cover one load template each (see the stage below).
     stagedRead: () => {
       const i = stagedInStep++;
-      return `sk_stage[${u32Literal((i * T + currentStep) * lanes)} + j]`;
+      return `sk_stage[${u32Literal(i * T + currentStep)}][j]`;
     },
     unstaged: "direct",
   });
@@ -165,7 +170,7 @@ export function emitTiledPass(
       valueSlots.set(key, slot = values.length);
       values.push({ node, template });
     }
-    return `sk_sd[${u32Literal((slot * T + currentStep) * perGroup)} + cl]`;
+    return `sk_sd[${u32Literal(slot * T + currentStep)}][cl]`;
   };
   const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
   interceptLoop(loop, tools, redirect);
@@ -179,9 +184,7 @@ export function emitTiledPass(
     const mark = loop.lines.length;
     const updates = stateUpdates(loop, spec, lane, t, partial ? live : undefined).lines;
     const parts = spec.outputs.map((o, k) =>
-      `sk_yp[${u32Literal((k * T + u) * workgroup)} + lid] = ${
-        contractionPart(loop, spec, lane, o.contract!, t)
-      };`
+      `sk_yp[${u32Literal(k * T + u)}][lid] = ${contractionPart(loop, spec, lane, o.contract!, t)};`
     );
     stepLines.push(...loop.lines.splice(mark), ...updates, ...parts);
     templates.push(
@@ -241,7 +244,7 @@ export function emitTiledPass(
       const env: Record<string, string> = {};
       for (const a of v.node.axes) env[a] = v.template[a].replaceAll("@STEP", `ta${e}`);
       const value = em.emit(v.node, env);
-      return `sk_sd[${u32Literal((b * T + e * lanes) * perGroup)} + lid] = ${value};`;
+      return `sk_sd[${u32Literal(b * T + e * lanes)} + ts0][cs] = ${value};`;
     });
     stage.push(...em.lines, ...stores);
   });
@@ -284,7 +287,7 @@ export function emitTiledPass(
     stage.push(
       ...guarded(
         (sl + 1) * workgroup > stagedCount ? [`${e} < ${u32Literal(stagedCount)}`] : [],
-        [`sk_stage[${e}] = skv${sl};`],
+        [`sk_stage[${e} / ${u32Literal(lanes)}][${e} % ${u32Literal(lanes)}] = skv${sl};`],
       ),
     );
   }
@@ -293,10 +296,11 @@ export function emitTiledPass(
   const epilogue: string[] = [];
   phaseA.forEach((em, e) => {
     spec.outputs.forEach((o, k) => {
-      const base = `(${u32Literal(k * T + e * lanes)} + ts0) * ${u32Literal(workgroup)} + cs * ` +
-        `${u32Literal(lanes)}`;
-      const sum = Array.from({ length: lanes }, (_, jj) => `sk_yp[${base} + ${u32Literal(jj)}]`)
-        .join(" + ");
+      const row = `sk_yp[${u32Literal(k * T + e * lanes)} + ts0]`;
+      const sum = Array.from(
+        { length: lanes },
+        (_, jj) => `${row}[cs * ${u32Literal(lanes)} + ${u32Literal(jj)}]`,
+      ).join(" + ");
       const y = `y${k}_${e}`;
       const epi = interceptLoop(
         em.fork(`e${k}_${e}_`, { node: o.contract!, value: y }),
@@ -333,8 +337,9 @@ export function emitTiledPass(
     return emitTiledPass(spec, scalar, materialized, limits, name, aliases);
   }
   registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
-  const sdCount = Math.max(1, values.length * T * perGroup);
-  const ypCount = Math.max(1, spec.outputs.length * T * workgroup);
+  const sdRows = Math.max(1, values.length * T);
+  const ypRows = Math.max(1, spec.outputs.length * T);
+  const sdCount = sdRows * perGroup, ypCount = ypRows * workgroup;
   const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
   const shared = 4 * (sdCount + ypCount + width * stagedCount);
   if (shared > limits.maxComputeWorkgroupStorageSize) {
@@ -364,9 +369,13 @@ export function emitTiledPass(
     `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, single
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
-var<workgroup> sk_sd: array<f32, ${sdCount}>;
-var<workgroup> sk_yp: array<f32, ${ypCount}>;
-${stagedCount > 0 ? `var<workgroup> sk_stage: array<${stagedType}, ${stagedCount}>;` : ""}
+var<workgroup> sk_sd: array<array<f32, ${perGroup}>, ${sdRows}>;
+var<workgroup> sk_yp: array<array<f32, ${workgroup}>, ${ypRows}>;
+${
+      stagedCount > 0
+        ? `var<workgroup> sk_stage: array<array<${stagedType}, ${lanes}>, ${stagedCount / lanes}>;`
+        : ""
+    }
 ${MATH_PRELUDE}${math === "prelude" ? "" : SCAN_MATH_PRELUDE}
 @compute @workgroup_size(${workgroup})
 fn main(
