@@ -60,6 +60,11 @@ interface Opts {
    * each dynamic workgroup index; this makes the clamp the same expression everywhere).
    */
   k2d?: boolean;
+  /**
+   * ST with k2d and 4 lanes only: steps in groups of 4, each group's workgroup reads first, then
+   * its decay exponentials, then the recurrences, then one vec4 store of the 4 partial sums.
+   */
+  grouped?: boolean;
 }
 
 function math(o: Opts): string {
@@ -519,7 +524,7 @@ function st(
     }
     return lines.join("\n    ");
   };
-  const scanStepK2d = (u: number) =>
+  const scanStepK2d = (u: number | string) =>
     `{
         let dv = sD[${u}][cl];
         ${
@@ -531,6 +536,22 @@ function st(
     }
         yP[${u}][lid] = ${rep(Q, (q) => `dot(sC[${u}][j * ${Q}u + ${q}u], h${q})`, " + ")};
       }`;
+  const grouped = p.grouped === true;
+  if (grouped && (!k2d || L !== 4 || T % 4)) throw new Error("grouped needs k2d, L 4, T % 4");
+  const scanGroup = (g: number) => {
+    const steps = [0, 1, 2, 3].map((s) => 4 * g + s);
+    const lines: string[] = [];
+    for (const u of steps) {
+      lines.push(`let dv${u} = sD[${u}][cl];`, `let bv${u} = sB[${u}][j];`);
+    }
+    for (const u of steps) lines.push(`let cv${u} = sC[${u}][j];`);
+    for (const u of steps) lines.push(`let e${u} = ${expOf(p, `dv${u}.x * a0`)};`);
+    for (const u of steps) {
+      lines.push(`h0 = e${u} * h0 + dv${u}.y * bv${u};`, `let y${u} = dot(cv${u}, h0);`);
+    }
+    lines.push(`yP[${g}][lid] = vec4<f32>(${steps.map((u) => `y${u}`).join(", ")});`);
+    return `{\n        ${lines.join("\n        ")}\n      }`;
+  };
   const scanStep = (u: string) =>
     `{
         let dv = sD[(${u}) * ${CH}u + cl];
@@ -551,7 +572,13 @@ function st(
   const epi: string[] = [];
   for (let i = 0; i < E; i++) {
     const e = `(lid + ${i * WG}u)`;
-    const sum = k2d
+    const sum = grouped
+      ? rep(
+        L,
+        (jj) => `yP[(ts0 + ${i * L}u) / 4u][cs * ${L}u + ${jj}u][(ts0 + ${i * L}u) % 4u]`,
+        " + ",
+      )
+      : k2d
       ? rep(L, (jj) => `yP[ts0 + ${i * L}u][cs * ${L}u + ${jj}u]`, " + ")
       : rep(L, (jj) => `yP[${e} * ${L}u + ${jj}u]`, " + ");
     const t = `(k * ${T}u + ts0 + ${i * L}u)`;
@@ -565,7 +592,11 @@ ${
       ? `var<workgroup> sD: array<array<vec2<f32>, ${CH}>, ${T}>;
 var<workgroup> sB: array<array<${VT}, ${PS}>, ${T}>;
 var<workgroup> sC: array<array<${VT}, ${PS}>, ${T}>;
-var<workgroup> yP: array<array<f32, ${CH * L}>, ${T}>;`
+${
+        grouped
+          ? `var<workgroup> yP: array<array<vec4<f32>, ${CH * L}>, ${T / 4}>;`
+          : `var<workgroup> yP: array<array<f32, ${CH * L}>, ${T}>;`
+      }`
       : `var<workgroup> sD: array<vec2<f32>, ${T * CH}>;
 var<workgroup> sB: array<${VT}, ${PS * T}>;
 var<workgroup> sC: array<${VT}, ${PS * T}>;
@@ -597,8 +628,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kn = min(k + 1u, ${NT - 1}u);
     ${load("kn", "n", "let ")}
     ${
-    k2d ? rep(T, (u) => scanStepK2d(u), "\n    ") : `for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
-      ${rep(U, (v) => scanStep(`u + ${v}u`), "\n      ")}
+    grouped
+      ? rep(T / 4, (g) => scanGroup(g), "\n    ")
+      : k2d && U === T
+      ? rep(T, (u) => scanStepK2d(u), "\n    ")
+      : `for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
+      ${rep(U, (v) => (k2d ? scanStepK2d : scanStep)(`u + ${v}u`), "\n      ")}
     }`
   }
     workgroupBarrier();
@@ -757,6 +792,19 @@ for (const CH of [16, 32]) {
     () => st({ CH, L: 4, T: 16, U: 16, ...rsq, exp2: true, k2d: true }),
   );
 }
+for (const [CH, T] of [[16, 16], [32, 16], [32, 32], [16, 32]]) {
+  add(
+    `STG_CH${CH}_L4_T${T}_exp2`,
+    () => st({ CH, L: 4, T, U: T, ...rsq, exp2: true, k2d: true, grouped: true }),
+  );
+}
+// Which of ST → STK's two changes costs: rows with the 4-step loop; flat with the full unroll.
+add(
+  "STK_CH32_L4_T16_U4_exp2",
+  () => st({ CH: 32, L: 4, T: 16, U: 4, ...rsq, exp2: true, k2d: true }),
+);
+add("ST_CH32_L4_T16_U16_exp2", () => st({ CH: 32, L: 4, T: 16, U: 16, ...rsq, exp2: true }));
+add("ST_CH32_L4_T16_U8_exp2", () => st({ CH: 32, L: 4, T: 16, U: 8, ...rsq, exp2: true }));
 add("STK_CH16_L4_T8_exp2", () => st({ CH: 16, L: 4, T: 8, U: 8, ...rsq, exp2: true, k2d: true }));
 add(
   "STK_CH16_L4_T32_exp2",

@@ -1,0 +1,359 @@
+// The selective scan's best WGSL design ("ST" in scan_hand.ts), written in CUDA C++ as a yardstick:
+// what the same algorithm reaches when NVIDIA's own compiler sees it (no WGSL bounds clamps, no
+// SPIR-V), timed against a copy kernel in the same run. A diagnostic for issue 3, not part of
+// ssmkit; built and run on the GPU machine by bench/scan_cuda.sh.
+//
+//   nvcc -O3 -arch=sm_90 -Xptxas -v -o /tmp/scan_cuda bench/scan_cuda.cu && /tmp/scan_cuda [b]
+//
+// Shape b×4096×1536, n = 16, f32; inputs in the ranges of bench/scan_inputs.ts (own generator).
+// Every kernel's output is checked against a float64 kernel (one thread per channel).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CHECK(x)                                                                     \
+  do {                                                                               \
+    cudaError_t e = (x);                                                             \
+    if (e != cudaSuccess) {                                                          \
+      fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));     \
+      exit(1);                                                                       \
+    }                                                                                \
+  } while (0)
+
+constexpr int NL = 4096, ND = 1536, NN = 16;
+constexpr float LOG2E = 1.44269504f;
+
+__device__ __forceinline__ float softplus(float v) {
+  float e = __expf(v), w = 1.0f + e;
+  float r = __logf(w) * e * __frcp_rn(w - 1.0f);
+  return v > 20.0f ? v : (w == 1.0f ? e : r);
+}
+__device__ __forceinline__ float silu(float v) { return v * __frcp_rn(1.0f + __expf(-v)); }
+
+// ST: a block holds CH channels × 4 lanes (4 states each) and walks the sequence in T-step tiles:
+// stage Δ, Δ·x of the tile's (step, channel) items and the tile's B, C in shared memory,
+// barrier, T steps per lane with partial sums C·h to shared memory, barrier, epilogue per item.
+template <int CH, int T>
+__global__ void __launch_bounds__(CH * 4) st_kernel(
+    const float* __restrict__ x, const float* __restrict__ dt, const float* __restrict__ z,
+    const float4* __restrict__ B4, const float4* __restrict__ C4, const float* __restrict__ A,
+    const float* __restrict__ Dv, const float* __restrict__ bias, float* __restrict__ y) {
+  constexpr int L = 4, WG = CH * L, E = T / L, NT = NL / T;
+  static_assert(T * 4 <= WG, "one float4 of B and C per thread and tile");
+  __shared__ float2 sD[T][CH];
+  __shared__ float4 sB[T][4], sC[T][4];
+  __shared__ float yP[T][WG];
+  const int lid = threadIdx.x, c0 = blockIdx.x * CH, b = c0 / ND, d0 = c0 % ND;
+  const int cl = lid / L, j = lid % L, cs = lid % CH, ts0 = lid / CH;
+  float a[4], h[4] = {0, 0, 0, 0};
+  for (int r = 0; r < 4; r++) a[r] = A[(d0 + cl) * NN + j * 4 + r] * LOG2E;
+  const size_t xb = (size_t)b * NL * ND + d0 + cs;
+  const size_t bb = (size_t)b * NL * 4;
+  const float ds = Dv[d0 + cs], bs = bias[d0 + cs];
+  const bool bcLoader = lid < T * 4;
+  float cx[E], cdt[E], cz[E], nx[E], ndt[E], nz[E];
+  float4 cB = {}, cC = {}, nB = {}, nC = {};
+  for (int i = 0; i < E; i++) {
+    size_t at = xb + (size_t)(ts0 + i * L) * ND;
+    cx[i] = x[at], cdt[i] = dt[at], cz[i] = z[at];
+  }
+  if (bcLoader) cB = B4[bb + lid], cC = C4[bb + lid];
+  for (int k = 0; k < NT; k++) {
+    const int kn = min(k + 1, NT - 1);
+    for (int i = 0; i < E; i++) {
+      size_t at = xb + (size_t)(kn * T + ts0 + i * L) * ND;
+      nx[i] = x[at], ndt[i] = dt[at], nz[i] = z[at];
+    }
+    if (bcLoader) nB = B4[bb + kn * T * 4 + lid], nC = C4[bb + kn * T * 4 + lid];
+    for (int i = 0; i < E; i++) {
+      float dl = softplus(cdt[i] + bs);
+      sD[ts0 + i * L][cs] = make_float2(dl, dl * cx[i]);
+    }
+    if (bcLoader) sB[lid / 4][lid % 4] = cB, sC[lid / 4][lid % 4] = cC;
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < T; u++) {
+      float2 dv = sD[u][cl];
+      float4 bv = sB[u][j], cv = sC[u][j];
+      h[0] = exp2f(dv.x * a[0]) * h[0] + dv.y * bv.x;
+      h[1] = exp2f(dv.x * a[1]) * h[1] + dv.y * bv.y;
+      h[2] = exp2f(dv.x * a[2]) * h[2] + dv.y * bv.z;
+      h[3] = exp2f(dv.x * a[3]) * h[3] + dv.y * bv.w;
+      yP[u][lid] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
+    }
+    __syncthreads();
+    for (int i = 0; i < E; i++) {
+      const float* p = &yP[ts0 + i * L][cs * L];
+      float s = p[0] + p[1] + p[2] + p[3];
+      y[xb + (size_t)(k * T + ts0 + i * L) * ND] = (s + ds * cx[i]) * silu(cz[i]);
+    }
+    for (int i = 0; i < E; i++) cx[i] = nx[i], cdt[i] = ndt[i], cz[i] = nz[i];
+    cB = nB, cC = nC;
+  }
+}
+
+// ST with the step loop in groups of G steps: the group's shared reads first, then its decay
+// exponentials (independent of h), then the recurrences, then one vector store of the G partial
+// sums; ptxas keeps source order closely, and in ST each step's reads wait for the last step.
+template <int CH, int T, int G>
+__global__ void __launch_bounds__(CH * 4) stg_kernel(
+    const float* __restrict__ x, const float* __restrict__ dt, const float* __restrict__ z,
+    const float4* __restrict__ B4, const float4* __restrict__ C4, const float* __restrict__ A,
+    const float* __restrict__ Dv, const float* __restrict__ bias, float* __restrict__ y) {
+  constexpr int L = 4, WG = CH * L, E = T / L, NT = NL / T;
+  static_assert(T * 4 <= WG && G == 4 && T % G == 0, "shape");
+  __shared__ float2 sD[T][CH];
+  __shared__ float4 sB[T][4], sC[T][4];
+  __shared__ float4 yP[T / G][WG];  // partial sums of G consecutive steps per thread
+  const int lid = threadIdx.x, c0 = blockIdx.x * CH, b = c0 / ND, d0 = c0 % ND;
+  const int cl = lid / L, j = lid % L, cs = lid % CH, ts0 = lid / CH;
+  float a[4], h[4] = {0, 0, 0, 0};
+  for (int r = 0; r < 4; r++) a[r] = A[(d0 + cl) * NN + j * 4 + r] * LOG2E;
+  const size_t xb = (size_t)b * NL * ND + d0 + cs;
+  const size_t bb = (size_t)b * NL * 4;
+  const float ds = Dv[d0 + cs], bs = bias[d0 + cs];
+  const bool bcLoader = lid < T * 4;
+  float cx[E], cdt[E], cz[E], nx[E], ndt[E], nz[E];
+  float4 cB = {}, cC = {}, nB = {}, nC = {};
+  for (int i = 0; i < E; i++) {
+    size_t at = xb + (size_t)(ts0 + i * L) * ND;
+    cx[i] = x[at], cdt[i] = dt[at], cz[i] = z[at];
+  }
+  if (bcLoader) cB = B4[bb + lid], cC = C4[bb + lid];
+  for (int k = 0; k < NT; k++) {
+    const int kn = min(k + 1, NT - 1);
+    for (int i = 0; i < E; i++) {
+      size_t at = xb + (size_t)(kn * T + ts0 + i * L) * ND;
+      nx[i] = x[at], ndt[i] = dt[at], nz[i] = z[at];
+    }
+    if (bcLoader) nB = B4[bb + kn * T * 4 + lid], nC = C4[bb + kn * T * 4 + lid];
+    for (int i = 0; i < E; i++) {
+      float dl = softplus(cdt[i] + bs);
+      sD[ts0 + i * L][cs] = make_float2(dl, dl * cx[i]);
+    }
+    if (bcLoader) sB[lid / 4][lid % 4] = cB, sC[lid / 4][lid % 4] = cC;
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < T / G; g++) {
+      float2 dv[G];
+      float4 bv[G], cv[G];
+      float e[G][4], yp[G];
+#pragma unroll
+      for (int s = 0; s < G; s++) dv[s] = sD[g * G + s][cl], bv[s] = sB[g * G + s][j];
+#pragma unroll
+      for (int s = 0; s < G; s++) cv[s] = sC[g * G + s][j];
+#pragma unroll
+      for (int s = 0; s < G; s++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) e[s][r] = exp2f(dv[s].x * a[r]);
+#pragma unroll
+      for (int s = 0; s < G; s++) {
+        h[0] = e[s][0] * h[0] + dv[s].y * bv[s].x;
+        h[1] = e[s][1] * h[1] + dv[s].y * bv[s].y;
+        h[2] = e[s][2] * h[2] + dv[s].y * bv[s].z;
+        h[3] = e[s][3] * h[3] + dv[s].y * bv[s].w;
+        yp[s] = cv[s].x * h[0] + cv[s].y * h[1] + cv[s].z * h[2] + cv[s].w * h[3];
+      }
+      yP[g][lid] = make_float4(yp[0], yp[1], yp[2], yp[3]);
+    }
+    __syncthreads();
+    for (int i = 0; i < E; i++) {
+      const int step = ts0 + i * L;
+      const float* p = (const float*)&yP[step / G][cs * L] + step % G;
+      float s = p[0] + p[G] + p[2 * G] + p[3 * G];
+      y[xb + (size_t)(k * T + step) * ND] = (s + ds * cx[i]) * silu(cz[i]);
+    }
+    for (int i = 0; i < E; i++) cx[i] = nx[i], cdt[i] = ndt[i], cz[i] = nz[i];
+    cB = nB, cC = nC;
+  }
+}
+
+// ST with 8 lanes of 2 states per channel: twice the warps of ST for the same work, at the cost
+// of more shared reads per state and 8 partial sums per item.
+template <int CH, int T>
+__global__ void __launch_bounds__(CH * 8) st8_kernel(
+    const float* __restrict__ x, const float* __restrict__ dt, const float* __restrict__ z,
+    const float2* __restrict__ B2, const float2* __restrict__ C2, const float* __restrict__ A,
+    const float* __restrict__ Dv, const float* __restrict__ bias, float* __restrict__ y) {
+  constexpr int L = 8, WG = CH * L, E = T / L, NT = NL / T;
+  static_assert(T * 8 <= WG, "one float2 of B and C per thread and tile");
+  __shared__ float2 sD[T][CH];
+  __shared__ float2 sB[T][8], sC[T][8];
+  __shared__ float yP[T][WG];
+  const int lid = threadIdx.x, c0 = blockIdx.x * CH, b = c0 / ND, d0 = c0 % ND;
+  const int cl = lid / L, j = lid % L, cs = lid % CH, ts0 = lid / CH;
+  const float a0 = A[(d0 + cl) * NN + j * 2] * LOG2E, a1 = A[(d0 + cl) * NN + j * 2 + 1] * LOG2E;
+  float h0 = 0, h1 = 0;
+  const size_t xb = (size_t)b * NL * ND + d0 + cs;
+  const size_t bb = (size_t)b * NL * 8;
+  const float ds = Dv[d0 + cs], bs = bias[d0 + cs];
+  const bool bcLoader = lid < T * 8;
+  float cx[E], cdt[E], cz[E], nx[E], ndt[E], nz[E];
+  float2 cB = {}, cC = {}, nB = {}, nC = {};
+  for (int i = 0; i < E; i++) {
+    size_t at = xb + (size_t)(ts0 + i * L) * ND;
+    cx[i] = x[at], cdt[i] = dt[at], cz[i] = z[at];
+  }
+  if (bcLoader) cB = B2[bb + lid], cC = C2[bb + lid];
+  for (int k = 0; k < NT; k++) {
+    const int kn = min(k + 1, NT - 1);
+    for (int i = 0; i < E; i++) {
+      size_t at = xb + (size_t)(kn * T + ts0 + i * L) * ND;
+      nx[i] = x[at], ndt[i] = dt[at], nz[i] = z[at];
+    }
+    if (bcLoader) nB = B2[bb + kn * T * 8 + lid], nC = C2[bb + kn * T * 8 + lid];
+    for (int i = 0; i < E; i++) {
+      float dl = softplus(cdt[i] + bs);
+      sD[ts0 + i * L][cs] = make_float2(dl, dl * cx[i]);
+    }
+    if (bcLoader) sB[lid / 8][lid % 8] = cB, sC[lid / 8][lid % 8] = cC;
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < T; u++) {
+      float2 dv = sD[u][cl], bv = sB[u][j], cv = sC[u][j];
+      h0 = exp2f(dv.x * a0) * h0 + dv.y * bv.x;
+      h1 = exp2f(dv.x * a1) * h1 + dv.y * bv.y;
+      yP[u][lid] = cv.x * h0 + cv.y * h1;
+    }
+    __syncthreads();
+    for (int i = 0; i < E; i++) {
+      const float* p = &yP[ts0 + i * L][cs * L];
+      float s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+      y[xb + (size_t)(k * T + ts0 + i * L) * ND] = (s + ds * cx[i]) * silu(cz[i]);
+    }
+    for (int i = 0; i < E; i++) cx[i] = nx[i], cdt[i] = ndt[i], cz[i] = nz[i];
+    cB = nB, cC = nC;
+  }
+}
+
+// The float64 reference: one thread per channel, all 16 states.
+__global__ void ref_kernel(const float* x, const float* dt, const float* z, const float* B,
+                           const float* C, const float* A, const float* Dv, const float* bias,
+                           float* y, int nb) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= nb * ND) return;
+  int b = c / ND, d = c % ND;
+  double h[NN] = {};
+  for (int t = 0; t < NL; t++) {
+    size_t at = ((size_t)b * NL + t) * ND + d;
+    double v = (double)dt[at] + bias[d];
+    double dl = v > 20 ? v : log1p(exp(v));
+    double acc = 0;
+    for (int n = 0; n < NN; n++) {
+      size_t bn = ((size_t)b * NL + t) * NN + n;
+      h[n] = exp(dl * A[d * NN + n]) * h[n] + dl * B[bn] * x[at];
+      acc += C[bn] * h[n];
+    }
+    double zz = z[at];
+    y[at] = (float)((acc + Dv[d] * x[at]) * zz / (1 + exp(-zz)));
+  }
+}
+
+__global__ void copy_kernel(const float4* __restrict__ in, float4* __restrict__ out, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x)
+    out[i] = in[i];
+}
+
+static std::vector<float> fill(size_t n, float lo, float hi, unsigned seed) {
+  std::vector<float> v(n);
+  unsigned s = seed;
+  for (auto& e : v) s = s * 1664525u + 1013904223u, e = lo + (hi - lo) * (s / 4294967296.0f);
+  return v;
+}
+
+static float* upload(const std::vector<float>& v) {
+  float* p;
+  CHECK(cudaMalloc(&p, v.size() * 4));
+  CHECK(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+  return p;
+}
+
+template <typename F>
+static float timeMs(F launch, int iters) {
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  for (int i = 0; i < 20; i++) launch();
+  CHECK(cudaEventRecord(e0));
+  for (int i = 0; i < iters; i++) launch();
+  CHECK(cudaEventRecord(e1));
+  CHECK(cudaEventSynchronize(e1));
+  float ms;
+  CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  return ms / iters;
+}
+
+int main(int argc, char** argv) {
+  const int nb = argc > 1 ? atoi(argv[1]) : 8;
+  const size_t nx = (size_t)nb * NL * ND, nbc = (size_t)nb * NL * NN;
+  float *x = upload(fill(nx, -1, 1, 1)), *dt = upload(fill(nx, -4, -1, 7)),
+        *z = upload(fill(nx, -1, 1, 11)), *B = upload(fill(nbc, -1, 1, 13)),
+        *C = upload(fill(nbc, -1, 1, 17)), *A = upload(fill(ND * NN, -2, -0.2f, 19)),
+        *Dv = upload(fill(ND, -1, 1, 23)), *bias = upload(fill(ND, -0.5f, 0.5f, 29));
+  float *y, *yref;
+  CHECK(cudaMalloc(&y, nx * 4));
+  CHECK(cudaMalloc(&yref, nx * 4));
+  ref_kernel<<<(nb * ND + 127) / 128, 128>>>(x, dt, z, B, C, A, Dv, bias, yref, nb);
+  CHECK(cudaDeviceSynchronize());
+  std::vector<float> ref(nx), out(nx);
+  CHECK(cudaMemcpy(ref.data(), yref, nx * 4, cudaMemcpyDeviceToHost));
+
+  // Copy anchor: 256 MiB in, 256 MiB out.
+  const size_t cn = 64ull << 20;
+  float4 *ci, *co;
+  CHECK(cudaMalloc(&ci, cn * 4));
+  CHECK(cudaMalloc(&co, cn * 4));
+  float copyMs = timeMs([&] { copy_kernel<<<132 * 16, 256>>>(ci, co, cn / 4); }, 50);
+  double copyGBps = 2.0 * cn * 4 / copyMs / 1e6;
+  const double bytes = 4.0 * (4.0 * nx + 2.0 * nbc + ND * NN + 2.0 * ND);
+  printf("{\"bench\":\"cuda_copy\",\"ms\":%.4f,\"GBps\":%.1f}\n", copyMs, copyGBps);
+
+  auto report = [&](const char* name, float ms) {
+    CHECK(cudaMemcpy(out.data(), y, nx * 4, cudaMemcpyDeviceToHost));
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < nx; i += 7) {
+      double e = out[i] - ref[i];
+      diff += e * e, norm += (double)ref[i] * ref[i];
+    }
+    double gbps = bytes / ms / 1e6;
+    printf("{\"bench\":\"cuda_scan\",\"name\":\"%s\",\"b\":%d,\"ms\":%.4f,\"GBps\":%.1f,"
+           "\"fracCopy\":%.4f,\"relL2\":%.3g}\n",
+           name, nb, ms, gbps, gbps / copyGBps, sqrt(diff / norm));
+  };
+  const float4 *B4 = (const float4*)B, *C4 = (const float4*)C;
+  report("ST_CH16_T16", timeMs([&] {
+           st_kernel<16, 16><<<nb * ND / 16, 64>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  report("ST_CH32_T16", timeMs([&] {
+           st_kernel<32, 16><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  report("ST_CH32_T32", timeMs([&] {
+           st_kernel<32, 32><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  report("ST_CH64_T16", timeMs([&] {
+           st_kernel<64, 16><<<nb * ND / 64, 256>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  const float2 *B2 = (const float2*)B, *C2 = (const float2*)C;
+  report("ST8_CH16_T16", timeMs([&] {
+           st8_kernel<16, 16><<<nb * ND / 16, 128>>>(x, dt, z, B2, C2, A, Dv, bias, y);
+         }, 20));
+  report("ST8_CH32_T16", timeMs([&] {
+           st8_kernel<32, 16><<<nb * ND / 32, 256>>>(x, dt, z, B2, C2, A, Dv, bias, y);
+         }, 20));
+  report("ST8_CH32_T32", timeMs([&] {
+           st8_kernel<32, 32><<<nb * ND / 32, 256>>>(x, dt, z, B2, C2, A, Dv, bias, y);
+         }, 20));
+  report("STG4_CH16_T16", timeMs([&] {
+           stg_kernel<16, 16, 4><<<nb * ND / 16, 64>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  report("STG4_CH32_T16", timeMs([&] {
+           stg_kernel<32, 16, 4><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  report("STG4_CH32_T32", timeMs([&] {
+           stg_kernel<32, 32, 4><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
+         }, 20));
+  CHECK(cudaGetLastError());
+  return 0;
+}
