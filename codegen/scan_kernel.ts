@@ -44,7 +44,7 @@ import {
   stateLanes,
   stateUpdates,
 } from "./scan_layout.ts";
-import { emitTiledPass } from "./scan_tiled.ts";
+import { emitTiledPass, TiledMemoryError } from "./scan_tiled.ts";
 import {
   chooseScanStrategy,
   DEFAULT_WORKGROUP,
@@ -143,7 +143,14 @@ export function emitScanKernels(
       : 1,
   };
   if (layout.tileSteps > 0) {
-    return [emitTiledPass(spec, layout, materialized, limits, name, aliases)];
+    try {
+      return [emitTiledPass(spec, layout, materialized, limits, name, aliases)];
+    } catch (e) {
+      // The default choice of the tiled kernel stands only where its workgroup arrays fit.
+      if (!(chosen.tiledAuto && e instanceof TiledMemoryError)) throw e;
+      const lane = { ...force, tileSteps: 0 };
+      return emitScanKernels(spec, materialized, limits, name, aliases, lane);
+    }
   }
   if (chunks === 1) {
     return [emitPass(spec, layout, "single", materialized, limits, `${name}`, aliases, [])];

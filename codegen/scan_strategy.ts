@@ -91,12 +91,19 @@ export interface ScanStrategy {
    */
   vectorIndex?: VectorIndex;
   /**
-   * Steps per tile of the workgroup-tiled kernel (scan_tiled.ts), a multiple of `lanes`; 0
-   * (default) for the lane kernel. The tiled kernel stages the per-step values and the
-   * per-state loads its channels share in workgroup memory and reduces the contractions
-   * there: no subgroup operations. It needs every output contracted and one chunk; its lanes
-   * default to min(states, 4) and its workgroup to 64 threads. Opt-in: a hand-written kernel
-   * of this design was 12–15% faster on the H200; the compiled one is not yet measured.
+   * Steps per tile of the workgroup-tiled kernel (scan_tiled.ts), a multiple of `lanes`; 0 for
+   * the lane kernel. The tiled kernel stages the per-step values and the per-state loads its
+   * channels share in workgroup memory and reduces the contractions there: no subgroup
+   * operations. It needs every output contracted and one chunk; its lanes default to
+   * min(states, 4) and its workgroup to 64 threads (128 when chosen automatically).
+   *
+   * Default: 16 (tiled) when the scan is wide and long enough that the lane kernel would run
+   * one unchunked pass anyway — every output contracted, ≥ 4 states, ≥ 256 steps, ≥ 8192
+   * channels, its workgroup arrays within the device's limit — and no lane-kernel knob
+   * (lanes, chunks, unroll, transpose, prefetch, prefetchDepth, stateLoads, broadcast,
+   * workgroup) is given; else 0. On the H200 it ran the benchmark scan (b=8, l=4096, d=1536,
+   * n=16) in 0.652 ms against the lane kernel's 0.685, and b=6 in 0.636 against 0.676; at
+   * b=4 the two tie and below that the lane kernel's chunks win (bench/RESULTS.md).
    */
   tileSteps?: number;
 }
@@ -117,6 +124,8 @@ export interface ChosenScanStrategy {
   vector: boolean;
   vectorIndex: VectorIndex;
   tileSteps: number;
+  /** The tiled kernel was chosen by default, not asked for (`ScanStrategy.tileSteps`). */
+  tiledAuto?: boolean;
 }
 
 /**
@@ -131,6 +140,45 @@ const DEFAULT_FOLD_LOG2E = true;
 const DEFAULT_UNROLL = 1;
 const DEFAULT_PREFETCH: ScanPrefetch = "all";
 const DEFAULT_MATH: ScanMath = "fast";
+
+/** The tiled kernel's automatic choice (see `ScanStrategy.tileSteps`). */
+const AUTO_TILE = 16;
+const AUTO_TILED_WORKGROUP = 128;
+const AUTO_TILED_MIN_CHANNELS = 8192;
+const AUTO_TILED_MIN_STEPS = 256;
+const AUTO_TILED_MIN_STATES = 4;
+/** Knobs that only the lane kernel has: giving one keeps it. */
+const LANE_KERNEL_KNOBS = [
+  "lanes",
+  "chunks",
+  "unroll",
+  "transpose",
+  "prefetch",
+  "prefetchDepth",
+  "stateLoads",
+  "broadcast",
+  "workgroup",
+] as const;
+
+/**
+ * Whether the tiled kernel is the default for this scan: wide and long (the lane kernel would
+ * run one unchunked pass) and every output contracted. Its workgroup arrays are sized when it
+ * is emitted: scan_kernel.ts keeps the lane kernel when they exceed the device's limit.
+ */
+function autoTiled(
+  spec: ScanSpec,
+  limits: DeviceLimits,
+  force: ScanStrategy,
+  nc: number,
+  ns: number,
+  len: number,
+): boolean {
+  if (LANE_KERNEL_KNOBS.some((k) => force[k] !== undefined)) return false;
+  if (force.mode === "chunked" || spec.outputs.some((o) => !o.contract)) return false;
+  if (nc < AUTO_TILED_MIN_CHANNELS || len < AUTO_TILED_MIN_STEPS) return false;
+  return ns >= AUTO_TILED_MIN_STATES &&
+    limits.maxComputeInvocationsPerWorkgroup >= AUTO_TILED_WORKGROUP;
+}
 
 /** Size of `axis` in the scan's shape. */
 export function sizeOf(scan: ScanNode, axis: string): number {
@@ -158,6 +206,10 @@ export function chooseScanStrategy(
   const nc = product(spec.scan, spec.channelAxes);
   const len = sizeOf(spec.scan, spec.scan.axis);
   const canShuffle = limits.subgroups && limits.subgroupMinSize >= 2;
+  if (force.tileSteps === undefined && autoTiled(spec, limits, force, nc, ns, len)) {
+    const tiled = { ...force, workgroup: AUTO_TILED_WORKGROUP };
+    return { ...chooseTiled(spec, limits, tiled, AUTO_TILE), tiledAuto: true };
+  }
   const tileSteps = force.tileSteps ?? 0;
   if (tileSteps !== 0) return chooseTiled(spec, limits, force, tileSteps);
   // A few lanes per channel, each holding several states: enough threads to fill the GPU

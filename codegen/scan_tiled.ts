@@ -77,6 +77,9 @@ interface StagedValue {
   readonly template: Env;
 }
 
+/** The tiled kernel's workgroup arrays exceed the device's workgroup memory. */
+export class TiledMemoryError extends Error {}
+
 /** Emits the single pass of a workgroup-tiled scan (see the module comment). */
 export function emitTiledPass(
   spec: ScanSpec,
@@ -343,7 +346,7 @@ export function emitTiledPass(
   const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
   const shared = 4 * (sdCount + ypCount + width * stagedCount);
   if (shared > limits.maxComputeWorkgroupStorageSize) {
-    throw new Error(
+    throw new TiledMemoryError(
       `scan: tileSteps ${T} with ${perGroup} channels × ${lanes} lanes needs ${shared} bytes of ` +
         `workgroup memory; the device allows ${limits.maxComputeWorkgroupStorageSize} ` +
         `(use fewer steps per tile or a smaller workgroup)`,

@@ -4,6 +4,8 @@
 // contracted outputs, and its refusals.
 import assert from "node:assert/strict";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { compile } from "../runtime/compile.ts";
 import { checkSelectiveScan } from "./scan_check.ts";
 
 async function check(
@@ -76,5 +78,31 @@ Deno.test("tiled scan: bad knobs are rejected with a message naming them", async
     ] as [ScanStrategy, RegExp][]
   ) {
     await assert.rejects(() => check(sizes, strategy), message, JSON.stringify(strategy));
+  }
+});
+
+Deno.test("tiled scan: the default for wide, long contracted scans, and only there", async () => {
+  // 8192 channels × 256 steps: the default strategy is the tiled kernel (32 channels × 4
+  // lanes, 16-step tiles), checked against the interpreter like any other.
+  const wide = await check({ b: 1, l: 256, d: 8192, n: 16 }, {});
+  assert.match(wide, /tiled: 32 channels × 4 lane\(s\) per workgroup, 16-step tiles/);
+  // One step short, one channel short of the thresholds, a lane-kernel knob, or an explicit
+  // tileSteps: 0 keep the lane kernel.
+  const cases: [{ b: number; l: number; d: number; n: number }, ScanStrategy][] = [
+    [{ b: 1, l: 255, d: 8192, n: 16 }, {}],
+    [{ b: 1, l: 256, d: 8191, n: 16 }, {}],
+    [{ b: 1, l: 256, d: 8192, n: 16 }, { lanes: 8 }],
+    [{ b: 1, l: 256, d: 8192, n: 16 }, { workgroup: 128 }],
+    [{ b: 1, l: 256, d: 8192, n: 16 }, { tileSteps: 0 }],
+    [{ b: 64, l: 1, d: 1536, n: 16 }, {}], // a decode step
+  ];
+  for (const [sizes, strategy] of cases) {
+    const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, sizes, {
+      backend: "gpu",
+      scan: strategy,
+    });
+    const head = prog.kernels[0].wgsl.split("\n")[0];
+    assert.doesNotMatch(head, /tiled/, `${JSON.stringify(sizes)} ${JSON.stringify(strategy)}`);
+    prog.destroy();
   }
 });
