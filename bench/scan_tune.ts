@@ -215,6 +215,7 @@ const variants: Record<string, ScanStrategy> = {
   "tiled 32 steps, 16 channels x 4 lanes": { tileSteps: 32 },
   "tiled 16 steps, 16 channels x 8 lanes": { tileSteps: 16, lanes: 8, workgroup: 128 },
   "tiled 16 steps, 16 channels x 2 lanes": { tileSteps: 16, lanes: 2, workgroup: 32 },
+  "lane kernel (tileSteps 0: the default before the tiled one)": { tileSteps: 0 },
   "default": {},
 };
 /** Variants also timed in step mode (l = 1, state updated in place). */
