@@ -3,7 +3,10 @@
 // state sizes the lanes do not divide, reverse scans with init and final state, several
 // contracted outputs, and its refusals.
 import assert from "node:assert/strict";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS, type DeviceLimits } from "../codegen/limits.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { trace } from "../dsl/trace.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
 import { checkSelectiveScan } from "./scan_check.ts";
@@ -105,4 +108,25 @@ Deno.test("tiled scan: the default for wide, long contracted scans, and only the
     assert.doesNotMatch(head, /tiled/, `${JSON.stringify(sizes)} ${JSON.stringify(strategy)}`);
     prog.destroy();
   }
+});
+
+Deno.test("tiled scan: the default yields to the lane kernel when its arrays do not fit", () => {
+  // The Mamba-1 scan's tiled kernel (32 channels × 4 lanes, 16 steps) needs 14336 bytes of
+  // workgroup memory; a device with 8 KiB keeps the lane kernel, and asking for the tiled
+  // kernel there is an error naming the sizes.
+  const graph = trace(
+    SELECTIVE_SCAN_INPUTS,
+    (t) => selectiveScan(t).y,
+    { b: 1, l: 256, d: 8192, n: 16 },
+  );
+  const device = { ...DEFAULT_LIMITS, subgroups: true, subgroupMinSize: 32 };
+  const head = (limits: DeviceLimits) =>
+    generateKernels(graph, limits).kernels[0].wgsl.split("\n")[0];
+  assert.match(head(device), /tiled: 32 channels/);
+  const small = { ...device, maxComputeWorkgroupStorageSize: 8192 };
+  assert.match(head(small), /8 lane\(s\)\/channel/);
+  assert.throws(
+    () => generateKernels(graph, small, { scan: { tileSteps: 16, workgroup: 128 } }),
+    /tileSteps 16 with 32 channels × 4 lanes needs 14336 bytes of workgroup memory; the device allows 8192/,
+  );
 });
