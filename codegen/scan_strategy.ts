@@ -20,7 +20,11 @@ export interface ScanStrategy {
   chunks?: number;
   /** Lanes per channel sharing the state (a power of two ≤ the subgroup size; 1 = none). */
   lanes?: number;
-  /** Steps per loop iteration, emitted straight-line so their loads are issued together. */
+  /**
+   * Steps per loop iteration, emitted straight-line so their loads are issued together. In the
+   * tiled kernel: steps per iteration of a tile's step loop, dividing `tileSteps` (default 4
+   * where it divides, else the whole tile).
+   */
   unroll?: number;
   /**
    * Lane-transposed steps (default on when lanes > 1): per block of `lanes` steps, lane j
@@ -138,6 +142,7 @@ const DEFAULT_STATE_LOADS: ScanStateLoads = "late";
 const DEFAULT_VECTOR_INDEX: VectorIndex = "split";
 const DEFAULT_FOLD_LOG2E = true;
 const DEFAULT_UNROLL = 1;
+const DEFAULT_TILE_UNROLL = 4;
 const DEFAULT_PREFETCH: ScanPrefetch = "all";
 const DEFAULT_MATH: ScanMath = "fast";
 
@@ -347,10 +352,20 @@ function chooseTiled(
         `(${spec.stateAxes.join(", ")}); an output reads the state itself`,
     );
   }
+  // Steps per iteration of the tile's step loop: a rolled loop of 4-step bodies ran the
+  // hand-written kernel in 0.575 ms against 0.654 fully unrolled (H200, 2026-12-03).
+  const unroll = force.unroll ??
+    (tileSteps % DEFAULT_TILE_UNROLL === 0 ? DEFAULT_TILE_UNROLL : tileSteps);
+  if (!Number.isInteger(unroll) || unroll < 1 || tileSteps % unroll) {
+    throw new Error(
+      `scan: tiled unroll (steps per iteration of the tile's loop) must divide tileSteps ` +
+        `${tileSteps}, got ${unroll}`,
+    );
+  }
   return {
     lanes,
     chunks: 1,
-    unroll: tileSteps,
+    unroll,
     transpose: false,
     prefetch: "all",
     prefetchDepth: 1,

@@ -20,9 +20,10 @@
  * for the lane-transposed one on the H200). One pass only: no chunks.
  *
  * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_stage[row][lane]`,
- * `sk_yp[row][thread]`): the step loop's reads then have a constant row and a loop-invariant
- * column. naga clamps every dynamic workgroup index; with this shape the clamp is one
- * expression the driver computes once, and the row becomes an immediate address offset.
+ * `sk_yp[row][thread]`), and the tile's steps run as a loop of `unroll` straight-line steps
+ * (default 4): a step's reads are then row `base + sgu` at a loop-invariant column. naga clamps
+ * every dynamic workgroup index; measured by hand on the H200 this shape beat flat arrays and
+ * fully unrolled tiles (bench/RESULTS.md, 2026-12-03).
  *
  * @module
  */
@@ -54,6 +55,8 @@ import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 /** Identifiers that vary inside the tile loop (alternatives of a regular expression). */
 const LOOP_VARIABLES = [
   "k",
+  "sg",
+  "sgu",
   "tt\\d+(?:_c)?",
   "t\\d+(?:_c)?",
   "live\\d+",
@@ -92,6 +95,11 @@ export function emitTiledPass(
   const { scan } = spec;
   const { lanes, perLane, nc, len, math, workgroup } = layout;
   const T = layout.tileSteps;
+  // The tile's steps run as a loop of T / U iterations of U straight-line steps (U = T: no
+  // loop); `sgu` is the first step of the iteration, and rows of step u are `row(u)`.
+  const U = layout.unroll;
+  const looped = U < T;
+  const row = (base: number) => (looped ? `${u32Literal(base)} + sgu` : u32Literal(base));
   const perGroup = workgroup / lanes;
   const items = T / lanes;
   const tiles = Math.ceil(len / T);
@@ -137,7 +145,7 @@ export function emitTiledPass(
     // cover one load template each (see the stage below).
     stagedRead: () => {
       const i = stagedInStep++;
-      return `sk_stage[${u32Literal(i * T + currentStep)}][j]`;
+      return `sk_stage[${row(i * T + currentStep)}][j]`;
     },
     unstaged: "direct",
   });
@@ -173,13 +181,13 @@ export function emitTiledPass(
       valueSlots.set(key, slot = values.length);
       values.push({ node, template });
     }
-    return `sk_sd[${u32Literal(slot * T + currentStep)}][cl]`;
+    return `sk_sd[${row(slot * T + currentStep)}][cl]`;
   };
   const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
   interceptLoop(loop, tools, redirect);
   const stepLines: string[] = [];
   const templates: string[][] = [];
-  for (let u = 0; u < T; u++) {
+  for (let u = 0; u < U; u++) {
     currentStep = u;
     stagedInStep = 0;
     const stagedBefore = prefetch.staged.length;
@@ -187,7 +195,7 @@ export function emitTiledPass(
     const mark = loop.lines.length;
     const updates = stateUpdates(loop, spec, lane, t, partial ? live : undefined).lines;
     const parts = spec.outputs.map((o, k) =>
-      `sk_yp[${u32Literal(k * T + u)}][lid] = ${contractionPart(loop, spec, lane, o.contract!, t)};`
+      `sk_yp[${row(k * T + u)}][lid] = ${contractionPart(loop, spec, lane, o.contract!, t)};`
     );
     stepLines.push(...loop.lines.splice(mark), ...updates, ...parts);
     templates.push(
@@ -209,8 +217,8 @@ export function emitTiledPass(
     scan.reverse ? `${u32Literal(len - 1)} - (${within})` : `(${within})`;
   const clamp = (v: string) => (partial ? `min(${v}, ${u32Literal(len - 1)})` : v);
   const stepHeads = (tile: string, sfx: string) =>
-    Array.from({ length: T }, (_, u) => {
-      const within = `${tile} * ${u32Literal(T)} + ${u32Literal(u)}`;
+    Array.from({ length: U }, (_, u) => {
+      const within = `${tile} * ${u32Literal(T)} + ${looped ? "sgu + " : ""}${u32Literal(u)}`;
       return [
         `let tt${u}${sfx} = ${position(within)};`,
         `let t${u}${sfx} = ${clamp(`tt${u}${sfx}`)};`,
@@ -367,8 +375,9 @@ export function emitTiledPass(
   ];
   const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
     `${nc} channels × ${layout.ns} states, tiled: ${perGroup} channels × ${lanes} lane(s) per ` +
-    `workgroup, ${T}-step tiles, ${values.length} staged value(s), ` +
-    `${prefetch.staged.length} staged load(s), math ${math}` +
+    `workgroup, ${T}-step tiles${looped ? ` (${T / U} × ${U} steps)` : ""}, ` +
+    `${values.length} staged value(s), ` +
+    `${prefetch.staged.length * (T / U)} staged load(s), math ${math}` +
     `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, single
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
@@ -390,7 +399,16 @@ fn main(
   for (var k: u32 = 0u; k < ${u32Literal(tiles)}; k++) {
     ${[...top, ...stage].join("\n    ")}
     workgroupBarrier();
-    ${[...stepHeads("k", ""), ...stepLines].join("\n    ")}
+    ${
+      looped
+        ? [
+          `for (var sg: u32 = 0u; sg < ${u32Literal(T / U)}; sg++) {`,
+          `  let sgu = sg * ${u32Literal(U)};`,
+          ...[...stepHeads("k", ""), ...stepLines].map((l) => `  ${l}`),
+          `}`,
+        ].join("\n    ")
+        : [...stepHeads("k", ""), ...stepLines].join("\n    ")
+    }
     workgroupBarrier();
     ${[...epilogue, ...itemPrefetch.rotate(), ...fillRotate].join("\n    ")}
   }

@@ -36,6 +36,7 @@ const laneStrategies: fc.Arbitrary<ScanStrategy> = fc.record({
 const tiledStrategies: fc.Arbitrary<ScanStrategy> = fc.record({
   tileSteps: fc.constantFrom(4, 8, 12, 16, 32),
   lanes: fc.constantFrom(1, 2, 4, 8),
+  unroll: fc.constantFrom(1, 2, 3, 4, 8),
   workgroup: fc.constantFrom(32, 64, 128, 256),
   foldLog2e: fc.boolean(),
   vector: fc.boolean(),
@@ -63,6 +64,7 @@ const REFUSAL = new RegExp(
     "no per-state load has the same value",
     "needs \\d+ bytes of workgroup memory",
     "tileSteps must be a multiple of the \\d+ lanes",
+    "tiled unroll \\(steps per iteration of the tile's loop\\) must divide tileSteps",
   ].join("|"),
 );
 

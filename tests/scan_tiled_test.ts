@@ -25,7 +25,10 @@ Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both direct
   // l = 37: the last 16-step tile is partial; d = 5 with 16 channels per workgroup: most
   // threads of the workgroup hold no channel.
   const wgsl = await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 });
-  assert.match(wgsl, /tiled: 16 channels × 4 lane\(s\)/);
+  assert.match(
+    wgsl,
+    /tiled: 16 channels × 4 lane\(s\) per workgroup, 16-step tiles \(4 × 4 steps\)/,
+  );
   assert.doesNotMatch(wgsl, /subgroup/, "no subgroup operations");
   assert.match(wgsl, /workgroupBarrier/);
   await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
@@ -43,7 +46,9 @@ Deno.test("tiled scan: lanes, tile lengths, workgroups and vector widths", async
     [{ tileSteps: 8, lanes: 4, workgroup: 32 }, true], // 3 states per lane: scalar
     [{ tileSteps: 8, lanes: 2, workgroup: 32 }, false], // 6 states per lane: vec2
     [{ tileSteps: 4, lanes: 1, workgroup: 32 }, false], // 12 states in one lane: vec4
-    [{ tileSteps: 16, lanes: 8, workgroup: 64 }, true], // 2 states per lane, two lanes idle
+    [{ tileSteps: 16, lanes: 8, workgroup: 64, unroll: 16 }, true], // 2 states per lane, two idle
+    [{ tileSteps: 12, lanes: 4, workgroup: 32, unroll: 3 }, true], // a loop of 4 × 3 steps
+    [{ tileSteps: 8, lanes: 2, workgroup: 32, unroll: 1 }, false], // a rolled loop of 1 step
     [{ tileSteps: 8, lanes: 4, workgroup: 32, vector: false, foldLog2e: false }, true],
     [{ tileSteps: 12, lanes: 4, workgroup: 32, vectorIndex: "whole", math: "prelude" }, true],
   ];
@@ -73,6 +78,7 @@ Deno.test("tiled scan: bad knobs are rejected with a message naming them", async
       [{ tileSteps: 8, lanes: 3 }, /tiled lanes must be a power of two, got 3/],
       [{ tileSteps: 8, workgroup: 48 }, /tiled workgroup must be 32, 64, 128 or 256 threads/],
       [{ tileSteps: 8, chunks: 2 }, /tileSteps runs one pass; chunks must be 1, got 2/],
+      [{ tileSteps: 16, unroll: 5 }, /tiled unroll .* must divide tileSteps 16, got 5/],
       [{ tileSteps: 8, prefetch: "own" }, /tileSteps: prefetch do\(es\) not apply/],
       [
         { tileSteps: 8, stateLoads: "late", broadcast: "staged" },
@@ -88,7 +94,7 @@ Deno.test("tiled scan: the default for wide, long contracted scans, and only the
   // 8192 channels × 256 steps: the default strategy is the tiled kernel (32 channels × 4
   // lanes, 16-step tiles), checked against the interpreter like any other.
   const wide = await check({ b: 1, l: 256, d: 8192, n: 16 }, {});
-  assert.match(wide, /tiled: 32 channels × 4 lane\(s\) per workgroup, 16-step tiles/);
+  assert.match(wide, /tiled: 32 channels × 4 lane\(s\) per workgroup, 16-step tiles \(4 × 4/);
   // One step short, one channel short of the thresholds, a lane-kernel knob, or an explicit
   // tileSteps: 0 keep the lane kernel.
   const cases: [{ b: number; l: number; d: number; n: number }, ScanStrategy][] = [
