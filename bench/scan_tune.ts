@@ -215,10 +215,10 @@ const variants: Record<string, ScanStrategy> = {
   "tiled 32 steps, 16 channels x 4 lanes": { tileSteps: 32 },
   "tiled 16 steps, 16 channels x 8 lanes": { tileSteps: 16, lanes: 8, workgroup: 128 },
   "tiled 16 steps, 16 channels x 2 lanes": { tileSteps: 16, lanes: 2, workgroup: 32 },
-  "tiled 16 steps, 32 channels x 4 lanes, unrolled whole": {
+  "tiled 16 steps, 32 channels x 4 lanes, 4-step loop": {
     tileSteps: 16,
     workgroup: 128,
-    unroll: 16,
+    unroll: 4,
   },
   "tiled 16 steps, 32 channels x 4 lanes, 2-step loop": {
     tileSteps: 16,
@@ -230,8 +230,8 @@ const variants: Record<string, ScanStrategy> = {
     workgroup: 128,
     unroll: 8,
   },
-  "tiled 32 steps, 32 channels x 4 lanes, 4-step loop": { tileSteps: 32, workgroup: 128 },
-  "tiled 16 steps, 64 channels x 4 lanes, 4-step loop": { tileSteps: 16, workgroup: 256 },
+  "tiled 32 steps, 32 channels x 4 lanes": { tileSteps: 32, workgroup: 128 },
+  "tiled 16 steps, 64 channels x 4 lanes": { tileSteps: 16, workgroup: 256 },
   "lane kernel (tileSteps 0: the default before the tiled one)": { tileSteps: 0 },
   "default": {},
 };

@@ -22,8 +22,8 @@ export interface ScanStrategy {
   lanes?: number;
   /**
    * Steps per loop iteration, emitted straight-line so their loads are issued together. In the
-   * tiled kernel: steps per iteration of a tile's step loop, dividing `tileSteps` (default 4
-   * where it divides, else the whole tile).
+   * tiled kernel: steps per iteration of a tile's step loop, dividing `tileSteps` (default the
+   * whole tile, no loop).
    */
   unroll?: number;
   /**
@@ -142,7 +142,6 @@ const DEFAULT_STATE_LOADS: ScanStateLoads = "late";
 const DEFAULT_VECTOR_INDEX: VectorIndex = "split";
 const DEFAULT_FOLD_LOG2E = true;
 const DEFAULT_UNROLL = 1;
-const DEFAULT_TILE_UNROLL = 4;
 const DEFAULT_PREFETCH: ScanPrefetch = "all";
 const DEFAULT_MATH: ScanMath = "fast";
 
@@ -352,10 +351,10 @@ function chooseTiled(
         `(${spec.stateAxes.join(", ")}); an output reads the state itself`,
     );
   }
-  // Steps per iteration of the tile's step loop: a rolled loop of 4-step bodies ran the
-  // hand-written kernel in 0.575 ms against 0.654 fully unrolled (H200, 2026-12-03).
-  const unroll = force.unroll ??
-    (tileSteps % DEFAULT_TILE_UNROLL === 0 ? DEFAULT_TILE_UNROLL : tileSteps);
+  // Steps per iteration of the tile's step loop; default the whole tile, straight-line. A loop
+  // of 4-step bodies made the compiled kernel slower on the H200 (0.707 against 0.651 ms,
+  // 2026-12-03), although a hand-written kernel gained from it.
+  const unroll = force.unroll ?? tileSteps;
   if (!Number.isInteger(unroll) || unroll < 1 || tileSteps % unroll) {
     throw new Error(
       `scan: tiled unroll (steps per iteration of the tile's loop) must divide tileSteps ` +

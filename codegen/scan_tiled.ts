@@ -20,10 +20,10 @@
  * for the lane-transposed one on the H200). One pass only: no chunks.
  *
  * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_stage[row][lane]`,
- * `sk_yp[row][thread]`), and the tile's steps run as a loop of `unroll` straight-line steps
- * (default 4): a step's reads are then row `base + sgu` at a loop-invariant column. naga clamps
- * every dynamic workgroup index; measured by hand on the H200 this shape beat flat arrays and
- * fully unrolled tiles (bench/RESULTS.md, 2026-12-03).
+ * `sk_yp[row][thread]`): in the straight-line tile (the default) every read has a constant row
+ * and a loop-invariant column, so naga's clamp of the dynamic index is one expression. With
+ * `unroll` < tileSteps the tile's steps run as a loop of `unroll`-step bodies reading row
+ * `base + sgu`; that was slower in the compiled kernel on the H200 (bench/RESULTS.md).
  *
  * @module
  */
