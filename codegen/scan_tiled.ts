@@ -181,7 +181,8 @@ export function emitTiledPass(
       valueSlots.set(key, slot = values.length);
       values.push({ node, template });
     }
-    return `sk_sd[${row(slot * T + currentStep)}][cl]`;
+    // Where the value sits is decided once all values are known (see `sdRead`).
+    return `@SD${slot}_${currentStep}@`;
   };
   const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);
   interceptLoop(loop, tools, redirect);
@@ -203,6 +204,14 @@ export function emitTiledPass(
         l.load.replace(new RegExp(`\\bt${u}\\b`, "g"), "@STEP")
       ),
     );
+  }
+  // Two to four values per item are packed in one vector per (step, channel): one read per
+  // step instead of one per value. Otherwise value b of step u has its own row, b·T + u.
+  const packed = values.length >= 2 && values.length <= 4;
+  const sdRead = (slot: number, u: number) =>
+    packed ? `sk_sd[${row(u)}][cl][${slot}]` : `sk_sd[${row(slot * T + u)}][cl]`;
+  for (let i = 0; i < stepLines.length; i++) {
+    stepLines[i] = stepLines[i].replace(/@SD(\d+)_(\d+)@/g, (_, b, u) => sdRead(+b, +u));
   }
   // Every step stages the same loads at its own position (the steps are one expression).
   if (templates.some((ts) => ts.join(";") !== templates[0].join(";"))) {
@@ -251,12 +260,20 @@ export function emitTiledPass(
   });
   const stage: string[] = [];
   phaseA.forEach((em, e) => {
-    const stores = values.map((v, b) => {
+    const itemValues = values.map((v) => {
       const env: Record<string, string> = {};
       for (const a of v.node.axes) env[a] = v.template[a].replaceAll("@STEP", `ta${e}`);
-      const value = em.emit(v.node, env);
-      return `sk_sd[${u32Literal(b * T + e * lanes)} + ts0][cs] = ${value};`;
+      return em.emit(v.node, env);
     });
+    const stores = packed
+      ? [
+        `sk_sd[${u32Literal(e * lanes)} + ts0][cs] = vec${itemValues.length}<f32>(${
+          itemValues.join(", ")
+        });`,
+      ]
+      : itemValues.map((value, b) =>
+        `sk_sd[${u32Literal(b * T + e * lanes)} + ts0][cs] = ${value};`
+      );
     stage.push(...em.lines, ...stores);
   });
   // The shared per-state loads: element e of the tile is load template ⌊e / (T·lanes)⌋ at
@@ -350,7 +367,11 @@ export function emitTiledPass(
   registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
   const sdRows = Math.max(1, values.length * T);
   const ypRows = Math.max(1, spec.outputs.length * T);
-  const sdCount = sdRows * perGroup, ypCount = ypRows * workgroup;
+  // A packed vec3 occupies four floats (its alignment).
+  const sdCount = packed
+    ? T * perGroup * (values.length === 3 ? 4 : values.length)
+    : sdRows * perGroup;
+  const ypCount = ypRows * workgroup;
   const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
   const shared = 4 * (sdCount + ypCount + width * stagedCount);
   if (shared > limits.maxComputeWorkgroupStorageSize) {
@@ -381,7 +402,9 @@ export function emitTiledPass(
     `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, single
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
-var<workgroup> sk_sd: array<array<f32, ${perGroup}>, ${sdRows}>;
+var<workgroup> sk_sd: array<array<${packed ? `vec${values.length}<f32>` : "f32"}, ${perGroup}>, ${
+      packed ? T : sdRows
+    }>;
 var<workgroup> sk_yp: array<array<f32, ${workgroup}>, ${ypRows}>;
 ${
       stagedCount > 0

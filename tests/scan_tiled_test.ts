@@ -30,6 +30,8 @@ Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both direct
     /tiled: 16 channels × 4 lane\(s\) per workgroup, 16-step tiles \(4 × 4 steps\)/,
   );
   assert.doesNotMatch(wgsl, /subgroup/, "no subgroup operations");
+  // Δ and Δ·x of a (step, channel) are packed in one vec2.
+  assert.match(wgsl, /var<workgroup> sk_sd: array<array<vec2<f32>, 16>, 16>/);
   assert.match(wgsl, /workgroupBarrier/);
   await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
   // The same with B and C staged (16 channels per workgroup, one batch each).
