@@ -65,6 +65,13 @@ interface Opts {
    * its decay exponentials, then the recurrences, then one vec4 store of the 4 partial sums.
    */
   grouped?: boolean;
+  /**
+   * ST with k2d, not grouped: the steps toward the compiled tiled kernel's layout, to find what
+   * separates them: `splitD` keeps Δ and Δ·x in two scalar arrays instead of one vec2;
+   * `bcOne` keeps B and C in one array (B in rows 0…T-1, C in rows T…2T-1).
+   */
+  splitD?: boolean;
+  bcOne?: boolean;
 }
 
 function math(o: Opts): string {
@@ -644,7 +651,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
-  return { wgsl, groups: (NB * ND) / CH };
+  let out = wgsl;
+  if (k2d && !grouped && p.splitD) {
+    out = out
+      .replace(
+        `var<workgroup> sD: array<array<vec2<f32>, ${CH}>, ${T}>;`,
+        `var<workgroup> sDd: array<array<f32, ${CH}>, ${T}>;\n` +
+          `var<workgroup> sDx: array<array<f32, ${CH}>, ${T}>;`,
+      )
+      .replace(
+        /sD\[([^\]]+)\]\[cs\] = vec2<f32>\(dl, dl \* ([^)]+)\);/g,
+        "sDd[$1][cs] = dl; sDx[$1][cs] = dl * $2;",
+      )
+      .replace(/sD\[([^\]]+)\]\[cl\]/g, "vec2<f32>(sDd[$1][cl], sDx[$1][cl])");
+  }
+  if (k2d && !grouped && p.bcOne) {
+    out = out
+      .replace(
+        `var<workgroup> sB: array<array<${VT}, ${PS}>, ${T}>;\n` +
+          `var<workgroup> sC: array<array<${VT}, ${PS}>, ${T}>;`,
+        `var<workgroup> sBC: array<array<${VT}, ${PS}>, ${2 * T}>;`,
+      )
+      .replace(/\bsB\[/g, "sBC[")
+      .replace(/\bsC\[/g, `sBC[${T}u + `);
+  }
+  return { wgsl: out, groups: (NB * ND) / CH };
 }
 
 const ctx = await getGpu();
@@ -796,6 +827,18 @@ for (const [CH, T] of [[16, 16], [32, 16], [32, 32], [16, 32]]) {
   add(
     `STG_CH${CH}_L4_T${T}_exp2`,
     () => st({ CH, L: 4, T, U: T, ...rsq, exp2: true, k2d: true, grouped: true }),
+  );
+}
+// From the fastest hand-written shape (STK, 4-step loop) toward the compiled tiled kernel's.
+for (
+  const [tag, extra] of [["splitD", { splitD: true }], ["bcOne", { bcOne: true }], ["both", {
+    splitD: true,
+    bcOne: true,
+  }]] as const
+) {
+  add(
+    `STK_CH32_L4_T16_U4_exp2_${tag}`,
+    () => st({ CH: 32, L: 4, T: 16, U: 4, ...rsq, exp2: true, k2d: true, ...extra }),
   );
 }
 // Which of ST → STK's two changes costs: rows with the 4-step loop; flat with the full unroll.
