@@ -502,46 +502,47 @@ function st(
     return lines.join("\n    ");
   };
   const k2d = p.k2d === true;
-  const sBCAt = (a: string, e: string) =>
-    k2d ? `${a}[(${e}) / ${PS}u][(${e}) % ${PS}u]` : `${a}[${e}]`;
+  // Where the workgroup arrays put (step u, column): flat (ST) or one row per step (k2d).
+  const at = {
+    d: (u: number | string) => (k2d ? `sD[${u}][cl]` : `sD[(${u}) * ${CH}u + cl]`),
+    dStore: (i: number) => (k2d ? `sD[ts0 + ${i * L}u][cs]` : `sD[lid + ${i * WG}u]`),
+    bc: (a: string, u: number | string, col: string) =>
+      k2d ? `${a}[${u}][${col}]` : `${a}[(${u}) * ${PS}u + ${col}]`,
+    bcStore: (a: string, e: string) =>
+      k2d ? `${a}[(${e}) / ${PS}u][(${e}) % ${PS}u]` : `${a}[${e}]`,
+    yP: (u: number | string) => (k2d ? `yP[${u}][lid]` : `yP[((${u}) * ${CH}u + cl) * ${L}u + j]`),
+  };
   const stage = (pre: string) => {
     const lines: string[] = [];
-    if (k2d) {
-      for (let i = 0; i < E; i++) {
-        lines.push(
-          `{ let dl = sp(${pre}dt${i} + bs); sD[ts0 + ${
-            i * L
-          }u][cs] = vec2<f32>(dl, dl * ${pre}x${i}); }`,
-        );
-      }
-    }
-    for (let i = 0; i < (k2d ? 0 : E); i++) {
+    for (let i = 0; i < E; i++) {
       lines.push(
-        `{ let dl = sp(${pre}dt${i} + bs); sD[lid + ${
-          i * WG
-        }u] = vec2<f32>(dl, dl * ${pre}x${i}); }`,
+        `{ let dl = sp(${pre}dt${i} + bs); ${at.dStore(i)} = vec2<f32>(dl, dl * ${pre}x${i}); }`,
       );
     }
     for (let s = 0; s < bcSlots; s++) {
+      const e = `lid + ${s * WG}u`;
       lines.push(
-        `if (lid + ${s * WG}u < ${PS * T}u) { ${sBCAt("sB", `lid + ${s * WG}u`)} = ${pre}B${s}; ${
-          sBCAt("sC", `lid + ${s * WG}u`)
+        `if (${e} < ${PS * T}u) { ${at.bcStore("sB", e)} = ${pre}B${s}; ${
+          at.bcStore("sC", e)
         } = ${pre}C${s}; }`,
       );
     }
     return lines.join("\n    ");
   };
-  const scanStepK2d = (u: number | string) =>
+  const scanStep = (u: number | string) =>
     `{
-        let dv = sD[${u}][cl];
+        let dv = ${at.d(u)};
         ${
       rep(
         Q,
-        (q) => `h${q} = ${expOf(p, `dv.x * a${q}`)} * h${q} + dv.y * sB[${u}][j * ${Q}u + ${q}u];`,
+        (q) =>
+          `h${q} = ${expOf(p, `dv.x * a${q}`)} * h${q} + dv.y * ${
+            at.bc("sB", u, `j * ${Q}u + ${q}u`)
+          };`,
         "\n        ",
       )
     }
-        yP[${u}][lid] = ${rep(Q, (q) => `dot(sC[${u}][j * ${Q}u + ${q}u], h${q})`, " + ")};
+        ${at.yP(u)} = ${rep(Q, (q) => `dot(${at.bc("sC", u, `j * ${Q}u + ${q}u`)}, h${q})`, " + ")};
       }`;
   const grouped = p.grouped === true;
   if (grouped && (!k2d || L !== 4 || T % 4)) throw new Error("grouped needs k2d, L 4, T % 4");
@@ -559,23 +560,6 @@ function st(
     lines.push(`yP[${g}][lid] = vec4<f32>(${steps.map((u) => `y${u}`).join(", ")});`);
     return `{\n        ${lines.join("\n        ")}\n      }`;
   };
-  const scanStep = (u: string) =>
-    `{
-        let dv = sD[(${u}) * ${CH}u + cl];
-        ${
-      rep(
-        Q,
-        (q) =>
-          `h${q} = ${
-            expOf(p, `dv.x * a${q}`)
-          } * h${q} + dv.y * sB[(${u}) * ${PS}u + j * ${Q}u + ${q}u];`,
-        "\n        ",
-      )
-    }
-        yP[((${u}) * ${CH}u + cl) * ${L}u + j] = ${
-      rep(Q, (q) => `dot(sC[(${u}) * ${PS}u + j * ${Q}u + ${q}u], h${q})`, " + ")
-    };
-      }`;
   const epi: string[] = [];
   for (let i = 0; i < E; i++) {
     const e = `(lid + ${i * WG}u)`;
@@ -638,9 +622,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     grouped
       ? rep(T / 4, (g) => scanGroup(g), "\n    ")
       : k2d && U === T
-      ? rep(T, (u) => scanStepK2d(u), "\n    ")
+      ? rep(T, (u) => scanStep(u), "\n    ")
       : `for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
-      ${rep(U, (v) => (k2d ? scanStepK2d : scanStep)(`u + ${v}u`), "\n      ")}
+      ${rep(U, (v) => scanStep(`u + ${v}u`), "\n      ")}
     }`
   }
     workgroupBarrier();
