@@ -324,10 +324,10 @@ export function emitTiledPass(
   const epilogue: string[] = [];
   phaseA.forEach((em, e) => {
     spec.outputs.forEach((o, k) => {
-      const row = `sk_yp[${u32Literal(k * T + e * lanes)} + ts0]`;
+      const partials = `sk_yp[${u32Literal(k * T + e * lanes)} + ts0]`;
       const sum = Array.from(
         { length: lanes },
-        (_, jj) => `${row}[cs * ${u32Literal(lanes)} + ${u32Literal(jj)}]`,
+        (_, jj) => `${partials}[cs * ${u32Literal(lanes)} + ${u32Literal(jj)}]`,
       ).join(" + ");
       const y = `y${k}_${e}`;
       const epi = interceptLoop(
@@ -365,12 +365,12 @@ export function emitTiledPass(
     return emitTiledPass(spec, scalar, materialized, limits, name, aliases);
   }
   registry.checkLimit(spec.outputs[0]?.root ?? scan, limits.maxStorageBuffersPerShaderStage);
-  const sdRows = Math.max(1, values.length * T);
+  // Rows of sk_sd: one per step when packed (a vec3 takes four floats, its alignment), else
+  // one per value and step.
+  const sdRows = packed ? T : Math.max(1, values.length * T);
+  const sdFloats = packed ? (values.length === 3 ? 4 : values.length) : 1;
   const ypRows = Math.max(1, spec.outputs.length * T);
-  // A packed vec3 occupies four floats (its alignment).
-  const sdCount = packed
-    ? T * perGroup * (values.length === 3 ? 4 : values.length)
-    : sdRows * perGroup;
+  const sdCount = sdRows * perGroup * sdFloats;
   const ypCount = ypRows * workgroup;
   const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
   const shared = 4 * (sdCount + ypCount + width * stagedCount);
@@ -402,9 +402,9 @@ export function emitTiledPass(
     `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, single
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
-var<workgroup> sk_sd: array<array<${packed ? `vec${values.length}<f32>` : "f32"}, ${perGroup}>, ${
-      packed ? T : sdRows
-    }>;
+var<workgroup> sk_sd: array<array<${
+      packed ? `vec${values.length}<f32>` : "f32"
+    }, ${perGroup}>, ${sdRows}>;
 var<workgroup> sk_yp: array<array<f32, ${workgroup}>, ${ypRows}>;
 ${
       stagedCount > 0
