@@ -31,196 +31,123 @@ __device__ __forceinline__ float softplus(float v) {
 }
 __device__ __forceinline__ float silu(float v) { return v * __frcp_rn(1.0f + __expf(-v)); }
 
-// ST: a block holds CH channels × 4 lanes (4 states each) and walks the sequence in T-step tiles:
-// stage Δ, Δ·x of the tile's (step, channel) items and the tile's B, C in shared memory,
-// barrier, T steps per lane with partial sums C·h to shared memory, barrier, epilogue per item.
-template <int CH, int T>
-__global__ void __launch_bounds__(CH * 4) st_kernel(
-    const float* __restrict__ x, const float* __restrict__ dt, const float* __restrict__ z,
-    const float4* __restrict__ B4, const float4* __restrict__ C4, const float* __restrict__ A,
-    const float* __restrict__ Dv, const float* __restrict__ bias, float* __restrict__ y) {
-  constexpr int L = 4, WG = CH * L, E = T / L, NT = NL / T;
-  static_assert(T * 4 <= WG, "one float4 of B and C per thread and tile");
-  __shared__ float2 sD[T][CH];
-  __shared__ float4 sB[T][4], sC[T][4];
-  __shared__ float yP[T][WG];
-  const int lid = threadIdx.x, c0 = blockIdx.x * CH, b = c0 / ND, d0 = c0 % ND;
-  const int cl = lid / L, j = lid % L, cs = lid % CH, ts0 = lid / CH;
-  float a[4], h[4] = {0, 0, 0, 0};
-  for (int r = 0; r < 4; r++) a[r] = A[(d0 + cl) * NN + j * 4 + r] * LOG2E;
-  const size_t xb = (size_t)b * NL * ND + d0 + cs;
-  const size_t bb = (size_t)b * NL * 4;
-  const float ds = Dv[d0 + cs], bs = bias[d0 + cs];
-  const bool bcLoader = lid < T * 4;
-  float cx[E], cdt[E], cz[E], nx[E], ndt[E], nz[E];
-  float4 cB = {}, cC = {}, nB = {}, nC = {};
-  for (int i = 0; i < E; i++) {
-    size_t at = xb + (size_t)(ts0 + i * L) * ND;
-    cx[i] = x[at], cdt[i] = dt[at], cz[i] = z[at];
-  }
-  if (bcLoader) cB = B4[bb + lid], cC = C4[bb + lid];
-  for (int k = 0; k < NT; k++) {
-    const int kn = min(k + 1, NT - 1);
-    for (int i = 0; i < E; i++) {
-      size_t at = xb + (size_t)(kn * T + ts0 + i * L) * ND;
-      nx[i] = x[at], ndt[i] = dt[at], nz[i] = z[at];
-    }
-    if (bcLoader) nB = B4[bb + kn * T * 4 + lid], nC = C4[bb + kn * T * 4 + lid];
-    for (int i = 0; i < E; i++) {
-      float dl = softplus(cdt[i] + bs);
-      sD[ts0 + i * L][cs] = make_float2(dl, dl * cx[i]);
-    }
-    if (bcLoader) sB[lid / 4][lid % 4] = cB, sC[lid / 4][lid % 4] = cC;
-    __syncthreads();
-#pragma unroll
-    for (int u = 0; u < T; u++) {
-      float2 dv = sD[u][cl];
-      float4 bv = sB[u][j], cv = sC[u][j];
-      h[0] = exp2f(dv.x * a[0]) * h[0] + dv.y * bv.x;
-      h[1] = exp2f(dv.x * a[1]) * h[1] + dv.y * bv.y;
-      h[2] = exp2f(dv.x * a[2]) * h[2] + dv.y * bv.z;
-      h[3] = exp2f(dv.x * a[3]) * h[3] + dv.y * bv.w;
-      yP[u][lid] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
-    }
-    __syncthreads();
-    for (int i = 0; i < E; i++) {
-      const float* p = &yP[ts0 + i * L][cs * L];
-      float s = p[0] + p[1] + p[2] + p[3];
-      y[xb + (size_t)(k * T + ts0 + i * L) * ND] = (s + ds * cx[i]) * silu(cz[i]);
-    }
-    for (int i = 0; i < E; i++) cx[i] = nx[i], cdt[i] = ndt[i], cz[i] = nz[i];
-    cB = nB, cC = nC;
-  }
+// One lane's R = 16 / L states of B or C, read as one vector.
+template <int R>
+struct LaneVec;
+template <>
+struct LaneVec<4> {
+  using T = float4;
+};
+template <>
+struct LaneVec<2> {
+  using T = float2;
+};
+template <typename V>
+__device__ __forceinline__ float comp(const V& v, int r) {
+  return reinterpret_cast<const float*>(&v)[r];
 }
 
-// ST with the step loop in groups of G steps: the group's shared reads first, then its decay
-// exponentials (independent of h), then the recurrences, then one vector store of the G partial
-// sums; ptxas keeps source order closely, and in ST each step's reads wait for the last step.
-template <int CH, int T, int G>
-__global__ void __launch_bounds__(CH * 4) stg_kernel(
+// ST: a block holds CH channels × L lanes (16 / L states each) and walks the sequence in T-step
+// tiles: stage Δ, Δ·x of the tile's (step, channel) items and the tile's B, C in shared memory,
+// barrier, T steps per lane with partial sums C·h to shared memory, barrier, epilogue per item.
+// GROUPED (4 lanes only): the step loop in groups of 4 steps, each group's shared reads first,
+// then its decay exponentials (independent of h), then the recurrences, then one vector store
+// of the 4 partial sums; ptxas keeps source order closely, and otherwise each step's reads wait
+// for the last step.
+template <int CH, int L, int T, bool GROUPED>
+__global__ void __launch_bounds__(CH * L) st_kernel(
     const float* __restrict__ x, const float* __restrict__ dt, const float* __restrict__ z,
-    const float4* __restrict__ B4, const float4* __restrict__ C4, const float* __restrict__ A,
+    const typename LaneVec<16 / L>::T* __restrict__ Bv,
+    const typename LaneVec<16 / L>::T* __restrict__ Cv, const float* __restrict__ A,
     const float* __restrict__ Dv, const float* __restrict__ bias, float* __restrict__ y) {
-  constexpr int L = 4, WG = CH * L, E = T / L, NT = NL / T;
-  static_assert(T * 4 <= WG && G == 4 && T % G == 0, "shape");
+  constexpr int R = 16 / L, WG = CH * L, E = T / L, NT = NL / T, G = 4;
+  using V = typename LaneVec<R>::T;
+  static_assert(T * L <= WG, "one vector of B and C per thread and tile");
+  static_assert(!GROUPED || (L == 4 && T % G == 0), "groups of 4 steps need 4 lanes");
   __shared__ float2 sD[T][CH];
-  __shared__ float4 sB[T][4], sC[T][4];
-  __shared__ float4 yP[T / G][WG];  // partial sums of G consecutive steps per thread
+  __shared__ V sB[T][L], sC[T][L];
+  // Partial sums of (step, thread): [step][thread], or grouped [step / 4][thread][step % 4]
+  // (vector stores: 16-byte aligned; ungrouped keeps 4, as measured: no vector loads of it).
+  __shared__ alignas(GROUPED ? 16 : 4) float yP[T * WG];
   const int lid = threadIdx.x, c0 = blockIdx.x * CH, b = c0 / ND, d0 = c0 % ND;
   const int cl = lid / L, j = lid % L, cs = lid % CH, ts0 = lid / CH;
-  float a[4], h[4] = {0, 0, 0, 0};
-  for (int r = 0; r < 4; r++) a[r] = A[(d0 + cl) * NN + j * 4 + r] * LOG2E;
+  float a[R], h[R];
+  for (int r = 0; r < R; r++) a[r] = A[(d0 + cl) * NN + j * R + r] * LOG2E, h[r] = 0;
   const size_t xb = (size_t)b * NL * ND + d0 + cs;
-  const size_t bb = (size_t)b * NL * 4;
+  const size_t bb = (size_t)b * NL * L;
   const float ds = Dv[d0 + cs], bs = bias[d0 + cs];
-  const bool bcLoader = lid < T * 4;
+  const bool bcLoader = lid < T * L;
   float cx[E], cdt[E], cz[E], nx[E], ndt[E], nz[E];
-  float4 cB = {}, cC = {}, nB = {}, nC = {};
+  V cB = {}, cC = {}, nB = {}, nC = {};
   for (int i = 0; i < E; i++) {
     size_t at = xb + (size_t)(ts0 + i * L) * ND;
     cx[i] = x[at], cdt[i] = dt[at], cz[i] = z[at];
   }
-  if (bcLoader) cB = B4[bb + lid], cC = C4[bb + lid];
+  if (bcLoader) cB = Bv[bb + lid], cC = Cv[bb + lid];
   for (int k = 0; k < NT; k++) {
     const int kn = min(k + 1, NT - 1);
     for (int i = 0; i < E; i++) {
       size_t at = xb + (size_t)(kn * T + ts0 + i * L) * ND;
       nx[i] = x[at], ndt[i] = dt[at], nz[i] = z[at];
     }
-    if (bcLoader) nB = B4[bb + kn * T * 4 + lid], nC = C4[bb + kn * T * 4 + lid];
+    if (bcLoader) nB = Bv[bb + kn * T * L + lid], nC = Cv[bb + kn * T * L + lid];
     for (int i = 0; i < E; i++) {
       float dl = softplus(cdt[i] + bs);
       sD[ts0 + i * L][cs] = make_float2(dl, dl * cx[i]);
     }
-    if (bcLoader) sB[lid / 4][lid % 4] = cB, sC[lid / 4][lid % 4] = cC;
+    if (bcLoader) sB[lid / L][lid % L] = cB, sC[lid / L][lid % L] = cC;
     __syncthreads();
+    if constexpr (GROUPED) {
 #pragma unroll
-    for (int g = 0; g < T / G; g++) {
-      float2 dv[G];
-      float4 bv[G], cv[G];
-      float e[G][4], yp[G];
+      for (int g = 0; g < T / G; g++) {
+        float2 dv[G];
+        float4 bv[G], cv[G];
+        float e[G][4], yp[G];
 #pragma unroll
-      for (int s = 0; s < G; s++) dv[s] = sD[g * G + s][cl], bv[s] = sB[g * G + s][j];
+        for (int s = 0; s < G; s++) dv[s] = sD[g * G + s][cl], bv[s] = sB[g * G + s][j];
 #pragma unroll
-      for (int s = 0; s < G; s++) cv[s] = sC[g * G + s][j];
+        for (int s = 0; s < G; s++) cv[s] = sC[g * G + s][j];
 #pragma unroll
-      for (int s = 0; s < G; s++)
+        for (int s = 0; s < G; s++)
 #pragma unroll
-        for (int r = 0; r < 4; r++) e[s][r] = exp2f(dv[s].x * a[r]);
+          for (int r = 0; r < 4; r++) e[s][r] = exp2f(dv[s].x * a[r]);
 #pragma unroll
-      for (int s = 0; s < G; s++) {
-        h[0] = e[s][0] * h[0] + dv[s].y * bv[s].x;
-        h[1] = e[s][1] * h[1] + dv[s].y * bv[s].y;
-        h[2] = e[s][2] * h[2] + dv[s].y * bv[s].z;
-        h[3] = e[s][3] * h[3] + dv[s].y * bv[s].w;
-        yp[s] = cv[s].x * h[0] + cv[s].y * h[1] + cv[s].z * h[2] + cv[s].w * h[3];
+        for (int s = 0; s < G; s++) {
+#pragma unroll
+          for (int r = 0; r < 4; r++) h[r] = e[s][r] * h[r] + dv[s].y * comp(bv[s], r);
+          yp[s] = cv[s].x * h[0] + cv[s].y * h[1] + cv[s].z * h[2] + cv[s].w * h[3];
+        }
+        reinterpret_cast<float4*>(yP)[g * WG + lid] = make_float4(yp[0], yp[1], yp[2], yp[3]);
       }
-      yP[g][lid] = make_float4(yp[0], yp[1], yp[2], yp[3]);
+    } else {
+#pragma unroll
+      for (int u = 0; u < T; u++) {
+        float2 dv = sD[u][cl];
+        V bv = sB[u][j], cv = sC[u][j];
+#pragma unroll
+        for (int r = 0; r < R; r++) h[r] = exp2f(dv.x * a[r]) * h[r] + dv.y * comp(bv, r);
+        float acc = comp(cv, 0) * h[0];
+#pragma unroll
+        for (int r = 1; r < R; r++) acc += comp(cv, r) * h[r];
+        yP[u * WG + lid] = acc;
+      }
     }
     __syncthreads();
     for (int i = 0; i < E; i++) {
       const int step = ts0 + i * L;
-      const float* p = (const float*)&yP[step / G][cs * L] + step % G;
-      float s = p[0] + p[G] + p[2 * G] + p[3 * G];
+      // The item's L partial sums, `stride` apart.
+      const int stride = GROUPED ? G : 1;
+      const float* p = GROUPED ? yP + ((step / G) * WG + cs * L) * G + step % G
+                               : yP + step * WG + cs * L;
+      float s;
+      if constexpr (L == 8) {
+        s = ((p[0] + p[stride]) + (p[2 * stride] + p[3 * stride])) +
+            ((p[4 * stride] + p[5 * stride]) + (p[6 * stride] + p[7 * stride]));
+      } else {
+        s = p[0];
+        for (int jj = 1; jj < L; jj++) s += p[jj * stride];
+      }
       y[xb + (size_t)(k * T + step) * ND] = (s + ds * cx[i]) * silu(cz[i]);
-    }
-    for (int i = 0; i < E; i++) cx[i] = nx[i], cdt[i] = ndt[i], cz[i] = nz[i];
-    cB = nB, cC = nC;
-  }
-}
-
-// ST with 8 lanes of 2 states per channel: twice the warps of ST for the same work, at the cost
-// of more shared reads per state and 8 partial sums per item.
-template <int CH, int T>
-__global__ void __launch_bounds__(CH * 8) st8_kernel(
-    const float* __restrict__ x, const float* __restrict__ dt, const float* __restrict__ z,
-    const float2* __restrict__ B2, const float2* __restrict__ C2, const float* __restrict__ A,
-    const float* __restrict__ Dv, const float* __restrict__ bias, float* __restrict__ y) {
-  constexpr int L = 8, WG = CH * L, E = T / L, NT = NL / T;
-  static_assert(T * 8 <= WG, "one float2 of B and C per thread and tile");
-  __shared__ float2 sD[T][CH];
-  __shared__ float2 sB[T][8], sC[T][8];
-  __shared__ float yP[T][WG];
-  const int lid = threadIdx.x, c0 = blockIdx.x * CH, b = c0 / ND, d0 = c0 % ND;
-  const int cl = lid / L, j = lid % L, cs = lid % CH, ts0 = lid / CH;
-  const float a0 = A[(d0 + cl) * NN + j * 2] * LOG2E, a1 = A[(d0 + cl) * NN + j * 2 + 1] * LOG2E;
-  float h0 = 0, h1 = 0;
-  const size_t xb = (size_t)b * NL * ND + d0 + cs;
-  const size_t bb = (size_t)b * NL * 8;
-  const float ds = Dv[d0 + cs], bs = bias[d0 + cs];
-  const bool bcLoader = lid < T * 8;
-  float cx[E], cdt[E], cz[E], nx[E], ndt[E], nz[E];
-  float2 cB = {}, cC = {}, nB = {}, nC = {};
-  for (int i = 0; i < E; i++) {
-    size_t at = xb + (size_t)(ts0 + i * L) * ND;
-    cx[i] = x[at], cdt[i] = dt[at], cz[i] = z[at];
-  }
-  if (bcLoader) cB = B2[bb + lid], cC = C2[bb + lid];
-  for (int k = 0; k < NT; k++) {
-    const int kn = min(k + 1, NT - 1);
-    for (int i = 0; i < E; i++) {
-      size_t at = xb + (size_t)(kn * T + ts0 + i * L) * ND;
-      nx[i] = x[at], ndt[i] = dt[at], nz[i] = z[at];
-    }
-    if (bcLoader) nB = B2[bb + kn * T * 8 + lid], nC = C2[bb + kn * T * 8 + lid];
-    for (int i = 0; i < E; i++) {
-      float dl = softplus(cdt[i] + bs);
-      sD[ts0 + i * L][cs] = make_float2(dl, dl * cx[i]);
-    }
-    if (bcLoader) sB[lid / 8][lid % 8] = cB, sC[lid / 8][lid % 8] = cC;
-    __syncthreads();
-#pragma unroll
-    for (int u = 0; u < T; u++) {
-      float2 dv = sD[u][cl], bv = sB[u][j], cv = sC[u][j];
-      h0 = exp2f(dv.x * a0) * h0 + dv.y * bv.x;
-      h1 = exp2f(dv.x * a1) * h1 + dv.y * bv.y;
-      yP[u][lid] = cv.x * h0 + cv.y * h1;
-    }
-    __syncthreads();
-    for (int i = 0; i < E; i++) {
-      const float* p = &yP[ts0 + i * L][cs * L];
-      float s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
-      y[xb + (size_t)(k * T + ts0 + i * L) * ND] = (s + ds * cx[i]) * silu(cz[i]);
     }
     for (int i = 0; i < E; i++) cx[i] = nx[i], cdt[i] = ndt[i], cz[i] = nz[i];
     cB = nB, cC = nC;
@@ -254,6 +181,16 @@ __global__ void copy_kernel(const float4* __restrict__ in, float4* __restrict__ 
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x)
     out[i] = in[i];
+}
+
+// One ST kernel over nb batches: CH channels × L lanes per block.
+template <int CH, int L, int T, bool GROUPED>
+static void launchSt(int nb, const float* x, const float* dt, const float* z, const float* B,
+                     const float* C, const float* A, const float* Dv, const float* bias,
+                     float* y) {
+  using V = typename LaneVec<16 / L>::T;
+  st_kernel<CH, L, T, GROUPED><<<nb * ND / CH, CH * L>>>(x, dt, z, (const V*)B, (const V*)C, A,
+                                                        Dv, bias, y);
 }
 
 static std::vector<float> fill(size_t n, float lo, float hi, unsigned seed) {
@@ -322,38 +259,19 @@ int main(int argc, char** argv) {
            "\"fracCopy\":%.4f,\"relL2\":%.3g}\n",
            name, nb, ms, gbps, gbps / copyGBps, sqrt(diff / norm));
   };
-  const float4 *B4 = (const float4*)B, *C4 = (const float4*)C;
-  report("ST_CH16_T16", timeMs([&] {
-           st_kernel<16, 16><<<nb * ND / 16, 64>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
-  report("ST_CH32_T16", timeMs([&] {
-           st_kernel<32, 16><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
-  report("ST_CH32_T32", timeMs([&] {
-           st_kernel<32, 32><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
-  report("ST_CH64_T16", timeMs([&] {
-           st_kernel<64, 16><<<nb * ND / 64, 256>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
-  const float2 *B2 = (const float2*)B, *C2 = (const float2*)C;
-  report("ST8_CH16_T16", timeMs([&] {
-           st8_kernel<16, 16><<<nb * ND / 16, 128>>>(x, dt, z, B2, C2, A, Dv, bias, y);
-         }, 20));
-  report("ST8_CH32_T16", timeMs([&] {
-           st8_kernel<32, 16><<<nb * ND / 32, 256>>>(x, dt, z, B2, C2, A, Dv, bias, y);
-         }, 20));
-  report("ST8_CH32_T32", timeMs([&] {
-           st8_kernel<32, 32><<<nb * ND / 32, 256>>>(x, dt, z, B2, C2, A, Dv, bias, y);
-         }, 20));
-  report("STG4_CH16_T16", timeMs([&] {
-           stg_kernel<16, 16, 4><<<nb * ND / 16, 64>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
-  report("STG4_CH32_T16", timeMs([&] {
-           stg_kernel<32, 16, 4><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
-  report("STG4_CH32_T32", timeMs([&] {
-           stg_kernel<32, 32, 4><<<nb * ND / 32, 128>>>(x, dt, z, B4, C4, A, Dv, bias, y);
-         }, 20));
+  auto run = [&](const char* name, auto launch) {
+    report(name, timeMs([&] { launch(nb, x, dt, z, B, C, A, Dv, bias, y); }, 20));
+  };
+  run("ST_CH16_T16", launchSt<16, 4, 16, false>);
+  run("ST_CH32_T16", launchSt<32, 4, 16, false>);
+  run("ST_CH32_T32", launchSt<32, 4, 32, false>);
+  run("ST_CH64_T16", launchSt<64, 4, 16, false>);
+  run("ST8_CH16_T16", launchSt<16, 8, 16, false>);
+  run("ST8_CH32_T16", launchSt<32, 8, 16, false>);
+  run("ST8_CH32_T32", launchSt<32, 8, 32, false>);
+  run("STG4_CH16_T16", launchSt<16, 4, 16, true>);
+  run("STG4_CH32_T16", launchSt<32, 4, 16, true>);
+  run("STG4_CH32_T32", launchSt<32, 4, 32, true>);
   CHECK(cudaGetLastError());
   return 0;
 }
