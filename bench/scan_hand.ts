@@ -503,20 +503,36 @@ function st(
   };
   const k2d = p.k2d === true;
   // Where the workgroup arrays put (step u, column): flat (ST) or one row per step (k2d).
+  // The compiled tiled kernel's layouts, for bisecting (k2d, not grouped): Δ, Δ·x in two arrays; B and
+  // C in one (C's rows after B's).
+  const plain = k2d && p.grouped !== true;
+  const splitD = plain && p.splitD === true, bcOne = plain && p.bcOne === true;
+  const bcArray = (a: string, row: string) =>
+    bcOne ? `sBC[${a === "sC" ? `${T}u + ` : ""}${row}]` : `${a}[${row}]`;
   const at = {
-    d: (u: number | string) => (k2d ? `sD[${u}][cl]` : `sD[(${u}) * ${CH}u + cl]`),
-    dStore: (i: number) => (k2d ? `sD[ts0 + ${i * L}u][cs]` : `sD[lid + ${i * WG}u]`),
+    d: (u: number | string) =>
+      splitD
+        ? `vec2<f32>(sDd[${u}][cl], sDx[${u}][cl])`
+        : k2d
+        ? `sD[${u}][cl]`
+        : `sD[(${u}) * ${CH}u + cl]`,
+    /** Stores Δ = dl and Δ·x = dl * x of item i. */
+    dStore: (i: number, x: string) => {
+      if (splitD) return `sDd[ts0 + ${i * L}u][cs] = dl; sDx[ts0 + ${i * L}u][cs] = dl * ${x};`;
+      const slot = k2d ? `sD[ts0 + ${i * L}u][cs]` : `sD[lid + ${i * WG}u]`;
+      return `${slot} = vec2<f32>(dl, dl * ${x});`;
+    },
     bc: (a: string, u: number | string, col: string) =>
-      k2d ? `${a}[${u}][${col}]` : `${a}[(${u}) * ${PS}u + ${col}]`,
+      k2d ? `${bcArray(a, `${u}`)}[${col}]` : `${a}[(${u}) * ${PS}u + ${col}]`,
     bcStore: (a: string, e: string) =>
-      k2d ? `${a}[(${e}) / ${PS}u][(${e}) % ${PS}u]` : `${a}[${e}]`,
+      k2d ? `${bcArray(a, `(${e}) / ${PS}u`)}[(${e}) % ${PS}u]` : `${a}[${e}]`,
     yP: (u: number | string) => (k2d ? `yP[${u}][lid]` : `yP[((${u}) * ${CH}u + cl) * ${L}u + j]`),
   };
   const stage = (pre: string) => {
     const lines: string[] = [];
     for (let i = 0; i < E; i++) {
       lines.push(
-        `{ let dl = sp(${pre}dt${i} + bs); ${at.dStore(i)} = vec2<f32>(dl, dl * ${pre}x${i}); }`,
+        `{ let dl = sp(${pre}dt${i} + bs); ${at.dStore(i, `${pre}x${i}`)} }`,
       );
     }
     for (let s = 0; s < bcSlots; s++) {
@@ -580,9 +596,18 @@ function st(
   const wgsl = `${decls(K)}
 ${
     k2d
-      ? `var<workgroup> sD: array<array<vec2<f32>, ${CH}>, ${T}>;
-var<workgroup> sB: array<array<${VT}, ${PS}>, ${T}>;
-var<workgroup> sC: array<array<${VT}, ${PS}>, ${T}>;
+      ? `${
+        splitD
+          ? `var<workgroup> sDd: array<array<f32, ${CH}>, ${T}>;
+var<workgroup> sDx: array<array<f32, ${CH}>, ${T}>;`
+          : `var<workgroup> sD: array<array<vec2<f32>, ${CH}>, ${T}>;`
+      }
+${
+        bcOne
+          ? `var<workgroup> sBC: array<array<${VT}, ${PS}>, ${2 * T}>;`
+          : `var<workgroup> sB: array<array<${VT}, ${PS}>, ${T}>;
+var<workgroup> sC: array<array<${VT}, ${PS}>, ${T}>;`
+      }
 ${
         grouped
           ? `var<workgroup> yP: array<array<vec4<f32>, ${CH * L}>, ${T / 4}>;`
@@ -635,31 +660,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }
 `;
-  let out = wgsl;
-  if (k2d && !grouped && p.splitD) {
-    out = out
-      .replace(
-        `var<workgroup> sD: array<array<vec2<f32>, ${CH}>, ${T}>;`,
-        `var<workgroup> sDd: array<array<f32, ${CH}>, ${T}>;\n` +
-          `var<workgroup> sDx: array<array<f32, ${CH}>, ${T}>;`,
-      )
-      .replace(
-        /sD\[([^\]]+)\]\[cs\] = vec2<f32>\(dl, dl \* ([^)]+)\);/g,
-        "sDd[$1][cs] = dl; sDx[$1][cs] = dl * $2;",
-      )
-      .replace(/sD\[([^\]]+)\]\[cl\]/g, "vec2<f32>(sDd[$1][cl], sDx[$1][cl])");
-  }
-  if (k2d && !grouped && p.bcOne) {
-    out = out
-      .replace(
-        `var<workgroup> sB: array<array<${VT}, ${PS}>, ${T}>;\n` +
-          `var<workgroup> sC: array<array<${VT}, ${PS}>, ${T}>;`,
-        `var<workgroup> sBC: array<array<${VT}, ${PS}>, ${2 * T}>;`,
-      )
-      .replace(/\bsB\[/g, "sBC[")
-      .replace(/\bsC\[/g, `sBC[${T}u + `);
-  }
-  return { wgsl: out, groups: (NB * ND) / CH };
+  return { wgsl, groups: (NB * ND) / CH };
 }
 
 const ctx = await getGpu();
