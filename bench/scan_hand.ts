@@ -847,6 +847,8 @@ add("ST_CH32_L4_T16_U2_exp2", () => st({ CH: 32, L: 4, T: 16, U: 2, ...rsq, exp2
 const compiledVariants: Record<string, ScanStrategy> = {
   "C_L8_transposed": { lanes: 8, transpose: true },
   "C_L16_plain": { lanes: 16, transpose: false },
+  // The compiled tiled kernel with STK's 4-step loop: the other end of the STK bisect.
+  "C_tiled_CH32_L4_T16_U4": { tileSteps: 16, workgroup: 128, unroll: 4 },
 };
 const only = values.only ? new Set(values.only.split(",")) : undefined;
 for (const v of variants) {

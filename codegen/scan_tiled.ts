@@ -19,8 +19,8 @@
  * a hand-written kernel of this design, bench/scan_hand.ts "ST", measured 0.60 ms against 0.69
  * for the lane-transposed one on the H200). One pass only: no chunks.
  *
- * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_stage[row][lane]`,
- * `sk_yp[row][thread]`): in the straight-line tile (the default) every read has a constant row
+ * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_yp[row][thread]`, and
+ * one `sk_stageQ[row][lane]` per shared load Q): in the straight-line tile (the default) every read has a constant row
  * and a loop-invariant column, so naga's clamp of the dynamic index is one expression. With
  * `unroll` < tileSteps the tile's steps run as a loop of `unroll`-step bodies reading row
  * `base + sgu`; that was slower in the compiled kernel on the H200 (bench/RESULTS.md).
@@ -66,7 +66,7 @@ const LOOP_VARIABLES = [
   "livea\\d+",
   "a\\d+_\\d+",
   "e\\d+_\\d+_\\d+",
-  "sk[tvn]\\d+",
+  "sk[tvn]\\d+(?:_\\d+)?",
   "[pn]f\\d+",
   "inx",
   "vl\\d+",
@@ -141,11 +141,10 @@ export function emitTiledPass(
     stateVar: stateIndex,
     stateLoads: "staged",
     stageable: (load) => !varyingChannel.test(load),
-    // Staged load number i of step u sits in row i·T + u, column j: a thread's fill slots then
-    // cover one load template each (see the stage below).
+    // Staged load number i of step u sits in its own array, row u, column j (see the stage).
     stagedRead: () => {
       const i = stagedInStep++;
-      return `sk_stage[${row(i * T + currentStep)}][j]`;
+      return `sk_stage${i}[${row(currentStep)}][j]`;
     },
     unstaged: "direct",
   });
@@ -276,46 +275,43 @@ export function emitTiledPass(
       );
     stage.push(...em.lines, ...stores);
   });
-  // The shared per-state loads: element e of the tile is load template ⌊e / (T·lanes)⌋ at
-  // step ⌊e / lanes⌋ mod T for lane e mod lanes; thread lid fills elements lid, lid + WG…
+  // The shared per-state loads: element e < T·lanes of the tile is step ⌊e / lanes⌋ for lane
+  // e mod lanes; thread lid fills elements lid, lid + WG… of every load template, each template
+  // into its own array (one array for all of them, C's rows after B's, measured 0.641 against
+  // 0.575 ms in a hand-written kernel on the H200: bench/RESULTS.md, 2026-12-03).
   const loadTemplates = templates[0];
   const stagedType = prefetch.staged[0]?.dtype ?? "f32";
-  const stagedCount = loadTemplates.length * T * lanes;
-  const fillSlots = Math.ceil(stagedCount / workgroup);
+  const stagedPerLoad = T * lanes;
+  const stagedCount = loadTemplates.length * stagedPerLoad;
+  const fillSlots = loadTemplates.length > 0 ? Math.ceil(stagedPerLoad / workgroup) : 0;
   const stagingInvariant: string[] = [];
   const fillBefore: string[] = [], fillNext: string[] = [], fillRotate: string[] = [];
-  for (let sl = 0; sl < fillSlots && loadTemplates.length > 0; sl++) {
+  for (let sl = 0; sl < fillSlots; sl++) {
     const e = `ske${sl}`, prefix = `sk${sl}_`;
     stagingInvariant.push(
       `let ${e} = lid + ${u32Literal(sl * workgroup)};`,
-      `let skq${sl} = min(${e} / ${u32Literal(T * lanes)}, ${
-        u32Literal(loadTemplates.length - 1)
-      });`,
       `let sku${sl} = (${e} / ${u32Literal(lanes)}) % ${u32Literal(T)};`,
       `let skj${sl} = ${e} % ${u32Literal(lanes)};`,
       ...stateLanes(spec, layout, `skj${sl}`, prefix).lines,
     );
-    // A fill slot's load for tile `tile` into `target` (declared by the caller).
+    // A fill slot's loads for tile `tile` into `target`q (declared here).
     const fill = (tile: string, target: string, step: string) => [
       `let ${step} = ${clamp(position(`${tile} * ${u32Literal(T)} + sku${sl}`))};`,
-      `switch skq${sl} {`,
       ...loadTemplates.map((l, q) =>
-        `  case ${u32Literal(q)}: { ${target} = ${
+        `var ${target}_${q}: ${stagedType} = ${
           l.replace(/\b(st\d+_\w+|s\d+)\b/g, (m) => `${prefix}${m}`).replaceAll("@STEP", step)
-        }; }`
+        };`
       ),
-      `  default: {}`,
-      `}`,
     ];
     // Tile 0's before the loop; tile k + 1's at the top of iteration k (into skn), kept in
     // skv until iteration k + 1 stores it.
-    fillBefore.push(`var skv${sl}: ${stagedType};`, ...fill("0u", `skv${sl}`, `skt${sl}_0`));
-    fillNext.push(`var skn${sl}: ${stagedType};`, ...fill("inx", `skn${sl}`, `skt${sl}`));
-    fillRotate.push(`skv${sl} = skn${sl};`);
+    fillBefore.push(...fill("0u", `skv${sl}`, `skt${sl}_0`));
+    fillNext.push(...fill("inx", `skn${sl}`, `skt${sl}`));
+    fillRotate.push(...loadTemplates.map((_, q) => `skv${sl}_${q} = skn${sl}_${q};`));
     stage.push(
       ...guarded(
-        (sl + 1) * workgroup > stagedCount ? [`${e} < ${u32Literal(stagedCount)}`] : [],
-        [`sk_stage[${e} / ${u32Literal(lanes)}][${e} % ${u32Literal(lanes)}] = skv${sl};`],
+        (sl + 1) * workgroup > stagedPerLoad ? [`${e} < ${u32Literal(stagedPerLoad)}`] : [],
+        loadTemplates.map((_, q) => `sk_stage${q}[sku${sl}][skj${sl}] = skv${sl}_${q};`),
       ),
     );
   }
@@ -407,9 +403,9 @@ var<workgroup> sk_sd: array<array<${
     }, ${perGroup}>, ${sdRows}>;
 var<workgroup> sk_yp: array<array<f32, ${workgroup}>, ${ypRows}>;
 ${
-      stagedCount > 0
-        ? `var<workgroup> sk_stage: array<array<${stagedType}, ${lanes}>, ${stagedCount / lanes}>;`
-        : ""
+      loadTemplates.map((_, q) =>
+        `var<workgroup> sk_stage${q}: array<array<${stagedType}, ${lanes}>, ${T}>;`
+      ).join("\n")
     }
 ${MATH_PRELUDE}${math === "prelude" ? "" : SCAN_MATH_PRELUDE}
 @compute @workgroup_size(${workgroup})

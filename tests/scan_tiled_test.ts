@@ -63,7 +63,9 @@ Deno.test("tiled scan: B and C are staged when the workgroup's channels share th
   // d = 16 with 16 channels per workgroup: each workgroup lies in one batch, B and C staged.
   const shared = await check({ b: 3, l: 20, d: 16, n: 16 }, { tileSteps: 8 });
   assert.match(shared, /, 16 staged load\(s\)/);
-  assert.match(shared, /sk_stage/);
+  // B and C each in an array of their own (rows of one step, one column per lane).
+  assert.match(shared, /var<workgroup> sk_stage0: array<array<vec4<f32>, 4>, 8>;/);
+  assert.match(shared, /var<workgroup> sk_stage1: array<array<vec4<f32>, 4>, 8>;/);
   // d = 24: a workgroup of 16 channels straddles two batches; each lane reads B and C itself.
   const own = await check({ b: 2, l: 20, d: 24, n: 16 }, { tileSteps: 8 });
   assert.match(own, /, 0 staged load\(s\)/);

@@ -1,0 +1,198 @@
+/**
+ * A/B of textual edits to the compiled tiled scan kernel: each edit moves one detail of the
+ * generated WGSL toward the hand-written STK kernel (bench/scan_hand.ts), so the timings show
+ * which detail the driver's compiler cares about. Every edited kernel runs on the same buffers
+ * and is checked against the unedited one; times are medians of interleaved rounds.
+ *
+ *   deno run -A bench/scan_wgsl_ab.ts [--b 8 --l 4096 --d 1536] [--unroll 4] [--rounds 3]
+ *
+ * The edits are regular expressions over the generated text (a measuring tool only: nothing
+ * here is used by the compiler). An edit that finds nothing to change is reported, not timed.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { trace } from "../dsl/trace.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { deviceLimits } from "../runtime/compile.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
+import { GpuProgram } from "../runtime/program.ts";
+import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { scanBenchInputs } from "./scan_inputs.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    b: { type: "string", default: "8" },
+    l: { type: "string", default: "4096" },
+    d: { type: "string", default: "1536" },
+    unroll: { type: "string", default: "4" },
+    rounds: { type: "string", default: "3" },
+    iterations: { type: "string", default: "20" },
+    dump: { type: "string", default: "" },
+  },
+  strict: true,
+});
+const s = { b: Number(values.b), l: Number(values.l), d: Number(values.d), n: 16 };
+const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
+const strategy: ScanStrategy = { tileSteps: 16, workgroup: 128, unroll: Number(values.unroll) };
+
+/** One vec2 read of (Δ, Δ·x) per step instead of one scalar read per component. */
+function vec2Reads(w: string): string {
+  return w.replace(
+    /let (v\d+): f32 = sk_sd\[([^\]]+)\]\[cl\]\[0\];/g,
+    (_, v, row) => `let ${v}_sd = sk_sd[${row}][cl];\n      let ${v}: f32 = ${v}_sd[0];`,
+  ).replace(/let (v\d+): f32 = sk_sd\[([^\]]+)\]\[cl\]\[1\];/g, (_m, v, row) => {
+    // The step's component 0 was read into some vN_sd of the same row just before.
+    return `let ${v}: f32 = sk_sd[${row}][cl][1];`;
+  });
+}
+
+/** As vec2Reads, and component 1 taken from the same vector. */
+function vec2ReadsShared(w: string): string {
+  const lines = vec2Reads(w).split("\n");
+  const lastOfRow = new Map<string, string>();
+  return lines.map((line) => {
+    const first = line.match(/let (v\d+)_sd = sk_sd\[([^\]]+)\]\[cl\];/);
+    if (first) lastOfRow.set(first[2], `${first[1]}_sd`);
+    return line.replace(
+      /let (v\d+): f32 = sk_sd\[([^\]]+)\]\[cl\]\[1\];/,
+      (m, v, row) => (lastOfRow.has(row) ? `let ${v}: f32 = ${lastOfRow.get(row)}[1];` : m),
+    );
+  }).join("\n");
+}
+
+/** The epilogue's `if (ivalid) { … }` guards dropped (valid when the workgroups divide). */
+function noGuards(w: string): string {
+  return w.replace(/if \(ivalid\) \{\n([\s\S]*?)\n {4}\}/g, "{\n$1\n    }");
+}
+
+/** The tile loop as `for (sgu = 0; sgu < T; sgu += U)` like the hand kernel's. */
+function stepLoop(w: string): string {
+  return w.replace(
+    /for \(var sg: u32 = 0u; sg < (\d+)u; sg\+\+\) \{\n(\s*)let sgu = sg \* (\d+)u;/,
+    (_, n, ind, u) =>
+      `for (var sgu: u32 = 0u; sgu < ${Number(n) * Number(u)}u; sgu += ${u}u) {\n${ind}`,
+  );
+}
+
+/** The four scalar states as one vec4 updated with vector exp2 (the hand kernel's form). */
+function vec4State(w: string): string {
+  let out = w.replace(
+    /var h0: f32 = 0\.0;\n\s*var h1: f32 = 0\.0;\n\s*var h2: f32 = 0\.0;\n\s*var h3: f32 = 0\.0;/,
+    "var hv = vec4<f32>(0.0);\n  let qv = vec4<f32>(q0_log2e, q1_log2e, q2_log2e, q3_log2e);",
+  );
+  // A step: four `h_i = e_i * h_i + b_i;` lines then the contraction over them.
+  out = out.replace(
+    /h0 = (v\d+) \* h0 \+ (v\d+);\n\s*h1 = (v\d+) \* h1 \+ (v\d+);\n\s*h2 = (v\d+) \* h2 \+ (v\d+);\n\s*h3 = (v\d+) \* h3 \+ (v\d+);\n(\s*)(sk_yp\[[^\]]+\]\[lid\]) = (v\d+) \* h0 \+ (v\d+) \* h1 \+ (v\d+) \* h2 \+ (v\d+) \* h3;/g,
+    (_m, _e0, b0, _e1, b1, _e2, b2, _e3, b3, ind, yp, c0, c1, c2, c3) =>
+      `hv = exp2(${_e0}_x * qv) * hv + vec4<f32>(${b0}, ${b1}, ${b2}, ${b3});\n${ind}${yp} = ` +
+      `dot(vec4<f32>(${c0}, ${c1}, ${c2}, ${c3}), hv);`,
+  );
+  // exp2 of each state's decay becomes one vector exp2 of Δ·(A·log2 e): keep Δ, drop the four.
+  out = out.replace(
+    /let (v\d+): f32 = exp2\((v\d+) \* q0_log2e\);/g,
+    (_m, v, dl) => `let ${v}_x: f32 = ${dl};`,
+  );
+  return out.replace(/let v\d+: f32 = exp2\(v\d+ \* q[123]_log2e\);\n\s*/g, "");
+}
+
+/**
+ * The tile's steps replaced by the hand kernel's text: one vec2 read of (Δ, Δ·x), a vec4
+ * state updated with one vector exp2 and one vector multiply-add by B's row, a dot with C's.
+ */
+function handSteps(w: string): string {
+  const declared = w.replace(
+    /var h0: f32 = 0\.0;\n\s*var h1: f32 = 0\.0;\n\s*var h2: f32 = 0\.0;\n\s*var h3: f32 = 0\.0;/,
+    "var hv = vec4<f32>(0.0);\n  let qv = vec4<f32>(q0_log2e, q1_log2e, q2_log2e, q3_log2e);",
+  );
+  const loop = declared.match(
+    /for \(var sg: u32 = 0u; sg < (\d+)u; sg\+\+\) \{\n\s*let sgu = sg \* (\d+)u;/,
+  );
+  const steps = (u: number, row: (i: number) => string) =>
+    Array.from(
+      { length: u },
+      (_, i) =>
+        `{ let dv = sk_sd[${row(i)}][cl]; hv = exp2(dv.x * qv) * hv + dv.y * ` +
+        `sk_stage0[${row(i)}][j]; sk_yp[${row(i)}][lid] = dot(sk_stage1[${row(i)}][j], hv); }`,
+    ).join("\n      ");
+  // The step section: from the barrier after the stage to the barrier before the epilogue.
+  return declared.replace(
+    /(workgroupBarrier\(\);\n)([\s\S]*?)(\n\s*workgroupBarrier\(\);)/,
+    (_m, a, _b, c) => {
+      const body = loop
+        ? `    for (var sgu: u32 = 0u; sgu < ${Number(loop[1]) * Number(loop[2])}u; sgu += ${
+          loop[2]
+        }u) {\n      ${steps(Number(loop[2]), (i) => `sgu + ${i}u`)}\n    }`
+        : `    ${steps(16, (i) => `${i}u`)}`;
+      return `${a}${body}${c}`;
+    },
+  );
+}
+
+const edits: Record<string, (w: string) => string> = {
+  "hand step text": handSteps,
+  "compiled (no edit)": (w) => w,
+  "vec2 read, both components": vec2ReadsShared,
+  "no epilogue guards": noGuards,
+  "hand-style step loop": stepLoop,
+  "vec4 state": vec4State,
+  "all four": (w) => vec4State(stepLoop(noGuards(vec2ReadsShared(w)))),
+};
+
+const ctx = await getGpu();
+// The anchor: a vec4 copy of up to 2^26 floats, as in bench/scan_tune.ts.
+const copyElems = Math.min(1 << 26, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
+const copyMs = (await copyKernelBenchmark(ctx, copyElems, 20)).ms;
+const copy = { GBps: (2 * 4 * copyElems) / copyMs / 1e6 };
+console.log(JSON.stringify({ bench: "copy", ms: copyMs, GBps: copy.GBps }));
+const graph = trace(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
+const program = generateKernels(graph, deviceLimits(ctx), { scan: strategy });
+if (program.kernels.length !== 1) {
+  throw new Error(`expected one kernel, got ${program.kernels.length}`);
+}
+const inputs = scanBenchInputs(s);
+const base = program.kernels[0].wgsl;
+const programs: [string, GpuProgram][] = [];
+let reference: Float32Array | undefined;
+for (const [name, edit] of Object.entries(edits)) {
+  const wgsl = edit(base);
+  if (name !== "compiled (no edit)" && wgsl === base) {
+    console.log(JSON.stringify({ bench: "wgsl_ab", name, error: "the edit changed nothing" }));
+    continue;
+  }
+  if (values.dump === name) console.error(wgsl);
+  const p = await GpuProgram.create(ctx, {
+    ...program,
+    kernels: [{ ...program.kernels[0], name: `ab_${programs.length}`, wgsl }],
+  });
+  const y = (await p.run(inputs)).y as Float32Array;
+  let maxRel = 0;
+  if (reference) {
+    for (let i = 0; i < y.length; i += 7) {
+      maxRel = Math.max(maxRel, Math.abs(y[i] - reference[i]) / (Math.abs(reference[i]) + 1e-3));
+    }
+  } else reference = y;
+  console.log(JSON.stringify({ bench: "wgsl_ab_check", name, maxRel }));
+  programs.push([name, p]);
+}
+const times = new Map<string, number[]>();
+for (let r = 0; r < Number(values.rounds); r++) {
+  for (const [name, p] of programs) {
+    const t = await p.benchmark(inputs, { warmup: 150, iterations: Number(values.iterations) });
+    times.set(name, [...(times.get(name) ?? []), t.totalNs / 1e6]);
+  }
+}
+for (const [name, ms] of times) {
+  const best = Math.min(...ms);
+  console.log(JSON.stringify({
+    bench: "wgsl_ab",
+    name,
+    ms: best,
+    msPerRound: ms.map((m) => Math.round(m * 1000) / 1000),
+    fractionOfCopy: bytes / best / 1e6 / copy.GBps,
+  }));
+}
