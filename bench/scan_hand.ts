@@ -35,6 +35,7 @@ const { values } = parseArgs({
     iterations: { type: "string", default: "10" },
     dump: { type: "string", default: "" },
     warm: { type: "string", default: "5" },
+    sets: { type: "string", default: "1" },
   },
   strict: true,
 });
@@ -676,25 +677,45 @@ const copy = await copyKernelBenchmark(ctx, copyElems, 20);
 const copyGBps = (2 * copyElems * 4) / copy.ms / 1e6;
 console.log(JSON.stringify({ bench: "copy", elems: copyElems, ms: copy.ms, GBps: copyGBps }));
 
-const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
-const ref = await prog.run(inputs);
-const rb = await prog.benchmark(inputs, { warmup: 100, iterations });
-{
+/**
+ * Times the default compiled program on buffers of its own (allocated now: with `--sets`, each
+ * set's buffers land elsewhere in memory) and returns its output; the buffers stay allocated.
+ */
+async function timeCompiledDefault(set: number): Promise<Float32Array> {
+  const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
+  const y = await prog.run(inputs);
+  const rb = await prog.benchmark(inputs, { warmup: 100, iterations });
   const ms = rb.totalNs / 1e6;
   console.log(JSON.stringify({
     bench: "hand",
     name: "compiled_default",
+    set,
     ms,
     GBps: bytes / ms / 1e6,
     fracCopy: bytes / ms / 1e6 / copyGBps,
     head: prog.kernels[0].wgsl.split("\n")[0],
   }));
+  return y;
 }
-prog.destroy();
+const ref = await timeCompiledDefault(0);
 
-const bufs = [inputs.x, inputs.dt, inputs.z, inputs.B, inputs.C, inputs.A, inputs.D, inputs.dtBias]
-  .map((a) => uploadArray(ctx, a));
-const out = ctx.device.createBuffer({ size: NB * NL * ND * 4, usage: STORAGE_USAGE });
+/** The hand-written kernels' buffers: inputs, then the output. */
+function allocate(): { bufs: GPUBuffer[]; out: GPUBuffer } {
+  const bufs = [
+    inputs.x,
+    inputs.dt,
+    inputs.z,
+    inputs.B,
+    inputs.C,
+    inputs.A,
+    inputs.D,
+    inputs.dtBias,
+  ]
+    .map((a) => uploadArray(ctx, a));
+  const out = ctx.device.createBuffer({ size: NB * NL * ND * 4, usage: STORAGE_USAGE });
+  return { bufs, out };
+}
+let { bufs, out } = allocate();
 const cache = new PipelineCache(ctx);
 
 const variants: { name: string; make: () => { wgsl: string; groups: number } }[] = [];
@@ -851,47 +872,56 @@ const compiledVariants: Record<string, ScanStrategy> = {
   "C_tiled_CH32_L4_T16_U4": { tileSteps: 16, workgroup: 128, unroll: 4 },
 };
 const only = values.only ? new Set(values.only.split(",")) : undefined;
-for (const v of variants) {
-  if (only && !only.has(v.name)) continue;
-  try {
-    const { wgsl, groups } = v.make();
-    if (values.dump === v.name) console.error(wgsl);
-    const kernel = { name: v.name, wgsl };
-    const pipeline = await cache.get(kernel);
-    const wg: [number, number, number] = [groups, 1, 1];
-    ctx.device.queue.writeBuffer(out, 0, new Float32Array(NB * NL * ND));
-    const [t] = await timeDispatches(ctx, [{
-      kernel,
-      pipeline,
-      buffers: [...bufs, out],
-      workgroups: wg,
-    }], {
-      warmup: 100,
-      iterations,
-    });
-    const [raw] = await readBuffers(ctx, [{ buffer: out, byteLength: NB * NL * ND * 4 }]);
-    const y = new Float32Array(raw);
-    let diff = 0, norm = 0, maxRel = 0;
-    for (let i = 0; i < y.length; i += 3) {
-      const e = y[i] - ref[i];
-      diff += e * e;
-      norm += ref[i] * ref[i];
-      maxRel = Math.max(maxRel, Math.abs(e) / (Math.abs(ref[i]) + 1e-3));
+// `--sets K`: the same variants on K sets of buffers allocated one after the other (all kept),
+// to see whether a kernel's time depends on where its buffers lie.
+for (let set = 0; set < Number(values.sets); set++) {
+  if (set > 0) {
+    await timeCompiledDefault(set);
+    ({ bufs, out } = allocate());
+  }
+  for (const v of variants) {
+    if (only && !only.has(v.name)) continue;
+    try {
+      const { wgsl, groups } = v.make();
+      if (values.dump === v.name) console.error(wgsl);
+      const kernel = { name: v.name, wgsl };
+      const pipeline = await cache.get(kernel);
+      const wg: [number, number, number] = [groups, 1, 1];
+      ctx.device.queue.writeBuffer(out, 0, new Float32Array(NB * NL * ND));
+      const [t] = await timeDispatches(ctx, [{
+        kernel,
+        pipeline,
+        buffers: [...bufs, out],
+        workgroups: wg,
+      }], {
+        warmup: 100,
+        iterations,
+      });
+      const [raw] = await readBuffers(ctx, [{ buffer: out, byteLength: NB * NL * ND * 4 }]);
+      const y = new Float32Array(raw);
+      let diff = 0, norm = 0, maxRel = 0;
+      for (let i = 0; i < y.length; i += 3) {
+        const e = y[i] - ref[i];
+        diff += e * e;
+        norm += ref[i] * ref[i];
+        maxRel = Math.max(maxRel, Math.abs(e) / (Math.abs(ref[i]) + 1e-3));
+      }
+      const ms = t.medianNs / 1e6;
+      console.log(JSON.stringify({
+        bench: "hand",
+        name: v.name,
+        set,
+        at: Math.round(performance.now() / 1000),
+        ms,
+        minMs: t.minNs / 1e6,
+        GBps: bytes / ms / 1e6,
+        fracCopy: bytes / ms / 1e6 / copyGBps,
+        relL2: Math.sqrt(diff / norm),
+        maxRel,
+      }));
+    } catch (e) {
+      console.log(JSON.stringify({ bench: "hand", name: v.name, error: String(e).slice(0, 400) }));
     }
-    const ms = t.medianNs / 1e6;
-    console.log(JSON.stringify({
-      bench: "hand",
-      name: v.name,
-      at: Math.round(performance.now() / 1000),
-      ms,
-      minMs: t.minNs / 1e6,
-      GBps: bytes / ms / 1e6,
-      fracCopy: bytes / ms / 1e6 / copyGBps,
-      relL2: Math.sqrt(diff / norm),
-      maxRel,
-    }));
-  } catch (e) {
-    console.log(JSON.stringify({ bench: "hand", name: v.name, error: String(e).slice(0, 400) }));
   }
 }
 

@@ -5,6 +5,7 @@
  * and is checked against the unedited one; times are medians of interleaved rounds.
  *
  *   deno run -A bench/scan_wgsl_ab.ts [--b 8 --l 4096 --d 1536] [--unroll 4] [--rounds 3]
+ *     [--only "edit;edit"] [--dump "edit"]
  *
  * The edits are regular expressions over the generated text (a measuring tool only: nothing
  * here is used by the compiler). An edit that finds nothing to change is reported, not timed.
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     iterations: { type: "string", default: "20" },
     dump: { type: "string", default: "" },
+    only: { type: "string", default: "" },
   },
   strict: true,
 });
@@ -133,9 +135,72 @@ function handSteps(w: string): string {
   );
 }
 
+/**
+ * The hand kernel's tile order: tile k + 1 is staged at the end of iteration k (after the
+ * epilogue, from the registers just rotated) instead of at the top of iteration k + 1, and
+ * tile 0 before the loop; the values the epilogue needs stay defined at the top.
+ */
+function stageAtEnd(w: string): string {
+  const lines = w.split("\n");
+  const loopAt = lines.findIndex((l) => /^ {2}for \(var k: u32/.test(l));
+  const barrier = lines.findIndex((l, i) => i > loopAt && /workgroupBarrier\(\);/.test(l));
+  const lastHead = lines.findLastIndex((l, i) => i < barrier && /^ {4}let ta\d+ = /.test(l));
+  const end = lines.findIndex((l, i) => i > loopAt && /^ {2}\}$/.test(l));
+  if (loopAt < 0 || lastHead < 0 || barrier < 0 || end < 0) return w;
+  const stage = lines.slice(lastHead + 1, barrier);
+  const isStore = (l: string) => /^\s*(sk_sd|sk_stage\d+)\[/.test(l) || /^\s*(if|\})/.test(l);
+  const renamed = (prefix: string) =>
+    stage.map((l) => l.replace(/\ba(\d+)_(\d+)\b/g, `${prefix}a$1_$2`));
+  return [
+    ...lines.slice(0, loopAt),
+    ...renamed("p0_"),
+    "  workgroupBarrier();",
+    ...lines.slice(loopAt, lastHead + 1),
+    ...stage.filter((l) => !isStore(l)),
+    ...lines.slice(barrier + 1, end),
+    ...renamed("nx_"),
+    "    workgroupBarrier();",
+    ...lines.slice(end),
+  ].join("\n");
+}
+
+/** The per-item global index `ich_b·S + t·D + ich_d` as `ixb + t·D` with `ixb` computed once. */
+function hoistedIndex(w: string): string {
+  let stride = "";
+  const out = w.replace(/ich_b \* (\d+)u \+ (\w+) \* (\d+)u \+ ich_d/g, (_m, s, t, d) => {
+    stride = s;
+    return `ixb + ${t} * ${d}u`;
+  });
+  if (!stride) return w;
+  return out.replace(
+    /(let ich_d: u32 = [^\n]*\n)/,
+    `$1  let ixb: u32 = ich_b * ${stride}u + ich_d;\n`,
+  );
+}
+
+/**
+ * The inverse of hoistedIndex on the compiled kernel, which hoists: each load's offset spelled
+ * as before the hoist (`ich_b·S + t·D + ich_d`, the step's term between the base's two).
+ */
+function inlinedIndex(w: string): string {
+  const bases = new Map<string, string[]>();
+  for (const m of w.matchAll(/let (ib\d+): u32 = ([^;]+);\n/g)) bases.set(m[1], m[2].split(" + "));
+  if (bases.size === 0) return w;
+  return w.replace(/let ib\d+: u32 = [^;]+;\n\s*/g, "")
+    .replace(/\b(ib\d+) \+ ([^\]]+)\]/g, (_m, b, step) => {
+      const [first, ...rest] = bases.get(b)!;
+      return `${[first, step, ...rest].join(" + ")}]`;
+    });
+}
+
 const edits: Record<string, (w: string) => string> = {
+  "compiled (no edit)": (w) => w, // first: the reference of the agreement check
+  "hoisted item index": hoistedIndex,
+  "item index base inlined": inlinedIndex,
+  "hoisted item index, hand step text": (w) => handSteps(hoistedIndex(w)),
+  "stage at the end": stageAtEnd,
+  "stage at the end, hand step text": (w) => stageAtEnd(handSteps(w)),
   "hand step text": handSteps,
-  "compiled (no edit)": (w) => w,
   "vec2 read, both components": vec2ReadsShared,
   "no epilogue guards": noGuards,
   "hand-style step loop": stepLoop,
@@ -158,7 +223,9 @@ const inputs = scanBenchInputs(s);
 const base = program.kernels[0].wgsl;
 const programs: [string, GpuProgram][] = [];
 let reference: Float32Array | undefined;
+const only = values.only ? values.only.split(";") : undefined;
 for (const [name, edit] of Object.entries(edits)) {
+  if (only && name !== "compiled (no edit)" && !only.includes(name)) continue;
   const wgsl = edit(base);
   if (name !== "compiled (no edit)" && wgsl === base) {
     console.log(JSON.stringify({ bench: "wgsl_ab", name, error: "the edit changed nothing" }));

@@ -20,15 +20,25 @@ export type BufferLookup = (node: Node) => string | undefined;
 
 /** Builds the row-major offset expression of `node` at `env`. */
 export function offsetExpr(node: Node, env: Env): string {
+  const terms = offsetTerms(node, env).map((t) => t.term);
+  return terms.length ? terms.join(" + ") : "0u";
+}
+
+/**
+ * The terms of {@link offsetExpr}, one per axis of extent > 1 (`index * stride`, or the index
+ * alone for stride 1), with their index expressions: callers split them (e.g. a loop-invariant
+ * base computed once before a loop).
+ */
+export function offsetTerms(node: Node, env: Env): { index: string; term: string }[] {
   const strides = stridesOf(node);
-  const terms: string[] = [];
+  const terms: { index: string; term: string }[] = [];
   for (const a of node.axes) {
     const idx = env[a];
     if (idx === undefined) throw new Error(`internal: no index for axis ${a} of node ${node.id}`);
     if (node.shape[node.axes.indexOf(a)] === 1) continue;
-    terms.push(strides[a] === 1 ? idx : `${idx} * ${u32Literal(strides[a])}`);
+    terms.push({ index: idx, term: strides[a] === 1 ? idx : `${idx} * ${u32Literal(strides[a])}` });
   }
-  return terms.length ? terms.join(" + ") : "0u";
+  return terms;
 }
 
 /** Emits WGSL statements for fused expressions into `lines`. */

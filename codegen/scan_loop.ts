@@ -433,6 +433,8 @@ export interface LoopTools {
   readonly vectors?: VectorLoads;
   /** The array name of a materialized node (the registry's lookup). */
   readonly lookup: (node: Node) => string | undefined;
+  /** The element offset of a scalar load (default {@link offsetExpr}). */
+  readonly offset?: (node: Node, env: Env) => string;
 }
 
 /**
@@ -466,6 +468,7 @@ export function interceptLoop(
     }
     const buffer = tools.lookup(node);
     if (buffer === undefined || !tools.prefetch) return undefined;
-    return tools.prefetch.take(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);
+    const offset = (tools.offset ?? offsetExpr)(node, env);
+    return tools.prefetch.take(`${buffer}[${offset}]`, node.dtype);
   });
 }

@@ -32,6 +32,9 @@ Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both direct
   // Δ and Δ·x of a (step, channel) are packed in one vec2.
   assert.match(wgsl, /var<workgroup> sk_sd: array<array<vec2<f32>, 16>, 16>/);
   assert.match(wgsl, /workgroupBarrier/);
+  // An item's channel part of its offset is computed once, before the tile loop.
+  assert.match(wgsl, /let ib0: u32 = ich_b \* 185u \+ ich_d;[\s\S]*for \(var k/);
+  assert.match(wgsl, /\[ib0 \+ /);
   await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
   // The same with B and C staged (16 channels per workgroup, one batch each).
   await check({ b: 2, l: 37, d: 16, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
