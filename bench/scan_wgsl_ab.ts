@@ -5,7 +5,7 @@
  * and is checked against the unedited one; times are medians of interleaved rounds.
  *
  *   deno run -A bench/scan_wgsl_ab.ts [--b 8 --l 4096 --d 1536] [--unroll 4] [--rounds 3]
- *     [--only "edit;edit"] [--dump "edit"]
+ *     [--only "edit;edit"] [--dump "edit"] [--strategy JSON]
  *
  * The edits are regular expressions over the generated text (a measuring tool only: nothing
  * here is used by the compiler). An edit that finds nothing to change is reported, not timed.
@@ -35,12 +35,16 @@ const { values } = parseArgs({
     iterations: { type: "string", default: "20" },
     dump: { type: "string", default: "" },
     only: { type: "string", default: "" },
+    strategy: { type: "string", default: "" },
   },
   strict: true,
 });
 const s = { b: Number(values.b), l: Number(values.l), d: Number(values.d), n: 16 };
 const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
-const strategy: ScanStrategy = { tileSteps: 16, workgroup: 128, unroll: Number(values.unroll) };
+// The tiled kernel with `--unroll`, or any strategy as JSON (`--strategy '{"tileSteps":0}'`).
+const strategy: ScanStrategy = values.strategy
+  ? JSON.parse(values.strategy)
+  : { tileSteps: 16, workgroup: 128, unroll: Number(values.unroll) };
 
 /** One vec2 read of (Δ, Δ·x) per step instead of one scalar read per component. */
 function vec2Reads(w: string): string {

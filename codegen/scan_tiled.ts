@@ -30,7 +30,7 @@
 
 import type { Node } from "../dsl/ir.ts";
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
-import { decodeIndex, type Env, ExprEmitter, offsetExpr, offsetTerms } from "./expr.ts";
+import { decodeIndex, type Env, ExprEmitter } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import {
   contractionPart,
@@ -43,6 +43,7 @@ import {
 } from "./scan_layout.ts";
 import {
   interceptLoop,
+  invariantOffsets,
   Log2eFold,
   type LoopTools,
   Prefetcher,
@@ -252,23 +253,8 @@ export function emitTiledPass(
     loopVar: LOOP_VARIABLE,
     stateVar: stateIndex,
   });
-  // An item's element offset is its channel's part (fixed for the thread) plus its step's:
-  // the channel's part is computed once before the loop (measured 0.650 -> 0.639 ms on the
-  // H200, bench/RESULTS.md 2026-12-03), the step's each tile.
-  const itemBases = new Map<string, string>();
-  const itemOffset = (node: Node, env: Env): string => {
-    const terms = offsetTerms(node, env);
-    const varying = terms.filter((t) => LOOP_VARIABLE.test(t.index)).map((t) => t.term);
-    const fixed = terms.filter((t) => !LOOP_VARIABLE.test(t.index)).map((t) => t.term);
-    if (fixed.length < 2 || varying.length === 0) return offsetExpr(node, env);
-    const text = fixed.join(" + ");
-    let base = itemBases.get(text);
-    if (base === undefined) {
-      itemBases.set(text, base = `ib${itemBases.size}`);
-      pre.lines.push(`let ${base}: u32 = ${text};`);
-    }
-    return [base, ...varying].join(" + ");
-  };
+  // An item's channel part of its offset is computed once, before the loop.
+  const itemOffset = invariantOffsets(pre, LOOP_VARIABLE);
   const itemTools: LoopTools = { ...tools, prefetch: itemPrefetch, offset: itemOffset };
   const phaseA = Array.from({ length: items }, (_, e) => {
     const em = new ExprEmitter(registry.lookup, `a${e}_`).hoistTo(pre, LOOP_VARIABLES);
