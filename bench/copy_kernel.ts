@@ -8,12 +8,23 @@ import type { GpuContext } from "../runtime/gpu_device.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
 import { timeDispatches } from "../runtime/gpu_submit.ts";
 
-/** Copies `elements` f32 values (a multiple of 4) and returns the median time. */
+/**
+ * The anchor's size: `cap` f32 values (default 2^26, 256 MiB) or fewer where the device binds
+ * less in one buffer.
+ */
+export function copyElements(ctx: GpuContext, cap = 64 * 1024 * 1024): number {
+  return Math.min(cap, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
+}
+
+/**
+ * Copies `elements` f32 values (a multiple of 4); returns the median time and the bandwidth
+ * (bytes read plus bytes written, per second).
+ */
 export async function copyKernelBenchmark(
   ctx: GpuContext,
   elements: number,
   iterations: number,
-): Promise<{ ms: number }> {
+): Promise<{ ms: number; GBps: number }> {
   const vecs = elements / 4;
   const perRow = 65535 * 256;
   const wgsl = `
@@ -41,5 +52,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   });
   src.destroy();
   dst.destroy();
-  return { ms: t.medianNs / 1e6 };
+  const ms = t.medianNs / 1e6;
+  return { ms, GBps: (2 * elements * 4) / ms / 1e6 };
 }

@@ -16,7 +16,7 @@ import { rmsnorm } from "../dsl/reduce.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { compile } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
-import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { copyElements, copyKernelBenchmark } from "./copy_kernel.ts";
 import { randomF32 } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
@@ -41,9 +41,7 @@ const shapes: { name: string; n: number; k: number; fn: Fn; gate: boolean }[] = 
   { name: "LM head (norm prologue)", n: Number(values.vocab), k: 768, fn: normed, gate: false },
 ];
 
-const copyElems = Math.min(16 * 1024 * 1024, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
-const copy = await copyKernelBenchmark(ctx, copyElems, 20);
-const copyGBps = (2 * copyElems * 4) / copy.ms / 1e6;
+const copyGBps = (await copyKernelBenchmark(ctx, copyElements(ctx, 16 * 1024 * 1024), 20)).GBps;
 console.log(JSON.stringify({ bench: "copy", GBps: copyGBps }));
 for (const s of shapes) {
   for (const gemvStage of [false, true]) {

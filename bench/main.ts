@@ -20,7 +20,7 @@ import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
-import { randomF32, scanBenchInputs } from "./scan_inputs.ts";
+import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -56,7 +56,7 @@ report({ bench: "device", ...describeGpu(ctx).adapter, date: new Date().toISOStr
 const ELEMS = 64 * 1024 * 1024; // 256 MiB of f32
 if (only.has("copy") || only.has("fused")) {
   const copy = await copyKernelBenchmark(ctx, ELEMS, iterations);
-  report({ bench: "copy_256MiB", ms: copy.ms, GBps: (2 * ELEMS * 4) / copy.ms / 1e6 });
+  report({ bench: "copy_256MiB", ms: copy.ms, GBps: copy.GBps });
   if (only.has("fused")) {
     // Six elementwise ops, one read and one write: the same bytes as the copy.
     const prog = await compile(
@@ -95,8 +95,7 @@ if (only.has("scan")) {
     scan: scanStrategy,
   });
   const { ms, kernels } = await time(prog, scanBenchInputs(s));
-  // Bytes that must move: x, dt, z read, y written (b·l·d each); B, C (b·l·n); A, D, bias.
-  const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
+  const bytes = scanBenchBytes(s);
   report({
     bench: "selective_scan_fwd",
     shape: s,

@@ -22,15 +22,13 @@ import { getGpu } from "../runtime/gpu_device.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
 import { timeDispatches } from "../runtime/gpu_submit.ts";
 import { readBuffers, STORAGE_USAGE, uploadArray } from "../runtime/gpu_buffers.ts";
-import { scanBenchInputs } from "./scan_inputs.ts";
-import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { SCAN_SHAPE_OPTIONS, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
+import { copyElements, copyKernelBenchmark } from "./copy_kernel.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    b: { type: "string", default: "8" },
-    l: { type: "string", default: "4096" },
-    d: { type: "string", default: "1536" },
+    ...SCAN_SHAPE_OPTIONS,
     only: { type: "string", default: "" },
     iterations: { type: "string", default: "10" },
     dump: { type: "string", default: "" },
@@ -668,13 +666,13 @@ const ctx = await getGpu();
 const s = { b: NB, l: NL, d: ND, n: NN };
 const inputs = scanBenchInputs(s);
 const iterations = Number(values.iterations);
-const bytes = 4 * (4 * NB * NL * ND + 2 * NB * NL * NN + ND * NN + 2 * ND);
+const bytes = scanBenchBytes(s);
 
 // Warm the clocks, then the copy anchor.
-const copyElems = Math.min(64 * 1024 * 1024, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
+const copyElems = copyElements(ctx);
 for (let w = 0; w < Number(values.warm); w++) await copyKernelBenchmark(ctx, copyElems, 1000);
 const copy = await copyKernelBenchmark(ctx, copyElems, 20);
-const copyGBps = (2 * copyElems * 4) / copy.ms / 1e6;
+const copyGBps = copy.GBps;
 console.log(JSON.stringify({ bench: "copy", elems: copyElems, ms: copy.ms, GBps: copyGBps }));
 
 /**

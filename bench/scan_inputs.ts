@@ -29,3 +29,19 @@ export function scanBenchInputs(s: { b: number; l: number; d: number; n: number 
     dtBias: randomF32(d, -0.5, 0.5, 29),
   };
 }
+
+/**
+ * Bytes the selective scan must move at sizes b, l, d, n: x, dt, z read and y written (b·l·d
+ * each), B and C read (b·l·n each), A (d·n), D and the Δ bias (d) read once.
+ */
+export function scanBenchBytes(s: { b: number; l: number; d: number; n: number }): number {
+  const { b, l, d, n } = s;
+  return 4 * (4 * b * l * d + 2 * b * l * n + d * n + 2 * d);
+}
+
+/** The benchmark shape's command-line options (`parseArgs`), Mamba-130M's inner width. */
+export const SCAN_SHAPE_OPTIONS = {
+  b: { type: "string", default: "8" },
+  l: { type: "string", default: "4096" },
+  d: { type: "string", default: "1536" },
+} as const;

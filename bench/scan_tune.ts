@@ -22,15 +22,13 @@ import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
-import { copyKernelBenchmark } from "./copy_kernel.ts";
-import { randomF32, scanBenchInputs } from "./scan_inputs.ts";
+import { copyElements, copyKernelBenchmark } from "./copy_kernel.ts";
+import { randomF32, SCAN_SHAPE_OPTIONS, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    b: { type: "string", default: "8" },
-    l: { type: "string", default: "4096" },
-    d: { type: "string", default: "1536" },
+    ...SCAN_SHAPE_OPTIONS,
     n: { type: "string", default: "16" },
     iterations: { type: "string", default: "10" },
     rounds: { type: "string", default: "3" },
@@ -43,7 +41,7 @@ const { values } = parseArgs({
 const s = { b: Number(values.b), l: Number(values.l), d: Number(values.d), n: Number(values.n) };
 const inputs = scanBenchInputs(s);
 const iterations = Number(values.iterations);
-const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
+const bytes = scanBenchBytes(s);
 
 /** The variants worth comparing (the first is the reference for the agreement check). */
 const variants: Record<string, ScanStrategy> = {
@@ -281,7 +279,7 @@ for (const [name, strategy] of Object.entries(variants)) {
 // The SM clock drops within half a second of idling and every benchmark call starts after an
 // upload: each timed run is preceded, in the same submission, by `warmup` untimed dispatches.
 const warmup = Number(values.warmup);
-const copyElems = Math.min(64 * 1024 * 1024, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
+const copyElems = copyElements(ctx);
 const copyMs: number[] = [];
 for (let round = 0; round < Number(values.rounds); round++) {
   copyMs.push((await copyKernelBenchmark(ctx, copyElems, 20)).ms);
@@ -360,7 +358,7 @@ for (const { name } of programs) {
       runs.push((await prog.benchmark(data, { warmup, iterations })).totalNs / 1e6);
     }
     const ms = Math.min(...runs);
-    const GBps = (4 * (4 * b * s.l * s.d + 2 * b * s.l * s.n + s.d * s.n + 2 * s.d)) / ms / 1e6;
+    const GBps = scanBenchBytes(sz) / ms / 1e6;
     console.log(JSON.stringify({ bench: "scan_batch", name, b, ms, msPerBatch: ms / b, GBps }));
     prog.destroy();
   }

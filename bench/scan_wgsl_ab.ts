@@ -21,15 +21,13 @@ import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.t
 import { deviceLimits } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { GpuProgram } from "../runtime/program.ts";
-import { copyKernelBenchmark } from "./copy_kernel.ts";
-import { scanBenchInputs } from "./scan_inputs.ts";
+import { copyElements, copyKernelBenchmark } from "./copy_kernel.ts";
+import { SCAN_SHAPE_OPTIONS, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    b: { type: "string", default: "8" },
-    l: { type: "string", default: "4096" },
-    d: { type: "string", default: "1536" },
+    ...SCAN_SHAPE_OPTIONS,
     unroll: { type: "string", default: "4" },
     rounds: { type: "string", default: "3" },
     iterations: { type: "string", default: "20" },
@@ -40,21 +38,18 @@ const { values } = parseArgs({
   strict: true,
 });
 const s = { b: Number(values.b), l: Number(values.l), d: Number(values.d), n: 16 };
-const bytes = 4 * (4 * s.b * s.l * s.d + 2 * s.b * s.l * s.n + s.d * s.n + 2 * s.d);
+const bytes = scanBenchBytes(s);
 // The tiled kernel with `--unroll`, or any strategy as JSON (`--strategy '{"tileSteps":0}'`).
 const strategy: ScanStrategy = values.strategy
   ? JSON.parse(values.strategy)
   : { tileSteps: 16, workgroup: 128, unroll: Number(values.unroll) };
 
-/** One vec2 read of (Δ, Δ·x) per step instead of one scalar read per component. */
+/** One vec2 read of (Δ, Δ·x) per step, its component 0 taken from it. */
 function vec2Reads(w: string): string {
   return w.replace(
     /let (v\d+): f32 = sk_sd\[([^\]]+)\]\[cl\]\[0\];/g,
     (_, v, row) => `let ${v}_sd = sk_sd[${row}][cl];\n      let ${v}: f32 = ${v}_sd[0];`,
-  ).replace(/let (v\d+): f32 = sk_sd\[([^\]]+)\]\[cl\]\[1\];/g, (_m, v, row) => {
-    // The step's component 0 was read into some vN_sd of the same row just before.
-    return `let ${v}: f32 = sk_sd[${row}][cl][1];`;
-  });
+  );
 }
 
 /** As vec2Reads, and component 1 taken from the same vector. */
@@ -213,11 +208,9 @@ const edits: Record<string, (w: string) => string> = {
 };
 
 const ctx = await getGpu();
-// The anchor: a vec4 copy of up to 2^26 floats, as in bench/scan_tune.ts.
-const copyElems = Math.min(1 << 26, (ctx.limits.maxStorageBufferBindingSize ?? 0) / 4);
-const copyMs = (await copyKernelBenchmark(ctx, copyElems, 20)).ms;
-const copy = { GBps: (2 * 4 * copyElems) / copyMs / 1e6 };
-console.log(JSON.stringify({ bench: "copy", ms: copyMs, GBps: copy.GBps }));
+// The anchor: a vec4 copy, as in bench/scan_tune.ts.
+const copy = await copyKernelBenchmark(ctx, copyElements(ctx), 20);
+console.log(JSON.stringify({ bench: "copy", ms: copy.ms, GBps: copy.GBps }));
 const graph = trace(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
 const program = generateKernels(graph, deviceLimits(ctx), { scan: strategy });
 if (program.kernels.length !== 1) {

@@ -424,24 +424,21 @@ export class Log2eFold {
   }
 }
 
-/** What the loop intercepts use. */
 /**
  * Element offsets whose loop-invariant part (two or more terms: the channel's, fixed per
  * thread) is computed once, as a `let` among `pre`'s lines before the loop, and whose loop part
- * (the step's) is added where used: `ib0 + t * D` for `b * S + t * D + d`. Offsets of nodes read
- * at a state index (`skip`) keep their plain form: the staging fill renames those indices in the
- * load's text. Measured 0.6405 against 0.6493 ms for the tiled kernel on the H200
- * (bench/RESULTS.md, 2026-12-03).
+ * (the step's) is added where used: `ib0 + t * D` for `b * S + t * D + d`. Only for loads whose
+ * text nothing rewrites afterwards (the staging fill renames state indices inside its loads).
+ * Measured 0.6405 against 0.6493 ms for the tiled kernel on the H200 (bench/RESULTS.md,
+ * 2026-12-03).
  */
 export function invariantOffsets(
   pre: ExprEmitter,
   loopVariable: RegExp,
-  skip?: RegExp,
 ): (node: Node, env: Env) => string {
   const bases = new Map<string, string>();
   return (node, env) => {
     const terms = offsetTerms(node, env);
-    if (skip && terms.some((t) => skip.test(t.index))) return offsetExpr(node, env);
     const varying = terms.filter((t) => loopVariable.test(t.index)).map((t) => t.term);
     const fixed = terms.filter((t) => !loopVariable.test(t.index)).map((t) => t.term);
     if (fixed.length < 2 || varying.length === 0) return offsetExpr(node, env);
@@ -455,6 +452,7 @@ export function invariantOffsets(
   };
 }
 
+/** What the loop intercepts use. */
 export interface LoopTools {
   readonly math: ScanMath;
   /** Folds log2 e into loop-invariant exp factors (see {@link Log2eFold}). */

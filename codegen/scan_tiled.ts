@@ -20,8 +20,9 @@
  * for the lane-transposed one on the H200). One pass only: no chunks.
  *
  * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_yp[row][thread]`, and
- * one `sk_stageQ[row][lane]` per shared load Q): in the straight-line tile (the default) every read has a constant row
- * and a loop-invariant column, so naga's clamp of the dynamic index is one expression. With
+ * one `sk_stageQ[row][lane]` per shared load Q): in the straight-line tile (the default) every
+ * read has a constant row and a loop-invariant column, so naga's clamp of the dynamic index is
+ * one expression. With
  * `unroll` < tileSteps the tile's steps run as a loop of `unroll`-step bodies reading row
  * `base + sgu`; that was slower in the compiled kernel on the H200 (bench/RESULTS.md).
  *
@@ -297,7 +298,7 @@ export function emitTiledPass(
       `let skj${sl} = ${e} % ${u32Literal(lanes)};`,
       ...stateLanes(spec, layout, `skj${sl}`, prefix).lines,
     );
-    // A fill slot's loads for tile `tile` into `target`q (declared here).
+    // A fill slot's loads for tile `tile`, template q into `${target}_q` (declared here).
     const fill = (tile: string, target: string, step: string) => [
       `let ${step} = ${clamp(position(`${tile} * ${u32Literal(T)} + sku${sl}`))};`,
       ...loadTemplates.map((l, q) =>
