@@ -28,6 +28,7 @@ import type { DeviceLimits } from "./limits.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 import {
   interceptLoop,
+  invariantOffsets,
   Log2eFold,
   type LoopTools,
   Prefetcher,
@@ -275,6 +276,8 @@ function emitPass(
     prefetch,
     vectors,
     lookup: registry.lookup,
+    // A load's channel part of its offset is computed once, before the loop.
+    offset: invariantOffsets(pre, LOOP_VARIABLE, stateIndex),
     fold: layout.foldLog2e ? new Log2eFold(pre, LOOP_VARIABLE) : undefined,
   };
   const loop = new ExprEmitter(registry.lookup, "v").hoistTo(pre, LOOP_VARIABLES);

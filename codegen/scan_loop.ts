@@ -427,18 +427,24 @@ export class Log2eFold {
 /**
  * Element offsets whose loop-invariant part (two or more terms: the channel's, fixed per
  * thread) is computed once, as a `let` among `pre`'s lines before the loop, and whose loop part
- * (the step's) is added where used: `ib0 + t * D` for `b * S + t * D + d`. Only for loads whose
- * text nothing rewrites afterwards (the staging fill renames state indices inside its loads).
+ * (the step's) is added where used: `ib0 + t * D` for `b * S + t * D + d`. A load with an index
+ * matching `stateVariable` keeps its plain offset: the staging fill renames state indices inside
+ * the text of such loads.
  * Measured 0.6405 against 0.6493 ms for the tiled kernel on the H200 (bench/RESULTS.md,
  * 2026-12-03).
  */
 export function invariantOffsets(
   pre: ExprEmitter,
   loopVariable: RegExp,
+  stateVariable?: RegExp,
 ): (node: Node, env: Env) => string {
   const bases = new Map<string, string>();
   return (node, env) => {
     const terms = offsetTerms(node, env);
+    // A load at a state index keeps its plain text: staging matches and renames it.
+    if (stateVariable && terms.some((t) => stateVariable.test(t.index))) {
+      return offsetExpr(node, env);
+    }
     const varying = terms.filter((t) => loopVariable.test(t.index)).map((t) => t.term);
     const fixed = terms.filter((t) => !loopVariable.test(t.index)).map((t) => t.term);
     if (fixed.length < 2 || varying.length === 0) return offsetExpr(node, env);

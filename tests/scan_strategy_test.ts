@@ -67,6 +67,11 @@ Deno.test("scan knobs: per-state loads late or staged in workgroup memory agree"
       prefetchDepth: 2,
     }, { reverse: lanes === 4, init: true });
     assert.match(staged, /var<workgroup> sk_stage/);
+    // A load's channel part of its offset is computed once, before the step loop; the staged
+    // per-state loads keep their own offsets.
+    assert.match(staged, /let ib0: u32 = ch_b \* 720u \+ ch_d;[\s\S]*for \(var /);
+    assert.match(staged, /\[ib0 \+ ta_0 \* 16u\]/);
+    assert.match(staged, /sk_stage\[skc \+ /);
     await check(sizes, { lanes, stateLoads: "late" }, { init: lanes !== 2 });
   }
   // n = 12 over 8 lanes: lanes 6 and 7 hold no state (clamped indices); 3 chunks, reverse.
