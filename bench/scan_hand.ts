@@ -8,7 +8,8 @@
  * in workgroup memory a tile of blocks at a time; `LTP`: the same with B and C of a step and
  * lane packed in one vec4); `ST`/`STX` workgroup-staged tiles (Δ, Δ·x, B, C in workgroup
  * memory, partial sums reduced there; compiled as `tileSteps`, codegen/scan_tiled.ts); `L1` one
- * thread per channel; `DIAG_` ablations that give wrong results on purpose, to show what one
+ * thread per channel; `STD` STK with double-buffered workgroup arrays (one barrier per tile);
+ * `DIAG_` ablations that give wrong results on purpose, to show what one
  * part of a kernel costs. Results: bench/RESULTS.md.
  *
  * @module
@@ -71,6 +72,10 @@ interface Opts {
    */
   splitD?: boolean;
   bcOne?: boolean;
+  /** The decay exponential's argument clamped at -126 (no denormal results, whose range fix-up costs instructions). */
+  clampExp?: boolean;
+  /** The WGSL type of the clamped argument (default f32). */
+  clampType?: string;
 }
 
 function math(o: Opts): string {
@@ -115,6 +120,10 @@ const rep = (n: number, f: (i: number) => string, sep = "\n  ") =>
 
 function expOf(o: Opts, arg: string) {
   if (o.fakeExp) return `(1.0 + ${arg})`;
+  if (o.clampExp) {
+    const lo = `${o.clampType ?? "f32"}(${o.exp2 ? "-126.0" : "-87.0"})`;
+    return `${o.exp2 ? "exp2" : "exp"}(max(${arg}, ${lo}))`;
+  }
   return o.exp2 ? `exp2(${arg})` : `exp(${arg})`;
 }
 
@@ -662,6 +671,141 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   return { wgsl, groups: (NB * ND) / CH };
 }
 
+/**
+ * STD: STK (rows of one step) with every workgroup array double-buffered by tile parity, so a
+ * tile needs ONE barrier instead of two: iteration k computes tile k from buffer k % 2, reduces
+ * and writes tile k - 1's y from the other buffer and fills tile k + 1 into it, then waits once.
+ * The tile loop is unrolled by two so every buffer is named statically. `fillFirst` puts the
+ * epilogue and fill before the scan steps instead of after.
+ */
+function stdb(
+  p: { CH: number; L: number; T: number; U: number; fillFirst?: boolean } & Opts,
+): { wgsl: string; groups: number } {
+  const { CH, L, T, U } = p;
+  const R = NN / L, K = Math.min(R, 4), Q = R / K, WG = CH * L, E = T / L, VT = vt(K);
+  const PS = 16 / K;
+  if (R < 2 || ND % CH || NL % (2 * T) || T % L || T % U) throw new Error("bad STD");
+  const NT = NL / T;
+  const bcSlots = Math.ceil((PS * T) / WG);
+  const load = (tile: string) => {
+    const lines: string[] = [];
+    for (let i = 0; i < E; i++) {
+      const t = `(${tile} * ${T}u + ts0 + ${i * L}u)`;
+      lines.push(`let nx${i} = X[xb + ${t} * ${ND}u];`);
+      lines.push(`let ndt${i} = DT[xb + ${t} * ${ND}u];`);
+      lines.push(`let nz${i} = Z[xb + ${t} * ${ND}u];`);
+    }
+    for (let s = 0; s < bcSlots; s++) {
+      const idx = `bb + ${tile} * ${PS * T}u + min(lid + ${s * WG}u, ${PS * T - 1}u)`;
+      lines.push(`let nB${s} = B4[${idx}];`, `let nC${s} = C4[${idx}];`);
+    }
+    return lines.join("\n    ");
+  };
+  // Fills buffer `b` from the n* registers and keeps x, z in the c*{b} registers.
+  const fill = (b: number) => {
+    const lines: string[] = [];
+    for (let i = 0; i < E; i++) {
+      lines.push(
+        `{ let dl = sp(ndt${i} + bs); sD${b}[ts0 + ${i * L}u][cs] = vec2<f32>(dl, dl * nx${i}); }`,
+      );
+    }
+    for (let s = 0; s < bcSlots; s++) {
+      const e = `lid + ${s * WG}u`;
+      lines.push(
+        `if (${e} < ${PS * T}u) { sB${b}[(${e}) / ${PS}u][(${e}) % ${PS}u] = nB${s}; ` +
+          `sC${b}[(${e}) / ${PS}u][(${e}) % ${PS}u] = nC${s}; }`,
+      );
+    }
+    for (let i = 0; i < E; i++) lines.push(`cx${b}_${i} = nx${i}; cz${b}_${i} = nz${i};`);
+    return lines.join("\n    ");
+  };
+  const step = (b: number, u: number | string) =>
+    `{
+        let dv = sD${b}[${u}][cl];
+        ${
+      rep(
+        Q,
+        (q) =>
+          `h${q} = ${expOf(p, `dv.x * a${q}`)} * h${q} + dv.y * sB${b}[${u}][j * ${Q}u + ${q}u];`,
+        "\n        ",
+      )
+    }
+        yP${b}[${u}][lid] = ${rep(Q, (q) => `dot(sC${b}[${u}][j * ${Q}u + ${q}u], h${q})`, " + ")};
+      }`;
+  const steps = (b: number) =>
+    U === T ? rep(T, (u) => step(b, u), "\n    ") : `for (var u: u32 = 0u; u < ${T}u; u += ${U}u) {
+      ${rep(U, (v) => step(b, `u + ${v}u`), "\n      ")}
+    }`;
+  // y of tile `tile` from buffer b (its x, z in c*{b}).
+  const epilogue = (b: number, tile: string) =>
+    rep(E, (i) => {
+      const sum = rep(L, (jj) => `yP${b}[ts0 + ${i * L}u][cs * ${L}u + ${jj}u]`, " + ");
+      const t = `(${tile} * ${T}u + ts0 + ${i * L}u)`;
+      return `Y[xb + ${t} * ${ND}u] = (${sum} + ds * cx${b}_${i}) * silu(cz${b}_${i});`;
+    }, "\n    ");
+  // Iteration for tile k in buffer b: load k+1, scan k, finish k-1 and fill k+1 in buffer 1-b.
+  const iteration = (b: number, k: string) => {
+    const o = 1 - b;
+    const side = `${
+      b === 0
+        ? `if (${k} > 0u) {\n    ${epilogue(o, `(${k} - 1u)`)}\n    }`
+        : epilogue(o, `(${k} - 1u)`)
+    }
+    ${fill(o)}`;
+    return `{
+    let kn = min(${k} + 1u, ${NT - 1}u);
+    ${load("kn")}
+    ${p.fillFirst ? side : steps(b)}
+    ${p.fillFirst ? steps(b) : side}
+    workgroupBarrier();
+    }`;
+  };
+  const arrays = [0, 1].map((b) =>
+    `var<workgroup> sD${b}: array<array<vec2<f32>, ${CH}>, ${T}>;
+var<workgroup> sB${b}: array<array<${VT}, ${PS}>, ${T}>;
+var<workgroup> sC${b}: array<array<${VT}, ${PS}>, ${T}>;
+var<workgroup> yP${b}: array<array<f32, ${CH * L}>, ${T}>;`
+  ).join("\n");
+  const wgsl = `${decls(K)}
+${arrays}
+${math(p)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c0 = wid.x * ${CH}u;
+  let b = c0 / ${ND}u;
+  let d0 = c0 % ${ND}u;
+  let bb = b * ${NL * PS}u;
+  let cl = lid / ${L}u;
+  let j = lid % ${L}u;
+  ${
+    rep(Q, (q) =>
+      `let a${q} = A4[(d0 + cl) * ${PS}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
+  }
+  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
+  let cs = lid % ${CH}u;
+  let ts0 = lid / ${CH}u;
+  let xb = b * ${NL * ND}u + d0 + cs;
+  let ds = Dv[d0 + cs];
+  let bs = bias[d0 + cs];
+  ${
+    rep(E, (i) =>
+      `var cx0_${i} = 0.0; var cz0_${i} = 0.0; var cx1_${i} = 0.0; var cz1_${i} = 0.0;`)
+  }
+  {
+    ${load("0u")}
+    ${fill(0)}
+  }
+  workgroupBarrier();
+  for (var k: u32 = 0u; k < ${NT}u; k += 2u) {
+    ${iteration(0, "k")}
+    ${iteration(1, "(k + 1u)")}
+  }
+  ${epilogue(1, `${NT - 1}u`)}
+}
+`;
+  return { wgsl, groups: (NB * ND) / CH };
+}
+
 const ctx = await getGpu();
 const s = { b: NB, l: NL, d: ND, n: NN };
 const inputs = scanBenchInputs(s);
@@ -863,6 +1007,38 @@ add(
 );
 add("ST_CH32_L4_T8_U4_exp2", () => st({ CH: 32, L: 4, T: 8, U: 4, ...rsq, exp2: true }));
 add("ST_CH32_L4_T16_U2_exp2", () => st({ CH: 32, L: 4, T: 16, U: 2, ...rsq, exp2: true }));
+// One barrier per tile: STK with double-buffered workgroup arrays (scan steps first, or fill first).
+for (const U of [4, 16]) {
+  for (const fillFirst of [false, true]) {
+    add(
+      `STD_CH32_L4_T16_U${U}_exp2${fillFirst ? "_fillfirst" : ""}`,
+      () => stdb({ CH: 32, L: 4, T: 16, U, ...rsq, exp2: true, fillFirst }),
+    );
+  }
+}
+add(
+  "STD_CH32_L4_T16_U4_exp2_clamp",
+  () =>
+    stdb({ CH: 32, L: 4, T: 16, U: 4, ...rsq, exp2: true, clampExp: true, clampType: "vec4<f32>" }),
+);
+add(
+  "STK_CH32_L4_T16_U4_exp2_clamp",
+  () =>
+    st({
+      CH: 32,
+      L: 4,
+      T: 16,
+      U: 4,
+      ...rsq,
+      exp2: true,
+      k2d: true,
+      clampExp: true,
+      clampType: "vec4<f32>",
+    }),
+);
+add("STD_CH16_L4_T16_U4_exp2", () => stdb({ CH: 16, L: 4, T: 16, U: 4, ...rsq, exp2: true }));
+add("STD_CH32_L4_T8_U4_exp2", () => stdb({ CH: 32, L: 4, T: 8, U: 4, ...rsq, exp2: true }));
+add("STD_CH32_L8_T16_U4_exp2", () => stdb({ CH: 32, L: 8, T: 16, U: 4, ...rsq, exp2: true }));
 const compiledVariants: Record<string, ScanStrategy> = {
   "C_L8_transposed": { lanes: 8, transpose: true },
   "C_L16_plain": { lanes: 16, transpose: false },

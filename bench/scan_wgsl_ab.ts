@@ -192,6 +192,11 @@ function inlinedIndex(w: string): string {
     });
 }
 
+/** The decay exponentials' arguments clamped at -126 (no denormal results to fix up). */
+function clampedExp(w: string): string {
+  return w.replace(/exp2\((v\d+ \* q\d+_log2e)\)/g, "exp2(max($1, -126.0))");
+}
+
 const edits: Record<string, (w: string) => string> = {
   "compiled (no edit)": (w) => w, // first: the reference of the agreement check
   "hoisted item index": hoistedIndex,
@@ -204,6 +209,7 @@ const edits: Record<string, (w: string) => string> = {
   "no epilogue guards": noGuards,
   "hand-style step loop": stepLoop,
   "vec4 state": vec4State,
+  "clamped exp": clampedExp,
   "all four": (w) => vec4State(stepLoop(noGuards(vec2ReadsShared(w)))),
 };
 
