@@ -3,6 +3,7 @@
  * checked against the compiled kernel's output. Used to find what limits the fused kernel.
  *
  *   deno run -A bench/scan_hand.ts [--b 8 --l 4096 --d 1536] [--only name,...] [--warm 20]
+ *     [--dump name [--dump-to file.wgsl]]
  *
  * Families (names start with): `LT` lane-transposed like the compiled default (`LTT`: B/C staged
  * in workgroup memory a tile of blocks at a time; `LTP`: the same with B and C of a step and
@@ -17,7 +18,9 @@
 
 import { parseArgs } from "node:util";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
-import { compile } from "../runtime/compile.ts";
+import { compile, deviceLimits } from "../runtime/compile.ts";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { trace } from "../dsl/trace.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     only: { type: "string", default: "" },
     iterations: { type: "string", default: "10" },
     dump: { type: "string", default: "" },
+    "dump-to": { type: "string", default: "" },
     warm: { type: "string", default: "5" },
     sets: { type: "string", default: "1" },
   },
@@ -1039,6 +1043,30 @@ add(
 add("STD_CH16_L4_T16_U4_exp2", () => stdb({ CH: 16, L: 4, T: 16, U: 4, ...rsq, exp2: true }));
 add("STD_CH32_L4_T8_U4_exp2", () => stdb({ CH: 32, L: 4, T: 8, U: 4, ...rsq, exp2: true }));
 add("STD_CH32_L8_T16_U4_exp2", () => stdb({ CH: 32, L: 8, T: 16, U: 4, ...rsq, exp2: true }));
+// The compiled default kernel's exact WGSL, bound to the hand-written kernels' buffers and timed
+// like them: separates the kernel text from how the two paths allocate and time.
+const HAND_INPUTS = ["x", "dt", "z", "B", "C", "A", "D", "dtBias"];
+const handPathKernels = new Map<string, { wgsl: string; bindings: number[]; wg: number[] }>();
+for (
+  const [name, strategy] of [["C_default_hand_path", undefined], ["C_tiled_U4_hand_path", {
+    tileSteps: 16,
+    workgroup: 128,
+    unroll: 4,
+  }]] as const
+) {
+  add(name, () => {
+    const graph = trace(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s);
+    const [k, ...rest] = generateKernels(graph, deviceLimits(ctx), { scan: strategy }).kernels;
+    if (rest.length) throw new Error("expected one kernel");
+    const bindings = k.reads.map((r) => {
+      const i = "name" in r ? HAND_INPUTS.indexOf(r.name) : -1;
+      if (i < 0) throw new Error("a read that is not an input");
+      return i;
+    });
+    handPathKernels.set(name, { wgsl: k.wgsl, bindings, wg: [...k.workgroups] });
+    return { wgsl: k.wgsl, groups: k.workgroups[0] };
+  });
+}
 const compiledVariants: Record<string, ScanStrategy> = {
   "C_L8_transposed": { lanes: 8, transpose: true },
   "C_L16_plain": { lanes: 16, transpose: false },
@@ -1057,15 +1085,19 @@ for (let set = 0; set < Number(values.sets); set++) {
     if (only && !only.has(v.name)) continue;
     try {
       const { wgsl, groups } = v.make();
-      if (values.dump === v.name) console.error(wgsl);
+      if (values.dump === v.name) {
+        if (values["dump-to"]) Deno.writeTextFileSync(values["dump-to"], wgsl);
+        else console.error(wgsl);
+      }
       const kernel = { name: v.name, wgsl };
       const pipeline = await cache.get(kernel);
-      const wg: [number, number, number] = [groups, 1, 1];
+      const hp = handPathKernels.get(v.name);
+      const wg: [number, number, number] = hp ? [hp.wg[0], hp.wg[1], hp.wg[2]] : [groups, 1, 1];
       ctx.device.queue.writeBuffer(out, 0, new Float32Array(NB * NL * ND));
       const [t] = await timeDispatches(ctx, [{
         kernel,
         pipeline,
-        buffers: [...bufs, out],
+        buffers: hp ? [...hp.bindings.map((i) => bufs[i]), out] : [...bufs, out],
         workgroups: wg,
       }], {
         warmup: 100,

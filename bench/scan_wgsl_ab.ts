@@ -5,7 +5,11 @@
  * and is checked against the unedited one; times are medians of interleaved rounds.
  *
  *   deno run -A bench/scan_wgsl_ab.ts [--b 8 --l 4096 --d 1536] [--unroll 4] [--rounds 3]
- *     [--only "edit;edit"] [--dump "edit"] [--strategy JSON]
+ *     [--only "edit;edit"] [--dump "edit"] [--strategy JSON] [--hand kernel.wgsl]
+ *
+ * `--hand` adds a hand-written kernel (scan_hand.ts `--dump NAME --dump-to FILE`: bindings in
+ * the order x, dt, z, B, C, A, D, dtBias, y) run and timed exactly like the compiled one: its
+ * bindings are renumbered to the compiled kernel's buffer order.
  *
  * The edits are regular expressions over the generated text (a measuring tool only: nothing
  * here is used by the compiler). An edit that finds nothing to change is reported, not timed.
@@ -34,6 +38,7 @@ const { values } = parseArgs({
     dump: { type: "string", default: "" },
     only: { type: "string", default: "" },
     strategy: { type: "string", default: "" },
+    hand: { type: "string", default: "" },
   },
   strict: true,
 });
@@ -192,6 +197,53 @@ function inlinedIndex(w: string): string {
     });
 }
 
+/**
+ * The hand-written kernel (STK) in the compiled kernel's tile order: the loop loads tile k + 1
+ * into registers, fills tile k from the registers loaded an iteration before, waits, runs the
+ * steps, waits, writes the epilogue (STK fills tile k + 1 after the epilogue instead).
+ */
+function handCompiledOrder(w: string): string {
+  const lines = w.split("\n");
+  const isFill = (l: string, pre: string) =>
+    new RegExp(`^\\s*\\{ let dl = sp\\(${pre}dt\\d+ \\+ bs\\);`).test(l) ||
+    new RegExp(`^\\s*if \\(.*= ${pre}B\\d+;`).test(l);
+  const fill = lines.filter((l) => isFill(l, "c")).map((l) => l.trim());
+  const loop = lines.findIndex((l) => /for \(var k: u32/.test(l));
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i];
+    if (isFill(l, "c") || isFill(l, "n")) continue;
+    // The barrier that followed the prologue's fill, and the one that followed the loop's.
+    if (/workgroupBarrier/.test(l) && (i === loop - 1 || isFill(lines[i - 1], "n"))) continue;
+    out.push(l);
+    if (/^\s*let nC\d+ = /.test(l) && !/^\s*let nC\d+ = /.test(lines[i + 1])) {
+      out.push(...fill.map((f) => `    ${f}`), "    workgroupBarrier();");
+    }
+    if (/^\s*cx\d+ = nx\d+; cz\d+ = nz\d+;/.test(l)) {
+      const i0 = l.match(/cx(\d+)/)![1];
+      out.push(`    cdt${i0} = ndt${i0};`);
+    }
+  }
+  const bc = [...w.matchAll(/var c([BC]\d+) = /g)].map((m) => `c${m[1]} = n${m[1]};`);
+  const last = out.findLastIndex((l) => /^\s*cdt\d+ = ndt\d+;/.test(l));
+  out.splice(last + 1, 0, `    ${bc.join(" ")}`);
+  return out.join("\n");
+}
+
+/** The hand-written kernel's y stores guarded by a (runtime, always true) validity test. */
+function handGuards(w: string): string {
+  return w.replace(
+    "let bs = bias[d0 + cs];",
+    "let bs = bias[d0 + cs];\n  let iv = xb < arrayLength(&Y);",
+  )
+    .replace(/^(\s*)(Y\[.*;)$/gm, "$1if (iv) { $2 }");
+}
+
+/** The hand-written kernel's workgroup index folded over x and y, as the compiled kernel's. */
+function handFoldedId(w: string): string {
+  return w.replace(/let c0 = wid\.x \* (\d+)u;/, "let c0 = (wid.x + wid.y * 65535u) * $1u;");
+}
+
 /** The decay exponentials' arguments clamped at -126 (no denormal results to fix up). */
 function clampedExp(w: string): string {
   return w.replace(/exp2\((v\d+ \* q\d+_log2e)\)/g, "exp2(max($1, -126.0))");
@@ -207,6 +259,7 @@ const edits: Record<string, (w: string) => string> = {
   "hand step text": handSteps,
   "vec2 read, both components": vec2ReadsShared,
   "no epilogue guards": noGuards,
+  "stage at the end, no epilogue guards": (w) => noGuards(stageAtEnd(w)),
   "hand-style step loop": stepLoop,
   "vec4 state": vec4State,
   "clamped exp": clampedExp,
@@ -224,6 +277,20 @@ if (program.kernels.length !== 1) {
 }
 const inputs = scanBenchInputs(s);
 const base = program.kernels[0].wgsl;
+if (values.hand) {
+  const order = ["x", "dt", "z", "B", "C", "A", "D", "dtBias"];
+  const reads = program.kernels[0].reads.map((r) => ("name" in r ? r.name : ""));
+  const hand = Deno.readTextFileSync(values.hand).replace(
+    /@binding\((\d+)\)/g,
+    (_, k) =>
+      `@binding(${Number(k) < order.length ? reads.indexOf(order[Number(k)]) : reads.length})`,
+  );
+  edits["hand-written kernel (--hand)"] = () => hand;
+  edits["hand, compiled tile order"] = () => handCompiledOrder(hand);
+  edits["hand, epilogue guards"] = () => handGuards(hand);
+  edits["hand, folded workgroup id"] = () => handFoldedId(hand);
+  edits["hand, all three"] = () => handFoldedId(handGuards(handCompiledOrder(hand)));
+}
 const programs: [string, GpuProgram][] = [];
 let reference: Float32Array | undefined;
 const only = values.only ? values.only.split(";") : undefined;
