@@ -213,6 +213,11 @@ const variants: Record<string, ScanStrategy> = {
   "tiled 32 steps, 16 channels x 4 lanes": { tileSteps: 32 },
   "tiled 16 steps, 16 channels x 8 lanes": { tileSteps: 16, lanes: 8, workgroup: 128 },
   "tiled 16 steps, 16 channels x 2 lanes": { tileSteps: 16, lanes: 2, workgroup: 32 },
+  "tiled 16 steps, 32 channels x 4 lanes, straight-line": {
+    tileSteps: 16,
+    workgroup: 128,
+    unroll: 16,
+  },
   "tiled 16 steps, 32 channels x 4 lanes, 4-step loop": {
     tileSteps: 16,
     workgroup: 128,

@@ -22,8 +22,8 @@ export interface ScanStrategy {
   lanes?: number;
   /**
    * Steps per loop iteration, emitted straight-line so their loads are issued together. In the
-   * tiled kernel: steps per iteration of a tile's step loop, dividing `tileSteps` (default the
-   * whole tile, no loop).
+   * tiled kernel: steps per iteration of a tile's step loop, dividing `tileSteps` (default 8
+   * where it divides `tileSteps`, else the whole tile, no loop).
    */
   unroll?: number;
   /**
@@ -105,9 +105,9 @@ export interface ScanStrategy {
    * one unchunked pass anyway — every output contracted, ≥ 4 states, ≥ 256 steps, ≥ 8192
    * channels, its workgroup arrays within the device's limit — and no lane-kernel knob
    * (lanes, chunks, unroll, transpose, prefetch, prefetchDepth, stateLoads, broadcast,
-   * workgroup) is given; else 0. On the H200 it ran the benchmark scan (b=8, l=4096, d=1536,
-   * n=16) in 0.652 ms against the lane kernel's 0.685, and b=6 in 0.636 against 0.676; at
-   * b=4 the two tie and below that the lane kernel's chunks win (bench/RESULTS.md).
+   * workgroup) is given; else 0. On the H200 it runs the benchmark scan (b=8, l=4096, d=1536,
+   * n=16) in 0.571 ms against the lane kernel's 0.672 (2026-12-03; the thresholds were set
+   * when the two tied at b=4, bench/RESULTS.md).
    */
   tileSteps?: number;
 }
@@ -145,6 +145,8 @@ const DEFAULT_UNROLL = 1;
 const DEFAULT_PREFETCH: ScanPrefetch = "all";
 const DEFAULT_MATH: ScanMath = "fast";
 
+/** Steps per iteration of the tiled kernel's step loop, where it divides the tile. */
+const TILED_UNROLL = 8;
 /** The tiled kernel's automatic choice (see `ScanStrategy.tileSteps`). */
 const AUTO_TILE = 16;
 const AUTO_TILED_WORKGROUP = 128;
@@ -351,10 +353,12 @@ function chooseTiled(
         `(${spec.stateAxes.join(", ")}); an output reads the state itself`,
     );
   }
-  // Steps per iteration of the tile's step loop; default the whole tile, straight-line. A loop
-  // of 4-step bodies made the compiled kernel slower on the H200 (0.707 against 0.651 ms,
-  // 2026-12-03), although a hand-written kernel gained from it.
-  const unroll = force.unroll ?? tileSteps;
+  // Steps per iteration of the tile's step loop; default a loop of 8-step bodies where 8 divides
+  // the tile, with the next tile filled after the epilogue (scan_tiled.ts). On the H200, 16-step
+  // tiles took 0.571 ms as 8-step bodies, 0.600 as 4-step, 0.598 as 2-step and 0.658
+  // straight-line (2026-12-03, bench/RESULTS.md).
+  const unroll = force.unroll ??
+    (tileSteps > TILED_UNROLL && tileSteps % TILED_UNROLL === 0 ? TILED_UNROLL : tileSteps);
   if (!Number.isInteger(unroll) || unroll < 1 || tileSteps % unroll) {
     throw new Error(
       `scan: tiled unroll (steps per iteration of the tile's loop) must divide tileSteps ` +

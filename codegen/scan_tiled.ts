@@ -20,11 +20,12 @@
  * for the lane-transposed one on the H200). One pass only: no chunks.
  *
  * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_yp[row][thread]`, and
- * one `sk_stageQ[row][lane]` per shared load Q): in the straight-line tile (the default) every
- * read has a constant row and a loop-invariant column, so naga's clamp of the dynamic index is
- * one expression. With
- * `unroll` < tileSteps the tile's steps run as a loop of `unroll`-step bodies reading row
- * `base + sgu`; that was slower in the compiled kernel on the H200 (bench/RESULTS.md).
+ * one `sk_stageQ[row][lane]` per shared load Q). By default (`unroll` 8) the tile's steps run
+ * as a loop of 8-step bodies reading row `base + sgu`, and the next tile is filled after the
+ * epilogue, so each iteration is: steps, barrier, epilogue, fill of tile k + 1, barrier. With
+ * `unroll` = tileSteps the steps are straight-line (every read has a constant row) and tile k
+ * is filled at the top of its iteration. Each form has the order measured fastest for it on the
+ * H200; the epilogue's channel guard is left out where every item is real (bench/RESULTS.md).
  *
  * @module
  */
@@ -66,7 +67,7 @@ const LOOP_VARIABLES = [
   "tta\\d+",
   "ta\\d+",
   "livea\\d+",
-  "a\\d+_\\d+",
+  "a[pn]?\\d+_\\d+",
   "e\\d+_\\d+_\\d+",
   "sk[tvn]\\d+(?:_\\d+)?",
   "[pn]f\\d+",
@@ -257,28 +258,41 @@ export function emitTiledPass(
   // An item's channel part of its offset is computed once, before the loop.
   const itemOffset = invariantOffsets(pre, LOOP_VARIABLE);
   const itemTools: LoopTools = { ...tools, prefetch: itemPrefetch, offset: itemOffset };
-  const phaseA = Array.from({ length: items }, (_, e) => {
-    const em = new ExprEmitter(registry.lookup, `a${e}_`).hoistTo(pre, LOOP_VARIABLES);
-    return interceptLoop(em, itemTools);
-  });
-  const stage: string[] = [];
-  phaseA.forEach((em, e) => {
-    const itemValues = values.map((v) => {
-      const env: Record<string, string> = {};
-      for (const a of v.node.axes) env[a] = v.template[a].replaceAll("@STEP", `ta${e}`);
-      return em.emit(v.node, env);
+  // The items' values and their stores for one tile, from emitters named `${prefix}${e}_`:
+  // the same loads (registers) and expressions each time; where they run depends on the order.
+  const itemStage = (prefix: string) => {
+    const ems = Array.from({ length: items }, (_, e) => {
+      const em = new ExprEmitter(registry.lookup, `${prefix}${e}_`).hoistTo(pre, LOOP_VARIABLES);
+      return interceptLoop(em, itemTools);
     });
-    const stores = packed
-      ? [
-        `sk_sd[${u32Literal(e * lanes)} + ts0][cs] = vec${itemValues.length}<f32>(${
-          itemValues.join(", ")
-        });`,
-      ]
-      : itemValues.map((value, b) =>
-        `sk_sd[${u32Literal(b * T + e * lanes)} + ts0][cs] = ${value};`
+    // `body`: each item's values then its store; `lines`: the values alone.
+    const lines: string[] = [], body: string[] = [];
+    ems.forEach((em, e) => {
+      const itemValues = values.map((v) => {
+        const env: Record<string, string> = {};
+        for (const a of v.node.axes) env[a] = v.template[a].replaceAll("@STEP", `ta${e}`);
+        return em.emit(v.node, env);
+      });
+      lines.push(...em.lines);
+      body.push(
+        ...em.lines,
+        ...(packed
+          ? [
+            `sk_sd[${u32Literal(e * lanes)} + ts0][cs] = vec${itemValues.length}<f32>(${
+              itemValues.join(", ")
+            });`,
+          ]
+          : itemValues.map((value, b) =>
+            `sk_sd[${u32Literal(b * T + e * lanes)} + ts0][cs] = ${value};`
+          )),
       );
-    stage.push(...em.lines, ...stores);
-  });
+    });
+    return { ems, lines, body };
+  };
+  // This tile's: the epilogue continues from these emitters (x of the item, …).
+  const current = itemStage("a");
+  const phaseA = current.ems;
+  const stage: string[] = [];
   // The shared per-state loads: element e < T·lanes of the tile is step ⌊e / lanes⌋ for lane
   // e mod lanes; thread lid fills elements lid, lid + WG… of every load template, each template
   // into its own array (one array for all of them, C's rows after B's, measured 0.641 against
@@ -321,6 +335,7 @@ export function emitTiledPass(
   }
 
   // The epilogue: each item's contraction is the sum of its channel's lanes' parts.
+  const allValid = nc % perGroup === 0;
   const epilogue: string[] = [];
   phaseA.forEach((em, e) => {
     spec.outputs.forEach((o, k) => {
@@ -335,7 +350,8 @@ export function emitTiledPass(
         itemTools,
       );
       const v = epi.emit(o.root, { ...ich.env, [scan.axis]: `ta${e}` });
-      const guard = ["ivalid", ...(partial ? [`livea${e}`] : [])];
+      // No guard where every item is real: the guards cost time on the H200 (bench/RESULTS.md).
+      const guard = [...(allValid ? [] : ["ivalid"]), ...(partial ? [`livea${e}`] : [])];
       epilogue.push(
         `let ${y}: f32 = ${sum};`,
         ...guarded(guard, [
@@ -348,6 +364,16 @@ export function emitTiledPass(
     });
   });
 
+  // The tile order. Straight-line tiles fill tile k at the top of iteration k (barrier, steps,
+  // barrier, epilogue). Looped tiles fill tile 0 before the loop and tile k + 1 after tile k's
+  // epilogue, from the registers just rotated (steps, barrier, epilogue, fill, barrier). On the
+  // H200 (bench/RESULTS.md, 2026-12-03): a loop of 4-step bodies took 0.605 ms in this order
+  // and 0.693 filled at the top; straight-line tiles 0.640 filled at the top and 0.697 here.
+  // Only where the items' values come from the rotated registers alone (no other read of the
+  // item's position, which would still be tile k's).
+  const first = looped ? itemStage("ap") : { lines: [], body: [] };
+  const next = looped ? itemStage("an") : { lines: [], body: [] };
+  const fillLast = looped && !next.body.some((l) => /\bta\d+\b/.test(l));
   // Registers of the next tile: its positions, then its loads, at the top of the body.
   const before = [...itemHeads("0u", "_0"), ...itemPrefetch.declare(() => "_0"), ...fillBefore];
   const ahead = itemPrefetch.size > 0 || fillNext.length > 0;
@@ -419,9 +445,14 @@ fn main(
 ) {
   ${[...header, ...ch.lines, ...ich.lines, ...st.lines, ...stagingInvariant].join("\n  ")}
   ${[...pre.lines, ...init, ...before].join("\n  ")}
+  ${fillLast ? [...first.body, ...stage, "workgroupBarrier();"].join("\n  ") : ""}
   for (var k: u32 = 0u; k < ${u32Literal(tiles)}; k++) {
-    ${[...top, ...stage].join("\n    ")}
-    workgroupBarrier();
+    ${
+      (fillLast
+        ? [...top, ...current.lines]
+        : [...top, ...current.body, ...stage, "workgroupBarrier();"])
+        .join("\n    ")
+    }
     ${
       looped
         ? [
@@ -433,7 +464,14 @@ fn main(
         : [...stepHeads("k", ""), ...stepLines].join("\n    ")
     }
     workgroupBarrier();
-    ${[...epilogue, ...itemPrefetch.rotate(), ...fillRotate].join("\n    ")}
+    ${
+      [
+        ...epilogue,
+        ...itemPrefetch.rotate(),
+        ...fillRotate,
+        ...(fillLast ? [...next.body, ...stage, "workgroupBarrier();"] : []),
+      ].join("\n    ")
+    }
   }
   ${tail.join("\n  ")}
 }

@@ -32,12 +32,19 @@ Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both direct
   // Δ and Δ·x of a (step, channel) are packed in one vec2.
   assert.match(wgsl, /var<workgroup> sk_sd: array<array<vec2<f32>, 16>, 16>/);
   assert.match(wgsl, /workgroupBarrier/);
+  // d = 5 leaves threads without a channel and l = 37 a partial tile: the epilogue is guarded.
+  assert.match(wgsl, /if \(ivalid && livea0\) \{/);
   // An item's channel part of its offset is computed once, before the tile loop.
   assert.match(wgsl, /let ib0: u32 = ich_b \* 185u \+ ich_d;[\s\S]*for \(var k/);
   assert.match(wgsl, /\[ib0 \+ /);
   await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
-  // The same with B and C staged (16 channels per workgroup, one batch each).
+  // The same with B and C staged (16 channels per workgroup, one batch each), with the tile
+  // loop (next tile filled after the epilogue) and straight-line (filled at the top).
   await check({ b: 2, l: 37, d: 16, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
+  await check({ b: 2, l: 37, d: 16, n: 16 }, { tileSteps: 16, unroll: 16 }, {
+    reverse: true,
+    init: true,
+  });
   // One step, a tile longer than the sequence.
   await check({ b: 1, l: 1, d: 3, n: 16 }, { tileSteps: 8 }, { init: true });
 });
@@ -113,7 +120,19 @@ Deno.test("tiled scan: the default for wide, long contracted scans, and only the
   // 8192 channels × 256 steps: the default strategy is the tiled kernel (32 channels × 4
   // lanes, 16-step tiles), checked against the interpreter like any other.
   const wide = await check({ b: 1, l: 256, d: 8192, n: 16 }, {});
-  assert.match(wide, /tiled: 32 channels × 4 lane\(s\) per workgroup, 16-step tiles, /);
+  assert.match(
+    wide,
+    /tiled: 32 channels × 4 lane\(s\) per workgroup, 16-step tiles \(2 × 8 steps\), /,
+  );
+  // Looped tiles: tile 0 is filled before the loop, tile k + 1 after tile k's epilogue (the
+  // loop's last barrier follows the fill); every item is real, so the epilogue has no guard.
+  const [beforeLoop, loop] = wide.split("for (var k: u32");
+  assert.match(beforeLoop, /sk_sd\[0u \+ ts0\]\[cs\] = [\s\S]*workgroupBarrier\(\);\s*$/);
+  assert.match(
+    loop,
+    /out\[[^\n]*\n[\s\S]*sk_sd\[0u \+ ts0\]\[cs\] = [\s\S]*workgroupBarrier\(\);\n\s*\}/,
+  );
+  assert.doesNotMatch(wide, /ivalid\)/);
   // One step short, one channel short of the thresholds, a lane-kernel knob, or an explicit
   // tileSteps: 0 keep the lane kernel.
   const cases: [{ b: number; l: number; d: number; n: number }, ScanStrategy][] = [
