@@ -102,12 +102,13 @@ export interface ScanStrategy {
    * min(states, 4) and its workgroup to 64 threads (128 when chosen automatically).
    *
    * Default: 16 (tiled) when the scan is wide and long enough that the lane kernel would run
-   * one unchunked pass anyway — every output contracted, ≥ 4 states, ≥ 256 steps, ≥ 8192
-   * channels, its workgroup arrays within the device's limit — and no lane-kernel knob
+   * one unchunked pass anyway, or long enough that it beats the lane kernel's chunks — every
+   * output contracted, ≥ 4 states, ≥ 8192 channels and ≥ 256 steps or ≥ 3072 channels and
+   * ≥ 4096 steps, its workgroup arrays within the device's limit — and no lane-kernel knob
    * (lanes, chunks, unroll, transpose, prefetch, prefetchDepth, stateLoads, broadcast,
    * workgroup) is given; else 0. On the H200 it runs the benchmark scan (b=8, l=4096, d=1536,
-   * n=16) in 0.571 ms against the lane kernel's 0.672 (2026-12-03; the thresholds were set
-   * when the two tied at b=4, bench/RESULTS.md).
+   * n=16) in 0.571 ms against the lane kernel's 0.672, b=4 in 0.490 against 0.565 and b=2 in
+   * 0.436 against 0.499 (2026-12-03, bench/RESULTS.md).
    */
   tileSteps?: number;
 }
@@ -152,6 +153,13 @@ const AUTO_TILE = 16;
 const AUTO_TILED_WORKGROUP = 128;
 const AUTO_TILED_MIN_CHANNELS = 8192;
 const AUTO_TILED_MIN_STEPS = 256;
+/**
+ * Narrower scans where the tiled kernel also beats the lane kernel's chunks, as far as measured:
+ * on the H200 at l = 4096, d = 1536, b = 4 (6144 channels) 0.490 against 0.565 ms and b = 2
+ * (3072 channels) 0.436 against 0.499 ms (2026-12-03, bench/RESULTS.md).
+ */
+const AUTO_TILED_NARROW_MIN_CHANNELS = 3072;
+const AUTO_TILED_NARROW_MIN_STEPS = 4096;
 const AUTO_TILED_MIN_STATES = 4;
 /** Knobs that only the lane kernel has: giving one keeps it. */
 const LANE_KERNEL_KNOBS = [
@@ -181,7 +189,9 @@ function autoTiled(
 ): boolean {
   if (LANE_KERNEL_KNOBS.some((k) => force[k] !== undefined)) return false;
   if (force.mode === "chunked" || spec.outputs.some((o) => !o.contract)) return false;
-  if (nc < AUTO_TILED_MIN_CHANNELS || len < AUTO_TILED_MIN_STEPS) return false;
+  const wide = nc >= AUTO_TILED_MIN_CHANNELS && len >= AUTO_TILED_MIN_STEPS;
+  const narrowLong = nc >= AUTO_TILED_NARROW_MIN_CHANNELS && len >= AUTO_TILED_NARROW_MIN_STEPS;
+  if (!wide && !narrowLong) return false;
   return ns >= AUTO_TILED_MIN_STATES &&
     limits.maxComputeInvocationsPerWorkgroup >= AUTO_TILED_WORKGROUP;
 }

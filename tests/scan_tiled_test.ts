@@ -105,6 +105,13 @@ Deno.test("tiled scan: bad knobs are rejected with a message naming them", async
 
 /** WebGPU's default limits with 32-wide subgroups (an H100/H200-like device). */
 const SUBGROUP_DEVICE: DeviceLimits = { ...DEFAULT_LIMITS, subgroups: true, subgroupMinSize: 32 };
+/** A large GPU's limits (the H200's binding sizes and buffer count), for long scans. */
+const LARGE_DEVICE: DeviceLimits = {
+  ...SUBGROUP_DEVICE,
+  maxStorageBufferBindingSize: 2 ** 31,
+  maxBufferSize: 2 ** 31,
+  maxStorageBuffersPerShaderStage: 16,
+};
 
 /** The first line of the selective scan's first kernel, generated for `limits` (no GPU). */
 function firstKernelHead(
@@ -146,6 +153,15 @@ Deno.test("tiled scan: the default for wide, long contracted scans, and only the
   for (const [sizes, strategy] of cases) {
     const what = `${JSON.stringify(sizes)} ${JSON.stringify(strategy)}`;
     assert.doesNotMatch(firstKernelHead(sizes, SUBGROUP_DEVICE, strategy), /tiled/, what);
+  }
+  // Narrower scans need 3072 channels and 4096 steps: the benchmark scan at batch 2 is tiled,
+  // one channel or one step less is not.
+  assert.match(
+    firstKernelHead({ b: 2, l: 4096, d: 1536, n: 16 }, LARGE_DEVICE),
+    /tiled: 32 channels × 4 lane\(s\) per workgroup/,
+  );
+  for (const sizes of [{ b: 1, l: 4095, d: 3072, n: 16 }, { b: 1, l: 4096, d: 3071, n: 16 }]) {
+    assert.doesNotMatch(firstKernelHead(sizes, LARGE_DEVICE), /tiled/, JSON.stringify(sizes));
   }
 });
 
