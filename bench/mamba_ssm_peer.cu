@@ -10,66 +10,20 @@
 // it also writes the ungated output and the chunk states for its backward pass. A few channels
 // are checked against a float64 loop on the host.
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <vector>
 
+#include "cuda_bench.cuh"
 #include "selective_scan_fwd_kernel.cuh"
-
-#define CHECK(x)                                                                     \
-  do {                                                                               \
-    cudaError_t e = (x);                                                             \
-    if (e != cudaSuccess) {                                                          \
-      fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));     \
-      exit(1);                                                                       \
-    }                                                                                \
-  } while (0)
 
 constexpr int NL = 4096, ND = 1536, NN = 16;
 
-static std::vector<float> fill(size_t n, float lo, float hi, unsigned seed) {
-  std::vector<float> v(n);
-  unsigned s = seed;
-  for (auto& e : v) s = s * 1664525u + 1013904223u, e = lo + (hi - lo) * (s / 4294967296.0f);
-  return v;
-}
-
-static float* upload(const std::vector<float>& v) {
-  float* p;
-  CHECK(cudaMalloc(&p, v.size() * 4));
-  CHECK(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-  return p;
-}
-
-__global__ void copy_kernel(const float4* __restrict__ in, float4* __restrict__ out, size_t n) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x)
-    out[i] = in[i];
-}
-
-template <typename F>
-static float timeMs(F launch, int iters) {
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  for (int i = 0; i < 20; i++) launch();
-  CHECK(cudaEventRecord(e0));
-  for (int i = 0; i < iters; i++) launch();
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  float ms;
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  return ms / iters;
-}
-
 int main(int argc, char** argv) {
   const int nb = argc > 1 ? atoi(argv[1]) : 8;
-  const size_t nx = (size_t)nb * ND * NL, nbc = (size_t)nb * NN * NL;
-  const auto hx = fill(nx, -1, 1, 1), hdt = fill(nx, -4, -1, 7), hz = fill(nx, -1, 1, 11);
-  const auto hB = fill(nbc, -1, 1, 13), hC = fill(nbc, -1, 1, 17);
-  const auto hA = fill(ND * NN, -2, -0.2f, 19), hD = fill(ND, -1, 1, 23);
-  const auto hbias = fill(ND, -0.5f, 0.5f, 29);
+  const size_t nx = (size_t)nb * ND * NL;
+  // Read in the peer's layout: x, Δ, z as (b, d, l); B, C as (b, 1, n, l).
+  const HostScanInputs in(nb, NL, ND, NN);
+  const auto &hx = in.x, &hdt = in.dt, &hz = in.z, &hB = in.B, &hC = in.C, &hA = in.A;
+  const auto &hD = in.D, &hbias = in.bias;
   float *x = upload(hx), *dt = upload(hdt), *z = upload(hz), *B = upload(hB), *C = upload(hC),
         *A = upload(hA), *Dv = upload(hD), *bias = upload(hbias);
   const int nChunks = (NL + 2047) / 2048;  // the peer's own chunking of long sequences
@@ -92,14 +46,7 @@ int main(int argc, char** argv) {
   p.A_ptr = A, p.B_ptr = B, p.C_ptr = C, p.D_ptr = Dv, p.u_ptr = x, p.delta_ptr = dt;
   p.delta_bias_ptr = bias, p.out_ptr = out, p.x_ptr = states, p.z_ptr = z, p.out_z_ptr = outZ;
 
-  // Copy anchor: 256 MiB in, 256 MiB out.
-  const size_t cn = 64ull << 20;
-  float4 *ci, *co;
-  CHECK(cudaMalloc(&ci, cn * 4));
-  CHECK(cudaMalloc(&co, cn * 4));
-  const float copyMs = timeMs([&] { copy_kernel<<<132 * 16, 256>>>(ci, co, cn / 4); }, 50);
-  const double copyGBps = 2.0 * cn * 4 / copyMs / 1e6;
-  printf("{\"bench\":\"cuda_copy\",\"ms\":%.4f,\"GBps\":%.1f}\n", copyMs, copyGBps);
+  const double copyGBps = copyAnchorGBps();
 
   const float ms = timeMs([&] { selective_scan_fwd_cuda<float, float>(p, 0); }, 50);
   CHECK(cudaGetLastError());
@@ -128,8 +75,7 @@ int main(int argc, char** argv) {
       diff += (y[t] - want) * (y[t] - want), norm += want * want;
     }
   }
-  const double bytes = 4.0 * (4.0 * nx + 2.0 * nbc + ND * NN + 2.0 * ND);
-  const double gbps = bytes / ms / 1e6;
+  const double gbps = scanBytes(nb, NL, ND, NN) / ms / 1e6;
   printf("{\"bench\":\"mamba_ssm_selective_scan_fwd\",\"b\":%d,\"ms\":%.4f,\"GBps\":%.1f,"
          "\"fracCopy\":%.4f,\"relL2\":%.3g}\n",
          nb, ms, gbps, gbps / copyGBps, sqrt(diff / norm));

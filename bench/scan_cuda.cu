@@ -8,18 +8,8 @@
 // Shape b×4096×1536, n = 16, f32; inputs in the ranges of bench/scan_inputs.ts (own generator).
 // Every kernel's output is checked against a float64 kernel (one thread per channel).
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
 
-#define CHECK(x)                                                                     \
-  do {                                                                               \
-    cudaError_t e = (x);                                                             \
-    if (e != cudaSuccess) {                                                          \
-      fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));     \
-      exit(1);                                                                       \
-    }                                                                                \
-  } while (0)
+#include "cuda_bench.cuh"
 
 constexpr int NL = 4096, ND = 1536, NN = 16;
 constexpr float LOG2E = 1.44269504f;
@@ -177,12 +167,6 @@ __global__ void ref_kernel(const float* x, const float* dt, const float* z, cons
   }
 }
 
-__global__ void copy_kernel(const float4* __restrict__ in, float4* __restrict__ out, size_t n) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x)
-    out[i] = in[i];
-}
-
 // One ST kernel over nb batches: CH channels × L lanes per block.
 template <int CH, int L, int T, bool GROUPED>
 static void launchSt(int nb, const float* x, const float* dt, const float* z, const float* B,
@@ -193,42 +177,12 @@ static void launchSt(int nb, const float* x, const float* dt, const float* z, co
                                                         Dv, bias, y);
 }
 
-static std::vector<float> fill(size_t n, float lo, float hi, unsigned seed) {
-  std::vector<float> v(n);
-  unsigned s = seed;
-  for (auto& e : v) s = s * 1664525u + 1013904223u, e = lo + (hi - lo) * (s / 4294967296.0f);
-  return v;
-}
-
-static float* upload(const std::vector<float>& v) {
-  float* p;
-  CHECK(cudaMalloc(&p, v.size() * 4));
-  CHECK(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-  return p;
-}
-
-template <typename F>
-static float timeMs(F launch, int iters) {
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  for (int i = 0; i < 20; i++) launch();
-  CHECK(cudaEventRecord(e0));
-  for (int i = 0; i < iters; i++) launch();
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  float ms;
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  return ms / iters;
-}
-
 int main(int argc, char** argv) {
   const int nb = argc > 1 ? atoi(argv[1]) : 8;
-  const size_t nx = (size_t)nb * NL * ND, nbc = (size_t)nb * NL * NN;
-  float *x = upload(fill(nx, -1, 1, 1)), *dt = upload(fill(nx, -4, -1, 7)),
-        *z = upload(fill(nx, -1, 1, 11)), *B = upload(fill(nbc, -1, 1, 13)),
-        *C = upload(fill(nbc, -1, 1, 17)), *A = upload(fill(ND * NN, -2, -0.2f, 19)),
-        *Dv = upload(fill(ND, -1, 1, 23)), *bias = upload(fill(ND, -0.5f, 0.5f, 29));
+  const size_t nx = (size_t)nb * NL * ND;
+  const HostScanInputs in(nb, NL, ND, NN);
+  float *x = upload(in.x), *dt = upload(in.dt), *z = upload(in.z), *B = upload(in.B),
+        *C = upload(in.C), *A = upload(in.A), *Dv = upload(in.D), *bias = upload(in.bias);
   float *y, *yref;
   CHECK(cudaMalloc(&y, nx * 4));
   CHECK(cudaMalloc(&yref, nx * 4));
@@ -237,15 +191,8 @@ int main(int argc, char** argv) {
   std::vector<float> ref(nx), out(nx);
   CHECK(cudaMemcpy(ref.data(), yref, nx * 4, cudaMemcpyDeviceToHost));
 
-  // Copy anchor: 256 MiB in, 256 MiB out.
-  const size_t cn = 64ull << 20;
-  float4 *ci, *co;
-  CHECK(cudaMalloc(&ci, cn * 4));
-  CHECK(cudaMalloc(&co, cn * 4));
-  float copyMs = timeMs([&] { copy_kernel<<<132 * 16, 256>>>(ci, co, cn / 4); }, 50);
-  double copyGBps = 2.0 * cn * 4 / copyMs / 1e6;
-  const double bytes = 4.0 * (4.0 * nx + 2.0 * nbc + ND * NN + 2.0 * ND);
-  printf("{\"bench\":\"cuda_copy\",\"ms\":%.4f,\"GBps\":%.1f}\n", copyMs, copyGBps);
+  const double copyGBps = copyAnchorGBps();
+  const double bytes = scanBytes(nb, NL, ND, NN);
 
   auto report = [&](const char* name, float ms) {
     CHECK(cudaMemcpy(out.data(), y, nx * 4, cudaMemcpyDeviceToHost));
