@@ -485,6 +485,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 /**
+ * The workgroup-tiled kernels' (ST, STD) entry point and per-thread constants: channel block,
+ * batch, the thread's channel cl and lane j with its A·(log2 e), its states h, the item column
+ * cs and first item step ts0, the items' base offset xb, D and the Δ bias of the item channel.
+ */
+function tileHead(p: Opts, CH: number, L: number): string {
+  const R = NN / L, K = Math.min(R, 4), Q = R / K, PS = 16 / K, VT = vt(K);
+  return `@compute @workgroup_size(${CH * L})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c0 = wid.x * ${CH}u;
+  let b = c0 / ${ND}u;
+  let d0 = c0 % ${ND}u;
+  let bb = b * ${NL * PS}u;
+  let cl = lid / ${L}u;
+  let j = lid % ${L}u;
+  ${
+    rep(Q, (q) =>
+      `let a${q} = A4[(d0 + cl) * ${PS}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
+  }
+  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
+  let cs = lid % ${CH}u;
+  let ts0 = lid / ${CH}u;
+  let xb = b * ${NL * ND}u + d0 + cs;
+  let ds = Dv[d0 + cs];
+  let bs = bias[d0 + cs];`;
+}
+
+/**
  * ST: workgroup of CH channels × L lanes (lane j: states [jR, jR + R)); tiles of T steps staged
  * in workgroup memory: Δ and Δ·x per (step, channel) computed once, B and C per step; partial
  * sums per lane written to workgroup memory and reduced by the thread that owns (step,
@@ -631,24 +658,7 @@ var<workgroup> sC: array<${VT}, ${PS * T}>;
 var<workgroup> yP: array<f32, ${T * CH * L}>;`
   }
 ${math(p)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let c0 = wid.x * ${CH}u;
-  let b = c0 / ${ND}u;
-  let d0 = c0 % ${ND}u;
-  let bb = b * ${NL * PS}u;
-  let cl = lid / ${L}u;
-  let j = lid % ${L}u;
-  ${
-    rep(Q, (q) =>
-      `let a${q} = A4[(d0 + cl) * ${PS}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
-  }
-  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
-  let cs = lid % ${CH}u;
-  let ts0 = lid / ${CH}u;
-  let xb = b * ${NL * ND}u + d0 + cs;
-  let ds = Dv[d0 + cs];
-  let bs = bias[d0 + cs];
+${tileHead(p, CH, L)}
   ${load("0u", "c", "var ")}
   ${stage("c")}
   workgroupBarrier();
@@ -773,24 +783,7 @@ var<workgroup> yP${b}: array<array<f32, ${CH * L}>, ${T}>;`
   const wgsl = `${decls(K)}
 ${arrays}
 ${math(p)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let c0 = wid.x * ${CH}u;
-  let b = c0 / ${ND}u;
-  let d0 = c0 % ${ND}u;
-  let bb = b * ${NL * PS}u;
-  let cl = lid / ${L}u;
-  let j = lid % ${L}u;
-  ${
-    rep(Q, (q) =>
-      `let a${q} = A4[(d0 + cl) * ${PS}u + j * ${Q}u + ${q}u]${p.exp2 ? ` * ${LOG2E}` : ""};`)
-  }
-  ${rep(Q, (q) => `var h${q} = ${VT}(0.0);`)}
-  let cs = lid % ${CH}u;
-  let ts0 = lid / ${CH}u;
-  let xb = b * ${NL * ND}u + d0 + cs;
-  let ds = Dv[d0 + cs];
-  let bs = bias[d0 + cs];
+${tileHead(p, CH, L)}
   ${
     rep(E, (i) =>
       `var cx0_${i} = 0.0; var cz0_${i} = 0.0; var cx1_${i} = 0.0; var cz1_${i} = 0.0;`)
