@@ -139,7 +139,7 @@ export type {
 export type { ScanUse } from "./codegen/scan_plan.ts";
 export type { CodegenOptions, KernelProgram } from "./codegen/compile_graph.ts";
 export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
-export type { ScanStrategy } from "./codegen/scan_strategy.ts";
+export type { ScanStrategy, TileReduce } from "./codegen/scan_strategy.ts";
 export type { ScanMath, ScanPrefetch, ScanStateLoads, VectorIndex } from "./codegen/scan_loop.ts";
 export type { MambaMixerCache } from "./models/mamba_mixer.ts";
 export type { Mamba2MixerCache } from "./models/mamba2_mixer.ts";

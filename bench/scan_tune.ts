@@ -235,6 +235,34 @@ const variants: Record<string, ScanStrategy> = {
   },
   "tiled 32 steps, 32 channels x 4 lanes": { tileSteps: 32, workgroup: 128 },
   "tiled 16 steps, 64 channels x 4 lanes": { tileSteps: 16, workgroup: 256 },
+  // Lane sums (ScanStrategy.tileReduce): the variants above take the default (shuffles where
+  // the step body is a multiple of the lanes); these pin one.
+  "tiled, 32x4, 8-step loop, sums in workgroup memory": {
+    tileSteps: 16,
+    workgroup: 128,
+    tileReduce: "workgroup",
+  },
+  "tiled, 32x4, 8-step loop, sums by shuffles": {
+    tileSteps: 16,
+    workgroup: 128,
+    tileReduce: "shuffle",
+  },
+  "tiled, 32x4, 4-step loop, sums by shuffles": { tileSteps: 16, workgroup: 128, unroll: 4 },
+  "tiled, 32x4, straight-line, sums by shuffles": { tileSteps: 16, workgroup: 128, unroll: 16 },
+  "tiled, 32x4, 32 steps, 8-step loop, sums by shuffles": { tileSteps: 32, workgroup: 128 },
+  "tiled, 16x4, 8-step loop, sums by shuffles": { tileSteps: 16, workgroup: 64 },
+  "tiled, 32x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 128 },
+  "tiled, 16x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 64 },
+  "tiled, 16x4, 32 steps, 8-step loop, sums by shuffles": { tileSteps: 32, workgroup: 64 },
+  "tiled, 32x4, 32 steps, 16-step loop, sums by shuffles": {
+    tileSteps: 32,
+    workgroup: 128,
+    unroll: 16,
+  },
+  "tiled, 16x8, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 8, workgroup: 128 },
+  "tiled, 32x8, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 8, workgroup: 256 },
+  "tiled, 32x2, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 2, workgroup: 64 },
+  "tiled, 64x2, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 2, workgroup: 128 },
   "lane kernel (tileSteps 0: the default before the tiled one)": { tileSteps: 0 },
   "default": {},
 };

@@ -13,6 +13,12 @@
  *
  * The edits are regular expressions over the generated text (a measuring tool only: nothing
  * here is used by the compiler). An edit that finds nothing to change is reported, not timed.
+ * Edits named "timing only" break the result on purpose (their check reports the mismatch): they
+ * remove one cost (the decays' exponentials, the item loads' misses, the lane sums' stores…) to
+ * show what it costs. The edits of the lane sums (partial stores, one lane's sum) apply to
+ * `--strategy '{"tileReduce":"workgroup"}'`, the form before the shuffles. The check compares
+ * with the first kernel's output (before 2026-12-03 evening it read a missing output name and
+ * compared nothing).
  *
  * @module
  */
@@ -249,6 +255,96 @@ function clampedExp(w: string): string {
   return w.replace(/exp2\((v\d+ \* q\d+_log2e)\)/g, "exp2(max($1, -126.0))");
 }
 
+/**
+ * 2^x on the FMA pipe instead of the special-function unit: x = n + f with n an integer
+ * (rounded by adding 1.5·2^23) and f in [-0.5, 0.5], 2^f by a degree-5 minimax polynomial
+ * (relative error 7.5e-8), n added to the exponent bits. For x <= 127 (decays: x <= 0).
+ * `(x + M) - M` is folded to x by drivers that reassociate (lavapipe does): the sum's bits
+ * pass through an xor with a zero the compiler cannot see (set at the kernel's top from the
+ * output's length; `length & 2^31` was seen through on the H200, wrong results).
+ */
+const POLY_EXP2 = `var<private> sk_opaque_zero: u32;
+fn sk_exp2p(x: f32) -> f32 {
+  let xc = max(x, -125.0);
+  let t = xc + 12582912.0;
+  let f = xc - (bitcast<f32>(bitcast<u32>(t) ^ sk_opaque_zero) - 12582912.0);
+  let p = fma(fma(fma(fma(fma(0.0013276465, f, 0.009675542), f, 0.055507135), f, 0.2402212),
+    f, 0.69314694), f, 1.0000001);
+  return bitcast<f32>(bitcast<u32>(p) + (bitcast<u32>(t) << 23u));
+}
+`;
+
+/** As POLY_EXP2 with floor (the conversion unit, shared with the exponential on NVIDIA). */
+const POLY_EXP2_FLOOR = `
+fn sk_exp2p(x: f32) -> f32 {
+  let xc = max(x, -125.0);
+  let fl = floor(xc);
+  let f = xc - fl;
+  let p = fma(fma(fma(fma(fma(0.0018775761, f, 0.0089893425), f, 0.055826314), f, 0.24015363),
+    f, 0.6931531), f, 0.99999994);
+  return bitcast<f32>(bitcast<u32>(p) + (bitcast<u32>(fl + 12582912.0) << 23u));
+}
+`;
+
+/** The decay exponentials of the first `k` of each thread's four states as sk_exp2p. */
+function polyExp(k: number, prelude = POLY_EXP2): (w: string) => string {
+  return (w) =>
+    w.replace(
+      /exp2\((v\d+ \* q(\d+)_log2e)\)/g,
+      (m, arg, q) => Number(q) < k ? `sk_exp2p(${arg})` : m,
+    ).replace("@compute", `${prelude}\n@compute`).replace(
+      /(fn main\([\s\S]*?\) \{\n)/,
+      prelude === POLY_EXP2
+        ? "$1  sk_opaque_zero = select(0u, 1u, arrayLength(&out) == 0u);\n"
+        : "$1",
+    );
+}
+
+/** Timing only (wrong results): the decays' exp2 replaced by a multiply-add. */
+function noDecayExp(w: string): string {
+  return w.replace(/exp2\((v\d+ \* q\d+_log2e)\)/g, "($1 + 1.0)");
+}
+
+/** Timing only (wrong results): softplus and SiLU's exponentials replaced by identities. */
+function noItemExp(w: string): string {
+  return w.replace(/(?<!fn )sk_softplus_fast\(([^)]+)\)/g, "($1)")
+    .replace(/sk_recip_pos\(1\.0 \+ exp\(-[^)]+\)\)/g, "1.0");
+}
+
+/** Timing only (wrong results): the items' loads all read their channel's step 0 (cached). */
+function cachedLoads(w: string): string {
+  return w.replace(/(= b\d+\[ib\d+ \+ \w+) \* \d+u\]/g, "$1 * 0u]")
+    .replace(/(= b\d+\[\w+) \* (\d+)u \+ ich_d\]/g, "$1 * 0u + ich_d]");
+}
+
+/** Timing only (wrong results): each step's partial sum added to a register, not stored. */
+function noPartialStores(w: string): string {
+  return w.replace(/sk_yp\[[^\]]+\]\[lid\] = /g, "sk_acc += ")
+    .replace(
+      /(\n\s*)workgroupBarrier\(\);(\n\s*let y0_0)/,
+      "$1sk_yp[ts0][lid] = sk_acc;$1workgroupBarrier();$2",
+    )
+    .replace(/(var h0: f32 = 0\.0;)/, "$1\n  var sk_acc: f32 = 0.0;");
+}
+
+/** Timing only (wrong results): every lane reads lane 0's B and C (one broadcast address). */
+function broadcastStateLoads(w: string): string {
+  return w.replace(/(= sk_stage\d+\[[^\]]+\])\[j\]/g, "$1[0]");
+}
+
+/** Timing only (wrong results): every thread reads channel 0's (Δ, Δ·x). */
+function broadcastItemValues(w: string): string {
+  return w.replace(/(= sk_sd\[[^\]]+\])\[cl\]/g, "$1[0]");
+}
+
+/** Timing only (wrong results): the epilogue reads one lane's partial sum, not all four. */
+function oneLaneSum(w: string): string {
+  return w.replace(
+    /(= sk_yp\[[^\]]+\]\[cs \* \d+u \+ 0u\])( \+ sk_yp\[[^\]]+\]\[cs \* \d+u \+ \du\])+;/g,
+    "$1;",
+  );
+}
+
 const edits: Record<string, (w: string) => string> = {
   "compiled (no edit)": (w) => w, // first: the reference of the agreement check
   "hoisted item index": hoistedIndex,
@@ -263,6 +359,20 @@ const edits: Record<string, (w: string) => string> = {
   "hand-style step loop": stepLoop,
   "vec4 state": vec4State,
   "clamped exp": clampedExp,
+  "poly exp 1 of 4": polyExp(1),
+  "poly exp 2 of 4": polyExp(2),
+  "poly exp 3 of 4": polyExp(3),
+  "poly exp 4 of 4": polyExp(4),
+  "poly exp 2 of 4, floor": polyExp(2, POLY_EXP2_FLOOR),
+  "timing only: no decay exp": noDecayExp,
+  "timing only: no item exp": noItemExp,
+  "timing only: cached item loads": cachedLoads,
+  "timing only: no partial stores": noPartialStores,
+  "timing only: broadcast B, C": broadcastStateLoads,
+  "timing only: broadcast Δ, Δx": broadcastItemValues,
+  "timing only: one lane's sum": oneLaneSum,
+  "timing only: no decay exp, cached loads": (w) => noDecayExp(cachedLoads(w)),
+  "timing only: broadcast B C, no partial stores": (w) => broadcastStateLoads(noPartialStores(w)),
   "all four": (w) => vec4State(stepLoop(noGuards(vec2ReadsShared(w)))),
 };
 
@@ -306,7 +416,10 @@ for (const [name, edit] of Object.entries(edits)) {
     ...program,
     kernels: [{ ...program.kernels[0], name: `ab_${programs.length}`, wgsl }],
   });
-  const y = (await p.run(inputs)).y as Float32Array;
+  // The program's one output (named by the graph, not "y"); checkNaN off so that the
+  // timing-only edits, whose values are meaningless, still run.
+  const outputs = await p.run(inputs, { checkNaN: false });
+  const y = Object.values(outputs)[0] as Float32Array;
   let maxRel = 0;
   if (reference) {
     for (let i = 0; i < y.length; i += 7) {

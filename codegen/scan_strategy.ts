@@ -111,7 +111,21 @@ export interface ScanStrategy {
    * 0.436 against 0.499 (2026-12-03, bench/RESULTS.md).
    */
   tileSteps?: number;
+  /**
+   * How the tiled kernel adds up the lanes' parts of each contraction: `"shuffle"` (after each
+   * step body the lanes of a channel exchange their parts with subgroup shuffles, a butterfly
+   * leaving each lane unroll / lanes finished sums, which it writes to workgroup memory: the
+   * epilogue reads one value per item) or `"workgroup"` (every lane writes its part of every
+   * step to workgroup memory and the epilogue adds the lanes' parts: no subgroup operation).
+   * Default `"shuffle"` where the device's subgroups hold a channel's lanes and `unroll` is a
+   * multiple of the lanes (or one lane: nothing to exchange), else `"workgroup"`. On the H200
+   * the benchmark scan took 0.507 ms with shuffles against 0.571 (2026-12-03, bench/RESULTS.md).
+   */
+  tileReduce?: TileReduce;
 }
+
+/** How the tiled kernel sums a contraction's lane parts (`ScanStrategy.tileReduce`). */
+export type TileReduce = "shuffle" | "workgroup";
 
 /** Every knob of a scan kernel, decided. */
 export interface ChosenScanStrategy {
@@ -129,6 +143,8 @@ export interface ChosenScanStrategy {
   vector: boolean;
   vectorIndex: VectorIndex;
   tileSteps: number;
+  /** The tiled kernel's lane reduction ("workgroup" for the lane kernel, which ignores it). */
+  tileReduce: TileReduce;
   /** The tiled kernel was chosen by default, not asked for (`ScanStrategy.tileSteps`). */
   tiledAuto?: boolean;
 }
@@ -228,6 +244,12 @@ export function chooseScanStrategy(
   }
   const tileSteps = force.tileSteps ?? 0;
   if (tileSteps !== 0) return chooseTiled(spec, limits, force, tileSteps);
+  if (force.tileReduce !== undefined) {
+    throw new Error(
+      `scan: tileReduce applies to the tiled kernel only; this scan runs the lane kernel ` +
+        `(give tileSteps to tile it)`,
+    );
+  }
   // A few lanes per channel, each holding several states: enough threads to fill the GPU
   // without paying per-channel work (loads, softplus, epilogue) on every state element.
   let lanes = force.lanes ??
@@ -299,6 +321,7 @@ export function chooseScanStrategy(
     broadcast,
     ...chooseSpelling(force),
     tileSteps: 0,
+    tileReduce: "workgroup",
   };
 }
 
@@ -375,6 +398,22 @@ function chooseTiled(
         `${tileSteps}, got ${unroll}`,
     );
   }
+  // Shuffles need a channel's lanes (consecutive threads) in one subgroup and each step body
+  // to split evenly among them; one lane has nothing to exchange.
+  const shufflesFit = lanes === 1 ||
+    (limits.subgroups && limits.subgroupMinSize >= lanes && unroll % lanes === 0);
+  const tileReduce = oneOf(
+    "tileReduce",
+    force.tileReduce ?? (shufflesFit ? "shuffle" : "workgroup"),
+    ["shuffle", "workgroup"],
+  );
+  if (tileReduce === "shuffle" && !shufflesFit) {
+    throw new Error(
+      `scan: tileReduce "shuffle" needs subgroups of at least the ${lanes} lanes (the device ` +
+        `has ${limits.subgroups ? limits.subgroupMinSize : "no subgroups"}) and an unroll that ` +
+        `is a multiple of them (got ${unroll})`,
+    );
+  }
   return {
     lanes,
     chunks: 1,
@@ -387,6 +426,7 @@ function chooseTiled(
     broadcast: "shuffle",
     ...chooseSpelling(force),
     tileSteps,
+    tileReduce,
   };
 }
 

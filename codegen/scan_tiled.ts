@@ -8,19 +8,25 @@
  *    channels of one step, so those loads are coalesced — into workgroup memory, and the
  *    workgroup loads the tile's per-state values that all its channels share (B, C) into
  *    workgroup memory, once;
- * 2. barrier; each lane runs the tile's T steps on its states, reading those values, and
- *    writes its part of every contraction (Σ over its states of C·h) to workgroup memory;
- * 3. barrier; every thread adds up the lanes' parts for its items and writes their epilogues.
+ * 2. barrier; each lane runs the tile's T steps on its states, reading those values; its part
+ *    of every contraction (Σ over its states of C·h) is summed with the other lanes' parts
+ *    either by subgroup shuffles after each step body (`tileReduce` "shuffle", the default
+ *    where subgroups allow: lane j then writes the finished sums of U/L of the body's U steps)
+ *    or in the epilogue (`tileReduce` "workgroup": every lane writes its part of every step);
+ * 3. barrier; every thread reads the sums for its items and writes their epilogues.
  *
- * No subgroup operation, and no per-lane global load inside the step loop unless a per-state
- * value differs between the workgroup's channels (B of another batch when the workgroup's
- * channels straddle batches: such loads are read by each lane where used). The lane-transposed
- * kernel's shuffles and per-lane B/C loads are what bound it (bench/RESULTS.md, 2026-12-03;
+ * No per-lane global load inside the step loop unless a per-state value differs between the
+ * workgroup's channels (B of another batch when the workgroup's channels straddle batches:
+ * such loads are read by each lane where used). The lane-transposed kernel's per-step
+ * shuffles of Δ, x… and per-lane B/C loads are what bound it (bench/RESULTS.md, 2026-12-03;
  * a hand-written kernel of this design, bench/scan_hand.ts "ST", measured 0.60 ms against 0.69
- * for the lane-transposed one on the H200). One pass only: no chunks.
+ * for the lane-transposed one on the H200). The lane sums by shuffles took the benchmark scan
+ * from 0.571 to 0.507 ms: each step's part written to workgroup memory and the epilogue's four
+ * bank-conflicted reads per item had cost 0.04 and 0.03 ms. One pass only: no chunks.
  *
- * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_yp[row][thread]`, and
- * one `sk_stageQ[row][lane]` per shared load Q). By default (`unroll` 8) the tile's steps run
+ * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_yp[row][thread]` or,
+ * with shuffles, `sk_yp[row][channel]` padded against bank conflicts, and one
+ * `sk_stageQ[row][lane]` per shared load Q). By default (`unroll` 8) the tile's steps run
  * as a loop of 8-step bodies reading row `base + sgu`, and the next tile is filled after the
  * epilogue, so each iteration is: steps, barrier, epilogue, fill of tile k + 1, barrier. With
  * `unroll` = tileSteps the steps are straight-line (every read has a constant row) and tile k
@@ -190,6 +196,32 @@ export function emitTiledPass(
   interceptLoop(loop, tools, redirect);
   const stepLines: string[] = [];
   const templates: string[][] = [];
+  // The lanes' parts of output k's contraction for the body's U steps (yq{k}_{u}), summed by a
+  // butterfly: at mask m, a lane keeps the half of its values whose steps have bit m of its
+  // lane index and adds its partner's (lane j ^ m) values for those steps. After log2(lanes)
+  // rounds lane j holds the finished sums of steps j·U/L … j·U/L + U/L − 1 of the body, and
+  // writes them to row k·T + step, column cl: the epilogue reads one value per item.
+  const shuffled = layout.tileReduce === "shuffle";
+  const kept = U / lanes;
+  const laneButterfly = (k: number): string[] => {
+    const lines: string[] = [];
+    let held = Array.from({ length: U }, (_, u) => `yq${k}_${u}`);
+    for (let m = lanes / 2; m >= 1; m /= 2) {
+      const half = held.length / 2;
+      held = held.slice(0, half).map((low, r) => {
+        const high = held[r + half], sum = `yr${k}_${m}_${r}`;
+        lines.push(
+          `let ${sum}: f32 = select(${low}, ${high}, yb${m}) + ` +
+            `subgroupShuffleXor(select(${high}, ${low}, yb${m}), ${u32Literal(m)});`,
+        );
+        return sum;
+      });
+    }
+    held.forEach((v, r) =>
+      lines.push(`sk_yp[${row(k * T + r)} + j * ${u32Literal(kept)}][cl] = ${v};`)
+    );
+    return lines;
+  };
   for (let u = 0; u < U; u++) {
     currentStep = u;
     stagedInStep = 0;
@@ -197,9 +229,12 @@ export function emitTiledPass(
     const t = `t${u}`, live = `live${u}`;
     const mark = loop.lines.length;
     const updates = stateUpdates(loop, spec, lane, t, partial ? live : undefined).lines;
-    const parts = spec.outputs.map((o, k) =>
-      `sk_yp[${row(k * T + u)}][lid] = ${contractionPart(loop, spec, lane, o.contract!, t)};`
-    );
+    const parts = spec.outputs.map((o, k) => {
+      const part = contractionPart(loop, spec, lane, o.contract!, t);
+      return shuffled
+        ? `let yq${k}_${u}: f32 = ${part};`
+        : `sk_yp[${row(k * T + u)}][lid] = ${part};`;
+    });
     stepLines.push(...loop.lines.splice(mark), ...updates, ...parts);
     templates.push(
       prefetch.staged.slice(stagedBefore).map((l) =>
@@ -207,6 +242,7 @@ export function emitTiledPass(
       ),
     );
   }
+  if (shuffled) stepLines.push(...spec.outputs.flatMap((_, k) => laneButterfly(k)));
   // Two to four values per item are packed in one vector per (step, channel): one read per
   // step instead of one per value. Otherwise value b of step u has its own row, b·T + u.
   const packed = values.length >= 2 && values.length <= 4;
@@ -340,7 +376,7 @@ export function emitTiledPass(
   phaseA.forEach((em, e) => {
     spec.outputs.forEach((o, k) => {
       const partials = `sk_yp[${u32Literal(k * T + e * lanes)} + ts0]`;
-      const sum = Array.from(
+      const sum = shuffled ? `${partials}[cs]` : Array.from(
         { length: lanes },
         (_, jj) => `${partials}[cs * ${u32Literal(lanes)} + ${u32Literal(jj)}]`,
       ).join(" + ");
@@ -396,8 +432,11 @@ export function emitTiledPass(
   const sdRows = packed ? T : Math.max(1, values.length * T);
   const sdFloats = packed ? (values.length === 3 ? 4 : values.length) : 1;
   const ypRows = Math.max(1, spec.outputs.length * T);
+  // Shuffled sums: one column per channel, rows padded so one store of a warp's sums (lanes
+  // at rows kept·j apart) hits 32 different banks.
+  const ypColumns = shuffled ? conflictFreeRow(perGroup, lanes, kept) : workgroup;
   const sdCount = sdRows * perGroup * sdFloats;
-  const ypCount = ypRows * workgroup;
+  const ypCount = ypRows * ypColumns;
   const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
   const shared = 4 * (sdCount + ypCount + width * stagedCount);
   if (shared > limits.maxComputeWorkgroupStorageSize) {
@@ -419,19 +458,27 @@ export function emitTiledPass(
     `let icf = wg * ${u32Literal(perGroup)} + cs;`,
     `let ivalid = icf < ${u32Literal(nc)};`,
     `let ic = min(icf, ${u32Literal(nc - 1)});`,
+    // The butterfly's choices: whether bit m of the lane index is set.
+    ...(shuffled
+      ? Array.from(
+        { length: Math.log2(lanes) },
+        (_, i) => `let yb${2 ** i} = (j & ${u32Literal(2 ** i)}) != 0u;`,
+      )
+      : []),
   ];
   const wgsl = `// ${name}: scan over ${scan.axis} (${len}${scan.reverse ? ", reverse" : ""}), ` +
     `${nc} channels × ${layout.ns} states, tiled: ${perGroup} channels × ${lanes} lane(s) per ` +
     `workgroup, ${T}-step tiles${looped ? ` (${T / U} × ${U} steps)` : ""}, ` +
     `${values.length} staged value(s), ` +
     `${prefetch.staged.length * (T / U)} staged load(s), math ${math}` +
-    `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, single
+    `${layout.foldLog2e ? " (log2e folded)" : ""}, vector ${layout.vectorWidth}, ` +
+    `lane sums ${shuffled ? "by shuffles" : "in workgroup memory"}, single
 ${registry.declarations()}
 ${vectors?.declarations() ?? ""}
 var<workgroup> sk_sd: array<array<${
       packed ? `vec${values.length}<f32>` : "f32"
     }, ${perGroup}>, ${sdRows}>;
-var<workgroup> sk_yp: array<array<f32, ${workgroup}>, ${ypRows}>;
+var<workgroup> sk_yp: array<array<f32, ${ypColumns}>, ${ypRows}>;
 ${
       loadTemplates.map((_, q) =>
         `var<workgroup> sk_stage${q}: array<array<${stagedType}, ${lanes}>, ${T}>;`
@@ -477,4 +524,24 @@ fn main(
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/**
+ * Columns of a row of shuffled sums (`perGroup` or a few more) such that the sums one warp of 32
+ * threads stores at once (thread cl·lanes + j at column cl, `kept`·j rows down) fall in distinct
+ * banks of 4 bytes, or as few per bank as the search finds.
+ */
+export function conflictFreeRow(perGroup: number, lanes: number, kept: number): number {
+  let best = perGroup, bestWorst = Infinity;
+  for (let columns = perGroup; columns < perGroup + 32; columns++) {
+    const perBank = new Map<number, number>();
+    for (let lid = 0; lid < 32; lid++) {
+      const bank = (Math.floor(lid / lanes) + (lid % lanes) * kept * columns) % 32;
+      perBank.set(bank, (perBank.get(bank) ?? 0) + 1);
+    }
+    const worst = Math.max(...perBank.values());
+    if (worst < bestWorst) [best, bestWorst] = [columns, worst];
+    if (worst === 1) break;
+  }
+  return best;
 }

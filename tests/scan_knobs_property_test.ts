@@ -41,6 +41,7 @@ const tiledStrategies: fc.Arbitrary<ScanStrategy> = fc.record({
   foldLog2e: fc.boolean(),
   vector: fc.boolean(),
   vectorIndex: fc.constantFrom("whole", "split"),
+  tileReduce: fc.constantFrom("shuffle", "workgroup"),
 }, { requiredKeys: ["tileSteps"] }) as fc.Arbitrary<ScanStrategy>;
 
 const strategies = fc.oneof(
@@ -65,6 +66,8 @@ const REFUSAL = new RegExp(
     "needs \\d+ bytes of workgroup memory",
     "tileSteps must be a multiple of the \\d+ lanes",
     "tiled unroll \\(steps per iteration of the tile's loop\\) must divide tileSteps",
+    'tileReduce "shuffle" needs',
+    "tileReduce applies to the tiled kernel only",
   ].join("|"),
 );
 

@@ -6,9 +6,14 @@ import assert from "node:assert/strict";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import { DEFAULT_LIMITS, type DeviceLimits } from "../codegen/limits.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { exp, softplus } from "../dsl/elementwise.ts";
+import { scan } from "../dsl/scan.ts";
 import { trace } from "../dsl/trace.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import { compile } from "../runtime/compile.ts";
 import { checkSelectiveScan } from "./scan_check.ts";
+import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 
 async function check(
   sizes: { b: number; l: number; d: number; n: number },
@@ -23,11 +28,16 @@ async function check(
 Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both directions", async () => {
   // l = 37: the last 16-step tile is partial; d = 5 with 16 channels per workgroup: most
   // threads of the workgroup hold no channel.
-  const wgsl = await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16, unroll: 4 });
+  const wgsl = await check({ b: 2, l: 37, d: 5, n: 16 }, {
+    tileSteps: 16,
+    unroll: 4,
+    tileReduce: "workgroup",
+  });
   assert.match(
     wgsl,
     /tiled: 16 channels × 4 lane\(s\) per workgroup, 16-step tiles \(4 × 4 steps\)/,
   );
+  assert.match(wgsl, /lane sums in workgroup memory/);
   assert.doesNotMatch(wgsl, /subgroup/, "no subgroup operations");
   // Δ and Δ·x of a (step, channel) are packed in one vec2.
   assert.match(wgsl, /var<workgroup> sk_sd: array<array<vec2<f32>, 16>, 16>/);
@@ -37,7 +47,10 @@ Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both direct
   // An item's channel part of its offset is computed once, before the tile loop.
   assert.match(wgsl, /let ib0: u32 = ich_b \* 185u \+ ich_d;[\s\S]*for \(var k/);
   assert.match(wgsl, /\[ib0 \+ /);
-  await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
+  await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16, tileReduce: "workgroup" }, {
+    reverse: true,
+    init: true,
+  });
   // The same with B and C staged (16 channels per workgroup, one batch each), with the tile
   // loop (next tile filled after the epilogue) and straight-line (filled at the top).
   await check({ b: 2, l: 37, d: 16, n: 16 }, { tileSteps: 16 }, { reverse: true, init: true });
@@ -47,6 +60,82 @@ Deno.test("tiled scan: agrees with the interpreter on awkward sizes, both direct
   });
   // One step, a tile longer than the sequence.
   await check({ b: 1, l: 1, d: 3, n: 16 }, { tileSteps: 8 }, { init: true });
+});
+
+Deno.test("tiled scan: lane sums by subgroup shuffles", async () => {
+  // The same awkward sizes with the lanes' parts summed by a butterfly of shuffles after each
+  // step body: a partial last tile, idle threads, both directions, init and final state.
+  const wgsl = await check({ b: 2, l: 37, d: 5, n: 16 }, { tileSteps: 16, unroll: 8 }, {
+    reverse: true,
+    init: true,
+  });
+  assert.match(wgsl, /lane sums by shuffles/);
+  // Two rounds for 4 lanes (masks 2 then 1), each halving the 8 steps a lane holds; a lane
+  // writes its 2 finished sums, and the epilogue reads one value per item.
+  assert.equal(wgsl.match(/subgroupShuffleXor\([^;]*, 2u\)/g)?.length, 4);
+  assert.equal(wgsl.match(/subgroupShuffleXor\([^;]*, 1u\)/g)?.length, 2);
+  assert.match(wgsl, /sk_yp\[1u \+ sgu \+ j \* 2u\]\[cl\] = /);
+  assert.match(wgsl, /let y0_0: f32 = sk_yp\[0u \+ ts0\]\[cs\];/);
+  // 16 channels, rows padded to 20 columns: a warp's stores (8 channels × 4 lanes, lanes two
+  // rows apart) hit 32 different banks.
+  assert.match(wgsl, /var<workgroup> sk_yp: array<array<f32, 20>, 16>;/);
+  // Lanes from one to eight, straight-line and looped tiles, staged and per-lane B/C.
+  const sizes = { b: 3, l: 29, d: 8, n: 12 };
+  for (
+    const s of [
+      { tileSteps: 8, lanes: 1, workgroup: 32 }, // one lane: its sums are final, no shuffle
+      { tileSteps: 8, lanes: 2, workgroup: 32, unroll: 2 }, // one sum per lane and body
+      { tileSteps: 16, lanes: 8, workgroup: 64, unroll: 16 }, // three rounds, straight-line
+      { tileSteps: 12, lanes: 4, workgroup: 64, unroll: 4 },
+    ] satisfies ScanStrategy[]
+  ) {
+    const w = await check(sizes, { ...s, tileReduce: "shuffle" }, { reverse: s.lanes === 2 });
+    assert.equal(
+      (w.match(/subgroupShuffleXor/g) ?? []).length,
+      s.unroll ? s.unroll - s.unroll / s.lanes : 0,
+      `${JSON.stringify(s)}: U − U / lanes shuffles per body`,
+    );
+  }
+});
+
+Deno.test("tiled scan: two contracted outputs, both lane reductions", async () => {
+  // One state read by two contractions (with C and with B): each output has its own rows of
+  // lane sums and its own epilogue.
+  const sizes = { b: 2, l: 21, d: 6, n: 8 };
+  for (const tileReduce of ["shuffle", "workgroup"] as const) {
+    const seed = freshSeed();
+    const prog = await compile(
+      { x: "b l d", dt: "b l d", B: "b l n", C: "b l n", A: "d n" },
+      (t) => {
+        const delta = softplus(t.dt);
+        const h = scan(
+          "l",
+          exp(einsum("b l d, d n -> b l d n", delta, t.A)),
+          einsum("b l d, b l n, b l d -> b l d n", delta, t.B, t.x),
+        );
+        return {
+          yC: einsum("b l d n, b l n -> b l d", h, t.C),
+          yB: einsum("b l d n, b l n -> b l d", h, t.B),
+        };
+      },
+      sizes,
+      { backend: "gpu", scan: { tileSteps: 8, lanes: 4, workgroup: 32, tileReduce } },
+    );
+    assert.equal(prog.kernels.length, 1);
+    assert.match(
+      prog.kernels[0].wgsl,
+      new RegExp(
+        `tiled: .*lane sums ${tileReduce === "shuffle" ? "by shuffles" : "in workgroup memory"}`,
+      ),
+    );
+    const inputs = randomInputs(prog.graph, rng(seed)) as Record<string, Float32Array>;
+    inputs.A = inputs.A.map((a) => -Math.abs(a));
+    const got = await prog.run(inputs), want = prog.interpret(inputs);
+    for (const k of ["yC", "yB"] as const) {
+      assertClose(got[k], want[k], 1e-4, `${tileReduce} ${k} seed ${seed}`);
+    }
+    prog.destroy();
+  }
 });
 
 Deno.test("tiled scan: lanes, tile lengths, workgroups and vector widths", async () => {
@@ -92,6 +181,12 @@ Deno.test("tiled scan: bad knobs are rejected with a message naming them", async
       [{ tileSteps: 8, workgroup: 48 }, /tiled workgroup must be 32, 64, 128 or 256 threads/],
       [{ tileSteps: 8, chunks: 2 }, /tileSteps runs one pass; chunks must be 1, got 2/],
       [{ tileSteps: 16, unroll: 5 }, /tiled unroll .* must divide tileSteps 16, got 5/],
+      [
+        { tileSteps: 12, unroll: 6, tileReduce: "shuffle" },
+        /tileReduce "shuffle" needs .* an unroll that is a multiple of them \(got 6\)/,
+      ],
+      [{ tileSteps: 8, tileReduce: "both" as "shuffle" }, /tileReduce must be "shuffle" or/],
+      [{ tileReduce: "shuffle" }, /tileReduce applies to the tiled kernel only/],
       [{ tileSteps: 8, prefetch: "own" }, /tileSteps: prefetch do\(es\) not apply/],
       [
         { tileSteps: 8, stateLoads: "late", broadcast: "staged" },
@@ -166,15 +261,15 @@ Deno.test("tiled scan: the default for wide, long contracted scans, and only the
 });
 
 Deno.test("tiled scan: the default yields to the lane kernel when its arrays do not fit", () => {
-  // The Mamba-1 scan's tiled kernel (32 channels × 4 lanes, 16 steps) needs 14336 bytes of
-  // workgroup memory; a device with 8 KiB keeps the lane kernel, and asking for the tiled
-  // kernel there is an error naming the sizes.
+  // The Mamba-1 scan's tiled kernel (32 channels × 4 lanes, 16 steps, lane sums by shuffles)
+  // needs 8448 bytes of workgroup memory; a device with 8 KiB keeps the lane kernel, and asking
+  // for the tiled kernel there is an error naming the sizes.
   const sizes = { b: 1, l: 256, d: 8192, n: 16 };
   assert.match(firstKernelHead(sizes, SUBGROUP_DEVICE), /tiled: 32 channels/);
   const small = { ...SUBGROUP_DEVICE, maxComputeWorkgroupStorageSize: 8192 };
   assert.match(firstKernelHead(sizes, small), /8 lane\(s\)\/channel/);
   assert.throws(
     () => firstKernelHead(sizes, small, { tileSteps: 16, workgroup: 128 }),
-    /tileSteps 16 with 32 channels × 4 lanes needs 14336 bytes of workgroup memory; the device allows 8192/,
+    /tileSteps 16 with 32 channels × 4 lanes needs 8448 bytes of workgroup memory; the device allows 8192/,
   );
 });
