@@ -252,6 +252,27 @@ const variants: Record<string, ScanStrategy> = {
   "tiled, 32x4, 32 steps, 8-step loop, sums by shuffles": { tileSteps: 32, workgroup: 128 },
   "tiled, 16x4, 8-step loop, sums by shuffles": { tileSteps: 16, workgroup: 64 },
   "tiled, 32x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 128 },
+  "tiled, 32x4, 8-step loop, shuffles, items 2 tiles ahead": {
+    tileSteps: 16,
+    workgroup: 128,
+    prefetchDepth: 2,
+  },
+  "tiled, 32x4, 8-step loop, shuffles, items 3 tiles ahead": {
+    tileSteps: 16,
+    workgroup: 128,
+    prefetchDepth: 3,
+  },
+  "tiled, 16x4, 8-step loop, shuffles, items 2 tiles ahead": {
+    tileSteps: 16,
+    workgroup: 64,
+    prefetchDepth: 2,
+  },
+  "tiled, 32x4, 32 steps, 16-step loop, shuffles, items 2 tiles ahead": {
+    tileSteps: 32,
+    workgroup: 128,
+    unroll: 16,
+    prefetchDepth: 2,
+  },
   "tiled, 16x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 64 },
   "tiled, 16x4, 32 steps, 8-step loop, sums by shuffles": { tileSteps: 32, workgroup: 64 },
   "tiled, 32x4, 32 steps, 16-step loop, sums by shuffles": {

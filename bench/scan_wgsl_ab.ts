@@ -345,6 +345,41 @@ function oneLaneSum(w: string): string {
   );
 }
 
+/**
+ * The current tile's Δ and Δ·x at the loop's top removed where nothing reads them (in the
+ * fill-after-epilogue order only the stage at the end uses Δ; the driver may or may not drop
+ * them).
+ */
+function noDeadSoftplus(w: string): string {
+  let out = w;
+  for (const m of w.matchAll(/^\s*let (a\d+_\d+): f32 = [^;]+;\n/gm)) {
+    const uses = out.match(new RegExp(`\\b${m[1]}\\b`, "g"))?.length ?? 0;
+    if (uses === 1) out = out.replace(m[0], "");
+  }
+  // A second pass: lets whose only reader was just removed.
+  for (const m of out.matchAll(/^\s*let (a\d+_\d+): f32 = [^;]+;\n/gm)) {
+    const uses = out.match(new RegExp(`\\b${m[1]}\\b`, "g"))?.length ?? 0;
+    if (uses === 1) out = out.replace(m[0], "");
+  }
+  return out;
+}
+
+/**
+ * softplus with two special-function operations instead of three: log1p(e) as a degree-7
+ * series for e <= 1/8 (truncation below 6e-8 relative) and as log(1 + e) above (rounding of
+ * 1 + e below 5e-7 relative), no division.
+ */
+function softplusTwoMufu(w: string): string {
+  return w.replace(
+    /fn sk_softplus_fast\(x: f32\) -> f32 \{[\s\S]*?\n\}/,
+    `fn sk_softplus_fast(x: f32) -> f32 {
+  let e = exp(x);
+  let s = e * (1.0 - e * (0.5 - e * (0.33333334 - e * (0.25 - e * (0.2 - e * (0.16666667 - e * 0.14285715))))));
+  return select(select(s, log(1.0 + e), e > 0.125), x, x > 20.0);
+}`,
+  );
+}
+
 const edits: Record<string, (w: string) => string> = {
   "compiled (no edit)": (w) => w, // first: the reference of the agreement check
   "hoisted item index": hoistedIndex,
@@ -359,6 +394,9 @@ const edits: Record<string, (w: string) => string> = {
   "hand-style step loop": stepLoop,
   "vec4 state": vec4State,
   "clamped exp": clampedExp,
+  "no dead softplus": noDeadSoftplus,
+  "softplus, two MUFU": softplusTwoMufu,
+  "no dead softplus, softplus two MUFU": (w) => softplusTwoMufu(noDeadSoftplus(w)),
   "poly exp 1 of 4": polyExp(1),
   "poly exp 2 of 4": polyExp(2),
   "poly exp 3 of 4": polyExp(3),

@@ -47,6 +47,8 @@ import {
 } from "./scan_layout.ts";
 import { emitTiledPass, TiledMemoryError } from "./scan_tiled.ts";
 import {
+  AUTO_TILE,
+  AUTO_TILED_WORKGROUP,
   chooseScanStrategy,
   DEFAULT_WORKGROUP,
   product,
@@ -147,8 +149,17 @@ export function emitScanKernels(
     try {
       return [emitTiledPass(spec, layout, materialized, limits, name, aliases)];
     } catch (e) {
-      // The default choice of the tiled kernel stands only where its workgroup arrays fit.
+      // The default choice of the tiled kernel stands only where its workgroup arrays fit:
+      // narrow scans' 32-step tiles fall back to 16-step ones, those to the lane kernel.
       if (!(chosen.tiledAuto && e instanceof TiledMemoryError)) throw e;
+      if (layout.tileSteps > AUTO_TILE) {
+        const shorter = { ...force, tileSteps: AUTO_TILE, workgroup: AUTO_TILED_WORKGROUP };
+        try {
+          return emitScanKernels(spec, materialized, limits, name, aliases, shorter);
+        } catch (e2) {
+          if (!(e2 instanceof TiledMemoryError)) throw e2;
+        }
+      }
       const lane = { ...force, tileSteps: 0 };
       return emitScanKernels(spec, materialized, limits, name, aliases, lane);
     }

@@ -106,9 +106,11 @@ export interface ScanStrategy {
    * output contracted, ≥ 4 states, ≥ 8192 channels and ≥ 256 steps or ≥ 3072 channels and
    * ≥ 4096 steps, its workgroup arrays within the device's limit — and no lane-kernel knob
    * (lanes, chunks, unroll, transpose, prefetch, prefetchDepth, stateLoads, broadcast,
-   * workgroup) is given; else 0. On the H200 it runs the benchmark scan (b=8, l=4096, d=1536,
-   * n=16) in 0.571 ms against the lane kernel's 0.672, b=4 in 0.490 against 0.565 and b=2 in
-   * 0.436 against 0.499 (2026-12-03, bench/RESULTS.md).
+   * workgroup) is given; 32 (two 16-step bodies) instead for ≤ 6144 channels and ≥ 4096
+   * steps, falling back to 16 where those arrays do not fit; else 0. On the H200 it runs the
+   * benchmark scan (b=8, l=4096, d=1536, n=16) in 0.507–0.511 ms against the lane kernel's
+   * 0.672, b=4 in 0.336 against 0.566 and b=2 in 0.268–0.298 against 0.495 (2026-12-03,
+   * bench/RESULTS.md).
    */
   tileSteps?: number;
   /**
@@ -164,9 +166,19 @@ const DEFAULT_MATH: ScanMath = "fast";
 
 /** Steps per iteration of the tiled kernel's step loop, where it divides the tile. */
 const TILED_UNROLL = 8;
-/** The tiled kernel's automatic choice (see `ScanStrategy.tileSteps`). */
-const AUTO_TILE = 16;
-const AUTO_TILED_WORKGROUP = 128;
+/** The tiled kernel's automatic choice (see `ScanStrategy.tileSteps`): steps per tile. */
+export const AUTO_TILE = 16;
+/**
+ * Narrow long scans (≤ NARROW_LONG_MAX_CHANNELS channels, ≥ 4096 steps) take 32-step tiles run
+ * as two 16-step bodies. On the H200 at l = 4096, d = 1536 (interleaved, two calls,
+ * 2026-12-03): b=4 0.336 ms against 0.427–0.433 for 16-step tiles, b=2 0.268–0.298 against
+ * 0.361–0.366; but b=8 (12288 channels) 0.646 against 0.507–0.511, so wider scans keep 16.
+ */
+const NARROW_LONG_TILE = 32;
+const NARROW_LONG_UNROLL = 16;
+const NARROW_LONG_MAX_CHANNELS = 6144;
+/** The tiled kernel's automatic choice: threads per workgroup. */
+export const AUTO_TILED_WORKGROUP = 128;
 const AUTO_TILED_MIN_CHANNELS = 8192;
 const AUTO_TILED_MIN_STEPS = 256;
 /**
@@ -239,8 +251,12 @@ export function chooseScanStrategy(
   const len = sizeOf(spec.scan, spec.scan.axis);
   const canShuffle = limits.subgroups && limits.subgroupMinSize >= 2;
   if (force.tileSteps === undefined && autoTiled(spec, limits, force, nc, ns, len)) {
-    const tiled = { ...force, workgroup: AUTO_TILED_WORKGROUP };
-    return { ...chooseTiled(spec, limits, tiled, AUTO_TILE), tiledAuto: true };
+    const tiled: ScanStrategy = { ...force, workgroup: AUTO_TILED_WORKGROUP };
+    // (`unroll` is a lane-kernel knob: never given here.)
+    const narrow = nc <= NARROW_LONG_MAX_CHANNELS && len >= AUTO_TILED_NARROW_MIN_STEPS;
+    if (narrow) tiled.unroll = NARROW_LONG_UNROLL;
+    const steps = narrow ? NARROW_LONG_TILE : AUTO_TILE;
+    return { ...chooseTiled(spec, limits, tiled, steps), tiledAuto: true };
   }
   const tileSteps = force.tileSteps ?? 0;
   if (tileSteps !== 0) return chooseTiled(spec, limits, force, tileSteps);
@@ -351,7 +367,7 @@ function chooseTiled(
   const lanes = force.lanes ?? Math.min(pow2ceil(ns), 4);
   const workgroup = force.workgroup ?? 64;
   // Knobs of the lane kernel's loop that the tiled kernel has no use for: refused, not ignored.
-  const foreign = (["transpose", "prefetch", "prefetchDepth", "stateLoads", "broadcast"] as const)
+  const foreign = (["transpose", "prefetch", "stateLoads", "broadcast"] as const)
     .filter((k) => force[k] !== undefined);
   if (foreign.length > 0) {
     throw new Error(
@@ -414,13 +430,19 @@ function chooseTiled(
         `is a multiple of them (got ${unroll})`,
     );
   }
+  // Tiles ahead that the items' loads (x, Δ, z…) are issued; the shared per-state loads (B,
+  // C), staged in workgroup memory, stay one tile ahead.
+  const prefetchDepth = force.prefetchDepth ?? 1;
+  if (![1, 2, 3].includes(prefetchDepth)) {
+    throw new Error(`scan: tiled prefetchDepth must be 1, 2 or 3, got ${prefetchDepth}`);
+  }
   return {
     lanes,
     chunks: 1,
     unroll,
     transpose: false,
     prefetch: "all",
-    prefetchDepth: 1,
+    prefetchDepth,
     workgroup,
     stateLoads: "staged",
     broadcast: "shuffle",

@@ -78,6 +78,7 @@ const LOOP_VARIABLES = [
   "sk[tvn]\\d+(?:_\\d+)?",
   "[pn]f\\d+",
   "inx",
+  "inxd",
   "vl\\d+",
 ];
 const LOOP_VARIABLE = new RegExp(`\\b(${LOOP_VARIABLES.join("|")})\\b`);
@@ -285,8 +286,11 @@ export function emitTiledPass(
 
   // The stage: the items' values into sk_sd, the shared per-state loads into sk_stage. The
   // items' loads (x, Δ, z…) are issued a tile ahead into registers, like the lane kernel's.
+  // Items' loads `depth` tiles ahead (prefetchDepth): more bytes in flight per thread.
+  const depth = layout.prefetchDepth;
   const itemPrefetch = new Prefetcher({
     mode: "all",
+    depth,
     steps: /\bta\d+\b/,
     loopVar: LOOP_VARIABLE,
     stateVar: stateIndex,
@@ -411,11 +415,22 @@ export function emitTiledPass(
   const next = looped ? itemStage("an") : { lines: [], body: [] };
   const fillLast = looped && !next.body.some((l) => /\bta\d+\b/.test(l));
   // Registers of the next tile: its positions, then its loads, at the top of the body.
-  const before = [...itemHeads("0u", "_0"), ...itemPrefetch.declare(() => "_0"), ...fillBefore];
+  // Tiles 0 … depth − 1 of the items' loads before the loop (suffixes _0, _1…), clamped.
+  const before = [
+    ...Array.from(
+      { length: itemPrefetch.size > 0 ? depth : 1 },
+      (_, d) => itemHeads(`${u32Literal(Math.min(d, tiles - 1))}`, `_${d}`),
+    ).flat(),
+    ...itemPrefetch.declare((d) => `_${d}`),
+    ...fillBefore,
+  ];
   const ahead = itemPrefetch.size > 0 || fillNext.length > 0;
   const top = [
     ...(ahead ? [`let inx = min(k + 1u, ${u32Literal(tiles - 1)});`] : []),
-    ...(itemPrefetch.size > 0 ? itemHeads("inx", "_n") : []),
+    ...(itemPrefetch.size > 0 && depth > 1
+      ? [`let inxd = min(k + ${u32Literal(depth)}, ${u32Literal(tiles - 1)});`]
+      : []),
+    ...(itemPrefetch.size > 0 ? itemHeads(depth > 1 ? "inxd" : "inx", "_n") : []),
     ...itemPrefetch.next(() => "_n"),
     ...fillNext,
     ...itemHeads("k", ""),

@@ -42,6 +42,7 @@ const tiledStrategies: fc.Arbitrary<ScanStrategy> = fc.record({
   vector: fc.boolean(),
   vectorIndex: fc.constantFrom("whole", "split"),
   tileReduce: fc.constantFrom("shuffle", "workgroup"),
+  prefetchDepth: fc.constantFrom(1, 2, 3),
 }, { requiredKeys: ["tileSteps"] }) as fc.Arbitrary<ScanStrategy>;
 
 const strategies = fc.oneof(

@@ -98,6 +98,20 @@ Deno.test("tiled scan: lane sums by subgroup shuffles", async () => {
   }
 });
 
+Deno.test("tiled scan: the narrow scans' default shape (32-step tiles, 16-step bodies)", async () => {
+  // Three tiles, the last partial (l = 70), and a last workgroup with idle threads (80 channels
+  // in workgroups of 32): both directions, with init and final state.
+  for (const reverse of [false, true]) {
+    const wgsl = await check(
+      { b: 2, l: 70, d: 40, n: 16 },
+      { tileSteps: 32, workgroup: 128, unroll: 16 },
+      { reverse, init: reverse },
+    );
+    assert.match(wgsl, /32-step tiles \(2 × 16 steps\)/);
+    assert.match(wgsl, /lane sums by shuffles/);
+  }
+});
+
 Deno.test("tiled scan: two contracted outputs, both lane reductions", async () => {
   // One state read by two contractions (with C and with B): each output has its own rows of
   // lane sums and its own epilogue.
@@ -149,6 +163,8 @@ Deno.test("tiled scan: lanes, tile lengths, workgroups and vector widths", async
     [{ tileSteps: 16, lanes: 8, workgroup: 64, unroll: 16 }, true], // 2 states per lane, two idle
     [{ tileSteps: 12, lanes: 4, workgroup: 32, unroll: 3 }, true], // a loop of 4 × 3 steps
     [{ tileSteps: 8, lanes: 2, workgroup: 32, unroll: 1 }, false], // a rolled loop of 1 step
+    [{ tileSteps: 8, lanes: 4, workgroup: 32, prefetchDepth: 2 }, true], // items 2 tiles ahead
+    [{ tileSteps: 8, lanes: 4, workgroup: 32, unroll: 8, prefetchDepth: 3 }, true], // 3 of 4
     [{ tileSteps: 8, lanes: 4, workgroup: 32, vector: false, foldLog2e: false }, true],
     [{ tileSteps: 12, lanes: 4, workgroup: 32, vectorIndex: "whole", math: "prelude" }, true],
   ];
@@ -188,6 +204,7 @@ Deno.test("tiled scan: bad knobs are rejected with a message naming them", async
       [{ tileSteps: 8, tileReduce: "both" as "shuffle" }, /tileReduce must be "shuffle" or/],
       [{ tileReduce: "shuffle" }, /tileReduce applies to the tiled kernel only/],
       [{ tileSteps: 8, prefetch: "own" }, /tileSteps: prefetch do\(es\) not apply/],
+      [{ tileSteps: 8, prefetchDepth: 4 }, /tiled prefetchDepth must be 1, 2 or 3, got 4/],
       [
         { tileSteps: 8, stateLoads: "late", broadcast: "staged" },
         /tileSteps: stateLoads, broadcast do\(es\) not apply/,
@@ -257,6 +274,29 @@ Deno.test("tiled scan: the default for wide, long contracted scans, and only the
   );
   for (const sizes of [{ b: 1, l: 4095, d: 3072, n: 16 }, { b: 1, l: 4096, d: 3071, n: 16 }]) {
     assert.doesNotMatch(firstKernelHead(sizes, LARGE_DEVICE), /tiled/, JSON.stringify(sizes));
+  }
+  // Up to 6144 channels such long scans take 32-step tiles (two 16-step bodies) where their
+  // 16640 bytes of workgroup arrays fit; 6145 channels, or a device with 16 KiB, 16-step ones.
+  const roomy = { ...LARGE_DEVICE, maxComputeWorkgroupStorageSize: 49152 };
+  for (
+    const [sizes, limits, tile] of [
+      [{ b: 4, l: 4096, d: 1536, n: 16 }, roomy, "32-step tiles \\(2 × 16 steps\\)"],
+      [{ b: 1, l: 4096, d: 6144, n: 16 }, roomy, "32-step tiles \\(2 × 16 steps\\)"],
+      [{ b: 1, l: 4096, d: 6145, n: 16 }, roomy, "16-step tiles \\(2 × 8 steps\\)"],
+      [{ b: 8, l: 4096, d: 1536, n: 16 }, roomy, "16-step tiles \\(2 × 8 steps\\)"],
+      [
+        { b: 4, l: 4096, d: 1536, n: 16 },
+        { ...roomy, maxComputeWorkgroupStorageSize: 16384 },
+        "16-step tiles \\(2 × 8 steps\\)",
+      ],
+    ] as const
+  ) {
+    const what = `${JSON.stringify(sizes)} ${limits.maxComputeWorkgroupStorageSize} bytes`;
+    assert.match(
+      firstKernelHead(sizes, limits),
+      new RegExp(`32 channels × 4 lane\\(s\\) per workgroup, ${tile}`),
+      what,
+    );
   }
 });
 
