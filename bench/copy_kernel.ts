@@ -25,6 +25,14 @@ export async function copyKernelBenchmark(
   elements: number,
   iterations: number,
 ): Promise<{ ms: number; GBps: number }> {
+  // Checked here, before any buffer exists: the driver's own message arrives only at submit.
+  const limit = ctx.limits.maxStorageBufferBindingSize ?? 0;
+  if (elements * 4 > limit) {
+    throw new Error(
+      `copy anchor: ${elements * 4} bytes in one binding exceed the device's ` +
+        `maxStorageBufferBindingSize ${limit} (size the anchor with copyElements(ctx))`,
+    );
+  }
   const vecs = elements / 4;
   const perRow = 65535 * 256;
   const wgsl = `

@@ -54,6 +54,20 @@ async function time(prog: Program, inputs: Record<string, Float32Array>) {
 report({ bench: "device", ...describeGpu(ctx).adapter, date: new Date().toISOString() });
 
 const ELEMS = 64 * 1024 * 1024; // 256 MiB of f32
+// The official shapes are fixed (the issues name them): a device that cannot bind them (lavapipe
+// binds 128 MiB) is told so up front instead of failing at its first submit.
+const needed = Math.max(
+  only.has("copy") || only.has("fused") ? ELEMS * 4 : 0,
+  only.has("scan") ? 8 * 4096 * 1536 * 4 : 0,
+  only.has("matmul") ? 4096 * 4096 * 4 : 0,
+);
+if ((ctx.limits.maxStorageBufferBindingSize ?? 0) < needed) {
+  throw new Error(
+    `deno task bench needs ${needed} bytes in one storage binding (the 256 MiB copy anchor, the ` +
+      `scan's 8×4096×1536 tensors, the 4096² matmul); this device allows ${ctx.limits.maxStorageBufferBindingSize}` +
+      `: run it on the GPU machine (bench/RESULTS.md), or use bench/scan_tune.ts with --b/--l/--d`,
+  );
+}
 if (only.has("copy") || only.has("fused")) {
   const copy = await copyKernelBenchmark(ctx, ELEMS, iterations);
   report({ bench: "copy_256MiB", ms: copy.ms, GBps: copy.GBps });

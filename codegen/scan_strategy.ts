@@ -49,6 +49,8 @@ export interface ScanStrategy {
    * Blocks ahead that the prefetched loads without a state index (x, Δ, z: streamed from
    * memory once per channel) are issued, 1–4 (default 1); per-state loads stay one block
    * ahead. Each extra block costs one register per such load and keeps more bytes in flight.
+   * In the tiled kernel: tiles ahead that the items' loads are issued, 1–3 (default 1; 2 and 3
+   * measured slower on the H200: 0.613 and 0.645 ms against 0.511, bench/RESULTS.md).
    */
   prefetchDepth?: number;
   /** Threads per workgroup: 32, 64, 128 or 256 (default 256). */

@@ -285,8 +285,8 @@ export function emitTiledPass(
     }).flat();
 
   // The stage: the items' values into sk_sd, the shared per-state loads into sk_stage. The
-  // items' loads (x, Δ, z…) are issued a tile ahead into registers, like the lane kernel's.
-  // Items' loads `depth` tiles ahead (prefetchDepth): more bytes in flight per thread.
+  // items' loads (x, Δ, z…) are issued `prefetchDepth` tiles ahead into registers (default
+  // one; two and three measured slower on the H200, bench/RESULTS.md).
   const depth = layout.prefetchDepth;
   const itemPrefetch = new Prefetcher({
     mode: "all",
