@@ -233,7 +233,7 @@ const variants: Record<string, ScanStrategy> = {
     workgroup: 128,
     unroll: 8,
   },
-  "tiled 32 steps, 32 channels x 4 lanes": { tileSteps: 32, workgroup: 128 },
+  "tiled 32 steps, 32 channels x 4 lanes": { tileSteps: 32, workgroup: 128 }, // 8-step loop
   "tiled 16 steps, 64 channels x 4 lanes": { tileSteps: 16, workgroup: 256 },
   // Lane sums (ScanStrategy.tileReduce): the variants above take the default (shuffles where
   // the step body is a multiple of the lanes); these pin one.
@@ -249,7 +249,6 @@ const variants: Record<string, ScanStrategy> = {
   },
   "tiled, 32x4, 4-step loop, sums by shuffles": { tileSteps: 16, workgroup: 128, unroll: 4 },
   "tiled, 32x4, straight-line, sums by shuffles": { tileSteps: 16, workgroup: 128, unroll: 16 },
-  "tiled, 32x4, 32 steps, 8-step loop, sums by shuffles": { tileSteps: 32, workgroup: 128 },
   "tiled, 16x4, 8-step loop, sums by shuffles": { tileSteps: 16, workgroup: 64 },
   "tiled, 32x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 128 },
   "tiled, 32x4, 8-step loop, shuffles, items 2 tiles ahead": {

@@ -351,15 +351,14 @@ function oneLaneSum(w: string): string {
  * them).
  */
 function noDeadSoftplus(w: string): string {
-  let out = w;
-  for (const m of w.matchAll(/^\s*let (a\d+_\d+): f32 = [^;]+;\n/gm)) {
-    const uses = out.match(new RegExp(`\\b${m[1]}\\b`, "g"))?.length ?? 0;
-    if (uses === 1) out = out.replace(m[0], "");
-  }
-  // A second pass: lets whose only reader was just removed.
-  for (const m of out.matchAll(/^\s*let (a\d+_\d+): f32 = [^;]+;\n/gm)) {
-    const uses = out.match(new RegExp(`\\b${m[1]}\\b`, "g"))?.length ?? 0;
-    if (uses === 1) out = out.replace(m[0], "");
+  // Until nothing changes: removing a let can leave the lets it read unread.
+  let out = w, before = "";
+  while (out !== before) {
+    before = out;
+    for (const m of before.matchAll(/^\s*let (a\d+_\d+): f32 = [^;]+;\n/gm)) {
+      const uses = out.match(new RegExp(`\\b${m[1]}\\b`, "g"))?.length ?? 0;
+      if (uses === 1) out = out.replace(m[0], "");
+    }
   }
   return out;
 }
