@@ -6,6 +6,7 @@
  *
  *   deno run -A bench/scan_wgsl_ab.ts [--b 8 --l 4096 --d 1536] [--unroll 4] [--rounds 3]
  *     [--only "edit;edit"] [--dump "edit"] [--strategy JSON] [--hand kernel.wgsl]
+ *     [--raw "a.wgsl;b.wgsl"]
  *
  * `--hand` adds a hand-written kernel (scan_hand.ts `--dump NAME --dump-to FILE`: bindings in
  * the order x, dt, z, B, C, A, D, dtBias, y) run and timed exactly like the compiled one: its
@@ -32,6 +33,7 @@ import { deviceLimits } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { GpuProgram } from "../runtime/program.ts";
 import { copyElements, copyKernelBenchmark } from "./copy_kernel.ts";
+import { PHASE_EDITS } from "./scan_ab_phases.ts";
 import { SCAN_SHAPE_OPTIONS, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     only: { type: "string", default: "" },
     strategy: { type: "string", default: "" },
     hand: { type: "string", default: "" },
+    raw: { type: "string", default: "" },
   },
   strict: true,
 });
@@ -411,6 +414,7 @@ const edits: Record<string, (w: string) => string> = {
   "timing only: no decay exp, cached loads": (w) => noDecayExp(cachedLoads(w)),
   "timing only: broadcast B C, no partial stores": (w) => broadcastStateLoads(noPartialStores(w)),
   "all four": (w) => vec4State(stepLoop(noGuards(vec2ReadsShared(w)))),
+  ...PHASE_EDITS, // the workgroup arrays' shapes and the tile phases' order
 };
 
 const ctx = await getGpu();
@@ -438,11 +442,19 @@ if (values.hand) {
   edits["hand, folded workgroup id"] = () => handFoldedId(hand);
   edits["hand, all three"] = () => handFoldedId(handGuards(handCompiledOrder(hand)));
 }
+// `--raw "a.wgsl;b.wgsl"`: whole kernels written against the compiled kernel's bindings (an
+// edited dump), each timed under its file name.
+for (const file of values.raw ? values.raw.split(";") : []) {
+  const text = Deno.readTextFileSync(file);
+  edits[`raw ${file}`] = () => text;
+}
 const programs: [string, GpuProgram][] = [];
 let reference: Float32Array | undefined;
 const only = values.only ? values.only.split(";") : undefined;
 for (const [name, edit] of Object.entries(edits)) {
-  if (only && name !== "compiled (no edit)" && !only.includes(name)) continue;
+  if (only && name !== "compiled (no edit)" && !name.startsWith("raw ") && !only.includes(name)) {
+    continue;
+  }
   const wgsl = edit(base);
   if (name !== "compiled (no edit)" && wgsl === base) {
     console.log(JSON.stringify({ bench: "wgsl_ab", name, error: "the edit changed nothing" }));

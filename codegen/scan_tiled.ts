@@ -25,8 +25,8 @@
  * bank-conflicted reads per item had cost 0.04 and 0.03 ms. One pass only: no chunks.
  *
  * The workgroup arrays are rows of one step (`sk_sd[row][channel]`, `sk_yp[row][thread]` or,
- * with shuffles, `sk_yp[row][channel]` padded against bank conflicts, and one
- * `sk_stageQ[row][lane]` per shared load Q). By default (`unroll` 8) the tile's steps run
+ * with shuffles, `sk_yp[row][channel]` padded against bank conflicts and given a spare row, and
+ * one `sk_stageQ[row][lane]` per shared load Q). By default (`unroll` 8) the tile's steps run
  * as a loop of 8-step bodies reading row `base + sgu`, and the next tile is filled after the
  * epilogue, so each iteration is: steps, barrier, epilogue, fill of tile k + 1, barrier. With
  * `unroll` = tileSteps the steps are straight-line (every read has a constant row) and tile k
@@ -446,14 +446,22 @@ export function emitTiledPass(
   // one per value and step.
   const sdRows = packed ? T : Math.max(1, values.length * T);
   const sdFloats = packed ? (values.length === 3 ? 4 : values.length) : 1;
-  const ypRows = Math.max(1, spec.outputs.length * T);
   // Shuffled sums: one column per channel, rows padded so one store of a warp's sums (lanes
   // at rows kept·j apart) hits 32 different banks.
   const ypColumns = shuffled ? conflictFreeRow(perGroup, lanes, kept) : workgroup;
   const sdCount = sdRows * perGroup * sdFloats;
-  const ypCount = ypRows * ypColumns;
   const width = stagedType === "f32" ? 1 : Number(stagedType.match(/vec(\d)/)?.[1] ?? 1);
-  const shared = 4 * (sdCount + ypCount + width * stagedCount);
+  const ypUsed = Math.max(1, spec.outputs.length * T);
+  const bytesWith = (ypRows: number) => 4 * (sdCount + ypRows * ypColumns + width * stagedCount);
+  // Shuffled sums get one spare row of sk_yp where it fits (never read or written). Measured
+  // on the H200 (bench/RESULTS.md, 2026-12-03): the benchmark scan took 0.501 ms with 1 to 7
+  // spare rows against 0.506-0.507 without, 32-step tiles 0.331 against 0.333 (b=4) and 0.264
+  // against 0.265 (b=2); spare rows in sk_sd or sk_stage did not help, nor did reordering the
+  // arrays, and 8 or more spare rows were slower (0.511). A property of the driver's code for
+  // this array's shape, not of the algorithm; the row costs ypColumns floats.
+  const spare = shuffled && bytesWith(ypUsed + 1) <= limits.maxComputeWorkgroupStorageSize;
+  const ypRows = ypUsed + (spare ? 1 : 0);
+  const shared = bytesWith(ypRows);
   if (shared > limits.maxComputeWorkgroupStorageSize) {
     throw new TiledMemoryError(
       `scan: tileSteps ${T} with ${perGroup} channels × ${lanes} lanes needs ${shared} bytes of ` +
