@@ -60,6 +60,19 @@ function phases(w: string): Phases | undefined {
   };
 }
 
+/** The kernel reassembled with two barriers per tile: `top` and `steps`, barrier, `epilogue`
+ * and `next`, barrier (each part defaults to the cut kernel's own). */
+function joined(
+  p: Phases,
+  parts: Partial<Pick<Phases, "steps" | "epilogue" | "next">> & {
+    top?: string;
+  },
+): string {
+  const { top = "", steps = p.steps, epilogue = p.epilogue, next = p.next } = parts;
+  return `${p.head}${p.loopLine}${top}${steps}    workgroupBarrier();\n${epilogue}${next}` +
+    `    workgroupBarrier();\n${p.tail}`;
+}
+
 /** Every workgroup array declared with twice its rows (the extra rows unused). */
 function arraysDoubled(w: string): string {
   let out = w;
@@ -91,8 +104,7 @@ function doubleBuffered(oneBarrier: boolean) {
     const buffers = `    let kb = (k & 1u) * ${half}u;\n    let nb = ${half}u - kb;\n`;
     if (!oneBarrier) {
       const epilogue = p.epilogue.replace(/sk_yp\[(\d+u) \+ ts0\]/g, "sk_yp[$1 + ts0 + kb]");
-      return `${p.head}${p.loopLine}${buffers}${steps}    workgroupBarrier();\n${epilogue}` +
-        `${next}    workgroupBarrier();\n${p.tail}`;
+      return joined(p, { top: buffers, steps, epilogue, next });
     }
     // Tile k − 1's epilogue: its item values (a{e}_{i} = pfN) and registers held a tile longer.
     const alias = new Map<string, string>();
@@ -103,9 +115,11 @@ function doubleBuffered(oneBarrier: boolean) {
       .replace(/\bta(\d+)\b/g, "tp$1");
     const held = [...new Set(epilogue.match(/\bpf\d+\b/g) ?? [])];
     epilogue = epilogue.replace(/\bpf(\d+)\b/g, "hf$1");
-    const items = [...new Set(epilogue.match(/\btp\d+\b/g) ?? [])].map((t) => Number(t.slice(2)));
+    // Tile `tile`'s item positions, written as the kernel writes tile k's (`let ttaE = …`).
+    const positions = [...p.steps.matchAll(/let tta(\d+) = \(k \* (\d+u) \+ ts0 \+ (\d+u)\);/g)];
     const step = (tile: string) =>
-      items.map((e) => `    let tp${e} = (${tile} * 16u + ts0 + ${4 * e}u);\n`).join("");
+      positions.map(([, e, T, off]) => `    let tp${e} = (${tile} * ${T} + ts0 + ${off});\n`)
+        .join("");
     const declare = held.map((r) => `  var h${r.slice(1)}: f32 = ${r};\n`).join("");
     const hold = held.map((r) => `    h${r.slice(1)} = ${r};\n`).join("");
     const lastEpilogue = `  {\n    let nb = ${((tiles - 1) & 1) * half}u;\n${
@@ -141,7 +155,11 @@ function bodiesWrittenOut(w: string): string {
  */
 function itemValuesBeforeBarrier(w: string): string {
   const p = phases(w);
-  if (!p || !/sk_softplus_fast\(an0_1\)/.test(p.next)) return w;
+  // Written for four items per thread (registers: Δ and x of item e in pf2e and pf2e+1, z in
+  // pf8+e) and the output's step stride read from the epilogue.
+  const stride = p?.epilogue.match(/out\[ib0 \+ ta0 \* (\d+)u\]/)?.[1];
+  const fourItems = p && /let y0_3:/.test(p.epilogue) && !/let y0_4:/.test(p.epilogue);
+  if (!p || !stride || !fourItems || !/sk_softplus_fast\(an0_1\)/.test(p.next)) return w;
   const items = [0, 1, 2, 3];
   const early = items.map((e) =>
     `    let dx${e} = q5 * pf${2 * e + 1};\n` +
@@ -151,12 +169,11 @@ function itemValuesBeforeBarrier(w: string): string {
   ).join("");
   const epilogue = items.map((e) =>
     `    let y0_${e}: f32 = sk_yp[${4 * e}u + ts0][cs];\n` +
-    `    out[ib0 + ta${e} * 1536u] = (y0_${e} + dx${e}) * sz${e};\n`
+    `    out[ib0 + ta${e} * ${stride}u] = (y0_${e} + dx${e}) * sz${e};\n`
   ).join("");
   const stores = items.map((e) => `    sk_sd[${4 * e}u + ts0][cs] = sp${e};\n`).join("");
   const next = p.next.replace(/ {4}let an0_0[\s\S]*?(?= {4}if \(ske0)/, stores);
-  return `${p.head}${p.loopLine}${p.steps}${early}    workgroupBarrier();\n${epilogue}${next}` +
-    `    workgroupBarrier();\n${p.tail}`;
+  return joined(p, { steps: p.steps + early, epilogue, next });
 }
 
 /** Timing only: the barrier between the steps and the epilogue dropped (a race). */
@@ -173,8 +190,7 @@ function noSteps(w: string): string {
     /let y0_(\d+): f32 = sk_yp\[[^\]]+\]\[cs\];/g,
     (_, e) => `let y0_${e}: f32 = pf${2 * Number(e)};`,
   );
-  return `${p.head}${p.loopLine}${loads}    workgroupBarrier();\n${epilogue}${p.next}` +
-    `    workgroupBarrier();\n${p.tail}`;
+  return joined(p, { steps: loads, epilogue });
 }
 
 /** Timing only: as noSteps, and no exponential in the items' softplus or SiLU either. */
