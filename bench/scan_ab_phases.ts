@@ -193,7 +193,11 @@ function noSteps(w: string): string {
   return joined(p, { steps: loads, epilogue });
 }
 
-/** Timing only: as noSteps, and no exponential in the items' softplus or SiLU either. */
+/**
+ * Timing only: as noSteps, and no exponential in the items' softplus or SiLU either. Unlike
+ * scan_wgsl_ab's "no item exp" (SiLU replaced by 1), z still multiplies the output, so its loads
+ * stay.
+ */
 function noStepsNoItemExp(w: string): string {
   const out = noSteps(w);
   if (out === w) return w;

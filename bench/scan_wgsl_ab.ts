@@ -94,12 +94,17 @@ function stepLoop(w: string): string {
   );
 }
 
-/** The four scalar states as one vec4 updated with vector exp2 (the hand kernel's form). */
-function vec4State(w: string): string {
-  let out = w.replace(
+/** The four scalar states declared as one vec4 `hv`, with the four A·log2 e as `qv`. */
+function vec4StateDeclared(w: string): string {
+  return w.replace(
     /var h0: f32 = 0\.0;\n\s*var h1: f32 = 0\.0;\n\s*var h2: f32 = 0\.0;\n\s*var h3: f32 = 0\.0;/,
     "var hv = vec4<f32>(0.0);\n  let qv = vec4<f32>(q0_log2e, q1_log2e, q2_log2e, q3_log2e);",
   );
+}
+
+/** The four scalar states as one vec4 updated with vector exp2 (the hand kernel's form). */
+function vec4State(w: string): string {
+  let out = vec4StateDeclared(w);
   // A step: four `h_i = e_i * h_i + b_i;` lines then the contraction over them.
   out = out.replace(
     /h0 = (v\d+) \* h0 \+ (v\d+);\n\s*h1 = (v\d+) \* h1 \+ (v\d+);\n\s*h2 = (v\d+) \* h2 \+ (v\d+);\n\s*h3 = (v\d+) \* h3 \+ (v\d+);\n(\s*)(sk_yp\[[^\]]+\]\[lid\]) = (v\d+) \* h0 \+ (v\d+) \* h1 \+ (v\d+) \* h2 \+ (v\d+) \* h3;/g,
@@ -120,10 +125,7 @@ function vec4State(w: string): string {
  * state updated with one vector exp2 and one vector multiply-add by B's row, a dot with C's.
  */
 function handSteps(w: string): string {
-  const declared = w.replace(
-    /var h0: f32 = 0\.0;\n\s*var h1: f32 = 0\.0;\n\s*var h2: f32 = 0\.0;\n\s*var h3: f32 = 0\.0;/,
-    "var hv = vec4<f32>(0.0);\n  let qv = vec4<f32>(q0_log2e, q1_log2e, q2_log2e, q3_log2e);",
-  );
+  const declared = vec4StateDeclared(w);
   const loop = declared.match(
     /for \(var sg: u32 = 0u; sg < (\d+)u; sg\+\+\) \{\n\s*let sgu = sg \* (\d+)u;/,
   );
