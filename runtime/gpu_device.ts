@@ -65,16 +65,24 @@ export function lostReason(ctx: GpuContext): string | undefined {
  * that library's destructor races with threads still exiting when the process ends: glibc then
  * aborts with "double free or corruption" after the work is done (about 1 run in 10 of a
  * 6-module `deno test --parallel` stress on lavapipe, 0 in 250 with Vulkan alone). ssmkit needs
- * compute features only Vulkan provides there. A `DENO_WEBGPU_BACKEND` set by the user is left
- * alone; without permission to read the environment nothing is changed. Takes effect only
- * before the runtime's first `requestAdapter`.
+ * compute features only Vulkan provides there. (NVIDIA's Vulkan driver loads its own EGL
+ * libraries whatever the backend set; that is the driver's, not wgpu's GL backend.)
+ *
+ * It also turns off Mesa's Vulkan device-select layer (`NODEVICE_SELECT=1`), whose only job is
+ * to put the display's GPU first in the adapter list: on a machine without a Wayland session it
+ * prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice while looking
+ * for one. wgpu ranks adapters itself (ssmkit asks for high performance), so nothing else
+ * changes. A variable set by the user is left alone; without permission to read the
+ * environment nothing is changed. Takes effect only before the runtime's first `requestAdapter`.
  */
 export function preferVulkanOnLinux(): void {
   const deno = (globalThis as { Deno?: typeof Deno }).Deno;
   if (deno?.build?.os !== "linux") return;
-  const variable = "DENO_WEBGPU_BACKEND";
-  if (deno.permissions.querySync({ name: "env", variable }).state !== "granted") return;
-  if (deno.env.get(variable) === undefined) deno.env.set(variable, "vulkan");
+  const defaults = { DENO_WEBGPU_BACKEND: "vulkan", NODEVICE_SELECT: "1" };
+  for (const [variable, value] of Object.entries(defaults)) {
+    if (deno.permissions.querySync({ name: "env", variable }).state !== "granted") continue;
+    if (deno.env.get(variable) === undefined) deno.env.set(variable, value);
+  }
 }
 
 /** Requests a fresh adapter and device with the adapter's limits and useful features. */
