@@ -8,7 +8,9 @@
 export {
   dtypeByteSize,
   formatShape,
+  type HeaderOptions,
   MAX_HEADER_BYTES,
+  MAX_TENSORS,
   parseSafetensorsHeader,
   readSafetensorsHeader,
   type SafetensorsHeader,
@@ -19,6 +21,7 @@ export {
   type CheckpointOptions,
   FLOAT_DTYPES,
   INDEX_FILE,
+  MAX_INDEX_BYTES,
   similarNames,
   SINGLE_FILE,
 } from "./checkpoint.ts";
