@@ -265,7 +265,7 @@ Deno.test("Checkpoint reads sharded checkpoints through the index", async () => 
   });
 });
 
-Deno.test("Checkpoint sharded errors: missing shard, tensor absent from shard, bad index", async () => {
+Deno.test("Checkpoint sharded errors: missing shard, index and shard disagree, bad index", async () => {
   await withTempDir(async (dir) => {
     const { index } = await writeSharded(dir, rng(1));
     await Deno.remove(`${dir}/model-00002-of-00002.safetensors`);
@@ -279,6 +279,14 @@ Deno.test("Checkpoint sharded errors: missing shard, tensor absent from shard, b
     await assert.rejects(
       Checkpoint.open(dir),
       /says tensor c is in model-00001-of-00002\.safetensors, but that file has no such tensor/,
+    );
+    // A shard holding a tensor the index does not list: the files disagree.
+    delete wm.b;
+    delete wm.c;
+    await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify(index));
+    await assert.rejects(
+      Checkpoint.open(dir),
+      /model-00001-of-00002\.safetensors holds 1 tensors that .*index\.json does not list \(e\.g\. b\)/,
     );
     await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, "{ nope");
     await assert.rejects(

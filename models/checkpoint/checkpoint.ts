@@ -323,6 +323,15 @@ async function readShardedTable(dir: string, index: string, limits: HeaderOption
       }
       tensors.set(name, t);
     }
+    // A tensor the index does not list would be silently skipped: the two files disagree.
+    if (h.tensors.size > names.length) {
+      const listed = new Set(names);
+      const extra = [...h.tensors.keys()].find((name) => !listed.has(name));
+      throw new Error(
+        `${shard} holds ${h.tensors.size - names.length} tensors that ${index} does not list ` +
+          `(e.g. ${extra})`,
+      );
+    }
   }
   return { files, tensors, metadata };
 }
