@@ -26,7 +26,7 @@ import {
   timeSequence,
 } from "../runtime/gpu_submit.ts";
 import { GpuProgram } from "../runtime/program.ts";
-import { Checkpoint } from "./checkpoint/checkpoint.ts";
+import { openModelCheckpoint } from "./checkpoint/model_weights.ts";
 import { readConfig } from "./checkpoint/config.ts";
 import { createProgressBar } from "./checkpoint/progress.ts";
 import {
@@ -99,7 +99,8 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const ctx = options.gpu ?? await getGpu();
   const showProgress = options.progress ?? Deno.stderr.isTerminal();
   let bar: ReturnType<typeof createProgressBar> | undefined;
-  const ckpt = await Checkpoint.open(dir, {
+  // Checks the headers against the model and the device before any tensor is read.
+  const ckpt = await openModelCheckpoint(dir, def, deviceLimits(ctx), {
     onProgress: (done, total) => {
       if (!showProgress) return;
       bar ??= createProgressBar(`loading ${dir}`, total);

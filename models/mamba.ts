@@ -20,6 +20,12 @@ import {
   type MambaMixerParams,
   mambaMixerSizes,
 } from "./mamba_mixer.ts";
+import {
+  ConfigFields,
+  CONV_KERNEL_BOUNDS,
+  innerWidth,
+  LAYER_BOUNDS,
+} from "./checkpoint/config_fields.ts";
 
 /** A Mamba-1 model's configuration (from HF config.json). */
 export interface MambaConfig extends MambaMixerDims {
@@ -28,40 +34,49 @@ export interface MambaConfig extends MambaMixerDims {
   vocab: number;
   tied: boolean;
   eps: number;
+  /** End-of-sequence token ids (`eos_token_id`: one id or a list; empty when none). */
+  eosTokenIds: number[];
+  /** The first of {@link eosTokenIds} (kept for callers that stop at one token). */
   eosTokenId?: number;
 }
 
-/** Reads HF's config.json fields into a {@link MambaConfig}. */
-export function mambaConfigFromHF(c: Record<string, unknown>): MambaConfig {
-  const num = (k: string, fallback?: number): number => {
-    const v = c[k] ?? fallback;
-    if (typeof v !== "number" || !Number.isFinite(v)) {
-      throw new Error(`config.json: "${k}" must be a number, got ${JSON.stringify(c[k])}`);
-    }
-    return v;
-  };
-  if (c.use_bias === true) {
-    throw new Error("config.json: use_bias=true (projection biases) is not supported");
+/**
+ * Reads HF's config.json fields into a {@link MambaConfig}, refusing any value that would run
+ * a different model than HF's (see {@link ConfigFields}).
+ *
+ * @param c The parsed config.json.
+ * @param source The file's name for error messages.
+ * @throws Error naming the file and the field on a missing, mistyped or out-of-range value.
+ */
+export function mambaConfigFromHF(
+  c: Record<string, unknown>,
+  source = "config.json",
+): MambaConfig {
+  const f = new ConfigFields(c, source);
+  if (f.flag("use_bias", false)) {
+    f.error("use_bias=true (projection biases) is not supported");
   }
-  if (c.use_conv_bias === false) {
-    throw new Error("config.json: use_conv_bias=false is not supported");
-  }
-  const hidden = num("hidden_size");
-  const rank = c.time_step_rank === "auto" || c.time_step_rank === undefined
+  if (!f.flag("use_conv_bias", true)) f.error("use_conv_bias=false is not supported");
+  f.choice("hidden_act", ["silu"], "silu");
+  const hidden = f.size("hidden_size");
+  const rank = f.raw("time_step_rank") === "auto" || !f.has("time_step_rank")
     ? Math.ceil(hidden / 16)
-    : num("time_step_rank");
+    : f.size("time_step_rank", undefined, { why: 'or "auto"' });
+  const vocab = f.size("vocab_size");
+  const eosTokenIds = f.tokenIds("eos_token_id", vocab);
   return {
     modelType: "mamba",
     hidden,
-    inner: num("intermediate_size", num("expand", 2) * hidden),
-    state: num("state_size", 16),
+    inner: f.has("intermediate_size") ? f.size("intermediate_size") : innerWidth(f, hidden),
+    state: f.size("state_size", 16),
     dtRank: rank,
-    convKernel: num("conv_kernel", 4),
-    layers: num("num_hidden_layers"),
-    vocab: num("vocab_size"),
-    tied: c.tie_word_embeddings !== false,
-    eps: num("layer_norm_epsilon", 1e-5),
-    eosTokenId: typeof c.eos_token_id === "number" ? c.eos_token_id : undefined,
+    convKernel: f.size("conv_kernel", 4, CONV_KERNEL_BOUNDS),
+    layers: f.size("num_hidden_layers", undefined, LAYER_BOUNDS),
+    vocab,
+    tied: f.flag("tie_word_embeddings", true),
+    eps: f.positive("layer_norm_epsilon", 1e-5),
+    eosTokenIds,
+    eosTokenId: eosTokenIds[0],
   };
 }
 

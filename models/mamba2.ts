@@ -20,6 +20,12 @@ import {
   type Mamba2MixerParams,
   mamba2MixerSizes,
 } from "./mamba2_mixer.ts";
+import {
+  ConfigFields,
+  CONV_KERNEL_BOUNDS,
+  innerWidth,
+  LAYER_BOUNDS,
+} from "./checkpoint/config_fields.ts";
 
 /** A Mamba-2 model's configuration (from HF config.json). */
 export interface Mamba2Config extends Mamba2MixerDims {
@@ -28,54 +34,78 @@ export interface Mamba2Config extends Mamba2MixerDims {
   vocab: number;
   tied: boolean;
   eps: number;
+  /** End-of-sequence token ids (`eos_token_id`: one id or a list; empty when none). */
+  eosTokenIds: number[];
+  /** The first of {@link eosTokenIds} (kept for callers that stop at one token). */
   eosTokenId?: number;
 }
 
-/** Reads HF's config.json fields into a {@link Mamba2Config}. */
-export function mamba2ConfigFromHF(c: Record<string, unknown>): Mamba2Config {
-  const num = (k: string, fallback?: number): number => {
-    const v = c[k] ?? fallback;
-    if (typeof v !== "number" || !Number.isFinite(v)) {
-      throw new Error(`config.json: "${k}" must be a number, got ${JSON.stringify(c[k])}`);
-    }
-    return v;
-  };
-  if (c.use_bias === true) throw new Error("config.json: use_bias=true is not supported");
-  if (c.use_conv_bias === false) {
-    throw new Error("config.json: use_conv_bias=false is not supported");
-  }
-  if (c.rms_norm === false) throw new Error("config.json: rms_norm=false is not supported");
-  if (c.norm_before_gate === true) {
-    throw new Error("config.json: norm_before_gate=true is not supported");
-  }
-  const limit = c.time_step_limit;
-  if (Array.isArray(limit) && (limit[0] !== 0 || limit[1] !== Infinity)) {
-    throw new Error(`config.json: time_step_limit ${JSON.stringify(limit)} is not supported`);
-  }
-  const hidden = num("hidden_size");
-  const heads = num("num_heads");
-  const headDim = num("head_dim", 64);
-  const inner = num("expand", 2) * hidden;
+/**
+ * Reads HF's config.json fields into a {@link Mamba2Config}, refusing any value that would run
+ * a different model than HF's (see {@link ConfigFields}).
+ *
+ * @param c The parsed config.json.
+ * @param source The file's name for error messages.
+ * @throws Error naming the file and the field on a missing, mistyped or out-of-range value.
+ */
+export function mamba2ConfigFromHF(
+  c: Record<string, unknown>,
+  source = "config.json",
+): Mamba2Config {
+  const f = new ConfigFields(c, source);
+  if (f.flag("use_bias", false)) f.error("use_bias=true is not supported");
+  if (!f.flag("use_conv_bias", true)) f.error("use_conv_bias=false is not supported");
+  if (!f.flag("rms_norm", true)) f.error("rms_norm=false is not supported");
+  if (f.flag("norm_before_gate", false)) f.error("norm_before_gate=true is not supported");
+  f.choice("hidden_act", ["silu"], "silu");
+  checkTimeStepLimit(f);
+  const hidden = f.size("hidden_size");
+  const heads = f.size("num_heads");
+  const headDim = f.size("head_dim", 64);
+  const groups = f.size("n_groups", 1);
+  const inner = innerWidth(f, hidden);
   if (heads * headDim !== inner) {
-    throw new Error(
-      `config.json: num_heads × head_dim = ${heads * headDim} differs from expand × hidden_size ` +
-        `= ${inner}`,
+    f.error(
+      `num_heads × head_dim = ${heads * headDim} differs from expand × hidden_size = ${inner}`,
     );
   }
+  if (heads % groups !== 0) f.error(`n_groups = ${groups} does not divide num_heads = ${heads}`);
+  const vocab = f.size("vocab_size");
+  const eosTokenIds = f.tokenIds("eos_token_id", vocab);
   return {
     modelType: "mamba2",
     hidden,
     heads,
     headDim,
-    state: num("state_size", 128),
-    groups: num("n_groups", 1),
-    convKernel: num("conv_kernel", 4),
-    eps: num("layer_norm_epsilon", 1e-5),
-    layers: num("num_hidden_layers"),
-    vocab: num("vocab_size"),
-    tied: c.tie_word_embeddings === true,
-    eosTokenId: typeof c.eos_token_id === "number" ? c.eos_token_id : undefined,
+    state: f.size("state_size", 128),
+    groups,
+    convKernel: f.size("conv_kernel", 4, CONV_KERNEL_BOUNDS),
+    eps: f.positive("layer_norm_epsilon", 1e-5),
+    layers: f.size("num_hidden_layers", undefined, LAYER_BOUNDS),
+    vocab,
+    tied: f.flag("tie_word_embeddings", false),
+    eosTokenIds,
+    eosTokenId: eosTokenIds[0],
   };
+}
+
+/**
+ * `time_step_limit` clamps dt in HF; only the default `[0, Infinity]` (no clamp) is supported.
+ * HF configs spell the infinity as a bare `Infinity` or `{"__float__": "Infinity"}`; both parse
+ * to the number.
+ */
+function checkTimeStepLimit(f: ConfigFields): void {
+  if (!f.has("time_step_limit")) return;
+  const limit = f.raw("time_step_limit");
+  const pair = Array.isArray(limit) && limit.length === 2 &&
+    limit.every((v) => typeof v === "number" && !Number.isNaN(v));
+  if (!pair) f.fail("time_step_limit", "a pair [min, max] of numbers");
+  const [lo, hi] = limit as number[];
+  if (lo !== 0 || hi !== Infinity) {
+    f.error(
+      `time_step_limit [${lo}, ${hi}] is not supported (only [0, Infinity]: dt is not clamped)`,
+    );
+  }
 }
 
 /** Input declarations of all weights, named as in the HF checkpoint. */

@@ -14,63 +14,15 @@ import { decodeNpy, encodeNpy } from "../models/checkpoint/npy.ts";
 import { createProgressBar, formatBytes } from "../models/checkpoint/progress.ts";
 import { loadTokenizer } from "../models/checkpoint/tokenizer.ts";
 import { freshSeed, rng } from "./util.ts";
+import {
+  bytesOf,
+  rawSafetensors,
+  type RawTensor,
+  safetensorsBytes,
+  withTempDir,
+} from "./safetensors_writer.ts";
 
 const FIXTURES = new URL("./fixtures/checkpoint/", import.meta.url).pathname;
-
-// ---------------------------------------------------------------------------------------------
-// A tiny safetensors writer (independent of the reader under test).
-
-interface RawTensor {
-  name: string;
-  dtype: string;
-  shape: number[];
-  bytes: Uint8Array;
-}
-
-function bytesOf(a: Float32Array | Uint16Array | BigInt64Array): Uint8Array {
-  return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-
-/** Builds a safetensors file: tensors laid out back to back in the given order. */
-function safetensorsBytes(
-  tensors: RawTensor[],
-  metadata?: Record<string, string>,
-): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
-  let off = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.bytes.length] };
-    off += t.bytes.length;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8); // the reference writer pads to 8 bytes
-  const data = new Uint8Array(off);
-  off = 0;
-  for (const t of tensors) {
-    data.set(t.bytes, off);
-    off += t.bytes.length;
-  }
-  return rawSafetensors(new TextEncoder().encode(json), data);
-}
-
-/** Length prefix + given header bytes + data (for malformed-header cases). */
-function rawSafetensors(header: Uint8Array, data: Uint8Array, lengthField?: bigint): Uint8Array {
-  const out = new Uint8Array(8 + header.length + data.length);
-  new DataView(out.buffer).setBigUint64(0, lengthField ?? BigInt(header.length), true);
-  out.set(header, 8);
-  out.set(data, 8 + header.length);
-  return out;
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ssmkit_ckpt_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 function randomShape(next: () => number, dims: number, max: number): number[] {
   return Array.from({ length: dims }, () => 1 + Math.floor(next() * max));
@@ -313,7 +265,7 @@ Deno.test("Checkpoint reads sharded checkpoints through the index", async () => 
   });
 });
 
-Deno.test("Checkpoint sharded errors: missing shard, tensor absent from shard, bad index", async () => {
+Deno.test("Checkpoint sharded errors: missing shard, index and shard disagree, bad index", async () => {
   await withTempDir(async (dir) => {
     const { index } = await writeSharded(dir, rng(1));
     await Deno.remove(`${dir}/model-00002-of-00002.safetensors`);
@@ -328,8 +280,19 @@ Deno.test("Checkpoint sharded errors: missing shard, tensor absent from shard, b
       Checkpoint.open(dir),
       /says tensor c is in model-00001-of-00002\.safetensors, but that file has no such tensor/,
     );
+    // A shard holding a tensor the index does not list: the files disagree.
+    delete wm.b;
+    delete wm.c;
+    await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify(index));
+    await assert.rejects(
+      Checkpoint.open(dir),
+      /model-00001-of-00002\.safetensors holds 1 tensors that .*index\.json does not list \(e\.g\. b\)/,
+    );
     await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, "{ nope");
-    await assert.rejects(Checkpoint.open(dir), /model\.safetensors\.index\.json: not valid JSON/);
+    await assert.rejects(
+      Checkpoint.open(dir),
+      /model\.safetensors\.index\.json: invalid JSON at line 1, column 3/,
+    );
     await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, `{"metadata": {}}`);
     await assert.rejects(Checkpoint.open(dir), /missing "weight_map" object/);
   });
@@ -339,12 +302,12 @@ Deno.test("Checkpoint.open: missing directory, missing weights file lists what w
   await withTempDir(async (dir) => {
     await assert.rejects(
       Checkpoint.open(`${dir}/does-not-exist`),
-      new RegExp(`checkpoint directory not found: ${dir}/does-not-exist`),
+      new RegExp(`model directory not found: ${dir}/does-not-exist`),
     );
     await Deno.writeTextFile(`${dir}/config.json`, "{}");
     await assert.rejects(
       Checkpoint.open(`${dir}/config.json`),
-      /checkpoint path is not a directory/,
+      /config\.json is a file, not a model directory/,
     );
     await Deno.writeFile(`${dir}/pytorch_model.bin`, new Uint8Array(4));
     await Deno.mkdir(`${dir}/sub`);
@@ -369,16 +332,33 @@ Deno.test("readSafetensorsHeader rejects every malformed header with the file na
       [
         "toolong",
         rawSafetensors(enc("{}"), new Uint8Array(0), 1000n),
-        /header length 1000 is larger than the 2 bytes that follow it/,
+        /the header length in its first 8 bytes is larger than the 2 bytes that follow them/,
       ],
       [
         "absurd",
         rawSafetensors(enc("{}"), new Uint8Array(0), 1n << 40n),
-        /header length 1099511627776 is absurd/,
+        /its first 8 bytes do not hold a header length of at most 104857600 bytes/,
       ],
-      ["utf8", rawSafetensors(new Uint8Array([0x7b, 0xff, 0x7d]), four), /not valid UTF-8/],
-      ["json", rawSafetensors(enc(`{"t": `), four), /header is not valid JSON/],
-      ["array", rawSafetensors(enc(`[1, 2]`), four), /header JSON is not an object/],
+      [
+        "utf8",
+        rawSafetensors(new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]), four),
+        /header is not valid JSON: invalid UTF-8 at byte 1/,
+      ],
+      [
+        "json",
+        rawSafetensors(enc(`{"t": `), four),
+        /header is not valid JSON: expected a value, found the end of the text/,
+      ],
+      [
+        "entry",
+        rawSafetensors(enc(`{"t": {"dtype": F32}}`), four),
+        /the entry for "t" is not valid JSON/,
+      ],
+      [
+        "array",
+        rawSafetensors(enc(`[1, 2]`), four),
+        /header is not valid JSON: expected "\{" at byte 0/,
+      ],
       [
         "nodtype",
         rawSafetensors(enc(`{"t": {"shape": [2, 2], "data_offsets": [0, 16]}}`), four),
@@ -397,12 +377,12 @@ Deno.test("readSafetensorsHeader rejects every malformed header with the file na
       [
         "badshape",
         rawSafetensors(entry({ shape: [2, -1] }), four),
-        /tensor "t" has an invalid shape \[2,-1\]/,
+        /tensor "t" has an invalid shape \[2, -1\]/,
       ],
       [
         "badoffsets",
         rawSafetensors(entry({ data_offsets: [16, 0] }), four),
-        /invalid data_offsets \[16,0\]/,
+        /invalid data_offsets \[16, 0\]/,
       ],
       [
         "pastend",

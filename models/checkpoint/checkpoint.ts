@@ -8,8 +8,16 @@
  */
 
 import { bfloat16ToFloat32, halfToFloat32 } from "./float16.ts";
-import { isFile, joinPath, readAt } from "./file_io.ts";
-import { formatShape, readSafetensorsHeader, type TensorInfo } from "./header.ts";
+import { parseConfigJson } from "./config.ts";
+import { readAt } from "./file_io.ts";
+import {
+  formatShape,
+  type HeaderOptions,
+  MAX_TENSORS,
+  readSafetensorsHeader,
+  type TensorInfo,
+} from "./header.ts";
+import { checkModelDir, findModelFile, readTextLimited } from "./model_dir.ts";
 
 /** Options of {@link Checkpoint.open}. */
 export interface CheckpointOptions {
@@ -23,12 +31,20 @@ export interface CheckpointOptions {
    * 16 MiB; rounded down to a multiple of 4 (tests use tiny values to exercise the loop).
    */
   chunkBytes?: number;
+  /**
+   * Most tensors the checkpoint may hold (default {@link MAX_TENSORS}); a header or index that
+   * lists more fails as soon as the count is passed, before the rest is parsed.
+   */
+  maxTensors?: number;
 }
 
 /** Single-file weights name. */
 export const SINGLE_FILE = "model.safetensors";
 /** Sharded weights index name. */
 export const INDEX_FILE = "model.safetensors.index.json";
+
+/** Largest `model.safetensors.index.json` read (real ones are a few MB at most). */
+export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
 /** Default bytes per `read` loop step (and the scratch size for 16-bit conversion). */
 const CHUNK_BYTES = 16 * 1024 * 1024;
@@ -80,32 +96,26 @@ export class Checkpoint {
   }
 
   /**
-   * Opens the weights of a model directory (reads and validates headers only).
+   * Opens the weights of a model directory (reads and validates headers only). Every file read
+   * must be a regular file inside `dir`: shard names in the index that leave the directory (by
+   * `..`, an absolute path or a symbolic link) are refused, and a directory or FIFO named like a
+   * weights file is reported as such, never opened.
    *
    * @param dir Model directory holding `model.safetensors` or `model.safetensors.index.json`.
-   * @param opts Progress callback.
+   * @param opts Progress callback, read step, tensor count limit.
    * @throws Error when the directory, the weights file or a shard is missing, or a header is bad.
    */
   static async open(dir: string, opts: CheckpointOptions = {}): Promise<Checkpoint> {
-    let stat: Deno.FileInfo;
-    try {
-      stat = await Deno.stat(dir);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        throw new Error(`checkpoint directory not found: ${dir}`);
-      }
-      throw new Error(`cannot read checkpoint directory ${dir}: ${(e as Error).message}`);
-    }
-    if (!stat.isDirectory) throw new Error(`checkpoint path is not a directory: ${dir}`);
-
-    const single = joinPath(dir, SINGLE_FILE);
-    if (await isFile(single)) {
-      const h = await readSafetensorsHeader(single);
+    await checkModelDir(dir);
+    const limits: HeaderOptions = { maxTensors: opts.maxTensors ?? MAX_TENSORS };
+    const single = await findModelFile(dir, SINGLE_FILE);
+    if (single) {
+      const h = await readSafetensorsHeader(single, limits);
       return new Checkpoint(dir, [single], h.tensors, h.metadata, opts);
     }
-    const index = joinPath(dir, INDEX_FILE);
-    if (await isFile(index)) {
-      const t = await readShardedTable(dir, index);
+    const index = await findModelFile(dir, INDEX_FILE);
+    if (index) {
+      const t = await readShardedTable(dir, index, limits);
       return new Checkpoint(dir, t.files, t.tensors, t.metadata, opts);
     }
 
@@ -238,35 +248,41 @@ export class Checkpoint {
   }
 
   #missingMessage(name: string): string {
-    const all = [...this.#tensors.keys()];
-    const close = similarNames(name, all, 5);
+    const close = similarNames(name, this.#tensors.keys(), 5);
     const list = close.length
       ? `similar names: ${close.join(", ")}`
-      : `e.g. ${all.slice(0, 5).join(", ")}`;
-    return `tensor ${name} not found in checkpoint ${this.dir} (${all.length} tensors; ${list})`;
+      : `e.g. ${[...this.#tensors.keys()].slice(0, 5).join(", ")}`;
+    return `tensor ${name} not found in checkpoint ${this.dir} (${this.#tensors.size} tensors; ${list})`;
   }
 }
 
 /** Tensor table of a sharded checkpoint: each weight_map entry resolved in its shard's header. */
-async function readShardedTable(dir: string, index: string): Promise<{
+async function readShardedTable(dir: string, index: string, limits: HeaderOptions): Promise<{
   files: string[];
   tensors: Map<string, TensorInfo>;
   metadata: Record<string, string>;
 }> {
+  const text = await readTextLimited(index, MAX_INDEX_BYTES, "shard index");
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await Deno.readTextFile(index));
-  } catch (e) {
-    throw new Error(`${index}: not valid JSON (${(e as Error).message})`);
+    parsed = JSON.parse(text);
+  } catch {
+    // The engine's message quotes the text; this parser's gives the line and column instead.
+    parsed = parseConfigJson(text, index);
   }
   const weightMap = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (weightMap === null || typeof weightMap !== "object" || Array.isArray(weightMap)) {
     throw new Error(`${index}: missing "weight_map" object (tensor name → shard file)`);
   }
+  const maxTensors = limits.maxTensors ?? MAX_TENSORS;
   const byShard = new Map<string, string[]>();
+  let count = 0;
   for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
     if (typeof shard !== "string" || shard === "") {
       throw new Error(`${index}: weight_map entry for ${name} is not a file name`);
+    }
+    if (++count > maxTensors) {
+      throw new Error(`${index}: weight_map lists more than ${maxTensors} tensors (the limit)`);
     }
     const list = byShard.get(shard) ?? [];
     list.push(name);
@@ -274,10 +290,16 @@ async function readShardedTable(dir: string, index: string): Promise<{
   }
   if (byShard.size === 0) throw new Error(`${index}: weight_map is empty`);
   const missing: string[] = [];
+  const paths = new Map<string, string>();
   for (const [shard, names] of byShard) {
-    if (!(await isFile(joinPath(dir, shard)))) {
-      missing.push(`${shard} (holds ${names.length} tensors, e.g. ${names[0]})`);
+    let path: string | undefined;
+    try {
+      path = await findModelFile(dir, shard);
+    } catch (e) {
+      throw new Error(`${index}: shard of tensor ${names[0]}: ${(e as Error).message}`);
     }
+    if (path) paths.set(shard, path);
+    else missing.push(`${shard} (holds ${names.length} tensors, e.g. ${names[0]})`);
   }
   if (missing.length) {
     throw new Error(
@@ -288,8 +310,8 @@ async function readShardedTable(dir: string, index: string): Promise<{
   const files: string[] = [];
   let metadata: Record<string, string> = {};
   for (const [shard, names] of byShard) {
-    const path = joinPath(dir, shard);
-    const h = await readSafetensorsHeader(path);
+    const path = paths.get(shard)!;
+    const h = await readSafetensorsHeader(path, limits);
     if (!files.length) metadata = h.metadata;
     files.push(path);
     for (const name of names) {
@@ -301,14 +323,30 @@ async function readShardedTable(dir: string, index: string): Promise<{
       }
       tensors.set(name, t);
     }
+    // A tensor the index does not list would be silently skipped: the two files disagree.
+    if (h.tensors.size > names.length) {
+      const listed = new Set(names);
+      const extra = [...h.tensors.keys()].find((name) => !listed.has(name));
+      throw new Error(
+        `${shard} holds ${h.tensors.size - names.length} tensors that ${index} does not list ` +
+          `(e.g. ${extra})`,
+      );
+    }
   }
   return { files, tensors, metadata };
 }
 
+/** Directory entries for the "found: ..." hint, at most 20 (directories end in "/"). */
 async function listDir(dir: string): Promise<string[]> {
   const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) names.push(e.isDirectory ? `${e.name}/` : e.name);
-  return names.sort();
+  let more = 0;
+  for await (const e of Deno.readDir(dir)) {
+    if (names.length < 20) names.push(e.isDirectory ? `${e.name}/` : e.name);
+    else more++;
+  }
+  names.sort();
+  if (more) names.push(`and ${more} more`);
+  return names;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -316,31 +354,44 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /**
- * Up to `k` names closest to `name` by edit distance (only reasonably close ones).
+ * Up to `k` names closest to `name` by edit distance (only reasonably close ones). The work is
+ * bounded: candidates whose length differs by more than the cutoff are skipped, and a distance
+ * computation stops as soon as it must exceed the cutoff.
  *
  * @param name The name that was not found.
  * @param candidates Names that exist.
  * @param k How many to return at most.
  */
-export function similarNames(name: string, candidates: readonly string[], k: number): string[] {
+export function similarNames(name: string, candidates: Iterable<string>, k: number): string[] {
   const limit = Math.max(3, Math.floor(name.length / 2));
-  return candidates
-    .map((c) => ({ c, d: editDistance(name, c) }))
-    .filter((x) => x.d <= limit)
+  const close: { c: string; d: number }[] = [];
+  const rows = [new Array<number>(name.length + 1), new Array<number>(name.length + 1)];
+  for (const c of candidates) {
+    if (Math.abs(c.length - name.length) > limit) continue;
+    const d = boundedEditDistance(name, c, limit, rows);
+    if (d <= limit) close.push({ c, d });
+  }
+  return close
     .sort((a, b) => a.d - b.d || (a.c < b.c ? -1 : 1))
     .slice(0, k)
     .map((x) => x.c);
 }
 
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const sub = prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
-      cur.push(Math.min(sub, prev[j] + 1, cur[j - 1] + 1));
+/** Edit distance of `a` and `b`, or `limit + 1` as soon as it is sure to exceed `limit`. */
+function boundedEditDistance(a: string, b: string, limit: number, rows: number[][]): number {
+  // Rows run over `a` (columns j), one per character of `b`.
+  let [prev, cur] = rows;
+  for (let j = 0; j <= a.length; j++) prev[j] = j;
+  for (let i = 1; i <= b.length; i++) {
+    cur[0] = i;
+    let best = i;
+    for (let j = 1; j <= a.length; j++) {
+      const sub = prev[j - 1] + (a[j - 1] === b[i - 1] ? 0 : 1);
+      cur[j] = Math.min(sub, prev[j] + 1, cur[j - 1] + 1);
+      if (cur[j] < best) best = cur[j];
     }
-    prev = cur;
+    if (best > limit) return limit + 1;
+    [prev, cur] = [cur, prev];
   }
-  return prev[b.length];
+  return prev[a.length];
 }

@@ -8,7 +8,13 @@
  * @module
  */
 
-import { joinPath } from "./file_io.ts";
+import { checkModelDir, findModelFile, readTextLimited } from "./model_dir.ts";
+
+/** Largest config.json read (real ones are a few KB). */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
+/** Deepest nesting of arrays and objects the parser accepts (Python's json stops near 1000). */
+export const MAX_JSON_DEPTH = 1000;
 
 /**
  * Reads `DIR/config.json`, turning `Infinity`/`-Infinity`/`NaN` tokens and `{"__float__": s}`
@@ -16,30 +22,15 @@ import { joinPath } from "./file_io.ts";
  *
  * @param dir Model directory.
  * @returns The top-level config object.
- * @throws Error when the file is missing, is not valid JSON (with line and column), or is not
- *   an object.
+ * @throws Error when the directory is missing or is a file, config.json is missing or not a
+ *   regular file inside it, larger than {@link MAX_CONFIG_BYTES}, not valid JSON (with line and
+ *   column), nested deeper than {@link MAX_JSON_DEPTH}, or not an object.
  */
 export async function readConfig(dir: string): Promise<Record<string, unknown>> {
-  const path = joinPath(dir, "config.json");
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      let dirExists = true;
-      try {
-        await Deno.stat(dir);
-      } catch {
-        dirExists = false;
-      }
-      throw new Error(
-        dirExists
-          ? `no config.json in model directory ${dir}`
-          : `model directory not found: ${dir} (looking for config.json)`,
-      );
-    }
-    throw new Error(`cannot read ${path}: ${(e as Error).message}`);
-  }
+  await checkModelDir(dir);
+  const path = await findModelFile(dir, "config.json");
+  if (!path) throw new Error(`no config.json in model directory ${dir}`);
+  const text = await readTextLimited(path, MAX_CONFIG_BYTES, "config.json");
   const value = parseConfigJson(text, path);
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new Error(`${path}: top level is not a JSON object`);
@@ -61,9 +52,13 @@ export function parseConfigJson(text: string, source = "config.json"): unknown {
 
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 
-/** Recursive-descent parser over the JSON grammar plus the three Python float tokens. */
+/**
+ * Recursive-descent parser over the JSON grammar plus the three Python float tokens. Nesting is
+ * bounded by {@link MAX_JSON_DEPTH}, so a hostile file gets a located error, not a stack overflow.
+ */
 class ExtendedJsonParser {
   #pos = 0;
+  #depth = 0;
   constructor(readonly text: string, readonly source: string) {
     if (text.charCodeAt(0) === 0xfeff) this.#pos = 1; // UTF-8 BOM
   }
@@ -112,8 +107,15 @@ class ExtendedJsonParser {
   #value(): unknown {
     this.#ws();
     const c = this.text[this.#pos];
-    if (c === "{") return this.#object();
-    if (c === "[") return this.#array();
+    if (c === "{" || c === "[") {
+      if (this.#depth === MAX_JSON_DEPTH) {
+        this.#fail(`arrays and objects nested more than ${MAX_JSON_DEPTH} deep`);
+      }
+      this.#depth++;
+      const v = c === "{" ? this.#object() : this.#array();
+      this.#depth--;
+      return v;
+    }
     if (c === '"') return this.#string();
     if (this.#word("true")) return true;
     if (this.#word("false")) return false;

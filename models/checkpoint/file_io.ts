@@ -37,20 +37,6 @@ export async function readAt(
 }
 
 /**
- * Whether a path exists and is a regular file.
- *
- * @param path Path to test.
- */
-export async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
-/**
  * Joins a directory and a file name with a single `/` (paths in this module are POSIX-style or
  * Windows paths that also accept `/`).
  *

@@ -8,7 +8,9 @@
  * @module
  */
 
+import { describeValue } from "./describe.ts";
 import { readAt } from "./file_io.ts";
+import { jsonObjectMembers, JsonShapeError } from "./json_members.ts";
 
 /** Where one tensor lives and how it is stored. */
 export interface TensorInfo {
@@ -78,123 +80,166 @@ function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
+/** Options of {@link parseSafetensorsHeader} and {@link readSafetensorsHeader}. */
+export interface HeaderOptions {
+  /**
+   * Most tensors the header may list (default {@link MAX_TENSORS}). Counting stops the parse at
+   * the first entry over the limit, before the rest is looked at.
+   */
+  maxTensors?: number;
+}
+
+/** Default bound on the tensors of one header (ssmkit's largest models need about 11k). */
+export const MAX_TENSORS = 1 << 16;
+
 /**
- * Parses and validates the JSON part of a safetensors header.
+ * Parses and validates the JSON part of a safetensors header, entry by entry: memory grows with
+ * the entries kept, and a header over `maxTensors` entries fails at the first one too many.
+ * Messages name the file and the entry but never quote bytes that are not a JSON key.
  *
  * @param json The header bytes (UTF-8 JSON, possibly space-padded).
  * @param dataStart Absolute offset of the data section (8 + header length).
  * @param fileSize Total file size in bytes.
  * @param path File path, used in `TensorInfo.file` and in error messages.
- * @throws Error naming `path` and the problem when the header is malformed or inconsistent.
+ * @param opts The tensor count limit.
+ * @throws Error naming `path` and the problem when the header is malformed or inconsistent
+ *   (including a tensor name that appears twice).
  */
 export function parseSafetensorsHeader(
   json: Uint8Array,
   dataStart: number,
   fileSize: number,
   path: string,
+  opts: HeaderOptions = {},
 ): SafetensorsHeader {
   const fail = (msg: string): never => {
     throw new Error(`${path}: invalid safetensors header: ${msg}`);
   };
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(json);
-  } catch {
-    return fail("header is not valid UTF-8");
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    return fail(`header is not valid JSON (${(e as Error).message})`);
-  }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    return fail("header JSON is not an object");
-  }
+  const maxTensors = opts.maxTensors ?? MAX_TENSORS;
   const dataBytes = fileSize - dataStart;
   const tensors = new Map<string, TensorInfo>();
-  const metadata: Record<string, string> = {};
-  const ranges: { name: string; begin: number; end: number }[] = [];
-  for (const [name, entry] of Object.entries(parsed as Record<string, unknown>)) {
-    if (name === "__metadata__") {
-      if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
-        fail("__metadata__ is not an object");
+  let metadata: Record<string, string> | undefined;
+  try {
+    for (const { key: name, value } of jsonObjectMembers(json)) {
+      if (tensors.has(name) || (name === "__metadata__" && metadata)) {
+        fail(`"${name}" appears twice in the header`);
       }
-      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
-        if (typeof v !== "string") fail(`__metadata__.${k} is not a string`);
-        metadata[k] = v as string;
+      let entry: unknown;
+      try {
+        entry = JSON.parse(value);
+      } catch {
+        fail(`the entry for "${name}" is not valid JSON`);
       }
-      continue;
-    }
-    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
-      fail(`entry for tensor "${name}" is not an object`);
-    }
-    const e = entry as Record<string, unknown>;
-    for (const key of ["dtype", "shape", "data_offsets"]) {
-      if (!(key in e)) fail(`tensor "${name}" is missing "${key}"`);
-    }
-    const { dtype, shape, data_offsets: offsets } = e;
-    if (typeof dtype !== "string" || !/^[A-Z0-9_]+$/.test(dtype)) {
-      fail(`tensor "${name}" has an invalid dtype ${JSON.stringify(dtype)}`);
-    }
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      fail(`tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
-    }
-    if (
-      !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) ||
-      offsets[0] > offsets[1]
-    ) {
-      fail(`tensor "${name}" has invalid data_offsets ${JSON.stringify(offsets)}`);
-    }
-    const [begin, end] = offsets as [number, number];
-    if (end > dataBytes) {
-      fail(
-        `tensor "${name}" data_offsets [${begin}, ${end}] run past the end of the file ` +
-          `(data section is ${dataBytes} bytes)`,
-      );
-    }
-    const dims = shape as number[];
-    const size = dtypeByteSize(dtype as string);
-    if (size !== undefined) {
-      const expected = dims.reduce((a, b) => a * b, 1) * size;
-      if (!Number.isSafeInteger(expected) || expected !== end - begin) {
-        fail(
-          `tensor "${name}" (${dtype}, shape ${formatShape(dims)}) needs ${expected} bytes ` +
-            `but data_offsets [${begin}, ${end}] hold ${end - begin}`,
-        );
+      if (name === "__metadata__") {
+        metadata = readMetadata(entry, fail);
+        continue;
       }
+      if (tensors.size === maxTensors) {
+        fail(`header lists more than ${maxTensors} tensors (the limit for this checkpoint)`);
+      }
+      tensors.set(name, readEntry(name, entry, dataStart, dataBytes, path, fail));
     }
-    tensors.set(name, {
-      name,
-      dtype: dtype as string,
-      shape: dims.slice(),
-      byteOffset: dataStart + begin,
-      byteLength: end - begin,
-      file: path,
-    });
-    if (end > begin) ranges.push({ name, begin, end });
+  } catch (e) {
+    if (e instanceof JsonShapeError) fail(`header is not valid JSON: ${e.message}`);
+    throw e;
   }
-  ranges.sort((a, b) => a.begin - b.begin);
+  const ranges = [...tensors.values()].filter((t) => t.byteLength > 0);
+  ranges.sort((a, b) => a.byteOffset - b.byteOffset);
   for (let i = 1; i < ranges.length; i++) {
     const prev = ranges[i - 1], cur = ranges[i];
-    if (cur.begin < prev.end) {
+    if (cur.byteOffset < prev.byteOffset + prev.byteLength) {
+      const span = (t: TensorInfo) =>
+        `[${t.byteOffset - dataStart}, ${t.byteOffset - dataStart + t.byteLength}]`;
+      fail(`tensors "${prev.name}" ${span(prev)} and "${cur.name}" ${span(cur)} overlap`);
+    }
+  }
+  return { tensors, metadata: metadata ?? {}, dataStart };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+function readMetadata(entry: unknown, fail: (msg: string) => never): Record<string, string> {
+  if (!isObject(entry)) fail("__metadata__ is not an object");
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+    if (typeof v !== "string") fail(`__metadata__.${k} is not a string`);
+    metadata[k] = v as string;
+  }
+  return metadata;
+}
+
+/** Validates one tensor entry against the data section's size. */
+function readEntry(
+  name: string,
+  entry: unknown,
+  dataStart: number,
+  dataBytes: number,
+  path: string,
+  fail: (msg: string) => never,
+): TensorInfo {
+  if (!isObject(entry)) fail(`entry for tensor "${name}" is not an object`);
+  const e = entry as Record<string, unknown>;
+  for (const key of ["dtype", "shape", "data_offsets"]) {
+    if (!Object.hasOwn(e, key)) fail(`tensor "${name}" is missing "${key}"`);
+  }
+  const { dtype, shape, data_offsets: offsets } = e;
+  if (typeof dtype !== "string" || !/^[A-Z0-9_]{1,16}$/.test(dtype)) {
+    fail(`tensor "${name}" has an invalid dtype ${describeValue(dtype)}`);
+  }
+  if (!Array.isArray(shape) || shape.length > 64 || !shape.every(isCount)) {
+    fail(`tensor "${name}" has an invalid shape ${describeValue(shape)}`);
+  }
+  if (
+    !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) ||
+    offsets[0] > offsets[1]
+  ) {
+    fail(`tensor "${name}" has invalid data_offsets ${describeValue(offsets)}`);
+  }
+  const [begin, end] = offsets as [number, number];
+  if (end > dataBytes) {
+    fail(
+      `tensor "${name}" data_offsets [${begin}, ${end}] run past the end of the file ` +
+        `(data section is ${dataBytes} bytes)`,
+    );
+  }
+  const dims = shape as number[];
+  const size = dtypeByteSize(dtype as string);
+  if (size !== undefined) {
+    const expected = dims.reduce((a, b) => a * b, 1) * size;
+    if (!Number.isSafeInteger(expected) || expected !== end - begin) {
       fail(
-        `tensors "${prev.name}" [${prev.begin}, ${prev.end}] and "${cur.name}" ` +
-          `[${cur.begin}, ${cur.end}] overlap`,
+        `tensor "${name}" (${dtype}, shape ${formatShape(dims)}) needs ${expected} bytes ` +
+          `but data_offsets [${begin}, ${end}] hold ${end - begin}`,
       );
     }
   }
-  return { tensors, metadata, dataStart };
+  return {
+    name,
+    dtype: dtype as string,
+    shape: dims.slice(),
+    byteOffset: dataStart + begin,
+    byteLength: end - begin,
+    file: path,
+  };
 }
 
 /**
- * Reads and validates the header of a safetensors file (only the header bytes are read).
+ * Reads and validates the header of a safetensors file (only the header bytes are read). The
+ * 8-byte length field is checked against the limit and the file size before anything else is
+ * read; messages never quote the file's bytes (a path pointed at the wrong file must not leak
+ * what that file holds).
  *
  * @param path Path of the `.safetensors` file.
+ * @param opts The tensor count limit.
  * @returns Tensor table, metadata, and the absolute offset of the data section.
  * @throws Error naming the file when it is missing, too short, or its header is malformed.
  */
-export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+export async function readSafetensorsHeader(
+  path: string,
+  opts: HeaderOptions = {},
+): Promise<SafetensorsHeader> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -214,20 +259,20 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
     const len = new DataView(prefix.buffer).getBigUint64(0, true);
     if (len > BigInt(MAX_HEADER_BYTES)) {
       throw new Error(
-        `${path}: not a safetensors file: header length ${len} is absurd ` +
-          `(limit ${MAX_HEADER_BYTES} bytes)`,
+        `${path}: not a safetensors file: its first 8 bytes do not hold a header length of at ` +
+          `most ${MAX_HEADER_BYTES} bytes`,
       );
     }
     const headerLen = Number(len);
     if (8 + headerLen > fileSize) {
       throw new Error(
-        `${path}: not a safetensors file or truncated: header length ${headerLen} is larger ` +
-          `than the ${fileSize - 8} bytes that follow it`,
+        `${path}: not a safetensors file or truncated: the header length in its first 8 bytes ` +
+          `is larger than the ${fileSize - 8} bytes that follow them`,
       );
     }
     const json = new Uint8Array(headerLen);
     await readAt(file, 8, json, path, "the header");
-    return parseSafetensorsHeader(json, 8 + headerLen, fileSize, path);
+    return parseSafetensorsHeader(json, 8 + headerLen, fileSize, path, opts);
   } finally {
     file.close();
   }

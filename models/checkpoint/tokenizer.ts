@@ -9,7 +9,14 @@
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { parseConfigJson } from "./config.ts";
-import { isFile, joinPath } from "./file_io.ts";
+import { describeValue } from "./describe.ts";
+import { checkModelDir, findModelFile, readTextLimited } from "./model_dir.ts";
+
+/** Largest tokenizer.json read (the largest published ones are a few tens of MB). */
+export const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
+
+/** Largest token id accepted: ids travel as i32 on the GPU. */
+export const MAX_TOKEN_ID = 2 ** 31 - 2;
 
 /** Options of {@link TextTokenizer.decode}. */
 export interface DecodeOptions {
@@ -38,8 +45,8 @@ export interface TextTokenizer {
   idToToken(id: number): string | undefined;
 }
 
-async function readJson(path: string): Promise<unknown> {
-  const text = await Deno.readTextFile(path);
+async function readJson(path: string, what: string): Promise<unknown> {
+  const text = await readTextLimited(path, MAX_TOKENIZER_BYTES, what);
   try {
     return JSON.parse(text); // fast path: tokenizer.json files are MBs of plain JSON
   } catch {
@@ -48,18 +55,59 @@ async function readJson(path: string): Promise<unknown> {
 }
 
 /**
+ * The id range of a tokenizer spec: one more than its largest id, over the model's vocabulary
+ * and the added tokens. Computed from the spec itself (linear in the number of tokens) rather
+ * than from the library's id → token table, which is as long as the largest id: one id of 1e9
+ * would make a billion-step loop.
+ *
+ * @param spec The parsed tokenizer.json.
+ * @param path The file, for messages.
+ * @throws Error naming the token when an id is not an integer in `[0, MAX_TOKEN_ID]`.
+ */
+export function vocabSizeOf(spec: unknown, path: string): number {
+  let size = 0;
+  const check = (id: unknown, token: string) => {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
+      throw new Error(
+        `${path}: token ${JSON.stringify(token.slice(0, 40))} has id ${describeValue(id)}; ids ` +
+          `must be integers from 0 to ${MAX_TOKEN_ID}`,
+      );
+    }
+    if (id + 1 > size) size = id + 1;
+  };
+  const s = (spec ?? {}) as { model?: { vocab?: unknown }; added_tokens?: unknown };
+  const vocab = s.model?.vocab;
+  if (Array.isArray(vocab)) {
+    // Unigram: a list of [token, score]; the id is the position.
+    size = vocab.length;
+  } else if (vocab !== null && typeof vocab === "object") {
+    for (const [token, id] of Object.entries(vocab)) check(id, token);
+  }
+  if (Array.isArray(s.added_tokens)) {
+    for (const t of s.added_tokens as { id?: unknown; content?: unknown }[]) {
+      check(t?.id, String(t?.content ?? ""));
+    }
+  }
+  return size;
+}
+
+/**
  * Loads `DIR/tokenizer.json` (and `DIR/tokenizer_config.json` if present).
  *
  * @param dir Model directory.
  * @returns The tokenizer, or undefined when the directory has no `tokenizer.json`.
- * @throws Error naming the file when it is not valid JSON or not a supported tokenizer.
+ * @throws Error naming the file when the directory is missing or is a file, a tokenizer file is
+ *   not a regular file inside it, is larger than {@link MAX_TOKENIZER_BYTES}, is not valid JSON,
+ *   holds a token id outside `[0, MAX_TOKEN_ID]`, or is not a supported tokenizer.
  */
 export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefined> {
-  const path = joinPath(dir, "tokenizer.json");
-  if (!(await isFile(path))) return undefined;
-  const spec = await readJson(path);
-  const configPath = joinPath(dir, "tokenizer_config.json");
-  const config = (await isFile(configPath)) ? await readJson(configPath) : {};
+  await checkModelDir(dir);
+  const path = await findModelFile(dir, "tokenizer.json");
+  if (!path) return undefined;
+  const spec = await readJson(path, "tokenizer.json");
+  const vocabSize = vocabSizeOf(spec, path);
+  const configPath = await findModelFile(dir, "tokenizer_config.json");
+  const config = configPath ? await readJson(configPath, "tokenizer_config.json") : {};
   if (config === null || typeof config !== "object" || Array.isArray(config)) {
     throw new Error(`${configPath}: top level is not a JSON object`);
   }
@@ -69,9 +117,6 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefi
   } catch (e) {
     throw new Error(`${path}: cannot build a tokenizer from it: ${(e as Error).message}`);
   }
-  // Ids may have gaps, so the id range (not the token count) bounds what decode accepts.
-  let vocabSize = 0;
-  for (const id of tok.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
   return {
     vocabSize,
     encode: (text) => tok.encode(text).ids,
