@@ -22,9 +22,20 @@ export type UnaryOp =
   | "silu"
   | "softplus"
   | "tanh"
-  | "relu";
+  | "relu"
+  | "sin"
+  | "cos"
+  | "tan"
+  | "floor"
+  | "ceil"
+  | "round"
+  | "sign"
+  | "erf";
 
-/** Elementwise functions of two arguments; comparisons give 1 or 0. */
+/**
+ * Elementwise functions of two arguments; comparisons give 1 or 0; `mod` is the floor
+ * remainder (sign of b).
+ */
 export type BinaryOp =
   | "add"
   | "sub"
@@ -38,7 +49,8 @@ export type BinaryOp =
   | "gt"
   | "ge"
   | "eq"
-  | "ne";
+  | "ne"
+  | "mod";
 
 /** Reductions over named axes. */
 export type ReduceOp = "sum" | "max" | "min";
