@@ -131,8 +131,11 @@ export class ExprEmitter {
         return f32Literal(node.value);
       case "arange":
         return this.#bind(`f32(${env[node.axis]})`);
-      case "literal":
-        return this.#bind(literalSelect(node.values, this.#bind(offsetExpr(node, env), "u32")));
+      case "literal": {
+        const values = node.values;
+        if (values.every((v) => v === values[0])) return f32Literal(values[0]);
+        return this.#bind(literalSelect(values, this.#bind(offsetExpr(node, env), "u32")));
+      }
       case "unary":
         return this.#bind(unaryWgsl(node.op, this.emit(node.x, env)));
       case "binary": {

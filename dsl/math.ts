@@ -2,7 +2,8 @@
  * More elementwise math: trigonometry, rounding, the floor remainder, clamp, sign, erf and
  * GELU. Like the ops of `elementwise.ts` they broadcast by axis name and fuse into the kernels
  * that read them. Accuracy on the GPU (f32) is stated per op; the float64 interpreter computes
- * each exactly (to float64 rounding).
+ * each exactly (to float64 rounding). GPUs may flush subnormal values (below 1.2e-38 in
+ * magnitude) to zero, which WGSL allows: `sin(1e-40)` may be 0 there.
  *
  * @module
  */
@@ -75,7 +76,7 @@ export const erf: UnaryFn = unaryOp("erf");
  * not C's `fmod`): `mod(-1, 3)` is 2, `mod(arange("l", 10), 4)` is 0 1 2 3 0 1 2 3 0 1. On the
  * GPU it is exact for integer-valued operands below 2²⁴; otherwise within about one f32 ulp
  * of a, always in [0, b) (or (b, 0] for b < 0), so a value within that error of a multiple of
- * b may come out as b − ε where float64 gives ≈ 0. b = 0 gives NaN.
+ * b may come out as b − ε where float64 gives ≈ 0. b = 0 gives NaN; b must be finite.
  */
 export const mod: BinaryFn = <X extends TensorLike, Y extends TensorLike>(
   a: X,
@@ -84,7 +85,7 @@ export const mod: BinaryFn = <X extends TensorLike, Y extends TensorLike>(
 
 /**
  * Limits x to [lo, hi] (each bound a number or a tensor, broadcast by axis name), like
- * `torch.clamp`: `clamp(x, -1, 1)`, `clamp(logits, minimum, 30)`. Number bounds must satisfy
+ * `torch.clamp`: `clamp(x, -1, 1)`, `clamp(logits, lower, 30)`. Number bounds must satisfy
  * lo ≤ hi.
  */
 export function clamp<X extends TensorLike, L extends TensorLike, H extends TensorLike>(
@@ -118,12 +119,12 @@ export interface GeluOptions {
  */
 export function gelu<X extends Tensor>(x: X, options: GeluOptions = {}): X {
   const approximate = options.approximate ?? "none";
+  if (approximate !== "none" && approximate !== "tanh") {
+    throw new Error(`gelu: approximate must be "none" or "tanh", got ${String(approximate)}`);
+  }
   requireFloat(toNode(x, "gelu"), "gelu");
   const half = mul(x, 0.5);
   if (approximate === "none") return mul(half, add(erf(mul(x, Math.SQRT1_2)), 1)) as Tensor as X;
-  if (approximate !== "tanh") {
-    throw new Error(`gelu: approximate must be "none" or "tanh", got ${String(approximate)}`);
-  }
   const cube = mul(mul(x, x), x);
   const inner = mul(add(x, mul(cube, 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(half, add(tanh(inner), 1)) as Tensor as X;
