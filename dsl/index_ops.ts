@@ -94,7 +94,7 @@ function scalar(value: number): Node {
  */
 type Band = { max: number; window?: number } | { min: number };
 
-/** The 0/1 mask of `band` over the row and column axes, laid out in the given order. */
+/** The 0/1 mask of `band` over `[rowAxis colAxis]`. */
 function bandMask(
   rowAxis: string,
   colAxis: string,
@@ -102,14 +102,12 @@ function bandMask(
   cols: number,
   op: string,
   band: Band,
-  order: "rowFirst" | "colFirst" = "rowFirst",
 ): Node {
   if (rowAxis === colAxis) throw new Error(`${op}: the row and column axes are both "${rowAxis}"`);
   const row = arangeNode(rowAxis, rows, op);
   const col = arangeNode(colAxis, cols, op);
-  const [axes, shape] = order === "rowFirst"
-    ? [[rowAxis, colAxis], [rows, cols]]
-    : [[colAxis, rowAxis], [cols, rows]];
+  const axes = [rowAxis, colAxis];
+  const shape = [rows, cols];
   const diff = pairwise("sub", col, row, axes, shape); // col − row, exact in f32
   if ("min" in band) return pairwise("ge", diff, scalar(band.min), axes, shape);
   const upper = pairwise("le", diff, scalar(band.max), axes, shape);
@@ -162,8 +160,8 @@ function keepWhere<A extends string>(
     }
   }
   const size = (a: string) => n.shape[n.axes.indexOf(a)];
-  const order = n.axes.indexOf(rowAxis) < n.axes.indexOf(colAxis) ? "rowFirst" : "colFirst";
-  const mask = bandMask(rowAxis, colAxis, size(rowAxis), size(colAxis), op, band, order);
+  const mask = bandMask(rowAxis, colAxis, size(rowAxis), size(colAxis), op, band);
+  // The result is laid out like x whatever the mask's order: nodes meet by axis name.
   return new Tensor(makeNode({
     kind: "where",
     cond: mask,
