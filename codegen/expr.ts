@@ -129,6 +129,13 @@ export class ExprEmitter {
     switch (node.kind) {
       case "const":
         return f32Literal(node.value);
+      case "arange":
+        return this.#bind(`f32(${env[node.axis]})`);
+      case "literal": {
+        const values = node.values;
+        if (values.every((v) => v === values[0])) return f32Literal(values[0]);
+        return this.#bind(literalSelect(values, this.#bind(offsetExpr(node, env), "u32")));
+      }
       case "unary":
         return this.#bind(unaryWgsl(node.op, this.emit(node.x, env)));
       case "binary": {
@@ -266,6 +273,22 @@ export class ExprEmitter {
     }
     return this.#bind(terms.join(" + "));
   }
+}
+
+/**
+ * A WGSL expression for `values[index]` (`index` a u32 expression, in range): a balanced tree
+ * of selects over the literal values, log₂(n) deep; runs of equal values collapse.
+ */
+function literalSelect(
+  values: readonly number[],
+  index: string,
+  lo = 0,
+  hi = values.length,
+): string {
+  if (values.slice(lo, hi).every((v) => v === values[lo])) return f32Literal(values[lo]);
+  const mid = (lo + hi) >> 1;
+  const below = literalSelect(values, index, lo, mid);
+  return `select(${below}, ${literalSelect(values, index, mid, hi)}, ${index} >= ${mid}u)`;
 }
 
 /** WGSL statements decoding a flat row-major index into one `let` per axis. */

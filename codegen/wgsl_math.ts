@@ -6,6 +6,7 @@
  */
 
 import type { BinaryOp, UnaryOp } from "../dsl/ir.ts";
+import { PRIMITIVES_PRELUDE } from "./wgsl_primitives.ts";
 
 /** A WGSL f32 expression for a number, including infinities and NaN. */
 export function f32Literal(v: number): string {
@@ -48,7 +49,7 @@ fn sk_tanh(x: f32) -> f32 {
   // Some drivers compute tanh from exp and return NaN for large |x|: clamp first.
   return tanh(clamp(x, -15.0, 15.0));
 }
-`;
+${PRIMITIVES_PRELUDE}`;
 
 /** WGSL expression for a unary op applied to expression `x`. */
 export function unaryWgsl(op: UnaryOp, x: string): string {
@@ -75,6 +76,23 @@ export function unaryWgsl(op: UnaryOp, x: string): string {
       return `sk_tanh(${x})`;
     case "relu":
       return `max(${x}, 0.0)`;
+    case "sin":
+      return `sk_sincos(${x}).x`;
+    case "cos":
+      return `sk_sincos(${x}).y`;
+    case "tan":
+      return `sk_tan(${x})`;
+    case "floor":
+      return `floor(${x})`;
+    case "ceil":
+      return `ceil(${x})`;
+    case "round":
+      // WGSL's round breaks ties to even (2.5 → 2), as the interpreter does.
+      return `round(${x})`;
+    case "sign":
+      return `sign(${x})`;
+    case "erf":
+      return `sk_erf(${x})`;
   }
 }
 
@@ -111,5 +129,7 @@ export function binaryWgsl(op: BinaryOp, a: string, b: string, bConst?: number):
       return `select(0.0, 1.0, ${a} == ${b})`;
     case "ne":
       return `select(0.0, 1.0, ${a} != ${b})`;
+    case "mod":
+      return `sk_mod(${a}, ${b})`;
   }
 }

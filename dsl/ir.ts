@@ -22,9 +22,20 @@ export type UnaryOp =
   | "silu"
   | "softplus"
   | "tanh"
-  | "relu";
+  | "relu"
+  | "sin"
+  | "cos"
+  | "tan"
+  | "floor"
+  | "ceil"
+  | "round"
+  | "sign"
+  | "erf";
 
-/** Elementwise functions of two arguments; comparisons give 1 or 0. */
+/**
+ * Elementwise functions of two arguments; comparisons give 1 or 0; `mod` is the floor
+ * remainder (sign of b).
+ */
 export type BinaryOp =
   | "add"
   | "sub"
@@ -38,7 +49,8 @@ export type BinaryOp =
   | "gt"
   | "ge"
   | "eq"
-  | "ne";
+  | "ne"
+  | "mod";
 
 /** Reductions over named axes. */
 export type ReduceOp = "sum" | "max" | "min";
@@ -68,6 +80,26 @@ export interface ConstNode extends Base {
   readonly kind: "const";
   /** The constant. */
   readonly value: number;
+}
+/**
+ * The index along `axis`, as an f32 value (0, 1, …, size − 1): positions, masks. Like a
+ * constant it needs no memory: kernels compute it from the axis index.
+ */
+export interface ArangeNode extends Base {
+  /** Discriminant. */
+  readonly kind: "arange";
+  /** The one axis (`axes` is `[axis]`). */
+  readonly axis: string;
+}
+/**
+ * A small constant tensor given by its values (row-major over `axes`). Baked into the
+ * kernels that read it (no buffer, no upload).
+ */
+export interface LiteralNode extends Base {
+  /** Discriminant. */
+  readonly kind: "literal";
+  /** The values, row-major, `numel` of them. */
+  readonly values: readonly number[];
 }
 /** `op(x)` elementwise. */
 export interface UnaryNode extends Base {
@@ -246,6 +278,8 @@ export interface ScanNode extends Base {
 export type Node =
   | InputNode
   | ConstNode
+  | ArangeNode
+  | LiteralNode
   | UnaryNode
   | BinaryNode
   | WhereNode
@@ -282,6 +316,8 @@ export function nodeInputs(node: Node): Node[] {
   switch (node.kind) {
     case "input":
     case "const":
+    case "arange":
+    case "literal":
       return [];
     case "unary":
     case "permute":

@@ -97,6 +97,12 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
     case "const":
       out.fill(node.value);
       return out;
+    case "arange":
+      for (let i = 0; i < out.length; i++) out[i] = i;
+      return out;
+    case "literal":
+      out.set(node.values);
+      return out;
     case "unary": {
       const x = get(node.x);
       const f = UNARY_F64[node.op];

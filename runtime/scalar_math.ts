@@ -5,6 +5,7 @@
  */
 
 import type { BinaryOp, UnaryOp } from "../dsl/ir.ts";
+import { erf64, floorMod, roundHalfEven } from "./special_math.ts";
 
 /** Float64 implementation of each unary op. */
 export const UNARY_F64: Record<UnaryOp, (x: number) => number> = {
@@ -20,6 +21,16 @@ export const UNARY_F64: Record<UnaryOp, (x: number) => number> = {
   softplus: (x) => (x > 20 ? x : Math.log1p(Math.exp(x))),
   tanh: Math.tanh,
   relu: (x) => (x > 0 ? x : 0),
+  sin: Math.sin,
+  cos: Math.cos,
+  tan: Math.tan,
+  floor: Math.floor,
+  ceil: Math.ceil,
+  // Ties to even, like WGSL's round (and torch.round).
+  round: roundHalfEven,
+  // WGSL's sign: +0 for both zeros (Math.sign keeps −0).
+  sign: (x) => (x > 0 ? 1 : x < 0 ? -1 : x === 0 ? 0 : NaN),
+  erf: erf64,
 };
 
 /** Float64 implementation of each binary op. */
@@ -37,4 +48,6 @@ export const BINARY_F64: Record<BinaryOp, (a: number, b: number) => number> = {
   ge: (a, b) => (a >= b ? 1 : 0),
   eq: (a, b) => (a === b ? 1 : 0),
   ne: (a, b) => (a !== b ? 1 : 0),
+  // The floor remainder (sign of b), like Python's % and torch.remainder.
+  mod: floorMod,
 };
