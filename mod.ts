@@ -48,6 +48,33 @@ export {
   where,
 } from "./dsl/elementwise.ts";
 export { max, mean, min, rmsnorm, softmax, sum } from "./dsl/reduce.ts";
+export {
+  ceil,
+  clamp,
+  cos,
+  erf,
+  floor,
+  gelu,
+  type GeluOptions,
+  mod,
+  round,
+  sign,
+  sin,
+  tan,
+} from "./dsl/math.ts";
+export {
+  arange,
+  ARANGE_MAX,
+  causalMask,
+  LITERAL_MAX_ELEMENTS,
+  type MaskOptions,
+  type MaskSizes,
+  type NestedNumbers,
+  tensor,
+  tril,
+  triu,
+} from "./dsl/index_ops.ts";
+export { pad, rename, type Renamed, type ReplaceWord, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
 export {
@@ -103,6 +130,7 @@ export type { Reduced } from "./dsl/reduce.ts";
 export type { ScanResult } from "./dsl/scan.ts";
 export type { AxesOf, IsAny } from "./dsl/tensor.ts";
 export type {
+  ArangeNode,
   Base,
   BinaryNode,
   BinaryOp,
@@ -113,6 +141,7 @@ export type {
   FlipNode,
   GatherNode,
   InputNode,
+  LiteralNode,
   PermuteNode,
   PickNode,
   ReduceNode,
