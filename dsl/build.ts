@@ -58,8 +58,3 @@ export function uncheckedWhere(cond: Node, a: Node, b: Node): Node {
   const { axes, shape } = broadcastShapes(cond, abNode, "where");
   return makeNode({ kind: "where", cond, a, b, axes, shape, dtype: "f32" });
 }
-
-/** A scalar constant node. */
-export function scalarNode(value: number): Node {
-  return makeNode({ kind: "const", value, axes: [], shape: [], dtype: "f32" });
-}
