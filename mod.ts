@@ -16,12 +16,13 @@
  * @module
  */
 
-export { Tensor, type TensorLike } from "./dsl/tensor.ts";
+export { expectAxes, Tensor, type TensorLike, type TensorOf } from "./dsl/tensor.ts";
 export type { Broadcast, Canon } from "./dsl/axes.ts";
 export { einsum, type EinsumOperands, type EinsumResult } from "./dsl/einsum.ts";
 export {
   abs,
   add,
+  broadcast,
   div,
   eq,
   exp,
@@ -123,10 +124,59 @@ export {
 export { SELECTIVE_SCAN_INPUTS, selectiveScan } from "./models/selective_scan.ts";
 
 // Types that appear in the signatures above (exported so their documentation is reachable).
-export type { AtLeastAsLong, Join, Minus, Trim, Without, Words } from "./dsl/axes.ts";
-export type { EinsumInputs, EinsumOutput, SplitOperands, TensorTuple } from "./dsl/einsum.ts";
-export type { Bcast, BinaryFn, UnaryFn } from "./dsl/elementwise.ts";
-export type { Reduced } from "./dsl/reduce.ts";
+export type {
+  AtLeastAsLong,
+  CheckAxes,
+  CheckAxis,
+  CheckNewAxis,
+  IsLiteral,
+  IsSubset,
+  Join,
+  KnownAxes,
+  Minus,
+  OuterBroadcastError,
+  Rename,
+  RenameWords,
+  Trim,
+  Without,
+  Words,
+} from "./dsl/axes.ts";
+export type {
+  AllWords,
+  CheckSpec,
+  EinsumInputs,
+  EinsumOutput,
+  SplitOperands,
+  TensorTuple,
+} from "./dsl/einsum.ts";
+export type {
+  AllAxes,
+  Bcast,
+  BinaryFn,
+  BroadcastSizes,
+  CheckBroadcast,
+  CheckBroadcastTo,
+  CheckWhere,
+  HasAllAxes,
+  NewAxes,
+  UnaryFn,
+} from "./dsl/elementwise.ts";
+export type { CheckWeight, Reduced } from "./dsl/reduce.ts";
+export type { CheckPermutation, Gathered, Renamed } from "./dsl/views.ts";
+export type {
+  AppendToken,
+  CheckCount,
+  CheckElements,
+  CheckPattern,
+  FirstRepeated,
+  IsPlainName,
+  PatternSides,
+  PatternTokens,
+  PlainFirstToken,
+  RearrangeAxes,
+  TokenElements,
+  TokenNames,
+} from "./dsl/rearrange_types.ts";
 export type { ScanResult } from "./dsl/scan.ts";
 export type { AxesOf, IsAny } from "./dsl/tensor.ts";
 export type {

@@ -31,9 +31,8 @@ const iterations = Number(values.iterations);
 const ctx = await getGpu();
 
 type Fn = (t: Record<string, Tensor>) => Tensor;
-const normed: Fn = (t) =>
-  einsum("b m, e m -> b e", rmsnorm(t.x as Tensor<"b m">, "m", t.g as Tensor<"m">), t.W);
-const gated: Fn = (t) => einsum("b m, e m -> b e", mul(t.x, silu(t.z)) as Tensor<"b m">, t.W);
+const normed: Fn = (t) => einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W);
+const gated: Fn = (t) => einsum("b m, e m -> b e", mul(t.x, silu(t.z)), t.W);
 const shapes: { name: string; n: number; k: number; fn: Fn; gate: boolean }[] = [
   { name: "in_proj (norm prologue)", n: 3072, k: 768, fn: normed, gate: false },
   { name: "x_proj", n: 80, k: 1536, fn: (t) => einsum("b m, e m -> b e", t.x, t.W), gate: false },

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { type Canon, parseAxes, showAxes } from "./axes.ts";
-import { binaryNode, requireFloat } from "./elementwise.ts";
+import { type Canon, type IsLiteral, type Minus, parseAxes, showAxes, type Words } from "./axes.ts";
+import { requireFloat, uncheckedBinary } from "./build.ts";
 import { makeNode, type Node } from "./ir.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -24,7 +24,7 @@ export type EinsumInputs<S extends string> = S extends `${infer I}->${string}` ?
 export type EinsumOutput<S extends string> = S extends `${string}->${infer O}` ? Canon<O> : never;
 
 /** The tensor types an einsum spec expects. */
-export type EinsumOperands<S extends string> = string extends S ? Tensor[]
+export type EinsumOperands<S extends string> = IsLiteral<S> extends false ? Tensor[]
   : TensorTuple<EinsumInputs<S>>;
 
 /** Tensor types for a tuple of axis strings. */
@@ -33,8 +33,26 @@ export type TensorTuple<T> = T extends [infer H extends string, ...infer R]
   : [];
 
 /** The tensor type an einsum spec returns. */
-export type EinsumResult<S extends string> = string extends S ? Tensor
+export type EinsumResult<S extends string> = IsLiteral<S> extends false ? Tensor
   : Tensor<EinsumOutput<S>>;
+
+/** Every axis of a tuple of axis strings, in order (repeats kept). */
+export type AllWords<T> = T extends [infer H extends string, ...infer R]
+  ? [...Words<H>, ...AllWords<R>]
+  : [];
+
+/**
+ * `S` when the spec is well formed (one `->`, every output axis in some operand), else an
+ * error message: a parameter of this type turns a typo in the output axes into a compile error.
+ */
+export type CheckSpec<S extends string> = IsLiteral<S> extends false ? S
+  : S extends `${string}->${string}->${string}` ? `einsum "${S}": the spec needs exactly one "->"`
+  : S extends `${string}->${string}`
+    ? Minus<Words<EinsumOutput<S>>, AllWords<EinsumInputs<S>>> extends
+      [infer M extends string, ...string[]]
+      ? `einsum "${S}": output axis ${M} appears in no operand`
+    : S
+  : `einsum "${S}": the spec needs exactly one "->"`;
 
 /** Parsed spec: operand axes and output axes. */
 export interface ParsedSpec {
@@ -63,9 +81,11 @@ export function parseEinsumSpec(spec: string): ParsedSpec {
 /**
  * Einstein summation over named axes: `einsum("b l d, d n -> b l d n", x, A)`. Operand axes
  * must match the spec (as sets: the order in the spec may differ from the tensor's layout).
+ * It is also the way to write an outer product, which elementwise `mul` refuses:
+ * `einsum("b l dk, b l d -> b l dk d", q, k)`.
  */
 export function einsum<S extends string>(
-  spec: S,
+  spec: CheckSpec<S>,
   ...operands: EinsumOperands<S>
 ): EinsumResult<S> {
   const parsed = parseEinsumSpec(spec);
@@ -167,7 +187,7 @@ function contractPair(a: Node, b: Node, rest: Node[], out: string[], last: boole
   const needed = (axis: string) => out.includes(axis) || rest.some((n) => n.axes.includes(axis));
   const all = [...a.axes, ...b.axes.filter((x) => !a.axes.includes(x))];
   const summed = all.filter((x) => !needed(x));
-  if (summed.length === 0) return binaryNode("mul", new Tensor(a), new Tensor(b));
+  if (summed.length === 0) return uncheckedBinary("mul", a, b);
   const keep = last ? out : all.filter(needed);
   return makeNode({
     kind: "contract",

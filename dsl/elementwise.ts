@@ -1,50 +1,116 @@
 /**
  * Elementwise math with broadcasting by axis name: `mul(D /* d *\/, x /* b l d *\/)` is `b l d`.
  *
+ * **The broadcast rule.** An elementwise op's operands broadcast by name only when one of them
+ * has every axis the others have (numbers have none): the result then has that operand's axes,
+ * and the others are repeated along the axes they lack. Operands that each bring an axis the
+ * other lacks are an error, at compile time for typed tensors and at trace time always, because
+ * broadcasting them would silently make an outer product: in
+ * `sum(mul(q /* b l h dk *\/, k /* b l h d *\/), "dk")`, where `d` was meant to be `dk`, it would
+ * compute Σ_dk q · k over [b l h dk d]. Write an intended outer product explicitly:
+ * `einsum("b l h dk, b l h d -> b l h dk d", q, k)` for a product, or {@link broadcast} an
+ * operand to the full axes first (`add(broadcast(a, "b l d", { d: 4 }), c)`).
+ *
  * @module
  */
 
-import { type Broadcast, broadcastAxes, type Canon, parseAxes, showAxes } from "./axes.ts";
+import {
+  type Broadcast,
+  type IsLiteral,
+  type IsSubset,
+  type Join,
+  type KnownAxes,
+  type Minus,
+  type OuterBroadcastError,
+  parseAxes,
+  showAxes,
+  type Words,
+} from "./axes.ts";
+import { requireFloat, uncheckedBinary, uncheckedWhere } from "./build.ts";
 import { type BinaryOp, makeNode, type Node, type UnaryOp } from "./ir.ts";
-import { type AxesOf, type IsAny, Tensor, type TensorLike, toNode } from "./tensor.ts";
+import { type AxesOf, Tensor, type TensorLike, type TensorOf, toNode } from "./tensor.ts";
 
-/** Result type of broadcasting two tensor-likes (`any` when either is untyped). */
-export type Bcast<X, Y> = IsAny<AxesOf<X>> extends true ? Tensor
-  : IsAny<AxesOf<Y>> extends true ? Tensor
+/** Result type of broadcasting two tensor-likes (untyped when either's axes are unknown). */
+export type Bcast<X, Y> = KnownAxes<AxesOf<X>> extends false ? Tensor
+  : KnownAxes<AxesOf<Y>> extends false ? Tensor
   : Tensor<Broadcast<AxesOf<X>, AxesOf<Y>>>;
 
-/** Checks that axes shared by `a` and `b` have equal sizes and returns the broadcast shape. */
-export function broadcastShapes(a: Node, b: Node, op: string): { axes: string[]; shape: number[] } {
-  const axes = broadcastAxes(a.axes, b.axes);
-  const shape = axes.map((axis) => {
-    const ia = a.axes.indexOf(axis);
-    const ib = b.axes.indexOf(axis);
-    if (ia >= 0 && ib >= 0 && a.shape[ia] !== b.shape[ib]) {
-      throw new Error(
-        `${op}: size conflict on axis "${axis}": ${a.shape[ia]} in the first operand ` +
-          `${showAxes(a.axes)} but ${b.shape[ib]} in the second ${showAxes(b.axes)}`,
-      );
-    }
-    return ia >= 0 ? a.shape[ia] : b.shape[ib];
-  });
-  return { axes, shape };
-}
+/**
+ * The type of an elementwise op's second operand: `Y` when the broadcast rule holds (one
+ * operand's axes contain the other's, or either is untyped), else an error message naming both
+ * operands' axes, so that a misspelled axis is a compile error.
+ */
+export type CheckBroadcast<X, Y, Op extends string> = KnownAxes<AxesOf<X>> extends false ? Y
+  : KnownAxes<AxesOf<Y>> extends false ? Y
+  : [OuterBroadcastError<AxesOf<X>, AxesOf<Y>, Op>] extends [never] ? Y
+  : OuterBroadcastError<AxesOf<X>, AxesOf<Y>, Op>;
 
-/** Rejects integer tensors in float math. */
-export function requireFloat(node: Node, op: string): void {
-  if (node.dtype !== "f32") {
+/**
+ * The type of `where`'s last operand: `Y` when one of the three operands has every axis of
+ * the others (or any is untyped), else an error message.
+ */
+export type CheckWhere<C, X, Y> = KnownAxes<AxesOf<C>> extends false ? Y
+  : KnownAxes<AxesOf<X>> extends false ? Y
+  : KnownAxes<AxesOf<Y>> extends false ? Y
+  : HasAllAxes<[AxesOf<C>, AxesOf<X>, AxesOf<Y>]> extends true ? Y
+  : `where: no operand has every axis of the others (cond [${AxesOf<C>}], a [${AxesOf<
+    X
+  >}], b [${AxesOf<Y>}]): elementwise ops do not make outer products; use broadcast()`;
+
+/** True when one of the axis strings `T` contains all the others' axes. */
+export type HasAllAxes<T extends string[]> = true extends {
+  [K in keyof T]: IsSubset<Join<AllAxes<T>>, T[K]>;
+}[number] ? true
+  : false;
+
+/** Every axis of the axis strings `T`, each once, in order of first appearance. */
+export type AllAxes<T extends string[], Seen extends string[] = []> = T extends
+  [infer H extends string, ...infer R extends string[]]
+  ? AllAxes<R, [...Seen, ...Minus<Words<H>, Seen>]>
+  : Seen;
+
+/**
+ * Throws unless one operand has every axis the others have (the broadcast rule above), with a
+ * message naming each operand's axes and the explicit alternatives.
+ */
+export function requireOneHasAllAxes(op: string, operands: [string, Node][]): void {
+  const all: string[] = [];
+  for (const [, n] of operands) for (const a of n.axes) if (!all.includes(a)) all.push(a);
+  if (operands.some(([, n]) => n.axes.length === all.length)) return;
+  const hint = `if an outer product is meant, ` +
+    (op === "mul" && operands.length === 2
+      ? `write einsum("${operands.map(([, n]) => n.axes.join(" ")).join(", ")} -> ` +
+        `${all.join(" ")}", …) or broadcast() an operand to ${showAxes(all)} first`
+      : `broadcast() an operand to ${showAxes(all)} first`) +
+    `; if not, an axis name is misspelled`;
+  if (operands.length === 2) {
+    const [[, a], [, b]] = operands;
+    const onlyA = a.axes.filter((x) => !b.axes.includes(x));
+    const onlyB = b.axes.filter((x) => !a.axes.includes(x));
     throw new Error(
-      `${op}: operand ${showAxes(node.axes)} has dtype ${node.dtype}; ` +
-        `integer tensors can only be used as gather indices`,
+      `${op}: ${showAxes(a.axes)} has ${onlyA.join(", ")} and ${showAxes(b.axes)} has ` +
+        `${onlyB.join(", ")}, which the other lacks: broadcasting by name would make the outer ` +
+        `product ${showAxes(all)}; ${hint}`,
     );
   }
+  const list = operands.map(([name, n]) => `${name} ${showAxes(n.axes)}`).join(", ");
+  throw new Error(
+    `${op}: no operand has every axis of the others (${list}): broadcasting by name would ` +
+      `make the outer product ${showAxes(all)}; ${hint}`,
+  );
 }
 
 /** An elementwise function of one tensor. */
 export type UnaryFn = <X extends Tensor>(x: X) => X;
 
-/** An elementwise function of two tensor-likes, broadcasting by axis name. */
-export type BinaryFn = <X extends TensorLike, Y extends TensorLike>(a: X, b: Y) => Bcast<X, Y>;
+/**
+ * An elementwise function of two tensor-likes, broadcasting by axis name when one operand's axes
+ * contain the other's (see the module documentation).
+ */
+export type BinaryFn<Op extends string = string> = <X extends TensorLike, Y extends TensorLike>(
+  a: X,
+  b: CheckBroadcast<X, Y, Op>,
+) => Bcast<X, Y>;
 
 function unary(op: UnaryOp): UnaryFn {
   return <X extends Tensor>(x: X): X => {
@@ -56,19 +122,22 @@ function unary(op: UnaryOp): UnaryFn {
   };
 }
 
-/** Builds a binary elementwise node (shared by the public ops). */
-export function binaryNode(op: BinaryOp, a: TensorLike, b: TensorLike): Node {
-  const na = toNode(a, op);
-  const nb = toNode(b, op);
-  requireFloat(na, op);
-  requireFloat(nb, op);
-  const { axes, shape } = broadcastShapes(na, nb, op);
-  return makeNode({ kind: "binary", op, a: na, b: nb, axes, shape, dtype: "f32" });
+/**
+ * The checked binary op behind the public ones, untyped (for library code that already knows
+ * its operands' axes at run time only): the broadcast rule, dtypes and sizes are checked.
+ */
+export function checkedBinary(op: BinaryOp, name: string, a: TensorLike, b: TensorLike): Tensor {
+  const na = toNode(a, name);
+  const nb = toNode(b, name);
+  requireOneHasAllAxes(name, [["a", na], ["b", nb]]);
+  return new Tensor(uncheckedBinary(op, na, nb));
 }
 
-function binary(op: BinaryOp): BinaryFn {
-  return <X extends TensorLike, Y extends TensorLike>(a: X, b: Y): Bcast<X, Y> =>
-    new Tensor(binaryNode(op, a, b)) as Bcast<X, Y>;
+function binary<Op extends string>(op: BinaryOp, name: Op): BinaryFn<Op> {
+  return <X extends TensorLike, Y extends TensorLike>(
+    a: X,
+    b: CheckBroadcast<X, Y, Op>,
+  ): Bcast<X, Y> => checkedBinary(op, name, a, b as TensorLike) as Bcast<X, Y>;
 }
 
 /** `-x` */
@@ -94,49 +163,50 @@ export const tanh: UnaryFn = unary("tanh");
 /** `max(x, 0)` */
 export const relu: UnaryFn = unary("relu");
 
-/** `a + b` with broadcasting by axis name. */
-export const add: BinaryFn = binary("add");
-/** `a - b` */
-export const sub: BinaryFn = binary("sub");
-/** `a · b` */
-export const mul: BinaryFn = binary("mul");
-/** `a / b` */
-export const div: BinaryFn = binary("div");
+/** `a + b`, broadcasting by axis name (one operand's axes must contain the other's). */
+export const add: BinaryFn<"add"> = binary("add", "add");
+/** `a - b` (broadcast rule as {@link add}). */
+export const sub: BinaryFn<"sub"> = binary("sub", "sub");
+/**
+ * `a · b` (broadcast rule as {@link add}): `mul(D /* d *\/, x /* b l d *\/)` is `b l d`; an
+ * outer product such as [b l dk] × [b l d] is `einsum("b l dk, b l d -> b l dk d", a, b)`.
+ */
+export const mul: BinaryFn<"mul"> = binary("mul", "mul");
+/** `a / b` (broadcast rule as {@link add}). */
+export const div: BinaryFn<"div"> = binary("div", "div");
 /** `a ^ b` (a ≥ 0, or b a small integer constant). */
-export const pow: BinaryFn = binary("pow");
+export const pow: BinaryFn<"pow"> = binary("pow", "pow");
 /** `a < b` as 1 or 0. */
-export const lt: BinaryFn = binary("lt");
+export const lt: BinaryFn<"lt"> = binary("lt", "lt");
 /** `a <= b` as 1 or 0. */
-export const le: BinaryFn = binary("le");
+export const le: BinaryFn<"le"> = binary("le", "le");
 /** `a > b` as 1 or 0. */
-export const gt: BinaryFn = binary("gt");
+export const gt: BinaryFn<"gt"> = binary("gt", "gt");
 /** `a >= b` as 1 or 0. */
-export const ge: BinaryFn = binary("ge");
+export const ge: BinaryFn<"ge"> = binary("ge", "ge");
 /** `a == b` as 1 or 0. */
-export const eq: BinaryFn = binary("eq");
+export const eq: BinaryFn<"eq"> = binary("eq", "eq");
 /** `a != b` as 1 or 0. */
-export const ne: BinaryFn = binary("ne");
+export const ne: BinaryFn<"ne"> = binary("ne", "ne");
 /** Elementwise maximum of two tensors (for the reduction use `max(x, "axis")`). */
-export const maximum: BinaryFn = binary("max");
+export const maximum: BinaryFn<"maximum"> = binary("max", "maximum");
 /** Elementwise minimum of two tensors (for the reduction use `min(x, "axis")`). */
-export const minimum: BinaryFn = binary("min");
+export const minimum: BinaryFn<"minimum"> = binary("min", "minimum");
 
-/** `cond != 0 ? a : b`, broadcasting all three by axis name. */
+/**
+ * `cond != 0 ? a : b`, broadcasting all three by axis name: one of them must have every axis
+ * of the others (the broadcast rule of {@link add}).
+ */
 export function where<C extends TensorLike, X extends TensorLike, Y extends TensorLike>(
   cond: C,
   a: X,
-  b: Y,
+  b: CheckWhere<C, X, Y>,
 ): Bcast<C, Bcast<X, Y>> {
   const nc = toNode(cond, "where");
   const na = toNode(a, "where");
-  const nb = toNode(b, "where");
-  for (const n of [nc, na, nb]) requireFloat(n, "where");
-  const ab = broadcastShapes(na, nb, "where");
-  const abNode = { ...na, axes: ab.axes, shape: ab.shape } as Node;
-  const { axes, shape } = broadcastShapes(nc, abNode, "where");
-  return new Tensor(
-    makeNode({ kind: "where", cond: nc, a: na, b: nb, axes, shape, dtype: "f32" }),
-  ) as Bcast<C, Bcast<X, Y>>;
+  const nb = toNode(b as TensorLike, "where");
+  requireOneHasAllAxes("where", [["cond", nc], ["a", na], ["b", nb]]);
+  return new Tensor(uncheckedWhere(nc, na, nb)) as Bcast<C, Bcast<X, Y>>;
 }
 
 /**
@@ -147,12 +217,100 @@ export function full<A extends string>(
   value: number,
   axes: A,
   sizes: Record<string, number>,
-): Tensor<Canon<A>> {
+): TensorOf<A> {
   const names = parseAxes(axes, "full: axes");
-  const shape = names.map((a) => {
+  return new Tensor(
+    makeNode({
+      kind: "const",
+      value,
+      axes: names,
+      shape: constShape(names, sizes, "full"),
+      dtype: "f32",
+    }),
+  ) as TensorOf<A>;
+}
+
+function constShape(names: string[], sizes: Record<string, number>, op: string): number[] {
+  return names.map((a) => {
     const s = sizes[a];
-    if (!Number.isInteger(s) || s < 1) throw new Error(`full: axis "${a}" needs a positive size`);
+    if (!Number.isInteger(s) || s < 1) {
+      throw new Error(`${op}: axis "${a}" needs a positive integer size, e.g. { ${a}: 4 }`);
+    }
     return s;
   });
-  return new Tensor(makeNode({ kind: "const", value, axes: names, shape, dtype: "f32" }));
+}
+
+/** The axes `broadcast(x, axes, …)` adds to `x`'s: those of `S` that `A` lacks. */
+export type NewAxes<A extends string, S extends string> = Exclude<
+  Words<S>[number],
+  Words<A>[number]
+>;
+
+/**
+ * The sizes argument of {@link broadcast}: exactly the new axes' sizes when both axis strings
+ * are known, else any sizes (checked at trace time).
+ */
+export type BroadcastSizes<A, S extends string> = KnownAxes<A> extends false
+  ? Record<string, number>
+  : IsLiteral<S> extends false ? Record<string, number>
+  : A extends string ? Record<NewAxes<A, S>, number>
+  : Record<string, number>;
+
+/** `S` when it contains every axis of `A`, else an error message. */
+export type CheckBroadcastTo<A, S extends string> = KnownAxes<A> extends false ? S
+  : IsLiteral<S> extends false ? S
+  : A extends string
+    ? (Minus<Words<A>, Words<S>> extends [infer M extends string, ...string[]]
+      ? `broadcast: the tensor's axis ${M} is missing from [${S}]`
+      : S)
+  : S;
+
+/**
+ * The explicit form of an outer broadcast: `x` repeated along the axes of `axes` it lacks,
+ * laid out in the order of `axes`; `sizes` gives the new axes' sizes (and only theirs):
+ * `broadcast(a /* b l *\/, "b l d", { d: 4 })` is `b l d`. Elementwise ops only broadcast an
+ * operand whose axes are a subset of the other's (see the module documentation), so adding
+ * `a` (b l) to `c` (d) is written `add(broadcast(a, "b l d", { d: c.size("d") }), c)`. For
+ * products, `einsum` is the better spelling (it never materializes the repeated operand).
+ */
+export function broadcast<X extends Tensor, S extends string>(
+  x: X,
+  axes: CheckBroadcastTo<AxesOf<X>, S>,
+  sizes: BroadcastSizes<AxesOf<X>, S>,
+): TensorOf<S> {
+  const n = toNode(x, "broadcast");
+  requireFloat(n, "broadcast");
+  const target = parseAxes(axes, "broadcast: axes");
+  const lost = n.axes.filter((a) => !target.includes(a));
+  if (lost.length) {
+    throw new Error(
+      `broadcast: the tensor ${showAxes(n.axes)} has ${lost.join(", ")}, which ` +
+        `${showAxes(target)} lacks (broadcast only adds axes; use sum or pick to remove one)`,
+    );
+  }
+  const added = target.filter((a) => !n.axes.includes(a));
+  const sizeRecord: Record<string, number> = sizes;
+  for (const key of Object.keys(sizeRecord)) {
+    if (!added.includes(key)) {
+      throw new Error(
+        `broadcast: sizes gives "${key}", which is not a new axis (new: ${showAxes(added)})`,
+      );
+    }
+  }
+  let node = n;
+  if (added.length) {
+    const ones = makeNode({
+      kind: "const",
+      value: 1,
+      axes: added,
+      shape: constShape(added, sizeRecord, "broadcast"),
+      dtype: "f32",
+    });
+    node = uncheckedBinary("mul", n, ones);
+  }
+  if (node.axes.join(" ") !== target.join(" ")) {
+    const shape = target.map((a) => node.shape[node.axes.indexOf(a)]);
+    node = makeNode({ kind: "permute", x: node, axes: target, shape, dtype: node.dtype });
+  }
+  return new Tensor(node) as TensorOf<S>;
 }

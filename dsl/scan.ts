@@ -8,10 +8,12 @@
  * @module
  */
 
-import { type Broadcast, showAxes } from "./axes.ts";
-import { broadcastShapes, requireFloat } from "./elementwise.ts";
+import { type CheckAxis, showAxes } from "./axes.ts";
+import { broadcastShapes, requireFloat } from "./build.ts";
+import { type Bcast, type CheckBroadcast, requireOneHasAllAxes } from "./elementwise.ts";
 import { makeNode, type Node, type ScanNode } from "./ir.ts";
-import { type AxesOf, type IsAny, Tensor, type TensorLike, toNode } from "./tensor.ts";
+import type { Reduced } from "./reduce.ts";
+import { type AxesOf, Tensor, type TensorLike, toNode } from "./tensor.ts";
 
 /** Options of {@link scan}. */
 export interface ScanOptions {
@@ -22,24 +24,24 @@ export interface ScanOptions {
 }
 
 /** Result type of a scan: the broadcast of decay and input. */
-export type ScanResult<X, Y> = IsAny<AxesOf<X>> extends true ? Tensor
-  : IsAny<AxesOf<Y>> extends true ? Tensor
-  : Tensor<Broadcast<AxesOf<X>, AxesOf<Y>>>;
+export type ScanResult<X, Y> = Bcast<X, Y>;
 
 /**
  * Linear recurrence along `axis`: h[t] = decay[t] · h[t − 1] + input[t] (h[−1] = init or 0).
- * `decay` and `input` broadcast by name; the result has both operands' axes, and the scan axis.
+ * `decay` and `input` broadcast by name under the rule of `add` (one operand has every axis
+ * of the other); the result has that operand's axes, which include the scan axis.
  */
-export function scan<X extends TensorLike, Y extends TensorLike>(
-  axis: string,
+export function scan<X extends TensorLike, Y extends TensorLike, Ax extends string>(
+  axis: CheckAxis<AxesOf<Bcast<X, Y>>, Ax, "scan">,
   decay: X,
-  input: Y,
+  input: CheckBroadcast<X, Y, "scan">,
   options: ScanOptions = {},
 ): ScanResult<X, Y> {
   const d = toNode(decay, "scan: decay");
-  const u = toNode(input, "scan: input");
+  const u = toNode(input as TensorLike, "scan: input");
   requireFloat(d, "scan: decay");
   requireFloat(u, "scan: input");
+  requireOneHasAllAxes("scan", [["decay", d], ["input", u]]);
   const { axes, shape } = broadcastShapes(d, u, "scan");
   if (!axes.includes(axis)) {
     throw new Error(
@@ -85,7 +87,11 @@ export function scan<X extends TensorLike, Y extends TensorLike>(
  * One position of `axis`, dropping the axis: `pick(logits, "l", 6)` is the last token's logits
  * when l = 7. Negative indices count from the end.
  */
-export function pick(x: Tensor, axis: string, index: number): Tensor {
+export function pick<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "pick">,
+  index: number,
+): Reduced<AxesOf<X>, Ax> {
   const n = toNode(x, "pick");
   const k = n.axes.indexOf(axis);
   if (k < 0) throw new Error(`pick: the tensor ${showAxes(n.axes)} has no axis "${axis}"`);
@@ -102,7 +108,7 @@ export function pick(x: Tensor, axis: string, index: number): Tensor {
     axes: n.axes.filter((a) => a !== axis),
     shape: n.shape.filter((_, j) => j !== k),
     dtype: n.dtype,
-  }));
+  })) as Reduced<AxesOf<X>, Ax>;
 }
 
 /**

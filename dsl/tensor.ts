@@ -4,7 +4,7 @@
  * @module
  */
 
-import { showAxes } from "./axes.ts";
+import { type Canon, type IsLiteral, parseAxes, showAxes } from "./axes.ts";
 import { makeNode, type Node } from "./ir.ts";
 
 /** True when `T` is `any`. */
@@ -60,6 +60,32 @@ export type AxesOf<X> = X extends Tensor<infer A>
   // deno-lint-ignore no-explicit-any
   ? (IsAny<A> extends true ? any : A)
   : "";
+
+/**
+ * The tensor type for an axis string type: `Tensor<"b l d">` for a literal (canonical
+ * spacing), and an untyped `Tensor` for a plain `string` (axes only known at run time, e.g. an
+ * input spec declared without `as const`), which trace-time checks alone then cover.
+ */
+export type TensorOf<S extends string> = IsLiteral<S> extends false ? Tensor : Tensor<Canon<S>>;
+
+/**
+ * Gives a tensor whose axes TypeScript does not know (from inputs named at run time, such as a
+ * model's per-layer weights) the type `Tensor<"…">`, after checking at trace time that its axes
+ * are exactly `axes`, in that order: `expectAxes(t["layers.0.in_proj"], "e m")`. Use it
+ * instead of a cast (`as Tensor<"e m">`), which nothing would check.
+ */
+export function expectAxes<S extends string>(x: Tensor, axes: S): TensorOf<S> {
+  const n = toNode(x, "expectAxes");
+  const want = parseAxes(axes, "expectAxes: axes");
+  if (want.join(" ") !== n.axes.join(" ")) {
+    const reorder = want.length === n.axes.length && want.every((a) => n.axes.includes(a));
+    throw new Error(
+      `expectAxes: the tensor has axes ${showAxes(n.axes)}, expected ${showAxes(want)}` +
+        (reorder ? ` (use transpose to change the order)` : ""),
+    );
+  }
+  return x as TensorOf<S>;
+}
 
 /** The IR node of a tensor-like value; numbers become constants. */
 export function toNode(x: TensorLike, context: string): Node {

@@ -4,9 +4,9 @@
  * @module
  */
 
-import { type Canon, parseAxes } from "./axes.ts";
+import { parseAxes } from "./axes.ts";
 import { type DType, type Graph, type InputNode, makeNode, type Node } from "./ir.ts";
-import { Tensor } from "./tensor.ts";
+import { Tensor, type TensorOf } from "./tensor.ts";
 
 /** One input: an axis string (f32), or axes with a dtype (`{ axes: "b l", dtype: "i32" }`). */
 export type InputDecl = string | { axes: string; dtype?: DType };
@@ -14,10 +14,15 @@ export type InputDecl = string | { axes: string; dtype?: DType };
 /** Declares a program's inputs by name. */
 export type InputSpec = Record<string, InputDecl>;
 
-/** The symbolic tensors a traced function receives for an input spec. */
+/**
+ * The symbolic tensors a traced function receives for an input spec: typed from literal axis
+ * strings (`{ x: "b l d" }` passed inline, or declared `as const`), untyped where the axes are
+ * only known at run time (a spec held in a variable without `as const` has `string` axes; its
+ * tensors are then checked at trace time only).
+ */
 export type TensorsOf<S extends InputSpec> = {
-  [K in keyof S]: S[K] extends string ? Tensor<Canon<S[K]>>
-    : S[K] extends { axes: infer A extends string } ? Tensor<Canon<A>>
+  [K in keyof S]: S[K] extends string ? TensorOf<S[K]>
+    : S[K] extends { axes: infer A extends string } ? TensorOf<A>
     : Tensor;
 };
 

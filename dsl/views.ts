@@ -6,10 +6,53 @@
  * @module
  */
 
-import { type Canon, parseAxes, showAxes } from "./axes.ts";
-import { requireFloat } from "./elementwise.ts";
+import {
+  type CheckAxis,
+  type CheckNewAxis,
+  type IsLiteral,
+  type IsSubset,
+  type Join,
+  type KnownAxes,
+  type Minus,
+  parseAxes,
+  type Rename,
+  showAxes,
+  type Words,
+} from "./axes.ts";
+import { requireFloat } from "./build.ts";
 import { makeNode, type Node } from "./ir.ts";
-import { type IsAny, Tensor, toNode } from "./tensor.ts";
+import type { CheckPattern, RearrangeAxes } from "./rearrange_types.ts";
+import { type AxesOf, Tensor, type TensorOf, toNode } from "./tensor.ts";
+
+/**
+ * `x` (axes `A`) with axis `X` renamed to `N`: typed when all three are known, else untyped.
+ */
+export type Renamed<A, X extends string, N extends string> = KnownAxes<A> extends false ? Tensor
+  : IsLiteral<X> extends false ? Tensor
+  : IsLiteral<N> extends false ? Tensor
+  : A extends string ? Tensor<Rename<A, X, N>>
+  : Tensor;
+
+/** `O` when it is a reordering of the axes `A`, else an error message. */
+export type CheckPermutation<A, O extends string> = KnownAxes<A> extends false ? O
+  : IsLiteral<O> extends false ? O
+  : A extends string ? (
+      [
+        IsSubset<A, O>,
+        IsSubset<O, A>,
+        Words<A>["length"] extends Words<O>["length"] ? true : false,
+      ] extends [true, true, true] ? O
+        : `transpose: [${O}] is not a reordering of the tensor's axes [${A}]`
+    )
+  : O;
+
+/** The result type of `gather(table /* T *\/, ids /* I *\/, axis)`: I's axes, then T's but `axis`. */
+export type Gathered<T, I, X extends string> = KnownAxes<T> extends false ? Tensor
+  : KnownAxes<I> extends false ? Tensor
+  : IsLiteral<X> extends false ? Tensor
+  : T extends string ? I extends string ? Tensor<Join<[...Words<I>, ...Minus<Words<T>, [X]>]>>
+    : Tensor
+  : Tensor;
 
 function sizeIn(n: Node, axis: string, op: string): number {
   const i = n.axes.indexOf(axis);
@@ -18,10 +61,10 @@ function sizeIn(n: Node, axis: string, op: string): number {
 }
 
 /** The same tensor laid out in another axis order: `transpose(x, "d b l")`. */
-export function transpose<A extends string, O extends string>(
-  x: Tensor<A>,
-  order: O,
-): IsAny<A> extends true ? Tensor : Tensor<Canon<O>> {
+export function transpose<X extends Tensor, O extends string>(
+  x: X,
+  order: CheckPermutation<AxesOf<X>, O>,
+): TensorOf<O> {
   const n = toNode(x, "transpose");
   const axes = parseAxes(order, "transpose: order");
   const same = axes.length === n.axes.length && axes.every((a) => n.axes.includes(a));
@@ -31,8 +74,9 @@ export function transpose<A extends string, O extends string>(
     );
   }
   const shape = axes.map((a) => sizeIn(n, a, "transpose"));
-  // deno-lint-ignore no-explicit-any
-  return new Tensor(makeNode({ kind: "permute", x: n, axes, shape, dtype: n.dtype })) as any;
+  return new Tensor(
+    makeNode({ kind: "permute", x: n, axes, shape, dtype: n.dtype }),
+  ) as TensorOf<O>;
 }
 
 interface PatternSide {
@@ -78,8 +122,15 @@ function parsePatternSide(text: string, pattern: string, output: boolean): Patte
  * einops-style rearrange. The left side names the input axes by position (a plain name renames
  * the axis; `(h p)` splits it); the right side lists output axes, where a merge must be named:
  * `rearrange(x, "b l (h p) -> b l h p", { p: 64 })`, `rearrange(y, "b l h p -> b l d=(h p)")`.
+ * The result type comes from the pattern (`Tensor<"b l h p">`), and TypeScript checks the
+ * pattern against a typed tensor's axes: one entry per axis on the left, the same elementary
+ * axes on both sides, merged output axes named.
  */
-export function rearrange(x: Tensor, pattern: string, sizes: Record<string, number> = {}): Tensor {
+export function rearrange<X extends Tensor, P extends string>(
+  x: X,
+  pattern: CheckPattern<AxesOf<X>, P>,
+  sizes: Record<string, number> = {},
+): TensorOf<RearrangeAxes<P>> {
   const n = toNode(x, "rearrange");
   const sides = pattern.split("->");
   if (sides.length !== 2) throw new Error(`rearrange "${pattern}": needs exactly one "->"`);
@@ -151,59 +202,73 @@ export function rearrange(x: Tensor, pattern: string, sizes: Record<string, numb
     axes: right.names,
     shape,
     dtype: n.dtype,
-  }));
+  })) as TensorOf<RearrangeAxes<P>>;
 }
 
 /**
  * Indices [start, end) of `axis`, as a new axis `newAxis` (a named axis has one size in a
- * program, so a shorter piece needs a new name): `slice(xz, "e", 0, 1536, "d")`.
+ * program, so a shorter piece needs a new name): `slice(xz /* b l e *\/, "e", 0, 1536, "d")` is
+ * `Tensor<"b l d">`.
  */
-export function slice(
-  x: Tensor,
-  axis: string,
+export function slice<X extends Tensor, Ax extends string, N extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "slice">,
   start: number,
   end: number,
-  newAxis: string,
-): Tensor {
+  newAxis: CheckNewAxis<AxesOf<X>, N, Ax, "slice">,
+): Renamed<AxesOf<X>, Ax, N> {
+  const from: string = axis, to: string = newAxis;
   const n = toNode(x, "slice");
-  const size = sizeIn(n, axis, "slice");
+  const size = sizeIn(n, from, "slice");
   if (
     !Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > size || start >= end
   ) {
     throw new Error(
-      `slice: range [${start}, ${end}) is not inside axis "${axis}" of size ${size}`,
+      `slice: range [${start}, ${end}) is not inside axis "${from}" of size ${size}`,
     );
   }
-  parseAxes(newAxis, "slice: new axis");
-  if (newAxis !== axis && n.axes.includes(newAxis)) {
-    throw new Error(`slice: new axis "${newAxis}" already exists in ${showAxes(n.axes)}`);
+  parseAxes(to, "slice: new axis");
+  if (to !== from && n.axes.includes(to)) {
+    throw new Error(`slice: new axis "${to}" already exists in ${showAxes(n.axes)}`);
   }
-  if (newAxis === axis && end - start !== size) {
+  if (to === from && end - start !== size) {
     throw new Error(
-      `slice: a piece of "${axis}" (${end - start} of ${size}) needs a new axis name`,
+      `slice: a piece of "${from}" (${end - start} of ${size}) needs a new axis name`,
     );
   }
-  const axes = n.axes.map((a) => (a === axis ? newAxis : a));
-  const shape = n.shape.map((s, i) => (n.axes[i] === axis ? end - start : s));
+  const axes = n.axes.map((a) => (a === from ? to : a));
+  const shape = n.shape.map((s, i) => (n.axes[i] === from ? end - start : s));
   return new Tensor(
-    makeNode({ kind: "slice", x: n, axis, newAxis, start, axes, shape, dtype: n.dtype }),
-  );
+    makeNode({ kind: "slice", x: n, axis: from, newAxis: to, start, axes, shape, dtype: n.dtype }),
+  ) as Renamed<AxesOf<X>, Ax, N>;
 }
 
 /** Reverses the order along `axis` (for backward scans of bidirectional models). */
-export function flip<A extends string>(x: Tensor<A>, axis: string): Tensor<A> {
+export function flip<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "flip">,
+): X {
   const n = toNode(x, "flip");
   sizeIn(n, axis, "flip");
   return new Tensor(
     makeNode({ kind: "flip", x: n, axis, axes: n.axes, shape: n.shape, dtype: n.dtype }),
-  ) as Tensor<A>;
+  ) as X;
 }
 
 /**
  * Concatenates tensors along one axis each, into `newAxis`: `concat([a, b], ["n", "m"], "k")`.
- * All other axes must match by name and size.
+ * All other axes must match by name and size. The result has the first tensor's axes with its
+ * concatenated axis renamed (`[a /* b n *\/, c /* b m *\/]` gives `Tensor<"b k">`).
  */
-export function concat(parts: Tensor[], axes: string[], newAxis: string): Tensor {
+export function concat<
+  const P extends readonly Tensor[],
+  const Ax extends readonly string[],
+  N extends string,
+>(
+  parts: P,
+  axes: Ax,
+  newAxis: N,
+): Renamed<AxesOf<P[0]>, Ax[0], N> {
   if (parts.length === 0) throw new Error("concat: no tensors given");
   if (axes.length !== parts.length) {
     throw new Error(`concat: ${parts.length} tensors but ${axes.length} axis names`);
@@ -243,20 +308,24 @@ export function concat(parts: Tensor[], axes: string[], newAxis: string): Tensor
   return new Tensor(makeNode({
     kind: "concat",
     parts: nodes,
-    partAxes: axes,
+    partAxes: [...axes],
     newAxis,
     offsets,
     axes: outAxes,
     shape,
     dtype: first.dtype,
-  }));
+  })) as Renamed<AxesOf<P[0]>, Ax[0], N>;
 }
 
 /**
  * Embedding lookup: `gather(table /* v d *\/, ids /* b l, i32 *\/, "v")` is `b l d`.
  * Out-of-range ids are clamped on the GPU; check ids before running when unsure.
  */
-export function gather(table: Tensor, indices: Tensor, axis: string): Tensor {
+export function gather<T extends Tensor, I extends Tensor, Ax extends string>(
+  table: T,
+  indices: I,
+  axis: CheckAxis<AxesOf<T>, Ax, "gather">,
+): Gathered<AxesOf<T>, AxesOf<I>, Ax> {
   const t = toNode(table, "gather");
   const ix = toNode(indices, "gather");
   sizeIn(t, axis, "gather");
@@ -272,7 +341,7 @@ export function gather(table: Tensor, indices: Tensor, axis: string): Tensor {
   const shape = axes.map((a) => (ix.axes.includes(a) ? sizeIn(ix, a, "") : sizeIn(t, a, "")));
   return new Tensor(
     makeNode({ kind: "gather", table: t, indices: ix, axis, axes, shape, dtype: t.dtype }),
-  );
+  ) as Gathered<AxesOf<T>, AxesOf<I>, Ax>;
 }
 
 /**
@@ -280,12 +349,12 @@ export function gather(table: Tensor, indices: Tensor, axis: string): Tensor {
  * (channels…, `tapAxis`) of K taps, out[t] = Σ_j w[j] · x[t − (K − 1) + j], zero-padded on the left.
  * Every axis of `w` except `tapAxis` must be an axis of `x` (the channels).
  */
-export function conv1d<A extends string>(
-  x: Tensor<A>,
-  w: Tensor,
-  axis: string,
-  tapAxis: string,
-): Tensor<A> {
+export function conv1d<X extends Tensor, W extends Tensor, Ax extends string, K extends string>(
+  x: X,
+  w: W,
+  axis: CheckAxis<AxesOf<X>, Ax, "conv1d">,
+  tapAxis: CheckAxis<AxesOf<W>, K, "conv1d">,
+): X {
   const nx = toNode(x, "conv1d");
   const nw = toNode(w, "conv1d");
   requireFloat(nx, "conv1d");
@@ -321,5 +390,5 @@ export function conv1d<A extends string>(
     axes: nx.axes,
     shape: nx.shape,
     dtype: "f32",
-  })) as Tensor<A>;
+  })) as X;
 }

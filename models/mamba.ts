@@ -10,7 +10,7 @@ import { einsum } from "../dsl/einsum.ts";
 import { add } from "../dsl/elementwise.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
 import { pick } from "../dsl/scan.ts";
-import type { Tensor } from "../dsl/tensor.ts";
+import { expectAxes, type Tensor } from "../dsl/tensor.ts";
 import type { InputDecl } from "../dsl/trace.ts";
 import { gather } from "../dsl/views.ts";
 import {
@@ -18,6 +18,7 @@ import {
   mambaMixer,
   type MambaMixerDims,
   type MambaMixerParams,
+  mambaMixerParams,
   mambaMixerSizes,
 } from "./mamba_mixer.ts";
 import {
@@ -146,15 +147,16 @@ export function mambaForward(
     return x;
   };
   const embed = w("backbone.embeddings.weight");
-  let x = gather(embed, w("ids"), "v") as Tensor<"b l m">;
+  let x = expectAxes(gather(embed, w("ids"), "v"), "b l m");
   const out: Record<string, Tensor> = {};
   for (let i = 0; i < cfg.layers; i++) {
     const pre = `backbone.layers.${i}.`;
-    const params = Object.fromEntries(
-      Object.entries(MIXER_HF_NAMES).map(([key, hf]) => [key, w(pre + hf)]),
-    ) as unknown as MambaMixerParams;
+    const params = mambaMixerParams((key) => w(pre + MIXER_HF_NAMES[key]));
     const cache = options.cached
-      ? { conv: w(`cache.${i}.conv`), ssm: w(`cache.${i}.ssm`) }
+      ? {
+        conv: expectAxes(w(`cache.${i}.conv`), "b s d"),
+        ssm: expectAxes(w(`cache.${i}.ssm`), "b d n"),
+      }
       : undefined;
     const normed = rmsnorm(x, "m", w(`${pre}norm.weight`), cfg.eps);
     const mixed = mambaMixer(normed, params, cfg, cache);
@@ -163,10 +165,9 @@ export function mambaForward(
     out[`cache.${i}.ssm`] = mixed.cache.ssm;
   }
   const head = cfg.tied ? embed : w("lm_head.weight");
-  const last = options.lastOnly ? pick(x, "l", -1) : x;
-  const normed = rmsnorm(last, "m", w("backbone.norm_f.weight"), cfg.eps);
+  const normF = w("backbone.norm_f.weight");
   const logits = options.lastOnly
-    ? einsum("b m, v m -> b v", normed, head)
-    : einsum("b l m, v m -> b l v", normed, head);
+    ? einsum("b m, v m -> b v", rmsnorm(pick(x, "l", -1), "m", normF, cfg.eps), head)
+    : einsum("b l m, v m -> b l v", rmsnorm(x, "m", normF, cfg.eps), head);
   return { ...out, logits };
 }

@@ -10,14 +10,14 @@ import { einsum } from "../dsl/einsum.ts";
 import { add } from "../dsl/elementwise.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
 import { pick } from "../dsl/scan.ts";
-import type { Tensor } from "../dsl/tensor.ts";
+import { expectAxes, type Tensor } from "../dsl/tensor.ts";
 import type { InputDecl } from "../dsl/trace.ts";
 import { gather } from "../dsl/views.ts";
 import {
   MAMBA2_MIXER_PARAMS,
   mamba2Mixer,
   type Mamba2MixerDims,
-  type Mamba2MixerParams,
+  mamba2MixerParams,
   mamba2MixerSizes,
 } from "./mamba2_mixer.ts";
 import {
@@ -161,15 +161,16 @@ export function mamba2Forward(
     return x;
   };
   const embed = w("backbone.embeddings.weight");
-  let x = gather(embed, w("ids"), "v") as Tensor<"b l m">;
+  let x = expectAxes(gather(embed, w("ids"), "v"), "b l m");
   const out: Record<string, Tensor> = {};
   for (let i = 0; i < cfg.layers; i++) {
     const pre = `backbone.layers.${i}.`;
-    const params = Object.fromEntries(
-      Object.keys(MAMBA2_MIXER_PARAMS).map((name) => [name, w(`${pre}mixer.${name}`)]),
-    ) as unknown as Mamba2MixerParams;
+    const params = mamba2MixerParams((name) => w(`${pre}mixer.${name}`));
     const cache = options.cached
-      ? { conv: w(`cache.${i}.conv`), ssm: w(`cache.${i}.ssm`) }
+      ? {
+        conv: expectAxes(w(`cache.${i}.conv`), "b s c"),
+        ssm: expectAxes(w(`cache.${i}.ssm`), "b g r p n"),
+      }
       : undefined;
     const mixed = mamba2Mixer(rmsnorm(x, "m", w(`${pre}norm.weight`), cfg.eps), params, cfg, cache);
     x = add(x, mixed.out);
@@ -177,10 +178,9 @@ export function mamba2Forward(
     out[`cache.${i}.ssm`] = mixed.cache.ssm;
   }
   const head = cfg.tied ? embed : w("lm_head.weight");
-  const last = options.lastOnly ? pick(x, "l", -1) : x;
-  const normed = rmsnorm(last, "m", w("backbone.norm_f.weight"), cfg.eps);
+  const normF = w("backbone.norm_f.weight");
   const logits = options.lastOnly
-    ? einsum("b m, v m -> b v", normed, head)
-    : einsum("b l m, v m -> b l v", normed, head);
+    ? einsum("b m, v m -> b v", rmsnorm(pick(x, "l", -1), "m", normF, cfg.eps), head)
+    : einsum("b l m, v m -> b l v", rmsnorm(x, "m", normF, cfg.eps), head);
   return { ...out, logits };
 }

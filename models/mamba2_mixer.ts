@@ -12,7 +12,7 @@ import { einsum } from "../dsl/einsum.ts";
 import { add, exp, mul, neg, silu, softplus } from "../dsl/elementwise.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
-import type { Tensor } from "../dsl/tensor.ts";
+import { expectAxes, type Tensor } from "../dsl/tensor.ts";
 import { rearrange, slice } from "../dsl/views.ts";
 import { causalConv } from "./causal_conv.ts";
 
@@ -69,6 +69,27 @@ export interface Mamba2MixerParams {
   "out_proj.weight": Tensor<"m d">;
 }
 
+/**
+ * Gathers one mixer's parameters from `get` (a lookup by HF name), checking at trace time that
+ * each has the axes {@link MAMBA2_MIXER_PARAMS} gives it.
+ */
+export function mamba2MixerParams(
+  get: (name: keyof Mamba2MixerParams) => Tensor,
+): Mamba2MixerParams {
+  const param = <K extends keyof Mamba2MixerParams>(name: K) =>
+    expectAxes(get(name), MAMBA2_MIXER_PARAMS[name]);
+  return {
+    "in_proj.weight": param("in_proj.weight"),
+    "conv1d.weight": param("conv1d.weight"),
+    "conv1d.bias": param("conv1d.bias"),
+    dt_bias: param("dt_bias"),
+    A_log: param("A_log"),
+    D: param("D"),
+    "norm.weight": param("norm.weight"),
+    "out_proj.weight": param("out_proj.weight"),
+  };
+}
+
 /** Axis sizes a mixer's inputs need, for `compile`. */
 export function mamba2MixerSizes(dims: Mamba2MixerDims): Record<string, number> {
   const d = dims.heads * dims.headDim;
@@ -89,9 +110,9 @@ export function mamba2MixerSizes(dims: Mamba2MixerDims): Record<string, number> 
 /** Recurrent state entering a Mamba-2 mixer. */
 export interface Mamba2MixerCache {
   /** The last k − 1 conv inputs over the xBC channels (b s c), oldest first. */
-  conv: Tensor;
+  conv: Tensor<"b s c">;
   /** The SSM state (b g r p n). */
-  ssm: Tensor;
+  ssm: Tensor<"b g r p n">;
 }
 
 /**
@@ -109,8 +130,8 @@ export function mamba2Mixer(
   const d = h * hp;
   const gn = g * n;
   const zxbcdt = einsum("b l m, e m -> b l e", hs, p["in_proj.weight"]);
-  const z = slice(zxbcdt, "e", 0, d, "d") as Tensor<"b l d">;
-  const xbc0 = slice(zxbcdt, "e", d, 2 * d + 2 * gn, "c") as Tensor<"b l c">;
+  const z = slice(zxbcdt, "e", 0, d, "d");
+  const xbc0 = slice(zxbcdt, "e", d, 2 * d + 2 * gn, "c");
   const dtRaw = slice(zxbcdt, "e", 2 * d + 2 * gn, 2 * d + 2 * gn + h, "h");
   const conv = causalConv(xbc0, p["conv1d.weight"], "c", cache?.conv);
   const xbc = silu(add(conv.conv, p["conv1d.bias"]));
@@ -129,7 +150,7 @@ export function mamba2Mixer(
     { init: cache?.ssm },
   );
   const y = add(einsum("b l g r p n, b l g n -> b l g r p", hState, C), mul(perHead(p.D), x));
-  const yd = rearrange(y, "b l g r p -> b l d=(g r p)") as Tensor<"b l d">;
+  const yd = rearrange(y, "b l g r p -> b l d=(g r p)");
   const normed = rmsnorm(mul(yd, silu(z)), "d", p["norm.weight"], dims.eps ?? 1e-5);
   const state = finalState(hState);
   return {

@@ -9,7 +9,7 @@
 
 import { einsum } from "../dsl/einsum.ts";
 import { add, exp, neg, silu } from "../dsl/elementwise.ts";
-import type { Tensor } from "../dsl/tensor.ts";
+import { expectAxes, type Tensor } from "../dsl/tensor.ts";
 import { slice } from "../dsl/views.ts";
 import { causalConv } from "./causal_conv.ts";
 import { selectiveScan } from "./selective_scan.ts";
@@ -63,6 +63,26 @@ export interface MambaMixerParams {
   out_proj: Tensor<"m d">;
 }
 
+/**
+ * Gathers one mixer's parameters from `get` (a lookup by parameter name), checking at trace
+ * time that each has the axes {@link MAMBA_MIXER_PARAMS} gives it.
+ */
+export function mambaMixerParams(get: (name: keyof MambaMixerParams) => Tensor): MambaMixerParams {
+  const param = <K extends keyof MambaMixerParams>(name: K) =>
+    expectAxes(get(name), MAMBA_MIXER_PARAMS[name]);
+  return {
+    in_proj: param("in_proj"),
+    conv_w: param("conv_w"),
+    conv_b: param("conv_b"),
+    x_proj: param("x_proj"),
+    dt_proj_w: param("dt_proj_w"),
+    dt_proj_b: param("dt_proj_b"),
+    A_log: param("A_log"),
+    D: param("D"),
+    out_proj: param("out_proj"),
+  };
+}
+
 /** Axis sizes a mixer's inputs need, for `compile` (s: the k − 1 cached conv inputs). */
 export function mambaMixerSizes(dims: MambaMixerDims): Record<string, number> {
   return {
@@ -97,14 +117,14 @@ export function mambaMixer(
 ): { out: Tensor<"b l m">; cache: { conv: Tensor; ssm: Tensor } } {
   const { inner: d, state: n, dtRank: q } = dims;
   const xz = einsum("b l m, e m -> b l e", hs, p.in_proj);
-  const x0 = slice(xz, "e", 0, d, "d") as Tensor<"b l d">;
-  const z = slice(xz, "e", d, 2 * d, "d") as Tensor<"b l d">;
+  const x0 = slice(xz, "e", 0, d, "d");
+  const z = slice(xz, "e", d, 2 * d, "d");
   const conv = causalConv(x0, p.conv_w, "d", cache?.conv);
   const x = silu(add(conv.conv, p.conv_b));
   const params = einsum("b l d, r d -> b l r", x, p.x_proj);
-  const dtLow = slice(params, "r", 0, q, "q") as Tensor<"b l q">;
-  const B = slice(params, "r", q, q + n, "n") as Tensor<"b l n">;
-  const C = slice(params, "r", q + n, q + 2 * n, "n") as Tensor<"b l n">;
+  const dtLow = slice(params, "r", 0, q, "q");
+  const B = slice(params, "r", q, q + n, "n");
+  const C = slice(params, "r", q + n, q + 2 * n, "n");
   const dt = einsum("b l q, d q -> b l d", dtLow, p.dt_proj_w);
   const A = neg(exp(p.A_log));
   const { y, state } = selectiveScan(

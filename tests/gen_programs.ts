@@ -1,6 +1,8 @@
 // fast-check generators of random DSL programs: einsums over random axes and sizes, and
 // elementwise chains with views. Every op is kept in a numerically safe domain so that f32 vs
-// float64 differences stay rounding-sized.
+// float64 differences stay rounding-sized. Only legal programs are generated: where two
+// operands each have an axis the other lacks, the chain broadcasts one explicitly first
+// (elementwise ops refuse the implicit outer product; dsl_errors_test checks that they do).
 import fc from "fast-check";
 import { einsum } from "../dsl/einsum.ts";
 import * as ew from "../dsl/elementwise.ts";
@@ -53,11 +55,7 @@ export const einsumProgram: fc.Arbitrary<GeneratedProgram> = fc
       description: `einsum("${spec}") sizes ${JSON.stringify(sizes)}`,
       inputs,
       sizes,
-      fn: (t: Record<string, Tensor>) =>
-        (einsum as unknown as (s: string, ...x: Tensor[]) => Tensor)(
-          spec,
-          ...operands.map((_, i) => t[`t${i}`]),
-        ),
+      fn: (t: Record<string, Tensor>) => einsum(spec, ...operands.map((_, i) => t[`t${i}`])),
     };
   });
 
@@ -102,6 +100,18 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ kind: fc.constant("where" as const), other: fc.nat(2) }),
 );
 
+/**
+ * `t` broadcast to its axes followed by those of `other` it lacks, when each has an axis the
+ * other lacks (an outer broadcast, which must be explicit); else `t` itself.
+ */
+function coverAxes(t: Tensor, other: Tensor, sizes: Sizes, log: string[]): Tensor {
+  const missing = other.axes.filter((a) => !t.axes.includes(a));
+  if (missing.length === 0 || t.axes.every((a) => other.axes.includes(a))) return t;
+  log.push(`broadcast +${missing.join(" ")}`);
+  const newSizes = Object.fromEntries(missing.map((a) => [a, sizes[a]]));
+  return ew.broadcast(t, [...t.axes, ...missing].join(" "), newSizes);
+}
+
 /** Random elementwise chains over three inputs with broadcasting, views and selects. */
 export const elementwiseProgram: fc.Arbitrary<GeneratedProgram> = fc
   .record({
@@ -124,12 +134,17 @@ export const elementwiseProgram: fc.Arbitrary<GeneratedProgram> = fc
           log.push(UNARY[s.op][0]);
           cur = UNARY[s.op][1](cur);
         } else if (s.kind === "binary") {
+          const other = leaves[s.other];
+          cur = coverAxes(cur, other, sizes, log);
           log.push(`${BINARY[s.op][0]} ${names[s.other]}`);
-          cur = BINARY[s.op][1](cur, leaves[s.other]);
+          cur = BINARY[s.op][1](cur, other);
         } else if (s.kind === "where") {
           // Compare raw inputs only: f32 and float64 agree exactly on them.
+          const other = leaves[s.other];
+          const cond = ew.gt(coverAxes(leaves[0], other, sizes, log), other);
+          cur = coverAxes(cur, cond, sizes, log);
           log.push(`where(x > ${names[s.other]})`);
-          cur = ew.where(ew.gt(leaves[0], leaves[s.other]), cur, ew.neg(cur));
+          cur = ew.where(cond, cur, ew.neg(cur));
         } else {
           const axis = cur.axes[s.axis % Math.max(cur.axes.length, 1)];
           if (!axis) return;
