@@ -75,7 +75,7 @@ export {
   tril,
   triu,
 } from "./dsl/index_ops.ts";
-export { pad, rename, type Renamed, type ReplaceWord, shift } from "./dsl/axis_ops.ts";
+export { pad, rename, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
 export {

@@ -6,22 +6,11 @@
  * @module
  */
 
-import { type Join, parseAxes, showAxes, type Words } from "./axes.ts";
-import { requireFloat } from "./elementwise.ts";
+import { parseAxes, showAxes } from "./axes.ts";
+import type { Renamed } from "./views.ts";
+import { requireFloat } from "./build.ts";
 import { makeNode, type Node } from "./ir.ts";
-import { type IsAny, Tensor, toNode } from "./tensor.ts";
-
-/** Tuple `W` with the name `F` replaced by `T` (the type-level rename). */
-export type ReplaceWord<W extends readonly string[], F extends string, T extends string> = W extends
-  [infer H extends string, ...infer R extends string[]]
-  ? [H extends F ? T : H, ...ReplaceWord<R, F, T>]
-  : [];
-
-/** The type of a tensor with axes `A` after renaming axis `F` to `T`. */
-export type Renamed<A extends string, F extends string, T extends string> = IsAny<A> extends true
-  ? Tensor
-  : string extends A | F | T ? Tensor
-  : Tensor<Join<ReplaceWord<Words<A>, F, T>>>;
+import { Tensor, toNode } from "./tensor.ts";
 
 function sizeIn(n: Node, axis: string, op: string): number {
   const i = n.axes.indexOf(axis);

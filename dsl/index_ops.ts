@@ -8,7 +8,7 @@
  */
 
 import { type Canon, parseAxes, showAxes } from "./axes.ts";
-import { requireFloat } from "./elementwise.ts";
+import { requireFloat } from "./build.ts";
 import { type BinaryOp, makeNode, type Node } from "./ir.ts";
 import { Tensor, toNode } from "./tensor.ts";
 

@@ -8,15 +8,14 @@
  * @module
  */
 
+import { requireFloat } from "./build.ts";
 import {
   add,
   type Bcast,
   type BinaryFn,
-  binaryNode,
-  maximum,
-  minimum,
+  type CheckBroadcast,
+  checkedBinary,
   mul,
-  requireFloat,
   tanh,
   type UnaryFn,
 } from "./elementwise.ts";
@@ -78,10 +77,10 @@ export const erf: UnaryFn = unaryOp("erf");
  * of a, always in [0, b) (or (b, 0] for b < 0), so a value within that error of a multiple of
  * b may come out as b − ε where float64 gives ≈ 0. b = 0 gives NaN; b must be finite.
  */
-export const mod: BinaryFn = <X extends TensorLike, Y extends TensorLike>(
+export const mod: BinaryFn<"mod"> = <X extends TensorLike, Y extends TensorLike>(
   a: X,
-  b: Y,
-): Bcast<X, Y> => new Tensor(binaryNode("mod", a, b)) as Bcast<X, Y>;
+  b: CheckBroadcast<X, Y, "mod">,
+): Bcast<X, Y> => checkedBinary("mod", "mod", a, b as TensorLike) as Bcast<X, Y>;
 
 /**
  * Limits x to [lo, hi] (each bound a number or a tensor, broadcast by axis name), like
@@ -99,7 +98,8 @@ export function clamp<X extends TensorLike, L extends TensorLike, H extends Tens
   if (typeof lo === "number" && typeof hi === "number" && lo > hi) {
     throw new Error(`clamp: lo (${lo}) is above hi (${hi})`);
   }
-  return minimum(maximum(x, lo), hi) as Bcast<Bcast<X, L>, H>;
+  const low = checkedBinary("max", "clamp", x, lo);
+  return checkedBinary("min", "clamp", low, hi) as Bcast<Bcast<X, L>, H>;
 }
 
 /** Options of {@link gelu}. */
@@ -123,9 +123,10 @@ export function gelu<X extends Tensor>(x: X, options: GeluOptions = {}): X {
     throw new Error(`gelu: approximate must be "none" or "tanh", got ${String(approximate)}`);
   }
   requireFloat(toNode(x, "gelu"), "gelu");
-  const half = mul(x, 0.5);
-  if (approximate === "none") return mul(half, add(erf(mul(x, Math.SQRT1_2)), 1)) as Tensor as X;
-  const cube = mul(mul(x, x), x);
-  const inner = mul(add(x, mul(cube, 0.044715)), Math.sqrt(2 / Math.PI));
+  const t: Tensor = x; // untyped inside: every op below keeps x's axes
+  const half = mul(t, 0.5);
+  if (approximate === "none") return mul(half, add(erf(mul(t, Math.SQRT1_2)), 1)) as Tensor as X;
+  const cube = mul(mul(t, t), t);
+  const inner = mul(add(t, mul(cube, 0.044715)), Math.sqrt(2 / Math.PI));
   return mul(half, add(tanh(inner), 1)) as Tensor as X;
 }

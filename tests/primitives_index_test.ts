@@ -250,7 +250,11 @@ for (
       ({ x, dt, A, B, C }) => {
         const positions = cos(mul(arange("l", L), 0.3));
         const u = mul(mul(shift(x, "l", 1), positions), dt);
-        const h = scan("l", exp(mul(dt, A)), mul(u, B));
+        const h = scan(
+          "l",
+          exp(einsum("b l d, d n -> b l d n", dt, A)),
+          einsum("b l d, b l n -> b l d n", u, B),
+        );
         return einsum("b l d n, b l n -> b l d", h, C);
       },
       { b: 2, l: L, d: 5, n: 4 },
