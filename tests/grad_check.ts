@@ -25,9 +25,9 @@ export function weighted(out: Tensor, w: Tensor): Tensor {
   );
 }
 
-/** The traced program returning the loss and the gradients of `wrt` (as `d_<name>`). */
-export function gradProgram(inputs: InputSpec, loss: Loss, wrt: readonly string[], sizes: Sizes) {
-  return trace(inputs, (t: Record<string, Tensor>) => {
+/** A traced function returning the loss and the gradients of `wrt` (as `d_<name>`). */
+export function gradFn(loss: Loss, wrt: readonly string[]) {
+  return (t: Record<string, Tensor>): Record<string, Tensor> => {
     const params = Object.fromEntries(wrt.map((k) => [k, t[k]]));
     const [value, grads] = valueAndGrad((p: Record<string, Tensor>) => loss({ ...t, ...p }))(
       params,
@@ -35,7 +35,12 @@ export function gradProgram(inputs: InputSpec, loss: Loss, wrt: readonly string[
     const out: Record<string, Tensor> = { value };
     for (const k of wrt) out[`d_${k}`] = grads[k];
     return out;
-  }, sizes);
+  };
+}
+
+/** The traced program of {@link gradFn}. */
+export function gradProgram(inputs: InputSpec, loss: Loss, wrt: readonly string[], sizes: Sizes) {
+  return trace(inputs, gradFn(loss, wrt), sizes);
 }
 
 /** Options of {@link checkGradients}. */
