@@ -99,6 +99,20 @@ export function sumTo(x: Node, keep: readonly string[]): Node {
 }
 
 /**
+ * The cotangent an operand of an elementwise node gets from `x`, an expression over the node's
+ * axes that is constant along the axes it lacks (a lazily broadcast cotangent): Σ over the
+ * node's axes the operand lacks. Those that x has are reduced; those that it lacks are sums of
+ * equal terms, a multiplication by their sizes.
+ */
+export function sumForOperand(x: Node, node: Node, operand: Node): Node {
+  let factor = 1;
+  node.axes.forEach((a, i) => {
+    if (!operand.axes.includes(a) && !x.axes.includes(a)) factor *= node.shape[i];
+  });
+  return scale(sumTo(x, operand.axes), factor);
+}
+
+/**
  * Σ of x·y over every axis not in `keep`: the result has the axes of `keep` that x or y has.
  * Lowered by `einsum` (a contraction when both operands have a summed axis).
  */
@@ -108,6 +122,20 @@ export function productTo(x: Node, y: Node, keep: readonly string[]): Node {
   const spec = `${x.axes.join(" ")}, ${y.axes.join(" ")} -> ${out.join(" ")}`;
   const einsumAny = einsum as unknown as (spec: string, ...operands: Tensor[]) => Tensor;
   return einsumAny(spec, new Tensor(x), new Tensor(y)).node;
+}
+
+/**
+ * Σ of x·y over the axes of the elementwise `node` that `operand` lacks, x·y being constant
+ * along the node's axes that neither has (see {@link sumForOperand}).
+ */
+export function productForOperand(x: Node, y: Node, node: Node, operand: Node): Node {
+  let factor = 1;
+  node.axes.forEach((a, i) => {
+    if (!operand.axes.includes(a) && !x.axes.includes(a) && !y.axes.includes(a)) {
+      factor *= node.shape[i];
+    }
+  });
+  return scale(productTo(x, y, operand.axes), factor);
 }
 
 /** `x` with the axes of `target` it lacks added (its values repeated along them). */

@@ -6,7 +6,8 @@
  *
  * A cotangent may lack axes of its node: it is then the same at every position of those axes
  * (the cotangent of `sum(x, "l")` reaches x without an `l`). Rules that need every axis add them
- * with `materializeAs`.
+ * with `materializeAs`; rules that sum over an axis the cotangent lacks multiply by its size
+ * (`sumForOperand`).
  *
  * Ties: `max`/`min` (elementwise and reductions) split the cotangent evenly among the tied
  * operands or positions; `relu` and `abs` have derivative 0 at 0; comparisons have none.
@@ -14,7 +15,17 @@
  * @module
  */
 
-import { binary, constant, productTo, scale, select, sumTo, unary } from "./grad_builders.ts";
+import {
+  binary,
+  constant,
+  productForOperand,
+  productTo,
+  scale,
+  select,
+  sumForOperand,
+  sumTo,
+  unary,
+} from "./grad_builders.ts";
 import type { BinaryNode, Node, ReduceNode, UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
 import { viewRule } from "./vjp_views.ts";
@@ -42,8 +53,9 @@ export function transposeRule(
     case "where": {
       const out: Contribution[] = [];
       const zero = constant(0);
-      if (wanted(node.a)) out.push([node.a, sumTo(select(node.cond, ct, zero), node.a.axes)]);
-      if (wanted(node.b)) out.push([node.b, sumTo(select(node.cond, zero, ct), node.b.axes)]);
+      const routed = (x: Node, part: Node) => sumForOperand(x, node, part);
+      if (wanted(node.a)) out.push([node.a, routed(select(node.cond, ct, zero), node.a)]);
+      if (wanted(node.b)) out.push([node.b, routed(select(node.cond, zero, ct), node.b)]);
       return out;
     }
     case "contract": {
@@ -167,9 +179,10 @@ function binaryRule(node: BinaryNode, ct: Node, wanted: (n: Node) => boolean): C
   const out: Contribution[] = [];
   const apply = (operand: Node, d: Partial) => {
     if (d === undefined) return;
-    if (d === 1) out.push([operand, sumTo(ct, operand.axes)]);
-    else if (d === -1) out.push([operand, unary("neg", sumTo(ct, operand.axes))]);
-    else out.push([operand, productTo(ct, d, operand.axes)]);
+    const summed = (x: Node) => sumForOperand(x, node, operand);
+    if (d === 1) out.push([operand, summed(ct)]);
+    else if (d === -1) out.push([operand, unary("neg", summed(ct))]);
+    else out.push([operand, productForOperand(ct, d, node, operand)]);
   };
   if (wantA) apply(node.a, da);
   if (wantB) apply(node.b, db);
