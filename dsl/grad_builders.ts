@@ -2,8 +2,9 @@
  * IR-level node builders for the backward graphs of {@link ./autodiff.ts}. They skip the public
  * ops' user-facing checks (the rules only build well-formed nodes) and allow what the rules need:
  * cotangents that lack some axes of their primal (constant along them), fresh axis names for
- * padding, an index ramp along one axis. Products whose operands' axes do not nest go through
- * `einsum`, so the front end decides how an outer product is lowered.
+ * padding, an index ramp along one axis. Every elementwise node built here has operands whose
+ * axes nest; products of operands whose axes do not nest go through `einsum`, so the front end
+ * decides how an outer product is lowered.
  *
  * @module
  */
@@ -67,14 +68,49 @@ function broadcastOf(nodes: readonly Node[]): { axes: string[]; shape: number[] 
   return { axes, shape };
 }
 
-/** `op(a, b)` elementwise, broadcasting by axis name. */
-export function binary(op: BinaryOp, a: Node, b: Node): Node {
-  return makeNode({ kind: "binary", op, a, b, ...broadcastOf([a, b]), dtype: "f32" });
+/** Whether one of two axis lists contains the other. */
+function nests(a: readonly string[], b: readonly string[]): boolean {
+  return a.every((x) => b.includes(x)) || b.every((x) => a.includes(x));
 }
 
-/** `cond != 0 ? a : b` elementwise. */
+/**
+ * The operands of an elementwise node, each pair's axes nested (one's inside the other's): an
+ * operand that brings an axis another lacks while lacking one of the other's is multiplied by
+ * ones over all the operands' axes first. Backward graphs thus never rely on outer broadcasting
+ * in elementwise nodes; outer products go through `einsum` ({@link productTo}).
+ */
+function nested(operands: readonly Node[]): Node[] {
+  const out = [...operands];
+  const all = broadcastOf(operands);
+  const union = all.axes.map((axis, i) => ({ axis, size: all.shape[i] }));
+  for (let i = 0; i < out.length; i++) {
+    for (let j = 0; j < out.length; j++) {
+      if (i === j || nests(out[i].axes, out[j].axes)) continue;
+      const k = out[i].axes.length <= out[j].axes.length ? i : j;
+      out[k] = makeNode({
+        kind: "binary",
+        op: "mul",
+        a: out[k],
+        b: constant(1, union),
+        axes: all.axes,
+        shape: all.shape,
+        dtype: "f32",
+      });
+    }
+  }
+  return out;
+}
+
+/** `op(a, b)` elementwise, broadcasting by axis name (nested: see {@link nested}). */
+export function binary(op: BinaryOp, a: Node, b: Node): Node {
+  const [x, y] = nested([a, b]);
+  return makeNode({ kind: "binary", op, a: x, b: y, ...broadcastOf([x, y]), dtype: "f32" });
+}
+
+/** `cond != 0 ? a : b` elementwise (nested: see {@link nested}). */
 export function select(cond: Node, a: Node, b: Node): Node {
-  return makeNode({ kind: "where", cond, a, b, ...broadcastOf([cond, a, b]), dtype: "f32" });
+  const [c, x, y] = nested([cond, a, b]);
+  return makeNode({ kind: "where", cond: c, a: x, b: y, ...broadcastOf([c, x, y]), dtype: "f32" });
 }
 
 /** `a · s` for a number `s` (no node when s = 1). */

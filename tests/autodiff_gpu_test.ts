@@ -191,12 +191,18 @@ Deno.test("autodiff on the GPU: embedding, conv1d, reverse scan with init", asyn
 });
 
 Deno.test("autodiff on the GPU: views and a max reduction", async () => {
-  const inputs = { x: "b l d", y: "b m d", wy: "d b" };
+  // "unused" does not reach the loss: its gradient is a constant zero output.
+  const inputs = { x: "b l d", y: "b m d", wy: "d b", unused: "d" };
   const loss: Loss = (t) => {
     const joined = concat([flip(t.x, "l"), t.y], ["l", "m"], "c");
     const window = slice(transpose(joined, "d c b"), "c", 2, 8, "s");
     const peak: Tensor = max(ew.tanh(window), "s");
     return ew.add(einsum("d b, d b -> ", peak, t.wy), sum(pick(t.x, "l", 2), "b d"));
   };
-  await gpuMatchesInterpreter("views", inputs, loss, ["x", "y"], { b: 3, l: 5, m: 4, d: 7 });
+  await gpuMatchesInterpreter("views", inputs, loss, ["x", "y", "unused"], {
+    b: 3,
+    l: 5,
+    m: 4,
+    d: 7,
+  });
 });

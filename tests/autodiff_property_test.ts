@@ -14,7 +14,8 @@ import { trace } from "../dsl/trace.ts";
 import { flip, slice } from "../dsl/views.ts";
 import { compile } from "../runtime/compile.ts";
 import { einsumProgram, elementwiseProgram, type GeneratedProgram } from "./gen_programs.ts";
-import { checkGradients, gradFn, randomData, weighted } from "./grad_check.ts";
+import { checkGradients, gradFn, gradProgram, randomData, weighted } from "./grad_check.ts";
+import { collectNodes, type Graph, type Node } from "../dsl/ir.ts";
 import { randomInputs, relativeError, rng } from "./util.ts";
 
 const RUNS = Number(Deno.env.get("SSMKIT_PROPERTY_RUNS") ?? 25);
@@ -44,6 +45,27 @@ function small(p: GeneratedProgram): GeneratedProgram {
   };
 }
 
+/**
+ * Throws unless every elementwise node the backward pass built (created after the loss) has
+ * operands whose axes nest, outer products being einsum's (a `mul` from its lowering).
+ */
+function assertNestedBackward(graph: Graph): void {
+  const loss = graph.outputs["value"];
+  const within = (a: Node, b: Node) => a.axes.every((x) => b.axes.includes(x));
+  for (const n of collectNodes(Object.values(graph.outputs))) {
+    if (n.id <= loss.id || (n.kind !== "binary" && n.kind !== "where")) continue;
+    if (n.kind === "binary" && n.op === "mul") continue;
+    const operands = n.kind === "binary" ? [n.a, n.b] : [n.cond, n.a, n.b];
+    for (const x of operands) {
+      for (const y of operands) {
+        if (!within(x, y) && !within(y, x)) {
+          throw new Error(`backward node ${n.kind} ${n.id} has operands that do not nest`);
+        }
+      }
+    }
+  }
+}
+
 /** Checks d/d(every input) of Σ p(t)·w (w random) against central differences. */
 function gradientsMatch(p: GeneratedProgram, seed: number): boolean {
   const out = trace(p.inputs, p.fn, p.sizes).outputs["out"];
@@ -51,6 +73,7 @@ function gradientsMatch(p: GeneratedProgram, seed: number): boolean {
   const loss = (t: Record<string, Tensor>) => weighted(p.fn(t), t.lossWeights);
   const data = randomData(inputs, p.sizes, rng(seed));
   try {
+    assertNestedBackward(gradProgram(inputs, loss, Object.keys(p.inputs), p.sizes));
     checkGradients(inputs, loss, Object.keys(p.inputs), p.sizes, data, {
       step: 1e-6,
       skipKinks: true,
