@@ -453,3 +453,26 @@ Deno.test("autodiff: second derivatives by differentiating a gradient", () => {
   const got = interpret(graph, { x })["out"];
   x.forEach((v, i) => assert.ok(Math.abs(got[i] - 6 * v) < 1e-12, `${got[i]} vs ${6 * v}`));
 });
+
+/** Never called: type-checked by `deno test` (each @ts-expect-error must be a real error). */
+export function autodiffTypeChecks(W: Tensor<"d e">, b: Tensor<"e">, x: Tensor<"n d">): unknown[] {
+  const model = (p: { W: Tensor<"d e">; b: Tensor<"e"> }) =>
+    sum(ew.add(einsum("n d, d e -> n e", x, p.W), p.b), "n e");
+  const [loss, g] = valueAndGrad(model)({ W, b });
+  const scalar: Tensor<""> = loss;
+  const dW: Tensor<"d e"> = g.W;
+  const db: Tensor<"e"> = grad(model)({ W, b }).b;
+  // @ts-expect-error the gradient of W has W's axes, not [e d]
+  const bad: Tensor<"e d"> = g.W;
+  // @ts-expect-error the parameters must be f's record
+  valueAndGrad(model)({ V: W, b });
+  const [out, pullback] = vjp(
+    (p: { W: Tensor<"d e"> }) => ({ y: einsum("n d, d e -> n e", x, p.W) }),
+    {
+      W,
+    },
+  );
+  const y: Tensor<"n e"> = out.y;
+  const dW2: Tensor<"d e"> = pullback({ y }).W;
+  return [scalar, dW, db, bad, y, dW2];
+}
