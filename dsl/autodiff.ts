@@ -44,7 +44,7 @@ export function valueAndGrad<P extends Params>(
   f: (params: P) => Tensor,
 ): (params: P) => [Scalar, P] {
   return (params: P) => {
-    const [value, pullback] = vjp(f, params, "valueAndGrad");
+    const [value, pullback] = vjpFor("valueAndGrad", f, params);
     if (value.axes.length !== 0) {
       throw new Error(
         `valueAndGrad: the function must return a scalar (a tensor with no axes), got ` +
@@ -70,7 +70,15 @@ export function grad<P extends Params>(f: (params: P) => Tensor): (params: P) =>
 export function vjp<P extends Params, R extends Outputs>(
   f: (params: P) => R,
   primals: P,
-  context = "vjp",
+): [R, (cotangents: R) => P] {
+  return vjpFor("vjp", f, primals);
+}
+
+/** {@link vjp}, with errors naming `context` (the API function the user called). */
+function vjpFor<P extends Params, R extends Outputs>(
+  context: string,
+  f: (params: P) => R,
+  primals: P,
 ): [R, (cotangents: R) => P] {
   const params = wrapParams(primals, context);
   const result = f(params.tensors as P);
