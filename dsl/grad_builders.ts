@@ -269,11 +269,14 @@ export function concatAlong(pieces: readonly Piece[], newAxis: string): Node {
   });
 }
 
-/** Zeros shaped like `like`, with `axis` replaced by a fresh axis of `size`. */
-function zerosAlong(like: Node, axis: string, size: number): Piece {
+/** A constant shaped like `like`, with `axis` replaced by a fresh axis of `size`. */
+function constAlong(like: Node, axis: string, size: number, value = 0): Piece {
   const fresh = freshAxis(axis);
   return {
-    node: constant(0, sizedAxes(like).map((a) => (a.axis === axis ? { axis: fresh, size } : a))),
+    node: constant(
+      value,
+      sizedAxes(like).map((a) => (a.axis === axis ? { axis: fresh, size } : a)),
+    ),
     axis: fresh,
   };
 }
@@ -290,9 +293,9 @@ export function padAlong(
   newAxis: string,
 ): Node {
   const pieces: Piece[] = [];
-  if (before > 0) pieces.push(zerosAlong(x, axis, before));
+  if (before > 0) pieces.push(constAlong(x, axis, before));
   pieces.push({ node: x, axis });
-  if (after > 0) pieces.push(zerosAlong(x, axis, after));
+  if (after > 0) pieces.push(constAlong(x, axis, after));
   return concatAlong(pieces, newAxis);
 }
 
@@ -302,26 +305,27 @@ export function withUnitAxis(x: Node, axis: string): Node {
 }
 
 /**
- * `x` moved along `axis` by `shift` positions (positive: later), zeros shifted in:
- * out[t] = x[t − shift], 0 where t − shift is outside the axis; `fill` replaces the zeros by the
- * values of a node with `axis` of size |shift| (its other axes must be x's).
+ * `x` moved along `axis` by `shift` positions (positive: later): out[t] = x[t − shift], and
+ * where t − shift is outside the axis, `fill`: a number, or a node with `axis` of size |shift|
+ * and x's other axes (default 0).
  */
-export function shiftAlong(x: Node, axis: string, shift: number, fill?: Node): Node {
+export function shiftAlong(x: Node, axis: string, shift: number, fill: Node | number = 0): Node {
   const size = sizeOf(x, axis);
   if (shift === 0) return x;
   const n = Math.abs(shift);
-  if (fill && (sizeOf(fill, axis) !== n || n > size)) {
+  if (typeof fill !== "number" && (sizeOf(fill, axis) !== n || n > size)) {
     throw new Error("internal: shiftAlong's fill must have the shift's size along the axis");
   }
-  if (n >= size && !fill) return constant(0, sizedAxes(x));
-  if (n >= size) return fill!;
-  const filler = (): Piece => fill ? { node: fill, axis } : zerosAlong(x, axis, n);
+  if (n >= size) return typeof fill === "number" ? constant(fill, sizedAxes(x)) : fill;
+  const filler: Piece = typeof fill === "number"
+    ? constAlong(x, axis, n, fill)
+    : { node: fill, axis };
   const kept = freshAxis(axis);
   const body: Piece = {
     node: sliceAlong(x, axis, shift > 0 ? 0 : n, size - n, kept),
     axis: kept,
   };
-  return concatAlong(shift > 0 ? [filler(), body] : [body, filler()], axis);
+  return concatAlong(shift > 0 ? [filler, body] : [body, filler], axis);
 }
 
 /**

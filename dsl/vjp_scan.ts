@@ -5,7 +5,7 @@
  *   g[t] = a[t+1]·g[t+1] + c[t],   g[L] = 0,
  *
  * a scan in the opposite direction whose decay is a shifted one step (the value shifted in is
- * never used: it multiplies the zero state). Then ∂L/∂u[t] = g[t], ∂L/∂a[t] = g[t]·h[t−1] and
+ * never used: it multiplies the zero state; it is 1, so that log(decay) stays finite). Then ∂L/∂u[t] = g[t], ∂L/∂a[t] = g[t]·h[t−1] and
  * ∂L/∂init = a[0]·g[0]. A reverse scan (h[t] = a[t]·h[t+1] + u[t], h[L] = init) mirrors every
  * index: g runs forward with decay a[t−1], ∂a[t] = g[t]·h[t+1], ∂init = a[L−1]·g[L−1].
  * `finalState` is a `pick` of the scan, whose rule pads its cotangent into c.
@@ -41,7 +41,10 @@ export function scanRule(
   const towardStart = reverse ? -1 : 1;
   const first = reverse ? len - 1 : 0;
   // The adjoint's decay at t is the forward decay at the next step (t+1 forward, t−1 reverse).
-  const adjointDecay = decay.axes.includes(axis) ? shiftAlong(decay, axis, -towardStart) : decay;
+  // The value shifted in multiplies the zero state, so any value is right; 1 rather than 0
+  // keeps a positive decay positive, which the chunked (SSD) lowering needs: it works with
+  // log(decay).
+  const adjointDecay = decay.axes.includes(axis) ? shiftAlong(decay, axis, -towardStart, 1) : decay;
   const adjoint = makeNode({
     kind: "scan",
     axis,
