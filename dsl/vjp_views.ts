@@ -11,6 +11,7 @@
 import {
   binary,
   concatAlong,
+  expandTo,
   flipAlong,
   freshAxis,
   iota,
@@ -23,7 +24,6 @@ import {
   sliceAlong,
   withUnitAxis,
 } from "./grad_builders.ts";
-import { expandTo } from "./grad_builders.ts";
 import { type Conv1dNode, type GatherNode, makeNode, type Node } from "./ir.ts";
 import type { Contribution } from "./vjp_rules.ts";
 
