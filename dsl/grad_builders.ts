@@ -328,21 +328,7 @@ export function shiftAlong(x: Node, axis: string, shift: number, fill: Node | nu
   return concatAlong(shift > 0 ? [filler, body] : [body, filler], axis);
 }
 
-/**
- * 0, 1, …, size − 1 along `axis`, as f32: a scan of ones minus one (exact below 2²⁴). The IR has
- * no index node, and a scan is the cheapest way to count that it can express.
- */
+/** 0, 1, …, size − 1 along `axis` (f32): an arange node, computed from the index in kernels. */
 export function iota(axis: string, size: number): Node {
-  const ones = constant(1, [{ axis, size }]);
-  const counts = makeNode({
-    kind: "scan",
-    axis,
-    decay: ones,
-    input: ones,
-    reverse: false,
-    axes: [axis],
-    shape: [size],
-    dtype: "f32",
-  });
-  return binary("sub", counts, constant(1));
+  return makeNode({ kind: "arange", axis, axes: [axis], shape: [size], dtype: "f32" });
 }

@@ -45,6 +45,8 @@ export function transposeRule(
   switch (node.kind) {
     case "input":
     case "const":
+    case "arange":
+    case "literal":
       return [];
     case "unary":
       return wanted(node.x) ? [[node.x, binary("mul", ct, unaryDerivative(node))]] : [];
@@ -114,6 +116,21 @@ function unaryDerivative(node: UnaryNode): Node {
       return binary("sub", constant(1), binary("mul", out, out));
     case "relu":
       return binary("gt", x, constant(0));
+    case "sin":
+      return unary("cos", x);
+    case "cos":
+      return unary("neg", unary("sin", x));
+    case "tan":
+      return binary("add", constant(1), binary("mul", out, out));
+    case "erf":
+      // 2/√π · e^(−x²).
+      return scale(unary("exp", unary("neg", binary("mul", x, x))), 2 / Math.sqrt(Math.PI));
+    // Piecewise constant: zero almost everywhere (as in JAX and PyTorch).
+    case "floor":
+    case "ceil":
+    case "round":
+    case "sign":
+      return constant(0);
   }
 }
 
@@ -153,6 +170,9 @@ function binaryPartials(node: BinaryNode, wantA: boolean, wantB: boolean): [Part
         wantA ? half(binary("le", a, b), binary("lt", a, b)) : undefined,
         wantB ? half(binary("ge", a, b), binary("gt", a, b)) : undefined,
       ];
+    case "mod":
+      // a − b·⌊a/b⌋: 1 for a, −⌊a/b⌋ for b (almost everywhere).
+      return [1, wantB ? unary("neg", unary("floor", binary("div", a, b))) : undefined];
     case "lt":
     case "le":
     case "gt":

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { grad, valueAndGrad, vjp } from "../dsl/autodiff.ts";
 import { einsum } from "../dsl/einsum.ts";
 import * as ew from "../dsl/elementwise.ts";
+import * as math from "../dsl/math.ts";
 import { max, mean, min, rmsnorm, softmax, sum } from "../dsl/reduce.ts";
 import { finalState, pick, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
@@ -65,6 +66,15 @@ Deno.test("autodiff: unary ops", () => {
     ["softplus", ew.softplus, [-4, 4]],
     ["tanh", ew.tanh],
     ["relu", ew.relu],
+    ["sin", math.sin, [-4, 4]],
+    ["cos", math.cos, [-4, 4]],
+    ["tan", math.tan, [-1.2, 1.2]],
+    ["erf", math.erf, [-2.5, 2.5]],
+    // Piecewise constant: zero away from their jumps.
+    ["floor", math.floor, [0.1, 0.9]],
+    ["ceil", math.ceil, [0.1, 0.9]],
+    ["round", math.round, [0.1, 0.4]],
+    ["sign", math.sign, [0.2, 1]],
   ];
   for (const [name, f, range] of cases) {
     checkOp(name, {
@@ -110,6 +120,13 @@ Deno.test("autodiff: binary ops with broadcasting by name", () => {
       });
     }
   }
+  // The floor remainder: slope 1 in a, −⌊a/b⌋ in b (here ⌊a/b⌋ = 1).
+  checkOp("mod(a, b)", {
+    inputs: { a: "b d", b: "d" },
+    fn: (t) => math.mod(t.a, t.b),
+    sizes: BD,
+    ranges: { a: [2.2, 2.8], b: [1.6, 1.9] },
+  });
   // Constant exponents (folded: a^(b−1) with b − 1 a literal), negative bases included.
   for (const p of [0, 1, 2, 3]) {
     checkOp(`pow(a, ${p})`, { inputs: { a: "b d" }, fn: (t) => ew.pow(t.a, p), sizes: BD });
