@@ -57,7 +57,7 @@ import {
   Prefetcher,
   SCAN_MATH_PRELUDE,
 } from "./scan_loop.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import { sizeOf } from "./scan_strategy.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
