@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 
 const ROOT = new URL("..", import.meta.url);
 /** The library's source: the entry points and the four source folders. */
-const SOURCES = ["mod.ts", "cli.ts", "dsl", "codegen", "runtime", "models"];
+const SOURCES = ["mod.ts", "compiler.ts", "cli.ts", "dsl", "codegen", "runtime", "models"];
 
 /** The relative modules `text` imports or re-exports (static `from "./…"` clauses). */
 export function relativeImports(text: string): string[] {
