@@ -164,4 +164,13 @@ function summarizeKernels(names: string[]): string {
 }
 
 // Command-line code runs only when this file is the program, not when a tool imports it.
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    // A bad command line gets one line, not a stack trace.
+    if (!(e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) throw e;
+    console.error(`ssmkit demo: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+}

@@ -48,7 +48,10 @@ function randomInputs(s: { b: number; l: number; d: number; n: number }, seed = 
   };
 }
 
-async function main(args: string[]): Promise<void> {
+/** The command-line option of each size. */
+const OPTION_OF = { b: "batch", l: "length", d: "channels", n: "state" } as const;
+
+async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -66,7 +69,14 @@ async function main(args: string[]): Promise<void> {
     n: Number(values.state),
   };
   for (const [name, v] of Object.entries(sizes)) {
-    if (!Number.isInteger(v) || v < 1) throw new Error(`size ${name} must be a positive integer`);
+    if (!Number.isInteger(v) || v < 1) {
+      console.error(
+        `selective_scan_demo: --${
+          OPTION_OF[name as keyof typeof sizes]
+        } must be a positive integer`,
+      );
+      return 2;
+    }
   }
 
   const gpu = await getGpu();
@@ -91,7 +101,17 @@ async function main(args: string[]): Promise<void> {
   console.log(`GPU run: ${wall.toFixed(1)} ms wall (kernels ${(gpuNs / 1e6).toFixed(3)} ms)`);
   console.log(`relative error vs float64 CPU oracle: ${Math.sqrt(diff / norm).toExponential(2)}`);
   prog.destroy();
+  return 0;
 }
 
 // Command-line code runs only when this file is the program, not when a tool imports it.
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    // A bad command line gets one line, not a stack trace.
+    if (!(e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) throw e;
+    console.error(`selective_scan_demo: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+}
