@@ -16,8 +16,9 @@
  *
  *   deno task demo [--max-len 16384] [--sequences N] [--seed S] [--svg PATH]
  *
- * The default lengths (256 to 16K) take about 1.5 minutes on a 2-core machine without a GPU
- * (Mesa's software Vulkan); `--max-len 1048576` is for a real GPU.
+ * The default lengths (256 to 16K) take about 70 seconds on a 2-core machine without a GPU
+ * (Mesa's software Vulkan; longer on the first run, which compiles every kernel);
+ * `--max-len 1048576` is for a real GPU.
  *
  * @module
  */
