@@ -11,6 +11,8 @@
  * @module
  */
 
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { isProgramDef } from "./dsl/define.ts";
 import { trace } from "./dsl/trace.ts";
@@ -29,6 +31,7 @@ usage:
       Print the WebGPU adapter, its features and limits.
   deno task cli wgsl FILE.ts [--program NAME] [--default-limits]
       Compile the programs FILE.ts exports (made with defineProgram) and print their kernels.
+      A relative FILE.ts is relative to the directory you ran the command from.
       --default-limits generates for WebGPU's default limits instead of this machine's adapter.
   deno task cli logits --model DIR --tokens 5,17,300 --out FILE.npy
       Write the float32 logits of every position, shape [tokens, vocab], as NumPy .npy.
@@ -40,10 +43,19 @@ usage:
       Show this text.
 `;
 
-/** A file URL for a path given on the command line (relative to the working directory). */
-function toFileUrl(path: string): string {
-  const absolute = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-  return new URL(`file://${absolute.split("/").map(encodeURIComponent).join("/")}`).href;
+/**
+ * The directory a relative path on the command line is relative to: the one the user ran the
+ * command from. `deno task` runs tasks in the config's directory and passes the user's
+ * directory as INIT_CWD; a plain `deno run` keeps it as the working directory.
+ */
+function userDirectory(): string {
+  const granted = Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" }).state;
+  return (granted === "granted" ? Deno.env.get("INIT_CWD") : undefined) || Deno.cwd();
+}
+
+/** The absolute, normalized path of a path given on the command line. */
+function resolveUserPath(path: string): string {
+  return resolve(userDirectory(), path);
 }
 
 /** A usage problem: printed with the usage text, exit code 2. */
@@ -71,13 +83,19 @@ async function wgsl(args: string[]): Promise<void> {
     strict: true,
   });
   if (positionals.length !== 1) throw new UsageError("wgsl needs exactly one FILE.ts");
-  const file = positionals[0];
+  const file = resolveUserPath(positionals[0]);
   try {
-    await Deno.stat(file);
-  } catch {
-    throw new Error(`wgsl: cannot read ${file}`);
+    if (!(await Deno.stat(file)).isFile) throw new Error("not a file");
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new Error(`wgsl: cannot read ${file}: ${why}`);
   }
-  const mod = await import(toFileUrl(file));
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(file).href);
+  } catch (e) {
+    throw new Error(`wgsl: importing ${file} failed: ${(e as Error).message.split("\n")[0]}`);
+  }
   const programs = Object.entries(mod).filter(([, v]) => isProgramDef(v));
   if (programs.length === 0) {
     throw new Error(`wgsl: ${file} exports no programs (export values made with defineProgram)`);
@@ -85,7 +103,8 @@ async function wgsl(args: string[]): Promise<void> {
   const chosen = values.program ? programs.filter(([k]) => k === values.program) : programs;
   if (chosen.length === 0) {
     throw new Error(
-      `wgsl: no exported program "${values.program}"; found ${programs.map(([k]) => k).join(", ")}`,
+      `wgsl: ${file} exports no program "${values.program}"; it exports ` +
+        programs.map(([k]) => k).join(", "),
     );
   }
   let limits = DEFAULT_LIMITS;

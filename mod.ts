@@ -3,22 +3,26 @@
  * fused WGSL kernels for WebGPU.
  *
  * ```ts
- * import { compile, einsum, mul, silu } from "@ssmkit/ssmkit";
+ * import { compile, einsum, silu } from "@ssmkit/ssmkit";
  *
  * const prog = await compile(
  *   { x: "b l d", W: "d e" },
  *   ({ x, W }) => silu(einsum("b l d, d e -> b l e", x, W)),
  *   { b: 2, l: 7, d: 16, e: 8 },
  * );
+ * // Inputs are row-major in the order of their axis strings: x[b][l][d], W[d][e].
  * const y = await prog.run({ x: new Float32Array(2 * 7 * 16), W: new Float32Array(16 * 8) });
  * ```
+ *
+ * The compiler's internals (the IR, the fusion plan, kernel generation and its strategy knobs)
+ * are in the second entry point, `@ssmkit/ssmkit/compiler`.
  *
  * @module
  */
 
+// The DSL.
 export { expectAxes, Tensor, type TensorLike, type TensorOf } from "./dsl/tensor.ts";
-export type { Broadcast, Canon } from "./dsl/axes.ts";
-export { einsum, type EinsumOperands, type EinsumResult } from "./dsl/einsum.ts";
+export { einsum } from "./dsl/einsum.ts";
 export {
   abs,
   add,
@@ -79,35 +83,32 @@ export { pad, rename, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
-export {
-  type InputDecl,
-  type InputSpec,
-  type Sizes,
-  type TensorsOf,
-  trace,
-  type TraceResult,
-} from "./dsl/trace.ts";
-export type { DType, Graph, Node } from "./dsl/ir.ts";
+export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";
+export type { DType } from "./dsl/ir.ts";
 export { defineProgram, isProgramDef, type ProgramDef } from "./dsl/define.ts";
-export { interpret } from "./runtime/interpreter.ts";
+
+// Compiling and running.
 export {
   type Backend,
   compile,
   type CompileOptions,
   type HostResult,
+  type HostResult64,
   type Program,
 } from "./runtime/compile.ts";
 export type { RunOptions } from "./runtime/program.ts";
-export type { KernelArtifact } from "./codegen/artifact.ts";
-export { generateKernels } from "./codegen/compile_graph.ts";
-export { DEFAULT_LIMITS, type DeviceLimits } from "./codegen/limits.ts";
+export type { KernelTiming } from "./runtime/gpu_submit.ts";
+export { type HostArray, interpret } from "./runtime/interpreter.ts";
 export {
   acquireGpu,
+  type AcquireOptions,
   getGpu,
   type GpuContext,
   NoAdapterError,
   preferVulkanOnLinux,
 } from "./runtime/gpu_device.ts";
+
+// Models.
 export {
   type GenerateOptions,
   LanguageModel,
@@ -116,9 +117,15 @@ export {
 } from "./models/language_model.ts";
 export type { SamplingOptions } from "./models/sampler.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
-export { mambaMixer, type MambaMixerDims, type MambaMixerParams } from "./models/mamba_mixer.ts";
+export {
+  mambaMixer,
+  type MambaMixerCache,
+  type MambaMixerDims,
+  type MambaMixerParams,
+} from "./models/mamba_mixer.ts";
 export {
   mamba2Mixer,
+  type Mamba2MixerCache,
   type Mamba2MixerDims,
   type Mamba2MixerParams,
 } from "./models/mamba2_mixer.ts";
@@ -127,6 +134,8 @@ export { SELECTIVE_SCAN_INPUTS, selectiveScan } from "./models/selective_scan.ts
 // Types that appear in the signatures above (exported so their documentation is reachable).
 export type {
   AtLeastAsLong,
+  Broadcast,
+  Canon,
   CheckAxes,
   CheckAxis,
   CheckNewAxis,
@@ -146,7 +155,9 @@ export type {
   AllWords,
   CheckSpec,
   EinsumInputs,
+  EinsumOperands,
   EinsumOutput,
+  EinsumResult,
   SplitOperands,
   TensorTuple,
 } from "./dsl/einsum.ts";
@@ -180,46 +191,3 @@ export type {
 } from "./dsl/rearrange_types.ts";
 export type { ScanResult } from "./dsl/scan.ts";
 export type { AxesOf, IsAny } from "./dsl/tensor.ts";
-export type {
-  ArangeNode,
-  Base,
-  BinaryNode,
-  BinaryOp,
-  ConcatNode,
-  ConstNode,
-  ContractNode,
-  Conv1dNode,
-  FlipNode,
-  GatherNode,
-  InputNode,
-  LiteralNode,
-  PermuteNode,
-  PickNode,
-  ReduceNode,
-  ReduceOp,
-  RegroupNode,
-  ScanNode,
-  SliceNode,
-  UnaryNode,
-  UnaryOp,
-  WhereNode,
-} from "./dsl/ir.ts";
-export type { HostResult64 } from "./runtime/compile.ts";
-export type { HostArray } from "./runtime/interpreter.ts";
-export type { KernelTiming } from "./runtime/gpu_submit.ts";
-export type { AcquireOptions } from "./runtime/gpu_device.ts";
-export type { BufferKey, ScratchBuffer } from "./codegen/artifact.ts";
-export type {
-  CoreNode,
-  FusionPlan,
-  KernelGroup,
-  ScanGroup,
-  SimpleGroup,
-} from "./codegen/fusion.ts";
-export type { ScanUse } from "./codegen/scan_plan.ts";
-export type { CodegenOptions, KernelProgram } from "./codegen/compile_graph.ts";
-export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
-export type { ScanStrategy, TileReduce } from "./codegen/scan_strategy.ts";
-export type { ScanMath, ScanPrefetch, ScanStateLoads, VectorIndex } from "./codegen/scan_loop.ts";
-export type { MambaMixerCache } from "./models/mamba_mixer.ts";
-export type { Mamba2MixerCache } from "./models/mamba2_mixer.ts";

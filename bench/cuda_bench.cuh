@@ -1,4 +1,4 @@
-// What the CUDA benchmarks (bench/scan_cuda.cu, bench/mamba_ssm_peer.cu) share: error checks,
+// What the CUDA benchmark bench/mamba_ssm_peer.cu needs: error checks,
 // the scan's inputs (in the ranges of bench/scan_inputs.ts, own generator), uploads, CUDA-event timing and the copy anchor. Header-only, for nvcc.
 #pragma once
 #include <cstdio>

@@ -5,7 +5,6 @@
 #
 #   source .gpu/env.sh && bench/scan_round.sh            # logs in $OUT (or /tmp/scan_round)
 #   SCAN_ONLY="staged;default" bench/scan_round.sh       # other variants (scan_tune --only)
-#   HAND_ONLY="ST_CH16_L4_T16_U4_exp2,…" bench/scan_round.sh   # other hand designs (scan_hand)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/scan_round}"
@@ -25,13 +24,6 @@ python3 bench/torch_anchors.py --only copy,scan > "$out/torch.log" 2>&1
 deno run -A bench/scan_tune.ts --only "default;$name" --rounds 1 --batches 2,4,6,8 \
   ${SCAN_TUNE_ARGS:-} > "$out/batches.log" 2>&1
 
-# Hand-written designs for comparison (bench/scan_hand.ts), unless SCAN_HAND=0.
-if [ "${SCAN_HAND:-1}" != 0 ]; then
-  hand="compiled_default,LT_L8_m1_WG256_rsq_pf_exp2,ST_CH16_L4_T16_U4_exp2"
-  hand="${HAND_ONLY:-$hand,ST_CH32_L4_T16_U4_rsq_exp2}"
-  deno run -A bench/scan_hand.ts --warm 20 --only "$hand" ${SCAN_HAND_ARGS:-} > "$out/hand.log" 2>&1 || true
-fi
-
 echo "--- sweep (fraction of the copy kernel):"
 python3 - "$out/tune.log" <<'PY'
 import json, sys
@@ -44,13 +36,3 @@ echo "--- official (bench.log, torch.log):"
 grep -h '"copy_256MiB\|selective_scan\|"anchor"' "$out/bench.log" "$out/torch.log" || true
 echo "--- batches:"
 grep -h '"scan_batch"' "$out/batches.log" || true
-echo "--- hand-written designs:"
-[ -f "$out/hand.log" ] && python3 - "$out/hand.log" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    if not line.startswith("{"):
-        continue
-    r = json.loads(line)
-    if r.get("bench") == "hand" and "ms" in r:
-        print(f'{r["ms"]:8.3f} ms {100 * r["fracCopy"]:5.1f}%  {r["name"]}  relL2 {r.get("relL2")}')
-PY

@@ -43,7 +43,11 @@ const inputs = scanBenchInputs(s);
 const iterations = Number(values.iterations);
 const bytes = scanBenchBytes(s);
 
-/** The variants worth comparing (the first is the reference for the agreement check). */
+/**
+ * The variants worth comparing (the first is the reference for the agreement check): the
+ * defaults, the defaults they replaced, and one step away from the default along each knob.
+ * The longer lists of earlier sweeps are in git history (bench/scan_tune.ts at 0239a98).
+ */
 const variants: Record<string, ScanStrategy> = {
   "L16 prelude math, no prefetch, scalar (old default)": {
     lanes: 16,
@@ -51,239 +55,49 @@ const variants: Record<string, ScanStrategy> = {
     math: "prelude",
     vector: false,
   },
-  "L16 fast, prefetch own": { lanes: 16, prefetch: "own", math: "fast" },
-  "L16 fast, prefetch all": { lanes: 16, prefetch: "all", math: "fast" },
-  "L8 vec2, fast, prefetch own": { lanes: 8, prefetch: "own", math: "fast" },
-  "L8 vec2, fast-exp2, prefetch own": { lanes: 8, prefetch: "own", math: "fast-exp2" },
-  "L8 vec2, fast-exp2, prefetch all": { lanes: 8, prefetch: "all", math: "fast-exp2" },
-  "L4 vec4, fast-exp2, prefetch own": { lanes: 4, prefetch: "own", math: "fast-exp2" },
-  "L16 fast-exp2, prefetch own": { lanes: 16, prefetch: "own", math: "fast-exp2" },
-  "L8 vec2, fast, prefetch all": { lanes: 8, prefetch: "all", math: "fast" },
-  "L8 scalar, fast, prefetch own": { lanes: 8, prefetch: "own", math: "fast", vector: false },
-  "L8 vec2, exact, prefetch own": { lanes: 8, prefetch: "own", math: "exact" },
-  "L8 vec2, prelude, no prefetch": { lanes: 8, prefetch: "none", math: "prelude" },
-  "L4 vec4, fast, prefetch own": { lanes: 4, prefetch: "own", math: "fast" },
-  "L4 vec4, fast, prefetch all": { lanes: 4, prefetch: "all", math: "fast" },
-  "L4 scalar, fast, prefetch own": { lanes: 4, prefetch: "own", math: "fast", vector: false },
-  "L2 vec4, fast, prefetch own": { lanes: 2, prefetch: "own", math: "fast" },
-  "L2 vec4, fast, prefetch all": { lanes: 2, prefetch: "all", math: "fast" },
-  "L8 vec2, fast, prefetch all, not transposed": {
-    lanes: 8,
-    prefetch: "all",
-    math: "fast",
-    transpose: false,
-  },
-  "L8 vec2, fast, prefetch all, 2 chunks": { lanes: 8, prefetch: "all", math: "fast", chunks: 2 },
-  "L8 vec2, fast, prefetch all, split index": {
-    lanes: 8,
-    prefetch: "all",
-    math: "fast",
-    vectorIndex: "split",
-  },
-  "L4 vec4, fast, prefetch all, split index": {
-    lanes: 4,
-    prefetch: "all",
-    math: "fast",
-    vectorIndex: "split",
-  },
-  "L1 vec4, fast, prefetch all (chunked)": { lanes: 1, prefetch: "all", math: "fast" },
-  "L8 vec2, fast, prefetch all, depth 2": { lanes: 8, prefetchDepth: 2 },
-  "L8 vec2, fast, prefetch all, depth 3": { lanes: 8, prefetchDepth: 3 },
-  "L8 vec2, fast, prefetch all, depth 4": { lanes: 8, prefetchDepth: 4 },
-  "L8 vec2, fast, prefetch own, depth 3": { lanes: 8, prefetch: "own", prefetchDepth: 3 },
-  "L8 vec2, fast, prefetch all, workgroup 128": { lanes: 8, workgroup: 128 },
-  "L8 vec2, fast, prefetch all, workgroup 64": { lanes: 8, workgroup: 64 },
-  "L8 vec2, fast, prefetch all, depth 2, workgroup 128": {
-    lanes: 8,
-    prefetchDepth: 2,
-    workgroup: 128,
-  },
-  "L8 vec2, fast, prefetch all, depth 2, split index": {
-    lanes: 8,
-    prefetchDepth: 2,
-    vectorIndex: "split",
-  },
-  "L4 vec4, fast, prefetch all, depth 2": { lanes: 4, prefetchDepth: 2 },
-  "L8 vec2, fast, prefetch all, log2e folded": { lanes: 8, foldLog2e: true },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 2, log2e folded": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-    foldLog2e: true,
-  },
-  "L8 vec2, fast, prefetch all, state loads late, split index, log2e folded": {
-    lanes: 8,
-    stateLoads: "late",
-    vectorIndex: "split",
-    foldLog2e: true,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 2, log2e folded, workgroup 128": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-    foldLog2e: true,
-    workgroup: 128,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 3, log2e folded": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 3,
-    foldLog2e: true,
-  },
-  "L16 fast, prefetch all, state loads staged, depth 2, log2e folded": {
-    lanes: 16,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-    foldLog2e: true,
-  },
-  "L8 vec2, fast, prefetch all, broadcast staged": { lanes: 8, broadcast: "staged" },
-  "L8 vec2, fast, prefetch all, state loads staged, broadcast staged, log2e folded": {
-    lanes: 8,
-    stateLoads: "staged",
-    broadcast: "staged",
-    foldLog2e: true,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 2, broadcast staged, log2e folded": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-    broadcast: "staged",
-    foldLog2e: true,
-  },
-  "L16 fast, prefetch all, state loads staged, broadcast staged, log2e folded": {
-    lanes: 16,
-    stateLoads: "staged",
-    broadcast: "staged",
-    foldLog2e: true,
-  },
-  "L4 vec4, fast, prefetch all, state loads staged, broadcast staged, log2e folded": {
-    lanes: 4,
-    stateLoads: "staged",
-    broadcast: "staged",
-    foldLog2e: true,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 2, 2 chunks": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-    chunks: 2,
-  },
-  "L8 vec2, fast, prefetch all, state loads late": { lanes: 8, stateLoads: "late" },
-  "L8 vec2, fast, prefetch all, state loads late, depth 2": {
-    lanes: 8,
-    stateLoads: "late",
-    prefetchDepth: 2,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged": { lanes: 8, stateLoads: "staged" },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 2": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 3": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 3,
-  },
-  "L8 vec2, fast, prefetch all, state loads staged, depth 2, workgroup 128": {
-    lanes: 8,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-    workgroup: 128,
-  },
-  "L16 fast, prefetch all, state loads staged, depth 2": {
-    lanes: 16,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-  },
-  "L4 vec4, fast, prefetch all, state loads staged, depth 2": {
-    lanes: 4,
-    stateLoads: "staged",
-    prefetchDepth: 2,
-  },
   "L8 vec2, fast, prefetch all, early loads, whole index, exp (default before 2026-12-03)": {
     lanes: 8,
     stateLoads: "early",
     vectorIndex: "whole",
     foldLog2e: false,
   },
+  "lane kernel (tileSteps 0: the default before the tiled one)": { tileSteps: 0 },
+  "L4 vec4, fast, prefetch all": { lanes: 4, prefetch: "all", math: "fast" },
+  "L16 fast-exp2, prefetch own": { lanes: 16, prefetch: "own", math: "fast-exp2" },
+  "L8 vec2, fast, prefetch all, depth 2": { lanes: 8, prefetchDepth: 2 },
+  "L8 vec2, fast, prefetch all, workgroup 128": { lanes: 8, workgroup: 128 },
+  "L8 vec2, fast, prefetch all, state loads staged, depth 2": {
+    lanes: 8,
+    stateLoads: "staged",
+    prefetchDepth: 2,
+  },
+  "L8 vec2, fast, prefetch all, broadcast staged": { lanes: 8, broadcast: "staged" },
+  "L8 vec2, fast, prefetch all, 2 chunks": { lanes: 8, prefetch: "all", math: "fast", chunks: 2 },
   "tiled 16 steps, 16 channels x 4 lanes": { tileSteps: 16 },
   "tiled 16 steps, 32 channels x 4 lanes": { tileSteps: 16, workgroup: 128 }, // 8-step loop
-  "tiled 8 steps, 16 channels x 4 lanes": { tileSteps: 8 },
-  "tiled 32 steps, 16 channels x 4 lanes": { tileSteps: 32 },
-  "tiled 16 steps, 16 channels x 8 lanes": { tileSteps: 16, lanes: 8, workgroup: 128 },
-  "tiled 16 steps, 16 channels x 2 lanes": { tileSteps: 16, lanes: 2, workgroup: 32 },
+  "tiled 32 steps, 32 channels x 4 lanes": { tileSteps: 32, workgroup: 128 }, // 8-step loop
   "tiled 16 steps, 32 channels x 4 lanes, straight-line": {
     tileSteps: 16,
     workgroup: 128,
     unroll: 16,
   },
-  "tiled 16 steps, 32 channels x 4 lanes, 4-step loop": {
-    tileSteps: 16,
-    workgroup: 128,
-    unroll: 4,
-  },
-  "tiled 16 steps, 32 channels x 4 lanes, 2-step loop": {
-    tileSteps: 16,
-    workgroup: 128,
-    unroll: 2,
-  },
-  "tiled 32 steps, 32 channels x 4 lanes": { tileSteps: 32, workgroup: 128 }, // 8-step loop
-  "tiled 16 steps, 64 channels x 4 lanes": { tileSteps: 16, workgroup: 256 },
-  // Lane sums (ScanStrategy.tileReduce): the variants above take the default (shuffles where
-  // the step body is a multiple of the lanes); the first two pin one, the rest vary other knobs
-  // with the default sums (shapes the variants above already cover are not repeated).
   "tiled, 32x4, 8-step loop, sums in workgroup memory": {
     tileSteps: 16,
     workgroup: 128,
     tileReduce: "workgroup",
   },
-  "tiled, 32x4, 8-step loop, sums by shuffles": {
-    tileSteps: 16,
-    workgroup: 128,
-    tileReduce: "shuffle",
-  },
-  "tiled, 32x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 128 },
   "tiled, 32x4, 8-step loop, shuffles, items 2 tiles ahead": {
     tileSteps: 16,
     workgroup: 128,
     prefetchDepth: 2,
   },
-  "tiled, 32x4, 8-step loop, shuffles, items 3 tiles ahead": {
-    tileSteps: 16,
-    workgroup: 128,
-    prefetchDepth: 3,
-  },
-  "tiled, 16x4, 8-step loop, shuffles, items 2 tiles ahead": {
-    tileSteps: 16,
-    workgroup: 64,
-    prefetchDepth: 2,
-  },
-  "tiled, 32x4, 32 steps, 16-step loop, shuffles, items 2 tiles ahead": {
-    tileSteps: 32,
-    workgroup: 128,
-    unroll: 16,
-    prefetchDepth: 2,
-  },
-  "tiled, 16x4, 24 steps, 8-step loop, sums by shuffles": { tileSteps: 24, workgroup: 64 },
-  "tiled, 32x4, 32 steps, 16-step loop, sums by shuffles": {
-    tileSteps: 32,
-    workgroup: 128,
-    unroll: 16,
-  },
   "tiled, 32x8, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 8, workgroup: 256 },
-  "tiled, 32x2, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 2, workgroup: 64 },
-  "tiled, 64x2, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 2, workgroup: 128 },
-  "lane kernel (tileSteps 0: the default before the tiled one)": { tileSteps: 0 },
   "default": {},
 };
 /** Variants also timed in step mode (l = 1, state updated in place). */
 const stepVariants = [
   "L16 prelude math, no prefetch, scalar (old default)",
-  "L8 vec2, fast, prefetch all, split index",
-  "L8 vec2, fast, prefetch own",
-  "L8 vec2, fast-exp2, prefetch own",
-  "L4 vec4, fast, prefetch own",
+  "L4 vec4, fast, prefetch all",
   "L8 vec2, fast, prefetch all, state loads staged, depth 2",
   "default",
 ];

@@ -1,7 +1,7 @@
 """Prints torch f32 4096^3 matmul TFLOP/s with TF32 off (CUDA events, median of 20 runs).
 
-The GPU is kept busy for about a second first so its clocks have ramped up, as in
-bench/matmul_tune.ts.
+The anchor of `deno task bench --only matmul`. The GPU is kept busy for about a second first so
+its clocks have ramped up, as the benchmark warms up before it times.
 """
 import statistics
 import time

@@ -15,7 +15,8 @@ import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusi
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel, type MatmulStrategy } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
-import { emitMaterializedScan, type ScanSpec } from "./scan_kernel.ts";
+import { emitMaterializedScan } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
 

@@ -123,7 +123,7 @@ export interface MatmulKernel {
 /**
  * A shipped tile config with its calibration: the measured time at one shape on an H100 (Deno
  * WebGPU, direct row-major operands, median of 30 timestamp-query passes at 1980 MHz; see
- * bench/matmul_tune.ts). Torch f32 (TF32 off) ran 4096³ at 49.8 TFLOP/s in the same session.
+ * bench/RESULTS.md). Torch f32 (TF32 off) ran 4096³ at 49.8 TFLOP/s in the same session.
  */
 interface Calibrated {
   tile: Required<MatmulTile>;

@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { ContractNode, Node, PickNode, ScanNode } from "../dsl/ir.ts";
+import type { Node, ScanNode } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
 import {
   BindingRegistry,
@@ -45,6 +45,7 @@ import {
   stateLanes,
   stateUpdates,
 } from "./scan_layout.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import { emitTiledPass, TiledMemoryError } from "./scan_tiled.ts";
 import {
   AUTO_TILE,
@@ -55,16 +56,6 @@ import {
   type ScanStrategy,
   sizeOf,
 } from "./scan_strategy.ts";
-
-/** What one scan kernel computes. */
-export interface ScanSpec {
-  readonly scan: ScanNode;
-  readonly stateAxes: readonly string[];
-  readonly channelAxes: readonly string[];
-  /** Per-step outputs: with a contraction (reduced over the state), or the state itself. */
-  readonly outputs: readonly { root: Node; contract?: ContractNode }[];
-  readonly finals: readonly PickNode[];
-}
 
 /** Identifiers that vary inside the step loop (alternatives of a regular expression). */
 const LOOP_VARIABLES = [

@@ -9,7 +9,7 @@
 import type { ContractNode, Node } from "../dsl/ir.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import { interceptLoop, VectorLoads } from "./scan_loop.ts";
 import { otherOperand } from "./scan_plan.ts";
 import { type ChosenScanStrategy, sizeOf } from "./scan_strategy.ts";

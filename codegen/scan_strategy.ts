@@ -8,7 +8,7 @@
 
 import type { ScanNode } from "../dsl/ir.ts";
 import type { DeviceLimits } from "./limits.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanMath, ScanPrefetch, ScanStateLoads, VectorIndex } from "./scan_loop.ts";
 
 /** Threads per workgroup of the scan kernels unless forced. */

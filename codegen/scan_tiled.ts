@@ -19,7 +19,7 @@
  * workgroup's channels (B of another batch when the workgroup's channels straddle batches:
  * such loads are read by each lane where used). The lane-transposed kernel's per-step
  * shuffles of Δ, x… and per-lane B/C loads are what bound it (bench/RESULTS.md, 2026-12-03;
- * a hand-written kernel of this design, bench/scan_hand.ts "ST", measured 0.60 ms against 0.69
+ * a hand-written kernel of this design, "ST" in bench/RESULTS.md, measured 0.60 ms against 0.69
  * for the lane-transposed one on the H200). The lane sums by shuffles took the benchmark scan
  * from 0.571 to 0.507 ms: each step's part written to workgroup memory and the epilogue's four
  * bank-conflicted reads per item had cost 0.04 and 0.03 ms. One pass only: no chunks.
@@ -57,7 +57,7 @@ import {
   Prefetcher,
   SCAN_MATH_PRELUDE,
 } from "./scan_loop.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import { sizeOf } from "./scan_strategy.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 

@@ -14,7 +14,7 @@ import type { Node } from "../dsl/ir.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { SsdForm } from "./ssd_plan.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 
 /** Index groups a hook takes: flat index name → axes it decodes into. */
 type Params = [string, readonly string[]][];

@@ -33,7 +33,7 @@ import {
   scratch,
 } from "./artifact.ts";
 import type { DeviceLimits } from "./limits.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import {
   accDecl,
   fitTile,

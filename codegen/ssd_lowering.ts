@@ -10,7 +10,8 @@
 import type { Node } from "../dsl/ir.ts";
 import type { KernelArtifact } from "./artifact.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { emitScanKernels, type ScanSpec } from "./scan_kernel.ts";
+import { emitScanKernels } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitSsdKernels } from "./ssd_kernel.ts";
 import { chooseScanLowering, explainSsd, SSD_CHUNKS } from "./ssd_plan.ts";

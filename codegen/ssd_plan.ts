@@ -21,7 +21,7 @@
 import { showAxes } from "../dsl/axes.ts";
 import { makeNode, type Node, type ScanNode } from "../dsl/ir.ts";
 import type { DeviceLimits } from "./limits.ts";
-import type { ScanSpec } from "./scan_kernel.ts";
+import type { ScanSpec } from "./scan_spec.ts";
 import { otherOperand } from "./scan_plan.ts";
 
 /** How an SSD-eligible scan decomposes. */
