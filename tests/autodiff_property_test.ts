@@ -124,7 +124,16 @@ const scanProgram: fc.Arbitrary<GeneratedProgram> = fc
     const readable = read === "contract n" && !state.includes("n") ? "state" : read;
     const fn = (t: Record<string, Tensor>) => {
       // Decays in (0, 1) from any input; the input through a smooth nonlinearity.
-      const h = scan("l", ew.sigmoid(t.a), ew.tanh(t.u), { reverse, init: t.h0 });
+      // When decay and input each have an axis the other lacks, the input is broadcast
+      // explicitly (scan, like elementwise ops, refuses the implicit outer product).
+      const decayT = ew.sigmoid(t.a);
+      let inputT = ew.tanh(t.u);
+      const extra = decayT.axes.filter((a) => !inputT.axes.includes(a));
+      if (extra.length > 0 && inputT.axes.some((a) => !decayT.axes.includes(a))) {
+        const sizesOf = Object.fromEntries(extra.map((a) => [a, decayT.size(a)]));
+        inputT = ew.broadcast(inputT, [...inputT.axes, ...extra].join(" "), sizesOf);
+      }
+      const h = scan("l", decayT, inputT, { reverse, init: t.h0 });
       switch (readable) {
         case "final":
           return finalState(h);

@@ -104,11 +104,12 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
  * `t` broadcast to its axes followed by those of `other` it lacks, when each has an axis the
  * other lacks (an outer broadcast, which must be explicit); else `t` itself.
  */
-function coverAxes(t: Tensor, other: Tensor, sizes: Sizes, log: string[]): Tensor {
+function coverAxes(t: Tensor, other: Tensor, log: string[]): Tensor {
   const missing = other.axes.filter((a) => !t.axes.includes(a));
   if (missing.length === 0 || t.axes.every((a) => other.axes.includes(a))) return t;
   log.push(`broadcast +${missing.join(" ")}`);
-  const newSizes = Object.fromEntries(missing.map((a) => [a, sizes[a]]));
+  // Sizes from the traced tensor, not the generator's record: callers may shrink the sizes.
+  const newSizes = Object.fromEntries(missing.map((a) => [a, other.size(a)]));
   return ew.broadcast(t, [...t.axes, ...missing].join(" "), newSizes);
 }
 
@@ -135,14 +136,14 @@ export const elementwiseProgram: fc.Arbitrary<GeneratedProgram> = fc
           cur = UNARY[s.op][1](cur);
         } else if (s.kind === "binary") {
           const other = leaves[s.other];
-          cur = coverAxes(cur, other, sizes, log);
+          cur = coverAxes(cur, other, log);
           log.push(`${BINARY[s.op][0]} ${names[s.other]}`);
           cur = BINARY[s.op][1](cur, other);
         } else if (s.kind === "where") {
           // Compare raw inputs only: f32 and float64 agree exactly on them.
           const other = leaves[s.other];
-          const cond = ew.gt(coverAxes(leaves[0], other, sizes, log), other);
-          cur = coverAxes(cur, cond, sizes, log);
+          const cond = ew.gt(coverAxes(leaves[0], other, log), other);
+          cur = coverAxes(cur, cond, log);
           log.push(`where(x > ${names[s.other]})`);
           cur = ew.where(cond, cur, ew.neg(cur));
         } else {
