@@ -1,5 +1,6 @@
 // Reliability of compiled programs: overlapping calls each get their own result, bad inputs are
-// refused up front with one line naming the input, and a destroyed program says so.
+// refused up front with one line naming the input, a destroyed program says so, and the
+// pipeline cache stays bounded.
 import assert from "node:assert/strict";
 import { add, exp, mul, sigmoid } from "../dsl/elementwise.ts";
 import { sum } from "../dsl/reduce.ts";
@@ -8,8 +9,9 @@ import { generateKernels } from "../codegen/compile_graph.ts";
 import { compile, deviceLimits, type Program } from "../runtime/compile.ts";
 import { getGpu, hasGpu } from "../runtime/gpu_device.ts";
 import { readBuffers } from "../runtime/gpu_buffers.ts";
+import { PIPELINE_CACHE_CAPACITY, PipelineCache } from "../runtime/gpu_pipelines.ts";
 import { submitDispatches } from "../runtime/gpu_submit.ts";
-import { GpuProgram } from "../runtime/program.ts";
+import { GpuProgram, pipelineCacheFor } from "../runtime/program.ts";
 import { SerialQueue } from "../runtime/serial_queue.ts";
 import type { TraceResult } from "../dsl/trace.ts";
 import type { Tensor } from "../dsl/tensor.ts";
@@ -327,5 +329,61 @@ Deno.test({
     assert.throws(() => gpu.upload({ x: [0, 0, 0] }), destroyed("upload"));
     assert.throws(() => gpu.dispatches, destroyed("dispatches"));
     assert.throws(() => gpu.bufferOf(graph.inputs[0]), destroyed("bufferOf"));
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline cache.
+
+Deno.test({
+  ...gpuOnly,
+  name: "the pipeline cache keeps at most its capacity, forgetting the least recently used",
+  async fn() {
+    const ctx = await getGpu();
+    assert.equal(new PipelineCache(ctx).capacity, PIPELINE_CACHE_CAPACITY);
+    assert.throws(() => new PipelineCache(ctx, 0), /capacity must be a positive integer, got 0/);
+    const cache = new PipelineCache(ctx, 3);
+    const kernel = (k: number) => ({
+      name: `fill_${k}`,
+      wgsl: `@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(1)
+fn main() { y[0] = ${k}.0; }
+`,
+    });
+    const first = await cache.get(kernel(0));
+    await cache.get(kernel(1));
+    await cache.get(kernel(2));
+    assert.equal(await cache.get(kernel(0)), first, "a hit within the capacity");
+    await cache.get(kernel(3)); // forgets kernel 1, the least recently requested
+    assert.equal(cache.size, 3);
+    assert.deepEqual([0, 1, 2, 3].map((k) => cache.has(kernel(k).wgsl)), [true, false, true, true]);
+    assert.equal(await cache.get(kernel(0)), first);
+    cache.capacity = 1;
+    assert.equal(cache.size, 1);
+    assert.ok(cache.has(kernel(0).wgsl), "the most recently requested stays");
+  },
+});
+
+Deno.test({
+  ...gpuOnly,
+  name: "compiling hundreds of shapes keeps the shared pipeline cache within its capacity",
+  async fn() {
+    const ctx = await getGpu();
+    const cache = pipelineCacheFor(ctx);
+    const shapes = PIPELINE_CACHE_CAPACITY + 44;
+    const programs = [];
+    for (let n = 1; n <= shapes; n++) {
+      programs.push(
+        await compile({ x: "n" }, ({ x }) => mul(exp(x), 2), { n }, { backend: "gpu" }),
+      );
+      assert.ok(cache.size <= PIPELINE_CACHE_CAPACITY, `size ${cache.size} after ${n} shapes`);
+    }
+    assert.equal(cache.capacity, PIPELINE_CACHE_CAPACITY);
+    assert.ok(!cache.has(programs[0].kernels[0].wgsl), "the first shape's pipeline was forgotten");
+    assert.ok(cache.has(programs[shapes - 1].kernels[0].wgsl));
+    // A program whose pipeline the cache forgot still runs: it holds the pipeline itself.
+    const x = [0, 1];
+    assertClose(await programs[1].run({ x }), x.map((v) => 2 * Math.exp(v)), 1e-6, "shape 2");
+    for (const p of programs) p.destroy();
   },
 });
