@@ -5,6 +5,10 @@
  * (node, projected environment) is emitted once as a `let`, so shared subexpressions are
  * computed once per thread.
  *
+ * Emission walks the graph with an explicit stack, not JavaScript recursion: each value is
+ * computed by a generator ({@link EmitSteps}) that yields a request for every operand value it
+ * needs, so an expression tens of thousands of ops deep emits without overflowing the stack.
+ *
  * @module
  */
 
@@ -17,6 +21,28 @@ export type Env = Readonly<Record<string, string>>;
 
 /** How the emitter reaches materialized nodes: the WGSL array name, if the node has a buffer. */
 export type BufferLookup = (node: Node) => string | undefined;
+
+/** A request for the WGSL value of `node` at `env`, yielded by {@link EmitSteps}. */
+export type ValueRequest = readonly [node: Node, env: Env];
+
+/**
+ * The steps that compute one value: a generator that yields a {@link ValueRequest} for each
+ * operand value it needs (the emitter answers with that value's WGSL expression) and returns
+ * its own expression.
+ */
+export type EmitSteps = Generator<ValueRequest, string, string>;
+
+/**
+ * What an intercept returns for a node: its WGSL value, steps that compute it from operand
+ * values (so deep chains of intercepted nodes emit without recursion), or undefined to
+ * decline.
+ */
+export type Intercepted = string | EmitSteps | undefined;
+
+/** The cache key of `node` at `env`: its id and the indices of its own axes. */
+function valueKey(node: Node, env: Env): string {
+  return `${node.id}|${node.axes.map((a) => env[a]).join(",")}`;
+}
 
 /** Builds the row-major offset expression of `node` at `env`. */
 export function offsetExpr(node: Node, env: Env): string {
@@ -51,7 +77,7 @@ export class ExprEmitter {
   #buffers: BufferLookup;
   #core?: { node: Node; value: string };
   #hoist?: { emitter: ExprEmitter; variant: RegExp };
-  #intercept?: (node: Node, env: Env) => string | undefined;
+  #intercept?: (node: Node, env: Env) => Intercepted;
 
   /**
    * @param buffers where materialized nodes live
@@ -89,9 +115,10 @@ export class ExprEmitter {
 
   /**
    * Lets `fn` supply a node's value instead of computing it here (return undefined to
-   * decline); checked after hoisting. Values it returns are bound to a `let` and cached.
+   * decline); checked after hoisting. Values it returns (or its steps compute) are bound to a
+   * `let` and cached.
    */
-  interceptWith(fn: (node: Node, env: Env) => string | undefined): this {
+  interceptWith(fn: (node: Node, env: Env) => Intercepted): this {
     this.#intercept = fn;
     return this;
   }
@@ -104,24 +131,49 @@ export class ExprEmitter {
 
   /** WGSL expression of `node`'s value at `env`. */
   emit(node: Node, env: Env): string {
-    const key = `${node.id}|${node.axes.map((a) => env[a]).join(",")}`;
+    const key = valueKey(node, env);
     const hit = this.#cache.get(key);
     if (hit !== undefined) return hit;
-    const value = this.#emitUncached(node, env);
-    this.#cache.set(key, value);
-    return value;
+    // Depth-first over operand requests, with an explicit stack: each frame is the steps of
+    // one value; a finished frame's value answers the frame below it.
+    const stack: { key: string; steps: EmitSteps }[] = [{ key, steps: this.#steps(node, env) }];
+    let answer = "";
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      const step = top.steps.next(answer);
+      if (step.done) {
+        this.#cache.set(top.key, step.value);
+        stack.pop();
+        answer = step.value;
+        continue;
+      }
+      const [operand, operandEnv] = step.value;
+      const operandKey = valueKey(operand, operandEnv);
+      const cached = this.#cache.get(operandKey);
+      if (cached !== undefined) {
+        answer = cached;
+        continue;
+      }
+      stack.push({ key: operandKey, steps: this.#steps(operand, operandEnv) });
+      answer = "";
+    }
+    return answer;
   }
 
-  #emitUncached(node: Node, env: Env): string {
+  /** The steps computing `node` at `env` (not cached yet). */
+  *#steps(node: Node, env: Env): EmitSteps {
     if (this.#core && node === this.#core.node) return this.#core.value;
     if (
       this.#hoist && node.kind !== "const" &&
       !node.axes.some((a) => this.#hoist!.variant.test(env[a]))
     ) {
+      // Another emitter, with its own stack: one level of nesting however deep the chain.
       return this.#hoist.emitter.emit(node, env);
     }
     const supplied = this.#intercept?.(node, env);
-    if (supplied !== undefined) return this.#bind(supplied, node.dtype);
+    if (supplied !== undefined) {
+      return this.#bind(typeof supplied === "string" ? supplied : yield* supplied, node.dtype);
+    }
     const buffer = this.#buffers(node);
     if (buffer !== undefined) {
       return this.#bind(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);
@@ -137,48 +189,48 @@ export class ExprEmitter {
         return this.#bind(literalSelect(values, this.#bind(offsetExpr(node, env), "u32")));
       }
       case "unary":
-        return this.#bind(unaryWgsl(node.op, this.emit(node.x, env)));
+        return this.#bind(unaryWgsl(node.op, yield [node.x, env]));
       case "binary": {
         const bConst = node.b.kind === "const" ? node.b.value : undefined;
-        return this.#bind(
-          binaryWgsl(node.op, this.emit(node.a, env), this.emit(node.b, env), bConst),
-        );
+        const a = yield [node.a, env];
+        const b = yield [node.b, env];
+        return this.#bind(binaryWgsl(node.op, a, b, bConst));
       }
-      case "where":
-        return this.#bind(
-          `select(${this.emit(node.b, env)}, ${this.emit(node.a, env)}, ${
-            this.emit(node.cond, env)
-          } != 0.0)`,
-        );
+      case "where": {
+        const b = yield [node.b, env];
+        const a = yield [node.a, env];
+        const cond = yield [node.cond, env];
+        return this.#bind(`select(${b}, ${a}, ${cond} != 0.0)`);
+      }
       case "permute":
-        return this.emit(node.x, env);
+        return yield [node.x, env];
       case "slice": {
         const { [node.newAxis]: idx, ...rest } = env;
         const shifted = node.start === 0 ? idx : `(${idx} + ${u32Literal(node.start)})`;
-        return this.emit(node.x, { ...rest, [node.axis]: shifted });
+        return yield [node.x, { ...rest, [node.axis]: shifted }];
       }
       case "flip": {
         const size = node.shape[node.axes.indexOf(node.axis)];
-        return this.emit(node.x, {
+        return yield [node.x, {
           ...env,
           [node.axis]: `(${u32Literal(size - 1)} - ${env[node.axis]})`,
-        });
+        }];
       }
       case "regroup":
-        return this.emit(node.x, this.#regroupEnv(node, env));
+        return yield [node.x, this.#regroupEnv(node, env)];
       case "pick":
-        return this.emit(node.x, { ...env, [node.axis]: u32Literal(node.index) });
+        return yield [node.x, { ...env, [node.axis]: u32Literal(node.index) }];
       case "concat":
-        return this.#concat(node, env);
+        return yield* this.#concat(node, env);
       case "gather": {
         const rows = node.table.shape[node.table.axes.indexOf(node.axis)];
-        const id = this.emit(node.indices, env);
+        const id = yield [node.indices, env];
         // Ids outside the table are clamped: the GPU never reads out of bounds.
         const row = this.#bind(`u32(clamp(${id}, 0i, ${rows - 1}i))`, "u32");
-        return this.emit(node.table, { ...env, [node.axis]: row });
+        return yield [node.table, { ...env, [node.axis]: row }];
       }
       case "conv1d":
-        return this.#conv1d(node, env);
+        return yield* this.#conv1d(node, env);
       case "input":
         throw new Error(`internal: input "${node.name}" has no buffer`);
       case "contract":
@@ -241,33 +293,34 @@ export class ExprEmitter {
     return src;
   }
 
-  #concat(node: Extract<Node, { kind: "concat" }>, env: Env): string {
+  *#concat(node: Extract<Node, { kind: "concat" }>, env: Env): EmitSteps {
     const t = this.#bind(env[node.newAxis], "u32");
     const { [node.newAxis]: _, ...rest } = env;
-    const valueOf = (k: number) => {
+    const partAt = (k: number): ValueRequest => {
       const local = node.offsets[k] === 0 ? t : `(${t} - ${u32Literal(node.offsets[k])})`;
-      return this.emit(node.parts[k], { ...rest, [node.partAxes[k]]: local });
+      return [node.parts[k], { ...rest, [node.partAxes[k]]: local }];
     };
     // Each part is read at a clamped index when out of its range; select keeps the right one.
-    let value = valueOf(node.parts.length - 1);
+    let value = yield partAt(node.parts.length - 1);
     for (let k = node.parts.length - 2; k >= 0; k--) {
+      const part = yield partAt(k);
       value = this.#bind(
-        `select(${value}, ${valueOf(k)}, ${t} < ${u32Literal(node.offsets[k + 1])})`,
+        `select(${value}, ${part}, ${t} < ${u32Literal(node.offsets[k + 1])})`,
         node.dtype,
       );
     }
     return value;
   }
 
-  #conv1d(node: Extract<Node, { kind: "conv1d" }>, env: Env): string {
+  *#conv1d(node: Extract<Node, { kind: "conv1d" }>, env: Env): EmitSteps {
     const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];
     const t = this.#bind(env[node.axis], "u32");
     const terms: string[] = [];
     for (let j = 0; j < taps; j++) {
       const back = taps - 1 - j;
-      const w = this.emit(node.w, { ...env, [node.tapAxis]: u32Literal(j) });
+      const w = yield [node.w, { ...env, [node.tapAxis]: u32Literal(j) }];
       const src = back === 0 ? t : `(${t} - ${u32Literal(back)})`;
-      const x = this.emit(node.x, { ...env, [node.axis]: src });
+      const x = yield [node.x, { ...env, [node.axis]: src }];
       // Taps before t = 0 read a clamped element and are discarded by the select.
       terms.push(back === 0 ? `${w} * ${x}` : `select(0.0, ${w} * ${x}, ${t} >= ${back}u)`);
     }

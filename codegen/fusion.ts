@@ -145,17 +145,16 @@ function epilogueCore(
   if (root.kind === "contract" || isCore(root)) return root;
   if (!ELEMENTWISE.has(root.kind)) return undefined;
   const found: CoreNode[] = [];
-  const seen = new Set<Node>();
-  const walk = (n: Node) => {
-    if (seen.has(n) || materialized.has(n) && n !== root) return;
+  const seen = new Set<Node>([root]);
+  // An explicit stack, not recursion: elementwise chains may be thousands of ops deep.
+  const stack = [...nodeInputs(root)];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (seen.has(n) || materialized.has(n)) continue;
     seen.add(n);
-    if (isCore(n)) {
-      found.push(n);
-      return;
-    }
-    if (ELEMENTWISE.has(n.kind)) nodeInputs(n).forEach(walk);
-  };
-  walk(root);
+    if (isCore(n)) found.push(n);
+    else if (ELEMENTWISE.has(n.kind)) stack.push(...nodeInputs(n));
+  }
   if (found.length !== 1) return undefined;
   const core = found[0];
   if ((users.get(core) ?? 0) !== 1 || !sameAxisSet(core.axes, root.axes)) return undefined;
@@ -191,7 +190,9 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
   for (const n of nodes) {
     for (const i of nodeInputs(n)) {
       users.set(i, (users.get(i) ?? 0) + 1);
-      consumers.set(i, [...(consumers.get(i) ?? []), n]);
+      const list = consumers.get(i);
+      if (list) list.push(n);
+      else consumers.set(i, [n]);
     }
   }
 

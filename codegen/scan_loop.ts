@@ -14,7 +14,7 @@
 import type { Node } from "../dsl/ir.ts";
 import { numel, stridesOf } from "../dsl/ir.ts";
 import type { BindingRegistry } from "./artifact.ts";
-import { type Env, type ExprEmitter, offsetExpr, offsetTerms } from "./expr.ts";
+import { type EmitSteps, type Env, type ExprEmitter, offsetExpr, offsetTerms } from "./expr.ts";
 
 /** How the step loop spells softplus, silu, sigmoid (and exp, with `fast-exp2`). */
 export type ScanMath = "prelude" | "exact" | "fast" | "fast-exp2";
@@ -405,23 +405,35 @@ export class Log2eFold {
    */
   constructor(readonly pre: ExprEmitter, readonly loopVariable: RegExp) {}
 
-  /** The folded spelling of `node` = exp(a·b) at `env` in `em`, or undefined. */
-  spell(em: ExprEmitter, node: Node, env: Env, lookup: (n: Node) => string | undefined) {
+  /**
+   * The steps spelling `node` = exp(a·b) at `env` folded (the emitter answers their operand
+   * requests), or undefined when `node` does not have that form.
+   */
+  spell(node: Node, env: Env, lookup: (n: Node) => string | undefined): EmitSteps | undefined {
     if (node.kind !== "unary" || node.op !== "exp") return undefined;
     const x = node.x;
     if (x.kind !== "binary" || x.op !== "mul" || lookup(x) !== undefined) return undefined;
     const invariant = (n: Node) => !n.axes.some((a) => this.loopVariable.test(env[a]));
     const [inv, other] = invariant(x.b) ? [x.b, x.a] : invariant(x.a) ? [x.a, x.b] : [];
     if (!inv || !other || inv.kind === "const") return undefined;
-    const b = em.emit(inv, env);
+    return this.#folded(inv, other, env);
+  }
+
+  *#folded(inv: Node, other: Node, env: Env): EmitSteps {
+    const b = yield [inv, env];
     let scaled = this.#scaled.get(b);
     if (scaled === undefined) {
       scaled = `${b}_log2e`;
       this.pre.lines.push(`let ${scaled}: f32 = ${b} * 1.44269504;`);
       this.#scaled.set(b, scaled);
     }
-    return `exp2(${em.emit(other, env)} * ${scaled})`;
+    return `exp2(${yield [other, env]} * ${scaled})`;
   }
+}
+
+/** Steps that put the value of `operand` at `env` where `spelled` has U+0000. */
+function* spellWith(spelled: string, operand: Node, env: Env): EmitSteps {
+  return spelled.replaceAll("\u0000", yield [operand, env]);
 }
 
 /**
@@ -483,11 +495,11 @@ export function interceptLoop(
   return em.interceptWith((node, env) => {
     const redirected = first?.(node, env);
     if (redirected !== undefined) return redirected;
-    const folded = tools.fold?.spell(em, node, env, tools.lookup);
+    const folded = tools.fold?.spell(node, env, tools.lookup);
     if (folded !== undefined) return folded;
     if (node.kind === "unary") {
       const spelled = scanUnary(tools.math, node, "\u0000");
-      if (spelled !== undefined) return spelled.replaceAll("\u0000", em.emit(node.x, env));
+      if (spelled !== undefined) return spellWith(spelled, node.x, env);
     }
     if (node.kind === "const") return undefined;
     const vector = tools.vectors?.describe(node, env);

@@ -53,20 +53,18 @@ export type SsdAnalysis = { form: SsdForm; reason?: undefined } | {
   reason: string;
 };
 
-/** Flattens a product tree into its factors, seeing through permutations. */
+/**
+ * Flattens a product tree into its factors, left to right, seeing through permutations (an
+ * explicit stack: a product may be thousands of factors deep).
+ */
 function factorsOf(node: Node, materialized: ReadonlySet<Node>, out: Node[]): void {
-  if (!materialized.has(node)) {
-    if (node.kind === "binary" && node.op === "mul") {
-      factorsOf(node.a, materialized, out);
-      factorsOf(node.b, materialized, out);
-      return;
-    }
-    if (node.kind === "permute") {
-      factorsOf(node.x, materialized, out);
-      return;
-    }
+  const stack = [node];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (!materialized.has(n) && n.kind === "binary" && n.op === "mul") stack.push(n.b, n.a);
+    else if (!materialized.has(n) && n.kind === "permute") stack.push(n.x);
+    else out.push(n);
   }
-  out.push(node);
 }
 
 /** The log-decay node: `e` for `exp(e)` (exact and cheaper), else `log(decay)`. */

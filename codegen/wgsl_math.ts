@@ -2,6 +2,14 @@
  * WGSL spellings of constants and elementwise ops. Each must compute the same function as
  * `runtime/scalar_math.ts` (the float64 oracle) to f32 accuracy.
  *
+ * Subnormal f32 values (0 < |v| < 2⁻¹²⁶ ≈ 1.18e-38): WGSL lets a GPU flush them to zero, as an
+ * operand or as a result, and most GPUs do. A result whose exact value is subnormal may
+ * therefore come back as ±0 (an absolute error below 2⁻¹²⁶): on lavapipe, `exp` and `softplus`
+ * of x < −87.34 give 0 (float64: down to 1.4e-45 at x = −103.28), while +, −, ×, ÷, sqrt and
+ * sigmoid keep subnormals. `log` reads a subnormal operand from its bits (`sk_log`), so it is
+ * exact on every GPU. Softplus is max(x, 0) + log1p(exp(−|x|)) with log1p from a short series
+ * (`sk_softplus`), so its tail is exp(x) to f32 rounding wherever exp(x) is a normal f32.
+ *
  * @module
  */
 
@@ -38,16 +46,23 @@ export function u32Literal(v: number): string {
 /** Helper functions some ops need; included once per shader that uses them. */
 export const MATH_PRELUDE = `
 fn sk_softplus(x: f32) -> f32 {
-  if (x > 20.0) { return x; }
-  let e = exp(x);
-  let w = 1.0 + e;
-  // log1p(e) without cancellation: log(w) * e / (w - 1) is exact to rounding (Goldberg).
-  if (w == 1.0) { return e; }
-  return log(w) * e / (w - 1.0);
+  // max(x, 0) + log1p(e), e = exp(-|x|) <= 1, log1p(e) = 2 atanh(u) by its series in u <= 1/3
+  // (no log near 1, where WGSL's log is only accurate to 2^-21 absolute).
+  let e = exp(-abs(x));
+  let u = e / (2.0 + e);
+  let v = u * u;
+  let s = 1.0 + v * (0.333333333 + v * (0.2 + v * (0.142857143 + v * (0.111111111
+    + v * (0.0909090909 + v * 0.0769230769)))));
+  return max(x, 0.0) + 2.0 * u * s;
 }
 fn sk_tanh(x: f32) -> f32 {
   // Some drivers compute tanh from exp and return NaN for large |x|: clamp first.
   return tanh(clamp(x, -15.0, 15.0));
+}
+fn sk_log(x: f32) -> f32 {
+  // A subnormal x = m * 2^-149 is read from its bits (GPUs may flush or misread it).
+  let bits = bitcast<u32>(x);
+  return select(log(x), log(f32(bits)) - 103.278929903, bits != 0u && bits < 0x00800000u);
 }
 ${PRIMITIVES_PRELUDE}`;
 
@@ -59,7 +74,7 @@ export function unaryWgsl(op: UnaryOp, x: string): string {
     case "exp":
       return `exp(${x})`;
     case "log":
-      return `log(${x})`;
+      return `sk_log(${x})`;
     case "sqrt":
       return `sqrt(${x})`;
     case "rsqrt":

@@ -76,7 +76,10 @@ export interface Program<R extends TraceResult = TraceResult> {
     inputs: Record<string, HostArray>,
     options?: { warmup?: number; iterations?: number },
   ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }>;
-  /** Frees GPU resources. */
+  /**
+   * Frees GPU resources (once the calls already made have finished). Every later call of
+   * `run`, `interpret` or `benchmark` throws; calling `destroy` again does nothing.
+   */
   destroy(): void;
 }
 
@@ -128,22 +131,43 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     matmul: options.matmul,
     aliases,
   });
-  const cpuRun = (data: Record<string, HostArray>) =>
-    shape<R>(graph, interpret(graph, data)) as unknown as HostResult64<R>;
+  let destroyed = false;
+  const checkAlive = (method: string) => {
+    if (destroyed) {
+      const names = program.kernels.map((k) => k.name);
+      const shown = names.length > 3 ? [...names.slice(0, 3), "…"] : names;
+      throw new Error(
+        `${method}: this program (kernel${names.length === 1 ? "" : "s"} ${shown.join(", ")}) ` +
+          "was destroyed; compile it again to use it",
+      );
+    }
+  };
+  const cpuRun = (data: Record<string, HostArray>) => {
+    checkAlive("interpret");
+    return shape<R>(graph, interpret(graph, data)) as unknown as HostResult64<R>;
+  };
   if (!ctx) {
     return {
       backend: "cpu",
       graph,
       kernels: program.kernels,
-      run: (data) => {
-        const out = interpret(graph, data);
-        const f32: Record<string, Float32Array> = {};
-        for (const [k, v] of Object.entries(out)) f32[k] = Float32Array.from(v);
-        return Promise.resolve(shape<R>(graph, f32));
-      },
+      run: (data) =>
+        settle(() => {
+          checkAlive("run");
+          const out = interpret(graph, data);
+          const f32: Record<string, Float32Array> = {};
+          for (const [k, v] of Object.entries(out)) f32[k] = Float32Array.from(v);
+          return shape<R>(graph, f32);
+        }),
       interpret: cpuRun,
-      benchmark: () => Promise.reject(new Error("benchmark needs the GPU backend")),
-      destroy: () => {},
+      benchmark: () =>
+        settle(() => {
+          checkAlive("benchmark");
+          throw new Error("benchmark needs the GPU backend");
+        }),
+      destroy: () => {
+        destroyed = true;
+      },
     };
   }
   const gpu = await GpuProgram.create(ctx, program, aliases);
@@ -157,8 +181,20 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
       return gpu.lastTimings;
     },
     benchmark: (data, benchOptions) => gpu.benchmark(data, benchOptions),
-    destroy: () => gpu.destroy(),
+    destroy: () => {
+      destroyed = true;
+      gpu.destroy();
+    },
   };
+}
+
+/** Runs `f` now; its result or exception as a promise. */
+function settle<T>(f: () => T): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 /** Checks `inPlace` pairs and returns input node → output node. */

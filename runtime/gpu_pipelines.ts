@@ -65,14 +65,28 @@ function headline(message: string): string {
   return first.replace(/^Shader '[^']*' /, "");
 }
 
-/** Pipelines by WGSL text; concurrent requests for one text share a single creation. */
+/**
+ * Distinct WGSL texts a {@link PipelineCache} keeps by default. A Mamba language model's
+ * programs (prompt pass, two decode steps, sampler) use a few dozen; the bound keeps a process
+ * that compiles programs for many shapes from holding every pipeline it ever made.
+ */
+export const PIPELINE_CACHE_CAPACITY = 256;
+
+/**
+ * Pipelines by WGSL text; concurrent requests for one text share a single creation. The cache
+ * is bounded: past `capacity` texts, the least recently requested is forgotten (programs that
+ * hold its pipeline keep it; a later request compiles it again).
+ */
 export class PipelineCache {
   readonly #ctx: GpuContext;
+  /** In least-recently-requested order (a Map iterates in insertion order). */
   readonly #byText = new Map<string, Promise<GPUComputePipeline>>();
+  #capacity: number;
 
-  /** Creates an empty cache for `ctx`'s device. */
-  constructor(ctx: GpuContext) {
+  /** Creates an empty cache for `ctx`'s device, keeping at most `capacity` WGSL texts. */
+  constructor(ctx: GpuContext, capacity = PIPELINE_CACHE_CAPACITY) {
     this.#ctx = ctx;
+    this.#capacity = checkCapacity(capacity);
   }
 
   /** Number of distinct WGSL texts cached or being compiled. */
@@ -80,21 +94,49 @@ export class PipelineCache {
     return this.#byText.size;
   }
 
+  /** The most WGSL texts kept; lowering it forgets the least recently requested ones. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  set capacity(value: number) {
+    this.#capacity = checkCapacity(value);
+    this.#trim();
+  }
+
+  /** Whether the pipeline of `wgsl` is cached or being compiled (does not count as a use). */
+  has(wgsl: string): boolean {
+    return this.#byText.has(wgsl);
+  }
+
   /** The pipeline of `kernel` (compiled on first request; compile errors are thrown). */
   get(kernel: KernelSource): Promise<GPUComputePipeline> {
     if (typeof kernel?.wgsl !== "string" || kernel.wgsl.length === 0) {
       return Promise.reject(new Error(`kernel "${kernel?.name}": no WGSL text`));
     }
-    let pending = this.#byText.get(kernel.wgsl);
-    if (!pending) {
-      pending = this.#create(kernel);
-      this.#byText.set(kernel.wgsl, pending);
-      // Failures are not cached: the error is reported to every waiter, and a later call retries.
-      pending.catch(() => {
-        if (this.#byText.get(kernel.wgsl) === pending) this.#byText.delete(kernel.wgsl);
-      });
+    const cached = this.#byText.get(kernel.wgsl);
+    if (cached) {
+      // Now the most recently requested: move it to the end.
+      this.#byText.delete(kernel.wgsl);
+      this.#byText.set(kernel.wgsl, cached);
+      return cached;
     }
-    return pending;
+    const created = this.#create(kernel);
+    this.#byText.set(kernel.wgsl, created);
+    // Failures are not cached: the error is reported to every waiter, and a later call retries.
+    created.catch(() => {
+      if (this.#byText.get(kernel.wgsl) === created) this.#byText.delete(kernel.wgsl);
+    });
+    this.#trim();
+    return created;
+  }
+
+  /** Forgets the least recently requested texts until at most `capacity` remain. */
+  #trim(): void {
+    for (const text of this.#byText.keys()) {
+      if (this.#byText.size <= this.#capacity) break;
+      this.#byText.delete(text);
+    }
   }
 
   /** Creates (or finds) the pipelines of all kernels in parallel, in the given order. */
@@ -148,6 +190,13 @@ export class PipelineCache {
     }
     return pipeline;
   }
+}
+
+function checkCapacity(value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`PipelineCache: capacity must be a positive integer, got ${value}`);
+  }
+  return value;
 }
 
 /** One node of the bind-group trie: keyed by buffer objects, so nothing outlives its buffers. */

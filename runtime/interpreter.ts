@@ -5,12 +5,11 @@
  * @module
  */
 
-import { showAxes } from "../dsl/axes.ts";
 import { collectNodes, type Graph, type Node, numel, type ScanNode, stridesOf } from "../dsl/ir.ts";
+import { checkHostInputs, type HostArray } from "./host_inputs.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 
-/** Host data accepted for an input. */
-export type HostArray = Float32Array | Float64Array | Int32Array | Uint32Array | number[];
+export type { HostArray } from "./host_inputs.ts";
 
 /** Strides of `src` for each axis of `axes` (0 where `src` lacks the axis: broadcasting). */
 function aligned(src: Node, axes: readonly string[]): number[] {
@@ -61,23 +60,17 @@ function offsetOf(node: Node, env: Record<string, number>): number {
   return o;
 }
 
-/** Evaluates every output of `graph` on the given inputs, in float64. */
+/**
+ * Evaluates every output of `graph` on the given inputs, in float64. Every input is checked
+ * first (kind, length, i32 integers), as the GPU program checks them.
+ */
 export function interpret(
   graph: Graph,
   inputs: Record<string, HostArray>,
 ): Record<string, Float64Array> {
+  checkHostInputs(graph.inputs, inputs);
   const values = new Map<number, Float64Array>();
-  for (const inp of graph.inputs) {
-    const data = inputs[inp.name];
-    if (data === undefined) throw new Error(`missing input "${inp.name}"`);
-    if (data.length !== numel(inp)) {
-      throw new Error(
-        `input "${inp.name}" ${showAxes(inp.axes)} needs ${numel(inp)} elements ` +
-          `(shape ${inp.shape.join("×")}), got ${data.length}`,
-      );
-    }
-    values.set(inp.id, Float64Array.from(data));
-  }
+  for (const inp of graph.inputs) values.set(inp.id, Float64Array.from(inputs[inp.name]));
   const order = collectNodes(Object.values(graph.outputs));
   for (const node of order) {
     if (!values.has(node.id)) values.set(node.id, evalNode(node, (n) => values.get(n.id)!));

@@ -1,17 +1,21 @@
 /**
  * A compiled program on the GPU: owns its pipelines and buffers; each `run` uploads the inputs,
- * encodes every kernel into one submit and reads all outputs back with one map.
+ * encodes every kernel into one submit and reads all outputs back with one map. The buffers hold
+ * one call's data from upload to readback, so calls that use them (`run`, `benchmark`) are
+ * queued: overlapping calls run one after another, each with its own inputs and results.
  *
  * @module
  */
 
 import { showAxes } from "../dsl/axes.ts";
-import type { Node } from "../dsl/ir.ts";
+import type { InputNode, Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
 import { type BufferKey, elementsOf, type KernelArtifact } from "../codegen/artifact.ts";
 import type { KernelProgram } from "../codegen/compile_graph.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { readBuffers } from "./gpu_buffers.ts";
+import { checkHostInputs, type HostArray } from "./host_inputs.ts";
+import { SerialQueue } from "./serial_queue.ts";
 import { BindGroupCache, PipelineCache } from "./gpu_pipelines.ts";
 import {
   type Dispatch,
@@ -19,7 +23,6 @@ import {
   submitDispatches,
   timeDispatches,
 } from "./gpu_submit.ts";
-import type { HostArray } from "./interpreter.ts";
 
 /** Host arrays returned for outputs: f32 outputs as Float32Array, i32 as Int32Array. */
 export type HostOutput = Float32Array | Int32Array;
@@ -48,24 +51,12 @@ function bindGroupCacheFor(ctx: GpuContext): BindGroupCache {
   return c;
 }
 
-/** Converts host data to the typed array the GPU buffer holds, checking its length. */
-export function toDeviceArray(
-  node: Node,
-  data: HostArray,
-  name: string,
-): Float32Array | Int32Array {
-  const want = numel(node);
-  if (data === undefined || data === null || typeof data.length !== "number") {
-    throw new Error(`input "${name}" ${showAxes(node.axes)}: expected an array of ${want} numbers`);
+/** The typed array an input's GPU buffer holds; `copy` forces a private copy of the data. */
+function deviceArray(input: InputNode, data: HostArray, copy: boolean): Float32Array | Int32Array {
+  if (input.dtype === "i32") {
+    return data instanceof Int32Array && !copy ? data : Int32Array.from(data);
   }
-  if (data.length !== want) {
-    throw new Error(
-      `input "${name}" ${showAxes(node.axes)} needs ${want} elements (shape ` +
-        `${node.shape.join("×")}), got ${data.length}`,
-    );
-  }
-  if (node.dtype === "i32") return data instanceof Int32Array ? data : Int32Array.from(data);
-  return data instanceof Float32Array ? data : Float32Array.from(data);
+  return data instanceof Float32Array && !copy ? data : Float32Array.from(data);
 }
 
 /** A program compiled for one GPU device. */
@@ -80,6 +71,9 @@ export class GpuProgram {
   /** Buffers owned by the caller (resident weights, caches shared between programs). */
   #external = new Set<GPUBuffer>();
   #dispatches: Dispatch[] = [];
+  /** Calls that use the buffers, one at a time. */
+  readonly #queue = new SerialQueue();
+  #destroyed = false;
 
   private constructor(ctx: GpuContext, program: KernelProgram) {
     this.#ctx = ctx;
@@ -134,20 +128,31 @@ export class GpuProgram {
     return p;
   }
 
-  /** Runs the program; returns every output by name. */
+  /** Whether `destroy` was called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /**
+   * Runs the program; returns every output by name. Every input is checked first (nothing is
+   * uploaded when one is bad). Calls that overlap run one after another, each on its own
+   * inputs; the inputs are read when `run` is called.
+   */
   async run(
     inputs: Record<string, HostArray>,
     options: RunOptions = {},
   ): Promise<Record<string, HostOutput>> {
+    this.#checkAlive("run");
+    const arrays = this.#deviceArrays(inputs);
+    return await this.#queue.run(() => this.#runNow(arrays, options));
+  }
+
+  async #runNow(
+    arrays: ReadonlyMap<InputNode, Float32Array | Int32Array>,
+    options: RunOptions,
+  ): Promise<Record<string, HostOutput>> {
     const graph = this.#program.graph;
-    const known = new Set(graph.inputs.map((i) => i.name));
-    for (const name of Object.keys(inputs)) {
-      if (!known.has(name)) {
-        throw new Error(`unknown input "${name}"; the program takes: ${[...known].join(", ")}`);
-      }
-    }
-    // Validate everything before touching the GPU: nothing half-written on bad input.
-    this.upload(inputs);
+    this.#write(arrays);
     this.lastTimings = await submitDispatches(this.#ctx, this.#dispatches, {
       profile: options.profile,
     });
@@ -176,33 +181,107 @@ export class GpuProgram {
 
   /**
    * Times the kernels with timestamp queries: uploads `inputs` once, runs every kernel
-   * `warmup + iterations` times, returns per-kernel medians (ns) and their sum.
+   * `warmup + iterations` times, returns per-kernel medians (ns) and their sum. Queued with
+   * `run` like any call that uses the buffers.
    */
   async benchmark(
     inputs: Record<string, HostArray>,
     options: { warmup?: number; iterations?: number } = {},
   ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }> {
-    this.upload(inputs);
-    const kernels = await timeDispatches(this.#ctx, this.#dispatches, {
-      warmup: options.warmup ?? 3,
-      iterations: options.iterations ?? 20,
+    this.#checkAlive("benchmark");
+    const arrays = this.#deviceArrays(inputs);
+    return await this.#queue.run(async () => {
+      this.#write(arrays);
+      const kernels = await timeDispatches(this.#ctx, this.#dispatches, {
+        warmup: options.warmup ?? 3,
+        iterations: options.iterations ?? 20,
+      });
+      return { kernels, totalNs: kernels.reduce((s, k) => s + k.medianNs, 0) };
     });
-    return { kernels, totalNs: kernels.reduce((s, k) => s + k.medianNs, 0) };
   }
 
   /**
    * Writes host inputs into their buffers without running (for callers that submit this
-   * program's dispatches themselves). Checks every input first: nothing half-written.
+   * program's dispatches themselves). Checks every input first: nothing half-written. Throws
+   * while a `run` or `benchmark` of this program is in progress (its buffers are in use).
    */
   upload(inputs: Record<string, HostArray>): void {
-    const graph = this.#program.graph;
-    const host = graph.inputs.filter((inp) => !this.#external.has(this.#buffers.get(inp)!));
-    const arrays = host.map((inp) => {
-      if (!(inp.name in inputs)) throw new Error(`missing input "${inp.name}"`);
-      return toDeviceArray(inp, inputs[inp.name], inp.name);
+    this.#checkAlive("upload");
+    if (this.#queue.busy) {
+      throw new Error(
+        `upload: a run or benchmark of this program (${this.#label()}) is in progress and ` +
+          "its buffers are in use; await it before uploading",
+      );
+    }
+    this.#write(this.#deviceArrays(inputs));
+  }
+
+  /** The dispatches of one run, for callers that encode several programs in one submit. */
+  get dispatches(): readonly Dispatch[] {
+    this.#checkAlive("dispatches");
+    return this.#dispatches;
+  }
+
+  /** The buffer holding an input or output node. */
+  bufferOf(node: Node): GPUBuffer {
+    this.#checkAlive("bufferOf");
+    const b = this.#buffers.get(node);
+    if (!b) throw new Error(`internal: node ${node.id} has no buffer`);
+    return b;
+  }
+
+  /**
+   * Frees the GPU buffers (not the caller's external ones): at once when idle, else when the
+   * calls already made have finished. Every later call throws; calling it again does nothing.
+   */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    void this.#queue.run(() => {
+      for (const b of new Set(this.#buffers.values())) if (!this.#external.has(b)) b.destroy();
+      this.#buffers.clear();
     });
-    host.forEach((inp, i) => {
-      const a = arrays[i];
+  }
+
+  /** Throws when the program was destroyed, naming the method and the program. */
+  #checkAlive(method: string): void {
+    if (this.#destroyed) {
+      throw new Error(
+        `${method}: this program (${this.#label()}) was destroyed; compile it again to use it`,
+      );
+    }
+  }
+
+  /** The program's kernels, for messages. */
+  #label(): string {
+    const names = this.kernels.map((k) => k.name);
+    const shown = names.length > 3 ? [...names.slice(0, 3), "…"] : names;
+    return `kernel${names.length === 1 ? "" : "s"} ${shown.join(", ")}`;
+  }
+
+  /**
+   * Checks every host input and converts it to its buffer's type. When the call will wait
+   * behind another, the data is copied now: the caller may reuse its arrays meanwhile.
+   */
+  #deviceArrays(
+    inputs: Record<string, HostArray>,
+  ): Map<InputNode, Float32Array | Int32Array> {
+    const graph = this.#program.graph;
+    const bound = new Set(
+      graph.inputs.filter((inp) => this.#external.has(this.#buffers.get(inp)!)),
+    );
+    checkHostInputs(graph.inputs, inputs, bound);
+    const copy = this.#queue.busy;
+    const arrays = new Map<InputNode, Float32Array | Int32Array>();
+    for (const inp of graph.inputs) {
+      if (!bound.has(inp)) arrays.set(inp, deviceArray(inp, inputs[inp.name], copy));
+    }
+    return arrays;
+  }
+
+  /** Writes checked host arrays into their buffers. */
+  #write(arrays: ReadonlyMap<InputNode, Float32Array | Int32Array>): void {
+    for (const [inp, a] of arrays) {
       this.#ctx.device.queue.writeBuffer(
         this.#buffers.get(inp)!,
         0,
@@ -210,24 +289,6 @@ export class GpuProgram {
         a.byteOffset,
         a.byteLength,
       );
-    });
-  }
-
-  /** The dispatches of one run, for callers that encode several programs in one submit. */
-  get dispatches(): readonly Dispatch[] {
-    return this.#dispatches;
-  }
-
-  /** The buffer holding an input or output node. */
-  bufferOf(node: Node): GPUBuffer {
-    const b = this.#buffers.get(node);
-    if (!b) throw new Error(`internal: node ${node.id} has no buffer`);
-    return b;
-  }
-
-  /** Frees the GPU buffers (not the caller's external ones). */
-  destroy(): void {
-    for (const b of new Set(this.#buffers.values())) if (!this.#external.has(b)) b.destroy();
-    this.#buffers.clear();
+    }
   }
 }

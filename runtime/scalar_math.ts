@@ -1,5 +1,8 @@
 /**
- * The float64 meaning of every elementwise op: the reference the WGSL emitter must match.
+ * The float64 meaning of every elementwise op: the reference the WGSL emitter must match, to f32
+ * rounding. Values are exact in float64, subnormal f32 results included; the GPU may flush a
+ * result below 2⁻¹²⁶ to zero (see `codegen/wgsl_math.ts`), so a per-element comparison with
+ * the GPU allows that much absolute error on top of its relative tolerance.
  *
  * @module
  */
