@@ -14,6 +14,9 @@ import { einsum } from "./einsum.ts";
 import { type BinaryOp, makeNode, type Node, type UnaryOp } from "./ir.ts";
 import { Tensor } from "./tensor.ts";
 
+/** An input of a node and the cotangent it receives from that node (what a rule returns). */
+export type Contribution = readonly [input: Node, cotangent: Node];
+
 /** An axis with its size. */
 export interface SizedAxis {
   /** The axis name. */

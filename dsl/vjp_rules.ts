@@ -18,6 +18,7 @@
 import {
   binary,
   constant,
+  type Contribution,
   productForOperand,
   productTo,
   scale,
@@ -30,8 +31,7 @@ import type { BinaryNode, Node, ReduceNode, UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
 import { viewRule } from "./vjp_views.ts";
 
-/** An input of a node and the cotangent it receives from that node. */
-export type Contribution = readonly [input: Node, cotangent: Node];
+export type { Contribution } from "./grad_builders.ts";
 
 /**
  * The cotangents `node` sends to its inputs, given the cotangent `ct` of its value. `wanted`

@@ -27,7 +27,7 @@ import {
   sumTo,
 } from "./grad_builders.ts";
 import { makeNode, type Node, type ScanNode } from "./ir.ts";
-import type { Contribution } from "./vjp_rules.ts";
+import type { Contribution } from "./grad_builders.ts";
 
 /** The cotangents a scan sends to its decay, input and init. */
 export function scanRule(

@@ -25,7 +25,7 @@ import {
   withUnitAxis,
 } from "./grad_builders.ts";
 import { type Conv1dNode, type GatherNode, makeNode, type Node } from "./ir.ts";
-import type { Contribution } from "./vjp_rules.ts";
+import type { Contribution } from "./grad_builders.ts";
 
 /** The view nodes. */
 export type ViewNode = Extract<
