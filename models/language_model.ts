@@ -92,6 +92,8 @@ const MAX_CHUNK = 1024;
 const MAX_CHUNK_PROGRAMS = 24;
 /** Batch sizes whose buffers and programs stay (least recently used dropped first). */
 const MAX_LANES = 4;
+/** Logits read back but not yet mapped, at most (each read holds a staging buffer). */
+const MAX_PENDING_READ_BYTES = 256 * 2 ** 20;
 
 /**
  * The most new tokens per row {@link LanguageModel.generate} accepts for `batch` rows on `ctx`'s
@@ -291,13 +293,21 @@ export class LanguageModel {
       const programs = await this.#chunkPrograms(lane, "all", l);
       const out = new Float32Array(b * l * vocab);
       // Each chunk's logits are copied out right behind it (a repeated chunk length reuses its
-      // program's buffer); the maps are awaited together at the end.
+      // program's buffer); the maps are awaited together, once the staging buffers pending
+      // would exceed MAX_PENDING_READ_BYTES, and at the end.
       const reads: Promise<void>[] = [];
+      let pendingBytes = 0;
       try {
-        await this.#runPrompt(lane, ids, l, programs, (chunk, start, c) => {
+        await this.#runPrompt(lane, ids, l, programs, async (chunk, start, c) => {
+          const bytes = 4 * b * c * vocab;
+          if (pendingBytes > 0 && pendingBytes + bytes > MAX_PENDING_READ_BYTES) {
+            await Promise.all(reads);
+            pendingBytes = 0;
+          }
+          pendingBytes += bytes;
           const read = readBuffers(this.#ctx, [{
             buffer: chunk.logits!,
-            byteLength: 4 * b * c * vocab,
+            byteLength: bytes,
           }]).then(([raw]) => {
             const part = new Float32Array(raw);
             for (let r = 0; r < b; r++) {
@@ -603,7 +613,7 @@ export class LanguageModel {
     ids: Int32Array,
     l: number,
     programs: Map<number, ChunkProgram>,
-    afterChunk?: (chunk: ChunkProgram, start: number, length: number) => void,
+    afterChunk?: (chunk: ChunkProgram, start: number, length: number) => Promise<void>,
   ): Promise<string[]> {
     const device = this.#ctx.device;
     const clear = device.createCommandEncoder({ label: "ssmkit prompt caches" });
@@ -633,7 +643,7 @@ export class LanguageModel {
         }
       }
       device.queue.submit([copy.finish()]);
-      if (chunk) afterChunk?.(chunk, start, c);
+      if (chunk) await afterChunk?.(chunk, start, c);
       start += c;
     }
     return kernels;
