@@ -6,7 +6,9 @@
  *   exports (values made with `defineProgram`) and prints the generated kernels.
  * - `logits --model DIR --tokens 5,17,300 --out FILE.npy`: float32 logits [tokens, vocab].
  * - `generate --model DIR (--prompt TEXT | --tokens IDS) --max-new N [--temperature T]
- *   [--top-k K] [--top-p P] [--seed S] [--json]`: generation on the GPU.
+ *   [--top-k K] [--top-p P] [--seed S] [--eos IDS|none] [--json]`: generation on the GPU.
+ *
+ * Options are checked before the model is loaded; `--out` is written whole or not at all.
  *
  * @module
  */
@@ -20,9 +22,13 @@ import { generateKernels } from "./codegen/compile_graph.ts";
 import { DEFAULT_LIMITS, limitsFrom } from "./codegen/limits.ts";
 import { getGpu, NoAdapterError } from "./runtime/gpu_device.ts";
 import { describeGpu } from "./runtime/gpu_info.ts";
-import { loadModel } from "./models/language_model.ts";
+import { loadModel, maxNewTokens } from "./models/language_model.ts";
 import { encodeNpy } from "./models/checkpoint/npy.ts";
-import { loadTokenizer } from "./models/checkpoint/tokenizer.ts";
+import { readConfig } from "./models/checkpoint/config.ts";
+import { loadTokenizer, type TextTokenizer } from "./models/checkpoint/tokenizer.ts";
+import { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
+import { integerOption, numberOption, tokenIdsOption, UsageError } from "./cli/options.ts";
+import { OutputFile } from "./cli/output_file.ts";
 
 const USAGE = `ssmkit — state-space models compiled to WebGPU
 
@@ -36,9 +42,11 @@ usage:
   deno task cli logits --model DIR --tokens 5,17,300 --out FILE.npy
       Write the float32 logits of every position, shape [tokens, vocab], as NumPy .npy.
   deno task cli generate --model DIR (--prompt TEXT | --tokens IDS) --max-new N
-                         [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]
+                         [--temperature T] [--top-k K] [--top-p P] [--seed S]
+                         [--eos IDS|none] [--json]
       Generate on the GPU (temperature 0, the default, is greedy). Text streams as tokens
-      arrive; --json prints one object {"tokens": [...], "text": ...} instead.
+      arrive; --json prints one object {"tokens": [...], "text": ...} instead. Generation
+      stops at the config's eos_token_id unless --eos gives other ids (or none).
   deno task cli help
       Show this text.
 `;
@@ -57,9 +65,6 @@ function userDirectory(): string {
 function resolveUserPath(path: string): string {
   return resolve(userDirectory(), path);
 }
-
-/** A usage problem: printed with the usage text, exit code 2. */
-class UsageError extends Error {}
 
 async function info(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: "boolean" } }, strict: true });
@@ -129,21 +134,9 @@ async function wgsl(args: string[]): Promise<void> {
   }
 }
 
-function parseTokens(text: string): number[] {
-  const ids = text.split(",").map((t) => t.trim());
-  if (ids.some((t) => !/^\d+$/.test(t))) {
-    throw new UsageError(`--tokens must be comma-separated token ids, got "${text}"`);
-  }
-  return ids.map(Number);
-}
-
-function parseNumber(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const v = Number(text);
-  if (text.trim() === "" || !Number.isFinite(v)) {
-    throw new UsageError(`--${name} must be a number, got "${text}"`);
-  }
-  return v;
+/** The model's definition from DIR/config.json alone (cheap: no weights are read). */
+async function readDefinition(dir: string): Promise<ModelDefinition> {
+  return modelDefinitionFor(await readConfig(dir), dir);
 }
 
 async function logitsCommand(args: string[]): Promise<void> {
@@ -155,12 +148,46 @@ async function logitsCommand(args: string[]): Promise<void> {
   if (!values.model || !values.tokens || !values.out) {
     throw new UsageError("logits needs --model DIR --tokens IDS --out FILE.npy");
   }
-  const tokens = parseTokens(values.tokens);
-  const model = await loadModel(values.model);
-  const logits = await model.logits([tokens]);
-  await Deno.writeFile(values.out, encodeNpy(logits, [tokens.length, model.definition.vocab]));
-  console.error(`wrote ${values.out}: float32 [${tokens.length}, ${model.definition.vocab}]`);
-  model.destroy();
+  // Everything is checked before the weights are loaded.
+  const vocab = (await readDefinition(values.model)).vocab;
+  const tokens = tokenIdsOption("tokens", values.tokens, vocab);
+  const out = await OutputFile.create(values.out);
+  try {
+    const model = await loadModel(values.model);
+    let logits: Float32Array;
+    try {
+      logits = await model.logits([tokens]);
+    } finally {
+      model.destroy();
+    }
+    await out.commit(encodeNpy(logits, [tokens.length, vocab]));
+  } finally {
+    await out.discard();
+  }
+  console.error(`wrote ${values.out}: float32 [${tokens.length}, ${vocab}]`);
+}
+
+/**
+ * The text of `ids`, where ids the tokenizer does not know (a vocabulary padded past the
+ * tokenizer's, as HF checkpoints often have) show as `<unk:ID>` instead of failing.
+ */
+function decodeVisible(tokenizer: TextTokenizer, ids: readonly number[]): string {
+  let text = "";
+  let run: number[] = [];
+  const flush = () => {
+    if (run.length > 0) text += tokenizer.decode(run);
+    run = [];
+  };
+  for (const id of ids) {
+    if (Number.isInteger(id) && id >= 0 && id < tokenizer.vocabSize) {
+      run.push(id);
+    } else {
+      flush();
+      text += `<unk:${id}>`;
+    }
+  }
+  flush();
+  return text;
 }
 
 async function generateCommand(args: string[]): Promise<void> {
@@ -175,6 +202,7 @@ async function generateCommand(args: string[]): Promise<void> {
       "top-k": { type: "string" },
       "top-p": { type: "string" },
       seed: { type: "string" },
+      eos: { type: "string" },
       json: { type: "boolean" },
     },
     strict: true,
@@ -184,7 +212,48 @@ async function generateCommand(args: string[]): Promise<void> {
     throw new UsageError("generate needs exactly one of --prompt TEXT or --tokens IDS");
   }
   if (values["max-new"] === undefined) throw new UsageError("generate needs --max-new N");
-  const maxNew = parseNumber("max-new", values["max-new"], 0);
+  // Every option is checked as typed, before the weights are loaded.
+  const maxNew = integerOption("max-new", values["max-new"], {
+    min: 1,
+    max: Number.MAX_SAFE_INTEGER,
+    what: "a positive integer",
+  });
+  const sampling = {
+    temperature: numberOption(
+      "temperature",
+      values.temperature,
+      0,
+      "a number ≥ 0 (0 = greedy)",
+      (v) => v >= 0,
+    ),
+    topK: integerOption("top-k", values["top-k"], {
+      min: 0,
+      max: 0xffffffff,
+      fallback: 0,
+      what: "an integer ≥ 0 (0 = off)",
+    }),
+    topP: numberOption("top-p", values["top-p"], 1, "a number in (0, 1] (1 = off)", (v) => {
+      return v > 0 && v <= 1;
+    }),
+    seed: integerOption("seed", values.seed, {
+      min: Number.MIN_SAFE_INTEGER,
+      max: Number.MAX_SAFE_INTEGER,
+      fallback: 0,
+      what: `an integer in [-(2^53 - 1), 2^53 - 1]`,
+    }),
+  };
+  const vocab = (await readDefinition(values.model)).vocab;
+  const eos = values.eos === undefined
+    ? undefined
+    : values.eos.trim() === "none"
+    ? []
+    : tokenIdsOption("eos", values.eos, vocab);
+  const limit = maxNewTokens(await getGpu(), 1);
+  if (maxNew > limit) {
+    throw new Error(
+      `--max-new ${values["max-new"]} is too large for this device: at most ${limit} new tokens`,
+    );
+  }
   const tokenizer = await loadTokenizer(values.model);
   let prompt: number[];
   if (values.prompt !== undefined) {
@@ -194,37 +263,45 @@ async function generateCommand(args: string[]): Promise<void> {
     prompt = tokenizer.encode(values.prompt);
     if (prompt.length === 0) throw new Error("the prompt encodes to no tokens");
   } else {
-    prompt = parseTokens(values.tokens!);
+    prompt = tokenIdsOption("tokens", values.tokens!, vocab);
   }
   const model = await loadModel(values.model);
   const all: number[] = [];
   let shown = "";
   const stream = !values.json;
-  const out = await model.generate([prompt], {
-    maxNew,
-    temperature: parseNumber("temperature", values.temperature, 0),
-    topK: parseNumber("top-k", values["top-k"], 0),
-    topP: parseNumber("top-p", values["top-p"], 1),
-    seed: parseNumber("seed", values.seed, 0),
-    onTokens: (rows) => {
-      if (!stream) return;
-      all.push(...rows[0]);
-      if (tokenizer) {
-        // Hold back a trailing partial character (a token can end inside a UTF-8 sequence).
-        const text = tokenizer.decode(all).replace(/\uFFFD+$/, "");
-        if (text.startsWith(shown)) {
-          Deno.stdout.writeSync(new TextEncoder().encode(text.slice(shown.length)));
-          shown = text;
+  let out: number[][];
+  try {
+    out = await model.generate([prompt], {
+      maxNew,
+      ...sampling,
+      eos,
+      onTokens: (rows) => {
+        if (!stream) return;
+        all.push(...rows[0]);
+        if (tokenizer) {
+          // Hold back a trailing partial character (a token can end inside a UTF-8 sequence).
+          const text = decodeVisible(tokenizer, all).replace(/\uFFFD+$/, "");
+          if (text.startsWith(shown)) {
+            Deno.stdout.writeSync(new TextEncoder().encode(text.slice(shown.length)));
+            shown = text;
+          }
+        } else {
+          console.log(rows[0].join(" "));
         }
-      } else {
-        console.log(rows[0].join(" "));
-      }
-    },
-  });
-  model.destroy();
-  const text = tokenizer ? tokenizer.decode(out[0]) : null;
+      },
+    });
+  } finally {
+    model.destroy();
+  }
+  const text = tokenizer ? decodeVisible(tokenizer, out[0]) : null;
   if (values.json) console.log(JSON.stringify({ tokens: out[0], text }));
-  else if (tokenizer) console.log();
+  else if (text !== null) {
+    // What was held back (a partial character at the end stays partial).
+    if (text.startsWith(shown)) {
+      Deno.stdout.writeSync(new TextEncoder().encode(text.slice(shown.length)));
+    }
+    console.log();
+  }
 }
 
 /** Runs the CLI with `args`; returns the exit code. */

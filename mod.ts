@@ -114,6 +114,8 @@ export {
   LanguageModel,
   loadModel,
   type LoadOptions,
+  maxNewTokens,
+  type ModelCacheStats,
 } from "./models/language_model.ts";
 export type { SamplingOptions } from "./models/sampler.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";

@@ -6,7 +6,9 @@
  *
  * Algorithm, per row (one workgroup of 256 threads):
  * 1. One pass over the logits: the largest logit and its lowest index, the smallest valid logit
- *    and the number of valid logits (NaN and -inf are invalid: never chosen).
+ *    and the number of valid logits (NaN and -inf are invalid: never chosen), and how many are
+ *    NaN or ±inf: the first step with any is recorded in the row's state, for the host to
+ *    report (a model's logits are finite unless its weights or activations overflow).
  * 2. Greedy stops here. Otherwise tokens are ranked by an order-preserving u32 key of the logit
  *    (the same order as logit / temperature), and the top-k and top-p sets are found as key
  *    thresholds: the smallest key c with F(c) < target, where F(c) counts (top-k) or weighs
@@ -61,11 +63,13 @@ export interface SamplerLimits {
 }
 
 /**
- * u32 words per row in the sampler's `state` buffer: [0] the step counter (tokens written so
- * far; start it at 0), [1] the last token, [2] how many tokens the last step's top-k/top-p kept
- * (1 when greedy), [3] the last step's 24-bit random draw (u = word / 2²⁴).
+ * u32 words per row in the sampler's `state` buffer (start them all at 0): [0] the step counter
+ * (tokens written so far), [1] the last token, [2] how many tokens the last step's top-k/top-p
+ * kept (1 when greedy), [3] the last step's 24-bit random draw (u = word / 2²⁴), [4] 1 + the
+ * first step whose logits held a NaN or an infinity (0: none so far), [5] how many of that
+ * step's logits were not finite.
  */
-export const STATE_WORDS = 4;
+export const STATE_WORDS = 6;
 
 /** u32 words made by {@link encodeSamplerParams}. */
 export const PARAM_WORDS = 8;
@@ -81,7 +85,7 @@ const FLT_MAX = 3.4028234663852886e38;
 const TOP_P_FLOOR = 1e-30;
 const NONE = 0xffffffff;
 /** Workgroup memory of the kernel in bytes (see the `var<workgroup>` declarations). */
-const SHARED_BYTES = WG * 16 + WG * 16 + WG * 8 + (SCAN + 1) * 8 + 16 + 8 + 4 + 4;
+const SHARED_BYTES = WG * 16 + WG * 16 + WG * 8 + (SCAN + 1) * 8 + 16 + 8 + 4 + 4 + 4;
 /** Largest vocabulary: counts are summed in f32 and must stay exact. */
 const MAX_VOCAB = 2 ** 24 - 1;
 
@@ -90,10 +94,21 @@ const MAX_VOCAB = 2 ** 24 - 1;
 
 /**
  * Validates `o` and packs it for the kernel's params binding (8 u32 words: mode, 1/T as f32 bits,
- * top-k, top-p as f32 bits, top-p on, seed low and high words, reserved). Fields other than the
- * four sampling options are ignored, so a larger options object can be passed as is.
+ * top-k, top-p as f32 bits, top-p on, seed low and high words, `maxSteps`: the tokens each row
+ * may write, the row stride of the tokens binding). Fields other than the four sampling options
+ * are ignored, so a larger options object can be passed as is.
  */
-export function encodeSamplerParams(o: SamplingOptions = {}): Uint32Array {
+export function encodeSamplerParams(o: SamplingOptions, maxSteps: number): Uint32Array {
+  const words = checkedParams(o);
+  if (!Number.isInteger(maxSteps) || maxSteps < 1 || maxSteps > 0xffffffff) {
+    throw new Error(`sampler: maxSteps must be an integer in [1, 2³²), got ${describe(maxSteps)}`);
+  }
+  words[7] = maxSteps;
+  return words;
+}
+
+/** The params words of `o` (validated), with word 7 (maxSteps) left 0. */
+function checkedParams(o: SamplingOptions): Uint32Array {
   if (o === null || typeof o !== "object") {
     throw new Error(`sampling options must be an object, got ${o === null ? "null" : typeof o}`);
   }
@@ -139,17 +154,18 @@ function describe(v: unknown): string {
 // Kernel
 
 /**
- * Emits the sampler for `batch` rows of `vocab` logits, writing at most `maxSteps` tokens per
- * row. Bindings: 0 logits (f32 [batch, vocab], read), 1 params (u32 [8], read; from
- * `encodeSamplerParams`), 2 state (u32 [batch · STATE_WORDS], read_write), 3 ids (i32 [batch],
- * read_write: the next input token of each row), 4 tokens (i32 [batch, maxSteps], read_write).
- * Each dispatch writes tokens[row, step] and ids[row] for step = state's counter and increments
- * it; a row whose counter reached `maxSteps` is left untouched.
+ * Emits the sampler for `batch` rows of `vocab` logits. Bindings: 0 logits (f32 [batch, vocab],
+ * read), 1 params (u32 [8], read; from `encodeSamplerParams`, whose `maxSteps` bounds the tokens
+ * per row), 2 state (u32 [batch · STATE_WORDS], read_write), 3 ids (i32 [batch], read_write: the
+ * next input token of each row), 4 tokens (i32 [batch, maxSteps], read_write). Each dispatch
+ * writes tokens[row, step] and ids[row] for step = state's counter and increments it; a row whose
+ * counter reached `maxSteps` is left untouched. A step whose logits hold a NaN or an infinity is
+ * recorded in the row's state (see {@link STATE_WORDS}) and still gets a token, chosen as usual.
+ * The kernel depends on the batch and vocabulary only, so one pipeline serves every `maxSteps`.
  */
 export function emitSamplerKernel(
   batch: number,
   vocab: number,
-  maxSteps: number,
   limits: SamplerLimits,
 ): SamplerKernel {
   const positive = (name: string, v: number, max: number) => {
@@ -159,12 +175,8 @@ export function emitSamplerKernel(
   };
   positive("batch", batch, 0xffffffff);
   positive("vocab", vocab, MAX_VOCAB);
-  positive("maxSteps", maxSteps, 0xffffffff);
-  if (batch * vocab > 2 ** 32) {
+  if (batch * vocab > 2 ** 32 || batch * STATE_WORDS > 2 ** 32) {
     throw new Error(`sampler: batch × vocab = ${batch * vocab} logits exceed u32 indexing (2³²)`);
-  }
-  if (batch * maxSteps > 2 ** 32 || batch * STATE_WORDS > 2 ** 32) {
-    throw new Error(`sampler: batch × maxSteps = ${batch * maxSteps} exceeds u32 indexing (2³²)`);
   }
   if (limits === null || typeof limits !== "object") {
     throw new Error("sampler: limits must be the device's limits object");
@@ -192,8 +204,8 @@ export function emitSamplerKernel(
     );
   }
   return {
-    name: `sample_b${batch}_v${vocab}_s${maxSteps}`,
-    wgsl: samplerWgsl(batch, vocab, maxSteps, gridX),
+    name: `sample_b${batch}_v${vocab}`,
+    wgsl: samplerWgsl(batch, vocab, gridX),
     workgroups: [gridX, gridY, 1],
   };
 }
@@ -286,13 +298,12 @@ fn search_${mode}(lid: u32, base: u32, lo0: u32, hi0: u32, goal0: f32, p: f32, m
 }`;
 }
 
-function samplerWgsl(batch: number, vocab: number, maxSteps: number, gridX: number): string {
+function samplerWgsl(batch: number, vocab: number, gridX: number): string {
   const chunk = Math.ceil(vocab / WG);
-  return `// ssmkit token sampler: ${batch} row(s) × ${vocab} logits, ≤ ${maxSteps} steps per row.
+  return `// ssmkit token sampler: ${batch} row(s) × ${vocab} logits.
 const WG: u32 = ${WG}u;
 const V: u32 = ${vocab}u;
 const BATCH: u32 = ${batch}u;
-const MAX_STEPS: u32 = ${maxSteps}u;
 const GRID_X: u32 = ${gridX}u;
 const CHUNK: u32 = ${chunk}u;
 const SW: u32 = ${STATE_WORDS}u;
@@ -314,6 +325,7 @@ var<workgroup> hdr: vec4<u32>;
 var<workgroup> bounds: vec2<u32>;
 var<workgroup> goal: f32;
 var<workgroup> pick: u32;
+var<workgroup> nonfinite: atomic<u32>;
 
 // Order-preserving key of logits[base + i]; 0 for NaN and -inf (never chosen). -0 counts as +0
 // and +inf as the largest finite float. Bit tests, not float compares: robust to fast math.
@@ -323,6 +335,11 @@ fn key_at(base: u32, i: u32) -> u32 {
   if (b == 0x7f800000u) { b = 0x7f7fffffu; }
   if ((b & 0x7fffffffu) > 0x7f800000u || b == 0xff800000u) { return 0u; }
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// Whether logits[base + i] is NaN or ±inf (all exponent bits set).
+fn not_finite(base: u32, i: u32) -> bool {
+  return (bitcast<u32>(logits[base + i]) & 0x7f800000u) == 0x7f800000u;
 }
 
 fn value_of(k: u32) -> f32 {
@@ -382,13 +399,19 @@ ${tallyFn("count")}
 ${tallyFn("mass")}
 
 fn finish(row: u32, step: u32, tok: u32, kept: u32, draw: u32) {
-  tokens[row * MAX_STEPS + step] = i32(tok);
+  tokens[row * params[7] + step] = i32(tok);
   ids[row] = i32(tok);
   let s = row * SW;
   state[s] = step + 1u;
   state[s + 1u] = tok;
   state[s + 2u] = kept;
   state[s + 3u] = draw;
+  // The first step with non-finite logits stays recorded (the host reads it with the tokens).
+  let bad = atomicLoad(&nonfinite);
+  if (bad != 0u && state[s + 4u] == 0u) {
+    state[s + 4u] = step + 1u;
+    state[s + 5u] = bad;
+  }
 }
 
 @compute @workgroup_size(${WG})
@@ -398,10 +421,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid == 0u) {
     hdr = vec4<u32>(state[row * SW], params[0], params[2], params[4]);
     pick = NONE;
+    atomicStore(&nonfinite, 0u);
   }
   let h = workgroupUniformLoad(&hdr);
   let step = h.x;
-  if (step >= MAX_STEPS) { return; }
+  if (step >= params[7]) { return; }
   let base = row * V;
   let inv_t = bitcast<f32>(params[1]);
   let top_p = bitcast<f32>(params[3]);
@@ -411,15 +435,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var best = vec2<u32>(0u, NONE);
   var low = NONE;
   var n = 0u;
+  var bad = 0u;
 ${
     stridedLoop((i, k) =>
       `    if (${k} > best.x) { best = vec2<u32>(${k}, ${i}); }
     if (${k} != 0u) {
       low = min(low, ${k});
       n = n + 1u;
-    }`
+    }
+    if (${i} < V && not_finite(base, ${i})) { bad = bad + 1u; }`
     )
   }
+  if (bad != 0u) { atomicAdd(&nonfinite, bad); }
   ured[lid] = vec4<u32>(best, low, n);
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
@@ -522,6 +549,8 @@ export interface CpuSample {
   draw: number;
   /** Tokens kept by top-k/top-p (1 when greedy), as the kernel stores in state word 2. */
   kept: number;
+  /** How many logits are NaN or ±inf (the kernel records this count, see STATE_WORDS). */
+  nonFinite: number;
   /**
    * Where u · total fell inside the chosen token's interval of the cumulative mass, as the
    * distance to the nearer end over the token's weight (0.5 = middle, 0 = on a boundary;
@@ -557,7 +586,7 @@ export function sampleOnCpuDetailed(
   step: number,
   row: number,
 ): CpuSample {
-  const words = encodeSamplerParams(o);
+  const words = checkedParams(o);
   if (!(logits instanceof Float32Array)) {
     throw new Error(
       `sampleOnCpu: logits must be a Float32Array (one row), got ${describe(logits)}`,
@@ -576,6 +605,7 @@ export function sampleOnCpuDetailed(
   const draw = philox4x32([step, row, 0, 0], [words[5], words[6]])[0] >>> 8;
   const V = logits.length;
   const keys = keysOf(logits);
+  const nonFinite = logits.filter((v) => !Number.isFinite(v)).length;
 
   // 1. Statistics.
   let maxKey = 0, arg = NONE, minKey = NONE, n = 0;
@@ -586,7 +616,8 @@ export function sampleOnCpuDetailed(
   }
   if (words[0] === 0 || n === 0) {
     const token = n === 0 ? 0 : arg;
-    return { token, draw, kept: 1, positionMargin: Infinity, thresholdMargin: Infinity };
+    const margins = { positionMargin: Infinity, thresholdMargin: Infinity };
+    return { token, draw, kept: 1, nonFinite, ...margins };
   }
 
   // 2. Thresholds.
@@ -643,10 +674,10 @@ export function sampleOnCpuDetailed(
       last = i;
       if (target < run) {
         const positionMargin = Math.min(target - before, run - target) / w[i];
-        return { token: i, draw, kept, positionMargin, thresholdMargin };
+        return { token: i, draw, kept, nonFinite, positionMargin, thresholdMargin };
       }
     }
-    return { token: last, draw, kept, positionMargin: 0, thresholdMargin };
+    return { token: last, draw, kept, nonFinite, positionMargin: 0, thresholdMargin };
   }
   throw new Error("sampleOnCpu: internal error: no chunk holds the target");
 }

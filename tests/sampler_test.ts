@@ -171,10 +171,16 @@ Deno.test("sampler: bad options fail with errors that name the option", () => {
     [{ seed: NaN }, /seed .*NaN/],
   ];
   for (const [o, re] of bad) {
-    assert.throws(() => encodeSamplerParams(o), re, JSON.stringify(o));
+    assert.throws(() => encodeSamplerParams(o, 1), re, JSON.stringify(o));
     assert.throws(() => sampleOnCpu(new Float32Array(4), o, 0, 0), re);
   }
-  assert.throws(() => encodeSamplerParams(null as unknown as SamplingOptions), /must be an object/);
+  assert.throws(
+    () => encodeSamplerParams(null as unknown as SamplingOptions, 1),
+    /must be an object/,
+  );
+  for (const steps of [0, 1.5, 2 ** 32, NaN]) {
+    assert.throws(() => encodeSamplerParams({}, steps), /maxSteps must be an integer/);
+  }
   assert.throws(() => sampleOnCpu(new Float32Array(0), {}, 0, 0), /1\.\.\d+ logits, got 0/);
   assert.throws(() => sampleOnCpu(new Float32Array(3), {}, -1, 0), /step must be an integer/);
   assert.throws(() => sampleOnCpu(new Float32Array(3), {}, 0, 0.5), /row must be an integer/);
@@ -185,19 +191,21 @@ Deno.test("sampler: bad options fail with errors that name the option", () => {
 });
 
 Deno.test("sampler: params encode the options (defaults, 1/T, seed words, extra fields)", () => {
-  const d = encodeSamplerParams({});
+  const d = encodeSamplerParams({}, 5);
   assert.equal(d.length, PARAM_WORDS);
-  assert.deepEqual(Array.from(d), [0, 0, 0, 0x3f800000, 0, 0, 0, 0]); // greedy, top-p 1.0 off
+  assert.deepEqual(Array.from(d), [0, 0, 0, 0x3f800000, 0, 0, 0, 5]); // greedy, top-p off, 5 steps
   const o = encodeSamplerParams(
     { temperature: 0.5, topK: 40, topP: 0.9, seed: -3, maxNew: 9 } as SamplingOptions,
+    0xffffffff,
   );
+  assert.equal(o[7], 0xffffffff);
   const f = new Float32Array(o.buffer);
   assert.deepEqual([o[0], f[1], o[2], f[3], o[4]], [1, 2, 40, Math.fround(0.9), 1]);
   assert.deepEqual([o[5], o[6]], [0xfffffffd, 0xffffffff]); // -3 as 64-bit two's complement
-  const big = encodeSamplerParams({ seed: 2 ** 40 + 7 });
+  const big = encodeSamplerParams({ seed: 2 ** 40 + 7 }, 1);
   assert.deepEqual([big[5], big[6]], [7, 256]);
   // A temperature whose 1/T overflows f32 still samples (as the largest finite 1/T).
-  const tiny = new Float32Array(encodeSamplerParams({ temperature: 1e-45 }).buffer);
+  const tiny = new Float32Array(encodeSamplerParams({ temperature: 1e-45 }, 1).buffer);
   assert.equal(tiny[1], F32_MAX);
 });
 
@@ -207,31 +215,30 @@ Deno.test("sampler: emitSamplerKernel validates sizes and device limits", () => 
     maxComputeWorkgroupsPerDimension: 65535,
     maxComputeWorkgroupStorageSize: 16384,
   };
-  assert.deepEqual(emitSamplerKernel(3, 1000, 8, limits).workgroups, [3, 1, 1]);
-  assert.throws(() => emitSamplerKernel(0, 1000, 8, limits), /batch must be an integer.*got 0/);
-  assert.throws(() => emitSamplerKernel(1, 2 ** 24, 8, limits), /vocab must be an integer/);
-  assert.throws(() => emitSamplerKernel(1, 10.5, 8, limits), /vocab .*10\.5/);
-  assert.throws(() => emitSamplerKernel(1, 10, 0, limits), /maxSteps must be an integer/);
-  assert.throws(() => emitSamplerKernel(2 ** 10, 2 ** 23, 8, limits), /exceed u32 indexing/);
+  assert.deepEqual(emitSamplerKernel(3, 1000, limits).workgroups, [3, 1, 1]);
+  assert.throws(() => emitSamplerKernel(0, 1000, limits), /batch must be an integer.*got 0/);
+  assert.throws(() => emitSamplerKernel(1, 2 ** 24, limits), /vocab must be an integer/);
+  assert.throws(() => emitSamplerKernel(1, 10.5, limits), /vocab .*10\.5/);
+  assert.throws(() => emitSamplerKernel(2 ** 10, 2 ** 23, limits), /exceed u32 indexing/);
   assert.throws(
-    () => emitSamplerKernel(1, 10, 8, { ...limits, maxComputeInvocationsPerWorkgroup: 128 }),
+    () => emitSamplerKernel(1, 10, { ...limits, maxComputeInvocationsPerWorkgroup: 128 }),
     /maxComputeInvocationsPerWorkgroup ≥ 256, got 128/,
   );
   assert.throws(
-    () => emitSamplerKernel(1, 10, 8, { ...limits, maxComputeWorkgroupStorageSize: 8192 }),
+    () => emitSamplerKernel(1, 10, { ...limits, maxComputeWorkgroupStorageSize: 8192 }),
     /maxComputeWorkgroupStorageSize ≥ \d+, got 8192/,
   );
   assert.throws(
-    () => emitSamplerKernel(1, 10, 8, { ...limits, maxComputeWorkgroupSizeX: 64 }),
+    () => emitSamplerKernel(1, 10, { ...limits, maxComputeWorkgroupSizeX: 64 }),
     /maxComputeWorkgroupSizeX ≥ 256, got 64/,
   );
   assert.throws(
-    () => emitSamplerKernel(1, 10, 8, {} as typeof limits),
+    () => emitSamplerKernel(1, 10, {} as typeof limits),
     /maxComputeInvocationsPerWorkgroup ≥ 256, got none/,
   );
   const folded = { ...limits, maxComputeWorkgroupsPerDimension: 3 };
-  assert.deepEqual(emitSamplerKernel(7, 10, 8, folded).workgroups, [3, 3, 1]);
-  assert.throws(() => emitSamplerKernel(10, 10, 8, folded), /batch 10 needs 3 × 4 workgroups/);
+  assert.deepEqual(emitSamplerKernel(7, 10, folded).workgroups, [3, 3, 1]);
+  assert.throws(() => emitSamplerKernel(10, 10, folded), /batch 10 needs 3 × 4 workgroups/);
 });
 
 Deno.test("sampler: Philox4x32-10 matches the Random123 known-answer vectors", () => {
@@ -266,7 +273,7 @@ Deno.test("sampler: the CPU reference follows HF's semantics (float64 oracle)", 
     const o = randomOptions(V);
     const step = randInt(0, 5000), row = randInt(0, 63);
     const got = sampleOnCpuDetailed(x, o, step, row);
-    const words = encodeSamplerParams(o);
+    const words = encodeSamplerParams(o, 1);
     assert.equal(got.draw, philox4x32([step, row, 0, 0], [words[5], words[6]])[0] >>> 8);
     const want = oracle(x, o, got.draw, 2e-5);
     const what = `case ${c}: V ${V} ${JSON.stringify(o)} step ${step} row ${row}`;
@@ -309,14 +316,20 @@ async function runSampler(
   logits: Float32Array,
   o: SamplingOptions,
   dispatches: number,
-  init: { batch: number; state?: Uint32Array; ids?: Int32Array; tokensLength: number },
+  init: {
+    batch: number;
+    maxSteps: number;
+    state?: Uint32Array;
+    ids?: Int32Array;
+    tokensLength: number;
+  },
 ): Promise<SamplerRun> {
   const { ctx, pipelines } = await device();
   const pipeline = await pipelines.get(kernel);
   const batch = init.batch;
   const buffers = [
     uploadArray(ctx, logits),
-    uploadArray(ctx, encodeSamplerParams(o)),
+    uploadArray(ctx, encodeSamplerParams(o, init.maxSteps)),
     uploadArray(ctx, init.state ?? new Uint32Array(batch * STATE_WORDS)),
     uploadArray(ctx, init.ids ?? new Int32Array(batch).fill(-1)),
     uploadArray(ctx, new Int32Array(init.tokensLength).fill(-7)),
@@ -360,9 +373,10 @@ Deno.test({
       }
       const logits = new Float32Array(B * V);
       rows.forEach((r, i) => logits.set(r, i * V));
-      const kernel = emitSamplerKernel(B, V, S, ctx.limits as never);
+      const kernel = emitSamplerKernel(B, V, ctx.limits as never);
       const got = await runSampler(kernel, logits, { topK: 3, topP: 0.5 }, S + 1, {
         batch: B,
+        maxSteps: S,
         tokensLength: B * S,
       });
       const want = rows.map(argmax);
@@ -380,11 +394,11 @@ Deno.test({
       }
     }
     // A row of only -inf and NaN gives token 0.
-    const kernel = emitSamplerKernel(1, 300, 1, ctx.limits as never);
+    const kernel = emitSamplerKernel(1, 300, ctx.limits as never);
     const dead = new Float32Array(300).fill(-Infinity);
     dead[7] = NaN;
     for (const o of [{}, { temperature: 1 }]) {
-      const got = await runSampler(kernel, dead, o, 1, { batch: 1, tokensLength: 1 });
+      const got = await runSampler(kernel, dead, o, 1, { batch: 1, maxSteps: 1, tokensLength: 1 });
       assert.equal(got.tokens[0], 0);
       assert.equal(sampleOnCpu(dead, o, 0, 0), 0);
     }
@@ -406,8 +420,12 @@ async function checkAgainstCpu(
   const B = rows.length, V = rows[0].length;
   const logits = new Float32Array(B * V);
   rows.forEach((r, i) => logits.set(r, i * V));
-  const kernel = emitSamplerKernel(B, V, steps, ctx.limits as never);
-  const got = await runSampler(kernel, logits, o, steps, { batch: B, tokensLength: B * steps });
+  const kernel = emitSamplerKernel(B, V, ctx.limits as never);
+  const got = await runSampler(kernel, logits, o, steps, {
+    batch: B,
+    maxSteps: steps,
+    tokensLength: B * steps,
+  });
   let differ = 0;
   for (let r = 0; r < B; r++) {
     for (let s = 0; s < steps; s++) {
@@ -496,11 +514,11 @@ Deno.test({
     const a = randInt(0, V - 1), b = (a + randInt(1, V - 1)) % V;
     x[a] = x[b] = 9;
     const { ctx } = await device();
-    const kernel = emitSamplerKernel(8, V, 8, ctx.limits as never);
+    const kernel = emitSamplerKernel(8, V, ctx.limits as never);
     const logits = new Float32Array(8 * V);
     for (let r = 0; r < 8; r++) logits.set(x, r * V);
     const o = { temperature: 1e-20, seed: 5 };
-    const got = await runSampler(kernel, logits, o, 8, { batch: 8, tokensLength: 64 });
+    const got = await runSampler(kernel, logits, o, 8, { batch: 8, maxSteps: 8, tokensLength: 64 });
     const seen = new Set(got.tokens);
     assert.deepEqual([...seen].sort((p, q) => p - q), [a, b].sort((p, q) => p - q));
     for (let r = 0; r < 8; r++) {
@@ -510,7 +528,11 @@ Deno.test({
     x[a] = x[b] = Infinity;
     for (let r = 0; r < 8; r++) logits.set(x, r * V);
     const hot = { temperature: 2, seed: 6 };
-    const inf = await runSampler(kernel, logits, hot, 8, { batch: 8, tokensLength: 64 });
+    const inf = await runSampler(kernel, logits, hot, 8, {
+      batch: 8,
+      maxSteps: 8,
+      tokensLength: 64,
+    });
     assert.deepEqual([...new Set(inf.tokens)].sort((p, q) => p - q), [a, b].sort((p, q) => p - q));
     for (let r = 0; r < 8; r++) {
       for (let s = 0; s < 8; s++) assert.equal(inf.tokens[r * 8 + s], sampleOnCpu(x, hot, s, r));
@@ -537,7 +559,7 @@ Deno.test({
     x[4] = -Infinity;
     x[9] = x[3];
     const { ctx } = await device();
-    const kernel = emitSamplerKernel(B, V, S, ctx.limits as never);
+    const kernel = emitSamplerKernel(B, V, ctx.limits as never);
     const logits = new Float32Array(B * V);
     for (let r = 0; r < B; r++) logits.set(x, r * V);
     const cases: [SamplingOptions, number][] = [
@@ -546,7 +568,11 @@ Deno.test({
       [{ temperature: 2, topK: 6, seed: 12345 }, 5],
     ];
     for (const [o, df] of cases) {
-      const got = await runSampler(kernel, logits, o, S, { batch: B, tokensLength: B * S });
+      const got = await runSampler(kernel, logits, o, S, {
+        batch: B,
+        maxSteps: S,
+        tokensLength: B * S,
+      });
       const want = oracle(x, o, 0, 1e-9);
       assert.equal(want.keptSizes.size, 1, "the kept set is unambiguous");
       const counts = new Map<number, number>();
@@ -579,7 +605,7 @@ Deno.test({
     const rows = Array.from({ length: B }, () => awkwardLogits(V));
     const logits = new Float32Array(B * V);
     rows.forEach((r, i) => logits.set(r, i * V));
-    const kernel = emitSamplerKernel(B, V, S, ctx.limits as never);
+    const kernel = emitSamplerKernel(B, V, ctx.limits as never);
     const state = new Uint32Array(B * STATE_WORDS);
     state[1 * STATE_WORDS] = 3; // row 1 resumes at step 3
     state[2 * STATE_WORDS] = S; // row 2 is already full
@@ -587,6 +613,7 @@ Deno.test({
     const canary = 16;
     const got = await runSampler(kernel, logits, o, S + 3, {
       batch: B,
+      maxSteps: S,
       state,
       ids: Int32Array.from([-1, -2, -3]),
       tokensLength: B * S + canary,
@@ -604,6 +631,43 @@ Deno.test({
 });
 
 Deno.test({
+  name: "sampler: the first step whose logits hold NaN or ±inf is recorded with their count",
+  ...gpuOpts,
+  async fn() {
+    const { ctx } = await device();
+    const B = 4, V = 777, S = 6, W = STATE_WORDS;
+    const rows = Array.from({ length: B }, () => Float32Array.from({ length: V }, () => next()));
+    // Row 0 is finite; row 1 has one NaN; row 2 has +inf, -inf and NaN; row 3 is all NaN.
+    const spots = Array.from({ length: V }, (_, i) => i).sort(() => next() - 0.5).slice(0, 3);
+    rows[1][spots[0]] = NaN;
+    [rows[2][spots[0]], rows[2][spots[1]], rows[2][spots[2]]] = [Infinity, -Infinity, NaN];
+    rows[3].fill(NaN);
+    const logits = new Float32Array(B * V);
+    rows.forEach((r, i) => logits.set(r, i * V));
+    const state = new Uint32Array(B * W);
+    state[2 * W] = 2; // row 2 resumes at step 2
+    [state[3 * W + 4], state[3 * W + 5]] = [2, 99]; // row 3 was flagged at step 1 already
+    const o = { temperature: 1, seed: randInt(0, 1000) };
+    const kernel = emitSamplerKernel(B, V, ctx.limits as never);
+    const got = await runSampler(kernel, logits, o, S, {
+      batch: B,
+      maxSteps: S,
+      state,
+      tokensLength: B * S,
+    });
+    const flags = [0, 1, 2, 3].map((r) => [got.state[r * W + 4], got.state[r * W + 5]]);
+    assert.deepEqual(flags, [[0, 0], [1, 1], [3, 3], [2, 99]]);
+    assert.deepEqual(rows.map((r) => sampleOnCpuDetailed(r, o, 0, 0).nonFinite), [0, 1, 3, V]);
+    // Flagged rows still get tokens, as the CPU reference chooses them (all NaN: token 0).
+    for (let s = 0; s < S; s++) {
+      const cpu = sampleOnCpuDetailed(rows[1], o, s, 1);
+      if (cpu.positionMargin > 0.02) assert.equal(got.tokens[S + s], cpu.token, `row 1 step ${s}`);
+      assert.equal(got.tokens[3 * S + s], 0, `row 3 step ${s}`);
+    }
+  },
+});
+
+Deno.test({
   name: "sampler: a batch folded over a small workgroup grid samples every row",
   ...gpuOpts,
   async fn() {
@@ -611,13 +675,17 @@ Deno.test({
     const B = 7, V = 270, S = 2;
     const limits = { ...(ctx.limits as never as Record<string, number>) };
     limits.maxComputeWorkgroupsPerDimension = 3;
-    const kernel = emitSamplerKernel(B, V, S, limits as never);
+    const kernel = emitSamplerKernel(B, V, limits as never);
     assert.deepEqual(kernel.workgroups, [3, 3, 1]);
     const rows = Array.from({ length: B }, () => awkwardLogits(V));
     const logits = new Float32Array(B * V);
     rows.forEach((r, i) => logits.set(r, i * V));
     const o = { temperature: 0.7, topP: 0.9, seed: randInt(0, 99) };
-    const got = await runSampler(kernel, logits, o, S, { batch: B, tokensLength: B * S });
+    const got = await runSampler(kernel, logits, o, S, {
+      batch: B,
+      maxSteps: S,
+      tokensLength: B * S,
+    });
     for (let r = 0; r < B; r++) {
       for (let s = 0; s < S; s++) {
         const cpu = sampleOnCpuDetailed(rows[r], o, s, r);
