@@ -38,8 +38,8 @@ export interface LossOptions {
  * subtracted before `exp`, never as `log(softmax(…))`: that underflows to −∞ once logits differ
  * by about 100 (exp rounds to 0), while this form stays exact (a term of 200 for logits ±100).
  * The logits are read by reductions over the vocabulary axis only: the program materializes no
- * b·l·v probability tensor. An id outside [0, V) matches no logit: its term is the bare
- * logsumexp (ids are not checked on the device).
+ * b·l·v probability tensor. Ids must lie in [0, V): like `gather`, the interpreter rejects
+ * others and the GPU clamps them into range (it does not check ids on the device).
  *
  * Through {@link valueAndGrad} the gradient with respect to the logits is
  * `(softmax(logits) − onehot(targets)) · ct` (ct = 1/N for the mean of N terms).
