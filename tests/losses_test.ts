@@ -279,6 +279,12 @@ Deno.test("losses: bad arguments are one-line errors naming the problem", () => 
     (t) => crossEntropy(t.x, t.ids, "v", { reduction: "avg" as any }),
     /reduction must be "mean" or "sum", got "avg"/,
   );
+  // Ids out of range: the interpreter rejects them (the GPU clamps them, like gather).
+  const ce = trace(CE_INPUTS, (t) => crossEntropy(t.logits, t.ids, "v"), sizes);
+  assert.throws(
+    () => interpret(ce, { logits: new Float64Array(24), ids: Int32Array.of(0, 1, 2, 3, 4, 0) }),
+    /gather: index 4 is out of range for axis "v" \(4\)/,
+  );
   expectError(
     { x: "b l", y: "b v" },
     (t) => mse(t.x, t.y),
