@@ -3,6 +3,8 @@
 // parameter: in the interpreter, and on the adapter with the parameters and moments resident
 // and updated in place (runtime/resident_program.ts), plus the in-place safety checks.
 import assert from "node:assert/strict";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
 import { flip } from "../dsl/views.ts";
 import { mul } from "../dsl/elementwise.ts";
 import { sum } from "../dsl/reduce.ts";
@@ -250,4 +252,36 @@ Deno.test("adamw: mismatched records and bad hyperparameters are one-line errors
   bad(() => adamwScalars(0, 0.1), /step must be an integer ≥ 1, got 0/);
   bad(() => adamwScalars(1, 0.1, { beta2: 1 }), /beta2 must be in \[0, 1\), got 1/);
   bad(() => adamwScalars(1, 0.1, { maxGradNorm: 0 }), /maxGradNorm must be positive/);
+});
+
+Deno.test("adamw: the global norm binds few buffers per kernel, however many parameters", () => {
+  // Summing per-gradient norms elementwise would make one kernel read all 30 of them (devices
+  // bind 8 to 10 buffers); the chained reductions bind a gradient and the running total.
+  const shapes: Record<string, string> = { s: "" };
+  for (let i = 0; i < 30; i++) shapes[`p${i}`] = i % 2 ? "d" : "d e";
+  const names = Object.keys(shapes);
+  const sizes = { d: 3, e: 2 };
+  const graph = trace(adamwInputs(shapes), (t) =>
+    adamwOutputs(
+      adamw(
+        adamwStateOf(t, names),
+        { lr: t.lr, bc1: t.bc1, bc2: t.bc2 } as AdamWScalarInputs,
+        { maxGradNorm: 1 },
+      ),
+    ), sizes);
+  const kernels = generateKernels(graph, DEFAULT_LIMITS).kernels;
+  for (const k of kernels) {
+    const bindings = k.reads.length + k.writes.length;
+    assert.ok(bindings <= (k.kind === "reduce" ? 3 : 7), `${k.name} binds ${bindings} buffers`);
+  }
+  const next = rng(3);
+  const data: Record<string, Float64Array> = { ...adamwScalars(1, 0.1) } as never;
+  let sq = 0;
+  for (const inp of graph.inputs) {
+    const n = inp.shape.reduce((p, s) => p * s, 1);
+    data[inp.name] ??= Float64Array.from({ length: n }, () => 2 * next() - 1);
+    if (inp.name.startsWith("grad.")) { for (const g of data[inp.name]) sq += g * g; }
+  }
+  const norm = interpret(graph, data).gradNorm[0];
+  assert.ok(Math.abs(norm - Math.sqrt(sq)) < 1e-12 * norm, `${norm} vs ${Math.sqrt(sq)}`);
 });

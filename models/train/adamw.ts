@@ -22,7 +22,8 @@
  */
 
 import { showAxes } from "../../dsl/axes.ts";
-import { add, div, minimum, mul, sqrt, sub } from "../../dsl/elementwise.ts";
+import { add, broadcast, div, eq, minimum, mul, sqrt, sub, where } from "../../dsl/elementwise.ts";
+import { arange } from "../../dsl/index_ops.ts";
 import { sum } from "../../dsl/reduce.ts";
 import type { Tensor } from "../../dsl/tensor.ts";
 
@@ -118,11 +119,7 @@ export function adamw<P extends TensorRecord>(
       throw new Error(`adamw: scalar input ${k} must be a tensor with no axes, got ${t}`);
     }
   }
-  const squares = names.map((k) => {
-    const g: Tensor = state.grads[k];
-    return sum(mul(g, g), g.axes.join(" ")) as Tensor;
-  });
-  const gradNorm = sqrt(squares.reduce((a, b) => add(a, b))) as Tensor<"">;
+  const gradNorm = sqrt(sumOfSquares(names.map((k) => state.grads[k] as Tensor))) as Tensor<"">;
   const clip: Tensor | number = Number.isFinite(o.maxGradNorm)
     ? minimum(1, div(o.maxGradNorm, add(gradNorm, 1e-6)))
     : 1;
@@ -141,6 +138,38 @@ export function adamw<P extends TensorRecord>(
     v[k] = v1;
   }
   return { params: params as P, m: m as P, v: v as P, gradNorm };
+}
+
+/**
+ * Σ g² over every gradient, as a chain of reductions: each adds the previous total at its
+ * gradient's first element, so each kernel binds one gradient and one scalar. Adding the
+ * per-gradient sums elementwise instead would make one kernel read every sum (a model has
+ * hundreds of parameters; a device binds 8 to 10 buffers per kernel).
+ */
+function sumOfSquares(grads: readonly Tensor[]): Tensor {
+  let total: Tensor | undefined;
+  for (const g of grads) {
+    const sq: Tensor = mul(g, g);
+    if (g.axes.length === 0) {
+      total = total ? add(sq, total) : sq;
+      continue;
+    }
+    const carried = total ? add(sq, where(isFirstElement(g), total, 0)) : sq;
+    total = sum(carried, g.axes.join(" "));
+  }
+  return total!;
+}
+
+/** 1 at the element of `x` whose indices are all 0, else 0 (a mask with x's axes). */
+function isFirstElement(x: Tensor): Tensor {
+  const axes = x.axes.join(" ");
+  let indexSum: Tensor | undefined;
+  for (const a of x.axes) {
+    const others = Object.fromEntries(x.axes.filter((b) => b !== a).map((b) => [b, x.size(b)]));
+    const ramp = broadcast(arange(a, x.size(a)), axes, others);
+    indexSum = indexSum ? add(indexSum, ramp) : ramp;
+  }
+  return eq(indexSum!, 0);
 }
 
 /** Checks that the four records have the same keys and each key the same axes and sizes. */
