@@ -1,40 +1,12 @@
-// A tiny safetensors writer for tests, independent of the reader under test, and a temporary
-// directory helper. Hostile fixtures are built with these inside each test.
-
-/** One tensor to write: its name, dtype, shape and raw little-endian bytes. */
-export interface RawTensor {
-  name: string;
-  dtype: string;
-  shape: number[];
-  bytes: Uint8Array;
-}
+// safetensors fixtures for tests: well-formed files come from the library's writer
+// (models/checkpoint/safetensors_write.ts, which shares only the dtype size table with the
+// reader under test), malformed ones from rawSafetensors; and a temporary directory helper.
+// Hostile fixtures are built with these inside each test.
+export { type RawTensor, safetensorsBytes } from "../models/checkpoint/safetensors_write.ts";
 
 /** The bytes of a typed array (a copy). */
 export function bytesOf(a: Float32Array | Uint16Array | BigInt64Array): Uint8Array {
   return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-
-/** Builds a safetensors file: tensors laid out back to back in the given order. */
-export function safetensorsBytes(
-  tensors: RawTensor[],
-  metadata?: Record<string, string>,
-): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
-  let off = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.bytes.length] };
-    off += t.bytes.length;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8); // the reference writer pads to 8 bytes
-  const data = new Uint8Array(off);
-  off = 0;
-  for (const t of tensors) {
-    data.set(t.bytes, off);
-    off += t.bytes.length;
-  }
-  return rawSafetensors(new TextEncoder().encode(json), data);
 }
 
 /** Length prefix + given header bytes + data (for malformed-header cases). */

@@ -1,0 +1,254 @@
+/**
+ * A GPU program whose state lives on the device between runs and is updated in place: the
+ * training step's parameters and optimizer moments. Each `step` uploads only the per-step host
+ * inputs (a batch, a learning rate) and submits; nothing is read back until `read` is called,
+ * so a training loop reads its losses in blocks, never once per step.
+ *
+ * ```ts
+ * const prog = await ResidentProgram.create(
+ *   { w: "d", g: "d", lr: "" },
+ *   (t) => ({ w: sub(t.w, mul(t.lr, t.g)) }),
+ *   { d: 4 },
+ *   { state: { w: "w" } }, // output "w" is written into input "w"'s buffer
+ * );
+ * prog.write("w", initial);
+ * for (const g of grads) await prog.step({ g, lr: [0.1] });
+ * const { w } = await prog.read(["w"]);
+ * ```
+ *
+ * In place is safe only where each element is read before it is overwritten, by the thread
+ * that overwrites it: `create` checks that every state output is written by an elementwise
+ * kernel that reaches its input through elementwise ops only (no view, reduction or
+ * contraction: they read other elements), and that no kernel after it reads the old value.
+ *
+ * @module
+ */
+
+import { showAxes } from "../dsl/axes.ts";
+import { type Graph, type InputNode, type Node, nodeInputs, numel } from "../dsl/ir.ts";
+import {
+  type InputSpec,
+  type Sizes,
+  type TensorsOf,
+  trace,
+  type TraceResult,
+} from "../dsl/trace.ts";
+import { generateKernels, type KernelProgram } from "../codegen/compile_graph.ts";
+import { deviceLimits } from "./compile.ts";
+import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
+import { getGpu, type GpuContext } from "./gpu_device.ts";
+import { submitDispatches } from "./gpu_submit.ts";
+import type { HostArray } from "./interpreter.ts";
+import { GpuProgram, toDeviceArray } from "./program.ts";
+
+/** Options of {@link ResidentProgram.create}. */
+export interface ResidentOptions {
+  /**
+   * Output name → input name: the output is written into the input's buffer, which lives on
+   * the device across steps (set it with `write`, read it with `read`).
+   */
+  state: Record<string, string>;
+  /** Use this GPU context instead of the shared one. */
+  gpu?: GpuContext;
+}
+
+/** A compiled program with device-resident, in-place-updated state (see the module docs). */
+export class ResidentProgram {
+  /** The traced IR. */
+  readonly graph: Graph;
+  /** The generated kernels, in dispatch order. */
+  readonly kernels: KernelProgram["kernels"];
+  readonly #ctx: GpuContext;
+  readonly #gpu: GpuProgram;
+  /** State input name → its buffer (owned here). */
+  readonly #state: Map<string, GPUBuffer>;
+
+  private constructor(
+    ctx: GpuContext,
+    graph: Graph,
+    program: KernelProgram,
+    gpu: GpuProgram,
+    state: Map<string, GPUBuffer>,
+  ) {
+    this.#ctx = ctx;
+    this.graph = graph;
+    this.kernels = program.kernels;
+    this.#gpu = gpu;
+    this.#state = state;
+  }
+
+  /** Traces and compiles `fn`; state buffers start as zeros. */
+  static async create<const S extends InputSpec>(
+    inputs: S,
+    fn: (tensors: TensorsOf<S>) => TraceResult,
+    sizes: Sizes,
+    options: ResidentOptions,
+  ): Promise<ResidentProgram> {
+    const graph = trace(inputs, fn, sizes);
+    const aliases = resolveState(graph, options.state);
+    const ctx = options.gpu ?? await getGpu();
+    const program = generateKernels(graph, deviceLimits(ctx), { aliases });
+    checkInPlace(program, aliases);
+    const state = new Map<string, GPUBuffer>();
+    const external = new Map<Node, GPUBuffer>();
+    for (const input of aliases.keys()) {
+      const buffer = ctx.device.createBuffer({
+        label: `state ${input.name}`,
+        size: Math.max(16, Math.ceil((numel(input) * 4) / 16) * 16),
+        usage: STORAGE_USAGE,
+      });
+      state.set(input.name, buffer);
+      external.set(input, buffer);
+    }
+    try {
+      const gpu = await GpuProgram.create(ctx, program, aliases, external);
+      return new ResidentProgram(ctx, graph, program, gpu, state);
+    } catch (e) {
+      for (const b of state.values()) b.destroy();
+      throw e;
+    }
+  }
+
+  /** Sets a state input's values on the device. */
+  write(name: string, data: HostArray): void {
+    const buffer = this.#state.get(name);
+    const node = this.graph.inputs.find((i) => i.name === name);
+    if (!buffer || !node) {
+      throw new Error(
+        `write: "${name}" is not a state input; state: ${[...this.#state.keys()].join(", ")}`,
+      );
+    }
+    const a = toDeviceArray(node, data, name);
+    this.#ctx.device.queue.writeBuffer(
+      buffer,
+      0,
+      a.buffer as ArrayBuffer,
+      a.byteOffset,
+      a.byteLength,
+    );
+  }
+
+  /**
+   * Uploads the per-step inputs (every input that is not state) and submits one step; reads
+   * nothing back.
+   */
+  async step(inputs: Record<string, HostArray>): Promise<void> {
+    for (const name of Object.keys(inputs)) {
+      if (this.#state.has(name)) {
+        throw new Error(`step: "${name}" is state, kept on the device; set it with write()`);
+      }
+      if (!this.graph.inputs.some((i) => i.name === name)) {
+        const known = this.graph.inputs.filter((i) => !this.#state.has(i.name)).map((i) => i.name);
+        throw new Error(`step: unknown input "${name}"; the step takes: ${known.join(", ")}`);
+      }
+    }
+    this.#gpu.upload(inputs);
+    await submitDispatches(this.#ctx, [...this.#gpu.dispatches]);
+  }
+
+  /** Reads state inputs or outputs back (one copy and one map for all of them). */
+  async read(names: readonly string[]): Promise<Record<string, Float32Array | Int32Array>> {
+    const nodes = names.map((name) => {
+      const input = this.graph.inputs.find((i) => i.name === name);
+      if (input && this.#state.has(name)) return input as Node;
+      const output = this.graph.outputs[name];
+      if (!output) {
+        throw new Error(`read: "${name}" is neither a state input nor an output of the program`);
+      }
+      return output;
+    });
+    const raw = await readBuffers(
+      this.#ctx,
+      nodes.map((n) => ({ buffer: this.#gpu.bufferOf(n), byteLength: numel(n) * 4 })),
+    );
+    const out: Record<string, Float32Array | Int32Array> = {};
+    names.forEach((name, i) => {
+      out[name] = nodes[i].dtype === "i32" ? new Int32Array(raw[i]) : new Float32Array(raw[i]);
+    });
+    return out;
+  }
+
+  /** Frees the program's and the state's buffers. */
+  destroy(): void {
+    this.#gpu.destroy();
+    for (const b of this.#state.values()) b.destroy();
+    this.#state.clear();
+  }
+}
+
+/** Checks the state pairs' names, layouts and dtypes; returns input node → output node. */
+function resolveState(graph: Graph, pairs: Record<string, string>): Map<InputNode, Node> {
+  const aliases = new Map<InputNode, Node>();
+  const used = new Set<string>();
+  for (const [outName, inName] of Object.entries(pairs)) {
+    const out = graph.outputs[outName];
+    const input = graph.inputs.find((i) => i.name === inName);
+    if (!out) throw new Error(`state: no output named "${outName}"`);
+    if (!input) throw new Error(`state: no input named "${inName}"`);
+    if (used.has(inName)) throw new Error(`state: input "${inName}" is updated by two outputs`);
+    used.add(inName);
+    if (out === input) {
+      throw new Error(`state: output "${outName}" is input "${inName}" itself (nothing to update)`);
+    }
+    const same = out.dtype === input.dtype && out.axes.length === input.axes.length &&
+      out.axes.every((a, i) => a === input.axes[i] && out.shape[i] === input.shape[i]);
+    if (!same) {
+      throw new Error(
+        `state: output "${outName}" ${showAxes(out.axes)} (${out.shape.join("×")}, ` +
+          `${out.dtype}) and input "${inName}" ${showAxes(input.axes)} ` +
+          `(${input.shape.join("×")}, ${input.dtype}) differ in layout`,
+      );
+    }
+    aliases.set(input, out);
+  }
+  return aliases;
+}
+
+/** Kinds through which element i of a value depends on element i of its operands only. */
+const SAME_ELEMENT = new Set(["unary", "binary", "where", "permute"]);
+
+/** Throws unless every in-place update reads each element before overwriting it (see above). */
+function checkInPlace(program: KernelProgram, aliases: ReadonlyMap<InputNode, Node>): void {
+  const { kernels, plan } = program;
+  for (const [input, output] of aliases) {
+    const name = input.name;
+    const writer = kernels.findIndex((k) => k.writes.includes(output));
+    const kernel = kernels[writer];
+    if (kernel?.kind !== "elementwise" || !reachesByElement(output, input, plan.materialized)) {
+      throw new Error(
+        `state "${name}": its new value must be an elementwise function of its old one (no ` +
+          `view, reduction or contraction of it: in place, those would read overwritten elements)`,
+      );
+    }
+    const late = kernels.findIndex((k, i) => i > writer && k.reads.includes(input));
+    if (late >= 0) {
+      throw new Error(
+        `state "${name}": kernel ${kernels[late].name} reads its old value after ` +
+          `${kernel.name} overwrote it`,
+      );
+    }
+  }
+}
+
+/**
+ * True when `root`'s kernel tree reaches `input` through same-element ops only (and does reach
+ * it, or not at all: a new value independent of the old one is safe too).
+ */
+function reachesByElement(root: Node, input: Node, materialized: ReadonlySet<Node>): boolean {
+  const memo = new Map<Node, "none" | "ok" | "bad">();
+  const visit = (n: Node): "none" | "ok" | "bad" => {
+    if (n === input) return "ok";
+    if (n !== root && materialized.has(n)) return "none";
+    const seen = memo.get(n);
+    if (seen) return seen;
+    let result: "none" | "ok" | "bad" = "none";
+    for (const m of nodeInputs(n)) {
+      const r = visit(m);
+      if (r === "bad") result = "bad";
+      else if (r === "ok" && result === "none") result = SAME_ELEMENT.has(n.kind) ? "ok" : "bad";
+    }
+    memo.set(n, result);
+    return result;
+  };
+  return visit(root) !== "bad";
+}
