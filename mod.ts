@@ -83,6 +83,7 @@ export { pad, rename, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
+export { crossEntropy, type LossOptions, mse, type Reduction } from "./dsl/losses.ts";
 export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";
 export type { DType } from "./dsl/ir.ts";
 export { defineProgram, isProgramDef, type ProgramDef } from "./dsl/define.ts";
@@ -107,6 +108,33 @@ export {
   NoAdapterError,
   preferVulkanOnLinux,
 } from "./runtime/gpu_device.ts";
+
+// Training: optimizer state resident on the GPU, checkpoints written as HF safetensors.
+export {
+  adamw,
+  adamwDefaults,
+  adamwInputs,
+  type AdamWOptions,
+  adamwOutputs,
+  type AdamWResult,
+  type AdamWScalarInputs,
+  adamwScalars,
+  type AdamWState,
+  adamwState,
+  adamwStateOf,
+  type TensorRecord,
+} from "./models/train/adamw.ts";
+export { type ResidentOptions, ResidentProgram } from "./runtime/resident_program.ts";
+export {
+  type F32Tensor,
+  f32Tensors,
+  type RawTensor,
+  safetensorsBytes,
+  safetensorsLayout,
+  type WriteOptions,
+  writeRawSafetensors,
+  writeSafetensors,
+} from "./models/checkpoint/safetensors_write.ts";
 
 // Models.
 export {

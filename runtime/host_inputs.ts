@@ -121,3 +121,15 @@ export function checkHostInputs(
   }
   for (const input of inputs) if (!skip.has(input)) checkHostInput(input, data[input.name]);
 }
+
+/** The typed array an input's GPU buffer holds; `copy` forces a private copy of the data. */
+export function deviceArray(
+  input: InputNode,
+  data: HostArray,
+  copy: boolean,
+): Float32Array | Int32Array {
+  if (input.dtype === "i32") {
+    return data instanceof Int32Array && !copy ? data : Int32Array.from(data);
+  }
+  return data instanceof Float32Array && !copy ? data : Float32Array.from(data);
+}

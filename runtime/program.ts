@@ -14,7 +14,7 @@ import { type BufferKey, elementsOf, type KernelArtifact } from "../codegen/arti
 import type { KernelProgram } from "../codegen/compile_graph.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { readBuffers } from "./gpu_buffers.ts";
-import { checkHostInputs, type HostArray } from "./host_inputs.ts";
+import { checkHostInputs, deviceArray, type HostArray } from "./host_inputs.ts";
 import { SerialQueue } from "./serial_queue.ts";
 import { BindGroupCache, PipelineCache } from "./gpu_pipelines.ts";
 import {
@@ -49,14 +49,6 @@ function bindGroupCacheFor(ctx: GpuContext): BindGroupCache {
   let c = bindGroupCaches.get(ctx);
   if (!c) bindGroupCaches.set(ctx, c = new BindGroupCache(ctx));
   return c;
-}
-
-/** The typed array an input's GPU buffer holds; `copy` forces a private copy of the data. */
-function deviceArray(input: InputNode, data: HostArray, copy: boolean): Float32Array | Int32Array {
-  if (input.dtype === "i32") {
-    return data instanceof Int32Array && !copy ? data : Int32Array.from(data);
-  }
-  return data instanceof Float32Array && !copy ? data : Float32Array.from(data);
 }
 
 /** A program compiled for one GPU device. */

@@ -39,7 +39,8 @@ import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
 import { getGpu, type GpuContext } from "./gpu_device.ts";
 import { submitDispatches } from "./gpu_submit.ts";
 import type { HostArray } from "./interpreter.ts";
-import { GpuProgram, toDeviceArray } from "./program.ts";
+import { checkHostInput, deviceArray } from "./host_inputs.ts";
+import { GpuProgram } from "./program.ts";
 
 /** Options of {@link ResidentProgram.create}. */
 export interface ResidentOptions {
@@ -118,7 +119,8 @@ export class ResidentProgram {
         `write: "${name}" is not a state input; state: ${[...this.#state.keys()].join(", ")}`,
       );
     }
-    const a = toDeviceArray(node, data, name);
+    checkHostInput(node, data);
+    const a = deviceArray(node, data, false);
     this.#ctx.device.queue.writeBuffer(
       buffer,
       0,
