@@ -48,12 +48,14 @@ export const MATH_PRELUDE = `
 fn sk_softplus(x: f32) -> f32 {
   // max(x, 0) + log1p(e), e = exp(-|x|) <= 1, log1p(e) = 2 atanh(u) by its series in u <= 1/3
   // (no log near 1, where WGSL's log is only accurate to 2^-21 absolute).
+  // t = 2u is kept normal wherever e is: u itself is subnormal for e < 2^-125, and GPUs that
+  // flush subnormals (NVIDIA) then returned 0 for softplus(-87) = 1.6e-38.
   let e = exp(-abs(x));
-  let u = e / (2.0 + e);
-  let v = u * u;
+  let t = e * (2.0 / (2.0 + e));
+  let v = 0.25 * t * t;
   let s = 1.0 + v * (0.333333333 + v * (0.2 + v * (0.142857143 + v * (0.111111111
     + v * (0.0909090909 + v * 0.0769230769)))));
-  return max(x, 0.0) + 2.0 * u * s;
+  return max(x, 0.0) + t * s;
 }
 fn sk_tanh(x: f32) -> f32 {
   // Some drivers compute tanh from exp and return NaN for large |x|: clamp first.
