@@ -112,7 +112,8 @@ export type BinaryFn<Op extends string = string> = <X extends TensorLike, Y exte
   b: CheckBroadcast<X, Y, Op>,
 ) => Bcast<X, Y>;
 
-function unary(op: UnaryOp): UnaryFn {
+/** The user-facing function of a unary op (float operands; the result keeps x's axes). */
+export function unaryOp(op: UnaryOp): UnaryFn {
   return <X extends Tensor>(x: X): X => {
     const n = toNode(x, op);
     requireFloat(n, op);
@@ -141,27 +142,27 @@ function binary<Op extends string>(op: BinaryOp, name: Op): BinaryFn<Op> {
 }
 
 /** `-x` */
-export const neg: UnaryFn = unary("neg");
+export const neg: UnaryFn = unaryOp("neg");
 /** `e^x` */
-export const exp: UnaryFn = unary("exp");
+export const exp: UnaryFn = unaryOp("exp");
 /** Natural logarithm. */
-export const log: UnaryFn = unary("log");
+export const log: UnaryFn = unaryOp("log");
 /** Square root. */
-export const sqrt: UnaryFn = unary("sqrt");
+export const sqrt: UnaryFn = unaryOp("sqrt");
 /** `1 / sqrt(x)` */
-export const rsqrt: UnaryFn = unary("rsqrt");
+export const rsqrt: UnaryFn = unaryOp("rsqrt");
 /** `|x|` */
-export const abs: UnaryFn = unary("abs");
+export const abs: UnaryFn = unaryOp("abs");
 /** `1 / (1 + e^-x)` */
-export const sigmoid: UnaryFn = unary("sigmoid");
+export const sigmoid: UnaryFn = unaryOp("sigmoid");
 /** `x · sigmoid(x)` (also called swish). */
-export const silu: UnaryFn = unary("silu");
+export const silu: UnaryFn = unaryOp("silu");
 /** `log(1 + e^x)`, computed stably (equal to x above 20, like PyTorch). */
-export const softplus: UnaryFn = unary("softplus");
+export const softplus: UnaryFn = unaryOp("softplus");
 /** Hyperbolic tangent. */
-export const tanh: UnaryFn = unary("tanh");
+export const tanh: UnaryFn = unaryOp("tanh");
 /** `max(x, 0)` */
-export const relu: UnaryFn = unary("relu");
+export const relu: UnaryFn = unaryOp("relu");
 
 /** `a + b`, broadcasting by axis name (one operand's axes must contain the other's). */
 export const add: BinaryFn<"add"> = binary("add", "add");

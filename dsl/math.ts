@@ -18,19 +18,9 @@ import {
   mul,
   tanh,
   type UnaryFn,
+  unaryOp,
 } from "./elementwise.ts";
-import { makeNode, type UnaryOp } from "./ir.ts";
-import { Tensor, type TensorLike, toNode } from "./tensor.ts";
-
-function unaryOp(op: UnaryOp): UnaryFn {
-  return <X extends Tensor>(x: X): X => {
-    const n = toNode(x, op);
-    requireFloat(n, op);
-    return new Tensor(
-      makeNode({ kind: "unary", op, x: n, axes: n.axes, shape: n.shape, dtype: "f32" }),
-    ) as X;
-  };
-}
+import { type Tensor, type TensorLike, toNode } from "./tensor.ts";
 
 /**
  * Sine. On the GPU the argument is reduced to [−π/4, π/4] by the kernel itself (WGSL's `sin`
