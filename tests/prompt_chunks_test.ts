@@ -27,10 +27,10 @@ Deno.test("chunkLengths: powers of two up to the cap, largest first, summing to 
     const length = 1 + Math.floor(next() * 5000);
     const chunks = chunkLengths(length, cap);
     assert.equal(chunks.reduce((s, c) => s + c, 0), length, `${length} / ${cap}`);
-    chunks.forEach((c, k) => {
-      assert.ok(c <= cap && (c & (c - 1)) === 0, `${c} in ${chunks}`);
-      if (k > 0) assert.ok(c <= chunks[k - 1], `${chunks} is not largest first`);
-    });
+    const bad = chunks.findIndex((c, k) =>
+      c > cap || (c & (c - 1)) !== 0 || (k > 0 && c > chunks[k - 1])
+    );
+    assert.equal(bad, -1, `chunk ${bad} of ${chunks}: over the cap, not a power of two or growing`);
     const below = chunks.filter((c) => c < cap);
     assert.equal(new Set(below).size, below.length, `a length below the cap repeats: ${chunks}`);
   }
