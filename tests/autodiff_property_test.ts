@@ -14,9 +14,16 @@ import { trace } from "../dsl/trace.ts";
 import { flip, slice } from "../dsl/views.ts";
 import { compile } from "../runtime/compile.ts";
 import { einsumProgram, elementwiseProgram, type GeneratedProgram } from "./gen_programs.ts";
-import { checkGradients, gradFn, gradProgram, randomData, weighted } from "./grad_check.ts";
+import {
+  checkGradients,
+  gradFn,
+  gradProgram,
+  KinksEverywhereError,
+  randomData,
+  weighted,
+} from "./grad_check.ts";
 import { collectNodes, type Graph, type Node } from "../dsl/ir.ts";
-import { randomInputs, relativeError, rng } from "./util.ts";
+import { randomInputs, rng } from "./util.ts";
 
 const RUNS = Number(Deno.env.get("SSMKIT_PROPERTY_RUNS") ?? 25);
 /** Replays a failure: the `seed` fast-check printed. */
@@ -79,6 +86,9 @@ function gradientsMatch(p: GeneratedProgram, seed: number): boolean {
       skipKinks: true,
     });
   } catch (e) {
+    // A program whose loss has kinks at almost every step of some input (a scalar compared with
+    // thousands of values) cannot be checked by differences: fast-check draws another.
+    fc.pre(!(e instanceof KinksEverywhereError));
     throw new Error(`${p.description}, input seed ${seed}: ${(e as Error).message}`);
   }
   return true;
@@ -174,8 +184,16 @@ async function gpuGradientsMatch(p: GeneratedProgram, seed: number): Promise<boo
     const data = randomInputs(prog.graph, rng(seed));
     const got = await prog.run(data) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
+    // A gradient that cancels to ~0 (softmax is unchanged by adding y along its axis, so d_y is
+    // a sum of O(1) terms that is 0) is compared against 1% of the program's largest gradient:
+    // f32 leaves ~1e-7 of the terms' scale there, which is no error of the rule (seen on the H200).
+    const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, v) => s + v * v, 0));
+    const floor = 0.01 * Math.max(...Object.values(want).map(norm));
     for (const k of Object.keys(want)) {
-      const err = relativeError(got[k], want[k]);
+      const diff = norm(Array.from(got[k], (v, i) => v - want[k][i]));
+      const err = got[k].some(Number.isNaN)
+        ? Infinity
+        : diff / (Math.max(norm(want[k]), floor) || 1);
       if (!(err <= 1e-4)) {
         throw new Error(`${p.description}, input seed ${seed}: ${k} relative error ${err}`);
       }

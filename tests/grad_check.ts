@@ -12,6 +12,12 @@ import { relativeError } from "./util.ts";
 /** Input data by name (f32 inputs as float64; i32 inputs as Int32Array). */
 export type Data = Record<string, Float64Array | Int32Array>;
 
+/**
+ * Thrown when most of an input's elements sit on kinks of the loss (a step moves some compared
+ * value across another): central differences cannot measure the gradient there at all.
+ */
+export class KinksEverywhereError extends Error {}
+
 /** A scalar loss of the inputs. */
 export type Loss = (t: Record<string, Tensor>) => Tensor;
 
@@ -118,7 +124,9 @@ export function checkGradients(
       at.push(i);
     }
     if (skipped * 10 > checked) {
-      throw new Error(`"${name}": ${skipped} of ${checked} elements sit on kinks; check elsewhere`);
+      throw new KinksEverywhereError(
+        `"${name}": ${skipped} of ${checked} elements sit on kinks; check elsewhere`,
+      );
     }
     const err = relativeError(got, want);
     // A gradient that is zero (a softmax's input shift) has differences of pure rounding noise,
