@@ -330,8 +330,3 @@ export function shiftAlong(x: Node, axis: string, shift: number, fill: Node | nu
   };
   return concatAlong(shift > 0 ? [filler, body] : [body, filler], axis);
 }
-
-/** 0, 1, …, size − 1 along `axis` (f32): an arange node, computed from the index in kernels. */
-export function iota(axis: string, size: number): Node {
-  return makeNode({ kind: "arange", axis, axes: [axis], shape: [size], dtype: "f32" });
-}

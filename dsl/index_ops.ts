@@ -23,7 +23,8 @@ export const LITERAL_MAX_ELEMENTS = 256;
 
 const F32_MAX = 3.4028234663852886e38;
 
-function arangeNode(axis: string, size: number, op: string): Node {
+/** The arange node of `axis` (checked: a positive size whose indices are exact in f32). */
+export function arangeNode(axis: string, size: number, op: string): Node {
   if (!Number.isInteger(size) || size < 1) {
     throw new Error(`${op}: size of axis "${axis}" must be a positive integer, got ${size}`);
   }

@@ -8,13 +8,13 @@
  * @module
  */
 
+import { arangeNode } from "./index_ops.ts";
 import {
   binary,
   concatAlong,
   expandTo,
   flipAlong,
   freshAxis,
-  iota,
   materializeAs,
   padAlong,
   type Piece,
@@ -97,7 +97,7 @@ export function viewRule(
  */
 function gatherTableCotangent(node: GatherNode, ct: Node): Node {
   const rows = sizeOf(node.table, node.axis);
-  const ramp = iota(node.axis, rows);
+  const ramp = arangeNode(node.axis, rows, "gather (backward)");
   const ids = makeNode({
     kind: "gather",
     table: ramp,
