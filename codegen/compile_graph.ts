@@ -10,6 +10,7 @@ import { showAxes } from "../dsl/axes.ts";
 import type { Graph, Node } from "../dsl/ir.ts";
 import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
+import { emitDelta } from "./delta_lowering.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
 import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
@@ -69,6 +70,11 @@ function emitKernel(
   }
   const { root, core } = group;
   const name = `k${index}_${core ? core.kind : "map"}_${root.axes.join("")}`;
+  if (core?.kind === "delta") {
+    return emitDelta(core, plan.materialized, limits, name, aliases, options.scan);
+  }
+  // The delta kernel writes the final state too.
+  if (root.kind === "delta_state") return [];
   if (core?.kind === "scan") {
     return emitMaterializedScan(root, core, plan.materialized, limits, name, aliases, options.scan);
   }

@@ -237,6 +237,8 @@ export class ExprEmitter {
         return this.#inlineContraction(node, env);
       case "reduce":
       case "scan":
+      case "delta":
+      case "delta_state":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

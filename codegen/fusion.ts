@@ -15,7 +15,7 @@ import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
-export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" }>;
+export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" | "delta" }>;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
 export interface SimpleGroup {
@@ -62,7 +62,7 @@ const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 
 function isCore(n: Node): n is CoreNode {
   if (n.kind === "contract") return !isInlineContraction(n);
-  return n.kind === "reduce" || n.kind === "scan";
+  return n.kind === "reduce" || n.kind === "scan" || n.kind === "delta";
 }
 
 /** Longest summed extent of a contraction computed inline (a short loop) where it is used. */
@@ -199,6 +199,8 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
   const materialized = new Set<Node>([...graph.inputs, ...outputs]);
   for (const n of options.forceMaterialize ?? []) materialized.add(n);
   for (const n of nodes) if (n.kind === "input") materialized.add(n);
+  // The delta rule's kernel writes y and the final state itself (no epilogue): both get buffers.
+  for (const n of nodes) if (n.kind === "delta" || n.kind === "delta_state") materialized.add(n);
 
   // Scans whose state can stay on chip; their final-state picks get buffers of their own.
   const fusable = new Map<Node, ScanUse>();

@@ -274,6 +274,45 @@ export interface ScanNode extends Base {
   readonly reverse: boolean;
 }
 
+/**
+ * The delta rule (DeltaNet, Gated DeltaNet) along `axis`, per batch position (every axis of
+ * `beta` but `axis`): S_t = S_{t−1}·α_t(I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ, y_t = scale·S_t q_t,
+ * with α_t = exp(gate_t) (1 without a gate) and S_{−1} = init (or 0). The state S is
+ * [value × key] per batch position. This node's value is y (v's axes); the final state is a
+ * {@link DeltaStateNode} reading it. Both are always materialized: one kernel writes both.
+ */
+export interface DeltaNode extends Base {
+  /** Discriminant. */
+  readonly kind: "delta";
+  /** Queries: batch axes, `axis`, `keyAxis`. */
+  readonly q: Node;
+  /** Keys: batch axes, `axis`, `keyAxis`. */
+  readonly k: Node;
+  /** Values: batch axes, `axis`, `valueAxis` (the result's axes). */
+  readonly v: Node;
+  /** Write strengths β_t: batch axes and `axis`. */
+  readonly beta: Node;
+  /** log α_t (Gated DeltaNet), over beta's axes; absent for DeltaNet (α = 1). */
+  readonly gate?: Node;
+  /** The state before the first step: batch axes, `valueAxis`, `keyAxis`. */
+  readonly init?: Node;
+  /** The time axis. */
+  readonly axis: string;
+  /** The key (and query) feature axis. */
+  readonly keyAxis: string;
+  /** The value feature axis. */
+  readonly valueAxis: string;
+  /** The factor on every output (y_t = scale·S_t q_t). */
+  readonly scale: number;
+}
+/** The state a {@link DeltaNode} leaves after its last step: batch axes, value, key. */
+export interface DeltaStateNode extends Base {
+  /** Discriminant. */
+  readonly kind: "delta_state";
+  /** The recurrence whose final state this is. */
+  readonly x: DeltaNode;
+}
+
 /** Any IR node. */
 export type Node =
   | InputNode
@@ -293,7 +332,9 @@ export type Node =
   | GatherNode
   | Conv1dNode
   | PickNode
-  | ScanNode;
+  | ScanNode
+  | DeltaNode
+  | DeltaStateNode;
 
 /** The node kinds. */
 export type NodeKind = Node["kind"];
@@ -329,7 +370,12 @@ export function nodeInputs(node: Node): Node[] {
     case "scan":
       return node.init ? [node.decay, node.input, node.init] : [node.decay, node.input];
     case "reduce":
+    case "delta_state":
       return [node.x];
+    case "delta":
+      return [node.q, node.k, node.v, node.beta, node.gate, node.init].filter((n) =>
+        n !== undefined
+      );
     case "binary":
     case "contract":
       return [node.a, node.b];

@@ -70,6 +70,16 @@ export function transposeRule(
       return wanted(node.x) ? [[node.x, reduceCotangent(node, ct)]] : [];
     case "scan":
       return scanRule(node, ct, wanted);
+    case "delta":
+    case "delta_state": {
+      const inputs = node.kind === "delta" ? [node.q, node.k, node.v, node.beta] : [node.x];
+      const more = node.kind === "delta" ? [node.gate, node.init] : [];
+      if (![...inputs, ...more].some((n) => n !== undefined && wanted(n))) return [];
+      throw new Error(
+        `valueAndGrad: deltaRule (node ${node.id}) has no derivative yet: gradients cannot ` +
+          `flow through its q, k, v, beta, gate or init`,
+      );
+    }
     case "permute":
     case "regroup":
     case "slice":

@@ -218,13 +218,17 @@ function resolveInPlace(graph: Graph, pairs: Record<string, string>): Map<Node, 
     // input must be nothing but the init of the scan whose final state is the output.
     const readers = nodes.filter((n) => nodeInputs(n).includes(input));
     const scanNode = out.kind === "pick" ? out.x : undefined;
-    const ok = out.kind === "pick" && scanNode?.kind === "scan" && scanNode.init === input &&
+    const scanOk = out.kind === "pick" && scanNode?.kind === "scan" && scanNode.init === input &&
       readers.length === 1 && readers[0] === scanNode &&
       out.index ===
         (scanNode.reverse ? 0 : scanNode.shape[scanNode.axes.indexOf(scanNode.axis)] - 1);
-    if (!ok) {
+    // The delta kernels read each state element once, before the thread that read it writes it.
+    const deltaOk = out.kind === "delta_state" && out.x.init === input && readers.length === 1 &&
+      readers[0] === out.x;
+    if (!scanOk && !deltaOk) {
       throw new Error(
-        `inPlace: output "${outName}" must be finalState() of a scan whose init is input ` +
+        `inPlace: output "${outName}" must be finalState() of a scan (or deltaRule's state) ` +
+          `whose init is input ` +
           `"${inName}", and nothing else may read "${inName}"`,
       );
     }

@@ -1,0 +1,80 @@
+/**
+ * The delta rule's cost model: the recurrent kernel (one sequential pass, state in registers)
+ * against the chunked WY/UT kernels (three passes, the sequential part one step per chunk).
+ *
+ * In words: the recurrent kernel's time is the larger of its arithmetic (4·dk·dv multiply-adds
+ * per step and batch position at a scalar rate) and the latency of its dependent chain
+ * (one step after another: loads, two lane reductions); the chunked lowering's time is its
+ * arithmetic at a higher rate (chunk-sized products, reused loads), plus the sequential state
+ * pass (one short step per position, but independent within a chunk) and two more dispatches.
+ * So decode and short sequences keep the recurrent kernel; long sequences, or many steps for
+ * few batch positions, take the chunked one. Scratch larger than a binding keeps the recurrent
+ * kernel. The constants are estimates (not yet fitted to a GPU measurement: bench/delta_bench.ts
+ * is the experiment that will fit them).
+ *
+ * @module
+ */
+
+import type { DeltaNode } from "../dsl/ir.ts";
+import { type DeltaShapes, deltaShapes } from "./delta_shapes.ts";
+import type { DeviceLimits } from "./limits.ts";
+
+/** Chunk lengths the chunked lowering supports. */
+export const DELTA_CHUNKS: readonly number[] = [8, 16, 32, 64];
+
+const SCALAR_RATE = 4e12;
+const CHUNK_RATE = 15e12;
+const DISPATCH_SECONDS = 20e-6;
+const RECURRENT_SECONDS_PER_STEP = 0.4e-6;
+const PASS_SECONDS_PER_STEP = 0.03e-6;
+
+/** Workgroup memory (bytes) the chunked kernels need at chunk length `c`. */
+export function deltaWorkgroupBytes(c: number): number {
+  return (c * c + 4 * c) * 4;
+}
+
+/**
+ * The chunk length: the longest supported one whose workgroup arrays fit the device, or the
+ * one giving at most `maxChunks` chunks when forced (the scan strategy's `chunks`).
+ */
+export function deltaChunk(len: number, limits: DeviceLimits, maxChunks?: number): number {
+  const fits = DELTA_CHUNKS.filter((c) =>
+    deltaWorkgroupBytes(c) <= limits.maxComputeWorkgroupStorageSize &&
+    c <= limits.maxComputeInvocationsPerWorkgroup
+  );
+  if (fits.length === 0) throw new Error("deltaRule: the device's workgroup memory is too small");
+  if (maxChunks === undefined) return fits[fits.length - 1];
+  return fits.find((c) => Math.ceil(len / c) <= maxChunks) ?? fits[fits.length - 1];
+}
+
+/** Scratch bytes of the chunked lowering at chunk length `c`. */
+export function deltaScratchBytes(s: DeltaShapes, c: number): number {
+  const padded = Math.ceil(s.len / c) * c;
+  const chunks = padded / c;
+  return 4 * s.batches * (padded * (s.dk + s.dv + 1) + chunks * s.dk * s.dv);
+}
+
+/** Modelled seconds of the recurrent kernel. */
+export function deltaRecurrentSeconds(s: DeltaShapes): number {
+  const work = 4 * s.batches * s.len * s.dk * s.dv / SCALAR_RATE;
+  return Math.max(work, s.len * RECURRENT_SECONDS_PER_STEP) + DISPATCH_SECONDS;
+}
+
+/** Modelled seconds of the chunked kernels at chunk length `c`. */
+export function deltaChunkedSeconds(s: DeltaShapes, c: number): number {
+  const perStep = 4 * c * s.dk + c * (s.dk + s.dv) + 2 * c * s.dv + 6 * s.dk * s.dv;
+  const work = s.batches * s.len * perStep / CHUNK_RATE;
+  return work + s.len * PASS_SECONDS_PER_STEP + 3 * DISPATCH_SECONDS;
+}
+
+/** Which lowering runs `node` by default. */
+export function chooseDeltaLowering(
+  node: DeltaNode,
+  limits: DeviceLimits,
+): "chunked" | "recurrent" {
+  const s = deltaShapes(node);
+  const c = deltaChunk(s.len, limits);
+  const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  if (deltaScratchBytes(s, c) > limit) return "recurrent";
+  return deltaChunkedSeconds(s, c) < deltaRecurrentSeconds(s) ? "chunked" : "recurrent";
+}

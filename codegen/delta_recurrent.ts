@@ -1,0 +1,153 @@
+/**
+ * The fused recurrent delta-rule kernel (decode and short sequences): one workgroup per
+ * (batch position, block of value rows); each value row i of the state S (dv × dk) is held in
+ * registers by G lanes, lane l owning the keys j = l, l + G, …. Per step, with α = exp(gate):
+ *
+ *   a   = Σ_j S[i][j]·k[j]          (lane partial sums, then a butterfly of subgroup shuffles)
+ *   u   = β·(v[i] − α·a)
+ *   S[i][j] ← α·S[i][j] + u·k[j]
+ *   y[i] = scale·Σ_j S[i][j]·q[j]   (reduced the same way; lane 0 writes it)
+ *
+ * which is S_t = S_{t−1}·α(I − β k kᵀ) + β v kᵀ row by row. G = 1 (no shuffles) without
+ * subgroups. The state never touches memory between steps; `init` is read once and the final
+ * state written once by the thread that read it, so decode may update the state in place.
+ *
+ * @module
+ */
+
+import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
+import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
+import { batchEnv, clampIndex, DeltaLoads, deltaShapes, laneSum } from "./delta_shapes.ts";
+import { ExprEmitter, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+
+/** Threads per workgroup of the recurrent kernel. */
+const WORKGROUP = 64;
+/** Keys one lane holds in registers, at most, before more lanes share a row. */
+const KEYS_PER_LANE = 16;
+
+/** Lanes per value row: a power of two ≤ the subgroup size, 1 without subgroups. */
+export function deltaLanes(dk: number, limits: DeviceLimits, forced?: number): number {
+  const maxLanes = limits.subgroups && limits.subgroupMinSize >= 2
+    ? Math.min(limits.subgroupMinSize, 32)
+    : 1;
+  if (forced !== undefined) {
+    if (forced < 1 || (forced & (forced - 1)) !== 0 || forced > maxLanes) {
+      throw new Error(
+        `deltaRule: lanes ${forced} must be a power of two ≤ ${maxLanes} on this device ` +
+          `(${limits.subgroups ? `subgroups of ${limits.subgroupMinSize}` : "no subgroups"})`,
+      );
+    }
+    return forced;
+  }
+  let g = 1;
+  while (g < maxLanes && Math.ceil(dk / g) > KEYS_PER_LANE) g *= 2;
+  return g;
+}
+
+/** Emits the recurrent kernel writing y (`node`) and, when asked, the final `state`. */
+export function emitDeltaRecurrent(
+  node: DeltaNode,
+  state: DeltaStateNode | undefined,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  forcedLanes?: number,
+): KernelArtifact {
+  const s = deltaShapes(node);
+  const lanes = deltaLanes(s.dk, limits, forcedLanes);
+  const perLane = Math.ceil(s.dk / lanes);
+  const rows = Math.max(1, Math.min(WORKGROUP / lanes, s.dv));
+  const threads = rows * lanes;
+  const blocks = Math.ceil(s.dv / rows);
+  const total = s.batches * blocks;
+  const writes = state ? [node, state] : [node];
+  const reg = new BindingRegistry(materialized, writes, aliases);
+  const top = new ExprEmitter(reg.lookup, "pe");
+  const { lines: batchLines, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const i = "vi"; // the row, clamped for reads
+  const keyOf = (m: number) =>
+    lanes === 1 ? u32Literal(m) : m === 0 ? "lane" : `(lane + ${u32Literal(lanes * m)})`;
+  const inKeys = (m: number) => (m + 1) * lanes <= s.dk ? "" : `${keyOf(m)} < ${u32Literal(s.dk)}`;
+  const masked = (m: number, v: string) => inKeys(m) ? `select(0.0, ${v}, ${inKeys(m)})` : v;
+
+  const initLines: string[] = [];
+  for (let m = 0; m < perLane; m++) {
+    const j = clampIndex(keyOf(m), s.dk);
+    initLines.push(`s[${m}] = ${masked(m, loads.init(top, i, j))};`);
+  }
+
+  const body = top.fork("st");
+  const t = "t";
+  const alpha = loads.alpha(body, t);
+  const beta = loads.beta(body, t);
+  const v = loads.value(body, t, i);
+  const ks: string[] = [], qs: string[] = [];
+  for (let m = 0; m < perLane; m++) {
+    const j = clampIndex(keyOf(m), s.dk);
+    ks.push(masked(m, loads.key(body, "k", t, j)));
+    qs.push(loads.key(body, "q", t, j));
+  }
+  const yOffset = offsetExpr(node, { ...env, [node.axis]: t, [node.valueAxis]: "row" });
+  const step = [
+    ...body.lines,
+    `let al: f32 = ${alpha};`,
+    ...ks.map((k, m) => `let k${m}: f32 = ${k};`),
+    `var a: f32 = 0.0;`,
+    ...ks.map((_, m) => `a = fma(s[${m}], k${m}, a);`),
+    ...laneSum("a", lanes),
+    `let u: f32 = ${beta} * (${v} - al * a);`,
+    `var o: f32 = 0.0;`,
+    ...qs.flatMap((
+      q,
+      m,
+    ) => [`s[${m}] = fma(al, s[${m}], u * k${m});`, `o = fma(s[${m}], ${q}, o);`]),
+    ...laneSum("o", lanes),
+    `if (lane == 0u && row < ${u32Literal(s.dv)}) { out[${yOffset}] = ${
+      f32Literal(node.scale)
+    } * o; }`,
+  ];
+
+  const finalLines: string[] = [];
+  if (state) {
+    for (let m = 0; m < perLane; m++) {
+      const off = offsetExpr(state, { ...env, [node.valueAxis]: "row", [node.keyAxis]: keyOf(m) });
+      const guard = [`row < ${u32Literal(s.dv)}`, inKeys(m)].filter((c) => c).join(" && ");
+      finalLines.push(`if (${guard}) { out1[${off}] = s[${m}]; }`);
+    }
+  }
+  reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
+  const indent = (ls: string[], d: string) => ls.map((l) => d + l);
+  const wgsl = `${reg.declarations()}
+${MATH_PRELUDE}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;
+  if (wid >= ${u32Literal(total)}) { return; }
+  let bpos = wid / ${u32Literal(blocks)};
+  let row = (wid % ${u32Literal(blocks)}) * ${u32Literal(rows)} + lid / ${u32Literal(lanes)};
+  let lane = lid % ${u32Literal(lanes)};
+  let ${i} = ${clampIndex("row", s.dv)};
+${indent(batchLines, "  ").join("\n")}
+  var s: array<f32, ${perLane}>;
+${indent([...top.lines, ...initLines], "  ").join("\n")}
+  for (var t: u32 = 0u; t < ${u32Literal(s.len)}; t++) {
+${indent(step, "    ").join("\n")}
+  }
+${indent(finalLines, "  ").join("\n")}
+}
+`;
+  return {
+    name,
+    wgsl,
+    workgroups: foldWorkgroups(total, limits.maxComputeWorkgroupsPerDimension),
+    reads: reg.reads,
+    writes: reg.writes,
+    kind: "scan",
+  };
+}

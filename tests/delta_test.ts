@@ -1,0 +1,158 @@
+// The delta rule (deltaRule): the recurrent and chunked kernels against a float64 loop written
+// from the papers' equation (tests/delta_reference.ts) and the interpreter, on awkward sizes.
+import assert from "node:assert/strict";
+import { valueAndGrad } from "../dsl/autodiff.ts";
+import { deltaRule } from "../dsl/delta.ts";
+import { sigmoid } from "../dsl/elementwise.ts";
+import { sum } from "../dsl/reduce.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { trace } from "../dsl/trace.ts";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { compile } from "../runtime/compile.ts";
+import { deltaArrays, type DeltaSizes, referenceDelta } from "./delta_reference.ts";
+import { assertClose, freshSeed, rng } from "./util.ts";
+
+const INPUTS = {
+  q: "b t h dk",
+  k: "b t h dk",
+  v: "b t h dv",
+  braw: "b t h",
+  gate: "b t h",
+  init: "b h dv dk",
+} as const;
+
+type Case = { gated: boolean; init: boolean; strategy: ScanStrategy; scale?: number };
+
+/** β = sigmoid(braw) is computed in the program: an elementwise prologue fused into the kernel. */
+function program(c: Case) {
+  return (x: Record<keyof typeof INPUTS, Tensor>) => {
+    const { y, state } = deltaRule(
+      { q: x.q, k: x.k, v: x.v, beta: sigmoid(x.braw), gate: c.gated ? x.gate : undefined },
+      { time: "t", key: "dk", value: "dv", init: c.init ? x.init : undefined, scale: c.scale },
+    );
+    return { y, state };
+  };
+}
+
+async function check(s: DeltaSizes, c: Case) {
+  const seed = freshSeed();
+  const arrays = deltaArrays(s, rng(seed), c.gated, c.init);
+  const braw = arrays.beta.map((p) => Math.log(p / (1 - p)));
+  const inputs = {
+    q: arrays.q,
+    k: arrays.k,
+    v: arrays.v,
+    braw,
+    gate: arrays.gate ?? new Float32Array(s.b * s.t * s.h),
+    init: arrays.init ?? new Float32Array(s.b * s.h * s.dv * s.dk),
+  };
+  const scale = c.scale ?? 1 / Math.sqrt(s.dk);
+  const want = referenceDelta(s, {
+    ...arrays,
+    beta: Float64Array.from(braw, (z) => 1 / (1 + Math.exp(-z))),
+  }, scale);
+  const prog = await compile(INPUTS, program(c), s, { backend: "gpu", scan: c.strategy });
+  try {
+    const got = await prog.run(inputs);
+    const oracle = prog.interpret(inputs);
+    const ctx = `seed ${seed} ${JSON.stringify(s)} ${JSON.stringify(c)} [${
+      prog.kernels.map((k) => k.name)
+    }]`;
+    assertClose(oracle.y, want.y, 1e-9, `interpreter y ${ctx}`);
+    assertClose(oracle.state, want.state, 1e-9, `interpreter state ${ctx}`);
+    assertClose(got.y, want.y, 1e-4, `kernel y ${ctx}`);
+    assertClose(got.state, want.state, 1e-4, `kernel state ${ctx}`);
+    return prog.kernels.map((k) => k.name);
+  } finally {
+    prog.destroy();
+  }
+}
+
+const AWKWARD: DeltaSizes = { b: 2, t: 37, h: 3, dk: 6, dv: 5 };
+
+Deno.test("deltaRule recurrent: Gated DeltaNet with init, default lanes", async () => {
+  await check(AWKWARD, { gated: true, init: true, strategy: { mode: "recurrent" } });
+});
+
+Deno.test("deltaRule recurrent: DeltaNet (α = 1), no init, one lane per row (no subgroups)", async () => {
+  await check(AWKWARD, { gated: false, init: false, strategy: { mode: "recurrent", lanes: 1 } });
+});
+
+Deno.test("deltaRule recurrent: several lanes per row share a row (shuffles), dk not a multiple", async () => {
+  await check({ b: 1, t: 9, h: 2, dk: 11, dv: 7 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "recurrent", lanes: 4 },
+    scale: 0.7,
+  });
+});
+
+Deno.test("deltaRule: differentiating through it is a clear error naming the op", () => {
+  assert.throws(
+    () =>
+      trace({ q: "t dk", k: "t dk", v: "t dv", beta: "t" }, (x) => {
+        const f = valueAndGrad((p: { v: Tensor }) =>
+          sum(deltaRule({ ...x, v: p.v }, { time: "t", key: "dk", value: "dv" }).y, "t dv")
+        );
+        return f({ v: x.v })[0];
+      }, { t: 3, dk: 2, dv: 2 }),
+    /deltaRule/,
+  );
+});
+
+Deno.test("deltaRule: operands with the wrong axes name the op, the operand and the axes", () => {
+  assert.throws(
+    () =>
+      trace(
+        { q: "t dk", k: "t dv", v: "t dv", beta: "t" },
+        (x) => deltaRule(x, { time: "t", key: "dk", value: "dv" }).y,
+        { t: 3, dk: 2, dv: 2 },
+      ),
+    /deltaRule: k \[t dv\] must have the axes \[t dk\]/,
+  );
+});
+
+Deno.test("deltaRule decode: steps of length 1 updating the state in place match the full sequence", async () => {
+  const seed = freshSeed();
+  const s: DeltaSizes = { b: 2, t: 6, h: 3, dk: 7, dv: 5 };
+  const x = deltaArrays(s, rng(seed), true, true);
+  const braw = x.beta.map((p) => Math.log(p / (1 - p)));
+  const want = referenceDelta(
+    s,
+    { ...x, beta: Float64Array.from(braw, (z) => 1 / (1 + Math.exp(-z))) },
+    1 / Math.sqrt(s.dk),
+  );
+  const c: Case = { gated: true, init: true, strategy: {} };
+  const step = await compile(INPUTS, program(c), { ...s, t: 1 }, {
+    backend: "gpu",
+    inPlace: { state: "init" },
+  });
+  try {
+    assert.deepEqual(step.kernels.map((k) => k.name), ["k0_delta_bthdv"], "one recurrent kernel");
+    const at = (arr: ArrayLike<number>, width: number, t: number) => {
+      const out = new Float32Array(s.b * s.h * width);
+      for (let b = 0; b < s.b; b++) {
+        for (let i = 0; i < s.h * width; i++) {
+          out[b * s.h * width + i] = arr[((b * s.t + t) * s.h) * width + i];
+        }
+      }
+      return out;
+    };
+    let state = x.init!;
+    for (let t = 0; t < s.t; t++) {
+      const got = await step.run({
+        q: at(x.q, s.dk, t),
+        k: at(x.k, s.dk, t),
+        v: at(x.v, s.dv, t),
+        braw: at(braw, 1, t),
+        gate: at(x.gate!, 1, t),
+        init: state,
+      });
+      assertClose(got.y, at(want.y, s.dv, t), 1e-4, `step ${t} (seed ${seed})`);
+      state = got.state;
+    }
+    assertClose(state, want.state, 1e-4, `final state after ${s.t} steps (seed ${seed})`);
+  } finally {
+    step.destroy();
+  }
+});
