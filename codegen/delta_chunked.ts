@@ -1,15 +1,382 @@
+/**
+ * The chunked delta rule (the WY/UT form of the DeltaNet and Gated DeltaNet papers) for long
+ * sequences. Within a chunk of C steps, with G_r the cumulative log-decay from the chunk's
+ * start (γ_r = exp(G_r)) and S₀ the entering state, the corrected values
+ * u'_r = β_r(v_r − α_r S_{r−1} k_r) satisfy (I + L)·U' = diag(β)V − diag(βγ)K·S₀ᵀ, where
+ * L[r][c] = β_r exp(G_r − G_c)(k_r·k_c) for c < r. So with T = (I + L)⁻¹ (a triangular solve):
+ *
+ *   W = T·diag(βγ)K,  U = T·diag(β)V          (kernel 1, per chunk: forward substitution)
+ *   U' = U − W·S₀ᵀ,  S_next = γ_C S₀ + U'ᵀ·diag(exp(G_C − G))·K
+ *                                             (kernel 2, sequential over chunks: state passing)
+ *   y_r = scale·(γ_r S₀ q_r + Σ_{c≤r} exp(G_r − G_c)(q_r·k_c) u'_c)
+ *                                             (kernel 3, per chunk: outputs)
+ *
+ * Every exponential is of a difference of cumulative log-decays within one chunk, so nothing
+ * overflows at any length. Steps past the end (the last chunk's padding) have β = 0 and
+ * log α = 0, so they change nothing. Kernel 2 holds S in registers like the recurrent kernel
+ * (G lanes per value row, lane sums by subgroup shuffles) and reads init / writes the final
+ * state from the same thread, so decode may update the state in place.
+ *
+ * Scratch: `wu` [batch, padded steps, dk + dv + 1] (W, U and G), `up` [batch, padded steps, dv]
+ * (U') and `s0` [batch, chunks, dv, dk] (each chunk's entering state).
+ *
+ * @module
+ */
+
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
-import type { KernelArtifact } from "./artifact.ts";
+import {
+  BindingRegistry,
+  foldWorkgroups,
+  type KernelArtifact,
+  scratch,
+  type ScratchBuffer,
+} from "./artifact.ts";
+import { deltaChunk } from "./delta_plan.ts";
+import { deltaLanes } from "./delta_recurrent.ts";
+import {
+  batchEnv,
+  clampIndex,
+  DeltaLoads,
+  type DeltaShapes,
+  deltaShapes,
+  laneSum,
+} from "./delta_shapes.ts";
+import { ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
-/** placeholder */
+import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+
+/** Threads per workgroup of the state-passing kernel. */
+const PASS_WORKGROUP = 64;
+
+/** Sizes of the chunked form. */
+interface Layout {
+  s: DeltaShapes;
+  /** Chunk length. */
+  c: number;
+  /** Number of chunks. */
+  chunks: number;
+  /** Steps rounded up to whole chunks. */
+  padded: number;
+  /** Row width of `wu`. */
+  wuWidth: number;
+}
+
+/** The scratch buffers the three kernels share. */
+interface Scratch {
+  wu: ScratchBuffer;
+  up: ScratchBuffer;
+  s0: ScratchBuffer;
+}
+
+/** What every kernel of the lowering needs besides its own inputs. */
+interface Context {
+  node: DeltaNode;
+  layout: Layout;
+  bufs: Scratch;
+  materialized: ReadonlySet<Node>;
+  limits: DeviceLimits;
+  name: string;
+  aliases: ReadonlyMap<Node, Node>;
+}
+
+const indent = (ls: readonly string[], d = "  ") => ls.map((l) => d + l).join("\n");
+
+function header(reg: BindingRegistry, threads: number, shared: string[] = []): string {
+  return `${reg.declarations()}
+${MATH_PRELUDE}
+${shared.join("\n")}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;`;
+}
+
+function artifact(
+  ctx: Context,
+  suffix: string,
+  reg: BindingRegistry,
+  wgsl: string,
+  total: number,
+): KernelArtifact {
+  reg.checkLimit(ctx.node, ctx.limits.maxStorageBuffersPerShaderStage);
+  return {
+    name: `${ctx.name}_${suffix}`,
+    wgsl,
+    workgroups: foldWorkgroups(total, ctx.limits.maxComputeWorkgroupsPerDimension),
+    reads: reg.reads,
+    writes: reg.writes,
+    kind: "scan",
+  };
+}
+
+/** Kernel 1: per (batch position, chunk): G, L, and W, U by forward substitution. */
+function prepKernel(ctx: Context): KernelArtifact {
+  const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const reg = new BindingRegistry(ctx.materialized, [ctx.bufs.wu], ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "pp");
+  const { lines: bl, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const own = top.fork("po");
+  const g = loads.logAlpha(own, "pr");
+  const beta = loads.beta(own, "pr");
+  const kOwn = top.fork("pk");
+  const kr = loads.key(kOwn, "k", "pr", "j");
+  const kOther = top.fork("pc");
+  const kc = loads.key(kOther, "k", "pcc", "j");
+  const row = (p: string) => `(bpos * ${u32Literal(padded)} + base + ${p})`;
+  // One forward substitution per column: x_a = rhs_a − Σ_{c<a} L[a][c]·x_c.
+  const solve = (what: "W" | "U") => {
+    const width = what === "W" ? s.dk : s.dv;
+    const e = top.fork(what === "W" ? "pw" : "pu");
+    const x = what === "W" ? loads.key(e, "k", "pa", "col") : loads.value(e, "pa", "col");
+    const rhs = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
+    const offset = what === "W" ? "col" : `${u32Literal(s.dk)} + col`;
+    return [
+      `for (var col: u32 = lid; col < ${u32Literal(width)}; col += ${u32Literal(c)}) {`,
+      `  var xs: array<f32, ${c}>;`,
+      `  for (var a: u32 = 0u; a < ${u32Literal(c)}; a++) {`,
+      `    let pa = ${clampIndex("base + a", s.len)};`,
+      indent(e.lines, "    "),
+      `    var acc: f32 = ${rhs};`,
+      `    for (var cc: u32 = 0u; cc < a; cc++) {`,
+      `      acc = fma(-sh_L[a * ${u32Literal(c)} + cc], xs[cc], acc);`,
+      `    }`,
+      `    xs[a] = acc;`,
+      `    out[${row("a")} * ${u32Literal(wuWidth)} + ${offset}] = acc;`,
+      `  }`,
+      `}`,
+    ];
+  };
+  const body = [
+    `let bpos = wid / ${u32Literal(chunks)};`,
+    `let base = (wid % ${u32Literal(chunks)}) * ${u32Literal(c)};`,
+    ...bl,
+    `let valid = base + lid < ${u32Literal(s.len)};`,
+    `let pr = ${clampIndex("base + lid", s.len)};`,
+    ...top.lines,
+    ...own.lines,
+    `sh_g[lid] = select(0.0, ${g}, valid);`,
+    `sh_b[lid] = select(0.0, ${beta}, valid);`,
+    `workgroupBarrier();`,
+    `var gsum: f32 = 0.0;`,
+    `for (var a: u32 = 0u; a <= lid; a++) { gsum += sh_g[a]; }`,
+    `sh_G[lid] = gsum;`,
+    `out[${row("lid")} * ${u32Literal(wuWidth)} + ${u32Literal(s.dk + s.dv)}] = gsum;`,
+    `workgroupBarrier();`,
+    `var kr: array<f32, ${s.dk}>;`,
+    `for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
+    indent(kOwn.lines),
+    `  kr[j] = ${kr};`,
+    `}`,
+    `for (var cc: u32 = 0u; cc < lid; cc++) {`,
+    `  let pcc = ${clampIndex("base + cc", s.len)};`,
+    `  var dot: f32 = 0.0;`,
+    `  for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
+    indent(kOther.lines, "    "),
+    `    dot = fma(kr[j], ${kc}, dot);`,
+    `  }`,
+    `  sh_L[lid * ${u32Literal(c)} + cc] = sh_b[lid] * exp(gsum - sh_G[cc]) * dot;`,
+    `}`,
+    `workgroupBarrier();`,
+    ...solve("W"),
+    ...solve("U"),
+  ];
+  const total = s.batches * chunks;
+  const shared = [
+    `var<workgroup> sh_g: array<f32, ${c}>;`,
+    `var<workgroup> sh_b: array<f32, ${c}>;`,
+    `var<workgroup> sh_G: array<f32, ${c}>;`,
+    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
+  ];
+  // No early return before the barriers: wid is uniform, so this branch is too.
+  const wgsl = `${header(reg, c, shared)}
+  if (wid < ${u32Literal(total)}) {
+${indent(body, "    ")}
+  }
+}
+`;
+  return artifact(ctx, "prep", reg, wgsl, total);
+}
+
+/**
+ * Kernel 2: per (batch position, block of value rows), sequentially over chunks: records each
+ * chunk's entering state, writes U' = U − W·S₀ᵀ, and passes the state on.
+ */
+function passKernel(
+  ctx: Context,
+  state: DeltaStateNode | undefined,
+  forcedLanes?: number,
+): KernelArtifact {
+  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const lanes = deltaLanes(s.dk, ctx.limits, forcedLanes);
+  const perLane = Math.ceil(s.dk / lanes);
+  const rows = Math.max(1, Math.min(PASS_WORKGROUP / lanes, s.dv));
+  const blocks = Math.ceil(s.dv / rows);
+  const total = s.batches * blocks;
+  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
+  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "qp");
+  const wu = reg.read(bufs.wu);
+  const { lines: bl, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const keyOf = (m: number) =>
+    lanes === 1 ? u32Literal(m) : m === 0 ? "lane" : `(lane + ${u32Literal(lanes * m)})`;
+  const inKeys = (m: number) => (m + 1) * lanes <= s.dk ? "" : `${keyOf(m)} < ${u32Literal(s.dk)}`;
+  const masked = (m: number, v: string) => inKeys(m) ? `select(0.0, ${v}, ${inKeys(m)})` : v;
+  const keyIdx = (m: number) => clampIndex(keyOf(m), s.dk);
+  const lanesOf = (f: (m: number) => string) => Array.from({ length: perLane }, (_, m) => f(m));
+  const init = lanesOf((m) => `s[${m}] = ${masked(m, loads.init(top, "vi", keyIdx(m)))};`);
+  const step = top.fork("qs");
+  const ks = lanesOf((m) => loads.key(step, "k", "pk", keyIdx(m)));
+  const rowOf = (p: string) => `(bpos * ${u32Literal(padded)} + ${p})`;
+  const guardRow = `row < ${u32Literal(s.dv)}`;
+  const guard = (m: number) => [guardRow, inKeys(m)].filter((x) => x).join(" && ");
+  const s0At = (m: number) =>
+    `((bpos * ${u32Literal(chunks)} + n) * ${u32Literal(s.dv)} + row) * ${u32Literal(s.dk)} + ${
+      keyOf(m)
+    }`;
+  const gCol = u32Literal(s.dk + s.dv);
+  const body = [
+    `let bpos = wid / ${u32Literal(blocks)};`,
+    `let row = (wid % ${u32Literal(blocks)}) * ${u32Literal(rows)} + lid / ${u32Literal(lanes)};`,
+    `let lane = lid % ${u32Literal(lanes)};`,
+    `let vi = ${clampIndex("row", s.dv)};`,
+    ...bl,
+    `var s: array<f32, ${perLane}>;`,
+    `var acc: array<f32, ${perLane}>;`,
+    ...top.lines,
+    ...init,
+    `for (var n: u32 = 0u; n < ${u32Literal(chunks)}; n++) {`,
+    `  let base = n * ${u32Literal(c)};`,
+    ...lanesOf((m) => `  if (${guard(m)}) { out1[${s0At(m)}] = s[${m}]; }`),
+    ...lanesOf((m) => `  acc[${m}] = 0.0;`),
+    `  let glast = ${wu}[${rowOf(`base + ${u32Literal(c - 1)}`)} * ${
+      u32Literal(wuWidth)
+    } + ${gCol}];`,
+    `  for (var r: u32 = 0u; r < ${u32Literal(c)}; r++) {`,
+    `    let p = base + r;`,
+    `    let pk = ${clampIndex("p", s.len)};`,
+    `    let wrow = ${rowOf("p")} * ${u32Literal(wuWidth)};`,
+    `    var a: f32 = 0.0;`,
+    ...lanesOf((m) => `    a = fma(${masked(m, `${wu}[wrow + ${keyIdx(m)}]`)}, s[${m}], a);`),
+    ...laneSum("a", lanes).map((x) => `    ${x}`),
+    `    let u = ${wu}[wrow + ${u32Literal(s.dk)} + vi] - a;`,
+    `    if (lane == 0u && ${guardRow}) { out[${rowOf("p")} * ${u32Literal(s.dv)} + row] = u; }`,
+    `    let w = u * exp(glast - ${wu}[wrow + ${gCol}]);`,
+    indent(step.lines, "    "),
+    ...ks.map((k, m) => `    acc[${m}] = fma(w, ${masked(m, k)}, acc[${m}]);`),
+    `  }`,
+    `  let gl = exp(glast);`,
+    ...lanesOf((m) => `  s[${m}] = fma(gl, s[${m}], acc[${m}]);`),
+    `}`,
+  ];
+  if (state) {
+    for (let m = 0; m < perLane; m++) {
+      const off = offsetExpr(state, { ...env, [node.valueAxis]: "row", [node.keyAxis]: keyOf(m) });
+      body.push(`if (${guard(m)}) { out2[${off}] = s[${m}]; }`);
+    }
+  }
+  const wgsl = `${header(reg, rows * lanes)}
+  if (wid >= ${u32Literal(total)}) { return; }
+${indent(body)}
+}
+`;
+  return artifact(ctx, "pass", reg, wgsl, total);
+}
+
+/** Kernel 3: per (batch position, chunk), thread r: y_r from S₀ and the chunk's U'. */
+function outputKernel(ctx: Context): KernelArtifact {
+  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const reg = new BindingRegistry(ctx.materialized, [node], ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "rp");
+  const wu = reg.read(bufs.wu), up = reg.read(bufs.up), s0 = reg.read(bufs.s0);
+  const { lines: bl, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const qe = top.fork("rq");
+  const q = loads.key(qe, "q", "pr", "j");
+  const ke = top.fork("rk");
+  const k = loads.key(ke, "k", "pcc", "j");
+  const gAt = (p: string) =>
+    `${wu}[(bpos * ${u32Literal(padded)} + ${p}) * ${u32Literal(wuWidth)} + ${
+      u32Literal(s.dk + s.dv)
+    }]`;
+  const yOffset = offsetExpr(node, { ...env, [node.axis]: "pr", [node.valueAxis]: "i" });
+  const body = [
+    `let bpos = wid / ${u32Literal(chunks)};`,
+    `let n = wid % ${u32Literal(chunks)};`,
+    `let base = n * ${u32Literal(c)};`,
+    `let valid = base + lid < ${u32Literal(s.len)};`,
+    `let pr = ${clampIndex("base + lid", s.len)};`,
+    ...bl,
+    ...top.lines,
+    `let gr = ${gAt("base + lid")};`,
+    `var qr: array<f32, ${s.dk}>;`,
+    `for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
+    indent(qe.lines),
+    `  qr[j] = ${q};`,
+    `}`,
+    // Row r of the decayed causal attention (q_r·k_c)·exp(G_r − G_c), c ≤ r.
+    `var P: array<f32, ${c}>;`,
+    `for (var cc: u32 = 0u; cc <= lid; cc++) {`,
+    `  let pcc = ${clampIndex("base + cc", s.len)};`,
+    `  var dot: f32 = 0.0;`,
+    `  for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
+    indent(ke.lines, "    "),
+    `    dot = fma(qr[j], ${k}, dot);`,
+    `  }`,
+    `  P[cc] = exp(gr - ${gAt("base + cc")}) * dot;`,
+    `}`,
+    `let gamma = exp(gr);`,
+    `let s0base = (bpos * ${u32Literal(chunks)} + n) * ${u32Literal(s.dv * s.dk)};`,
+    `let ubase = (bpos * ${u32Literal(padded)} + base) * ${u32Literal(s.dv)};`,
+    `if (valid) {`,
+    `  for (var i: u32 = 0u; i < ${u32Literal(s.dv)}; i++) {`,
+    `    var inter: f32 = 0.0;`,
+    `    for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
+    `      inter = fma(${s0}[s0base + i * ${u32Literal(s.dk)} + j], qr[j], inter);`,
+    `    }`,
+    `    var intra: f32 = 0.0;`,
+    `    for (var cc: u32 = 0u; cc <= lid; cc++) {`,
+    `      intra = fma(P[cc], ${up}[ubase + cc * ${u32Literal(s.dv)} + i], intra);`,
+    `    }`,
+    `    out[${yOffset}] = ${f32Literal(node.scale)} * (gamma * inter + intra);`,
+    `  }`,
+    `}`,
+  ];
+  const total = s.batches * chunks;
+  const wgsl = `${header(reg, c)}
+  if (wid >= ${u32Literal(total)}) { return; }
+${indent(body)}
+}
+`;
+  return artifact(ctx, "out", reg, wgsl, total);
+}
+
+/**
+ * The chunked lowering's three kernels. `maxChunks` (the scan strategy's `chunks`) forces the
+ * chunk length: the shortest supported one giving at most that many chunks; `forcedLanes` the
+ * state pass's lanes per value row.
+ */
 export function emitDeltaChunked(
-  _node: DeltaNode,
-  _state: DeltaStateNode | undefined,
-  _materialized: ReadonlySet<Node>,
-  _limits: DeviceLimits,
-  _name: string,
-  _aliases: ReadonlyMap<Node, Node>,
-  _chunks?: number,
+  node: DeltaNode,
+  state: DeltaStateNode | undefined,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  maxChunks?: number,
+  forcedLanes?: number,
 ): KernelArtifact[] {
-  throw new Error("not yet");
+  const s = deltaShapes(node);
+  const c = deltaChunk(s.len, limits, maxChunks);
+  const chunks = Math.ceil(s.len / c);
+  const layout: Layout = { s, c, chunks, padded: chunks * c, wuWidth: s.dk + s.dv + 1 };
+  const bufs = {
+    wu: scratch(`${name}_wu`, s.batches * layout.padded * layout.wuWidth),
+    up: scratch(`${name}_up`, s.batches * layout.padded * s.dv),
+    s0: scratch(`${name}_s0`, s.batches * chunks * s.dv * s.dk),
+  };
+  const ctx: Context = { node, layout, bufs, materialized, limits, name, aliases };
+  return [prepKernel(ctx), passKernel(ctx, state, forcedLanes), outputKernel(ctx)];
 }

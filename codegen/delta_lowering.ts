@@ -36,7 +36,16 @@ export function emitDelta(
   const state = stateOf(node, materialized);
   const mode = strategy.mode ?? chooseDeltaLowering(node, limits);
   if (mode === "chunked") {
-    return emitDeltaChunked(node, state, materialized, limits, name, aliases, strategy.chunks);
+    return emitDeltaChunked(
+      node,
+      state,
+      materialized,
+      limits,
+      name,
+      aliases,
+      strategy.chunks,
+      strategy.lanes,
+    );
   }
   return [emitDeltaRecurrent(node, state, materialized, limits, name, aliases, strategy.lanes)];
 }

@@ -87,6 +87,32 @@ Deno.test("deltaRule recurrent: several lanes per row share a row (shuffles), dk
   });
 });
 
+Deno.test("deltaRule chunked: Gated DeltaNet with init, chunks of 8, T not a multiple", async () => {
+  const names = await check(AWKWARD, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", chunks: 5 },
+  });
+  assert.equal(names.length, 3, `three chunked kernels, got ${names}`);
+});
+
+Deno.test("deltaRule chunked: DeltaNet (α = 1), no init, chunks of 16, one lane per row", async () => {
+  await check({ b: 1, t: 50, h: 3, dk: 9, dv: 4 }, {
+    gated: false,
+    init: false,
+    strategy: { mode: "chunked", chunks: 4, lanes: 1 },
+  });
+});
+
+Deno.test("deltaRule chunked: one padded chunk of the default length, lanes sharing rows", async () => {
+  await check({ b: 2, t: 21, h: 1, dk: 13, dv: 6 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", lanes: 4 },
+    scale: 1.3,
+  });
+});
+
 Deno.test("deltaRule: differentiating through it is a clear error naming the op", () => {
   assert.throws(
     () =>
