@@ -41,12 +41,12 @@ export interface DeltaOptions {
 }
 
 /** What {@link deltaRule} returns. */
-export interface DeltaResult<V extends Tensor> {
+export type DeltaResult<V extends Tensor> = {
   /** y_t = scale·S_t q_t, with v's axes. */
   y: Tensor<AxesOf<V>>;
   /** S after the last step: batch axes (beta's order), value axis, key axis. */
   state: Tensor;
-}
+};
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x) => b.includes(x));
