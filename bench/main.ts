@@ -3,7 +3,9 @@
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
- *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N] [--scan JSON]
+ *   deno task bench [--only copy,fused,matmul,scan,step,delta] [--iterations N] [--scan JSON]
+ *
+ * `--only delta` times the Gated DeltaNet forward (bench/delta_bench.ts; its `--peer` adds FLA).
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
@@ -20,6 +22,7 @@ import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { DELTA_BENCH_SHAPES, deltaBench } from "./delta_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
@@ -136,6 +139,10 @@ if (only.has("step")) {
     report({ bench: "selective_scan_step", batch: b, d: s.d, n: s.n, us: ms * 1e3 });
     prog.destroy();
   }
+}
+
+if (only.has("delta")) {
+  for (const row of await deltaBench(DELTA_BENCH_SHAPES, iterations, ctx)) report(row);
 }
 
 console.log("\nsummary:");

@@ -377,6 +377,15 @@ export function emitDeltaChunked(
     up: scratch(`${name}_up`, s.batches * layout.padded * s.dv),
     s0: scratch(`${name}_s0`, s.batches * chunks * s.dv * s.dk),
   };
+  const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  for (const b of Object.values(bufs)) {
+    if (b.elements * 4 > limit) {
+      throw new Error(
+        `deltaRule: the chunked lowering needs a scratch buffer (${b.label}) of ` +
+          `${b.elements * 4} bytes; the device binds at most ${limit} (use the recurrent mode)`,
+      );
+    }
+  }
   const ctx: Context = { node, layout, bufs, materialized, limits, name, aliases };
   return [prepKernel(ctx), passKernel(ctx, state, forcedLanes), outputKernel(ctx)];
 }

@@ -54,6 +54,13 @@ export function deltaScratchBytes(s: DeltaShapes, c: number): number {
   return 4 * s.batches * (padded * (s.dk + s.dv + 1) + chunks * s.dk * s.dv);
 }
 
+/** Bytes of the largest single scratch buffer (each is bound on its own). */
+export function deltaLargestScratchBytes(s: DeltaShapes, c: number): number {
+  const padded = Math.ceil(s.len / c) * c;
+  const chunks = padded / c;
+  return 4 * s.batches * Math.max(padded * (s.dk + s.dv + 1), chunks * s.dk * s.dv);
+}
+
 /** Modelled seconds of the recurrent kernel. */
 export function deltaRecurrentSeconds(s: DeltaShapes): number {
   const work = 4 * s.batches * s.len * s.dk * s.dv / SCALAR_RATE;
@@ -75,6 +82,6 @@ export function chooseDeltaLowering(
   const s = deltaShapes(node);
   const c = deltaChunk(s.len, limits);
   const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
-  if (deltaScratchBytes(s, c) > limit) return "recurrent";
+  if (deltaLargestScratchBytes(s, c) > limit) return "recurrent";
   return deltaChunkedSeconds(s, c) < deltaRecurrentSeconds(s) ? "chunked" : "recurrent";
 }

@@ -1,0 +1,193 @@
+/**
+ * Benchmark of the Gated DeltaNet forward (`deltaRule` with a gate) on the GPU, f32, at issue
+ * 19's shapes (B, T, H, D) = (1, 8192, 32, 128) and (8, 2048, 16, 64), with the chunked
+ * lowering forced and with the default choice; each timed run is followed by a float64 check
+ * of one head. With `--peer`, FLA's Triton chunk_gated_delta_rule is timed on the same shapes
+ * (bench/delta_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
+ *
+ *     deno run -A bench/delta_bench.ts [--peer] [--shapes 1x8192x32x128,8x2048x16x64]
+ *       [--iterations 20]
+ *
+ * `deno task bench --only delta` runs the same measurements (without the peer) from
+ * bench/main.ts.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { deltaRule } from "../dsl/delta.ts";
+import { compile } from "../runtime/compile.ts";
+import type { GpuContext } from "../runtime/gpu_device.ts";
+
+/** One benchmark shape: batch, steps, heads, head size (dk = dv = d). */
+export type DeltaBenchShape = { b: number; t: number; h: number; d: number };
+
+/** The issue's shapes. */
+export const DELTA_BENCH_SHAPES: readonly DeltaBenchShape[] = [
+  { b: 1, t: 8192, h: 32, d: 128 },
+  { b: 8, t: 2048, h: 16, d: 64 },
+];
+
+/** Parses "1x8192x32x128,8x2048x16x64". */
+export function parseDeltaShapes(text: string): DeltaBenchShape[] {
+  return text.split(",").map((s) => {
+    const [b, t, h, d] = s.split("x").map(Number);
+    if (![b, t, h, d].every((n) => Number.isInteger(n) && n > 0)) {
+      throw new Error(`delta bench: bad shape "${s}" (want BxTxHxD)`);
+    }
+    return { b, t, h, d };
+  });
+}
+
+/** Deterministic pseudo-random values in [lo, hi). */
+function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const out = new Float32Array(n);
+  let a = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    out[i] = lo + (hi - lo) * (a / 4294967296);
+  }
+  return out;
+}
+
+/** Inputs as a trained Gated DeltaNet sees them: k L2-normalized, β in (0, 1), log α < 0. */
+function deltaInputs(s: DeltaBenchShape) {
+  const rows = s.b * s.t * s.h;
+  const k = values(rows * s.d, 2);
+  for (let r = 0; r < rows; r++) {
+    let n = 0;
+    for (let j = 0; j < s.d; j++) n += k[r * s.d + j] ** 2;
+    const inv = 1 / Math.sqrt(n);
+    for (let j = 0; j < s.d; j++) k[r * s.d + j] *= inv;
+  }
+  return {
+    q: values(rows * s.d, 1),
+    k,
+    v: values(rows * s.d, 3),
+    beta: values(rows, 4, 0.05, 0.95),
+    g: values(rows, 5, -0.3, -0.001),
+  };
+}
+
+/** y of head (0, 0) in float64, straight from the recurrence. */
+function referenceHead(s: DeltaBenchShape, x: ReturnType<typeof deltaInputs>): Float64Array {
+  const { d, h } = s;
+  const S = new Float64Array(d * d);
+  const y = new Float64Array(s.t * d);
+  const scale = 1 / Math.sqrt(d);
+  for (let t = 0; t < s.t; t++) {
+    const r = t * h; // b = 0, head 0
+    const alpha = Math.exp(x.g[r]), beta = x.beta[r];
+    for (let i = 0; i < d; i++) {
+      let a = 0;
+      for (let j = 0; j < d; j++) a += S[i * d + j] * x.k[r * d + j];
+      const u = beta * (x.v[r * d + i] - alpha * a);
+      let o = 0;
+      for (let j = 0; j < d; j++) {
+        const v = alpha * S[i * d + j] + u * x.k[r * d + j];
+        S[i * d + j] = v;
+        o += v * x.q[r * d + j];
+      }
+      y[t * d + i] = scale * o;
+    }
+  }
+  return y;
+}
+
+/**
+ * Times the Gated DeltaNet forward at `shapes` (chunked forced, then the default choice) and
+ * returns one row per measurement.
+ */
+export async function deltaBench(
+  shapes: readonly DeltaBenchShape[],
+  iterations: number,
+  gpu?: GpuContext,
+): Promise<Record<string, unknown>[]> {
+  const rows: Record<string, unknown>[] = [];
+  for (const s of shapes) {
+    const x = deltaInputs(s);
+    const want = referenceHead(s, x);
+    for (const [label, strategy] of [["chunked", { mode: "chunked" }], ["default", {}]] as const) {
+      const prog = await compile(
+        { q: "b t h dk", k: "b t h dk", v: "b t h dv", beta: "b t h", g: "b t h" },
+        (t) =>
+          deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
+            time: "t",
+            key: "dk",
+            value: "dv",
+          }).y,
+        { b: s.b, t: s.t, h: s.h, dk: s.d, dv: s.d },
+        { backend: "gpu", gpu, scan: strategy as ScanStrategy },
+      );
+      try {
+        const probe = await prog.benchmark(x, { warmup: 1, iterations: 2 });
+        const warmup = Math.min(200, Math.max(3, Math.ceil(0.3e9 / Math.max(probe.totalNs, 1))));
+        const r = await prog.benchmark(x, { warmup, iterations });
+        const y = await prog.run(x);
+        let diff = 0, norm = 0;
+        for (let t = 0; t < s.t; t++) {
+          for (let i = 0; i < s.d; i++) {
+            const got = y[(t * s.h) * s.d + i], w = want[t * s.d + i];
+            diff += (got - w) ** 2;
+            norm += w ** 2;
+          }
+        }
+        rows.push({
+          bench: "gated_delta_fwd_f32",
+          shape: s,
+          lowering: label,
+          ms: r.totalNs / 1e6,
+          kernels: r.kernels.map((k) => ({ name: k.name, ms: k.medianNs / 1e6 })),
+          head0RelErr: Math.sqrt(diff / norm),
+        });
+      } finally {
+        prog.destroy();
+      }
+    }
+  }
+  return rows;
+}
+
+/** Runs bench/delta_peer.py (FLA's Triton kernels) and returns its JSON rows. */
+async function peerRows(shapes: readonly DeltaBenchShape[]): Promise<Record<string, unknown>[]> {
+  const text = shapes.map((s) => `${s.b}x${s.t}x${s.h}x${s.d}`).join(",");
+  const out = await new Deno.Command("python3", {
+    args: ["bench/delta_peer.py", "--shapes", text],
+    env: { PYTHONPATH: ".peer" },
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("delta bench: bench/delta_peer.py failed (see its output)");
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l));
+}
+
+if (import.meta.main) {
+  const { values: opts } = parseArgs({
+    args: Deno.args,
+    options: {
+      shapes: { type: "string", default: "1x8192x32x128,8x2048x16x64" },
+      iterations: { type: "string", default: "20" },
+      peer: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  const shapes = parseDeltaShapes(opts.shapes);
+  const ours = await deltaBench(shapes, Number(opts.iterations));
+  for (const r of ours) console.log(JSON.stringify(r));
+  if (opts.peer) {
+    const peer = await peerRows(shapes);
+    for (const r of peer) console.log(JSON.stringify(r));
+    console.log("\nratio ours (chunked, f32) / FLA chunk_gated_delta_rule:");
+    for (const s of shapes) {
+      const same = (r: Record<string, unknown>) => JSON.stringify(r.shape) === JSON.stringify(s);
+      const mine = ours.find((r) => same(r) && r.lowering === "chunked")?.ms as number;
+      for (const dtype of ["f32", "bf16"]) {
+        const fla = peer.find((r) => same(r) && r.dtype === dtype)?.ms as number | undefined;
+        if (fla !== undefined) {
+          console.log(`  ${JSON.stringify(s)} vs FLA ${dtype}: ${(mine / fla).toFixed(2)}×`);
+        }
+      }
+    }
+  }
+}

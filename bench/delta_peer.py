@@ -1,0 +1,55 @@
+"""Peer timings for bench/delta_bench.ts: flash-linear-attention's Triton chunk_gated_delta_rule
+(the Gated DeltaNet forward) on the same shapes, f32 and bf16, CUDA events (median of 20 after
+5 warm-up runs). Inputs as the ssmkit bench: k L2-normalized, beta in (0, 1), g = log alpha < 0,
+scale 1/sqrt(D), no initial state. Prints one JSON object per line.
+
+    PYTHONPATH=.peer python3 bench/delta_peer.py [--shapes 1x8192x32x128,8x2048x16x64]
+"""
+
+import argparse
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
+args = parser.parse_args()
+torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def timed(fn, warmup=5, iterations=20):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iterations):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+for text in args.shapes.split(","):
+    B, T, H, D = (int(x) for x in text.split("x"))
+    torch.manual_seed(0)
+    q = torch.rand(B, T, H, D, device="cuda") * 2 - 1
+    k = F.normalize(torch.rand(B, T, H, D, device="cuda") * 2 - 1, p=2, dim=-1)
+    v = torch.rand(B, T, H, D, device="cuda") * 2 - 1
+    beta = torch.rand(B, T, H, device="cuda") * 0.9 + 0.05
+    g = -(torch.rand(B, T, H, device="cuda") * 0.3 + 0.001)
+    for dtype, name in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
+        args_ = [x.to(dtype) for x in (q, k, v)]
+        # g stays f32 (FLA's convention for the cumulative log-decays); beta follows the inputs.
+        fn = lambda: chunk_gated_delta_rule(*args_, g, beta.to(dtype), scale=D ** -0.5)
+        with torch.no_grad():
+            ms = timed(fn)
+        print(json.dumps({"bench": "fla_chunk_gated_delta_rule", "shape": {"b": B, "t": T, "h": H,
+                          "d": D}, "dtype": name, "ms": ms, "device": torch.cuda.get_device_name()}),
+              flush=True)
