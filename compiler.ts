@@ -32,6 +32,8 @@ export type {
   ConstNode,
   ContractNode,
   Conv1dNode,
+  DeltaNode,
+  DeltaStateNode,
   FlipNode,
   GatherNode,
   Graph,

@@ -82,12 +82,7 @@ export {
 export { pad, rename, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
-export {
-  type DeltaOperands,
-  type DeltaOptions,
-  type DeltaResult,
-  deltaRule,
-} from "./dsl/delta.ts";
+export { type DeltaOperands, type DeltaOptions, type DeltaResult, deltaRule } from "./dsl/delta.ts";
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
 export { crossEntropy, type LossOptions, mse, type Reduction } from "./dsl/losses.ts";
 export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";

@@ -8,6 +8,9 @@ import { sum } from "../dsl/reduce.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { chooseDeltaLowering } from "../codegen/delta_plan.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
+import type { DeltaNode } from "../dsl/ir.ts";
 import { compile } from "../runtime/compile.ts";
 import { deltaArrays, type DeltaSizes, referenceDelta } from "./delta_reference.ts";
 import { assertClose, freshSeed, rng } from "./util.ts";
@@ -181,4 +184,31 @@ Deno.test("deltaRule decode: steps of length 1 updating the state in place match
   } finally {
     step.destroy();
   }
+});
+
+Deno.test("deltaRule cost rule: decode keeps the recurrent kernel, a long sequence is chunked", () => {
+  const limits = {
+    ...DEFAULT_LIMITS,
+    maxStorageBufferBindingSize: 2 ** 31,
+    maxBufferSize: 2 ** 32,
+  };
+  const choose = (sizes: Record<string, number>) => {
+    const g = trace(INPUTS, program({ gated: true, init: true, strategy: {} }), sizes);
+    const y = g.outputs.y;
+    assert.equal(y.kind, "delta");
+    return chooseDeltaLowering(y as DeltaNode, limits);
+  };
+  assert.equal(choose({ b: 1, t: 1, h: 32, dk: 128, dv: 128 }), "recurrent");
+  assert.equal(choose({ b: 1, t: 64, h: 32, dk: 128, dv: 128 }), "recurrent");
+  assert.equal(choose({ b: 1, t: 8192, h: 32, dk: 128, dv: 128 }), "chunked");
+  // Scratch over a binding keeps the recurrent kernel.
+  const small = { ...limits, maxStorageBufferBindingSize: 1 << 20 };
+  const g = trace(INPUTS, program({ gated: true, init: false, strategy: {} }), {
+    b: 1,
+    t: 8192,
+    h: 32,
+    dk: 128,
+    dv: 128,
+  });
+  assert.equal(chooseDeltaLowering(g.outputs.y as DeltaNode, small), "recurrent");
 });
