@@ -47,6 +47,8 @@ import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 /** Threads per workgroup of the state-passing kernel. */
 const PASS_WORKGROUP = 64;
+/** Steps of a chunk the state pass emits straight-line (divides every chunk length). */
+const PASS_UNROLL = 4;
 
 /** Sizes of the chunked form. */
 interface Layout {
@@ -227,8 +229,12 @@ function passKernel(
   const keyIdx = (m: number) => clampIndex(keyOf(m), s.dk);
   const lanesOf = (f: (m: number) => string) => Array.from({ length: perLane }, (_, m) => f(m));
   const init = lanesOf((m) => `s[${m}] = ${masked(m, loads.init(top, "vi", keyIdx(m)))};`);
-  const step = top.fork("qs");
-  const ks = lanesOf((m) => loads.key(step, "k", "pk", keyIdx(m)));
+  // PASS_UNROLL independent steps per iteration (their U' depend only on S₀), emitted phase by
+  // phase so their loads and lane sums overlap.
+  const steps = Array.from({ length: PASS_UNROLL }, (_, x) => {
+    const e = top.fork(`qs${x}_`);
+    return { x, e, ks: lanesOf((m) => loads.key(e, "k", `pk${x}`, keyIdx(m))) };
+  });
   const rowOf = (p: string) => `(bpos * ${u32Literal(padded)} + ${p})`;
   const guardRow = `row < ${u32Literal(s.dv)}`;
   const guard = (m: number) => [guardRow, inKeys(m)].filter((x) => x).join(" && ");
@@ -237,6 +243,30 @@ function passKernel(
       keyOf(m)
     }`;
   const gCol = u32Literal(s.dk + s.dv);
+  const stepLines = [
+    ...steps.flatMap(({ x }) => [
+      `let p${x} = base + r0 + ${u32Literal(x)};`,
+      `let pk${x} = ${clampIndex(`p${x}`, s.len)};`,
+      `let wrow${x} = ${rowOf(`p${x}`)} * ${u32Literal(wuWidth)};`,
+      `var a${x}: f32 = 0.0;`,
+    ]),
+    ...steps.flatMap(({ x }) =>
+      lanesOf((m) => `a${x} = fma(${masked(m, `${wu}[wrow${x} + ${keyIdx(m)}]`)}, s[${m}], a${x});`)
+    ),
+    // The butterflies of the unrolled steps, level by level.
+    ...laneSum("a", lanes).flatMap((_, level) =>
+      steps.map(({ x }) => laneSum(`a${x}`, lanes)[level])
+    ),
+    ...steps.flatMap(({ x, e, ks }) => [
+      `let u${x} = ${wu}[wrow${x} + ${u32Literal(s.dk)} + vi] - a${x};`,
+      `if (lane == 0u && ${guardRow}) { out[${rowOf(`p${x}`)} * ${
+        u32Literal(s.dv)
+      } + row] = u${x}; }`,
+      `let w${x} = u${x} * exp(glast - ${wu}[wrow${x} + ${gCol}]);`,
+      ...e.lines,
+      ...ks.map((k, m) => `acc[${m}] = fma(w${x}, ${masked(m, k)}, acc[${m}]);`),
+    ]),
+  ];
   const body = [
     `let bpos = wid / ${u32Literal(blocks)};`,
     `let row = (wid % ${u32Literal(blocks)}) * ${u32Literal(rows)} + lid / ${u32Literal(lanes)};`,
@@ -254,18 +284,8 @@ function passKernel(
     `  let glast = ${wu}[${rowOf(`base + ${u32Literal(c - 1)}`)} * ${
       u32Literal(wuWidth)
     } + ${gCol}];`,
-    `  for (var r: u32 = 0u; r < ${u32Literal(c)}; r++) {`,
-    `    let p = base + r;`,
-    `    let pk = ${clampIndex("p", s.len)};`,
-    `    let wrow = ${rowOf("p")} * ${u32Literal(wuWidth)};`,
-    `    var a: f32 = 0.0;`,
-    ...lanesOf((m) => `    a = fma(${masked(m, `${wu}[wrow + ${keyIdx(m)}]`)}, s[${m}], a);`),
-    ...laneSum("a", lanes).map((x) => `    ${x}`),
-    `    let u = ${wu}[wrow + ${u32Literal(s.dk)} + vi] - a;`,
-    `    if (lane == 0u && ${guardRow}) { out[${rowOf("p")} * ${u32Literal(s.dv)} + row] = u; }`,
-    `    let w = u * exp(glast - ${wu}[wrow + ${gCol}]);`,
-    indent(step.lines, "    "),
-    ...ks.map((k, m) => `    acc[${m}] = fma(w, ${masked(m, k)}, acc[${m}]);`),
+    `  for (var r0: u32 = 0u; r0 < ${u32Literal(c)}; r0 += ${u32Literal(PASS_UNROLL)}) {`,
+    ...stepLines.map((x) => `    ${x}`),
     `  }`,
     `  let gl = exp(glast);`,
     ...lanesOf((m) => `  s[${m}] = fma(gl, s[${m}], acc[${m}]);`),

@@ -84,7 +84,9 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
     const m = stack.pop()!;
     if (seen.has(m)) continue;
     seen.add(m);
-    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "input") continue;
+    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" || m.kind === "input") {
+      continue;
+    }
     if (m.kind === "contract") {
       if (summedExtent(m) <= INLINE_CONTRACTION_MAX) return false;
       continue;
