@@ -31,7 +31,7 @@ import {
   scratch,
   type ScratchBuffer,
 } from "./artifact.ts";
-import { deltaChunk } from "./delta_plan.ts";
+import { deltaChunk, OUT_KT, outputTiles } from "./delta_plan.ts";
 import { deltaLanes } from "./delta_recurrent.ts";
 import {
   batchEnv,
@@ -42,6 +42,14 @@ import {
   laneSum,
 } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
+import {
+  accDecl,
+  forEachOutput,
+  gemmLoop,
+  scaleRows,
+  stagedSizes,
+  threadCoords,
+} from "./ssd_gemm.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
@@ -305,69 +313,171 @@ ${indent(body)}
   return artifact(ctx, "pass", reg, wgsl, total);
 }
 
-/** Kernel 3: per (batch position, chunk), thread r: y_r from S₀ and the chunk's U'. */
+/**
+ * Kernel 3: per (batch position, chunk, block of value columns), y as tile products in
+ * workgroup memory: P = (Q·Kᵀ ∘ exp(G_r − G_c))[c ≤ r], then
+ * y = scale·(diag(γ)·Q·S₀ᵀ + P·U').
+ */
 function outputKernel(ctx: Context): KernelArtifact {
   const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const tiles = outputTiles(c, s.dv, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  const { threads } = tiles;
   const reg = new BindingRegistry(ctx.materialized, [node], ctx.aliases);
   const top = new ExprEmitter(reg.lookup, "rp");
   const wu = reg.read(bufs.wu), up = reg.read(bufs.up), s0 = reg.read(bufs.s0);
   const { lines: bl, env } = batchEnv(s, "bpos");
   const loads = new DeltaLoads(node, env);
-  const qe = top.fork("rq");
-  const q = loads.key(qe, "q", "pr", "j");
-  const ke = top.fork("rk");
-  const k = loads.key(ke, "k", "pcc", "j");
+  const dkPad = Math.ceil(s.dk / OUT_KT) * OUT_KT;
+  const step = (p: string) => clampIndex(p, s.len);
+  // A vec4 of q or k over four chunk rows (tile vec4 column w4) at key k; zero past dk.
+  const keyRows = (which: "q" | "k") => (k: string, w4: string, tag: string) => {
+    const e = top.fork(tag);
+    const vs = [0, 1, 2, 3].map((i) =>
+      loads.key(e, which, step(`base + ${w4} * 4u + ${u32Literal(i)}`), clampIndex(k, s.dk))
+    );
+    return {
+      lines: e.lines,
+      value: `select(vec4<f32>(0.0), vec4<f32>(${vs.join(", ")}), ${k} < ${u32Literal(s.dk)})`,
+    };
+  };
+  const col = (w4: string, i: number) => `col0 + ${w4} * 4u + ${u32Literal(i)}`;
+  const inCols = (w4: string, i: number) => `${col(w4, i)} < ${u32Literal(s.dv)}`;
+  const colValue = (w4: string, f: (i: number) => string) =>
+    `vec4<f32>(${[0, 1, 2, 3].map((i) => `select(0.0, ${f(i)}, ${inCols(w4, i)})`).join(", ")})`;
   const gAt = (p: string) =>
     `${wu}[(bpos * ${u32Literal(padded)} + ${p}) * ${u32Literal(wuWidth)} + ${
       u32Literal(s.dk + s.dv)
     }]`;
-  const yOffset = offsetExpr(node, { ...env, [node.axis]: "pr", [node.valueAxis]: "i" });
+  const s0base = `(bpos * ${u32Literal(chunks)} + n) * ${u32Literal(s.dv * s.dk)}`;
+  const yAt = (p: string, i: string) =>
+    offsetExpr(node, { ...env, [node.axis]: p, [node.valueAxis]: i });
   const body = [
-    `let bpos = wid / ${u32Literal(chunks)};`,
-    `let n = wid % ${u32Literal(chunks)};`,
+    `let bpos = wid / ${u32Literal(chunks * tiles.columnTiles)};`,
+    `let n = (wid / ${u32Literal(tiles.columnTiles)}) % ${u32Literal(chunks)};`,
+    `let col0 = (wid % ${u32Literal(tiles.columnTiles)}) * ${u32Literal(tiles.y.Nt)};`,
     `let base = n * ${u32Literal(c)};`,
-    `let valid = base + lid < ${u32Literal(s.len)};`,
-    `let pr = ${clampIndex("base + lid", s.len)};`,
     ...bl,
     ...top.lines,
-    `let gr = ${gAt("base + lid")};`,
-    `var qr: array<f32, ${s.dk}>;`,
-    `for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
-    indent(qe.lines),
-    `  qr[j] = ${q};`,
+    // P = Q·Kᵀ, decayed and masked, into workgroup memory.
+    ...threadCoords(tiles.p, "p_", threads),
+    ...accDecl(tiles.p, "p_"),
+    ...gemmLoop({
+      tile: tiles.p,
+      threads,
+      a: { fast: "k", load: keyRows("q") },
+      b: { fast: "k", load: keyRows("k") },
+      kBegin: "0u",
+      kEnd: u32Literal(dkPad),
+      tag: "p_",
+      shA: "shA",
+      shB: "shB",
+    }),
+    `if (p_act) {`,
+    ...forEachOutput(tiles.p, "p_", (row, col4, acc) => [
+      `{`,
+      `  let r = ${row};`,
+      `  let gr = ${gAt("base + r")};`,
+      ...[0, 1, 2, 3].map((e) => {
+        const cc = `${col4} * 4u + ${u32Literal(e)}`;
+        return `  sh_P[r * ${u32Literal(c)} + ${cc}] = select(0.0, ${acc}.${"xyzw"[e]} * ` +
+          `exp(gr - ${gAt(`base + ${cc}`)}), ${cc} <= r);`;
+      }),
+      `}`,
+    ]).map((l) => `  ${l}`),
     `}`,
-    // Row r of the decayed causal attention (q_r·k_c)·exp(G_r − G_c), c ≤ r.
-    `var P: array<f32, ${c}>;`,
-    `for (var cc: u32 = 0u; cc <= lid; cc++) {`,
-    `  let pcc = ${clampIndex("base + cc", s.len)};`,
-    `  var dot: f32 = 0.0;`,
-    `  for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
-    indent(ke.lines, "    "),
-    `    dot = fma(qr[j], ${k}, dot);`,
-    `  }`,
-    `  P[cc] = exp(gr - ${gAt("base + cc")}) * dot;`,
+    `workgroupBarrier();`,
+    // y = diag(γ)·Q·S₀ᵀ + P·U'.
+    ...threadCoords(tiles.y, "y_", threads),
+    ...accDecl(tiles.y, "y_"),
+    ...gemmLoop({
+      tile: tiles.y,
+      threads,
+      a: { fast: "k", load: keyRows("q") },
+      b: {
+        fast: "k",
+        load: (k, w4) => ({
+          lines: [],
+          value: colValue(
+            w4,
+            (i) =>
+              `${s0}[${s0base} + min(${col(w4, i)}, ${u32Literal(s.dv - 1)}) * ${
+                u32Literal(s.dk)
+              } + min(${k}, ${u32Literal(s.dk - 1)})] * select(0.0, 1.0, ${k} < ${
+                u32Literal(s.dk)
+              })`,
+          ),
+        }),
+      },
+      kBegin: "0u",
+      kEnd: u32Literal(dkPad),
+      tag: "y_",
+      shA: "shA",
+      shB: "shB",
+    }),
+    `if (y_act) {`,
+    ...scaleRows(tiles.y, "y_", (row) => `exp(${gAt(`base + ${row}`)})`).map((l) => `  ${l}`),
     `}`,
-    `let gamma = exp(gr);`,
-    `let s0base = (bpos * ${u32Literal(chunks)} + n) * ${u32Literal(s.dv * s.dk)};`,
-    `let ubase = (bpos * ${u32Literal(padded)} + base) * ${u32Literal(s.dv)};`,
-    `if (valid) {`,
-    `  for (var i: u32 = 0u; i < ${u32Literal(s.dv)}; i++) {`,
-    `    var inter: f32 = 0.0;`,
-    `    for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
-    `      inter = fma(${s0}[s0base + i * ${u32Literal(s.dk)} + j], qr[j], inter);`,
-    `    }`,
-    `    var intra: f32 = 0.0;`,
-    `    for (var cc: u32 = 0u; cc <= lid; cc++) {`,
-    `      intra = fma(P[cc], ${up}[ubase + cc * ${u32Literal(s.dv)} + i], intra);`,
-    `    }`,
-    `    out[${yOffset}] = ${f32Literal(node.scale)} * (gamma * inter + intra);`,
-    `  }`,
+    ...gemmLoop({
+      tile: tiles.y,
+      threads,
+      a: {
+        fast: "k",
+        load: (k, w4) => ({
+          lines: [],
+          value: `vec4<f32>(${
+            [0, 1, 2, 3].map((i) =>
+              `sh_P[(${w4} * 4u + ${u32Literal(i)}) * ${u32Literal(c)} + ${k}]`
+            )
+              .join(", ")
+          })`,
+        }),
+      },
+      b: {
+        fast: "w",
+        load: (k, w4) => ({
+          lines: [],
+          value: colValue(
+            w4,
+            (i) =>
+              `${up}[(bpos * ${u32Literal(padded)} + base + ${k}) * ${u32Literal(s.dv)} + min(${
+                col(w4, i)
+              }, ${u32Literal(s.dv - 1)})]`,
+          ),
+        }),
+      },
+      kBegin: "0u",
+      kEnd: u32Literal(c),
+      tag: "y_",
+      shA: "shA",
+      shB: "shB",
+    }),
+    `if (y_act) {`,
+    ...forEachOutput(tiles.y, "y_", (row, col4, acc) => [
+      `{`,
+      `  let r = ${row};`,
+      `  let p = base + r;`,
+      ...[0, 1, 2, 3].map((e) => {
+        const i = `col0 + ${col4} * 4u + ${u32Literal(e)}`;
+        return `  if (p < ${u32Literal(s.len)} && ${i} < ${u32Literal(s.dv)}) { out[${
+          yAt("p", `(${i})`)
+        }] = ${f32Literal(node.scale)} * ${acc}.${"xyzw"[e]}; }`;
+      }),
+      `}`,
+    ]).map((l) => `  ${l}`),
     `}`,
   ];
-  const total = s.batches * chunks;
-  const wgsl = `${header(reg, c)}
-  if (wid >= ${u32Literal(total)}) { return; }
-${indent(body)}
+  const total = s.batches * chunks * tiles.columnTiles;
+  const sp = stagedSizes(tiles.p), sy = stagedSizes(tiles.y);
+  const shared = [
+    `var<workgroup> sh_P: array<f32, ${c * c}>;`,
+    `var<workgroup> shA: array<vec4<f32>, ${Math.max(sp.a, sy.a)}>;`,
+    `var<workgroup> shB: array<vec4<f32>, ${Math.max(sp.b, sy.b)}>;`,
+  ];
+  // No early return before the barriers: wid is uniform, so this branch is too.
+  const wgsl = `${header(reg, threads, shared)}
+  if (wid < ${u32Literal(total)}) {
+${indent(body, "    ")}
+  }
 }
 `;
   return artifact(ctx, "out", reg, wgsl, total);
@@ -389,7 +499,7 @@ export function emitDeltaChunked(
   forcedLanes?: number,
 ): KernelArtifact[] {
   const s = deltaShapes(node);
-  const c = deltaChunk(s.len, limits, maxChunks);
+  const c = deltaChunk(s, limits, maxChunks);
   const chunks = Math.ceil(s.len / c);
   const layout: Layout = { s, c, chunks, padded: chunks * c, wuWidth: s.dk + s.dv + 1 };
   const bufs = {

@@ -18,6 +18,7 @@
 import type { DeltaNode } from "../dsl/ir.ts";
 import { type DeltaShapes, deltaShapes } from "./delta_shapes.ts";
 import type { DeviceLimits } from "./limits.ts";
+import { fitTile, stagedSizes } from "./ssd_gemm.ts";
 
 /** Chunk lengths the chunked lowering supports. */
 export const DELTA_CHUNKS: readonly number[] = [8, 16, 32, 64];
@@ -28,18 +29,46 @@ const DISPATCH_SECONDS = 20e-6;
 const RECURRENT_SECONDS_PER_STEP = 0.4e-6;
 const PASS_SECONDS_PER_STEP = 0.03e-6;
 
+/** Output tiles of kernel 3: the chunk's rows × up to this many value columns. */
+const OUT_TILE_COLUMNS = 64;
+/** K slice of kernel 3's tile products. */
+export const OUT_KT = 8;
+/** Threads of kernel 3 (at most; fewer when the device allows fewer). */
+const OUT_THREADS = 256;
+
+/** The tiles of kernel 3: P = Q·Kᵀ (C × C) and y (C × value columns). */
+export function outputTiles(c: number, dv: number, maxThreads: number) {
+  const threads = Math.min(OUT_THREADS, maxThreads);
+  const nt = Math.min(OUT_TILE_COLUMNS, Math.ceil(dv / 4) * 4);
+  return {
+    threads,
+    p: fitTile(c, c, OUT_KT, threads, 64),
+    y: fitTile(c, nt, OUT_KT, threads, 64),
+    columnTiles: Math.ceil(dv / nt),
+  };
+}
+
+/** Workgroup bytes of kernel 3 (P in workgroup memory plus the staged tile slices). */
+export function outputWorkgroupBytes(c: number, dv: number, maxThreads: number): number {
+  const t = outputTiles(c, dv, maxThreads);
+  const p = stagedSizes(t.p), y = stagedSizes(t.y);
+  return 4 * c * c + 16 * (Math.max(p.a, y.a) + Math.max(p.b, y.b));
+}
+
 /** Workgroup memory (bytes) the chunked kernels need at chunk length `c`. */
-export function deltaWorkgroupBytes(c: number): number {
-  return (c * c + 4 * c) * 4;
+export function deltaWorkgroupBytes(c: number, dv: number, maxThreads: number): number {
+  return Math.max((c * c + 4 * c) * 4, outputWorkgroupBytes(c, dv, maxThreads));
 }
 
 /**
  * The chunk length: the longest supported one whose workgroup arrays fit the device, or the
  * one giving at most `maxChunks` chunks when forced (the scan strategy's `chunks`).
  */
-export function deltaChunk(len: number, limits: DeviceLimits, maxChunks?: number): number {
+export function deltaChunk(s: DeltaShapes, limits: DeviceLimits, maxChunks?: number): number {
+  const { len } = s;
   const fits = DELTA_CHUNKS.filter((c) =>
-    deltaWorkgroupBytes(c) <= limits.maxComputeWorkgroupStorageSize &&
+    deltaWorkgroupBytes(c, s.dv, limits.maxComputeInvocationsPerWorkgroup) <=
+      limits.maxComputeWorkgroupStorageSize &&
     c <= limits.maxComputeInvocationsPerWorkgroup
   );
   if (fits.length === 0) throw new Error("deltaRule: the device's workgroup memory is too small");
@@ -80,7 +109,7 @@ export function chooseDeltaLowering(
   limits: DeviceLimits,
 ): "chunked" | "recurrent" {
   const s = deltaShapes(node);
-  const c = deltaChunk(s.len, limits);
+  const c = deltaChunk(s, limits);
   const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
   if (deltaLargestScratchBytes(s, c) > limit) return "recurrent";
   return deltaChunkedSeconds(s, c) < deltaRecurrentSeconds(s) ? "chunked" : "recurrent";

@@ -116,6 +116,14 @@ Deno.test("deltaRule chunked: one padded chunk of the default length, lanes shar
   });
 });
 
+Deno.test("deltaRule chunked: more value columns than one output tile (dv = 70)", async () => {
+  await check({ b: 1, t: 23, h: 2, dk: 9, dv: 70 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", chunks: 2 },
+  });
+});
+
 Deno.test("deltaRule: differentiating through it is a clear error naming the op", () => {
   assert.throws(
     () =>
