@@ -24,23 +24,11 @@
  */
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
-import {
-  BindingRegistry,
-  foldWorkgroups,
-  type KernelArtifact,
-  scratch,
-  type ScratchBuffer,
-} from "./artifact.ts";
+import { BindingRegistry, type KernelArtifact, scratch } from "./artifact.ts";
+import { artifact, type Context, header, indent, type Layout } from "./delta_chunk_parts.ts";
+import { passKernel } from "./delta_pass.ts";
 import { deltaChunk, OUT_KT, outputTiles } from "./delta_plan.ts";
-import { deltaLanes } from "./delta_recurrent.ts";
-import {
-  batchEnv,
-  clampIndex,
-  DeltaLoads,
-  type DeltaShapes,
-  deltaShapes,
-  laneSum,
-} from "./delta_shapes.ts";
+import { batchEnv, clampIndex, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
 import {
   accDecl,
@@ -51,74 +39,7 @@ import {
   threadCoords,
 } from "./ssd_gemm.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
-
-/** Threads per workgroup of the state-passing kernel. */
-const PASS_WORKGROUP = 64;
-/** Steps of a chunk the state pass emits straight-line (divides every chunk length). */
-const PASS_UNROLL = 4;
-
-/** Sizes of the chunked form. */
-interface Layout {
-  s: DeltaShapes;
-  /** Chunk length. */
-  c: number;
-  /** Number of chunks. */
-  chunks: number;
-  /** Steps rounded up to whole chunks. */
-  padded: number;
-  /** Row width of `wu`. */
-  wuWidth: number;
-}
-
-/** The scratch buffers the three kernels share. */
-interface Scratch {
-  wu: ScratchBuffer;
-  up: ScratchBuffer;
-  s0: ScratchBuffer;
-}
-
-/** What every kernel of the lowering needs besides its own inputs. */
-interface Context {
-  node: DeltaNode;
-  layout: Layout;
-  bufs: Scratch;
-  materialized: ReadonlySet<Node>;
-  limits: DeviceLimits;
-  name: string;
-  aliases: ReadonlyMap<Node, Node>;
-}
-
-const indent = (ls: readonly string[], d = "  ") => ls.map((l) => d + l).join("\n");
-
-function header(reg: BindingRegistry, threads: number, shared: string[] = []): string {
-  return `${reg.declarations()}
-${MATH_PRELUDE}
-${shared.join("\n")}
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;`;
-}
-
-function artifact(
-  ctx: Context,
-  suffix: string,
-  reg: BindingRegistry,
-  wgsl: string,
-  total: number,
-): KernelArtifact {
-  reg.checkLimit(ctx.node, ctx.limits.maxStorageBuffersPerShaderStage);
-  return {
-    name: `${ctx.name}_${suffix}`,
-    wgsl,
-    workgroups: foldWorkgroups(total, ctx.limits.maxComputeWorkgroupsPerDimension),
-    reads: reg.reads,
-    writes: reg.writes,
-    kind: "scan",
-  };
-}
+import { f32Literal, u32Literal } from "./wgsl_math.ts";
 
 /** Kernel 1: per (batch position, chunk): G, L, and W, U by forward substitution. */
 function prepKernel(ctx: Context): KernelArtifact {
@@ -207,110 +128,6 @@ ${indent(body, "    ")}
 }
 `;
   return artifact(ctx, "prep", reg, wgsl, total);
-}
-
-/**
- * Kernel 2: per (batch position, block of value rows), sequentially over chunks: records each
- * chunk's entering state, writes U' = U − W·S₀ᵀ, and passes the state on.
- */
-function passKernel(
-  ctx: Context,
-  state: DeltaStateNode | undefined,
-  forcedLanes?: number,
-): KernelArtifact {
-  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
-  const lanes = deltaLanes(s.dk, ctx.limits, forcedLanes);
-  const perLane = Math.ceil(s.dk / lanes);
-  const rows = Math.max(1, Math.min(PASS_WORKGROUP / lanes, s.dv));
-  const blocks = Math.ceil(s.dv / rows);
-  const total = s.batches * blocks;
-  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
-  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
-  const top = new ExprEmitter(reg.lookup, "qp");
-  const wu = reg.read(bufs.wu);
-  const { lines: bl, env } = batchEnv(s, "bpos");
-  const loads = new DeltaLoads(node, env);
-  const keyOf = (m: number) =>
-    lanes === 1 ? u32Literal(m) : m === 0 ? "lane" : `(lane + ${u32Literal(lanes * m)})`;
-  const inKeys = (m: number) => (m + 1) * lanes <= s.dk ? "" : `${keyOf(m)} < ${u32Literal(s.dk)}`;
-  const masked = (m: number, v: string) => inKeys(m) ? `select(0.0, ${v}, ${inKeys(m)})` : v;
-  const keyIdx = (m: number) => clampIndex(keyOf(m), s.dk);
-  const lanesOf = (f: (m: number) => string) => Array.from({ length: perLane }, (_, m) => f(m));
-  const init = lanesOf((m) => `s[${m}] = ${masked(m, loads.init(top, "vi", keyIdx(m)))};`);
-  // PASS_UNROLL independent steps per iteration (their U' depend only on S₀), emitted phase by
-  // phase so their loads and lane sums overlap.
-  const steps = Array.from({ length: PASS_UNROLL }, (_, x) => {
-    const e = top.fork(`qs${x}_`);
-    return { x, e, ks: lanesOf((m) => loads.key(e, "k", `pk${x}`, keyIdx(m))) };
-  });
-  const rowOf = (p: string) => `(bpos * ${u32Literal(padded)} + ${p})`;
-  const guardRow = `row < ${u32Literal(s.dv)}`;
-  const guard = (m: number) => [guardRow, inKeys(m)].filter((x) => x).join(" && ");
-  const s0At = (m: number) =>
-    `((bpos * ${u32Literal(chunks)} + n) * ${u32Literal(s.dv)} + row) * ${u32Literal(s.dk)} + ${
-      keyOf(m)
-    }`;
-  const gCol = u32Literal(s.dk + s.dv);
-  const stepLines = [
-    ...steps.flatMap(({ x }) => [
-      `let p${x} = base + r0 + ${u32Literal(x)};`,
-      `let pk${x} = ${clampIndex(`p${x}`, s.len)};`,
-      `let wrow${x} = ${rowOf(`p${x}`)} * ${u32Literal(wuWidth)};`,
-      `var a${x}: f32 = 0.0;`,
-    ]),
-    ...steps.flatMap(({ x }) =>
-      lanesOf((m) => `a${x} = fma(${masked(m, `${wu}[wrow${x} + ${keyIdx(m)}]`)}, s[${m}], a${x});`)
-    ),
-    // The butterflies of the unrolled steps, level by level.
-    ...laneSum("a", lanes).flatMap((_, level) =>
-      steps.map(({ x }) => laneSum(`a${x}`, lanes)[level])
-    ),
-    ...steps.flatMap(({ x, e, ks }) => [
-      `let u${x} = ${wu}[wrow${x} + ${u32Literal(s.dk)} + vi] - a${x};`,
-      `if (lane == 0u && ${guardRow}) { out[${rowOf(`p${x}`)} * ${
-        u32Literal(s.dv)
-      } + row] = u${x}; }`,
-      `let w${x} = u${x} * exp(glast - ${wu}[wrow${x} + ${gCol}]);`,
-      ...e.lines,
-      ...ks.map((k, m) => `acc[${m}] = fma(w${x}, ${masked(m, k)}, acc[${m}]);`),
-    ]),
-  ];
-  const body = [
-    `let bpos = wid / ${u32Literal(blocks)};`,
-    `let row = (wid % ${u32Literal(blocks)}) * ${u32Literal(rows)} + lid / ${u32Literal(lanes)};`,
-    `let lane = lid % ${u32Literal(lanes)};`,
-    `let vi = ${clampIndex("row", s.dv)};`,
-    ...bl,
-    `var s: array<f32, ${perLane}>;`,
-    `var acc: array<f32, ${perLane}>;`,
-    ...top.lines,
-    ...init,
-    `for (var n: u32 = 0u; n < ${u32Literal(chunks)}; n++) {`,
-    `  let base = n * ${u32Literal(c)};`,
-    ...lanesOf((m) => `  if (${guard(m)}) { out1[${s0At(m)}] = s[${m}]; }`),
-    ...lanesOf((m) => `  acc[${m}] = 0.0;`),
-    `  let glast = ${wu}[${rowOf(`base + ${u32Literal(c - 1)}`)} * ${
-      u32Literal(wuWidth)
-    } + ${gCol}];`,
-    `  for (var r0: u32 = 0u; r0 < ${u32Literal(c)}; r0 += ${u32Literal(PASS_UNROLL)}) {`,
-    ...stepLines.map((x) => `    ${x}`),
-    `  }`,
-    `  let gl = exp(glast);`,
-    ...lanesOf((m) => `  s[${m}] = fma(gl, s[${m}], acc[${m}]);`),
-    `}`,
-  ];
-  if (state) {
-    for (let m = 0; m < perLane; m++) {
-      const off = offsetExpr(state, { ...env, [node.valueAxis]: "row", [node.keyAxis]: keyOf(m) });
-      body.push(`if (${guard(m)}) { out2[${off}] = s[${m}]; }`);
-    }
-  }
-  const wgsl = `${header(reg, rows * lanes)}
-  if (wid >= ${u32Literal(total)}) { return; }
-${indent(body)}
-}
-`;
-  return artifact(ctx, "pass", reg, wgsl, total);
 }
 
 /**

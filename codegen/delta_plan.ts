@@ -19,6 +19,8 @@ import type { DeltaNode } from "../dsl/ir.ts";
 import { type DeltaShapes, deltaShapes } from "./delta_shapes.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { fitTile, stagedSizes } from "./ssd_gemm.ts";
+import { passWorkgroupBytes } from "./delta_pass.ts";
+import { deltaLanes } from "./delta_recurrent.ts";
 
 /** Chunk lengths the chunked lowering supports. */
 export const DELTA_CHUNKS: readonly number[] = [8, 16, 32, 64];
@@ -66,6 +68,12 @@ export function deltaWorkgroupBytes(c: number, dv: number, maxThreads: number): 
  */
 export function deltaChunk(s: DeltaShapes, limits: DeviceLimits, maxChunks?: number): number {
   const { len } = s;
+  if (passWorkgroupBytes(s.dk, deltaLanes(s.dk, limits)) > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `deltaRule: the chunked state pass needs more workgroup memory than the device has ` +
+        `(key size ${s.dk}); use the recurrent mode`,
+    );
+  }
   const fits = DELTA_CHUNKS.filter((c) =>
     deltaWorkgroupBytes(c, s.dv, limits.maxComputeInvocationsPerWorkgroup) <=
       limits.maxComputeWorkgroupStorageSize &&
@@ -109,7 +117,12 @@ export function chooseDeltaLowering(
   limits: DeviceLimits,
 ): "chunked" | "recurrent" {
   const s = deltaShapes(node);
-  const c = deltaChunk(s, limits);
+  let c: number;
+  try {
+    c = deltaChunk(s, limits);
+  } catch {
+    return "recurrent"; // the chunked kernels' workgroup arrays do not fit this device
+  }
   const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
   if (deltaLargestScratchBytes(s, c) > limit) return "recurrent";
   return deltaChunkedSeconds(s, c) < deltaRecurrentSeconds(s) ? "chunked" : "recurrent";

@@ -24,7 +24,14 @@ const INPUTS = {
   init: "b h dv dk",
 } as const;
 
-type Case = { gated: boolean; init: boolean; strategy: ScanStrategy; scale?: number };
+type Case = {
+  gated: boolean;
+  init: boolean;
+  strategy: ScanStrategy;
+  scale?: number;
+  /** Write the final state into init's buffer. */
+  inPlace?: boolean;
+};
 
 /** β = sigmoid(braw) is computed in the program: an elementwise prologue fused into the kernel. */
 function program(c: Case) {
@@ -54,7 +61,11 @@ async function check(s: DeltaSizes, c: Case) {
     ...arrays,
     beta: Float64Array.from(braw, (z) => 1 / (1 + Math.exp(-z))),
   }, scale);
-  const prog = await compile(INPUTS, program(c), s, { backend: "gpu", scan: c.strategy });
+  const prog = await compile(INPUTS, program(c), s, {
+    backend: "gpu",
+    scan: c.strategy,
+    inPlace: c.inPlace ? { state: "init" } : undefined,
+  });
   try {
     const got = await prog.run(inputs);
     const oracle = prog.interpret(inputs);
@@ -121,6 +132,15 @@ Deno.test("deltaRule chunked: more value columns than one output tile (dv = 70)"
     gated: true,
     init: true,
     strategy: { mode: "chunked", chunks: 2 },
+  });
+});
+
+Deno.test("deltaRule chunked: several vec4s of keys per lane, state written in place", async () => {
+  await check({ b: 2, t: 29, h: 1, dk: 37, dv: 3 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", chunks: 4 },
+    inPlace: true,
   });
 });
 

@@ -1,0 +1,93 @@
+/**
+ * What the chunked delta-rule kernels share (delta_chunked.ts, delta_pass.ts): the sizes of the
+ * chunked form, its scratch buffers, and the kernel header and artifact.
+ *
+ * @module
+ */
+
+import type { DeltaNode, Node } from "../dsl/ir.ts";
+import {
+  type BindingRegistry,
+  foldWorkgroups,
+  type KernelArtifact,
+  type ScratchBuffer,
+} from "./artifact.ts";
+import type { DeltaShapes } from "./delta_shapes.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { MATH_PRELUDE } from "./wgsl_math.ts";
+
+/** Sizes of the chunked form. */
+export interface Layout {
+  /** The delta rule's sizes. */
+  s: DeltaShapes;
+  /** Chunk length. */
+  c: number;
+  /** Number of chunks. */
+  chunks: number;
+  /** Steps rounded up to whole chunks. */
+  padded: number;
+  /** Row width of `wu` (W, U, G). */
+  wuWidth: number;
+}
+
+/** The scratch buffers the three kernels share. */
+export interface Scratch {
+  /** W, U and the cumulative log-decay G per padded step. */
+  wu: ScratchBuffer;
+  /** U' per padded step. */
+  up: ScratchBuffer;
+  /** Each chunk's entering state. */
+  s0: ScratchBuffer;
+}
+
+/** What every kernel of the lowering needs besides its own inputs. */
+export interface Context {
+  /** The delta rule. */
+  node: DeltaNode;
+  /** Its chunked sizes. */
+  layout: Layout;
+  /** The scratch buffers. */
+  bufs: Scratch;
+  /** Nodes with buffers. */
+  materialized: ReadonlySet<Node>;
+  /** Device limits. */
+  limits: DeviceLimits;
+  /** Kernel name prefix. */
+  name: string;
+  /** In-place aliases. */
+  aliases: ReadonlyMap<Node, Node>;
+}
+
+/** Lines joined with an indent. */
+export const indent = (ls: readonly string[], d = "  "): string => ls.map((l) => d + l).join("\n");
+
+/** Bindings, prelude, workgroup arrays and the entry point up to `wid` (the flat workgroup). */
+export function header(reg: BindingRegistry, threads: number, shared: string[] = []): string {
+  return `${reg.declarations()}
+${MATH_PRELUDE}
+${shared.join("\n")}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;`;
+}
+
+/** The artifact of one kernel of the lowering (checks the binding limit). */
+export function artifact(
+  ctx: Context,
+  suffix: string,
+  reg: BindingRegistry,
+  wgsl: string,
+  total: number,
+): KernelArtifact {
+  reg.checkLimit(ctx.node, ctx.limits.maxStorageBuffersPerShaderStage);
+  return {
+    name: `${ctx.name}_${suffix}`,
+    wgsl,
+    workgroups: foldWorkgroups(total, ctx.limits.maxComputeWorkgroupsPerDimension),
+    reads: reg.reads,
+    writes: reg.writes,
+    kind: "scan",
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * Kernel 2 of the chunked delta rule (delta_chunked.ts has the algebra): per (batch position,
+ * block of value rows), sequentially over chunks, it records each chunk's entering state S₀,
+ * writes U' = U − W·S₀ᵀ and passes the state on: S ← γ_C S₀ + Σ_r exp(G_C − G_r)·u'_r k_rᵀ.
+ *
+ * Each value row is held by G lanes, lane l owning the contiguous keys [l·NK, (l+1)·NK) as
+ * vec4 registers (NK a multiple of 4; keys past dk are zero). The W and K rows of a block of
+ * steps are staged once per workgroup in workgroup memory, so each thread reads them as vec4s
+ * (four multiply-adds per load) and every global element is read once per workgroup. W·S₀ᵀ is
+ * summed over the lanes with subgroup shuffles (G = 1 without subgroups).
+ *
+ * @module
+ */
+
+import type { DeltaStateNode } from "../dsl/ir.ts";
+import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
+import { artifact, type Context, header, indent } from "./delta_chunk_parts.ts";
+import { deltaLanes } from "./delta_recurrent.ts";
+import { batchEnv, clampIndex, DeltaLoads, laneSum } from "./delta_shapes.ts";
+import { ExprEmitter, offsetExpr } from "./expr.ts";
+import { u32Literal as u } from "./wgsl_math.ts";
+
+/** Threads per workgroup of the state pass (at most). */
+const PASS_THREADS = 256;
+/** Steps staged in workgroup memory at a time (divides every chunk length ≥ 8). */
+const STAGE_STEPS = 8;
+
+/** Workgroup bytes of the state pass for key size `dk` and `lanes` lanes per row. */
+export function passWorkgroupBytes(dk: number, lanes: number): number {
+  const nk = Math.ceil(Math.ceil(dk / lanes) / 4) * 4;
+  return 4 * (2 * STAGE_STEPS * nk * lanes + STAGE_STEPS);
+}
+
+/** Emits the state pass. */
+export function passKernel(
+  ctx: Context,
+  state: DeltaStateNode | undefined,
+  forcedLanes?: number,
+): KernelArtifact {
+  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const lanes = deltaLanes(s.dk, ctx.limits, forcedLanes);
+  const nk = Math.ceil(Math.ceil(s.dk / lanes) / 4) * 4; // keys per lane
+  const nv = nk / 4; // vec4s per lane
+  const dkp = nk * lanes; // padded keys
+  const rowV4 = dkp / 4; // vec4s per staged row
+  const maxThreads = Math.min(PASS_THREADS, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  const rows = Math.max(1, Math.min(Math.floor(maxThreads / lanes), s.dv));
+  const threads = rows * lanes;
+  const blocks = Math.ceil(s.dv / rows);
+  const total = s.batches * blocks;
+  const sb = Math.min(STAGE_STEPS, c);
+  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
+  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "qp");
+  const wu = reg.read(bufs.wu);
+  const { lines: bl, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const key = (q: number, e: number) => `lane * ${u(nk)} + ${u(4 * q + e)}`;
+  const inKey = (q: number, e: number) => `${key(q, e)} < ${u(s.dk)}`;
+  const vecOf = (f: (e: number) => string) => `vec4<f32>(${[0, 1, 2, 3].map(f).join(", ")})`;
+  // init, a vec4 of keys per register, zero past dk.
+  const initLines: string[] = [];
+  for (let q = 0; q < nv; q++) {
+    const vals = [0, 1, 2, 3].map((e) =>
+      `select(0.0, ${loads.init(top, "vi", clampIndex(`(${key(q, e)})`, s.dk))}, ${inKey(q, e)})`
+    );
+    initLines.push(`s[${q}] = vec4<f32>(${vals.join(", ")});`);
+  }
+  // Staging: vec4 slot `slot` of the block's W and K rows (4 keys of one step each).
+  const stage = top.fork("qk");
+  const kVals = [0, 1, 2, 3].map((e) =>
+    loads.key(stage, "k", "ps", clampIndex(`j0 + ${u(e)}`, s.dk))
+  );
+  const wRow = (p: string) => `(bpos * ${u(padded)} + ${p}) * ${u(wuWidth)}`;
+  const stageLines = [
+    `for (var slot: u32 = lid; slot < ${u(sb * rowV4)}; slot += ${u(threads)}) {`,
+    `  let rr = slot / ${u(rowV4)};`,
+    `  let j0 = (slot % ${u(rowV4)}) * 4u;`,
+    `  let pp = base + r0 + rr;`,
+    `  let ps = ${clampIndex("pp", s.len)};`,
+    `  let wr = ${wRow("pp")};`,
+    indent(stage.lines),
+    `  sh_w[slot] = ${
+      vecOf((e) =>
+        `select(0.0, ${wu}[wr + ${clampIndex(`j0 + ${u(e)}`, s.dk)}], j0 + ${u(e)} < ${u(s.dk)})`
+      )
+    };`,
+    `  sh_k[slot] = ${vecOf((e) => `select(0.0, ${kVals[e]}, j0 + ${u(e)} < ${u(s.dk)})`)};`,
+    `  if (j0 == 0u) { sh_g[rr] = ${wu}[wr + ${u(s.dk + s.dv)}]; }`,
+    `}`,
+  ];
+  const steps = Array.from({ length: sb }, (_, x) => x);
+  const own = (x: number, q: number) => `${u(x * rowV4)} + lane * ${u(nv)} + ${u(q)}`;
+  const stepLines = [
+    ...steps.flatMap((x) => [
+      `var a${x}: f32 = 0.0;`,
+      ...Array.from({ length: nv }, (_, q) => `a${x} += dot(sh_w[${own(x, q)}], s[${q}]);`),
+    ]),
+    ...laneSum("a", lanes).flatMap((_, level) => steps.map((x) => laneSum(`a${x}`, lanes)[level])),
+    ...steps.flatMap((x) => [
+      `{`,
+      `  let p = base + r0 + ${u(x)};`,
+      `  let uu = ${wu}[${wRow("p")} + ${u(s.dk)} + vi] - a${x};`,
+      `  if (lane == 0u && row < ${u(s.dv)}) { out[(bpos * ${u(padded)} + p) * ${
+        u(s.dv)
+      } + row] = uu; }`,
+      `  let w = uu * exp(glast - sh_g[${u(x)}]);`,
+      ...Array.from(
+        { length: nv },
+        (_, q) => `  acc[${q}] = fma(vec4<f32>(w), sh_k[${own(x, q)}], acc[${q}]);`,
+      ),
+      `}`,
+    ]),
+  ];
+  const guardRow = `row < ${u(s.dv)}`;
+  const s0At = (q: number, e: number) =>
+    `((bpos * ${u(chunks)} + n) * ${u(s.dv)} + row) * ${u(s.dk)} + ${key(q, e)}`;
+  const comp = "xyzw";
+  const perKey = (f: (q: number, e: number) => string) =>
+    Array.from({ length: nv }, (_, q) => [0, 1, 2, 3].map((e) => f(q, e))).flat();
+  const body = [
+    `let bpos = wid / ${u(blocks)};`,
+    `let row = (wid % ${u(blocks)}) * ${u(rows)} + lid / ${u(lanes)};`,
+    `let lane = lid % ${u(lanes)};`,
+    `let vi = ${clampIndex("row", s.dv)};`,
+    ...bl,
+    `var s: array<vec4<f32>, ${nv}>;`,
+    `var acc: array<vec4<f32>, ${nv}>;`,
+    ...top.lines,
+    ...initLines,
+    `for (var n: u32 = 0u; n < ${u(chunks)}; n++) {`,
+    `  let base = n * ${u(c)};`,
+    ...perKey((q, e) =>
+      `  if (${guardRow} && ${inKey(q, e)}) { out1[${s0At(q, e)}] = s[${q}].${comp[e]}; }`
+    ),
+    ...Array.from({ length: nv }, (_, q) => `  acc[${q}] = vec4<f32>(0.0);`),
+    `  let glast = ${wu}[${wRow(`base + ${u(c - 1)}`)} + ${u(s.dk + s.dv)}];`,
+    `  for (var r0: u32 = 0u; r0 < ${u(c)}; r0 += ${u(sb)}) {`,
+    `    workgroupBarrier();`,
+    indent(stageLines, "    "),
+    `    workgroupBarrier();`,
+    indent(stepLines, "    "),
+    `  }`,
+    `  let gl = exp(glast);`,
+    ...Array.from({ length: nv }, (_, q) => `  s[${q}] = fma(vec4<f32>(gl), s[${q}], acc[${q}]);`),
+    `}`,
+  ];
+  if (state) {
+    body.push(...perKey((q, e) => {
+      const off = offsetExpr(state, {
+        ...env,
+        [node.valueAxis]: "row",
+        [node.keyAxis]: `(${key(q, e)})`,
+      });
+      return `if (${guardRow} && ${inKey(q, e)}) { out2[${off}] = s[${q}].${comp[e]}; }`;
+    }));
+  }
+  const shared = [
+    `var<workgroup> sh_w: array<vec4<f32>, ${sb * rowV4}>;`,
+    `var<workgroup> sh_k: array<vec4<f32>, ${sb * rowV4}>;`,
+    `var<workgroup> sh_g: array<f32, ${sb}>;`,
+  ];
+  // No early return before the barriers: wid is uniform, so this branch is too.
+  const wgsl = `${header(reg, threads, shared)}
+  if (wid < ${u(total)}) {
+${indent(body, "    ")}
+  }
+}
+`;
+  return artifact(ctx, "pass", reg, wgsl, total);
+}
