@@ -12,9 +12,13 @@ import {
   type KernelArtifact,
   type ScratchBuffer,
 } from "./artifact.ts";
-import type { DeltaShapes } from "./delta_shapes.ts";
+import { clampIndex, type DeltaLoads, type DeltaShapes } from "./delta_shapes.ts";
+import type { ExprEmitter } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { MATH_PRELUDE } from "./wgsl_math.ts";
+import { MATH_PRELUDE, u32Literal as u } from "./wgsl_math.ts";
+
+/** K slice of the chunked kernels' tile products (L, P, y). */
+export const OUT_KT = 8;
 
 /** Sizes of the chunked form. */
 export interface Layout {
@@ -89,5 +93,27 @@ export function artifact(
     reads: reg.reads,
     writes: reg.writes,
     kind: "scan",
+  };
+}
+
+/**
+ * A tile-product operand load (ssd_gemm.ts's `Stage.load`) of q or k: the vec4 over four chunk
+ * rows (tile vec4 column `w4`, steps from `base`) at key `k`, zero past the key size.
+ */
+export function keyRows(
+  top: ExprEmitter,
+  loads: DeltaLoads,
+  s: DeltaShapes,
+  which: "q" | "k",
+): (k: string, w4: string, tag: string) => { lines: string[]; value: string } {
+  return (k, w4, tag) => {
+    const e = top.fork(tag);
+    const vs = [0, 1, 2, 3].map((i) =>
+      loads.key(e, which, clampIndex(`base + ${w4} * 4u + ${u(i)}`, s.len), clampIndex(k, s.dk))
+    );
+    return {
+      lines: e.lines,
+      value: `select(vec4<f32>(0.0), vec4<f32>(${vs.join(", ")}), ${k} < ${u(s.dk)})`,
+    };
   };
 }

@@ -25,9 +25,18 @@
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, type KernelArtifact, scratch } from "./artifact.ts";
-import { artifact, type Context, header, indent, type Layout } from "./delta_chunk_parts.ts";
+import {
+  artifact,
+  type Context,
+  header,
+  indent,
+  keyRows,
+  type Layout,
+  OUT_KT,
+} from "./delta_chunk_parts.ts";
 import { passKernel } from "./delta_pass.ts";
-import { deltaChunk, OUT_KT, outputTiles } from "./delta_plan.ts";
+import { prepKernel } from "./delta_prep.ts";
+import { deltaChunk, outputTiles } from "./delta_plan.ts";
 import { batchEnv, clampIndex, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
 import {
@@ -40,95 +49,6 @@ import {
 } from "./ssd_gemm.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { f32Literal, u32Literal } from "./wgsl_math.ts";
-
-/** Kernel 1: per (batch position, chunk): G, L, and W, U by forward substitution. */
-function prepKernel(ctx: Context): KernelArtifact {
-  const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
-  const reg = new BindingRegistry(ctx.materialized, [ctx.bufs.wu], ctx.aliases);
-  const top = new ExprEmitter(reg.lookup, "pp");
-  const { lines: bl, env } = batchEnv(s, "bpos");
-  const loads = new DeltaLoads(node, env);
-  const own = top.fork("po");
-  const g = loads.logAlpha(own, "pr");
-  const beta = loads.beta(own, "pr");
-  const kOwn = top.fork("pk");
-  const kr = loads.key(kOwn, "k", "pr", "j");
-  const kOther = top.fork("pc");
-  const kc = loads.key(kOther, "k", "pcc", "j");
-  const row = (p: string) => `(bpos * ${u32Literal(padded)} + base + ${p})`;
-  // One forward substitution per column: x_a = rhs_a − Σ_{c<a} L[a][c]·x_c.
-  const solve = (what: "W" | "U") => {
-    const width = what === "W" ? s.dk : s.dv;
-    const e = top.fork(what === "W" ? "pw" : "pu");
-    const x = what === "W" ? loads.key(e, "k", "pa", "col") : loads.value(e, "pa", "col");
-    const rhs = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
-    const offset = what === "W" ? "col" : `${u32Literal(s.dk)} + col`;
-    return [
-      `for (var col: u32 = lid; col < ${u32Literal(width)}; col += ${u32Literal(c)}) {`,
-      `  var xs: array<f32, ${c}>;`,
-      `  for (var a: u32 = 0u; a < ${u32Literal(c)}; a++) {`,
-      `    let pa = ${clampIndex("base + a", s.len)};`,
-      indent(e.lines, "    "),
-      `    var acc: f32 = ${rhs};`,
-      `    for (var cc: u32 = 0u; cc < a; cc++) {`,
-      `      acc = fma(-sh_L[a * ${u32Literal(c)} + cc], xs[cc], acc);`,
-      `    }`,
-      `    xs[a] = acc;`,
-      `    out[${row("a")} * ${u32Literal(wuWidth)} + ${offset}] = acc;`,
-      `  }`,
-      `}`,
-    ];
-  };
-  const body = [
-    `let bpos = wid / ${u32Literal(chunks)};`,
-    `let base = (wid % ${u32Literal(chunks)}) * ${u32Literal(c)};`,
-    ...bl,
-    `let valid = base + lid < ${u32Literal(s.len)};`,
-    `let pr = ${clampIndex("base + lid", s.len)};`,
-    ...top.lines,
-    ...own.lines,
-    `sh_g[lid] = select(0.0, ${g}, valid);`,
-    `sh_b[lid] = select(0.0, ${beta}, valid);`,
-    `workgroupBarrier();`,
-    `var gsum: f32 = 0.0;`,
-    `for (var a: u32 = 0u; a <= lid; a++) { gsum += sh_g[a]; }`,
-    `sh_G[lid] = gsum;`,
-    `out[${row("lid")} * ${u32Literal(wuWidth)} + ${u32Literal(s.dk + s.dv)}] = gsum;`,
-    `workgroupBarrier();`,
-    `var kr: array<f32, ${s.dk}>;`,
-    `for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
-    indent(kOwn.lines),
-    `  kr[j] = ${kr};`,
-    `}`,
-    `for (var cc: u32 = 0u; cc < lid; cc++) {`,
-    `  let pcc = ${clampIndex("base + cc", s.len)};`,
-    `  var dot: f32 = 0.0;`,
-    `  for (var j: u32 = 0u; j < ${u32Literal(s.dk)}; j++) {`,
-    indent(kOther.lines, "    "),
-    `    dot = fma(kr[j], ${kc}, dot);`,
-    `  }`,
-    `  sh_L[lid * ${u32Literal(c)} + cc] = sh_b[lid] * exp(gsum - sh_G[cc]) * dot;`,
-    `}`,
-    `workgroupBarrier();`,
-    ...solve("W"),
-    ...solve("U"),
-  ];
-  const total = s.batches * chunks;
-  const shared = [
-    `var<workgroup> sh_g: array<f32, ${c}>;`,
-    `var<workgroup> sh_b: array<f32, ${c}>;`,
-    `var<workgroup> sh_G: array<f32, ${c}>;`,
-    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
-  ];
-  // No early return before the barriers: wid is uniform, so this branch is too.
-  const wgsl = `${header(reg, c, shared)}
-  if (wid < ${u32Literal(total)}) {
-${indent(body, "    ")}
-  }
-}
-`;
-  return artifact(ctx, "prep", reg, wgsl, total);
-}
 
 /**
  * Kernel 3: per (batch position, chunk, block of value columns), y as tile products in
@@ -145,18 +65,7 @@ function outputKernel(ctx: Context): KernelArtifact {
   const { lines: bl, env } = batchEnv(s, "bpos");
   const loads = new DeltaLoads(node, env);
   const dkPad = Math.ceil(s.dk / OUT_KT) * OUT_KT;
-  const step = (p: string) => clampIndex(p, s.len);
-  // A vec4 of q or k over four chunk rows (tile vec4 column w4) at key k; zero past dk.
-  const keyRows = (which: "q" | "k") => (k: string, w4: string, tag: string) => {
-    const e = top.fork(tag);
-    const vs = [0, 1, 2, 3].map((i) =>
-      loads.key(e, which, step(`base + ${w4} * 4u + ${u32Literal(i)}`), clampIndex(k, s.dk))
-    );
-    return {
-      lines: e.lines,
-      value: `select(vec4<f32>(0.0), vec4<f32>(${vs.join(", ")}), ${k} < ${u32Literal(s.dk)})`,
-    };
-  };
+  const keyRowsOf = (which: "q" | "k") => keyRows(top, loads, s, which);
   const col = (w4: string, i: number) => `col0 + ${w4} * 4u + ${u32Literal(i)}`;
   const inCols = (w4: string, i: number) => `${col(w4, i)} < ${u32Literal(s.dv)}`;
   const colValue = (w4: string, f: (i: number) => string) =>
@@ -181,8 +90,8 @@ function outputKernel(ctx: Context): KernelArtifact {
     ...gemmLoop({
       tile: tiles.p,
       threads,
-      a: { fast: "k", load: keyRows("q") },
-      b: { fast: "k", load: keyRows("k") },
+      a: { fast: "k", load: keyRowsOf("q") },
+      b: { fast: "k", load: keyRowsOf("k") },
       kBegin: "0u",
       kEnd: u32Literal(dkPad),
       tag: "p_",
@@ -209,7 +118,7 @@ function outputKernel(ctx: Context): KernelArtifact {
     ...gemmLoop({
       tile: tiles.y,
       threads,
-      a: { fast: "k", load: keyRows("q") },
+      a: { fast: "k", load: keyRowsOf("q") },
       b: {
         fast: "k",
         load: (k, w4) => ({

@@ -20,6 +20,8 @@ import { type DeltaShapes, deltaShapes } from "./delta_shapes.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { fitTile, stagedSizes } from "./ssd_gemm.ts";
 import { passWorkgroupBytes } from "./delta_pass.ts";
+import { prepWorkgroupBytes } from "./delta_prep.ts";
+import { OUT_KT } from "./delta_chunk_parts.ts";
 import { deltaLanes } from "./delta_recurrent.ts";
 
 /** Chunk lengths the chunked lowering supports. */
@@ -33,8 +35,6 @@ const PASS_SECONDS_PER_STEP = 0.03e-6;
 
 /** Output tiles of kernel 3: the chunk's rows × up to this many value columns. */
 const OUT_TILE_COLUMNS = 64;
-/** K slice of kernel 3's tile products. */
-export const OUT_KT = 8;
 /** Threads of kernel 3 (at most; fewer when the device allows fewer). */
 const OUT_THREADS = 256;
 
@@ -59,7 +59,7 @@ export function outputWorkgroupBytes(c: number, dv: number, maxThreads: number):
 
 /** Workgroup memory (bytes) the chunked kernels need at chunk length `c`. */
 export function deltaWorkgroupBytes(c: number, dv: number, maxThreads: number): number {
-  return Math.max((c * c + 4 * c) * 4, outputWorkgroupBytes(c, dv, maxThreads));
+  return Math.max(prepWorkgroupBytes(c, maxThreads), outputWorkgroupBytes(c, dv, maxThreads));
 }
 
 /**

@@ -1,0 +1,145 @@
+/**
+ * Kernel 1 of the chunked delta rule (delta_chunked.ts has the algebra): per (batch position,
+ * chunk), the cumulative log-decays G, L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r − G_c)) as a
+ * tile product in workgroup memory, then W = (I + L)⁻¹·diag(βγ)K and U = (I + L)⁻¹·diag(β)V by
+ * forward substitution, one column per thread. Writes W, U and G to the `wu` scratch.
+ *
+ * @module
+ */
+
+import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
+import { artifact, type Context, header, indent, keyRows, OUT_KT } from "./delta_chunk_parts.ts";
+import { batchEnv, clampIndex, DeltaLoads } from "./delta_shapes.ts";
+import { ExprEmitter } from "./expr.ts";
+import {
+  accDecl,
+  fitTile,
+  forEachOutput,
+  gemmLoop,
+  stagedSizes,
+  threadCoords,
+} from "./ssd_gemm.ts";
+import { u32Literal as u } from "./wgsl_math.ts";
+
+/** Threads of kernel 1 (at most). */
+const PREP_THREADS = 256;
+
+/** The tile of L = K·Kᵀ and the thread count of kernel 1. */
+export function prepTile(c: number, maxThreads: number) {
+  const threads = Math.max(c, Math.min(PREP_THREADS, maxThreads));
+  return { threads, tile: fitTile(c, c, OUT_KT, threads, 64) };
+}
+
+/** Workgroup bytes of kernel 1. */
+export function prepWorkgroupBytes(c: number, maxThreads: number): number {
+  const st = stagedSizes(prepTile(c, maxThreads).tile);
+  return 4 * (c * c + 3 * c) + 16 * (st.a + st.b);
+}
+
+/** Emits kernel 1. */
+export function prepKernel(ctx: Context): KernelArtifact {
+  const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const { threads, tile } = prepTile(c, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  const reg = new BindingRegistry(ctx.materialized, [ctx.bufs.wu], ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "pp");
+  const { lines: bl, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const own = top.fork("po");
+  const g = loads.logAlpha(own, "pr");
+  const beta = loads.beta(own, "pr");
+  const dkPad = Math.ceil(s.dk / OUT_KT) * OUT_KT;
+  const row = (p: string) => `(bpos * ${u(padded)} + base + ${p})`;
+  // One forward substitution per column: x_a = rhs_a − Σ_{c<a} L[a][c]·x_c.
+  const solve = (what: "W" | "U", column: string) => {
+    const e = top.fork(what === "W" ? "pw" : "pu");
+    const x = what === "W" ? loads.key(e, "k", "pa", column) : loads.value(e, "pa", column);
+    const rhs = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
+    const offset = what === "W" ? column : `${u(s.dk)} + ${column}`;
+    return [
+      `var xs: array<f32, ${c}>;`,
+      `for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
+      `  let pa = ${clampIndex("base + a", s.len)};`,
+      indent(e.lines),
+      `  var acc: f32 = ${rhs};`,
+      `  for (var cc: u32 = 0u; cc < a; cc++) {`,
+      `    acc = fma(-sh_L[a * ${u(c)} + cc], xs[cc], acc);`,
+      `  }`,
+      `  xs[a] = acc;`,
+      `  out[${row("a")} * ${u(wuWidth)} + ${offset}] = acc;`,
+      `}`,
+    ];
+  };
+  const body = [
+    `let bpos = wid / ${u(chunks)};`,
+    `let base = (wid % ${u(chunks)}) * ${u(c)};`,
+    ...bl,
+    ...top.lines,
+    `if (lid < ${u(c)}) {`,
+    `  let valid = base + lid < ${u(s.len)};`,
+    `  let pr = ${clampIndex("base + lid", s.len)};`,
+    indent(own.lines),
+    `  sh_g[lid] = select(0.0, ${g}, valid);`,
+    `  sh_b[lid] = select(0.0, ${beta}, valid);`,
+    `}`,
+    `workgroupBarrier();`,
+    `if (lid < ${u(c)}) {`,
+    `  var gsum: f32 = 0.0;`,
+    `  for (var a: u32 = 0u; a <= lid; a++) { gsum += sh_g[a]; }`,
+    `  sh_G[lid] = gsum;`,
+    `  out[${row("lid")} * ${u(wuWidth)} + ${u(s.dk + s.dv)}] = gsum;`,
+    `}`,
+    `workgroupBarrier();`,
+    ...threadCoords(tile, "l_", threads),
+    ...accDecl(tile, "l_"),
+    ...gemmLoop({
+      tile,
+      threads,
+      a: { fast: "k", load: keyRows(top, loads, s, "k") },
+      b: { fast: "k", load: keyRows(top, loads, s, "k") },
+      kBegin: "0u",
+      kEnd: u(dkPad),
+      tag: "l_",
+      shA: "shA",
+      shB: "shB",
+    }),
+    `if (l_act) {`,
+    ...forEachOutput(tile, "l_", (r, col4, acc) => [
+      `{`,
+      `  let r = ${r};`,
+      ...[0, 1, 2, 3].map((e) => {
+        const cc = `${col4} * 4u + ${u(e)}`;
+        return `  sh_L[r * ${u(c)} + ${cc}] = select(0.0, sh_b[r] * exp(sh_G[r] - ` +
+          `sh_G[${cc}]) * ${acc}.${"xyzw"[e]}, ${cc} < r);`;
+      }),
+      `}`,
+    ]).map((l) => `  ${l}`),
+    `}`,
+    `workgroupBarrier();`,
+    `for (var col: u32 = lid; col < ${u(s.dk + s.dv)}; col += ${u(threads)}) {`,
+    `  if (col < ${u(s.dk)}) {`,
+    indent(solve("W", "col"), "    "),
+    `  } else {`,
+    `    let vcol = col - ${u(s.dk)};`,
+    indent(solve("U", "vcol"), "    "),
+    `  }`,
+    `}`,
+  ];
+  const total = s.batches * chunks;
+  const st = stagedSizes(tile);
+  const shared = [
+    `var<workgroup> sh_g: array<f32, ${c}>;`,
+    `var<workgroup> sh_b: array<f32, ${c}>;`,
+    `var<workgroup> sh_G: array<f32, ${c}>;`,
+    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
+    `var<workgroup> shA: array<vec4<f32>, ${st.a}>;`,
+    `var<workgroup> shB: array<vec4<f32>, ${st.b}>;`,
+  ];
+  // No early return before the barriers: wid is uniform, so this branch is too.
+  const wgsl = `${header(reg, threads, shared)}
+  if (wid < ${u(total)}) {
+${indent(body, "    ")}
+  }
+}
+`;
+  return artifact(ctx, "prep", reg, wgsl, total);
+}
