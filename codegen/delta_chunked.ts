@@ -37,7 +37,7 @@ import {
 import { passKernel } from "./delta_pass.ts";
 import { prepKernel } from "./delta_prep.ts";
 import { deltaChunk, outputTiles } from "./delta_plan.ts";
-import { batchEnv, clampIndex, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
+import { batchEnv, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
 import {
   accDecl,
