@@ -48,8 +48,11 @@ for text in args.shapes.split(","):
         args_ = [x.to(dtype) for x in (q, k, v)]
         # g stays f32 (FLA's convention for the cumulative log-decays); beta follows the inputs.
         fn = lambda: chunk_gated_delta_rule(*args_, g, beta.to(dtype), scale=D ** -0.5)
-        with torch.no_grad():
-            ms = timed(fn)
-        print(json.dumps({"bench": "fla_chunk_gated_delta_rule", "shape": {"b": B, "t": T, "h": H,
-                          "d": D}, "dtype": name, "ms": ms, "device": torch.cuda.get_device_name()}),
-              flush=True)
+        row = {"bench": "fla_chunk_gated_delta_rule", "shape": {"b": B, "t": T, "h": H, "d": D},
+               "dtype": name, "device": torch.cuda.get_device_name()}
+        try:
+            with torch.no_grad():
+                row["ms"] = timed(fn)
+        except Exception as e:  # one failing dtype must not hide the other's timing
+            row["error"] = f"{type(e).__name__}: {e}"
+        print(json.dumps(row), flush=True)
