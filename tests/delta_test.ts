@@ -240,3 +240,33 @@ Deno.test("deltaRule cost rule: decode keeps the recurrent kernel, a long sequen
   });
   assert.equal(chooseDeltaLowering(g.outputs.y as DeltaNode, small), "recurrent");
 });
+
+Deno.test("deltaRule: no batch axes and one key and value (both lowerings)", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const t = 19;
+  const x = deltaArrays({ b: 1, t, h: 1, dk: 1, dv: 1 }, next, true, true);
+  const want = referenceDelta({ b: 1, t, h: 1, dk: 1, dv: 1 }, x, 0.9);
+  for (const mode of ["recurrent", "chunked"] as const) {
+    const prog = await compile(
+      { q: "t k", k: "t k", v: "t v", beta: "t", g: "t", h0: "v k" },
+      (a) =>
+        deltaRule({ q: a.q, k: a.k, v: a.v, beta: a.beta, gate: a.g }, {
+          time: "t",
+          key: "k",
+          value: "v",
+          init: a.h0,
+          scale: 0.9,
+        }),
+      { t, k: 1, v: 1 },
+      { backend: "gpu", scan: { mode, chunks: 3 } },
+    );
+    try {
+      const got = await prog.run({ q: x.q, k: x.k, v: x.v, beta: x.beta, g: x.gate!, h0: x.init! });
+      assertClose(got.y, want.y, 1e-4, `${mode} y (seed ${seed})`);
+      assertClose(got.state, want.state, 1e-4, `${mode} state (seed ${seed})`);
+    } finally {
+      prog.destroy();
+    }
+  }
+});
