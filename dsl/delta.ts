@@ -7,15 +7,15 @@
  * @module
  */
 
-import { showAxes } from "./axes.ts";
+import { type CheckAxis, showAxes } from "./axes.ts";
 import { requireFloat } from "./build.ts";
 import { type DeltaNode, makeNode, type Node } from "./ir.ts";
 import { type AxesOf, Tensor, toNode } from "./tensor.ts";
 
 /** The operands of {@link deltaRule}. */
-export interface DeltaOperands<V extends Tensor> {
+export interface DeltaOperands<V extends Tensor, Q extends Tensor = Tensor> {
   /** Queries: batch axes, time, key axis. */
-  q: Tensor;
+  q: Q;
   /** Keys (usually L2-normalized): batch axes, time, key axis. */
   k: Tensor;
   /** Values: batch axes, time, value axis. */
@@ -26,14 +26,23 @@ export interface DeltaOperands<V extends Tensor> {
   gate?: Tensor;
 }
 
-/** Options of {@link deltaRule}. */
-export interface DeltaOptions {
+/**
+ * Options of {@link deltaRule}. With typed tensors, an axis name that is not an axis of v (time,
+ * value) or q (key) is a compile error.
+ */
+export interface DeltaOptions<
+  V extends Tensor = Tensor,
+  Q extends Tensor = Tensor,
+  T extends string = string,
+  K extends string = string,
+  Va extends string = string,
+> {
   /** The time axis (the recurrence runs along it). */
-  time: string;
+  time: CheckAxis<AxesOf<V>, T, "deltaRule">;
   /** The key and query feature axis. */
-  key: string;
+  key: CheckAxis<AxesOf<Q>, K, "deltaRule">;
   /** The value feature axis. */
-  value: string;
+  value: CheckAxis<AxesOf<V>, Va, "deltaRule">;
   /** The state before the first step: batch axes, value axis, key axis (zero when absent). */
   init?: Tensor;
   /** Factor on every output (default 1/√(key size), as in FLA). */
@@ -63,11 +72,17 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
  * const { y, state } = deltaRule({ q, k, v, beta, gate }, { time: "t", key: "dk", value: "dv" });
  * ```
  */
-export function deltaRule<V extends Tensor>(
-  operands: DeltaOperands<V>,
-  options: DeltaOptions,
+export function deltaRule<
+  V extends Tensor,
+  Q extends Tensor,
+  T extends string,
+  K extends string,
+  Va extends string,
+>(
+  operands: DeltaOperands<V, Q>,
+  options: DeltaOptions<V, Q, T, K, Va>,
 ): DeltaResult<V> {
-  const { time, key, value } = options;
+  const time: string = options.time, key: string = options.key, value: string = options.value;
   const named = (x: Tensor, what: string) => {
     const n = toNode(x, `deltaRule: ${what}`);
     requireFloat(n, `deltaRule: ${what}`);
