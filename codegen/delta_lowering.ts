@@ -23,7 +23,8 @@ function stateOf(node: DeltaNode, materialized: ReadonlySet<Node>): DeltaStateNo
 /**
  * Kernels computing a delta node's outputs and its final state (when materialized). The
  * scan strategy's `mode` forces the lowering, `lanes` the recurrent kernel's lanes per row
- * and `chunks` the chunked lowering's chunk length (a power of two, 8 to 64).
+ * and `chunks` the chunked lowering's chunk length: the shortest of 8, 16, 32, 64 giving at most
+ * that many chunks.
  */
 export function emitDelta(
   node: DeltaNode,
