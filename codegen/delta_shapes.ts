@@ -61,13 +61,13 @@ export class DeltaLoads {
   }
   /** α_t = exp(gate_t) (the literal 1 without a gate). */
   alpha(e: ExprEmitter, t: string): string {
-    const g = this.logAlpha(e, t);
-    return g === "0.0" ? f32Literal(1) : `exp(${g})`;
+    const n = this.#node;
+    return n.gate ? `exp(${this.logAlpha(e, t)})` : f32Literal(1);
   }
-  /** log α_t (0 without a gate). */
+  /** log α_t (the literal 0 without a gate). */
   logAlpha(e: ExprEmitter, t: string): string {
     const n = this.#node;
-    return n.gate ? e.emit(n.gate, { ...this.#env, [n.axis]: t }) : "0.0";
+    return n.gate ? e.emit(n.gate, { ...this.#env, [n.axis]: t }) : f32Literal(0);
   }
   /** β_t. */
   beta(e: ExprEmitter, t: string): string {
