@@ -4,6 +4,7 @@
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
  *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N] [--scan JSON]
+ *   deno task bench --only train [--train-scale full|tiny] [--train-steps N]
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
@@ -20,6 +21,7 @@ import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { trainBench } from "./train_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
@@ -28,6 +30,9 @@ const { values } = parseArgs({
     only: { type: "string", default: "copy,fused,matmul,scan,step" },
     iterations: { type: "string", default: "20" },
     scan: { type: "string", default: "{}" },
+    // The training benchmark (bench/train_bench.ts) runs only when named in --only.
+    "train-scale": { type: "string", default: "full" },
+    "train-steps": { type: "string", default: "5" },
   },
   strict: true,
 });
@@ -136,6 +141,14 @@ if (only.has("step")) {
     report({ bench: "selective_scan_step", batch: b, d: s.d, n: s.n, us: ms * 1e3 });
     prog.destroy();
   }
+}
+
+if (only.has("train")) {
+  const scale = values["train-scale"];
+  if (scale !== "full" && scale !== "tiny") {
+    throw new Error(`--train-scale: full or tiny, not ${scale}`);
+  }
+  await trainBench(ctx, { scale, steps: Number(values["train-steps"]) }, report);
 }
 
 console.log("\nsummary:");
