@@ -4,7 +4,10 @@
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
  *   deno task bench [--only copy,fused,matmul,scan,step] [--iterations N] [--scan JSON]
- *   deno task bench --only train [--train-scale full|tiny] [--train-steps N]
+ *   deno task bench --only train [--train-scale full|tiny] [--train-steps N] [--train-cases IDS]
+ *
+ * `--train-cases mamba2_130m_step@1x256,scan_bwd@8x4096` runs only those training cases
+ * (ids `name@BxL`, listed by bench/train_bench.ts).
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
@@ -21,7 +24,7 @@ import { compile, type Program } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
-import { trainBench } from "./train_bench.ts";
+import { trainBench, trainCaseId, trainCases } from "./train_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     // The training benchmark (bench/train_bench.ts) runs only when named in --only.
     "train-scale": { type: "string", default: "full" },
     "train-steps": { type: "string", default: "5" },
+    "train-cases": { type: "string", default: "" },
   },
   strict: true,
 });
@@ -148,7 +152,16 @@ if (only.has("train")) {
   if (scale !== "full" && scale !== "tiny") {
     throw new Error(`--train-scale: full or tiny, not ${scale}`);
   }
-  await trainBench(ctx, { scale, steps: Number(values["train-steps"]) }, report);
+  const ids = new Set(values["train-cases"].split(",").filter((v) => v));
+  const known = trainCases(scale).map(trainCaseId);
+  for (const id of ids) {
+    if (!known.includes(id)) throw new Error(`--train-cases: no case ${id} (${known.join(", ")})`);
+  }
+  await trainBench(ctx, {
+    scale,
+    steps: Number(values["train-steps"]),
+    only: ids.size ? (c) => ids.has(trainCaseId(c)) : undefined,
+  }, report);
 }
 
 console.log("\nsummary:");

@@ -109,6 +109,11 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
   ];
 }
 
+/** A case's id, `name@BxL` (e.g. `mamba2_130m_step@8x2048`): what `--train-cases` selects. */
+export function trainCaseId(c: TrainCase): string {
+  return `${c.name}@${c.b}x${c.l}`;
+}
+
 /** A fast seeded generator of uniform floats in [0, 1) (xorshift32). */
 function uniform(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -330,7 +335,7 @@ export async function trainBench(
   for (const c of trainCases(options.scale)) {
     if (options.only && !options.only(c)) continue;
     const shape = c.kind === "scan" ? { b: c.b, l: c.l, d: c.d, n: c.n } : { b: c.b, l: c.l };
-    const row: Record<string, unknown> = { bench: `train_${c.name}`, shape };
+    const row: Record<string, unknown> = { bench: `train_${c.name}`, case: trainCaseId(c), shape };
     try {
       Object.assign(
         row,
