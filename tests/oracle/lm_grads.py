@@ -90,6 +90,9 @@ def reference(name):
     for p in model.parameters():
         if p.dtype != torch.float32:
             raise RuntimeError(f"{name}: parameter of dtype {p.dtype}; the fixture must be F32")
+    tied = model.config.tie_word_embeddings
+    if tied and model.lm_head.weight is not model.backbone.embeddings.weight:
+        raise RuntimeError(f"{name}: tie_word_embeddings is set but the head is not the embedding")
     model = model.double()
     torch_path_only(model)
     vocab = model.config.vocab_size
@@ -107,11 +110,17 @@ def reference(name):
             loss.backward()
     finally:
         torch.set_default_dtype(torch.float32)
-    grads = {}
-    for pname, p in model.named_parameters():  # a tied head appears once, as the embedding
+    grads, seen = {}, set()
+    # A tied head is the embedding's parameter: saved once, under the embedding's name.
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
         if p.grad is None:
             raise RuntimeError(f"{name}: {pname} got no gradient")
         grads[pname] = p.grad.detach().contiguous()
+    if tied and "lm_head.weight" in grads:
+        grads["backbone.embeddings.weight"] = grads.pop("lm_head.weight")
     save_file(grads, os.path.join(path, "grads.safetensors"), metadata={"format": "pt"})
     meta = {
         "ids": ids.tolist(),
