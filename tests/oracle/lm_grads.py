@@ -2,7 +2,7 @@
 
 Run on the GPU machine (torch + transformers installed; everything runs on the CPU), from the
 repository root:
-    python3 tests/oracle/lm_grads.py [tests/fixtures/models]
+    python3 tests/oracle/lm_grads.py [tests/fixtures/models] [--out DIR]
 For each fixture checkpoint in MODELS (made by tests/oracle/tiny_models.py) it loads the model
 with HF transformers, casts it to float64, and on fixed token ids (batch 2, length 13, seeded;
 targets are the next tokens) computes the mean cross-entropy of the logits and every
@@ -18,9 +18,9 @@ cast of a float64 tensor to float32 into a no-op, and fails on any other float32
 whole forward and backward pass is float64. Deterministic: same files on every run.
 """
 
+import argparse
 import json
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,7 +37,11 @@ from transformers.models.mamba2 import modeling_mamba2  # noqa: E402
 MODELS = ["mamba_tied_n8", "mamba2_tied_g1_n8_q8", "mamba2_untied_g2_n16_q4"]
 BATCH, LENGTH, SEED = 2, 13, 20261204
 
-root = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/models"
+parser = argparse.ArgumentParser()
+parser.add_argument("root", nargs="?", default="tests/fixtures/models", help="fixture models")
+parser.add_argument("--out", help="write DIR/<model>/grads.* here instead of next to the model")
+args = parser.parse_args()
+root = args.root
 torch.use_deterministic_algorithms(True)
 
 # Never the CUDA/Triton kernels: HF's torch path only (a mamba_ssm on PYTHONPATH is ignored).
@@ -110,6 +114,19 @@ def reference(name):
             loss.backward()
     finally:
         torch.set_default_dtype(torch.float32)
+    # Sanity: the float64 model reproduces the fixture's float32 reference logits.
+    with open(os.path.join(path, "reference.json")) as f:
+        ref = json.load(f)
+    torch.set_default_dtype(torch.float64)
+    try:
+        with KeepFloat64(), torch.no_grad():
+            got = model(input_ids=torch.tensor([ref["prompts"][1]]), use_cache=False).logits[0]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    want = torch.tensor(ref["logits"][1], dtype=torch.float64)
+    err = ((got - want).norm() / want.norm()).item()
+    if not err <= 1e-4:
+        raise RuntimeError(f"{name}: float64 logits differ from reference.json by {err:.2e}")
     grads, seen = {}, set()
     # A tied head is the embedding's parameter: saved once, under the embedding's name.
     for pname, p in model.named_parameters(remove_duplicate=False):
@@ -121,7 +138,9 @@ def reference(name):
         grads[pname] = p.grad.detach().contiguous()
     if tied and "lm_head.weight" in grads:
         grads["backbone.embeddings.weight"] = grads.pop("lm_head.weight")
-    save_file(grads, os.path.join(path, "grads.safetensors"), metadata={"format": "pt"})
+    dest = os.path.join(args.out, name) if args.out else path
+    os.makedirs(dest, exist_ok=True)
+    save_file(grads, os.path.join(dest, "grads.safetensors"), metadata={"format": "pt"})
     meta = {
         "ids": ids.tolist(),
         "targets": targets.tolist(),
@@ -130,11 +149,11 @@ def reference(name):
         "transformers": transformers.__version__,
         "torch": torch.__version__,
     }
-    with open(os.path.join(path, "grads.json"), "w") as f:
+    with open(os.path.join(dest, "grads.json"), "w") as f:
         json.dump(meta, f)
     norms = ", ".join(f"{k.split('.')[-2] if k.endswith('weight') else k.split('.')[-1]}"
                       f"={v.norm().item():.3e}" for k, v in list(grads.items())[:4])
-    print(f"wrote {path}/grads.safetensors ({len(grads)} gradients) and grads.json: "
+    print(f"wrote {dest}/grads.safetensors ({len(grads)} gradients) and grads.json: "
           f"loss {loss.item():.15f}; {norms}, ...", flush=True)
 
 
