@@ -3,9 +3,13 @@
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
- *   deno task bench [--only copy,fused,matmul,scan,step,delta] [--iterations N] [--scan JSON]
+ *   deno task bench [--only copy,fused,matmul,scan,step,delta,train] [--iterations N] [--scan JSON]
  *
  * `--only delta` times the Gated DeltaNet forward (bench/delta_bench.ts; its `--peer` adds FLA).
+ *   deno task bench --only train [--train-scale full|tiny] [--train-steps N] [--train-cases IDS]
+ *
+ * `--train-cases mamba2_130m_step@1x256,scan_bwd@8x4096` runs only those training cases
+ * (ids `name@BxL`, listed by bench/train_bench.ts).
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
@@ -23,6 +27,7 @@ import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
 import { DELTA_BENCH_SHAPES, deltaBench } from "./delta_bench.ts";
+import { trainBench, trainCaseId, trainCases } from "./train_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 
 const { values } = parseArgs({
@@ -31,6 +36,10 @@ const { values } = parseArgs({
     only: { type: "string", default: "copy,fused,matmul,scan,step" },
     iterations: { type: "string", default: "20" },
     scan: { type: "string", default: "{}" },
+    // The training benchmark (bench/train_bench.ts) runs only when named in --only.
+    "train-scale": { type: "string", default: "full" },
+    "train-steps": { type: "string", default: "5" },
+    "train-cases": { type: "string", default: "" },
   },
   strict: true,
 });
@@ -143,6 +152,23 @@ if (only.has("step")) {
 
 if (only.has("delta")) {
   for (const row of await deltaBench(DELTA_BENCH_SHAPES, iterations, ctx)) report(row);
+}
+
+if (only.has("train")) {
+  const scale = values["train-scale"];
+  if (scale !== "full" && scale !== "tiny") {
+    throw new Error(`--train-scale: full or tiny, not ${scale}`);
+  }
+  const ids = new Set(values["train-cases"].split(",").filter((v) => v));
+  const known = trainCases(scale).map(trainCaseId);
+  for (const id of ids) {
+    if (!known.includes(id)) throw new Error(`--train-cases: no case ${id} (${known.join(", ")})`);
+  }
+  await trainBench(ctx, {
+    scale,
+    steps: Number(values["train-steps"]),
+    only: ids.size ? (c) => ids.has(trainCaseId(c)) : undefined,
+  }, report);
 }
 
 console.log("\nsummary:");

@@ -1,0 +1,351 @@
+/**
+ * Training benchmark (`deno task bench --only train`): one training step (forward, backward,
+ * AdamW) of the Mamba-2 and Mamba-1 130M shapes with random weights, and the Mamba-1 selective
+ * scan's value and gradient alone. Prints one JSON row per case; a case that fails to compile
+ * or run (e.g. a buffer over the device's binding limit) gets a row with its one-line reason and
+ * the other cases still run. bench/train_peer.py times the torch peers on the same shapes and
+ * bench/train_round.sh prints both as one table.
+ *
+ * - Step time: wall clock per step of a `ResidentProgram` (weights and AdamW moments stay on
+ *   the device, updated in place; each step uploads ids and targets), averaged over `steps`
+ *   steps after two warm-up steps, synchronized by reading the loss back at the end.
+ * - Scan time: the sum of the kernels' median GPU times (timestamp queries, `benchmark`).
+ * - Memory: WebGPU cannot query the device's memory use, so `bufferMiB` is the sum of the sizes
+ *   of every buffer the program allocates (weights, moments, inputs, intermediates and
+ *   outputs; in-place outputs share their input's buffer). The runtime's staging buffers for
+ *   uploads and readback are not counted.
+ *
+ * @module
+ */
+
+import { valueAndGrad } from "../dsl/autodiff.ts";
+import { einsum } from "../dsl/einsum.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { type BufferKey, elementsOf } from "../codegen/artifact.ts";
+import { mamba2Definition, mambaDefinition, type ModelDefinition } from "../models/definitions.ts";
+import { mambaConfigFromHF } from "../models/mamba.ts";
+import { mamba2ConfigFromHF } from "../models/mamba2.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
+import {
+  adamw,
+  adamwOutputs,
+  type AdamWScalarInputs,
+  adamwScalars,
+  adamwState,
+} from "../models/train/adamw.ts";
+import { lmLossAndGrads, lmLossInputs } from "../models/train/lm_loss.ts";
+import { compile } from "../runtime/compile.ts";
+import type { GpuContext } from "../runtime/gpu_device.ts";
+import { ResidentProgram } from "../runtime/resident_program.ts";
+
+/** One benchmark case: a model's training step or the scan's value and gradient. */
+export type TrainCase =
+  | {
+    name: string;
+    kind: "mamba" | "mamba2";
+    config: Record<string, unknown>;
+    b: number;
+    l: number;
+  }
+  | { name: string; kind: "scan"; b: number; l: number; d: number; n: number };
+
+const MAMBA2_130M = {
+  model_type: "mamba2",
+  hidden_size: 768,
+  num_hidden_layers: 24,
+  state_size: 128,
+  expand: 2,
+  head_dim: 64,
+  num_heads: 24,
+  n_groups: 1,
+  conv_kernel: 4,
+  vocab_size: 50280,
+  tie_word_embeddings: true,
+};
+const MAMBA_130M = {
+  model_type: "mamba",
+  hidden_size: 768,
+  num_hidden_layers: 24,
+  state_size: 16,
+  expand: 2,
+  conv_kernel: 4,
+  vocab_size: 50280,
+  tie_word_embeddings: true,
+};
+/** Tiny shapes with the same structure, for a dry run on lavapipe. */
+const TINY = {
+  mamba2: {
+    ...MAMBA2_130M,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    state_size: 8,
+    head_dim: 16,
+    num_heads: 4,
+    vocab_size: 64,
+  },
+  mamba: { ...MAMBA_130M, hidden_size: 32, num_hidden_layers: 2, state_size: 8, vocab_size: 64 },
+};
+
+/**
+ * The cases: `full` is the official set (b=8, l=2048 steps; the scan at b=8 l=4096 d=1536 n=16)
+ * followed by smaller ones that fit today's materializing scan backward (b=1, l=256; the scan
+ * at b=1, l=512); `tiny` keeps the structure at toy sizes.
+ */
+export function trainCases(scale: "full" | "tiny"): TrainCase[] {
+  if (scale === "tiny") {
+    return [
+      { name: "mamba2_tiny_step", kind: "mamba2", config: TINY.mamba2, b: 2, l: 16 },
+      { name: "mamba_tiny_step", kind: "mamba", config: TINY.mamba, b: 2, l: 16 },
+      { name: "scan_tiny_bwd", kind: "scan", b: 2, l: 32, d: 8, n: 4 },
+    ];
+  }
+  return [
+    { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 8, l: 2048 },
+    { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 8, l: 2048 },
+    { name: "scan_bwd", kind: "scan", b: 8, l: 4096, d: 1536, n: 16 },
+    { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 1, l: 256 },
+    { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 1, l: 256 },
+    { name: "scan_bwd", kind: "scan", b: 1, l: 512, d: 1536, n: 16 },
+  ];
+}
+
+/** A case's id, `name@BxL` (e.g. `mamba2_130m_step@8x2048`): what `--train-cases` selects. */
+export function trainCaseId(c: TrainCase): string {
+  return `${c.name}@${c.b}x${c.l}`;
+}
+
+/** A fast seeded generator of uniform floats in [0, 1) (xorshift32). */
+function uniform(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+/** Random weights in the ranges a trained model has (decays in (0, 1), unit norms). */
+function randomWeights(def: ModelDefinition, seed: number): Record<string, Float32Array> {
+  const next = uniform(seed);
+  const out: Record<string, Float32Array> = {};
+  for (const [name, shape] of def.weightShapes()) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const fill = (lo: number, hi: number) => {
+      const a = new Float32Array(n);
+      for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * next();
+      return a;
+    };
+    if (name.endsWith("A_log")) out[name] = fill(0, 1.5);
+    else if (name.endsWith("dt_bias") || name.endsWith("dt_proj.bias")) out[name] = fill(-4.5, -2);
+    else if (
+      name.endsWith(".D") || name.endsWith("norm.weight") || name.endsWith("norm_f.weight")
+    ) {
+      out[name] = fill(1, 1);
+    } else if (name.endsWith("conv1d.bias")) out[name] = fill(0, 0);
+    else if (name === "backbone.embeddings.weight" || name === "lm_head.weight") {
+      out[name] = fill(-0.02, 0.02);
+    } else {
+      const s = 1 / Math.sqrt(shape[shape.length - 1]);
+      out[name] = fill(-s, s);
+    }
+  }
+  return out;
+}
+
+/** Bytes of the buffers a program allocates (see the module docs). */
+function bufferBytes(
+  kernels: readonly { reads: readonly BufferKey[]; writes: readonly BufferKey[] }[],
+  inputs: readonly BufferKey[],
+  shared: ReadonlySet<BufferKey>,
+): number {
+  const keys = new Set<BufferKey>(inputs);
+  for (const k of kernels) for (const b of [...k.reads, ...k.writes]) keys.add(b);
+  let bytes = 0;
+  for (const key of keys) {
+    if (!shared.has(key)) bytes += Math.max(16, Math.ceil((elementsOf(key) * 4) / 16) * 16);
+  }
+  return bytes;
+}
+
+const MiB = 1024 * 1024;
+
+/** Runs `f` inside validation and out-of-memory error scopes; a captured error is thrown. */
+async function scoped<T>(ctx: GpuContext, what: string, f: () => Promise<T>): Promise<T> {
+  ctx.device.pushErrorScope("out-of-memory");
+  ctx.device.pushErrorScope("validation");
+  let result: T | undefined, thrown: unknown;
+  try {
+    result = await f();
+  } catch (e) {
+    thrown = e;
+  }
+  const validation = await ctx.device.popErrorScope();
+  const memory = await ctx.device.popErrorScope();
+  if (thrown) throw thrown;
+  if (memory) throw new Error(`${what}: out of GPU memory: ${memory.message}`);
+  if (validation) throw new Error(`${what}: ${validation.message}`);
+  return result as T;
+}
+
+async function modelStep(
+  ctx: GpuContext,
+  c: Extract<TrainCase, { kind: "mamba" | "mamba2" }>,
+  steps: number,
+): Promise<Record<string, unknown>> {
+  const def = c.kind === "mamba"
+    ? mambaDefinition(mambaConfigFromHF(c.config))
+    : mamba2Definition(mamba2ConfigFromHF(c.config));
+  const names = Object.keys(def.weightInputs());
+  const inputs: Record<string, string | { axes: string; dtype: "i32" }> = {
+    ...lmLossInputs(def) as Record<string, string | { axes: string; dtype: "i32" }>,
+    lr: "",
+    bc1: "",
+    bc2: "",
+  };
+  for (const [k, decl] of Object.entries(def.weightInputs())) {
+    inputs[`m.${k}`] = decl as string;
+    inputs[`v.${k}`] = decl as string;
+  }
+  const state = adamwState(names);
+  const t0 = performance.now();
+  const prog = await scoped(
+    ctx,
+    "compile",
+    () =>
+      ResidentProgram.create(
+        inputs,
+        (t: Record<string, Tensor>) => {
+          const { loss, grads } = lmLossAndGrads(def, t);
+          const pick = (prefix: string) => Object.fromEntries(names.map((k) => [k, t[prefix + k]]));
+          const scalars = { lr: t.lr, bc1: t.bc1, bc2: t.bc2 } as AdamWScalarInputs;
+          const step = adamw({ params: pick(""), grads, m: pick("m."), v: pick("v.") }, scalars, {
+            weightDecay: 0.1,
+            maxGradNorm: 1,
+          });
+          return { ...adamwOutputs(step), loss };
+        },
+        def.sizes(c.b, c.l),
+        { state, gpu: ctx },
+      ),
+  );
+  const compileS = (performance.now() - t0) / 1000;
+  try {
+    const weights = randomWeights(def, 1234);
+    for (const k of names) prog.write(k, weights[k]);
+    const next = uniform(99);
+    const tokens = () =>
+      Int32Array.from({ length: c.b * c.l }, () => Math.floor(next() * def.vocab));
+    const ids = tokens(), targets = tokens();
+    let stepNo = 0;
+    const run = () => prog.step({ ids, targets, ...adamwScalars(++stepNo, 1e-4) });
+    const firstLoss = await scoped(ctx, "first step", async () => {
+      await run();
+      return (await prog.read(["loss"])).loss[0];
+    });
+    await run();
+    await prog.read(["loss"]);
+    const t1 = performance.now();
+    for (let i = 0; i < steps; i++) await run();
+    const lastLoss = (await prog.read(["loss"])).loss[0];
+    const ms = (performance.now() - t1) / steps;
+    const shared = new Set<BufferKey>(Object.keys(state).map((o) => prog.graph.outputs[o]));
+    const bytes = bufferBytes(prog.kernels, prog.graph.inputs, shared);
+    return {
+      ms,
+      tokPerS: (c.b * c.l) / (ms / 1000),
+      bufferMiB: bytes / MiB,
+      kernels: prog.kernels.length,
+      compileS,
+      timing: `wall clock, mean of ${steps} steps`,
+      firstLoss,
+      lastLoss,
+    };
+  } finally {
+    prog.destroy();
+  }
+}
+
+async function scanBackward(
+  ctx: GpuContext,
+  c: Extract<TrainCase, { kind: "scan" }>,
+  iterations: number,
+): Promise<Record<string, unknown>> {
+  const wrt = Object.keys(SELECTIVE_SCAN_INPUTS) as (keyof typeof SELECTIVE_SCAN_INPUTS)[];
+  const inputs = { ...SELECTIVE_SCAN_INPUTS, w: "b l d" } as const;
+  const t0 = performance.now();
+  const prog = await scoped(ctx, "compile", () =>
+    compile(
+      inputs,
+      (t) => {
+        const params = Object.fromEntries(wrt.map((k) => [k, t[k]])) as Parameters<
+          typeof selectiveScan
+        >[0];
+        const [value, grads] = valueAndGrad((p: typeof params) =>
+          einsum("b l d, b l d -> ", selectiveScan(p).y, t.w)
+        )(params);
+        const out: Record<string, Tensor> = { value };
+        for (const k of wrt) out[`d_${k}`] = grads[k];
+        return out;
+      },
+      { b: c.b, l: c.l, d: c.d, n: c.n },
+      { gpu: ctx },
+    ));
+  const compileS = (performance.now() - t0) / 1000;
+  try {
+    const next = uniform(7);
+    const data: Record<string, Float32Array> = {};
+    for (const inp of prog.graph.inputs) {
+      const n = elementsOf(inp);
+      const [lo, hi] = inp.name === "A" ? [-1.5, -0.5] : inp.name === "dt" ? [-3, 0] : [-1, 1];
+      data[inp.name] = Float32Array.from({ length: n }, () => lo + (hi - lo) * next());
+    }
+    const r = await scoped(ctx, "run", () => prog.benchmark(data, { warmup: 2, iterations }));
+    const ms = r.totalNs / 1e6;
+    return {
+      ms,
+      tokPerS: (c.b * c.l) / (ms / 1000),
+      bufferMiB: bufferBytes(prog.kernels, prog.graph.inputs, new Set()) / MiB,
+      kernels: prog.kernels.length,
+      compileS,
+      timing: `sum of kernel medians, ${iterations} iterations`,
+    };
+  } finally {
+    prog.destroy();
+  }
+}
+
+/** The first line of an error, shortened: what a table cell can show. */
+function reason(e: unknown): string {
+  const line = (e instanceof Error ? e.message : String(e)).split("\n")[0];
+  return line.length > 300 ? line.slice(0, 297) + "..." : line;
+}
+
+/**
+ * Runs every case, each in its own try: one JSON row per case (`error` holds the one-line
+ * reason of a case that failed). `only` filters cases by name.
+ */
+export async function trainBench(
+  ctx: GpuContext,
+  options: { scale: "full" | "tiny"; steps: number; only?: (c: TrainCase) => boolean },
+  report: (row: Record<string, unknown>) => void,
+): Promise<void> {
+  for (const c of trainCases(options.scale)) {
+    if (options.only && !options.only(c)) continue;
+    const shape = c.kind === "scan" ? { b: c.b, l: c.l, d: c.d, n: c.n } : { b: c.b, l: c.l };
+    const row: Record<string, unknown> = { bench: `train_${c.name}`, case: trainCaseId(c), shape };
+    try {
+      Object.assign(
+        row,
+        c.kind === "scan"
+          ? await scanBackward(ctx, c, options.steps)
+          : await modelStep(ctx, c, options.steps),
+      );
+    } catch (e) {
+      row.error = reason(e);
+    }
+    report(row);
+  }
+}
