@@ -49,6 +49,11 @@ export interface ResidentOptions {
    * the device across steps (set it with `write`, read it with `read`).
    */
   state: Record<string, string>;
+  /**
+   * Inputs that also live on the device across steps but are never updated (frozen weights):
+   * set them with `write`, read them with `read`; `step` does not upload them.
+   */
+  constant?: readonly string[];
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
 }
@@ -92,7 +97,13 @@ export class ResidentProgram {
     checkInPlace(program, aliases);
     const state = new Map<string, GPUBuffer>();
     const external = new Map<Node, GPUBuffer>();
-    for (const input of aliases.keys()) {
+    const constant = (options.constant ?? []).map((name) => {
+      const input = graph.inputs.find((i) => i.name === name);
+      if (!input) throw new Error(`constant: no input named "${name}"`);
+      if (aliases.has(input)) throw new Error(`constant: input "${name}" is also state`);
+      return input;
+    });
+    for (const input of [...aliases.keys(), ...constant]) {
       const buffer = ctx.device.createBuffer({
         label: `state ${input.name}`,
         size: Math.max(16, Math.ceil((numel(input) * 4) / 16) * 16),
