@@ -48,6 +48,7 @@ export {
   silu,
   softplus,
   sqrt,
+  stopGradient,
   sub,
   tanh,
   where,
