@@ -4,7 +4,7 @@
  * loads, then evaluates its accuracy at lengths far beyond the training length.
  *
  *   deno task train-induction [--steps N] [--seconds T] [--batch B] [--lr LR] [--seed S]
- *     [--out DIR] [--eval-lengths 256,1024,4096,16384] [--sequences N] [--block K]
+ *     [--length L] [--out DIR] [--eval-lengths 256,1024,4096,16384] [--sequences N] [--block K]
  *
  * The recipe (the defaults), from Gu & Dao, "Mamba: Linear-Time Sequence Modeling with
  * Selective State Spaces" (arXiv 2312.00752), §4.1.2 and Appendix E.1 (synthetic tasks), as
@@ -55,6 +55,7 @@ export const RECIPE = {
 /** Parsed command-line options. */
 interface Options {
   steps: number;
+  length: number;
   seconds: number;
   batch: number;
   lr: number;
@@ -71,6 +72,7 @@ function parse(args: string[]): Options {
     args,
     options: {
       steps: { type: "string", default: String(RECIPE.steps) },
+      length: { type: "string", default: String(RECIPE.length) },
       seconds: { type: "string", default: "Infinity" },
       batch: { type: "string", default: String(RECIPE.batch) },
       lr: { type: "string", default: String(RECIPE.lr) },
@@ -97,6 +99,7 @@ function parse(args: string[]): Options {
   };
   return {
     steps: int("steps", values.steps, 1),
+    length: int("length", values.length, 4),
     seconds: positive("seconds", values.seconds),
     batch: int("batch", values.batch, 1),
     lr: positive("lr", values.lr),
@@ -123,7 +126,7 @@ export async function main(args: string[]): Promise<number> {
     config,
     params: initParams(config, { seed: o.seed }),
     batch: o.batch,
-    length: RECIPE.length,
+    length: o.length,
     target: "last",
     optimizer: { weightDecay: RECIPE.weightDecay, maxGradNorm: o.clip },
     lr: o.lr,
@@ -138,13 +141,13 @@ export async function main(args: string[]): Promise<number> {
   });
   console.log(
     `training: ${o.steps} steps at most, ${o.seconds} s at most, batch ${o.batch}, length ` +
-      `${RECIPE.length}, lr ${o.lr}; one step is ${trainer.program.kernels.length} kernels`,
+      `${o.length}, lr ${o.lr}; one step is ${trainer.program.kernels.length} kernels`,
   );
   const rand = seededRandom(o.seed);
   const start = performance.now();
   try {
     while (trainer.steps < o.steps && (performance.now() - start) / 1000 < o.seconds) {
-      const { ids, answers } = taskBatch(o.batch, RECIPE.length, rand);
+      const { ids, answers } = taskBatch(o.batch, o.length, rand);
       await trainer.step(ids, answers);
     }
     await trainer.flush();
@@ -174,7 +177,7 @@ export async function main(args: string[]): Promise<number> {
         steps: trainer.steps,
         seconds,
         batch: o.batch,
-        length: RECIPE.length,
+        length: o.length,
         lr: o.lr,
         weight_decay: RECIPE.weightDecay,
         clip: o.clip ?? null,
