@@ -21,7 +21,11 @@ export class Random {
   #state: number;
   #spare: number | undefined;
 
-  /** @param seed Any integer; equal seeds give equal sequences. */
+  /**
+   * Starts a sequence.
+   *
+   * @param seed Any integer; equal seeds give equal sequences.
+   */
   constructor(seed: number) {
     this.#state = seed >>> 0;
   }

@@ -39,18 +39,23 @@ export interface LoraOptions {
 const RANK_AXIS = "lora_r";
 
 /** One adapted weight: its name and its (out, in) axes and sizes. */
-interface Target {
+export interface LoraTarget {
+  /** The weight's checkpoint name. */
   name: string;
+  /** Its output axis (the first). */
   out: string;
+  /** Its input axis (the second). */
   in: string;
+  /** The output axis's size. */
   outSize: number;
+  /** The input axis's size. */
   inSize: number;
 }
 
 /** The adapters of one model (built by `Trainer` from {@link LoraOptions}). */
 export class LoraPlan {
   /** The adapted weights. */
-  readonly targets: readonly Target[];
+  readonly targets: readonly LoraTarget[];
   /** r. */
   readonly rank: number;
   /** alpha / r. */
@@ -58,6 +63,8 @@ export class LoraPlan {
   readonly #seed: number;
 
   /**
+   * Picks the weights `options.targets` matches and checks the options.
+   *
    * @param weights The model's weight declarations (name → axes).
    * @param sizes Axis sizes.
    * @param options Which weights, rank and alpha.
@@ -77,7 +84,7 @@ export class LoraPlan {
     }
     this.scale = alpha / this.rank;
     this.#seed = options.seed ?? 0;
-    const targets: Target[] = [];
+    const targets: LoraTarget[] = [];
     for (const [name, decl] of Object.entries(weights)) {
       if (!options.targets.test(name)) continue;
       const axes = (typeof decl === "string" ? decl : decl.axes).trim().split(/\s+/);
