@@ -54,6 +54,11 @@ export interface ResidentOptions {
    * set them with `write`, read them with `read`; `step` does not upload them.
    */
   constant?: readonly string[];
+  /**
+   * Copies of the program's per-step buffers (default 1): `steps` runs up to this many steps
+   * in one submit, each copy with its own inputs and intermediates, all sharing the state.
+   */
+  replicas?: number;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
 }
@@ -66,6 +71,10 @@ export class ResidentProgram {
   readonly kernels: KernelProgram["kernels"];
   readonly #ctx: GpuContext;
   readonly #gpu: GpuProgram;
+  /** Further copies for `steps` (the first is #gpu). */
+  readonly #replicas: GpuProgram[];
+  /** The copy that ran the last step (its buffers hold the outputs `read` returns). */
+  #last: GpuProgram;
   /** State input name → its buffer (owned here). */
   readonly #state: Map<string, GPUBuffer>;
 
@@ -73,13 +82,15 @@ export class ResidentProgram {
     ctx: GpuContext,
     graph: Graph,
     program: KernelProgram,
-    gpu: GpuProgram,
+    gpu: GpuProgram[],
     state: Map<string, GPUBuffer>,
   ) {
     this.#ctx = ctx;
     this.graph = graph;
     this.kernels = program.kernels;
-    this.#gpu = gpu;
+    this.#gpu = gpu[0];
+    this.#replicas = gpu.slice(1);
+    this.#last = gpu[0];
     this.#state = state;
   }
 
@@ -112,10 +123,18 @@ export class ResidentProgram {
       state.set(input.name, buffer);
       external.set(input, buffer);
     }
+    const replicas = options.replicas ?? 1;
+    if (!Number.isInteger(replicas) || replicas < 1) {
+      throw new Error(`replicas must be an integer ≥ 1, got ${replicas}`);
+    }
+    const gpus: GpuProgram[] = [];
     try {
-      const gpu = await GpuProgram.create(ctx, program, aliases, external);
-      return new ResidentProgram(ctx, graph, program, gpu, state);
+      for (let i = 0; i < replicas; i++) {
+        gpus.push(await GpuProgram.create(ctx, program, aliases, external));
+      }
+      return new ResidentProgram(ctx, graph, program, gpus, state);
     } catch (e) {
+      for (const g of gpus) g.destroy();
       for (const b of state.values()) b.destroy();
       throw e;
     }
@@ -146,6 +165,28 @@ export class ResidentProgram {
    * nothing back.
    */
   async step(inputs: Record<string, HostArray>): Promise<void> {
+    await this.steps([inputs]);
+  }
+
+  /**
+   * Runs several steps in one submit, in order (at most `replicas` of them): each step's
+   * inputs go to a copy of the program's buffers, and every copy reads and updates the same
+   * state. Saves the per-submit cost (encoding, validation scopes) of all but one step.
+   */
+  async steps(inputs: readonly Record<string, HostArray>[]): Promise<void> {
+    const gpus = [this.#gpu, ...this.#replicas];
+    if (inputs.length === 0 || inputs.length > gpus.length) {
+      throw new Error(
+        `steps: got ${inputs.length} steps; one submit runs 1 to ${gpus.length} (replicas)`,
+      );
+    }
+    for (const step of inputs) this.#checkStepInputs(step);
+    inputs.forEach((step, i) => gpus[i].upload(step));
+    this.#last = gpus[inputs.length - 1];
+    await submitDispatches(this.#ctx, gpus.slice(0, inputs.length).flatMap((g) => g.dispatches));
+  }
+
+  #checkStepInputs(inputs: Record<string, HostArray>): void {
     for (const name of Object.keys(inputs)) {
       if (this.#state.has(name)) {
         throw new Error(`step: "${name}" is state, kept on the device; set it with write()`);
@@ -155,11 +196,12 @@ export class ResidentProgram {
         throw new Error(`step: unknown input "${name}"; the step takes: ${known.join(", ")}`);
       }
     }
-    this.#gpu.upload(inputs);
-    await submitDispatches(this.#ctx, [...this.#gpu.dispatches]);
   }
 
-  /** Reads state inputs or outputs back (one copy and one map for all of them). */
+  /**
+   * Reads state inputs or outputs back (one copy and one map for all of them); outputs are
+   * those of the last step run.
+   */
   async read(names: readonly string[]): Promise<Record<string, Float32Array | Int32Array>> {
     const nodes = names.map((name) => {
       const input = this.graph.inputs.find((i) => i.name === name);
@@ -172,7 +214,7 @@ export class ResidentProgram {
     });
     const raw = await readBuffers(
       this.#ctx,
-      nodes.map((n) => ({ buffer: this.#gpu.bufferOf(n), byteLength: numel(n) * 4 })),
+      nodes.map((n) => ({ buffer: this.#last.bufferOf(n), byteLength: numel(n) * 4 })),
     );
     const out: Record<string, Float32Array | Int32Array> = {};
     names.forEach((name, i) => {
@@ -184,6 +226,7 @@ export class ResidentProgram {
   /** Frees the program's and the state's buffers. */
   destroy(): void {
     this.#gpu.destroy();
+    for (const g of this.#replicas) g.destroy();
     for (const b of this.#state.values()) b.destroy();
     this.#state.clear();
   }

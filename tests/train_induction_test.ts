@@ -25,6 +25,7 @@ Deno.test("train-induction: a few steps train, save, reload and evaluate", async
       "--length=16",
       "--batch=2",
       "--block=3",
+      "--steps-per-submit=2",
       "--eval-lengths=16,64",
       "--sequences=2",
       `--out=${dir}`,

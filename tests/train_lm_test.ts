@@ -94,6 +94,9 @@ async function checkReload(trainer: Trainer, seed: number) {
   }
 }
 
+/** Steps per submit: Mamba-1 runs three steps per submit (copies of the step's buffers). */
+const PER_SUBMIT: Record<string, number> = { mamba: 3, mamba2: 1 };
+
 const CONFIGS: Record<string, Record<string, unknown>> = {
   mamba: {
     model_type: "mamba",
@@ -132,6 +135,7 @@ for (const [name, config] of Object.entries(CONFIGS)) {
       lr: (step) => 1e-2 * Math.min(1, step / 3),
       optimizer: { maxGradNorm: 1, weightDecay: 0.01 },
       blockSize: 10,
+      stepsPerSubmit: PER_SUBMIT[name],
       onProgress: () => {},
     });
     try {

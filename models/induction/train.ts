@@ -5,6 +5,7 @@
  *
  *   deno task train-induction [--steps N] [--seconds T] [--batch B] [--lr LR] [--seed S]
  *     [--length L] [--out DIR] [--eval-lengths 256,1024,4096,16384] [--sequences N] [--block K]
+ *     [--steps-per-submit K] [--clip NORM]
  *
  * The recipe (the defaults), from Gu & Dao, "Mamba: Linear-Time Sequence Modeling with
  * Selective State Spaces" (arXiv 2312.00752), §4.1.2 and Appendix E.1 (synthetic tasks), as
@@ -22,6 +23,11 @@
  *   log-uniform dt in [1e-3, 0.1], D = 1, embedding N(0, 0.02²), out_proj scaled by 1/√2);
  * - loss: cross-entropy of the answer after the final special token only (the task's single
  *   prediction, as models/induction/train.py).
+ *
+ * Host cost: each step uploads its batch; `--steps-per-submit` (default 16) encodes that many
+ * steps into one GPU submit (16 copies of the step's intermediate buffers, a few hundred MB),
+ * and losses are read back once per `--block` steps (default 512), when a progress line is
+ * printed.
  *
  * Writes DIR/config.json, DIR/model.safetensors and DIR/train_log.json (losses per block, the
  * options, the evaluation).
@@ -64,6 +70,7 @@ interface Options {
   evalLengths: number[];
   sequences?: number;
   block: number;
+  perSubmit: number;
   clip?: number;
 }
 
@@ -80,7 +87,8 @@ function parse(args: string[]): Options {
       out: { type: "string", default: "induction_trained" },
       "eval-lengths": { type: "string", default: RECIPE.evalLengths.join(",") },
       sequences: { type: "string" },
-      block: { type: "string", default: "500" },
+      block: { type: "string", default: "512" },
+      "steps-per-submit": { type: "string", default: "16" },
       clip: { type: "string" },
     },
     strict: true,
@@ -108,6 +116,7 @@ function parse(args: string[]): Options {
     evalLengths: values["eval-lengths"].split(",").map((v) => int("eval-lengths", v, 4)),
     sequences: values.sequences === undefined ? undefined : int("sequences", values.sequences, 1),
     block: int("block", values.block, 1),
+    perSubmit: int("steps-per-submit", values["steps-per-submit"], 1),
     clip: values.clip === undefined ? undefined : positive("clip", values.clip),
   };
 }
@@ -131,6 +140,7 @@ export async function main(args: string[]): Promise<number> {
     optimizer: { weightDecay: RECIPE.weightDecay, maxGradNorm: o.clip },
     lr: o.lr,
     blockSize: o.block,
+    stepsPerSubmit: o.perSubmit,
     onProgress: (p: TrainProgress) => {
       log.push({ step: p.step, loss: p.loss, seconds: p.seconds });
       console.log(
