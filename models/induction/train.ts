@@ -8,18 +8,21 @@
  *     [--steps-per-submit K] [--clip NORM]
  *
  * The recipe (the defaults), from Gu & Dao, "Mamba: Linear-Time Sequence Modeling with
- * Selective State Spaces" (arXiv 2312.00752), §4.1.2 and Appendix E.1 (synthetic tasks), as
- * we read them (the appendix was not at hand to re-check while writing this; see the report
- * in docs/training.md):
+ * Selective State Spaces" (arXiv 2312.00752), §4.1.2, Table 11 and Appendix E.1 ("Induction
+ * Heads"):
  * - model: 2 layers, d_model 64, Mamba with state size 16 (§4.1.2, Table 2's setup); the same
  *   config and tensor names as models/induction/train.py (INDUCTION_CONFIG);
  * - task: vocabulary of 16 data tokens plus the special token, training length 256, a fresh
  *   random batch every step (Appendix E.1);
- * - batch 8; Adam without weight decay; constant learning rate 1e-3 (E.1: 2e-4 and 1e-3 were
- *   tried, 1e-3 was Mamba's better one); no warm-up, no clipping (none is stated);
- * - steps: 25 "epochs" of 8192 steps = 204,800 (E.1 tracks accuracy per 8192-step epoch);
+ * - batch 8 (E.1: "randomly generating data every step, with a batch size of 8");
+ * - Adam without weight decay, constant learning rate 1e-3 (E.1: both 2e-4 and 1e-3 were
+ *   tried; "Mamba learned at both LRs, but extrapolated better at the larger LR of 1e-3");
+ *   PyTorch's default betas (0.9, 0.999) and eps; no warm-up and no clipping (E.1 states
+ *   none; `--clip` adds global-norm clipping);
+ * - steps: 25 "epochs" of 8192 steps = 204,800 (E.1: Mamba's results "are reported after the
+ *   25th epoch");
  *   use --seconds to cap the wall time (about 5 minutes on an H200: `--seconds 300`);
- * - init: mamba_ssm's (models/train/init.ts: A_log = log(1..16), dt bias = softplus⁻¹ of
+ * - init: mamba_ssm's (not stated in E.1; the authors' code: models/train/init.ts: A_log = log(1..16), dt bias = softplus⁻¹ of
  *   log-uniform dt in [1e-3, 0.1], D = 1, embedding N(0, 0.02²), out_proj scaled by 1/√2);
  * - loss: cross-entropy of the answer after the final special token only (the task's single
  *   prediction, as models/induction/train.py).
