@@ -178,3 +178,26 @@ Deno.test("fine-tuning a fixture checkpoint: loadParams, train, save, reload", a
     trainer.destroy();
   }
 });
+
+Deno.test("Trainer: bad parameters and options are one-line errors", async () => {
+  const config = CONFIGS.mamba;
+  const params = initParams(config);
+  const make = (over: Record<string, unknown>) =>
+    Trainer.create({ config, params, batch: B, length: L, ...over });
+  const { "backbone.norm_f.weight": _, ...missing } = params;
+  await assert.rejects(
+    make({ params: missing }),
+    /Trainer: params lacks "backbone\.norm_f\.weight"/,
+  );
+  await assert.rejects(
+    make({ params: { ...params, "backbone.norm_f.weight": new Float32Array(3) } }),
+    /params\["backbone\.norm_f\.weight"\] has 3 values, the model needs 16 \(16\)/,
+  );
+  await assert.rejects(
+    make({ params: { ...params, extra: new Float32Array(1) } }),
+    /params has "extra", which the model does not read/,
+  );
+  await assert.rejects(make({ batch: 0 }), /Trainer: batch must be an integer ≥ 1, got 0/);
+  await assert.rejects(make({ trainable: () => false }), /Trainer: no weight is trainable/);
+  await assert.rejects(make({ stepsPerSubmit: 1.5 }), /stepsPerSubmit must be an integer ≥ 1/);
+});

@@ -168,7 +168,7 @@ export function initParams(
     else if (leaf === "mixer.out_proj.weight") params[name] = kaiming(1 / Math.sqrt(layers));
     else if (leaf === "mixer.conv1d.bias") {
       // Conv1d's bias bound is 1/√fan_in of its weight (fan_in = taps for a depthwise conv).
-      const taps = type === "mamba" ? sizes.k : sizes.k;
+      const taps = sizes.k;
       params[name] = uniform(n, rand, -1 / Math.sqrt(taps), 1 / Math.sqrt(taps));
     } else if (leaf === "mixer.dt_proj.weight") {
       params[name] = uniform(n, rand, -1 / Math.sqrt(rank), 1 / Math.sqrt(rank));
