@@ -11,10 +11,12 @@
  * it solved that length (1,250 steps). It answers 100% at 256, about 90% at 1K, and falls
  * towards chance (1/16) from 4K on: it does NOT reproduce the paper's extrapolation to 1M
  * tokens. The torch model of models/induction/train.py falls off the same way, so the fall-off is
- * the checkpoint's, not ssmkit's (bench/RESULTS.md); retraining it is future work. What the demo
- * does show is ssmkit running the model on sequences 64× to 4096× longer than it was trained on.
+ * the checkpoint's, not ssmkit's (bench/RESULTS.md). `deno task train-induction --out DIR`
+ * retrains it with ssmkit, following the paper's recipe (models/induction/train.ts); `--model
+ * DIR` evaluates the result here. What the demo does show is ssmkit running the model on
+ * sequences 64× to 4096× longer than it was trained on.
  *
- *   deno task demo [--max-len 16384] [--sequences N] [--seed S] [--svg PATH]
+ *   deno task demo [--max-len 16384] [--sequences N] [--seed S] [--svg PATH] [--model DIR]
  *
  * The default lengths (256 to 16K) take about 70 seconds on a 2-core machine without a GPU
  * (Mesa's software Vulkan; longer on the first run, which compiles every kernel);
