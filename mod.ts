@@ -48,6 +48,7 @@ export {
   silu,
   softplus,
   sqrt,
+  stopGradient,
   sub,
   tanh,
   where,
@@ -126,6 +127,26 @@ export {
   type TensorRecord,
 } from "./models/train/adamw.ts";
 export { type ResidentOptions, ResidentProgram } from "./runtime/resident_program.ts";
+export {
+  type LossTarget,
+  printProgress,
+  Trainer,
+  type TrainerOptions,
+  type TrainProgress,
+} from "./models/train/trainer.ts";
+export {
+  dtBias,
+  type InitOptions,
+  initParams,
+  normal,
+  ones,
+  type ParamRecord,
+  Random,
+  uniform,
+  zeros,
+} from "./models/train/init.ts";
+export { type LoraOptions, LoraPlan, type LoraTarget } from "./models/train/lora.ts";
+export { loadParams, saveModel } from "./models/train/save.ts";
 export {
   type F32Tensor,
   f32Tensors,

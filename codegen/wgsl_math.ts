@@ -110,6 +110,8 @@ export function unaryWgsl(op: UnaryOp, x: string): string {
       return `sign(${x})`;
     case "erf":
       return `sk_erf(${x})`;
+    case "stop_gradient":
+      return x;
   }
 }
 

@@ -141,6 +141,12 @@ function binary<Op extends string>(op: BinaryOp, name: Op): BinaryFn<Op> {
   ): Bcast<X, Y> => checkedBinary(op, name, a, b as TensorLike) as Bcast<X, Y>;
 }
 
+/**
+ * `x` itself, but a constant for differentiation: `valueAndGrad`, `grad` and `vjp` send
+ * no cotangent through it (JAX's `stop_gradient`, PyTorch's `detach`). Compiles to nothing (the
+ * kernel reads x).
+ */
+export const stopGradient: UnaryFn = unaryOp("stop_gradient");
 /** `-x` */
 export const neg: UnaryFn = unaryOp("neg");
 /** `e^x` */

@@ -30,7 +30,9 @@ export type UnaryOp =
   | "ceil"
   | "round"
   | "sign"
-  | "erf";
+  | "erf"
+  /** The identity, whose gradient is zero: `stopGradient`. */
+  | "stop_gradient";
 
 /**
  * Elementwise functions of two arguments; comparisons give 1 or 0; `mod` is the floor

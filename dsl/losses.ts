@@ -13,7 +13,7 @@
 
 import { type CheckAxis, showAxes } from "./axes.ts";
 import { uncheckedBinary, uncheckedWhere } from "./build.ts";
-import { exp, log, mul, sub } from "./elementwise.ts";
+import { exp, log, mul, stopGradient, sub } from "./elementwise.ts";
 import { arange } from "./index_ops.ts";
 import { makeNode, type Node } from "./ir.ts";
 import { max, mean, sum } from "./reduce.ts";
@@ -85,8 +85,10 @@ export function crossEntropy<L extends Tensor, Ax extends string>(
   const vocab = x.shape[x.axes.indexOf(v)];
   const L: Tensor = logits;
   // Row maximum: exp(x − m) ≤ 1, and Σ exp(x − m) ≥ 1 (the maximum's own term), so its log is
-  // finite and ≥ 0 whatever the logits' magnitude.
-  const m = max(L, v);
+  // finite and ≥ 0 whatever the logits' magnitude. The term does not depend on m (its
+  // derivative in m is 1 − Σ softmax = 0), so m is a constant for the gradient: without the
+  // stopGradient the backward pass would still build that zero as two reductions over v.
+  const m = stopGradient(max(L, v));
   const shifted = sub(L, m);
   const logSumExp = log(sum(exp(shifted), v));
   // The target's shifted logit through a one-hot mask: eq(ids, 0…V−1) over [rest, v]. The ids

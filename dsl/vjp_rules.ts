@@ -49,6 +49,8 @@ export function transposeRule(
     case "literal":
       return [];
     case "unary":
+      // stopGradient: the identity forward, no cotangent backward (not even a zero node).
+      if (node.op === "stop_gradient") return [];
       return wanted(node.x) ? [[node.x, binary("mul", ct, unaryDerivative(node))]] : [];
     case "binary":
       return binaryRule(node, ct, wanted);
@@ -140,6 +142,7 @@ function unaryDerivative(node: UnaryNode): Node {
     case "ceil":
     case "round":
     case "sign":
+    case "stop_gradient":
       return constant(0);
   }
 }

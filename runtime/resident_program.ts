@@ -49,6 +49,16 @@ export interface ResidentOptions {
    * the device across steps (set it with `write`, read it with `read`).
    */
   state: Record<string, string>;
+  /**
+   * Inputs that also live on the device across steps but are never updated (frozen weights):
+   * set them with `write`, read them with `read`; `step` does not upload them.
+   */
+  constant?: readonly string[];
+  /**
+   * Copies of the program's per-step buffers (default 1): `steps` runs up to this many steps
+   * in one submit, each copy with its own inputs and intermediates, all sharing the state.
+   */
+  replicas?: number;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
 }
@@ -61,6 +71,10 @@ export class ResidentProgram {
   readonly kernels: KernelProgram["kernels"];
   readonly #ctx: GpuContext;
   readonly #gpu: GpuProgram;
+  /** Further copies for `steps` (the first is #gpu). */
+  readonly #replicas: GpuProgram[];
+  /** The copy that ran the last step (its buffers hold the outputs `read` returns). */
+  #last: GpuProgram;
   /** State input name → its buffer (owned here). */
   readonly #state: Map<string, GPUBuffer>;
 
@@ -68,13 +82,15 @@ export class ResidentProgram {
     ctx: GpuContext,
     graph: Graph,
     program: KernelProgram,
-    gpu: GpuProgram,
+    gpu: GpuProgram[],
     state: Map<string, GPUBuffer>,
   ) {
     this.#ctx = ctx;
     this.graph = graph;
     this.kernels = program.kernels;
-    this.#gpu = gpu;
+    this.#gpu = gpu[0];
+    this.#replicas = gpu.slice(1);
+    this.#last = gpu[0];
     this.#state = state;
   }
 
@@ -92,7 +108,13 @@ export class ResidentProgram {
     checkInPlace(program, aliases);
     const state = new Map<string, GPUBuffer>();
     const external = new Map<Node, GPUBuffer>();
-    for (const input of aliases.keys()) {
+    const constant = (options.constant ?? []).map((name) => {
+      const input = graph.inputs.find((i) => i.name === name);
+      if (!input) throw new Error(`constant: no input named "${name}"`);
+      if (aliases.has(input)) throw new Error(`constant: input "${name}" is also state`);
+      return input;
+    });
+    for (const input of [...aliases.keys(), ...constant]) {
       const buffer = ctx.device.createBuffer({
         label: `state ${input.name}`,
         size: Math.max(16, Math.ceil((numel(input) * 4) / 16) * 16),
@@ -101,10 +123,18 @@ export class ResidentProgram {
       state.set(input.name, buffer);
       external.set(input, buffer);
     }
+    const replicas = options.replicas ?? 1;
+    if (!Number.isInteger(replicas) || replicas < 1) {
+      throw new Error(`replicas must be an integer ≥ 1, got ${replicas}`);
+    }
+    const gpus: GpuProgram[] = [];
     try {
-      const gpu = await GpuProgram.create(ctx, program, aliases, external);
-      return new ResidentProgram(ctx, graph, program, gpu, state);
+      for (let i = 0; i < replicas; i++) {
+        gpus.push(await GpuProgram.create(ctx, program, aliases, external));
+      }
+      return new ResidentProgram(ctx, graph, program, gpus, state);
     } catch (e) {
+      for (const g of gpus) g.destroy();
       for (const b of state.values()) b.destroy();
       throw e;
     }
@@ -135,6 +165,28 @@ export class ResidentProgram {
    * nothing back.
    */
   async step(inputs: Record<string, HostArray>): Promise<void> {
+    await this.steps([inputs]);
+  }
+
+  /**
+   * Runs several steps in one submit, in order (at most `replicas` of them): each step's
+   * inputs go to a copy of the program's buffers, and every copy reads and updates the same
+   * state. Saves the per-submit cost (encoding, validation scopes) of all but one step.
+   */
+  async steps(inputs: readonly Record<string, HostArray>[]): Promise<void> {
+    const gpus = [this.#gpu, ...this.#replicas];
+    if (inputs.length === 0 || inputs.length > gpus.length) {
+      throw new Error(
+        `steps: got ${inputs.length} steps; one submit runs 1 to ${gpus.length} (replicas)`,
+      );
+    }
+    for (const step of inputs) this.#checkStepInputs(step);
+    inputs.forEach((step, i) => gpus[i].upload(step));
+    this.#last = gpus[inputs.length - 1];
+    await submitDispatches(this.#ctx, gpus.slice(0, inputs.length).flatMap((g) => g.dispatches));
+  }
+
+  #checkStepInputs(inputs: Record<string, HostArray>): void {
     for (const name of Object.keys(inputs)) {
       if (this.#state.has(name)) {
         throw new Error(`step: "${name}" is state, kept on the device; set it with write()`);
@@ -144,11 +196,12 @@ export class ResidentProgram {
         throw new Error(`step: unknown input "${name}"; the step takes: ${known.join(", ")}`);
       }
     }
-    this.#gpu.upload(inputs);
-    await submitDispatches(this.#ctx, [...this.#gpu.dispatches]);
   }
 
-  /** Reads state inputs or outputs back (one copy and one map for all of them). */
+  /**
+   * Reads state inputs or outputs back (one copy and one map for all of them); outputs are
+   * those of the last step run.
+   */
   async read(names: readonly string[]): Promise<Record<string, Float32Array | Int32Array>> {
     const nodes = names.map((name) => {
       const input = this.graph.inputs.find((i) => i.name === name);
@@ -161,7 +214,7 @@ export class ResidentProgram {
     });
     const raw = await readBuffers(
       this.#ctx,
-      nodes.map((n) => ({ buffer: this.#gpu.bufferOf(n), byteLength: numel(n) * 4 })),
+      nodes.map((n) => ({ buffer: this.#last.bufferOf(n), byteLength: numel(n) * 4 })),
     );
     const out: Record<string, Float32Array | Int32Array> = {};
     names.forEach((name, i) => {
@@ -173,6 +226,7 @@ export class ResidentProgram {
   /** Frees the program's and the state's buffers. */
   destroy(): void {
     this.#gpu.destroy();
+    for (const g of this.#replicas) g.destroy();
     for (const b of this.#state.values()) b.destroy();
     this.#state.clear();
   }

@@ -34,6 +34,7 @@ export const UNARY_F64: Record<UnaryOp, (x: number) => number> = {
   // WGSL's sign: +0 for both zeros (Math.sign keeps −0).
   sign: (x) => (x > 0 ? 1 : x < 0 ? -1 : x === 0 ? 0 : NaN),
   erf: erf64,
+  stop_gradient: (x) => x,
 };
 
 /** Float64 implementation of each binary op. */

@@ -5,6 +5,8 @@
 // logits and their gradient in memory), mse, and the one-line errors.
 import assert from "node:assert/strict";
 import { planFusion } from "../codegen/fusion.ts";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { log, mul } from "../dsl/elementwise.ts";
@@ -217,6 +219,21 @@ Deno.test("crossEntropy fuses: only the logits and their gradient have a vocabul
   // The logits and the gradient output: softmax − onehot is computed by the kernel that writes
   // the gradient, never stored as probabilities first.
   assert.equal(materialized.length, 2, materialized.map((n) => n.kind).join(", "));
+});
+
+Deno.test("crossEntropy: the backward pass adds one kernel (stopGradient on the row maximum)", () => {
+  const sizes = { b: 2, l: 7, v: 37 };
+  const kernels = (g: ReturnType<typeof trace>) => generateKernels(g, DEFAULT_LIMITS).kernels;
+  const forward = kernels(trace(CE_INPUTS, (t) => crossEntropy(t.logits, t.ids, "v"), sizes));
+  const backward = kernels(
+    gradProgram(CE_INPUTS, (t) => crossEntropy(t.logits, t.ids, "v"), ["logits"], sizes),
+  );
+  // Forward: max, Σ exp, the masked sum, the mean. The gradient program repeats them and adds
+  // only the kernel writing (softmax − onehot)/N; without stopGradient the row maximum's zero
+  // gradient cost two more reductions over v (7 kernels).
+  assert.equal(forward.length, 4, forward.map((k) => k.name).join(" "));
+  assert.equal(backward.length, 5, backward.map((k) => k.name).join(" "));
+  assert.deepEqual(backward.filter((k) => k.kind !== "reduce").length, 1);
 });
 
 Deno.test("mse: value and gradient against a reference and central differences", () => {
