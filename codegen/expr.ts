@@ -237,6 +237,7 @@ export class ExprEmitter {
         return this.#inlineContraction(node, env);
       case "reduce":
       case "scan":
+      case "assocScan":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

@@ -15,7 +15,7 @@ import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
-export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" }>;
+export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" | "assocScan" }>;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
 export interface SimpleGroup {
@@ -62,7 +62,7 @@ const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 
 function isCore(n: Node): n is CoreNode {
   if (n.kind === "contract") return !isInlineContraction(n);
-  return n.kind === "reduce" || n.kind === "scan";
+  return n.kind === "reduce" || n.kind === "scan" || n.kind === "assocScan";
 }
 
 /** Longest summed extent of a contraction computed inline (a short loop) where it is used. */
@@ -84,7 +84,8 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
     const m = stack.pop()!;
     if (seen.has(m)) continue;
     seen.add(m);
-    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "input") continue;
+    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "assocScan") continue;
+    if (m.kind === "input") continue;
     if (m.kind === "contract") {
       if (summedExtent(m) <= INLINE_CONTRACTION_MAX) return false;
       continue;

@@ -29,6 +29,7 @@ import {
 } from "./grad_builders.ts";
 import type { BinaryNode, Node, ReduceNode, UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
+import { assocScanRule } from "./vjp_assoc.ts";
 import { viewRule } from "./vjp_views.ts";
 
 export type { Contribution } from "./grad_builders.ts";
@@ -70,6 +71,8 @@ export function transposeRule(
       return wanted(node.x) ? [[node.x, reduceCotangent(node, ct)]] : [];
     case "scan":
       return scanRule(node, ct, wanted);
+    case "assocScan":
+      return assocScanRule(node, ct, wanted);
     case "permute":
     case "regroup":
     case "slice":

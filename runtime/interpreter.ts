@@ -8,6 +8,7 @@
 import { collectNodes, type Graph, type Node, numel, type ScanNode, stridesOf } from "../dsl/ir.ts";
 import { checkHostInputs, type HostArray } from "./host_inputs.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
+import { evalAssocScan } from "./assoc_interpret.ts";
 
 export type { HostArray } from "./host_inputs.ts";
 
@@ -230,6 +231,8 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
     }
     case "scan":
       return evalScan(node, get);
+    case "assocScan":
+      return evalAssocScan(node, get);
     case "conv1d": {
       const x = get(node.x), w = get(node.w);
       const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];

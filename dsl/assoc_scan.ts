@@ -1,0 +1,290 @@
+/**
+ * Associative scans: y[t] = x[0] ⊕ x[1] ⊕ … ⊕ x[t] along one named axis, for any associative
+ * ⊕ written in the DSL over a record of tensors, and the named scans built on it (cumsum,
+ * cumprod, cummax, cummin, logcumsumexp).
+ *
+ * The combine function is traced once, on placeholder tensors, into a small elementwise graph
+ * ({@link AssocCombine}); kernels inline it per step and the interpreter evaluates it per
+ * element. Associativity is the caller's contract: the kernels regroup the combines (chunks,
+ * workgroup trees) but never reorder the operands.
+ *
+ * @module
+ */
+
+import { type CheckAxis, showAxes } from "./axes.ts";
+import { requireFloat } from "./build.ts";
+import { type AssocCombine, type InputNode, makeNode, type Node, nodeInputs } from "./ir.ts";
+import { type AxesOf, Tensor, toNode } from "./tensor.ts";
+
+/** Options of the scans in this module. */
+export interface CumulativeOptions {
+  /** Scan from the last position to the first: y[t] = x[t] ⊕ x[t+1] ⊕ … ⊕ x[L−1]. */
+  reverse?: boolean;
+}
+
+/** Node kinds a combine function may use: elementwise math on its arguments and constants. */
+const COMBINE_KINDS = new Set(["input", "const", "unary", "binary", "where", "permute"]);
+
+/** The built-in scans with gradient rules (see {@link ./vjp_assoc.ts}). */
+export type AssocOp = "max" | "min" | "logsumexp";
+
+/**
+ * Associative scan of a record of tensors along `axis`: each position's element is the record
+ * of `elems` there; the result at t combines the elements up to t (from t to the end with
+ * `reverse`) with `combine(left, right)`, where `left` holds the earlier positions. `combine`
+ * is traced once and may use only elementwise ops on its two arguments and constants; it
+ * must return a record with the same keys. Every element must have the same axes.
+ *
+ * ```ts
+ * // The running maximum and the running sum of logs, as one scan of (max, +) pairs.
+ * const { m } = associativeScan("l", (a, b) => ({
+ *   s: add(a.s, b.s),
+ *   m: maximum(add(a.m, b.s), b.m),
+ * }), { s: logf, m: i });
+ * ```
+ */
+export function associativeScan<R extends Record<string, Tensor>>(
+  axis: string,
+  combine: (left: R, right: R) => R,
+  elems: R,
+  options: CumulativeOptions = {},
+): R {
+  return assocScanRecord("associativeScan", axis, combine, elems, options.reverse ?? false);
+}
+
+function assocScanRecord<R extends Record<string, Tensor>>(
+  op: string,
+  axis: string,
+  combine: (left: R, right: R) => R,
+  elems: R,
+  reverse: boolean,
+  named?: AssocOp,
+): R {
+  if (typeof combine !== "function") throw new Error(`${op}: combine must be a function`);
+  if (elems === null || typeof elems !== "object" || elems instanceof Tensor) {
+    throw new Error(`${op}: elems must be a record of tensors, e.g. { x }`);
+  }
+  const names = Object.keys(elems);
+  if (names.length === 0) throw new Error(`${op}: elems is an empty record`);
+  const nodes = names.map((k) => {
+    const n = toNode(elems[k], `${op}: elems.${k}`);
+    requireFloat(n, `${op}: elems.${k}`);
+    return n;
+  });
+  const first = nodes[0];
+  if (!first.axes.includes(axis)) {
+    throw new Error(`${op}: axis "${axis}" is not in elems.${names[0]} ${showAxes(first.axes)}`);
+  }
+  nodes.forEach((n, i) => {
+    const same = n.axes.length === first.axes.length &&
+      n.axes.every((a, j) => first.shape[first.axes.indexOf(a)] === n.shape[j]);
+    if (!same) {
+      throw new Error(
+        `${op}: elems.${names[i]} ${showAxes(n.axes)} must have the axes and sizes of ` +
+          `elems.${names[0]} ${showAxes(first.axes)}`,
+      );
+    }
+  });
+  const combineGraph = traceCombine(op, names, first, combine);
+  const out: Record<string, Tensor> = {};
+  names.forEach((k, component) => {
+    out[k] = new Tensor(makeNode({
+      kind: "assocScan",
+      axis,
+      elems: nodes,
+      combine: combineGraph,
+      component,
+      reverse,
+      op: named,
+      axes: first.axes,
+      shape: first.shape,
+      dtype: "f32",
+    }));
+  });
+  return out as R;
+}
+
+/** Traces `combine` on placeholders and checks what it built. */
+function traceCombine<R extends Record<string, Tensor>>(
+  op: string,
+  names: readonly string[],
+  like: Node,
+  combine: (left: R, right: R) => R,
+): AssocCombine {
+  const placeholders = (side: string): InputNode[] =>
+    names.map((k) =>
+      makeNode({
+        kind: "input",
+        name: `${side}.${k}`,
+        axes: like.axes,
+        shape: like.shape,
+        dtype: "f32",
+      })
+    );
+  const left = placeholders("left"), right = placeholders("right");
+  const asRecord = (ps: InputNode[]) =>
+    Object.fromEntries(names.map((k, i) => [k, new Tensor(ps[i])])) as R;
+  const result = combine(asRecord(left), asRecord(right));
+  if (result === null || typeof result !== "object" || result instanceof Tensor) {
+    throw new Error(`${op}: combine must return a record with the keys ${names.join(", ")}`);
+  }
+  const got = Object.keys(result);
+  if (got.length !== names.length || !names.every((k) => got.includes(k))) {
+    throw new Error(
+      `${op}: combine returned the keys {${got.join(", ")}}, expected {${names.join(", ")}}`,
+    );
+  }
+  const results = names.map((k) => toNode(result[k], `${op}: combine's ${k}`));
+  const leaves = new Set<Node>([...left, ...right]);
+  const seen = new Set<Node>();
+  const stack = [...results];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    if (!COMBINE_KINDS.has(n.kind)) {
+      throw new Error(
+        `${op}: combine may use only elementwise ops on its arguments and constants, ` +
+          `got a ${n.kind} ${showAxes(n.axes)}`,
+      );
+    }
+    if (n.kind === "input" && !leaves.has(n)) {
+      throw new Error(
+        `${op}: combine may read only its two arguments, not input "${n.name}" from outside`,
+      );
+    }
+    if (n.axes.some((a) => !like.axes.includes(a))) {
+      throw new Error(
+        `${op}: combine's value ${showAxes(n.axes)} has axes the elements ` +
+          `${showAxes(like.axes)} lack`,
+      );
+    }
+    stack.push(...nodeInputs(n));
+  }
+  return { names, left, right, results };
+}
+
+function single(op: string, x: Tensor, axis: string): Node {
+  const n = toNode(x, op);
+  requireFloat(n, op);
+  if (!n.axes.includes(axis)) {
+    throw new Error(`${op}: the tensor ${showAxes(n.axes)} has no axis "${axis}"`);
+  }
+  return n;
+}
+
+function constNode(value: number): Node {
+  return makeNode({ kind: "const", value, axes: [], shape: [], dtype: "f32" });
+}
+
+/**
+ * Cumulative sum along `axis` (y[t] = x[0] + … + x[t]). It is the linear recurrence
+ * h[t] = h[t−1] + x[t], so it runs on the linear scan's kernels and differentiates through them.
+ */
+export function cumsum<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "cumsum">,
+  options: CumulativeOptions = {},
+): X {
+  const n = single("cumsum", x, axis);
+  return new Tensor(makeNode({
+    kind: "scan",
+    axis,
+    decay: constNode(1),
+    input: n,
+    reverse: options.reverse ?? false,
+    axes: n.axes,
+    shape: n.shape,
+    dtype: "f32",
+  })) as X;
+}
+
+/**
+ * Cumulative product along `axis` (y[t] = x[0] · … · x[t]): the linear recurrence
+ * h[t] = x[t]·h[t−1] from h[−1] = 1, so it runs on the linear scan's kernels and its gradient
+ * is exact at zeros.
+ */
+export function cumprod<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "cumprod">,
+  options: CumulativeOptions = {},
+): X {
+  const n = single("cumprod", x, axis);
+  return new Tensor(makeNode({
+    kind: "scan",
+    axis,
+    decay: n,
+    input: constNode(0),
+    init: constNode(1),
+    reverse: options.reverse ?? false,
+    axes: n.axes,
+    shape: n.shape,
+    dtype: "f32",
+  })) as X;
+}
+
+function namedScan(op: string, named: AssocOp, x: Tensor, axis: string, reverse: boolean) {
+  single(op, x, axis);
+  const combines: Record<AssocOp, (a: Node, b: Node) => Node> = {
+    max: (a, b) => binaryNode("max", a, b),
+    min: (a, b) => binaryNode("min", a, b),
+    // log(eᵃ + eᵇ) = max + log(1 + e^−|a−b|): no overflow, exact when one side dominates.
+    logsumexp: (a, b) => {
+      const m = binaryNode("max", a, b);
+      const d = unaryNode("neg", unaryNode("abs", binaryNode("sub", a, b)));
+      return binaryNode("add", m, unaryNode("log", binaryNode("add", constNode(1), unaryNode("exp", d))));
+    },
+  };
+  return assocScanRecord(
+    op,
+    axis,
+    (l: { x: Tensor }, r: { x: Tensor }) => ({ x: new Tensor(combines[named](l.x.node, r.x.node)) }),
+    { x },
+    reverse,
+    named,
+  ).x;
+}
+
+function binaryNode(op: "max" | "min" | "add" | "sub", a: Node, b: Node): Node {
+  return makeNode({ kind: "binary", op, a, b, axes: a.axes, shape: a.shape, dtype: "f32" });
+}
+
+function unaryNode(op: "neg" | "abs" | "log" | "exp", x: Node): Node {
+  return makeNode({ kind: "unary", op, x, axes: x.axes, shape: x.shape, dtype: "f32" });
+}
+
+/**
+ * Running maximum along `axis` (y[t] = max(x[0], …, x[t])). Its gradient goes to the first
+ * position attaining each running maximum.
+ */
+export function cummax<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "cummax">,
+  options: CumulativeOptions = {},
+): X {
+  return namedScan("cummax", "max", x, axis, options.reverse ?? false) as X;
+}
+
+/**
+ * Running minimum along `axis` (y[t] = min(x[0], …, x[t])). Its gradient goes to the first
+ * position attaining each running minimum.
+ */
+export function cummin<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "cummin">,
+  options: CumulativeOptions = {},
+): X {
+  return namedScan("cummin", "min", x, axis, options.reverse ?? false) as X;
+}
+
+/**
+ * y[t] = log(exp(x[0]) + … + exp(x[t])) along `axis`, computed stably (no overflow for large
+ * x; −∞ elements are not supported).
+ */
+export function logcumsumexp<X extends Tensor, Ax extends string>(
+  x: X,
+  axis: CheckAxis<AxesOf<X>, Ax, "logcumsumexp">,
+  options: CumulativeOptions = {},
+): X {
+  return namedScan("logcumsumexp", "logsumexp", x, axis, options.reverse ?? false) as X;
+}
