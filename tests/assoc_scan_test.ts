@@ -1,0 +1,327 @@
+// Associative scans: the interpreter against float64 loops written here, the kernels (both
+// lowerings forced, awkward sizes, both directions) against the interpreter, the trace-time
+// errors, and the mLSTM stabilizer as a (max, +) scan.
+import assert from "node:assert/strict";
+import {
+  associativeScan,
+  cummax,
+  cummin,
+  cumprod,
+  cumsum,
+  logcumsumexp,
+} from "../dsl/assoc_scan.ts";
+import { add, log, maximum, mul, sigmoid, sub } from "../dsl/elementwise.ts";
+import { sum } from "../dsl/reduce.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { trace } from "../dsl/trace.ts";
+import { compile } from "../runtime/compile.ts";
+import { interpret } from "../runtime/interpreter.ts";
+import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
+import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
+import { matmul2 } from "./assoc_cases.ts";
+
+/** y[b, t, d] = fold of f over x[b, ·, d] up to t (from t with reverse), row-major b l d. */
+function foldLoop(
+  x: Float32Array,
+  s: { b: number; l: number; d: number },
+  f: (acc: number, v: number) => number,
+  reverse: boolean,
+): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let b = 0; b < s.b; b++) {
+    for (let d = 0; d < s.d; d++) {
+      let acc = NaN;
+      for (let j = 0; j < s.l; j++) {
+        const t = reverse ? s.l - 1 - j : j;
+        const i = (b * s.l + t) * s.d + d;
+        acc = j === 0 ? x[i] : f(acc, x[i]);
+        out[i] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+const NAMED: [string, (x: Tensor, r: boolean) => Tensor, (a: number, v: number) => number][] = [
+  ["cumsum", (x, reverse) => cumsum(x, "l", { reverse }), (a, v) => a + v],
+  ["cumprod", (x, reverse) => cumprod(x, "l", { reverse }), (a, v) => a * v],
+  ["cummax", (x, reverse) => cummax(x, "l", { reverse }), Math.max],
+  ["cummin", (x, reverse) => cummin(x, "l", { reverse }), Math.min],
+  [
+    "logcumsumexp",
+    (x, reverse) => logcumsumexp(x, "l", { reverse }),
+    (a, v) => Math.max(a, v) + Math.log1p(Math.exp(-Math.abs(a - v))),
+  ],
+];
+
+Deno.test("assocScan: the interpreter matches float64 loops for every named scan", () => {
+  const seed = freshSeed();
+  const s = { b: 2, l: 37, d: 3 };
+  const x = randomArray(s.b * s.l * s.d, rng(seed), 0.5, 1.5);
+  for (const [name, op, f] of NAMED) {
+    for (const reverse of [false, true]) {
+      const g = trace({ x: "b l d" }, ({ x }) => op(x, reverse), s);
+      const got = interpret(g, { x })["out"];
+      assertClose(got, foldLoop(x, s, f, reverse), 1e-12, `${name} reverse=${reverse} ${seed}`);
+    }
+  }
+});
+
+Deno.test("assocScan: the interpreter folds 2×2 matrix products in order", () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const s = { l: 23 };
+  const m = { a: randomArray(23, next), b: randomArray(23, next), c: randomArray(23, next) };
+  const dd = randomArray(23, next);
+  for (const reverse of [false, true]) {
+    const g = trace(
+      { a: "l", b: "l", c: "l", d: "l" },
+      (t) => associativeScan("l", matmul2, { a: t.a, b: t.b, c: t.c, d: t.d }, { reverse }),
+      s,
+    );
+    const got = interpret(g, { ...m, d: dd });
+    let acc = [1, 0, 0, 1];
+    const want = {
+      a: new Float64Array(23),
+      b: new Float64Array(23),
+      c: new Float64Array(23),
+      d: new Float64Array(23),
+    };
+    for (let j = 0; j < 23; j++) {
+      const t = reverse ? 22 - j : j;
+      const x = [m.a[t], m.b[t], m.c[t], dd[t]];
+      // Earlier positions multiply on the left: reverse folds x[t]·(x[t+1]·…).
+      acc = reverse ? mat(x, acc) : mat(acc, x);
+      [want.a[t], want.b[t], want.c[t], want.d[t]] = acc;
+    }
+    for (const k of ["a", "b", "c", "d"] as const) {
+      assertClose(got[k], want[k], 1e-12, `matrix product ${k} reverse=${reverse} seed ${seed}`);
+    }
+  }
+});
+
+function mat(p: number[], q: number[]): number[] {
+  return [
+    p[0] * q[0] + p[1] * q[2],
+    p[0] * q[1] + p[1] * q[3],
+    p[2] * q[0] + p[3] * q[2],
+    p[2] * q[1] + p[3] * q[3],
+  ];
+}
+
+const SEQUENTIAL: AssocScanStrategy = { mode: "sequential" };
+// Tiles of 4 × 3 = 12 steps, chunks of 2 tiles: 101 steps are 5 chunks, the last one partial.
+const CHUNKED: AssocScanStrategy = { mode: "chunked", workgroup: 4, perThread: 3, chunkTiles: 2 };
+
+async function checkGpu(
+  what: string,
+  inputs: Record<string, string>,
+  fn: (t: Record<string, Tensor>) => Record<string, Tensor>,
+  sizes: Record<string, number>,
+  strategy: AssocScanStrategy,
+  kernels?: number,
+  range: [number, number] = [-1, 1],
+) {
+  const seed = freshSeed();
+  const prog = await compile(inputs, fn, sizes, { backend: "gpu", assocScan: strategy });
+  const next = rng(seed);
+  const data: Record<string, Float32Array> = {};
+  for (const inp of prog.graph.inputs) {
+    data[inp.name] = randomArray(inp.shape.reduce((p, s) => p * s, 1), next, ...range);
+  }
+  const got = await prog.run(data) as Record<string, Float32Array>;
+  const want = prog.interpret(data) as Record<string, Float64Array>;
+  const context = `${what} ${JSON.stringify(sizes)} ${JSON.stringify(strategy)} seed ${seed}`;
+  for (const k of Object.keys(want)) assertClose(got[k], want[k], 1e-4, `${context}: ${k}`);
+  if (kernels !== undefined) {
+    assert.equal(prog.kernels.length, kernels, `${context}: ${prog.kernels.map((k) => k.name)}`);
+  }
+  prog.destroy();
+}
+
+Deno.test("assocScan: kernels match the interpreter (prologue and epilogue fused)", async () => {
+  const s = { b: 2, l: 101, d: 3 };
+  for (const strategy of [SEQUENTIAL, CHUNKED]) {
+    const perScan = strategy.mode === "chunked" ? 3 : 1;
+    for (const reverse of [false, true]) {
+      for (const name of ["cummax", "cummin", "logcumsumexp"]) {
+        const op = NAMED.find((n) => n[0] === name)![1];
+        // The element is an expression of two inputs; the output is an epilogue of the scan:
+        // one scan's kernels in all.
+        await checkGpu(
+          `${name} reverse=${reverse}`,
+          { x: "b l d", y: "b l d" },
+          (t) => ({
+            out: sub(op(mul(t.x, add(t.y, 2)), reverse), t.x),
+          }),
+          s,
+          strategy,
+          perScan,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("assocScan: scan axis innermost, one channel, chunk boundaries", async () => {
+  for (const strategy of [SEQUENTIAL, CHUNKED, { ...CHUNKED, chunkTiles: 1 }]) {
+    for (const reverse of [false, true]) {
+      await checkGpu(
+        "cummax over b d l",
+        { x: "b d l" },
+        (t) => ({
+          out: cummax(t.x, "l", { reverse }),
+        }),
+        { b: 3, d: 2, l: 97 },
+        strategy,
+      );
+      // 1-D: a single channel of 200 steps (17 tiles, so pass 2 spans two tiles of carries).
+      await checkGpu(
+        "logcumsumexp 1-D",
+        { x: "l" },
+        (t) => ({
+          out: logcumsumexp(t.x, "l", { reverse }),
+        }),
+        { l: 200 },
+        { ...strategy, chunkTiles: 1 },
+        undefined,
+        [-4, 4],
+      );
+    }
+  }
+});
+
+Deno.test("assocScan: a long axis with few channels is chunked by default", async () => {
+  const prog = await compile({ x: "l" }, ({ x }) => cummax(x, "l"), { l: 5000 }, {
+    backend: "gpu",
+  });
+  assert.equal(prog.kernels.length, 3, prog.kernels.map((k) => k.name).join(", "));
+  const x = randomArray(5000, rng(freshSeed()));
+  assertClose(await prog.run({ x }), prog.interpret({ x }), 1e-6, "cummax 5000");
+  prog.destroy();
+});
+
+Deno.test("assocScan: cumsum and cumprod run on the linear scan's kernels", async () => {
+  for (const reverse of [false, true]) {
+    await checkGpu(
+      `cumsum/cumprod reverse=${reverse}`,
+      { x: "b l d" },
+      (t) => ({
+        s: cumsum(t.x, "l", { reverse }),
+        p: cumprod(t.x, "l", { reverse }),
+      }),
+      { b: 2, l: 29, d: 3 },
+      {},
+      undefined,
+      [0.8, 1.2],
+    );
+  }
+  const g = trace({ x: "l" }, ({ x }) => ({ s: cumsum(x, "l"), p: cumprod(x, "l") }), { l: 5 });
+  assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["scan", "scan"]);
+});
+
+Deno.test("assocScan: (max, +) pairs and matrix products on the GPU", async () => {
+  for (const strategy of [SEQUENTIAL, CHUNKED]) {
+    for (const reverse of [false, true]) {
+      await checkGpu(
+        "(max, +)",
+        { s: "b l", m: "b l" },
+        (t) =>
+          associativeScan("l", (a, b) => ({ s: add(a.s, b.s), m: maximum(add(a.m, b.s), b.m) }), {
+            s: t.s,
+            m: t.m,
+          }, { reverse }),
+        { b: 3, l: 61 },
+        strategy,
+      );
+      await checkGpu(
+        "2×2 products",
+        { a: "l b", b: "l b", c: "l b", d: "l b" },
+        (t) => associativeScan("l", matmul2, { a: t.a, b: t.b, c: t.c, d: t.d }, { reverse }),
+        {
+          l: 41,
+          b: 2,
+        },
+        strategy,
+        undefined,
+        [-0.8, 0.8],
+      );
+    }
+  }
+});
+
+Deno.test("assocScan: the mLSTM stabilizer is one O(L) pass", async () => {
+  // m[t] = max(log f[t] + m[t−1], i[t]), m[0] = i[0]: the scan of (s, m) pairs under
+  // (s, m) ⊕ (s', m') = (s + s', max(m + s', m')), whose m component is the stabilizer.
+  const s = { b: 2, l: 53, h: 3 };
+  const fn = (t: Record<string, Tensor>) => {
+    const logf = log(sigmoid(t.f));
+    return {
+      m: associativeScan("l", (a, b) => ({ s: add(a.s, b.s), m: maximum(add(a.m, b.s), b.m) }), {
+        s: logf,
+        m: t.i,
+      }).m,
+    };
+  };
+  const seed = freshSeed();
+  const next = rng(seed);
+  const f = randomArray(s.b * s.l * s.h, next, -3, 3),
+    i = randomArray(s.b * s.l * s.h, next, -3, 3);
+  const want = new Float64Array(f.length);
+  for (let b = 0; b < s.b; b++) {
+    for (let h = 0; h < s.h; h++) {
+      let m = -Infinity;
+      for (let t = 0; t < s.l; t++) {
+        const k = (b * s.l + t) * s.h + h;
+        m = Math.max(Math.log(1 / (1 + Math.exp(-f[k]))) + m, i[k]);
+        want[k] = m;
+      }
+    }
+  }
+  const g = trace({ f: "b l h", i: "b l h" }, fn, s);
+  assertClose(interpret(g, { f, i })["m"], want, 1e-12, `mLSTM m, interpreter, seed ${seed}`);
+  for (const strategy of [SEQUENTIAL, CHUNKED]) {
+    const prog = await compile({ f: "b l h", i: "b l h" }, fn, s, {
+      backend: "gpu",
+      assocScan: strategy,
+    });
+    assertClose((await prog.run({ f, i })).m, want, 1e-5, `mLSTM m ${strategy.mode} ${seed}`);
+    // log σ(f) is computed inside the scan: one kernel (three when chunked).
+    assert.equal(prog.kernels.length, strategy.mode === "chunked" ? 3 : 1);
+    prog.destroy();
+  }
+});
+
+type Rec = Record<string, Tensor>;
+/** associativeScan without its compile-time checks, to reach the trace-time ones. */
+const untyped = associativeScan as unknown as (
+  axis: string,
+  combine: (a: Rec, b: Rec) => Rec,
+  elems: Rec,
+) => Rec;
+
+Deno.test("assocScan: bad input fails at trace time with one clear line", () => {
+  const s = { b: 2, l: 5, d: 3 };
+  const cases: [(t: Record<string, Tensor>) => Tensor, RegExp][] = [
+    [(t) => cummax(t.x, "q" as "l"), /cummax: the tensor \[b l d\] has no axis "q"/],
+    [
+      (t) => untyped("l", (a, b) => ({ x: add(a.x, b.x) }), { x: t.x, y: t.v }).x,
+      /associativeScan: elems.y \[b l\] must have the axes and sizes of elems.x \[b l d\]/,
+    ],
+    [
+      (t) => untyped("l", (a) => ({ y: a.x }), { x: t.x }).x,
+      /associativeScan: combine returned the keys \{y\}, expected \{x\}/,
+    ],
+    [
+      (t) => associativeScan("l", (a, b) => ({ x: add(mul(a.x, t.x), b.x) }), { x: t.x }).x,
+      /associativeScan: combine may read only its two arguments, not input "x" from outside/,
+    ],
+    [
+      (t) => associativeScan("l", (a, b) => ({ x: add(sum(a.x, "d"), b.x) }), { x: t.x }).x,
+      /associativeScan: combine may use only elementwise ops .* got a reduce/,
+    ],
+  ];
+  for (const [fn, message] of cases) {
+    assert.throws(() => trace({ x: "b l d", v: "b l" }, fn, s), message);
+  }
+});
