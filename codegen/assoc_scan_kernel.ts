@@ -23,8 +23,8 @@ import {
   checkIndexable,
   foldWorkgroups,
   type KernelArtifact,
-  type ScratchBuffer,
   scratch,
+  type ScratchBuffer,
 } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";

@@ -232,13 +232,19 @@ function namedScan(op: string, named: AssocOp, x: Tensor, axis: string, reverse:
     logsumexp: (a, b) => {
       const m = binaryNode("max", a, b);
       const d = unaryNode("neg", unaryNode("abs", binaryNode("sub", a, b)));
-      return binaryNode("add", m, unaryNode("log", binaryNode("add", constNode(1), unaryNode("exp", d))));
+      return binaryNode(
+        "add",
+        m,
+        unaryNode("log", binaryNode("add", constNode(1), unaryNode("exp", d))),
+      );
     },
   };
   return assocScanRecord(
     op,
     axis,
-    (l: { x: Tensor }, r: { x: Tensor }) => ({ x: new Tensor(combines[named](l.x.node, r.x.node)) }),
+    (l: { x: Tensor }, r: { x: Tensor }) => ({
+      x: new Tensor(combines[named](l.x.node, r.x.node)),
+    }),
     { x },
     reverse,
     named,

@@ -5,7 +5,13 @@
  * @module
  */
 
-import { type AssocCombine, type AssocScanNode, collectNodes, type Node, numel } from "../dsl/ir.ts";
+import {
+  type AssocCombine,
+  type AssocScanNode,
+  collectNodes,
+  type Node,
+  numel,
+} from "../dsl/ir.ts";
 import { stridesOf } from "../dsl/ir.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 
