@@ -29,6 +29,14 @@ import {
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+import {
+  commutativeDeclarations,
+  commutativeFold,
+  tileBuiltins,
+  tileDeclarations,
+  tileLoop,
+  type Tiling,
+} from "./assoc_scan_tiles.ts";
 
 /** Forced choices of the associative-scan lowering (tests, benchmarks). */
 export interface AssocScanStrategy {
@@ -40,6 +48,16 @@ export interface AssocScanStrategy {
   perThread?: number;
   /** Chunked: tiles (workgroup × perThread elements) per chunk. */
   chunkTiles?: number;
+  /**
+   * Chunked: scan a tile's thread totals with subgroup shuffles (the default where the device
+   * has subgroups) or in workgroup memory.
+   */
+  tileScan?: "subgroup" | "workgroup";
+  /**
+   * Chunked: pass 1 of a built-in (commutative) scan folds with coalesced strided loads
+   * (default true); false uses the tile loop every combine uses.
+   */
+  commutativeTotals?: boolean;
 }
 
 /** Below this many channels a long axis is chunked (one thread per channel starves the GPU). */
@@ -183,15 +201,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   };
 }
 
-/** The tile geometry of the chunked kernels. */
-interface Tiling {
-  readonly wg: number;
-  readonly per: number;
-  readonly tile: number;
-  readonly chunkLen: number;
-  readonly chunks: number;
-}
-
 function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
   const comps = ctx.core.elems.length;
   const memoryCap = Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / (4 * comps));
@@ -207,75 +216,31 @@ function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
   const wantChunks = Math.max(1, Math.ceil(TARGET_WORKGROUPS / ctx.shape.channels));
   const chunkTiles = force.chunkTiles ?? Math.max(1, Math.ceil(tiles / wantChunks));
   const chunkLen = chunkTiles * tile;
-  return { wg, per, tile, chunkLen, chunks: Math.ceil(ctx.shape.len / chunkLen) };
+  const scan = force.tileScan ?? (ctx.limits.subgroups ? "subgroup" : "workgroup");
+  if (scan === "subgroup" && !ctx.limits.subgroups) {
+    throw new Error(`${ctx.name}: tileScan "subgroup" needs a device with subgroups`);
+  }
+  return { wg, per, tile, chunkLen, chunks: Math.ceil(ctx.shape.len / chunkLen), scan };
 }
 
-/**
- * The body shared by the chunked passes: walk items [start, end) in tiles, scanning each
- * tile across the workgroup. `item(v, j)` gives the statements loading item j into `x{v}`;
- * `write(v, j)` those run per item with `pre`/`has` holding the exclusive prefix (`before`) or
- * the inclusive value (after the update).
- */
-function tileLoop(
+function header(
+  ctx: Context,
+  registry: BindingRegistry,
   t: Tiling,
-  start: string,
-  end: string,
-  item: (v: number, j: string) => string[],
-  write: { when: "before" | "after"; lines: (v: number, j: string) => string[] },
+  what: string,
+  extra = "",
 ): string {
-  const lines: string[] = [];
-  const per = Array.from({ length: t.per }, (_, v) => v);
-  lines.push(`for (var base: u32 = ${start}; base < ${end}; base += ${t.tile}u) {`);
-  lines.push(`  let n = min(${end} - base, ${t.tile}u);`);
-  for (const v of per) {
-    lines.push(`  var x${v}: Rec;`, `  let j${v} = base + lid * ${t.per}u + ${v}u;`);
-  }
-  lines.push(`  var local: Rec;`);
-  for (const v of per) {
-    lines.push(`  if (j${v} < ${end}) {`);
-    lines.push(...item(v, `j${v}`).map((l) => `    ${l}`));
-    lines.push(v === 0 ? `    local = x0;` : `    local = comb(local, x${v});`, `  }`);
-  }
-  lines.push(
-    `  sh[lid] = local;`,
-    `  for (var d: u32 = 1u; d < ${t.wg}u; d = d << 1u) {`,
-    `    workgroupBarrier();`,
-    `    var s = sh[lid];`,
-    `    if (lid >= d) { s = comb(sh[lid - d], s); }`,
-    `    workgroupBarrier();`,
-    `    sh[lid] = s;`,
-    `  }`,
-    `  workgroupBarrier();`,
-    `  var pre = carry;`,
-    `  var has = hasCarry;`,
-    `  if (lid > 0u && lid * ${t.per}u < n) {`,
-    `    let s = sh[lid - 1u];`,
-    `    if (has) { pre = comb(pre, s); } else { pre = s; has = true; }`,
-    `  }`,
-  );
-  for (const v of per) {
-    lines.push(`  if (j${v} < ${end}) {`);
-    if (write.when === "before") lines.push(...write.lines(v, `j${v}`).map((l) => `    ${l}`));
-    lines.push(`    if (has) { pre = comb(pre, x${v}); } else { pre = x${v}; has = true; }`);
-    if (write.when === "after") lines.push(...write.lines(v, `j${v}`).map((l) => `    ${l}`));
-    lines.push(`  }`);
-  }
-  lines.push(
-    `  let total = sh[(n - 1u) / ${t.per}u];`,
-    `  if (hasCarry) { carry = comb(carry, total); } else { carry = total; hasCarry = true; }`,
-    `  workgroupBarrier();`,
-    `}`,
-  );
-  return lines.join("\n  ");
-}
-
-function header(ctx: Context, registry: BindingRegistry, t: Tiling, what: string): string {
   return `// ${ctx.name}: associative scan along ${ctx.core.axis} (${ctx.shape.len}), ${what}, ` +
-    `${ctx.shape.channels} channels × ${t.chunks} chunks of ${t.chunkLen}
+    `${ctx.shape.channels} channels × ${t.chunks} chunks of ${t.chunkLen}, workgroup ${t.wg} × ` +
+    `${t.per}, ${t.scan} tile scan
 ${registry.declarations()}
 ${MATH_PRELUDE}
 ${combineModule(ctx.core)}
-var<workgroup> sh: array<Rec, ${t.wg}>;`;
+${tileDeclarations(t)}${extra ? `\n${extra}` : ""}
+@compute @workgroup_size(${t.wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${
+      tileBuiltins(t)
+    }) {`;
 }
 
 function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
@@ -300,8 +265,6 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
     `let start = k * ${u32Literal(t.chunkLen)};`,
     `let end = min(start + ${u32Literal(t.chunkLen)}, ${u32Literal(shape.len)});`,
   ];
-  const main = `@compute @workgroup_size(${t.wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`;
 
   // The elements at scan step j, computed inline; channel-invariant values hoisted.
   const elementItem = (registry: BindingRegistry, outer: ExprEmitter) => (v: number, j: string) => {
@@ -320,14 +283,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // (1) Each chunk's total.
   const r1 = new BindingRegistry(ctx.materialized, totals, ctx.aliases);
   const outer1 = new ExprEmitter(r1.lookup, "h");
-  const loop1 = tileLoop(t, "start", "end", elementItem(r1, outer1), {
-    when: "before",
-    lines: () => [],
-  });
+  // Every built-in combine commutes: its totals need no order, so no scan per tile.
+  const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
+  const loop1 = commutative
+    ? commutativeFold(t, "start", "end", elementItem(r1, outer1))
+    : tileLoop(t, comps, "start", "end", elementItem(r1, outer1), {
+      when: "before",
+      lines: () => [],
+    });
   const totalNames = totals.map((_, i) => r1.writeName(i));
   r1.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
-  const pass1 = `${header(ctx, r1, t, "pass 1/3: chunk totals")}
-${main}
+  const pass1 = `${
+    header(ctx, r1, t, "pass 1/3: chunk totals", commutative ? commutativeDeclarations(t) : "")
+  }
   ${chunkIndex.join("\n  ")}
   ${outer1.lines.join("\n  ")}
   var carry: Rec;
@@ -346,6 +314,7 @@ ${main}
   const slot = (j: string) => `ch * ${u32Literal(t.chunks)} + ${j}`;
   const loop2 = tileLoop(
     t,
+    comps,
     "0u",
     u32Literal(t.chunks),
     (v, j) => [`x${v} = ${recordAt(totalReads, slot(j))};`],
@@ -356,7 +325,6 @@ ${main}
   );
   const channelWorkgroups = foldWorkgroups(shape.channels, limits.maxComputeWorkgroupsPerDimension);
   const pass2 = `${header(ctx, r2, t, "pass 2/3: chunk carries")}
-${main}
   let ch = wid.x + wid.y * ${u32Literal(channelWorkgroups[0])};
   if (ch >= ${u32Literal(shape.channels)}) { return; }
   var carry: Rec;
@@ -369,7 +337,7 @@ ${main}
   const r3 = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
   const carryReads = carries.map((b) => r3.read(b));
   const outer3 = new ExprEmitter(r3.lookup, "h");
-  const loop3 = tileLoop(t, "start", "end", elementItem(r3, outer3), {
+  const loop3 = tileLoop(t, comps, "start", "end", elementItem(r3, outer3), {
     when: "after",
     lines: (v, j) => {
       const e = new ExprEmitter(r3.lookup, `y${v}_`, {
@@ -384,7 +352,6 @@ ${main}
   });
   r3.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
   const pass3 = `${header(ctx, r3, t, "pass 3/3: outputs")}
-${main}
   ${chunkIndex.join("\n  ")}
   ${outer3.lines.join("\n  ")}
   var carry: Rec;

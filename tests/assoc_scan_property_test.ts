@@ -71,9 +71,10 @@ const caseArb = fc.record({
     fc.constant<AssocScanStrategy>({ mode: "sequential" }),
     fc.record({
       mode: fc.constant<"chunked">("chunked"),
-      workgroup: fc.integer({ min: 1, max: 8 }),
+      workgroup: fc.integer({ min: 1, max: 40 }),
       perThread: fc.integer({ min: 1, max: 4 }),
       chunkTiles: fc.integer({ min: 1, max: 3 }),
+      tileScan: fc.constantFrom<("subgroup" | "workgroup")[]>("subgroup", "workgroup"),
     }),
   ),
   seed: fc.integer(),

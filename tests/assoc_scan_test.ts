@@ -111,7 +111,18 @@ function mat(p: number[], q: number[]): number[] {
 
 const SEQUENTIAL: AssocScanStrategy = { mode: "sequential" };
 // Tiles of 4 × 3 = 12 steps, chunks of 2 tiles: 101 steps are 5 chunks, the last one partial.
+// The tile scan uses subgroup shuffles where the adapter has subgroups (lavapipe's are 8 wide, so
+// a 4-thread workgroup is a partial subgroup), or workgroup memory.
 const CHUNKED: AssocScanStrategy = { mode: "chunked", workgroup: 4, perThread: 3, chunkTiles: 2 };
+const CHUNKED_WIDE: AssocScanStrategy = {
+  mode: "chunked",
+  workgroup: 24,
+  perThread: 2,
+  chunkTiles: 1,
+};
+const CHUNKED_MEMORY: AssocScanStrategy = { ...CHUNKED, tileScan: "workgroup" };
+const CHUNKED_ORDERED_TOTALS: AssocScanStrategy = { ...CHUNKED_WIDE, commutativeTotals: false };
+const STRATEGIES = [SEQUENTIAL, CHUNKED, CHUNKED_WIDE, CHUNKED_MEMORY, CHUNKED_ORDERED_TOTALS];
 
 async function checkGpu(
   what: string,
@@ -141,7 +152,7 @@ async function checkGpu(
 
 Deno.test("assocScan: kernels match the interpreter (prologue and epilogue fused)", async () => {
   const s = { b: 2, l: 101, d: 3 };
-  for (const strategy of [SEQUENTIAL, CHUNKED]) {
+  for (const strategy of STRATEGIES) {
     const perScan = strategy.mode === "chunked" ? 3 : 1;
     for (const reverse of [false, true]) {
       for (const name of ["cummax", "cummin", "logcumsumexp"]) {
@@ -164,7 +175,7 @@ Deno.test("assocScan: kernels match the interpreter (prologue and epilogue fused
 });
 
 Deno.test("assocScan: scan axis innermost, one channel, chunk boundaries", async () => {
-  for (const strategy of [SEQUENTIAL, CHUNKED, { ...CHUNKED, chunkTiles: 1 }]) {
+  for (const strategy of STRATEGIES) {
     for (const reverse of [false, true]) {
       await checkGpu(
         "cummax over b d l",
@@ -221,7 +232,7 @@ Deno.test("assocScan: cumsum and cumprod run on the linear scan's kernels", asyn
 });
 
 Deno.test("assocScan: (max, +) pairs and matrix products on the GPU", async () => {
-  for (const strategy of [SEQUENTIAL, CHUNKED]) {
+  for (const strategy of STRATEGIES) {
     for (const reverse of [false, true]) {
       await checkGpu(
         "(max, +)",
