@@ -32,6 +32,8 @@ import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 import {
   commutativeDeclarations,
   commutativeFold,
+  stageDeclarations,
+  stageSlots,
   tileBuiltins,
   tileDeclarations,
   tileLoop,
@@ -54,6 +56,11 @@ export interface AssocScanStrategy {
    */
   tileScan?: "subgroup" | "workgroup";
   /**
+   * Chunked: compute elements and write outputs at coalesced positions, passing them to and
+   * from the scanning thread through workgroup memory (default: where it fits).
+   */
+  stage?: boolean;
+  /**
    * Chunked: pass 1 of a built-in (commutative) scan folds with coalesced strided loads
    * (default true); false uses the tile loop every combine uses.
    */
@@ -67,7 +74,16 @@ const TARGET_WORKGROUPS = 4096;
 const SEQUENTIAL_WORKGROUP = 64;
 
 /** Loop-variant identifiers of these kernels (values mentioning them are not hoisted). */
-const LOOP_VARIABLES = ["base", "p\\d+", "t\\d+", "x\\d+_\\d+", "y\\d+_\\d+", "j\\d+", "q\\d+"];
+const LOOP_VARIABLES = [
+  "base",
+  "p\\d+",
+  "t\\d+",
+  "x\\d+_\\d+",
+  "y\\d+_\\d+",
+  "j\\d+w?",
+  "k\\d+",
+  "q\\d+",
+];
 
 interface Shape {
   readonly len: number;
@@ -220,7 +236,16 @@ function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
   if (scan === "subgroup" && !ctx.limits.subgroups) {
     throw new Error(`${ctx.name}: tileScan "subgroup" needs a device with subgroups`);
   }
-  return { wg, per, tile, chunkLen, chunks: Math.ceil(ctx.shape.len / chunkLen), scan };
+  // Workgroup memory: sh (wg Recs), shTotal, the stage (padded tile) and pass 1's flags.
+  const bytes = 4 * (comps * (wg + 1 + stageSlots(tile)) + wg);
+  const fits = bytes <= ctx.limits.maxComputeWorkgroupStorageSize;
+  if (force.stage && !fits) {
+    throw new Error(
+      `${ctx.name}: a staged tile of ${tile} needs ${bytes} bytes of workgroup memory`,
+    );
+  }
+  const stage = force.stage ?? fits;
+  return { wg, per, tile, chunkLen, chunks: Math.ceil(ctx.shape.len / chunkLen), scan, stage };
 }
 
 function header(
@@ -236,7 +261,8 @@ function header(
 ${registry.declarations()}
 ${MATH_PRELUDE}
 ${combineModule(ctx.core)}
-${tileDeclarations(t)}${extra ? `\n${extra}` : ""}
+${tileDeclarations(t)}
+${stageDeclarations(t)}${extra ? `\n${extra}` : ""}
 @compute @workgroup_size(${t.wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${
       tileBuiltins(t)
@@ -288,7 +314,7 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const loop1 = commutative
     ? commutativeFold(t, "start", "end", elementItem(r1, outer1))
     : tileLoop(t, comps, "start", "end", elementItem(r1, outer1), {
-      when: "before",
+      when: "none",
       lines: () => [],
     });
   const totalNames = totals.map((_, i) => r1.writeName(i));
@@ -339,10 +365,10 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const outer3 = new ExprEmitter(r3.lookup, "h");
   const loop3 = tileLoop(t, comps, "start", "end", elementItem(r3, outer3), {
     when: "after",
-    lines: (v, j) => {
+    lines: (v, j, value) => {
       const e = new ExprEmitter(r3.lookup, `y${v}_`, {
         node: core,
-        value: `pre.c${core.component}`,
+        value: `${value}.c${core.component}`,
       }).hoistTo(outer3, LOOP_VARIABLES);
       return [
         `let q${v} = ${positionOf(ctx, j)};`,

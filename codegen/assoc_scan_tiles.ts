@@ -26,6 +26,8 @@ export interface Tiling {
   readonly chunks: number;
   /** How a tile's thread totals are scanned. */
   readonly scan: "subgroup" | "workgroup";
+  /** Pass items and outputs through workgroup memory, so global accesses are coalesced. */
+  readonly stage: boolean;
 }
 
 /** The builtins `main` needs for a tiling. */
@@ -98,11 +100,18 @@ function tilePrefix(t: Tiling, comps: number): string[] {
   ];
 }
 
+/** Per-item statements of {@link tileLoop}: `value` names the item's scanned Rec. */
+export type ItemWrite = (v: number, j: string, value: string) => string[];
+
 /**
  * The tile loop over items [start, end). `item(v, j)` gives the statements loading item j
- * into `x{v}`; `write.lines(v, j)` runs per item with `pre`/`has` holding the exclusive prefix
- * (`before`) or the inclusive value (`after`). Afterwards `carry`/`hasCarry` hold the fold of
- * the whole range (and of what they held before).
+ * into `x{v}`; `write.lines` runs per item with `pre`/`has` holding the exclusive prefix
+ * (`before`) or with the inclusive value (`after`). Afterwards `carry`/`hasCarry` hold the fold
+ * of the whole range (and of what they held before).
+ *
+ * With `t.stage` (not for `before` writes), items are computed and written at coalesced
+ * positions (thread i takes i, i + wg, …) and passed through workgroup memory to and from the
+ * thread holding them in the scan.
  */
 export function tileLoop(
   t: Tiling,
@@ -110,38 +119,73 @@ export function tileLoop(
   start: string,
   end: string,
   item: (v: number, j: string) => string[],
-  write: { when: "before" | "after"; lines: (v: number, j: string) => string[] },
+  write: { when: "before" | "after" | "none"; lines: ItemWrite },
 ): string {
+  // Staging serves loads and "after" writes; "before" writes (the carries pass) are unstaged.
+  const staged = t.stage && write.when !== "before";
+  const stagedOut = staged && write.when === "after";
   const lines: string[] = [];
   const per = Array.from({ length: t.per }, (_, v) => v);
   const indent = (ls: string[], by: string) => ls.map((l) => `${by}${l}`);
+  const slot = (i: string) => `stagePad(${i})`;
   lines.push(`for (var base: u32 = ${start}; base < ${end}; base += ${t.tile}u) {`);
   lines.push(`  let n = min(${end} - base, ${t.tile}u);`);
   for (const v of per) {
-    lines.push(`  var x${v}: Rec;`, `  let j${v} = base + lid * ${t.per}u + ${v}u;`);
+    lines.push(`  var x${v}: Rec;`, `  let k${v} = base + lid * ${t.per}u + ${v}u;`);
+  }
+  if (staged) {
+    for (const v of per) {
+      lines.push(`  let j${v} = base + ${v * t.wg}u + lid;`, `  if (j${v} < ${end}) {`);
+      lines.push(...indent(item(v, `j${v}`), "    "));
+      lines.push(`    stage[${slot(`${v * t.wg}u + lid`)}] = x${v};`, `  }`);
+    }
+    lines.push(`  workgroupBarrier();`);
+    for (const v of per) {
+      lines.push(`  x${v} = stage[${slot(`lid * ${t.per}u + ${v}u`)}];`);
+    }
   }
   lines.push(`  var local: Rec;`);
   for (const v of per) {
-    lines.push(`  if (j${v} < ${end}) {`, ...indent(item(v, `j${v}`), "    "));
+    lines.push(`  if (k${v} < ${end}) {`);
+    if (!staged) lines.push(...indent(item(v, `k${v}`), "    "));
     lines.push(v === 0 ? `    local = x0;` : `    local = comb(local, x${v});`, `  }`);
   }
   lines.push(...indent(tilePrefix(t, comps), "  "));
   for (const v of per) {
-    lines.push(`  if (j${v} < ${end}) {`);
-    if (write.when === "before") lines.push(...indent(write.lines(v, `j${v}`), "    "));
+    lines.push(`  if (k${v} < ${end}) {`);
+    if (write.when === "before") lines.push(...indent(write.lines(v, `k${v}`, "pre"), "    "));
     lines.push(`    ${fold("pre", "has", `x${v}`)}`);
-    if (write.when === "after") lines.push(...indent(write.lines(v, `j${v}`), "    "));
+    if (stagedOut) lines.push(`    stage[${slot(`lid * ${t.per}u + ${v}u`)}] = pre;`);
+    else if (write.when === "after") {
+      lines.push(...indent(write.lines(v, `k${v}`, "pre"), "    "));
+    }
     lines.push(`  }`);
   }
   // The last valid item's inclusive value (carry included) is the new carry.
-  lines.push(
-    `  if (lid == (n - 1u) / ${t.per}u) { shTotal = pre; }`,
-    `  workgroupBarrier();`,
-    `  carry = shTotal;`,
-    `  hasCarry = true;`,
-    `}`,
-  );
+  lines.push(`  if (lid == (n - 1u) / ${t.per}u) { shTotal = pre; }`, `  workgroupBarrier();`);
+  if (stagedOut) {
+    for (const v of per) {
+      lines.push(`  let j${v}w = base + ${v * t.wg}u + lid;`, `  if (j${v}w < ${end}) {`);
+      lines.push(`    let y${v} = stage[${slot(`${v * t.wg}u + lid`)}];`);
+      lines.push(...indent(write.lines(v, `j${v}w`, `y${v}`), "    "), `  }`);
+    }
+  }
+  // The next tile overwrites the stage.
+  if (staged) lines.push(`  workgroupBarrier();`);
+  lines.push(`  carry = shTotal;`, `  hasCarry = true;`, `}`);
   return lines.join("\n  ");
+}
+
+/** Workgroup memory of the stage (`Rec`s, padded against bank conflicts), if staged. */
+export function stageDeclarations(t: Tiling): string {
+  if (!t.stage) return "";
+  return `var<workgroup> stage: array<Rec, ${stageSlots(t.tile)}>;
+fn stagePad(i: u32) -> u32 { return i + (i >> 5u); }`;
+}
+
+/** Slots of the padded stage for a tile. */
+export function stageSlots(tile: number): number {
+  return tile + (tile >> 5);
 }
 
 /**

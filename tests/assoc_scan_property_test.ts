@@ -75,6 +75,7 @@ const caseArb = fc.record({
       perThread: fc.integer({ min: 1, max: 4 }),
       chunkTiles: fc.integer({ min: 1, max: 3 }),
       tileScan: fc.constantFrom<("subgroup" | "workgroup")[]>("subgroup", "workgroup"),
+      stage: fc.boolean(),
     }),
   ),
   seed: fc.integer(),

@@ -122,7 +122,16 @@ const CHUNKED_WIDE: AssocScanStrategy = {
 };
 const CHUNKED_MEMORY: AssocScanStrategy = { ...CHUNKED, tileScan: "workgroup" };
 const CHUNKED_ORDERED_TOTALS: AssocScanStrategy = { ...CHUNKED_WIDE, commutativeTotals: false };
-const STRATEGIES = [SEQUENTIAL, CHUNKED, CHUNKED_WIDE, CHUNKED_MEMORY, CHUNKED_ORDERED_TOTALS];
+// Elements and outputs read and written by the scanning thread itself, not through the stage.
+const CHUNKED_UNSTAGED: AssocScanStrategy = { ...CHUNKED_MEMORY, perThread: 5, stage: false };
+const STRATEGIES = [
+  SEQUENTIAL,
+  CHUNKED,
+  CHUNKED_WIDE,
+  CHUNKED_MEMORY,
+  CHUNKED_ORDERED_TOTALS,
+  CHUNKED_UNSTAGED,
+];
 
 async function checkGpu(
   what: string,
@@ -232,7 +241,7 @@ Deno.test("assocScan: cumsum and cumprod run on the linear scan's kernels", asyn
 });
 
 Deno.test("assocScan: (max, +) pairs and matrix products on the GPU", async () => {
-  for (const strategy of STRATEGIES) {
+  for (const strategy of [SEQUENTIAL, CHUNKED, CHUNKED_MEMORY, CHUNKED_UNSTAGED]) {
     for (const reverse of [false, true]) {
       await checkGpu(
         "(max, +)",
