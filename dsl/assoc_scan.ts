@@ -15,6 +15,7 @@ import { type CheckAxis, showAxes } from "./axes.ts";
 import { requireFloat } from "./build.ts";
 import { type AssocCombine, type InputNode, makeNode, type Node, nodeInputs } from "./ir.ts";
 import { type AxesOf, Tensor, toNode } from "./tensor.ts";
+import { linearRecurrence } from "./assoc_linear.ts";
 
 /** Options of the scans in this module. */
 export interface CumulativeOptions {
@@ -86,6 +87,15 @@ function assocScanRecord<R extends Record<string, Tensor>>(
     }
   });
   const combineGraph = traceCombine(op, names, first, combine);
+  const linear = linearRecurrence(combineGraph, reverse);
+  if (linear) {
+    // A linear recurrence: the linear scan's kernels, fusion and gradient apply.
+    const a = nodes[linear.decay], b = nodes[linear.input];
+    return {
+      [names[linear.input]]: new Tensor(linearScan(axis, a, b, reverse)),
+      [names[linear.decay]]: new Tensor(linearScan(axis, a, constNode(0), reverse, constNode(1))),
+    } as R;
+  }
   const out: Record<string, Tensor> = {};
   names.forEach((k, component) => {
     out[k] = new Tensor(makeNode({
@@ -173,6 +183,22 @@ function single(op: string, x: Tensor, axis: string): Node {
   return n;
 }
 
+/** The linear scan h[t] = decay[t]·h[t∓1] + input[t] over `like`'s axes (decay's). */
+function linearScan(axis: string, decay: Node, input: Node, reverse: boolean, init?: Node) {
+  const like = decay.axes.length >= input.axes.length ? decay : input;
+  return makeNode({
+    kind: "scan",
+    axis,
+    decay,
+    input,
+    init,
+    reverse,
+    axes: like.axes,
+    shape: like.shape,
+    dtype: "f32",
+  });
+}
+
 function constNode(value: number): Node {
   return makeNode({ kind: "const", value, axes: [], shape: [], dtype: "f32" });
 }
@@ -187,16 +213,7 @@ export function cumsum<X extends Tensor, Ax extends string>(
   options: CumulativeOptions = {},
 ): X {
   const n = single("cumsum", x, axis);
-  return new Tensor(makeNode({
-    kind: "scan",
-    axis,
-    decay: constNode(1),
-    input: n,
-    reverse: options.reverse ?? false,
-    axes: n.axes,
-    shape: n.shape,
-    dtype: "f32",
-  })) as X;
+  return new Tensor(linearScan(axis, constNode(1), n, options.reverse ?? false)) as X;
 }
 
 /**
@@ -210,17 +227,7 @@ export function cumprod<X extends Tensor, Ax extends string>(
   options: CumulativeOptions = {},
 ): X {
   const n = single("cumprod", x, axis);
-  return new Tensor(makeNode({
-    kind: "scan",
-    axis,
-    decay: n,
-    input: constNode(0),
-    init: constNode(1),
-    reverse: options.reverse ?? false,
-    axes: n.axes,
-    shape: n.shape,
-    dtype: "f32",
-  })) as X;
+  return new Tensor(linearScan(axis, n, constNode(0), options.reverse ?? false, constNode(1))) as X;
 }
 
 function namedScan(op: string, named: AssocOp, x: Tensor, axis: string, reverse: boolean) {

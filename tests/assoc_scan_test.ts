@@ -318,6 +318,7 @@ const untyped = associativeScan as unknown as (
   axis: string,
   combine: (a: Rec, b: Rec) => Rec,
   elems: Rec,
+  options?: { reverse?: boolean },
 ) => Rec;
 
 Deno.test("assocScan: bad input fails at trace time with one clear line", () => {
@@ -343,5 +344,46 @@ Deno.test("assocScan: bad input fails at trace time with one clear line", () => 
   ];
   for (const [fn, message] of cases) {
     assert.throws(() => trace({ x: "b l d", v: "b l" }, fn, s), message);
+  }
+});
+
+Deno.test("assocScan: a linear recurrence written as pairs lowers to the linear scan", async () => {
+  // Composing h ↦ a·h + b maps: the newer map is the right operand going forward, the left one
+  // in reverse.
+  const forward = (o: Rec, n: Rec) => ({ a: mul(o.a, n.a), b: add(mul(n.a, o.b), n.b) });
+  const backward = (n: Rec, o: Rec) => ({ a: mul(n.a, o.a), b: add(n.b, mul(o.b, n.a)) });
+  const s = { b: 2, l: 31, d: 3 };
+  const seed = freshSeed();
+  const next = rng(seed);
+  const a = randomArray(2 * 31 * 3, next, 0.5, 1), b = randomArray(2 * 31 * 3, next);
+  for (const reverse of [false, true]) {
+    const fn = (t: Rec) =>
+      untyped("l", reverse ? backward : forward, { a: t.a, b: t.b }, { reverse });
+    const g = trace({ a: "b l d", b: "b l d" }, fn, s);
+    assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["scan", "scan"]);
+    const got = interpret(g, { a, b });
+    const wantB = new Float64Array(a.length), wantA = new Float64Array(a.length);
+    for (let bi = 0; bi < 2; bi++) {
+      for (let d = 0; d < 3; d++) {
+        let h = 0, p = 1;
+        for (let j = 0; j < 31; j++) {
+          const i = (bi * 31 + (reverse ? 30 - j : j)) * 3 + d;
+          h = a[i] * h + b[i];
+          p *= a[i];
+          wantB[i] = h;
+          wantA[i] = p;
+        }
+      }
+    }
+    assertClose(got["b"], wantB, 1e-12, `linear b reverse=${reverse} seed ${seed}`);
+    assertClose(got["a"], wantA, 1e-12, `linear a reverse=${reverse} seed ${seed}`);
+    await checkGpu(`linear pairs reverse=${reverse}`, { a: "b l d", b: "b l d" }, fn, s, {});
+    // The forward composition run in reverse is another function: a generic scan then.
+    const other = trace(
+      { a: "b l d", b: "b l d" },
+      (t) => untyped("l", reverse ? forward : backward, { a: t.a, b: t.b }, { reverse }),
+      s,
+    );
+    assert.deepEqual(Object.values(other.outputs).map((n) => n.kind), ["assocScan", "assocScan"]);
   }
 });
