@@ -15,6 +15,9 @@ import { sum } from "../dsl/reduce.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import { compile } from "../runtime/compile.ts";
+import { acquireGpu } from "../runtime/gpu_device.ts";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
 import { interpret } from "../runtime/interpreter.ts";
 import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
@@ -385,5 +388,31 @@ Deno.test("assocScan: a linear recurrence written as pairs lowers to the linear 
       s,
     );
     assert.deepEqual(Object.values(other.outputs).map((n) => n.kind), ["assocScan", "assocScan"]);
+  }
+});
+
+Deno.test("assocScan: without subgroups the tiles are scanned in workgroup memory", async () => {
+  const ctx = await acquireGpu({ subgroups: false });
+  try {
+    const sizes = { b: 2, l: 3001 };
+    const prog = await compile({ x: "b l" }, ({ x }) => logcumsumexp(x, "l"), sizes, {
+      gpu: ctx,
+      backend: "gpu",
+    });
+    assert.equal(prog.kernels.length, 3);
+    assert.ok(prog.kernels.every((k) => !k.wgsl.includes("subgroup")), "no subgroup code");
+    const x = randomArray(2 * 3001, rng(freshSeed()), -3, 3);
+    assertClose(await prog.run({ x }), prog.interpret({ x }), 1e-5, "logcumsumexp, no subgroups");
+    prog.destroy();
+    const graph = trace({ x: "l" }, ({ x }) => cummax(x, "l"), { l: 9 });
+    assert.throws(
+      () =>
+        generateKernels(graph, { ...DEFAULT_LIMITS, subgroups: false }, {
+          assocScan: { mode: "chunked", tileScan: "subgroup" },
+        }),
+      /tileScan "subgroup" needs a device with subgroups/,
+    );
+  } finally {
+    ctx.device.destroy();
   }
 });
