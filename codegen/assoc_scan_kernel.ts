@@ -274,12 +274,9 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const t = tilingOf(ctx, force);
   const comps = core.elems.length;
   const slots = shape.channels * t.chunks;
-  const totals: ScratchBuffer[] = [];
-  const carries: ScratchBuffer[] = [];
-  for (let i = 0; i < comps; i++) {
-    totals.push(scratch(`${ctx.name}_totals${i}`, slots));
-    carries.push(scratch(`${ctx.name}_carries${i}`, slots));
-  }
+  // One buffer each for all components (component i at i·slots): two bindings at most.
+  const totals: ScratchBuffer = scratch(`${ctx.name}_totals`, comps * slots);
+  const carries: ScratchBuffer = scratch(`${ctx.name}_carries`, comps * slots);
   const chunkWorkgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
   const chunkIndex = [
@@ -301,13 +298,15 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
       ...elementLines(e, core, { ...channel.env, [core.axis]: pos }, `x${v}`),
     ];
   };
-  const recordAt = (bufs: string[], index: string) =>
-    `Rec(${bufs.map((b) => `${b}[${index}]`).join(", ")})`;
-  const storeAt = (bufs: string[], index: string, value: string) =>
-    bufs.map((b, i) => `${b}[${index}] = ${value}.c${i};`);
+  const at = (i: number, index: string) => i === 0 ? index : `${u32Literal(i * slots)} + ${index}`;
+  const components = Array.from({ length: comps }, (_, i) => i);
+  const recordAt = (buf: string, index: string) =>
+    `Rec(${components.map((i) => `${buf}[${at(i, index)}]`).join(", ")})`;
+  const storeAt = (buf: string, index: string, value: string) =>
+    components.map((i) => `${buf}[${at(i, index)}] = ${value}.c${i};`);
 
   // (1) Each chunk's total.
-  const r1 = new BindingRegistry(ctx.materialized, totals, ctx.aliases);
+  const r1 = new BindingRegistry(ctx.materialized, [totals], ctx.aliases);
   const outer1 = new ExprEmitter(r1.lookup, "h");
   // Every built-in combine commutes: its totals need no order, so no scan per tile.
   const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
@@ -317,7 +316,7 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
       when: "none",
       lines: () => [],
     });
-  const totalNames = totals.map((_, i) => r1.writeName(i));
+  const totalNames = r1.writeName(0);
   r1.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
   const pass1 = `${
     header(ctx, r1, t, "pass 1/3: chunk totals", commutative ? commutativeDeclarations(t) : "")
@@ -334,9 +333,9 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
 `;
 
   // (2) Per channel, the exclusive scan of chunk totals: chunk k's carry.
-  const r2 = new BindingRegistry(ctx.materialized, carries, ctx.aliases);
-  const totalReads = totals.map((b) => r2.read(b));
-  const carryNames = carries.map((_, i) => r2.writeName(i));
+  const r2 = new BindingRegistry(ctx.materialized, [carries], ctx.aliases);
+  const totalReads = r2.read(totals);
+  const carryNames = r2.writeName(0);
   const slot = (j: string) => `ch * ${u32Literal(t.chunks)} + ${j}`;
   const loop2 = tileLoop(
     t,
@@ -361,7 +360,7 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
 
   // (3) Each chunk again from its carry, writing the outputs and their epilogue.
   const r3 = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
-  const carryReads = carries.map((b) => r3.read(b));
+  const carryReads = r3.read(carries);
   const outer3 = new ExprEmitter(r3.lookup, "h");
   const loop3 = tileLoop(t, comps, "start", "end", elementItem(r3, outer3), {
     when: "after",
