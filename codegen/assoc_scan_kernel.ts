@@ -17,6 +17,7 @@
  */
 
 import type { AssocScanNode, Node } from "../dsl/ir.ts";
+import { prefersChunks } from "../dsl/assoc_scan.ts";
 import { numel } from "../dsl/ir.ts";
 import {
   BindingRegistry,
@@ -67,8 +68,6 @@ export interface AssocScanStrategy {
   commutativeTotals?: boolean;
 }
 
-/** Below this many channels a long axis is chunked (one thread per channel starves the GPU). */
-const CHUNK_BELOW_CHANNELS = 8192;
 /** Workgroups the chunked passes aim for, across channels and chunks. */
 const TARGET_WORKGROUPS = 4096;
 const SEQUENTIAL_WORKGROUP = 64;
@@ -136,9 +135,7 @@ export function emitAssocScan(
 ): KernelArtifact[] {
   checkIndexable(root);
   const shape = shapeOf(core);
-  const chunked = force.mode
-    ? force.mode === "chunked"
-    : shape.channels < CHUNK_BELOW_CHANNELS && shape.len >= 1024;
+  const chunked = force.mode ? force.mode === "chunked" : prefersChunks(shape.channels, shape.len);
   const ctx = { root, core, materialized, limits, name, aliases, shape };
   return chunked ? emitChunked(ctx, force) : [emitSequential(ctx)];
 }

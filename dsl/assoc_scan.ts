@@ -13,7 +13,7 @@
 
 import { type CheckAxis, showAxes } from "./axes.ts";
 import { requireFloat } from "./build.ts";
-import { type AssocCombine, type InputNode, makeNode, type Node, nodeInputs } from "./ir.ts";
+import { type AssocCombine, type InputNode, makeNode, type Node, nodeInputs, numel } from "./ir.ts";
 import { type AxesOf, Tensor, toNode } from "./tensor.ts";
 import { linearRecurrence } from "./assoc_linear.ts";
 
@@ -27,7 +27,28 @@ export interface CumulativeOptions {
 const COMBINE_KINDS = new Set(["input", "const", "unary", "binary", "where", "permute"]);
 
 /** The built-in scans with gradient rules (see {@link ./vjp_assoc.ts}). */
-export type AssocOp = "max" | "min" | "logsumexp";
+export type AssocOp = "sum" | "prod" | "max" | "min" | "logsumexp";
+
+/** Below this many channels a long axis is chunked (one thread per channel starves the GPU). */
+export const CHUNK_BELOW_CHANNELS = 8192;
+/** The shortest axis that is chunked. */
+export const CHUNK_FROM_LENGTH = 1024;
+
+/**
+ * Whether a scan of `channels` independent sequences of length `len` is best cut into chunks
+ * scanned by workgroups (the associative-scan kernels do that at every level; the linear scan's
+ * chunked form carries across chunks in one thread per channel, so cumsum and cumprod take the
+ * associative kernels there).
+ */
+export function prefersChunks(channels: number, len: number): boolean {
+  return channels < CHUNK_BELOW_CHANNELS && len >= CHUNK_FROM_LENGTH;
+}
+
+/** Whether `x` scanned along `axis` is the chunked case of {@link prefersChunks}. */
+function chunkedCase(x: Node, axis: string): boolean {
+  const len = x.shape[x.axes.indexOf(axis)];
+  return prefersChunks(numel(x) / len, len);
+}
 
 /**
  * Associative scan of a record of tensors along `axis`: each position's element is the record
@@ -203,9 +224,16 @@ function constNode(value: number): Node {
   return makeNode({ kind: "const", value, axes: [], shape: [], dtype: "f32" });
 }
 
+/** cumsum of a node (`cumsum` without its checks; also its own transpose). */
+export function cumsumNode(n: Node, axis: string, reverse: boolean): Node {
+  if (chunkedCase(n, axis)) return namedScan("cumsum", "sum", new Tensor(n), axis, reverse).node;
+  return linearScan(axis, constNode(1), n, reverse);
+}
+
 /**
  * Cumulative sum along `axis` (y[t] = x[0] + … + x[t]). It is the linear recurrence
- * h[t] = h[t−1] + x[t], so it runs on the linear scan's kernels and differentiates through them.
+ * h[t] = h[t−1] + x[t] and runs on the linear scan's kernels, except for long axes with few
+ * channels, which the associative scan's chunked kernels run better.
  */
 export function cumsum<X extends Tensor, Ax extends string>(
   x: X,
@@ -213,13 +241,19 @@ export function cumsum<X extends Tensor, Ax extends string>(
   options: CumulativeOptions = {},
 ): X {
   const n = single("cumsum", x, axis);
-  return new Tensor(linearScan(axis, constNode(1), n, options.reverse ?? false)) as X;
+  return new Tensor(cumsumNode(n, axis, options.reverse ?? false)) as X;
+}
+
+/** The linear scan computing cumprod: h[t] = x[t]·h[t∓1] from h = 1 (its gradient's form). */
+export function cumprodAsLinearScan(n: Node, axis: string, reverse: boolean): Node {
+  return linearScan(axis, n, constNode(0), reverse, constNode(1));
 }
 
 /**
  * Cumulative product along `axis` (y[t] = x[0] · … · x[t]): the linear recurrence
- * h[t] = x[t]·h[t−1] from h[−1] = 1, so it runs on the linear scan's kernels and its gradient
- * is exact at zeros.
+ * h[t] = x[t]·h[t−1] from h[−1] = 1, run on the linear scan's kernels (or, for long axes with
+ * few channels, the associative scan's chunked kernels). Its gradient is the linear scan's,
+ * exact at zeros.
  */
 export function cumprod<X extends Tensor, Ax extends string>(
   x: X,
@@ -227,12 +261,16 @@ export function cumprod<X extends Tensor, Ax extends string>(
   options: CumulativeOptions = {},
 ): X {
   const n = single("cumprod", x, axis);
-  return new Tensor(linearScan(axis, n, constNode(0), options.reverse ?? false, constNode(1))) as X;
+  const reverse = options.reverse ?? false;
+  if (chunkedCase(n, axis)) return namedScan("cumprod", "prod", x, axis, reverse) as X;
+  return new Tensor(cumprodAsLinearScan(n, axis, reverse)) as X;
 }
 
 function namedScan(op: string, named: AssocOp, x: Tensor, axis: string, reverse: boolean) {
   single(op, x, axis);
   const combines: Record<AssocOp, (a: Node, b: Node) => Node> = {
+    sum: (a, b) => binaryNode("add", a, b),
+    prod: (a, b) => binaryNode("mul", a, b),
     max: (a, b) => binaryNode("max", a, b),
     min: (a, b) => binaryNode("min", a, b),
     // log(eᵃ + eᵇ) = max + log(1 + e^−|a−b|): no overflow, exact when one side dominates.
@@ -258,7 +296,7 @@ function namedScan(op: string, named: AssocOp, x: Tensor, axis: string, reverse:
   ).x;
 }
 
-function binaryNode(op: "max" | "min" | "add" | "sub", a: Node, b: Node): Node {
+function binaryNode(op: "max" | "min" | "add" | "sub" | "mul", a: Node, b: Node): Node {
   return makeNode({ kind: "binary", op, a, b, axes: a.axes, shape: a.shape, dtype: "f32" });
 }
 

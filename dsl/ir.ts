@@ -311,7 +311,7 @@ export interface AssocScanNode extends Base {
   /** Run from the last position to the first. */
   readonly reverse: boolean;
   /** The built-in scan this is, when it is one (its gradient rule exists). */
-  readonly op?: "max" | "min" | "logsumexp";
+  readonly op?: "sum" | "prod" | "max" | "min" | "logsumexp";
 }
 
 /** Any IR node. */

@@ -3,6 +3,7 @@
  * direction (see {@link ./vjp_scan.ts}); below, "next" is one step toward the scan's end
  * (t+1 forward, t−1 reverse) and "previous" one step toward its start.
  *
+ * - cumsum (on the chunked kernels): a cumsum the other way; cumprod: the linear scan's rule.
  * - cummax / cummin: a position is a *record* when it raises the running extreme (the first
  *   position always is; a tie is not, so the cotangent goes to the first position attaining
  *   each extreme). y[t]'s cotangent goes to the last record at or before t:
@@ -24,7 +25,9 @@ import {
   sumTo,
   unary,
 } from "./grad_builders.ts";
-import { type AssocScanNode, makeNode, type Node } from "./ir.ts";
+import { type AssocScanNode, makeNode, type Node, type ScanNode } from "./ir.ts";
+import { cumprodAsLinearScan, cumsumNode } from "./assoc_scan.ts";
+import { scanRule } from "./vjp_scan.ts";
 import { showAxes } from "./axes.ts";
 
 function reverseScan(node: AssocScanNode, decay: Node, input: Node): Node {
@@ -61,6 +64,13 @@ export function assocScanRule(
   const next = (v: Node, fill: number) => shiftAlong(v, axis, -toStart, fill);
   const previous = (v: Node, fill: number) => shiftAlong(v, axis, toStart, fill);
   const y: Node = node;
+  if (node.op === "sum") {
+    return [[x, sumTo(cumsumNode(materializeAs(ct, node), axis, !node.reverse), x.axes)]];
+  }
+  if (node.op === "prod") {
+    // The linear scan's rule, on the same recurrence (its values recomputed by a linear scan).
+    return scanRule(cumprodAsLinearScan(x, axis, node.reverse) as ScanNode, ct, wanted);
+  }
   if (node.op === "logsumexp") {
     // The value shifted in at the end multiplies the zero state; min(·, 0) keeps it finite.
     const decay = unary("exp", binary("min", binary("sub", y, next(y, 0)), constant(0)));

@@ -49,6 +49,28 @@ Deno.test("assocScan grad: every named scan against finite differences", () => {
   }
 });
 
+Deno.test("assocScan grad: cumsum and cumprod on the chunked kernels", () => {
+  // 1100 steps of 2 channels: the associative scan, not the linear one.
+  const sizes = { b: 2, l: 1100 };
+  const inputs = { x: "b l", w: "b l" } as const;
+  for (const [name, op, range] of OPS.slice(0, 2)) {
+    for (const reverse of [false, true]) {
+      const seed = freshSeed();
+      const loss = (t: Record<string, Tensor>) => weighted(op(t.x, reverse), t.w);
+      const kinds = trace(inputs, (t) => op(t.x, reverse), sizes).outputs["out"].kind;
+      assert.equal(kinds, "assocScan");
+      const data = randomData(inputs, sizes, rng(seed), {
+        x: name === "cumprod" ? [0.999, 1.001] : range,
+      });
+      try {
+        checkGradients(inputs, loss, ["x"], sizes, data, { maxElements: 12 });
+      } catch (e) {
+        throw new Error(`${name} reverse=${reverse} seed ${seed}: ${(e as Error).message}`);
+      }
+    }
+  }
+});
+
 Deno.test("assocScan grad: ties send the cotangent to the first extreme", () => {
   // x = [1, 3, 3, 2, 3]: the running max is 1 3 3 3 3; position 1 attains it first.
   const g = trace({ x: "l" }, ({ x }) => {

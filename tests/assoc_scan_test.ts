@@ -243,6 +243,19 @@ Deno.test("assocScan: cumsum and cumprod run on the linear scan's kernels", asyn
   assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["scan", "scan"]);
 });
 
+Deno.test("assocScan: a long cumsum or cumprod with few channels takes the chunked kernels", async () => {
+  const fn = (t: Rec) => ({
+    s: cumsum(t.x, "l"),
+    p: cumprod(t.x, "l", { reverse: true }),
+  });
+  const g = trace({ x: "b l" }, fn, { b: 2, l: 1500 });
+  assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["assocScan", "assocScan"]);
+  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 1500 }, {}, 6, [
+    0.999,
+    1.001,
+  ]);
+});
+
 Deno.test("assocScan: (max, +) pairs and matrix products on the GPU", async () => {
   for (const strategy of [SEQUENTIAL, CHUNKED, CHUNKED_MEMORY, CHUNKED_UNSTAGED]) {
     for (const reverse of [false, true]) {
