@@ -19,6 +19,7 @@ import { associativeScan, cummax, cumsum } from "../dsl/assoc_scan.ts";
 import { add } from "../dsl/elementwise.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { compile } from "../runtime/compile.ts";
+import { scan } from "../dsl/scan.ts";
 import type { GpuContext } from "../runtime/gpu_device.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
 import { randomF32 } from "./scan_inputs.ts";
@@ -41,8 +42,11 @@ const max = (name: string, strategy?: AssocScanStrategy): Variant => ({
 // The defaults first, then the knobs a first H200 run should compare (bench/RESULTS.md).
 const VARIANTS: Variant[] = [
   { name: "cumsum", fn: (x) => cumsum(x, "i"), fold: (a, v) => a + v },
+  // The linear scan's chunked kernels, which cumsum no longer uses at this shape.
+  { name: "cumsum_linear_scan", fn: (x) => scan("i", 1, x), fold: (a, v) => a + v },
   {
-    name: "cumsum_assoc",
+    // A user's sum combine: ordered totals (pass 1 scans its tiles).
+    name: "cumsum_user_combine",
     fn: (x) => associativeScan("i", (a, b) => ({ x: add(a.x, b.x) }), { x }).x,
     fold: (a, v) => a + v,
   },

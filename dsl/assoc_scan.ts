@@ -44,10 +44,17 @@ export function prefersChunks(channels: number, len: number): boolean {
   return channels < CHUNK_BELOW_CHANNELS && len >= CHUNK_FROM_LENGTH;
 }
 
-/** Whether `x` scanned along `axis` is the chunked case of {@link prefersChunks}. */
-function chunkedCase(x: Node, axis: string): boolean {
+/**
+ * Whether cumsum/cumprod of `x` along `axis` should leave the linear scan for the associative
+ * scan's chunked kernels: where the linear scan's carry pass (one thread per channel walking
+ * every chunk; `chooseScanStrategy` makes min(⌈len/64⌉, ⌈65536/channels⌉) chunks) would walk
+ * more than 1024 chunks, e.g. 65536 for a 64M-step axis.
+ */
+function longCarryChain(x: Node, axis: string): boolean {
   const len = x.shape[x.axes.indexOf(axis)];
-  return prefersChunks(numel(x) / len, len);
+  const channels = numel(x) / len;
+  const linearChunks = Math.min(Math.ceil(len / 64), Math.ceil(65536 / channels));
+  return prefersChunks(channels, len) && linearChunks > 1024;
 }
 
 /**
@@ -226,7 +233,7 @@ function constNode(value: number): Node {
 
 /** cumsum of a node (`cumsum` without its checks; also its own transpose). */
 export function cumsumNode(n: Node, axis: string, reverse: boolean): Node {
-  if (chunkedCase(n, axis)) return namedScan("cumsum", "sum", new Tensor(n), axis, reverse).node;
+  if (longCarryChain(n, axis)) return namedScan("cumsum", "sum", new Tensor(n), axis, reverse).node;
   return linearScan(axis, constNode(1), n, reverse);
 }
 
@@ -262,7 +269,7 @@ export function cumprod<X extends Tensor, Ax extends string>(
 ): X {
   const n = single("cumprod", x, axis);
   const reverse = options.reverse ?? false;
-  if (chunkedCase(n, axis)) return namedScan("cumprod", "prod", x, axis, reverse) as X;
+  if (longCarryChain(n, axis)) return namedScan("cumprod", "prod", x, axis, reverse) as X;
   return new Tensor(cumprodAsLinearScan(n, axis, reverse)) as X;
 }
 

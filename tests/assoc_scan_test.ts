@@ -243,14 +243,17 @@ Deno.test("assocScan: cumsum and cumprod run on the linear scan's kernels", asyn
   assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["scan", "scan"]);
 });
 
-Deno.test("assocScan: a long cumsum or cumprod with few channels takes the chunked kernels", async () => {
+Deno.test("assocScan: cumsum/cumprod with a long carry chain take the chunked kernels", async () => {
   const fn = (t: Rec) => ({
     s: cumsum(t.x, "l"),
     p: cumprod(t.x, "l", { reverse: true }),
   });
-  const g = trace({ x: "b l" }, fn, { b: 2, l: 1500 });
+  // The linear scan would carry across ⌈66001/64⌉ = 1032 chunks in one thread; 1500 steps keep it.
+  const g = trace({ x: "b l" }, fn, { b: 2, l: 66001 });
   assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["assocScan", "assocScan"]);
-  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 1500 }, {}, 6, [
+  const short = trace({ x: "b l" }, fn, { b: 2, l: 1500 });
+  assert.deepEqual(Object.values(short.outputs).map((n) => n.kind), ["scan", "scan"]);
+  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 66001 }, {}, 6, [
     0.999,
     1.001,
   ]);
