@@ -79,6 +79,16 @@ Deno.test("assocScan grad: ties send the cotangent to the first extreme", () => 
   }, { l: 5 });
   const x = Float64Array.from([1, 3, 3, 2, 3]);
   assert.deepEqual([...interpret(g, { x })["out"]], [1, 4, 0, 0, 0]);
+  // Reverse: "first" in scan order is the largest index. x = [3, 2, 3, 3, 1]: position 3 attains
+  // the running max 3 before positions 2 and 0 tie it.
+  const r = trace({ x: "l" }, ({ x }) => {
+    const [, grads] = valueAndGrad((p: { x: Tensor<"l"> }) =>
+      sum(cummax(p.x, "l", { reverse: true }), "l")
+    )({ x });
+    return grads.x;
+  }, { l: 5 });
+  const xr = Float64Array.from([3, 2, 3, 3, 1]);
+  assert.deepEqual([...interpret(r, { x: xr })["out"]], [0, 0, 0, 4, 1]);
 });
 
 Deno.test("assocScan grad: a user combine has no gradient rule", () => {
