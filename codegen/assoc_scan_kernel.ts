@@ -135,7 +135,10 @@ export function emitAssocScan(
 ): KernelArtifact[] {
   checkIndexable(root);
   const shape = shapeOf(core);
-  const chunked = force.mode ? force.mode === "chunked" : prefersChunks(shape.channels, shape.len);
+  const innermost = root.axes[root.axes.length - 1] === core.axis;
+  const chunked = force.mode
+    ? force.mode === "chunked"
+    : prefersChunks(shape.channels, shape.len, innermost);
   const ctx = { root, core, materialized, limits, name, aliases, shape };
   return chunked ? emitChunked(ctx, force) : [emitSequential(ctx)];
 }
@@ -357,7 +360,10 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
 
   // (3) Each chunk again from its carry, writing the outputs and their epilogue.
   const r3 = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
-  const carryReads = r3.read(carries);
+  // One chunk per channel: no carries, and passes 1 and 2 are not needed.
+  const single = t.chunks === 1;
+  const carryIn = single ? `var hasCarry = false;` : `var hasCarry = k > 0u;
+  if (hasCarry) { carry = ${recordAt(r3.read(carries), "w")}; }`;
   const outer3 = new ExprEmitter(r3.lookup, "h");
   const loop3 = tileLoop(t, comps, "start", "end", elementItem(r3, outer3), {
     when: "after",
@@ -377,8 +383,7 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   ${chunkIndex.join("\n  ")}
   ${outer3.lines.join("\n  ")}
   var carry: Rec;
-  var hasCarry = k > 0u;
-  if (hasCarry) { carry = ${recordAt(carryReads, "w")}; }
+  ${carryIn}
   ${loop3}
 }
 `;
@@ -395,6 +400,7 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
     writes: r.writes,
     kind: "scan",
   });
+  if (single) return [artifact("outputs", pass3, r3, chunkWorkgroups)];
   return [
     artifact("totals", pass1, r1, chunkWorkgroups),
     artifact("carries", pass2, r2, channelWorkgroups),

@@ -36,12 +36,15 @@ export const CHUNK_FROM_LENGTH = 1024;
 
 /**
  * Whether a scan of `channels` independent sequences of length `len` is best cut into chunks
- * scanned by workgroups (the associative-scan kernels do that at every level; the linear scan's
+ * scanned by workgroups, rather than folded by one thread per channel. When the scan axis is
+ * innermost in memory (`innermost`), threads per channel read addresses `len` apart, while a
+ * workgroup's tile is contiguous: chunks whenever a tile fills. Otherwise threads per channel
+ * read coalesced rows and win once there are enough of them to fill the GPU. (The linear scan's
  * chunked form carries across chunks in one thread per channel, so cumsum and cumprod take the
- * associative kernels there).
+ * associative kernels where that chain is long.)
  */
-export function prefersChunks(channels: number, len: number): boolean {
-  return channels < CHUNK_BELOW_CHANNELS && len >= CHUNK_FROM_LENGTH;
+export function prefersChunks(channels: number, len: number, innermost: boolean): boolean {
+  return len >= CHUNK_FROM_LENGTH && (innermost || channels < CHUNK_BELOW_CHANNELS);
 }
 
 /**
@@ -54,7 +57,8 @@ function longCarryChain(x: Node, axis: string): boolean {
   const len = x.shape[x.axes.indexOf(axis)];
   const channels = numel(x) / len;
   const linearChunks = Math.min(Math.ceil(len / 64), Math.ceil(65536 / channels));
-  return prefersChunks(channels, len) && linearChunks > 1024;
+  const innermost = x.axes[x.axes.length - 1] === axis;
+  return prefersChunks(channels, len, innermost) && linearChunks > 1024;
 }
 
 /**

@@ -432,3 +432,33 @@ Deno.test("assocScan: without subgroups the tiles are scanned in workgroup memor
     ctx.device.destroy();
   }
 });
+
+Deno.test("assocScan: one chunk per channel is a single kernel", async () => {
+  const single: AssocScanStrategy = { mode: "chunked", workgroup: 8, perThread: 2, chunkTiles: 7 };
+  for (const reverse of [false, true]) {
+    await checkGpu(
+      `one chunk reverse=${reverse}`,
+      { x: "b l" },
+      (t) => ({
+        out: cummin(t.x, "l", { reverse }),
+      }),
+      { b: 3, l: 101 },
+      single,
+      1,
+    );
+  }
+  // Many channels: an innermost scan axis is read as contiguous tiles (one chunk each), any
+  // other layout by one thread per channel over coalesced rows.
+  const sizes = { c: 9000, l: 1024 };
+  const innermost = generateKernels(
+    trace({ x: "c l" }, ({ x }) => cummax(x, "l"), sizes),
+    DEFAULT_LIMITS,
+  ).kernels;
+  assert.equal(innermost.length, 1);
+  assert.match(innermost[0].wgsl, /pass 3\/3: outputs, 9000 channels × 1 chunks/);
+  const rows =
+    generateKernels(trace({ x: "l c" }, ({ x }) => cummax(x, "l"), sizes), DEFAULT_LIMITS)
+      .kernels;
+  assert.equal(rows.length, 1);
+  assert.match(rows[0].wgsl, /sequential, 9000 channels/);
+});
