@@ -68,4 +68,6 @@ export type {
 export type { ScanUse } from "./codegen/scan_plan.ts";
 export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
 export type { ScanStrategy, TileReduce } from "./codegen/scan_strategy.ts";
+export type { AssocScanStrategy } from "./codegen/assoc_scan_kernel.ts";
+export type { AssocCombine, AssocScanNode } from "./dsl/ir.ts";
 export type { ScanMath, ScanPrefetch, ScanStateLoads, VectorIndex } from "./codegen/scan_loop.ts";

@@ -84,6 +84,15 @@ export { pad, rename, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
 export { type DeltaOperands, type DeltaOptions, type DeltaResult, deltaRule } from "./dsl/delta.ts";
+export {
+  associativeScan,
+  cummax,
+  cummin,
+  cumprod,
+  cumsum,
+  type CumulativeOptions,
+  logcumsumexp,
+} from "./dsl/assoc_scan.ts";
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
 export { crossEntropy, type LossOptions, mse, type Reduction } from "./dsl/losses.ts";
 export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";
@@ -242,4 +251,5 @@ export type {
   TokenNames,
 } from "./dsl/rearrange_types.ts";
 export type { ScanResult } from "./dsl/scan.ts";
+export type { AssocScanStrategy } from "./codegen/assoc_scan_kernel.ts";
 export type { AxesOf, IsAny } from "./dsl/tensor.ts";

@@ -3,13 +3,16 @@
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
- *   deno task bench [--only copy,fused,matmul,scan,step,delta,train] [--iterations N] [--scan JSON]
+ *   deno task bench [--only copy,fused,matmul,scan,step,delta,train,cum] [--iterations N] [--scan JSON]
  *
  * `--only delta` times the Gated DeltaNet forward (bench/delta_bench.ts; its `--peer` adds FLA).
  *   deno task bench --only train [--train-scale full|tiny] [--train-steps N] [--train-cases IDS]
  *
  * `--train-cases mamba2_130m_step@1x256,scan_bwd@8x4096` runs only those training cases
  * (ids `name@BxL`, listed by bench/train_bench.ts).
+ *
+ * `--only cum` times cumsum and cummax over 64M elements against the copy kernel
+ * (bench/cum_bench.ts; torch's times: bench/cum_torch.py).
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
@@ -29,6 +32,7 @@ import { copyKernelBenchmark } from "./copy_kernel.ts";
 import { DELTA_BENCH_SHAPES, deltaBench } from "./delta_bench.ts";
 import { trainBench, trainCaseId, trainCases } from "./train_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
+import { cumBenchmark } from "./cum_bench.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -71,7 +75,7 @@ const SCAN_SHAPE = { b: 8, l: 4096, d: 1536, n: 16 }; // issue 3's benchmark sha
 // The official shapes are fixed (the issues name them): a device that cannot bind them (lavapipe
 // binds 128 MiB) is told so up front instead of failing at its first submit.
 const needed = Math.max(
-  only.has("copy") || only.has("fused") ? ELEMS * 4 : 0,
+  only.has("copy") || only.has("fused") || only.has("cum") ? ELEMS * 4 : 0,
   only.has("scan") ? SCAN_SHAPE.b * SCAN_SHAPE.l * SCAN_SHAPE.d * 4 : 0,
   only.has("matmul") ? MATMUL_N * MATMUL_N * 4 : 0,
 );
@@ -104,6 +108,8 @@ if (only.has("copy") || only.has("fused")) {
     prog.destroy();
   }
 }
+
+if (only.has("cum")) await cumBenchmark(ctx, ELEMS, iterations, report);
 
 if (only.has("matmul")) {
   const n = MATMUL_N;

@@ -12,6 +12,7 @@ import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
+import { type AssocScanStrategy, emitAssocScan } from "./assoc_scan_kernel.ts";
 import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel, type MatmulStrategy } from "./matmul_lowering.ts";
@@ -78,6 +79,9 @@ function emitKernel(
   if (core?.kind === "scan") {
     return emitMaterializedScan(root, core, plan.materialized, limits, name, aliases, options.scan);
   }
+  if (core?.kind === "assocScan") {
+    return emitAssocScan(root, core, plan.materialized, limits, name, aliases, options.assocScan);
+  }
   if (core?.kind === "reduce") {
     return [emitReduceKernel(root, core, plan.materialized, limits, name, aliases)];
   }
@@ -114,6 +118,8 @@ export interface CodegenOptions {
   scan?: ScanStrategy;
   /** Force contraction-kernel choices (tests, benchmarks). */
   matmul?: MatmulStrategy;
+  /** Force the associative-scan lowering (tests, benchmarks). */
+  assocScan?: AssocScanStrategy;
   /** Input node → output node sharing one buffer (in-place state updates). */
   aliases?: ReadonlyMap<Node, Node>;
 }

@@ -239,6 +239,7 @@ export class ExprEmitter {
       case "scan":
       case "delta":
       case "delta_state":
+      case "assocScan":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

@@ -15,7 +15,10 @@ import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
-export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" | "delta" }>;
+export type CoreNode = Extract<
+  Node,
+  { kind: "contract" | "reduce" | "scan" | "delta" | "assocScan" }
+>;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
 export interface SimpleGroup {
@@ -62,7 +65,8 @@ const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 
 function isCore(n: Node): n is CoreNode {
   if (n.kind === "contract") return !isInlineContraction(n);
-  return n.kind === "reduce" || n.kind === "scan" || n.kind === "delta";
+  return n.kind === "reduce" || n.kind === "scan" || n.kind === "delta" ||
+    n.kind === "assocScan";
 }
 
 /** Longest summed extent of a contraction computed inline (a short loop) where it is used. */
@@ -84,9 +88,10 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
     const m = stack.pop()!;
     if (seen.has(m)) continue;
     seen.add(m);
-    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" || m.kind === "input") {
+    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" || m.kind === "assocScan") {
       continue;
     }
+    if (m.kind === "input") continue;
     if (m.kind === "contract") {
       if (summedExtent(m) <= INLINE_CONTRACTION_MAX) return false;
       continue;

@@ -315,6 +315,46 @@ export interface DeltaStateNode extends Base {
   readonly x: DeltaNode;
 }
 
+/**
+ * The combine function of an {@link AssocScanNode}, traced once: `results[i]` is component i
+ * of combine(left, right) as an elementwise graph over the placeholder leaves `left` and
+ * `right` (input nodes that no program declares, one per component, with the elements' axes)
+ * and constants. It is a separate small graph: `nodeInputs` never reaches it.
+ */
+export interface AssocCombine {
+  /** The record's keys, in component order. */
+  readonly names: readonly string[];
+  /** Placeholders of the left (earlier) operand, one per component. */
+  readonly left: readonly InputNode[];
+  /** Placeholders of the right (later) operand, one per component. */
+  readonly right: readonly InputNode[];
+  /** Component i of combine(left, right). */
+  readonly results: readonly Node[];
+}
+
+/**
+ * Component `component` of an associative scan along `axis`: y[t] = x[0] ⊕ x[1] ⊕ … ⊕ x[t]
+ * (with `reverse`, x[t] ⊕ x[t+1] ⊕ … ⊕ x[L−1]), where each x[t] is the record of `elems` at t
+ * and ⊕ is `combine`. Every component of one scan shares `elems` and `combine` (the same
+ * objects); `op` names the built-in scans (cummax, …) whose transpose rules exist.
+ */
+export interface AssocScanNode extends Base {
+  /** Discriminant. */
+  readonly kind: "assocScan";
+  /** The axis scanned along. */
+  readonly axis: string;
+  /** The element components, all over this node's axes. */
+  readonly elems: readonly Node[];
+  /** The associative combine (the user's contract). */
+  readonly combine: AssocCombine;
+  /** Which component of the scanned record this node is. */
+  readonly component: number;
+  /** Run from the last position to the first. */
+  readonly reverse: boolean;
+  /** The built-in scan this is, when it is one (its gradient rule exists). */
+  readonly op?: "sum" | "prod" | "max" | "min" | "logsumexp";
+}
+
 /** Any IR node. */
 export type Node =
   | InputNode
@@ -336,7 +376,8 @@ export type Node =
   | PickNode
   | ScanNode
   | DeltaNode
-  | DeltaStateNode;
+  | DeltaStateNode
+  | AssocScanNode;
 
 /** The node kinds. */
 export type NodeKind = Node["kind"];
@@ -389,6 +430,8 @@ export function nodeInputs(node: Node): Node[] {
       return [node.table, node.indices];
     case "conv1d":
       return [node.x, node.w];
+    case "assocScan":
+      return [...node.elems];
   }
 }
 

@@ -29,6 +29,7 @@ import {
 } from "./grad_builders.ts";
 import type { BinaryNode, Node, ReduceNode, UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
+import { assocScanRule } from "./vjp_assoc.ts";
 import { viewRule } from "./vjp_views.ts";
 
 export type { Contribution } from "./grad_builders.ts";
@@ -82,6 +83,8 @@ export function transposeRule(
           `flow through its q, k, v, beta, gate or init`,
       );
     }
+    case "assocScan":
+      return assocScanRule(node, ct, wanted);
     case "permute":
     case "regroup":
     case "slice":

@@ -18,6 +18,7 @@ import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
+import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
 import { showAxes } from "../dsl/axes.ts";
 import { DEFAULT_LIMITS, type DeviceLimits, limitsFrom } from "../codegen/limits.ts";
@@ -37,6 +38,8 @@ export interface CompileOptions {
   gpu?: GpuContext;
   /** Force a scan strategy: `{ chunks }` along the scan axis, `{ lanes }` per channel. */
   scan?: ScanStrategy;
+  /** Force the associative-scan lowering: `{ mode: "chunked" }`, tile sizes. */
+  assocScan?: AssocScanStrategy;
   /** Force contraction-kernel choices (matrix-vector staging). */
   matmul?: MatmulStrategy;
   /**
@@ -129,6 +132,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
   const program = generateKernels(graph, ctx ? deviceLimits(ctx) : DEFAULT_LIMITS, {
     scan: options.scan,
     matmul: options.matmul,
+    assocScan: options.assocScan,
     aliases,
   });
   let destroyed = false;

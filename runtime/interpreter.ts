@@ -9,6 +9,7 @@ import { collectNodes, type Graph, type Node, numel, type ScanNode, stridesOf } 
 import { checkHostInputs, type HostArray } from "./host_inputs.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 import { evalDelta } from "./delta_interpreter.ts";
+import { evalAssocScan } from "./assoc_interpret.ts";
 
 export type { HostArray } from "./host_inputs.ts";
 
@@ -236,6 +237,8 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
     case "delta_state":
       // Recomputed from the operands: the interpreter is an oracle, not a fast path.
       return evalDelta(node.x, get).state;
+    case "assocScan":
+      return evalAssocScan(node, get);
     case "conv1d": {
       const x = get(node.x), w = get(node.w);
       const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];

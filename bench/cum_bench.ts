@@ -1,0 +1,140 @@
+/**
+ * Cumulative scans over one long axis (issue 19's benchmark: 64M f32 elements), timed against
+ * ssmkit's copy kernel in the same run. Prints one JSON object per line. Each row gives the
+ * time, the effective bandwidth (one read and one write of the tensor per scan, as the copy
+ * moves, so `fractionOfCopy` compares like with like) and the kernels it ran; results are
+ * checked against a float64 loop before timing.
+ *
+ *   deno run -A bench/cum_bench.ts [--elements N] [--iterations N]
+ *   deno task bench --only cum          (the same rows, from bench/main.ts, at 64M)
+ *
+ * Torch's times for the same sizes: `python3 bench/cum_torch.py`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
+import { associativeScan, cummax, cumsum } from "../dsl/assoc_scan.ts";
+import { add } from "../dsl/elementwise.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { compile } from "../runtime/compile.ts";
+import { scan } from "../dsl/scan.ts";
+import type { GpuContext } from "../runtime/gpu_device.ts";
+import { copyKernelBenchmark } from "./copy_kernel.ts";
+import { randomF32 } from "./scan_inputs.ts";
+
+/** One variant: a scan of `x` over `i`, with forced lowering knobs. */
+interface Variant {
+  readonly name: string;
+  readonly fn: (x: Tensor<"i">) => Tensor;
+  readonly fold: (acc: number, v: number) => number;
+  readonly strategy?: AssocScanStrategy;
+}
+
+const max = (name: string, strategy?: AssocScanStrategy): Variant => ({
+  name,
+  fn: (x) => cummax(x, "i"),
+  fold: Math.max,
+  strategy,
+});
+
+// The defaults first, then the knobs a first H200 run should compare (bench/RESULTS.md).
+const VARIANTS: Variant[] = [
+  { name: "cumsum", fn: (x) => cumsum(x, "i"), fold: (a, v) => a + v },
+  // The linear scan's chunked kernels, which cumsum no longer uses at this shape.
+  { name: "cumsum_linear_scan", fn: (x) => scan("i", 1, x), fold: (a, v) => a + v },
+  {
+    // A user's sum combine: ordered totals (pass 1 scans its tiles).
+    name: "cumsum_user_combine",
+    fn: (x) => associativeScan("i", (a, b) => ({ x: add(a.x, b.x) }), { x }).x,
+    fold: (a, v) => a + v,
+  },
+  max("cummax"),
+  max("cummax_v8", { perThread: 8 }),
+  max("cummax_wg128_v8", { workgroup: 128, perThread: 8 }),
+  max("cummax_unstaged", { stage: false }),
+  max("cummax_memory_scan", { tileScan: "workgroup" }),
+  max("cummax_ordered_totals", { commutativeTotals: false }),
+  max("cummax_chunks_x4", { chunkTiles: 64 }),
+];
+
+/** The float64 fold of `x` (the check). */
+function foldAll(x: Float32Array, f: (a: number, v: number) => number): Float64Array {
+  const out = new Float64Array(x.length);
+  let acc = x[0];
+  out[0] = acc;
+  for (let i = 1; i < x.length; i++) out[i] = acc = f(acc, x[i]);
+  return out;
+}
+
+/** ‖got − want‖₂ / ‖want‖₂. */
+function relativeError(got: Float32Array, want: Float64Array): number {
+  let d = 0, n = 0;
+  for (let i = 0; i < got.length; i++) {
+    d += (got[i] - want[i]) ** 2;
+    n += want[i] ** 2;
+  }
+  return Math.sqrt(d / n);
+}
+
+/**
+ * Times every variant over `elements` f32 values and the copy anchor of the same size;
+ * `report` receives one row per measurement.
+ */
+export async function cumBenchmark(
+  ctx: GpuContext,
+  elements: number,
+  iterations: number,
+  report: (row: Record<string, unknown>) => void,
+): Promise<void> {
+  // The copy kernel moves vec4s: its size is rounded down to a multiple of 4.
+  const copy = await copyKernelBenchmark(ctx, elements - elements % 4, iterations);
+  report({ bench: "cum_copy_anchor", elements, ms: copy.ms, GBps: copy.GBps });
+  const x = randomF32(elements);
+  for (const v of VARIANTS) {
+    const prog = await compile({ x: "i" }, ({ x }) => v.fn(x), { i: elements }, {
+      gpu: ctx,
+      backend: "gpu",
+      assocScan: v.strategy,
+    });
+    const got = await prog.run({ x }) as Float32Array;
+    const error = relativeError(got, foldAll(x, v.fold));
+    // A few warm-up rounds of about 0.3 s keep the clocks up, as bench/main.ts does.
+    const probe = await prog.benchmark({ x }, { warmup: 1, iterations: 2 });
+    const warmup = Math.min(200, Math.max(3, Math.ceil(0.3e9 / Math.max(probe.totalNs, 1))));
+    const r = await prog.benchmark({ x }, { warmup, iterations });
+    const ms = r.totalNs / 1e6;
+    const GBps = (2 * elements * 4) / ms / 1e6;
+    report({
+      bench: `cum_${v.name}`,
+      elements,
+      ms,
+      GBps,
+      fractionOfCopy: GBps / copy.GBps,
+      relativeError: error,
+      kernels: r.kernels.map((k) => `${k.name} ${(k.medianNs / 1e3).toFixed(1)}us`),
+      strategy: v.strategy ?? "default",
+    });
+    prog.destroy();
+  }
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      elements: { type: "string", default: String(64 * 1024 * 1024) },
+      iterations: { type: "string", default: "20" },
+    },
+    strict: true,
+  });
+  const { getGpu } = await import("../runtime/gpu_device.ts");
+  const ctx = await getGpu();
+  await cumBenchmark(
+    ctx,
+    Number(values.elements),
+    Number(values.iterations),
+    (row) => console.log(JSON.stringify(row)),
+  );
+}

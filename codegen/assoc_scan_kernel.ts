@@ -1,0 +1,409 @@
+/**
+ * Kernels of the associative scan (`assocScan` nodes). The scanned record is a WGSL struct
+ * `Rec` and the traced combine a WGSL function `comb(a, b)` in processing order (for a reverse
+ * scan the operands swap, so every loop below runs forward over p, with t = L − 1 − p).
+ * The elements are computed inline from their fused trees (the prologue) and the output's
+ * elementwise epilogue is written at each step.
+ *
+ * - **Sequential**: one thread per channel folds its whole axis; for many channels.
+ * - **Chunked** (few channels, long axis): the axis is cut into chunks of whole tiles, and a
+ *   workgroup walks a chunk tile by tile; in a tile each thread folds V consecutive elements,
+ *   the workgroup scans the thread totals (Hillis–Steele in workgroup memory), and each thread
+ *   rescans its elements from its exclusive prefix. Three kernels: (1) each chunk's total,
+ *   (2) per channel, the exclusive scan of chunk totals (the carries), (3) each chunk again
+ *   from its carry, writing the outputs.
+ *
+ * @module
+ */
+
+import type { AssocScanNode, Node } from "../dsl/ir.ts";
+import { prefersChunks } from "../dsl/assoc_scan.ts";
+import { numel } from "../dsl/ir.ts";
+import {
+  BindingRegistry,
+  checkIndexable,
+  foldWorkgroups,
+  type KernelArtifact,
+  scratch,
+  type ScratchBuffer,
+} from "./artifact.ts";
+import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+import {
+  commutativeDeclarations,
+  commutativeFold,
+  stageDeclarations,
+  stageSlots,
+  tileBuiltins,
+  tileDeclarations,
+  tileLoop,
+  type Tiling,
+} from "./assoc_scan_tiles.ts";
+
+/** Forced choices of the associative-scan lowering (tests, benchmarks). */
+export interface AssocScanStrategy {
+  /** One thread per channel, or the three chunked kernels. */
+  mode?: "sequential" | "chunked";
+  /** Chunked: threads per workgroup. */
+  workgroup?: number;
+  /** Chunked: consecutive elements each thread folds per tile. */
+  perThread?: number;
+  /** Chunked: tiles (workgroup × perThread elements) per chunk. */
+  chunkTiles?: number;
+  /**
+   * Chunked: scan a tile's thread totals with subgroup shuffles (the default where the device
+   * has subgroups) or in workgroup memory.
+   */
+  tileScan?: "subgroup" | "workgroup";
+  /**
+   * Chunked: compute elements and write outputs at coalesced positions, passing them to and
+   * from the scanning thread through workgroup memory (default: where it fits).
+   */
+  stage?: boolean;
+  /**
+   * Chunked: pass 1 of a built-in (commutative) scan folds with coalesced strided loads
+   * (default true); false uses the tile loop every combine uses.
+   */
+  commutativeTotals?: boolean;
+}
+
+/** Workgroups the chunked passes aim for, across channels and chunks. */
+const TARGET_WORKGROUPS = 4096;
+const SEQUENTIAL_WORKGROUP = 64;
+
+/** Loop-variant identifiers of these kernels (values mentioning them are not hoisted). */
+const LOOP_VARIABLES = [
+  "base",
+  "p\\d+",
+  "t\\d+",
+  "x\\d+_\\d+",
+  "y\\d+_\\d+",
+  "j\\d+w?",
+  "k\\d+",
+  "q\\d+",
+];
+
+interface Shape {
+  readonly len: number;
+  readonly channels: number;
+  readonly channelAxes: string[];
+  readonly channelShape: number[];
+}
+
+function shapeOf(core: AssocScanNode): Shape {
+  const k = core.axes.indexOf(core.axis);
+  const len = core.shape[k];
+  return {
+    len,
+    channels: numel(core) / len,
+    channelAxes: core.axes.filter((a) => a !== core.axis),
+    channelShape: core.shape.filter((_, i) => i !== k),
+  };
+}
+
+/** WGSL of the record struct and `comb(a, b)`, the combine in processing order. */
+function combineModule(core: AssocScanNode): string {
+  const { left, right, results } = core.combine;
+  const n = results.length;
+  const [first, second] = core.reverse ? ["b", "a"] : ["a", "b"];
+  const env: Env = Object.fromEntries(core.axes.map((a) => [a, "0u"]));
+  const body = new ExprEmitter(() => undefined, "c").interceptWith((node) => {
+    const i = left.indexOf(node as typeof left[number]);
+    if (i >= 0) return `${first}.c${i}`;
+    const j = right.indexOf(node as typeof right[number]);
+    return j >= 0 ? `${second}.c${j}` : undefined;
+  });
+  const values = results.map((r) => body.emit(r, env));
+  const fields = Array.from({ length: n }, (_, i) => `c${i}: f32`).join(", ");
+  return `struct Rec { ${fields} }
+fn comb(a: Rec, b: Rec) -> Rec {
+  ${body.lines.join("\n  ")}
+  return Rec(${values.join(", ")});
+}`;
+}
+
+/** Emits the kernels of `root`, which is `core` or an elementwise epilogue of it. */
+export function emitAssocScan(
+  root: Node,
+  core: AssocScanNode,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  force: AssocScanStrategy = {},
+): KernelArtifact[] {
+  checkIndexable(root);
+  const shape = shapeOf(core);
+  const innermost = root.axes[root.axes.length - 1] === core.axis;
+  const chunked = force.mode
+    ? force.mode === "chunked"
+    : prefersChunks(shape.channels, shape.len, innermost);
+  const ctx = { root, core, materialized, limits, name, aliases, shape };
+  return chunked ? emitChunked(ctx, force) : [emitSequential(ctx)];
+}
+
+interface Context {
+  readonly root: Node;
+  readonly core: AssocScanNode;
+  readonly materialized: ReadonlySet<Node>;
+  readonly limits: DeviceLimits;
+  readonly name: string;
+  readonly aliases: ReadonlyMap<Node, Node>;
+  readonly shape: Shape;
+}
+
+/** The scan position of processing step `p` (a WGSL u32 expression). */
+function positionOf(ctx: Context, p: string): string {
+  return ctx.core.reverse ? `${u32Literal(ctx.shape.len - 1)} - ${p}` : p;
+}
+
+/** Statements computing the record of elements at `env` into `target`. */
+function elementLines(emitter: ExprEmitter, core: AssocScanNode, env: Env, target: string) {
+  const values = core.elems.map((e) => emitter.emit(e, env));
+  return [...emitter.lines, `${target} = Rec(${values.join(", ")});`];
+}
+
+/** Statements writing the epilogue at `env`, the scan's value being `value` (a Rec). */
+function epilogueLines(ctx: Context, emitter: ExprEmitter, env: Env, out: string): string[] {
+  const v = emitter.emit(ctx.root, env);
+  return [...emitter.lines, `${out}[${offsetExpr(ctx.root, env)}] = ${v};`];
+}
+
+function emitSequential(ctx: Context): KernelArtifact {
+  const { core, shape, limits } = ctx;
+  const registry = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
+  const wg = SEQUENTIAL_WORKGROUP;
+  const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
+  const outer = new ExprEmitter(registry.lookup, "h");
+  const env: Env = { ...channel.env, [core.axis]: "t0" };
+  const load = new ExprEmitter(registry.lookup, "x0_").hoistTo(outer, LOOP_VARIABLES);
+  const loadLines = elementLines(load, core, env, "x");
+  const epi = load.fork("y0_", { node: core, value: `acc.c${core.component}` });
+  const epiLines = epilogueLines(ctx, epi, env, registry.writeName(0));
+  registry.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
+  const workgroups = foldWorkgroups(
+    Math.ceil(shape.channels / wg),
+    limits.maxComputeWorkgroupsPerDimension,
+  );
+  const wgsl = `// ${ctx.name}: associative scan along ${core.axis} (${shape.len}), ` +
+    `sequential, ${shape.channels} channels
+${registry.declarations()}
+${MATH_PRELUDE}
+${combineModule(core)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let ch = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${wg}u + lid;
+  if (ch >= ${u32Literal(shape.channels)}) { return; }
+  ${channel.lines.join("\n  ")}
+  ${outer.lines.join("\n  ")}
+  var acc: Rec;
+  var x: Rec;
+  for (var p0: u32 = 0u; p0 < ${u32Literal(shape.len)}; p0++) {
+    let t0 = ${positionOf(ctx, "p0")};
+    ${loadLines.join("\n    ")}
+    if (p0 == 0u) { acc = x; } else { acc = comb(acc, x); }
+    ${epiLines.join("\n    ")}
+  }
+}
+`;
+  return {
+    name: ctx.name,
+    wgsl,
+    workgroups,
+    reads: registry.reads,
+    writes: registry.writes,
+    kind: "scan",
+  };
+}
+
+function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
+  const comps = ctx.core.elems.length;
+  const memoryCap = Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / (4 * comps));
+  const wg = Math.min(
+    force.workgroup ?? 256,
+    ctx.limits.maxComputeInvocationsPerWorkgroup,
+    memoryCap,
+  );
+  if (wg < 1) throw new Error(`${ctx.name}: the scanned record does not fit workgroup memory`);
+  const per = force.perThread ?? 4;
+  const tile = wg * per;
+  const tiles = Math.ceil(ctx.shape.len / tile);
+  const wantChunks = Math.max(1, Math.ceil(TARGET_WORKGROUPS / ctx.shape.channels));
+  const chunkTiles = force.chunkTiles ?? Math.max(1, Math.ceil(tiles / wantChunks));
+  const chunkLen = chunkTiles * tile;
+  const scan = force.tileScan ?? (ctx.limits.subgroups ? "subgroup" : "workgroup");
+  if (scan === "subgroup" && !ctx.limits.subgroups) {
+    throw new Error(`${ctx.name}: tileScan "subgroup" needs a device with subgroups`);
+  }
+  // Workgroup memory: sh (wg Recs), shTotal, the stage (padded tile) and pass 1's flags.
+  const bytes = 4 * (comps * (wg + 1 + stageSlots(tile)) + wg);
+  const fits = bytes <= ctx.limits.maxComputeWorkgroupStorageSize;
+  if (force.stage && !fits) {
+    throw new Error(
+      `${ctx.name}: a staged tile of ${tile} needs ${bytes} bytes of workgroup memory`,
+    );
+  }
+  const stage = force.stage ?? fits;
+  return { wg, per, tile, chunkLen, chunks: Math.ceil(ctx.shape.len / chunkLen), scan, stage };
+}
+
+function header(
+  ctx: Context,
+  registry: BindingRegistry,
+  t: Tiling,
+  what: string,
+  extra = "",
+): string {
+  return `// ${ctx.name}: associative scan along ${ctx.core.axis} (${ctx.shape.len}), ${what}, ` +
+    `${ctx.shape.channels} channels × ${t.chunks} chunks of ${t.chunkLen}, workgroup ${t.wg} × ` +
+    `${t.per}, ${t.scan} tile scan
+${registry.declarations()}
+${MATH_PRELUDE}
+${combineModule(ctx.core)}
+${tileDeclarations(t)}
+${stageDeclarations(t)}${extra ? `\n${extra}` : ""}
+@compute @workgroup_size(${t.wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${
+      tileBuiltins(t)
+    }) {`;
+}
+
+function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
+  const { core, shape, limits } = ctx;
+  const t = tilingOf(ctx, force);
+  const comps = core.elems.length;
+  const slots = shape.channels * t.chunks;
+  // One buffer each for all components (component i at i·slots): two bindings at most.
+  const totals: ScratchBuffer = scratch(`${ctx.name}_totals`, comps * slots);
+  const carries: ScratchBuffer = scratch(`${ctx.name}_carries`, comps * slots);
+  const chunkWorkgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
+  const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
+  const chunkIndex = [
+    `let w = wid.x + wid.y * ${u32Literal(chunkWorkgroups[0])};`,
+    `if (w >= ${u32Literal(slots)}) { return; }`,
+    `let ch = w / ${u32Literal(t.chunks)};`,
+    `let k = w % ${u32Literal(t.chunks)};`,
+    ...channel.lines,
+    `let start = k * ${u32Literal(t.chunkLen)};`,
+    `let end = min(start + ${u32Literal(t.chunkLen)}, ${u32Literal(shape.len)});`,
+  ];
+
+  // The elements at scan step j, computed inline; channel-invariant values hoisted.
+  const elementItem = (registry: BindingRegistry, outer: ExprEmitter) => (v: number, j: string) => {
+    const e = new ExprEmitter(registry.lookup, `x${v}_`).hoistTo(outer, LOOP_VARIABLES);
+    const pos = `q${v}`;
+    return [
+      `let ${pos} = ${positionOf(ctx, j)};`,
+      ...elementLines(e, core, { ...channel.env, [core.axis]: pos }, `x${v}`),
+    ];
+  };
+  const at = (i: number, index: string) => i === 0 ? index : `${u32Literal(i * slots)} + ${index}`;
+  const components = Array.from({ length: comps }, (_, i) => i);
+  const recordAt = (buf: string, index: string) =>
+    `Rec(${components.map((i) => `${buf}[${at(i, index)}]`).join(", ")})`;
+  const storeAt = (buf: string, index: string, value: string) =>
+    components.map((i) => `${buf}[${at(i, index)}] = ${value}.c${i};`);
+
+  // (1) Each chunk's total.
+  const r1 = new BindingRegistry(ctx.materialized, [totals], ctx.aliases);
+  const outer1 = new ExprEmitter(r1.lookup, "h");
+  // Every built-in combine commutes: its totals need no order, so no scan per tile.
+  const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
+  const loop1 = commutative
+    ? commutativeFold(t, "start", "end", elementItem(r1, outer1))
+    : tileLoop(t, comps, "start", "end", elementItem(r1, outer1), {
+      when: "none",
+      lines: () => [],
+    });
+  const totalNames = r1.writeName(0);
+  r1.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
+  const pass1 = `${
+    header(ctx, r1, t, "pass 1/3: chunk totals", commutative ? commutativeDeclarations(t) : "")
+  }
+  ${chunkIndex.join("\n  ")}
+  ${outer1.lines.join("\n  ")}
+  var carry: Rec;
+  var hasCarry = false;
+  ${loop1}
+  if (lid == 0u) {
+    ${storeAt(totalNames, "w", "carry").join("\n    ")}
+  }
+}
+`;
+
+  // (2) Per channel, the exclusive scan of chunk totals: chunk k's carry.
+  const r2 = new BindingRegistry(ctx.materialized, [carries], ctx.aliases);
+  const totalReads = r2.read(totals);
+  const carryNames = r2.writeName(0);
+  const slot = (j: string) => `ch * ${u32Literal(t.chunks)} + ${j}`;
+  const loop2 = tileLoop(
+    t,
+    comps,
+    "0u",
+    u32Literal(t.chunks),
+    (v, j) => [`x${v} = ${recordAt(totalReads, slot(j))};`],
+    {
+      when: "before",
+      lines: (_, j) => [`if (has) {`, ...storeAt(carryNames, slot(j), "pre"), `}`],
+    },
+  );
+  const channelWorkgroups = foldWorkgroups(shape.channels, limits.maxComputeWorkgroupsPerDimension);
+  const pass2 = `${header(ctx, r2, t, "pass 2/3: chunk carries")}
+  let ch = wid.x + wid.y * ${u32Literal(channelWorkgroups[0])};
+  if (ch >= ${u32Literal(shape.channels)}) { return; }
+  var carry: Rec;
+  var hasCarry = false;
+  ${loop2}
+}
+`;
+
+  // (3) Each chunk again from its carry, writing the outputs and their epilogue.
+  const r3 = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
+  // One chunk per channel: no carries, and passes 1 and 2 are not needed.
+  const single = t.chunks === 1;
+  const carryIn = single ? `var hasCarry = false;` : `var hasCarry = k > 0u;
+  if (hasCarry) { carry = ${recordAt(r3.read(carries), "w")}; }`;
+  const outer3 = new ExprEmitter(r3.lookup, "h");
+  const loop3 = tileLoop(t, comps, "start", "end", elementItem(r3, outer3), {
+    when: "after",
+    lines: (v, j, value) => {
+      const e = new ExprEmitter(r3.lookup, `y${v}_`, {
+        node: core,
+        value: `${value}.c${core.component}`,
+      }).hoistTo(outer3, LOOP_VARIABLES);
+      return [
+        `let q${v} = ${positionOf(ctx, j)};`,
+        ...epilogueLines(ctx, e, { ...channel.env, [core.axis]: `q${v}` }, r3.writeName(0)),
+      ];
+    },
+  });
+  r3.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
+  const pass3 = `${header(ctx, r3, t, "pass 3/3: outputs")}
+  ${chunkIndex.join("\n  ")}
+  ${outer3.lines.join("\n  ")}
+  var carry: Rec;
+  ${carryIn}
+  ${loop3}
+}
+`;
+  const artifact = (
+    suffix: string,
+    wgsl: string,
+    r: BindingRegistry,
+    workgroups: [number, number, number],
+  ): KernelArtifact => ({
+    name: `${ctx.name}_${suffix}`,
+    wgsl,
+    workgroups,
+    reads: r.reads,
+    writes: r.writes,
+    kind: "scan",
+  });
+  if (single) return [artifact("outputs", pass3, r3, chunkWorkgroups)];
+  return [
+    artifact("totals", pass1, r1, chunkWorkgroups),
+    artifact("carries", pass2, r2, channelWorkgroups),
+    artifact("outputs", pass3, r3, chunkWorkgroups),
+  ];
+}
