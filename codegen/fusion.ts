@@ -13,6 +13,7 @@ import { collectNodes, type ContractNode, type Graph, type Node, nodeInputs } fr
 import type { PickNode, ScanNode } from "../dsl/ir.ts";
 import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
+import { storeViews } from "./store_view.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
 export type CoreNode = Extract<Node, { kind: "contract" | "reduce" | "scan" }>;
@@ -143,6 +144,16 @@ function epilogueCore(
 ): CoreNode | undefined {
   // A short contraction with a buffer of its own is read by several kernels: a matmul then.
   if (root.kind === "contract" || isCore(root)) return root;
+  // Layout views over a matmul's epilogue (rearrange, flip): the matmul stores through them.
+  const { views, base } = storeViews(root);
+  if (views.length > 0) {
+    if ([...views.slice(1), base].some((n) => materialized.has(n) || users.get(n) !== 1)) {
+      return undefined;
+    }
+    const core = epilogueCore(base, materialized, users);
+    const plain = core?.kind === "contract" && core.a.kind !== "scan" && core.b.kind !== "scan";
+    return plain ? core : undefined;
+  }
   if (!ELEMENTWISE.has(root.kind)) return undefined;
   const found: CoreNode[] = [];
   const seen = new Set<Node>([root]);
@@ -155,10 +166,12 @@ function epilogueCore(
     if (isCore(n)) found.push(n);
     else if (ELEMENTWISE.has(n.kind)) stack.push(...nodeInputs(n));
   }
-  if (found.length !== 1) return undefined;
-  const core = found[0];
-  if ((users.get(core) ?? 0) !== 1 || !sameAxisSet(core.axes, root.axes)) return undefined;
-  return core;
+  // Several cores (two scans' outputs added, as in a bidirectional layer): the newest one that
+  // can be the epilogue's core takes it; the others get buffers of their own (the pass makes
+  // every core but this kernel's foreign), so the sum costs no kernel of its own.
+  const fits = found.filter((c) => (users.get(c) ?? 0) === 1 && sameAxisSet(c.axes, root.axes));
+  if (fits.length === 0) return undefined;
+  return fits.reduce((a, b) => (b.id > a.id ? b : a));
 }
 
 /** The fusable scan a root's kernel computes, if any. */
@@ -282,5 +295,43 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     if (root.kind === "pick" && root.x === use.scan) group.finals.push(root as PickNode);
     else group.outputs.push({ root, contract: core as ContractNode });
   }
-  return { materialized, kernels };
+  return { materialized, kernels: dependencyOrder(kernels, materialized) };
+}
+
+function groupRoots(g: KernelGroup): Node[] {
+  return g.kind === "simple" ? [g.root] : [...g.outputs.map((o) => o.root), ...g.finals];
+}
+
+/**
+ * Kernels in an order where each runs after the kernels writing what it reads (stable: the
+ * creation order where it already is one). A scan group joins roots created at different
+ * times; an output of it may read a tensor that a later kernel writes (a bidirectional
+ * layer's sum reading the other direction's output), so the group must wait for that kernel.
+ */
+function dependencyOrder(kernels: KernelGroup[], materialized: ReadonlySet<Node>): KernelGroup[] {
+  const writer = new Map<Node, number>();
+  kernels.forEach((g, i) => groupRoots(g).forEach((r) => writer.set(r, i)));
+  const needs = kernels.map((g, i) => {
+    const deps = new Set<number>();
+    for (const root of groupRoots(g)) {
+      for (const n of fusedTree(root, materialized)) {
+        for (const m of nodeInputs(n)) {
+          const w = materialized.has(m) ? writer.get(m) : undefined;
+          if (w !== undefined && w !== i) deps.add(w);
+        }
+      }
+    }
+    return deps;
+  });
+  const done = new Set<number>();
+  const order: KernelGroup[] = [];
+  while (order.length < kernels.length) {
+    const next = kernels.findIndex((_, i) =>
+      !done.has(i) && [...needs[i]].every((d) => done.has(d))
+    );
+    if (next < 0) throw new Error("internal: fused kernels depend on each other in a cycle");
+    done.add(next);
+    order.push(kernels[next]);
+  }
+  return order;
 }
