@@ -171,7 +171,21 @@ function epilogueCore(
   // every core but this kernel's foreign), so the sum costs no kernel of its own.
   const fits = found.filter((c) => (users.get(c) ?? 0) === 1 && sameAxisSet(c.axes, root.axes));
   if (fits.length === 0) return undefined;
-  return fits.reduce((a, b) => (b.id > a.id ? b : a));
+  const core = fits.reduce((a, b) => (b.id > a.id ? b : a));
+  // Contractions of the same scan become outputs of one scan kernel, whose epilogue then reads
+  // them from registers at its own position (scan_outputs.ts): only elementwise reads may.
+  const scanOfCore = (c: Node) =>
+    c.kind === "contract" ? [c.a, c.b].find((m) => m.kind === "scan") : undefined;
+  const scan = scanOfCore(core);
+  const siblings = found.filter((c) => c !== core && scan && scanOfCore(c) === scan);
+  if (siblings.length > 0) {
+    const tree = fusedTree(root, materialized);
+    const bad = tree.some((n) =>
+      !ELEMENTWISE.has(n.kind) && nodeInputs(n).some((m) => siblings.includes(m as CoreNode))
+    );
+    if (bad) return undefined;
+  }
+  return core;
 }
 
 /** The fusable scan a root's kernel computes, if any. */

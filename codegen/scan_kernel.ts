@@ -46,6 +46,7 @@ import {
   stateUpdates,
 } from "./scan_layout.ts";
 import type { ScanSpec } from "./scan_spec.ts";
+import { earlierOutputs } from "./scan_outputs.ts";
 import { emitTiledPass, TiledMemoryError } from "./scan_tiled.ts";
 import {
   AUTO_TILE,
@@ -352,7 +353,8 @@ function emitPass(
             stores.push(`${value} = ${value} + subgroupShuffleXor(${value}, ${m}u);`);
           }
         }
-        const epi = interceptLoop(loop.fork(`e${k}s${u}_`, { node: core, value }), tools);
+        const earlier = earlierOutputs(spec, k, outEnv, (j) => `y${j}s${u}`);
+        const epi = interceptLoop(loop.fork(`e${k}s${u}_`, { node: core, value }), tools, earlier);
         const v = epi.emit(o.root, outEnv);
         stores.push(...guarded(guard, [
           ...epi.lines,
@@ -374,10 +376,17 @@ function emitPass(
     }
     const stores: string[] = [];
     if (mode !== "local") {
+      const sums: string[] = [];
       spec.outputs.forEach((o, k) => {
         const y = reduceScatter(partials[k], lanes, `r${k}_`, stores);
+        sums.push(y);
         const outEnv = { ...ch.env, [scan.axis]: "ta" };
-        const epi = interceptLoop(phaseA.fork(`e${k}_`, { node: o.contract!, value: y }), tools);
+        const earlier = earlierOutputs(spec, k, outEnv, (j) => sums[j]);
+        const epi = interceptLoop(
+          phaseA.fork(`e${k}_`, { node: o.contract!, value: y }),
+          tools,
+          earlier,
+        );
         const v = epi.emit(o.root, outEnv);
         const guard = [...(overshoot ? ["valid"] : []), ...(partial ? ["livea"] : [])];
         stores.push(...guarded(guard, [

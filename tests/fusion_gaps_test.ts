@@ -118,3 +118,72 @@ Deno.test("layout-only rearrange or flip after a matmul: stored through, no copy
     assert.equal(kernels[0].wgsl.includes("matrix-vector"), l === 1, "the GEMV kernel for 2 rows");
   }
 });
+
+const MLSTM_INPUTS = {
+  q: "b l h k",
+  k: "b l h k",
+  v: "b l h v",
+  f: "b l h",
+  i: "b l h",
+  C0: "b h v k",
+  n0: "b h k",
+} as const;
+type MlstmT = { [K in keyof typeof MLSTM_INPUTS]: Tensor };
+
+/** mLSTM: C_t = f_t·C_{t−1} + i_t·v_t·k_tᵀ, n_t = f_t·n_{t−1} + i_t·k_t, y = C·q / max(|n·q|, 1). */
+function mlstm(
+  t: MlstmT,
+  opts: { reverse: boolean; init: boolean; finals?: boolean },
+): Record<string, Tensor> {
+  const f = sigmoid(t.f), i = exp(neg(t.i));
+  const C = scan("l", f, einsum("b l h, b l h v, b l h k -> b l h v k", i, t.v, t.k), {
+    reverse: opts.reverse,
+    init: opts.init ? t.C0 : undefined,
+  });
+  const n = scan("l", f, einsum("b l h, b l h k -> b l h k", i, t.k), {
+    reverse: opts.reverse,
+    init: opts.init ? t.n0 : undefined,
+  });
+  const num = einsum("b l h v k, b l h k -> b l h v", C, t.q);
+  const den = einsum("b l h k, b l h k -> b l h", n, t.q);
+  const y = div(num, maximum(abs(den), 1) as Tensor<"b l h">);
+  return opts.finals ? { y, C: finalState(C), n: finalState(n) } : { y };
+}
+
+Deno.test("mLSTM: two scans sharing their decay run as one kernel, y in its epilogue", async () => {
+  const sizes = { b: 2, l: 29, h: 3, k: 5, v: 7 };
+  const strategies = [{}, { tileSteps: 0, lanes: 1 }, { tileSteps: 0, chunks: 3 }, {
+    tileSteps: 16,
+  }];
+  for (const [s, scanStrategy] of strategies.entries()) {
+    for (const reverse of [false, true]) {
+      const init = (s + Number(reverse)) % 2 === 0;
+      const kernels = await kernelsOf(
+        `mLSTM ${JSON.stringify({ reverse, init, scanStrategy })}`,
+        MLSTM_INPUTS,
+        (t) => mlstm(t, { reverse, init }),
+        sizes,
+        { scan: scanStrategy },
+      );
+      // Before: one kernel per scan and one for y (3).
+      assert.equal(
+        kernels.length,
+        "chunks" in scanStrategy ? 3 : 1,
+        kernels.map((k) => k.name).join(" "),
+      );
+    }
+  }
+});
+
+Deno.test("mLSTM with final states: the scans stay apart, y in the second one's epilogue", async () => {
+  const sizes = { b: 1, l: 13, h: 2, k: 3, v: 4 };
+  for (const reverse of [false, true]) {
+    const kernels = await kernelsOf(
+      `mLSTM with final states, reverse ${reverse}`,
+      MLSTM_INPUTS,
+      (t) => mlstm(t, { reverse, init: true, finals: true }),
+      sizes,
+    );
+    assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(" "));
+  }
+});
