@@ -141,6 +141,7 @@ function epilogueCore(
   root: Node,
   materialized: ReadonlySet<Node>,
   users: Map<Node, number>,
+  oneCore = false,
 ): CoreNode | undefined {
   // A short contraction with a buffer of its own is read by several kernels: a matmul then.
   if (root.kind === "contract" || isCore(root)) return root;
@@ -150,7 +151,7 @@ function epilogueCore(
     if ([...views.slice(1), base].some((n) => materialized.has(n) || users.get(n) !== 1)) {
       return undefined;
     }
-    const core = epilogueCore(base, materialized, users);
+    const core = epilogueCore(base, materialized, users, oneCore);
     const plain = core?.kind === "contract" && core.a.kind !== "scan" && core.b.kind !== "scan";
     return plain ? core : undefined;
   }
@@ -170,7 +171,7 @@ function epilogueCore(
   // can be the epilogue's core takes it; the others get buffers of their own (the pass makes
   // every core but this kernel's foreign), so the sum costs no kernel of its own.
   const fits = found.filter((c) => (users.get(c) ?? 0) === 1 && sameAxisSet(c.axes, root.axes));
-  if (fits.length === 0) return undefined;
+  if (fits.length === 0 || (oneCore && found.length > 1)) return undefined;
   const core = fits.reduce((a, b) => (b.id > a.id ? b : a));
   // Contractions of the same scan become outputs of one scan kernel, whose epilogue then reads
   // them from registers at its own position (scan_outputs.ts): only elementwise reads may.
@@ -209,6 +210,12 @@ function scanOf(
 
 /** Plans kernels for `graph`. */
 export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPlan {
+  // Epilogues over one of several cores can make two scan kernels read each other's outputs
+  // (each holding a sum that reads the other's); then only single-core epilogues fuse.
+  return planWith(graph, options, false) ?? planWith(graph, options, true)!;
+}
+
+function planWith(graph: Graph, options: FusionOptions, oneCore: boolean): FusionPlan | undefined {
   const maxRecompute = options.maxRecomputeNodes ?? 48;
   const outputs = Object.values(graph.outputs);
   const nodes = collectNodes(outputs);
@@ -244,7 +251,7 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     // Which kernels read each node: roots fed by one fusable scan share a kernel.
     const reachedBy = new Map<Node, Set<Node>>();
     for (const root of roots) {
-      const core = epilogueCore(root, materialized, users);
+      const core = epilogueCore(root, materialized, users, oneCore);
       const scan = scanOf(root, core, fusable, materialized)?.scan;
       const tree = fusedTree(root, materialized);
       // Cores this kernel cannot absorb get their own kernels. Only the outermost ones: a
@@ -294,7 +301,7 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     { outputs: ScanGroup["outputs"][number][]; finals: PickNode[] }
   >();
   for (const root of nodes.filter((n) => materialized.has(n) && n.kind !== "input")) {
-    const core = epilogueCore(root, materialized, users);
+    const core = epilogueCore(root, materialized, users, oneCore);
     const use = scanOf(root, core, fusable, materialized);
     if (!use) {
       kernels.push({ kind: "simple", root, core });
@@ -309,7 +316,9 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     if (root.kind === "pick" && root.x === use.scan) group.finals.push(root as PickNode);
     else group.outputs.push({ root, contract: core as ContractNode });
   }
-  return { materialized, kernels: dependencyOrder(kernels, materialized) };
+  const ordered = dependencyOrder(kernels, materialized);
+  if (!ordered && oneCore) throw new Error("internal: fused kernels depend on each other");
+  return ordered && { materialized, kernels: ordered };
 }
 
 function groupRoots(g: KernelGroup): Node[] {
@@ -321,8 +330,12 @@ function groupRoots(g: KernelGroup): Node[] {
  * creation order where it already is one). A scan group joins roots created at different
  * times; an output of it may read a tensor that a later kernel writes (a bidirectional
  * layer's sum reading the other direction's output), so the group must wait for that kernel.
+ * Undefined when two kernels read each other's outputs.
  */
-function dependencyOrder(kernels: KernelGroup[], materialized: ReadonlySet<Node>): KernelGroup[] {
+function dependencyOrder(
+  kernels: KernelGroup[],
+  materialized: ReadonlySet<Node>,
+): KernelGroup[] | undefined {
   const writer = new Map<Node, number>();
   kernels.forEach((g, i) => groupRoots(g).forEach((r) => writer.set(r, i)));
   const needs = kernels.map((g, i) => {
@@ -343,7 +356,7 @@ function dependencyOrder(kernels: KernelGroup[], materialized: ReadonlySet<Node>
     const next = kernels.findIndex((_, i) =>
       !done.has(i) && [...needs[i]].every((d) => done.has(d))
     );
-    if (next < 0) throw new Error("internal: fused kernels depend on each other in a cycle");
+    if (next < 0) return undefined;
     done.add(next);
     order.push(kernels[next]);
   }

@@ -187,3 +187,21 @@ Deno.test("mLSTM with final states: the scans stay apart, y in the second one's 
     assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(" "));
   }
 });
+
+Deno.test("two sums over both directions' outputs: no kernel waits on one that waits on it", async () => {
+  const inputs = { u: "b l d", a: "b l d", B: "b l n", C1: "b l n", C2: "b l n" } as const;
+  const kernels = await kernelsOf("crossed sums", inputs, (t) => {
+    const decay = exp(einsum("b l d, b l n -> b l d n", neg(sigmoid(t.a)), t.B));
+    const input = einsum("b l d, b l n -> b l d n", t.u, t.B);
+    const fw = scan("l", decay, input);
+    const bw = scan("l", decay, input, { reverse: true });
+    // Created in the order fw·C1, bw·C1, bw·C2, fw·C2: each sum's newest core is in the other
+    // direction's kernel, which would read each other's outputs; single-core epilogues then.
+    const f1 = einsum("b l d n, b l n -> b l d", fw, t.C1);
+    const b1 = einsum("b l d n, b l n -> b l d", bw, t.C1);
+    const b2 = einsum("b l d n, b l n -> b l d", bw, t.C2);
+    const f2 = einsum("b l d n, b l n -> b l d", fw, t.C2);
+    return { y1: add(f1, b1), y2: add(b2, f2) };
+  }, { b: 2, l: 11, d: 3, n: 4 });
+  assert.equal(kernels.length, 4, kernels.map((k) => k.name).join(" "));
+});
