@@ -145,15 +145,15 @@ function epilogueCore(
 ): CoreNode | undefined {
   // A short contraction with a buffer of its own is read by several kernels: a matmul then.
   if (root.kind === "contract" || isCore(root)) return root;
-  // Layout views over a matmul's epilogue (rearrange, flip): the matmul stores through them.
+  // Layout views over a contraction's epilogue (rearrange, flip): the matmul or scan kernel
+  // stores through them.
   const { views, base } = storeViews(root);
   if (views.length > 0) {
     if ([...views.slice(1), base].some((n) => materialized.has(n) || users.get(n) !== 1)) {
       return undefined;
     }
     const core = epilogueCore(base, materialized, users, oneCore);
-    const plain = core?.kind === "contract" && core.a.kind !== "scan" && core.b.kind !== "scan";
-    return plain ? core : undefined;
+    return core?.kind === "contract" ? core : undefined;
   }
   if (!ELEMENTWISE.has(root.kind)) return undefined;
   const found: CoreNode[] = [];

@@ -47,6 +47,7 @@ import {
 } from "./scan_layout.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import { earlierOutputs } from "./scan_outputs.ts";
+import { storeEnv, storeViews } from "./store_view.ts";
 import { emitTiledPass, TiledMemoryError } from "./scan_tiled.ts";
 import {
   AUTO_TILE,
@@ -355,10 +356,10 @@ function emitPass(
         }
         const earlier = earlierOutputs(spec, k, outEnv, (j) => `y${j}s${u}`);
         const epi = interceptLoop(loop.fork(`e${k}s${u}_`, { node: core, value }), tools, earlier);
-        const v = epi.emit(o.root, outEnv);
+        const v = epi.emit(storeViews(o.root).base, outEnv);
         stores.push(...guarded(guard, [
           ...epi.lines,
-          `${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+          `${registry.writeName(k)}[${offsetExpr(o.root, storeEnv(o.root, outEnv))}] = ${v};`,
         ]));
       });
     }
@@ -387,11 +388,11 @@ function emitPass(
           tools,
           earlier,
         );
-        const v = epi.emit(o.root, outEnv);
+        const v = epi.emit(storeViews(o.root).base, outEnv);
         const guard = [...(overshoot ? ["valid"] : []), ...(partial ? ["livea"] : [])];
         stores.push(...guarded(guard, [
           ...epi.lines,
-          `${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+          `${registry.writeName(k)}[${offsetExpr(o.root, storeEnv(o.root, outEnv))}] = ${v};`,
         ]));
       });
     }

@@ -205,3 +205,54 @@ Deno.test("two sums over both directions' outputs: no kernel waits on one that w
   }, { b: 2, l: 11, d: 3, n: 4 });
   assert.equal(kernels.length, 4, kernels.map((k) => k.name).join(" "));
 });
+
+Deno.test("a backward scan costs one kernel written with reverse: true or with flips", async () => {
+  const inputs = {
+    x: "b l d",
+    dt: "b l d",
+    a: "b l",
+    B: "b l n",
+    C: "b l n",
+    h0: "b d n",
+  } as const;
+  const sizes = { b: 2, l: 37, d: 5, n: 4 };
+  const strategies = [
+    {},
+    { tileSteps: 0, lanes: 1 },
+    { tileSteps: 0, lanes: 4 },
+    {
+      tileSteps: 0,
+      chunks: 3,
+    },
+    { tileSteps: 16 },
+    { mode: "chunked" as const, chunks: 3 },
+  ];
+  for (const [s, strategy] of strategies.entries()) {
+    for (const reverse of [false, true]) {
+      const init = (s + Number(reverse)) % 2 === 1;
+      const ssd = strategy.mode === "chunked";
+      const kernels = await kernelsOf(
+        `backward scan ${JSON.stringify({ reverse, init, strategy })}`,
+        inputs,
+        (t) => {
+          const f = (v: Tensor) => reverse ? v : flip(v as Tensor<"b l">, "l") as Tensor;
+          const dt = softplus(f(t.dt));
+          // A scalar decay per step (the SSD form) or one per channel and state (Mamba-1's).
+          const decay = ssd
+            ? exp(neg(softplus(f(t.a))))
+            : exp(einsum("b l d, b l n -> b l d n", neg(dt), f(t.B)));
+          const h = scan("l", decay, einsum("b l d, b l n, b l d -> b l d n", dt, f(t.B), f(t.x)), {
+            reverse,
+            init: init ? t.h0 : undefined,
+          });
+          const y = einsum("b l d n, b l n -> b l d", h, f(t.C));
+          return { y: f(silu(y)), state: finalState(h) };
+        },
+        sizes,
+        { scan: strategy },
+      );
+      const want = "chunks" in strategy ? 3 : 1;
+      assert.equal(kernels.length, want, kernels.map((k) => k.name).join(" "));
+    }
+  }
+});
