@@ -256,3 +256,46 @@ Deno.test("a backward scan costs one kernel written with reverse: true or with f
     }
   }
 });
+
+Deno.test("SS2D-style directions read one x·W_r through views; each W_Δ finishes in its scan", async () => {
+  const inputs = {
+    x: "b hh ww d",
+    xs: "b hh ww e",
+    Wr: "d r",
+    Wd1: "r e",
+    Wd2: "r e",
+    bias: "e",
+    Alog: "e n",
+    B: "b hh ww n",
+    C: "b hh ww n",
+  } as const;
+  const sizes = { b: 2, hh: 3, ww: 5, d: 67, r: 4, e: 6, n: 3 };
+  const kernels = await kernelsOf("SS2D directions", inputs, (t) => {
+    const xr = einsum("b hh ww d, d r -> b hh ww r", t.x, t.Wr);
+    // Direction 1: row-major order; direction 2: column-major order, backwards.
+    const inner = (v: Tensor) => v.axes[3];
+    const rows = (v: Tensor) =>
+      rearrange(v, `b hh ww ${inner(v)} -> b l=(hh ww) ${inner(v)}` as never) as Tensor;
+    const cols = (v: Tensor) =>
+      flip(
+        rearrange(v, `b hh ww ${inner(v)} -> b l=(ww hh) ${inner(v)}` as never) as Tensor,
+        "l" as never,
+      ) as Tensor;
+    const direction = (view: (v: Tensor) => Tensor, Wd: Tensor) => {
+      const dt = softplus(add(einsum("b l r, r e -> b l e", view(xr), Wd), t.bias));
+      const h = scan(
+        "l",
+        exp(einsum("b l e, e n -> b l e n", dt, neg(exp(t.Alog)))),
+        einsum("b l e, b l n, b l e -> b l e n", dt, view(t.B), view(t.xs)),
+      );
+      return einsum("b l e n, b l n -> b l e", h, view(t.C));
+    };
+    return { y1: direction(rows, t.Wd1), y2: direction(cols, t.Wd2) };
+  }, sizes);
+  // x·W_r once, then one scan kernel per direction with its W_Δ loop inside.
+  assert.deepEqual(kernels.map((k) => k.name.replace(/^k\d+_/, "")), [
+    "contract_bhhwwr",
+    "scan",
+    "scan",
+  ]);
+});
