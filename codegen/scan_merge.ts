@@ -28,12 +28,22 @@ interface Lifted {
 }
 
 /**
- * The graph with mergeable scans merged (see the module doc); `graph` itself when none is, or
- * when merging would change a node in `keep` (outputs sharing a buffer with an input).
+ * The graph with mergeable scans merged (see the module doc); `graph` itself when none is. A
+ * merge that would change a node in `keep` (outputs sharing a buffer with an input) is skipped.
  */
 export function mergeScans(graph: Graph, keep: ReadonlySet<Node> = new Set()): Graph {
+  // One group at a time, each on the graph the previous merge rebuilt: a later group's scans may
+  // read an earlier group's sums (stacked layers), which must be the merged ones.
+  const skipped = new Set<string>();
+  for (let next = mergeOne(graph, keep, skipped); next; next = mergeOne(graph, keep, skipped)) {
+    graph = next;
+  }
+  return graph;
+}
+
+function mergeOne(graph: Graph, keep: ReadonlySet<Node>, skipped: Set<string>): Graph | undefined {
   const outputs = Object.values(graph.outputs);
-  const nodes = collectNodes(outputs).sort((a, b) => a.id - b.id);
+  const nodes = collectNodes(outputs);
   const consumers = new Map<Node, Node[]>();
   for (const n of nodes) {
     for (const i of nodeInputs(n)) consumers.set(i, [...consumers.get(i) ?? [], n]);
@@ -48,28 +58,45 @@ export function mergeScans(graph: Graph, keep: ReadonlySet<Node> = new Set()): G
       .join("|");
     groups.set(key, [...groups.get(key) ?? [], use]);
   }
-  const replaced = new Map<Node, Lifted>();
   const taken = new Set(nodes.flatMap((n) => n.axes));
-  for (const uses of groups.values()) {
+  for (const [key, uses] of groups) {
     const widest = uses.reduce((a, b) => (b.scan.axes.length > a.scan.axes.length ? b : a));
-    const members = uses.filter((u) => u.scan.axes.every((a) => widest.scan.axes.includes(a)));
-    if (members.length < 2) continue;
+    const members = independent(
+      uses.filter((u) => u.scan.axes.every((a) => widest.scan.axes.includes(a))),
+    );
+    if (members.length < 2 || skipped.has(key)) continue;
     let stack = "s";
     for (let i = 0; taken.has(stack); i++) stack = `stack${i}`;
-    taken.add(stack);
+    const replaced = new Map<Node, Lifted>();
     mergeGroup(members, widest.scan, stack, replaced);
+    const rebuilt = rebuild(nodes, replaced);
+    if ([...keep].some((n) => rebuilt.has(n) && rebuilt.get(n)!.node !== n)) {
+      skipped.add(key);
+      continue;
+    }
+    const mapped: Record<string, Node> = {};
+    for (const [name, node] of Object.entries(graph.outputs)) {
+      const r = rebuilt.get(node);
+      mapped[name] = r ? lower(r, node) : node;
+    }
+    return { ...graph, outputs: mapped };
   }
-  if (replaced.size === 0) return graph;
-  const rebuilt = rebuild(nodes, replaced);
-  if ([...keep].some((n) => rebuilt.get(n) !== undefined && rebuilt.get(n)!.node !== n)) {
-    return graph;
+  return undefined;
+}
+
+/**
+ * The scans (in creation order) that read no sum of an earlier one kept: merged, such a scan
+ * would read its own output (a second layer's scans sharing the first one's gates).
+ */
+function independent(uses: readonly ScanUse[]): ScanUse[] {
+  const kept: ScanUse[] = [];
+  for (const u of [...uses].sort((a, b) => a.scan.id - b.scan.id)) {
+    const reads = [u.scan.input, ...(u.scan.init ? [u.scan.init] : [])];
+    for (const c of u.contracts) reads.push(otherOperand(c, u.scan));
+    const below = new Set(collectNodes(reads));
+    if (!kept.some((k) => below.has(k.scan))) kept.push(u);
   }
-  const mapped: Record<string, Node> = {};
-  for (const [name, node] of Object.entries(graph.outputs)) {
-    const r = rebuilt.get(node);
-    mapped[name] = r ? lower(r, node) : node;
-  }
-  return { ...graph, outputs: mapped };
+  return kept;
 }
 
 function literal(values: number[], axis: string): Node {

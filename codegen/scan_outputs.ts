@@ -24,8 +24,8 @@ export function earlierOutputs(
   return (node, env) => {
     for (let j = 0; j < k; j++) {
       const o = spec.outputs[j];
-      if (o.contract === undefined || (node !== o.root && node !== o.contract)) continue;
-      if (o.root !== o.contract) continue;
+      // Only a bare sum (its root is the contraction) holds the value the register holds.
+      if (o.contract === undefined || o.root !== o.contract || node !== o.contract) continue;
       if (node.axes.every((a) => env[a] === outEnv[a])) return valueOf(j);
     }
     return undefined;

@@ -299,3 +299,14 @@ Deno.test("SS2D-style directions read one x·W_r through views; each W_Δ finish
     "scan",
   ]);
 });
+
+Deno.test("stacked mLSTM layers sharing their gates: no scan merged with one it reads", async () => {
+  const sizes = { b: 1, l: 17, h: 2, k: 3, v: 3 };
+  const kernels = await kernelsOf("two mLSTM layers", MLSTM_INPUTS, (t) => {
+    const y1 = mlstm(t, { reverse: false, init: true }).y;
+    // The second layer's values are the first layer's outputs; its gates (decay) are the same.
+    return { y: mlstm({ ...t, v: y1 }, { reverse: false, init: false }).y };
+  }, sizes);
+  // Layer 1's C and n with layer 2's n (which reads nothing of layer 1), then layer 2's C.
+  assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(" "));
+});
