@@ -1,7 +1,8 @@
 // Fusion of layer shapes a newcomer writes (issue 19): a bidirectional selective scan with a
 // low-rank Δ chain, `reverse: true` against flipped inputs, layout-only rearranges after a
-// matmul, and mLSTM's two scans sharing their decay. Each test counts the kernels and checks
-// every output against the float64 interpreter on random inputs of awkward sizes.
+// matmul, and mLSTM's two scans sharing their decay. Each test counts the kernels (the counts
+// before the fixes are in its comments) and checks every output against the float64
+// interpreter on random inputs of awkward sizes, both scan directions, init and final states.
 import assert from "node:assert/strict";
 import { einsum } from "../dsl/einsum.ts";
 import { abs, add, div, exp, maximum, neg, sigmoid, silu, softplus } from "../dsl/elementwise.ts";
@@ -91,8 +92,9 @@ Deno.test("bidirectional scan: reverse: true costs no more kernels than flipping
     }
   }
   // Per direction one x·W_r matmul and one scan kernel; the sum runs in the epilogue of the
-  // second direction's scan whichever way the backward direction is written (before: with
-  // `reverse: true` the sum of two scans' outputs was a 5th kernel of its own).
+  // second direction's scan whichever way the backward direction is written. Before: 7 with
+  // `reverse: true` (two matmuls per direction, the sum a kernel of its own), 6 with flips,
+  // whose sum then ran before the scan it reads (wrong values).
   assert.deepEqual(counts, { reverse: 4, "reverse permuted": 4, flip: 4, "flip permuted": 4 });
 });
 
@@ -114,6 +116,7 @@ Deno.test("layout-only rearrange or flip after a matmul: stored through, no copy
       if (view === "split-flip") return { y: flip(heads, "l") };
       return { y: rearrange(heads, "b h l p -> b l f=(p h)") };
     }, { b: 2, l, d: 70, e: 65 });
+    // Before: 2 (the matmul, then a copy kernel for the view).
     assert.equal(kernels.length, 1, `${view}, l=${l}: ${kernels.map((k) => k.name).join(" ")}`);
     assert.equal(kernels[0].wgsl.includes("matrix-vector"), l === 1, "the GEMV kernel for 2 rows");
   }
@@ -184,6 +187,7 @@ Deno.test("mLSTM with final states: the scans stay apart, y in the second one's 
       (t) => mlstm(t, { reverse, init: true, finals: true }),
       sizes,
     );
+    // Before: 3 (y a kernel of its own).
     assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(" "));
   }
 });
@@ -203,6 +207,7 @@ Deno.test("two sums over both directions' outputs: no kernel waits on one that w
     const f2 = einsum("b l d n, b l n -> b l d", fw, t.C2);
     return { y1: add(f1, b1), y2: add(b2, f2) };
   }, { b: 2, l: 11, d: 3, n: 4 });
+  // As before: two scan kernels and one kernel per sum.
   assert.equal(kernels.length, 4, kernels.map((k) => k.name).join(" "));
 });
 
@@ -251,6 +256,7 @@ Deno.test("a backward scan costs one kernel written with reverse: true or with f
         sizes,
         { scan: strategy },
       );
+      // Before: flipped, one more (a copy kernel for the flipped output).
       const want = "chunks" in strategy ? 3 : 1;
       assert.equal(kernels.length, want, kernels.map((k) => k.name).join(" "));
     }
@@ -292,7 +298,8 @@ Deno.test("SS2D-style directions read one x·W_r through views; each W_Δ finish
     };
     return { y1: direction(rows, t.Wd1), y2: direction(cols, t.Wd2) };
   }, sizes);
-  // x·W_r once, then one scan kernel per direction with its W_Δ loop inside.
+  // x·W_r once, then one scan kernel per direction with its W_Δ loop inside (as before: this
+  // locks in that views between the projection and the scan keep W_Δ in the scan).
   assert.deepEqual(kernels.map((k) => k.name.replace(/^k\d+_/, "")), [
     "contract_bhhwwr",
     "scan",
@@ -308,5 +315,6 @@ Deno.test("stacked mLSTM layers sharing their gates: no scan merged with one it 
     return { y: mlstm({ ...t, v: y1 }, { reverse: false, init: false }).y };
   }, sizes);
   // Layer 1's C and n with layer 2's n (which reads nothing of layer 1), then layer 2's C.
+  // Before: 5.
   assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(" "));
 });
