@@ -141,10 +141,11 @@ function epilogueCore(
   root: Node,
   materialized: ReadonlySet<Node>,
   users: Map<Node, number>,
-  oneCore = false,
+  unfused: ReadonlySet<Node> = new Set(),
 ): CoreNode | undefined {
   // A short contraction with a buffer of its own is read by several kernels: a matmul then.
   if (root.kind === "contract" || isCore(root)) return root;
+  if (unfused.has(root)) return undefined;
   // Layout views over a contraction's epilogue (rearrange, flip): the matmul or scan kernel
   // stores through them.
   const { views, base } = storeViews(root);
@@ -152,7 +153,7 @@ function epilogueCore(
     if ([...views.slice(1), base].some((n) => materialized.has(n) || users.get(n) !== 1)) {
       return undefined;
     }
-    const core = epilogueCore(base, materialized, users, oneCore);
+    const core = epilogueCore(base, materialized, users);
     return core?.kind === "contract" ? core : undefined;
   }
   if (!ELEMENTWISE.has(root.kind)) return undefined;
@@ -171,7 +172,7 @@ function epilogueCore(
   // can be the epilogue's core takes it; the others get buffers of their own (the pass makes
   // every core but this kernel's foreign), so the sum costs no kernel of its own.
   const fits = found.filter((c) => (users.get(c) ?? 0) === 1 && sameAxisSet(c.axes, root.axes));
-  if (fits.length === 0 || (oneCore && found.length > 1)) return undefined;
+  if (fits.length === 0) return undefined;
   const core = fits.reduce((a, b) => (b.id > a.id ? b : a));
   // Contractions of the same scan become outputs of one scan kernel, whose epilogue then reads
   // them from registers at its own position (scan_outputs.ts): only elementwise reads may.
@@ -210,12 +211,30 @@ function scanOf(
 
 /** Plans kernels for `graph`. */
 export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPlan {
-  // Epilogues over one of several cores can make two scan kernels read each other's outputs
-  // (each holding a sum that reads the other's); then only single-core epilogues fuse.
-  return planWith(graph, options, false) ?? planWith(graph, options, true)!;
+  // A scan kernel's epilogue may read another kernel's output (a bidirectional layer's sum),
+  // and two scan kernels may then read each other's: the roots doing so in such a cycle lose
+  // their epilogue cores (their kernels become elementwise ones) and the plan is redone.
+  const unfused = new Set<Node>();
+  for (let attempt = 0;; attempt++) {
+    const planned = planWith(graph, options, unfused);
+    if (!Array.isArray(planned)) return planned;
+    // One kernel's reads at a time: that alone may break the cycle.
+    const fresh = planned.find((roots) =>
+      roots.some((n) => !unfused.has(n) && n.kind !== "contract" && !isCore(n))
+    );
+    if (!fresh || attempt > 64) {
+      throw new Error("internal: fused kernels read each other's outputs in a cycle");
+    }
+    for (const n of fresh) unfused.add(n);
+  }
 }
 
-function planWith(graph: Graph, options: FusionOptions, oneCore: boolean): FusionPlan | undefined {
+/** The plan, or per kernel in a cycle of kernels the roots that read another one's output. */
+function planWith(
+  graph: Graph,
+  options: FusionOptions,
+  unfused: ReadonlySet<Node>,
+): FusionPlan | Node[][] {
   const maxRecompute = options.maxRecomputeNodes ?? 48;
   const outputs = Object.values(graph.outputs);
   const nodes = collectNodes(outputs);
@@ -251,7 +270,7 @@ function planWith(graph: Graph, options: FusionOptions, oneCore: boolean): Fusio
     // Which kernels read each node: roots fed by one fusable scan share a kernel.
     const reachedBy = new Map<Node, Set<Node>>();
     for (const root of roots) {
-      const core = epilogueCore(root, materialized, users, oneCore);
+      const core = epilogueCore(root, materialized, users, unfused);
       const scan = scanOf(root, core, fusable, materialized)?.scan;
       const tree = fusedTree(root, materialized);
       // Cores this kernel cannot absorb get their own kernels. Only the outermost ones: a
@@ -301,7 +320,7 @@ function planWith(graph: Graph, options: FusionOptions, oneCore: boolean): Fusio
     { outputs: ScanGroup["outputs"][number][]; finals: PickNode[] }
   >();
   for (const root of nodes.filter((n) => materialized.has(n) && n.kind !== "input")) {
-    const core = epilogueCore(root, materialized, users, oneCore);
+    const core = epilogueCore(root, materialized, users, unfused);
     const use = scanOf(root, core, fusable, materialized);
     if (!use) {
       kernels.push({ kind: "simple", root, core });
@@ -317,8 +336,7 @@ function planWith(graph: Graph, options: FusionOptions, oneCore: boolean): Fusio
     else group.outputs.push({ root, contract: core as ContractNode });
   }
   const ordered = dependencyOrder(kernels, materialized);
-  if (!ordered && oneCore) throw new Error("internal: fused kernels depend on each other");
-  return ordered && { materialized, kernels: ordered };
+  return "blocked" in ordered ? ordered.blocked : { materialized, kernels: ordered.order };
 }
 
 function groupRoots(g: KernelGroup): Node[] {
@@ -330,35 +348,42 @@ function groupRoots(g: KernelGroup): Node[] {
  * creation order where it already is one). A scan group joins roots created at different
  * times; an output of it may read a tensor that a later kernel writes (a bidirectional
  * layer's sum reading the other direction's output), so the group must wait for that kernel.
- * Undefined when two kernels read each other's outputs.
+ * When kernels wait on each other in a cycle: per waiting kernel, its roots that read another
+ * waiting kernel's output.
  */
 function dependencyOrder(
   kernels: KernelGroup[],
   materialized: ReadonlySet<Node>,
-): KernelGroup[] | undefined {
+): { order: KernelGroup[] } | { blocked: Node[][] } {
   const writer = new Map<Node, number>();
   kernels.forEach((g, i) => groupRoots(g).forEach((r) => writer.set(r, i)));
-  const needs = kernels.map((g, i) => {
-    const deps = new Set<number>();
-    for (const root of groupRoots(g)) {
+  // Per kernel, per root: the kernels whose outputs it reads.
+  const needs = kernels.map((g, i) =>
+    groupRoots(g).map((root) => {
+      const deps = new Set<number>();
       for (const n of fusedTree(root, materialized)) {
         for (const m of nodeInputs(n)) {
           const w = materialized.has(m) ? writer.get(m) : undefined;
           if (w !== undefined && w !== i) deps.add(w);
         }
       }
-    }
-    return deps;
-  });
+      return { root, deps };
+    })
+  );
   const done = new Set<number>();
   const order: KernelGroup[] = [];
+  const ready = (i: number) => needs[i].every(({ deps }) => [...deps].every((d) => done.has(d)));
   while (order.length < kernels.length) {
-    const next = kernels.findIndex((_, i) =>
-      !done.has(i) && [...needs[i]].every((d) => done.has(d))
-    );
-    if (next < 0) return undefined;
+    const next = kernels.findIndex((_, i) => !done.has(i) && ready(i));
+    if (next < 0) {
+      const waiting = needs.filter((_, i) => !done.has(i));
+      const blocked = waiting.map((roots) =>
+        roots.filter(({ deps }) => [...deps].some((d) => !done.has(d))).map(({ root }) => root)
+      );
+      return { blocked };
+    }
     done.add(next);
     order.push(kernels[next]);
   }
-  return order;
+  return { order };
 }

@@ -200,15 +200,17 @@ Deno.test("two sums over both directions' outputs: no kernel waits on one that w
     const fw = scan("l", decay, input);
     const bw = scan("l", decay, input, { reverse: true });
     // Created in the order fw·C1, bw·C1, bw·C2, fw·C2: each sum's newest core is in the other
-    // direction's kernel, which would read each other's outputs; single-core epilogues then.
+    // direction's kernel; the two kernels would read each other's outputs, so one sum gets a
+    // kernel of its own.
     const f1 = einsum("b l d n, b l n -> b l d", fw, t.C1);
     const b1 = einsum("b l d n, b l n -> b l d", bw, t.C1);
     const b2 = einsum("b l d n, b l n -> b l d", bw, t.C2);
     const f2 = einsum("b l d n, b l n -> b l d", fw, t.C2);
     return { y1: add(f1, b1), y2: add(b2, f2) };
   }, { b: 2, l: 11, d: 3, n: 4 });
-  // As before: two scan kernels and one kernel per sum.
-  assert.equal(kernels.length, 4, kernels.map((k) => k.name).join(" "));
+  // Two scan kernels, one of them with its sum in the epilogue, and the other sum's kernel
+  // (before: 4, one kernel per sum).
+  assert.equal(kernels.length, 3, kernels.map((k) => k.name).join(" "));
 });
 
 Deno.test("a backward scan costs one kernel written with reverse: true or with flips", async () => {
@@ -317,4 +319,31 @@ Deno.test("stacked mLSTM layers sharing their gates: no scan merged with one it 
   // Layer 1's C and n with layer 2's n (which reads nothing of layer 1), then layer 2's C.
   // Before: 5.
   assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(" "));
+});
+
+Deno.test("each direction's sum reading the other's flipped output: one of them fuses", async () => {
+  const inputs = {
+    u: "b l d",
+    a: "b l d",
+    B: "b l n",
+    C1: "b l n",
+    C2: "b l n",
+    h0: "b d n",
+  } as const;
+  for (const init of [false, true]) {
+    const kernels = await kernelsOf(`crossed flips, init ${init}`, inputs, (t) => {
+      const decay = exp(einsum("b l d, b l n -> b l d n", neg(sigmoid(t.a)), t.B));
+      const input = einsum("b l d, b l n -> b l d n", t.u, t.B);
+      const fw = scan("l", decay, input, { init: init ? t.h0 : undefined });
+      const bw = scan("l", decay, input, { reverse: true, init: init ? t.h0 : undefined });
+      const sum = (h: Tensor, C: Tensor) => einsum("b l d n, b l n -> b l d", h, C);
+      // Each sum is an epilogue of its own scan that reads the other scan's second sum.
+      const yf = add(sum(fw, t.C1), flip(sum(bw, t.C2), "l"));
+      const yb = add(sum(bw, t.C1), flip(sum(fw, t.C2), "l"));
+      return { yf, yb };
+    }, { b: 2, l: 13, d: 3, n: 4 });
+    // The two scan kernels would read each other's outputs: one sum gets a kernel of its own.
+    // Before: 2 kernels, the first reading an output of the second before it was written.
+    assert.equal(kernels.length, 3, kernels.map((k) => k.name).join(" "));
+  }
 });
