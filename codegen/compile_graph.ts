@@ -21,6 +21,7 @@ import { emitMaterializedScan } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
+import { mergeScans } from "./scan_merge.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
@@ -130,6 +131,8 @@ export function generateKernels(
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
+  // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
+  graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
   const forced = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
     const plan = planFusion(graph, { forceMaterialize: forced });

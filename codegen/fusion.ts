@@ -13,6 +13,7 @@ import { collectNodes, type ContractNode, type Graph, type Node, nodeInputs } fr
 import type { PickNode, ScanNode } from "../dsl/ir.ts";
 import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
+import { storeViews } from "./store_view.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
 export type CoreNode = Extract<
@@ -147,9 +148,21 @@ function epilogueCore(
   root: Node,
   materialized: ReadonlySet<Node>,
   users: Map<Node, number>,
+  unfused: ReadonlySet<Node> = new Set(),
 ): CoreNode | undefined {
   // A short contraction with a buffer of its own is read by several kernels: a matmul then.
   if (root.kind === "contract" || isCore(root)) return root;
+  if (unfused.has(root)) return undefined;
+  // Layout views over a contraction's epilogue (rearrange, flip): the matmul or scan kernel
+  // stores through them.
+  const { views, base } = storeViews(root);
+  if (views.length > 0) {
+    if ([...views.slice(1), base].some((n) => materialized.has(n) || users.get(n) !== 1)) {
+      return undefined;
+    }
+    const core = epilogueCore(base, materialized, users);
+    return core?.kind === "contract" ? core : undefined;
+  }
   if (!ELEMENTWISE.has(root.kind)) return undefined;
   const found: CoreNode[] = [];
   const seen = new Set<Node>([root]);
@@ -162,9 +175,25 @@ function epilogueCore(
     if (isCore(n)) found.push(n);
     else if (ELEMENTWISE.has(n.kind)) stack.push(...nodeInputs(n));
   }
-  if (found.length !== 1) return undefined;
-  const core = found[0];
-  if ((users.get(core) ?? 0) !== 1 || !sameAxisSet(core.axes, root.axes)) return undefined;
+  // Several cores (two scans' outputs added, as in a bidirectional layer): the newest one that
+  // can be the epilogue's core takes it; the others get buffers of their own (the pass makes
+  // every core but this kernel's foreign), so the sum costs no kernel of its own.
+  const fits = found.filter((c) => (users.get(c) ?? 0) === 1 && sameAxisSet(c.axes, root.axes));
+  if (fits.length === 0) return undefined;
+  const core = fits.reduce((a, b) => (b.id > a.id ? b : a));
+  // Contractions of the same scan become outputs of one scan kernel, whose epilogue then reads
+  // them from registers at its own position (scan_outputs.ts): only elementwise reads may.
+  const scanOfCore = (c: Node) =>
+    c.kind === "contract" ? [c.a, c.b].find((m) => m.kind === "scan") : undefined;
+  const scan = scanOfCore(core);
+  const siblings = found.filter((c) => c !== core && scan && scanOfCore(c) === scan);
+  if (siblings.length > 0) {
+    const tree = fusedTree(root, materialized);
+    const bad = tree.some((n) =>
+      !ELEMENTWISE.has(n.kind) && nodeInputs(n).some((m) => siblings.includes(m as CoreNode))
+    );
+    if (bad) return undefined;
+  }
   return core;
 }
 
@@ -189,6 +218,30 @@ function scanOf(
 
 /** Plans kernels for `graph`. */
 export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPlan {
+  // A scan kernel's epilogue may read another kernel's output (a bidirectional layer's sum),
+  // and two scan kernels may then read each other's: the roots doing so in such a cycle lose
+  // their epilogue cores (their kernels become elementwise ones) and the plan is redone.
+  const unfused = new Set<Node>();
+  for (let attempt = 0;; attempt++) {
+    const planned = planWith(graph, options, unfused);
+    if (!Array.isArray(planned)) return planned;
+    // One kernel's reads at a time: that alone may break the cycle.
+    const fresh = planned.find((roots) =>
+      roots.some((n) => !unfused.has(n) && n.kind !== "contract" && !isCore(n))
+    );
+    if (!fresh || attempt > 64) {
+      throw new Error("internal: fused kernels read each other's outputs in a cycle");
+    }
+    for (const n of fresh) unfused.add(n);
+  }
+}
+
+/** The plan, or per kernel in a cycle of kernels the roots that read another one's output. */
+function planWith(
+  graph: Graph,
+  options: FusionOptions,
+  unfused: ReadonlySet<Node>,
+): FusionPlan | Node[][] {
   const maxRecompute = options.maxRecomputeNodes ?? 48;
   const outputs = Object.values(graph.outputs);
   const nodes = collectNodes(outputs);
@@ -226,7 +279,7 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     // Which kernels read each node: roots fed by one fusable scan share a kernel.
     const reachedBy = new Map<Node, Set<Node>>();
     for (const root of roots) {
-      const core = epilogueCore(root, materialized, users);
+      const core = epilogueCore(root, materialized, users, unfused);
       const scan = scanOf(root, core, fusable, materialized)?.scan;
       const tree = fusedTree(root, materialized);
       // Cores this kernel cannot absorb get their own kernels. Only the outermost ones: a
@@ -276,7 +329,7 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     { outputs: ScanGroup["outputs"][number][]; finals: PickNode[] }
   >();
   for (const root of nodes.filter((n) => materialized.has(n) && n.kind !== "input")) {
-    const core = epilogueCore(root, materialized, users);
+    const core = epilogueCore(root, materialized, users, unfused);
     const use = scanOf(root, core, fusable, materialized);
     if (!use) {
       kernels.push({ kind: "simple", root, core });
@@ -291,5 +344,55 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
     if (root.kind === "pick" && root.x === use.scan) group.finals.push(root as PickNode);
     else group.outputs.push({ root, contract: core as ContractNode });
   }
-  return { materialized, kernels };
+  const ordered = dependencyOrder(kernels, materialized);
+  return "blocked" in ordered ? ordered.blocked : { materialized, kernels: ordered.order };
+}
+
+function groupRoots(g: KernelGroup): Node[] {
+  return g.kind === "simple" ? [g.root] : [...g.outputs.map((o) => o.root), ...g.finals];
+}
+
+/**
+ * Kernels in an order where each runs after the kernels writing what it reads (stable: the
+ * creation order where it already is one). A scan group joins roots created at different
+ * times; an output of it may read a tensor that a later kernel writes (a bidirectional
+ * layer's sum reading the other direction's output), so the group must wait for that kernel.
+ * When kernels wait on each other in a cycle: per waiting kernel, its roots that read another
+ * waiting kernel's output.
+ */
+function dependencyOrder(
+  kernels: KernelGroup[],
+  materialized: ReadonlySet<Node>,
+): { order: KernelGroup[] } | { blocked: Node[][] } {
+  const writer = new Map<Node, number>();
+  kernels.forEach((g, i) => groupRoots(g).forEach((r) => writer.set(r, i)));
+  // Per kernel, per root: the kernels whose outputs it reads.
+  const needs = kernels.map((g, i) =>
+    groupRoots(g).map((root) => {
+      const deps = new Set<number>();
+      for (const n of fusedTree(root, materialized)) {
+        for (const m of nodeInputs(n)) {
+          const w = materialized.has(m) ? writer.get(m) : undefined;
+          if (w !== undefined && w !== i) deps.add(w);
+        }
+      }
+      return { root, deps };
+    })
+  );
+  const done = new Set<number>();
+  const order: KernelGroup[] = [];
+  const ready = (i: number) => needs[i].every(({ deps }) => [...deps].every((d) => done.has(d)));
+  while (order.length < kernels.length) {
+    const next = kernels.findIndex((_, i) => !done.has(i) && ready(i));
+    if (next < 0) {
+      const waiting = needs.filter((_, i) => !done.has(i));
+      const blocked = waiting.map((roots) =>
+        roots.filter(({ deps }) => [...deps].some((d) => !done.has(d))).map(({ root }) => root)
+      );
+      return { blocked };
+    }
+    done.add(next);
+    order.push(kernels[next]);
+  }
+  return { order };
 }

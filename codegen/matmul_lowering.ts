@@ -11,6 +11,7 @@ import type { ContractNode, Node, ReduceNode } from "../dsl/ir.ts";
 import { nodeInputs, stridesOf } from "../dsl/ir.ts";
 import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
+import { storeEnv, storeViews } from "./store_view.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmul, type MatmulKernelSpec } from "./matmul_kernel.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
@@ -86,7 +87,7 @@ export function gemvPlan(
   core: ContractNode,
   materialized: ReadonlySet<Node>,
 ): GemvPlan | undefined {
-  const [a, b] = orderOperands(root, core);
+  const [a, b] = orderOperands(storeViews(root).base, core);
   const g = classify(a, b, core, core.summed);
   const size = (axes: string[]) => axes.reduce((p, x) => p * sizeOf([a, b], x), 1);
   const src = directSource(b, materialized);
@@ -158,8 +159,10 @@ function emitWith(
   strategy: MatmulStrategy,
 ): KernelArtifact | undefined {
   checkIndexable(root);
-  // Put N on the output's innermost axis when possible: stores are then contiguous.
-  const [a, b] = orderOperands(root, core);
+  // Put N on the output's innermost axis when possible: stores are then contiguous. Layout
+  // views at the root (store_view.ts) are applied at the store: the epilogue is their base.
+  const { base } = storeViews(root);
+  const [a, b] = orderOperands(base, core);
   const g = classify(a, b, core, core.summed);
   const all = [a, b];
   const size = (axes: string[]) => axes.reduce((p, x) => p * sizeOf(all, x), 1);
@@ -223,9 +226,9 @@ function emitWith(
     const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
     const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" })
       .interceptWith(interceptAbsorbed);
-    const value = epi.emit(root, st.env);
-    const storeC = [...st.lines, ...epi.lines, `out[${offsetExpr(root, st.env)}] = ${value};`]
-      .join("\n  ");
+    const value = epi.emit(base, st.env);
+    const at = offsetExpr(root, storeEnv(root, st.env));
+    const storeC = [...st.lines, ...epi.lines, `out[${at}] = ${value};`].join("\n  ");
     if (registry.conflict) return undefined;
     registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
     const kernel = emitGemv(
@@ -281,9 +284,9 @@ function emitWith(
   const loadB = bDirect ? undefined : hook(b, [["bi", g.batch], ["k", g.k], ["n", g.n]], "lb");
   const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
   const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
-  const value = epi.emit(root, st.env);
-  const storeC = [...st.lines, ...epi.lines, `out[${offsetExpr(root, st.env)}] = ${value};`]
-    .join("\n  ");
+  const value = epi.emit(base, st.env);
+  const at = offsetExpr(root, storeEnv(root, st.env));
+  const storeC = [...st.lines, ...epi.lines, `out[${at}] = ${value};`].join("\n  ");
   // The template declares direct operands with its own array type: no other reads of them.
   if (registry.conflict) return undefined;
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);

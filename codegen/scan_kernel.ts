@@ -46,6 +46,8 @@ import {
   stateUpdates,
 } from "./scan_layout.ts";
 import type { ScanSpec } from "./scan_spec.ts";
+import { earlierOutputs } from "./scan_outputs.ts";
+import { storeEnv, storeViews } from "./store_view.ts";
 import { emitTiledPass, TiledMemoryError } from "./scan_tiled.ts";
 import {
   AUTO_TILE,
@@ -352,11 +354,12 @@ function emitPass(
             stores.push(`${value} = ${value} + subgroupShuffleXor(${value}, ${m}u);`);
           }
         }
-        const epi = interceptLoop(loop.fork(`e${k}s${u}_`, { node: core, value }), tools);
-        const v = epi.emit(o.root, outEnv);
+        const earlier = earlierOutputs(spec, k, outEnv, (j) => `y${j}s${u}`);
+        const epi = interceptLoop(loop.fork(`e${k}s${u}_`, { node: core, value }), tools, earlier);
+        const v = epi.emit(storeViews(o.root).base, outEnv);
         stores.push(...guarded(guard, [
           ...epi.lines,
-          `${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+          `${registry.writeName(k)}[${offsetExpr(o.root, storeEnv(o.root, outEnv))}] = ${v};`,
         ]));
       });
     }
@@ -374,15 +377,22 @@ function emitPass(
     }
     const stores: string[] = [];
     if (mode !== "local") {
+      const sums: string[] = [];
       spec.outputs.forEach((o, k) => {
         const y = reduceScatter(partials[k], lanes, `r${k}_`, stores);
+        sums.push(y);
         const outEnv = { ...ch.env, [scan.axis]: "ta" };
-        const epi = interceptLoop(phaseA.fork(`e${k}_`, { node: o.contract!, value: y }), tools);
-        const v = epi.emit(o.root, outEnv);
+        const earlier = earlierOutputs(spec, k, outEnv, (j) => sums[j]);
+        const epi = interceptLoop(
+          phaseA.fork(`e${k}_`, { node: o.contract!, value: y }),
+          tools,
+          earlier,
+        );
+        const v = epi.emit(storeViews(o.root).base, outEnv);
         const guard = [...(overshoot ? ["valid"] : []), ...(partial ? ["livea"] : [])];
         stores.push(...guarded(guard, [
           ...epi.lines,
-          `${registry.writeName(k)}[${offsetExpr(o.root, outEnv)}] = ${v};`,
+          `${registry.writeName(k)}[${offsetExpr(o.root, storeEnv(o.root, outEnv))}] = ${v};`,
         ]));
       });
     }

@@ -58,6 +58,8 @@ import {
   SCAN_MATH_PRELUDE,
 } from "./scan_loop.ts";
 import type { ScanSpec } from "./scan_spec.ts";
+import { earlierOutputs } from "./scan_outputs.ts";
+import { storeEnv, storeViews } from "./store_view.ts";
 import { sizeOf } from "./scan_strategy.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
@@ -385,11 +387,18 @@ export function emitTiledPass(
         (_, jj) => `${partials}[cs * ${u32Literal(lanes)} + ${u32Literal(jj)}]`,
       ).join(" + ");
       const y = `y${k}_${e}`;
+      const earlier = earlierOutputs(
+        spec,
+        k,
+        { ...ich.env, [scan.axis]: `ta${e}` },
+        (j) => `y${j}_${e}`,
+      );
       const epi = interceptLoop(
         em.fork(`e${k}_${e}_`, { node: o.contract!, value: y }),
         itemTools,
+        earlier,
       );
-      const v = epi.emit(o.root, { ...ich.env, [scan.axis]: `ta${e}` });
+      const v = epi.emit(storeViews(o.root).base, { ...ich.env, [scan.axis]: `ta${e}` });
       // No guard where every item is real: the guards cost time on the H200 (bench/RESULTS.md).
       const guard = [...(allValid ? [] : ["ivalid"]), ...(partial ? [`livea${e}`] : [])];
       epilogue.push(
@@ -397,7 +406,7 @@ export function emitTiledPass(
         ...guarded(guard, [
           ...epi.lines,
           `${registry.writeName(k)}[${
-            itemOffset(o.root, { ...ich.env, [scan.axis]: `ta${e}` })
+            itemOffset(o.root, storeEnv(o.root, { ...ich.env, [scan.axis]: `ta${e}` }))
           }] = ${v};`,
         ]),
       );

@@ -15,6 +15,7 @@ import type { BindingRegistry } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { SsdForm } from "./ssd_plan.ts";
 import type { ScanSpec } from "./scan_spec.ts";
+import { storeEnv, storeViews } from "./store_view.ts";
 
 /** Index groups a hook takes: flat index name → axes it decodes into. */
 type Params = [string, readonly string[]][];
@@ -191,8 +192,8 @@ export class SsdHooks {
       ", acc: f32",
       "",
       (em, env) => {
-        const v = em.emit(o.root, env);
-        return [`${out}[${offsetExpr(o.root, env)}] = ${v};`];
+        const v = em.emit(storeViews(o.root).base, env);
+        return [`${out}[${offsetExpr(o.root, storeEnv(o.root, env))}] = ${v};`];
       },
       { node: o.contract!, value: "acc" },
     );

@@ -23,6 +23,7 @@ import { makeNode, type Node, type ScanNode } from "../dsl/ir.ts";
 import type { DeviceLimits } from "./limits.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import { otherOperand } from "./scan_plan.ts";
+import { outputsReadEachOther } from "./scan_outputs.ts";
 
 /** How an SSD-eligible scan decomposes. */
 export interface SsdForm {
@@ -98,6 +99,9 @@ export function explainSsd(
   }
   if (spec.outputs.length === 0) {
     return { reason: "the scan has no per-step outputs (only final states)" };
+  }
+  if (outputsReadEachOther(spec, materialized)) {
+    return { reason: "an output's epilogue reads another output of the scan" };
   }
   const queries: Node[] = [];
   for (const o of spec.outputs) {

@@ -157,17 +157,11 @@ function lowerEinsum(operands: Node[], parsed: ParsedSpec): Node {
       dtype: "f32",
     });
   });
-  // 2. Pairwise contractions, cheapest pair first (cost = product of all axis sizes involved).
+  // 2. Pairwise contractions in the order of least total cost (cost of a pair = product of all
+  // axis sizes involved), ties to the cheapest pair first.
+  const size = (a: string) => sizeOf(work, a);
   while (work.length > 1) {
-    let best: { i: number; j: number; cost: number } | undefined;
-    for (let i = 0; i < work.length; i++) {
-      for (let j = i + 1; j < work.length; j++) {
-        const axes = new Set([...work[i].axes, ...work[j].axes]);
-        const cost = [...axes].reduce((p, a) => p * sizeOf(work, a), 1);
-        if (!best || cost < best.cost) best = { i, j, cost };
-      }
-    }
-    const { i, j } = best!;
+    const { i, j } = cheapestPair(work.map((n) => n.axes), out, size);
     const rest = work.filter((_, k) => k !== i && k !== j);
     work = [...rest, contractPair(work[i], work[j], rest, out, work.length === 2)];
   }
@@ -181,6 +175,65 @@ function lowerEinsum(operands: Node[], parsed: ParsedSpec): Node {
     shape: out.map((a) => sizeOf([result], a)),
     dtype: "f32",
   });
+}
+
+/** Most operands whose contraction orders are searched exhaustively (beyond: greedy). */
+const EXHAUSTIVE_OPERANDS = 5;
+
+/**
+ * The pair to contract next: the first step of the order of least total cost (searched over all
+ * orders for a few operands), ties (and longer einsums) to the cheapest pair. Greedy alone would
+ * pick W_r·W_Δ (no batch axes) in x·W_r·W_Δ and then multiply x by a full d×e matrix, where
+ * x·W_r first is a rank-r projection whose product with W_Δ fuses into its consumer.
+ */
+function cheapestPair(
+  items: readonly (readonly string[])[],
+  out: readonly string[],
+  size: (axis: string) => number,
+): { i: number; j: number } {
+  let best: { i: number; j: number; total: number; cost: number } | undefined;
+  for (let i = 0; i < items.length; i++) {
+    for (let j = i + 1; j < items.length; j++) {
+      const { cost, rest } = pairStep(items, i, j, out, size);
+      const total = cost +
+        (items.length <= EXHAUSTIVE_OPERANDS ? leastTotal(rest, out, size) : 0);
+      if (!best || total < best.total || (total === best.total && cost < best.cost)) {
+        best = { i, j, total, cost };
+      }
+    }
+  }
+  return best!;
+}
+
+/** Contracting items i and j: its cost and the items left (the result last). */
+function pairStep(
+  items: readonly (readonly string[])[],
+  i: number,
+  j: number,
+  out: readonly string[],
+  size: (axis: string) => number,
+): { cost: number; rest: (readonly string[])[] } {
+  const all = [...new Set([...items[i], ...items[j]])];
+  const rest = items.filter((_, k) => k !== i && k !== j);
+  const kept = all.filter((a) => out.includes(a) || rest.some((n) => n.includes(a)));
+  return { cost: all.reduce((p, a) => p * size(a), 1), rest: [...rest, kept] };
+}
+
+/** The least total cost of contracting `items` down to one. */
+function leastTotal(
+  items: readonly (readonly string[])[],
+  out: readonly string[],
+  size: (axis: string) => number,
+): number {
+  if (items.length < 2) return 0;
+  let least = Infinity;
+  for (let i = 0; i < items.length; i++) {
+    for (let j = i + 1; j < items.length; j++) {
+      const { cost, rest } = pairStep(items, i, j, out, size);
+      least = Math.min(least, cost + leastTotal(rest, out, size));
+    }
+  }
+  return least;
 }
 
 function contractPair(a: Node, b: Node, rest: Node[], out: string[], last: boolean): Node {
