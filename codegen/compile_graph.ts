@@ -11,7 +11,7 @@ import type { Graph, Node } from "../dsl/ir.ts";
 import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
-import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusion.ts";
+import { fusedTree, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel, type MatmulStrategy } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
@@ -19,13 +19,15 @@ import { emitMaterializedScan } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
+import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
+import { type BackwardPlan, fuseScanBackward, type PlannedGroup } from "./scan_backward_plan.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
   /** The traced program. */
   readonly graph: Graph;
   /** How its nodes were grouped into kernels (internal; its shape may change). */
-  readonly plan: FusionPlan;
+  readonly plan: BackwardPlan;
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
 }
@@ -35,7 +37,7 @@ export function bytesOf(node: Node): number {
   return numel(node) * 4;
 }
 
-function checkBufferSizes(plan: FusionPlan, limits: DeviceLimits): void {
+function checkBufferSizes(plan: BackwardPlan, limits: DeviceLimits): void {
   for (const n of plan.materialized) {
     const bytes = bytesOf(n);
     const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
@@ -50,13 +52,17 @@ function checkBufferSizes(plan: FusionPlan, limits: DeviceLimits): void {
 }
 
 function emitKernel(
-  group: KernelGroup,
-  plan: FusionPlan,
+  group: PlannedGroup,
+  plan: BackwardPlan,
   limits: DeviceLimits,
   index: number,
   options: CodegenOptions,
 ): KernelArtifact[] {
   const aliases = options.aliases ?? new Map<Node, Node>();
+  if (group.kind === "scanBackward") {
+    const name = `k${index}_scanbwd`;
+    return emitScanBackward(group, plan.materialized, limits, name, aliases, options.scanBackward);
+  }
   if (group.kind === "scan") {
     const spec: ScanSpec = {
       scan: group.use.scan,
@@ -84,7 +90,7 @@ function emitKernel(
 }
 
 /** Picks the node to materialize so the kernel of `root` reads fewer buffers. */
-function splitCandidate(root: Node, plan: FusionPlan): Node | undefined {
+function splitCandidate(root: Node, plan: BackwardPlan): Node | undefined {
   const tree = fusedTree(root, plan.materialized).filter((n) =>
     n !== root && n.kind !== "const" && n.kind !== "contract" && n.kind !== "reduce"
   );
@@ -110,6 +116,10 @@ export interface CodegenOptions {
   matmul?: MatmulStrategy;
   /** Input node → output node sharing one buffer (in-place state updates). */
   aliases?: ReadonlyMap<Node, Node>;
+  /** Force the scan-backward kernels' knobs (tests). */
+  scanBackward?: ScanBackwardStrategy;
+  /** Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks). */
+  noScanBackward?: boolean;
 }
 
 /** Lowers a traced graph to kernels for a device with `limits`. */
@@ -119,14 +129,25 @@ export function generateKernels(
   options: CodegenOptions = {},
 ): KernelProgram {
   const forced = new Set<Node>();
+  let scanBackward = !options.noScanBackward;
   for (let attempt = 0; attempt < 64; attempt++) {
-    const plan = planFusion(graph, { forceMaterialize: forced });
+    const fused = planFusion(graph, { forceMaterialize: forced });
+    const plan = scanBackward ? fuseScanBackward(graph, fused, forced) : fused;
     checkBufferSizes(plan, limits);
     try {
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
       return { graph, plan, kernels };
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;
+      // A scan-backward root that needs more buffers than the device binds even alone: keep
+      // the scan and its adjoint in memory instead (the materializing path).
+      const root = e.root;
+      if (
+        plan.kernels.some((k) => k.kind === "scanBackward" && k.roots.some((r) => r.root === root))
+      ) {
+        scanBackward = false;
+        continue;
+      }
       const candidate = splitCandidate(e.root, plan);
       if (!candidate) {
         throw new Error(

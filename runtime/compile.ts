@@ -17,6 +17,7 @@ import {
 import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
 import { showAxes } from "../dsl/axes.ts";
@@ -39,6 +40,10 @@ export interface CompileOptions {
   scan?: ScanStrategy;
   /** Force contraction-kernel choices (matrix-vector staging). */
   matmul?: MatmulStrategy;
+  /** Force the scan-backward kernels' chunk and workgroup (tests). */
+  scanBackward?: ScanBackwardStrategy;
+  /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
+  noScanBackward?: boolean;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -129,6 +134,8 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
   const program = generateKernels(graph, ctx ? deviceLimits(ctx) : DEFAULT_LIMITS, {
     scan: options.scan,
     matmul: options.matmul,
+    scanBackward: options.scanBackward,
+    noScanBackward: options.noScanBackward,
     aliases,
   });
   let destroyed = false;
