@@ -387,9 +387,21 @@ function withStateAxes(
       continue;
     }
     const form = classify(root, core, h, channelAxes, ctx, stepForms);
-    if (!form) return undefined;
-    roots.push(form);
-    drop.add(index);
+    if (form) {
+      roots.push(form);
+      drop.add(index);
+      continue;
+    }
+    // A root that also reads other things (e.g. gradients of one weight from two scans, added):
+    // its contractions that read h or g become roots of the group, and it reads them.
+    const peeled = peel(root, ctx, plan.materialized);
+    if (!peeled) return undefined;
+    for (const p of peeled) {
+      const part = classify(p, p, h, channelAxes, ctx, stepForms);
+      if (!part) return undefined;
+      roots.push(part);
+      materialized.add(p);
+    }
   }
   if (roots.length === 0) return undefined;
   for (const f of finals) materialized.add(f);
@@ -411,6 +423,29 @@ function withStateAxes(
   kernels.push(backward);
   const ordered = topologicalOrder(kernels, materialized);
   return ordered ? { materialized, kernels: ordered } : undefined;
+}
+
+/**
+ * The outermost contractions and reductions in the kernel of `root` that read h or g, when
+ * every read of h and g goes through one of them; else undefined.
+ */
+function peel(
+  root: Node,
+  ctx: Context,
+  materialized: ReadonlySet<Node>,
+): (ContractNode | ReduceNode)[] | undefined {
+  const found = new Set<ContractNode | ReduceNode>();
+  const seen = new Set<Node>();
+  const stack = [...nodeInputs(root)];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n) || materialized.has(n) || !ctx.reaches(n)) continue;
+    seen.add(n);
+    if (n === ctx.h || n === ctx.g) return undefined;
+    if (n.kind === "contract" || n.kind === "reduce") found.add(n);
+    else stack.push(...nodeInputs(n));
+  }
+  return found.size > 0 ? [...found] : undefined;
 }
 
 /** A pick of the state after h's last step. */

@@ -13,6 +13,7 @@ import { einsum } from "../dsl/einsum.ts";
 import * as ew from "../dsl/elementwise.ts";
 import { numel } from "../dsl/ir.ts";
 import { scan } from "../dsl/scan.ts";
+import { flip } from "../dsl/views.ts";
 import type { InputSpec, Sizes } from "../dsl/trace.ts";
 import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
@@ -158,6 +159,60 @@ Deno.test("scan backward: an SSD-shaped scalar-decay scan", async () => {
     { A: [-2, -0.2] },
     { chunk: 8 },
   );
+});
+
+Deno.test("scan backward: the loss reads the state itself (the adjoint's input reads h)", async () => {
+  // Σ w·h² makes h's cotangent 2·w·h: the walk evaluates h inside the adjoint's input, and the
+  // loss term itself is a sum over every axis of the scan (per-thread partials).
+  const inputs = { ...MAMBA_INPUTS, w2: "b l d n" } as const;
+  const loss: Loss = (t) => {
+    // deno-lint-ignore no-explicit-any
+    const { y } = selectiveScan(t as any, { init: t.h0 as any });
+    const h = scan(
+      "l",
+      ew.exp(einsum("b l d, d n -> b l d n", ew.softplus(t.dt), t.A)),
+      einsum("b l d, b l n -> b l d n", t.x, t.B),
+    );
+    return ew.add(
+      einsum("b l d, b l d -> ", y, t.wy),
+      einsum("b l d n, b l d n -> ", ew.mul(h, h), t.w2),
+    );
+  };
+  await fusedMatchesInterpreter(
+    "state in the loss",
+    inputs,
+    loss,
+    ["x", "dt", "B", "A", "h0"],
+    { b: 2, l: 13, d: 3, n: 5 },
+    MAMBA_RANGES,
+    { chunk: 5 },
+  );
+});
+
+Deno.test("scan backward: reads the walk cannot serve keep the materializing path", async () => {
+  // flip(h) reads the state at L−1−t: no chunk of the walk holds it, so h and its adjoint
+  // stay in memory, and the gradients are still exact.
+  const inputs = { a: "b l d", u: "b l d", w: "b l d" };
+  const loss: Loss = (t) => {
+    const h = scan("l", ew.sigmoid(t.a), ew.tanh(t.u));
+    return einsum("b l d, b l d -> ", ew.mul(flip(h, "l"), h), t.w);
+  };
+  const seed = freshSeed();
+  const prog = await compile(inputs, gradFn(loss, ["a", "u"]), { b: 2, l: 7, d: 3 }, {
+    backend: "gpu",
+  });
+  try {
+    const names = prog.kernels.map((k) => k.name);
+    assert.ok(!names.some((n) => n.includes("_scanbwd")), names.join(", "));
+    const next = rng(seed);
+    const data: Record<string, Float32Array> = {};
+    for (const inp of prog.graph.inputs) data[inp.name] = randomArray(numel(inp), next);
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    for (const k of ["d_a", "d_u"]) assertClose(got[k], want[k], 1e-4, `${k} (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
 });
 
 Deno.test("scan backward: Mamba-130M's training shape writes no b·l·d·n tensor", () => {
