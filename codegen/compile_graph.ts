@@ -129,10 +129,11 @@ export function generateKernels(
   options: CodegenOptions = {},
 ): KernelProgram {
   const forced = new Set<Node>();
-  let scanBackward = !options.noScanBackward;
+  // Adjoint scans whose backward group needs more buffers than the device binds.
+  const unfused = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
     const fused = planFusion(graph, { forceMaterialize: forced });
-    const plan = scanBackward ? fuseScanBackward(graph, fused, forced) : fused;
+    const plan = options.noScanBackward ? fused : fuseScanBackward(graph, fused, forced, unfused);
     checkBufferSizes(plan, limits);
     try {
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
@@ -140,12 +141,13 @@ export function generateKernels(
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;
       // A scan-backward root that needs more buffers than the device binds even alone: keep
-      // the scan and its adjoint in memory instead (the materializing path).
+      // that scan and its adjoint in memory instead (the materializing path).
       const root = e.root;
-      if (
-        plan.kernels.some((k) => k.kind === "scanBackward" && k.roots.some((r) => r.root === root))
-      ) {
-        scanBackward = false;
+      const owner = plan.kernels.find((k) =>
+        k.kind === "scanBackward" && k.roots.some((r) => r.root === root)
+      );
+      if (owner?.kind === "scanBackward") {
+        unfused.add(owner.adjoint);
         continue;
       }
       const candidate = splitCandidate(e.root, plan);

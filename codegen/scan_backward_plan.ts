@@ -239,17 +239,18 @@ function stateAxesCandidates(h: ScanNode, g: ScanNode, nodes: readonly Node[]): 
 /**
  * Rewrites `plan` so that each materialized scan with a materialized adjoint is computed by a
  * scan-backward group, where every kernel reading them fits; returns the plan unchanged
- * otherwise.
+ * otherwise. `skip` lists adjoints to leave alone (their group did not fit the device).
  */
 export function fuseScanBackward(
   graph: Graph,
   plan: { materialized: ReadonlySet<Node>; kernels: readonly KernelGroup[] },
   forced: ReadonlySet<Node> = new Set(),
+  skip: ReadonlySet<Node> = new Set(),
 ): BackwardPlan {
   const outputs = new Set(Object.values(graph.outputs));
   let current: BackwardPlan = plan;
   for (const g of collectNodes([...outputs])) {
-    if (g.kind !== "scan" || !g.primal) continue;
+    if (g.kind !== "scan" || !g.primal || skip.has(g)) continue;
     const h = g.primal;
     if (!current.materialized.has(g) || !current.materialized.has(h)) continue;
     if ([g, h].some((n) => outputs.has(n) || forced.has(n))) continue;

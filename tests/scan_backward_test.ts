@@ -244,3 +244,13 @@ Deno.test("scan backward: Mamba-130M's training shape writes no b·l·d·n tenso
   const big = [...unfused.plan.materialized].filter((n) => numel(n) === full).length;
   assert.ok(big >= 2, `the materializing path writes ${big} b·l·d·n tensors`);
 });
+
+Deno.test("scan backward: a device binding too few buffers keeps the materializing path", () => {
+  // WebGPU's default: 8 storage buffers per kernel; the Mamba-1 walk needs 17.
+  const graph = gradProgram(MAMBA_INPUTS, mambaLoss(false), MAMBA_WRT, { b: 2, l: 9, d: 5, n: 3 });
+  const names = generateKernels(graph, DEFAULT_LIMITS).kernels.map((k) => k.name);
+  assert.ok(!names.some((n) => n.includes("_scanbwd")), names.join(", "));
+  const wide = { ...DEFAULT_LIMITS, maxStorageBuffersPerShaderStage: 24 };
+  const fused = generateKernels(graph, wide).kernels.map((k) => k.name);
+  assert.ok(fused.some((n) => n.includes("_scanbwd_bwd")), fused.join(", "));
+});
