@@ -47,6 +47,13 @@ export interface ScanBackwardStrategy {
 
 const WG_CKPT = 64;
 
+/** A walk whose per-step channel sums need more workgroup memory than the device has. */
+class SharedMemoryError extends Error {
+  constructor(bytes: number) {
+    super(`scan backward: per-step channel sums need ${bytes} bytes of workgroup memory`);
+  }
+}
+
 /** Sizes and names shared by the kernels of one group. */
 interface Shape {
   readonly h: ScanNode;
@@ -104,7 +111,20 @@ export function emitScanBackward(
   const chunk = Math.max(1, Math.min(force.chunk ?? 16, len));
   const stateShape = group.stateAxes.map((a) => sizeIn(h, a));
   const channelShape = group.channelAxes.map((a) => sizeIn(h, a));
-  const workgroup = Math.min(force.workgroup ?? 64, limits.maxComputeInvocationsPerWorkgroup);
+  // One root's per-step channel sums (a value per kept state and thread) must fit workgroup
+  // memory; roots are split over kernels beyond that.
+  const keptMost = Math.max(
+    1,
+    ...group.roots.map((r) =>
+      r.form === "reduce" && r.core!.axes.includes(h.axis)
+        ? prod(group.stateAxes.filter((a) => r.core!.axes.includes(a)).map((a) => sizeIn(h, a)))
+        : 1
+    ),
+  );
+  let workgroup = Math.min(force.workgroup ?? 64, limits.maxComputeInvocationsPerWorkgroup);
+  while (workgroup > 1 && keptMost * workgroup * 4 > limits.maxComputeWorkgroupStorageSize) {
+    workgroup /= 2;
+  }
   const shape: Shape = {
     h,
     g,
@@ -157,7 +177,8 @@ export function emitScanBackward(
         ),
       );
     } catch (e) {
-      if (!(e instanceof TooManyBindingsError) || roots.length < 2) throw e;
+      const splittable = e instanceof TooManyBindingsError || e instanceof SharedMemoryError;
+      if (!splittable || roots.length < 2) throw e;
       const half = Math.ceil(roots.length / 2);
       emitSome(roots.slice(0, half), `${part}a`);
       emitSome(roots.slice(half), `${part}b`);
@@ -393,6 +414,8 @@ function emitWalk(
   const tail: string[] = [];
   const accumulators: string[] = [];
   const valid = "valid";
+  // Per-step channel sums: every value of the step staged, one barrier, the segment heads sum.
+  const shared = { count: 0, heads: [] as string[] };
   for (const r of roots) {
     const target = writeOf.get(reductions.get(r)?.partials ?? r.root)!;
     if (r.form === "step") {
@@ -430,7 +453,7 @@ function emitWalk(
     );
     const s = prod(red.summedChannels.map((a) => sizeIn(h, a)));
     if (red.perStep) {
-      steps.push(...forEach(red.keptStates, (env) => {
+      steps.push(...forEach(red.keptStates, (env, k) => {
         const em = emitter();
         const full = { ...stepEnv, ...env };
         const v = sumLoop(em, red.summedStates, summedSizes, full, termAt);
@@ -443,25 +466,37 @@ function emitWalk(
             `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`,
           ];
         }
-        // Segments of threads with one kept channel index: the first sums them in order.
-        const key = (c: string) => `(${c}) / ${u32Literal(s)}`;
+        // Staged in workgroup memory; summed after the step's one barrier (below).
         return [
           ...em.lines,
-          `wsh[lid] = ${v};`,
-          `workgroupBarrier();`,
-          `if (${valid} && (lid == 0u || ${key("cc")} != ${key("cc - 1u")})) {`,
-          `  var sum: f32 = 0.0;`,
-          `  for (var q: u32 = lid; q < ${u32Literal(workgroup)}; q++) {`,
-          `    let cq = wg * ${u32Literal(workgroup)} + q;`,
-          `    if (cq >= ${u32Literal(nc)} || ${key("cq")} != ${key("cc")}) { break; }`,
-          `    sum += wsh[q];`,
-          `  }`,
-          `  let slot = wg - (${key("cc")} * ${u32Literal(s)}) / ${u32Literal(workgroup)};`,
-          `  ${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = sum;`,
-          `}`,
-          `workgroupBarrier();`,
+          `wsh[(${u32Literal(shared.count)} + ${k}) * ${u32Literal(workgroup)} + lid] = ${v};`,
         ];
       }));
+      if (red.partials) {
+        const base = shared.count;
+        shared.count += keptCount;
+        // Segments of threads with one kept channel index: the first sums them in order.
+        const key = (c: string) => `(${c}) / ${u32Literal(s)}`;
+        shared.heads.push(
+          `if (${valid} && (lid == 0u || ${key("cc")} != ${key("cc - 1u")})) {`,
+          ...forEach(red.keptStates, (env, k) => {
+            const full = { ...stepEnv, ...env };
+            return [
+              `var sum: f32 = 0.0;`,
+              `for (var q: u32 = lid; q < ${u32Literal(workgroup)}; q++) {`,
+              `  let cq = wg * ${u32Literal(workgroup)} + q;`,
+              `  let mine = cq < ${u32Literal(nc)} && ${key("cq")} == ${key("cc")};`,
+              `  sum += select(0.0, wsh[(${u32Literal(base)} + ${k}) * ${
+                u32Literal(workgroup)
+              } + q], mine);`,
+              `}`,
+              `let slot = wg - (${key("cc")} * ${u32Literal(s)}) / ${u32Literal(workgroup)};`,
+              `${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = sum;`,
+            ];
+          }).map((l) => `  ${l}`),
+          `}`,
+        );
+      }
       continue;
     }
     const acc = `acc${accumulators.length}`;
@@ -491,12 +526,16 @@ function emitWalk(
   const first = h.reverse ? "kk" : `${u32Literal(chunks - 1)} - kk`;
   const walk = h.reverse ? "jj" : "lenk - 1u - jj";
   const base = h.reverse ? "lenk" : "0u";
-  const shared = roots.some((r) => reductions.get(r)?.perStep && reductions.get(r)?.partials);
+  if (shared.count > 0) {
+    const bytes = shared.count * workgroup * 4;
+    if (bytes > limits.maxComputeWorkgroupStorageSize) throw new SharedMemoryError(bytes);
+    steps.push("workgroupBarrier();", ...shared.heads, "workgroupBarrier();");
+  }
   const wgsl = `// ${name}: backward of the scan over ${h.axis} (${len}${
     h.reverse ? ", reverse" : ""
   }): ${nc} channels × ${ns} states, chunks of ${chunk}, ${roots.length} root(s)
 ${registry.declarations()}
-${shared ? `var<workgroup> wsh: array<f32, ${workgroup}>;` : ""}
+${shared.count > 0 ? `var<workgroup> wsh: array<f32, ${shared.count * workgroup}>;` : ""}
 ${MATH_PRELUDE}
 @compute @workgroup_size(${workgroup})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

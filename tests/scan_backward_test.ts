@@ -200,6 +200,7 @@ Deno.test("scan backward: reads the walk cannot serve keep the materializing pat
   const seed = freshSeed();
   const prog = await compile(inputs, gradFn(loss, ["a", "u"]), { b: 2, l: 7, d: 3 }, {
     backend: "gpu",
+    scanBackward: {},
   });
   try {
     const names = prog.kernels.map((k) => k.name);
@@ -221,7 +222,7 @@ Deno.test("scan backward: Mamba-130M's training shape writes no b·l·d·n tenso
   const graph = gradProgram(MAMBA_INPUTS, mambaLoss(false), MAMBA_WRT, sizes);
   // A device binding 24 storage buffers per kernel (the walk reads 11 and writes 6).
   const limits = { ...DEFAULT_LIMITS, maxStorageBuffersPerShaderStage: 24 };
-  const program = generateKernels(graph, limits);
+  const program = generateKernels(graph, limits, { scanBackward: {} });
   const elements = (k: KernelArtifact) =>
     [...k.reads, ...k.writes].map((b) => b.kind === "scratch" ? b.elements : numel(b));
   const largest = Math.max(...program.kernels.flatMap(elements));
@@ -248,9 +249,11 @@ Deno.test("scan backward: Mamba-130M's training shape writes no b·l·d·n tenso
 Deno.test("scan backward: a device binding too few buffers keeps the materializing path", () => {
   // WebGPU's default: 8 storage buffers per kernel; the Mamba-1 walk needs 17.
   const graph = gradProgram(MAMBA_INPUTS, mambaLoss(false), MAMBA_WRT, { b: 2, l: 9, d: 5, n: 3 });
-  const names = generateKernels(graph, DEFAULT_LIMITS).kernels.map((k) => k.name);
+  const names = generateKernels(graph, DEFAULT_LIMITS, { scanBackward: {} }).kernels.map((k) =>
+    k.name
+  );
   assert.ok(!names.some((n) => n.includes("_scanbwd")), names.join(", "));
   const wide = { ...DEFAULT_LIMITS, maxStorageBuffersPerShaderStage: 24 };
-  const fused = generateKernels(graph, wide).kernels.map((k) => k.name);
+  const fused = generateKernels(graph, wide, { scanBackward: {} }).kernels.map((k) => k.name);
   assert.ok(fused.some((n) => n.includes("_scanbwd_bwd")), fused.join(", "));
 });
