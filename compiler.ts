@@ -66,6 +66,13 @@ export type {
   SimpleGroup,
 } from "./codegen/fusion.ts";
 export type { ScanUse } from "./codegen/scan_plan.ts";
+export type {
+  BackwardPlan,
+  BackwardRoot,
+  PlannedGroup,
+  ScanBackwardGroup,
+} from "./codegen/scan_backward_plan.ts";
+export type { ScanBackwardStrategy } from "./codegen/scan_backward_kernel.ts";
 export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
 export type { ScanStrategy, TileReduce } from "./codegen/scan_strategy.ts";
 export type { AssocScanStrategy } from "./codegen/assoc_scan_kernel.ts";

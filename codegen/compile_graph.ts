@@ -13,7 +13,7 @@ import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
 import { type AssocScanStrategy, emitAssocScan } from "./assoc_scan_kernel.ts";
-import { fusedTree, type FusionPlan, type KernelGroup, planFusion } from "./fusion.ts";
+import { fusedTree, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel, type MatmulStrategy } from "./matmul_lowering.ts";
 import { emitReduceKernel } from "./reduce_kernel.ts";
@@ -22,13 +22,15 @@ import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
 import { mergeScans } from "./scan_merge.ts";
+import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
+import { type BackwardPlan, fuseScanBackward, type PlannedGroup } from "./scan_backward_plan.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
   /** The traced program. */
   readonly graph: Graph;
   /** How its nodes were grouped into kernels (internal; its shape may change). */
-  readonly plan: FusionPlan;
+  readonly plan: BackwardPlan;
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
 }
@@ -38,7 +40,7 @@ export function bytesOf(node: Node): number {
   return numel(node) * 4;
 }
 
-function checkBufferSizes(plan: FusionPlan, limits: DeviceLimits): void {
+function checkBufferSizes(plan: BackwardPlan, limits: DeviceLimits): void {
   for (const n of plan.materialized) {
     const bytes = bytesOf(n);
     const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
@@ -53,13 +55,17 @@ function checkBufferSizes(plan: FusionPlan, limits: DeviceLimits): void {
 }
 
 function emitKernel(
-  group: KernelGroup,
-  plan: FusionPlan,
+  group: PlannedGroup,
+  plan: BackwardPlan,
   limits: DeviceLimits,
   index: number,
   options: CodegenOptions,
 ): KernelArtifact[] {
   const aliases = options.aliases ?? new Map<Node, Node>();
+  if (group.kind === "scanBackward") {
+    const name = `k${index}_scanbwd`;
+    return emitScanBackward(group, plan.materialized, limits, name, aliases, options.scanBackward);
+  }
   if (group.kind === "scan") {
     const spec: ScanSpec = {
       scan: group.use.scan,
@@ -95,7 +101,7 @@ function emitKernel(
 }
 
 /** Picks the node to materialize so the kernel of `root` reads fewer buffers. */
-function splitCandidate(root: Node, plan: FusionPlan): Node | undefined {
+function splitCandidate(root: Node, plan: BackwardPlan): Node | undefined {
   const tree = fusedTree(root, plan.materialized).filter((n) =>
     n !== root && n.kind !== "const" && n.kind !== "contract" && n.kind !== "reduce"
   );
@@ -123,6 +129,13 @@ export interface CodegenOptions {
   assocScan?: AssocScanStrategy;
   /** Input node → output node sharing one buffer (in-place state updates). */
   aliases?: ReadonlyMap<Node, Node>;
+  /**
+   * Fuse scans with their adjoints (scan-backward groups) with these knobs; off when absent
+   * (experimental: wrong results seen on lavapipe for long sequences, see docs/autodiff.md).
+   */
+  scanBackward?: ScanBackwardStrategy;
+  /** Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks). */
+  noScanBackward?: boolean;
 }
 
 /** Lowers a traced graph to kernels for a device with `limits`. */
@@ -134,14 +147,29 @@ export function generateKernels(
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
   const forced = new Set<Node>();
+  // Adjoint scans whose backward group needs more buffers than the device binds.
+  const unfused = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
-    const plan = planFusion(graph, { forceMaterialize: forced });
+    const fused = planFusion(graph, { forceMaterialize: forced });
+    // Opt-in until the walk is correct at every size (see tests/scan_backward_test.ts).
+    const useBackward = options.scanBackward !== undefined && !options.noScanBackward;
+    const plan = useBackward ? fuseScanBackward(graph, fused, forced, unfused) : fused;
     checkBufferSizes(plan, limits);
     try {
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
       return { graph, plan, kernels };
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;
+      // A scan-backward root that needs more buffers than the device binds even alone: keep
+      // that scan and its adjoint in memory instead (the materializing path).
+      const root = e.root;
+      const owner = plan.kernels.find((k) =>
+        k.kind === "scanBackward" && k.roots.some((r) => r.root === root)
+      );
+      if (owner?.kind === "scanBackward") {
+        unfused.add(owner.adjoint);
+        continue;
+      }
       const candidate = splitCandidate(e.root, plan);
       if (!candidate) {
         throw new Error(

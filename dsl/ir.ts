@@ -274,6 +274,12 @@ export interface ScanNode extends Base {
   readonly init?: Node;
   /** Run from the last position to the first. */
   readonly reverse: boolean;
+  /**
+   * Set on the adjoint scan autodiff builds (`dsl/vjp_scan.ts`): the forward scan it is the
+   * adjoint of. Values ignore it; codegen may then compute both together without storing
+   * either state (`codegen/scan_backward_plan.ts`).
+   */
+  readonly primal?: ScanNode;
 }
 
 /**

@@ -10,7 +10,10 @@
  * index: g runs forward with decay a[t−1], ∂a[t] = g[t]·h[t+1], ∂init = a[L−1]·g[L−1].
  * `finalState` is a `pick` of the scan, whose rule pads its cotangent into c.
  *
- * This phase materializes h (the forward scan's values) to form h[t∓1].
+ * The adjoint records its primal (`ScanNode.primal`): where every consumer of h and g fits,
+ * codegen computes them together, recomputing h from chunk checkpoints, so neither state is
+ * written to memory (`codegen/scan_backward_plan.ts`); elsewhere h is materialized to form
+ * h[t∓1].
  *
  * @module
  */
@@ -51,6 +54,7 @@ export function scanRule(
     decay: adjointDecay,
     input: materializeAs(ct, node),
     reverse: !reverse,
+    primal: node,
     axes: node.axes,
     shape: node.shape,
     dtype: "f32",

@@ -17,6 +17,7 @@ import {
 import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
@@ -42,6 +43,10 @@ export interface CompileOptions {
   assocScan?: AssocScanStrategy;
   /** Force contraction-kernel choices (matrix-vector staging). */
   matmul?: MatmulStrategy;
+  /** Force the scan-backward kernels' chunk and workgroup (tests). */
+  scanBackward?: ScanBackwardStrategy;
+  /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
+  noScanBackward?: boolean;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -133,6 +138,8 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     scan: options.scan,
     matmul: options.matmul,
     assocScan: options.assocScan,
+    scanBackward: options.scanBackward,
+    noScanBackward: options.noScanBackward,
     aliases,
   });
   let destroyed = false;

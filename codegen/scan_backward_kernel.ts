@@ -1,0 +1,631 @@
+/**
+ * The scan-backward kernels ({@link ./scan_backward_plan.ts}): a primal scan h and its adjoint
+ * g computed together without either state in memory.
+ *
+ * 1. `_ckpt`: one thread per (channel, state element) runs h and writes the state entering
+ *    each chunk of T steps (K·channels·states floats).
+ * 2. `_bwd`: one thread per channel, states in private arrays. Chunks in g's order: load the
+ *    chunk's checkpoint, recompute its T states of h into `hist` (slot 0 … T, the checkpoint
+ *    at h's start end), then walk the chunk in g's direction: update g, evaluate every root.
+ *    Sums over state axes run in the thread; a summed scan axis accumulates in registers;
+ *    channel axes summed per step are reduced in the workgroup (segments of threads with one
+ *    kept index, a fixed-order loop) and written as per-workgroup partials, those summed at
+ *    the end as per-thread partials.
+ * 3. `_sum<k>`: per output element, the partials in a fixed order, then the epilogue.
+ *
+ * Roots a `_bwd` kernel writes are recomputed where other roots read them (their values in
+ * the thread are the same). When the roots need more buffers than the device binds, they are
+ * split over several `_bwd` kernels, each walking the scan again.
+ *
+ * @module
+ */
+
+import type { ContractNode, Node, ReduceNode, ScanNode } from "../dsl/ir.ts";
+import { nodeInputs, numel } from "../dsl/ir.ts";
+import {
+  BindingRegistry,
+  type BufferKey,
+  checkIndexable,
+  foldWorkgroups,
+  type KernelArtifact,
+  scratch,
+  type ScratchBuffer,
+  TooManyBindingsError,
+} from "./artifact.ts";
+import { decodeIndex, type Env, ExprEmitter, type Intercepted, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import type { BackwardRoot, ScanBackwardGroup } from "./scan_backward_plan.ts";
+import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+
+/** Knobs of the scan-backward kernels (tests force them). */
+export interface ScanBackwardStrategy {
+  /** Steps per checkpointed chunk (default 16). */
+  chunk?: number;
+  /** Threads (channels) per workgroup of the backward pass (default 64). */
+  workgroup?: number;
+}
+
+const WG_CKPT = 64;
+
+/** A walk whose per-step channel sums need more workgroup memory than the device has. */
+class SharedMemoryError extends Error {
+  constructor(bytes: number) {
+    super(`scan backward: per-step channel sums need ${bytes} bytes of workgroup memory`);
+  }
+}
+
+/** Sizes and names shared by the kernels of one group. */
+interface Shape {
+  readonly h: ScanNode;
+  readonly g: ScanNode;
+  readonly len: number;
+  readonly nc: number;
+  readonly ns: number;
+  readonly chunk: number;
+  readonly chunks: number;
+  readonly workgroup: number;
+  readonly stateShape: number[];
+  readonly channelShape: number[];
+}
+
+function sizeIn(n: Node, a: string): number {
+  return n.shape[n.axes.indexOf(a)];
+}
+
+function prod(xs: readonly number[]): number {
+  return xs.reduce((p, x) => p * x, 1);
+}
+
+/** The row-major index over `axes` (sizes `shape`) at `env`. */
+function flatIndex(axes: readonly string[], shape: readonly number[], env: Env): string {
+  if (axes.length === 0) return "0u";
+  return offsetExpr({ axes, shape } as unknown as Node, env);
+}
+
+/** A root's reduction, split by what sums it. */
+interface Reduction {
+  readonly root: Node;
+  readonly core: ContractNode | ReduceNode;
+  readonly keptStates: string[];
+  readonly summedStates: string[];
+  readonly summedChannels: string[];
+  readonly perStep: boolean;
+  /** Partials and their slot count, when channel axes are summed. */
+  readonly partials?: ScratchBuffer;
+  readonly slots: number;
+}
+
+/** Emits the kernels of a scan-backward group. */
+export function emitScanBackward(
+  group: ScanBackwardGroup,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  force: ScanBackwardStrategy = {},
+): KernelArtifact[] {
+  const h = group.primal;
+  const g = group.adjoint;
+  checkIndexable(h);
+  const len = sizeIn(h, h.axis);
+  const chunk = Math.max(1, Math.min(force.chunk ?? 16, len));
+  const stateShape = group.stateAxes.map((a) => sizeIn(h, a));
+  const channelShape = group.channelAxes.map((a) => sizeIn(h, a));
+  // One root's per-step channel sums (a value per kept state and thread) must fit workgroup
+  // memory; roots are split over kernels beyond that.
+  const keptMost = Math.max(
+    1,
+    ...group.roots.map((r) =>
+      r.form === "reduce" && r.core!.axes.includes(h.axis)
+        ? prod(group.stateAxes.filter((a) => r.core!.axes.includes(a)).map((a) => sizeIn(h, a)))
+        : 1
+    ),
+  );
+  let workgroup = Math.min(force.workgroup ?? 64, limits.maxComputeInvocationsPerWorkgroup);
+  while (workgroup > 1 && keptMost * workgroup * 4 > limits.maxComputeWorkgroupStorageSize) {
+    workgroup /= 2;
+  }
+  const shape: Shape = {
+    h,
+    g,
+    len,
+    nc: prod(channelShape),
+    ns: prod(stateShape),
+    chunk,
+    chunks: Math.ceil(len / chunk),
+    workgroup,
+    stateShape,
+    channelShape,
+  };
+  const ckpt = scratch(`${name}_checkpoints`, shape.chunks * shape.nc * shape.ns);
+  const reductions = new Map<BackwardRoot, Reduction>();
+  group.roots.forEach((r, k) => {
+    if (r.form !== "reduce") return;
+    const core = r.core!;
+    const summed = core.kind === "contract" ? core.summed : core.over;
+    const summedChannels = group.channelAxes.filter((a) => !core.axes.includes(a));
+    const perStep = core.axes.includes(h.axis);
+    const s = prod(summedChannels.map((a) => sizeIn(h, a)));
+    const slots = summedChannels.length === 0 ? 0 : perStep ? Math.ceil(s / workgroup) + 1 : s;
+    reductions.set(r, {
+      root: r.root,
+      core,
+      keptStates: group.stateAxes.filter((a) => core.axes.includes(a)),
+      summedStates: group.stateAxes.filter((a) => summed.includes(a)),
+      summedChannels,
+      perStep,
+      slots,
+      partials: slots > 0 ? scratch(`${name}_partials${k}`, slots * numel(core)) : undefined,
+    });
+  });
+  const out: KernelArtifact[] = [
+    emitCheckpoints(group, shape, materialized, limits, `${name}_ckpt`, ckpt),
+  ];
+  const emitSome = (roots: readonly BackwardRoot[], part: string): void => {
+    try {
+      out.push(
+        emitWalk(
+          group,
+          shape,
+          roots,
+          reductions,
+          materialized,
+          limits,
+          `${name}_bwd${part}`,
+          aliases,
+          ckpt,
+        ),
+      );
+    } catch (e) {
+      const splittable = e instanceof TooManyBindingsError || e instanceof SharedMemoryError;
+      if (!splittable || roots.length < 2) throw e;
+      const half = Math.ceil(roots.length / 2);
+      emitSome(roots.slice(0, half), `${part}a`);
+      emitSome(roots.slice(half), `${part}b`);
+    }
+  };
+  emitSome(group.roots, "");
+  let k = 0;
+  for (const red of reductions.values()) {
+    if (red.partials) {
+      out.push(emitPartialSum(shape, red, materialized, limits, `${name}_sum${k++}`, aliases));
+    }
+  }
+  return out;
+}
+
+/** The forward pass writing the state entering each chunk. */
+function emitCheckpoints(
+  group: ScanBackwardGroup,
+  shape: Shape,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  ckpt: BufferKey,
+): KernelArtifact {
+  const { h, nc, ns, chunk, chunks, len } = shape;
+  const registry = new BindingRegistry(materialized, [ckpt]);
+  const total = nc * ns;
+  const workgroups = foldWorkgroups(
+    Math.ceil(total / WG_CKPT),
+    limits.maxComputeWorkgroupsPerDimension,
+  );
+  const ch = decodeIndex("c", group.channelAxes, shape.channelShape, "ch_");
+  const st = decodeIndex("s", group.stateAxes, shape.stateShape, "st_");
+  const pre = new ExprEmitter(registry.lookup, "q");
+  const env = { ...ch.env, ...st.env };
+  const init = h.init ? pre.emit(h.init, env) : "0.0";
+  const step = new ExprEmitter(registry.lookup, "w");
+  const stepEnv = { ...env, [h.axis]: "t" };
+  const a = step.emit(h.decay, stepEnv);
+  const u = step.emit(h.input, stepEnv);
+  const order = h.reverse ? `${u32Literal(chunks - 1)} - kk` : "kk";
+  const t = h.reverse ? `c0 + lenk - 1u - j` : `c0 + j`;
+  registry.checkLimit(group.roots[0].root, limits.maxStorageBuffersPerShaderStage);
+  const wgsl = `// ${name}: checkpoints of the scan over ${h.axis} (${len}${
+    h.reverse ? ", reverse" : ""
+  }) every ${chunk} steps, ${nc} channels × ${ns} states
+${registry.declarations()}
+${MATH_PRELUDE}
+@compute @workgroup_size(${WG_CKPT})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let e = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${WG_CKPT}u + lid;
+  if (e >= ${u32Literal(total)}) { return; }
+  let c = e / ${u32Literal(ns)};
+  let s = e % ${u32Literal(ns)};
+  ${[...ch.lines, ...st.lines, ...pre.lines].join("\n  ")}
+  var hv: f32 = ${init};
+  for (var kk: u32 = 0u; kk < ${u32Literal(chunks)}; kk++) {
+    let ck = ${order};
+    let c0 = ck * ${u32Literal(chunk)};
+    let lenk = min(${u32Literal(chunk)}, ${u32Literal(len)} - c0);
+    out[(ck * ${u32Literal(nc)} + c) * ${u32Literal(ns)} + s] = hv;
+    for (var j: u32 = 0u; j < lenk; j++) {
+      let t = ${t};
+      ${step.lines.join("\n      ")}
+      hv = ${a} * hv + ${u};
+    }
+  }
+}
+`;
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/** The backward walk writing `roots` (direct values and partials). */
+function emitWalk(
+  group: ScanBackwardGroup,
+  shape: Shape,
+  roots: readonly BackwardRoot[],
+  reductions: ReadonlyMap<BackwardRoot, Reduction>,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  ckpt: BufferKey,
+): KernelArtifact {
+  const { h, g, nc, ns, chunk, chunks, len, workgroup } = shape;
+  // Direct outputs, then partials.
+  const writes: BufferKey[] = [];
+  const writeOf = new Map<Node | ScratchBuffer, string>();
+  for (const r of roots) {
+    const red = reductions.get(r);
+    const key: BufferKey = red?.partials ?? r.root;
+    writeOf.set(key, "");
+    writes.push(key);
+  }
+  const registry = new BindingRegistry(materialized, writes, aliases);
+  writes.forEach((w, i) => writeOf.set(w, registry.writeName(i)));
+  const ckptName = registry.read(ckpt);
+  // Every root of the group is recomputed where another reads it (not loaded: it may not
+  // have been written yet).
+  const groupRoots = new Set(group.roots.map((r) => r.root));
+  const lookup = (n: Node) => (groupRoots.has(n) ? undefined : registry.lookup(n));
+  // Probing must not register bindings: only what is emitted is read.
+  const stop = (n: Node) => materialized.has(n) && !groupRoots.has(n);
+  const reachCache = new Map<Node, boolean>();
+  const reaches = (n: Node): boolean => {
+    if (n === h || n === g) return true;
+    const hit = reachCache.get(n);
+    if (hit !== undefined) return hit;
+    const stack: [Node, boolean][] = [[n, false]];
+    while (stack.length) {
+      const [m, done] = stack.pop()!;
+      if (reachCache.has(m)) continue;
+      if (m === h || m === g) {
+        reachCache.set(m, true);
+        continue;
+      }
+      if (m !== n && stop(m)) {
+        reachCache.set(m, false);
+        continue;
+      }
+      const ins = nodeInputs(m);
+      if (done) {
+        reachCache.set(m, ins.some((x) => reachCache.get(x) === true));
+        continue;
+      }
+      stack.push([m, true]);
+      for (const x of ins) if (!reachCache.has(x)) stack.push([x, false]);
+    }
+    return reachCache.get(n)!;
+  };
+  let counter = 0;
+  const fresh = () => `x${counter++}_`;
+  const stateIdx = (env: Env) => flatIndex(group.stateAxes, shape.stateShape, env);
+  const slotOf = (idx: string) =>
+    h.reverse
+      ? `min((${idx}) - c0, ${u32Literal(chunk)})`
+      : `min((${idx}) + 1u - c0, ${u32Literal(chunk)})`;
+  /** An emitter whose h, g and in-thread state sums come from this kernel. */
+  const emitter = (core?: { node: Node; value: string }): ExprEmitter => {
+    const em = new ExprEmitter(lookup, fresh(), core);
+    em.interceptWith((node, env): Intercepted => {
+      if (node === g) return `gs[${stateIdx(env)}]`;
+      if (node === h) return `hist[${slotOf(env[h.axis])} * ${u32Literal(ns)} + ${stateIdx(env)}]`;
+      if ((node.kind === "contract" || node.kind === "reduce") && reaches(node)) {
+        const summed = node.kind === "contract" ? node.summed : node.over;
+        const operand = node.kind === "contract" ? node.a : node.x;
+        const sizes = summed.map((a) =>
+          sizeIn(operand.axes.includes(a) ? operand : (node as ContractNode).b, a)
+        );
+        return sumLoop(
+          em,
+          summed,
+          sizes,
+          env,
+          (body, inner) =>
+            node.kind === "contract"
+              ? `${body.emit(node.a, inner)} * ${body.emit(node.b, inner)}`
+              : body.emit(node.x, inner),
+        );
+      }
+      return undefined;
+    });
+    return em;
+  };
+  /** Σ over `axes` of `term`, as a loop whose lines go to `em`; the accumulator's name. */
+  const sumLoop = (
+    em: ExprEmitter,
+    axes: readonly string[],
+    sizes: readonly number[],
+    env: Env,
+    term: (body: ExprEmitter, inner: Env) => string,
+  ): string => {
+    const id = fresh();
+    const acc = `${id}acc`;
+    if (axes.length === 0) {
+      const body = emitter();
+      const v = term(body, env);
+      em.lines.push(...body.lines, `let ${acc} = ${v};`);
+      return acc;
+    }
+    const k = `${id}k`;
+    const decoded = decodeIndex(k, axes, sizes, `${id}i_`);
+    const body = emitter();
+    const v = term(body, { ...env, ...decoded.env });
+    em.lines.push(
+      `var ${acc}: f32 = 0.0;`,
+      `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(prod(sizes))}; ${k}++) {`,
+      ...[...decoded.lines, ...body.lines, `${acc} += ${v};`].map((l) => `  ${l}`),
+      `}`,
+    );
+    return acc;
+  };
+  /** A loop over `axes` (state axes kept by a root) around `body`. */
+  const forEach = (
+    axes: readonly string[],
+    body: (env: Env, flat: string) => string[],
+  ): string[] => {
+    const id = fresh();
+    const k = `${id}k`;
+    const sizes = axes.map((a) => sizeIn(h, a));
+    const decoded = decodeIndex(k, axes, sizes, `${id}i_`);
+    return [
+      `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(prod(sizes))}; ${k}++) {`,
+      ...[...decoded.lines, ...body(decoded.env, k)].map((l) => `  ${l}`),
+      `}`,
+    ];
+  };
+
+  const ch = decodeIndex("c", group.channelAxes, shape.channelShape, "ch_");
+  const stepEnv: Env = { ...ch.env, [h.axis]: "t" };
+  // Recompute the chunk's states of h into hist.
+  const hEnv = { ...stepEnv };
+  const recompute = forEach(group.stateAxes, (env, s) => {
+    const em = emitter();
+    const a = em.emit(h.decay, { ...hEnv, ...env });
+    const u = em.emit(h.input, { ...hEnv, ...env });
+    const [to, from] = h.reverse ? ["j", "j + 1u"] : ["j + 1u", "j"];
+    return [
+      ...em.lines,
+      `hist[(${to}) * ${u32Literal(ns)} + ${s}] = ${a} * hist[(${from}) * ${
+        u32Literal(ns)
+      } + ${s}] + ${u};`,
+    ];
+  });
+  // Update g at step t.
+  const gUpdate = forEach(group.stateAxes, (env, s) => {
+    const em = emitter();
+    const a = em.emit(g.decay, { ...stepEnv, ...env });
+    const u = em.emit(g.input, { ...stepEnv, ...env });
+    return [...em.lines, `gs[${s}] = ${a} * gs[${s}] + ${u};`];
+  });
+  const steps: string[] = [];
+  const tail: string[] = [];
+  const accumulators: string[] = [];
+  const valid = "valid";
+  // Per-step channel sums: every value of the step staged, one barrier, the segment heads sum.
+  const shared = { count: 0, heads: [] as string[] };
+  for (const r of roots) {
+    const target = writeOf.get(reductions.get(r)?.partials ?? r.root)!;
+    if (r.form === "step") {
+      const em = emitter();
+      const v = em.emit(r.root, stepEnv);
+      steps.push(
+        ...em.lines,
+        `if (${valid}) { ${target}[${offsetExpr(r.root, stepEnv)}] = ${v}; }`,
+      );
+      continue;
+    }
+    if (r.form === "final") {
+      const kept = group.stateAxes.filter((a) => r.root.axes.includes(a));
+      tail.push(...forEach(kept, (env) => {
+        const em = emitter();
+        const full = { ...ch.env, ...env };
+        const v = em.emit(r.root, full);
+        return [...em.lines, `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${v}; }`];
+      }));
+      continue;
+    }
+    const red = reductions.get(r)!;
+    const { core } = red;
+    const termAt = (body: ExprEmitter, inner: Env) =>
+      core.kind === "contract"
+        ? `${body.emit(core.a, inner)} * ${body.emit(core.b, inner)}`
+        : body.emit(core.x, inner);
+    const summedSizes = red.summedStates.map((a) => sizeIn(h, a));
+    const keptCount = prod(red.keptStates.map((a) => sizeIn(h, a)));
+    const coreSize = u32Literal(numel(core));
+    const channelKey = flatIndex(
+      red.summedChannels,
+      red.summedChannels.map((a) => sizeIn(h, a)),
+      ch.env,
+    );
+    const s = prod(red.summedChannels.map((a) => sizeIn(h, a)));
+    if (red.perStep) {
+      steps.push(...forEach(red.keptStates, (env, k) => {
+        const em = emitter();
+        const full = { ...stepEnv, ...env };
+        const v = sumLoop(em, red.summedStates, summedSizes, full, termAt);
+        if (!red.partials) {
+          const epi = emitter({ node: core, value: v });
+          const w = epi.emit(r.root, full);
+          return [
+            ...em.lines,
+            ...epi.lines,
+            `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`,
+          ];
+        }
+        // Staged in workgroup memory; summed after the step's one barrier (below).
+        return [
+          ...em.lines,
+          `wsh[(${u32Literal(shared.count)} + ${k}) * ${u32Literal(workgroup)} + lid] = ${v};`,
+        ];
+      }));
+      if (red.partials) {
+        const base = shared.count;
+        shared.count += keptCount;
+        // Segments of threads with one kept channel index: the first sums them in order.
+        const key = (c: string) => `(${c}) / ${u32Literal(s)}`;
+        shared.heads.push(
+          `if (${valid} && (lid == 0u || ${key("cc")} != ${key("cc - 1u")})) {`,
+          ...forEach(red.keptStates, (env, k) => {
+            const full = { ...stepEnv, ...env };
+            return [
+              `var sum: f32 = 0.0;`,
+              `for (var q: u32 = lid; q < ${u32Literal(workgroup)}; q++) {`,
+              `  let cq = wg * ${u32Literal(workgroup)} + q;`,
+              `  let mine = cq < ${u32Literal(nc)} && ${key("cq")} == ${key("cc")};`,
+              `  sum += select(0.0, wsh[(${u32Literal(base)} + ${k}) * ${
+                u32Literal(workgroup)
+              } + q], mine);`,
+              `}`,
+              `let slot = wg - (${key("cc")} * ${u32Literal(s)}) / ${u32Literal(workgroup)};`,
+              `${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = sum;`,
+            ];
+          }).map((l) => `  ${l}`),
+          `}`,
+        );
+      }
+      continue;
+    }
+    const acc = `acc${accumulators.length}`;
+    accumulators.push(`var ${acc}: array<f32, ${Math.max(keptCount, 1)}>;`);
+    steps.push(...forEach(red.keptStates, (env, k) => {
+      const em = emitter();
+      const v = sumLoop(em, red.summedStates, summedSizes, { ...stepEnv, ...env }, termAt);
+      return [...em.lines, `${acc}[${k}] += ${v};`];
+    }));
+    tail.push(...forEach(red.keptStates, (env, k) => {
+      const full = { ...ch.env, ...env };
+      if (red.partials) {
+        return [
+          `if (${valid}) { ${target}[${channelKey} * ${coreSize} + ${
+            offsetExpr(core, full)
+          }] = ${acc}[${k}]; }`,
+        ];
+      }
+      const epi = emitter({ node: core, value: `${acc}[${k}]` });
+      const w = epi.emit(r.root, full);
+      return [...epi.lines, `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`];
+    }));
+  }
+  const groups = Math.ceil(nc / workgroup);
+  const workgroups = foldWorkgroups(groups, limits.maxComputeWorkgroupsPerDimension);
+  registry.checkLimit(roots[0].root, limits.maxStorageBuffersPerShaderStage);
+  const first = h.reverse ? "kk" : `${u32Literal(chunks - 1)} - kk`;
+  const walk = h.reverse ? "jj" : "lenk - 1u - jj";
+  const base = h.reverse ? "lenk" : "0u";
+  if (shared.count > 0) {
+    const bytes = shared.count * workgroup * 4;
+    if (bytes > limits.maxComputeWorkgroupStorageSize) throw new SharedMemoryError(bytes);
+    steps.push("workgroupBarrier();", ...shared.heads, "workgroupBarrier();");
+  }
+  const wgsl = `// ${name}: backward of the scan over ${h.axis} (${len}${
+    h.reverse ? ", reverse" : ""
+  }): ${nc} channels × ${ns} states, chunks of ${chunk}, ${roots.length} root(s)
+${registry.declarations()}
+${shared.count > 0 ? `var<workgroup> wsh: array<f32, ${shared.count * workgroup}>;` : ""}
+${MATH_PRELUDE}
+@compute @workgroup_size(${workgroup})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let wg = wid.x + wid.y * ${u32Literal(workgroups[0])};
+  let cc = wg * ${u32Literal(workgroup)} + lid;
+  let valid = cc < ${u32Literal(nc)};
+  let c = min(cc, ${u32Literal(nc - 1)});
+  ${ch.lines.join("\n  ")}
+  var gs: array<f32, ${ns}>;
+  var hist: array<f32, ${(chunk + 1) * ns}>;
+  ${accumulators.join("\n  ")}
+  var c0: u32 = 0u;
+  for (var kk: u32 = 0u; kk < ${u32Literal(chunks)}; kk++) {
+    let ck = ${first};
+    c0 = ck * ${u32Literal(chunk)};
+    let lenk = min(${u32Literal(chunk)}, ${u32Literal(len)} - c0);
+    for (var s: u32 = 0u; s < ${u32Literal(ns)}; s++) {
+      hist[${base} * ${u32Literal(ns)} + s] = ${ckptName}[(ck * ${u32Literal(nc)} + c) * ${
+    u32Literal(ns)
+  } + s];
+    }
+    for (var jj: u32 = 0u; jj < lenk; jj++) {
+      let j = ${h.reverse ? "lenk - 1u - jj" : "jj"};
+      let t = c0 + j;
+      ${recompute.join("\n      ")}
+    }
+    for (var jj: u32 = 0u; jj < lenk; jj++) {
+      let j = ${walk};
+      let t = c0 + j;
+      ${gUpdate.join("\n      ")}
+      ${steps.join("\n      ")}
+    }
+  }
+  ${tail.join("\n  ")}
+}
+`;
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/** Sums one root's partials in a fixed order and writes its epilogue. */
+function emitPartialSum(
+  shape: Shape,
+  red: Reduction,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+): KernelArtifact {
+  const { h, workgroup } = shape;
+  const { core, root } = red;
+  const registry = new BindingRegistry(materialized, [root], aliases);
+  const partials = registry.read(red.partials!);
+  const total = numel(core);
+  const wgSize = 64;
+  const workgroups = foldWorkgroups(
+    Math.ceil(total / wgSize),
+    limits.maxComputeWorkgroupsPerDimension,
+  );
+  const idx = decodeIndex("e", core.axes, core.shape, "o_");
+  const s = prod(red.summedChannels.map((a) => sizeIn(h, a)));
+  const keptChannels = shape.h.axes.filter((a) =>
+    a !== h.axis && core.axes.includes(a) && !red.keptStates.includes(a)
+  );
+  const key = flatIndex(keptChannels, keptChannels.map((a) => sizeIn(h, a)), idx.env);
+  const count = red.perStep
+    ? `(((${key}) * ${u32Literal(s)} + ${u32Literal(s - 1)}) / ${
+      u32Literal(workgroup)
+    } - ((${key}) * ${u32Literal(s)}) / ${u32Literal(workgroup)} + 1u)`
+    : u32Literal(s);
+  const epi = new ExprEmitter(registry.lookup, "p", { node: core, value: "sum" });
+  const v = epi.emit(root, idx.env);
+  registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
+  const wgsl = `// ${name}: sums ${
+    red.perStep ? "per-workgroup" : "per-channel"
+  } partials of a scan-backward root
+${registry.declarations()}
+${MATH_PRELUDE}
+@compute @workgroup_size(${wgSize})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let e = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${wgSize}u + lid;
+  if (e >= ${u32Literal(total)}) { return; }
+  ${idx.lines.join("\n  ")}
+  var sum: f32 = 0.0;
+  let count = ${count};
+  for (var q: u32 = 0u; q < count; q++) {
+    sum += ${partials}[q * ${u32Literal(total)} + e];
+  }
+  ${epi.lines.join("\n  ")}
+  out[${offsetExpr(root, idx.env)}] = ${v};
+}
+`;
+  return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "reduce" };
+}
