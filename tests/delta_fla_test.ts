@@ -19,8 +19,23 @@ function transposeState(x: Float32Array, bh: number, k: number, v: number): Floa
   return out;
 }
 
+/** Whether the fixture of `name` exists (made on a machine with torch and FLA). */
+function hasFixture(name: string): boolean {
+  try {
+    return Deno.statSync(new URL(`./fixtures/gated_delta/${name}/config.json`, import.meta.url))
+      .isFile;
+  } catch {
+    return false;
+  }
+}
+
 for (const name of ["gated", "delta"]) {
-  Deno.test(`deltaRule matches FLA's naive recurrent reference (${name})`, async () => {
+  // Ignored (reported as such, with the command that makes it) until the fixture exists.
+  const label = hasFixture(name) ? "" : ` (fixture missing: ${MAKE})`;
+  Deno.test({
+    name: `deltaRule matches FLA's naive recurrent reference (${name})${label}`,
+    ignore: label !== "",
+  }, async () => {
     const dir = new URL(`./fixtures/gated_delta/${name}/`, import.meta.url);
     let config;
     try {
