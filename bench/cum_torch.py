@@ -7,25 +7,9 @@ Bandwidth counts one read and one write of the tensor (cummax also writes its in
 
 import argparse
 import json
-import statistics
 
 import torch
-
-
-def cuda_time_ms(fn, warmup=5, iters=20):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from cuda_timing import cuda_time_ms
 
 
 def main():

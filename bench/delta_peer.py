@@ -8,32 +8,17 @@ scale 1/sqrt(D), no initial state. Prints one JSON object per line.
 
 import argparse
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
 
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+from cuda_timing import cuda_time_ms as timed
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
 args = parser.parse_args()
 torch.backends.cuda.matmul.allow_tf32 = False
-
-
-def timed(fn, warmup=5, iterations=20):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iterations):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 for text in args.shapes.split(","):

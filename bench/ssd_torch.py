@@ -15,10 +15,10 @@ l=2048 and 8192), f32, CUDA events (median of 20 after 5 warm-up runs):
 import argparse
 import json
 import math
-import statistics
 
 import torch
 import torch.nn.functional as F
+from cuda_timing import cuda_time_ms as time_ms
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--json")
@@ -27,21 +27,6 @@ args = parser.parse_args()
 dev = "cuda"
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
-
-
-def time_ms(fn, warmup=5, iters=20):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def tril_exp_diff(cs):

@@ -6,25 +6,9 @@ repeated runs after warm-up. Run: python3 bench/torch_anchors.py [--only NAME,..
 
 import argparse
 import json
-import statistics
 
 import torch
-
-
-def cuda_time_ms(fn, warmup=3, iters=10):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from cuda_timing import cuda_time_ms
 
 
 def copy_bandwidth():
