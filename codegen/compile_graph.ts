@@ -151,7 +151,8 @@ export function generateKernels(
   const unfused = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
     const fused = planFusion(graph, { forceMaterialize: forced });
-    // Opt-in until the walk is correct at every size (see tests/scan_backward_test.ts).
+    // Opt-in: on by default, tests/train_lm_test.ts's fine-tuning fails the in-place state
+    // check (a gradient kernel reads a weight after its update has overwritten it).
     const useBackward = options.scanBackward !== undefined && !options.noScanBackward;
     const plan = useBackward ? fuseScanBackward(graph, fused, forced, unfused) : fused;
     checkBufferSizes(plan, limits);

@@ -477,18 +477,28 @@ function emitWalk(
         shared.count += keptCount;
         // Segments of threads with one kept channel index: the first sums them in order.
         const key = (c: string) => `(${c}) / ${u32Literal(s)}`;
+        // The largest power of two ≤ 64 dividing the workgroup (the whole default workgroup).
+        const unroll = [64, 32, 16, 8, 4, 2, 1].find((u) => workgroup % u === 0)!;
         shared.heads.push(
           `if (${valid} && (lid == 0u || ${key("cc")} != ${key("cc - 1u")})) {`,
           ...forEach(red.keptStates, (env, k) => {
             const full = { ...stepEnv, ...env };
             return [
               `var sum: f32 = 0.0;`,
-              `for (var q: u32 = lid; q < ${u32Literal(workgroup)}; q++) {`,
-              `  let cq = wg * ${u32Literal(workgroup)} + q;`,
-              `  let mine = cq < ${u32Literal(nc)} && ${key("cq")} == ${key("cc")};`,
-              `  sum += select(0.0, wsh[(${u32Literal(base)} + ${k}) * ${
-                u32Literal(workgroup)
-              } + q], mine);`,
+              // Unrolled by `unroll`: lavapipe ends every loop of a shader once 65535
+              // iterations of all its loops together have run (LP_MAX_TGSI_LOOP_ITERATIONS),
+              // and this loop is the walk's largest count per step.
+              `for (var q0: u32 = 0u; q0 < ${u32Literal(workgroup)}; q0 += ${unroll}u) {`,
+              ...Array.from({ length: unroll }, (_, i) => [
+                `  let q${i} = q0 + ${i}u;`,
+                `  let cq${i} = wg * ${u32Literal(workgroup)} + q${i};`,
+                `  let mine${i} = q${i} >= lid && cq${i} < ${u32Literal(nc)} && ${
+                  key(`cq${i}`)
+                } == ${key("cc")};`,
+                `  sum += select(0.0, wsh[(${u32Literal(base)} + ${k}) * ${
+                  u32Literal(workgroup)
+                } + q${i}], mine${i});`,
+              ]).flat(),
               `}`,
               `let slot = wg - (${key("cc")} * ${u32Literal(s)}) / ${u32Literal(workgroup)};`,
               `${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = sum;`,

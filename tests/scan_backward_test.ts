@@ -105,6 +105,23 @@ Deno.test("scan backward: channel sums across workgroups, short chunks", async (
   );
 });
 
+Deno.test("scan backward: long walks with several channel-summed roots in one kernel", async () => {
+  // lavapipe ends every loop of a shader after 65535 iterations of all its loops together; the
+  // per-step channel sums once looped over the workgroup per kept state and root, so these
+  // walks lost their last steps (wrong dB, dx, dA, dh0). 67 steps × 1·16 channels (d = 40
+  // states), and 300 steps.
+  for (const sizes of [{ b: 1, l: 67, d: 40, n: 16 }, { b: 1, l: 300, d: 8, n: 16 }]) {
+    await fusedMatchesInterpreter(
+      `selective scan, l = ${sizes.l}, d = ${sizes.d}`,
+      MAMBA_INPUTS,
+      mambaLoss(false),
+      MAMBA_WRT,
+      sizes,
+      MAMBA_RANGES,
+    );
+  }
+});
+
 Deno.test("scan backward: a gated linear recurrence (key-wise decay, outer-product input)", async () => {
   // h[t] = sigmoid(f[t]) ⊙ h[t−1] + k[t] ⊗ v[t] over (key, value) states, y = Σ_k q·h.
   const inputs = { f: "b l c k", k: "b l c k", v: "b l c e", q: "b l c k", wy: "b l c e" };
