@@ -25,7 +25,11 @@ async function deno(args: string[], cwd: string, env: Record<string, string> = {
     stderr: "piped",
   }).output();
   const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+  // Deno's own "Download …" progress lines (a machine whose npm cache lacks registry metadata,
+  // as on the offline GPU machine) are not the CLI's output.
+  const stderr = text.decode(out.stderr).split("\n").filter((line) => !/Download\b/.test(line))
+    .join("\n");
+  return { code: out.code, stdout: text.decode(out.stdout), stderr };
 }
 
 /** The text `wgsl --default-limits` prints for one program, generated here directly. */

@@ -77,12 +77,21 @@ class KeepFloat64(TorchFunctionMode):
 
 
 def torch_path_only(model):
-    """Routes every mixer to HF's pure-torch forward (never the fused kernels)."""
+    """Routes every mixer to HF's pure-torch forward (never the fused kernels).
+
+    The method's name differs between transformers versions (`torch_forward`, `slow_forward`);
+    where a mixer has neither, its `forward` picks the torch path by itself on the CPU, which is
+    where this script runs the model.
+    """
     for module in model.modules():
-        if isinstance(module, modeling_mamba2.Mamba2Mixer):
-            module.forward = module.torch_forward
-        elif isinstance(module, modeling_mamba.MambaMixer):
-            module.forward = module.slow_forward
+        if isinstance(module, (modeling_mamba2.Mamba2Mixer, modeling_mamba.MambaMixer)):
+            for name in ("torch_forward", "slow_forward"):
+                if hasattr(module, name):
+                    module.forward = getattr(module, name)
+                    break
+            else:
+                if any(p.device.type != "cpu" for p in module.parameters()):
+                    raise RuntimeError("the reference must run on the CPU (torch path)")
 
 
 def reference(name):
