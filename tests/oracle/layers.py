@@ -1,0 +1,105 @@
+"""Fixtures for tests/layers_fla_test.ts, from flash-linear-attention's torch references for
+the linear-attention layers of models/layers/:
+
+  retention       fla.ops.retention.naive_retention (o), naive_recurrent_simple_gla with
+                  g = log(1 - 2^(-5-h)) (final state; its o checked against naive_retention)
+  simple_gla      fla.ops.simple_gla.naive.naive_recurrent_simple_gla, from a state h0
+  gla             fla.ops.gla.naive.naive_recurrent_gla, from a state h0
+  hgrn2           HGRN2Attention's gate algebra (q = swish(q~), g = logaddexp(log lb,
+                  log1p(-lb) + logsigmoid(f~)), k = 1 - exp(g)) then naive_recurrent_gla
+  gated_deltanet  fla.ops.gated_delta_rule.naive_recurrent_gated_delta_rule, q and k
+                  L2-normalized (the layer normalizes them again: the same to 1e-6)
+
+Run on the GPU machine (torch, einops installed), from the repository root:
+    PYTHONPATH=.peer python3 tests/oracle/layers.py tests/fixtures/layers
+Writes tests/fixtures/layers/<case>/ with float32 .npy files in FLA's layout ([B T H K] for
+q, k, gates; [B T H V] for v and o; [B H K V] for states) and config.json (sizes, scale,
+library versions). The references run on the CPU in float32 at awkward sizes; when CUDA is
+there, FLA's Triton chunk kernels are run too and their agreement printed.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import fla
+from fla.ops.gated_delta_rule import naive_recurrent_gated_delta_rule
+from fla.ops.gla.naive import naive_recurrent_gla
+from fla.ops.retention.naive import naive_retention
+from fla.ops.simple_gla.naive import naive_recurrent_simple_gla
+
+if torch.cuda.is_available():  # FLA's Triton chunk kernels, only to print their agreement
+    from fla.ops.gla import chunk_gla
+    from fla.ops.simple_gla import chunk_simple_gla
+
+root = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/layers"
+B, T, H, K, V = 2, 37, 3, 7, 10
+rel = lambda a, b: float((a - b).norm() / b.norm())
+
+
+def write(case, tensors, extra):
+    out_dir = os.path.join(root, case)
+    os.makedirs(out_dir, exist_ok=True)
+    for name, t in tensors.items():
+        np.save(os.path.join(out_dir, name + ".npy"), t.detach().cpu().float().numpy())
+    config = {"B": B, "T": T, "H": H, "K": K, "V": V, "torch": torch.__version__,
+              "fla": getattr(fla, "__version__", "unknown"), **extra}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    print("wrote", out_dir, {k: tuple(v.shape) for k, v in tensors.items()})
+
+
+def cuda_check(case, fn, want):
+    """Runs FLA's Triton kernel `fn` on CUDA when there is one and prints its agreement."""
+    if torch.cuda.is_available():
+        got = fn()
+        print(case, "Triton vs naive:", rel(got.cpu().float(), want))
+
+
+torch.manual_seed(20)
+q, k, v = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V)
+h0 = 0.5 * torch.randn(B, H, K, V)
+
+# RetNet's retention: o from the parallel form, the state from the recurrent one.
+log_gamma = torch.log(1 - 2.0 ** (-5.0 - torch.arange(H, dtype=torch.float32)))
+o = naive_retention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+o_rec, hT = naive_recurrent_simple_gla(q, k, v, log_gamma.expand(B, T, H).contiguous(),
+                                       output_final_state=True)
+print("retention: naive parallel vs recurrent", rel(o_rec, o))
+write("retention", {"q": q, "k": k, "v": v, "o": o, "hT": hT}, {"scale": K ** -0.5})
+
+# Simple GLA (scalar data-dependent gate), from a state, with a non-default scale.
+g = F.logsigmoid(torch.randn(B, T, H) + 2)
+o, hT = naive_recurrent_simple_gla(q, k, v, g, scale=0.3, initial_state=h0.clone(),
+                                   output_final_state=True)
+cuda_check("simple_gla", lambda: chunk_simple_gla(
+    q.cuda(), k.cuda(), v.cuda(), g.cuda(), scale=0.3, initial_state=h0.cuda())[0], o)
+write("simple_gla", {"q": q, "k": k, "v": v, "g": g, "h0": h0, "o": o, "hT": hT}, {"scale": 0.3})
+
+# GLA: the gate as the GLA layer makes it (logsigmoid / 16).
+gk = F.logsigmoid(torch.randn(B, T, H, K)) / 16
+o, hT = naive_recurrent_gla(q, k, v, gk, initial_state=h0.clone(), output_final_state=True)
+cuda_check("gla", lambda: chunk_gla(
+    q.cuda(), k.cuda(), v.cuda(), gk.cuda(), initial_state=h0.cuda())[0], o)
+write("gla", {"q": q, "k": k, "v": v, "gk": gk, "h0": h0, "o": o, "hT": hT}, {"scale": K ** -0.5})
+
+# HGRN2: raw projections q~, f~, i and a lower bound per (head, key) as in HGRN2Attention.
+fq, ff = torch.randn(B, T, H, K), 2 * torch.randn(B, T, H, K)
+lb = torch.rand(H, K) * 0.8
+gh = torch.logaddexp(lb.log(), torch.log1p(-lb) + F.logsigmoid(ff))
+o, hT = naive_recurrent_gla(F.silu(fq), 1 - gh.exp(), v, gh, initial_state=h0.clone(),
+                            output_final_state=True)
+write("hgrn2", {"q": fq, "f": ff, "i": v, "lb": lb, "h0": h0, "o": o, "hT": hT},
+      {"scale": K ** -0.5})
+
+# Gated DeltaNet: unit q and k, β in (0, 1), log-decays g < 0.
+qn, kn = F.normalize(q, p=2, dim=-1), F.normalize(k, p=2, dim=-1)
+beta = torch.sigmoid(torch.randn(B, T, H))
+o, hT = naive_recurrent_gated_delta_rule(qn, kn, v, beta, g, scale=0.4, initial_state=h0.clone(),
+                                         output_final_state=True)
+write("gated_deltanet", {"q": qn, "k": kn, "v": v, "beta": beta, "g": g, "h0": h0, "o": o,
+                         "hT": hT}, {"scale": 0.4})
