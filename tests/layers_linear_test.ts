@@ -3,6 +3,12 @@
 // from the papers, compiled for the GPU, from a given state, at awkward sizes; prefill against
 // step-by-step decode; kernel counts.
 import assert from "node:assert/strict";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { exp } from "../dsl/elementwise.ts";
+import { scan } from "../dsl/scan.ts";
+import { trace } from "../dsl/trace.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { gla } from "../models/layers/gla.ts";
 import { hgrn2 } from "../models/layers/hgrn2.ts";
@@ -152,3 +158,18 @@ for (const c of CASES) {
     );
   });
 }
+
+Deno.test("layers: GLA at (1, 8192, 32, 128) compiles: its 2^32 states are never written", () => {
+  const sizes = { b: 1, t: 8192, h: 32, k: 128, v: 128 };
+  const spec = { q: "b t h k", k: "b t h k", v: "b t h v", gk: "b t h k" } as const;
+  const graph = trace(spec, (x) => gla(x.q, x.k, x.v, x.gk).o, sizes);
+  const names = generateKernels(graph, DEFAULT_LIMITS).kernels.map((k) => k.name);
+  assert.ok(names.every((n) => n.startsWith("k0_scan")), names.join(", "));
+  // Asking for the states themselves needs a 2^32-element buffer: one error naming it.
+  const states = trace(
+    spec,
+    (x) => scan("t", exp(x.gk), einsum("b t h k, b t h v -> b t h k v", x.k, x.v)),
+    sizes,
+  );
+  assert.throws(() => generateKernels(states, DEFAULT_LIMITS), /\[b t h k v\]/);
+});
