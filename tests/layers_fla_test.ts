@@ -7,6 +7,7 @@ import type { Tensor } from "../dsl/tensor.ts";
 import { gatedDeltaNet } from "../models/layers/gated_deltanet.ts";
 import { gla } from "../models/layers/gla.ts";
 import { hgrn2 } from "../models/layers/hgrn2.ts";
+import { mamba3Siso } from "../models/layers/mamba3.ts";
 import { retention, simpleGla } from "../models/layers/retnet.ts";
 import { compile } from "../runtime/compile.ts";
 import { assertClose } from "./util.ts";
@@ -85,6 +86,61 @@ for (const [name, c] of Object.entries(CASES)) {
       assertClose(got.o, await load("o"), 1e-4, `${name}: o`);
       const state = delta ? transposeLast(got.state, B * H, V, K) : got.state;
       assertClose(state, wantState, 1e-4, `${name}: final state`);
+    } finally {
+      prog.destroy();
+    }
+  });
+}
+
+const M3_SPEC = {
+  x: "b t h p",
+  z: "b t h p",
+  B: "b t n",
+  C: "b t n",
+  dt: "b t h",
+  a: "b t h",
+  trap: "b t h",
+  theta: "b t m",
+  dtBias: "h",
+  D: "h",
+  normB: "n",
+  normC: "n",
+  biasB: "h n",
+  biasC: "h n",
+  ssm0: "b h p n",
+  angle0: "b h m",
+  x0: "b h p",
+  B0: "b h n",
+} as const;
+
+{
+  const label = hasFixture("mamba3") ? "" : ` (fixture missing: ${MAKE}, on a CUDA machine)`;
+  Deno.test({
+    name: `layers: mamba3 SISO matches mamba_ssm's mamba3_siso_combined${label}`,
+    ignore: label !== "",
+  }, async () => {
+    const dir = new URL("./fixtures/layers/mamba3/", import.meta.url);
+    const config = JSON.parse(await Deno.readTextFile(new URL("config.json", dir)));
+    const load = async (file: string) =>
+      decodeNpy(await Deno.readFile(new URL(`${file}.npy`, dir))).data as Float32Array;
+    const data: Record<string, Float32Array> = {};
+    for (const input of Object.keys(M3_SPEC)) data[input] = await load(input);
+    const { B, T: len, H, P, N, M, tolerance } = config;
+    const prog = await compile(
+      M3_SPEC,
+      (x) => {
+        const init = { ssm: x.ssm0, angle: x.angle0, x: x.x0, B: x.B0 };
+        const { y, state } = mamba3Siso(x, x, init);
+        return { y, ssmT: state.ssm, angleT: state.angle, xT: state.x, BT: state.B };
+      },
+      { b: B, t: len, h: H, p: P, n: N, m: M },
+      { backend: "gpu" },
+    );
+    try {
+      const got = await prog.run(data) as Record<string, Float32Array>;
+      for (const name of ["y", "ssmT", "angleT", "xT", "BT"]) {
+        assertClose(got[name], await load(name), tolerance, `mamba3: ${name}`);
+      }
     } finally {
       prog.destroy();
     }

@@ -169,9 +169,12 @@ const M3 = {
   x0: "b h p",
   B0: "b h n",
 } as const;
-const M3S = { b: 2, t: 11, h: 3, p: 5, n: 6, m: 3 };
+const M3S = { b: 2, t: 11, h: 3, p: 5, n: 8, m: 3 }; // pairs 0–2 rotated, pair 3 not
 
-/** Mamba-3 SISO from the paper's equations: trapezoid, rotary B/C, B/C RMSNorm and bias. */
+/**
+ * Mamba-3 SISO from the paper's equations (conventions of mamba_ssm's step kernel): trapezoid,
+ * rotary B/C on adjacent pairs, B/C RMSNorm and bias, heavy-tail A.
+ */
 function mamba3Loop(d: Record<keyof typeof M3, Float32Array>) {
   const { b: Bt, t: T, h: H, p: P, n: Nn, m: M } = M3S;
   const y = new Float64Array(Bt * T * H * P);
@@ -191,10 +194,10 @@ function mamba3Loop(d: Record<keyof typeof M3, Float32Array>) {
       { length: Nn },
       (_, j) => v[at + j] / Math.sqrt(ms + 1e-5) * w[j] + bias[h * Nn + j],
     );
-    const r = new Array<number>(Nn);
+    const r = [...u];
     for (let i = 0; i < M; i++) {
-      r[i] = u[i] * Math.cos(th[i]) - u[i + M] * Math.sin(th[i]);
-      r[i + M] = u[i] * Math.sin(th[i]) + u[i + M] * Math.cos(th[i]);
+      r[2 * i] = u[2 * i] * Math.cos(th[i]) - u[2 * i + 1] * Math.sin(th[i]);
+      r[2 * i + 1] = u[2 * i] * Math.sin(th[i]) + u[2 * i + 1] * Math.cos(th[i]);
     }
     return r;
   };
@@ -204,7 +207,8 @@ function mamba3Loop(d: Record<keyof typeof M3, Float32Array>) {
       for (let t = 0; t < T; t++) {
         const g = (b * T + t) * H + h, bt = b * T + t;
         const delta = softplus(d.dt[g] + d.dtBias[h]);
-        const alpha = Math.exp(-delta * softplus(d.a[g])), lam = sig(d.trap[g]);
+        const a = d.a[g], phi = a >= 0 ? 1 + a : 1 / (1 - a); // the heavy-tail activation
+        const alpha = Math.exp(-delta * Math.max(phi, 1e-4)), lam = sig(d.trap[g]);
         const th: number[] = [];
         for (let i = 0; i < M; i++) {
           ang[bh * M + i] += Math.PI * Math.tanh(d.theta[bt * M + i]) * delta;
@@ -228,7 +232,8 @@ function mamba3Loop(d: Record<keyof typeof M3, Float32Array>) {
       }
     }
   }
-  return { y, ssm, angle: ang, xl, Bl: bl };
+  const angle = ang.map((v) => v - 2 * Math.PI * Math.floor(v / (2 * Math.PI)));
+  return { y, ssm, angle, xl, Bl: bl };
 }
 
 Deno.test("layers: Mamba-3 SISO matches its float64 loop; prefill = decode", async () => {
@@ -241,7 +246,7 @@ Deno.test("layers: Mamba-3 SISO matches its float64 loop; prefill = decode", asy
     B: r(b * t * n),
     C: r(b * t * n),
     dt: r(b * t * h, -3, 0.5),
-    a: r(b * t * h),
+    a: r(b * t * h, -3, 3),
     trap: r(b * t * h, -2, 2),
     theta: r(b * t * m, -2, 2),
     dtBias: r(h, -0.5, 0.5),

@@ -138,7 +138,7 @@ Deno.test("layers: SS2D's four routes match their float64 loop", async () => {
   const s = { b: 2, i: 3, j: 5, d: 4, n: 3, r: 2, e: 8 };
   const { b: B, i: I, j: J, d: D } = s;
   const data: Record<string, F> = { x: randomArray(B * I * J * D, next) };
-  const routes = range(4).map((k) => s6Arrays(next, D, s.n, s.r));
+  const routes = range(4).map(() => s6Arrays(next, D, s.n, s.r));
   routes.forEach((p, k) => Object.assign(data, prefixed(p, `r${k}`)));
   const rowMajor = range(I * J),
     colMajor = range(I * J).map((q) => (q % I) * J + Math.floor(q / I));

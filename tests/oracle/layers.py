@@ -9,6 +9,11 @@ the linear-attention layers of models/layers/:
                   log1p(-lb) + logsigmoid(f~)), k = 1 - exp(g)) then naive_recurrent_gla
   gated_deltanet  fla.ops.gated_delta_rule.naive_recurrent_gated_delta_rule, q and k
                   L2-normalized (the layer normalizes them again: the same to 1e-6)
+  mamba3          mamba_ssm's Triton mamba3_siso_combined (CUDA only; skipped without it).
+                  It has no torch reference and computes in bf16 (it casts q, k, v, trap,
+                  angles and z to bf16), so config.json sets a tolerance of 3e-2: a check of
+                  the conventions (pairing, trapezoid, angle and state layout), not of f32
+                  accuracy. Needs mamba_ssm on PYTHONPATH with an empty __init__.py.
 
 Run on the GPU machine (torch, einops installed), from the repository root:
     PYTHONPATH=.peer python3 tests/oracle/layers.py tests/fixtures/layers
@@ -103,3 +108,48 @@ o, hT = naive_recurrent_gated_delta_rule(qn, kn, v, beta, g, scale=0.4, initial_
                                          output_final_state=True)
 write("gated_deltanet", {"q": qn, "k": kn, "v": v, "beta": beta, "g": g, "h0": h0, "o": o,
                          "hT": hT}, {"scale": 0.4})
+
+
+# Mamba-3 SISO through the authors' Triton kernel, from given states.
+def mamba3_case():
+    from mamba_ssm.ops.triton.mamba3.mamba3_siso_combined import mamba3_siso_combined
+
+    Bm, Tm, Hm, P, N, M = 2, 37, 3, 8, 16, 4  # powers of two for the kernel's TMA; M even
+    torch.manual_seed(21)
+    bf = lambda t: t.to(torch.bfloat16).float()  # inputs the kernel sees, exactly
+    x, z = bf(torch.randn(Bm, Tm, Hm, P)), bf(torch.randn(Bm, Tm, Hm, P))
+    Braw, Craw = torch.randn(Bm, Tm, N), torch.randn(Bm, Tm, N)
+    dt, a = torch.rand(Bm, Tm, Hm) * 3.5 - 3, torch.randn(Bm, Tm, Hm)
+    trap, theta = bf(torch.randn(Bm, Tm, Hm)), bf(torch.randn(Bm, Tm, M))
+    dt_bias, D = torch.rand(Hm) - 0.5, torch.randn(Hm)
+    normB, normC = torch.rand(N) + 0.5, torch.rand(N) + 0.5
+    biasB, biasC = torch.rand(Hm, N) + 0.5, torch.rand(Hm, N) + 0.5
+    ssm0, angle0 = 0.5 * torch.randn(Bm, Hm, P, N), torch.rand(Bm, Hm, M) * 6
+    x0, B0 = bf(torch.randn(Bm, Hm, P)), bf(torch.randn(Bm, Hm, N))
+    rms = lambda v, w: v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    DT = F.softplus(dt + dt_bias)
+    A = -torch.clamp(a.clamp_min(0) + 1 / (1 - a.clamp_max(0)), min=1e-4)
+    cu = lambda t: t.contiguous().cuda()
+    y, angT, ssmT, kT, vT = mamba3_siso_combined(
+        Q=cu(rms(Craw, normC)[:, :, None]), K=cu(rms(Braw, normB)[:, :, None]), V=cu(x),
+        ADT=cu((A * DT).permute(0, 2, 1)), DT=cu(DT.permute(0, 2, 1)),
+        Trap=cu(trap.permute(0, 2, 1)), Q_bias=cu(biasC), K_bias=cu(biasB),
+        Angles=cu(theta[:, :, None].expand(Bm, Tm, Hm, M)), D=cu(D), Z=cu(z),
+        Input_States=(cu(angle0), cu(ssm0), cu(B0), cu(x0)), return_final_states=True)
+    global B, T, H, K, V
+    B, T, H, K, V = Bm, Tm, Hm, N, P
+    write("mamba3", {"x": x, "z": z, "B": Braw, "C": Craw, "dt": dt, "a": a, "trap": trap,
+                     "theta": theta, "dtBias": dt_bias, "D": D, "normB": normB, "normC": normC,
+                     "biasB": biasB, "biasC": biasC, "ssm0": ssm0, "angle0": angle0, "x0": x0,
+                     "B0": B0, "y": y, "angleT": angT, "ssmT": ssmT, "BT": kT.reshape(Bm, Hm, N),
+                     "xT": vT},
+          {"P": P, "N": N, "M": M, "tolerance": 3e-2, "kernel": "mamba3_siso_combined (bf16)"})
+
+
+if torch.cuda.is_available():
+    try:
+        mamba3_case()
+    except Exception as e:  # the FLA fixtures above stand without it
+        print("mamba3: not written:", type(e).__name__, e, file=sys.stderr)
+else:
+    print("mamba3: skipped (mamba_ssm's Mamba-3 kernel needs CUDA)")
