@@ -29,12 +29,12 @@ import type { Tensor } from "../../dsl/tensor.ts";
 import { rearrange } from "../../dsl/views.ts";
 
 /** Mamba-3 SISO state: H (b h p n), angles Θ (b h m), last x (b h p), last rotated B (b h n). */
-export interface Mamba3State {
+export type Mamba3State = {
   /** The SSM state. */ ssm: Tensor;
   /** Accumulated rotary angles, in [0, 2π). */ angle: Tensor;
   /** The previous step's x. */ x: Tensor;
   /** The previous step's rotated, normed B. */ B: Tensor;
-}
+};
 
 /**
  * Inputs: x, z (b t h p); B, C (b t n, shared by heads); dt, a, trap (b t h); θ (b t m).

@@ -34,14 +34,14 @@ import { finalState, pick, scan } from "../../dsl/scan.ts";
 import type { Tensor } from "../../dsl/tensor.ts";
 
 /** The mLSTM state: memory C (b h k v), normalizer n (b h k), stabilizer m (b h). */
-export interface MlstmState {
+export type MlstmState = {
   /** Matrix memory, scaled by exp(−m). */
   C: Tensor<"b h k v">;
   /** Normalizer, scaled by exp(−m). */
   n: Tensor<"b h k">;
   /** Stabilizer (log scale of C and n). */
   m: Tensor<"b h">;
-}
+};
 
 /**
  * The stabilized mLSTM on q, k (b t h k), v (b t h v) and gate pre-activations ĩ, f̃ (b t h).

@@ -28,12 +28,12 @@ export interface LinearAttentionOptions {
 }
 
 /** What a linear-attention layer returns: the output and the state after the last step. */
-export interface LinearAttentionResult {
+export type LinearAttentionResult = {
   /** The output o (b t h v). */
   o: Tensor<"b t h v">;
   /** S after the last step (b h k v): pass it back as `init` to continue (decode: t = 1). */
   state: Tensor<"b h k v">;
-}
+};
 
 /**
  * Simple GLA: S_t = exp(g_t)·S_{t−1} + k_t v_tᵀ, o_t = scale·S_tᵀ q_t, with log-decays g (b t h).
