@@ -144,6 +144,13 @@ for (const c of CASES) {
     const kernels = await checkLayer(what, SPEC, (x) => c.fn(x), S, data, want);
     console.log(`${c.name}: ${kernels.length} kernels: ${kernels.join(", ")}`);
     assert.ok(kernels.length <= c.maxKernels, `${c.name}: ${kernels.join(", ")}`);
+    if (c.name === "retention" || c.name === "simple GLA") {
+      // The scalar decay per head has the SSD form: the chunked kernels, forced, agree too.
+      const chunked = await checkLayer(`${what} (chunked)`, SPEC, (x) => c.fn(x), S, data, want, {
+        scan: { mode: "chunked", chunks: 3 },
+      });
+      assert.ok(chunked.some((k) => k.includes("ssd")), chunked.join(", "));
+    }
     await checkDecode(
       what,
       SPEC,
