@@ -4,6 +4,7 @@
 import type { Tensor } from "../dsl/tensor.ts";
 import { gatedDeltaNet } from "../models/layers/gated_deltanet.ts";
 import { mamba3Siso } from "../models/layers/mamba3.ts";
+import { mamba3Mimo } from "../models/layers/mamba3_mimo.ts";
 import { mlstm } from "../models/layers/mlstm.ts";
 import { checkDecode, checkLayer } from "./layers_util.ts";
 import { freshSeed, randomArray, rng } from "./util.ts";
@@ -272,4 +273,148 @@ Deno.test("layers: Mamba-3 SISO matches its float64 loop; prefill = decode", asy
   const timed = ["x", "z", "B", "C", "dt", "a", "trap", "theta"];
   const state = { ssm: "ssm0", angle: "angle0", xl: "x0", Bl: "B0" };
   await checkDecode(what, M3, fn, M3S, data, timed, state, "y", want.y, 7);
+});
+
+const MIMO = {
+  x: "b t h p",
+  z: "b t h p",
+  B: "b t r n",
+  C: "b t r n",
+  dt: "b t h",
+  a: "b t h",
+  trap: "b t h",
+  theta: "b t m",
+  dtBias: "h",
+  D: "h",
+  normB: "n",
+  normC: "n",
+  biasB: "h r n",
+  biasC: "h r n",
+  mimoV: "h r p",
+  mimoZ: "h r p",
+  mimoO: "h r p",
+  ssm0: "b h p n",
+  angle0: "b h m",
+  x0: "b h p",
+  B0: "b h r n",
+} as const;
+const MS = { b: 2, t: 9, h: 2, p: 3, n: 8, m: 3, r: 2 };
+
+/** Mamba-3 MIMO of rank r from the equations: rank-r update, rotation of (n_i, n_{i+n/2}). */
+function mimoLoop(d: Record<keyof typeof MIMO, Float32Array>) {
+  const { b: Bt, t: T, h: H, p: P, n: Nn, m: M, r: R } = MS;
+  const y = new Float64Array(Bt * T * H * P);
+  const ssm = Float64Array.from(d.ssm0), ang = Float64Array.from(d.angle0);
+  const xl = Float64Array.from(d.x0), bl = Float64Array.from(d.B0);
+  const normed = (
+    v: Float32Array,
+    at: number,
+    w: Float32Array,
+    bias: Float32Array,
+    hr: number,
+    th: number[],
+  ) => {
+    let ms = 0;
+    for (let j = 0; j < Nn; j++) ms += v[at + j] ** 2 / Nn;
+    const u = Array.from(
+      { length: Nn },
+      (_, j) => v[at + j] / Math.sqrt(ms + 1e-5) * w[j] + bias[hr * Nn + j],
+    );
+    const o = [...u], half = Nn / 2;
+    for (let i = 0; i < M; i++) {
+      o[i] = u[i] * Math.cos(th[i]) - u[i + half] * Math.sin(th[i]);
+      o[i + half] = u[i] * Math.sin(th[i]) + u[i + half] * Math.cos(th[i]);
+    }
+    return o;
+  };
+  for (let b = 0; b < Bt; b++) {
+    for (let h = 0; h < H; h++) {
+      const bh = b * H + h, st = ssm.subarray(bh * P * Nn, (bh + 1) * P * Nn);
+      for (let t = 0; t < T; t++) {
+        const g = (b * T + t) * H + h, bt = b * T + t;
+        const delta = softplus(d.dt[g] + d.dtBias[h]);
+        const a = d.a[g], phi = a >= 0 ? 1 + a : 1 / (1 - a);
+        const alpha = Math.exp(-delta * Math.max(phi, 1e-4)), lam = sig(d.trap[g]);
+        const th: number[] = [];
+        for (let i = 0; i < M; i++) {
+          ang[bh * M + i] += Math.PI * Math.tanh(d.theta[bt * M + i]) * delta;
+          th.push(ang[bh * M + i]);
+        }
+        const Bv: number[][] = [], Cv: number[][] = [];
+        for (let r = 0; r < R; r++) {
+          Bv.push(normed(d.B, (bt * R + r) * Nn, d.normB, d.biasB, h * R + r, th));
+          Cv.push(normed(d.C, (bt * R + r) * Nn, d.normC, d.biasC, h * R + r, th));
+        }
+        const X = (xs: ArrayLike<number>, at: number, r: number, pp: number) =>
+          xs[at + pp] * d.mimoV[(h * R + r) * P + pp];
+        for (let pp = 0; pp < P; pp++) {
+          for (let j = 0; j < Nn; j++) {
+            let u = 0;
+            for (let r = 0; r < R; r++) {
+              u += (1 - lam) * delta * alpha * X(xl, bh * P, r, pp) * bl[(bh * R + r) * Nn + j];
+              u += lam * delta * X(d.x, g * P, r, pp) * Bv[r][j];
+            }
+            st[pp * Nn + j] = alpha * st[pp * Nn + j] + u;
+          }
+        }
+        for (let pp = 0; pp < P; pp++) {
+          let out = 0;
+          for (let r = 0; r < R; r++) {
+            let yr = d.D[h] * X(d.x, g * P, r, pp);
+            for (let j = 0; j < Nn; j++) yr += st[pp * Nn + j] * Cv[r][j];
+            const zr = d.z[g * P + pp] * d.mimoZ[(h * R + r) * P + pp];
+            out += yr * d.mimoO[(h * R + r) * P + pp] * zr * sig(zr);
+          }
+          y[g * P + pp] = out;
+        }
+        for (let pp = 0; pp < P; pp++) xl[bh * P + pp] = d.x[g * P + pp];
+        for (let r = 0; r < R; r++) {
+          for (let j = 0; j < Nn; j++) bl[(bh * R + r) * Nn + j] = Bv[r][j];
+        }
+      }
+    }
+  }
+  const angle = ang.map((v) => v - 2 * Math.PI * Math.floor(v / (2 * Math.PI)));
+  return { y, ssm, angle, xl, Bl: bl };
+}
+
+Deno.test("layers: Mamba-3 MIMO (rank 2) matches its float64 loop; prefill = decode", async () => {
+  const seed = freshSeed(), next = rng(seed);
+  const { b, t, h, p, n, m, r: R } = MS;
+  const r = (len: number, lo = -1, hi = 1) => randomArray(len, next, lo, hi);
+  const data = {
+    x: r(b * t * h * p),
+    z: r(b * t * h * p),
+    B: r(b * t * R * n),
+    C: r(b * t * R * n),
+    dt: r(b * t * h, -3, 0.5),
+    a: r(b * t * h, -3, 3),
+    trap: r(b * t * h, -2, 2),
+    theta: r(b * t * m, -2, 2),
+    dtBias: r(h, -0.5, 0.5),
+    D: r(h),
+    normB: r(n, 0.5, 1.5),
+    normC: r(n, 0.5, 1.5),
+    biasB: r(h * R * n, 0.5, 1.5),
+    biasC: r(h * R * n, 0.5, 1.5),
+    mimoV: r(h * R * p),
+    mimoZ: r(h * R * p),
+    mimoO: r(h * R * p),
+    ssm0: r(b * h * p * n),
+    angle0: r(b * h * m, -3, 3),
+    x0: r(b * h * p),
+    B0: r(b * h * R * n),
+  };
+  const want = mimoLoop(data);
+  const fn = (x: { [K in keyof typeof MIMO]: Tensor<(typeof MIMO)[K]> }) => {
+    const init = { ssm: x.ssm0, angle: x.angle0, x: x.x0, B: x.B0 };
+    const o = mamba3Mimo(x, x, init);
+    return { y: o.y, ssm: o.state.ssm, angle: o.state.angle, xl: o.state.x, Bl: o.state.B };
+  };
+  const what = `Mamba-3 MIMO, seed ${seed}`;
+  const kernels = await checkLayer(what, MIMO, fn, MS, data, want);
+  console.log(`Mamba-3 MIMO: ${kernels.length} kernels: ${kernels.join(", ")}`);
+  const timed = ["x", "z", "B", "C", "dt", "a", "trap", "theta"];
+  const state = { ssm: "ssm0", angle: "angle0", xl: "x0", Bl: "B0" };
+  await checkDecode(what, MIMO, fn, MS, data, timed, state, "y", want.y, 5);
 });
