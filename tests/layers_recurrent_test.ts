@@ -84,6 +84,24 @@ Deno.test("layers: stabilized mLSTM matches its float64 loop; prefill = decode",
   const what = `mLSTM, seed ${seed} (t = ${t})`;
   const kernels = await checkLayer(what, MLSTM, fn, S, data, want);
   console.log(`mLSTM: ${kernels.length} kernels: ${kernels.join(", ")}`);
+  // Without a state: the loop from C = 0, n = 0, m = −∞.
+  const zero = {
+    ...data,
+    C0: new Float32Array(data.C0.length),
+    n0: new Float32Array(data.n0.length),
+  };
+  const fresh = mlstmLoop({ ...zero, m0: new Float32Array(data.m0.length).fill(-Infinity) });
+  await checkLayer(
+    `${what}, no state`,
+    MLSTM,
+    (x) => {
+      const r = mlstm(x);
+      return { h: r.h, C: r.state.C, n: r.state.n, m: r.state.m };
+    },
+    S,
+    zero,
+    fresh,
+  );
   const state = { C: "C0", n: "n0", m: "m0" };
   await checkDecode(what, MLSTM, fn, S, data, ["q", "k", "v", "i", "f"], state, "h", want.h, 6);
 });

@@ -53,16 +53,15 @@ export function mlstm(
 ): { h: Tensor<"b t h v">; state: MlstmState } {
   const init = options.init;
   const logf = neg(softplus(neg(x.f))); // log σ(f̃), exact for very negative f̃
-  const scan0 = associativeScan("t", (a, b) => ({
+  // From a state, step 0's candidate is max(log σ(f̃_0) + m_0, ĩ_0): the scan then runs from −∞.
+  const first = eq(arange("t", x.f.size("t")), 0);
+  const i0 = init ? where(first, maximum(add(logf, init.m), x.i), x.i) : x.i;
+  const { m } = associativeScan("t", (a, b) => ({
     s: add(a.s, b.s),
     m: maximum(add(a.m, b.s), b.m),
-  }), { s: logf, m: x.i });
-  // From a state: m_t = max(m_0 + Σ_{≤t} log σ, the scan's m_t).
-  const m = init ? maximum(add(init.m, scan0.s), scan0.m) : scan0.m;
+  }), { s: logf, m: i0 });
   // m_{t−1}; without a state, step 0's decay multiplies zeros, so any finite stand-in does.
-  const mPrev = init
-    ? where(eq(arange("t", x.f.size("t")), 0), init.m, shift(m, "t", 1))
-    : shift(m, "t", 1);
+  const mPrev = init ? where(first, init.m, shift(m, "t", 1)) : shift(m, "t", 1);
   const decay = exp(sub(add(logf, mPrev), m));
   const gate = exp(sub(x.i, m));
   const k = mul(x.k, options.scale ?? 1 / Math.sqrt(x.k.size("k")));
