@@ -33,7 +33,7 @@ export { mamba3Siso, type Mamba3State } from "./models/layers/mamba3.ts";
 export { mamba3Mimo } from "./models/layers/mamba3_mimo.ts";
 export { s6, type S6Params } from "./models/layers/s6.ts";
 export { type VimDirection, vimMixer } from "./models/layers/vim.ts";
-export { ss2d } from "./models/layers/ss2d.ts";
+export { ss2d, ss2dBlock, type Ss2dBlockParams } from "./models/layers/ss2d.ts";
 export { vssd } from "./models/layers/vssd.ts";
 export { hsmSsd } from "./models/layers/efficientvim.ts";
 export { lbScan } from "./models/layers/lbmamba.ts";

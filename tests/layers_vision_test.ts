@@ -5,7 +5,7 @@ import type { Tensor } from "../dsl/tensor.ts";
 import { hsmSsd } from "../models/layers/efficientvim.ts";
 import { lbScan } from "../models/layers/lbmamba.ts";
 import type { S6Params } from "../models/layers/s6.ts";
-import { ss2d } from "../models/layers/ss2d.ts";
+import { ss2d, ss2dBlock } from "../models/layers/ss2d.ts";
 import { vimMixer } from "../models/layers/vim.ts";
 import { vssd } from "../models/layers/vssd.ts";
 import { checkLayer } from "./layers_util.ts";
@@ -335,4 +335,98 @@ Deno.test("layers: LBMamba's locally bidirectional scan matches its float64 loop
     dtBias: "d",
   } as const;
   await checkLayer(`LBMamba, seed ${seed}`, spec, (t) => ({ y: lbScan(t, t, M) }), s, data, { y });
+});
+
+Deno.test("layers: the SS2D block (in_proj, 3×3 dwconv, routes, LayerNorm, gate) matches its loop", async () => {
+  const seed = freshSeed(), next = rng(seed);
+  const s = { b: 1, i: 3, j: 4, m: 5, d: 4, c: 8, e: 6, n: 2, r: 2, ki: 3, kj: 3 };
+  const { b: B, i: I, j: J, m: Mm, d: D } = s;
+  const data: Record<string, F> = {
+    u: randomArray(B * I * J * Mm, next),
+    inProj: randomArray(2 * D * Mm, next, -0.5, 0.5),
+    conv: randomArray(D * 9, next, -0.5, 0.5),
+    convBias: randomArray(D, next),
+    normW: randomArray(D, next, 0.5, 1.5),
+    normB: randomArray(D, next),
+    outProj: randomArray(Mm * D, next),
+  };
+  const routes = range(4).map(() => s6Arrays(next, D, s.n, s.r));
+  routes.forEach((p, k) => Object.assign(data, prefixed(p, `r${k}`)));
+  const rowMajor = range(I * J),
+    colMajor = range(I * J).map((q) => (q % I) * J + Math.floor(q / I));
+  const orders = [rowMajor, colMajor, [...rowMajor].reverse(), [...colMajor].reverse()];
+  const y = new Float64Array(B * I * J * Mm);
+  for (let b = 0; b < B; b++) {
+    const proj = (pos: number, e: number) => {
+      let acc = 0;
+      for (let c = 0; c < Mm; c++) {
+        acc += data.u[(b * I * J + pos) * Mm + c] * data.inProj[e * Mm + c];
+      }
+      return acc;
+    };
+    const xc = new Float64Array(I * J * D); // silu(dwconv3×3(x) + bias), zero padding
+    for (let i = 0; i < I; i++) {
+      for (let j = 0; j < J; j++) {
+        for (let c = 0; c < D; c++) {
+          let acc = data.convBias[c];
+          for (let a = 0; a < 3; a++) {
+            for (let bb = 0; bb < 3; bb++) {
+              const ii = i + a - 1, jj = j + bb - 1;
+              if (ii >= 0 && ii < I && jj >= 0 && jj < J) {
+                acc += data.conv[c * 9 + a * 3 + bb] * proj(ii * J + jj, c);
+              }
+            }
+          }
+          xc[(i * J + j) * D + c] = silu(acc);
+        }
+      }
+    }
+    const ys = new Float64Array(I * J * D);
+    routes.forEach((p, k) => s6Loop((pos, c) => xc[pos * D + c], orders[k], p, s, ys));
+    for (let pos = 0; pos < I * J; pos++) {
+      const row = ys.subarray(pos * D, (pos + 1) * D);
+      const mu = row.reduce((a, v) => a + v, 0) / D;
+      const va = row.reduce((a, v) => a + (v - mu) ** 2, 0) / D;
+      const g = Array.from(
+        row,
+        (v, c) =>
+          ((v - mu) / Math.sqrt(va + 1e-5) * data.normW[c] + data.normB[c]) *
+          silu(proj(pos, D + c)),
+      );
+      for (let o = 0; o < Mm; o++) {
+        y[(b * I * J + pos) * Mm + o] = g.reduce((a, v, c) => a + v * data.outProj[o * D + c], 0);
+      }
+    }
+  }
+  const spec = {
+    u: "b i j m",
+    inProj: "c m",
+    conv: "d ki kj",
+    convBias: "d",
+    normW: "d",
+    normB: "d",
+    outProj: "m d",
+    ...S6_SPEC("r0"),
+    ...S6_SPEC("r1"),
+    ...S6_SPEC("r2"),
+    ...S6_SPEC("r3"),
+  };
+  await checkLayer(
+    `SS2D block, seed ${seed}`,
+    spec,
+    (t) => ({
+      y: ss2dBlock(t.u, {
+        inProj: t.inProj,
+        conv: t.conv,
+        convBias: t.convBias,
+        normW: t.normW,
+        normB: t.normB,
+        outProj: t.outProj,
+        routes: [s6Of(t, "r0"), s6Of(t, "r1"), s6Of(t, "r2"), s6Of(t, "r3")],
+      }),
+    }),
+    s,
+    data,
+    { y },
+  );
 });
