@@ -188,7 +188,7 @@ Deno.test("layers: VSSD's non-causal SSD matches its float64 loop", async () => 
       const state = new Float64Array(Nn * P); // H = Σ_j w_j B_j x_jᵀ
       for (let j = 0; j < L; j++) {
         const g = (b * L + j) * H + h;
-        const w = softplus(data.dt[g] + data.dtBias[h]) * -Math.exp(data.Alog[h]);
+        const w = -softplus(data.dt[g] + data.dtBias[h]) * -Math.exp(data.Alog[h]); // −Δ·A
         for (let a = 0; a < Nn; a++) {
           for (let c = 0; c < P; c++) {
             state[a * P + c] += w * data.B[(b * L + j) * Nn + a] * data.x[g * P + c];
