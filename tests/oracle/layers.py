@@ -61,8 +61,11 @@ def write(case, tensors, extra):
 def cuda_check(case, fn, want):
     """Runs FLA's Triton kernel `fn` on CUDA when there is one and prints its agreement."""
     if torch.cuda.is_available():
-        got = fn()
-        print(case, "Triton vs naive:", rel(got.cpu().float(), want))
+        try:
+            got = fn()
+            print(case, "Triton vs naive:", rel(got.cpu().float(), want))
+        except Exception as e:  # informational only: the fixture is the torch reference's
+            print(case, "Triton check failed:", type(e).__name__, e, file=sys.stderr)
 
 
 torch.manual_seed(20)
