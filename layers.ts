@@ -32,7 +32,7 @@ export { gatedDeltaNet } from "./models/layers/gated_deltanet.ts";
 export { mamba3Siso, type Mamba3State } from "./models/layers/mamba3.ts";
 export { mamba3Mimo } from "./models/layers/mamba3_mimo.ts";
 export { s6, type S6Params } from "./models/layers/s6.ts";
-export { type VimDirection, vimMixer } from "./models/layers/vim.ts";
+export { vimBlock, type VimDirection, vimMixer } from "./models/layers/vim.ts";
 export { ss2d, ss2dBlock, type Ss2dBlockParams } from "./models/layers/ss2d.ts";
 export { vssd } from "./models/layers/vssd.ts";
 export { hsmSsd } from "./models/layers/efficientvim.ts";

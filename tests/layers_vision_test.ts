@@ -6,7 +6,7 @@ import { hsmSsd } from "../models/layers/efficientvim.ts";
 import { lbScan } from "../models/layers/lbmamba.ts";
 import type { S6Params } from "../models/layers/s6.ts";
 import { ss2d, ss2dBlock } from "../models/layers/ss2d.ts";
-import { vimMixer } from "../models/layers/vim.ts";
+import { vimBlock, vimMixer } from "../models/layers/vim.ts";
 import { vssd } from "../models/layers/vssd.ts";
 import { checkLayer } from "./layers_util.ts";
 import { freshSeed, randomArray, rng } from "./util.ts";
@@ -93,20 +93,24 @@ Deno.test("layers: Vim's bidirectional mixer matches its float64 loop", async ()
   };
   const fw = s6Arrays(next, D, s.n, s.r), bw = s6Arrays(next, D, s.n, s.r);
   Object.assign(data, prefixed(fw, "f"), prefixed(bw, "b"));
-  const y = new Float64Array(B * L * D);
-  for (let b = 0; b < B; b++) {
-    const xv = (t: number, c: number) => t < 0 || t >= L ? 0 : data.x[(b * L + t) * D + c];
-    // Causal conv forward (taps on t−K+1 … t); the backward one is causal in flipped order.
-    const conv = (w: F, bias: F, dir: number) => (t: number, c: number) => {
-      let acc = bias[c];
-      for (let k = 0; k < K; k++) acc += w[c * K + k] * xv(t + dir * (K - 1 - k), c);
-      return silu(acc);
-    };
-    const yb = new Float64Array(L * D);
-    s6Loop(conv(data.fconv, data.fconvBias, -1), range(L), fw, s, yb);
-    s6Loop(conv(data.bconv, data.bconvBias, 1), range(L).reverse(), bw, s, yb);
-    for (let i = 0; i < L * D; i++) y[b * L * D + i] = 0.5 * yb[i] * silu(data.z[b * L * D + i]);
-  }
+  const mixerLoop = (x: ArrayLike<number>, z: ArrayLike<number>) => {
+    const y = new Float64Array(B * L * D);
+    for (let b = 0; b < B; b++) {
+      const xv = (t: number, c: number) => t < 0 || t >= L ? 0 : x[(b * L + t) * D + c];
+      // Causal conv forward (taps on t−K+1 … t); the backward one is causal in flipped order.
+      const conv = (w: F, bias: F, dir: number) => (t: number, c: number) => {
+        let acc = bias[c];
+        for (let k = 0; k < K; k++) acc += w[c * K + k] * xv(t + dir * (K - 1 - k), c);
+        return silu(acc);
+      };
+      const yb = new Float64Array(L * D);
+      s6Loop(conv(data.fconv, data.fconvBias, -1), range(L), fw, s, yb);
+      s6Loop(conv(data.bconv, data.bconvBias, 1), range(L).reverse(), bw, s, yb);
+      for (let i = 0; i < L * D; i++) y[b * L * D + i] = 0.5 * yb[i] * silu(z[b * L * D + i]);
+    }
+    return y;
+  };
+  const y = mixerLoop(data.x, data.z);
   const spec = {
     x: "b l d",
     z: "b l d",
@@ -130,6 +134,47 @@ Deno.test("layers: Vim's bidirectional mixer matches its float64 loop", async ()
     s,
     data,
     { y },
+  );
+  // The whole mixer: u (b l m) → in_proj → (x, z) → both directions → out_proj.
+  const M = 3, Cc = 2 * D;
+  const extra = {
+    u: randomArray(B * L * M, next),
+    inProj: randomArray(Cc * M, next),
+    outProj: randomArray(M * D, next),
+  };
+  const xz = new Float64Array(B * L * Cc);
+  for (let i = 0; i < B * L; i++) {
+    for (let r = 0; r < Cc; r++) {
+      for (let j = 0; j < M; j++) xz[i * Cc + r] += extra.u[i * M + j] * extra.inProj[r * M + j];
+    }
+  }
+  const part = (from: number) =>
+    Float64Array.from({ length: B * L * D }, (_, q) => xz[Math.floor(q / D) * Cc + from + (q % D)]);
+  const mixed = mixerLoop(part(0), part(D));
+  const yBlock = new Float64Array(B * L * M);
+  for (let i = 0; i < B * L; i++) {
+    for (let o = 0; o < M; o++) {
+      for (let j = 0; j < D; j++) {
+        yBlock[i * M + o] += mixed[i * D + j] * extra.outProj[o * D + j];
+      }
+    }
+  }
+  const { x: _x, z: _z, ...blockSpec } = spec;
+  const { x: _dx, z: _dz, ...weights } = data;
+  await checkLayer(
+    `Vim block, seed ${seed}`,
+    { ...blockSpec, u: "b l m", inProj: "c m", outProj: "m d" },
+    (t) => ({
+      y: vimBlock(t.u, {
+        inProj: t.inProj,
+        outProj: t.outProj,
+        fwd: { ...s6Of(t, "f"), conv: t.fconv, convBias: t.fconvBias },
+        bwd: { ...s6Of(t, "b"), conv: t.bconv, convBias: t.bconvBias },
+      }),
+    }),
+    { ...s, m: M, c: Cc },
+    { ...weights, ...extra },
+    { y: yBlock },
   );
 });
 

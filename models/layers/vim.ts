@@ -13,9 +13,10 @@
  * @module
  */
 
+import { einsum } from "../../dsl/einsum.ts";
 import { add, mul, silu } from "../../dsl/elementwise.ts";
 import type { Tensor } from "../../dsl/tensor.ts";
-import { flip } from "../../dsl/views.ts";
+import { flip, slice } from "../../dsl/views.ts";
 import { causalConv } from "../causal_conv.ts";
 import { s6, type S6Params } from "./s6.ts";
 
@@ -40,4 +41,19 @@ export function vimMixer(
   const xb = silu(add(convB, bwd.convBias)) as Tensor<"b l d">;
   const y = add(s6(xf, fwd), s6(xb, bwd, true));
   return mul(mul(y, 0.5), silu(z)) as Tensor<"b l d">;
+}
+
+/**
+ * The whole Vim mixer on hidden states u (b l m): in_proj.weight (c m, c = 2d: x rows, then
+ * z rows), the two directions, out_proj.weight (m d). Returns (b l m).
+ */
+export function vimBlock(
+  u: Tensor<"b l m">,
+  p: { inProj: Tensor<"c m">; outProj: Tensor<"m d">; fwd: VimDirection; bwd: VimDirection },
+): Tensor<"b l m"> {
+  const d = p.fwd.D.size("d");
+  const xz = einsum("b l m, c m -> b l c", u, p.inProj);
+  const x = slice(xz, "c", 0, d, "d") as Tensor<"b l d">;
+  const z = slice(xz, "c", d, 2 * d, "d") as Tensor<"b l d">;
+  return einsum("b l d, m d -> b l m", vimMixer(x, z, p.fwd, p.bwd), p.outProj) as Tensor<"b l m">;
 }
