@@ -47,13 +47,12 @@ export function mamba3Mimo(
     einsum(outer, gamma, X, B),
   );
   const H = scan("t", alpha, input, { init: init?.ssm });
-  const Y = add(einsum("b t h p n, b t h r n -> b t h r p", H, C), mul(p.D, X));
-  const out = einsum(
-    "b t h r p, h r p, b t h r p -> b t h p",
-    Y,
-    p.mimoO,
-    silu(lift(x.z, p.mimoZ)),
-  );
+  // out = Σ_r (H C̃_r + D X_r) ⊙ w_r with w_r = ψ_O[r] ⊙ silu(z ⊙ ψ_Z[r]); the r-sum is folded
+  // into G = Σ_r C̃_r w_rᵀ first, so the scan's read-out is one contraction over n.
+  const w = mul(p.mimoO, silu(lift(x.z, p.mimoZ)));
+  const G = einsum("b t h r n, b t h r p -> b t h p n", C, w);
+  const skip = mul(p.D, einsum("b t h r p, b t h r p -> b t h p", X, w));
+  const out = add(einsum("b t h p n, b t h p n -> b t h p", H, G), skip);
   const last = (v: Tensor) => pick(v, "t", -1);
   const state = {
     ssm: finalState(H),
