@@ -3,9 +3,11 @@
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
- *   deno task bench [--only copy,fused,matmul,scan,step,delta,train,cum] [--iterations N] [--scan JSON]
+ *   deno task bench [--only copy,fused,matmul,scan,step,delta,gla,train,cum] [--iterations N] [--scan JSON]
  *
  * `--only delta` times the Gated DeltaNet forward (bench/delta_bench.ts; its `--peer` adds FLA).
+ * `--only gla` times the GLA and simple GLA forwards of models/layers/ (bench/gla_bench.ts; its
+ * `--peer` adds FLA's chunk_gla and chunk_simple_gla).
  *   deno task bench --only train [--train-scale full|tiny] [--train-steps N] [--train-cases IDS]
  *
  * `--train-cases mamba2_130m_step@1x256,scan_bwd@8x4096` runs only those training cases
@@ -30,6 +32,7 @@ import { getGpu } from "../runtime/gpu_device.ts";
 import { describeGpu } from "../runtime/gpu_info.ts";
 import { copyKernelBenchmark } from "./copy_kernel.ts";
 import { DELTA_BENCH_SHAPES, deltaBench } from "./delta_bench.ts";
+import { glaBench } from "./gla_bench.ts";
 import { trainBench, trainCaseId, trainCases } from "./train_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 import { cumBenchmark } from "./cum_bench.ts";
@@ -158,6 +161,10 @@ if (only.has("step")) {
 
 if (only.has("delta")) {
   for (const row of await deltaBench(DELTA_BENCH_SHAPES, iterations, ctx)) report(row);
+}
+
+if (only.has("gla")) {
+  for (const row of await glaBench(DELTA_BENCH_SHAPES, iterations, ctx)) report(row);
 }
 
 if (only.has("train")) {

@@ -121,7 +121,10 @@ export function emitScanKernels(
   force: ScanStrategy = {},
 ): KernelArtifact[] {
   const { scan } = spec;
-  checkIndexable(scan);
+  // The states are indexed by channel and state (never by a flat index of the whole node)
+  // unless they are written: only then must the node itself fit u32 indexing. GLA at
+  // (1, 8192, 32, 128) has 2^32 virtual states and writes none.
+  if (materialized.has(scan)) checkIndexable(scan);
   const chosen = chooseScanStrategy(spec, limits, force);
   const { lanes, chunks, vector } = chosen;
   const ns = product(scan, spec.stateAxes);
