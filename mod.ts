@@ -96,7 +96,8 @@ export {
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
 export { crossEntropy, type LossOptions, mse, type Reduction } from "./dsl/losses.ts";
 export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";
-export type { DType } from "./dsl/ir.ts";
+export type { DType, FloatDType } from "./dsl/ir.ts";
+export { cast } from "./dsl/cast.ts";
 export { defineProgram, isProgramDef, type ProgramDef } from "./dsl/define.ts";
 
 // Compiling and running.

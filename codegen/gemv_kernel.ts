@@ -21,6 +21,14 @@
  */
 
 import { u32Literal } from "./wgsl_math.ts";
+import { loadWgsl, wgslArrayType } from "./dtypes.ts";
+
+/** Four bf16 words (two u32s, element 4i in the low half of the first) widened to f32. */
+const BF16X4 = `
+fn gemv_bf16x4(w: vec2<u32>) -> vec4<f32> {
+  return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
+                   bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+}`;
 
 /** What a GEMV kernel computes: C[m, n] = Σ_k A[m, k] · B[n, k] for m < M. */
 export interface GemvSpec {
@@ -38,6 +46,11 @@ export interface GemvSpec {
    * vec4 when the row stride allows), or the name of a scalar array the declarations hold.
    */
   weight: { binding: number; rowStride: number } | { array: string; rowStride: number };
+  /**
+   * The weight's storage type (default f32): `f16` is read as f16 (vec4s of them on the vector
+   * path), `bf16` as u32 words holding two each (vec2s of them); both widen to f32 exactly.
+   */
+  weightDtype?: "f32" | "f16" | "bf16";
   /**
    * Reductions over k the kernel computes itself, one value per row, before anything reads
    * them: `body` is the body of `fn(m: u32, k: u32) -> f32` (the reduced expression); the hooks
@@ -117,11 +130,23 @@ export function emitGemv(
   const partials = T / shuffle;
   const rows = Array.from({ length: M }, (_, m) => m);
   const binding = "binding" in spec.weight ? spec.weight.binding : -1;
+  const wdt = spec.weightDtype ?? "f32";
+  const element = vec
+    ? { f32: "vec4<f32>", f16: "vec4<f16>", bf16: "vec2<u32>" }[wdt]
+    : wgslArrayType(wdt);
   const decl = !own
     ? ""
-    : vec
-    ? `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<vec4<f32>>;`
-    : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<f32>;`;
+    : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<${element}>;` +
+      (vec && wdt === "bf16" ? BF16X4 : "");
+  // One weight element (a vec4 on the vector path) at `idx`, widened to f32.
+  const weightAt = (idx: string) =>
+    !vec
+      ? loadWgsl(array, idx, wdt)
+      : wdt === "f16"
+      ? `vec4<f32>(${array}[${idx}])`
+      : wdt === "bf16"
+      ? `gemv_bf16x4(${array}[${idx}])`
+      : `${array}[${idx}]`;
   // Workgroup memory with staging: the activation rows beside the reduction buffer.
   const reductions = spec.reductions ?? [];
   const partBytes = 4 * columns * partials * M +
@@ -162,10 +187,9 @@ export function emitGemv(
   const zero = vec ? "vec4<f32>(0.0)" : "0.0";
   const loadW = (u: number, base: string, mayOverrun: boolean) => {
     const idx = `${base} + ${u * T}u`;
-    if (!mayOverrun) return `let w${u} = ${array}[n * ${u32Literal(stride)} + ${idx}];`;
-    return `let w${u} = select(${zero}, ${array}[n * ${u32Literal(stride)} + min(${idx}, ${
-      u32Literal(steps - 1)
-    })], ${idx} < ${u32Literal(steps)});`;
+    if (!mayOverrun) return `let w${u} = ${weightAt(`n * ${u32Literal(stride)} + ${idx}`)};`;
+    const clamped = `n * ${u32Literal(stride)} + min(${idx}, ${u32Literal(steps - 1)})`;
+    return `let w${u} = select(${zero}, ${weightAt(clamped)}, ${idx} < ${u32Literal(steps)});`;
   };
   const useW = (u: number, base: string) => {
     const lines = [`let i${u} = min(${base} + ${u * T}u, ${u32Literal(steps - 1)});`];

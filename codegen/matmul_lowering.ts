@@ -8,6 +8,7 @@
  */
 
 import type { ContractNode, Node, ReduceNode } from "../dsl/ir.ts";
+import { isHalfStorage, storageDtype } from "./dtypes.ts";
 import { nodeInputs, stridesOf } from "../dsl/ir.ts";
 import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
@@ -194,7 +195,8 @@ function emitWith(
   const direct = (operand: Node, groups: string[][]) => {
     if (!allowDirect) return undefined;
     const src = directSource(operand, materialized);
-    if (!src || src === root) return undefined;
+    // 16-bit buffers are read through the hooks, which widen each element.
+    if (!src || src === root || isHalfStorage(src)) return undefined;
     const strides = groups.map((grp) => groupStride(src, grp));
     if (strides.some((s) => s === undefined)) return undefined;
     return { src, strides: strides as number[] };
@@ -240,6 +242,7 @@ function emitWith(
         loadA,
         storeC,
         weight: weightRef,
+        weightDtype: storageDtype(weight.src) as "f32" | "f16" | "bf16",
         reductions,
       },
       {

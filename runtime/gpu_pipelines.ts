@@ -6,6 +6,7 @@
  */
 
 import type { GpuContext } from "./gpu_device.ts";
+import { usesF16 } from "../codegen/dtypes.ts";
 
 /** A kernel's name (used in errors and timings) and WGSL module with entry point `main`. */
 export interface KernelSource {
@@ -113,6 +114,14 @@ export class PipelineCache {
   get(kernel: KernelSource): Promise<GPUComputePipeline> {
     if (typeof kernel?.wgsl !== "string" || kernel.wgsl.length === 0) {
       return Promise.reject(new Error(`kernel "${kernel?.name}": no WGSL text`));
+    }
+    if (usesF16(kernel.wgsl) && !this.#ctx.features.shaderF16) {
+      return Promise.reject(
+        new Error(
+          `kernel "${kernel.name}" computes with f16 (an f16 input or a cast to f16), but this ` +
+            `adapter lacks WebGPU's "shader-f16" feature; use f32 or bf16 instead`,
+        ),
+      );
     }
     const cached = this.#byText.get(kernel.wgsl);
     if (cached) {

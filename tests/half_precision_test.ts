@@ -1,0 +1,218 @@
+// f16 and bf16 in the DSL: 16-bit program inputs (stored in 16 bits, widened in the kernels
+// that read them) and `cast`, checked against the float64 interpreter, which rounds where the
+// program rounds. Sizes are awkward (odd, not multiples of tiles or vec4s).
+import assert from "node:assert/strict";
+import { cast } from "../dsl/cast.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { add, exp, mul, sigmoid } from "../dsl/elementwise.ts";
+import { sum } from "../dsl/reduce.ts";
+import { finalState, scan } from "../dsl/scan.ts";
+import { gather } from "../dsl/views.ts";
+import { valueAndGrad } from "../dsl/autodiff.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { compile } from "../runtime/compile.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
+import {
+  bf16Bits,
+  bf16Value,
+  f16Bits,
+  f16Value,
+  roundToBf16,
+  roundToF16,
+} from "../runtime/half.ts";
+import { assertClose, freshSeed, randomInputs, relativeError, rng } from "./util.ts";
+
+const f16round = (Math as unknown as { f16round: (x: number) => number }).f16round;
+
+Deno.test("f16 and bf16 rounding: nearest-even, subnormals, overflow (host conversions)", () => {
+  const next = rng(freshSeed());
+  const edges = [
+    0,
+    -0,
+    1,
+    65504,
+    65519.99,
+    65520,
+    -70000,
+    2 ** -24,
+    2 ** -25,
+    3 * 2 ** -26,
+    2 ** -14,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    Infinity,
+    -Infinity,
+  ];
+  const values = [
+    ...edges,
+    ...Array.from({ length: 5000 }, () => (next() - 0.5) * 2 ** (next() * 40 - 28)),
+  ];
+  for (const x of values) {
+    // V8's Math.f16round is an independent reference for binary16.
+    assert.ok(
+      Object.is(roundToF16(x), f16round(x)),
+      `f16 of ${x}: ${roundToF16(x)} vs ${f16round(x)}`,
+    );
+    assert.ok(Object.is(f16Value(f16Bits(x)), roundToF16(x)));
+  }
+  assert.ok(Number.isNaN(roundToF16(NaN)) && Number.isNaN(roundToBf16(NaN)));
+  // bf16: 8 significant bits; ties go to the even pattern.
+  assert.equal(roundToBf16(1 + 2 ** -8), 1);
+  assert.equal(roundToBf16(1 + 3 * 2 ** -8), 1 + 2 ** -6);
+  assert.equal(roundToBf16(1 + 2 ** -8 + 2 ** -20), 1 + 2 ** -7);
+  assert.equal(roundToBf16(3.4e38), Infinity);
+  for (let h = 0; h < 0x10000; h += 37) {
+    const v = bf16Value(h);
+    if (!Number.isNaN(v)) assert.equal(bf16Bits(v), h, `bf16 pattern ${h}`);
+  }
+});
+
+Deno.test("16-bit inputs and casts in elementwise kernels match the interpreter", async () => {
+  const seed = freshSeed();
+  const prog = await compile(
+    { x: { axes: "r c", dtype: "f16" }, y: { axes: "c", dtype: "bf16" }, z: "r c" },
+    (t) => ({
+      // exp of an f16 input times a bf16 input, rounded to bf16; z rounded to f16 then widened.
+      a: cast(mul(exp(t.x), t.y), "bf16"),
+      b: add(cast(cast(t.z, "f16"), "f32"), t.x),
+      x: t.x,
+    }),
+    { r: 7, c: 13 },
+    { backend: "gpu" },
+  );
+  const inputs = randomInputs(prog.graph, rng(seed));
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  for (const k of ["a", "b", "x"] as const) assertClose(got[k], want[k], 1e-3, `${k} seed ${seed}`);
+  // The input returned as is comes back exactly as rounded (f16 widened on the host).
+  assert.deepEqual([...got.x], [...inputs.x].map(roundToF16));
+  // The rounding is real: the unrounded f32 value is further away than the tolerance allows.
+  const raw = [...inputs.z].map((z, i) => z + roundToF16(inputs.x[i]));
+  assert.ok(relativeError(got.b, raw) > 1e-5, "f16 rounding of z changed nothing");
+  assert.ok(relativeError(got.b, raw) < 1e-3);
+  assert.match(prog.kernels.map((k) => k.wgsl).join("\n"), /^enable f16;/m);
+  prog.destroy();
+});
+
+Deno.test("contractions with 16-bit weights (tiled matmul and matrix-vector) accumulate in f32", async () => {
+  const seed = freshSeed();
+  for (const dtype of ["f16", "bf16"] as const) {
+    // [l] rows × a weight stored [n k]: decode-sized rows take the GEMV kernel (vec4 loads
+    // when k is a multiple of 4, scalar otherwise), long ones the tiled matmul's hooks, and a
+    // short product (k = 45, 3 rows) is inlined into an elementwise kernel.
+    const shapes: [number, number, number, string][] = [
+      [1, 70, 96, "matrix-vector"],
+      [3, 67, 133, "matrix-vector"],
+      [2, 130, 260, "matrix-vector"],
+      [3, 67, 45, "elementwise"],
+      [37, 29, 133, "matmul"],
+      [19, 64, 68, "matmul"],
+    ];
+    for (const [l, n, k, family] of shapes) {
+      const prog = await compile(
+        { x: "l k", W: { axes: "n k", dtype } },
+        (t) => sigmoid(einsum("l k, n k -> l n", t.x, t.W)),
+        { l, n, k },
+        { backend: "gpu" },
+      );
+      const head = prog.kernels.map((kk) => kk.wgsl.match(/^\/\/ \w+: .*$/m)?.[0]).join(" ");
+      assert.match(head, new RegExp(family), `${l}×${n}×${k}`);
+      const inputs = randomInputs(prog.graph, rng(seed));
+      const got = await prog.run(inputs);
+      assertClose(got, prog.interpret(inputs), 1e-4, `${dtype} ${l}×${n}×${k} seed ${seed}`);
+      // The kernel read the rounded weight, not the f32 one.
+      const f32 = await compile(
+        { x: "l k", W: "n k" },
+        (t) => sigmoid(einsum("l k, n k -> l n", t.x, t.W)),
+        { l, n, k },
+        { backend: "cpu" },
+      );
+      assert.ok(relativeError(got, f32.interpret(inputs)) > 1e-6, `${dtype} weights unrounded`);
+      prog.destroy();
+    }
+  }
+});
+
+Deno.test("scans over 16-bit inputs keep f32 states; gathers from 16-bit tables", async () => {
+  const seed = freshSeed();
+  const prog = await compile(
+    {
+      a: { axes: "b l d", dtype: "f16" },
+      u: { axes: "b l d n", dtype: "bf16" },
+      C: { axes: "b l n", dtype: "f16" },
+      E: { axes: "v d", dtype: "bf16" },
+      ids: { axes: "b l", dtype: "i32" },
+    },
+    (t) => {
+      const decay = sigmoid(t.a);
+      const h = scan("l", decay, t.u);
+      const y = einsum("b l d n, b l n -> b l d", h, t.C);
+      return { y: cast(add(y, gather(t.E, t.ids, "v")), "f16"), h };
+    },
+    { b: 2, l: 23, d: 5, n: 3, v: 11 },
+    { backend: "gpu" },
+  );
+  const inputs = randomInputs(prog.graph, rng(seed), 11);
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  assertClose(got.h, want.h, 1e-4, `h seed ${seed}`);
+  assertClose(got.y, want.y, 1e-3, `y seed ${seed}`);
+  prog.destroy();
+});
+
+Deno.test("gradients pass through casts", async () => {
+  const seed = freshSeed();
+  const prog = await compile(
+    { x: "r c", w: { axes: "c", dtype: "bf16" } },
+    (t) => {
+      const [loss, grads] = valueAndGrad((p: { x: Tensor }) =>
+        sum(mul(cast(p.x, "f16"), t.w), "r c")
+      )({ x: t.x });
+      return { loss, dx: grads.x };
+    },
+    { r: 5, c: 9 },
+    { backend: "gpu" },
+  );
+  const inputs = randomInputs(prog.graph, rng(seed));
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  assertClose(got.loss, want.loss, 1e-4, `loss seed ${seed}`);
+  assertClose(got.dx, want.dx, 1e-5, `dx seed ${seed}`);
+  // d/dx of cast(x)·w is w (rounded to bf16), per column.
+  assert.deepEqual([...got.dx].slice(0, 9), [...inputs.w].map(roundToBf16));
+  prog.destroy();
+});
+
+Deno.test("16-bit misuse is one clear error", async () => {
+  await assert.rejects(
+    () => compile({ x: "c" }, (t) => cast(t.x, "i32" as "f16"), { c: 3 }, { backend: "cpu" }),
+    /cast: dtype "i32" is not one of f32, f16, bf16/,
+  );
+  await assert.rejects(
+    () => compile({ x: { axes: "c", dtype: "f8" as "f16" } }, (t) => t.x, { c: 3 }),
+    /input "x": dtype "f8" is not one of/,
+  );
+  await assert.rejects(
+    () =>
+      compile(
+        { s: { axes: "c", dtype: "f16" }, u: "l c" },
+        (t) => ({ s2: finalState(scan("l", 0.5, t.u, { init: t.s })) }),
+        { c: 3, l: 4 },
+        { backend: "gpu", inPlace: { s2: "s" } },
+      ),
+    /input "s" \[c\] is updated in place but has dtype f16; in-place state must be f32/,
+  );
+  // A device without shader-f16: f16 kernels are refused by name; bf16 needs no feature.
+  const ctx = await getGpu();
+  const noF16 = { ...ctx, features: { ...ctx.features, shaderF16: false } };
+  await assert.rejects(
+    () => compile({ x: { axes: "c", dtype: "f16" } }, (t) => exp(t.x), { c: 5 }, { gpu: noF16 }),
+    /computes with f16 .* lacks WebGPU's "shader-f16" feature; use f32 or bf16 instead/,
+  );
+  const bf = await compile({ x: { axes: "c", dtype: "bf16" } }, (t) => exp(t.x), { c: 5 }, {
+    gpu: noF16,
+  });
+  const x = Float32Array.from([0.1, -1, 2, 3.3, 0]);
+  assertClose(await bf.run({ x }), bf.interpret({ x }), 1e-5, "bf16 without shader-f16");
+  bf.destroy();
+});
