@@ -6,7 +6,7 @@
  */
 
 import type { GpuContext } from "./gpu_device.ts";
-import { usesF16 } from "../codegen/dtypes.ts";
+import { usesF16, withF16Directive } from "../codegen/dtypes.ts";
 
 /** A kernel's name (used in errors and timings) and WGSL module with entry point `main`. */
 export interface KernelSource {
@@ -160,7 +160,9 @@ export class PipelineCache {
     let module: GPUShaderModule;
     let moduleError: Promise<GPUError | null>;
     try {
-      module = device.createShaderModule({ code: kernel.wgsl, label: kernel.name });
+      // Kernels emitted outside generateKernels (benchmarks) may lack `enable f16;`.
+      const code = withF16Directive(kernel.wgsl);
+      module = device.createShaderModule({ code, label: kernel.name });
     } finally {
       moduleError = device.popErrorScope();
     }

@@ -15,8 +15,8 @@ import type { GpuContext } from "./gpu_device.ts";
 import { readBuffers } from "./gpu_buffers.ts";
 import {
   checkHostInputs,
-  deviceArray,
   type DeviceArray,
+  deviceArray,
   type HostArray,
   hostOutput,
   paddedBytes,
