@@ -177,6 +177,7 @@ export {
   maxNewTokens,
   type ModelCacheStats,
 } from "./models/language_model.ts";
+export type { WeightDtype } from "./models/weight_dtype.ts";
 export type { SamplingOptions } from "./models/sampler.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
 export {

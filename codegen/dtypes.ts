@@ -15,9 +15,15 @@
  * @module
  */
 
-import type { DType } from "../dsl/ir.ts";
+import type { DType, Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
-import type { BufferKey } from "./artifact.ts";
+
+/** A buffer's key: an IR node, or a scratch buffer (structurally `artifact.ts`'s ScratchBuffer). */
+export type BufferKey = Node | {
+  readonly kind: "scratch";
+  readonly elements: number;
+  dtype: "f32";
+};
 
 /** The element type of the buffer holding `key`. */
 export function storageDtype(key: BufferKey): DType {
