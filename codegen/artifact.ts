@@ -144,12 +144,10 @@ export class BindingRegistry {
   /** WGSL declarations for all reads and writes. */
   declarations(): string {
     const lines = this.#reads.flatMap((n, i) =>
-      this.#external.has(n)
-        ? []
-        : [
-          `@group(0) @binding(${i}) var<storage, read> b${i}: ` +
-          `array<${wgslArrayType(storageDtype(n))}>;`,
-        ]
+      this.#external.has(n) ? [] : [
+        `@group(0) @binding(${i}) var<storage, read> b${i}: ` +
+        `array<${wgslArrayType(storageDtype(n))}>;`,
+      ]
     );
     this.#writes.forEach((w, i) => {
       lines.push(
