@@ -8,13 +8,13 @@
  */
 
 import type { ContractNode, Node, ReduceNode } from "../dsl/ir.ts";
-import { isHalfStorage, storageDtype } from "./dtypes.ts";
+import { storageDtype } from "./dtypes.ts";
 import { nodeInputs, stridesOf } from "../dsl/ir.ts";
 import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import { storeEnv, storeViews } from "./store_view.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { emitMatmul, type MatmulKernelSpec } from "./matmul_kernel.ts";
+import { emitMatmul, type HalfOrF32, type MatmulKernelSpec } from "./matmul_kernel.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
 import { combineWgsl, initWgsl } from "./reduce_kernel.ts";
 import { emitGemv, GEMV_MAX_ROWS, gemvWorkgroups } from "./gemv_kernel.ts";
@@ -195,8 +195,7 @@ function emitWith(
   const direct = (operand: Node, groups: string[][]) => {
     if (!allowDirect) return undefined;
     const src = directSource(operand, materialized);
-    // 16-bit buffers are read through the hooks, which widen each element.
-    if (!src || src === root || isHalfStorage(src)) return undefined;
+    if (!src || src === root) return undefined;
     const strides = groups.map((grp) => groupStride(src, grp));
     if (strides.some((s) => s === undefined)) return undefined;
     return { src, strides: strides as number[] };
@@ -275,6 +274,7 @@ function emitWith(
     batchStride: da.strides[0],
     mStride: da.strides[1],
     kStride: da.strides[2],
+    dtype: storageDtype(da.src) as HalfOrF32,
   };
   const bDirect = db && {
     binding: registry.reserveExternal(db.src),
@@ -282,6 +282,7 @@ function emitWith(
     batchStride: db.strides[0],
     kStride: db.strides[1],
     nStride: db.strides[2],
+    dtype: storageDtype(db.src) as HalfOrF32,
   };
   const loadA = aDirect ? undefined : hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
   const loadB = bDirect ? undefined : hook(b, [["bi", g.batch], ["k", g.k], ["n", g.n]], "lb");

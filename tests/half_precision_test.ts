@@ -133,6 +133,31 @@ Deno.test("contractions with 16-bit weights (tiled matmul and matrix-vector) acc
   }
 });
 
+Deno.test("the tiled matmul reads 16-bit operands directly (vec4 and scalar, both layouts)", async () => {
+  const seed = freshSeed();
+  for (const dtype of ["f16", "bf16"] as const) {
+    // x [l k] is A (k contiguous: "ok" rows); W [k n] is B with n contiguous ("ko" rows);
+    // vec4 loads where the contiguous size is a multiple of 4 (k = 68, n = 64), else scalar.
+    for (const [l, n, k] of [[19, 64, 68], [37, 29, 133]]) {
+      const prog = await compile(
+        { x: { axes: "l k", dtype }, W: { axes: "k n", dtype } },
+        (t) => einsum("l k, k n -> l n", t.x, t.W),
+        { l, n, k },
+        { backend: "gpu" },
+      );
+      const wgsl = prog.kernels.map((kk) => kk.wgsl).join("\n");
+      const element = { f16: ["vec4<f16>", "f16"], bf16: ["vec2<u32>", "u32"] }[dtype];
+      for (const [x, size] of [["a", k], ["b", n]] as const) {
+        const want = size % 4 === 0 ? element[0] : element[1];
+        assert.match(wgsl, new RegExp(`mm_${x}_src: array<${want.replace(/[<>]/g, "\\$&")}>`));
+      }
+      const inputs = randomInputs(prog.graph, rng(seed));
+      assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${dtype} ${l}×${n}×${k}`);
+      prog.destroy();
+    }
+  }
+});
+
 Deno.test("scans over 16-bit inputs keep f32 states; gathers from 16-bit tables", async () => {
   const seed = freshSeed();
   const prog = await compile(
