@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { cast } from "../dsl/cast.ts";
 import { einsum } from "../dsl/einsum.ts";
-import { add, exp, mul, sigmoid } from "../dsl/elementwise.ts";
+import { add, exp, mul, sigmoid, softplus } from "../dsl/elementwise.ts";
 import { sum } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { gather } from "../dsl/views.ts";
@@ -183,6 +183,50 @@ Deno.test("scans over 16-bit inputs keep f32 states; gathers from 16-bit tables"
   assertClose(got.h, want.h, 1e-4, `h seed ${seed}`);
   assertClose(got.y, want.y, 1e-3, `y seed ${seed}`);
   prog.destroy();
+});
+
+Deno.test("every fused-scan kernel reads 16-bit inputs: tiled, lane, chunked SSD", async () => {
+  const seed = freshSeed();
+  const f16 = (axes: string) => ({ axes, dtype: "f16" as const });
+  const bf16 = (axes: string) => ({ axes, dtype: "bf16" as const });
+  // Mamba-1's selective scan (decay over the state axis): the tiled and the lane kernels.
+  for (const scanOptions of [{ tileSteps: 8, lanes: 4, workgroup: 32 }, { lanes: 2 }]) {
+    const prog = await compile(
+      { x: f16("b l d"), dt: bf16("b l d"), B: f16("b l n"), C: bf16("b l n"), A: "d n" },
+      (t) => {
+        const delta = softplus(t.dt);
+        const h = scan(
+          "l",
+          exp(einsum("b l d, d n -> b l d n", delta, t.A)),
+          einsum("b l d, b l n, b l d -> b l d n", delta, t.B, t.x),
+        );
+        return einsum("b l d n, b l n -> b l d", h, t.C);
+      },
+      { b: 2, l: 21, d: 6, n: 8 },
+      { backend: "gpu", scan: scanOptions },
+    );
+    const kind = prog.kernels[0].wgsl.match(/^\/\/ \w+: .*$/m)?.[0] ?? "";
+    assert.match(kind, scanOptions.tileSteps ? /tiled/ : /^(?!.*tiled)/, kind);
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${kind} seed ${seed}`);
+    prog.destroy();
+  }
+  // Mamba-2's scalar decay per head: the chunked (SSD) lowering and the recurrent kernel.
+  for (const mode of ["chunked", "recurrent"] as const) {
+    const prog = await compile(
+      { a: f16("b l h"), x: bf16("b l h p"), B: f16("b l n"), C: bf16("b l n") },
+      (t) => {
+        const h = scan("l", sigmoid(t.a), einsum("b l h p, b l n -> b l h p n", t.x, t.B));
+        return einsum("b l h p n, b l n -> b l h p", h, t.C);
+      },
+      { b: 2, l: 45, h: 3, p: 5, n: 6 },
+      { backend: "gpu", scan: { mode, chunks: 3 } },
+    );
+    if (mode === "chunked") assert.equal(prog.kernels.length, 3);
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${mode} seed ${seed}`);
+    prog.destroy();
+  }
 });
 
 Deno.test("gradients pass through casts", async () => {
