@@ -4,13 +4,14 @@
 import assert from "node:assert/strict";
 import { cast } from "../dsl/cast.ts";
 import { einsum } from "../dsl/einsum.ts";
-import { add, exp, mul, sigmoid, softplus } from "../dsl/elementwise.ts";
+import { add, exp, mul, sigmoid, softplus, sub } from "../dsl/elementwise.ts";
 import { sum } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { gather } from "../dsl/views.ts";
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { compile } from "../runtime/compile.ts";
+import { ResidentProgram } from "../runtime/resident_program.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import {
   bf16Bits,
@@ -20,7 +21,7 @@ import {
   roundToBf16,
   roundToF16,
 } from "../runtime/half.ts";
-import { assertClose, freshSeed, randomInputs, relativeError, rng } from "./util.ts";
+import { assertClose, freshSeed, randomArray, randomInputs, relativeError, rng } from "./util.ts";
 
 const f16round = (Math as unknown as { f16round: (x: number) => number }).f16round;
 
@@ -225,6 +226,32 @@ Deno.test("every fused-scan kernel reads 16-bit inputs: tiled, lane, chunked SSD
     if (mode === "chunked") assert.equal(prog.kernels.length, 3);
     const inputs = randomInputs(prog.graph, rng(seed));
     assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${mode} seed ${seed}`);
+    prog.destroy();
+  }
+});
+
+Deno.test("ResidentProgram: 16-bit constants and per-step inputs, f32 state", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const d = 13;
+  const prog = await ResidentProgram.create(
+    { w: "d", frozen: { axes: "d", dtype: "bf16" }, g: { axes: "d", dtype: "f16" } },
+    (t) => ({ w: sub(t.w, mul(t.frozen, t.g)) }),
+    { d },
+    { state: { w: "w" }, constant: ["frozen"] },
+  );
+  try {
+    const [w0, frozen, g] = [0, 1, 2].map(() => randomArray(d, next));
+    prog.write("w", w0);
+    prog.write("frozen", frozen);
+    await prog.step({ g });
+    await prog.step({ g });
+    const got = await prog.read(["w", "frozen"]);
+    const want = w0.map((w, i) => w - 2 * roundToBf16(frozen[i]) * roundToF16(g[i]));
+    assertClose(got.w, want, 1e-6, `two steps (seed ${seed})`);
+    // A 16-bit constant reads back as its rounded values (odd length: a padded last word).
+    assert.deepEqual([...got.frozen], [...frozen].map(roundToBf16));
+  } finally {
     prog.destroy();
   }
 });

@@ -86,44 +86,51 @@ for (const dtype of ["f16", "bf16"] as const) {
       }
     }
   });
-
-  Deno.test(`${dtype} weights: greedy tokens follow the f32 run for ${STEPS} steps`, async () => {
-    for (const name of ["mamba_untied_n16", "mamba2_untied_g2_n16_q4"]) {
-      const ref = await reference(name);
-      const f32 = await loadModel(fixture(name), { progress: false });
-      const half = await loadModel(fixture(name), { progress: false, dtype });
-      try {
-        const vocab = f32.definition.vocab;
-        for (const [i, prompt] of ref.prompts.entries()) {
-          const options = { maxNew: STEPS, eos: -1, blockSize: 8 };
-          const want = (await f32.generate([prompt], options))[0];
-          const got = (await half.generate([prompt], options))[0];
-          const step = got.findIndex((t, k) => t !== want[k]);
-          if (step < 0) continue;
-          // A divergence must be a near tie in the f32 model's own logits at that position.
-          const seq = [...prompt, ...want.slice(0, step)];
-          const all = await f32.logits([seq]);
-          const row = all.subarray((seq.length - 1) * vocab, seq.length * vocab);
-          const scale = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-          const gap = row[want[step]] - row[got[step]];
-          assert.ok(
-            gap <= HF_TOLERANCE[dtype] * scale,
-            `${name} ${dtype} prompt ${i}: step ${step} chose ${got[step]} over ${
-              want[step]
-            }, an f32 logit gap of ${gap} (max |logit| ${scale})`,
-          );
-          console.log(
-            `${name} ${dtype} prompt ${i}: diverges at step ${step} on a logit gap of ` +
-              `${gap.toExponential(2)} (${(gap / scale).toExponential(2)} of max |logit|)`,
-          );
-        }
-      } finally {
-        f32.destroy();
-        half.destroy();
-      }
-    }
-  });
 }
+
+Deno.test(`f16 and bf16 weights: greedy tokens follow the f32 run for ${STEPS} steps`, async () => {
+  const options = { maxNew: STEPS, eos: -1, blockSize: 8 };
+  for (const name of FIXTURES) {
+    const ref = await reference(name);
+    const f32 = await loadModel(fixture(name), { progress: false });
+    try {
+      const vocab = f32.definition.vocab;
+      const wants = [];
+      for (const prompt of ref.prompts) wants.push((await f32.generate([prompt], options))[0]);
+      for (const dtype of ["f16", "bf16"] as const) {
+        const half = await loadModel(fixture(name), { progress: false, dtype });
+        try {
+          for (const [i, prompt] of ref.prompts.entries()) {
+            const want = wants[i];
+            const got = (await half.generate([prompt], options))[0];
+            const step = got.findIndex((t, k) => t !== want[k]);
+            if (step < 0) continue;
+            // A divergence must be a near tie in the f32 model's own logits at that position.
+            const seq = [...prompt, ...want.slice(0, step)];
+            const all = await f32.logits([seq]);
+            const row = all.subarray((seq.length - 1) * vocab, seq.length * vocab);
+            const scale = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+            const gap = row[want[step]] - row[got[step]];
+            assert.ok(
+              gap <= 1e-2 * scale,
+              `${name} ${dtype} prompt ${i}: step ${step} chose ${got[step]} over ${
+                want[step]
+              }, an f32 logit gap of ${gap} (max |logit| ${scale})`,
+            );
+            console.log(
+              `${name} ${dtype} prompt ${i}: diverges at step ${step} on a logit gap of ` +
+                `${gap.toExponential(2)} (${(gap / scale).toExponential(2)} of max |logit|)`,
+            );
+          }
+        } finally {
+          half.destroy();
+        }
+      }
+    } finally {
+      f32.destroy();
+    }
+  }
+});
 
 Deno.test("f16 and bf16 checkpoints kept in their own dtype are exact (HF logits to 1e-4)", async () => {
   // Their tensors are already 16-bit: storing them as 16-bit words and widening in the kernel
