@@ -24,9 +24,9 @@ const FIXTURES = [
 ];
 /**
  * Relative (L2) error allowed against HF's f32 logits. f16 keeps 11 significant bits (unit
- * roundoff 2⁻¹¹); bf16 keeps 8 (2⁻⁸, 8× coarser): rounding these random tiny checkpoints'
- * matrices to bf16 alone moves their logits by 1–2% (the interpreter test below shows the
- * whole difference is that rounding), so bf16 gets 8× f16's 1e-2 budget... capped at 3e-2.
+ * roundoff 2⁻¹¹) and meets 1e-2 with room (≤ 2.5e-3 measured). bf16 keeps 8 (2⁻⁸, 8× coarser):
+ * rounding these random tiny checkpoints' matrices to bf16 alone moves their logits by 0.6–2%
+ * (the interpreter check shows the whole difference is that rounding), so bf16 gets 3e-2.
  */
 const HF_TOLERANCE = { f16: 1e-2, bf16: 3e-2 } as const;
 /** Greedy steps compared with the f32 run. */
