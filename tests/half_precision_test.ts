@@ -98,26 +98,34 @@ Deno.test("16-bit inputs and casts in elementwise kernels match the interpreter"
 Deno.test("contractions with 16-bit weights (tiled matmul and matrix-vector) accumulate in f32", async () => {
   const seed = freshSeed();
   for (const dtype of ["f16", "bf16"] as const) {
-    // [l] rows × a weight stored [n k]: decode-sized rows take the GEMV kernel (vec4 loads
-    // when k is a multiple of 4, scalar otherwise), long ones the tiled matmul's hooks, and a
-    // short product (k = 45, 3 rows) is inlined into an elementwise kernel.
-    const shapes: [number, number, number, string][] = [
-      [1, 70, 96, "matrix-vector"],
-      [3, 67, 133, "matrix-vector"],
-      [2, 130, 260, "matrix-vector"],
-      [3, 67, 45, "elementwise"],
-      [37, 29, 133, "matmul"],
-      [19, 64, 68, "matmul"],
+    // [l] rows × a weight stored [n k]: decode-sized rows take the GEMV kernel (eight weights
+    // per load when k is a multiple of 8, four when of 4, else one; staged activations or not;
+    // a long row (k = 4112, with many columns) loops), long ones the tiled matmul, and a short
+    // product (k = 45, 3 rows) is inlined into an elementwise kernel.
+    const shapes: [number, number, number, string, string, boolean?][] = [
+      [1, 70, 96, "matrix-vector", "vec4<u32>"],
+      [2, 70, 96, "matrix-vector", "vec4<u32>", false],
+      [3, 67, 133, "matrix-vector", dtype === "f16" ? "f16" : "u32"],
+      [2, 130, 260, "matrix-vector", dtype === "f16" ? "vec4<f16>" : "vec2<u32>"],
+      [4, 130, 260, "matrix-vector", dtype === "f16" ? "vec4<f16>" : "vec2<u32>", false],
+      [1, 2049, 4112, "matrix-vector", "vec4<u32>"],
+      [3, 67, 45, "elementwise", ""],
+      [37, 29, 133, "matmul", ""],
+      [19, 64, 68, "matmul", ""],
     ];
-    for (const [l, n, k, family] of shapes) {
+    for (const [l, n, k, family, weights, gemvStage] of shapes) {
       const prog = await compile(
         { x: "l k", W: { axes: "n k", dtype } },
         (t) => sigmoid(einsum("l k, n k -> l n", t.x, t.W)),
         { l, n, k },
-        { backend: "gpu" },
+        { backend: "gpu", matmul: { gemvStage } },
       );
+      const wgsl = prog.kernels.map((kk) => kk.wgsl).join("\n");
       const head = prog.kernels.map((kk) => kk.wgsl.match(/^\/\/ \w+: .*$/m)?.[0]).join(" ");
       assert.match(head, new RegExp(family), `${l}×${n}×${k}`);
+      if (weights) assert.ok(wgsl.includes(`gemv_w: array<${weights}>`), `${l}×${n}×${k} loads`);
+      assert.equal(/gemv_a/.test(wgsl), family === "matrix-vector" && gemvStage !== false);
+      assert.equal(/for \(var i: u32 = lane;/.test(wgsl), k > 4000, `looped for k = ${k}`);
       const inputs = randomInputs(prog.graph, rng(seed));
       const got = await prog.run(inputs);
       assertClose(got, prog.interpret(inputs), 1e-4, `${dtype} ${l}×${n}×${k} seed ${seed}`);
