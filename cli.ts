@@ -4,9 +4,11 @@
  * - `info [--json]`: the WebGPU adapter, its features and limits.
  * - `wgsl FILE.ts [--program NAME] [--default-limits]`: compiles every program the module
  *   exports (values made with `defineProgram`) and prints the generated kernels.
- * - `logits --model DIR --tokens 5,17,300 --out FILE.npy`: float32 logits [tokens, vocab].
+ * - `logits --model DIR --tokens 5,17,300 --out FILE.npy [--dtype D]`: float32 logits
+ *   [tokens, vocab].
  * - `generate --model DIR (--prompt TEXT | --tokens IDS) --max-new N [--temperature T]
- *   [--top-k K] [--top-p P] [--seed S] [--eos IDS|none] [--json]`: generation on the GPU.
+ *   [--top-k K] [--top-p P] [--seed S] [--eos IDS|none] [--dtype D] [--json]`: generation on
+ *   the GPU. `--dtype f16|bf16` keeps the weight matrices in 16 bits (`loadModel`'s `dtype`).
  *
  * Options are checked before the model is loaded; `--out` is written whole or not at all.
  *
@@ -23,6 +25,7 @@ import { DEFAULT_LIMITS, limitsFrom } from "./codegen/limits.ts";
 import { getGpu, NoAdapterError } from "./runtime/gpu_device.ts";
 import { describeGpu } from "./runtime/gpu_info.ts";
 import { loadModel, maxNewTokens } from "./models/language_model.ts";
+import type { WeightDtype } from "./models/weight_dtype.ts";
 import { encodeNpy } from "./models/checkpoint/npy.ts";
 import { readConfig } from "./models/checkpoint/config.ts";
 import { loadTokenizer, type TextTokenizer } from "./models/checkpoint/tokenizer.ts";
@@ -39,14 +42,15 @@ usage:
       Compile the programs FILE.ts exports (made with defineProgram) and print their kernels.
       A relative FILE.ts is relative to the directory you ran the command from.
       --default-limits generates for WebGPU's default limits instead of this machine's adapter.
-  deno task cli logits --model DIR --tokens 5,17,300 --out FILE.npy
+  deno task cli logits --model DIR --tokens 5,17,300 --out FILE.npy [--dtype D]
       Write the float32 logits of every position, shape [tokens, vocab], as NumPy .npy.
   deno task cli generate --model DIR (--prompt TEXT | --tokens IDS) --max-new N
                          [--temperature T] [--top-k K] [--top-p P] [--seed S]
-                         [--eos IDS|none] [--json]
+                         [--eos IDS|none] [--dtype D] [--json]
       Generate on the GPU (temperature 0, the default, is greedy). Text streams as tokens
       arrive; --json prints one object {"tokens": [...], "text": ...} instead. Generation
       stops at the config's eos_token_id unless --eos gives other ids (or none).
+      --dtype f16|bf16 keeps the weight matrices in 16 bits on the GPU (default f32).
   deno task cli help
       Show this text.
 `;
@@ -64,6 +68,13 @@ function userDirectory(): string {
 /** The absolute, normalized path of a path given on the command line. */
 function resolveUserPath(path: string): string {
   return resolve(userDirectory(), path);
+}
+
+/** The `--dtype` option: the weight matrices' precision on the GPU (default f32). */
+function dtypeOption(value: string | undefined): WeightDtype {
+  if (value === undefined) return "f32";
+  if (value === "f32" || value === "f16" || value === "bf16") return value;
+  throw new UsageError(`--dtype must be f32, f16 or bf16, got ${JSON.stringify(value)}`);
 }
 
 async function info(args: string[]): Promise<void> {
@@ -142,9 +153,15 @@ async function readDefinition(dir: string): Promise<ModelDefinition> {
 async function logitsCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { model: { type: "string" }, tokens: { type: "string" }, out: { type: "string" } },
+    options: {
+      model: { type: "string" },
+      tokens: { type: "string" },
+      out: { type: "string" },
+      dtype: { type: "string" },
+    },
     strict: true,
   });
+  const dtype = dtypeOption(values.dtype);
   if (!values.model || !values.tokens || !values.out) {
     throw new UsageError("logits needs --model DIR --tokens IDS --out FILE.npy");
   }
@@ -153,7 +170,7 @@ async function logitsCommand(args: string[]): Promise<void> {
   const tokens = tokenIdsOption("tokens", values.tokens, vocab);
   const out = await OutputFile.create(values.out);
   try {
-    const model = await loadModel(values.model);
+    const model = await loadModel(values.model, { dtype });
     let logits: Float32Array;
     try {
       logits = await model.logits([tokens]);
@@ -203,6 +220,7 @@ async function generateCommand(args: string[]): Promise<void> {
       "top-p": { type: "string" },
       seed: { type: "string" },
       eos: { type: "string" },
+      dtype: { type: "string" },
       json: { type: "boolean" },
     },
     strict: true,
@@ -213,6 +231,7 @@ async function generateCommand(args: string[]): Promise<void> {
   }
   if (values["max-new"] === undefined) throw new UsageError("generate needs --max-new N");
   // Every option is checked as typed, before the weights are loaded.
+  const dtype = dtypeOption(values.dtype);
   const maxNew = integerOption("max-new", values["max-new"], {
     min: 1,
     max: Number.MAX_SAFE_INTEGER,
@@ -265,7 +284,7 @@ async function generateCommand(args: string[]): Promise<void> {
   } else {
     prompt = tokenIdsOption("tokens", values.tokens!, vocab);
   }
-  const model = await loadModel(values.model);
+  const model = await loadModel(values.model, { dtype });
   const all: number[] = [];
   let shown = "";
   const stream = !values.json;

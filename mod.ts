@@ -96,7 +96,8 @@ export {
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
 export { crossEntropy, type LossOptions, mse, type Reduction } from "./dsl/losses.ts";
 export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";
-export type { DType } from "./dsl/ir.ts";
+export type { DType, FloatDType } from "./dsl/ir.ts";
+export { cast } from "./dsl/cast.ts";
 export { defineProgram, isProgramDef, type ProgramDef } from "./dsl/define.ts";
 
 // Compiling and running.
@@ -176,6 +177,7 @@ export {
   maxNewTokens,
   type ModelCacheStats,
 } from "./models/language_model.ts";
+export type { WeightDtype } from "./models/weight_dtype.ts";
 export type { SamplingOptions } from "./models/sampler.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
 export {

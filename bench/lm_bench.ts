@@ -6,25 +6,33 @@
  * per-kernel times (each kernel in its own timed pass, which inflates small kernels) and the
  * decode rate with larger token blocks.
  *
- *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2] [--decode-lanes 16,32]
+ *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2] [--decode-lanes 16,32] [--dtype f16]
  *
  * `--decode-lanes` also times decode with the scan forced to those lane counts per channel.
+ * `--dtype f16|bf16` loads the weight matrices in that precision (`loadModel`'s `dtype`; the
+ * default is f32); the results' `bench` names then end in `_f16` / `_bf16`.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { loadModel } from "../models/language_model.ts";
+import type { WeightDtype } from "../models/weight_dtype.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
-  options: { "decode-lanes": { type: "string", default: "" } },
+  options: {
+    "decode-lanes": { type: "string", default: "" },
+    dtype: { type: "string", default: "f32" },
+  },
   allowPositionals: true,
   strict: true,
 });
 const [root, kindsArg] = positionals;
+const dtype = values.dtype as WeightDtype;
+const suffix = dtype === "f32" ? "" : `_${dtype}`;
 for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
-  const model = await loadModel(`${root}/${kind}`, { progress: false });
+  const model = await loadModel(`${root}/${kind}`, { progress: false, dtype });
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919) % 50000 + 1);
   const long = Array.from({ length: 2048 }, (_, i) => (i * 104729) % 50000 + 1);
   const prefill = await model.benchmarkPrefill([long]);
@@ -53,7 +61,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   await generateRate(256);
   Deno.env.delete("SSMKIT_TRACE_GENERATE");
   console.log(JSON.stringify({
-    bench: `ssmkit_${kind}_130m`,
+    bench: `ssmkit_${kind}_130m${suffix}`,
     prefill_2048_s: prefill.totalNs / 1e9,
     prefill_kernels: prefill.kernels.length,
     decode_tok_s: rate,
@@ -76,6 +84,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   for (const lanes of values["decode-lanes"].split(",").filter((v) => v).map(Number)) {
     const variant = await loadModel(`${root}/${kind}`, {
       progress: false,
+      dtype,
       codegen: { scan: { lanes } },
     });
     const blk = await variant.benchmarkDecodeBlock(1, 32);
@@ -83,7 +92,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     const t0 = performance.now();
     const out = await variant.generate([prompt], { maxNew: 128, eos: -1 });
     console.log(JSON.stringify({
-      bench: `ssmkit_${kind}_130m_decode_variant`,
+      bench: `ssmkit_${kind}_130m_decode_variant${suffix}`,
       scanLanes: lanes,
       step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
       decode_tok_s: out[0].length / ((performance.now() - t0) / 1000),

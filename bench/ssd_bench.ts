@@ -7,7 +7,11 @@
  * recurrent kernel on shapes both lowerings can run (for the cost model).
  *
  *     deno run -A bench/ssd_bench.ts [--sweep] [--json FILE] [--lengths 2048,8192]
- *       [--batch 4] [--heads 80]
+ *       [--batch 4] [--heads 80] [--dtype f16|bf16]
+ *
+ * `--dtype` makes the per-step inputs (x, dt, B, C) program inputs of that 16-bit type: stored
+ * in 16 bits and widened in the kernels (the scan still runs in f32); the data and the float64
+ * check use the rounded values.
  *
  * @module
  */
@@ -24,6 +28,8 @@ import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import { compile, deviceLimits } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
+import { roundToBf16, roundToF16 } from "../runtime/half.ts";
+import type { FloatDType } from "../dsl/ir.ts";
 import { GpuProgram } from "../runtime/program.ts";
 
 const args = Deno.args;
@@ -38,15 +44,25 @@ const batch = Number(option("--batch") ?? 4);
 const heads = Number(option("--heads") ?? 80);
 const jsonPath = option("--json");
 
+const dtype = (option("--dtype") ?? "f32") as FloatDType;
+if (!["f32", "f16", "bf16"].includes(dtype)) throw new Error(`--dtype: f32, f16 or bf16`);
 const INPUTS = {
-  x: "b l g r p",
-  dt: "b l g r",
+  x: { axes: "b l g r p", dtype },
+  dt: { axes: "b l g r", dtype },
   A: "g r",
-  B: "b l g n",
-  C: "b l g n",
+  B: { axes: "b l g n", dtype },
+  C: { axes: "b l g n", dtype },
   D: "g r",
   dt_bias: "g r",
 } as const;
+
+/** The per-step inputs as the program holds them (rounded to `--dtype`). */
+function rounded(a: Float32Array): Float32Array {
+  if (dtype === "f32") return a;
+  const round = dtype === "f16" ? roundToF16 : roundToBf16;
+  for (let i = 0; i < a.length; i++) a[i] = round(a[i]);
+  return a;
+}
 
 type Shape = { b: number; l: number; g: number; r: number; p: number; n: number };
 
@@ -75,11 +91,11 @@ function fill(n: number, seed: number, lo: number, hi: number): Float32Array {
 function inputsFor(s: Shape): Record<keyof typeof INPUTS, Float32Array> {
   const h = s.g * s.r;
   return {
-    x: fill(s.b * s.l * h * s.p, 1, -1, 1),
-    dt: fill(s.b * s.l * h, 2, -4, 0),
+    x: rounded(fill(s.b * s.l * h * s.p, 1, -1, 1)),
+    dt: rounded(fill(s.b * s.l * h, 2, -4, 0)),
     A: fill(h, 3, -8, -1),
-    B: fill(s.b * s.l * s.g * s.n, 4, -1, 1),
-    C: fill(s.b * s.l * s.g * s.n, 5, -1, 1),
+    B: rounded(fill(s.b * s.l * s.g * s.n, 4, -1, 1)),
+    C: rounded(fill(s.b * s.l * s.g * s.n, 5, -1, 1)),
     D: fill(h, 6, 0.5, 1.5),
     dt_bias: fill(h, 7, -1, 0),
   };
@@ -188,7 +204,12 @@ function relErr(
   return Math.sqrt(d / w);
 }
 
-const results: Record<string, unknown> = { device, date: new Date().toISOString(), runs: [] };
+const results: Record<string, unknown> = {
+  device,
+  dtype,
+  date: new Date().toISOString(),
+  runs: [],
+};
 const runs = results.runs as Record<string, unknown>[];
 
 interface Prepared {

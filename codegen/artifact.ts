@@ -8,6 +8,7 @@
 
 import type { Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
+import { storageDtype, wgslArrayType } from "./dtypes.ts";
 
 /** A buffer that exists only between kernels of one program (e.g. chunk carries of a scan). */
 export interface ScratchBuffer {
@@ -143,14 +144,15 @@ export class BindingRegistry {
   /** WGSL declarations for all reads and writes. */
   declarations(): string {
     const lines = this.#reads.flatMap((n, i) =>
-      this.#external.has(n)
-        ? []
-        : [`@group(0) @binding(${i}) var<storage, read> b${i}: array<${n.dtype}>;`]
+      this.#external.has(n) ? [] : [
+        `@group(0) @binding(${i}) var<storage, read> b${i}: ` +
+        `array<${wgslArrayType(storageDtype(n))}>;`,
+      ]
     );
     this.#writes.forEach((w, i) => {
       lines.push(
         `@group(0) @binding(${this.#reads.length + i}) var<storage, read_write> ` +
-          `${this.writeName(i)}: array<${w.dtype}>;`,
+          `${this.writeName(i)}: array<${wgslArrayType(storageDtype(w))}>;`,
       );
     });
     return lines.join("\n");

@@ -6,9 +6,10 @@
  * @module
  */
 
+import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
 import { showAxes } from "../dsl/axes.ts";
-import type { Graph, Node } from "../dsl/ir.ts";
-import { nodeInputs, numel } from "../dsl/ir.ts";
+import type { Graph, InputNode, Node } from "../dsl/ir.ts";
+import { nodeInputs } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
@@ -37,7 +38,7 @@ export interface KernelProgram {
 
 /** Bytes one element of a node takes on the GPU. */
 export function bytesOf(node: Node): number {
-  return numel(node) * 4;
+  return storageBytes(node);
 }
 
 function checkBufferSizes(plan: BackwardPlan, limits: DeviceLimits): void {
@@ -144,6 +145,14 @@ export function generateKernels(
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
+  for (const input of options.aliases?.keys() ?? []) {
+    if (isHalfStorage(input)) {
+      throw new Error(
+        `input "${(input as InputNode).name}" ${showAxes(input.axes)} is updated in place but ` +
+          `has dtype ${input.dtype}; in-place state must be f32 (kernel outputs are stored as f32)`,
+      );
+    }
+  }
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
   const forced = new Set<Node>();
@@ -157,7 +166,9 @@ export function generateKernels(
     const plan = useBackward ? fuseScanBackward(graph, fused, forced, unfused) : fused;
     checkBufferSizes(plan, limits);
     try {
-      const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
+      // A kernel that touches f16 declares it first (WGSL's `enable f16;`).
+      const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options))
+        .map((k) => ({ ...k, wgsl: withF16Directive(k.wgsl) }));
       return { graph, plan, kernels };
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;

@@ -15,6 +15,7 @@
 import type { Node } from "../dsl/ir.ts";
 import { stridesOf } from "../dsl/ir.ts";
 import { binaryWgsl, f32Literal, u32Literal, unaryWgsl } from "./wgsl_math.ts";
+import { loadWgsl, storageDtype, valueType } from "./dtypes.ts";
 
 /** Axis name → WGSL u32 expression of its index. */
 export type Env = Readonly<Record<string, string>>;
@@ -172,11 +173,15 @@ export class ExprEmitter {
     }
     const supplied = this.#intercept?.(node, env);
     if (supplied !== undefined) {
-      return this.#bind(typeof supplied === "string" ? supplied : yield* supplied, node.dtype);
+      return this.#bind(
+        typeof supplied === "string" ? supplied : yield* supplied,
+        valueType(node.dtype),
+      );
     }
     const buffer = this.#buffers(node);
     if (buffer !== undefined) {
-      return this.#bind(`${buffer}[${offsetExpr(node, env)}]`, node.dtype);
+      const at = offsetExpr(node, env);
+      return this.#bind(loadWgsl(buffer, at, storageDtype(node)), valueType(node.dtype));
     }
     switch (node.kind) {
       case "const":
@@ -309,7 +314,7 @@ export class ExprEmitter {
       const part = yield partAt(k);
       value = this.#bind(
         `select(${value}, ${part}, ${t} < ${u32Literal(node.offsets[k + 1])})`,
-        node.dtype,
+        valueType(node.dtype),
       );
     }
     return value;

@@ -21,6 +21,34 @@
  */
 
 import { u32Literal } from "./wgsl_math.ts";
+import { loadWgsl, wgslArrayType } from "./dtypes.ts";
+
+/** Eight 16-bit weights (a vec4<u32>, element 0 in the low half of x) widened: 0–3 and 4–7. */
+const WIDEN8 = {
+  f16: `
+fn gemv_lo(w: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+fn gemv_hi(w: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+}`,
+  bf16: `
+fn gemv_lo(w: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
+                   bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+}
+fn gemv_hi(w: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(bitcast<f32>(w.z << 16u), bitcast<f32>(w.z & 0xffff0000u),
+                   bitcast<f32>(w.w << 16u), bitcast<f32>(w.w & 0xffff0000u));
+}`,
+};
+
+/** Four bf16 words (two u32s, element 4i in the low half of the first) widened to f32. */
+const BF16X4 = `
+fn gemv_bf16x4(w: vec2<u32>) -> vec4<f32> {
+  return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
+                   bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+}`;
 
 /** What a GEMV kernel computes: C[m, n] = Σ_k A[m, k] · B[n, k] for m < M. */
 export interface GemvSpec {
@@ -38,6 +66,11 @@ export interface GemvSpec {
    * vec4 when the row stride allows), or the name of a scalar array the declarations hold.
    */
   weight: { binding: number; rowStride: number } | { array: string; rowStride: number };
+  /**
+   * The weight's storage type (default f32): `f16` is read as f16 (vec4s of them on the vector
+   * path), `bf16` as u32 words holding two each (vec2s of them); both widen to f32 exactly.
+   */
+  weightDtype?: "f32" | "f16" | "bf16";
   /**
    * Reductions over k the kernel computes itself, one value per row, before anything reads
    * them: `body` is the body of `fn(m: u32, k: u32) -> f32` (the reduced expression); the hooks
@@ -101,9 +134,13 @@ export function emitGemv(
   if (M < 1 || M > GEMV_MAX_ROWS) throw new Error(`gemv: M = ${M} is outside 1..${GEMV_MAX_ROWS}`);
   const own = "binding" in spec.weight;
   const vec = own && K % 4 === 0 && spec.weight.rowStride % 4 === 0;
+  const wdt = spec.weightDtype ?? "f32";
+  // 16-bit weights stream eight per load (a vec4<u32>), as many bytes per load as f32's vec4.
+  const wide = vec && wdt !== "f32" && K % 8 === 0 && spec.weight.rowStride % 8 === 0;
+  const per = wide ? 8 : vec ? 4 : 1;
   const array = "array" in spec.weight ? spec.weight.array : "gemv_w";
-  const stride = vec ? spec.weight.rowStride / 4 : spec.weight.rowStride;
-  const steps = vec ? K / 4 : K;
+  const stride = spec.weight.rowStride / per;
+  const steps = K / per;
   const T = gemvThreadsPerColumn(N, steps);
   const columns = THREADS / T;
   const groups = Math.ceil(N / columns);
@@ -117,11 +154,27 @@ export function emitGemv(
   const partials = T / shuffle;
   const rows = Array.from({ length: M }, (_, m) => m);
   const binding = "binding" in spec.weight ? spec.weight.binding : -1;
+  const element = wide
+    ? "vec4<u32>"
+    : vec
+    ? { f32: "vec4<f32>", f16: "vec4<f16>", bf16: "vec2<u32>" }[wdt]
+    : wgslArrayType(wdt);
   const decl = !own
     ? ""
-    : vec
-    ? `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<vec4<f32>>;`
-    : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<f32>;`;
+    : `@group(0) @binding(${binding}) var<storage, read> gemv_w: array<${element}>;` +
+      (wide ? WIDEN8[wdt as "f16" | "bf16"] : vec && wdt === "bf16" ? BF16X4 : "");
+  // One weight element (a vec4 on the vector path, eight 16-bit words when wide) at `idx`,
+  // widened to f32 (the wide path widens in `useW`, once for all rows).
+  const weightAt = (idx: string) =>
+    !vec
+      ? loadWgsl(array, idx, wdt)
+      : wide
+      ? `${array}[${idx}]`
+      : wdt === "f16"
+      ? `vec4<f32>(${array}[${idx}])`
+      : wdt === "bf16"
+      ? `gemv_bf16x4(${array}[${idx}])`
+      : `${array}[${idx}]`;
   // Workgroup memory with staging: the activation rows beside the reduction buffer.
   const reductions = spec.reductions ?? [];
   const partBytes = 4 * columns * partials * M +
@@ -159,17 +212,33 @@ export function emitGemv(
   // Loads past the row's end read a clamped index and are replaced by zero.
   const perThread = Math.ceil(steps / T);
   const unrolled = perThread <= MAX_UNROLLED;
-  const zero = vec ? "vec4<f32>(0.0)" : "0.0";
+  const zero = wide ? "vec4<u32>(0u)" : vec ? "vec4<f32>(0.0)" : "0.0";
   const loadW = (u: number, base: string, mayOverrun: boolean) => {
     const idx = `${base} + ${u * T}u`;
-    if (!mayOverrun) return `let w${u} = ${array}[n * ${u32Literal(stride)} + ${idx}];`;
-    return `let w${u} = select(${zero}, ${array}[n * ${u32Literal(stride)} + min(${idx}, ${
-      u32Literal(steps - 1)
-    })], ${idx} < ${u32Literal(steps)});`;
+    if (!mayOverrun) return `let w${u} = ${weightAt(`n * ${u32Literal(stride)} + ${idx}`)};`;
+    const clamped = `n * ${u32Literal(stride)} + min(${idx}, ${u32Literal(steps - 1)})`;
+    return `let w${u} = select(${zero}, ${weightAt(clamped)}, ${idx} < ${u32Literal(steps)});`;
   };
+  const loadA4 = (m: number, k: string) =>
+    `vec4<f32>(load_a(0u, ${m}u, ${k}), load_a(0u, ${m}u, ${k} + 1u), ` +
+    `load_a(0u, ${m}u, ${k} + 2u), load_a(0u, ${m}u, ${k} + 3u))`;
   const useW = (u: number, base: string) => {
     const lines = [`let i${u} = min(${base} + ${u * T}u, ${u32Literal(steps - 1)});`];
-    if (!staged) lines.push(`let k${u} = i${u}${vec ? " * 4u" : ""};`);
+    if (!staged) lines.push(`let k${u} = i${u}${vec ? ` * ${per}u` : ""};`);
+    if (wide) {
+      // Elements 0–3 and 4–7 of the eight weights, against two vec4s of each row.
+      lines.push(`let w${u}l = gemv_lo(w${u});`, `let w${u}h = gemv_hi(w${u});`);
+      for (const m of rows) {
+        const [a0, a1] = staged
+          ? [
+            `gemv_a[${u32Literal(m * (K / 4))} + 2u * i${u}]`,
+            `gemv_a[${u32Literal(m * (K / 4))} + 2u * i${u} + 1u]`,
+          ]
+          : [loadA4(m, `k${u}`), loadA4(m, `k${u} + 4u`)];
+        lines.push(`acc${m} += dot(${a0}, w${u}l) + dot(${a1}, w${u}h);`);
+      }
+      return lines.join("\n  ");
+    }
     for (const m of rows) {
       const a = staged
         ? `gemv_a[${u32Literal(m * steps)} + i${u}]`

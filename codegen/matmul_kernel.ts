@@ -13,6 +13,8 @@
  * @module
  */
 
+import { loadWgsl, wgslArrayType } from "./dtypes.ts";
+
 /** One tiling of the output; every field is a compile-time constant of the emitted kernel. */
 export interface MatmulTile {
   /** Output rows per workgroup. */
@@ -60,6 +62,8 @@ export interface MatmulDirectA {
   batchStride: number;
   mStride: number;
   kStride: number;
+  /** Storage type (default f32): f16 is read as `f16`/`vec4<f16>`, bf16 as u32 words. */
+  dtype?: HalfOrF32;
 }
 
 /** Fast path for B: `B[b, k, n] = arr[offset + b*batchStride + k*kStride + n*nStride]`; see
@@ -73,7 +77,12 @@ export interface MatmulDirectB {
   batchStride: number;
   kStride: number;
   nStride: number;
+  /** Storage type (default f32); see {@link MatmulDirectA}. */
+  dtype?: HalfOrF32;
 }
+
+/** Storage types a direct operand may have. */
+export type HalfOrF32 = "f32" | "f16" | "bf16";
 
 /** What to multiply: sizes, hooks and optional fast paths. */
 export interface MatmulKernelSpec {
@@ -271,7 +280,13 @@ interface Operand {
   layout: "ok" | "ko";
   load: "vec4" | "scalar" | "hook";
   /** Direct source in (outer, k) terms. */
-  direct?: { offset: number; batchStride: number; oStride: number; kStride: number };
+  direct?: {
+    offset: number;
+    batchStride: number;
+    oStride: number;
+    kStride: number;
+    dtype?: HalfOrF32;
+  };
   /** vec4 row stride of the "ok" layout (padded odd to spread banks). */
   rowStride: number;
   /** vec4 elements per stage. */
@@ -346,10 +361,20 @@ function planOperand(
   const threadO = isA ? t.threadM : t.threadN;
   const da = spec.aDirect, db = spec.bDirect;
   const direct = isA
-    ? da &&
-      { offset: da.offset, batchStride: da.batchStride, oStride: da.mStride, kStride: da.kStride }
-    : db &&
-      { offset: db.offset, batchStride: db.batchStride, oStride: db.nStride, kStride: db.kStride };
+    ? da && {
+      offset: da.offset,
+      batchStride: da.batchStride,
+      oStride: da.mStride,
+      kStride: da.kStride,
+      dtype: da.dtype,
+    }
+    : db && {
+      offset: db.offset,
+      batchStride: db.batchStride,
+      oStride: db.nStride,
+      kStride: db.kStride,
+      dtype: db.dtype,
+    };
   const koPossible = threadO % 4 === 0 && tileO % 4 === 0;
   let layout: "ok" | "ko";
   let load: Operand["load"];
@@ -509,11 +534,21 @@ function declareOperand(op: Operand, spec: MatmulKernelSpec): string {
     lines.push(`${sig} {\n${op.x === "a" ? spec.loadA : spec.loadB}\n}`);
   } else {
     const d = op.x === "a" ? spec.aDirect! : spec.bDirect!;
-    const ty = op.load === "vec4" ? "vec4<f32>" : "f32";
+    const dtype = d.dtype ?? "f32";
+    const ty = op.load === "vec4"
+      ? { f32: "vec4<f32>", f16: "vec4<f16>", bf16: "vec2<u32>" }[dtype]
+      : wgslArrayType(dtype);
     lines.push(
       `@group(${d.group ?? 0}) @binding(${d.binding}) ` +
         `var<storage, read> mm_${op.x}_src: array<${ty}>;`,
     );
+    if (op.load === "vec4" && dtype === "bf16") {
+      // Four bf16 words (element 4i in the low half of the first u32) widened to f32.
+      lines.push(`fn mm_${op.x}_bf16x4(w: vec2<u32>) -> vec4<f32> {
+  return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
+                   bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+}`);
+    }
   }
   return lines.join("\n");
 }
@@ -730,7 +765,14 @@ function emitGlobalLoad(
       if (needK) conds.push(`${kExpr} < ${u(spec.K)}`);
       // With a single K slice `kt` is 0 (and the step may not be a whole number of vec4s).
       const at = kTiles > 1 ? ` + ${kt} * ${u(step)}` : "";
-      lines.push(`${x}_p${p} = mm_${x}_src[${x}_g${p}${at}];`);
+      const raw = `mm_${x}_src[${x}_g${p}${at}]`;
+      const dtype = d.dtype ?? "f32";
+      const value = dtype === "f16"
+        ? `vec4<f32>(${raw})`
+        : dtype === "bf16"
+        ? `mm_${x}_bf16x4(${raw})`
+        : raw;
+      lines.push(`${x}_p${p} = ${value};`);
     } else {
       for (let c = 0; c < 4; c++) {
         // Element c of the vec4: along k for "ok", along outer for "ko".
@@ -749,7 +791,8 @@ function emitGlobalLoad(
           const d = op.direct!;
           const stepC = op.layout === "ok" ? d.kStride : d.oStride;
           const stepT = t.tileK * d.kStride;
-          val = `mm_${x}_src[${x}_g${p} + ${kt} * ${u(stepT)} + ${u(c * stepC)}]`;
+          const index = `${x}_g${p} + ${kt} * ${u(stepT)} + ${u(c * stepC)}`;
+          val = loadWgsl(`mm_${x}_src`, index, d.dtype ?? "f32");
         }
         const assign = `${x}_p${p}.${COMP[c]} = ${val};`;
         lines.push(cc.length ? `if (${cc.join(" && ")}) { ${assign} }` : assign);

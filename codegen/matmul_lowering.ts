@@ -8,12 +8,13 @@
  */
 
 import type { ContractNode, Node, ReduceNode } from "../dsl/ir.ts";
+import { storageDtype } from "./dtypes.ts";
 import { nodeInputs, stridesOf } from "../dsl/ir.ts";
 import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import { storeEnv, storeViews } from "./store_view.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { emitMatmul, type MatmulKernelSpec } from "./matmul_kernel.ts";
+import { emitMatmul, type HalfOrF32, type MatmulKernelSpec } from "./matmul_kernel.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
 import { combineWgsl, initWgsl } from "./reduce_kernel.ts";
 import { emitGemv, GEMV_MAX_ROWS, gemvWorkgroups } from "./gemv_kernel.ts";
@@ -240,6 +241,7 @@ function emitWith(
         loadA,
         storeC,
         weight: weightRef,
+        weightDtype: storageDtype(weight.src) as "f32" | "f16" | "bf16",
         reductions,
       },
       {
@@ -272,6 +274,7 @@ function emitWith(
     batchStride: da.strides[0],
     mStride: da.strides[1],
     kStride: da.strides[2],
+    dtype: storageDtype(da.src) as HalfOrF32,
   };
   const bDirect = db && {
     binding: registry.reserveExternal(db.src),
@@ -279,6 +282,7 @@ function emitWith(
     batchStride: db.strides[0],
     kStride: db.strides[1],
     nStride: db.strides[2],
+    dtype: storageDtype(db.src) as HalfOrF32,
   };
   const loadA = aDirect ? undefined : hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
   const loadB = bDirect ? undefined : hook(b, [["bi", g.batch], ["k", g.k], ["n", g.n]], "lb");

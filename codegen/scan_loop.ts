@@ -12,6 +12,7 @@
  */
 
 import type { Node } from "../dsl/ir.ts";
+import { loadWgsl, storageDtype, valueType } from "./dtypes.ts";
 import { numel, stridesOf } from "../dsl/ir.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { type EmitSteps, type Env, type ExprEmitter, offsetExpr, offsetTerms } from "./expr.ts";
@@ -292,7 +293,7 @@ export class VectorLoads {
   /** The slot group of a read of `node` at `env`: the env of its first slot and the lane. */
   #group(node: Node, env: Env): { env: Env; component: number } | undefined {
     const k = this.width;
-    if (k < 2 || node.dtype !== "f32" || numel(node) % k !== 0) return undefined;
+    if (k < 2 || storageDtype(node) !== "f32" || numel(node) % k !== 0) return undefined;
     const strides = stridesOf(node);
     const inner = this.slots.axes[this.slots.axes.length - 1];
     let slot: number | undefined;
@@ -515,6 +516,7 @@ export function interceptLoop(
     const buffer = tools.lookup(node);
     if (buffer === undefined || !tools.prefetch) return undefined;
     const offset = (tools.offset ?? offsetExpr)(node, env);
-    return tools.prefetch.take(`${buffer}[${offset}]`, node.dtype);
+    const load = loadWgsl(buffer, offset, storageDtype(node));
+    return tools.prefetch.take(load, valueType(node.dtype));
   });
 }

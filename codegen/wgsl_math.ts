@@ -112,6 +112,15 @@ export function unaryWgsl(op: UnaryOp, x: string): string {
       return `sk_erf(${x})`;
     case "stop_gradient":
       return x;
+    case "round_f16":
+      // WGSL's f32 → f16 conversion (needs `enable f16`); values past f16's range are undefined.
+      return `f32(f16(${x}))`;
+    case "round_bf16": {
+      // Ties to even on the bits: adding 0x7fff plus the lowest kept bit carries exactly when
+      // rounding goes up (overflow reaches infinity's pattern, as IEEE rounding does).
+      const bits = `bitcast<u32>(${x})`;
+      return `bitcast<f32>((${bits} + 0x7fffu + ((${bits} >> 16u) & 1u)) & 0xffff0000u)`;
+    }
   }
 }
 

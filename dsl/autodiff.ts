@@ -189,7 +189,7 @@ export function backward(
   const targets = new Set(wrt.map((n) => n.id));
   const active = new Set<number>(targets);
   for (const n of nodes) {
-    if (n.dtype === "f32" && nodeInputs(n).some((m) => active.has(m.id))) active.add(n.id);
+    if (n.dtype !== "i32" && nodeInputs(n).some((m) => active.has(m.id))) active.add(n.id);
   }
   const cts = new Map<number, Node>();
   const accumulate = (node: Node, ct: Node) => {

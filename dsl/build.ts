@@ -28,9 +28,9 @@ export function broadcastShapes(a: Node, b: Node, op: string): { axes: string[];
   return { axes, shape };
 }
 
-/** Rejects integer tensors in float math. */
+/** Rejects integer tensors in float math (f32, f16 and bf16 are floats). */
 export function requireFloat(node: Node, op: string): void {
-  if (node.dtype !== "f32") {
+  if (node.dtype === "i32") {
     throw new Error(
       `${op}: operand ${showAxes(node.axes)} has dtype ${node.dtype}; ` +
         `integer tensors can only be used as gather indices`,

@@ -7,8 +7,18 @@
  * @module
  */
 
-/** Element types. `i32` is used for token ids / gather indices; all math is `f32`. */
-export type DType = "f32" | "i32";
+/**
+ * Element types. `i32` is used for token ids / gather indices. `f16` (IEEE binary16) and `bf16`
+ * (bfloat16) are 16-bit float types: a node of one holds values representable in it (program
+ * inputs of that dtype, `cast` results, views of those); math on them is f32 (every elementwise
+ * op, contraction, reduction and scan gives an f32 node) and rounds only where a `cast` says
+ * so. Program inputs of a 16-bit dtype are stored in 16 bits on the GPU; every other buffer
+ * holds f32 (`codegen/dtypes.ts`).
+ */
+export type DType = "f32" | "i32" | "f16" | "bf16";
+
+/** The float element types (everything but `i32`). */
+export type FloatDType = Exclude<DType, "i32">;
 
 /** Elementwise functions of one argument. */
 export type UnaryOp =
@@ -32,7 +42,11 @@ export type UnaryOp =
   | "sign"
   | "erf"
   /** The identity, whose gradient is zero: `stopGradient`. */
-  | "stop_gradient";
+  | "stop_gradient"
+  /** Rounding to the nearest f16 value, ties to even (`cast(x, "f16")`; gradient 1). */
+  | "round_f16"
+  /** Rounding to the nearest bf16 value, ties to even (`cast(x, "bf16")`; gradient 1). */
+  | "round_bf16";
 
 /**
  * Elementwise functions of two arguments; comparisons give 1 or 0; `mod` is the floor

@@ -8,8 +8,13 @@ import { parseAxes } from "./axes.ts";
 import { type DType, type Graph, type InputNode, makeNode, type Node } from "./ir.ts";
 import { Tensor, type TensorOf } from "./tensor.ts";
 
-/** One input: an axis string (f32), or axes with a dtype (`{ axes: "b l", dtype: "i32" }`). */
+/**
+ * One input: an axis string (f32), or axes with a dtype (`{ axes: "b l", dtype: "i32" }`;
+ * `"f16"` and `"bf16"` inputs are rounded to that type when given and stored in 16 bits).
+ */
 export type InputDecl = string | { axes: string; dtype?: DType };
+
+const DTYPES: readonly DType[] = ["f32", "i32", "f16", "bf16"];
 
 /** Declares a program's inputs by name. */
 export type InputSpec = Record<string, InputDecl>;
@@ -51,6 +56,11 @@ export function trace<const S extends InputSpec>(
   for (const [name, decl] of Object.entries(inputs)) {
     const axesText = typeof decl === "string" ? decl : decl.axes;
     const dtype = typeof decl === "string" ? "f32" : decl.dtype ?? "f32";
+    if (!DTYPES.includes(dtype)) {
+      throw new Error(
+        `input "${name}": dtype ${JSON.stringify(dtype)} is not one of ${DTYPES.join(", ")}`,
+      );
+    }
     const axes = parseAxes(axesText, `input "${name}"`);
     const shape = axes.map((a) => {
       const s = sizes[a];

@@ -137,6 +137,10 @@ function unaryDerivative(node: UnaryNode): Node {
       return unary("neg", unary("sin", x));
     case "tan":
       return binary("add", constant(1), binary("mul", out, out));
+    // Rounding passes the cotangent straight through (as PyTorch's dtype casts do).
+    case "round_f16":
+    case "round_bf16":
+      return constant(1);
     case "erf":
       // 2/√π · e^(−x²).
       return scale(unary("exp", unary("neg", binary("mul", x, x))), 2 / Math.sqrt(Math.PI));

@@ -24,6 +24,16 @@ import { ModelPrograms, STORAGE } from "./model_programs.ts";
 import { runPrompt } from "./prompt_run.ts";
 import { type GenerateOptions, generateTokens, maxNewTokens } from "./generation.ts";
 import { checkFinite, checkTokens } from "./model_call_checks.ts";
+import { checkWeightDtype, type WeightDtype, withWeightDtype } from "./weight_dtype.ts";
+import { halfWords } from "../runtime/half.ts";
+
+/** 16-bit words padded to an even count (writeBuffer copies whole u32s). */
+function padToWords(words: Uint16Array): Uint16Array {
+  if (words.length % 2 === 0) return words;
+  const padded = new Uint16Array(words.length + 1);
+  padded.set(words);
+  return padded;
+}
 
 export { type GenerateOptions, maxNewTokens };
 
@@ -38,6 +48,13 @@ export interface LoadOptions {
    * e.g. `{ scan: { lanes: 32 } }`); by default each is chosen from the shapes and device.
    */
   codegen?: { scan?: ScanStrategy; matmul?: MatmulStrategy };
+  /**
+   * Storage of the weight matrices on the GPU (default `"f32"`): `"f16"` or `"bf16"` halves
+   * their bytes; kernels widen them to f32, and activations and states stay f32
+   * (`models/weight_dtype.ts`). `"f16"` needs the adapter's `shader-f16` feature (else a clear
+   * error); `"bf16"` runs on any adapter.
+   */
+  dtype?: WeightDtype;
 }
 
 /** What a model holds compiled, for tests and memory reports ({@link LanguageModel.cacheStats}). */
@@ -54,8 +71,11 @@ const MAX_PENDING_READ_BYTES = 256 * 2 ** 20;
 /** Loads a model directory (config.json + safetensors) onto the GPU. */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LanguageModel> {
   const config = await readConfig(dir);
-  const def = modelDefinitionFor(config, dir);
+  const dtype = options.dtype ?? "f32";
   const ctx = options.gpu ?? await getGpu();
+  checkWeightDtype(dtype, ctx);
+  const def = withWeightDtype(modelDefinitionFor(config, dir), dtype);
+  const inputs = def.weightInputs();
   const showProgress = options.progress ?? Deno.stderr.isTerminal();
   let bar: ReturnType<typeof createProgressBar> | undefined;
   // Checks the headers against the model and the device before any tensor is read.
@@ -69,12 +89,22 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const weights = new Map<string, GPUBuffer>();
   try {
     for (const [name, hfShape] of def.weightShapes()) {
-      const data = await ckpt.getF32(name, hfShape);
+      const f32 = await ckpt.getF32(name, hfShape);
+      const decl = inputs[name];
+      const half = typeof decl === "string" ? undefined : decl.dtype;
+      // 16-bit weights: the words, rounded to nearest even, padded to whole u32s.
+      const data = half === "f16" || half === "bf16" ? padToWords(halfWords(f32, half)) : f32;
       const buffer = ctx.device.createBuffer({
         size: Math.max(16, data.byteLength),
         usage: STORAGE,
       });
-      ctx.device.queue.writeBuffer(buffer, 0, data as Float32Array<ArrayBuffer>);
+      ctx.device.queue.writeBuffer(
+        buffer,
+        0,
+        data.buffer as ArrayBuffer,
+        data.byteOffset,
+        data.byteLength,
+      );
       weights.set(name, buffer);
     }
   } catch (e) {

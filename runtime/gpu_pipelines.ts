@@ -6,6 +6,7 @@
  */
 
 import type { GpuContext } from "./gpu_device.ts";
+import { usesF16, withF16Directive } from "../codegen/dtypes.ts";
 
 /** A kernel's name (used in errors and timings) and WGSL module with entry point `main`. */
 export interface KernelSource {
@@ -114,6 +115,14 @@ export class PipelineCache {
     if (typeof kernel?.wgsl !== "string" || kernel.wgsl.length === 0) {
       return Promise.reject(new Error(`kernel "${kernel?.name}": no WGSL text`));
     }
+    if (usesF16(kernel.wgsl) && !this.#ctx.features.shaderF16) {
+      return Promise.reject(
+        new Error(
+          `kernel "${kernel.name}" computes with f16 (an f16 input or a cast to f16), but this ` +
+            `adapter lacks WebGPU's "shader-f16" feature; use f32 or bf16 instead`,
+        ),
+      );
+    }
     const cached = this.#byText.get(kernel.wgsl);
     if (cached) {
       // Now the most recently requested: move it to the end.
@@ -151,7 +160,9 @@ export class PipelineCache {
     let module: GPUShaderModule;
     let moduleError: Promise<GPUError | null>;
     try {
-      module = device.createShaderModule({ code: kernel.wgsl, label: kernel.name });
+      // Kernels emitted outside generateKernels (benchmarks) may lack `enable f16;`.
+      const code = withF16Directive(kernel.wgsl);
+      module = device.createShaderModule({ code, label: kernel.name });
     } finally {
       moduleError = device.popErrorScope();
     }

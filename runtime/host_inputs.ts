@@ -7,8 +7,10 @@
  */
 
 import { showAxes } from "../dsl/axes.ts";
-import type { InputNode } from "../dsl/ir.ts";
+import type { InputNode, Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
+import { storageBytes, storageDtype } from "../codegen/dtypes.ts";
+import { halfValues, halfWords } from "./half.ts";
 
 /**
  * Host data accepted for an input: a typed array of numbers (Float32Array, Float64Array,
@@ -53,6 +55,7 @@ function describeValue(value: unknown): string {
 }
 
 function expected(input: InputNode): string {
+  // 16-bit float inputs take f32 data: it is rounded to the input's type when uploaded.
   return input.dtype === "i32"
     ? "an Int32Array or an array of integers"
     : "a Float32Array, a Float64Array or an array of numbers";
@@ -122,14 +125,41 @@ export function checkHostInputs(
   for (const input of inputs) if (!skip.has(input)) checkHostInput(input, data[input.name]);
 }
 
+/** What an input's GPU buffer holds: f32 values, i32 ids, or 16-bit words (f16, bf16). */
+export type DeviceArray = Float32Array | Int32Array | Uint16Array;
+
 /** The typed array an input's GPU buffer holds; `copy` forces a private copy of the data. */
 export function deviceArray(
   input: InputNode,
   data: HostArray,
   copy: boolean,
-): Float32Array | Int32Array {
+): DeviceArray {
+  if (input.dtype === "f16" || input.dtype === "bf16") {
+    // 16-bit words, rounded to nearest even; padded to whole u32s (writeBuffer's unit).
+    const words = new Uint16Array(data.length + (data.length & 1));
+    words.set(halfWords(data, input.dtype));
+    return words;
+  }
   if (input.dtype === "i32") {
     return data instanceof Int32Array && !copy ? data : Int32Array.from(data);
   }
   return data instanceof Float32Array && !copy ? data : Float32Array.from(data);
+}
+
+/** Bytes to read back for a node's buffer: its storage, padded to whole u32s. */
+export function paddedBytes(node: Node): number {
+  return Math.ceil(storageBytes(node) / 4) * 4;
+}
+
+/**
+ * A node's buffer contents as host data: i32 ids, or f32 values (16-bit words, which only a
+ * program input returned as an output holds, are widened exactly).
+ */
+export function hostOutput(node: Node, raw: ArrayBuffer): Float32Array | Int32Array {
+  if (node.dtype === "i32") return new Int32Array(raw);
+  const dtype = storageDtype(node);
+  if (dtype === "f16" || dtype === "bf16") {
+    return halfValues(new Uint16Array(raw, 0, numel(node)), dtype);
+  }
+  return new Float32Array(raw);
 }

@@ -7,6 +7,7 @@
 
 import { collectNodes, type Graph, type Node, numel, type ScanNode, stridesOf } from "../dsl/ir.ts";
 import { checkHostInputs, type HostArray } from "./host_inputs.ts";
+import { roundToBf16, roundToF16 } from "./half.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 import { evalDelta } from "./delta_interpreter.ts";
 import { evalAssocScan } from "./assoc_interpret.ts";
@@ -72,7 +73,15 @@ export function interpret(
 ): Record<string, Float64Array> {
   checkHostInputs(graph.inputs, inputs);
   const values = new Map<number, Float64Array>();
-  for (const inp of graph.inputs) values.set(inp.id, Float64Array.from(inputs[inp.name]));
+  for (const inp of graph.inputs) {
+    const data = Float64Array.from(inputs[inp.name]);
+    // A 16-bit input holds what its GPU buffer would: each value rounded to its type.
+    if (inp.dtype === "f16" || inp.dtype === "bf16") {
+      const round = inp.dtype === "f16" ? roundToF16 : roundToBf16;
+      for (let i = 0; i < data.length; i++) data[i] = round(data[i]);
+    }
+    values.set(inp.id, data);
+  }
   const order = collectNodes(Object.values(graph.outputs));
   for (const node of order) {
     if (!values.has(node.id)) values.set(node.id, evalNode(node, (n) => values.get(n.id)!));

@@ -9,12 +9,19 @@
 
 import { showAxes } from "../dsl/axes.ts";
 import type { InputNode, Node } from "../dsl/ir.ts";
-import { numel } from "../dsl/ir.ts";
-import { type BufferKey, elementsOf, type KernelArtifact } from "../codegen/artifact.ts";
+import type { BufferKey, KernelArtifact } from "../codegen/artifact.ts";
 import type { KernelProgram } from "../codegen/compile_graph.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { readBuffers } from "./gpu_buffers.ts";
-import { checkHostInputs, deviceArray, type HostArray } from "./host_inputs.ts";
+import {
+  checkHostInputs,
+  type DeviceArray,
+  deviceArray,
+  type HostArray,
+  hostOutput,
+  paddedBytes,
+} from "./host_inputs.ts";
+import { storageBytes } from "../codegen/dtypes.ts";
 import { SerialQueue } from "./serial_queue.ts";
 import { BindGroupCache, PipelineCache } from "./gpu_pipelines.ts";
 import {
@@ -96,7 +103,7 @@ export class GpuProgram {
     const outputOf = new Map([...aliases].map(([i, o]) => [o, i]));
     for (const key of keys) {
       if (outputOf.has(key as Node) || p.#buffers.has(key)) continue;
-      const bytes = Math.max(16, Math.ceil((elementsOf(key) * 4) / 16) * 16);
+      const bytes = Math.max(16, Math.ceil(storageBytes(key) / 16) * 16);
       p.#buffers.set(
         key,
         device.createBuffer({
@@ -140,7 +147,7 @@ export class GpuProgram {
   }
 
   async #runNow(
-    arrays: ReadonlyMap<InputNode, Float32Array | Int32Array>,
+    arrays: ReadonlyMap<InputNode, DeviceArray>,
     options: RunOptions,
   ): Promise<Record<string, HostOutput>> {
     const graph = this.#program.graph;
@@ -152,11 +159,11 @@ export class GpuProgram {
     const nodes = names.map((n) => graph.outputs[n]);
     const raw = await readBuffers(
       this.#ctx,
-      nodes.map((n) => ({ buffer: this.#buffers.get(n)!, byteLength: numel(n) * 4 })),
+      nodes.map((n) => ({ buffer: this.#buffers.get(n)!, byteLength: paddedBytes(n) })),
     );
     const out: Record<string, HostOutput> = {};
     names.forEach((name, i) => {
-      const arr = nodes[i].dtype === "i32" ? new Int32Array(raw[i]) : new Float32Array(raw[i]);
+      const arr = hostOutput(nodes[i], raw[i]);
       if (options.checkNaN !== false && arr instanceof Float32Array) {
         const bad = arr.findIndex((v) => Number.isNaN(v));
         if (bad >= 0) {
@@ -257,14 +264,14 @@ export class GpuProgram {
    */
   #deviceArrays(
     inputs: Record<string, HostArray>,
-  ): Map<InputNode, Float32Array | Int32Array> {
+  ): Map<InputNode, DeviceArray> {
     const graph = this.#program.graph;
     const bound = new Set(
       graph.inputs.filter((inp) => this.#external.has(this.#buffers.get(inp)!)),
     );
     checkHostInputs(graph.inputs, inputs, bound);
     const copy = this.#queue.busy;
-    const arrays = new Map<InputNode, Float32Array | Int32Array>();
+    const arrays = new Map<InputNode, DeviceArray>();
     for (const inp of graph.inputs) {
       if (!bound.has(inp)) arrays.set(inp, deviceArray(inp, inputs[inp.name], copy));
     }
@@ -272,7 +279,7 @@ export class GpuProgram {
   }
 
   /** Writes checked host arrays into their buffers. */
-  #write(arrays: ReadonlyMap<InputNode, Float32Array | Int32Array>): void {
+  #write(arrays: ReadonlyMap<InputNode, DeviceArray>): void {
     for (const [inp, a] of arrays) {
       this.#ctx.device.queue.writeBuffer(
         this.#buffers.get(inp)!,

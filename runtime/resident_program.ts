@@ -25,7 +25,7 @@
  */
 
 import { showAxes } from "../dsl/axes.ts";
-import { type Graph, type InputNode, type Node, nodeInputs, numel } from "../dsl/ir.ts";
+import { type Graph, type InputNode, type Node, nodeInputs } from "../dsl/ir.ts";
 import {
   type InputSpec,
   type Sizes,
@@ -39,7 +39,8 @@ import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
 import { getGpu, type GpuContext } from "./gpu_device.ts";
 import { submitDispatches } from "./gpu_submit.ts";
 import type { HostArray } from "./interpreter.ts";
-import { checkHostInput, deviceArray } from "./host_inputs.ts";
+import { checkHostInput, deviceArray, hostOutput, paddedBytes } from "./host_inputs.ts";
+import { storageBytes } from "../codegen/dtypes.ts";
 import { GpuProgram } from "./program.ts";
 
 /** Options of {@link ResidentProgram.create}. */
@@ -117,7 +118,7 @@ export class ResidentProgram {
     for (const input of [...aliases.keys(), ...constant]) {
       const buffer = ctx.device.createBuffer({
         label: `state ${input.name}`,
-        size: Math.max(16, Math.ceil((numel(input) * 4) / 16) * 16),
+        size: Math.max(16, Math.ceil(storageBytes(input) / 16) * 16),
         usage: STORAGE_USAGE,
       });
       state.set(input.name, buffer);
@@ -214,11 +215,11 @@ export class ResidentProgram {
     });
     const raw = await readBuffers(
       this.#ctx,
-      nodes.map((n) => ({ buffer: this.#last.bufferOf(n), byteLength: numel(n) * 4 })),
+      nodes.map((n) => ({ buffer: this.#last.bufferOf(n), byteLength: paddedBytes(n) })),
     );
     const out: Record<string, Float32Array | Int32Array> = {};
     names.forEach((name, i) => {
-      out[name] = nodes[i].dtype === "i32" ? new Int32Array(raw[i]) : new Float32Array(raw[i]);
+      out[name] = hostOutput(nodes[i], raw[i]);
     });
     return out;
   }

@@ -9,6 +9,7 @@
 
 import type { BinaryOp, UnaryOp } from "../dsl/ir.ts";
 import { erf64, floorMod, roundHalfEven } from "./special_math.ts";
+import { roundToBf16, roundToF16 } from "./half.ts";
 
 /** Float64 implementation of each unary op. */
 export const UNARY_F64: Record<UnaryOp, (x: number) => number> = {
@@ -35,6 +36,8 @@ export const UNARY_F64: Record<UnaryOp, (x: number) => number> = {
   sign: (x) => (x > 0 ? 1 : x < 0 ? -1 : x === 0 ? 0 : NaN),
   erf: erf64,
   stop_gradient: (x) => x,
+  round_f16: roundToF16,
+  round_bf16: roundToBf16,
 };
 
 /** Float64 implementation of each binary op. */

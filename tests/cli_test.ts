@@ -48,6 +48,7 @@ Deno.test("cli: options are checked as typed, before the weights are read", asyn
       [[...gen, "--top-k", "2.5"], 2, /--top-k .*"2\.5"/],
       [[...gen, "--eos", "x"], 2, /--eos must be comma-separated token ids, got "x"/],
       [[...gen, "--eos", "100"], 2, /--eos: token id 100 is outside the model's vocabulary/],
+      [[...gen, "--dtype", "f8"], 2, /--dtype must be f32, f16 or bf16, got "f8"/],
       [["generate", "--model", dir, "--tokens", "5,100", "--max-new", "4"], 2, /token id 100/],
       [
         ["logits", "--model", dir, "--tokens", "1,2", "--out", `${dir}/no/such/dir/x.npy`],
@@ -146,6 +147,45 @@ Deno.test({
       assert.equal(got.code, 1, got.err);
       assert.equal(got.out, "");
       assert.match(got.err, /generate: the logits of step 0 hold 100 non-finite value\(s\)/);
+    } finally {
+      await removeModelDir(dir);
+    }
+  },
+});
+
+Deno.test({
+  name: "cli --dtype: 16-bit weights give the same greedy tokens and logits within 1e-2",
+  ...gpuOpts,
+  async fn() {
+    const dir = await modelDir("mamba_untied_n16");
+    try {
+      const gen = ["generate", "--model", dir, "--tokens", "5,17,30", "--max-new", "8", "--json"];
+      const want = JSON.parse((await cli(gen)).out).tokens;
+      const got = await cli([...gen, "--dtype", "f16"]);
+      assert.equal(got.code, 0, got.err);
+      assert.deepEqual(JSON.parse(got.out).tokens, want);
+      const logits = (dtype: string) =>
+        cli([
+          "logits",
+          "--model",
+          dir,
+          "--tokens",
+          "5,17,30",
+          "--out",
+          `${dir}/${dtype}.npy`,
+          "--dtype",
+          dtype,
+        ]);
+      for (const dtype of ["f32", "bf16"]) assert.equal((await logits(dtype)).code, 0);
+      const read = async (dtype: string) =>
+        decodeNpy(await Deno.readFile(`${dir}/${dtype}.npy`)).data as Float32Array;
+      const [f32, bf16] = [await read("f32"), await read("bf16")];
+      let d = 0, w = 0;
+      for (let i = 0; i < f32.length; i++) [d, w] = [d + (bf16[i] - f32[i]) ** 2, w + f32[i] ** 2];
+      assert.ok(
+        Math.sqrt(d / w) > 1e-5 && Math.sqrt(d / w) < 3e-2,
+        `bf16 error ${Math.sqrt(d / w)}`,
+      );
     } finally {
       await removeModelDir(dir);
     }
