@@ -11,6 +11,8 @@ import type { Graph, Node } from "../dsl/ir.ts";
 import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
+import { emitAttention } from "./attention_kernel.ts";
+import { type AttentionStrategy, planAttention } from "./attention_shapes.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
 import { type AssocScanStrategy, emitAssocScan } from "./assoc_scan_kernel.ts";
 import { fusedTree, planFusion } from "./fusion.ts";
@@ -81,6 +83,10 @@ function emitKernel(
   if (core?.kind === "delta") {
     return emitDelta(core, plan.materialized, limits, name, aliases, options.scan);
   }
+  if (core?.kind === "attention") {
+    const tiles = planAttention(core, limits, options.attention);
+    return emitAttention(core, plan.materialized, limits, name, aliases, tiles);
+  }
   // The delta kernel writes the final state too.
   if (root.kind === "delta_state") return [];
   if (core?.kind === "scan") {
@@ -125,6 +131,8 @@ export interface CodegenOptions {
   scan?: ScanStrategy;
   /** Force contraction-kernel choices (tests, benchmarks). */
   matmul?: MatmulStrategy;
+  /** Force the attention kernels' tiles and key splits (tests, benchmarks). */
+  attention?: AttentionStrategy;
   /** Force the associative-scan lowering (tests, benchmarks). */
   assocScan?: AssocScanStrategy;
   /** Input node → output node sharing one buffer (in-place state updates). */

@@ -240,6 +240,7 @@ export class ExprEmitter {
       case "delta":
       case "delta_state":
       case "assocScan":
+      case "attention":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

@@ -85,6 +85,13 @@ export function transposeRule(
     }
     case "assocScan":
       return assocScanRule(node, ct, wanted);
+    case "attention": {
+      if (![node.q, node.k, node.v].some(wanted)) return [];
+      throw new Error(
+        `attention: no gradient yet (node ${node.id}): gradients cannot flow through its q, k ` +
+          `or v`,
+      );
+    }
     case "permute":
     case "regroup":
     case "slice":

