@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { attention, type AttentionOptions } from "../dsl/attention.ts";
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import { sum } from "../dsl/reduce.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { rename } from "../dsl/axis_ops.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import type { AttentionStrategy } from "../codegen/attention_shapes.ts";
@@ -119,4 +121,56 @@ Deno.test("attention decode: a long cache is split by the cost rule", async () =
   // One query row per head and 600 keys: too few workgroups without splitting.
   const names = await check({ b: 1, g: 1, r: 2, t: 1, s: 600, d: 16 }, { causal: true });
   assert.equal(names.length, 2, `split + combine, got ${names}`);
+});
+
+Deno.test("attention: with its projections, prefill is one kernel per projection plus one", async () => {
+  // x·Wq, x·Wk, x·Wv (three matmuls), attention (one kernel), then the output projection.
+  const spec = { x: "b t e", wq: "e g r d", wk: "e g d", wv: "e g d", wo: "g r d f" } as const;
+  // e > 64: the projections are matmuls (shorter ones would be inlined into the loads).
+  const sizes = { b: 1, t: 9, e: 80, g: 2, r: 2, d: 4, f: 8 };
+  const prog = await compile(spec, (p) => {
+    const q = einsum("b t e, e g r d -> b g r t d", p.x, p.wq);
+    const k = rename(einsum("b t e, e g d -> b g t d", p.x, p.wk), "t", "s");
+    const v = rename(einsum("b t e, e g d -> b g t d", p.x, p.wv), "t", "s");
+    return einsum("b g r t d, g r d f -> b t f", attention(q, k, v, { causal: true }), p.wo);
+  }, sizes, { backend: "gpu" });
+  try {
+    const names = prog.kernels.map((k) => k.name);
+    assert.equal(names.filter((n) => n.includes("attention")).length, 1, `${names}`);
+    assert.equal(names.length, 5, `3 projections + attention + output projection: ${names}`);
+    const inputs = randomInputs(prog.graph, rng(freshSeed())) as Record<string, Float32Array>;
+    assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${names}`);
+  } finally {
+    prog.destroy();
+  }
+});
+
+Deno.test("attention: wrong operands name the op, the operand and the axes", () => {
+  const sizes = { b: 1, g: 2, r: 3, t: 4, s: 5, d: 6, e: 7, h: 2 };
+  const bad = (spec: Record<string, string>, opts: AttentionOptions, pattern: RegExp) =>
+    assert.throws(
+      () =>
+        trace(spec, (x: Record<string, Tensor>) => attention(x.q, x.k, x.v, opts), sizes),
+      pattern,
+    );
+  bad({ q: "b g r t e", k: "b g s d", v: "b g s d" }, {}, /attention: q .* and k .* same feature/);
+  bad({ q: "b h r t d", k: "b g s d", v: "b g s d" }, {}, /attention: q .* lacks the batch axis "g"/);
+  bad({ q: "b g r t d", k: "b g s d", v: "b s d" }, {}, /attention: v .* must have k's axes/);
+  bad({ q: "b g r h t d", k: "b g s d", v: "b g s d" }, {}, /at most one/);
+  bad({ q: "b g r s d", k: "b g t d", v: "b g t d" }, { causal: true }, /at least as many keys/);
+  bad({ q: "b g r t d", k: "b g s d", v: "b g s d" }, { window: 2 }, /window 2 needs causal/);
+  bad({ q: "b g r t d", k: "b g s d", v: "b g s e" }, { scale: NaN }, /scale must be a finite/);
+});
+
+Deno.test("attention: no gradient yet, said clearly", () => {
+  assert.throws(
+    () =>
+      trace(GQA, (x) => {
+        const f = valueAndGrad((p: { q: Tensor }) =>
+          sum(attention(p.q, x.k, x.v, { causal: true }), "b g r t d")
+        );
+        return f({ q: x.q })[0];
+      }, { b: 1, g: 1, r: 1, t: 3, s: 3, d: 2 }),
+    /attention: no gradient yet/,
+  );
 });
