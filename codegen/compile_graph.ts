@@ -12,6 +12,7 @@ import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
 import { emitAttention } from "./attention_kernel.ts";
+import { recognizeAttention } from "./attention_pattern.ts";
 import { type AttentionStrategy, planAttention } from "./attention_shapes.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
 import { type AssocScanStrategy, emitAssocScan } from "./assoc_scan_kernel.ts";
@@ -152,8 +153,11 @@ export function generateKernels(
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
+  const keep = new Set(options.aliases?.values() ?? []);
+  // softmax(q·kᵀ)·v written by hand runs as the attention kernel (attention_pattern.ts).
+  graph = recognizeAttention(graph, keep);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
-  graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
+  graph = mergeScans(graph, keep);
   const forced = new Set<Node>();
   // Adjoint scans whose backward group needs more buffers than the device binds.
   const unfused = new Set<Node>();

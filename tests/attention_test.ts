@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { attention, type AttentionOptions } from "../dsl/attention.ts";
 import { valueAndGrad } from "../dsl/autodiff.ts";
-import { sum } from "../dsl/reduce.ts";
+import { softmax, sum } from "../dsl/reduce.ts";
+import { mul, where } from "../dsl/elementwise.ts";
+import { causalMask } from "../dsl/index_ops.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { rename } from "../dsl/axis_ops.ts";
 import type { Tensor } from "../dsl/tensor.ts";
@@ -128,12 +130,17 @@ Deno.test("attention: with its projections, prefill is one kernel per projection
   const spec = { x: "b t e", wq: "e g r d", wk: "e g d", wv: "e g d", wo: "g r d f" } as const;
   // e > 64: the projections are matmuls (shorter ones would be inlined into the loads).
   const sizes = { b: 1, t: 9, e: 80, g: 2, r: 2, d: 4, f: 8 };
-  const prog = await compile(spec, (p) => {
-    const q = einsum("b t e, e g r d -> b g r t d", p.x, p.wq);
-    const k = rename(einsum("b t e, e g d -> b g t d", p.x, p.wk), "t", "s");
-    const v = rename(einsum("b t e, e g d -> b g t d", p.x, p.wv), "t", "s");
-    return einsum("b g r t d, g r d f -> b t f", attention(q, k, v, { causal: true }), p.wo);
-  }, sizes, { backend: "gpu" });
+  const prog = await compile(
+    spec,
+    (p) => {
+      const q = einsum("b t e, e g r d -> b g r t d", p.x, p.wq);
+      const k = rename(einsum("b t e, e g d -> b g t d", p.x, p.wk), "t", "s");
+      const v = rename(einsum("b t e, e g d -> b g t d", p.x, p.wv), "t", "s");
+      return einsum("b g r t d, g r d f -> b t f", attention(q, k, v, { causal: true }), p.wo);
+    },
+    sizes,
+    { backend: "gpu" },
+  );
   try {
     const names = prog.kernels.map((k) => k.name);
     assert.equal(names.filter((n) => n.includes("attention")).length, 1, `${names}`);
@@ -149,12 +156,15 @@ Deno.test("attention: wrong operands name the op, the operand and the axes", () 
   const sizes = { b: 1, g: 2, r: 3, t: 4, s: 5, d: 6, e: 7, h: 2 };
   const bad = (spec: Record<string, string>, opts: AttentionOptions, pattern: RegExp) =>
     assert.throws(
-      () =>
-        trace(spec, (x: Record<string, Tensor>) => attention(x.q, x.k, x.v, opts), sizes),
+      () => trace(spec, (x: Record<string, Tensor>) => attention(x.q, x.k, x.v, opts), sizes),
       pattern,
     );
   bad({ q: "b g r t e", k: "b g s d", v: "b g s d" }, {}, /attention: q .* and k .* same feature/);
-  bad({ q: "b h r t d", k: "b g s d", v: "b g s d" }, {}, /attention: q .* lacks the batch axis "g"/);
+  bad(
+    { q: "b h r t d", k: "b g s d", v: "b g s d" },
+    {},
+    /attention: q .* lacks the batch axis "g"/,
+  );
   bad({ q: "b g r t d", k: "b g s d", v: "b s d" }, {}, /attention: v .* must have k's axes/);
   bad({ q: "b g r h t d", k: "b g s d", v: "b g s d" }, {}, /at most one/);
   bad({ q: "b g r s d", k: "b g t d", v: "b g t d" }, { causal: true }, /at least as many keys/);
@@ -173,4 +183,67 @@ Deno.test("attention: no gradient yet, said clearly", () => {
       }, { b: 1, g: 1, r: 1, t: 3, s: 3, d: 2 }),
     /attention: no gradient yet/,
   );
+});
+
+/** softmax(scale·q·kᵀ, masked)·v written by hand in the DSL. */
+function handWritten(x: Record<"q" | "k" | "v", Tensor>, sizes: Sizes, window?: number) {
+  const scores = mul(einsum("b g r t d, b g s d -> b g r t s", x.q, x.k), 0.5);
+  const mask = causalMask("t", "s", { t: sizes.t, s: sizes.s }, {
+    offset: sizes.s - sizes.t,
+    window,
+  });
+  const w = softmax(where(mask, scores, -Infinity), "s");
+  return einsum("b g r t s, b g s d -> b g r t d", w, x.v);
+}
+
+Deno.test("attention pattern: hand-written softmax(QKᵀ)V runs as the one attention kernel", async () => {
+  for (
+    const [sizes, window] of [
+      [{ b: 1, g: 2, r: 3, t: 7, s: 7, d: 5 }, undefined],
+      [{ b: 2, g: 1, r: 1, t: 3, s: 11, d: 16 }, 4],
+    ] as [Sizes, number | undefined][]
+  ) {
+    const prog = await compile(GQA, (x) => handWritten(x, sizes, window), sizes, {
+      backend: "gpu",
+    });
+    try {
+      const names = prog.kernels.map((k) => k.name);
+      assert.deepEqual(names.length, 1, `one kernel: ${names}`);
+      assert.ok(names[0].includes("attention"), `${names}`);
+      // The interpreter runs the hand-written graph (not the rewrite): an independent check.
+      const inputs = randomInputs(prog.graph, rng(freshSeed())) as Record<string, Float32Array>;
+      const want = interpret(prog.graph, inputs).out;
+      assertClose(await prog.run(inputs), want, 1e-4, `${JSON.stringify(sizes)} ${names}`);
+      // The same as the op.
+      const op = trace(
+        GQA,
+        (x) => attention(x.q, x.k, x.v, { causal: true, window, scale: 0.5 }),
+        sizes,
+      );
+      assertClose(interpret(op, inputs).out, want, 1e-12, "op vs hand-written");
+    } finally {
+      prog.destroy();
+    }
+  }
+});
+
+Deno.test("attention pattern: a mask that is not the causal band is left alone", async () => {
+  const sizes: Sizes = { b: 1, g: 1, r: 1, t: 5, s: 5, d: 4 };
+  const prog = await compile(
+    GQA,
+    (x) => {
+      const scores = einsum("b g r t d, b g s d -> b g r t s", x.q, x.k);
+      const w = softmax(where(causalMask("t", "s", 5, { offset: -1 }), scores, -1e9), "s");
+      // Row 0 keeps no key: softmax of all −1e9 is uniform, not attention's band.
+      return einsum("b g r t s, b g s d -> b g r t d", w, x.v);
+    },
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    const names = prog.kernels.map((k) => k.name);
+    assert.ok(!names.some((n) => n.includes("attention")), `${names}`);
+  } finally {
+    prog.destroy();
+  }
 });
