@@ -1,10 +1,11 @@
 /**
  * The fused attention kernels (FlashAttention-2's online softmax, flash-decoding's key splits).
  *
- * Main kernel: one workgroup per (batch position, tile of query rows, key split); one thread
- * per query row (row = t·group + r, so a tile's rows are consecutive queries of every head of
- * a group, which share the keys and values). The thread holds its scaled query and its output
- * accumulator in registers (unrolled over the features). The workgroup walks its keys in tiles:
+ * Main kernel: one workgroup per (batch position, tile of query rows, key split); `lanes`
+ * threads per query row (row = t·group + r, so a tile's rows are consecutive queries of every
+ * head of a group, which share the keys and values). Each lane holds every lanes-th feature of
+ * the scaled query and of the output accumulator in registers (unrolled); q·k is summed over the
+ * lanes by subgroup shuffles (one lane per row without subgroups). The workgroup walks its keys in tiles:
  * all threads stage a tile of K and V in workgroup memory (coalesced, operand prologues such as
  * rotary positions fused into the loads), then each row runs the online softmax over the tile:
  *
@@ -28,6 +29,7 @@ import {
   type ScratchBuffer,
 } from "./artifact.ts";
 import { type AttentionPlan, type AttentionShapes, attentionShapes } from "./attention_shapes.ts";
+import { laneSum } from "./delta_shapes.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
@@ -83,7 +85,7 @@ function mainKernel(
   aliases: ReadonlyMap<Node, Node>,
   parts?: Partials,
 ): KernelArtifact {
-  const { rowsPerWorkgroup: bq, threads, keysPerTile: bk, queryTiles, splits } = plan;
+  const { rowsPerWorkgroup: bq, lanes, threads, keysPerTile: bk, queryTiles, splits } = plan;
   const writes = parts ? [parts.m, parts.l, parts.acc] : [node];
   const reg = new BindingRegistry(materialized, writes, aliases);
   const top = new ExprEmitter(reg.lookup, "pe");
@@ -91,12 +93,26 @@ function mainKernel(
   const env = rowEnv(node, s, batch.env, "rowc");
   const u = u32Literal;
   const dk = s.dk, dv = s.dv;
+  // Lane l of a row holds features l, l + lanes, …: neighbouring lanes read neighbouring
+  // words of a staged key (no bank conflicts), and each row's lanes sit in one subgroup.
+  const featureOf = (
+    i: number,
+  ) => (lanes === 1 ? u(i) : i === 0 ? "lane" : `(lane + ${u(i * lanes)})`);
+  const inRange = (
+    i: number,
+    size: number,
+  ) => ((i + 1) * lanes <= size ? "" : `${featureOf(i)} < ${u(size)}`);
+  const clamped = (i: number, size: number) =>
+    inRange(i, size) ? `min(${featureOf(i)}, ${u(size - 1)})` : featureOf(i);
+  const qn = Math.ceil(dk / lanes), an = Math.ceil(dv / lanes);
 
-  // The scaled query of this thread's row, one register per feature.
+  // The scaled query of this thread's row, one register per feature it holds.
   const qLines: string[] = [];
-  for (let j = 0; j < dk; j++) {
-    const v = top.emit(node.q, { ...env, [node.featureAxis]: u(j) });
-    qLines.push(`let q${j}: f32 = ${f32Literal(node.scale)} * ${v};`);
+  for (let i = 0; i < qn; i++) {
+    const v = top.emit(node.q, { ...env, [node.featureAxis]: clamped(i, dk) });
+    const scaled = `${f32Literal(node.scale)} * ${v}`;
+    const guard = inRange(i, dk);
+    qLines.push(`let q${i}: f32 = ${guard ? `select(0.0, ${scaled}, ${guard})` : scaled};`);
   }
 
   // Staging: element i of the K tile is key k0 + i / dk, feature i % dk (V likewise).
@@ -147,47 +163,56 @@ function mainKernel(
     );
   }
 
-  const dot = Array.from({ length: dk }, (_, j) => `q${j} * ks[kb + ${u(j)}]`);
+  const dot = Array.from({ length: qn }, (_, i) => `q${i} * ks[kb + ${clamped(i, dk)}]`);
   // Sum the products in a few independent chains (more instruction-level parallelism).
-  const chains = Math.min(4, dk);
+  const chains = Math.min(4, qn);
   const chainLines: string[] = [];
   for (let c = 0; c < chains; c++) {
     const terms = dot.filter((_, j) => j % chains === c);
     chainLines.push(`let sc${c}: f32 = ${terms.join(" + ")};`);
   }
-  const accs = Array.from({ length: dv }, (_, e) => `a${e}`);
+  const accs = Array.from({ length: an }, (_, e) => `a${e}`);
+  // No early exits in the loop: every lane of a row must reach the shuffles.
   const keyLoop = [
     `for (var j: u32 = 0u; j < ${u(bk)}; j++) {`,
     `  let key: u32 = k0 + j;`,
-    `  if (key < rlo || key >= rhi || key >= whi) { continue; }`,
+    `  let ok: bool = key >= rlo && key < rhi && key < whi;`,
     `  let kb: u32 = j * ${u(dk)};`,
     `  let vb: u32 = j * ${u(dv)};`,
     ...chainLines.map((l) => `  ${l}`),
-    `  let sc: f32 = ${Array.from({ length: chains }, (_, c) => `sc${c}`).join(" + ")};`,
+    `  var dot: f32 = ${Array.from({ length: chains }, (_, c) => `sc${c}`).join(" + ")};`,
+    ...laneSum("dot", lanes).map((l) => `  ${l}`),
+    `  let sc: f32 = select(${NEG}, dot, ok);`,
     `  if (sc > m) {`,
     `    let corr: f32 = exp(m - sc);`,
     `    l = l * corr;`,
     ...accs.map((a) => `    ${a} = ${a} * corr;`),
     `    m = sc;`,
     `  }`,
-    `  let p: f32 = exp(sc - m);`,
+    `  let p: f32 = select(0.0, exp(sc - m), ok);`,
     `  l = l + p;`,
-    ...accs.map((a, e) => `  ${a} = fma(p, vs[vb + ${u(e)}], ${a});`),
+    ...accs.map((a, i) => `  ${a} = fma(p, vs[vb + ${clamped(i, dv)}], ${a});`),
     `}`,
   ];
 
+  const outAt = (i: number, write: (e: string) => string) => {
+    const guard = inRange(i, dv);
+    return guard ? `if (${guard}) { ${write(featureOf(i))} }` : write(featureOf(i));
+  };
   let finish: string[];
   if (!parts) {
-    finish = accs.map((a, e) =>
-      `out[${offsetExpr(node, { ...env, [node.valueAxis]: u(e) })}] = ${a} / l;`
+    finish = accs.map((a, i) =>
+      outAt(i, (e) => `out[${offsetExpr(node, { ...env, [node.valueAxis]: e })}] = ${a} / l;`)
     );
   } else {
     const slot = `((bpos * ${u(s.rows)} + row) * ${u(splits)} + split)`;
     finish = [
       `let slot: u32 = ${slot};`,
-      `out[slot] = m;`,
-      `out1[slot] = l;`,
-      ...accs.map((a, e) => `out2[slot * ${u(dv)} + ${u(e)}] = ${a};`),
+      `if (lane == 0u) {`,
+      `  out[slot] = m;`,
+      `  out1[slot] = l;`,
+      `}`,
+      ...accs.map((a, i) => outAt(i, (e) => `out2[slot * ${u(dv)} + ${e}] = ${a};`)),
     ];
   }
 
@@ -211,8 +236,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let bpos = wid / ${u(splits * queryTiles)};
   let row0 = tile * ${u(bq)};
   let row1 = min(row0 + ${u(bq)}, ${u(s.rows)});
-  let row = row0 + lid;
-  let live = lid < ${u(bq)} && row < ${u(s.rows)};
+  let lane = lid % ${u(lanes)};
+  let row = row0 + lid / ${u(lanes)};
+  let live = lid < ${u(bq * lanes)} && row < ${u(s.rows)};
   let rowc = min(row, ${u(s.rows - 1)});
 ${ind(batch.lines, "  ")}
 ${ind(range, "  ")}
@@ -225,9 +251,7 @@ ${ind(accs.map((a) => `var ${a}: f32 = 0.0;`), "  ")}
 ${ind(kStage, "    ")}
 ${ind(vStage, "    ")}
     workgroupBarrier();
-    if (live) {
-${ind(keyLoop, "      ")}
-    }
+${ind(keyLoop, "    ")}
     workgroupBarrier();
   }
   if (live) {

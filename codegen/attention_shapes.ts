@@ -55,17 +55,24 @@ export function attentionShapes(node: AttentionNode): AttentionShapes {
 export interface AttentionStrategy {
   /** Key splits (1: no combine kernel); chosen by {@link planAttention} when absent. */
   splits?: number;
-  /** Query rows per workgroup (one thread each); at most 64. */
+  /** Query rows per workgroup; at most 64. */
   rowsPerWorkgroup?: number;
+  /**
+   * Threads per query row (a power of two ≤ the subgroup size; 1 without subgroups): each holds
+   * every lanes-th feature of the query and the output, and q·k is summed by subgroup shuffles.
+   */
+  lanes?: number;
   /** Keys per tile staged in workgroup memory (a power of two). */
   keysPerTile?: number;
 }
 
 /** The tile plan of one attention node. */
 export interface AttentionPlan {
-  /** Query rows per workgroup (one thread each). */
+  /** Query rows per workgroup. */
   readonly rowsPerWorkgroup: number;
-  /** Threads per workgroup (≥ rows: the others only help stage keys and values). */
+  /** Threads per query row, sharing its features. */
+  readonly lanes: number;
+  /** Threads per workgroup (≥ rows·lanes: the others only help stage keys and values). */
   readonly threads: number;
   /** Keys per tile in workgroup memory. */
   readonly keysPerTile: number;
@@ -77,8 +84,12 @@ export interface AttentionPlan {
   readonly splitLength: number;
 }
 
-/** Threads per workgroup: wide enough to stage a tile with coalesced loads. */
-const THREADS = 64;
+/** The fewest threads per workgroup: enough to stage a tile with coalesced loads. */
+const MIN_THREADS = 64;
+/** Rows per workgroup at most (they share each staged tile of keys and values). */
+const MAX_ROWS = 64;
+/** Features one thread holds at most (of q and of the output each) before more lanes share a row. */
+const FEATURES_PER_LANE = 32;
 /** Workgroups a launch should have to fill a large GPU (the split rule aims at this). */
 const TARGET_WORKGROUPS = 1024;
 /** The fewest tiles one split walks: below this the combine's traffic outweighs the gain. */
@@ -97,13 +108,18 @@ export function planAttention(
   strategy: AttentionStrategy = {},
 ): AttentionPlan {
   const s = attentionShapes(node);
-  const threads = Math.min(THREADS, limits.maxComputeInvocationsPerWorkgroup);
-  const rowsPerWorkgroup = strategy.rowsPerWorkgroup ?? Math.min(threads, s.rows);
-  if (!Number.isInteger(rowsPerWorkgroup) || rowsPerWorkgroup < 1 || rowsPerWorkgroup > threads) {
+  const lanes = attentionLanes(Math.max(s.dk, s.dv), limits, strategy.lanes);
+  const maxThreads = limits.maxComputeInvocationsPerWorkgroup;
+  const maxRows = Math.max(1, Math.min(MAX_ROWS, Math.floor(maxThreads / lanes)));
+  const rowsPerWorkgroup = strategy.rowsPerWorkgroup ?? Math.min(maxRows, s.rows);
+  if (
+    !Number.isInteger(rowsPerWorkgroup) || rowsPerWorkgroup < 1 || rowsPerWorkgroup > maxRows
+  ) {
     throw new Error(
-      `attention: rowsPerWorkgroup ${rowsPerWorkgroup} must be an integer in 1..${threads}`,
+      `attention: rowsPerWorkgroup ${rowsPerWorkgroup} must be an integer in 1..${maxRows}`,
     );
   }
+  const threads = Math.min(maxThreads, Math.max(MIN_THREADS, rowsPerWorkgroup * lanes));
   const perKey = (s.dk + s.dv) * 4;
   let keysPerTile = strategy.keysPerTile ?? 32;
   if (strategy.keysPerTile === undefined) {
@@ -129,5 +145,27 @@ export function planAttention(
   splits = Math.min(splits, tiles);
   const splitLength = Math.ceil(tiles / splits) * keysPerTile;
   splits = Math.ceil(s.keys / splitLength);
-  return { rowsPerWorkgroup, threads, keysPerTile, queryTiles, splits, splitLength };
+  return { rowsPerWorkgroup, lanes, threads, keysPerTile, queryTiles, splits, splitLength };
+}
+
+/**
+ * Threads per query row: the fewest (a power of two) that leave each at most
+ * {@link FEATURES_PER_LANE} features, within the subgroup; 1 without subgroups.
+ */
+function attentionLanes(features: number, limits: DeviceLimits, forced?: number): number {
+  const most = limits.subgroups && limits.subgroupMinSize >= 2
+    ? Math.min(limits.subgroupMinSize, 32)
+    : 1;
+  if (forced !== undefined) {
+    if (!Number.isInteger(forced) || forced < 1 || (forced & (forced - 1)) !== 0 || forced > most) {
+      throw new Error(
+        `attention: lanes ${forced} must be a power of two ≤ ${most} on this device ` +
+          `(${limits.subgroups ? `subgroups of ${limits.subgroupMinSize}` : "no subgroups"})`,
+      );
+    }
+    return forced;
+  }
+  let lanes = 1;
+  while (lanes < most && Math.ceil(features / lanes) > FEATURES_PER_LANE) lanes *= 2;
+  return lanes;
 }

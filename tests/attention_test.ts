@@ -13,6 +13,7 @@ import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import type { AttentionStrategy } from "../codegen/attention_shapes.ts";
 import { compile } from "../runtime/compile.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
 import { interpret } from "../runtime/interpreter.ts";
 import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 
@@ -246,4 +247,22 @@ Deno.test("attention pattern: a mask that is not the causal band is left alone",
   } finally {
     prog.destroy();
   }
+});
+
+Deno.test("attention lanes: several threads per row share its features (shuffles), d not a multiple", async () => {
+  const { features } = await getGpu();
+  const most = features.subgroups ? Math.min(features.subgroupMinSize, 8) : 1;
+  assert.ok(most >= 2, "this test wants subgroups (lavapipe and the GPUs have them)");
+  for (const lanes of [2, 4, 8].filter((l) => l <= most)) {
+    await check({ b: 1, g: 2, r: 3, t: 9, s: 9, d: 5 }, { causal: true }, { lanes });
+    await check({ b: 1, g: 1, r: 2, t: 3, s: 30, d: 16 }, { causal: true, window: 11 }, {
+      lanes,
+      splits: 3,
+      keysPerTile: 4,
+    });
+  }
+  // Without subgroups: one lane per row, every feature in its registers (d = 40 > 32).
+  await check({ b: 1, g: 1, r: 2, t: 5, s: 5, d: 40 }, { causal: false }, { lanes: 1 });
+  // The default for d = 40 takes two lanes where subgroups exist.
+  await check({ b: 1, g: 1, r: 2, t: 5, s: 5, d: 40 }, { causal: true });
 });
