@@ -42,10 +42,16 @@ function sizeOf(n: Node, axis: string): number {
  * with `window` w additionally s > t + (keys − queries) − w. The result has q's axes with the
  * feature axis replaced by v's. Not differentiable yet: `valueAndGrad` through it throws.
  *
+ * The result is typed with q's axes, which is exact when v's feature axis has q's feature
+ * name (the usual case: both "d").
+ *
  * ```ts
- * // 8 query heads in 2 groups of 4 sharing a key/value head (GQA), causal.
- * const q = input("b g r t d"), k = input("b g s d"), v = input("b g s d");
- * const o = attention(q, k, v, { causal: true }); // Tensor<"b g r t d">
+ * // 8 query heads in 2 groups of 4, each group sharing a key/value head (GQA), causal.
+ * const prog = await compile(
+ *   { q: "b g r t d", k: "b g s d", v: "b g s d" },
+ *   ({ q, k, v }) => attention(q, k, v, { causal: true }), // Tensor<"b g r t d">
+ *   { b: 1, g: 2, r: 4, t: 16, s: 16, d: 64 },
+ * );
  * ```
  */
 export function attention<Q extends Tensor>(
