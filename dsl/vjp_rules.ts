@@ -29,6 +29,7 @@ import {
 } from "./grad_builders.ts";
 import type { BinaryNode, Node, ReduceNode, UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
+import { attentionRule } from "./vjp_attention.ts";
 import { assocScanRule } from "./vjp_assoc.ts";
 import { viewRule } from "./vjp_views.ts";
 
@@ -85,13 +86,8 @@ export function transposeRule(
     }
     case "assocScan":
       return assocScanRule(node, ct, wanted);
-    case "attention": {
-      if (![node.q, node.k, node.v].some(wanted)) return [];
-      throw new Error(
-        `attention: no gradient yet (node ${node.id}): gradients cannot flow through its q, k ` +
-          `or v`,
-      );
-    }
+    case "attention":
+      return attentionRule(node, ct, wanted);
     case "permute":
     case "regroup":
     case "slice":
