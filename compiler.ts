@@ -25,6 +25,7 @@
 export { trace } from "./dsl/trace.ts";
 export type {
   ArangeNode,
+  AttentionGradNode,
   AttentionNode,
   Base,
   BinaryNode,

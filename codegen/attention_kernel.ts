@@ -35,7 +35,7 @@ import type { DeviceLimits } from "./limits.ts";
 import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 /** The running maximum before any key: finite, so exp(m − s) is 0 rather than NaN. */
-const NEG = "-1.0e30";
+export const NEG = "-1.0e30";
 
 /** The scratch buffers of a split run: per (batch, row, split) m and l, and acc per feature. */
 interface Partials {
@@ -45,7 +45,7 @@ interface Partials {
 }
 
 /** The WGSL environment of one query row (`row`, clamped) over q's and the output's axes. */
-function rowEnv(node: AttentionNode, s: AttentionShapes, batchEnv: Env, row: string): Env {
+export function rowEnv(node: AttentionNode, s: AttentionShapes, batchEnv: Env, row: string): Env {
   const t = s.group === 1 ? row : `(${row} / ${u32Literal(s.group)})`;
   const env: Record<string, string> = { ...batchEnv, [node.queryAxis]: t };
   if (node.groupAxis !== undefined) env[node.groupAxis] = `(${row} % ${u32Literal(s.group)})`;

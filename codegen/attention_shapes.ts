@@ -152,7 +152,7 @@ export function planAttention(
  * Threads per query row: the fewest (a power of two) that leave each at most
  * {@link FEATURES_PER_LANE} features, within the subgroup; 1 without subgroups.
  */
-function attentionLanes(features: number, limits: DeviceLimits, forced?: number): number {
+export function attentionLanes(features: number, limits: DeviceLimits, forced?: number): number {
   const most = limits.subgroups && limits.subgroupMinSize >= 2
     ? Math.min(limits.subgroupMinSize, 32)
     : 1;

@@ -12,6 +12,7 @@ import { nodeInputs, numel } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
 import { emitAttention } from "./attention_kernel.ts";
+import { emitAttentionGrad } from "./attention_backward.ts";
 import { recognizeAttention } from "./attention_pattern.ts";
 import { type AttentionStrategy, planAttention } from "./attention_shapes.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
@@ -83,6 +84,9 @@ function emitKernel(
   const name = `k${index}_${core ? core.kind : "map"}_${root.axes.join("")}`;
   if (core?.kind === "delta") {
     return emitDelta(core, plan.materialized, limits, name, aliases, options.scan);
+  }
+  if (core?.kind === "attention_grad") {
+    return emitAttentionGrad(core, plan.materialized, limits, name, aliases, options.attention);
   }
   if (core?.kind === "attention") {
     const tiles = planAttention(core, limits, options.attention);

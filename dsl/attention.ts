@@ -40,8 +40,8 @@ function sizeOf(n: Node, axis: string): number {
  *
  * over the allowed keys: all of them, or with `causal` the keys s ≤ t + (keys − queries), and
  * with `window` w additionally s > t + (keys − queries) − w. The result has q's axes with the
- * feature axis replaced by v's. Differentiable: the backward recomputes the probabilities
- * (dsl/vjp_attention.ts), though not yet as a fused kernel.
+ * feature axis replaced by v's. Differentiable: the backward kernels recompute the
+ * probabilities per tile (FlashAttention-2's backward, dsl/vjp_attention.ts).
  *
  * The result is typed with q's axes, which is exact when v's feature axis has q's feature
  * name (the usual case: both "d").

@@ -358,6 +358,25 @@ export interface AttentionNode extends Base {
 }
 
 /**
+ * The gradient of an {@link AttentionNode}'s value with respect to its q, k or v (`wrt`), given
+ * the cotangent `ct` of its output: FlashAttention-2's backward, the probabilities recomputed
+ * from q and k. The axes are the operand's. A `v` gradient may name the `k` gradient of the same
+ * forward and cotangent as its `pair`: one kernel then writes both.
+ */
+export interface AttentionGradNode extends Base {
+  /** Discriminant. */
+  readonly kind: "attention_grad";
+  /** The forward attention (its output O is read). */
+  readonly of: AttentionNode;
+  /** The cotangent of the forward's output, over its axes. */
+  readonly ct: Node;
+  /** Which operand's gradient this is. */
+  readonly wrt: "q" | "k" | "v";
+  /** For `wrt: "v"`: the `k` gradient computed by the same kernel. */
+  readonly pair?: AttentionGradNode;
+}
+
+/**
  * The combine function of an {@link AssocScanNode}, traced once: `results[i]` is component i
  * of combine(left, right) as an elementwise graph over the placeholder leaves `left` and
  * `right` (input nodes that no program declares, one per component, with the elements' axes)
@@ -420,6 +439,7 @@ export type Node =
   | DeltaNode
   | DeltaStateNode
   | AttentionNode
+  | AttentionGradNode
   | AssocScanNode;
 
 /** The node kinds. */
@@ -467,6 +487,10 @@ export function nodeInputs(node: Node): Node[] {
       return [node.a, node.b];
     case "attention":
       return [node.q, node.k, node.v];
+    case "attention_grad": {
+      const ins = [node.of.q, node.of.k, node.of.v, node.of, node.ct];
+      return node.pair ? [...ins, node.pair] : ins;
+    }
     case "where":
       return [node.cond, node.a, node.b];
     case "concat":

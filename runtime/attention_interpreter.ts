@@ -6,7 +6,7 @@
  */
 
 import { attendedKeys } from "../dsl/attention.ts";
-import type { AttentionNode, Node } from "../dsl/ir.ts";
+import type { AttentionGradNode, AttentionNode, Node } from "../dsl/ir.ts";
 import { numel, stridesOf } from "../dsl/ir.ts";
 
 /** Evaluates `node` on its operands' values. */
@@ -56,6 +56,80 @@ export function evalAttention(node: AttentionNode, get: (n: Node) => Float64Arra
           acc += scores[s] * v[vBase + s * sv[node.keyAxis] + e * sv[node.valueAxis]];
         }
         out[oBase + t * so[node.queryAxis] + e * so[node.valueAxis]] = acc / total;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The gradient of an attention's value with respect to q, k or v (`node.wrt`), in float64:
+ * dV = Pᵀ·dO, dS = P ∘ (dO·Vᵀ − rowsum(dO ∘ O)), dQ = scale·dS·K, dK = scale·dSᵀ·Q.
+ */
+export function evalAttentionGrad(
+  node: AttentionGradNode,
+  get: (n: Node) => Float64Array,
+): Float64Array {
+  const f = node.of;
+  const size = (n: Node, a: string) => n.shape[n.axes.indexOf(a)];
+  const q = get(f.q), k = get(f.k), v = get(f.v), dO = get(node.ct);
+  const [sq, sk, sv, sc] = [f.q, f.k, f.v, node.ct].map((n) => stridesOf(n));
+  const queries = size(f.q, f.queryAxis), keys = size(f.k, f.keyAxis);
+  const dk = size(f.k, f.featureAxis), dv = size(f.v, f.valueAxis);
+  const target = node.wrt === "q" ? f.q : node.wrt === "k" ? f.k : f.v;
+  const st = stridesOf(target);
+  const out = new Float64Array(numel(target));
+  const outer = f.axes.filter((a) => a !== f.queryAxis && a !== f.valueAxis);
+  const outerShape = outer.map((a) => size(f, a));
+  const count = outerShape.reduce((p, s) => p * s, 1);
+  const p = new Float64Array(keys), o = new Float64Array(dv);
+  for (let b = 0; b < count; b++) {
+    let rest = b, qb = 0, kb = 0, vb = 0, cb = 0, tb = 0;
+    for (let d = outer.length - 1; d >= 0; d--) {
+      const i = rest % outerShape[d];
+      rest = Math.floor(rest / outerShape[d]);
+      const a = outer[d];
+      qb += i * sq[a];
+      kb += i * (sk[a] ?? 0);
+      vb += i * (sv[a] ?? 0);
+      cb += i * sc[a];
+      tb += i * (st[a] ?? 0);
+    }
+    const Q = (t: number, j: number) => q[qb + t * sq[f.queryAxis] + j * sq[f.featureAxis]];
+    const K = (s: number, j: number) => k[kb + s * sk[f.keyAxis] + j * sk[f.featureAxis]];
+    const V = (s: number, e: number) => v[vb + s * sv[f.keyAxis] + e * sv[f.valueAxis]];
+    const G = (t: number, e: number) => dO[cb + t * sc[f.queryAxis] + e * sc[f.valueAxis]];
+    for (let t = 0; t < queries; t++) {
+      const [lo, hi] = attendedKeys(t, queries, keys, f.causal, f.window);
+      let m = -Infinity, z = 0;
+      for (let s = lo; s < hi; s++) {
+        let dot = 0;
+        for (let j = 0; j < dk; j++) dot += Q(t, j) * K(s, j);
+        p[s] = f.scale * dot;
+        m = Math.max(m, p[s]);
+      }
+      for (let s = lo; s < hi; s++) z += p[s] = Math.exp(p[s] - m);
+      o.fill(0);
+      for (let s = lo; s < hi; s++) {
+        p[s] /= z;
+        for (let e = 0; e < dv; e++) o[e] += p[s] * V(s, e);
+      }
+      let delta = 0;
+      for (let e = 0; e < dv; e++) delta += G(t, e) * o[e];
+      for (let s = lo; s < hi; s++) {
+        if (node.wrt === "v") {
+          for (let e = 0; e < dv; e++) {
+            out[tb + s * st[f.keyAxis] + e * st[f.valueAxis]] += p[s] * G(t, e);
+          }
+          continue;
+        }
+        let dp = 0;
+        for (let e = 0; e < dv; e++) dp += G(t, e) * V(s, e);
+        const ds = f.scale * p[s] * (dp - delta);
+        for (let j = 0; j < dk; j++) {
+          if (node.wrt === "q") out[tb + t * st[f.queryAxis] + j * st[f.featureAxis]] += ds * K(s, j);
+          else out[tb + s * st[f.keyAxis] + j * st[f.featureAxis]] += ds * Q(t, j);
+        }
       }
     }
   }

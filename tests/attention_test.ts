@@ -254,44 +254,77 @@ Deno.test("attention lanes: several threads per row share its features (shuffles
   await check({ b: 1, g: 1, r: 2, t: 5, s: 5, d: 40 }, { causal: true });
 });
 
-/** Σ w ∘ attention(q, k, v) and its gradients, by the op or written by hand. */
-function gradProgram(sizes: Sizes, window: number | undefined, byHand: boolean) {
+/** Σ w ∘ attention(q, k, v) and its gradients (of `wrt`), by the op or written by hand. */
+function gradProgram(
+  sizes: Sizes,
+  window: number | undefined,
+  byHand: boolean,
+  wrt: readonly ("q" | "k" | "v")[] = ["q", "k", "v"],
+) {
   return (x: Record<"q" | "k" | "v" | "w", Tensor>) => {
-    const f = valueAndGrad((p: { q: Tensor; k: Tensor; v: Tensor }) => {
+    const f = valueAndGrad((p: Record<string, Tensor>) => {
+      const [q, k, v] = [p.q ?? x.q, p.k ?? x.k, p.v ?? x.v];
       const o = byHand
-        ? handWritten({ q: p.q, k: p.k, v: p.v }, sizes, window)
-        : attention(p.q, p.k, p.v, { causal: true, window, scale: 0.5 });
+        ? handWritten({ q, k, v }, sizes, window)
+        : attention(q, k, v, { causal: true, window, scale: 0.5 });
       return sum(mul(o, x.w), "b g r t d");
     });
-    const [value, grads] = f({ q: x.q, k: x.k, v: x.v });
-    return { value, dq: grads.q, dk: grads.k, dv: grads.v };
+    const [value, grads] = f(Object.fromEntries(wrt.map((n) => [n, x[n]])));
+    return { value, ...Object.fromEntries(wrt.map((n) => [`d${n}`, grads[n]])) };
   };
 }
 
-Deno.test("attention gradient: dq, dk, dv match autodiff of the hand-written formula, and the GPU", async () => {
+type GradCase = {
+  sizes: Sizes;
+  window?: number;
+  wrt?: readonly ("q" | "k" | "v")[];
+  strategy?: AttentionStrategy;
+};
+
+/** The op's gradients: the interpreter against autodiff of the hand-written formula, then the GPU. */
+async function checkGrad(c: GradCase): Promise<string[]> {
   const spec = { ...GQA, w: "b g r t d" } as const;
-  for (
-    const [sizes, window] of [
-      [{ b: 1, g: 2, r: 3, t: 4, s: 9, d: 5 }, 3],
-      [{ b: 2, g: 1, r: 1, t: 7, s: 7, d: 4 }, undefined],
-    ] as [Sizes, number | undefined][]
-  ) {
-    const seed = freshSeed();
-    const byOp = trace(spec, gradProgram(sizes, window, false), sizes);
-    const byHand = trace(spec, gradProgram(sizes, window, true), sizes);
-    const inputs = randomInputs(byOp, rng(seed)) as Record<string, Float32Array>;
-    const want = interpret(byHand, inputs), got = interpret(byOp, inputs);
-    for (const name of ["value", "dq", "dk", "dv"]) {
-      assertClose(got[name], want[name], 1e-12, `interpreter ${name} seed ${seed}`);
-    }
-    const prog = await compile(spec, gradProgram(sizes, window, false), sizes, { backend: "gpu" });
-    try {
-      const gpu = await prog.run(inputs);
-      for (const name of ["dq", "dk", "dv"] as const) {
-        assertClose(gpu[name], want[name], 1e-4, `gpu ${name} seed ${seed}`);
-      }
-    } finally {
-      prog.destroy();
-    }
+  const seed = freshSeed();
+  const byOp = gradProgram(c.sizes, c.window, false, c.wrt);
+  const byHand = trace(spec, gradProgram(c.sizes, c.window, true, c.wrt), c.sizes);
+  const inputs = randomInputs(byHand, rng(seed)) as Record<string, Float32Array>;
+  inputs.q = inputs.q.map((x) => 3 * x);
+  const want = interpret(byHand, inputs);
+  const got = interpret(trace(spec, byOp, c.sizes), inputs);
+  const ctx = `seed ${seed} ${JSON.stringify(c)}`;
+  for (const name of Object.keys(want)) {
+    assertClose(got[name], want[name], 1e-12, `interpreter ${name} ${ctx}`);
   }
+  const prog = await compile(spec, byOp, c.sizes, { backend: "gpu", attention: c.strategy });
+  try {
+    const gpu = await prog.run(inputs) as Record<string, Float32Array>;
+    const names = prog.kernels.map((k) => k.name);
+    for (const name of Object.keys(want)) {
+      assertClose(gpu[name], want[name], 1e-4, `gpu ${name} ${ctx} [${names}]`);
+    }
+    return names;
+  } finally {
+    prog.destroy();
+  }
+}
+
+Deno.test("attention gradient: fused dQ and dK/dV kernels against autodiff of the formula", async () => {
+  // GQA with a cache and a window; dQ is one kernel, dK and dV share the stats and key kernels.
+  const names = await checkGrad({ sizes: { b: 1, g: 2, r: 3, t: 4, s: 9, d: 5 }, window: 3 });
+  const grads = names.filter((n) => n.includes("attention_grad"));
+  assert.equal(grads.length, 3, `dq, stats, dkv: ${names}`);
+  // Several row and key tiles (111 rows, 70 keys), several lanes, small key tiles.
+  await checkGrad({
+    sizes: { b: 1, g: 1, r: 3, t: 37, s: 70, d: 16 },
+    strategy: { lanes: 4, keysPerTile: 8 },
+  });
+  await checkGrad({ sizes: { b: 2, g: 1, r: 1, t: 7, s: 7, d: 4 }, strategy: { lanes: 1 } });
+});
+
+Deno.test("attention gradient: only dv, or only dq", async () => {
+  const sizes: Sizes = { b: 1, g: 2, r: 2, t: 5, s: 6, d: 6 };
+  const dv = await checkGrad({ sizes, wrt: ["v"], window: 4 });
+  assert.equal(dv.filter((n) => n.includes("attention_grad")).length, 2, `stats, dv: ${dv}`);
+  const dq = await checkGrad({ sizes, wrt: ["q"] });
+  assert.equal(dq.filter((n) => n.includes("attention_grad")).length, 1, `dq: ${dq}`);
 });
