@@ -127,8 +127,9 @@ export function evalAttentionGrad(
         for (let e = 0; e < dv; e++) dp += G(t, e) * V(s, e);
         const ds = f.scale * p[s] * (dp - delta);
         for (let j = 0; j < dk; j++) {
-          if (node.wrt === "q") out[tb + t * st[f.queryAxis] + j * st[f.featureAxis]] += ds * K(s, j);
-          else out[tb + s * st[f.keyAxis] + j * st[f.featureAxis]] += ds * Q(t, j);
+          if (node.wrt === "q") {
+            out[tb + t * st[f.queryAxis] + j * st[f.featureAxis]] += ds * K(s, j);
+          } else out[tb + s * st[f.keyAxis] + j * st[f.featureAxis]] += ds * Q(t, j);
         }
       }
     }
