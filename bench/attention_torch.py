@@ -1,7 +1,8 @@
 """Torch anchors of bench/attention_bench.ts: scaled_dot_product_attention, same shapes.
 
-Causal GQA prefill (32 query heads over 8 key/value heads, d = 128, T = 2048 and 8192) and
-decode of one token against caches of 4K and 32K keys, in f32 and bf16. Each SDPA backend
+Causal GQA prefill (32 query heads over 8 key/value heads, d = 128, T = 2048 and 8192), decode
+of one token against caches of 4K and 32K keys, and forward + backward at T = 2048, in f32 and
+bf16. Each SDPA backend
 (flash, memory-efficient, cuDNN, math) is timed separately where it runs, so the table says
 which kernel the anchor actually was; "default" is torch's own choice. Prints one JSON object
 per line (CUDA events, median after warm-up: bench/cuda_timing.py).
@@ -21,6 +22,8 @@ CASES = {
     "prefill_8192": (8192, 8192),
     "decode_4096": (1, 4096),
     "decode_32768": (1, 32768),
+    # Forward and backward (dq, dk, dv of sum(w * out)), as bench/attention_bench.ts's train_2048.
+    "train_2048": (2048, 2048),
 }
 HEADS, KV_HEADS, D = 32, 8, 128
 
@@ -53,20 +56,28 @@ def main():
         t, s = CASES[name]
         # Decode: the one new query sees the whole cache (the causal diagonal is at the end).
         causal = t > 1
+        train = name.startswith("train")
         for dtype in (torch.float32, torch.bfloat16):
-            q = torch.randn(1, HEADS, t, D, device="cuda", dtype=dtype)
-            k = torch.randn(1, KV_HEADS, s, D, device="cuda", dtype=dtype)
-            v = torch.randn(1, KV_HEADS, s, D, device="cuda", dtype=dtype)
+            q = torch.randn(1, HEADS, t, D, device="cuda", dtype=dtype, requires_grad=train)
+            k = torch.randn(1, KV_HEADS, s, D, device="cuda", dtype=dtype, requires_grad=train)
+            v = torch.randn(1, KV_HEADS, s, D, device="cuda", dtype=dtype, requires_grad=train)
+            w = torch.randn(1, HEADS, t, D, device="cuda", dtype=dtype)
             pairs = t * (s - t) + t * (t + 1) / 2
-            flops = 4 * D * HEADS * pairs
+            flops = 4 * D * HEADS * pairs * (3.5 if train else 1)
+
+            def step():
+                if not train:
+                    return sdpa(q, k, v, causal)
+                return torch.autograd.grad((sdpa(q, k, v, causal) * w).sum(), (q, k, v))
+
             for label, backend in [("default", None), *backends.items()]:
                 row = {"anchor": f"torch_sdpa_{name}", "dtype": str(dtype)[6:], "backend": label}
                 try:
                     if backend is None:
-                        ms = cuda_time_ms(lambda: sdpa(q, k, v, causal))
+                        ms = cuda_time_ms(step)
                     else:
                         with sdpa_kernel(backend):
-                            ms = cuda_time_ms(lambda: sdpa(q, k, v, causal))
+                            ms = cuda_time_ms(step)
                     row.update(ms=ms, GFLOPs=flops / ms / 1e6, GBps=2 * KV_HEADS * s * D * q.element_size() / ms / 1e6)
                 except RuntimeError as e:
                     row["error"] = str(e).splitlines()[0][:160]

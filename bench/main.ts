@@ -15,7 +15,8 @@
  * (bench/cum_bench.ts; torch's times: bench/cum_torch.py).
  *
  * `--only attention` times causal GQA attention, prefill at T = 2048 and 8192 and decode against
- * caches of 4K and 32K keys (bench/attention_bench.ts; torch's times: bench/attention_torch.py).
+ * caches of 4K and 32K keys, and forward + backward at T = 2048 (bench/attention_bench.ts;
+ * torch's times: bench/attention_torch.py).
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
