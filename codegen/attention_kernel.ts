@@ -93,39 +93,54 @@ function mainKernel(
   const env = rowEnv(node, s, batch.env, "rowc");
   const u = u32Literal;
   const dk = s.dk, dv = s.dv;
-  // Lane l of a row holds features l, l + lanes, …: neighbouring lanes read neighbouring
-  // words of a staged key (no bank conflicts), and each row's lanes sit in one subgroup.
-  const featureOf = (
+  // Features are held in units of `w` (4 when both feature sizes are multiples of 4: vec4
+  // registers and vec4 loads of the staged tiles, a quarter of the load instructions). Lane l
+  // of a row holds units l, l + lanes, …: neighbouring lanes read neighbouring words of a
+  // staged key (no bank conflicts), and each row's lanes sit in one subgroup.
+  const w = plan.vec4 ? 4 : 1;
+  const ty = w === 4 ? "vec4<f32>" : "f32";
+  const zero = w === 4 ? "vec4<f32>(0.0)" : "0.0";
+  const nk = dk / w, nv = dv / w; // units (exact when w = 4)
+  const unitOf = (
     i: number,
   ) => (lanes === 1 ? u(i) : i === 0 ? "lane" : `(lane + ${u(i * lanes)})`);
   const inRange = (
     i: number,
-    size: number,
-  ) => ((i + 1) * lanes <= size ? "" : `${featureOf(i)} < ${u(size)}`);
-  const clamped = (i: number, size: number) =>
-    inRange(i, size) ? `min(${featureOf(i)}, ${u(size - 1)})` : featureOf(i);
-  const qn = Math.ceil(dk / lanes), an = Math.ceil(dv / lanes);
+    units: number,
+  ) => ((i + 1) * lanes <= units ? "" : `${unitOf(i)} < ${u(units)}`);
+  const clamped = (i: number, units: number) =>
+    inRange(i, units) ? `min(${unitOf(i)}, ${u(units - 1)})` : unitOf(i);
+  /** Feature c of unit expression `unit`. */
+  const featureAt = (unit: string, c: number) => (w === 1 ? unit : `(${unit} * 4u + ${u(c)})`);
+  const qn = Math.ceil(nk / lanes), an = Math.ceil(nv / lanes);
 
-  // The scaled query of this thread's row, one register per feature it holds.
+  // The scaled query of this thread's row, one register per unit it holds.
   const qLines: string[] = [];
   for (let i = 0; i < qn; i++) {
-    const v = top.emit(node.q, { ...env, [node.featureAxis]: clamped(i, dk) });
-    const scaled = `${f32Literal(node.scale)} * ${v}`;
-    const guard = inRange(i, dk);
-    qLines.push(`let q${i}: f32 = ${guard ? `select(0.0, ${scaled}, ${guard})` : scaled};`);
+    const parts = Array.from(
+      { length: w },
+      (_, c) => top.emit(node.q, { ...env, [node.featureAxis]: featureAt(clamped(i, nk), c) }),
+    );
+    const value = w === 4 ? `vec4<f32>(${parts.join(", ")})` : parts[0];
+    const scaled = `${f32Literal(node.scale)} * ${value}`;
+    const guard = inRange(i, nk);
+    qLines.push(`let q${i}: ${ty} = ${guard ? `select(${zero}, ${scaled}, ${guard})` : scaled};`);
   }
 
-  // Staging: element i of the K tile is key k0 + i / dk, feature i % dk (V likewise).
-  const stage = (which: "k" | "v", feature: string, width: number, shared: string) => {
+  // Staging: unit i of the K tile is key k0 + i / units, unit i % units (V likewise).
+  const stage = (which: "k" | "v", feature: string, units: number, shared: string) => {
     const e = top.fork(`${which}e`);
-    const key = `min(k0 + ${which}i / ${u(width)}, ${u(s.keys - 1)})`;
-    const value = e.emit(node[which], {
-      ...batch.env,
-      [node.keyAxis]: `${which}key`,
-      [feature]: `(${which}i % ${u(width)})`,
-    });
+    const key = `min(k0 + ${which}i / ${u(units)}, ${u(s.keys - 1)})`;
+    const unit = `(${which}i % ${u(units)})`;
+    const parts = Array.from({ length: w }, (_, c) =>
+      e.emit(node[which], {
+        ...batch.env,
+        [node.keyAxis]: `${which}key`,
+        [feature]: featureAt(unit, c),
+      }));
+    const value = w === 4 ? `vec4<f32>(${parts.join(", ")})` : parts[0];
     return [
-      `for (var ${which}i: u32 = lid; ${which}i < ${u(bk * width)}; ${which}i += ${u(threads)}) {`,
+      `for (var ${which}i: u32 = lid; ${which}i < ${u(bk * units)}; ${which}i += ${u(threads)}) {`,
       `  let ${which}key: u32 = ${key};`,
       ...e.lines.map((l) => `  ${l}`),
       `  ${shared}[${which}i] = ${value};`,
@@ -138,11 +153,11 @@ function mainKernel(
   const tOf = (row: string) => s.group === 1 ? row : `${row} / ${u(s.group)}`;
   const range: string[] = [];
   if (node.causal) {
-    const w = node.window;
+    const win = node.window;
     const loOf = (t: string) =>
-      w === undefined
+      win === undefined
         ? "0u"
-        : `select(0u, ${t} + ${u(off1)} - ${u(w)}, ${t} + ${u(off1)} > ${u(w)})`;
+        : `select(0u, ${t} + ${u(off1)} - ${u(win)}, ${t} + ${u(off1)} > ${u(win)})`;
     range.push(
       `let rt: u32 = ${tOf("rowc")};`,
       `let rlo: u32 = ${loOf("rt")};`,
@@ -163,26 +178,30 @@ function mainKernel(
     );
   }
 
-  const dot = Array.from({ length: qn }, (_, i) => `q${i} * ks[kb + ${clamped(i, dk)}]`);
+  const prods = Array.from({ length: qn }, (_, i) => {
+    const k = `ks[kb + ${clamped(i, nk)}]`;
+    return w === 4 ? `dot(q${i}, ${k})` : `q${i} * ${k}`;
+  });
   // Sum the products in a few independent chains (more instruction-level parallelism).
   const chains = Math.min(4, qn);
   const chainLines: string[] = [];
   for (let c = 0; c < chains; c++) {
-    const terms = dot.filter((_, j) => j % chains === c);
+    const terms = prods.filter((_, j) => j % chains === c);
     chainLines.push(`let sc${c}: f32 = ${terms.join(" + ")};`);
   }
   const accs = Array.from({ length: an }, (_, e) => `a${e}`);
+  const pv = w === 4 ? "vec4<f32>(p)" : "p";
   // No early exits in the loop: every lane of a row must reach the shuffles.
   const keyLoop = [
     `for (var j: u32 = 0u; j < ${u(bk)}; j++) {`,
     `  let key: u32 = k0 + j;`,
     `  let ok: bool = key >= rlo && key < rhi && key < whi;`,
-    `  let kb: u32 = j * ${u(dk)};`,
-    `  let vb: u32 = j * ${u(dv)};`,
+    `  let kb: u32 = j * ${u(nk)};`,
+    `  let vb: u32 = j * ${u(nv)};`,
     ...chainLines.map((l) => `  ${l}`),
-    `  var dot: f32 = ${Array.from({ length: chains }, (_, c) => `sc${c}`).join(" + ")};`,
-    ...laneSum("dot", lanes).map((l) => `  ${l}`),
-    `  let sc: f32 = select(${NEG}, dot, ok);`,
+    `  var qk: f32 = ${Array.from({ length: chains }, (_, c) => `sc${c}`).join(" + ")};`,
+    ...laneSum("qk", lanes).map((l) => `  ${l}`),
+    `  let sc: f32 = select(${NEG}, qk, ok);`,
     `  if (sc > m) {`,
     `    let corr: f32 = exp(m - sc);`,
     `    l = l * corr;`,
@@ -191,18 +210,23 @@ function mainKernel(
     `  }`,
     `  let p: f32 = select(0.0, exp(sc - m), ok);`,
     `  l = l + p;`,
-    ...accs.map((a, i) => `  ${a} = fma(p, vs[vb + ${clamped(i, dv)}], ${a});`),
+    ...accs.map((a, i) => `  ${a} = fma(${pv}, vs[vb + ${clamped(i, nv)}], ${a});`),
     `}`,
   ];
 
-  const outAt = (i: number, write: (e: string) => string) => {
-    const guard = inRange(i, dv);
-    return guard ? `if (${guard}) { ${write(featureOf(i))} }` : write(featureOf(i));
+  /** The writes of accumulator i, one per feature of its unit, guarded past the end. */
+  const outAt = (i: number, write: (feature: string, value: string) => string) => {
+    const guard = inRange(i, nv);
+    const ws = Array.from(
+      { length: w },
+      (_, c) => write(featureAt(unitOf(i), c), w === 4 ? `a${i}[${c}]` : `a${i}`),
+    );
+    return guard ? `if (${guard}) { ${ws.join(" ")} }` : ws.join(" ");
   };
   let finish: string[];
   if (!parts) {
-    finish = accs.map((a, i) =>
-      outAt(i, (e) => `out[${offsetExpr(node, { ...env, [node.valueAxis]: e })}] = ${a} / l;`)
+    finish = accs.map((_, i) =>
+      outAt(i, (e, v) => `out[${offsetExpr(node, { ...env, [node.valueAxis]: e })}] = ${v} / l;`)
     );
   } else {
     const slot = `((bpos * ${u(s.rows)} + row) * ${u(splits)} + split)`;
@@ -212,19 +236,19 @@ function mainKernel(
       `  out[slot] = m;`,
       `  out1[slot] = l;`,
       `}`,
-      ...accs.map((a, i) => outAt(i, (e) => `out2[slot * ${u(dv)} + ${e}] = ${a};`)),
+      ...accs.map((_, i) => outAt(i, (e, v) => `out2[slot * ${u(dv)} + ${e}] = ${v};`)),
     ];
   }
 
-  const kStage = stage("k", node.featureAxis, dk, "ks");
-  const vStage = stage("v", node.valueAxis, dv, "vs");
+  const kStage = stage("k", node.featureAxis, nk, "ks");
+  const vStage = stage("v", node.valueAxis, nv, "vs");
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * queryTiles * splits;
   const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
   const wgsl = `${reg.declarations()}
 ${MATH_PRELUDE}
-var<workgroup> ks: array<f32, ${bk * dk}>;
-var<workgroup> vs: array<f32, ${bk * dv}>;
+var<workgroup> ks: array<${ty}, ${bk * nk}>;
+var<workgroup> vs: array<${ty}, ${bk * nv}>;
 
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -246,7 +270,7 @@ ${ind(top.lines, "  ")}
 ${ind(qLines, "  ")}
   var m: f32 = ${NEG};
   var l: f32 = 0.0;
-${ind(accs.map((a) => `var ${a}: f32 = 0.0;`), "  ")}
+${ind(accs.map((a) => `var ${a}: ${ty} = ${zero};`), "  ")}
   for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
 ${ind(kStage, "    ")}
 ${ind(vStage, "    ")}

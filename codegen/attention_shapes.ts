@@ -64,6 +64,8 @@ export interface AttentionStrategy {
   lanes?: number;
   /** Keys per tile staged in workgroup memory (a power of two). */
   keysPerTile?: number;
+  /** vec4 registers and loads (default: when both feature sizes are multiples of 4). */
+  vec4?: boolean;
 }
 
 /** The tile plan of one attention node. */
@@ -78,6 +80,8 @@ export interface AttentionPlan {
   readonly keysPerTile: number;
   /** Workgroups along the queries per batch position. */
   readonly queryTiles: number;
+  /** Features held and loaded in vec4 units. */
+  readonly vec4: boolean;
   /** Key splits, each walked by its own workgroups; > 1 adds the combine kernel. */
   readonly splits: number;
   /** Keys per split (a multiple of the tile). */
@@ -108,7 +112,19 @@ export function planAttention(
   strategy: AttentionStrategy = {},
 ): AttentionPlan {
   const s = attentionShapes(node);
-  const lanes = attentionLanes(Math.max(s.dk, s.dv), limits, strategy.lanes);
+  const aligned = s.dk % 4 === 0 && s.dv % 4 === 0;
+  if (strategy.vec4 && !aligned) {
+    throw new Error(
+      `attention: vec4 needs feature sizes that are multiples of 4 (${s.dk}, ${s.dv})`,
+    );
+  }
+  const vec4 = strategy.vec4 ?? aligned;
+  const lanes = attentionLanes(
+    Math.max(s.dk, s.dv) / (vec4 ? 4 : 1),
+    limits,
+    strategy.lanes,
+    vec4 ? 4 : 1,
+  );
   const maxThreads = limits.maxComputeInvocationsPerWorkgroup;
   const maxRows = Math.max(1, Math.min(MAX_ROWS, Math.floor(maxThreads / lanes)));
   const rowsPerWorkgroup = strategy.rowsPerWorkgroup ?? Math.min(maxRows, s.rows);
@@ -145,14 +161,20 @@ export function planAttention(
   splits = Math.min(splits, tiles);
   const splitLength = Math.ceil(tiles / splits) * keysPerTile;
   splits = Math.ceil(s.keys / splitLength);
-  return { rowsPerWorkgroup, lanes, threads, keysPerTile, queryTiles, splits, splitLength };
+  return { rowsPerWorkgroup, lanes, threads, keysPerTile, queryTiles, vec4, splits, splitLength };
 }
 
 /**
  * Threads per query row: the fewest (a power of two) that leave each at most
- * {@link FEATURES_PER_LANE} features, within the subgroup; 1 without subgroups.
+ * {@link FEATURES_PER_LANE} features (`units` of `width` features), within the subgroup; 1
+ * without subgroups.
  */
-export function attentionLanes(features: number, limits: DeviceLimits, forced?: number): number {
+export function attentionLanes(
+  units: number,
+  limits: DeviceLimits,
+  forced?: number,
+  width = 1,
+): number {
   const most = limits.subgroups && limits.subgroupMinSize >= 2
     ? Math.min(limits.subgroupMinSize, 32)
     : 1;
@@ -166,6 +188,6 @@ export function attentionLanes(features: number, limits: DeviceLimits, forced?: 
     return forced;
   }
   let lanes = 1;
-  while (lanes < most && Math.ceil(features / lanes) > FEATURES_PER_LANE) lanes *= 2;
+  while (lanes < most && Math.ceil(units / lanes) * width > FEATURES_PER_LANE) lanes *= 2;
   return lanes;
 }

@@ -252,6 +252,9 @@ Deno.test("attention lanes: several threads per row share its features (shuffles
   await check({ b: 1, g: 1, r: 2, t: 5, s: 5, d: 40 }, { causal: false }, { lanes: 1 });
   // The default for d = 40 takes two lanes where subgroups exist.
   await check({ b: 1, g: 1, r: 2, t: 5, s: 5, d: 40 }, { causal: true });
+  // d = 16 runs vec4 units by default; the scalar form too when forced.
+  await check({ b: 1, g: 2, r: 2, t: 6, s: 6, d: 16 }, { causal: true }, { lanes: 2, vec4: false });
+  await check({ b: 1, g: 2, r: 2, t: 6, s: 6, d: 12 }, { causal: true }, { lanes: 2, vec4: true });
 });
 
 /** Σ w ∘ attention(q, k, v) and its gradients (of `wrt`), by the op or written by hand. */
