@@ -31,7 +31,9 @@ function sizeOf(n: Node, axis: string): number {
 /**
  * Softmax attention over named axes. The **last axis** of q and k is the feature axis they are
  * contracted over (the same name in both), the **second-last** is the position axis (queries
- * in q, keys in k and v), and v's last axis is the value feature axis. k's other axes are the
+ * in q, keys in k and v; as torch's `scaled_dot_product_attention` reads (…, L, E), so a
+ * `b t h d` layout must be transposed to `b h t d` first), and v's last axis is the value
+ * feature axis. k's other axes are the
  * batch axes (batch, key/value heads); v has exactly k's axes but the feature; q has every
  * batch axis, and may have one more axis: the query heads that share one key/value head
  * (grouped-query attention, h = g·r heads written as axes `g r`).
