@@ -13,7 +13,7 @@
  *
  * Runs before fusion (like scan_merge.ts); the graph's other readers of intermediate values
  * keep them. The mask is checked by evaluating it at every (query, key) pair, so only masks
- * over at most {@link MASK_PAIRS_MAX} pairs are recognized.
+ * over at most {@link MASK_PAIRS_MAX} pairs are recognized (T = S = 2048 takes about 0.2 s).
  *
  * @module
  */
@@ -188,7 +188,8 @@ function maskBand(
   const query = axes[0];
   const T = sizeOf(q, query), S = sizeOf(k, key);
   if (S < T || T * S > MASK_PAIRS_MAX) return undefined;
-  const at = (t: number, s: number) => evalMask(mask, { [query]: t, [key]: s });
+  const at = compileMask(mask, query, key);
+  if (!at) return undefined;
   // The last query's kept keys fix the window; every row must then match attention's band.
   let lo = S;
   for (let s = 0; s < S; s++) {
@@ -202,51 +203,62 @@ function maskBand(
     const [rlo, rhi] = attendedKeys(t, T, S, true, window);
     for (let s = 0; s < S; s++) {
       const kept = at(t, s);
-      if (kept === undefined || (kept !== 0) !== (s >= rlo && s < rhi)) return undefined;
+      if ((kept !== 0) !== (s >= rlo && s < rhi)) return undefined;
     }
   }
   return { query, window };
 }
 
+/** A mask compiled to a function of the query and key positions (NaN: not a mask). */
+type MaskFn = (t: number, s: number) => number;
+
+const MASK_BINARY: Partial<Record<string, (a: number, b: number) => number>> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  max: Math.max,
+  min: Math.min,
+  lt: (a, b) => Number(a < b),
+  le: (a, b) => Number(a <= b),
+  gt: (a, b) => Number(a > b),
+  ge: (a, b) => Number(a >= b),
+  eq: (a, b) => Number(a === b),
+  ne: (a, b) => Number(a !== b),
+};
+
 /**
- * The value of a mask expression (aranges, constants and elementwise comparisons) at one
- * position; undefined when it reads anything else.
+ * Compiles a mask expression (aranges of the two position axes, constants, elementwise
+ * comparisons and arithmetic) once, so it can be evaluated at millions of positions; undefined
+ * when it reads anything else.
  */
-function evalMask(n: Node, env: Record<string, number>): number | undefined {
+function compileMask(n: Node, query: string, key: string): MaskFn | undefined {
   switch (n.kind) {
-    case "const":
-      return n.value;
+    case "const": {
+      const v = n.value;
+      return () => v;
+    }
     case "arange":
-      return env[n.axis];
+      return n.axis === query ? (t) => t : n.axis === key ? (_, s) => s : undefined;
     case "permute":
-      return evalMask(n.x, env);
+      return compileMask(n.x, query, key);
     case "unary": {
-      const x = evalMask(n.x, env);
-      if (x === undefined) return undefined;
-      return n.op === "neg" ? -x : n.op === "abs" ? Math.abs(x) : undefined;
+      const x = compileMask(n.x, query, key);
+      if (!x) return undefined;
+      if (n.op === "neg") return (t, s) => -x(t, s);
+      if (n.op === "abs") return (t, s) => Math.abs(x(t, s));
+      return undefined;
     }
     case "where": {
-      const c = evalMask(n.cond, env);
-      return c === undefined ? undefined : evalMask(c !== 0 ? n.a : n.b, env);
+      const c = compileMask(n.cond, query, key);
+      const a = compileMask(n.a, query, key), b = compileMask(n.b, query, key);
+      if (!c || !a || !b) return undefined;
+      return (t, s) => (c(t, s) !== 0 ? a(t, s) : b(t, s));
     }
     case "binary": {
-      const a = evalMask(n.a, env), b = evalMask(n.b, env);
-      if (a === undefined || b === undefined) return undefined;
-      const ops: Partial<Record<typeof n.op, (a: number, b: number) => number>> = {
-        add: (a, b) => a + b,
-        sub: (a, b) => a - b,
-        mul: (a, b) => a * b,
-        max: Math.max,
-        min: Math.min,
-        lt: (a, b) => Number(a < b),
-        le: (a, b) => Number(a <= b),
-        gt: (a, b) => Number(a > b),
-        ge: (a, b) => Number(a >= b),
-        eq: (a, b) => Number(a === b),
-        ne: (a, b) => Number(a !== b),
-      };
-      const f = ops[n.op];
-      return f ? f(a, b) : undefined;
+      const f = MASK_BINARY[n.op];
+      const a = compileMask(n.a, query, key), b = compileMask(n.b, query, key);
+      if (!f || !a || !b) return undefined;
+      return (t, s) => f(a(t, s), b(t, s));
     }
     default:
       return undefined;
