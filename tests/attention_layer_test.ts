@@ -1,6 +1,9 @@
 // models/layers/attention.ts (causal GQA with rotary positions) against a float64 loop written
 // from the equations in this file, in prefill and in decode with a cache of earlier keys.
-import { gqaAttention } from "../models/layers/attention.ts";
+import { gqaAttention, type GqaParams } from "../models/layers/attention.ts";
+import { valueAndGrad } from "../dsl/autodiff.ts";
+import { mul } from "../dsl/elementwise.ts";
+import { sum } from "../dsl/reduce.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { compile } from "../runtime/compile.ts";
 import assert from "node:assert/strict";
@@ -132,4 +135,49 @@ Deno.test("GQA layer with RoPE: prefill, 6 query heads over 2 key/value heads, t
 
 Deno.test("GQA layer with RoPE: decode with a cache of 5 (positions continue), t = 2", async () => {
   await check({ b: 2, t: 2, c: 5, m: 10, g: 1, r: 2, d: 6 });
+});
+
+Deno.test("GQA layer with RoPE: weight gradients (fused backward kernels) match the interpreter", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 1, t: 6, c: 3, m: 10, g: 2, r: 2, d: 6 };
+  const spec = {
+    x: "b t m",
+    wq: "g r d m",
+    wk: "g d m",
+    wv: "g d m",
+    wo: "m g r d",
+    kc: "b g c d",
+    vc: "b g c d",
+    w: "b t m",
+  } as const;
+  const prog = await compile(
+    spec,
+    (p) => {
+      const f = valueAndGrad((w: GqaParams) => {
+        const cache = { k: p.kc, v: p.vc };
+        const { out } = gqaAttention(p.x, w, { t: 6, d: 6, cached: 3 }, cache);
+        return sum(mul(out, p.w), "b t m");
+      });
+      const [loss, grads] = f({ wq: p.wq, wk: p.wk, wv: p.wv, wo: p.wo });
+      return { loss, ...grads };
+    },
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    const inputs: Record<string, Float32Array> = {};
+    for (const inp of prog.graph.inputs) {
+      inputs[inp.name] = randomArray(inp.shape.reduce((a, b) => a * b, 1), next);
+    }
+    const got = await prog.run(inputs) as Record<string, Float32Array>;
+    const want = prog.interpret(inputs) as Record<string, Float64Array>;
+    const names = prog.kernels.map((k) => k.name);
+    assert.ok(names.some((n) => n.includes("attention_grad")), `${names}`);
+    for (const name of ["wq", "wk", "wv", "wo"]) {
+      assertClose(got[name], want[name], 1e-4, `${name} seed ${seed} [${names}]`);
+    }
+  } finally {
+    prog.destroy();
+  }
 });

@@ -22,8 +22,11 @@ import type { Tensor } from "../../dsl/tensor.ts";
 import { concat, slice } from "../../dsl/views.ts";
 import { rename } from "../../dsl/axis_ops.ts";
 
-/** Parameters (m model width, g key/value heads, r query heads per group, d head size). */
-export interface GqaParams {
+/**
+ * Parameters (m model width, g key/value heads, r query heads per group, d head size). A type
+ * alias, so a record of them is `valueAndGrad`'s parameter record.
+ */
+export type GqaParams = {
   /** Query projection. */
   wq: Tensor<"g r d m">;
   /** Key projection. */
@@ -32,7 +35,7 @@ export interface GqaParams {
   wv: Tensor<"g d m">;
   /** Output projection. */
   wo: Tensor<"m g r d">;
-}
+};
 
 /** Rotary embedding of `x` (… pos d) at positions offset + index of `pos`. */
 function rope<X extends Tensor>(
