@@ -331,3 +331,49 @@ Deno.test("attention gradient: only dv, or only dq", async () => {
   const dq = await checkGrad({ sizes, wrt: ["q"] });
   assert.equal(dq.filter((n) => n.includes("attention_grad")).length, 1, `dq: ${dq}`);
 });
+
+Deno.test("attention layouts: permuted axes, no group axis, dv ≠ dk, several batch axes", async () => {
+  const cases: [
+    Record<string, string>,
+    Record<string, number>,
+    AttentionOptions,
+    AttentionStrategy?,
+  ][] = [
+    // q's group axis first and batch axes in another order; v's feature "e" of another size.
+    [
+      { q: "r g b t d", k: "b g s d", v: "g b s e" },
+      { b: 2, g: 2, r: 3, t: 5, s: 8, d: 4, e: 7 },
+      { causal: true },
+    ],
+    // No group axis (multi-head), self-attention with one position name, dv ≠ dk, splits.
+    [
+      { q: "b h t d", k: "b h t d", v: "b h t e" },
+      { b: 1, h: 3, t: 9, d: 8, e: 5 },
+      { causal: true, window: 4 },
+      { splits: 2, keysPerTile: 4 },
+    ],
+    // Two batch axes besides the heads, non-causal, scalar units.
+    [
+      { q: "n b g r t d", k: "n b g s d", v: "n b g s d" },
+      { n: 2, b: 2, g: 1, r: 2, t: 3, s: 4, d: 6 },
+      { causal: false, scale: 0.9 },
+    ],
+  ];
+  for (const [spec, sizes, opts, strategy] of cases) {
+    const seed = freshSeed();
+    const prog = await compile(
+      spec,
+      (x: Record<string, Tensor>) => attention(x.q, x.k, x.v, opts),
+      sizes,
+      { backend: "gpu", attention: strategy },
+    );
+    try {
+      const inputs = randomInputs(prog.graph, rng(seed)) as Record<string, Float32Array>;
+      const want = prog.interpret(inputs) as Float64Array;
+      const ctx = `seed ${seed} ${JSON.stringify(spec)} [${prog.kernels.map((k) => k.name)}]`;
+      assertClose(await prog.run(inputs) as Float32Array, want, 1e-4, ctx);
+    } finally {
+      prog.destroy();
+    }
+  }
+});
