@@ -332,7 +332,7 @@ Deno.test("attention gradient: only dv, or only dq", async () => {
   assert.equal(dq.filter((n) => n.includes("attention_grad")).length, 1, `dq: ${dq}`);
 });
 
-Deno.test("attention layouts: permuted axes, no group axis, dv ≠ dk, several batch axes", async () => {
+Deno.test("attention layouts (and gradients): permuted axes, no group axis, dv ≠ dk, several batch axes", async () => {
   const cases: [
     Record<string, string>,
     Record<string, number>,
@@ -361,17 +361,29 @@ Deno.test("attention layouts: permuted axes, no group axis, dv ≠ dk, several b
   ];
   for (const [spec, sizes, opts, strategy] of cases) {
     const seed = freshSeed();
+    // The output and the gradients of Σ o² (the fused backward kernels on these layouts too).
     const prog = await compile(
       spec,
-      (x: Record<string, Tensor>) => attention(x.q, x.k, x.v, opts),
+      (x: Record<string, Tensor>) => {
+        const o = attention(x.q, x.k, x.v, opts);
+        const f = valueAndGrad((p: Record<string, Tensor>) => {
+          const y = attention(p.q, p.k, p.v, opts);
+          return sum(mul(y, y), y.node.axes.join(" "));
+        });
+        const [, g] = f({ q: x.q, k: x.k, v: x.v });
+        return { o, dq: g.q, dk: g.k, dv: g.v };
+      },
       sizes,
       { backend: "gpu", attention: strategy },
     );
     try {
       const inputs = randomInputs(prog.graph, rng(seed)) as Record<string, Float32Array>;
-      const want = prog.interpret(inputs) as Float64Array;
+      const want = prog.interpret(inputs) as Record<string, Float64Array>;
+      const got = await prog.run(inputs) as Record<string, Float32Array>;
       const ctx = `seed ${seed} ${JSON.stringify(spec)} [${prog.kernels.map((k) => k.name)}]`;
-      assertClose(await prog.run(inputs) as Float32Array, want, 1e-4, ctx);
+      for (const name of ["o", "dq", "dk", "dv"]) {
+        assertClose(got[name], want[name], 1e-4, `${name} ${ctx}`);
+      }
     } finally {
       prog.destroy();
     }
