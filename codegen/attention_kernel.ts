@@ -3,9 +3,10 @@
  *
  * Main kernel: one workgroup per (batch position, tile of query rows, key split); `lanes`
  * threads per query row (row = t·group + r, so a tile's rows are consecutive queries of every
- * head of a group, which share the keys and values). Each lane holds every lanes-th feature of
- * the scaled query and of the output accumulator in registers (unrolled); q·k is summed over the
- * lanes by subgroup shuffles (one lane per row without subgroups). The workgroup walks its keys in tiles:
+ * head of a group, which share the keys and values). Each lane holds every lanes-th unit (a vec4
+ * of features when the sizes allow, else one feature) of the scaled query and of the output
+ * accumulator in registers (unrolled); q·k is summed over the lanes by subgroup shuffles (one
+ * lane per row without subgroups). The workgroup walks its keys in tiles:
  * all threads stage a tile of K and V in workgroup memory (coalesced, operand prologues such as
  * rotary positions fused into the loads), then each row runs the online softmax over the tile:
  *
