@@ -37,8 +37,15 @@ export type GqaParams = {
   wo: Tensor<"m g r d">;
 };
 
-/** Rotary embedding of `x` (… pos d) at positions offset + index of `pos`. */
-function rope<X extends Tensor>(
+/**
+ * Rotary position embedding (rotate-half form) of `x` over its feature axis `d` (even size) at
+ * positions offset, offset + 1, … along `pos` (of size `len`). Uses the axis name `f` inside.
+ *
+ * ```ts
+ * const qr = rope(q, "t", 16, 64, cached, 10000); // q: b g r t d with d = 64
+ * ```
+ */
+export function rope<X extends Tensor>(
   x: X,
   pos: string,
   len: number,
@@ -46,6 +53,8 @@ function rope<X extends Tensor>(
   offset: number,
   base: number,
 ): X {
+  if (d % 2 !== 0) throw new Error(`rope: the feature axis "d" must have an even size, got ${d}`);
+  if (x.node.axes.includes("f")) throw new Error(`rope: x already has an axis "f"`);
   const half = d / 2;
   const inv = exp(mul(arange("f", half), -2 * Math.log(base) / d)); // base^(−2i/d)
   const angle = einsum(`${pos}, f -> ${pos} f`, add(arange(pos, len), offset), inv);
