@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { attention, type AttentionOptions } from "../dsl/attention.ts";
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import { softmax, sum } from "../dsl/reduce.ts";
-import { mul, where } from "../dsl/elementwise.ts";
+import { div, mul, where } from "../dsl/elementwise.ts";
 import { causalMask } from "../dsl/index_ops.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { rename } from "../dsl/axis_ops.ts";
@@ -384,6 +384,32 @@ Deno.test("attention layouts (and gradients): permuted axes, no group axis, dv â
       for (const name of ["o", "dq", "dk", "dv"]) {
         assertClose(got[name], want[name], 1e-4, `${name} ${ctx}`);
       }
+    } finally {
+      prog.destroy();
+    }
+  }
+});
+
+Deno.test("attention pattern: scale by division, no mask, a large finite mask fill", async () => {
+  const sizes: Sizes = { b: 1, g: 1, r: 2, t: 6, s: 6, d: 4 };
+  const variants = [
+    (x: Record<"q" | "k" | "v", Tensor>) => {
+      const scores = div(einsum("b g r t d, b g s d -> b g r t s", x.q, x.k), 2);
+      return einsum("b g r t s, b g s d -> b g r t d", softmax(scores, "s"), x.v);
+    },
+    (x: Record<"q" | "k" | "v", Tensor>) => {
+      const scores = einsum("b g r t d, b g s d -> b g r t s", x.q, x.k);
+      const w = softmax(where(causalMask("t", "s", 6), scores, -1e9), "s");
+      return einsum("b g r t s, b g s d -> b g r t d", w, x.v);
+    },
+  ];
+  for (const fn of variants) {
+    const prog = await compile(GQA, fn, sizes, { backend: "gpu" });
+    try {
+      const names = prog.kernels.map((k) => k.name);
+      assert.equal(names.length, 1, `${names}`);
+      const inputs = randomInputs(prog.graph, rng(freshSeed())) as Record<string, Float32Array>;
+      assertClose(await prog.run(inputs), interpret(prog.graph, inputs).out, 1e-4, `${names}`);
     } finally {
       prog.destroy();
     }
