@@ -25,7 +25,7 @@ import {
   scratch,
   type ScratchBuffer,
 } from "./artifact.ts";
-import { NEG, rowEnv } from "./attention_kernel.ts";
+import { NEG, rowEnv, sinkStart } from "./attention_kernel.ts";
 import {
   attentionLanes,
   type AttentionShapes,
@@ -87,6 +87,13 @@ export function emitAttentionGrad(
   const lanes = attentionLanes(Math.max(s.dk, s.dv), limits, strategy.lanes);
   if (node.wrt === "q") {
     return [rowKernel(node, undefined, s, lanes, materialized, limits, name, aliases, strategy)];
+  }
+  if (node.wrt === "sinks") {
+    const stats = scratch(`${name}_stats`, s.batches * s.rows * 2);
+    return [
+      rowKernel(node, stats, s, lanes, materialized, limits, `${name}_stats`, aliases, strategy),
+      sinkKernel(node, stats, s, materialized, limits, `${name}_sum`, aliases),
+    ];
   }
   let dv: AttentionGradNode | undefined = node.wrt === "v" ? node : undefined;
   for (const n of materialized) {
@@ -247,6 +254,7 @@ function rowKernel(
       `}`,
     ];
   }
+  const start = sinkStart(f, top, env);
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * tiles;
   const ind = (ls: string[]) => ls.map((l) => `  ${l}`).join("\n");
@@ -272,8 +280,7 @@ ${ind(batch.lines)}
 ${ind(rowRange(f, s))}
 ${ind(top.lines)}
 ${ind(lines)}
-  var m: f32 = ${NEG};
-  var l: f32 = 0.0;
+${ind(start)}
 ${ind(pass1)}
 ${ind(pass2)}
 ${ind(finish)}
@@ -461,6 +468,84 @@ ${ind(finish)}
     name,
     wgsl,
     workgroups: foldWorkgroups(total, limits.maxComputeWorkgroupsPerDimension),
+    reads: reg.reads,
+    writes: reg.writes,
+    kind: "scan",
+  };
+}
+
+/**
+ * d(sink) = −Σ exp(sink − lse)·Δ over the rows sharing each sink element: one workgroup per
+ * element sums its rows (strided over the threads, then a tree in workgroup memory).
+ */
+function sinkKernel(
+  node: AttentionGradNode,
+  stats: ScratchBuffer,
+  s: AttentionShapes,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+): KernelArtifact {
+  const f = node.of, sinks = f.sinks!;
+  const reg = new BindingRegistry(materialized, [node], aliases);
+  const st = reg.read(stats);
+  const top = new ExprEmitter(reg.lookup, "pe");
+  const own = decodeIndex("wid", sinks.axes, sinks.shape, "si_");
+  const sizeOf = (a: string) => f.q.shape[f.q.axes.indexOf(a)];
+  // The axes each sink element is summed over: the others of q's rows and batch positions.
+  const outer = [...s.batch, ...(f.groupAxis ? [f.groupAxis] : []), f.queryAxis];
+  const free = outer.filter((a) => !sinks.axes.includes(a));
+  const count = free.reduce((p, a) => p * sizeOf(a), 1);
+  const it = decodeIndex("i", free, free.map(sizeOf), "fi_");
+  const idx = (a: string) => (sinks.axes.includes(a) ? own.env[a] : it.env[a]);
+  const bposTerms: string[] = [];
+  let stride = 1;
+  for (let d = s.batch.length - 1; d >= 0; d--) {
+    bposTerms.push(`${idx(s.batch[d])} * ${u(stride)}`);
+    stride *= s.batchShape[d];
+  }
+  const bpos = bposTerms.length ? bposTerms.join(" + ") : "0u";
+  const row = f.groupAxis
+    ? `${idx(f.queryAxis)} * ${u(s.group)} + ${idx(f.groupAxis)}`
+    : idx(f.queryAxis);
+  const sink = top.emit(sinks, own.env);
+  const threads = 64;
+  reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
+  const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
+  const wgsl = `${reg.declarations()}
+${MATH_PRELUDE}
+var<workgroup> part: array<f32, ${threads}>;
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;
+  if (wid >= ${u(sinks.shape.reduce((p, x) => p * x, 1))}) { return; }
+${ind(own.lines, "  ")}
+${ind(top.lines, "  ")}
+  var acc: f32 = 0.0;
+  for (var i: u32 = lid; i < ${u(count)}; i += ${u(threads)}) {
+${ind(it.lines, "    ")}
+    let slot: u32 = ((${bpos}) * ${u(s.rows)} + ${row}) * 2u;
+    acc = acc - exp(${sink} - ${st}[slot]) * ${st}[slot + 1u];
+  }
+  part[lid] = acc;
+  workgroupBarrier();
+  for (var w: u32 = ${u(threads / 2)}; w > 0u; w = w / 2u) {
+    if (lid < w) { part[lid] = part[lid] + part[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { out[wid] = part[0]; }
+}
+`;
+  return {
+    name,
+    wgsl,
+    workgroups: foldWorkgroups(
+      sinks.shape.reduce((p, x) => p * x, 1),
+      limits.maxComputeWorkgroupsPerDimension,
+    ),
     reads: reg.reads,
     writes: reg.writes,
     kind: "scan",

@@ -45,6 +45,20 @@ interface Partials {
   readonly acc: ScratchBuffer;
 }
 
+/**
+ * The running max and sum before the first key: (sink, 1) with sinks (where `when` holds, if
+ * given), else (NEG, 0).
+ */
+export function sinkStart(node: AttentionNode, e: ExprEmitter, env: Env, when?: string): string[] {
+  if (!node.sinks) return [`var m: f32 = ${NEG};`, `var l: f32 = 0.0;`];
+  const sink = e.emit(node.sinks, env);
+  if (when === undefined) return [`var m: f32 = ${sink};`, `var l: f32 = 1.0;`];
+  return [
+    `var m: f32 = select(${NEG}, ${sink}, ${when});`,
+    `var l: f32 = select(0.0, 1.0, ${when});`,
+  ];
+}
+
 /** The WGSL environment of one query row (`row`, clamped) over q's and the output's axes. */
 export function rowEnv(node: AttentionNode, s: AttentionShapes, batchEnv: Env, row: string): Env {
   const t = s.group === 1 ? row : `(${row} / ${u32Literal(s.group)})`;
@@ -241,6 +255,8 @@ function mainKernel(
     ];
   }
 
+  // A sink starts the softmax as a key of logit `sink` and value zero (in split 0 only).
+  const sinkInit = sinkStart(node, top, env, parts ? "split == 0u" : undefined);
   const kStage = stage("k", node.featureAxis, nk, "ks");
   const vStage = stage("v", node.valueAxis, nv, "vs");
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
@@ -269,8 +285,7 @@ ${ind(batch.lines, "  ")}
 ${ind(range, "  ")}
 ${ind(top.lines, "  ")}
 ${ind(qLines, "  ")}
-  var m: f32 = ${NEG};
-  var l: f32 = 0.0;
+${ind(sinkInit, "  ")}
 ${ind(accs.map((a) => `var ${a}: ${ty} = ${zero};`), "  ")}
   for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
 ${ind(kStage, "    ")}

@@ -22,6 +22,12 @@ export interface AttentionOptions {
   scale?: number;
   /** With `causal`: each query sees only the last `window` keys up to its position. */
   window?: number;
+  /**
+   * Attention sinks (as in gpt-oss): a learned logit per query head, over some of q's axes but
+   * its query and feature axes (e.g. `g r`), that joins the softmax as an extra key whose value
+   * is zero, so the weights of the real keys sum to less than 1.
+   */
+  sinks?: Tensor;
 }
 
 function sizeOf(n: Node, axis: string): number {
@@ -160,6 +166,26 @@ export function attention<Q extends Tensor>(
   if (!Number.isFinite(scale)) {
     throw new Error(`attention: scale must be a finite number, got ${scale}`);
   }
+  let sinks: Node | undefined;
+  if (options.sinks !== undefined) {
+    sinks = toNode(options.sinks, "attention: sinks");
+    requireFloat(sinks, "attention: sinks");
+    const allowed = qn.axes.filter((a) => a !== queryAxis && a !== feature);
+    const bad = sinks.axes.filter((a) => !allowed.includes(a));
+    if (bad.length) {
+      throw new Error(
+        `attention: sinks ${showAxes(sinks.axes)} may only have q's head and batch axes ` +
+          `${showAxes(allowed)}, not ${showAxes(bad)}`,
+      );
+    }
+    for (const a of sinks.axes) {
+      if (sizeOf(sinks, a) !== sizeOf(qn, a)) {
+        throw new Error(
+          `attention: axis "${a}" is ${sizeOf(qn, a)} in q but ${sizeOf(sinks, a)} in sinks`,
+        );
+      }
+    }
+  }
   const axes = qn.axes.map((a) => (a === feature ? valueAxis : a));
   const shape = qn.axes.map((a) => (a === feature ? sizeOf(vn, valueAxis) : sizeOf(qn, a)));
   const node: AttentionNode = makeNode({
@@ -175,6 +201,7 @@ export function attention<Q extends Tensor>(
     scale,
     causal,
     window,
+    sinks,
     axes,
     shape,
     dtype: "f32",

@@ -355,6 +355,11 @@ export interface AttentionNode extends Base {
   readonly causal: boolean;
   /** With `causal`: only the last `window` keys up to the diagonal. */
   readonly window?: number;
+  /**
+   * Attention sinks: a logit per query head (over some of q's axes but the query and feature
+   * axes) added to the softmax as a key whose value is zero.
+   */
+  readonly sinks?: Node;
 }
 
 /**
@@ -371,7 +376,7 @@ export interface AttentionGradNode extends Base {
   /** The cotangent of the forward's output, over its axes. */
   readonly ct: Node;
   /** Which operand's gradient this is. */
-  readonly wrt: "q" | "k" | "v";
+  readonly wrt: "q" | "k" | "v" | "sinks";
   /** For `wrt: "v"`: the `k` gradient computed by the same kernel. */
   readonly pair?: AttentionGradNode;
 }
@@ -486,9 +491,9 @@ export function nodeInputs(node: Node): Node[] {
     case "contract":
       return [node.a, node.b];
     case "attention":
-      return [node.q, node.k, node.v];
+      return node.sinks ? [node.q, node.k, node.v, node.sinks] : [node.q, node.k, node.v];
     case "attention_grad": {
-      const ins = [node.of.q, node.of.k, node.of.v, node.of, node.ct];
+      const ins = [...nodeInputs(node.of), node.of, node.ct];
       return node.pair ? [...ins, node.pair] : ins;
     }
     case "where":

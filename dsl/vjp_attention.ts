@@ -6,7 +6,8 @@
  *
  *   dV = Pᵀ·dO,   dS = P ∘ (dO·Vᵀ − rowsum(dO ∘ O)),   dQ = scale·dS·K,   dK = scale·dSᵀ·Q
  *
- * summed over the query heads that share a key/value head.
+ * summed over the query heads that share a key/value head; a sink (a key whose value is zero)
+ * gets d(sink) = −Σ P_sink·rowsum(dO ∘ O) over the rows that share it.
  *
  * @module
  */
@@ -21,8 +22,8 @@ export function attentionRule(
   wanted: (input: Node) => boolean,
 ): Contribution[] {
   const dO = materializeAs(ct, node);
-  const grad = (wrt: "q" | "k" | "v", pair?: AttentionGradNode): AttentionGradNode => {
-    const target = node[wrt];
+  const grad = (wrt: AttentionGradNode["wrt"], pair?: AttentionGradNode): AttentionGradNode => {
+    const target = wrt === "sinks" ? node.sinks! : node[wrt];
     return makeNode({
       kind: "attention_grad",
       of: node,
@@ -40,5 +41,6 @@ export function attentionRule(
   const dk = wanted(node.k) ? grad("k") : undefined;
   if (dk) out.push([node.k, dk]);
   if (wanted(node.v)) out.push([node.v, grad("v", dk)]);
+  if (node.sinks && wanted(node.sinks)) out.push([node.sinks, grad("sinks")]);
   return out;
 }

@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { attention, type AttentionOptions } from "../dsl/attention.ts";
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import { softmax, sum } from "../dsl/reduce.ts";
-import { div, mul, where } from "../dsl/elementwise.ts";
+import { broadcast, div, mul, where } from "../dsl/elementwise.ts";
+import { concat, slice } from "../dsl/views.ts";
 import { causalMask } from "../dsl/index_ops.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { rename } from "../dsl/axis_ops.ts";
@@ -171,6 +172,15 @@ Deno.test("attention: wrong operands name the op, the operand and the axes", () 
   bad({ q: "b g r s d", k: "b g t d", v: "b g t d" }, { causal: true }, /at least as many keys/);
   bad({ q: "b g r t d", k: "b g s d", v: "b g s d" }, { window: 2 }, /window 2 needs causal/);
   bad({ q: "b g r t d", k: "b g s d", v: "b g s e" }, { scale: NaN }, /scale must be a finite/);
+  assert.throws(
+    () =>
+      trace(
+        { q: "b g r t d", k: "b g s d", v: "b g s d", z: "g t" },
+        (x) => attention(x.q, x.k, x.v, { sinks: x.z }),
+        sizes,
+      ),
+    /attention: sinks \[g t\] may only have q's head and batch axes \[b g r\], not \[t\]/,
+  );
 });
 
 /** softmax(scale·q·kᵀ, masked)·v written by hand in the DSL. */
@@ -410,6 +420,60 @@ Deno.test("attention pattern: scale by division, no mask, a large finite mask fi
       assert.equal(names.length, 1, `${names}`);
       const inputs = randomInputs(prog.graph, rng(freshSeed())) as Record<string, Float32Array>;
       assertClose(await prog.run(inputs), interpret(prog.graph, inputs).out, 1e-4, `${names}`);
+    } finally {
+      prog.destroy();
+    }
+  }
+});
+
+/** Attention with sinks written by hand: a column of sink logits joins the softmax, then leaves. */
+function handWithSinks(x: Record<"q" | "k" | "v" | "sinks", Tensor>, sizes: Sizes) {
+  const scores = mul(einsum("b g r t d, b g s d -> b g r t s", x.q, x.k), 0.5);
+  const mask = causalMask("t", "s", { t: sizes.t, s: sizes.s }, { offset: sizes.s - sizes.t });
+  const col = broadcast(x.sinks, "b g r t z", { b: sizes.b, t: sizes.t, z: 1 });
+  const all = concat([where(mask, scores, -Infinity), col], ["s", "z"], "s2");
+  const p = slice(softmax(all, "s2"), "s2", 0, sizes.s, "s");
+  return einsum("b g r t s, b g s d -> b g r t d", p, x.v);
+}
+
+Deno.test("attention sinks: forward and gradients (q, k, v, sinks) against the hand-written form", async () => {
+  const spec = { ...GQA, sinks: "g r", w: "b g r t d" } as const;
+  for (
+    const [sizes, strategy] of [
+      [{ b: 2, g: 2, r: 3, t: 5, s: 9, d: 4 }, undefined],
+      // Decode with key splits: the sink joins split 0 only.
+      [{ b: 1, g: 1, r: 2, t: 1, s: 30, d: 8 }, { splits: 3, keysPerTile: 4 }],
+    ] as [Sizes, AttentionStrategy | undefined][]
+  ) {
+    const program = (byHand: boolean) => (x: Record<keyof typeof spec, Tensor>) => {
+      const f = valueAndGrad((p: Record<"q" | "k" | "v" | "sinks", Tensor>) => {
+        const o = byHand
+          ? handWithSinks(p, sizes)
+          : attention(p.q, p.k, p.v, { causal: true, scale: 0.5, sinks: p.sinks });
+        return sum(mul(o, x.w), "b g r t d");
+      });
+      const [value, g] = f({ q: x.q, k: x.k, v: x.v, sinks: x.sinks });
+      return { value, dq: g.q, dk: g.k, dv: g.v, dsinks: g.sinks };
+    };
+    const seed = freshSeed();
+    const hand = trace(spec, program(true), sizes);
+    const inputs = randomInputs(hand, rng(seed)) as Record<string, Float32Array>;
+    inputs.sinks = inputs.sinks.map((x) => 2 * x);
+    const want = interpret(hand, inputs);
+    const got = interpret(trace(spec, program(false), sizes), inputs);
+    for (const name of Object.keys(want)) {
+      assertClose(got[name], want[name], 1e-12, `interpreter ${name} seed ${seed}`);
+    }
+    const prog = await compile(spec, program(false), sizes, {
+      backend: "gpu",
+      attention: strategy,
+    });
+    try {
+      const gpu = await prog.run(inputs) as Record<string, Float32Array>;
+      const names = prog.kernels.map((k) => k.name);
+      for (const name of Object.keys(want)) {
+        assertClose(gpu[name], want[name], 1e-4, `gpu ${name} seed ${seed} [${names}]`);
+      }
     } finally {
       prog.destroy();
     }
