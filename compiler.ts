@@ -25,6 +25,8 @@
 export { trace } from "./dsl/trace.ts";
 export type {
   ArangeNode,
+  AttentionGradNode,
+  AttentionNode,
   Base,
   BinaryNode,
   BinaryOp,
@@ -76,5 +78,6 @@ export type { ScanBackwardStrategy } from "./codegen/scan_backward_kernel.ts";
 export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
 export type { ScanStrategy, TileReduce } from "./codegen/scan_strategy.ts";
 export type { AssocScanStrategy } from "./codegen/assoc_scan_kernel.ts";
+export type { AttentionStrategy } from "./codegen/attention_shapes.ts";
 export type { AssocCombine, AssocScanNode } from "./dsl/ir.ts";
 export type { ScanMath, ScanPrefetch, ScanStateLoads, VectorIndex } from "./codegen/scan_loop.ts";

@@ -37,3 +37,4 @@ export { ss2d, ss2dBlock, type Ss2dBlockParams } from "./models/layers/ss2d.ts";
 export { vssd } from "./models/layers/vssd.ts";
 export { hsmSsd } from "./models/layers/efficientvim.ts";
 export { lbScan } from "./models/layers/lbmamba.ts";
+export { gqaAttention, type GqaParams, rope } from "./models/layers/attention.ts";

@@ -83,6 +83,7 @@ export {
 export { pad, rename, shift } from "./dsl/axis_ops.ts";
 export { concat, conv1d, flip, gather, rearrange, slice, transpose } from "./dsl/views.ts";
 export { finalState, pick, scan, type ScanOptions } from "./dsl/scan.ts";
+export { attention, type AttentionOptions } from "./dsl/attention.ts";
 export { type DeltaOperands, type DeltaOptions, type DeltaResult, deltaRule } from "./dsl/delta.ts";
 export {
   associativeScan,

@@ -3,7 +3,7 @@
  * warm-up) and prints one JSON object per line, plus a summary table. The torch anchors are
  * timed by `bench/torch_anchors.py` in the same run on the same GPU (see bench/RESULTS.md).
  *
- *   deno task bench [--only copy,fused,matmul,scan,step,delta,gla,train,cum] [--iterations N] [--scan JSON]
+ *   deno task bench [--only copy,fused,matmul,scan,step,delta,gla,train,cum,attention] [--iterations N] [--scan JSON]
  *
  * `--only delta` times the Gated DeltaNet forward (bench/delta_bench.ts; its `--peer` adds FLA).
  * `--only gla` times the GLA and simple GLA forwards of models/layers/ (bench/gla_bench.ts; its
@@ -15,6 +15,10 @@
  *
  * `--only cum` times cumsum and cummax over 64M elements against the copy kernel
  * (bench/cum_bench.ts; torch's times: bench/cum_torch.py).
+ *
+ * `--only attention` times causal GQA attention, prefill at T = 2048 and 8192 and decode against
+ * caches of 4K and 32K keys, and forward + backward at T = 2048 (bench/attention_bench.ts;
+ * torch's times: bench/attention_torch.py).
  *
  * `--scan '{"stateLoads":"staged"}'` forces scan strategy knobs (codegen/scan_strategy.ts) for
  * the scan and step benchmarks, e.g. the best variant `bench/scan_tune.ts` reported.
@@ -36,6 +40,7 @@ import { glaBench } from "./gla_bench.ts";
 import { trainBench, trainCaseId, trainCases } from "./train_bench.ts";
 import { randomF32, scanBenchBytes, scanBenchInputs } from "./scan_inputs.ts";
 import { cumBenchmark } from "./cum_bench.ts";
+import { attentionBenchmark } from "./attention_bench.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -158,6 +163,8 @@ if (only.has("step")) {
     prog.destroy();
   }
 }
+
+if (only.has("attention")) await attentionBenchmark(ctx, iterations, report);
 
 if (only.has("delta")) {
   for (const row of await deltaBench(DELTA_BENCH_SHAPES, iterations, ctx)) report(row);

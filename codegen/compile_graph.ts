@@ -12,6 +12,10 @@ import type { Graph, InputNode, Node } from "../dsl/ir.ts";
 import { nodeInputs } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
+import { emitAttention } from "./attention_kernel.ts";
+import { emitAttentionGrad } from "./attention_backward.ts";
+import { recognizeAttention } from "./attention_pattern.ts";
+import { type AttentionStrategy, planAttention } from "./attention_shapes.ts";
 import { emitElementwiseKernel } from "./elementwise_kernel.ts";
 import { type AssocScanStrategy, emitAssocScan } from "./assoc_scan_kernel.ts";
 import { fusedTree, planFusion } from "./fusion.ts";
@@ -82,6 +86,13 @@ function emitKernel(
   if (core?.kind === "delta") {
     return emitDelta(core, plan.materialized, limits, name, aliases, options.scan);
   }
+  if (core?.kind === "attention_grad") {
+    return emitAttentionGrad(core, plan.materialized, limits, name, aliases, options.attention);
+  }
+  if (core?.kind === "attention") {
+    const tiles = planAttention(core, limits, options.attention);
+    return emitAttention(core, plan.materialized, limits, name, aliases, tiles);
+  }
   // The delta kernel writes the final state too.
   if (root.kind === "delta_state") return [];
   if (core?.kind === "scan") {
@@ -126,6 +137,8 @@ export interface CodegenOptions {
   scan?: ScanStrategy;
   /** Force contraction-kernel choices (tests, benchmarks). */
   matmul?: MatmulStrategy;
+  /** Force the attention kernels' tiles and key splits (tests, benchmarks). */
+  attention?: AttentionStrategy;
   /** Force the associative-scan lowering (tests, benchmarks). */
   assocScan?: AssocScanStrategy;
   /** Input node → output node sharing one buffer (in-place state updates). */
@@ -153,8 +166,11 @@ export function generateKernels(
       );
     }
   }
+  const keep = new Set(options.aliases?.values() ?? []);
+  // softmax(q·kᵀ)·v written by hand runs as the attention kernel (attention_pattern.ts).
+  graph = recognizeAttention(graph, keep);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
-  graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
+  graph = mergeScans(graph, keep);
   const forced = new Set<Node>();
   // Adjoint scans whose backward group needs more buffers than the device binds.
   const unfused = new Set<Node>();

@@ -245,6 +245,8 @@ export class ExprEmitter {
       case "delta":
       case "delta_state":
       case "assocScan":
+      case "attention":
+      case "attention_grad":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

@@ -18,7 +18,7 @@ import { storeViews } from "./store_view.ts";
 /** The heavy node kinds: each is the core of its own kernel. */
 export type CoreNode = Extract<
   Node,
-  { kind: "contract" | "reduce" | "scan" | "delta" | "assocScan" }
+  { kind: "contract" | "reduce" | "scan" | "delta" | "assocScan" | "attention" | "attention_grad" }
 >;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
@@ -67,7 +67,7 @@ const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 function isCore(n: Node): n is CoreNode {
   if (n.kind === "contract") return !isInlineContraction(n);
   return n.kind === "reduce" || n.kind === "scan" || n.kind === "delta" ||
-    n.kind === "assocScan";
+    n.kind === "assocScan" || n.kind === "attention" || n.kind === "attention_grad";
 }
 
 /** Longest summed extent of a contraction computed inline (a short loop) where it is used. */
@@ -89,7 +89,10 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
     const m = stack.pop()!;
     if (seen.has(m)) continue;
     seen.add(m);
-    if (m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" || m.kind === "assocScan") {
+    if (
+      m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
+      m.kind === "assocScan" || m.kind === "attention" || m.kind === "attention_grad"
+    ) {
       continue;
     }
     if (m.kind === "input") continue;
@@ -261,6 +264,10 @@ function planWith(
   for (const n of nodes) if (n.kind === "input") materialized.add(n);
   // The delta rule's kernel writes y and the final state itself (no epilogue): both get buffers.
   for (const n of nodes) if (n.kind === "delta" || n.kind === "delta_state") materialized.add(n);
+  // So does the attention kernel (its output is read by the projection that follows).
+  for (const n of nodes) {
+    if (n.kind === "attention" || n.kind === "attention_grad") materialized.add(n);
+  }
 
   // Scans whose state can stay on chip; their final-state picks get buffers of their own.
   const fusable = new Map<Node, ScanUse>();

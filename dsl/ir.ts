@@ -336,6 +336,66 @@ export interface DeltaStateNode extends Base {
 }
 
 /**
+ * Softmax attention (`attention`, dsl/attention.ts): for every batch position and query row,
+ * out[t, e] = Σ_s softmax_s(scale·q[t]·k[s] over the allowed keys)·v[s, e]. Batch axes are k's
+ * axes but `keyAxis` and `featureAxis`; q has them, `queryAxis`, `featureAxis` and at most one
+ * more axis (`groupAxis`: the query heads sharing one key/value head, grouped-query attention).
+ * Allowed keys: all, or with `causal` s ≤ t + (keys − queries), and with `window` w also
+ * s > t + (keys − queries) − w. The value is over q's axes with the feature axis replaced by
+ * v's (`valueAxis`), in this node's `axes` order.
+ */
+export interface AttentionNode extends Base {
+  /** Discriminant. */
+  readonly kind: "attention";
+  /** Queries: batch axes, optional `groupAxis`, `queryAxis`, `featureAxis`. */
+  readonly q: Node;
+  /** Keys: batch axes, `keyAxis`, `featureAxis`. */
+  readonly k: Node;
+  /** Values: batch axes, `keyAxis`, `valueAxis`. */
+  readonly v: Node;
+  /** The query position axis of q. */
+  readonly queryAxis: string;
+  /** The key position axis of k and v (may have the same name as `queryAxis`). */
+  readonly keyAxis: string;
+  /** The axis q and k are contracted over. */
+  readonly featureAxis: string;
+  /** v's feature axis (the result's last axis by name). */
+  readonly valueAxis: string;
+  /** q's axis of query heads per key/value head (grouped-query attention), if any. */
+  readonly groupAxis?: string;
+  /** The factor on q·k before the softmax. */
+  readonly scale: number;
+  /** Keys after the query's diagonal are masked (decode: the diagonal is shifted by keys − queries). */
+  readonly causal: boolean;
+  /** With `causal`: only the last `window` keys up to the diagonal. */
+  readonly window?: number;
+  /**
+   * Attention sinks: a logit per query head (over some of q's axes but the query and feature
+   * axes) added to the softmax as a key whose value is zero.
+   */
+  readonly sinks?: Node;
+}
+
+/**
+ * The gradient of an {@link AttentionNode}'s value with respect to its q, k or v (`wrt`), given
+ * the cotangent `ct` of its output: FlashAttention-2's backward, the probabilities recomputed
+ * from q and k. The axes are the operand's. A `v` gradient may name the `k` gradient of the same
+ * forward and cotangent as its `pair`: one kernel then writes both.
+ */
+export interface AttentionGradNode extends Base {
+  /** Discriminant. */
+  readonly kind: "attention_grad";
+  /** The forward attention (its output O is read). */
+  readonly of: AttentionNode;
+  /** The cotangent of the forward's output, over its axes. */
+  readonly ct: Node;
+  /** Which operand's gradient this is. */
+  readonly wrt: "q" | "k" | "v" | "sinks";
+  /** For `wrt: "v"`: the `k` gradient computed by the same kernel. */
+  readonly pair?: AttentionGradNode;
+}
+
+/**
  * The combine function of an {@link AssocScanNode}, traced once: `results[i]` is component i
  * of combine(left, right) as an elementwise graph over the placeholder leaves `left` and
  * `right` (input nodes that no program declares, one per component, with the elements' axes)
@@ -397,6 +457,8 @@ export type Node =
   | ScanNode
   | DeltaNode
   | DeltaStateNode
+  | AttentionNode
+  | AttentionGradNode
   | AssocScanNode;
 
 /** The node kinds. */
@@ -442,6 +504,12 @@ export function nodeInputs(node: Node): Node[] {
     case "binary":
     case "contract":
       return [node.a, node.b];
+    case "attention":
+      return node.sinks ? [node.q, node.k, node.v, node.sinks] : [node.q, node.k, node.v];
+    case "attention_grad": {
+      const ins = [...nodeInputs(node.of), node.of, node.ct];
+      return node.pair ? [...ins, node.pair] : ins;
+    }
     case "where":
       return [node.cond, node.a, node.b];
     case "concat":

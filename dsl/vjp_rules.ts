@@ -27,8 +27,9 @@ import {
   sumTo,
   unary,
 } from "./grad_builders.ts";
-import type { BinaryNode, Node, ReduceNode, UnaryNode } from "./ir.ts";
+import { type BinaryNode, type Node, nodeInputs, type ReduceNode, type UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
+import { attentionRule } from "./vjp_attention.ts";
 import { assocScanRule } from "./vjp_assoc.ts";
 import { viewRule } from "./vjp_views.ts";
 
@@ -85,6 +86,14 @@ export function transposeRule(
     }
     case "assocScan":
       return assocScanRule(node, ct, wanted);
+    case "attention":
+      return attentionRule(node, ct, wanted);
+    case "attention_grad":
+      if (!nodeInputs(node).some(wanted)) return [];
+      throw new Error(
+        `valueAndGrad: attention's gradient (node ${node.id}) has no derivative: no second ` +
+          `derivatives of attention yet`,
+      );
     case "permute":
     case "regroup":
     case "slice":

@@ -20,6 +20,7 @@ import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
+import type { AttentionStrategy } from "../codegen/attention_shapes.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
 import { showAxes } from "../dsl/axes.ts";
 import { DEFAULT_LIMITS, type DeviceLimits, limitsFrom } from "../codegen/limits.ts";
@@ -43,6 +44,8 @@ export interface CompileOptions {
   assocScan?: AssocScanStrategy;
   /** Force contraction-kernel choices (matrix-vector staging). */
   matmul?: MatmulStrategy;
+  /** Force the attention kernels' key splits and tiles (tests, benchmarks). */
+  attention?: AttentionStrategy;
   /** Force the scan-backward kernels' chunk and workgroup (tests). */
   scanBackward?: ScanBackwardStrategy;
   /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
@@ -138,6 +141,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     scan: options.scan,
     matmul: options.matmul,
     assocScan: options.assocScan,
+    attention: options.attention,
     scanBackward: options.scanBackward,
     noScanBackward: options.noScanBackward,
     aliases,

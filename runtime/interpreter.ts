@@ -10,6 +10,7 @@ import { checkHostInputs, type HostArray } from "./host_inputs.ts";
 import { roundToBf16, roundToF16 } from "./half.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
 import { evalDelta } from "./delta_interpreter.ts";
+import { evalAttention, evalAttentionGrad } from "./attention_interpreter.ts";
 import { evalAssocScan } from "./assoc_interpret.ts";
 
 export type { HostArray } from "./host_inputs.ts";
@@ -248,6 +249,10 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
       return evalDelta(node.x, get).state;
     case "assocScan":
       return evalAssocScan(node, get);
+    case "attention":
+      return evalAttention(node, get);
+    case "attention_grad":
+      return evalAttentionGrad(node, get);
     case "conv1d": {
       const x = get(node.x), w = get(node.w);
       const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];

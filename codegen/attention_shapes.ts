@@ -1,0 +1,193 @@
+/**
+ * The sizes of an `attention` node and the tile plan of its kernels (attention_kernel.ts):
+ * rows, tiles of queries and keys within the device's workgroup memory, and the number of
+ * key splits (flash-decoding) chosen by a simple cost rule.
+ *
+ * @module
+ */
+
+import type { AttentionNode, Node } from "../dsl/ir.ts";
+import type { DeviceLimits } from "./limits.ts";
+
+/** The sizes of an attention node. */
+export interface AttentionShapes {
+  /** Batch axes (k's axes but the key and feature axes), in k's order. */
+  readonly batch: readonly string[];
+  /** Their sizes. */
+  readonly batchShape: readonly number[];
+  /** Batch positions (product of the batch sizes). */
+  readonly batches: number;
+  /** Query heads per key/value head (1 without a group axis). */
+  readonly group: number;
+  /** Queries. */
+  readonly queries: number;
+  /** Keys. */
+  readonly keys: number;
+  /** Feature size of q and k. */
+  readonly dk: number;
+  /** Feature size of v. */
+  readonly dv: number;
+  /** Query rows per batch position: queries·group, ordered query-major (row = t·group + r). */
+  readonly rows: number;
+}
+
+/** The sizes of `node`. */
+export function attentionShapes(node: AttentionNode): AttentionShapes {
+  const size = (n: Node, a: string) => n.shape[n.axes.indexOf(a)];
+  const batch = node.k.axes.filter((a) => a !== node.keyAxis && a !== node.featureAxis);
+  const batchShape = batch.map((a) => size(node.k, a));
+  const group = node.groupAxis === undefined ? 1 : size(node.q, node.groupAxis);
+  const queries = size(node.q, node.queryAxis);
+  return {
+    batch,
+    batchShape,
+    batches: batchShape.reduce((p, s) => p * s, 1),
+    group,
+    queries,
+    keys: size(node.k, node.keyAxis),
+    dk: size(node.k, node.featureAxis),
+    dv: size(node.v, node.valueAxis),
+    rows: queries * group,
+  };
+}
+
+/** Knobs of the attention kernels (tests and benchmarks force them). */
+export interface AttentionStrategy {
+  /** Key splits (1: no combine kernel); chosen by {@link planAttention} when absent. */
+  splits?: number;
+  /** Query rows per workgroup; at most 64. */
+  rowsPerWorkgroup?: number;
+  /**
+   * Threads per query row (a power of two ≤ the subgroup size; 1 without subgroups): each holds
+   * every lanes-th feature of the query and the output, and q·k is summed by subgroup shuffles.
+   */
+  lanes?: number;
+  /** Keys per tile staged in workgroup memory (a power of two). */
+  keysPerTile?: number;
+  /** vec4 registers and loads (default: when both feature sizes are multiples of 4). */
+  vec4?: boolean;
+}
+
+/** The tile plan of one attention node. */
+export interface AttentionPlan {
+  /** Query rows per workgroup. */
+  readonly rowsPerWorkgroup: number;
+  /** Threads per query row, sharing its features. */
+  readonly lanes: number;
+  /** Threads per workgroup (≥ rows·lanes: the others only help stage keys and values). */
+  readonly threads: number;
+  /** Keys per tile in workgroup memory. */
+  readonly keysPerTile: number;
+  /** Workgroups along the queries per batch position. */
+  readonly queryTiles: number;
+  /** Features held and loaded in vec4 units. */
+  readonly vec4: boolean;
+  /** Key splits, each walked by its own workgroups; > 1 adds the combine kernel. */
+  readonly splits: number;
+  /** Keys per split (a multiple of the tile). */
+  readonly splitLength: number;
+}
+
+/** The fewest threads per workgroup: enough to stage a tile with coalesced loads. */
+const MIN_THREADS = 64;
+/** Rows per workgroup at most (they share each staged tile of keys and values). */
+const MAX_ROWS = 64;
+/** Features one thread holds at most (of q and of the output each) before more lanes share a row. */
+const FEATURES_PER_LANE = 32;
+/** Workgroups a launch should have to fill a large GPU (the split rule aims at this). */
+const TARGET_WORKGROUPS = 1024;
+/** The fewest tiles one split walks: below this the combine's traffic outweighs the gain. */
+const MIN_TILES_PER_SPLIT = 4;
+
+/**
+ * Plans the kernels of `node` on a device. Rows per workgroup: 64, or all rows when fewer
+ * (decode). Keys per tile: the largest power of two ≤ 32 whose K and V tiles fit the
+ * workgroup memory. Splits (the cost rule): when the query tiles alone give fewer workgroups
+ * than a large GPU runs at once, the keys are split so that there are about
+ * {@link TARGET_WORKGROUPS}, each split walking at least {@link MIN_TILES_PER_SPLIT} tiles.
+ */
+export function planAttention(
+  node: AttentionNode,
+  limits: DeviceLimits,
+  strategy: AttentionStrategy = {},
+): AttentionPlan {
+  const s = attentionShapes(node);
+  const aligned = s.dk % 4 === 0 && s.dv % 4 === 0;
+  if (strategy.vec4 && !aligned) {
+    throw new Error(
+      `attention: vec4 needs feature sizes that are multiples of 4 (${s.dk}, ${s.dv})`,
+    );
+  }
+  const vec4 = strategy.vec4 ?? aligned;
+  const lanes = attentionLanes(
+    Math.max(s.dk, s.dv) / (vec4 ? 4 : 1),
+    limits,
+    strategy.lanes,
+    vec4 ? 4 : 1,
+  );
+  const maxThreads = limits.maxComputeInvocationsPerWorkgroup;
+  const maxRows = Math.max(1, Math.min(MAX_ROWS, Math.floor(maxThreads / lanes)));
+  const rowsPerWorkgroup = strategy.rowsPerWorkgroup ?? Math.min(maxRows, s.rows);
+  if (
+    !Number.isInteger(rowsPerWorkgroup) || rowsPerWorkgroup < 1 || rowsPerWorkgroup > maxRows
+  ) {
+    throw new Error(
+      `attention: rowsPerWorkgroup ${rowsPerWorkgroup} must be an integer in 1..${maxRows}`,
+    );
+  }
+  const threads = Math.min(maxThreads, Math.max(MIN_THREADS, rowsPerWorkgroup * lanes));
+  const perKey = (s.dk + s.dv) * 4;
+  let keysPerTile = strategy.keysPerTile ?? 32;
+  if (strategy.keysPerTile === undefined) {
+    while (keysPerTile > 1 && keysPerTile * perKey > limits.maxComputeWorkgroupStorageSize) {
+      keysPerTile /= 2;
+    }
+  }
+  if (keysPerTile * perKey > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `attention: a tile of ${keysPerTile} keys with features ${s.dk} + ${s.dv} needs ` +
+        `${keysPerTile * perKey} bytes of workgroup memory; the device has ` +
+        `${limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  const queryTiles = Math.ceil(s.rows / rowsPerWorkgroup);
+  const tiles = Math.ceil(s.keys / keysPerTile);
+  const wanted = Math.ceil(TARGET_WORKGROUPS / (s.batches * queryTiles));
+  const most = Math.max(1, Math.floor(tiles / MIN_TILES_PER_SPLIT));
+  let splits = strategy.splits ?? Math.max(1, Math.min(wanted, most));
+  if (!Number.isInteger(splits) || splits < 1) {
+    throw new Error(`attention: splits must be a positive integer, got ${splits}`);
+  }
+  splits = Math.min(splits, tiles);
+  const splitLength = Math.ceil(tiles / splits) * keysPerTile;
+  splits = Math.ceil(s.keys / splitLength);
+  return { rowsPerWorkgroup, lanes, threads, keysPerTile, queryTiles, vec4, splits, splitLength };
+}
+
+/**
+ * Threads per query row: the fewest (a power of two) that leave each at most
+ * {@link FEATURES_PER_LANE} features (`units` of `width` features), within the subgroup; 1
+ * without subgroups.
+ */
+export function attentionLanes(
+  units: number,
+  limits: DeviceLimits,
+  forced?: number,
+  width = 1,
+): number {
+  const most = limits.subgroups && limits.subgroupMinSize >= 2
+    ? Math.min(limits.subgroupMinSize, 32)
+    : 1;
+  if (forced !== undefined) {
+    if (!Number.isInteger(forced) || forced < 1 || (forced & (forced - 1)) !== 0 || forced > most) {
+      throw new Error(
+        `attention: lanes ${forced} must be a power of two ≤ ${most} on this device ` +
+          `(${limits.subgroups ? `subgroups of ${limits.subgroupMinSize}` : "no subgroups"})`,
+      );
+    }
+    return forced;
+  }
+  let lanes = 1;
+  while (lanes < most && Math.ceil(units / lanes) * width > FEATURES_PER_LANE) lanes *= 2;
+  return lanes;
+}
