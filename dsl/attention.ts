@@ -37,8 +37,9 @@ function sizeOf(n: Node, axis: string): number {
 /**
  * Softmax attention over named axes. The **last axis** of q and k is the feature axis they are
  * contracted over (the same name in both), the **second-last** is the position axis (queries
- * in q, keys in k and v; as torch's `scaled_dot_product_attention` reads (…, L, E), so a
- * `b t h d` layout must be transposed to `b h t d` first), and v's last axis is the value
+ * in q, keys in k and v, under two different names; as torch's `scaled_dot_product_attention`
+ * reads (…, L, E), so a `b t h d` layout must be transposed to `b h t d` first: the two names
+ * make that mistake an error), and v's last axis is the value
  * feature axis. k's other axes are the
  * batch axes (batch, key/value heads); v has exactly k's axes but the feature; q has every
  * batch axis, and may have one more axis: the query heads that share one key/value head
@@ -94,6 +95,15 @@ export function attention<Q extends Tensor>(
     throw new Error(
       `attention: feature axis "${feature}" is ${sizeOf(qn, feature)} in q but ` +
         `${sizeOf(kn, feature)} in k`,
+    );
+  }
+  if (keyAxis === queryAxis) {
+    // With one name for both position axes, a layout such as `b t h d` (heads second-last)
+    // would attend over heads without any error; distinct names make the roles explicit.
+    throw new Error(
+      `attention: q ${showAxes(qn.axes)} and k ${showAxes(kn.axes)} both have "${keyAxis}" ` +
+        `second-last; name the key positions differently (e.g. rename(k, "${keyAxis}", "s") ` +
+        `and the same for v)`,
     );
   }
   const batch = kn.axes.slice(0, -2);

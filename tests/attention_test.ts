@@ -172,6 +172,8 @@ Deno.test("attention: wrong operands name the op, the operand and the axes", () 
   bad({ q: "b g r s d", k: "b g t d", v: "b g t d" }, { causal: true }, /at least as many keys/);
   bad({ q: "b g r t d", k: "b g s d", v: "b g s d" }, { window: 2 }, /window 2 needs causal/);
   bad({ q: "b g r t d", k: "b g s d", v: "b g s e" }, { scale: NaN }, /scale must be a finite/);
+  // A `b t h d` layout for both (heads second-last) would attend over heads: refused.
+  bad({ q: "b t h d", k: "b t h d", v: "b t h d" }, {}, /both have "h" second-last; name the key/);
   assert.throws(
     () =>
       trace(
@@ -355,10 +357,10 @@ Deno.test("attention layouts (and gradients): permuted axes, no group axis, dv �
       { b: 2, g: 2, r: 3, t: 5, s: 8, d: 4, e: 7 },
       { causal: true },
     ],
-    // No group axis (multi-head), self-attention with one position name, dv ≠ dk, splits.
+    // No group axis (multi-head), dv ≠ dk, splits.
     [
-      { q: "b h t d", k: "b h t d", v: "b h t e" },
-      { b: 1, h: 3, t: 9, d: 8, e: 5 },
+      { q: "b h t d", k: "b h s d", v: "b h s e" },
+      { b: 1, h: 3, t: 9, s: 9, d: 8, e: 5 },
       { causal: true, window: 4 },
       { splits: 2, keysPerTile: 4 },
     ],
