@@ -87,6 +87,12 @@ export interface AssocScanStrategy {
    * predecessor is recomputed (quadratic; it tests the fallback).
    */
   lookbackSpins?: number;
+  /**
+   * Single pass, for tests: tiles k with k mod n = n − 1 publish nothing and those with
+   * k mod n = n − 2 only their aggregate, so look-backs fold aggregates across windows and
+   * recompute tiles between them. Default 0: every tile publishes.
+   */
+  lookbackWithhold?: number;
 }
 
 /** Workgroups the chunked passes aim for, across channels and chunks. */
@@ -343,7 +349,19 @@ function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kern
   }
   const state = scratch(`${ctx.name}_lookback`, stateWords({ slots, comps }), "atomic<u32>");
   const registry = new BindingRegistry(ctx.materialized, [ctx.root, state], ctx.aliases);
-  const layout = { len: shape.len, tiles, slots, comps, spins, state: registry.writeName(1) };
+  const withhold = force.lookbackWithhold ?? 0;
+  if (!Number.isInteger(withhold) || withhold < 0) {
+    throw new Error(`${ctx.name}: lookbackWithhold must be a whole number ≥ 0, got ${withhold}`);
+  }
+  const layout = {
+    len: shape.len,
+    tiles,
+    slots,
+    comps,
+    spins,
+    withhold,
+    state: registry.writeName(1),
+  };
   const workgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
   const outer = new ExprEmitter(registry.lookup, "h");

@@ -49,6 +49,11 @@ export interface SinglePassLayout {
   readonly comps: number;
   /** Polls per predecessor before the fallback; 0 never reads a flag (tests). */
   readonly spins: number;
+  /**
+   * Tests: tiles k with k mod n = n − 1 publish nothing, those with k mod n = n − 2 only their
+   * aggregate (0: all publish).
+   */
+  readonly withhold: number;
   /** Name of the read_write `array<atomic<u32>>` binding holding the counter and the words. */
   readonly state: string;
 }
@@ -159,9 +164,11 @@ export function singlePassBody(
   lines.push(`let aggregate = shTotal;`);
   lines.push(
     `if (lid == 0u) {`,
+    `  ${publishIf(l)}{`,
     // Tile 0 of a channel: its aggregate is its inclusive prefix.
-    `  if (k == 0u) { publishAt(inclusiveWord(w), tag, aggregate); }`,
-    `  else { publishAt(aggregateWord(w), tag, aggregate); }`,
+    `    if (k == 0u) { publishAt(inclusiveWord(w), tag, aggregate); }`,
+    `    else { publishAt(aggregateWord(w), tag, aggregate); }`,
+    `  }`,
     `}`,
   );
   lines.push(...lookBack(t, l, item));
@@ -187,6 +194,16 @@ export function singlePassBody(
     }
   }
   return lines.join("\n  ");
+}
+
+/**
+ * The guard of a tile's publishing, or "": with `withhold` n, tiles k with k mod n = n − 1
+ * publish nothing and (`inclusive`) those with k mod n = n − 2 no inclusive prefix (tests).
+ */
+function publishIf(l: SinglePassLayout, inclusive = false): string {
+  const n = l.withhold;
+  if (n === 0) return "";
+  return inclusive ? `if (k % ${n}u + 2u < ${n}u) ` : `if (k % ${n}u + 1u < ${n}u) `;
 }
 
 /** After {@link tilePrefix}: the inclusive value of the tile's last item into `shTotal`. */
@@ -268,7 +285,11 @@ function lookBack(
     `    }`,
     `    if (j == 0u) { break; }`,
     `  }`,
-    `  if (lid == 0u) { shCarry = acc; }`,
+    // The inclusive prefix, published as soon as it is known; then shared.
+    `  if (lid == 0u) {`,
+    `    shCarry = acc;`,
+    `    ${publishIf(l, true)}{ publishAt(inclusiveWord(w), tag, comb(acc, aggregate)); }`,
+    `  }`,
     `}`,
   ];
 }

@@ -1,8 +1,9 @@
 // The single-pass associative scan (decoupled look-back with fallback) against the float64
 // interpreter: awkward lengths (1, 37, many tiles and a ragged tail), several channels, both
-// directions, one- to four-component combines, the look-back reading published words and the
-// fallback recomputing every predecessor (lookbackSpins 0), and repeated runs (the tile counter
-// and word tags flip between runs; nothing is cleared).
+// directions, one- to four-component combines, the look-back reading published words, the
+// fallback recomputing every predecessor (lookbackSpins 0), the two mixed (some tiles withholding
+// their words), and repeated runs (the tile counter and word tags flip between runs; nothing is
+// cleared).
 import assert from "node:assert/strict";
 import { associativeScan, cummax, cumsum, logcumsumexp } from "../dsl/assoc_scan.ts";
 import { add, maximum, mul } from "../dsl/elementwise.ts";
@@ -28,6 +29,12 @@ const UNSTAGED: AssocScanStrategy = {
 };
 const LOOKBACK = [SMALL, WIDE, UNSTAGED];
 const FALLBACK = LOOKBACK.map((s) => ({ ...s, lookbackSpins: 0 }));
+// Some tiles publish nothing, some only their aggregate: look-backs fold aggregates across
+// windows and recompute the silent tiles between them (the mixed path of a real GPU).
+const WITHHELD: AssocScanStrategy[] = [
+  { ...SMALL, lookbackWithhold: 3, lookbackSpins: 2 },
+  { ...WIDE, lookbackWithhold: 2, lookbackSpins: 1 },
+];
 
 /**
  * Runs `fn` `runs` times on fresh inputs against the interpreter; checks there is one kernel
@@ -85,7 +92,7 @@ Deno.test("single pass: awkward lengths, channels and both directions", async ()
     // The scan axis outermost: channels interleaved in memory.
     ["l b", { l: 53, b: 5 }],
   ];
-  for (const strategy of [...LOOKBACK, ...FALLBACK]) {
+  for (const strategy of [...LOOKBACK, ...FALLBACK, ...WITHHELD]) {
     for (const [axes, sizes] of layouts) {
       // The fallback recomputes every predecessor (quadratic): short axes, two layouts.
       if (strategy.lookbackSpins === 0 && (sizes.l > 100 || axes === "l")) continue;
@@ -140,7 +147,7 @@ Deno.test("single pass: multi-component combines ((max, +), 2×2 products, logcu
 });
 
 Deno.test("single pass: repeated runs flip the counter and tags; nothing is cleared", async () => {
-  for (const strategy of [SMALL, FALLBACK[0]]) {
+  for (const strategy of [SMALL, FALLBACK[0], WITHHELD[0]]) {
     await check(
       "2×2 products, 5 runs",
       { a: "l", b: "l", c: "l", d: "l" },
