@@ -305,9 +305,14 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const t = tilingOf(ctx, force);
   const tiles = Math.ceil(ctx.shape.len / t.tile);
   // The rule: one kernel with look-back wherever the axis spans several tiles (it reads the
-  // input once); the three chunk kernels when forced off.
-  // (One tile per channel is one kernel either way: the three-pass path's pass 3 alone.)
-  const single = (force.singlePass ?? true) && tiles > 1;
+  // input once); the three chunk kernels when forced off or where the tile numbers would not
+  // fit the counter's 31 bits (only forced 1-step tiles get there). One tile per channel is
+  // one kernel either way: the three-pass path's pass 3 alone.
+  const fits = ctx.shape.channels * tiles < 2 ** 31;
+  if (force.singlePass && !fits) {
+    throw new Error(`${ctx.name}: singlePass needs fewer than 2^31 tiles`);
+  }
+  const single = (force.singlePass ?? true) && tiles > 1 && fits;
   return single ? [emitSinglePass(ctx, t, force)] : emitThreePass(ctx, t, force);
 }
 
@@ -342,7 +347,6 @@ function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kern
   const comps = core.elems.length;
   const tiles = Math.ceil(shape.len / t.tile);
   const slots = shape.channels * tiles;
-  if (slots >= 2 ** 31) throw new Error(`${ctx.name}: ${slots} tiles exceed 2^31`);
   const spins = force.lookbackSpins ?? DEFAULT_LOOKBACK_SPINS;
   if (!Number.isInteger(spins) || spins < 0) {
     throw new Error(`${ctx.name}: lookbackSpins must be a whole number ≥ 0, got ${spins}`);
