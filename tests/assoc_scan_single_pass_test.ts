@@ -160,6 +160,22 @@ Deno.test("single pass: repeated runs flip the counter and tags; nothing is clea
   }
 });
 
+Deno.test("single pass: default tiles, a thousand in all, three runs", async () => {
+  // 2 × (2^19 + 123) steps of a non-commutative (max, +) pair: 513 tiles of 256 × 4 (two
+  // components: 4 per thread) per channel, so on a GPU many workgroups look back at once
+  // (lavapipe runs them in turn).
+  const maxPlus = (a: Rec, b: Rec) => ({ s: add(a.s, b.s), m: maximum(add(a.m, b.s), b.m) });
+  await check(
+    "(max, +), default strategy",
+    { s: "b l", m: "b l" },
+    (t) => ({ m: associativeScan("l", maxPlus, { s: mul(t.s, 0.01), m: t.m }).m }),
+    { b: 2, l: 2 ** 19 + 123 },
+    {},
+    [-1, 1],
+    3,
+  );
+});
+
 Deno.test("single pass: a bad lookbackSpins is one clear error", async () => {
   await assert.rejects(
     () =>
