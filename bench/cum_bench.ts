@@ -39,24 +39,38 @@ const max = (name: string, strategy?: AssocScanStrategy): Variant => ({
   strategy,
 });
 
-// The defaults first, then the knobs a first H200 run should compare (bench/RESULTS.md).
+// The defaults first (the single-pass look-back kernel), then the knobs a GPU run should compare
+// (bench/RESULTS.md): the three chunk kernels it replaced, tile shapes and look-back polls.
+const THREE: AssocScanStrategy = { singlePass: false };
 const VARIANTS: Variant[] = [
   { name: "cumsum", fn: (x) => cumsum(x, "i"), fold: (a, v) => a + v },
+  {
+    name: "cumsum_three_pass",
+    fn: (x) => cumsum(x, "i"),
+    fold: (a, v) => a + v,
+    strategy: THREE,
+  },
   // The linear scan's chunked kernels, which cumsum no longer uses at this shape.
   { name: "cumsum_linear_scan", fn: (x) => scan("i", 1, x), fold: (a, v) => a + v },
   {
-    // A user's sum combine: ordered totals (pass 1 scans its tiles).
+    // A user's sum combine: no commutative shortcut anywhere.
     name: "cumsum_user_combine",
     fn: (x) => associativeScan("i", (a, b) => ({ x: add(a.x, b.x) }), { x }).x,
     fold: (a, v) => a + v,
   },
   max("cummax"),
-  max("cummax_v8", { perThread: 8 }),
+  max("cummax_v4", { perThread: 4 }),
   max("cummax_wg128_v8", { workgroup: 128, perThread: 8 }),
+  max("cummax_wg128_v16", { workgroup: 128, perThread: 16 }),
+  max("cummax_spins_8", { lookbackSpins: 8 }),
+  max("cummax_spins_1024", { lookbackSpins: 1024 }),
   max("cummax_unstaged", { stage: false }),
   max("cummax_memory_scan", { tileScan: "workgroup" }),
-  max("cummax_ordered_totals", { commutativeTotals: false }),
-  max("cummax_chunks_x4", { chunkTiles: 64 }),
+  // The three chunk kernels: today's default tile (8 per thread), the old one (4), and knobs.
+  max("cummax_three_pass", THREE),
+  max("cummax_three_pass_v4", { ...THREE, perThread: 4 }),
+  max("cummax_three_pass_ordered_totals", { ...THREE, commutativeTotals: false }),
+  max("cummax_three_pass_chunks_x4", { ...THREE, chunkTiles: 64 }),
 ];
 
 /** The float64 fold of `x` (the check). */
@@ -104,6 +118,8 @@ export async function cumBenchmark(
     const probe = await prog.benchmark({ x }, { warmup: 1, iterations: 2 });
     const warmup = Math.min(200, Math.max(3, Math.ceil(0.3e9 / Math.max(probe.totalNs, 1))));
     const r = await prog.benchmark({ x }, { warmup, iterations });
+    // Checked again after the timed runs: the look-back's counter and word tags flip every run.
+    const again = relativeError(await prog.run({ x }) as Float32Array, foldAll(x, v.fold));
     const ms = r.totalNs / 1e6;
     const GBps = (2 * elements * 4) / ms / 1e6;
     report({
@@ -113,6 +129,7 @@ export async function cumBenchmark(
       GBps,
       fractionOfCopy: GBps / copy.GBps,
       relativeError: error,
+      relativeErrorAfterTiming: again,
       kernels: r.kernels.map((k) => `${k.name} ${(k.medianNs / 1e3).toFixed(1)}us`),
       strategy: v.strategy ?? "default",
     });

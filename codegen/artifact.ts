@@ -18,16 +18,20 @@ export interface ScratchBuffer {
   readonly label: string;
   /** Number of elements. */
   readonly elements: number;
-  /** Element type. */
-  readonly dtype: "f32";
+  /** Element type (atomic words: the single-pass scan's tile counter and look-back flags). */
+  readonly dtype: "f32" | "atomic<u32>";
 }
 
 /** Anything a kernel binds: an IR node's buffer or a scratch buffer. */
 export type BufferKey = Node | ScratchBuffer;
 
-/** Creates a scratch buffer description. */
-export function scratch(label: string, elements: number): ScratchBuffer {
-  return { kind: "scratch", label, elements, dtype: "f32" };
+/** Creates a scratch buffer description (4-byte elements). */
+export function scratch(
+  label: string,
+  elements: number,
+  dtype: ScratchBuffer["dtype"] = "f32",
+): ScratchBuffer {
+  return { kind: "scratch", label, elements, dtype };
 }
 
 /** Elements of a buffer key. */

@@ -12,6 +12,9 @@
  *   rescans its elements from its exclusive prefix. Three kernels: (1) each chunk's total,
  *   (2) per channel, the exclusive scan of chunk totals (the carries), (3) each chunk again
  *   from its carry, writing the outputs.
+ * - **Single pass** (the chunked default where an axis spans several tiles): one workgroup per
+ *   tile, tiles chained by a decoupled look-back with fallback (`assoc_scan_lookback.ts`), so
+ *   the input is read once: 2N bytes against the three kernels' 3N.
  *
  * @module
  */
@@ -40,6 +43,13 @@ import {
   tileLoop,
   type Tiling,
 } from "./assoc_scan_tiles.ts";
+import {
+  DEFAULT_LOOKBACK_SPINS,
+  singlePassBody,
+  singlePassDeclarations,
+  stateWords,
+  takeTile,
+} from "./assoc_scan_lookback.ts";
 
 /** Forced choices of the associative-scan lowering (tests, benchmarks). */
 export interface AssocScanStrategy {
@@ -66,6 +76,23 @@ export interface AssocScanStrategy {
    * (default true); false uses the tile loop every combine uses.
    */
   commutativeTotals?: boolean;
+  /**
+   * Chunked: one kernel with a decoupled look-back (each tile reads its input once) instead of
+   * the three chunk kernels. Default: wherever the axis spans more than one tile.
+   */
+  singlePass?: boolean;
+  /**
+   * Single pass: polls of a predecessor tile's published words before the workgroup computes
+   * that tile's reduction from the input instead (default 64). 0 never reads them: every
+   * predecessor is recomputed (quadratic; it tests the fallback).
+   */
+  lookbackSpins?: number;
+  /**
+   * Single pass, for tests: tiles k with k mod n = n − 1 publish nothing and those with
+   * k mod n = n − 2 only their aggregate, so look-backs fold aggregates across windows and
+   * recompute tiles between them. Default 0: every tile publishes.
+   */
+  lookbackWithhold?: number;
 }
 
 /** Workgroups the chunked passes aim for, across channels and chunks. */
@@ -226,7 +253,13 @@ function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
     memoryCap,
   );
   if (wg < 1) throw new Error(`${ctx.name}: the scanned record does not fit workgroup memory`);
-  const per = force.perThread ?? 4;
+  // 8 per thread where its staged tile fits workgroup memory (it measured faster than 4 on an
+  // H100 for cummax over 64M), else 4.
+  // Workgroup memory: sh (wg Recs), shTotal, the stage (padded tile) and pass 1's flags (wg
+  // words), or the single pass's look-back status (≤ wg words), carry (a Rec) and 3 words.
+  const stagedBytes = (p: number) => 4 * (comps * (wg + 2 + stageSlots(wg * p)) + wg + 3);
+  const per = force.perThread ??
+    (stagedBytes(8) <= ctx.limits.maxComputeWorkgroupStorageSize ? 8 : 4);
   const tile = wg * per;
   const tiles = Math.ceil(ctx.shape.len / tile);
   const wantChunks = Math.max(1, Math.ceil(TARGET_WORKGROUPS / ctx.shape.channels));
@@ -236,8 +269,7 @@ function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
   if (scan === "subgroup" && !ctx.limits.subgroups) {
     throw new Error(`${ctx.name}: tileScan "subgroup" needs a device with subgroups`);
   }
-  // Workgroup memory: sh (wg Recs), shTotal, the stage (padded tile) and pass 1's flags.
-  const bytes = 4 * (comps * (wg + 1 + stageSlots(tile)) + wg);
+  const bytes = stagedBytes(per);
   const fits = bytes <= ctx.limits.maxComputeWorkgroupStorageSize;
   if (force.stage && !fits) {
     throw new Error(
@@ -270,8 +302,108 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
-  const { core, shape, limits } = ctx;
   const t = tilingOf(ctx, force);
+  const tiles = Math.ceil(ctx.shape.len / t.tile);
+  // The rule: one kernel with look-back wherever the axis spans several tiles (it reads the
+  // input once); the three chunk kernels when forced off or where the tile numbers would not
+  // fit the counter's 31 bits (only forced 1-step tiles get there). One tile per channel is
+  // one kernel either way: the three-pass path's pass 3 alone.
+  const fits = ctx.shape.channels * tiles < 2 ** 31;
+  if (force.singlePass && !fits) {
+    throw new Error(`${ctx.name}: singlePass needs fewer than 2^31 tiles`);
+  }
+  const single = (force.singlePass ?? true) && tiles > 1 && fits;
+  return single ? [emitSinglePass(ctx, t, force)] : emitThreePass(ctx, t, force);
+}
+
+/** The elements at scan step j, computed inline into `x{v}`; channel-invariant values hoisted. */
+function elementItem(ctx: Context, registry: BindingRegistry, outer: ExprEmitter, env: Env) {
+  return (v: number, j: string) => {
+    const e = new ExprEmitter(registry.lookup, `x${v}_`).hoistTo(outer, LOOP_VARIABLES);
+    const pos = `q${v}`;
+    return [
+      `let ${pos} = ${positionOf(ctx, j)};`,
+      ...elementLines(e, ctx.core, { ...env, [ctx.core.axis]: pos }, `x${v}`),
+    ];
+  };
+}
+
+/** Writes of item j's output (its epilogue), the scanned Rec being `value`. */
+function outputItem(ctx: Context, registry: BindingRegistry, outer: ExprEmitter, env: Env) {
+  return (v: number, j: string, value: string) => {
+    const e = new ExprEmitter(registry.lookup, `y${v}_`, {
+      node: ctx.core,
+      value: `${value}.c${ctx.core.component}`,
+    }).hoistTo(outer, LOOP_VARIABLES);
+    return [
+      `let q${v} = ${positionOf(ctx, j)};`,
+      ...epilogueLines(ctx, e, { ...env, [ctx.core.axis]: `q${v}` }, registry.writeName(0)),
+    ];
+  };
+}
+
+function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact {
+  const { core, shape, limits } = ctx;
+  const comps = core.elems.length;
+  const tiles = Math.ceil(shape.len / t.tile);
+  const slots = shape.channels * tiles;
+  const spins = force.lookbackSpins ?? DEFAULT_LOOKBACK_SPINS;
+  if (!Number.isInteger(spins) || spins < 0) {
+    throw new Error(`${ctx.name}: lookbackSpins must be a whole number ≥ 0, got ${spins}`);
+  }
+  const state = scratch(`${ctx.name}_lookback`, stateWords({ slots, comps }), "atomic<u32>");
+  const registry = new BindingRegistry(ctx.materialized, [ctx.root, state], ctx.aliases);
+  const withhold = force.lookbackWithhold ?? 0;
+  if (!Number.isInteger(withhold) || withhold < 0) {
+    throw new Error(`${ctx.name}: lookbackWithhold must be a whole number ≥ 0, got ${withhold}`);
+  }
+  const layout = {
+    len: shape.len,
+    tiles,
+    slots,
+    comps,
+    spins,
+    withhold,
+    state: registry.writeName(1),
+  };
+  const workgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
+  const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
+  const outer = new ExprEmitter(registry.lookup, "h");
+  const body = singlePassBody(
+    t,
+    layout,
+    elementItem(ctx, registry, outer, channel.env),
+    outputItem(ctx, registry, outer, channel.env),
+  );
+  registry.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
+  const take = takeTile(layout, `wid.x + wid.y * ${u32Literal(workgroups[0])}`);
+  const wgsl = `${
+    header(
+      ctx,
+      registry,
+      { ...t, chunkLen: t.tile, chunks: tiles },
+      "single pass (decoupled look-back with fallback)",
+      singlePassDeclarations(t, layout),
+    )
+  }
+  ${take.join("\n  ")}
+  ${channel.lines.join("\n  ")}
+  ${outer.lines.join("\n  ")}
+  ${body}
+}
+`;
+  return {
+    name: `${ctx.name}_single_pass`,
+    wgsl,
+    workgroups,
+    reads: registry.reads,
+    writes: registry.writes,
+    kind: "scan",
+  };
+}
+
+function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact[] {
+  const { core, shape, limits } = ctx;
   const comps = core.elems.length;
   const slots = shape.channels * t.chunks;
   // One buffer each for all components (component i at i·slots): two bindings at most.
@@ -289,15 +421,7 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
     `let end = min(start + ${u32Literal(t.chunkLen)}, ${u32Literal(shape.len)});`,
   ];
 
-  // The elements at scan step j, computed inline; channel-invariant values hoisted.
-  const elementItem = (registry: BindingRegistry, outer: ExprEmitter) => (v: number, j: string) => {
-    const e = new ExprEmitter(registry.lookup, `x${v}_`).hoistTo(outer, LOOP_VARIABLES);
-    const pos = `q${v}`;
-    return [
-      `let ${pos} = ${positionOf(ctx, j)};`,
-      ...elementLines(e, core, { ...channel.env, [core.axis]: pos }, `x${v}`),
-    ];
-  };
+  const items = (r: BindingRegistry, outer: ExprEmitter) => elementItem(ctx, r, outer, channel.env);
   const at = (i: number, index: string) => i === 0 ? index : `${u32Literal(i * slots)} + ${index}`;
   const components = Array.from({ length: comps }, (_, i) => i);
   const recordAt = (buf: string, index: string) =>
@@ -311,8 +435,8 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   // Every built-in combine commutes: its totals need no order, so no scan per tile.
   const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
   const loop1 = commutative
-    ? commutativeFold(t, "start", "end", elementItem(r1, outer1))
-    : tileLoop(t, comps, "start", "end", elementItem(r1, outer1), {
+    ? commutativeFold(t, "start", "end", items(r1, outer1))
+    : tileLoop(t, comps, "start", "end", items(r1, outer1), {
       when: "none",
       lines: () => [],
     });
@@ -365,18 +489,9 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const carryIn = single ? `var hasCarry = false;` : `var hasCarry = k > 0u;
   if (hasCarry) { carry = ${recordAt(r3.read(carries), "w")}; }`;
   const outer3 = new ExprEmitter(r3.lookup, "h");
-  const loop3 = tileLoop(t, comps, "start", "end", elementItem(r3, outer3), {
+  const loop3 = tileLoop(t, comps, "start", "end", items(r3, outer3), {
     when: "after",
-    lines: (v, j, value) => {
-      const e = new ExprEmitter(r3.lookup, `y${v}_`, {
-        node: core,
-        value: `${value}.c${core.component}`,
-      }).hoistTo(outer3, LOOP_VARIABLES);
-      return [
-        `let q${v} = ${positionOf(ctx, j)};`,
-        ...epilogueLines(ctx, e, { ...channel.env, [core.axis]: `q${v}` }, r3.writeName(0)),
-      ];
-    },
+    lines: outputItem(ctx, r3, outer3, channel.env),
   });
   r3.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
   const pass3 = `${header(ctx, r3, t, "pass 3/3: outputs")}

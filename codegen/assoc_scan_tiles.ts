@@ -43,7 +43,7 @@ export function tileDeclarations(t: Tiling): string {
 }
 
 /** `target = comb(target, value)`, or `target = value` when `flag` is false (then set). */
-function fold(target: string, flag: string, value: string): string {
+export function fold(target: string, flag: string, value: string): string {
   return `if (${flag}) { ${target} = comb(${target}, ${value}); } else { ${target} = ${value}; ${flag} = true; }`;
 }
 
@@ -59,7 +59,7 @@ function shuffled(comps: number, value: string, delta: string): string {
  * Statements that leave in `pre`/`has` the exclusive prefix of this thread's items (from
  * `carry`/`hasCarry` on), given its fold `local`; n is the tile's valid item count.
  */
-function tilePrefix(t: Tiling, comps: number): string[] {
+export function tilePrefix(t: Tiling, comps: number): string[] {
   if (t.scan === "workgroup") {
     return [
       `sh[lid] = local;`,

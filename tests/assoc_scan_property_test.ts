@@ -1,6 +1,6 @@
 // Property tests of associativeScan: random combines (sum, max, (max, +) pairs, 2×2 matrix
 // products), random sizes, layouts, directions and lowerings (sequential, chunked with random
-// tiles); the kernels against the interpreter, the interpreter against a fold written here.
+// tiles, single pass or three kernels); the kernels against the interpreter, the interpreter against a fold written here.
 import fc from "fast-check";
 import { associativeScan } from "../dsl/assoc_scan.ts";
 import { add, maximum } from "../dsl/elementwise.ts";
@@ -76,6 +76,9 @@ const caseArb = fc.record({
       chunkTiles: fc.integer({ min: 1, max: 3 }),
       tileScan: fc.constantFrom<("subgroup" | "workgroup")[]>("subgroup", "workgroup"),
       stage: fc.boolean(),
+      // The single pass (look-back, 0 polls: every predecessor recomputed) or the three kernels.
+      singlePass: fc.boolean(),
+      lookbackSpins: fc.constantFrom(0, 1, 64),
     }),
   ),
   seed: fc.integer(),

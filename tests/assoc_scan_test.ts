@@ -113,12 +113,20 @@ function mat(p: number[], q: number[]): number[] {
 }
 
 const SEQUENTIAL: AssocScanStrategy = { mode: "sequential" };
-// Tiles of 4 × 3 = 12 steps, chunks of 2 tiles: 101 steps are 5 chunks, the last one partial.
-// The tile scan uses subgroup shuffles where the adapter has subgroups (lavapipe's are 8 wide, so
-// a 4-thread workgroup is a partial subgroup), or workgroup memory.
-const CHUNKED: AssocScanStrategy = { mode: "chunked", workgroup: 4, perThread: 3, chunkTiles: 2 };
+// The three chunk kernels (the single pass has its own tests): tiles of 4 × 3 = 12 steps, chunks
+// of 2 tiles: 101 steps are 5 chunks, the last one partial. The tile scan uses subgroup shuffles
+// where the adapter has subgroups (lavapipe's are 8 wide, so a 4-thread workgroup is a partial
+// subgroup), or workgroup memory.
+const CHUNKED: AssocScanStrategy = {
+  mode: "chunked",
+  workgroup: 4,
+  perThread: 3,
+  chunkTiles: 2,
+  singlePass: false,
+};
 const CHUNKED_WIDE: AssocScanStrategy = {
   mode: "chunked",
+  singlePass: false,
   workgroup: 24,
   perThread: 2,
   chunkTiles: 1,
@@ -218,7 +226,9 @@ Deno.test("assocScan: a long axis with few channels is chunked by default", asyn
   const prog = await compile({ x: "l" }, ({ x }) => cummax(x, "l"), { l: 5000 }, {
     backend: "gpu",
   });
-  assert.equal(prog.kernels.length, 3, prog.kernels.map((k) => k.name).join(", "));
+  // Three tiles of 256 × 8: one single-pass kernel.
+  assert.equal(prog.kernels.length, 1, prog.kernels.map((k) => k.name).join(", "));
+  assert.match(prog.kernels[0].wgsl, /single pass/);
   const x = randomArray(5000, rng(freshSeed()));
   assertClose(await prog.run({ x }), prog.interpret({ x }), 1e-6, "cummax 5000");
   prog.destroy();
@@ -253,7 +263,7 @@ Deno.test("assocScan: cumsum/cumprod with a long carry chain take the chunked ke
   assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["assocScan", "assocScan"]);
   const short = trace({ x: "b l" }, fn, { b: 2, l: 1500 });
   assert.deepEqual(Object.values(short.outputs).map((n) => n.kind), ["scan", "scan"]);
-  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 66001 }, {}, 6, [
+  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 66001 }, {}, 2, [
     0.999,
     1.001,
   ]);
@@ -415,7 +425,7 @@ Deno.test("assocScan: without subgroups the tiles are scanned in workgroup memor
       gpu: ctx,
       backend: "gpu",
     });
-    assert.equal(prog.kernels.length, 3);
+    assert.equal(prog.kernels.length, 1);
     assert.ok(prog.kernels.every((k) => !k.wgsl.includes("subgroup")), "no subgroup code");
     const x = randomArray(2 * 3001, rng(freshSeed()), -3, 3);
     assertClose(await prog.run({ x }), prog.interpret({ x }), 1e-5, "logcumsumexp, no subgroups");
@@ -434,7 +444,13 @@ Deno.test("assocScan: without subgroups the tiles are scanned in workgroup memor
 });
 
 Deno.test("assocScan: one chunk per channel is a single kernel", async () => {
-  const single: AssocScanStrategy = { mode: "chunked", workgroup: 8, perThread: 2, chunkTiles: 7 };
+  const single: AssocScanStrategy = {
+    mode: "chunked",
+    workgroup: 8,
+    perThread: 2,
+    chunkTiles: 7,
+    singlePass: false,
+  };
   for (const reverse of [false, true]) {
     await checkGpu(
       `one chunk reverse=${reverse}`,
