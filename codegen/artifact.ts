@@ -8,7 +8,7 @@
 
 import type { Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
-import { storageDtype, wgslArrayType } from "./dtypes.ts";
+import { wgslStorageType } from "./dtypes.ts";
 
 /** A buffer that exists only between kernels of one program (e.g. chunk carries of a scan). */
 export interface ScratchBuffer {
@@ -150,13 +150,13 @@ export class BindingRegistry {
     const lines = this.#reads.flatMap((n, i) =>
       this.#external.has(n) ? [] : [
         `@group(0) @binding(${i}) var<storage, read> b${i}: ` +
-        `array<${wgslArrayType(storageDtype(n))}>;`,
+        `array<${wgslStorageType(n)}>;`,
       ]
     );
     this.#writes.forEach((w, i) => {
       lines.push(
         `@group(0) @binding(${this.#reads.length + i}) var<storage, read_write> ` +
-          `${this.writeName(i)}: array<${wgslArrayType(storageDtype(w))}>;`,
+          `${this.writeName(i)}: array<${wgslStorageType(w)}>;`,
       );
     });
     return lines.join("\n");

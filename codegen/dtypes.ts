@@ -22,7 +22,7 @@ import { numel } from "../dsl/ir.ts";
 export type BufferKey = Node | {
   readonly kind: "scratch";
   readonly elements: number;
-  dtype: "f32";
+  readonly dtype: "f32" | "atomic<u32>";
 };
 
 /** The element type of the buffer holding `key`. */
@@ -34,6 +34,15 @@ export function storageDtype(key: BufferKey): DType {
 /** The WGSL element type of a storage array of `dtype`. */
 export function wgslArrayType(dtype: DType): string {
   return dtype === "bf16" ? "u32" : dtype;
+}
+
+/**
+ * The WGSL element type of the storage array holding `key`: `wgslArrayType` of its storage
+ * dtype, or `atomic<u32>` for the single-pass scan's scratch words (4 bytes, like f32).
+ */
+export function wgslStorageType(key: BufferKey): string {
+  if (key.kind === "scratch" && key.dtype === "atomic<u32>") return "atomic<u32>";
+  return wgslArrayType(storageDtype(key));
 }
 
 /** The WGSL type of a value of `dtype` in registers: f32 for every float type. */
