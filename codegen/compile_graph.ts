@@ -23,7 +23,13 @@ import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
 import { mergeScans } from "./scan_merge.ts";
 import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
-import { type BackwardPlan, fuseScanBackward, type PlannedGroup } from "./scan_backward_plan.ts";
+import {
+  type BackwardPlan,
+  fuseScanBackward,
+  groupAccess,
+  type PlannedGroup,
+} from "./scan_backward_plan.ts";
+import { hazardOrder } from "./kernel_order.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
@@ -64,7 +70,8 @@ function emitKernel(
   const aliases = options.aliases ?? new Map<Node, Node>();
   if (group.kind === "scanBackward") {
     const name = `k${index}_scanbwd`;
-    return emitScanBackward(group, plan.materialized, limits, name, aliases, options.scanBackward);
+    const strategy = options.scanBackward || {};
+    return emitScanBackward(group, plan.materialized, limits, name, aliases, strategy);
   }
   if (group.kind === "scan") {
     const spec: ScanSpec = {
@@ -130,12 +137,37 @@ export interface CodegenOptions {
   /** Input node → output node sharing one buffer (in-place state updates). */
   aliases?: ReadonlyMap<Node, Node>;
   /**
-   * Fuse scans with their adjoints (scan-backward groups) with these knobs; off when absent
-   * (experimental: wrong results seen on lavapipe for long sequences, see docs/autodiff.md).
+   * Knobs of the fused scan backward (scans computed with their adjoints, no b·l·d·n state in
+   * memory; on by default), or `false` to keep materializing a scan and its adjoint.
    */
-  scanBackward?: ScanBackwardStrategy;
-  /** Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks). */
+  scanBackward?: ScanBackwardStrategy | false;
+  /**
+   * Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks);
+   * the same as `scanBackward: false`.
+   */
   noScanBackward?: boolean;
+}
+
+/**
+ * The plan's groups reordered so that a group overwriting an aliased input (an in-place
+ * update) runs after every other group reading its old value; throws when some group needs
+ * both the old and (through others) the new value.
+ */
+function inPlaceOrder(plan: BackwardPlan, aliases: ReadonlyMap<Node, Node>): BackwardPlan {
+  if (aliases.size === 0) return plan;
+  const access = plan.kernels.map((g) => groupAccess(g, plan.materialized));
+  const result = hazardOrder(access, aliases);
+  if ("order" in result) {
+    return { materialized: plan.materialized, kernels: result.order.map((i) => plan.kernels[i]) };
+  }
+  const stuck = new Set(result.cycle.flatMap((i) => access[i].writes));
+  const names = [...aliases]
+    .filter(([, output]) => stuck.has(output))
+    .map(([input]) => input.kind === "input" ? `"${input.name}"` : `node ${input.id}`);
+  throw new Error(
+    `in-place update of input ${names.join(", ")}: a kernel reads the old value and, through ` +
+      `other kernels, the new one, so the update cannot run after every read of the old value`,
+  );
 }
 
 /** Lowers a traced graph to kernels for a device with `limits`. */
@@ -151,10 +183,10 @@ export function generateKernels(
   const unfused = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
     const fused = planFusion(graph, { forceMaterialize: forced });
-    // Opt-in: on by default, tests/train_lm_test.ts's fine-tuning fails the in-place state
-    // check (a gradient kernel reads a weight after its update has overwritten it).
-    const useBackward = options.scanBackward !== undefined && !options.noScanBackward;
-    const plan = useBackward ? fuseScanBackward(graph, fused, forced, unfused) : fused;
+    const useBackward = options.scanBackward !== false && !options.noScanBackward;
+    const aliases = options.aliases ?? new Map<Node, Node>();
+    const planned = useBackward ? fuseScanBackward(graph, fused, forced, unfused, aliases) : fused;
+    const plan = inPlaceOrder(planned, aliases);
     checkBufferSizes(plan, limits);
     try {
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));

@@ -43,9 +43,12 @@ export interface CompileOptions {
   assocScan?: AssocScanStrategy;
   /** Force contraction-kernel choices (matrix-vector staging). */
   matmul?: MatmulStrategy;
-  /** Force the scan-backward kernels' chunk and workgroup (tests). */
-  scanBackward?: ScanBackwardStrategy;
-  /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
+  /**
+   * The fused scan backward (on by default): force its kernels' chunk and workgroup (tests),
+   * or `false` to materialize a scan and its adjoint instead.
+   */
+  scanBackward?: ScanBackwardStrategy | false;
+  /** Materialize a scan and its adjoint instead of fusing them (as `scanBackward: false`). */
   noScanBackward?: boolean;
   /**
    * In-place state updates, output name → input name: the output is written into the input's

@@ -19,7 +19,9 @@
  * In place is safe only where each element is read before it is overwritten, by the thread
  * that overwrites it: `create` checks that every state output is written by an elementwise
  * kernel that reaches its input through elementwise ops only (no view, reduction or
- * contraction: they read other elements), and that no kernel after it reads the old value.
+ * contraction: they read other elements), and that no kernel after it reads the old value
+ * (code generation orders each state's writer after every other reader of its old value,
+ * `codegen/kernel_order.ts`; this check guards that order).
  *
  * @module
  */
@@ -34,6 +36,7 @@ import {
   type TraceResult,
 } from "../dsl/trace.ts";
 import { generateKernels, type KernelProgram } from "../codegen/compile_graph.ts";
+import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
 import { deviceLimits } from "./compile.ts";
 import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
 import { getGpu, type GpuContext } from "./gpu_device.ts";
@@ -61,6 +64,11 @@ export interface ResidentOptions {
   replicas?: number;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
+  /**
+   * The fused scan backward's knobs, or `false` to materialize a scan and its adjoint (on by
+   * default; see `CodegenOptions.scanBackward`).
+   */
+  scanBackward?: ScanBackwardStrategy | false;
 }
 
 /** A compiled program with device-resident, in-place-updated state (see the module docs). */
@@ -104,7 +112,10 @@ export class ResidentProgram {
     const graph = trace(inputs, fn, sizes);
     const aliases = resolveState(graph, options.state);
     const ctx = options.gpu ?? await getGpu();
-    const program = generateKernels(graph, deviceLimits(ctx), { aliases });
+    const program = generateKernels(graph, deviceLimits(ctx), {
+      aliases,
+      scanBackward: options.scanBackward,
+    });
     checkInPlace(program, aliases);
     const state = new Map<string, GPUBuffer>();
     const external = new Map<Node, GPUBuffer>();
