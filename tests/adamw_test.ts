@@ -205,14 +205,16 @@ Deno.test("ResidentProgram: unsafe in-place updates and bad names are one-line e
   // A view of the old value: element i reads element d − 1 − i, which another thread may have
   // overwritten already.
   await reject((t) => ({ w: mul(flip(t.w, "d"), 2) }), { w: "w" }, /elementwise function/);
-  // A reduction of the old value after the update overwrote it.
+  // A kernel reading the old value and the new one (a reduction of their product): no order
+  // runs it before the update and after it. (A reduction of the old value alone is ordered
+  // before the update: tests/in_place_order_test.ts.)
   await reject(
     (t) => {
       const w = mul(t.w, 2);
-      return { w, s: sum(mul(t.w, t.w), "d") };
+      return { w, s: sum(mul(t.w, w), "d") };
     },
     { w: "w" },
-    /reads its old value after/,
+    /in-place update of input "w": a kernel reads the old value and, through other kernels/,
   );
   await reject((t) => ({ w: mul(t.w, 2) }), { w: "x" }, /no input named "x"/);
   await reject((t) => ({ w: mul(t.w, 2) }), { y: "w" }, /no output named "y"/);
