@@ -23,20 +23,22 @@ import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
 import { mergeScans } from "./scan_merge.ts";
 import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
-import {
-  type BackwardPlan,
-  fuseScanBackward,
-  groupAccess,
-  type PlannedGroup,
-} from "./scan_backward_plan.ts";
+import { type BackwardPlan, fuseScanBackward, groupAccess } from "./scan_backward_plan.ts";
 import { hazardOrder } from "./kernel_order.ts";
+import {
+  type FinalGroup,
+  type FinalPlan,
+  fuseHorizontally,
+  sumTreeParts,
+} from "./horizontal_plan.ts";
+import { emitHorizontal, emitMultiReduce } from "./horizontal_kernel.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
   /** The traced program. */
   readonly graph: Graph;
   /** How its nodes were grouped into kernels (internal; its shape may change). */
-  readonly plan: BackwardPlan;
+  readonly plan: FinalPlan;
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
 }
@@ -61,13 +63,22 @@ function checkBufferSizes(plan: BackwardPlan, limits: DeviceLimits): void {
 }
 
 function emitKernel(
-  group: PlannedGroup,
-  plan: BackwardPlan,
+  group: FinalGroup,
+  plan: FinalPlan,
   limits: DeviceLimits,
   index: number,
   options: CodegenOptions,
 ): KernelArtifact[] {
   const aliases = options.aliases ?? new Map<Node, Node>();
+  if (group.kind === "horizontal") {
+    const name = `k${index}_hmap`;
+    return [emitHorizontal(group.segments, plan.materialized, limits, name, aliases)];
+  }
+  if (group.kind === "multiReduce") {
+    const { root, parts, batches } = group;
+    const name = `k${index}_hsum`;
+    return emitMultiReduce(root, parts, batches, plan.materialized, limits, name, aliases);
+  }
   if (group.kind === "scanBackward") {
     const name = `k${index}_scanbwd`;
     const strategy = options.scanBackward || {};
@@ -108,7 +119,7 @@ function emitKernel(
 }
 
 /** Picks the node to materialize so the kernel of `root` reads fewer buffers. */
-function splitCandidate(root: Node, plan: BackwardPlan): Node | undefined {
+function splitCandidate(root: Node, plan: { materialized: ReadonlySet<Node> }): Node | undefined {
   const tree = fusedTree(root, plan.materialized).filter((n) =>
     n !== root && n.kind !== "const" && n.kind !== "contract" && n.kind !== "reduce"
   );
@@ -141,6 +152,12 @@ export interface CodegenOptions {
    * memory; on by default), or `false` to keep materializing a scan and its adjoint.
    */
   scanBackward?: ScanBackwardStrategy | false;
+  /**
+   * Merge independent elementwise kernels into segmented dispatches (`horizontal_plan.ts`;
+   * default off: on for `ResidentProgram`'s training steps, where per-parameter updates
+   * dominate the dispatch count). Sums of full reductions are merged either way.
+   */
+  horizontal?: boolean;
   /**
    * Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks);
    * the same as `scanBackward: false`.
@@ -178,7 +195,8 @@ export function generateKernels(
 ): KernelProgram {
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
-  const forced = new Set<Node>();
+  // Full sums added into one scalar get buffers, so they can be summed horizontally.
+  const forced = sumTreeParts(graph);
   // Adjoint scans whose backward group needs more buffers than the device binds.
   const unfused = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
@@ -186,8 +204,16 @@ export function generateKernels(
     const useBackward = options.scanBackward !== false && !options.noScanBackward;
     const aliases = options.aliases ?? new Map<Node, Node>();
     const planned = useBackward ? fuseScanBackward(graph, fused, forced, unfused, aliases) : fused;
-    const plan = inPlaceOrder(planned, aliases);
-    checkBufferSizes(plan, limits);
+    const ordered = inPlaceOrder(planned, aliases);
+    checkBufferSizes(ordered, limits);
+    const outputs = new Set(Object.values(graph.outputs));
+    const plan = fuseHorizontally(
+      ordered,
+      aliases,
+      limits.maxStorageBuffersPerShaderStage,
+      outputs,
+      options.horizontal ?? false,
+    );
     try {
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
       return { graph, plan, kernels };

@@ -32,23 +32,7 @@ export function hazardOrder(
   groups: readonly GroupAccess[],
   aliases: ReadonlyMap<Node, Node> = new Map(),
 ): HazardOrder {
-  const writer = new Map<Node, number>();
-  groups.forEach((g, i) => g.writes.forEach((n) => writer.set(n, i)));
-  const deps = groups.map(() => new Set<number>());
-  groups.forEach((g, i) => {
-    for (const x of g.reads) {
-      const w = writer.get(x);
-      if (w !== undefined && w !== i) deps[i].add(w);
-    }
-  });
-  // The kernel overwriting an aliased input waits for every other reader of the old value.
-  for (const [input, output] of aliases) {
-    const w = writer.get(output);
-    if (w === undefined) continue;
-    groups.forEach((g, i) => {
-      if (i !== w && g.reads.has(input)) deps[w].add(i);
-    });
-  }
+  const deps = hazardDeps(groups, aliases);
   // Lowest ready index first (stable); counts of unplaced dependencies make "ready" cheap.
   const waiting = deps.map((d) => d.size);
   const dependents = groups.map(() => [] as number[]);
@@ -66,4 +50,45 @@ export function hazardOrder(
     for (const d of dependents[next]) waiting[d]--;
   }
   return { order };
+}
+
+/**
+ * Per group, the groups it must run after: the writers of what it reads and, where it
+ * overwrites an aliased input, the other readers of that input.
+ */
+export function hazardDeps(
+  groups: readonly GroupAccess[],
+  aliases: ReadonlyMap<Node, Node> = new Map(),
+): Set<number>[] {
+  const writer = new Map<Node, number>();
+  groups.forEach((g, i) => g.writes.forEach((n) => writer.set(n, i)));
+  const deps = groups.map(() => new Set<number>());
+  groups.forEach((g, i) => {
+    for (const x of g.reads) {
+      const w = writer.get(x);
+      if (w !== undefined && w !== i) deps[i].add(w);
+    }
+  });
+  // The kernel overwriting an aliased input waits for every other reader of the old value.
+  for (const [input, output] of aliases) {
+    const w = writer.get(output);
+    if (w === undefined) continue;
+    groups.forEach((g, i) => {
+      if (i !== w && g.reads.has(input)) deps[w].add(i);
+    });
+  }
+  return deps;
+}
+
+/**
+ * Per group, the length of the longest chain of groups that wait on it (0: nothing does).
+ * Groups of one height never wait on each other, directly or not.
+ */
+export function heights(deps: readonly ReadonlySet<number>[], order: readonly number[]): number[] {
+  const height = deps.map(() => 0);
+  for (let k = order.length - 1; k >= 0; k--) {
+    const i = order[k];
+    for (const d of deps[i]) height[d] = Math.max(height[d], height[i] + 1);
+  }
+  return height;
 }

@@ -50,6 +50,8 @@ export interface CompileOptions {
   scanBackward?: ScanBackwardStrategy | false;
   /** Materialize a scan and its adjoint instead of fusing them (as `scanBackward: false`). */
   noScanBackward?: boolean;
+  /** Merge independent elementwise kernels into segmented dispatches (default false). */
+  horizontal?: boolean;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -143,6 +145,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     assocScan: options.assocScan,
     scanBackward: options.scanBackward,
     noScanBackward: options.noScanBackward,
+    horizontal: options.horizontal,
     aliases,
   });
   let destroyed = false;

@@ -36,7 +36,6 @@ import {
   type TraceResult,
 } from "../dsl/trace.ts";
 import { generateKernels, type KernelProgram } from "../codegen/compile_graph.ts";
-import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
 import { deviceLimits } from "./compile.ts";
 import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
 import { getGpu, type GpuContext } from "./gpu_device.ts";
@@ -64,11 +63,13 @@ export interface ResidentOptions {
   replicas?: number;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
+  /** `false`: materialize a scan and its adjoint instead of the fused scan backward. */
+  scanBackward?: false;
   /**
-   * The fused scan backward's knobs, or `false` to materialize a scan and its adjoint (on by
-   * default; see `CodegenOptions.scanBackward`).
+   * Merge independent elementwise kernels (e.g. every parameter's optimizer update) into
+   * segmented dispatches (default true; see `CodegenOptions.horizontal`).
    */
-  scanBackward?: ScanBackwardStrategy | false;
+  horizontal?: boolean;
 }
 
 /** A compiled program with device-resident, in-place-updated state (see the module docs). */
@@ -115,6 +116,7 @@ export class ResidentProgram {
     const program = generateKernels(graph, deviceLimits(ctx), {
       aliases,
       scanBackward: options.scanBackward,
+      horizontal: options.horizontal ?? true,
     });
     checkInPlace(program, aliases);
     const state = new Map<string, GPUBuffer>();
