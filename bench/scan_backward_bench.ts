@@ -67,7 +67,7 @@ for (const noScanBackward of [false, true]) {
   const label = noScanBackward ? "materialized" : "fused";
   let program: GpuProgram;
   try {
-    const kp = generateKernels(graph, limits, noScanBackward ? {} : { scanBackward: {} });
+    const kp = generateKernels(graph, limits, { noScanBackward });
     program = await GpuProgram.create(ctx, kp);
     console.log(
       `\n${label}: ${kp.kernels.length} kernels, largest buffer ${largest(kp.kernels)} elements ` +

@@ -28,14 +28,22 @@ import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
 import { mergeScans } from "./scan_merge.ts";
 import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
-import { type BackwardPlan, fuseScanBackward, type PlannedGroup } from "./scan_backward_plan.ts";
+import { type BackwardPlan, fuseScanBackward, groupAccess } from "./scan_backward_plan.ts";
+import { hazardOrder } from "./kernel_order.ts";
+import {
+  type FinalGroup,
+  type FinalPlan,
+  fuseHorizontally,
+  sumTreeParts,
+} from "./horizontal_plan.ts";
+import { emitHorizontal, emitMultiReduce } from "./horizontal_kernel.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
   /** The traced program. */
   readonly graph: Graph;
   /** How its nodes were grouped into kernels (internal; its shape may change). */
-  readonly plan: BackwardPlan;
+  readonly plan: FinalPlan;
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
 }
@@ -60,16 +68,26 @@ function checkBufferSizes(plan: BackwardPlan, limits: DeviceLimits): void {
 }
 
 function emitKernel(
-  group: PlannedGroup,
-  plan: BackwardPlan,
+  group: FinalGroup,
+  plan: FinalPlan,
   limits: DeviceLimits,
   index: number,
   options: CodegenOptions,
 ): KernelArtifact[] {
   const aliases = options.aliases ?? new Map<Node, Node>();
+  if (group.kind === "horizontal") {
+    const name = `k${index}_hmap`;
+    return [emitHorizontal(group.segments, plan.materialized, limits, name, aliases)];
+  }
+  if (group.kind === "multiReduce") {
+    const { root, parts, batches } = group;
+    const name = `k${index}_hsum`;
+    return emitMultiReduce(root, parts, batches, plan.materialized, limits, name, aliases);
+  }
   if (group.kind === "scanBackward") {
     const name = `k${index}_scanbwd`;
-    return emitScanBackward(group, plan.materialized, limits, name, aliases, options.scanBackward);
+    const strategy = options.scanBackward || {};
+    return emitScanBackward(group, plan.materialized, limits, name, aliases, strategy);
   }
   if (group.kind === "scan") {
     const spec: ScanSpec = {
@@ -113,7 +131,7 @@ function emitKernel(
 }
 
 /** Picks the node to materialize so the kernel of `root` reads fewer buffers. */
-function splitCandidate(root: Node, plan: BackwardPlan): Node | undefined {
+function splitCandidate(root: Node, plan: { materialized: ReadonlySet<Node> }): Node | undefined {
   const tree = fusedTree(root, plan.materialized).filter((n) =>
     n !== root && n.kind !== "const" && n.kind !== "contract" && n.kind !== "reduce"
   );
@@ -144,12 +162,43 @@ export interface CodegenOptions {
   /** Input node → output node sharing one buffer (in-place state updates). */
   aliases?: ReadonlyMap<Node, Node>;
   /**
-   * Fuse scans with their adjoints (scan-backward groups) with these knobs; off when absent
-   * (experimental: wrong results seen on lavapipe for long sequences, see docs/autodiff.md).
+   * Knobs of the fused scan backward (scans computed with their adjoints, no b·l·d·n state in
+   * memory; on by default), or `false` to keep materializing a scan and its adjoint.
    */
-  scanBackward?: ScanBackwardStrategy;
-  /** Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks). */
+  scanBackward?: ScanBackwardStrategy | false;
+  /**
+   * Merge independent elementwise kernels into segmented dispatches (`horizontal_plan.ts`;
+   * default off: on for `ResidentProgram`'s training steps, where per-parameter updates
+   * dominate the dispatch count). Sums of full reductions are merged either way.
+   */
+  horizontal?: boolean;
+  /**
+   * Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks);
+   * the same as `scanBackward: false`.
+   */
   noScanBackward?: boolean;
+}
+
+/**
+ * The plan's groups reordered so that a group overwriting an aliased input (an in-place
+ * update) runs after every other group reading its old value; throws when some group needs
+ * both the old and (through others) the new value.
+ */
+function inPlaceOrder(plan: BackwardPlan, aliases: ReadonlyMap<Node, Node>): BackwardPlan {
+  if (aliases.size === 0) return plan;
+  const access = plan.kernels.map((g) => groupAccess(g, plan.materialized));
+  const result = hazardOrder(access, aliases);
+  if ("order" in result) {
+    return { materialized: plan.materialized, kernels: result.order.map((i) => plan.kernels[i]) };
+  }
+  const stuck = new Set(result.cycle.flatMap((i) => access[i].writes));
+  const names = [...aliases]
+    .filter(([, output]) => stuck.has(output))
+    .map(([input]) => input.kind === "input" ? `"${input.name}"` : `node ${input.id}`);
+  throw new Error(
+    `in-place update of input ${names.join(", ")}: a kernel reads the old value and, through ` +
+      `other kernels, the new one, so the update cannot run after every read of the old value`,
+  );
 }
 
 /** Lowers a traced graph to kernels for a device with `limits`. */
@@ -171,16 +220,25 @@ export function generateKernels(
   graph = recognizeAttention(graph, keep);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, keep);
-  const forced = new Set<Node>();
+  // Full sums added into one scalar get buffers, so they can be summed horizontally.
+  const forced = sumTreeParts(graph);
   // Adjoint scans whose backward group needs more buffers than the device binds.
   const unfused = new Set<Node>();
   for (let attempt = 0; attempt < 64; attempt++) {
     const fused = planFusion(graph, { forceMaterialize: forced });
-    // Opt-in: on by default, tests/train_lm_test.ts's fine-tuning fails the in-place state
-    // check (a gradient kernel reads a weight after its update has overwritten it).
-    const useBackward = options.scanBackward !== undefined && !options.noScanBackward;
-    const plan = useBackward ? fuseScanBackward(graph, fused, forced, unfused) : fused;
-    checkBufferSizes(plan, limits);
+    const useBackward = options.scanBackward !== false && !options.noScanBackward;
+    const aliases = options.aliases ?? new Map<Node, Node>();
+    const planned = useBackward ? fuseScanBackward(graph, fused, forced, unfused, aliases) : fused;
+    const ordered = inPlaceOrder(planned, aliases);
+    checkBufferSizes(ordered, limits);
+    const outputs = new Set(Object.values(graph.outputs));
+    const plan = fuseHorizontally(
+      ordered,
+      aliases,
+      limits.maxStorageBuffersPerShaderStage,
+      outputs,
+      options.horizontal ?? false,
+    );
     try {
       // A kernel that touches f16 declares it first (WGSL's `enable f16;`).
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options))

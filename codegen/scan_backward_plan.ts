@@ -31,6 +31,7 @@
 import { collectNodes, type ContractNode, type Graph, type Node, nodeInputs } from "../dsl/ir.ts";
 import type { PickNode, ReduceNode, ScanNode } from "../dsl/ir.ts";
 import { fusedTree, type KernelGroup, type ScanGroup, type SimpleGroup } from "./fusion.ts";
+import { type GroupAccess, hazardOrder } from "./kernel_order.ts";
 import { analyzeScan, finalIndex } from "./scan_plan.ts";
 
 /** How a root of a scan-backward group is computed. */
@@ -239,13 +240,16 @@ function stateAxesCandidates(h: ScanNode, g: ScanNode, nodes: readonly Node[]): 
 /**
  * Rewrites `plan` so that each materialized scan with a materialized adjoint is computed by a
  * scan-backward group, where every kernel reading them fits; returns the plan unchanged
- * otherwise. `skip` lists adjoints to leave alone (their group did not fit the device).
+ * otherwise. `skip` lists adjoints to leave alone (their group did not fit the device);
+ * `aliases` the in-place pairs (input → output), whose order a fused pair must keep (a pair
+ * whose groups would need a reader of an input after its overwrite stays unfused).
  */
 export function fuseScanBackward(
   graph: Graph,
   plan: { materialized: ReadonlySet<Node>; kernels: readonly KernelGroup[] },
   forced: ReadonlySet<Node> = new Set(),
   skip: ReadonlySet<Node> = new Set(),
+  aliases: ReadonlyMap<Node, Node> = new Map(),
 ): BackwardPlan {
   const outputs = new Set(Object.values(graph.outputs));
   let current: BackwardPlan = plan;
@@ -254,7 +258,7 @@ export function fuseScanBackward(
     const h = g.primal;
     if (!current.materialized.has(g) || !current.materialized.has(h)) continue;
     if ([g, h].some((n) => outputs.has(n) || forced.has(n))) continue;
-    current = fusePair(h, g, current) ?? current;
+    current = fusePair(h, g, current, aliases) ?? current;
   }
   return current;
 }
@@ -264,6 +268,7 @@ function fusePair(
   h: ScanNode,
   g: ScanNode,
   plan: BackwardPlan,
+  aliases: ReadonlyMap<Node, Node>,
 ): BackwardPlan | undefined {
   if (g.init || g.axis !== h.axis || g.reverse === h.reverse) return undefined;
   if (
@@ -276,7 +281,7 @@ function fusePair(
   const drop = new Set<number>();
   for (const [index, group] of plan.kernels.entries()) {
     if (group.kind !== "simple") {
-      const tree = scanGroupTree(group, plan.materialized);
+      const tree = groupTree(group, plan.materialized);
       if (tree.some((n) => nodeInputs(n).some((x) => x === h || x === g))) return undefined;
       continue;
     }
@@ -331,7 +336,7 @@ function fusePair(
       h,
       g,
       plan,
-      { readers, drop, materialized, see, reaches },
+      { readers, drop, materialized, see, reaches, aliases },
       stateAxes,
     );
     if (fused) return fused;
@@ -346,6 +351,8 @@ interface Found {
   readonly materialized: ReadonlySet<Node>;
   readonly see: ReadonlySet<Node>;
   readonly reaches: (n: Node) => boolean;
+  /** In-place pairs (input → output): their writers wait for the input's other readers. */
+  readonly aliases: ReadonlyMap<Node, Node>;
 }
 
 /** The pair fused with the given state axes, or undefined where a root does not fit. */
@@ -422,7 +429,7 @@ function withStateAxes(
     kernels.push(forward);
   }
   kernels.push(backward);
-  const ordered = topologicalOrder(kernels, materialized);
+  const ordered = topologicalOrder(kernels, materialized, found.aliases);
   return ordered ? { materialized, kernels: ordered } : undefined;
 }
 
@@ -520,8 +527,8 @@ function reachesOnlyThrough(n: Node, core: Node, ctx: Context): boolean {
   return true;
 }
 
-/** The nodes a fused scan group computes (its roots' trees). */
-function scanGroupTree(group: PlannedGroup, materialized: ReadonlySet<Node>): Node[] {
+/** The nodes a planned group computes (its roots' fused trees). */
+function groupTree(group: PlannedGroup, materialized: ReadonlySet<Node>): Node[] {
   if (group.kind === "scan") {
     return [...group.outputs.map((o) => o.root), ...group.finals].flatMap((r) =>
       fusedTree(r, materialized)
@@ -540,35 +547,25 @@ function groupWrites(group: PlannedGroup): Node[] {
   return [group.root];
 }
 
+/** The materialized nodes a planned group reads and the nodes it writes. */
+export function groupAccess(group: PlannedGroup, materialized: ReadonlySet<Node>): GroupAccess {
+  const reads = new Set<Node>();
+  for (const n of groupTree(group, materialized)) {
+    for (const x of nodeInputs(n)) if (materialized.has(x)) reads.add(x);
+  }
+  return { reads, writes: groupWrites(group) };
+}
+
 /**
- * The groups in an order where each runs after the groups whose outputs it reads (stable:
- * the plan's order where it can), or undefined if they read each other in a cycle.
+ * The groups in an order where each runs after the groups whose outputs it reads and every
+ * in-place output after the other readers of its input (stable: the plan's order where it
+ * can), or undefined if they wait on each other in a cycle.
  */
 function topologicalOrder(
   groups: readonly PlannedGroup[],
   materialized: ReadonlySet<Node>,
+  aliases: ReadonlyMap<Node, Node>,
 ): PlannedGroup[] | undefined {
-  const writer = new Map<Node, number>();
-  groups.forEach((gr, i) => groupWrites(gr).forEach((n) => writer.set(n, i)));
-  const deps = groups.map((gr, i) => {
-    const set = new Set<number>();
-    for (const n of scanGroupTree(gr, materialized)) {
-      for (const x of nodeInputs(n)) {
-        const w = writer.get(x);
-        if (w !== undefined && w !== i && materialized.has(x)) set.add(w);
-      }
-    }
-    return set;
-  });
-  const placed = new Set<number>();
-  const order: PlannedGroup[] = [];
-  while (order.length < groups.length) {
-    const next = groups.findIndex((_, i) =>
-      !placed.has(i) && [...deps[i]].every((d) => placed.has(d))
-    );
-    if (next < 0) return undefined;
-    placed.add(next);
-    order.push(groups[next]);
-  }
-  return order;
+  const result = hazardOrder(groups.map((g) => groupAccess(g, materialized)), aliases);
+  return "order" in result ? result.order.map((i) => groups[i]) : undefined;
 }

@@ -46,10 +46,15 @@ export interface CompileOptions {
   matmul?: MatmulStrategy;
   /** Force the attention kernels' key splits and tiles (tests, benchmarks). */
   attention?: AttentionStrategy;
-  /** Force the scan-backward kernels' chunk and workgroup (tests). */
-  scanBackward?: ScanBackwardStrategy;
-  /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
+  /**
+   * The fused scan backward (on by default): force its kernels' chunk and workgroup (tests),
+   * or `false` to materialize a scan and its adjoint instead.
+   */
+  scanBackward?: ScanBackwardStrategy | false;
+  /** Materialize a scan and its adjoint instead of fusing them (as `scanBackward: false`). */
   noScanBackward?: boolean;
+  /** Merge independent elementwise kernels into segmented dispatches (default false). */
+  horizontal?: boolean;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -144,6 +149,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     attention: options.attention,
     scanBackward: options.scanBackward,
     noScanBackward: options.noScanBackward,
+    horizontal: options.horizontal,
     aliases,
   });
   let destroyed = false;

@@ -19,7 +19,9 @@
  * In place is safe only where each element is read before it is overwritten, by the thread
  * that overwrites it: `create` checks that every state output is written by an elementwise
  * kernel that reaches its input through elementwise ops only (no view, reduction or
- * contraction: they read other elements), and that no kernel after it reads the old value.
+ * contraction: they read other elements), and that no kernel after it reads the old value
+ * (code generation orders each state's writer after every other reader of its old value,
+ * `codegen/kernel_order.ts`; this check guards that order).
  *
  * @module
  */
@@ -62,6 +64,13 @@ export interface ResidentOptions {
   replicas?: number;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
+  /** `false`: materialize a scan and its adjoint instead of the fused scan backward. */
+  scanBackward?: false;
+  /**
+   * Merge independent elementwise kernels (e.g. every parameter's optimizer update) into
+   * segmented dispatches (default true; see `CodegenOptions.horizontal`).
+   */
+  horizontal?: boolean;
 }
 
 /** A compiled program with device-resident, in-place-updated state (see the module docs). */
@@ -105,7 +114,11 @@ export class ResidentProgram {
     const graph = trace(inputs, fn, sizes);
     const aliases = resolveState(graph, options.state);
     const ctx = options.gpu ?? await getGpu();
-    const program = generateKernels(graph, deviceLimits(ctx), { aliases });
+    const program = generateKernels(graph, deviceLimits(ctx), {
+      aliases,
+      scanBackward: options.scanBackward,
+      horizontal: options.horizontal ?? true,
+    });
     checkInPlace(program, aliases);
     const state = new Map<string, GPUBuffer>();
     const external = new Map<Node, GPUBuffer>();

@@ -22,8 +22,7 @@
  */
 
 import { showAxes } from "../../dsl/axes.ts";
-import { add, broadcast, div, eq, minimum, mul, sqrt, sub, where } from "../../dsl/elementwise.ts";
-import { arange } from "../../dsl/index_ops.ts";
+import { add, div, minimum, mul, sqrt, sub } from "../../dsl/elementwise.ts";
 import { sum } from "../../dsl/reduce.ts";
 import type { Tensor } from "../../dsl/tensor.ts";
 
@@ -141,35 +140,24 @@ export function adamw<P extends TensorRecord>(
 }
 
 /**
- * Σ g² over every gradient, as a chain of reductions: each adds the previous total at its
- * gradient's first element, so each kernel binds one gradient and one scalar. Adding the
- * per-gradient sums elementwise instead would make one kernel read every sum (a model has
- * hundreds of parameters; a device binds 8 to 10 buffers per kernel).
+ * Σ g² over every gradient: one full sum per gradient, added in a balanced tree. Code
+ * generation computes such a scalar of full sums as partial sums of all the gradients (as few
+ * kernels as the device's binding limit allows) and one small kernel adding them
+ * (`codegen/horizontal_plan.ts`), so no kernel binds every gradient.
  */
 function sumOfSquares(grads: readonly Tensor[]): Tensor {
-  let total: Tensor | undefined;
-  for (const g of grads) {
+  let terms: Tensor[] = grads.map((g) => {
     const sq: Tensor = mul(g, g);
-    if (g.axes.length === 0) {
-      total = total ? add(sq, total) : sq;
-      continue;
+    return g.axes.length === 0 ? sq : sum(sq, g.axes.join(" "));
+  });
+  while (terms.length > 1) {
+    const next: Tensor[] = [];
+    for (let i = 0; i < terms.length; i += 2) {
+      next.push(i + 1 < terms.length ? add(terms[i], terms[i + 1]) : terms[i]);
     }
-    const carried = total ? add(sq, where(isFirstElement(g), total, 0)) : sq;
-    total = sum(carried, g.axes.join(" "));
+    terms = next;
   }
-  return total!;
-}
-
-/** 1 at the element of `x` whose indices are all 0, else 0 (a mask with x's axes). */
-function isFirstElement(x: Tensor): Tensor {
-  const axes = x.axes.join(" ");
-  let indexSum: Tensor | undefined;
-  for (const a of x.axes) {
-    const others = Object.fromEntries(x.axes.filter((b) => b !== a).map((b) => [b, x.size(b)]));
-    const ramp = broadcast(arange(a, x.size(a)), axes, others);
-    indexSum = indexSum ? add(indexSum, ramp) : ramp;
-  }
-  return eq(indexSum!, 0);
+  return terms[0];
 }
 
 /** Checks that the four records have the same keys and each key the same axes and sizes. */
