@@ -1,0 +1,159 @@
+// The backward of Mamba-2's scalar-decay scan (SSD) when the decay is differentiated (dA, dΔ):
+// the gradient program of a Mamba-2-shaped scan (groups of heads sharing B and C, init, the D
+// skip, the gated RMSNorm over every channel, the final state in the loss) on the adapter
+// against the float64 interpreter, and the interpreter's gradients against central
+// differences, at awkward sizes; and the plan of Mamba-2 130M's training step (b = 8,
+// l = 2048), which must write no b·l·h·p·n tensor.
+import assert from "node:assert/strict";
+import { elementsOf, type KernelArtifact } from "../codegen/artifact.ts";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
+import { einsum } from "../dsl/einsum.ts";
+import * as ew from "../dsl/elementwise.ts";
+import { numel } from "../dsl/ir.ts";
+import { rmsnorm } from "../dsl/reduce.ts";
+import { finalState, scan } from "../dsl/scan.ts";
+import { type InputDecl, trace } from "../dsl/trace.ts";
+import { rearrange } from "../dsl/views.ts";
+import { mamba2Definition } from "../models/definitions.ts";
+import { mamba2ConfigFromHF } from "../models/mamba2.ts";
+import { lmLossAndGradOutputs, lmLossInputs } from "../models/train/lm_loss.ts";
+import { compile } from "../runtime/compile.ts";
+import { checkGradients, type Data, gradFn, type Loss } from "./grad_check.ts";
+import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
+
+/** The Mamba-2 scan with its neighbours in the mixer, heads written (g r) as the mixer does. */
+const INPUTS = {
+  x: "b l g r p",
+  dt: "b l g r",
+  dtBias: "g r",
+  Alog: "g r",
+  B: "b l g n",
+  C: "b l g n",
+  D: "g r",
+  z: "b l g r p",
+  h0: "b g r p n",
+  wy: "b l d",
+  ws: "b g r p n",
+} as const;
+const WRT = ["x", "dt", "dtBias", "Alog", "B", "C", "D", "z", "h0"];
+const RANGES: Record<string, [number, number]> = { Alog: [-1, 1], dt: [-3, 0.5] };
+
+/** Σ wy·rmsnorm(y·silu(z)) + Σ ws·state: the norm couples every channel's gradient to y. */
+const mamba2Loss: Loss = (t) => {
+  const delta = ew.softplus(ew.add(t.dt, t.dtBias));
+  const A = ew.neg(ew.exp(t.Alog));
+  const h = scan(
+    "l",
+    ew.exp(ew.mul(delta, A)),
+    einsum("b l g r, b l g r p, b l g n -> b l g r p n", delta, t.x, t.B),
+    { init: t.h0 },
+  );
+  const y = ew.add(einsum("b l g r p n, b l g n -> b l g r p", h, t.C), ew.mul(t.D, t.x));
+  const yd = rearrange(y, "b l g r p -> b l d=(g r p)");
+  const zd = rearrange(t.z, "b l g r p -> b l d=(g r p)");
+  const normed = rmsnorm(ew.mul(yd, ew.silu(zd)), "d");
+  return ew.add(
+    einsum("b l d, b l d -> ", normed, t.wy),
+    einsum("b g r p n, b g r p n -> ", finalState(h), t.ws),
+  );
+};
+
+/** Elements of every buffer a kernel reads or writes. */
+const sizesOf = (k: KernelArtifact) => [...k.reads, ...k.writes].map((key) => elementsOf(key));
+
+function randomData(sizes: Record<string, number>, seed: number): Record<string, Float32Array> {
+  const next = rng(seed);
+  const g = trace(INPUTS, mamba2Loss, sizes);
+  const data: Record<string, Float32Array> = {};
+  for (const inp of g.inputs) {
+    const [lo, hi] = RANGES[inp.name] ?? [-1, 1];
+    data[inp.name] = randomArray(numel(inp), next, lo, hi);
+  }
+  return data;
+}
+
+Deno.test("ssd backward: Mamba-2's scan, every gradient, on the adapter", async () => {
+  // 13 steps in chunks of 5 (5, 5, 3); 2 groups of 3 heads; p = 3, n = 5.
+  const sizes = { b: 2, l: 13, g: 2, r: 3, p: 3, n: 5, d: 18 };
+  const seed = freshSeed();
+  const prog = await compile(INPUTS, gradFn(mamba2Loss, WRT), sizes, {
+    backend: "gpu",
+    scanBackward: { chunk: 5 },
+  });
+  try {
+    const names = prog.kernels.map((k) => k.name);
+    assert.ok(
+      names.some((n) => n.includes("_scanbwd_bwd")),
+      `the scan and its adjoint are fused (${names.join(", ")})`,
+    );
+    const full = sizes.b * sizes.l * sizes.g * sizes.r * sizes.p * sizes.n;
+    const largest = Math.max(...prog.kernels.flatMap(sizesOf));
+    assert.ok(largest < full, `a buffer of ${largest} elements (b·l·h·p·n = ${full})`);
+    const data = randomData(sizes, seed);
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    for (const k of WRT) assertClose(got[`d_${k}`], want[`d_${k}`], 1e-4, `d_${k} (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
+});
+
+Deno.test("ssd backward: the graph's gradients match central differences", () => {
+  const sizes = { b: 1, l: 7, g: 1, r: 3, p: 2, n: 3, d: 6 };
+  const seed = freshSeed();
+  const data: Data = {};
+  for (const [k, v] of Object.entries(randomData(sizes, seed))) data[k] = Float64Array.from(v);
+  checkGradients(INPUTS, mamba2Loss, WRT, sizes, data, { tol: 1e-6 });
+});
+
+/** Mamba-2 130M with one layer: the real training step (forward, cross-entropy, gradients). */
+const MAMBA2_130M_LAYER = {
+  model_type: "mamba2",
+  hidden_size: 768,
+  num_hidden_layers: 1,
+  state_size: 128,
+  expand: 2,
+  head_dim: 64,
+  num_heads: 24,
+  n_groups: 1,
+  conv_kernel: 4,
+  vocab_size: 50280,
+  tie_word_embeddings: true,
+};
+
+Deno.test("ssd backward: Mamba-2 130M's training step writes no b·l·h·p·n tensor", () => {
+  const def = mamba2Definition(mamba2ConfigFromHF(MAMBA2_130M_LAYER));
+  const b = 8, l = 2048;
+  const full = b * l * 24 * 64 * 128;
+  const graph = trace(
+    lmLossInputs(def) as Record<string, InputDecl>,
+    (t) => lmLossAndGradOutputs(def, t),
+    def.sizes(b, l),
+  );
+  // Planning only: a device binding 24 storage buffers, with no cap on a buffer's size (the
+  // materializing path's states would not fit a real binding).
+  const limits = {
+    ...DEFAULT_LIMITS,
+    maxStorageBuffersPerShaderStage: 24,
+    maxStorageBufferBindingSize: 2 ** 40,
+    maxBufferSize: 2 ** 40,
+  };
+  const fused = generateKernels(graph, limits, { scanBackward: {} });
+  const largest = Math.max(...fused.kernels.flatMap(sizesOf));
+  // The logits (b·l·vocab, 0.26 of b·l·h·p·n) are the largest buffer; no state is written.
+  assert.equal(largest, b * l * 50280);
+  for (const n of fused.plan.materialized) {
+    if (n.axes.includes("v")) continue;
+    assert.ok(numel(n) < full / 8, `node ${n.id} [${n.axes.join(" ")}] is materialized`);
+  }
+  const scratch = fused.kernels.flatMap((k) => [...k.reads, ...k.writes])
+    .filter((key) => key.kind === "scratch").map(elementsOf);
+  // The checkpoints of h every 16 steps: b·(l/16)·h·p·n.
+  assert.equal(Math.max(...scratch), full / 16);
+  assert.ok(fused.kernels.some((k) => k.name.includes("_scanbwd_bwd")));
+  // Without the fused backward, h and its adjoint are both written.
+  const unfused = generateKernels(graph, limits, {});
+  const big = [...unfused.plan.materialized].filter((n) => numel(n) === full).length;
+  assert.equal(big, 2, `the materializing path writes ${big} b·l·h·p·n tensors`);
+});
