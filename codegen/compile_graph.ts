@@ -21,6 +21,7 @@ import { emitMaterializedScan } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
+import { rewriteSsdBackward } from "./ssd_backward.ts";
 import { mergeScans } from "./scan_merge.ts";
 import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
 import { type BackwardPlan, fuseScanBackward, type PlannedGroup } from "./scan_backward_plan.ts";
@@ -136,6 +137,11 @@ export interface CodegenOptions {
   scanBackward?: ScanBackwardStrategy;
   /** Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks). */
   noScanBackward?: boolean;
+  /**
+   * Rewrite the backward of scalar-decay (SSD) scans into state-free chunked form
+   * (`ssd_backward.ts`); off when absent (experimental: not yet timed on a GPU).
+   */
+  ssdBackward?: boolean;
 }
 
 /** Lowers a traced graph to kernels for a device with `limits`. */
@@ -144,6 +150,8 @@ export function generateKernels(
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
+  // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts).
+  if (options.ssdBackward) graph = rewriteSsdBackward(graph);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
   const forced = new Set<Node>();

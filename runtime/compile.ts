@@ -47,6 +47,8 @@ export interface CompileOptions {
   scanBackward?: ScanBackwardStrategy;
   /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
   noScanBackward?: boolean;
+  /** Compute scalar-decay (SSD) scans' decay gradients without states (experimental). */
+  ssdBackward?: boolean;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -140,6 +142,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     assocScan: options.assocScan,
     scanBackward: options.scanBackward,
     noScanBackward: options.noScanBackward,
+    ssdBackward: options.ssdBackward,
     aliases,
   });
   let destroyed = false;

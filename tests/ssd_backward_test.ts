@@ -14,12 +14,15 @@ import { numel } from "../dsl/ir.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { type InputDecl, trace } from "../dsl/trace.ts";
+import type { Graph } from "../dsl/ir.ts";
+import { interpret } from "../runtime/interpreter.ts";
+import { rewriteSsdBackward } from "../codegen/ssd_backward.ts";
 import { rearrange } from "../dsl/views.ts";
 import { mamba2Definition } from "../models/definitions.ts";
 import { mamba2ConfigFromHF } from "../models/mamba2.ts";
 import { lmLossAndGradOutputs, lmLossInputs } from "../models/train/lm_loss.ts";
-import { compile } from "../runtime/compile.ts";
-import { checkGradients, type Data, gradFn, type Loss } from "./grad_check.ts";
+import { compile, type CompileOptions } from "../runtime/compile.ts";
+import { checkGradients, type Data, gradFn, gradProgram, type Loss } from "./grad_check.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
 
 /** The Mamba-2 scan with its neighbours in the mixer, heads written (g r) as the mixer does. */
@@ -39,25 +42,28 @@ const INPUTS = {
 const WRT = ["x", "dt", "dtBias", "Alog", "B", "C", "D", "z", "h0"];
 const RANGES: Record<string, [number, number]> = { Alog: [-1, 1], dt: [-3, 0.5] };
 
-/** Σ wy·rmsnorm(y·silu(z)) + Σ ws·state: the norm couples every channel's gradient to y. */
-const mamba2Loss: Loss = (t) => {
-  const delta = ew.softplus(ew.add(t.dt, t.dtBias));
-  const A = ew.neg(ew.exp(t.Alog));
-  const h = scan(
-    "l",
-    ew.exp(ew.mul(delta, A)),
-    einsum("b l g r, b l g r p, b l g n -> b l g r p n", delta, t.x, t.B),
-    { init: t.h0 },
-  );
-  const y = ew.add(einsum("b l g r p n, b l g n -> b l g r p", h, t.C), ew.mul(t.D, t.x));
-  const yd = rearrange(y, "b l g r p -> b l d=(g r p)");
-  const zd = rearrange(t.z, "b l g r p -> b l d=(g r p)");
-  const normed = rmsnorm(ew.mul(yd, ew.silu(zd)), "d");
-  return ew.add(
-    einsum("b l d, b l d -> ", normed, t.wy),
-    einsum("b g r p n, b g r p n -> ", finalState(h), t.ws),
-  );
-};
+/** Σ wy·rmsnorm(y·silu(z)) (+ Σ ws·state): the norm couples every channel's gradient to y. */
+function lossOf(withFinalState: boolean): Loss {
+  return (t) => {
+    const delta = ew.softplus(ew.add(t.dt, t.dtBias));
+    const A = ew.neg(ew.exp(t.Alog));
+    const h = scan(
+      "l",
+      ew.exp(ew.mul(delta, A)),
+      einsum("b l g r, b l g r p, b l g n -> b l g r p n", delta, t.x, t.B),
+      { init: t.h0 },
+    );
+    const y = ew.add(einsum("b l g r p n, b l g n -> b l g r p", h, t.C), ew.mul(t.D, t.x));
+    const yd = rearrange(y, "b l g r p -> b l d=(g r p)");
+    const zd = rearrange(t.z, "b l g r p -> b l d=(g r p)");
+    const normed = rmsnorm(ew.mul(yd, ew.silu(zd)), "d");
+    const out = einsum("b l d, b l d -> ", normed, t.wy);
+    return withFinalState
+      ? ew.add(out, einsum("b g r p n, b g r p n -> ", finalState(h), t.ws))
+      : out;
+  };
+}
+const mamba2Loss = lossOf(true);
 
 /** Elements of every buffer a kernel reads or writes. */
 const sizesOf = (k: KernelArtifact) => [...k.reads, ...k.writes].map((key) => elementsOf(key));
@@ -73,30 +79,49 @@ function randomData(sizes: Record<string, number>, seed: number): Record<string,
   return data;
 }
 
-Deno.test("ssd backward: Mamba-2's scan, every gradient, on the adapter", async () => {
-  // 13 steps in chunks of 5 (5, 5, 3); 2 groups of 3 heads; p = 3, n = 5.
-  const sizes = { b: 2, l: 13, g: 2, r: 3, p: 3, n: 5, d: 18 };
+/** Compiles the gradient program, checks every gradient against the interpreter; kernel names. */
+async function adapterMatches(
+  sizes: Record<string, number>,
+  options: CompileOptions,
+  loss: Loss = mamba2Loss,
+): Promise<string[]> {
   const seed = freshSeed();
-  const prog = await compile(INPUTS, gradFn(mamba2Loss, WRT), sizes, {
-    backend: "gpu",
-    scanBackward: { chunk: 5 },
-  });
+  const prog = await compile(INPUTS, gradFn(loss, WRT), sizes, { backend: "gpu", ...options });
   try {
-    const names = prog.kernels.map((k) => k.name);
-    assert.ok(
-      names.some((n) => n.includes("_scanbwd_bwd")),
-      `the scan and its adjoint are fused (${names.join(", ")})`,
-    );
-    const full = sizes.b * sizes.l * sizes.g * sizes.r * sizes.p * sizes.n;
-    const largest = Math.max(...prog.kernels.flatMap(sizesOf));
-    assert.ok(largest < full, `a buffer of ${largest} elements (b·l·h·p·n = ${full})`);
     const data = randomData(sizes, seed);
     const got = await prog.run(data) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
     for (const k of WRT) assertClose(got[`d_${k}`], want[`d_${k}`], 1e-4, `d_${k} (seed ${seed})`);
+    return prog.kernels.map((k) => k.name);
   } finally {
     prog.destroy();
   }
+}
+
+Deno.test("ssd backward: the fused scan backward, every gradient, on the adapter", async () => {
+  // 13 steps in chunks of 5 (5, 5, 3); 2 groups of 3 heads; p = 3, n = 5.
+  const sizes = { b: 2, l: 13, g: 2, r: 3, p: 3, n: 5, d: 18 };
+  const names = await adapterMatches(sizes, { scanBackward: { chunk: 5 } });
+  assert.ok(names.some((n) => n.includes("_scanbwd_bwd")), names.join(", "));
+});
+
+Deno.test("ssd backward: the state-free rewrite, every gradient, on the adapter", async () => {
+  const sizes = { b: 2, l: 13, g: 2, r: 3, p: 3, n: 5, d: 18 };
+  const names = await adapterMatches(sizes, { ssdBackward: true });
+  // h and g are each read through two sets of state axes (n: y, dx; p: dC, dB), and the final
+  // state's cotangent through both: five fused scans, and the reverse cumulative sum.
+  assert.equal(names.filter((n) => /^k\d+_scan$/.test(n)).length, 5, names.join(", "));
+});
+
+Deno.test("ssd backward: the state-free rewrite on the chunked SSD kernels", async () => {
+  // Every fused scan forced onto the chunked kernels: chunks of 8 over 11 steps (8 + 3).
+  const sizes = { b: 1, l: 11, g: 2, r: 3, p: 2, n: 3, d: 12 };
+  const names = await adapterMatches(sizes, {
+    ssdBackward: true,
+    scan: { mode: "chunked", chunks: 2 },
+  }, lossOf(false));
+  // Forward y (whose sums the dout·y term reuses), dC; the adjoint's dx and dB.
+  assert.equal(names.filter((n) => n.endsWith("_ssd_out")).length, 4, names.join(", "));
 });
 
 Deno.test("ssd backward: the graph's gradients match central differences", () => {
@@ -105,6 +130,58 @@ Deno.test("ssd backward: the graph's gradients match central differences", () =>
   const data: Data = {};
   for (const [k, v] of Object.entries(randomData(sizes, seed))) data[k] = Float64Array.from(v);
   checkGradients(INPUTS, mamba2Loss, WRT, sizes, data, { tol: 1e-6 });
+});
+
+/** Random float64 data for a traced graph's inputs. */
+function data64(graph: Graph, seed: number): Data {
+  const next = rng(seed);
+  const out: Data = {};
+  for (const inp of graph.inputs) {
+    const [lo, hi] = RANGES[inp.name] ?? [-1, 1];
+    out[inp.name] = Float64Array.from(randomArray(numel(inp), next, lo, hi));
+  }
+  return out;
+}
+
+Deno.test("ssd backward: the state-free rewrite is exact in float64 (long, with and without init)", () => {
+  const withoutInit: Loss = (t) => {
+    const delta = ew.softplus(ew.add(t.dt, t.dtBias));
+    const h = scan(
+      "l",
+      ew.exp(ew.mul(delta, ew.neg(ew.exp(t.Alog)))),
+      einsum("b l g r, b l g r p, b l g n -> b l g r p n", delta, t.x, t.B),
+    );
+    const y = einsum("b l g r p n, b l g n -> b l g r p", h, t.C);
+    return einsum("b l d, b l d -> ", rearrange(y, "b l g r p -> b l d=(g r p)"), t.wy);
+  };
+  const sizes = { b: 2, l: 67, g: 3, r: 1, p: 2, n: 3, d: 6 };
+  for (const [what, loss] of [["init, final state, norm", mamba2Loss], ["plain", withoutInit]]) {
+    const graph = gradProgram(INPUTS, loss as Loss, WRT, sizes);
+    const rewritten = rewriteSsdBackward(graph);
+    assert.notEqual(rewritten, graph, `${what}: the rewrite applies`);
+    const seed = freshSeed();
+    const data = data64(graph, seed);
+    const want = interpret(graph, data);
+    const got = interpret(rewritten, data);
+    for (const k of WRT) {
+      assertClose(got[`d_${k}`], want[`d_${k}`], 1e-10, `${what}: d_${k} (seed ${seed})`);
+    }
+  }
+});
+
+Deno.test("ssd backward: the rewrite leaves reverse scans and other decays alone", () => {
+  const sizes = { b: 1, l: 5, g: 1, r: 2, p: 2, n: 3, d: 4 };
+  const variant = (reverse: boolean, sigmoid: boolean): Loss => (t) => {
+    const delta = ew.softplus(t.dt);
+    const decay = sigmoid ? ew.sigmoid(delta) : ew.exp(ew.neg(delta));
+    const u = einsum("b l g r, b l g r p, b l g n -> b l g r p n", delta, t.x, t.B);
+    const h = scan("l", decay, u, { reverse });
+    return einsum("b l g r p n, b l g n -> ", h, t.C);
+  };
+  for (const [reverse, sigmoid] of [[true, false], [false, true]]) {
+    const graph = gradProgram(INPUTS, variant(reverse, sigmoid), ["x", "dt", "B", "C"], sizes);
+    assert.equal(rewriteSsdBackward(graph), graph, `reverse ${reverse}, sigmoid ${sigmoid}`);
+  }
 });
 
 /** Mamba-2 130M with one layer: the real training step (forward, cross-entropy, gradients). */
@@ -156,4 +233,34 @@ Deno.test("ssd backward: Mamba-2 130M's training step writes no b·l·h·p·n te
   const unfused = generateKernels(graph, limits, {});
   const big = [...unfused.plan.materialized].filter((n) => numel(n) === full).length;
   assert.equal(big, 2, `the materializing path writes ${big} b·l·h·p·n tensors`);
+});
+
+Deno.test("ssd backward: Mamba-2 130M's step with the state-free rewrite: SSD kernels only", () => {
+  const def = mamba2Definition(mamba2ConfigFromHF(MAMBA2_130M_LAYER));
+  const b = 8, l = 2048;
+  const full = b * l * 24 * 64 * 128;
+  const graph = trace(
+    lmLossInputs(def) as Record<string, InputDecl>,
+    (t) => lmLossAndGradOutputs(def, t),
+    def.sizes(b, l),
+  );
+  // Bindings as large as the logits (b·l·vocab), which any training step of this shape needs.
+  const limits = {
+    ...DEFAULT_LIMITS,
+    maxStorageBuffersPerShaderStage: 24,
+    maxStorageBufferBindingSize: 2 ** 34,
+    maxBufferSize: 2 ** 34,
+  };
+  const program = generateKernels(graph, limits, { ssdBackward: true });
+  for (const n of program.plan.materialized) {
+    if (n.axes.includes("v")) continue;
+    assert.ok(numel(n) < full / 32, `node ${n.id} [${n.axes.join(" ")}] is materialized`);
+  }
+  const scratch = program.kernels.flatMap((k) => [...k.reads, ...k.writes])
+    .filter((key) => key.kind === "scratch").map(elementsOf);
+  assert.ok(Math.max(...scratch) < full / 32, `scratch of ${Math.max(...scratch)} elements`);
+  // The forward scan (y) and three backward ones (dx, dB, dC), all on the chunked kernels.
+  const names = program.kernels.map((k) => k.name);
+  assert.equal(names.filter((n) => n.endsWith("_ssd_out")).length, 4, names.join(", "));
+  assert.ok(!names.some((n) => /_scan_[a-z]*n(_|$)/.test(n) && !n.includes("_ssd_")));
 });
