@@ -21,7 +21,7 @@ import { emitMaterializedScan } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
-import { rewriteSsdBackward } from "./ssd_backward.ts";
+import { rewriteSsdBackward, type SsdBackwardStrategy } from "./ssd_backward.ts";
 import { mergeScans } from "./scan_merge.ts";
 import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
 import { type BackwardPlan, fuseScanBackward, type PlannedGroup } from "./scan_backward_plan.ts";
@@ -141,7 +141,7 @@ export interface CodegenOptions {
    * Rewrite the backward of scalar-decay (SSD) scans into state-free chunked form
    * (`ssd_backward.ts`); off when absent (experimental: not yet timed on a GPU).
    */
-  ssdBackward?: boolean;
+  ssdBackward?: SsdBackwardStrategy;
 }
 
 /** Lowers a traced graph to kernels for a device with `limits`. */
@@ -151,7 +151,7 @@ export function generateKernels(
   options: CodegenOptions = {},
 ): KernelProgram {
   // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts).
-  if (options.ssdBackward) graph = rewriteSsdBackward(graph);
+  if (options.ssdBackward) graph = rewriteSsdBackward(graph, options.ssdBackward);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
   const forced = new Set<Node>();

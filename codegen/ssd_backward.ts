@@ -8,7 +8,7 @@
  *
  *   a[t]·∂a[t] = Σ_{k ≥ t} ( Σ_S c[k]·h[k] − Σ_S g[k]·u[k] )
  *
- * (the sum running toward h's end; `init` needs no term). When c and u are products, both
+ * (the sum running toward h's end: k ≤ t for a reverse scan; `init` needs no term). When c and u are products, both
  * inner sums are contractions of the scans with the factors, one state axis at a time
  * (Σ_{p,n} (dy ⊗ C)·h = Σ_p dy·(Σ_n C·h) = Σ_p dy·y: mamba_ssm's "dout·y" term), and they reuse
  * the contractions the program already has. Afterwards every reader of h and g is a
@@ -20,7 +20,7 @@
  *   the chunked SSD kernels (matrix products per chunk), the others the fused recurrent ones.
  * No b·l·h·p·n tensor is written; the sum over k ≥ t is a cumulative sum over b·l·h values.
  *
- * The rewrite applies to a forward scan whose decay is `exp(e)` (then a = 0 only where e
+ * The rewrite applies to a scan (either direction) whose decay is `exp(e)` (then a = 0 only where e
  * underflows, and there ∂e = a·∂a = 0: the division by a is guarded to give that 0). The
  * reverse cumulative sum subtracts two sums that grow with the length, so its absolute error
  * is about the length times f32's epsilon times their terms (mamba_ssm's chunked backward
@@ -29,7 +29,6 @@
  * @module
  */
 
-import { cumsumNode } from "../dsl/assoc_scan.ts";
 import { uncheckedBinary, uncheckedWhere } from "../dsl/build.ts";
 import { constant, inLayout, sumTo } from "../dsl/grad_builders.ts";
 import {
@@ -42,9 +41,20 @@ import {
   nodeInputs,
   type ScanNode,
 } from "../dsl/ir.ts";
+import { chunkedDecaySum } from "./ssd_backward_chunks.ts";
+
+/** Knobs of the rewrite (tests). */
+export interface SsdBackwardStrategy {
+  /** Steps per chunk of the boundary form (a power of two; default 64). */
+  chunk?: number;
+}
 
 /** The graph with every eligible scan's backward rewritten (see the module doc). */
-export function rewriteSsdBackward(graph: Graph): Graph {
+export function rewriteSsdBackward(graph: Graph, strategy: SsdBackwardStrategy = {}): Graph {
+  const chunk = strategy.chunk;
+  if (chunk !== undefined && !(Number.isInteger(Math.log2(chunk)) && chunk >= 1)) {
+    throw new Error(`ssdBackward: chunk ${chunk} is not a power of two`);
+  }
   const outputs = Object.values(graph.outputs);
   const nodes = collectNodes(outputs);
   const consumers = consumerMap(nodes);
@@ -54,7 +64,7 @@ export function rewriteSsdBackward(graph: Graph): Graph {
     if (g.kind !== "scan" || !g.primal) continue;
     const pair = decayCotangent(g.primal, g, consumers);
     if (!pair) continue;
-    const next = stateFree(pair, consumers);
+    const next = stateFree(pair, consumers, chunk);
     if (!next) continue;
     replaced.set(pair.cotangent, next);
     scans.add(pair.h).add(pair.g);
@@ -70,6 +80,8 @@ interface Pair {
   readonly cotangent: ContractNode;
   /** The axes h has and the decay lacks. */
   readonly state: readonly string[];
+  /** e, where the decay is exp(e). */
+  readonly logDecay: Node;
 }
 
 function consumerMap(nodes: readonly Node[]): Map<Node, Node[]> {
@@ -99,14 +111,14 @@ function viewOf(n: Node, h: Node): boolean {
   return false;
 }
 
-/** The pair when h is a forward scalar-decay scan of `exp(e)` and ∂decay has autodiff's form. */
+/** The pair when h is a scalar-decay scan of `exp(e)` and ∂decay has autodiff's form. */
 function decayCotangent(
   h: ScanNode,
   g: ScanNode,
   consumers: ReadonlyMap<Node, Node[]>,
 ): Pair | undefined {
   const decay = throughPermutes(h.decay);
-  if (h.reverse || !g.reverse || g.init || decay.kind !== "unary" || decay.op !== "exp") {
+  if (h.reverse === g.reverse || g.init || decay.kind !== "unary" || decay.op !== "exp") {
     return undefined;
   }
   if (!h.decay.axes.includes(h.axis) || !h.decay.axes.every((a) => h.axes.includes(a))) {
@@ -122,7 +134,7 @@ function decayCotangent(
   if (!sameSet(cotangent.summed, state) || !sameSet(cotangent.axes, h.decay.axes)) {
     return undefined;
   }
-  return { h, g, cotangent, state };
+  return { h, g, cotangent, state, logDecay: decay.x };
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
@@ -191,17 +203,16 @@ function contract(s: Node, f: Node, summed: readonly string[]): Node {
 }
 
 /** ∂a without states (the module doc's identity), over the decay's axes and layout. */
-function stateFree(pair: Pair, consumers: ReadonlyMap<Node, Node[]>): Node | undefined {
+function stateFree(
+  pair: Pair,
+  consumers: ReadonlyMap<Node, Node[]>,
+  chunk: number | undefined,
+): Node | undefined {
   const { h, g, state } = pair;
   const keep = h.decay.axes;
   const terms: Node[] = [];
-  for (
-    const [s, products, sign] of [[h, sumOfProducts(g.input), 1], [
-      g,
-      sumOfProducts(h.input),
-      -1,
-    ]] as const
-  ) {
+  const cotangent = sumOfProducts(g.input), input = sumOfProducts(h.input);
+  for (const [s, products, sign] of [[h, cotangent, 1], [g, input, -1]] as const) {
     for (const factors of products) {
       const t = stateSum(s, factors, state, keep, consumers);
       if (!t) return undefined;
@@ -209,7 +220,9 @@ function stateFree(pair: Pair, consumers: ReadonlyMap<Node, Node[]>): Node | und
     }
   }
   const total = inLayout(terms.reduce((x, y) => uncheckedBinary("add", x, y)), keep);
-  const after = inLayout(cumsumNode(total, h.axis, true), keep);
+  const logDecay = inLayout(pair.logDecay, keep);
+  // Summed from t toward h's end, chunk by chunk (ssd_backward_chunks.ts).
+  const after = chunkedDecaySum({ h, logDecay, terms: total, input, cotangent, chunk });
   // a·∂a is what the sum gives; a = 0 only where exp(e) underflowed, where a·∂a = 0 too.
   const a = h.decay;
   const zero = constant(0);

@@ -18,6 +18,7 @@ import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
+import type { SsdBackwardStrategy } from "../codegen/ssd_backward.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
 import { collectNodes, type Node, nodeInputs } from "../dsl/ir.ts";
@@ -47,8 +48,11 @@ export interface CompileOptions {
   scanBackward?: ScanBackwardStrategy;
   /** Materialize a scan and its adjoint instead of fusing them (tests, benchmarks). */
   noScanBackward?: boolean;
-  /** Compute scalar-decay (SSD) scans' decay gradients without states (experimental). */
-  ssdBackward?: boolean;
+  /**
+   * Compute scalar-decay (SSD) scans' decay gradients without writing states, with these
+   * knobs (experimental, off when absent; codegen/ssd_backward.ts).
+   */
+  ssdBackward?: SsdBackwardStrategy;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
