@@ -34,6 +34,11 @@ export interface KernelProgram {
   readonly plan: BackwardPlan;
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
+  /**
+   * The in-place aliases in terms of `graph`'s nodes, when a rewrite (`ssdBackward`) rebuilt the
+   * output nodes the caller's aliases named; absent otherwise.
+   */
+  readonly aliases?: ReadonlyMap<Node, Node>;
 }
 
 /** Bytes one element of a node takes on the GPU. */
@@ -144,14 +149,38 @@ export interface CodegenOptions {
   ssdBackward?: SsdBackwardStrategy;
 }
 
+/** `aliases` with each output node replaced by the node of the same output in `after`. */
+function renameAliases(
+  aliases: ReadonlyMap<Node, Node>,
+  before: Graph,
+  after: Graph,
+): Map<Node, Node> {
+  const name = new Map(Object.entries(before.outputs).map(([k, v]) => [v, k]));
+  return new Map(
+    [...aliases].map(([input, out]) => {
+      const k = name.get(out);
+      return [input, k === undefined ? out : after.outputs[k]];
+    }),
+  );
+}
+
 /** Lowers a traced graph to kernels for a device with `limits`. */
 export function generateKernels(
   graph: Graph,
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
-  // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts).
-  if (options.ssdBackward) graph = rewriteSsdBackward(graph, options.ssdBackward);
+  // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts). It rebuilds
+  // every node downstream, so in-place aliases are renamed to the new outputs.
+  let remapped: ReadonlyMap<Node, Node> | undefined;
+  if (options.ssdBackward) {
+    const rewritten = rewriteSsdBackward(graph, options.ssdBackward);
+    if (rewritten !== graph && options.aliases) {
+      remapped = renameAliases(options.aliases, graph, rewritten);
+      options = { ...options, aliases: remapped };
+    }
+    graph = rewritten;
+  }
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, new Set(options.aliases?.values() ?? []));
   const forced = new Set<Node>();
@@ -166,7 +195,7 @@ export function generateKernels(
     checkBufferSizes(plan, limits);
     try {
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options));
-      return { graph, plan, kernels };
+      return { graph, plan, kernels, ...(remapped ? { aliases: remapped } : {}) };
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;
       // A scan-backward root that needs more buffers than the device binds even alone: keep

@@ -188,7 +188,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
       },
     };
   }
-  const gpu = await GpuProgram.create(ctx, program, aliases);
+  const gpu = await GpuProgram.create(ctx, program, program.aliases ?? aliases);
   return {
     backend: "gpu",
     graph,

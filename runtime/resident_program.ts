@@ -41,6 +41,7 @@ import { submitDispatches } from "./gpu_submit.ts";
 import type { HostArray } from "./interpreter.ts";
 import { checkHostInput, deviceArray } from "./host_inputs.ts";
 import { GpuProgram } from "./program.ts";
+import type { SsdBackwardStrategy } from "../codegen/ssd_backward.ts";
 
 /** Options of {@link ResidentProgram.create}. */
 export interface ResidentOptions {
@@ -61,6 +62,8 @@ export interface ResidentOptions {
   replicas?: number;
   /** Use this GPU context instead of the shared one. */
   gpu?: GpuContext;
+  /** Scalar-decay scans' decay gradients without states (codegen/ssd_backward.ts; opt-in). */
+  ssdBackward?: SsdBackwardStrategy;
 }
 
 /** A compiled program with device-resident, in-place-updated state (see the module docs). */
@@ -104,8 +107,13 @@ export class ResidentProgram {
     const graph = trace(inputs, fn, sizes);
     const aliases = resolveState(graph, options.state);
     const ctx = options.gpu ?? await getGpu();
-    const program = generateKernels(graph, deviceLimits(ctx), { aliases });
-    checkInPlace(program, aliases);
+    const program = generateKernels(graph, deviceLimits(ctx), {
+      aliases,
+      ssdBackward: options.ssdBackward,
+    });
+    // A rewrite may have rebuilt the outputs; the program names the nodes it writes.
+    const inPlace = (program.aliases ?? aliases) as ReadonlyMap<InputNode, Node>;
+    checkInPlace(program, inPlace);
     const state = new Map<string, GPUBuffer>();
     const external = new Map<Node, GPUBuffer>();
     const constant = (options.constant ?? []).map((name) => {
@@ -130,7 +138,7 @@ export class ResidentProgram {
     const gpus: GpuProgram[] = [];
     try {
       for (let i = 0; i < replicas; i++) {
-        gpus.push(await GpuProgram.create(ctx, program, aliases, external));
+        gpus.push(await GpuProgram.create(ctx, program, inPlace, external));
       }
       return new ResidentProgram(ctx, graph, program, gpus, state);
     } catch (e) {

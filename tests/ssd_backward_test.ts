@@ -14,13 +14,22 @@ import { numel } from "../dsl/ir.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { type InputDecl, trace } from "../dsl/trace.ts";
-import type { Graph } from "../dsl/ir.ts";
+import { collectNodes, type Graph } from "../dsl/ir.ts";
 import { interpret } from "../runtime/interpreter.ts";
 import { rewriteSsdBackward } from "../codegen/ssd_backward.ts";
 import { rearrange } from "../dsl/views.ts";
 import { mamba2Definition } from "../models/definitions.ts";
 import { mamba2ConfigFromHF } from "../models/mamba2.ts";
-import { lmLossAndGradOutputs, lmLossInputs } from "../models/train/lm_loss.ts";
+import { lmLossAndGradOutputs, lmLossAndGrads, lmLossInputs } from "../models/train/lm_loss.ts";
+import {
+  adamw,
+  adamwOutputs,
+  type AdamWScalarInputs,
+  adamwScalars,
+  adamwState,
+} from "../models/train/adamw.ts";
+import { ResidentProgram } from "../runtime/resident_program.ts";
+import type { Tensor } from "../dsl/tensor.ts";
 import { compile, type CompileOptions } from "../runtime/compile.ts";
 import { checkGradients, type Data, gradFn, gradProgram, type Loss } from "./grad_check.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
@@ -212,6 +221,44 @@ Deno.test("ssd backward: the rewrite leaves other decays alone", () => {
   }
 });
 
+Deno.test("ssd backward: a Mamba-2 language model's gradients, rewritten, in float64", () => {
+  // Two layers of two groups of two heads: every layer's scan is rewritten, and every weight's
+  // gradient (in_proj, conv, A_log, dt_bias, D, norms, the tied embedding) stays exact.
+  const config = {
+    ...MAMBA2_130M_LAYER,
+    hidden_size: 6,
+    num_hidden_layers: 2,
+    state_size: 3,
+    head_dim: 3,
+    num_heads: 4,
+    n_groups: 2,
+    vocab_size: 11,
+  };
+  const def = mamba2Definition(mamba2ConfigFromHF(config));
+  const graph = trace(
+    lmLossInputs(def) as Record<string, InputDecl>,
+    (t) => lmLossAndGradOutputs(def, t),
+    def.sizes(2, 9),
+  );
+  const rewritten = rewriteSsdBackward(graph, { chunk: 4 });
+  const scans = (g: Graph) =>
+    collectNodes(Object.values(g.outputs)).filter((n) => n.kind === "scan");
+  assert.ok(scans(rewritten).length > scans(graph).length, "the scans are rewritten");
+  const seed = freshSeed();
+  const next = rng(seed);
+  const data: Data = {};
+  for (const inp of graph.inputs) {
+    data[inp.name] = inp.dtype === "i32"
+      ? Int32Array.from({ length: numel(inp) }, () => Math.floor(next() * config.vocab_size))
+      : Float64Array.from(randomArray(numel(inp), next, -0.5, 0.5));
+  }
+  const want = interpret(graph, data);
+  const got = interpret(rewritten, data);
+  for (const k of Object.keys(graph.outputs)) {
+    assertClose(got[k], want[k], 1e-9, `${k} (seed ${seed})`);
+  }
+});
+
 /** Mamba-2 130M with one layer: the real training step (forward, cross-entropy, gradients). */
 const MAMBA2_130M_LAYER = {
   model_type: "mamba2",
@@ -290,4 +337,69 @@ Deno.test("ssd backward: Mamba-2 130M's step with the state-free rewrite: SSD ke
   // The forward scan (y) and three backward ones (dx, dB, dC), all on the chunked kernels.
   const names = program.kernels.map((k) => k.name);
   assert.equal(names.filter((n) => n.endsWith("_ssd_out")).length, 4, names.join(", "));
+});
+
+Deno.test("ssd backward: a Mamba-2 training step with in-place AdamW on the adapter", async () => {
+  // The rewrite rebuilds every output; the in-place updates must follow (ResidentProgram).
+  const config = {
+    ...MAMBA2_130M_LAYER,
+    hidden_size: 6,
+    state_size: 3,
+    head_dim: 3,
+    num_heads: 4,
+    n_groups: 2,
+    vocab_size: 11,
+  };
+  const def = mamba2Definition(mamba2ConfigFromHF(config));
+  const names = Object.keys(def.weightInputs());
+  const inputs: Record<string, InputDecl> = { ...lmLossInputs(def), lr: "", bc1: "", bc2: "" };
+  for (const [k, decl] of Object.entries(def.weightInputs())) {
+    inputs[`m.${k}`] = decl;
+    inputs[`v.${k}`] = decl;
+  }
+  const stepFn = (t: Record<string, Tensor>) => {
+    const { loss, grads } = lmLossAndGrads(def, t);
+    const pick = (prefix: string) => Object.fromEntries(names.map((k) => [k, t[prefix + k]]));
+    const scalars = { lr: t.lr, bc1: t.bc1, bc2: t.bc2 } as AdamWScalarInputs;
+    const step = adamw({ params: pick(""), grads, m: pick("m."), v: pick("v.") }, scalars);
+    return { ...adamwOutputs(step), loss };
+  };
+  const sizes = def.sizes(2, 7);
+  const prog = await ResidentProgram.create(inputs, stepFn, sizes, {
+    state: adamwState(names),
+    ssdBackward: { chunk: 4 },
+  });
+  const seed = freshSeed();
+  const next = rng(seed);
+  const graph = trace(inputs, stepFn, sizes);
+  const data: Record<string, Float32Array | Int32Array> = {};
+  for (const inp of graph.inputs) {
+    data[inp.name] = inp.dtype === "i32"
+      ? Int32Array.from({ length: numel(inp) }, () => Math.floor(next() * config.vocab_size))
+      : inp.name.startsWith("v.") || inp.name.startsWith("m.")
+      ? new Float32Array(numel(inp))
+      : randomArray(numel(inp), next, -0.5, 0.5);
+  }
+  Object.assign(data, adamwScalars(1, 1e-2));
+  try {
+    assert.ok(prog.kernels.some((k) => k.name.includes("chunk")), "the rewrite applies");
+    for (const k of [...names, ...names.map((k) => `m.${k}`), ...names.map((k) => `v.${k}`)]) {
+      prog.write(k, data[k] as Float32Array);
+    }
+    await prog.step({
+      ids: data.ids,
+      targets: data.targets,
+      lr: data.lr,
+      bc1: data.bc1,
+      bc2: data.bc2,
+    });
+    const got = await prog.read(names.map((k) => `m.${k}`));
+    const want = interpret(graph, data);
+    for (const k of names) {
+      // The first moment after one step is (1 − β1)·grad: the gradients, through the update.
+      assertClose(got[`m.${k}`], want[`m.${k}`], 1e-4, `m.${k} (seed ${seed})`);
+    }
+  } finally {
+    prog.destroy();
+  }
 });
