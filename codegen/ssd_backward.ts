@@ -8,8 +8,8 @@
  *
  *   a[t]·∂a[t] = Σ_{k ≥ t} ( Σ_S c[k]·h[k] − Σ_S g[k]·u[k] )
  *
- * (the sum running toward h's end: k ≤ t for a reverse scan; `init` needs no term). When c and u are products, both
- * inner sums are contractions of the scans with the factors, one state axis at a time
+ * (the sum running toward h's end: k ≤ t for a reverse scan; `init` needs no term). When c
+ * and u are products, both inner sums are contractions of the scans with the factors, one state axis at a time
  * (Σ_{p,n} (dy ⊗ C)·h = Σ_p dy·(Σ_n C·h) = Σ_p dy·y: mamba_ssm's "dout·y" term), and they reuse
  * the contractions the program already has. Afterwards every reader of h and g is a
  * contraction over some of the state axes (or a final state), so:
@@ -18,13 +18,13 @@
  * - each scan is copied once per set of summed state axes, so every copy's readers sum the
  *   same axes and fusion keeps each copy's state on chip; a copy whose form is Mamba-2's runs
  *   the chunked SSD kernels (matrix products per chunk), the others the fused recurrent ones.
- * No b·l·h·p·n tensor is written; the sum over k ≥ t is a cumulative sum over b·l·h values.
+ * No b·l·h·p·n tensor is written. The sum over k ≥ t runs inside chunks, with boundary terms
+ * from chunk states (`ssd_backward_chunks.ts`), so f32 errors in the per-step terms do not
+ * accumulate over the whole sequence.
  *
- * The rewrite applies to a scan (either direction) whose decay is `exp(e)` (then a = 0 only where e
- * underflows, and there ∂e = a·∂a = 0: the division by a is guarded to give that 0). The
- * reverse cumulative sum subtracts two sums that grow with the length, so its absolute error
- * is about the length times f32's epsilon times their terms (mamba_ssm's chunked backward
- * has the same kind of error). Elsewhere the graph is left as autodiff built it.
+ * The rewrite applies to a scan (either direction) whose decay is `exp(e)` (then a = 0 only
+ * where e underflows, and there ∂e = a·∂a = 0: the division by a is guarded to give that 0),
+ * when both inner sums are such products. Elsewhere the graph is left as autodiff built it.
  *
  * @module
  */
@@ -98,17 +98,20 @@ function throughPermutes(n: Node): Node {
   return n;
 }
 
-/** Whether `n` reads `h` through views only (the shifted state autodiff builds). */
-function viewOf(n: Node, h: Node): boolean {
-  const stack = [n];
-  while (stack.length) {
-    const m = stack.pop()!;
-    if (m === h) return true;
-    if (m.kind === "slice" || m.kind === "concat" || m.kind === "permute") {
-      stack.push(...nodeInputs(m));
-    }
-  }
-  return false;
+/**
+ * Whether `n` is h one step toward its start, as autodiff's scan rule builds it: a concat of
+ * the value before the first step (init or 0) and h without its last step (mirrored for a
+ * reverse scan).
+ */
+function isPrevious(n: Node, h: ScanNode): boolean {
+  n = throughPermutes(n);
+  if (n.kind !== "concat" || n.newAxis !== h.axis || n.parts.length !== 2) return false;
+  const len = h.shape[h.axes.indexOf(h.axis)];
+  const i = h.reverse ? 0 : 1;
+  const body = n.parts[i];
+  return body.kind === "slice" && body.x === h && body.axis === h.axis &&
+    body.start === (h.reverse ? 1 : 0) && n.offsets[i] === (h.reverse ? 0 : 1) &&
+    body.shape[body.axes.indexOf(body.newAxis)] === len - 1;
 }
 
 /** The pair when h is a scalar-decay scan of `exp(e)` and ∂decay has autodiff's form. */
@@ -127,7 +130,7 @@ function decayCotangent(
   const state = h.axes.filter((a) => !h.decay.axes.includes(a));
   if (state.length === 0) return undefined;
   const found = (consumers.get(g) ?? []).filter((c): c is ContractNode =>
-    c.kind === "contract" && viewOf(c.a === g ? c.b : c.a, h) && c.a !== c.b
+    c.kind === "contract" && c.a !== c.b && isPrevious(c.a === g ? c.b : c.a, h)
   );
   if (found.length !== 1) return undefined;
   const cotangent = found[0];
