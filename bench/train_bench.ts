@@ -91,7 +91,9 @@ const TINY = {
 /**
  * The cases: `full` is the official set (b=8, l=2048 steps; the scan at b=8 l=4096 d=1536 n=16)
  * followed by smaller ones that fit today's materializing scan backward (b=1, l=256; the scan
- * at b=1, l=512); `tiny` keeps the structure at toy sizes.
+ * at b=1, l=512); `tiny` keeps the structure at toy sizes. The `_ssdbwd` cases compile Mamba-2
+ * with the state-free SSD backward (`ssdBackward`), at the official shape and at b=1, l=256
+ * next to the materializing path.
  */
 export function trainCases(scale: "full" | "tiny"): TrainCase[] {
   if (scale === "tiny") {
@@ -122,6 +124,14 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 8, l: 2048 },
     { name: "scan_bwd", kind: "scan", b: 8, l: 4096, d: 1536, n: 16 },
     { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 1, l: 256 },
+    {
+      name: "mamba2_130m_step_ssdbwd",
+      kind: "mamba2",
+      config: MAMBA2_130M,
+      b: 1,
+      l: 256,
+      ssdBackward: true,
+    },
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 1, l: 256 },
     { name: "scan_bwd", kind: "scan", b: 1, l: 512, d: 1536, n: 16 },
   ];
