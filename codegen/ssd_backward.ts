@@ -70,7 +70,9 @@ export function rewriteSsdBackward(graph: Graph, strategy: SsdBackwardStrategy =
     scans.add(pair.h).add(pair.g);
   }
   if (replaced.size === 0) return graph;
-  return splitScans(substitute(graph, replaced), scans);
+  const { graph: next, rebuilt } = substitute(graph, replaced);
+  // Scans traced after the first replaced node were rebuilt (a later layer's adjoint).
+  return splitScans(next, new Set([...scans].map((s) => rebuilt.get(s) ?? s))).graph;
 }
 
 /** A primal scan, its adjoint, and the node Σ_S g·h[t−1] autodiff built for ∂decay. */
@@ -240,7 +242,10 @@ function stateFree(
  * kernels) keep the program's order: an optimizer's in-place updates, traced last, stay after
  * every gradient kernel that reads the old weights.
  */
-function substitute(graph: Graph, replaced: ReadonlyMap<Node, Node>): Graph {
+function substitute(
+  graph: Graph,
+  replaced: ReadonlyMap<Node, Node>,
+): { graph: Graph; rebuilt: ReadonlyMap<Node, Node> } {
   const nodes = collectNodes(Object.values(graph.outputs));
   const old = new Set(nodes);
   const first = Math.min(...[...replaced.keys()].map((n) => n.id));
@@ -289,7 +294,7 @@ function substitute(graph: Graph, replaced: ReadonlyMap<Node, Node>): Graph {
   }
   const outputs: Record<string, Node> = {};
   for (const [k, v] of Object.entries(graph.outputs)) outputs[k] = out.get(v) ?? v;
-  return { ...graph, outputs };
+  return { graph: { ...graph, outputs }, rebuilt: out };
 }
 
 function isNode(v: unknown): v is Node {
@@ -301,7 +306,7 @@ function isNode(v: unknown): v is Node {
  * contractions that also sum channel axes are split, and the
  * scan is copied once per set of summed state axes.
  */
-function splitScans(graph: Graph, scans: ReadonlySet<Node>): Graph {
+function splitScans(graph: Graph, scans: ReadonlySet<Node>): { graph: Graph } {
   const nodes = collectNodes(Object.values(graph.outputs));
   const consumers = consumerMap(nodes);
   const outputs = new Set(Object.values(graph.outputs));
@@ -337,7 +342,7 @@ function splitScans(graph: Graph, scans: ReadonlySet<Node>): Graph {
       replaced.set(r, inLayout(sumTo(inner, r.axes), r.axes));
     }
   }
-  return replaced.size === 0 ? graph : substitute(graph, replaced);
+  return replaced.size === 0 ? { graph } : substitute(graph, replaced);
 }
 
 /** A node's fields without its id (to build a copy). */
