@@ -77,12 +77,16 @@ const mamba2Loss = lossOf(true);
 /** Elements of every buffer a kernel reads or writes. */
 const sizesOf = (k: KernelArtifact) => [...k.reads, ...k.writes].map((key) => elementsOf(key));
 
-function randomData(sizes: Record<string, number>, seed: number): Record<string, Float32Array> {
+function randomData(
+  sizes: Record<string, number>,
+  seed: number,
+  ranges: Record<string, [number, number]> = RANGES,
+): Record<string, Float32Array> {
   const next = rng(seed);
   const g = trace(INPUTS, mamba2Loss, sizes);
   const data: Record<string, Float32Array> = {};
   for (const inp of g.inputs) {
-    const [lo, hi] = RANGES[inp.name] ?? [-1, 1];
+    const [lo, hi] = ranges[inp.name] ?? [-1, 1];
     data[inp.name] = randomArray(numel(inp), next, lo, hi);
   }
   return data;
@@ -93,11 +97,12 @@ async function adapterMatches(
   sizes: Record<string, number>,
   options: CompileOptions,
   loss: Loss = mamba2Loss,
+  ranges: Record<string, [number, number]> = RANGES,
 ): Promise<string[]> {
   const seed = freshSeed();
   const prog = await compile(INPUTS, gradFn(loss, WRT), sizes, { backend: "gpu", ...options });
   try {
-    const data = randomData(sizes, seed);
+    const data = randomData(sizes, seed, ranges);
     const got = await prog.run(data) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
     for (const k of WRT) assertClose(got[`d_${k}`], want[`d_${k}`], 1e-4, `d_${k} (seed ${seed})`);
@@ -401,6 +406,36 @@ Deno.test("ssd backward: a Mamba-2 training step with in-place AdamW on the adap
     for (const k of names) {
       // The first moment after one step is (1 − β1)·grad: the gradients, through the update.
       assertClose(got[`m.${k}`], want[`m.${k}`], 1e-4, `m.${k} (seed ${seed})`);
+    }
+  } finally {
+    prog.destroy();
+  }
+});
+
+Deno.test("ssd backward: decays that underflow to zero (chunked SSD kernels)", async () => {
+  // A = −e^4…−e^5 and Δ up to 2: most steps' decay exp(Δ·A) is below f32's range. The adjoint's
+  // SSD kernels must not take log(0) (NaN before), and a·∂a, a difference of O(1) sums, is
+  // exact to f32 rounding of those sums: dA_log and dt_bias, nearly 0 here, are checked to an
+  // absolute 1e-4 (the materializing path gets them relatively exact).
+  const sizes = { b: 1, l: 11, g: 2, r: 3, p: 2, n: 3, d: 12 };
+  const ranges = { Alog: [4, 5], dt: [0, 2] } as Record<string, [number, number]>;
+  const seed = freshSeed();
+  const prog = await compile(INPUTS, gradFn(lossOf(false), WRT), sizes, {
+    backend: "gpu",
+    ssdBackward: { chunk: 4 },
+    scan: { mode: "chunked", chunks: 2 },
+  });
+  try {
+    const data = randomData(sizes, seed, ranges);
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    for (const k of WRT) {
+      const [g, w] = [got[`d_${k}`], want[`d_${k}`]];
+      if (k !== "Alog" && k !== "dtBias") assertClose(g, w, 1e-4, `d_${k} (seed ${seed})`);
+      else {
+        const worst = Math.max(...w.map((v, i) => Math.abs(g[i] - v)));
+        assert.ok(worst <= 1e-4, `d_${k}: error ${worst} (seed ${seed})`);
+      }
     }
   } finally {
     prog.destroy();
