@@ -255,4 +255,5 @@ export type {
 } from "./dsl/rearrange_types.ts";
 export type { ScanResult } from "./dsl/scan.ts";
 export type { AssocScanStrategy } from "./codegen/assoc_scan_kernel.ts";
+export type { SsdBackwardStrategy } from "./codegen/ssd_backward.ts";
 export type { AxesOf, IsAny } from "./dsl/tensor.ts";

@@ -46,6 +46,8 @@ export type TrainCase =
     config: Record<string, unknown>;
     b: number;
     l: number;
+    /** Compile the decay gradients with the state-free SSD backward (`ssdBackward`). */
+    ssdBackward?: boolean;
   }
   | { name: string; kind: "scan"; b: number; l: number; d: number; n: number };
 
@@ -89,21 +91,47 @@ const TINY = {
 /**
  * The cases: `full` is the official set (b=8, l=2048 steps; the scan at b=8 l=4096 d=1536 n=16)
  * followed by smaller ones that fit today's materializing scan backward (b=1, l=256; the scan
- * at b=1, l=512); `tiny` keeps the structure at toy sizes.
+ * at b=1, l=512); `tiny` keeps the structure at toy sizes. The `_ssdbwd` cases compile Mamba-2
+ * with the state-free SSD backward (`ssdBackward`), at the official shape and at b=1, l=256
+ * next to the materializing path.
  */
 export function trainCases(scale: "full" | "tiny"): TrainCase[] {
   if (scale === "tiny") {
     return [
       { name: "mamba2_tiny_step", kind: "mamba2", config: TINY.mamba2, b: 2, l: 16 },
+      {
+        name: "mamba2_tiny_step_ssdbwd",
+        kind: "mamba2",
+        config: TINY.mamba2,
+        b: 2,
+        l: 16,
+        ssdBackward: true,
+      },
       { name: "mamba_tiny_step", kind: "mamba", config: TINY.mamba, b: 2, l: 16 },
       { name: "scan_tiny_bwd", kind: "scan", b: 2, l: 32, d: 8, n: 4 },
     ];
   }
   return [
     { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 8, l: 2048 },
+    {
+      name: "mamba2_130m_step_ssdbwd",
+      kind: "mamba2",
+      config: MAMBA2_130M,
+      b: 8,
+      l: 2048,
+      ssdBackward: true,
+    },
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 8, l: 2048 },
     { name: "scan_bwd", kind: "scan", b: 8, l: 4096, d: 1536, n: 16 },
     { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 1, l: 256 },
+    {
+      name: "mamba2_130m_step_ssdbwd",
+      kind: "mamba2",
+      config: MAMBA2_130M,
+      b: 1,
+      l: 256,
+      ssdBackward: true,
+    },
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 1, l: 256 },
     { name: "scan_bwd", kind: "scan", b: 1, l: 512, d: 1536, n: 16 },
   ];
@@ -228,7 +256,7 @@ async function modelStep(
           return { ...adamwOutputs(step), loss };
         },
         def.sizes(c.b, c.l),
-        { state, gpu: ctx },
+        { state, gpu: ctx, ...(c.ssdBackward ? { ssdBackward: {} } : {}) },
       ),
   );
   const compileS = (performance.now() - t0) / 1000;

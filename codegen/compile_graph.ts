@@ -26,6 +26,7 @@ import { emitMaterializedScan } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
+import { rewriteSsdBackward, type SsdBackwardStrategy } from "./ssd_backward.ts";
 import { mergeScans } from "./scan_merge.ts";
 import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
 import { type BackwardPlan, fuseScanBackward, groupAccess } from "./scan_backward_plan.ts";
@@ -46,6 +47,11 @@ export interface KernelProgram {
   readonly plan: FinalPlan;
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
+  /**
+   * The in-place aliases in terms of `graph`'s nodes, when a rewrite (`ssdBackward`) rebuilt the
+   * output nodes the caller's aliases named; absent otherwise.
+   */
+  readonly aliases?: ReadonlyMap<Node, Node>;
 }
 
 /** Bytes one element of a node takes on the GPU. */
@@ -177,6 +183,26 @@ export interface CodegenOptions {
    * the same as `scanBackward: false`.
    */
   noScanBackward?: boolean;
+  /**
+   * Rewrite the backward of scalar-decay (SSD) scans into state-free chunked form
+   * (`ssd_backward.ts`); off when absent (experimental: not yet timed on a GPU).
+   */
+  ssdBackward?: SsdBackwardStrategy;
+}
+
+/** `aliases` with each output node replaced by the node of the same output in `after`. */
+function renameAliases(
+  aliases: ReadonlyMap<Node, Node>,
+  before: Graph,
+  after: Graph,
+): Map<Node, Node> {
+  const name = new Map(Object.entries(before.outputs).map(([k, v]) => [v, k]));
+  return new Map(
+    [...aliases].map(([input, out]) => {
+      const k = name.get(out);
+      return [input, k === undefined ? out : after.outputs[k]];
+    }),
+  );
 }
 
 /**
@@ -207,6 +233,17 @@ export function generateKernels(
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
+  // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts). It rebuilds
+  // every node downstream, so in-place aliases are renamed to the new outputs.
+  let remapped: ReadonlyMap<Node, Node> | undefined;
+  if (options.ssdBackward) {
+    const rewritten = rewriteSsdBackward(graph, options.ssdBackward);
+    if (rewritten !== graph && options.aliases) {
+      remapped = renameAliases(options.aliases, graph, rewritten);
+      options = { ...options, aliases: remapped };
+    }
+    graph = rewritten;
+  }
   for (const input of options.aliases?.keys() ?? []) {
     if (isHalfStorage(input)) {
       throw new Error(
@@ -243,7 +280,7 @@ export function generateKernels(
       // A kernel that touches f16 declares it first (WGSL's `enable f16;`).
       const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options))
         .map((k) => ({ ...k, wgsl: withF16Directive(k.wgsl) }));
-      return { graph, plan, kernels };
+      return { graph, plan, kernels, ...(remapped ? { aliases: remapped } : {}) };
     } catch (e) {
       if (!(e instanceof TooManyBindingsError)) throw e;
       // A scan-backward root that needs more buffers than the device binds even alone: keep

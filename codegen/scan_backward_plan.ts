@@ -298,11 +298,34 @@ function fusePair(
   const materialized = new Set(plan.materialized);
   materialized.delete(h);
   materialized.delete(g);
-  // The group recomputes what its roots read of each other, so the checks see through them.
-  const see = new Set(materialized);
-  for (const r of readers) see.delete(r.group.root);
+  if (drop.size !== 2) return undefined;
+  const treeNodes = readers.flatMap((r) => fusedTree(r.group.root, plan.materialized));
+  const candidates = stateAxesCandidates(h, g, [...treeNodes, ...readers.map((r) => r.group.root)]);
+  for (const stateAxes of candidates) {
+    // The group recomputes what its roots read of each other, so the checks see through them;
+    // the forward outputs (y = Σ C·h, final states) are written by an ordinary scan group that
+    // runs first, so they stay buffers the walk may read (Mamba-2's g reads y through the
+    // gated RMSNorm's mean over every channel, which no thread of the walk could compute).
+    const see = new Set(materialized);
+    for (const r of readers) {
+      if (!isForwardReader(r.group, h, g, stateAxes, plan.materialized)) see.delete(r.group.root);
+    }
+    const fused = withStateAxes(
+      h,
+      g,
+      plan,
+      { readers, drop, materialized, see, reaches: reachesVia(h, g, see), aliases },
+      stateAxes,
+    );
+    if (fused) return fused;
+  }
+  return undefined;
+}
+
+/** Whether `n` reaches h or g through nodes outside `see` (memoized, iterative). */
+function reachesVia(h: ScanNode, g: ScanNode, see: ReadonlySet<Node>): (n: Node) => boolean {
   const reachCache = new Map<Node, boolean>();
-  const reaches = (n: Node): boolean => {
+  return (n: Node): boolean => {
     const hit = reachCache.get(n);
     if (hit !== undefined) return hit;
     // Post-order over the tree below n, iteratively (chains may be deep).
@@ -328,20 +351,26 @@ function fusePair(
     }
     return reachCache.get(n)!;
   };
-  if (drop.size !== 2) return undefined;
-  const treeNodes = readers.flatMap((r) => fusedTree(r.group.root, plan.materialized));
-  const candidates = stateAxesCandidates(h, g, [...treeNodes, ...readers.map((r) => r.group.root)]);
-  for (const stateAxes of candidates) {
-    const fused = withStateAxes(
-      h,
-      g,
-      plan,
-      { readers, drop, materialized, see, reaches, aliases },
-      stateAxes,
-    );
-    if (fused) return fused;
-  }
-  return undefined;
+}
+
+/**
+ * Whether a kernel reading h is a forward output with these state axes (a contraction of h
+ * over them, or final-state picks) and does not read g: the forward scan group writes it.
+ */
+function isForwardReader(
+  group: SimpleGroup,
+  h: ScanNode,
+  g: ScanNode,
+  stateAxes: readonly string[],
+  materialized: ReadonlySet<Node>,
+): boolean {
+  const tree = fusedTree(group.root, materialized);
+  if (tree.some((n) => nodeInputs(n).includes(g))) return false;
+  const hReaders = tree.filter((n) => nodeInputs(n).includes(h));
+  if (hReaders.length > 0 && hReaders.every((n) => isFinalPick(n, h))) return true;
+  const core = group.core;
+  return core?.kind === "contract" && hReaders.length === 1 && hReaders[0] === core &&
+    sameSet(core.summed, stateAxes);
 }
 
 /** What {@link fusePair} found, shared by its attempts. */
@@ -388,8 +417,10 @@ function withStateAxes(
     }
     if (
       !readsG && core?.kind === "contract" && hReaders.length === 1 && hReaders[0] === core &&
-      sameSet(core.summed, stateAxes) && !reaches(core.a === h ? core.b : core.a)
+      sameSet(core.summed, stateAxes)
     ) {
+      // Other roots may read this output's buffer, so it cannot move into the walk.
+      if (reaches(core.a === h ? core.b : core.a)) return undefined;
       fwdContracts.push({ root, contract: core });
       drop.add(index);
       continue;

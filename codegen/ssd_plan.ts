@@ -68,11 +68,35 @@ function factorsOf(node: Node, materialized: ReadonlySet<Node>, out: Node[]): vo
   }
 }
 
-/** The log-decay node: `e` for `exp(e)` (exact and cheaper), else `log(decay)`. */
+/**
+ * `e` where `d` is `exp(e)` (seen through permutations and slices), 0 where it is the constant
+ * 1, each rebuilt around its view; else undefined.
+ */
+function exponentOf(d: Node, materialized: ReadonlySet<Node>): Node | undefined {
+  if (materialized.has(d)) return undefined;
+  if (d.kind === "unary" && d.op === "exp") return d.x;
+  if (d.kind === "const" && d.value === 1) return makeNode({ ...d, value: 0 });
+  if (d.kind === "permute" || d.kind === "slice") {
+    const x = exponentOf(d.x, materialized);
+    return x && makeNode({ ...d, x });
+  }
+  return undefined;
+}
+
+/**
+ * The log-decay node: `e` for `exp(e)` (exact and cheaper; also through the shift autodiff
+ * builds for an adjoint's decay, a concat of a slice of exp(e) and 1, so that a decay below
+ * f32's range gives a very negative log rather than log(0) = −∞, whose differences are NaN),
+ * else `log(decay)`.
+ */
 function logDecayOf(decay: Node, materialized: ReadonlySet<Node>): Node {
   let d = decay;
   while (d.kind === "permute" && !materialized.has(d)) d = d.x;
   if (d.kind === "unary" && d.op === "exp" && !materialized.has(d)) return d.x;
+  if (d.kind === "concat" && !materialized.has(d)) {
+    const parts = d.parts.map((p) => exponentOf(p, materialized));
+    if (parts.every((p) => p !== undefined)) return makeNode({ ...d, parts: parts as Node[] });
+  }
   return makeNode({
     kind: "unary",
     op: "log",

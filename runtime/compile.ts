@@ -18,6 +18,7 @@ import type { KernelArtifact } from "../codegen/artifact.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
+import type { SsdBackwardStrategy } from "../codegen/ssd_backward.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import type { AssocScanStrategy } from "../codegen/assoc_scan_kernel.ts";
 import type { AttentionStrategy } from "../codegen/attention_shapes.ts";
@@ -55,6 +56,11 @@ export interface CompileOptions {
   noScanBackward?: boolean;
   /** Merge independent elementwise kernels into segmented dispatches (default false). */
   horizontal?: boolean;
+  /**
+   * Compute scalar-decay (SSD) scans' decay gradients without writing states, with these
+   * knobs (experimental, off when absent; codegen/ssd_backward.ts).
+   */
+  ssdBackward?: SsdBackwardStrategy;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
@@ -150,6 +156,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     scanBackward: options.scanBackward,
     noScanBackward: options.noScanBackward,
     horizontal: options.horizontal,
+    ssdBackward: options.ssdBackward,
     aliases,
   });
   let destroyed = false;
@@ -191,7 +198,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
       },
     };
   }
-  const gpu = await GpuProgram.create(ctx, program, aliases);
+  const gpu = await GpuProgram.create(ctx, program, program.aliases ?? aliases);
   return {
     backend: "gpu",
     graph,

@@ -44,6 +44,7 @@ import type { HostArray } from "./interpreter.ts";
 import { checkHostInput, deviceArray, hostOutput, paddedBytes } from "./host_inputs.ts";
 import { storageBytes } from "../codegen/dtypes.ts";
 import { GpuProgram } from "./program.ts";
+import type { SsdBackwardStrategy } from "../codegen/ssd_backward.ts";
 
 /** Options of {@link ResidentProgram.create}. */
 export interface ResidentOptions {
@@ -71,6 +72,8 @@ export interface ResidentOptions {
    * segmented dispatches (default true; see `CodegenOptions.horizontal`).
    */
   horizontal?: boolean;
+  /** Scalar-decay scans' decay gradients without states (codegen/ssd_backward.ts; opt-in). */
+  ssdBackward?: SsdBackwardStrategy;
 }
 
 /** A compiled program with device-resident, in-place-updated state (see the module docs). */
@@ -118,8 +121,11 @@ export class ResidentProgram {
       aliases,
       scanBackward: options.scanBackward,
       horizontal: options.horizontal ?? true,
+      ssdBackward: options.ssdBackward,
     });
-    checkInPlace(program, aliases);
+    // A rewrite may have rebuilt the outputs; the program names the nodes it writes.
+    const inPlace = (program.aliases ?? aliases) as ReadonlyMap<InputNode, Node>;
+    checkInPlace(program, inPlace);
     const state = new Map<string, GPUBuffer>();
     const external = new Map<Node, GPUBuffer>();
     const constant = (options.constant ?? []).map((name) => {
@@ -144,7 +150,7 @@ export class ResidentProgram {
     const gpus: GpuProgram[] = [];
     try {
       for (let i = 0; i < replicas; i++) {
-        gpus.push(await GpuProgram.create(ctx, program, aliases, external));
+        gpus.push(await GpuProgram.create(ctx, program, inPlace, external));
       }
       return new ResidentProgram(ctx, graph, program, gpus, state);
     } catch (e) {

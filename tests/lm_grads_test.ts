@@ -138,36 +138,41 @@ for (const name of MODELS) {
     },
   });
 
-  Deno.test(`${name}: the compiled f32 gradients match float64 within 1e-4 of each norm`, async () => {
-    const m = await loadWeights(name);
-    const hf = hasHf(name) ? await readHfGrads(name) : undefined;
-    const seed = freshSeed();
-    const { ids, targets } = hf ?? randomTokens(m.def.vocab, seed);
-    let ref: { loss: number; grads: Map<string, ArrayLike<number>> };
-    if (hf) {
-      ref = hf;
-    } else {
-      const out = interpreterGrads(m, ids, targets);
-      const grads = new Map(Object.keys(m.weights).map((k) => [k, out[`grad.${k}`]]));
-      ref = { loss: out.loss[0], grads };
-    }
-    const prog = await compile(
-      lmLossInputs(m.def),
-      (t) => lmLossAndGradOutputs(m.def, t),
-      m.def.sizes(B, L),
-      { backend: "gpu" },
-    );
-    try {
-      const out = await prog.run({ ...m.weights, ids, targets });
-      const what = `${name} (${hf ? "HF reference" : `interpreter reference, seed ${seed}`})`;
-      const lossErr = Math.abs(out.loss[0] - ref.loss) / Math.abs(ref.loss);
-      assert.ok(lossErr <= 1e-5, `${what}: loss ${out.loss[0]} vs ${ref.loss}`);
-      for (const [k, want] of ref.grads) {
-        const err = relativeError(out[`grad.${k}`], want);
-        assert.ok(err <= 1e-4, `${what}: grad ${k}: ‖Δ‖/‖g_ref‖ = ${err}`);
+  // Mamba-2's scans also with the state-free SSD backward (codegen/ssd_backward.ts).
+  const variants = name.startsWith("mamba2") ? [false, true] : [false];
+  for (const ssd of variants) {
+    const title = ssd ? " (ssdBackward)" : "";
+    Deno.test(`${name}: the compiled f32 gradients match float64 within 1e-4 of each norm${title}`, async () => {
+      const m = await loadWeights(name);
+      const hf = hasHf(name) ? await readHfGrads(name) : undefined;
+      const seed = freshSeed();
+      const { ids, targets } = hf ?? randomTokens(m.def.vocab, seed);
+      let ref: { loss: number; grads: Map<string, ArrayLike<number>> };
+      if (hf) {
+        ref = hf;
+      } else {
+        const out = interpreterGrads(m, ids, targets);
+        const grads = new Map(Object.keys(m.weights).map((k) => [k, out[`grad.${k}`]]));
+        ref = { loss: out.loss[0], grads };
       }
-    } finally {
-      prog.destroy();
-    }
-  });
+      const prog = await compile(
+        lmLossInputs(m.def),
+        (t) => lmLossAndGradOutputs(m.def, t),
+        m.def.sizes(B, L),
+        { backend: "gpu", ...(ssd ? { ssdBackward: { chunk: 4 } } : {}) },
+      );
+      try {
+        const out = await prog.run({ ...m.weights, ids, targets });
+        const what = `${name} (${hf ? "HF reference" : `interpreter reference, seed ${seed}`})`;
+        const lossErr = Math.abs(out.loss[0] - ref.loss) / Math.abs(ref.loss);
+        assert.ok(lossErr <= 1e-5, `${what}: loss ${out.loss[0]} vs ${ref.loss}`);
+        for (const [k, want] of ref.grads) {
+          const err = relativeError(out[`grad.${k}`], want);
+          assert.ok(err <= 1e-4, `${what}: grad ${k}: ‖Δ‖/‖g_ref‖ = ${err}`);
+        }
+      } finally {
+        prog.destroy();
+      }
+    });
+  }
 }
