@@ -6,6 +6,8 @@
  * @module
  */
 
+import { platform } from "../platform/current.ts";
+
 /** A WebGPU device plus what ssmkit needs to know about it. */
 export interface GpuContext {
   /** The device every kernel runs on. */
@@ -76,13 +78,7 @@ export function lostReason(ctx: GpuContext): string | undefined {
  * environment nothing is changed. Takes effect only before the runtime's first `requestAdapter`.
  */
 export function preferVulkanOnLinux(): void {
-  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
-  if (deno?.build?.os !== "linux") return;
-  const defaults = { DENO_WEBGPU_BACKEND: "vulkan", NODEVICE_SELECT: "1" };
-  for (const [variable, value] of Object.entries(defaults)) {
-    if (deno.permissions.querySync({ name: "env", variable }).state !== "granted") continue;
-    if (deno.env.get(variable) === undefined) deno.env.set(variable, value);
-  }
+  platform.prepareWebGpu(); // the environment is Deno's: the platform module sets it
 }
 
 /** Requests a fresh adapter and device with the adapter's limits and useful features. */
