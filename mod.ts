@@ -177,6 +177,13 @@ export {
   type ModelCacheStats,
 } from "./models/language_model.ts";
 export type { SamplingOptions } from "./models/sampler.ts";
+export type { ModelFile, ModelSource, SourceText } from "./models/checkpoint/source.ts";
+export { blobSource, bufferSource, urlSource } from "./models/checkpoint/web_sources.ts";
+export {
+  type DecodeOptions,
+  loadTokenizer,
+  type TextTokenizer,
+} from "./models/checkpoint/tokenizer.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
 export {
   mambaMixer,

@@ -29,6 +29,12 @@ export interface GpuContext {
     subgroups: boolean;
     subgroupMinSize: number;
     subgroupMaxSize: number;
+    /**
+     * Whether kernels that call subgroup builtins must start with `enable subgroups;`. The WGSL
+     * spec requires it and Chromium's compiler (Tint) enforces it, while Deno's (Naga) rejects
+     * the directive; acquireGpu asks the device's compiler. Absent: false.
+     */
+    subgroupsDirective?: boolean;
   };
 }
 
@@ -144,8 +150,22 @@ export async function acquireGpu(opts: AcquireOptions = {}): Promise<GpuContext>
       subgroupMaxSize: numberOr(info.subgroupMaxSize, subgroups ? 128 : 0),
     },
   };
+  ctx.features.subgroupsDirective = subgroups && await acceptsSubgroupsDirective(device);
   watchDevice(device);
   return ctx;
+}
+
+/** Whether the device's WGSL compiler accepts `enable subgroups;` (see GpuContext.features). */
+async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({
+    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
+    label: "probe: enable subgroups",
+  });
+  const scope = device.popErrorScope();
+  const info = await module.getCompilationInfo();
+  await scope; // the same error as `info`, consumed so it is not reported as uncaptured
+  return !info.messages.some((m) => m.type === "error");
 }
 
 /** The shared context of this process (acquired once; re-acquired after a device loss). */
