@@ -54,7 +54,7 @@ const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
 // is one prompt chunk (one program); each induction length is one more.
 const PROMPT = [1, 5, 2, 9, 3, 7, 11, 4];
 const NEW_TOKENS = 16;
-const LENGTHS = [128, 256];
+const LENGTHS = [256];
 const SEQUENCES = 2;
 const FIXTURES = ["mamba_untied_n16", "mamba2_tied_g1_n8_q8"];
 

@@ -55,9 +55,12 @@ class BlobSource implements ModelSource {
   }
 
   open(name: string): Promise<ModelFile | undefined> {
-    checkRelativeName(name, this.name);
-    const blob = this.#files.get(name);
-    return Promise.resolve(blob && new BlobFile(`${this.name}/${name}`, blob));
+    // Checked inside the promise: a bad name rejects, as in every source, rather than throws.
+    return Promise.resolve().then(() => {
+      checkRelativeName(name, this.name);
+      const blob = this.#files.get(name);
+      return blob && new BlobFile(`${this.name}/${name}`, blob);
+    });
   }
 
   readText(name: string, maxBytes: number, what: string): Promise<SourceText | undefined> {
@@ -131,29 +134,32 @@ export function bufferSource(
   const source: ModelSource = {
     name,
     open(file: string): Promise<ModelFile | undefined> {
-      checkRelativeName(file, name);
-      const bytes = views.get(file);
-      if (!bytes) return Promise.resolve(undefined);
-      const path = `${name}/${file}`;
-      return Promise.resolve({
-        path,
-        size: bytes.length,
-        read(position: number, buf: Uint8Array, what: string) {
-          const got = Math.max(0, Math.min(buf.length, bytes.length - position));
-          if (got < buf.length) {
-            return Promise.reject(
-              new Error(truncatedMessage(path, what, buf.length, position, got)),
-            );
-          }
-          buf.set(bytes.subarray(position, position + buf.length));
-          return Promise.resolve();
-        },
-        close() {},
-      });
+      return Promise.resolve().then(() => bufferFile(file));
     },
     readText: (file, maxBytes, what) => readTextOf(source, file, maxBytes, what),
     list: () => Promise.resolve([...views.keys()].sort().slice(0, 20)),
   };
+  function bufferFile(file: string): ModelFile | undefined {
+    checkRelativeName(file, name);
+    const bytes = views.get(file);
+    if (!bytes) return undefined;
+    const path = `${name}/${file}`;
+    return {
+      path,
+      size: bytes.length,
+      read(position: number, buf: Uint8Array, what: string) {
+        const got = Math.max(0, Math.min(buf.length, bytes.length - position));
+        if (got < buf.length) {
+          return Promise.reject(
+            new Error(truncatedMessage(path, what, buf.length, position, got)),
+          );
+        }
+        buf.set(bytes.subarray(position, position + buf.length));
+        return Promise.resolve();
+      },
+      close() {},
+    };
+  }
   return source;
 }
 
