@@ -11,6 +11,10 @@
  * @module
  */
 
+// Page code: the DOM's types also when `deno task check` checks examples/ as Deno code.
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+
 import {
   blobSource,
   getGpu,
