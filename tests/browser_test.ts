@@ -14,7 +14,7 @@
  */
 
 import assert from "node:assert/strict";
-import puppeteer, { type Browser } from "puppeteer-core";
+import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import * as esbuild from "esbuild";
 import { loadModel } from "../mod.ts";
 import { evaluateInduction, seededRandom } from "../models/induction/task.ts";
@@ -124,7 +124,12 @@ async function denoOnSwiftShader(model: string): Promise<(Check & { adapter: str
 }
 
 /** Loads `path` and waits until the page reports "done" or "error"; returns its results. */
-async function runPage(browser: Browser, url: string, screenshot?: string) {
+async function runPage(
+  browser: Browser,
+  url: string,
+  screenshot?: string,
+  then?: (page: Page) => Promise<void>,
+) {
   const page = await browser.newPage();
   const log: string[] = [];
   page.on("console", (m) => log.push(`${m.type()}: ${m.text()}`));
@@ -136,6 +141,7 @@ async function runPage(browser: Browser, url: string, screenshot?: string) {
     timeout: 120_000,
     polling: 200,
   });
+  await then?.(page);
   const result = await page.evaluate(() =>
     JSON.stringify((globalThis as { ssmkitPage?: unknown }).ssmkitPage)
   );
@@ -150,9 +156,34 @@ async function runPage(browser: Browser, url: string, screenshot?: string) {
     adapter: string;
     check?: Check;
     induction?: Row[];
+    generated?: number[];
   };
   assert.equal(parsed.state, "done", `${url}: ${parsed.error}\n${log.join("\n")}`);
   return parsed;
+}
+
+/**
+ * The page's "your model" flow: the fixture's files given to the folder picker (as the user
+ * would pick them), then Generate with the check's prompt as token ids (no tokenizer.json).
+ */
+async function pickFolder(page: Page, model: string): Promise<void> {
+  const dir = `${ROOT}tests/fixtures/models/${model}`;
+  // A webkitdirectory input takes the folder: its files arrive named "FOLDER/NAME".
+  const input = (await page.$("#folder"))!;
+  await (input as unknown as { uploadFile(...paths: string[]): Promise<void> }).uploadFile(dir);
+  await page.waitForFunction(
+    '!document.getElementById("generate").disabled || ssmkitPage.state === "error"',
+    { timeout: 60_000, polling: 200 },
+  );
+  await page.evaluate(
+    `document.getElementById("prompt").value = "${PROMPT.join(" ")}";
+     document.getElementById("max-new").value = "${NEW_TOKENS}";
+     document.getElementById("generate").click();`,
+  );
+  await page.waitForFunction('ssmkitPage.generated || ssmkitPage.state === "error"', {
+    timeout: 120_000,
+    polling: 200,
+  });
 }
 
 function assertClose(actual: number[], expected: number[], what: string): void {
@@ -194,11 +225,24 @@ Deno.test({
       for (const model of FIXTURES) {
         t0 = performance.now();
         const query = `check=/tests/fixtures/models/${model}/&prompt=${PROMPT}&new=${NEW_TOKENS}`;
-        const page = await runPage(browser, `${server.url}?${query}`);
+        const page = await runPage(
+          browser,
+          `${server.url}?${query}`,
+          undefined,
+          model === FIXTURES[0] ? (p) => pickFolder(p, model) : undefined,
+        );
         const deno = await denoCheck(model);
         assertClose(page.check!.logits, deno.logits, model);
         assert.deepEqual(page.check!.tokens, deno.tokens, `${model}: greedy tokens`);
         pageTokens.push(page.check!.tokens);
+        if (model === FIXTURES[0]) {
+          assert.ok(page.generated, `${model}: the picked folder's Generate gave no tokens`);
+          // The form's run stops at the config's eos (0): the same tokens up to there.
+          const stop = deno.tokens.indexOf(0);
+          const want = stop < 0 ? deno.tokens : deno.tokens.slice(0, stop + 1);
+          assert.deepEqual(page.generated, want, `${model}: picked folder, Generate`);
+          console.log(`${model}: the same tokens from the picked folder's files`);
+        }
         console.log(`${model}: logits and ${NEW_TOKENS} greedy tokens match (${seconds(t0)})`);
         speeds.push(
           `${model}: page ${page.check!.tokensPerSecond.toFixed(1)} tokens/s (${page.adapter})`,

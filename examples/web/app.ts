@@ -40,6 +40,8 @@ interface PageResult {
   error?: string;
   induction?: AccuracyRow[];
   check?: { logits: number[]; tokens: number[]; tokensPerSecond: number; seconds: number };
+  /** The tokens of the last "Generate" on a dropped, picked or URL model. */
+  generated?: number[];
 }
 
 const result: PageResult = { state: "running" };
@@ -156,6 +158,7 @@ async function generate(): Promise<void> {
   const prompt = tokenizer ? tokenizer.encode(text) : text.split(/[\s,]+/).map(Number);
   const maxNew = Number($<HTMLInputElement>("max-new").value);
   const out: number[] = [];
+  result.generated = undefined;
   const show = () =>
     $("output").textContent = tokenizer ? text + tokenizer.decode(out) : out.join(" ");
   status("generating…");
@@ -170,6 +173,7 @@ async function generate(): Promise<void> {
   });
   const s = (performance.now() - t0) / 1000;
   status(`${out.length} tokens in ${s.toFixed(1)} s (${(out.length / s).toFixed(1)} tokens/s)`, 1);
+  result.generated = out;
 }
 
 function wire(): void {
