@@ -180,6 +180,13 @@ export {
 } from "./models/language_model.ts";
 export type { WeightDtype } from "./models/weight_dtype.ts";
 export type { SamplingOptions } from "./models/sampler.ts";
+export type { ModelFile, ModelSource, SourceText } from "./models/checkpoint/source.ts";
+export { blobSource, bufferSource, urlSource } from "./models/checkpoint/web_sources.ts";
+export {
+  type DecodeOptions,
+  loadTokenizer,
+  type TextTokenizer,
+} from "./models/checkpoint/tokenizer.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
 export {
   mambaMixer,

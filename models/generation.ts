@@ -6,6 +6,7 @@
  */
 
 import type { GpuContext } from "../runtime/gpu_device.ts";
+import { platform } from "../platform/current.ts";
 import { readBuffers } from "../runtime/gpu_buffers.ts";
 import {
   type Dispatch,
@@ -50,8 +51,7 @@ export function maxNewTokens(ctx: GpuContext, batch = 1): number {
 /** Whether SSMKIT_TRACE_GENERATE=1 is set and readable (never prompts for permission). */
 function traceRequested(): boolean {
   const variable = "SSMKIT_TRACE_GENERATE";
-  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return false;
-  return Deno.env.get(variable) === "1";
+  return platform.envFlag(variable);
 }
 
 /**

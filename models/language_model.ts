@@ -1,6 +1,7 @@
 /**
- * A language model loaded from an HF checkpoint directory, resident on the GPU: weights are
- * uploaded once and shared by every compiled program. A prompt runs as chunks of power-of-two
+ * A language model loaded from an HF checkpoint (a directory, a URL, dropped files: any
+ * `ModelSource`), resident on the GPU: weights are streamed into GPU buffers step by step (never
+ * held whole on the host) and shared by every compiled program. A prompt runs as chunks of power-of-two
  * lengths (prompt_chunks.ts), each continuing from the previous chunk's caches, so a bounded set
  * of programs serves every prompt length. Generation encodes many decode steps and their
  * sampling in one submit and reads tokens back in blocks. Calls on one model run one at a time,
@@ -18,6 +19,8 @@ import { type Dispatch, submitDispatches, timeSequence } from "../runtime/gpu_su
 import { openModelCheckpoint } from "./checkpoint/model_weights.ts";
 import { readConfig } from "./checkpoint/config.ts";
 import { createProgressBar } from "./checkpoint/progress.ts";
+import type { ModelSource } from "./checkpoint/source.ts";
+import { platform } from "../platform/current.ts";
 import { encodeSamplerParams } from "./sampler.ts";
 import { type ModelDefinition, modelDefinitionFor } from "./definitions.ts";
 import { ModelPrograms, STORAGE } from "./model_programs.ts";
@@ -41,6 +44,11 @@ export { type GenerateOptions, maxNewTokens };
 export interface LoadOptions {
   /** Show a progress bar on stderr while reading weights (default: when stderr is a terminal). */
   progress?: boolean;
+  /**
+   * Called as weights are read and uploaded: bytes done so far and the checkpoint's total (a
+   * page's progress bar).
+   */
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
   /** GPU context (default: the shared one). */
   gpu?: GpuContext;
   /**
@@ -68,44 +76,58 @@ export interface ModelCacheStats {
 /** Logits read back but not yet mapped, at most (each read holds a staging buffer). */
 const MAX_PENDING_READ_BYTES = 256 * 2 ** 20;
 
-/** Loads a model directory (config.json + safetensors) onto the GPU. */
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LanguageModel> {
-  const config = await readConfig(dir);
+/**
+ * Loads a model (config.json + safetensors) onto the GPU.
+ *
+ * @param dir A model directory (under Deno; a URL relative to the page in a browser), or any
+ *   `ModelSource`: `urlSource(url)`, `blobSource(files)`, `bufferSource(buffers)`.
+ * @param options Progress, GPU context, weight dtype, kernel strategy overrides.
+ */
+export async function loadModel(
+  dir: string | ModelSource,
+  options: LoadOptions = {},
+): Promise<LanguageModel> {
+  const source = typeof dir === "string" ? await platform.modelSource(dir) : dir;
+  const config = await readConfig(source);
   const dtype = options.dtype ?? "f32";
   const ctx = options.gpu ?? await getGpu();
   checkWeightDtype(dtype, ctx);
-  const def = withWeightDtype(modelDefinitionFor(config, dir), dtype);
+  const def = withWeightDtype(modelDefinitionFor(config, source.name), dtype);
   const inputs = def.weightInputs();
-  const showProgress = options.progress ?? Deno.stderr.isTerminal();
+  const showProgress = options.progress ?? platform.stderrIsTerminal();
   let bar: ReturnType<typeof createProgressBar> | undefined;
   // Checks the headers against the model and the device before any tensor is read.
-  const ckpt = await openModelCheckpoint(dir, def, deviceLimits(ctx), {
+  const ckpt = await openModelCheckpoint(source, def, deviceLimits(ctx), {
     onProgress: (done, total) => {
+      options.onProgress?.(done, total);
       if (!showProgress) return;
-      bar ??= createProgressBar(`loading ${dir}`, total);
+      bar ??= createProgressBar(`loading ${source.name}`, total);
       bar.update(done);
     },
   });
   const weights = new Map<string, GPUBuffer>();
   try {
     for (const [name, hfShape] of def.weightShapes()) {
-      const f32 = await ckpt.getF32(name, hfShape);
+      const numel = hfShape.reduce((a, b) => a * b, 1);
       const decl = inputs[name];
       const half = typeof decl === "string" ? undefined : decl.dtype;
-      // 16-bit weights: the words, rounded to nearest even, padded to whole u32s.
-      const data = half === "f16" || half === "bf16" ? padToWords(halfWords(f32, half)) : f32;
-      const buffer = ctx.device.createBuffer({
-        size: Math.max(16, data.byteLength),
-        usage: STORAGE,
-      });
-      ctx.device.queue.writeBuffer(
-        buffer,
-        0,
-        data.buffer as ArrayBuffer,
-        data.byteOffset,
-        data.byteLength,
-      );
+      const isHalf = half === "f16" || half === "bf16";
+      const bytes = isHalf ? 2 * numel + (numel % 2) * 2 : 4 * numel;
+      const buffer = ctx.device.createBuffer({ size: Math.max(16, bytes), usage: STORAGE });
       weights.set(name, buffer);
+      // Each read step goes straight to the GPU (writeBuffer copies it before returning);
+      // 16-bit weights as their words, rounded to nearest even, padded to whole u32s.
+      await ckpt.streamF32(name, hfShape, (values, at) => {
+        if (!isHalf) {
+          ctx.device.queue.writeBuffer(buffer, 4 * at, values as Float32Array<ArrayBuffer>);
+          return;
+        }
+        // Read steps are whole multiples of 4 bytes of 16-bit or f32 data, so with the
+        // default step every one starts on a whole u32 word.
+        if (at % 2 !== 0) throw new Error(`internal: read step of ${name} starts mid-word`);
+        const words = padToWords(halfWords(values, half));
+        ctx.device.queue.writeBuffer(buffer, 2 * at, words as Uint16Array<ArrayBuffer>);
+      });
     }
   } catch (e) {
     for (const b of weights.values()) b.destroy();

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { platform } from "../platform/current.ts";
+
 /** A WebGPU device plus what ssmkit needs to know about it. */
 export interface GpuContext {
   /** The device every kernel runs on. */
@@ -27,6 +29,12 @@ export interface GpuContext {
     subgroups: boolean;
     subgroupMinSize: number;
     subgroupMaxSize: number;
+    /**
+     * Whether kernels that call subgroup builtins must start with `enable subgroups;`. The WGSL
+     * spec requires it and Chromium's compiler (Tint) enforces it, while Deno's (Naga) rejects
+     * the directive; acquireGpu asks the device's compiler. Absent: false.
+     */
+    subgroupsDirective?: boolean;
   };
 }
 
@@ -76,13 +84,7 @@ export function lostReason(ctx: GpuContext): string | undefined {
  * environment nothing is changed. Takes effect only before the runtime's first `requestAdapter`.
  */
 export function preferVulkanOnLinux(): void {
-  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
-  if (deno?.build?.os !== "linux") return;
-  const defaults = { DENO_WEBGPU_BACKEND: "vulkan", NODEVICE_SELECT: "1" };
-  for (const [variable, value] of Object.entries(defaults)) {
-    if (deno.permissions.querySync({ name: "env", variable }).state !== "granted") continue;
-    if (deno.env.get(variable) === undefined) deno.env.set(variable, value);
-  }
+  platform.prepareWebGpu(); // the environment is Deno's: the platform module sets it
 }
 
 /** Requests a fresh adapter and device with the adapter's limits and useful features. */
@@ -148,8 +150,22 @@ export async function acquireGpu(opts: AcquireOptions = {}): Promise<GpuContext>
       subgroupMaxSize: numberOr(info.subgroupMaxSize, subgroups ? 128 : 0),
     },
   };
+  ctx.features.subgroupsDirective = subgroups && await acceptsSubgroupsDirective(device);
   watchDevice(device);
   return ctx;
+}
+
+/** Whether the device's WGSL compiler accepts `enable subgroups;` (see GpuContext.features). */
+async function acceptsSubgroupsDirective(device: GPUDevice): Promise<boolean> {
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({
+    code: "enable subgroups;\n@compute @workgroup_size(1) fn main() {}",
+    label: "probe: enable subgroups",
+  });
+  const scope = device.popErrorScope();
+  const info = await module.getCompilationInfo();
+  await scope; // the same error as `info`, consumed so it is not reported as uncaptured
+  return !info.messages.some((m) => m.type === "error");
 }
 
 /** The shared context of this process (acquired once; re-acquired after a device loss). */

@@ -161,8 +161,10 @@ export class PipelineCache {
     let moduleError: Promise<GPUError | null>;
     try {
       // Kernels emitted outside generateKernels (benchmarks) may lack `enable f16;`.
-      const code = withF16Directive(kernel.wgsl);
-      module = device.createShaderModule({ code, label: kernel.name });
+      module = device.createShaderModule({
+        code: wgslFor(this.#ctx, withF16Directive(kernel.wgsl)),
+        label: kernel.name,
+      });
     } finally {
       moduleError = device.popErrorScope();
     }
@@ -282,4 +284,16 @@ export function createBindGroup(
     layout: pipeline.getBindGroupLayout(0),
     entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
   });
+}
+
+/** Calls of subgroup builtins (and their builtin values) in WGSL text. */
+const SUBGROUP_USE = /\bsubgroup[A-Z]\w*\s*\(|\bsubgroup_(size|invocation_id)\b/;
+
+/**
+ * The kernel's text as `ctx`'s compiler wants it: with `enable subgroups;` first when it calls
+ * subgroup builtins and the compiler requires the directive (Chromium); unchanged otherwise.
+ */
+export function wgslFor(ctx: GpuContext, wgsl: string): string {
+  if (!ctx.features.subgroupsDirective || !SUBGROUP_USE.test(wgsl)) return wgsl;
+  return `enable subgroups;\n${wgsl}`;
 }

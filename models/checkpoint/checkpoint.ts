@@ -1,15 +1,15 @@
 /**
- * A model directory's weights: `model.safetensors`, or shards listed by
- * `model.safetensors.index.json`. Opening reads only headers; each tensor is read on demand from
- * its byte range (seek + read loop, bounded scratch memory), so multi-GB files are never held in
- * memory whole. F16 and BF16 tensors are widened to float32 exactly.
+ * A model's weights: `model.safetensors`, or shards listed by `model.safetensors.index.json`,
+ * from any {@link ModelSource} (a directory, a URL, dropped files, buffers). Opening reads only
+ * headers; each tensor is read on demand from its byte range in bounded steps, so multi-GB files
+ * are never held in memory whole: {@link Checkpoint.streamF32} hands each step to the caller
+ * (loadModel writes it into a GPU buffer). F16 and BF16 tensors are widened to float32 exactly.
  *
  * @module
  */
 
 import { bfloat16ToFloat32, halfToFloat32 } from "./float16.ts";
 import { parseConfigJson } from "./config.ts";
-import { readAt } from "./file_io.ts";
 import {
   formatShape,
   type HeaderOptions,
@@ -17,7 +17,8 @@ import {
   readSafetensorsHeader,
   type TensorInfo,
 } from "./header.ts";
-import { checkModelDir, findModelFile, readTextLimited } from "./model_dir.ts";
+import type { ModelFile, ModelSource } from "./source.ts";
+import { platform } from "../../platform/current.ts";
 
 /** Options of {@link Checkpoint.open}. */
 export interface CheckpointOptions {
@@ -56,9 +57,9 @@ const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** The weights of one model directory, read tensor by tensor. */
 export class Checkpoint {
-  /** The model directory. */
+  /** The model's source, as messages name it (the directory, the URL). */
   readonly dir: string;
-  /** Paths of the safetensors files backing this checkpoint. */
+  /** Paths (or URLs) of the safetensors files backing this checkpoint. */
   readonly files: readonly string[];
   /** Total bytes of all tensors (what `onProgress` counts towards). */
   readonly totalBytes: number;
@@ -67,20 +68,21 @@ export class Checkpoint {
   #tensors: Map<string, TensorInfo>;
   #onProgress?: (loadedBytes: number, totalBytes: number) => void;
   #chunk: number;
-  #handles = new Map<string, Deno.FsFile>();
+  #handles: Map<string, ModelFile>;
   #locks = new Map<string, Promise<void>>();
   #loaded = 0;
   #closed = false;
 
   private constructor(
     dir: string,
-    files: string[],
+    files: ModelFile[],
     tensors: Map<string, TensorInfo>,
     metadata: Record<string, string>,
     opts: CheckpointOptions,
   ) {
     this.dir = dir;
-    this.files = files;
+    this.files = files.map((f) => f.path);
+    this.#handles = new Map(files.map((f) => [f.path, f]));
     this.#tensors = tensors;
     this.metadata = metadata;
     this.#onProgress = opts.onProgress;
@@ -96,35 +98,41 @@ export class Checkpoint {
   }
 
   /**
-   * Opens the weights of a model directory (reads and validates headers only). Every file read
-   * must be a regular file inside `dir`: shard names in the index that leave the directory (by
-   * `..`, an absolute path or a symbolic link) are refused, and a directory or FIFO named like a
-   * weights file is reported as such, never opened.
+   * Opens the weights of a model (reads and validates headers only). Every file read must be a
+   * file of the model: shard names in the index that leave it (by `..` or an absolute path; in a
+   * directory also by a symbolic link) are refused, and a directory or FIFO named like a weights
+   * file is reported as such, never opened.
    *
-   * @param dir Model directory holding `model.safetensors` or `model.safetensors.index.json`.
+   * @param dir Model directory (a URL in a browser), or any {@link ModelSource}, holding
+   *   `model.safetensors` or `model.safetensors.index.json`.
    * @param opts Progress callback, read step, tensor count limit.
    * @throws Error when the directory, the weights file or a shard is missing, or a header is bad.
    */
-  static async open(dir: string, opts: CheckpointOptions = {}): Promise<Checkpoint> {
-    await checkModelDir(dir);
+  static async open(dir: string | ModelSource, opts: CheckpointOptions = {}): Promise<Checkpoint> {
+    const source = typeof dir === "string" ? await platform.modelSource(dir) : dir;
     const limits: HeaderOptions = { maxTensors: opts.maxTensors ?? MAX_TENSORS };
-    const single = await findModelFile(dir, SINGLE_FILE);
+    const single = await source.open(SINGLE_FILE);
     if (single) {
-      const h = await readSafetensorsHeader(single, limits);
-      return new Checkpoint(dir, [single], h.tensors, h.metadata, opts);
+      try {
+        const h = await readSafetensorsHeader(single, limits);
+        return new Checkpoint(source.name, [single], h.tensors, h.metadata, opts);
+      } catch (e) {
+        single.close();
+        throw e;
+      }
     }
-    const index = await findModelFile(dir, INDEX_FILE);
+    const index = await source.readText(INDEX_FILE, MAX_INDEX_BYTES, "shard index");
     if (index) {
-      const t = await readShardedTable(dir, index, limits);
-      return new Checkpoint(dir, t.files, t.tensors, t.metadata, opts);
+      const t = await readShardedTable(source, index.path, index.text, limits);
+      return new Checkpoint(source.name, t.files, t.tensors, t.metadata, opts);
     }
 
-    const found = await listDir(dir);
+    const found = await source.list();
     const hint = found.some((f) => f.endsWith(".bin") || f.endsWith(".pt"))
       ? "; PyTorch .bin/.pt weights are not supported, convert them to safetensors"
       : "";
     throw new Error(
-      `no ${SINGLE_FILE} or ${INDEX_FILE} in ${dir} (found: ` +
+      `no ${SINGLE_FILE} or ${INDEX_FILE} in ${source.name} (found: ` +
         `${found.length ? found.join(", ") : "nothing"})${hint}`,
     );
   }
@@ -159,6 +167,32 @@ export class Checkpoint {
    *   dtype other than F32/F16/BF16, or the file is truncated; also after {@link close}.
    */
   async getF32(name: string, expectedShape?: readonly number[]): Promise<Float32Array> {
+    const t = this.#checked(name, expectedShape);
+    const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+    await this.#stream(t, (chunk, at) => out.set(chunk, at), out);
+    return out;
+  }
+
+  /**
+   * Reads a tensor as float32 in steps of at most `chunkBytes`, handing each step to `sink`
+   * (then reusing its storage): the tensor is never held whole, so it can go straight into a
+   * GPU buffer. Checks and errors as {@link getF32}.
+   *
+   * @param name Tensor name.
+   * @param expectedShape When given, the tensor's shape must equal it exactly.
+   * @param sink Gets each step's values and the index of its first element; the array is valid
+   *   only until `sink` returns (or its promise settles).
+   */
+  async streamF32(
+    name: string,
+    expectedShape: readonly number[] | undefined,
+    sink: (values: Float32Array, elementOffset: number) => void | Promise<void>,
+  ): Promise<void> {
+    await this.#stream(this.#checked(name, expectedShape), sink);
+  }
+
+  /** The tensor's entry, after the checks every read makes. */
+  #checked(name: string, expectedShape?: readonly number[]): TensorInfo {
     if (this.#closed) throw new Error(`checkpoint ${this.dir} is closed; cannot read ${name}`);
     const t = this.#tensors.get(name);
     if (!t) throw new Error(this.#missingMessage(name));
@@ -175,33 +209,46 @@ export class Checkpoint {
       );
     }
     if (!LITTLE_ENDIAN_HOST) throw new Error("reading safetensors needs a little-endian host");
-    const numel = t.shape.reduce((a, b) => a * b, 1);
-    const out = new Float32Array(numel);
-    if (numel === 0) return out;
+    return t;
+  }
+
+  /**
+   * Reads `t` step by step into `sink`. An F32 tensor with a `target` is read straight into the
+   * target's storage (no scratch copy); otherwise through one scratch step.
+   */
+  async #stream(
+    t: TensorInfo,
+    sink: (values: Float32Array, elementOffset: number) => void | Promise<void>,
+    target?: Float32Array,
+  ): Promise<void> {
+    if (t.byteLength === 0) return;
     const step = this.#chunk;
+    const what = `tensor ${t.name}`;
     await this.#withFile(t.file, async (file) => {
-      const what = `tensor ${name}`;
-      if (t.dtype === "F32") {
-        // Read straight into the result's storage: no scratch copy.
-        const bytes = new Uint8Array(out.buffer);
+      if (t.dtype === "F32" && target) {
+        const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
         for (let off = 0; off < t.byteLength; off += step) {
           const end = Math.min(off + step, t.byteLength);
-          await readAt(file, t.byteOffset + off, bytes.subarray(off, end), t.file, what);
+          await file.read(t.byteOffset + off, bytes.subarray(off, end), what);
           this.#progress(end - off);
         }
         return;
       }
-      const convert = t.dtype === "F16" ? halfToFloat32 : bfloat16ToFloat32;
       const scratch = new Uint8Array(Math.min(step, t.byteLength));
+      const widened = t.dtype === "F32" ? undefined : new Float32Array(scratch.length / 2);
+      const convert = t.dtype === "F16" ? halfToFloat32 : bfloat16ToFloat32;
       for (let off = 0; off < t.byteLength; off += step) {
         const n = Math.min(step, t.byteLength - off);
-        const chunk = scratch.subarray(0, n);
-        await readAt(file, t.byteOffset + off, chunk, t.file, what);
-        convert(new Uint16Array(scratch.buffer, 0, n / 2), out, off / 2);
+        await file.read(t.byteOffset + off, scratch.subarray(0, n), what);
+        if (widened) {
+          convert(new Uint16Array(scratch.buffer, 0, n / 2), widened, 0);
+          await sink(widened.subarray(0, n / 2), off / 2);
+        } else {
+          await sink(new Float32Array(scratch.buffer, 0, n / 4), off / 4);
+        }
         this.#progress(n);
       }
     });
-    return out;
   }
 
   /** Closes all open files. Later {@link getF32} calls fail. Safe to call twice. */
@@ -228,7 +275,7 @@ export class Checkpoint {
   }
 
   /** Runs `fn` with the file's handle while no other read uses it (seek + read is stateful). */
-  async #withFile(path: string, fn: (file: Deno.FsFile) => Promise<void>): Promise<void> {
+  async #withFile(path: string, fn: (file: ModelFile) => Promise<void>): Promise<void> {
     const prev = this.#locks.get(path) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
@@ -236,12 +283,7 @@ export class Checkpoint {
     await prev;
     try {
       if (this.#closed) throw new Error(`checkpoint ${this.dir} is closed`);
-      let file = this.#handles.get(path);
-      if (!file) {
-        file = await Deno.open(path, { read: true });
-        this.#handles.set(path, file);
-      }
-      await fn(file);
+      await fn(this.#handles.get(path)!);
     } finally {
       release();
     }
@@ -257,12 +299,16 @@ export class Checkpoint {
 }
 
 /** Tensor table of a sharded checkpoint: each weight_map entry resolved in its shard's header. */
-async function readShardedTable(dir: string, index: string, limits: HeaderOptions): Promise<{
-  files: string[];
+async function readShardedTable(
+  source: ModelSource,
+  index: string,
+  text: string,
+  limits: HeaderOptions,
+): Promise<{
+  files: ModelFile[];
   tensors: Map<string, TensorInfo>;
   metadata: Record<string, string>;
 }> {
-  const text = await readTextLimited(index, MAX_INDEX_BYTES, "shard index");
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -290,63 +336,54 @@ async function readShardedTable(dir: string, index: string, limits: HeaderOption
   }
   if (byShard.size === 0) throw new Error(`${index}: weight_map is empty`);
   const missing: string[] = [];
-  const paths = new Map<string, string>();
-  for (const [shard, names] of byShard) {
-    let path: string | undefined;
-    try {
-      path = await findModelFile(dir, shard);
-    } catch (e) {
-      throw new Error(`${index}: shard of tensor ${names[0]}: ${(e as Error).message}`);
-    }
-    if (path) paths.set(shard, path);
-    else missing.push(`${shard} (holds ${names.length} tensors, e.g. ${names[0]})`);
-  }
-  if (missing.length) {
-    throw new Error(
-      `${index} references shard files missing from ${dir}: ${missing.join("; ")}`,
-    );
-  }
-  const tensors = new Map<string, TensorInfo>();
-  const files: string[] = [];
-  let metadata: Record<string, string> = {};
-  for (const [shard, names] of byShard) {
-    const path = paths.get(shard)!;
-    const h = await readSafetensorsHeader(path, limits);
-    if (!files.length) metadata = h.metadata;
-    files.push(path);
-    for (const name of names) {
-      const t = h.tensors.get(name);
-      if (!t) {
-        throw new Error(
-          `${index} says tensor ${name} is in ${shard}, but that file has no such tensor`,
-        );
+  const opened = new Map<string, ModelFile>();
+  try {
+    for (const [shard, names] of byShard) {
+      let file: ModelFile | undefined;
+      try {
+        file = await source.open(shard);
+      } catch (e) {
+        throw new Error(`${index}: shard of tensor ${names[0]}: ${(e as Error).message}`);
       }
-      tensors.set(name, t);
+      if (file) opened.set(shard, file);
+      else missing.push(`${shard} (holds ${names.length} tensors, e.g. ${names[0]})`);
     }
-    // A tensor the index does not list would be silently skipped: the two files disagree.
-    if (h.tensors.size > names.length) {
-      const listed = new Set(names);
-      const extra = [...h.tensors.keys()].find((name) => !listed.has(name));
+    if (missing.length) {
       throw new Error(
-        `${shard} holds ${h.tensors.size - names.length} tensors that ${index} does not list ` +
-          `(e.g. ${extra})`,
+        `${index} references shard files missing from ${source.name}: ${missing.join("; ")}`,
       );
     }
+    const tensors = new Map<string, TensorInfo>();
+    let metadata: Record<string, string> = {};
+    let first = true;
+    for (const [shard, names] of byShard) {
+      const h = await readSafetensorsHeader(opened.get(shard)!, limits);
+      if (first) metadata = h.metadata;
+      first = false;
+      for (const name of names) {
+        const t = h.tensors.get(name);
+        if (!t) {
+          throw new Error(
+            `${index} says tensor ${name} is in ${shard}, but that file has no such tensor`,
+          );
+        }
+        tensors.set(name, t);
+      }
+      // A tensor the index does not list would be silently skipped: the two files disagree.
+      if (h.tensors.size > names.length) {
+        const listed = new Set(names);
+        const extra = [...h.tensors.keys()].find((name) => !listed.has(name));
+        throw new Error(
+          `${shard} holds ${h.tensors.size - names.length} tensors that ${index} does not list ` +
+            `(e.g. ${extra})`,
+        );
+      }
+    }
+    return { files: [...opened.values()], tensors, metadata };
+  } catch (e) {
+    for (const f of opened.values()) f.close();
+    throw e;
   }
-  return { files, tensors, metadata };
-}
-
-/** Directory entries for the "found: ..." hint, at most 20 (directories end in "/"). */
-async function listDir(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  let more = 0;
-  for await (const e of Deno.readDir(dir)) {
-    if (names.length < 20) names.push(e.isDirectory ? `${e.name}/` : e.name);
-    else more++;
-  }
-  names.sort();
-  if (more) names.push(`and ${more} more`);
-  return names;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

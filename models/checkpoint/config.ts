@@ -8,7 +8,8 @@
  * @module
  */
 
-import { checkModelDir, findModelFile, readTextLimited } from "./model_dir.ts";
+import { platform } from "../../platform/current.ts";
+import type { ModelSource } from "./source.ts";
 
 /** Largest config.json read (real ones are a few KB). */
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
@@ -20,17 +21,17 @@ export const MAX_JSON_DEPTH = 1000;
  * Reads `DIR/config.json`, turning `Infinity`/`-Infinity`/`NaN` tokens and `{"__float__": s}`
  * objects into JS numbers.
  *
- * @param dir Model directory.
+ * @param dir Model directory (a URL in a browser), or any {@link ModelSource}.
  * @returns The top-level config object.
  * @throws Error when the directory is missing or is a file, config.json is missing or not a
  *   regular file inside it, larger than {@link MAX_CONFIG_BYTES}, not valid JSON (with line and
  *   column), nested deeper than {@link MAX_JSON_DEPTH}, or not an object.
  */
-export async function readConfig(dir: string): Promise<Record<string, unknown>> {
-  await checkModelDir(dir);
-  const path = await findModelFile(dir, "config.json");
-  if (!path) throw new Error(`no config.json in model directory ${dir}`);
-  const text = await readTextLimited(path, MAX_CONFIG_BYTES, "config.json");
+export async function readConfig(dir: string | ModelSource): Promise<Record<string, unknown>> {
+  const source = typeof dir === "string" ? await platform.modelSource(dir) : dir;
+  const file = await source.readText("config.json", MAX_CONFIG_BYTES, "config.json");
+  if (!file) throw new Error(`no config.json in model directory ${source.name}`);
+  const { path, text } = file;
   const value = parseConfigJson(text, path);
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new Error(`${path}: top level is not a JSON object`);

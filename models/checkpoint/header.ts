@@ -9,7 +9,8 @@
  */
 
 import { describeValue } from "./describe.ts";
-import { readAt } from "./file_io.ts";
+import { platform } from "../../platform/current.ts";
+import type { ModelFile } from "./source.ts";
 import { jsonObjectMembers, JsonShapeError } from "./json_members.ts";
 
 /** Where one tensor lives and how it is stored. */
@@ -231,31 +232,26 @@ function readEntry(
  * read; messages never quote the file's bytes (a path pointed at the wrong file must not leak
  * what that file holds).
  *
- * @param path Path of the `.safetensors` file.
+ * @param file Path of the `.safetensors` file (a URL in a browser), or a file already open.
  * @param opts The tensor count limit.
  * @returns Tensor table, metadata, and the absolute offset of the data section.
  * @throws Error naming the file when it is missing, too short, or its header is malformed.
  */
 export async function readSafetensorsHeader(
-  path: string,
+  file: string | ModelFile,
   opts: HeaderOptions = {},
 ): Promise<SafetensorsHeader> {
-  let file: Deno.FsFile;
+  const open = typeof file === "string" ? await platform.openFile(file) : file;
+  const path = open.path;
   try {
-    file = await Deno.open(path, { read: true });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`${path}: file not found`);
-    throw new Error(`${path}: cannot open (${(e as Error).message})`);
-  }
-  try {
-    const fileSize = (await file.stat()).size;
+    const fileSize = open.size;
     if (fileSize < 8) {
       throw new Error(
         `${path}: not a safetensors file: ${fileSize} bytes is shorter than the 8-byte header length`,
       );
     }
     const prefix = new Uint8Array(8);
-    await readAt(file, 0, prefix, path, "the header length");
+    await open.read(0, prefix, "the header length");
     const len = new DataView(prefix.buffer).getBigUint64(0, true);
     if (len > BigInt(MAX_HEADER_BYTES)) {
       throw new Error(
@@ -271,9 +267,10 @@ export async function readSafetensorsHeader(
       );
     }
     const json = new Uint8Array(headerLen);
-    await readAt(file, 8, json, path, "the header");
+    await open.read(8, json, "the header");
     return parseSafetensorsHeader(json, 8 + headerLen, fileSize, path, opts);
   } finally {
-    file.close();
+    // A file the caller opened stays open: the caller reads its tensors next.
+    if (typeof file === "string") open.close();
   }
 }

@@ -9,10 +9,16 @@
  * holds symbolic links into the repository's `blobs/` folder beside `snapshots/`; those targets
  * are accepted too, so `--model ~/.cache/huggingface/hub/models--x--y/snapshots/<rev>` works.
  *
+ * This is the Deno side of the platform boundary: {@link directorySource} is what a model
+ * string means under Deno (`platform/deno.ts`).
+ *
  * @module
  */
 
-import { joinPath } from "./file_io.ts";
+import { joinPath, readAt } from "./file_io.ts";
+import { badRelativeName, type ModelFile, type ModelSource, type SourceText } from "./source.ts";
+
+export { badRelativeName };
 
 /** What a directory entry is, in words, for messages ("a directory", "a FIFO (named pipe)"). */
 function kindOf(info: Deno.FileInfo): string {
@@ -48,23 +54,6 @@ export async function checkModelDir(dir: string): Promise<void> {
         `and model.safetensors)`,
     );
   }
-}
-
-/**
- * Checks that a file name taken from a file (a shard name in the index) names a file inside the
- * directory: relative, no `.` or `..` segment, no empty segment, no NUL.
- *
- * @param name The name to check.
- * @returns A reason the name is refused, or undefined when it is acceptable.
- */
-export function badRelativeName(name: string): string | undefined {
-  if (name === "") return "is empty";
-  if (name.includes("\0")) return "contains a NUL character";
-  if (/^[/\\]/.test(name) || /^[A-Za-z]:/.test(name)) return "is an absolute path";
-  const segments = name.split(/[/\\]/);
-  if (segments.some((s) => s === "..")) return 'goes up a directory with ".."';
-  if (segments.some((s) => s === "" || s === ".")) return "has an empty or '.' path segment";
-  return undefined;
 }
 
 function parentOf(path: string): string {
@@ -166,4 +155,92 @@ export async function readTextLimited(
     if (got === buf.length) throw new Error(`${path} grew while it was being read`);
   }
   return new TextDecoder().decode(buf.subarray(0, got));
+}
+
+/** A file of a directory, open for positioned reads (seek + read: one read at a time). */
+class DenoFile implements ModelFile {
+  readonly path: string;
+  readonly size: number;
+  #file: Deno.FsFile | undefined;
+
+  constructor(path: string, size: number, file: Deno.FsFile) {
+    this.path = path;
+    this.size = size;
+    this.#file = file;
+  }
+
+  read(position: number, buf: Uint8Array, what: string): Promise<void> {
+    if (!this.#file) {
+      return Promise.reject(new Error(`${this.path} is closed; cannot read ${what}`));
+    }
+    return readAt(this.#file, position, buf, this.path, what);
+  }
+
+  close(): void {
+    try {
+      this.#file?.close();
+    } catch {
+      // Already closed: nothing to release.
+    }
+    this.#file = undefined;
+  }
+}
+
+/**
+ * Opens a file by path for positioned reads.
+ *
+ * @param path The file.
+ * @throws Error `PATH: file not found`, or `PATH: cannot open (...)`.
+ */
+export async function openDenoFile(path: string): Promise<ModelFile> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${path}: file not found`);
+    throw new Error(`${path}: cannot open (${(e as Error).message})`);
+  }
+  try {
+    return new DenoFile(path, (await file.stat()).size, file);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+/**
+ * A model directory as a {@link ModelSource}: every file is resolved with
+ * {@link findModelFile} (regular files inside the directory only) before it is opened.
+ *
+ * @param dir The model directory.
+ * @throws Error when `dir` is not an existing directory ({@link checkModelDir}).
+ */
+export async function directorySource(dir: string): Promise<ModelSource> {
+  await checkModelDir(dir);
+  return {
+    name: dir,
+    async open(name: string): Promise<ModelFile | undefined> {
+      const path = await findModelFile(dir, name);
+      return path === undefined ? undefined : await openDenoFile(path);
+    },
+    async readText(name: string, maxBytes: number, what: string): Promise<SourceText | undefined> {
+      const path = await findModelFile(dir, name);
+      if (path === undefined) return undefined;
+      return { path, text: await readTextLimited(path, maxBytes, what) };
+    },
+    list: () => listDir(dir),
+  };
+}
+
+/** Directory entries for the "found: ..." hint, at most 20 (directories end in "/"). */
+async function listDir(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  let more = 0;
+  for await (const e of Deno.readDir(dir)) {
+    if (names.length < 20) names.push(e.isDirectory ? `${e.name}/` : e.name);
+    else more++;
+  }
+  names.sort();
+  if (more) names.push(`and ${more} more`);
+  return names;
 }

@@ -10,6 +10,7 @@
 
 import { Checkpoint, type CheckpointOptions, FLOAT_DTYPES, similarNames } from "./checkpoint.ts";
 import { formatShape, type TensorInfo } from "./header.ts";
+import type { ModelSource } from "./source.ts";
 
 /** What the checks need to know of a model (a `ModelDefinition` has it). */
 export interface ModelWeights {
@@ -41,7 +42,7 @@ export interface ModelCheckpointOptions extends CheckpointOptions {
  * {@link checkModelWeights} before returning it. The headers may list at most about twice the
  * tensors the model reads, so a header with a million entries fails while being parsed.
  *
- * @param dir The model directory.
+ * @param dir The model directory (a URL in a browser), or any {@link ModelSource}.
  * @param model The model's definition.
  * @param limits The device's buffer limits.
  * @param opts Checkpoint options and where warnings go.
@@ -49,7 +50,7 @@ export interface ModelCheckpointOptions extends CheckpointOptions {
  *   closed then.
  */
 export async function openModelCheckpoint(
-  dir: string,
+  dir: string | ModelSource,
   model: ModelWeights,
   limits: WeightLimits,
   opts: ModelCheckpointOptions = {},

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { platform } from "../../platform/current.ts";
+
 /** A running progress bar. */
 export interface ProgressBar {
   /** Reports progress: `done` units of `total` (redrawn if the throttle interval has passed). */
@@ -15,7 +17,7 @@ export interface ProgressBar {
 
 /** Options of {@link createProgressBar} (the defaults suit real use; tests override them). */
 export interface ProgressBarOptions {
-  /** Whether to draw at all. Default: `Deno.stderr.isTerminal()`. */
+  /** Whether to draw at all. Default: when stderr is a terminal (never in a browser). */
   enabled?: boolean;
   /** Where text goes. Default: synchronous writes to stderr. */
   write?: (text: string) => void;
@@ -44,20 +46,6 @@ export function formatBytes(n: number): string {
   return u === 0 ? `${n} B` : `${n.toFixed(1)} ${units[u]}`;
 }
 
-function stderrIsTerminal(): boolean {
-  try {
-    return Deno.stderr.isTerminal();
-  } catch {
-    return false;
-  }
-}
-
-function writeStderr(text: string): void {
-  const bytes = new TextEncoder().encode(text);
-  let off = 0;
-  while (off < bytes.length) off += Deno.stderr.writeSync(bytes.subarray(off));
-}
-
 /**
  * Creates a progress bar such as `weights [#######.......] 48% 120.0 MiB / 250.0 MiB 80.1 MiB/s`.
  *
@@ -70,8 +58,8 @@ export function createProgressBar(
   total: number,
   opts: ProgressBarOptions = {},
 ): ProgressBar {
-  const enabled = opts.enabled ?? stderrIsTerminal();
-  const write = opts.write ?? writeStderr;
+  const enabled = opts.enabled ?? platform.stderrIsTerminal();
+  const write = opts.write ?? platform.writeStderr;
   const interval = opts.intervalMs ?? 100;
   const now = opts.now ?? (() => performance.now());
   const width = opts.width ?? 30;

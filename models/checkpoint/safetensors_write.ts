@@ -16,11 +16,13 @@
  *
  * The file is written atomically: to a temporary file in the same directory, synced, then
  * renamed over the destination, so a reader never sees a half-written checkpoint and a failed
- * write leaves any previous file intact.
+ * write leaves any previous file intact. A web page has no file system: there,
+ * {@link safetensorsBytes} builds the file's bytes (writing fails with a message saying so).
  *
  * @module
  */
 
+import { platform } from "../../platform/current.ts";
 import { dtypeByteSize, formatShape } from "./header.ts";
 
 /** One tensor as raw bytes: its name, safetensors dtype, shape and little-endian data. */
@@ -206,27 +208,11 @@ export async function writeRawSafetensors(
   options: WriteOptions = {},
 ): Promise<void> {
   const { header, ordered } = safetensorsLayout(tensors, options.metadata);
-  const temp = `${path}.tmp-${crypto.randomUUID()}`;
-  let file: Deno.FsFile | undefined;
   try {
-    file = await Deno.open(temp, { write: true, createNew: true });
-    await writeAll(file, header);
-    for (const t of ordered) await writeAll(file, t.bytes);
-    await file.syncData();
-    file.close();
-    file = undefined;
-    await Deno.rename(temp, path);
+    await platform.writeFileAtomic(path, [header, ...ordered.map((t) => t.bytes)]);
   } catch (e) {
-    file?.close();
-    await Deno.remove(temp).catch(() => {});
     throw new Error(`${path}: writing the safetensors file failed: ${(e as Error).message}`, {
       cause: e,
     });
   }
-}
-
-/** Writes all of `bytes` (a single `write` may write fewer). */
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
 }

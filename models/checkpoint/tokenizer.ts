@@ -10,7 +10,8 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 import { parseConfigJson } from "./config.ts";
 import { describeValue } from "./describe.ts";
-import { checkModelDir, findModelFile, readTextLimited } from "./model_dir.ts";
+import { platform } from "../../platform/current.ts";
+import type { ModelSource } from "./source.ts";
 
 /** Largest tokenizer.json read (the largest published ones are a few tens of MB). */
 export const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
@@ -45,8 +46,16 @@ export interface TextTokenizer {
   idToToken(id: number): string | undefined;
 }
 
-async function readJson(path: string, what: string): Promise<unknown> {
-  const text = await readTextLimited(path, MAX_TOKENIZER_BYTES, what);
+async function readJson(
+  source: ModelSource,
+  name: string,
+): Promise<{ path: string; json: unknown } | undefined> {
+  const file = await source.readText(name, MAX_TOKENIZER_BYTES, name);
+  if (!file) return undefined;
+  return { path: file.path, json: parseJson(file.text, file.path) };
+}
+
+function parseJson(text: string, path: string): unknown {
   try {
     return JSON.parse(text); // fast path: tokenizer.json files are MBs of plain JSON
   } catch {
@@ -94,22 +103,24 @@ export function vocabSizeOf(spec: unknown, path: string): number {
 /**
  * Loads `DIR/tokenizer.json` (and `DIR/tokenizer_config.json` if present).
  *
- * @param dir Model directory.
+ * @param dir Model directory (a URL in a browser), or any {@link ModelSource}.
  * @returns The tokenizer, or undefined when the directory has no `tokenizer.json`.
  * @throws Error naming the file when the directory is missing or is a file, a tokenizer file is
  *   not a regular file inside it, is larger than {@link MAX_TOKENIZER_BYTES}, is not valid JSON,
  *   holds a token id outside `[0, MAX_TOKEN_ID]`, or is not a supported tokenizer.
  */
-export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefined> {
-  await checkModelDir(dir);
-  const path = await findModelFile(dir, "tokenizer.json");
-  if (!path) return undefined;
-  const spec = await readJson(path, "tokenizer.json");
+export async function loadTokenizer(
+  dir: string | ModelSource,
+): Promise<TextTokenizer | undefined> {
+  const source = typeof dir === "string" ? await platform.modelSource(dir) : dir;
+  const file = await readJson(source, "tokenizer.json");
+  if (!file) return undefined;
+  const { path, json: spec } = file;
   const vocabSize = vocabSizeOf(spec, path);
-  const configPath = await findModelFile(dir, "tokenizer_config.json");
-  const config = configPath ? await readJson(configPath, "tokenizer_config.json") : {};
+  const configFile = await readJson(source, "tokenizer_config.json");
+  const config = configFile ? configFile.json : {};
   if (config === null || typeof config !== "object" || Array.isArray(config)) {
-    throw new Error(`${configPath}: top level is not a JSON object`);
+    throw new Error(`${configFile?.path}: top level is not a JSON object`);
   }
   let tok: Tokenizer;
   try {

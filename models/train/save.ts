@@ -7,6 +7,7 @@
  * @module
  */
 
+import { platform } from "../../platform/current.ts";
 import { Checkpoint } from "../checkpoint/checkpoint.ts";
 import { readConfig } from "../checkpoint/config.ts";
 import { type F32Tensor, writeSafetensors } from "../checkpoint/safetensors_write.ts";
@@ -29,8 +30,7 @@ export async function saveModel(
     if (!data) throw new Error(`saveModel: no values for "${name}"`);
     tensors[name] = { data, shape };
   }
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 1) + "\n");
+  await platform.writeTextFile(dir, "config.json", JSON.stringify(config, null, 1) + "\n");
   await writeSafetensors(`${dir}/model.safetensors`, tensors, { metadata: { format: "pt" } });
 }
 
