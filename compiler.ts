@@ -74,6 +74,12 @@ export type {
   PlannedGroup,
   ScanBackwardGroup,
 } from "./codegen/scan_backward_plan.ts";
+export type {
+  FinalGroup,
+  FinalPlan,
+  HorizontalGroup,
+  MultiReduceGroup,
+} from "./codegen/horizontal_plan.ts";
 export type { ScanBackwardStrategy } from "./codegen/scan_backward_kernel.ts";
 export type { MatmulStrategy } from "./codegen/matmul_lowering.ts";
 export type { ScanStrategy, TileReduce } from "./codegen/scan_strategy.ts";
