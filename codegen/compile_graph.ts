@@ -276,32 +276,45 @@ export function generateKernels(
       outputs,
       options.horizontal ?? false,
     );
-    try {
-      // A kernel that touches f16 declares it first (WGSL's `enable f16;`).
-      const kernels = plan.kernels.flatMap((g, i) => emitKernel(g, plan, limits, i, options))
-        .map((k) => ({ ...k, wgsl: withF16Directive(k.wgsl) }));
-      return { graph, plan, kernels, ...(remapped ? { aliases: remapped } : {}) };
-    } catch (e) {
-      if (!(e instanceof TooManyBindingsError)) throw e;
-      // A scan-backward root that needs more buffers than the device binds even alone: keep
-      // that scan and its adjoint in memory instead (the materializing path).
-      const root = e.root;
-      const owner = plan.kernels.find((k) =>
-        k.kind === "scanBackward" && k.roots.some((r) => r.root === root)
-      );
-      if (owner?.kind === "scanBackward") {
-        unfused.add(owner.adjoint);
-        continue;
-      }
-      const candidate = splitCandidate(e.root, plan);
-      if (!candidate) {
-        throw new Error(
-          `program over the device limits: ${e.message}, and it cannot be split further ` +
-            `(node ${e.root.id} ${showAxes(e.root.axes)} reads that many tensors directly)`,
+    // Every kernel over the binding limit is fixed in one round (a model repeats its layers:
+    // one fix per planning round would plan once per layer).
+    const kernels: KernelArtifact[] = [];
+    let fixes = 0;
+    const splitThisRound = new Set<Node>();
+    for (const [i, g] of plan.kernels.entries()) {
+      try {
+        // A kernel that touches f16 declares it first (WGSL's `enable f16;`).
+        for (const k of emitKernel(g, plan, limits, i, options)) {
+          kernels.push({ ...k, wgsl: withF16Directive(k.wgsl) });
+        }
+      } catch (e) {
+        if (!(e instanceof TooManyBindingsError)) throw e;
+        fixes++;
+        // A scan-backward root that needs more buffers than the device binds even alone: keep
+        // that scan and its adjoint in memory instead (the materializing path).
+        const root = e.root;
+        const owner = plan.kernels.find((k) =>
+          k.kind === "scanBackward" && k.roots.some((r) => r.root === root)
         );
+        if (owner?.kind === "scanBackward") {
+          unfused.add(owner.adjoint);
+          continue;
+        }
+        // A split made this round may already have cut this kernel: plan again first.
+        const tree = fusedTree(e.root, plan.materialized);
+        if (tree.some((n) => splitThisRound.has(n))) continue;
+        const candidate = splitCandidate(e.root, plan);
+        if (!candidate) {
+          throw new Error(
+            `program over the device limits: ${e.message}, and it cannot be split further ` +
+              `(node ${e.root.id} ${showAxes(e.root.axes)} reads that many tensors directly)`,
+          );
+        }
+        forced.add(candidate);
+        splitThisRound.add(candidate);
       }
-      forced.add(candidate);
     }
+    if (fixes === 0) return { graph, plan, kernels, ...(remapped ? { aliases: remapped } : {}) };
   }
   throw new Error("program over the device limits: could not split kernels to fit the device");
 }

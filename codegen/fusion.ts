@@ -139,6 +139,20 @@ export function fusedTree(root: Node, materialized: ReadonlySet<Node>): Node[] {
   return [...seen];
 }
 
+/** Whether `fusedTree(root, materialized)` has more than `limit` nodes (stops counting there). */
+function treeLarger(root: Node, materialized: ReadonlySet<Node>, limit: number): boolean {
+  const seen = new Set<Node>([root]);
+  const stack = [...nodeInputs(root)];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n) || materialized.has(n)) continue;
+    seen.add(n);
+    if (seen.size > limit) return true;
+    stack.push(...nodeInputs(n));
+  }
+  return false;
+}
+
 function sameAxisSet(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x) => b.includes(x));
 }
@@ -305,9 +319,17 @@ function planWith(
       if (core?.kind === "contract" && !scan) {
         foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
       }
+      // What the foreign cores read (one walk for all; a DAG, so no core reaches itself).
+      const below = new Set<Node>();
+      const stack = foreign.flatMap((m) => nodeInputs(m));
+      while (stack.length) {
+        const n = stack.pop()!;
+        if (below.has(n) || materialized.has(n)) continue;
+        below.add(n);
+        stack.push(...nodeInputs(n));
+      }
       for (const n of foreign) {
-        const below = foreign.some((m) => m !== n && fusedTree(m, materialized).includes(n));
-        if (!below) {
+        if (!below.has(n)) {
           materialized.add(n);
           changed = true;
         }
@@ -322,7 +344,7 @@ function planWith(
     // contractions, whose every recomputation repeats their loop).
     for (const [n, kernels] of reachedBy) {
       if (kernels.size < 2 || n.kind === "const" || fusable.has(n)) continue;
-      if (n.kind === "contract" || isCore(n) || fusedTree(n, materialized).length > maxRecompute) {
+      if (n.kind === "contract" || isCore(n) || treeLarger(n, materialized, maxRecompute)) {
         materialized.add(n);
         changed = true;
       }

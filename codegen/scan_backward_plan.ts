@@ -252,15 +252,24 @@ export function fuseScanBackward(
   aliases: ReadonlyMap<Node, Node> = new Map(),
 ): BackwardPlan {
   const outputs = new Set(Object.values(graph.outputs));
-  let current: BackwardPlan = plan;
-  for (const g of collectNodes([...outputs])) {
-    if (g.kind !== "scan" || !g.primal || skip.has(g)) continue;
-    const h = g.primal;
-    if (!current.materialized.has(g) || !current.materialized.has(h)) continue;
-    if ([g, h].some((n) => outputs.has(n) || forced.has(n))) continue;
-    current = fusePair(h, g, current, aliases) ?? current;
-  }
-  return current;
+  // Ordering the groups after every pair costs a pass over the whole plan per layer; fuse
+  // every pair first and order once, and only where that order has a cycle go pair by pair,
+  // each pair kept only if the groups still have an order.
+  const fuseAll = (order: boolean): BackwardPlan => {
+    let current: BackwardPlan = plan;
+    for (const g of collectNodes([...outputs])) {
+      if (g.kind !== "scan" || !g.primal || skip.has(g)) continue;
+      const h = g.primal;
+      if (!current.materialized.has(g) || !current.materialized.has(h)) continue;
+      if ([g, h].some((n) => outputs.has(n) || forced.has(n))) continue;
+      current = fusePair(h, g, current, aliases, order) ?? current;
+    }
+    return current;
+  };
+  const all = fuseAll(false);
+  if (all === plan) return plan;
+  const ordered = topologicalOrder(all.kernels, all.materialized, aliases);
+  return ordered ? { materialized: all.materialized, kernels: ordered } : fuseAll(true);
 }
 
 /** One primal/adjoint pair fused, or undefined where the pattern does not fit. */
@@ -269,6 +278,7 @@ function fusePair(
   g: ScanNode,
   plan: BackwardPlan,
   aliases: ReadonlyMap<Node, Node>,
+  order: boolean,
 ): BackwardPlan | undefined {
   if (g.init || g.axis !== h.axis || g.reverse === h.reverse) return undefined;
   if (
@@ -314,7 +324,7 @@ function fusePair(
       h,
       g,
       plan,
-      { readers, drop, materialized, see, reaches: reachesVia(h, g, see), aliases },
+      { readers, drop, materialized, see, reaches: reachesVia(h, g, see), aliases, order },
       stateAxes,
     );
     if (fused) return fused;
@@ -382,6 +392,8 @@ interface Found {
   readonly reaches: (n: Node) => boolean;
   /** In-place pairs (input → output): their writers wait for the input's other readers. */
   readonly aliases: ReadonlyMap<Node, Node>;
+  /** Whether to order the groups now (else the caller orders them once at the end). */
+  readonly order: boolean;
 }
 
 /** The pair fused with the given state axes, or undefined where a root does not fit. */
@@ -460,6 +472,7 @@ function withStateAxes(
     kernels.push(forward);
   }
   kernels.push(backward);
+  if (!found.order) return { materialized, kernels };
   const ordered = topologicalOrder(kernels, materialized, found.aliases);
   return ordered ? { materialized, kernels: ordered } : undefined;
 }
