@@ -149,22 +149,28 @@ export async function deltaBench(
   return rows;
 }
 
-/** Runs bench/delta_peer.py (FLA's Triton kernels) and returns its JSON rows. */
-async function peerRows(shapes: readonly DeltaBenchShape[]): Promise<Record<string, unknown>[]> {
+/** Runs a peer script (`bench/<name>_peer.py`, FLA's Triton kernels) and returns its JSON rows. */
+export async function peerRows(
+  script: string,
+  shapes: readonly DeltaBenchShape[],
+): Promise<Record<string, unknown>[]> {
   const text = shapes.map((s) => `${s.b}x${s.t}x${s.h}x${s.d}`).join(",");
   const out = await new Deno.Command("python3", {
-    args: ["bench/delta_peer.py", "--shapes", text],
+    args: [script, "--shapes", text],
     env: { PYTHONPATH: ".peer" },
     stderr: "inherit",
   }).output();
-  if (!out.success) throw new Error("delta bench: bench/delta_peer.py failed (see its output)");
+  if (!out.success) throw new Error(`${script} failed (see its output)`);
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
     .map((l) => JSON.parse(l));
 }
 
-if (import.meta.main) {
-  const { values: opts } = parseArgs({
-    args: Deno.args,
+/** The command line of the (B, T, H, D) benchmarks: `--shapes`, `--iterations`, `--peer`. */
+export function shapeBenchArgs(
+  args: string[],
+): { shapes: DeltaBenchShape[]; iterations: number; peer: boolean } {
+  const { values } = parseArgs({
+    args,
     options: {
       shapes: { type: "string", default: "1x8192x32x128,8x2048x16x64" },
       iterations: { type: "string", default: "20" },
@@ -172,11 +178,20 @@ if (import.meta.main) {
     },
     strict: true,
   });
-  const shapes = parseDeltaShapes(opts.shapes);
-  const ours = await deltaBench(shapes, Number(opts.iterations));
+  return {
+    shapes: parseDeltaShapes(values.shapes),
+    iterations: Number(values.iterations),
+    peer: values.peer,
+  };
+}
+
+if (import.meta.main) {
+  const opts = shapeBenchArgs(Deno.args);
+  const shapes = opts.shapes;
+  const ours = await deltaBench(shapes, opts.iterations);
   for (const r of ours) console.log(JSON.stringify(r));
   if (opts.peer) {
-    const peer = await peerRows(shapes);
+    const peer = await peerRows("bench/delta_peer.py", shapes);
     for (const r of peer) console.log(JSON.stringify(r));
     console.log("\nratio ours (chunked, f32) / FLA chunk_gated_delta_rule:");
     for (const s of shapes) {

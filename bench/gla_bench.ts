@@ -13,12 +13,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { gla } from "../models/layers/gla.ts";
 import { simpleGla } from "../models/layers/retnet.ts";
 import { compile } from "../runtime/compile.ts";
 import type { GpuContext } from "../runtime/gpu_device.ts";
-import { type DeltaBenchShape, parseDeltaShapes } from "./delta_bench.ts";
+import { type DeltaBenchShape, peerRows, shapeBenchArgs } from "./delta_bench.ts";
 
 /** Deterministic pseudo-random values in [lo, hi). */
 function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
@@ -120,34 +119,13 @@ export async function glaBench(
   return rows;
 }
 
-/** Runs bench/gla_peer.py (FLA's Triton kernels) and returns its JSON rows. */
-async function peerRows(shapes: readonly DeltaBenchShape[]): Promise<Record<string, unknown>[]> {
-  const text = shapes.map((s) => `${s.b}x${s.t}x${s.h}x${s.d}`).join(",");
-  const out = await new Deno.Command("python3", {
-    args: ["bench/gla_peer.py", "--shapes", text],
-    env: { PYTHONPATH: ".peer" },
-    stderr: "inherit",
-  }).output();
-  if (!out.success) throw new Error("gla bench: bench/gla_peer.py failed (see its output)");
-  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l));
-}
-
 if (import.meta.main) {
-  const { values: opts } = parseArgs({
-    args: Deno.args,
-    options: {
-      shapes: { type: "string", default: "1x8192x32x128,8x2048x16x64" },
-      iterations: { type: "string", default: "20" },
-      peer: { type: "boolean", default: false },
-    },
-    strict: true,
-  });
-  const shapes = parseDeltaShapes(opts.shapes);
-  const ours = await glaBench(shapes, Number(opts.iterations));
+  const opts = shapeBenchArgs(Deno.args);
+  const shapes = opts.shapes;
+  const ours = await glaBench(shapes, opts.iterations);
   for (const r of ours) console.log(JSON.stringify(r));
   if (opts.peer) {
-    const peer = await peerRows(shapes);
+    const peer = await peerRows("bench/gla_peer.py", shapes);
     for (const r of peer) console.log(JSON.stringify(r));
     console.log("\nratio ours (f32) / FLA chunk kernel:");
     for (const s of shapes) {

@@ -25,7 +25,7 @@ import {
   scratch,
   type ScratchBuffer,
 } from "./artifact.ts";
-import { NEG, rowEnv, sinkStart } from "./attention_kernel.ts";
+import { KEY_TILE, NEG, ROW_TILE, rowEnv, sinkStart } from "./attention_kernel.ts";
 import {
   attentionLanes,
   type AttentionShapes,
@@ -34,8 +34,9 @@ import {
 } from "./attention_shapes.ts";
 import { laneSum } from "./delta_shapes.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
+import { header, indent, laneTile } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+import { f32Literal, u32Literal } from "./wgsl_math.ts";
 
 const u = u32Literal;
 const MIN_THREADS = 64;
@@ -258,24 +259,16 @@ function rowKernel(
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * tiles;
   const ind = (ls: string[]) => ls.map((l) => `  ${l}`).join("\n");
-  const wgsl = `${reg.declarations()}
-${MATH_PRELUDE}
-var<workgroup> ks: array<f32, ${bk * s.dk}>;
-var<workgroup> vs: array<f32, ${bk * s.dv}>;
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;
+  const wgsl = `${
+    header(reg, threads, [
+      `var<workgroup> ks: array<f32, ${bk * s.dk}>;`,
+      `var<workgroup> vs: array<f32, ${bk * s.dv}>;`,
+    ])
+  }
   if (wid >= ${u(total)}) { return; }
   let tile = wid % ${u(tiles)};
   let bpos = wid / ${u(tiles)};
-  let row0 = tile * ${u(bq)};
-  let row1 = min(row0 + ${u(bq)}, ${u(s.rows)});
-  let lane = lid % ${u(lanes)};
-  let row = row0 + lid / ${u(lanes)};
-  let live = lid < ${u(bq * lanes)} && row < ${u(s.rows)};
-  let rowc = min(row, ${u(s.rows - 1)});
+${indent(laneTile("tile", bq, s.rows, lanes, ROW_TILE))}
 ${ind(batch.lines)}
 ${ind(rowRange(f, s))}
 ${ind(top.lines)}
@@ -433,26 +426,18 @@ function keyKernel(
   reg.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * tiles;
   const ind = (ls: string[]) => ls.map((l) => `  ${l}`).join("\n");
-  const wgsl = `${reg.declarations()}
-${MATH_PRELUDE}
-var<workgroup> qs: array<f32, ${br * s.dk}>;
-var<workgroup> gs: array<f32, ${br * s.dv}>;
-var<workgroup> ls: array<f32, ${br}>;
-var<workgroup> ds_: array<f32, ${br}>;
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;
+  const wgsl = `${
+    header(reg, threads, [
+      `var<workgroup> qs: array<f32, ${br * s.dk}>;`,
+      `var<workgroup> gs: array<f32, ${br * s.dv}>;`,
+      `var<workgroup> ls: array<f32, ${br}>;`,
+      `var<workgroup> ds_: array<f32, ${br}>;`,
+    ])
+  }
   if (wid >= ${u(total)}) { return; }
   let tile = wid % ${u(tiles)};
   let bpos = wid / ${u(tiles)};
-  let s0 = tile * ${u(bkr)};
-  let s1 = min(s0 + ${u(bkr)}, ${u(s.keys)});
-  let lane = lid % ${u(lanes)};
-  let key = s0 + lid / ${u(lanes)};
-  let live = lid < ${u(bkr * lanes)} && key < ${u(s.keys)};
-  let keyc = min(key, ${u(s.keys - 1)});
+${indent(laneTile("tile", bkr, s.keys, lanes, KEY_TILE))}
 ${ind(batch.lines)}
 ${ind(range)}
   let rlo0: u32 = tlo * ${u(s.group)};
@@ -513,14 +498,7 @@ function sinkKernel(
   const threads = 64;
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
-  const wgsl = `${reg.declarations()}
-${MATH_PRELUDE}
-var<workgroup> part: array<f32, ${threads}>;
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;
+  const wgsl = `${header(reg, threads, [`var<workgroup> part: array<f32, ${threads}>;`])}
   if (wid >= ${u(sinks.shape.reduce((p, x) => p * x, 1))}) { return; }
 ${ind(own.lines, "  ")}
 ${ind(top.lines, "  ")}

@@ -32,8 +32,14 @@ import {
 import { type AttentionPlan, type AttentionShapes, attentionShapes } from "./attention_shapes.ts";
 import { laneSum } from "./delta_shapes.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
+import { header, indent, laneTile, type LaneTileNames } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+import { f32Literal, u32Literal } from "./wgsl_math.ts";
+
+/** A tile of query rows: `row0 ≤ row < row1`, `rowc` the row clamped into range. */
+export const ROW_TILE: LaneTileNames = { first: "row0", end: "row1", item: "row", clamped: "rowc" };
+/** A tile of keys: `s0 ≤ key < s1`, `keyc` the key clamped into range. */
+export const KEY_TILE: LaneTileNames = { first: "s0", end: "s1", item: "key", clamped: "keyc" };
 
 /** The running maximum before any key: finite, so exp(m − s) is 0 rather than NaN. */
 export const NEG = "-1.0e30";
@@ -262,25 +268,17 @@ function mainKernel(
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * queryTiles * splits;
   const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
-  const wgsl = `${reg.declarations()}
-${MATH_PRELUDE}
-var<workgroup> ks: array<${ty}, ${bk * nk}>;
-var<workgroup> vs: array<${ty}, ${bk * nv}>;
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;
+  const wgsl = `${
+    header(reg, threads, [
+      `var<workgroup> ks: array<${ty}, ${bk * nk}>;`,
+      `var<workgroup> vs: array<${ty}, ${bk * nv}>;`,
+    ])
+  }
   if (wid >= ${u(total)}) { return; }
   let split = wid % ${u(splits)};
   let tile = (wid / ${u(splits)}) % ${u(queryTiles)};
   let bpos = wid / ${u(splits * queryTiles)};
-  let row0 = tile * ${u(bq)};
-  let row1 = min(row0 + ${u(bq)}, ${u(s.rows)});
-  let lane = lid % ${u(lanes)};
-  let row = row0 + lid / ${u(lanes)};
-  let live = lid < ${u(bq * lanes)} && row < ${u(s.rows)};
-  let rowc = min(row, ${u(s.rows - 1)});
+${indent(laneTile("tile", bq, s.rows, lanes, ROW_TILE))}
 ${ind(batch.lines, "  ")}
 ${ind(range, "  ")}
 ${ind(top.lines, "  ")}

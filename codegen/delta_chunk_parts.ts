@@ -15,7 +15,7 @@ import {
 import { clampIndex, type DeltaLoads, type DeltaShapes } from "./delta_shapes.ts";
 import type { ExprEmitter } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { MATH_PRELUDE, u32Literal as u } from "./wgsl_math.ts";
+import { u32Literal as u } from "./wgsl_math.ts";
 
 /** K slice of the chunked kernels' tile products (L, P, y). */
 export const OUT_KT = 8;
@@ -60,21 +60,6 @@ export interface Context {
   name: string;
   /** In-place aliases. */
   aliases: ReadonlyMap<Node, Node>;
-}
-
-/** Lines joined with an indent. */
-export const indent = (ls: readonly string[], d = "  "): string => ls.map((l) => d + l).join("\n");
-
-/** Bindings, prelude, workgroup arrays and the entry point up to `wid` (the flat workgroup). */
-export function header(reg: BindingRegistry, threads: number, shared: string[] = []): string {
-  return `${reg.declarations()}
-${MATH_PRELUDE}
-${shared.join("\n")}
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;`;
 }
 
 /** The artifact of one kernel of the lowering (checks the binding limit). */

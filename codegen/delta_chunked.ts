@@ -25,16 +25,9 @@
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, type KernelArtifact, scratch } from "./artifact.ts";
-import {
-  artifact,
-  type Context,
-  header,
-  indent,
-  keyRows,
-  type Layout,
-  OUT_KT,
-} from "./delta_chunk_parts.ts";
+import { artifact, type Context, keyRows, type Layout, OUT_KT } from "./delta_chunk_parts.ts";
 import { passKernel } from "./delta_pass.ts";
+import { header, indent } from "./kernel_header.ts";
 import { prepKernel } from "./delta_prep.ts";
 import { deltaChunk, outputTiles } from "./delta_plan.ts";
 import { batchEnv, DeltaLoads, deltaShapes } from "./delta_shapes.ts";

@@ -14,7 +14,8 @@
 
 import type { DeltaStateNode } from "../dsl/ir.ts";
 import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
-import { artifact, type Context, header, indent } from "./delta_chunk_parts.ts";
+import { artifact, type Context } from "./delta_chunk_parts.ts";
+import { header, indent } from "./kernel_header.ts";
 import { deltaLanes } from "./delta_recurrent.ts";
 import { batchEnv, clampIndex, DeltaLoads, laneSum } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";

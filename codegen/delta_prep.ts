@@ -8,7 +8,8 @@
  */
 
 import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
-import { artifact, type Context, header, indent, keyRows, OUT_KT } from "./delta_chunk_parts.ts";
+import { artifact, type Context, keyRows, OUT_KT } from "./delta_chunk_parts.ts";
+import { header, indent } from "./kernel_header.ts";
 import { batchEnv, clampIndex, DeltaLoads } from "./delta_shapes.ts";
 import { ExprEmitter } from "./expr.ts";
 import {

@@ -19,8 +19,9 @@ import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
 import { batchEnv, clampIndex, DeltaLoads, deltaShapes, laneSum } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
+import { header } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { f32Literal, MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
+import { f32Literal, u32Literal } from "./wgsl_math.ts";
 
 /** Threads per workgroup of the recurrent kernel. */
 const WORKGROUP = 64;
@@ -121,13 +122,7 @@ export function emitDeltaRecurrent(
   }
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const indent = (ls: string[], d: string) => ls.map((l) => d + l);
-  const wgsl = `${reg.declarations()}
-${MATH_PRELUDE}
-
-@compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wid = wg.x + wg.y * nwg.x;
+  const wgsl = `${header(reg, threads)}
   if (wid >= ${u32Literal(total)}) { return; }
   let bpos = wid / ${u32Literal(blocks)};
   let row = (wid % ${u32Literal(blocks)}) * ${u32Literal(rows)} + lid / ${u32Literal(lanes)};

@@ -128,29 +128,25 @@ function onlyElementwiseBelow(n: Node, materialized: ReadonlySet<Node>): boolean
 
 /** Nodes computed inside the kernel of `root`, stopping at materialized nodes. */
 export function fusedTree(root: Node, materialized: ReadonlySet<Node>): Node[] {
-  const seen = new Set<Node>([root]);
-  const stack = [...nodeInputs(root)];
-  while (stack.length) {
-    const n = stack.pop()!;
-    if (seen.has(n) || materialized.has(n)) continue;
-    seen.add(n);
-    stack.push(...nodeInputs(n));
-  }
-  return [...seen];
+  return [...walkTree(root, materialized, Infinity)];
 }
 
 /** Whether `fusedTree(root, materialized)` has more than `limit` nodes (stops counting there). */
 function treeLarger(root: Node, materialized: ReadonlySet<Node>, limit: number): boolean {
+  return walkTree(root, materialized, limit).size > limit;
+}
+
+/** The fused tree of `root`, or its first `limit + 1` nodes when it is larger. */
+function walkTree(root: Node, materialized: ReadonlySet<Node>, limit: number): Set<Node> {
   const seen = new Set<Node>([root]);
   const stack = [...nodeInputs(root)];
-  while (stack.length) {
+  while (stack.length && seen.size <= limit) {
     const n = stack.pop()!;
     if (seen.has(n) || materialized.has(n)) continue;
     seen.add(n);
-    if (seen.size > limit) return true;
     stack.push(...nodeInputs(n));
   }
-  return false;
+  return seen;
 }
 
 function sameAxisSet(a: readonly string[], b: readonly string[]): boolean {
