@@ -34,7 +34,7 @@ import {
 } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, type Intercepted, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
-import type { BackwardRoot, ScanBackwardGroup } from "./scan_backward_plan.ts";
+import { type BackwardRoot, reachesVia, type ScanBackwardGroup } from "./scan_backward_plan.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 /** Knobs of the scan-backward kernels (tests force them). */
@@ -282,33 +282,7 @@ function emitWalk(
   const lookup = (n: Node) => (groupRoots.has(n) ? undefined : registry.lookup(n));
   // Probing must not register bindings: only what is emitted is read.
   const stop = (n: Node) => materialized.has(n) && !groupRoots.has(n);
-  const reachCache = new Map<Node, boolean>();
-  const reaches = (n: Node): boolean => {
-    if (n === h || n === g) return true;
-    const hit = reachCache.get(n);
-    if (hit !== undefined) return hit;
-    const stack: [Node, boolean][] = [[n, false]];
-    while (stack.length) {
-      const [m, done] = stack.pop()!;
-      if (reachCache.has(m)) continue;
-      if (m === h || m === g) {
-        reachCache.set(m, true);
-        continue;
-      }
-      if (m !== n && stop(m)) {
-        reachCache.set(m, false);
-        continue;
-      }
-      const ins = nodeInputs(m);
-      if (done) {
-        reachCache.set(m, ins.some((x) => reachCache.get(x) === true));
-        continue;
-      }
-      stack.push([m, true]);
-      for (const x of ins) if (!reachCache.has(x)) stack.push([x, false]);
-    }
-    return reachCache.get(n)!;
-  };
+  const reaches = reachesVia(h, g, stop);
   let counter = 0;
   const fresh = () => `x${counter++}_`;
   const stateIdx = (env: Env) => flatIndex(group.stateAxes, shape.stateShape, env);

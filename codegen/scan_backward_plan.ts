@@ -324,7 +324,15 @@ function fusePair(
       h,
       g,
       plan,
-      { readers, drop, materialized, see, reaches: reachesVia(h, g, see), aliases, order },
+      {
+        readers,
+        drop,
+        materialized,
+        see,
+        reaches: reachesVia(h, g, (m) => see.has(m)),
+        aliases,
+        order,
+      },
       stateAxes,
     );
     if (fused) return fused;
@@ -332,8 +340,15 @@ function fusePair(
   return undefined;
 }
 
-/** Whether `n` reaches h or g through nodes outside `see` (memoized, iterative). */
-function reachesVia(h: ScanNode, g: ScanNode, see: ReadonlySet<Node>): (n: Node) => boolean {
+/**
+ * Whether `n` reaches h or g without passing a node (other than `n`) where `stop` holds
+ * (memoized, iterative).
+ */
+export function reachesVia(
+  h: ScanNode,
+  g: ScanNode,
+  stop: (m: Node) => boolean,
+): (n: Node) => boolean {
   const reachCache = new Map<Node, boolean>();
   return (n: Node): boolean => {
     const hit = reachCache.get(n);
@@ -347,7 +362,7 @@ function reachesVia(h: ScanNode, g: ScanNode, see: ReadonlySet<Node>): (n: Node)
         reachCache.set(m, true);
         continue;
       }
-      if (see.has(m) && m !== n) {
+      if (m !== n && stop(m)) {
         reachCache.set(m, false);
         continue;
       }
