@@ -21,7 +21,7 @@
  */
 
 import type { ContractNode, Node, ReduceNode, ScanNode } from "../dsl/ir.ts";
-import { nodeInputs, numel } from "../dsl/ir.ts";
+import { numel } from "../dsl/ir.ts";
 import {
   BindingRegistry,
   type BufferKey,
