@@ -171,7 +171,9 @@ Deno.test("fine-tuning a fixture checkpoint: loadParams, train, save, reload", a
     const { losses, first } = await trainCounting(trainer, 100, seed, 12);
     const start = reference(config, params, first.ids, first.targets).loss;
     assert.ok(Math.abs(losses[0] - start) <= 1e-4 * start, `first loss (seed ${seed})`);
-    const end = losses.slice(-3).reduce((a, b) => a + b) / 3;
+    // The same batch before and after: the mean of later batches' losses is too noisy a
+    // measure for 12 steps of fine-tuning a random checkpoint.
+    const end = reference(config, await trainer.params(), first.ids, first.targets).loss;
     assert.ok(end < start, `fine-tuning lowered the loss from ${start} to ${end} (seed ${seed})`);
     await checkReload(trainer, seed);
   } finally {
