@@ -68,6 +68,40 @@ Deno.test("f16 and bf16 rounding: nearest-even, subnormals, overflow (host conve
   }
 });
 
+Deno.test("the kernels' f16 cast rounds exactly as the host: ties, subnormals, overflow", async () => {
+  // Checked bit for bit: on an H100 the WGSL conversion pair rounded nothing.
+  const edges = [
+    1 + 2 ** -11, // a tie: to even (1)
+    1 + 3 * 2 ** -11, // a tie: up
+    -(1 + 2 ** -10 + 2 ** -12),
+    65504, // f16's largest
+    65519, // rounds down to it
+    65520, // rounds up to infinity
+    -70000,
+    2 ** -14, // smallest normal
+    1e-5, // subnormal
+    2 ** -25, // a subnormal tie: to 0
+    3 * 2 ** -25, // a subnormal tie: up
+    6.1e-5, // just under the smallest normal
+    1e-8,
+    0,
+    -0,
+    Math.PI,
+  ];
+  const z = new Float32Array(edges);
+  const prog = await compile(
+    { z: "c" },
+    (t) => cast(cast(t.z, "f16"), "f32"),
+    { c: z.length },
+    { backend: "gpu" },
+  );
+  const got = await prog.run({ z });
+  for (let i = 0; i < z.length; i++) {
+    assert.ok(Object.is(got[i], roundToF16(z[i])), `f16 of ${z[i]}: got ${got[i]}`);
+  }
+  prog.destroy();
+});
+
 Deno.test("16-bit inputs and casts in elementwise kernels match the interpreter", async () => {
   const seed = freshSeed();
   const prog = await compile(
