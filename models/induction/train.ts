@@ -172,6 +172,31 @@ export async function main(args: string[]): Promise<number> {
   const seconds = (performance.now() - start) / 1000;
   console.log(`saved ${o.out} after ${trainer.steps} steps (${seconds.toFixed(1)} s)`);
 
+  // The log is written before the evaluation too, so a run stopped during it keeps its record.
+  const writeLog = (rows: unknown) =>
+    Deno.writeTextFile(
+      `${o.out}/train_log.json`,
+      JSON.stringify(
+        {
+          trainer: "ssmkit models/induction/train.ts",
+          adapter: gpu.adapterInfo.description,
+          steps: trainer.steps,
+          seconds,
+          batch: o.batch,
+          length: o.length,
+          lr: o.lr,
+          weight_decay: RECIPE.weightDecay,
+          clip: o.clip ?? null,
+          seed: o.seed,
+          log,
+          eval: rows,
+        },
+        null,
+        1,
+      ) + "\n",
+    );
+  await writeLog(null);
+
   const model = await loadModel(o.out, { progress: false });
   let rows;
   try {
@@ -182,27 +207,7 @@ export async function main(args: string[]): Promise<number> {
     model.destroy();
   }
   console.log("\n" + accuracyTable(rows));
-  await Deno.writeTextFile(
-    `${o.out}/train_log.json`,
-    JSON.stringify(
-      {
-        trainer: "ssmkit models/induction/train.ts",
-        adapter: gpu.adapterInfo.description,
-        steps: trainer.steps,
-        seconds,
-        batch: o.batch,
-        length: o.length,
-        lr: o.lr,
-        weight_decay: RECIPE.weightDecay,
-        clip: o.clip ?? null,
-        seed: o.seed,
-        log,
-        eval: rows,
-      },
-      null,
-      1,
-    ) + "\n",
-  );
+  await writeLog(rows);
   return 0;
 }
 
