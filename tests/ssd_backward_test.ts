@@ -431,8 +431,14 @@ Deno.test("ssd backward: decays that underflow to zero (chunked SSD kernels)", a
     const want = prog.interpret(data) as Record<string, Float64Array>;
     for (const k of WRT) {
       const [g, w] = [got[`d_${k}`], want[`d_${k}`]];
-      if (k !== "Alog" && k !== "dtBias") assertClose(g, w, 1e-4, `d_${k} (seed ${seed})`);
-      else {
+      const wMax = Math.max(...w.map(Math.abs));
+      if (wMax < 1e-30) {
+        // The whole reference underflows f32 (d_h0 ~ 1e-50 when every decay underflows): the
+        // kernels must give (near) zeros, and a relative comparison would be meaningless.
+        assert.ok(g.every((v) => Math.abs(v) < 1e-30), `d_${k}: want ~${wMax}, got ${g}`);
+      } else if (k !== "Alog" && k !== "dtBias") {
+        assertClose(g, w, 1e-4, `d_${k} (seed ${seed})`);
+      } else {
         const worst = Math.max(...w.map((v, i) => Math.abs(g[i] - v)));
         assert.ok(worst <= 1e-4, `d_${k}: error ${worst} (seed ${seed})`);
       }
