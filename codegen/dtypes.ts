@@ -75,9 +75,9 @@ export function loadWgsl(array: string, offset: string, dtype: DType): string {
   return `${array}[${offset}]`;
 }
 
-/** Whether a WGSL module uses the f16 type (and so needs `enable f16;`). */
+/** Whether a WGSL module uses the f16 type (and so needs `enable f16;`); comments don't count. */
 export function usesF16(wgsl: string): boolean {
-  return /\bf16\b/.test(wgsl);
+  return /\bf16\b/.test(wgsl.replace(/\/\/[^\n]*/g, ""));
 }
 
 /** The module with the `enable f16;` directive first when it uses f16. */

@@ -67,12 +67,11 @@ fn sk_log(x: f32) -> f32 {
   return select(log(x), log(f32(bits)) - 103.278929903, bits != 0u && bits < 0x00800000u);
 }
 fn sk_round_f16(x: f32) -> f32 {
-  // x rounded to the nearest half-precision value (ties to even), on the bits: on an H100
-  // (driver 580) neither WGSL's conversion pair nor pack2x16float rounded anything. (No word
-  // here may name the 16-bit type: that would make every shader declare it.)
+  // x rounded to the nearest f16 (ties to even), on the bits: on an H100 (driver 580) neither
+  // f32(f16(x)) nor pack2x16float rounded anything.
   let b = bitcast<u32>(x);
   if ((b & 0x7f800000u) == 0x7f800000u) { return x; } // Inf and NaN stay
-  if (abs(x) < 6.103515625e-5) { return round(x * 16777216.0) * 5.9604644775390625e-8; } // half subnormals: multiples of 2^-24
+  if (abs(x) < 6.103515625e-5) { return round(x * 16777216.0) * 5.9604644775390625e-8; } // f16 subnormals: multiples of 2^-24
   let r = bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
   return select(r, bitcast<f32>((b & 0x80000000u) | 0x7f800000u), abs(r) > 65504.0);
 }
