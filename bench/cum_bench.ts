@@ -39,16 +39,28 @@ const max = (name: string, strategy?: AssocScanStrategy): Variant => ({
   strategy,
 });
 
-// The defaults first (the single-pass look-back kernel), then the knobs a GPU run should compare
-// (bench/RESULTS.md): the three chunk kernels it replaced, tile shapes and look-back polls.
-const THREE: AssocScanStrategy = { singlePass: false };
+// The defaults first (the three chunk kernels), then the knobs a GPU run should compare
+// (bench/RESULTS.md): tile shapes, the single-pass look-back kernel and its polls.
+const SINGLE: AssocScanStrategy = { singlePass: true };
 const VARIANTS: Variant[] = [
   { name: "cumsum", fn: (x) => cumsum(x, "i"), fold: (a, v) => a + v },
   {
-    name: "cumsum_three_pass",
+    name: "cumsum_single_pass",
     fn: (x) => cumsum(x, "i"),
     fold: (a, v) => a + v,
-    strategy: THREE,
+    strategy: SINGLE,
+  },
+  {
+    name: "cumsum_v16",
+    fn: (x) => cumsum(x, "i"),
+    fold: (a, v) => a + v,
+    strategy: { perThread: 16 },
+  },
+  {
+    name: "cumsum_64_tiles_per_chunk",
+    fn: (x) => cumsum(x, "i"),
+    fold: (a, v) => a + v,
+    strategy: { chunkTiles: 64 },
   },
   // The linear scan's chunked kernels, which cumsum no longer uses at this shape.
   { name: "cumsum_linear_scan", fn: (x) => scan("i", 1, x), fold: (a, v) => a + v },
@@ -60,17 +72,17 @@ const VARIANTS: Variant[] = [
   },
   max("cummax"),
   max("cummax_v4", { perThread: 4 }),
-  max("cummax_wg128_v8", { workgroup: 128, perThread: 8 }),
+  max("cummax_v16", { perThread: 16 }),
   max("cummax_wg128_v16", { workgroup: 128, perThread: 16 }),
-  max("cummax_spins_8", { lookbackSpins: 8 }),
-  max("cummax_spins_1024", { lookbackSpins: 1024 }),
+  max("cummax_wg512_v8", { workgroup: 512, perThread: 8 }),
+  max("cummax_64_tiles_per_chunk", { chunkTiles: 64 }),
+  max("cummax_4_tiles_per_chunk", { chunkTiles: 4 }),
   max("cummax_unstaged", { stage: false }),
   max("cummax_memory_scan", { tileScan: "workgroup" }),
-  // The three chunk kernels: today's default tile (8 per thread), the old one (4), and knobs.
-  max("cummax_three_pass", THREE),
-  max("cummax_three_pass_v4", { ...THREE, perThread: 4 }),
-  max("cummax_three_pass_ordered_totals", { ...THREE, commutativeTotals: false }),
-  max("cummax_three_pass_chunks_x4", { ...THREE, chunkTiles: 64 }),
+  max("cummax_ordered_totals", { commutativeTotals: false }),
+  // The single-pass look-back kernel and its polls.
+  max("cummax_single_pass", SINGLE),
+  max("cummax_single_pass_spins_1024", { ...SINGLE, lookbackSpins: 1024 }),
 ];
 
 /** The float64 fold of `x` (the check). */

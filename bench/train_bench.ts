@@ -11,9 +11,10 @@
  *   steps after two warm-up steps, synchronized by reading the loss back at the end.
  * - Scan time: the sum of the kernels' median GPU times (timestamp queries, `benchmark`).
  * - Memory: WebGPU cannot query the device's memory use, so `bufferMiB` is the sum of the sizes
- *   of every buffer the program allocates (weights, moments, inputs, intermediates and
- *   outputs; in-place outputs share their input's buffer). The runtime's staging buffers for
- *   uploads and readback are not counted.
+ *   of every buffer the program allocates (`bufferBytes`: weights, moments, inputs, outputs,
+ *   and intermediates, which share buffers where their lifetimes allow; in-place outputs share
+ *   their input's buffer). The runtime's staging buffers for uploads and readback are not
+ *   counted.
  *
  * @module
  */
@@ -21,7 +22,7 @@
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import { einsum } from "../dsl/einsum.ts";
 import type { Tensor } from "../dsl/tensor.ts";
-import { type BufferKey, elementsOf } from "../codegen/artifact.ts";
+import { elementsOf } from "../codegen/artifact.ts";
 import { mamba2Definition, mambaDefinition, type ModelDefinition } from "../models/definitions.ts";
 import { mambaConfigFromHF } from "../models/mamba.ts";
 import { mamba2ConfigFromHF } from "../models/mamba2.ts";
@@ -183,21 +184,6 @@ function randomWeights(def: ModelDefinition, seed: number): Record<string, Float
   return out;
 }
 
-/** Bytes of the buffers a program allocates (see the module docs). */
-function bufferBytes(
-  kernels: readonly { reads: readonly BufferKey[]; writes: readonly BufferKey[] }[],
-  inputs: readonly BufferKey[],
-  shared: ReadonlySet<BufferKey>,
-): number {
-  const keys = new Set<BufferKey>(inputs);
-  for (const k of kernels) for (const b of [...k.reads, ...k.writes]) keys.add(b);
-  let bytes = 0;
-  for (const key of keys) {
-    if (!shared.has(key)) bytes += Math.max(16, Math.ceil((elementsOf(key) * 4) / 16) * 16);
-  }
-  return bytes;
-}
-
 const MiB = 1024 * 1024;
 
 /** Runs `f` inside validation and out-of-memory error scopes; a captured error is thrown. */
@@ -246,7 +232,9 @@ async function modelStep(
       ResidentProgram.create(
         inputs,
         (t: Record<string, Tensor>) => {
-          const { loss, grads } = lmLossAndGrads(def, t);
+          const { loss, grads } = lmLossAndGrads(def, t, {
+            maxLogitsBytes: ctx.limits.maxStorageBufferBindingSize,
+          });
           const pick = (prefix: string) => Object.fromEntries(names.map((k) => [k, t[prefix + k]]));
           const scalars = { lr: t.lr, bc1: t.bc1, bc2: t.bc2 } as AdamWScalarInputs;
           const step = adamw({ params: pick(""), grads, m: pick("m."), v: pick("v.") }, scalars, {
@@ -279,8 +267,7 @@ async function modelStep(
     for (let i = 0; i < steps; i++) await run();
     const lastLoss = (await prog.read(["loss"])).loss[0];
     const ms = (performance.now() - t1) / steps;
-    const shared = new Set<BufferKey>(Object.keys(state).map((o) => prog.graph.outputs[o]));
-    const bytes = bufferBytes(prog.kernels, prog.graph.inputs, shared);
+    const bytes = prog.bufferBytes;
     return {
       ms,
       tokPerS: (c.b * c.l) / (ms / 1000),
@@ -335,7 +322,7 @@ async function scanBackward(
     return {
       ms,
       tokPerS: (c.b * c.l) / (ms / 1000),
-      bufferMiB: bufferBytes(prog.kernels, prog.graph.inputs, new Set()) / MiB,
+      bufferMiB: prog.bufferBytes / MiB,
       kernels: prog.kernels.length,
       compileS,
       timing: `sum of kernel medians, ${iterations} iterations`,

@@ -1,6 +1,7 @@
 """Torch peers of the training benchmark (bench/train_bench.ts), timed on the GPU machine.
 
-    PYTHONPATH=.peer python3 bench/train_peer.py [--cases ID,...] [--steps N] [--scale full|tiny]
+    PYTHONPATH=.peer python3 bench/train_peer.py [--cases ID,...] [--peers NAME,...] [--steps N]
+        [--scale full|tiny]
 
 One training step (forward, mean next-token cross-entropy, backward, gradient clipping at 1,
 AdamW with weight decay 0.1) of the Mamba-2 and Mamba-1 130M shapes (24 layers, d_model 768,
@@ -226,7 +227,10 @@ def main():
     parser.add_argument("--cases", default="", help="comma-separated case ids (default: all)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--scale", default="full", choices=["full", "tiny"])
+    parser.add_argument("--peers", default="",
+                        help="comma-separated peers to run (default: all), e.g. mamba_ssm_f32")
     args = parser.parse_args()
+    chosen = [p for p in args.peers.split(",") if p]
     all_cases = cases(args.scale)
     # ssmkit-only variants (the `_ssdbwd` compile option) are timed against their base case.
     wanted = [c.replace("_ssdbwd", "") for c in args.cases.split(",") if c]
@@ -253,6 +257,8 @@ def main():
                                         args.steps)),
             ]
         for peer, run in peers:
+            if chosen and peer not in chosen:
+                continue
             row = {"anchor": peer, "case": case_id, "shape": {"b": b, "l": l}}
             try:
                 row.update(run())

@@ -6,6 +6,8 @@
 #   source .gpu/env.sh && bench/train_round.sh                    # every case (logs in $OUT)
 #   TRAIN_CASES=mamba2_130m_step@1x256,scan_bwd@1x512 bench/train_round.sh   # some cases
 #   TRAIN_SCALE=tiny bench/train_round.sh                         # toy shapes: a dry run
+#   TRAIN_PEERS=mamba_ssm_f32,mamba_ssm_bf16_autocast bench/train_round.sh   # some peers
+#   TRAIN_PEER_TIMEOUT=300 TRAIN_SSMKIT_TIMEOUT=300 bench/train_round.sh   # time limits (s)
 #
 # A case that fails on one side (out of memory, over the device's binding limits) shows its
 # one-line reason in the table; the other cases still run. PYTHONPATH gets .peer (mamba_ssm).
@@ -17,11 +19,15 @@ export PYTHONPATH=".peer${PYTHONPATH:+:$PYTHONPATH}"
 scale="${TRAIN_SCALE:-full}"
 steps="${TRAIN_STEPS:-5}"
 cases="${TRAIN_CASES:-}"
+peer_list="${TRAIN_PEERS:-}"
+peer_timeout="${TRAIN_PEER_TIMEOUT:-0}"
+ssmkit_timeout="${TRAIN_SSMKIT_TIMEOUT:-0}"
 
-python3 bench/train_peer.py --scale "$scale" --steps "$steps" ${cases:+--cases "$cases"} \
+timeout "$peer_timeout" python3 bench/train_peer.py --scale "$scale" --steps "$steps" \
+  ${cases:+--cases "$cases"} ${peer_list:+--peers "$peer_list"} \
   > "$out/peer.log" 2> "$out/peer.err"
 echo "train_peer.py exit $? (stderr: $out/peer.err)"
-deno run -A bench/main.ts --only train --train-scale "$scale" --train-steps "$steps" \
+timeout "$ssmkit_timeout" deno run -A bench/main.ts --only train --train-scale "$scale" --train-steps "$steps" \
   ${cases:+--train-cases "$cases"} > "$out/ssmkit.log" 2> "$out/ssmkit.err"
 echo "ssmkit train bench exit $? (stderr: $out/ssmkit.err)"
 

@@ -78,7 +78,8 @@ export interface AssocScanStrategy {
   commutativeTotals?: boolean;
   /**
    * Chunked: one kernel with a decoupled look-back (each tile reads its input once) instead of
-   * the three chunk kernels. Default: wherever the axis spans more than one tile.
+   * the three chunk kernels. Default: off (on the H100 the three kernels took 0.325 ms for 64M
+   * elements and the look-back kernel 0.746 ms: bench/RESULTS.md, 2026-12-05).
    */
   singlePass?: boolean;
   /**
@@ -304,15 +305,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const t = tilingOf(ctx, force);
   const tiles = Math.ceil(ctx.shape.len / t.tile);
-  // The rule: one kernel with look-back wherever the axis spans several tiles (it reads the
-  // input once); the three chunk kernels when forced off or where the tile numbers would not
-  // fit the counter's 31 bits (only forced 1-step tiles get there). One tile per channel is
-  // one kernel either way: the three-pass path's pass 3 alone.
+  // The rule: the three chunk kernels unless the look-back kernel is asked for (it reads the
+  // input once, but measured slower on the H100: its polls wait on predecessors) and the tile
+  // numbers fit the counter's 31 bits. One tile per channel is one kernel either way: the
+  // three-pass path's pass 3 alone.
   const fits = ctx.shape.channels * tiles < 2 ** 31;
   if (force.singlePass && !fits) {
     throw new Error(`${ctx.name}: singlePass needs fewer than 2^31 tiles`);
   }
-  const single = (force.singlePass ?? true) && tiles > 1 && fits;
+  const single = (force.singlePass ?? false) && tiles > 1 && fits;
   return single ? [emitSinglePass(ctx, t, force)] : emitThreePass(ctx, t, force);
 }
 

@@ -13,6 +13,7 @@ import {
   mambaConfigFromHF,
   mambaForward,
   mambaSizes,
+  mambaTrunk,
   mambaWeightInputs,
 } from "./mamba.ts";
 import {
@@ -21,9 +22,11 @@ import {
   mamba2ConfigFromHF,
   mamba2Forward,
   mamba2Sizes,
+  mamba2Trunk,
   mamba2WeightInputs,
 } from "./mamba2.ts";
 import { describeValue } from "./checkpoint/describe.ts";
+import type { ModelTrunk } from "./lm_head.ts";
 
 /** Everything the runner needs to know about one model architecture. */
 export interface ModelDefinition {
@@ -56,6 +59,11 @@ export interface ModelDefinition {
     t: Record<string, Tensor>,
     options: { cached?: boolean; lastOnly?: boolean },
   ): { logits: Tensor } & Record<string, Tensor>;
+  /** The forward pass up to the LM head (for losses that apply the head in pieces). */
+  trunk(
+    t: Record<string, Tensor>,
+    options: { cached?: boolean; lastOnly?: boolean },
+  ): ModelTrunk;
 }
 
 /** With `tie_word_embeddings`, HF's head is the embedding; a stored `lm_head.weight` is unused. */
@@ -86,6 +94,7 @@ export function mambaDefinition(cfg: MambaConfig): ModelDefinition {
     inPlaceCache: (name) => name.endsWith(".ssm"),
     sizes: (b, l) => mambaSizes(cfg, b, l),
     forward: (t, options) => mambaForward(t, cfg, options),
+    trunk: (t, options) => mambaTrunk(t, cfg, options),
   };
 }
 
@@ -103,6 +112,7 @@ export function mamba2Definition(cfg: Mamba2Config): ModelDefinition {
     inPlaceCache: (name) => name.endsWith(".ssm"),
     sizes: (b, l) => mamba2Sizes(cfg, b, l),
     forward: (t, options) => mamba2Forward(t, cfg, options),
+    trunk: (t, options) => mamba2Trunk(t, cfg, options),
   };
 }
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { einsum } from "../dsl/einsum.ts";
+import { type ModelTrunk, withLogits } from "./lm_head.ts";
 import { add } from "../dsl/elementwise.ts";
 import { rmsnorm } from "../dsl/reduce.ts";
 import { pick } from "../dsl/scan.ts";
@@ -141,6 +141,15 @@ export function mambaForward(
   cfg: MambaConfig,
   options: { cached?: boolean; lastOnly?: boolean } = {},
 ): MambaOutputs {
+  return withLogits(mambaTrunk(t, cfg, options));
+}
+
+/** {@link mambaForward} up to the LM head: the final-norm features, the head and the caches. */
+export function mambaTrunk(
+  t: Record<string, Tensor>,
+  cfg: MambaConfig,
+  options: { cached?: boolean; lastOnly?: boolean } = {},
+): ModelTrunk {
   const w = (name: string) => {
     const x = t[name];
     if (!x) throw new Error(`internal: no input ${name}`);
@@ -165,9 +174,7 @@ export function mambaForward(
     out[`cache.${i}.ssm`] = mixed.cache.ssm;
   }
   const head = cfg.tied ? embed : w("lm_head.weight");
-  const normF = w("backbone.norm_f.weight");
-  const logits = options.lastOnly
-    ? einsum("b m, v m -> b v", rmsnorm(pick(x, "l", -1), "m", normF, cfg.eps), head)
-    : einsum("b l m, v m -> b l v", rmsnorm(x, "m", normF, cfg.eps), head);
-  return { ...out, logits };
+  const last = options.lastOnly ? pick(x, "l", -1) : x;
+  const features = rmsnorm(last, "m", w("backbone.norm_f.weight"), cfg.eps);
+  return { caches: out, features, head };
 }

@@ -91,6 +91,11 @@ export interface Program<R extends TraceResult = TraceResult> {
   /** Per-kernel GPU times of the last run made with `{ profile: true }`. */
   readonly lastTimings?: readonly KernelTiming[];
   /**
+   * Bytes of the GPU buffers the program allocated (inputs, outputs and intermediates, the
+   * latter sharing buffers where their lifetimes allow); 0 on the CPU backend.
+   */
+  readonly bufferBytes: number;
+  /**
    * Times the GPU kernels with timestamp queries (median per kernel after warm-up); the CPU
    * backend has nothing to time and throws.
    */
@@ -188,6 +193,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
           return shape<R>(graph, f32);
         }),
       interpret: cpuRun,
+      bufferBytes: 0,
       benchmark: () =>
         settle(() => {
           checkAlive("benchmark");
@@ -208,6 +214,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     get lastTimings() {
       return gpu.lastTimings;
     },
+    bufferBytes: gpu.bufferBytes,
     benchmark: (data, benchOptions) => gpu.benchmark(data, benchOptions),
     destroy: () => {
       destroyed = true;

@@ -22,6 +22,8 @@ import {
   paddedBytes,
 } from "./host_inputs.ts";
 import { storageBytes } from "../codegen/dtypes.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
+import { planBufferReuse } from "./buffer_reuse.ts";
 import { SerialQueue } from "./serial_queue.ts";
 import { BindGroupCache, PipelineCache } from "./gpu_pipelines.ts";
 import {
@@ -64,6 +66,8 @@ export class GpuProgram {
   readonly kernels: readonly KernelArtifact[];
   /** Per-kernel GPU times of the last profiled run. */
   lastTimings?: KernelTiming[];
+  /** Bytes of the buffers this program allocated (not the caller's external ones). */
+  bufferBytes = 0;
   readonly #ctx: GpuContext;
   readonly #program: KernelProgram;
   readonly #buffers = new Map<BufferKey, GPUBuffer>();
@@ -101,15 +105,24 @@ export class GpuProgram {
     const keys = new Set<BufferKey>(program.plan.materialized);
     for (const k of program.kernels) for (const b of [...k.reads, ...k.writes]) keys.add(b);
     const outputOf = new Map([...aliases].map(([i, o]) => [o, i]));
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const bytesOf = (key: BufferKey) => Math.max(16, Math.ceil(storageBytes(key) / 16) * 16);
+    // Intermediates share buffers where their live ranges do not overlap (buffer_reuse.ts).
+    const reuse = planBufferReuse(
+      program.kernels,
+      reusableKeys(program, keys, aliases, external),
+      bytesOf,
+      ctx.limits.maxStorageBufferBindingSize ?? DEFAULT_LIMITS.maxStorageBufferBindingSize,
+    );
+    const slots = reuse.slotBytes.map((size) => device.createBuffer({ size, usage }));
+    p.bufferBytes = reuse.slotBytes.reduce((a, b) => a + b, 0);
     for (const key of keys) {
       if (outputOf.has(key as Node) || p.#buffers.has(key)) continue;
-      const bytes = Math.max(16, Math.ceil(storageBytes(key) / 16) * 16);
+      const slot = reuse.slotOf.get(key);
+      if (slot === undefined) p.bufferBytes += bytesOf(key);
       p.#buffers.set(
         key,
-        device.createBuffer({
-          size: bytes,
-          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-        }),
+        slot !== undefined ? slots[slot] : device.createBuffer({ size: bytesOf(key), usage }),
       );
     }
     for (const [output, input] of outputOf) {
@@ -290,4 +303,27 @@ export class GpuProgram {
       );
     }
   }
+}
+
+/**
+ * The buffers whose contents matter only within one run: not the program's inputs or outputs,
+ * in-place pairs, the caller's buffers, or atomic scratch words that carry state from one run
+ * to the next (the single-pass scan's tile counter).
+ */
+function reusableKeys(
+  program: KernelProgram,
+  keys: ReadonlySet<BufferKey>,
+  aliases: ReadonlyMap<Node, Node>,
+  external: ReadonlyMap<Node, GPUBuffer>,
+): Set<BufferKey> {
+  const kept = new Set<BufferKey>([
+    ...program.graph.inputs,
+    ...Object.values(program.graph.outputs),
+    ...aliases.keys(),
+    ...aliases.values(),
+    ...external.keys(),
+  ]);
+  return new Set(
+    [...keys].filter((k) => !kept.has(k) && !(k.kind === "scratch" && k.dtype !== "f32")),
+  );
 }

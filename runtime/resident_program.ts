@@ -160,6 +160,17 @@ export class ResidentProgram {
     }
   }
 
+  /**
+   * Bytes of every GPU buffer the program holds: its state and constants, and each replica's
+   * inputs, outputs and intermediates (those sharing buffers where their lifetimes allow).
+   */
+  get bufferBytes(): number {
+    let bytes = 0;
+    for (const b of this.#state.values()) bytes += b.size;
+    for (const g of [this.#gpu, ...this.#replicas]) bytes += g.bufferBytes;
+    return bytes;
+  }
+
   /** Sets a state input's values on the device. */
   write(name: string, data: HostArray): void {
     const buffer = this.#state.get(name);

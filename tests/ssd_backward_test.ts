@@ -298,8 +298,9 @@ Deno.test("ssd backward: Mamba-2 130M's training step writes no b·l·h·p·n te
   };
   const fused = generateKernels(graph, limits, { scanBackward: {} });
   const largest = Math.max(...fused.kernels.flatMap(sizesOf));
-  // The logits (b·l·vocab, 0.26 of b·l·h·p·n) are the largest buffer; no state is written.
-  assert.equal(largest, b * l * 50280);
+  // The largest buffer is a piece of the logits (the loss builds them 1 GiB at a time: two
+  // batch rows, 2·l·vocab); no state is written.
+  assert.equal(largest, 2 * l * 50280);
   for (const n of fused.plan.materialized) {
     if (n.axes.includes("v")) continue;
     assert.ok(numel(n) < full / 8, `node ${n.id} [${n.axes.join(" ")}] is materialized`);

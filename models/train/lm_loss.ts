@@ -12,7 +12,7 @@
  */
 
 import { valueAndGrad } from "../../dsl/autodiff.ts";
-import { crossEntropy } from "../../dsl/losses.ts";
+import { linearCrossEntropy } from "../../dsl/linear_cross_entropy.ts";
 import type { Tensor } from "../../dsl/tensor.ts";
 import type { InputDecl } from "../../dsl/trace.ts";
 import type { ModelDefinition } from "../definitions.ts";
@@ -26,9 +26,24 @@ export function lmLossInputs(def: ModelDefinition): Record<string, InputDecl> {
   };
 }
 
+/** Options of {@link lmLoss}. */
+export interface LmLossOptions {
+  /**
+   * The largest piece of logits built at once, in bytes (default 1 GiB): pass the device's
+   * `maxStorageBufferBindingSize`. Larger batches get their head and loss in pieces
+   * (`linearCrossEntropy`), with the same value and gradients.
+   */
+  maxLogitsBytes?: number;
+}
+
 /** The mean cross-entropy of the model's logits at `t.ids` against `t.targets`. */
-export function lmLoss(def: ModelDefinition, t: Record<string, Tensor>): Tensor {
-  return crossEntropy(def.forward(t, { cached: false }).logits, t.targets, "v");
+export function lmLoss(
+  def: ModelDefinition,
+  t: Record<string, Tensor>,
+  options: LmLossOptions = {},
+): Tensor {
+  const { features, head } = def.trunk(t, { cached: false });
+  return linearCrossEntropy(features, head, t.targets, "v", options);
 }
 
 /**
@@ -36,14 +51,18 @@ export function lmLoss(def: ModelDefinition, t: Record<string, Tensor>): Tensor 
  *
  * @param def The model.
  * @param t The program's tensors (see {@link lmLossInputs}).
+ * @param options See {@link LmLossOptions}.
  */
 export function lmLossAndGrads(
   def: ModelDefinition,
   t: Record<string, Tensor>,
+  options: LmLossOptions = {},
 ): { loss: Tensor; grads: Record<string, Tensor> } {
   const names = Object.keys(def.weightInputs());
   const params = Object.fromEntries(names.map((k) => [k, t[k]]));
-  const [loss, grads] = valueAndGrad((p: Record<string, Tensor>) => lmLoss(def, { ...t, ...p }))(
+  const [loss, grads] = valueAndGrad((p: Record<string, Tensor>) =>
+    lmLoss(def, { ...t, ...p }, options)
+  )(
     params,
   );
   return { loss, grads };
@@ -53,8 +72,9 @@ export function lmLossAndGrads(
 export function lmLossAndGradOutputs(
   def: ModelDefinition,
   t: Record<string, Tensor>,
+  options: LmLossOptions = {},
 ): Record<string, Tensor> {
-  const { loss, grads } = lmLossAndGrads(def, t);
+  const { loss, grads } = lmLossAndGrads(def, t, options);
   const out: Record<string, Tensor> = { loss };
   for (const [k, g] of Object.entries(grads)) out[`grad.${k}`] = g;
   return out;

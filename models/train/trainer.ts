@@ -19,10 +19,10 @@
 import { valueAndGrad } from "../../dsl/autodiff.ts";
 import { eq, where } from "../../dsl/elementwise.ts";
 import { arange } from "../../dsl/index_ops.ts";
-import { crossEntropy } from "../../dsl/losses.ts";
+import { linearCrossEntropy } from "../../dsl/linear_cross_entropy.ts";
 import type { Tensor } from "../../dsl/tensor.ts";
 import type { InputDecl } from "../../dsl/trace.ts";
-import type { GpuContext } from "../../runtime/gpu_device.ts";
+import { getGpu, type GpuContext } from "../../runtime/gpu_device.ts";
 import { ResidentProgram } from "../../runtime/resident_program.ts";
 import { type ModelDefinition, modelDefinitionFor } from "../definitions.ts";
 import {
@@ -180,17 +180,20 @@ export class Trainer {
     }
     const optimizer = options.optimizer ?? {};
     adamwDefaults(optimizer);
+    const gpu = options.gpu ?? await getGpu();
+    // The head and loss are built in pieces that one binding can hold (`linearCrossEntropy`).
+    const maxLogitsBytes = gpu.limits.maxStorageBufferBindingSize;
     const stepFn = (t: Record<string, Tensor>) => {
       const pick = (prefix: string) => Object.fromEntries(trained.map((k) => [k, t[prefix + k]]));
       const [loss, grads] = valueAndGrad((p: Record<string, Tensor>) => {
         const w: Record<string, Tensor> = {};
         for (const k of frozen) w[k] = t[k];
         Object.assign(w, lora ? lora.effectiveWeights(w, p) : p);
-        const { logits } = def.forward({ ...w, ids: t.ids }, {
+        const { features, head } = def.trunk({ ...w, ids: t.ids }, {
           cached: false,
           lastOnly: target === "last",
         });
-        return crossEntropy(logits, t.targets, "v" as never);
+        return linearCrossEntropy(features, head, t.targets, "v", { maxLogitsBytes });
       })(pick(""));
       const scalars = { lr: t.lr, bc1: t.bc1, bc2: t.bc2 } as AdamWScalarInputs;
       const step = adamw(
@@ -204,7 +207,7 @@ export class Trainer {
     const program = await ResidentProgram.create(inputs, stepFn, sizes, {
       state: { ...adamwState(trained), history: "history" },
       constant: frozen,
-      gpu: options.gpu,
+      gpu,
       replicas: perSubmit,
     });
     const trainer = new Trainer(options, def, program, trained, frozen, lora);
