@@ -4,8 +4,10 @@
  * lowering forced and with the default choice; each timed run is followed by a float64 check
  * of one head. With `--peer`, FLA's Triton chunk_gated_delta_rule is timed on the same shapes
  * (bench/delta_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
+ * `--sweep` also times the chunked lowering's knobs (chunk length, lanes and threads of the
+ * state pass), the data its defaults are chosen from.
  *
- *     deno run -A bench/delta_bench.ts [--peer] [--shapes 1x8192x32x128,8x2048x16x64]
+ *     deno run -A bench/delta_bench.ts [--peer] [--sweep] [--shapes 1x8192x32x128,8x2048x16x64]
  *       [--iterations 20]
  *
  * `deno task bench --only delta` runs the same measurements (without the peer) from
@@ -103,12 +105,15 @@ export async function deltaBench(
   shapes: readonly DeltaBenchShape[],
   iterations: number,
   gpu?: GpuContext,
+  sweep = false,
 ): Promise<Record<string, unknown>[]> {
   const rows: Record<string, unknown>[] = [];
   for (const s of shapes) {
     const x = deltaInputs(s);
     const want = referenceHead(s, x);
-    for (const [label, strategy] of [["chunked", { mode: "chunked" }], ["default", {}]] as const) {
+    const variants: [string, ScanStrategy][] = [["chunked", { mode: "chunked" }], ["default", {}]];
+    if (sweep) variants.push(...sweepVariants(s));
+    for (const [label, strategy] of variants) {
       const prog = await compile(
         { q: "b t h dk", k: "b t h dk", v: "b t h dv", beta: "b t h", g: "b t h" },
         (t) =>
@@ -119,7 +124,11 @@ export async function deltaBench(
           }).y,
         { b: s.b, t: s.t, h: s.h, dk: s.d, dv: s.d },
         { backend: "gpu", gpu, scan: strategy as ScanStrategy },
-      );
+      ).catch((e) => {
+        rows.push({ bench: "gated_delta_fwd_f32", shape: s, lowering: label, error: String(e) });
+        return undefined;
+      });
+      if (!prog) continue;
       try {
         const probe = await prog.benchmark(x, { warmup: 1, iterations: 2 });
         const warmup = Math.min(200, Math.max(3, Math.ceil(0.3e9 / Math.max(probe.totalNs, 1))));
@@ -149,6 +158,29 @@ export async function deltaBench(
   return rows;
 }
 
+/**
+ * The chunked lowering's knobs to compare (`--sweep`): chunk length 32 or 64, lanes per value
+ * row of the state pass, and its threads per workgroup.
+ */
+function sweepVariants(s: DeltaBenchShape): [string, ScanStrategy][] {
+  const out: [string, ScanStrategy][] = [];
+  for (const c of [32, 64]) {
+    for (const lanes of [2, 4, 8, 16, 32]) {
+      for (const workgroup of [64, 128, 256]) {
+        if (lanes > workgroup) continue;
+        const chunks = Math.ceil(s.t / c);
+        out.push([`chunked_c${c}_lanes${lanes}_wg${workgroup}`, {
+          mode: "chunked",
+          chunks,
+          lanes,
+          workgroup,
+        }]);
+      }
+    }
+  }
+  return out;
+}
+
 /** Runs a peer script (`bench/<name>_peer.py`, FLA's Triton kernels) and returns its JSON rows. */
 export async function peerRows(
   script: string,
@@ -168,13 +200,14 @@ export async function peerRows(
 /** The command line of the (B, T, H, D) benchmarks: `--shapes`, `--iterations`, `--peer`. */
 export function shapeBenchArgs(
   args: string[],
-): { shapes: DeltaBenchShape[]; iterations: number; peer: boolean } {
+): { shapes: DeltaBenchShape[]; iterations: number; peer: boolean; sweep: boolean } {
   const { values } = parseArgs({
     args,
     options: {
       shapes: { type: "string", default: "1x8192x32x128,8x2048x16x64" },
       iterations: { type: "string", default: "20" },
       peer: { type: "boolean", default: false },
+      sweep: { type: "boolean", default: false },
     },
     strict: true,
   });
@@ -182,13 +215,14 @@ export function shapeBenchArgs(
     shapes: parseDeltaShapes(values.shapes),
     iterations: Number(values.iterations),
     peer: values.peer,
+    sweep: values.sweep,
   };
 }
 
 if (import.meta.main) {
   const opts = shapeBenchArgs(Deno.args);
   const shapes = opts.shapes;
-  const ours = await deltaBench(shapes, opts.iterations);
+  const ours = await deltaBench(shapes, opts.iterations, undefined, opts.sweep);
   for (const r of ours) console.log(JSON.stringify(r));
   if (opts.peer) {
     const peer = await peerRows("bench/delta_peer.py", shapes);

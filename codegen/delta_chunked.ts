@@ -205,7 +205,8 @@ ${indent(body, "    ")}
 /**
  * The chunked lowering's three kernels. `maxChunks` (the scan strategy's `chunks`) forces the
  * chunk length: the shortest supported one giving at most that many chunks; `forcedLanes` the
- * state pass's lanes per value row.
+ * state pass's lanes per value row and `passThreads` its threads per workgroup (the strategy's
+ * `workgroup`).
  */
 export function emitDeltaChunked(
   node: DeltaNode,
@@ -216,6 +217,7 @@ export function emitDeltaChunked(
   aliases: ReadonlyMap<Node, Node>,
   maxChunks?: number,
   forcedLanes?: number,
+  passThreads?: number,
 ): KernelArtifact[] {
   const s = deltaShapes(node);
   const c = deltaChunk(s, limits, maxChunks);
@@ -236,5 +238,5 @@ export function emitDeltaChunked(
     }
   }
   const ctx: Context = { node, layout, bufs, materialized, limits, name, aliases };
-  return [prepKernel(ctx), passKernel(ctx, state, forcedLanes), outputKernel(ctx)];
+  return [prepKernel(ctx), passKernel(ctx, state, forcedLanes, passThreads), outputKernel(ctx)];
 }

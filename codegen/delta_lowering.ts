@@ -22,9 +22,10 @@ function stateOf(node: DeltaNode, materialized: ReadonlySet<Node>): DeltaStateNo
 
 /**
  * Kernels computing a delta node's outputs and its final state (when materialized). The
- * scan strategy's `mode` forces the lowering, `lanes` the recurrent kernel's lanes per row
- * and `chunks` the chunked lowering's chunk length: the shortest of 8, 16, 32, 64 giving at most
- * that many chunks.
+ * scan strategy's `mode` forces the lowering, `lanes` the lanes per value row (of the recurrent
+ * kernel or the chunked state pass), `workgroup` the chunked state pass's threads and `chunks`
+ * the chunked lowering's chunk length: the shortest of 8, 16, 32, 64 giving at most that many
+ * chunks.
  */
 export function emitDelta(
   node: DeltaNode,
@@ -46,6 +47,7 @@ export function emitDelta(
       aliases,
       strategy.chunks,
       strategy.lanes,
+      strategy.workgroup,
     );
   }
   return [emitDeltaRecurrent(node, state, materialized, limits, name, aliases, strategy.lanes)];

@@ -37,6 +37,7 @@ export function passKernel(
   ctx: Context,
   state: DeltaStateNode | undefined,
   forcedLanes?: number,
+  forcedThreads?: number,
 ): KernelArtifact {
   const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
   const lanes = deltaLanes(s.dk, ctx.limits, forcedLanes);
@@ -44,7 +45,10 @@ export function passKernel(
   const nv = nk / 4; // vec4s per lane
   const dkp = nk * lanes; // padded keys
   const rowV4 = dkp / 4; // vec4s per staged row
-  const maxThreads = Math.min(PASS_THREADS, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  const maxThreads = Math.min(
+    forcedThreads ?? PASS_THREADS,
+    ctx.limits.maxComputeInvocationsPerWorkgroup,
+  );
   const rows = Math.max(1, Math.min(Math.floor(maxThreads / lanes), s.dv));
   const threads = rows * lanes;
   const blocks = Math.ceil(s.dv / rows);

@@ -127,6 +127,15 @@ Deno.test("deltaRule chunked: one padded chunk of the default length, lanes shar
   });
 });
 
+Deno.test("deltaRule chunked: a state pass of 32 threads, value rows in several blocks", async () => {
+  // 32 threads of 4 lanes: 8 value rows per workgroup, so dv = 19 takes three blocks.
+  await check({ b: 2, t: 37, h: 2, dk: 11, dv: 19 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", chunks: 3, lanes: 4, workgroup: 32 },
+  });
+});
+
 Deno.test("deltaRule chunked: more value columns than one output tile (dv = 70)", async () => {
   await check({ b: 1, t: 23, h: 2, dk: 9, dv: 70 }, {
     gated: true,
