@@ -21,7 +21,7 @@ import { type AssocScanStrategy, emitAssocScan } from "./assoc_scan_kernel.ts";
 import { fusedTree, planFusion } from "./fusion.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { emitMatmulKernel, type MatmulStrategy } from "./matmul_lowering.ts";
-import { emitReduceKernel } from "./reduce_kernel.ts";
+import { emitReduceKernels } from "./reduce_kernel.ts";
 import { emitMaterializedScan } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
@@ -126,7 +126,7 @@ function emitKernel(
     return emitAssocScan(root, core, plan.materialized, limits, name, aliases, options.assocScan);
   }
   if (core?.kind === "reduce") {
-    return [emitReduceKernel(root, core, plan.materialized, limits, name, aliases)];
+    return emitReduceKernels(root, core, plan.materialized, limits, name, aliases);
   }
   if (core?.kind === "contract") {
     return [
