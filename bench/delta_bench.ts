@@ -5,7 +5,8 @@
  * of one head. With `--peer`, FLA's Triton chunk_gated_delta_rule is timed on the same shapes
  * (bench/delta_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
  * `--sweep` also times the chunked lowering's knobs (chunk length, lanes and threads of the
- * state pass), the data its defaults are chosen from.
+ * state pass), the data its defaults are chosen from, and the autotuner's choice
+ * (`chunked_autotuned`, measured into a fresh cache).
  *
  *     deno run -A bench/delta_bench.ts [--peer] [--sweep] [--shapes 1x8192x32x128,8x2048x16x64]
  *       [--iterations 20]
@@ -112,7 +113,7 @@ export async function deltaBench(
     const x = deltaInputs(s);
     const want = referenceHead(s, x);
     const variants: [string, ScanStrategy][] = [["chunked", { mode: "chunked" }], ["default", {}]];
-    if (sweep) variants.push(...sweepVariants(s));
+    if (sweep) variants.push(["chunked_autotuned", { mode: "chunked" }], ...sweepVariants(s));
     for (const [label, strategy] of variants) {
       const prog = await compile(
         { q: "b t h dk", k: "b t h dk", v: "b t h dv", beta: "b t h", g: "b t h" },
@@ -123,7 +124,13 @@ export async function deltaBench(
             value: "dv",
           }).y,
         { b: s.b, t: s.t, h: s.h, dk: s.d, dv: s.d },
-        { backend: "gpu", gpu, scan: strategy as ScanStrategy },
+        {
+          backend: "gpu",
+          gpu,
+          scan: strategy as ScanStrategy,
+          // A fresh cache per run: the row shows what the autotuner picks when it measures.
+          autotune: label.endsWith("autotuned") ? { cacheFile: AUTOTUNE_CACHE } : false,
+        },
       ).catch((e) => {
         rows.push({ bench: "gated_delta_fwd_f32", shape: s, lowering: label, error: String(e) });
         return undefined;
@@ -146,6 +153,7 @@ export async function deltaBench(
           bench: "gated_delta_fwd_f32",
           shape: s,
           lowering: label,
+          choices: prog.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
           ms: r.totalNs / 1e6,
           kernels: r.kernels.map((k) => ({ name: k.name, ms: k.medianNs / 1e6 })),
           head0RelErr: Math.sqrt(diff / norm),
@@ -157,6 +165,8 @@ export async function deltaBench(
   }
   return rows;
 }
+
+const AUTOTUNE_CACHE = `${Deno.makeTempDirSync()}/autotune.json`;
 
 /**
  * The chunked lowering's knobs to compare (`--sweep`): chunk length 32 or 64, lanes per value

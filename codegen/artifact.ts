@@ -9,6 +9,7 @@
 import type { Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
 import { wgslStorageType } from "./dtypes.ts";
+import type { TuningPoint } from "./tuning.ts";
 
 /** A buffer that exists only between kernels of one program (e.g. chunk carries of a scan). */
 export interface ScratchBuffer {
@@ -53,6 +54,8 @@ export interface KernelArtifact {
   readonly writes: readonly BufferKey[];
   /** Which kernel kind produced it. */
   readonly kind: "elementwise" | "reduce" | "matmul" | "scan";
+  /** The strategy choice this kernel embodies, when the autotuner may make it. */
+  readonly tuning?: TuningPoint;
 }
 
 /** Thrown when a kernel needs more storage buffers than the device allows. */

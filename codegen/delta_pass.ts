@@ -19,6 +19,7 @@ import { header, indent } from "./kernel_header.ts";
 import { deltaLanes } from "./delta_recurrent.ts";
 import { batchEnv, clampIndex, DeltaLoads, laneSum } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
+import { tunedChoice } from "./tuning.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 
 /** Threads per workgroup of the state pass (at most). */
@@ -34,6 +35,43 @@ export function passWorkgroupBytes(dk: number, lanes: number): number {
 
 /** Emits the state pass. */
 export function passKernel(
+  ctx: Context,
+  state: DeltaStateNode | undefined,
+  forcedLanes?: number,
+  forcedThreads?: number,
+): KernelArtifact {
+  if (forcedLanes !== undefined || forcedThreads !== undefined) {
+    return emitPass(ctx, state, forcedLanes, forcedThreads);
+  }
+  // A tuning point: lanes per value row × threads per workgroup (occupancy against redundant
+  // staging of W and K rows); the default is the rule's lanes and PASS_THREADS.
+  const { s, c } = ctx.layout;
+  const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
+  const candidates = new Map<string, [number, number]>();
+  for (let lanes = 1; lanes <= deltaLanes(s.dk, ctx.limits, undefined, true); lanes *= 2) {
+    for (const threads of [64, 128, 256]) {
+      if (threads <= maxThreads && lanes <= threads) {
+        candidates.set(`lanes${lanes}_wg${threads}`, [lanes, threads]);
+      }
+    }
+  }
+  const byDefault = `lanes${deltaLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
+  const key = `delta-pass b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
+  const chosen = tunedChoice(ctx.limits, key, candidates.keys()) ?? byDefault;
+  const [lanes, threads] = candidates.get(chosen) ?? [undefined, undefined];
+  return {
+    ...emitPass(ctx, state, lanes, threads),
+    tuning: {
+      key,
+      chosen,
+      alternatives: () =>
+        [...candidates].map(([name, [l, t]]) => [name, emitPass(ctx, state, l, t)]),
+    },
+  };
+}
+
+/** Emits the state pass with `forcedLanes` lanes per row and `forcedThreads` threads. */
+function emitPass(
   ctx: Context,
   state: DeltaStateNode | undefined,
   forcedLanes?: number,

@@ -28,11 +28,20 @@ const WORKGROUP = 64;
 /** Keys one lane holds in registers, at most, before more lanes share a row. */
 const KEYS_PER_LANE = 16;
 
-/** Lanes per value row: a power of two ≤ the subgroup size, 1 without subgroups. */
-export function deltaLanes(dk: number, limits: DeviceLimits, forced?: number): number {
+/**
+ * Lanes per value row: a power of two ≤ the subgroup size, 1 without subgroups (`forced` when
+ * given and valid). With `largest`, the most lanes the device allows.
+ */
+export function deltaLanes(
+  dk: number,
+  limits: DeviceLimits,
+  forced?: number,
+  largest = false,
+): number {
   const maxLanes = limits.subgroups && limits.subgroupMinSize >= 2
     ? Math.min(limits.subgroupMinSize, 32)
     : 1;
+  if (largest) return maxLanes;
   if (forced !== undefined) {
     if (forced < 1 || (forced & (forced - 1)) !== 0 || forced > maxLanes) {
       throw new Error(

@@ -23,6 +23,11 @@ export interface DeviceLimits {
   subgroups: boolean;
   /** Smallest subgroup size the device may use (0 when unknown). */
   subgroupMinSize: number;
+  /**
+   * Strategy choices the autotuner measured on this device, tuning key → candidate name
+   * (codegen/tuning.ts); absent: every tuning point takes its default.
+   */
+  tuned?: ReadonlyMap<string, string>;
 }
 
 /** WebGPU's default limits (what any conforming device offers). */

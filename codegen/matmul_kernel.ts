@@ -226,9 +226,36 @@ export function selectMatmulTile(
   shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
   limits: MatmulLimits,
 ): Required<MatmulTile> {
-  let best: Required<MatmulTile> | undefined;
+  const name = modelChoice(shape, limits);
+  return matmulCandidates(shape, limits).get(name)!;
+}
+
+/** The name of the candidate {@link selectMatmulTile} picks (the lowest modelled time). */
+export function modelChoice(
+  shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
+  limits: MatmulLimits,
+): string {
+  let best: string | undefined;
   let bestCost = Infinity;
-  for (const cal of Object.values(CALIBRATED)) {
+  for (const [name, t] of matmulCandidates(shape, limits)) {
+    const cost = modelSeconds(t, CALIBRATED[name], shape);
+    if (cost < bestCost) [best, bestCost] = [name, cost];
+  }
+  if (!best) throw new Error("matmul: no tile config fits the device limits");
+  return best;
+}
+
+/**
+ * The shipped tile configs adapted to a shape and the device (a shorter K slice for tiny K, one
+ * stage or a smaller K split where memory or threads are short), by name; those that still do
+ * not fit are left out. The autotuner times these; the cost model picks among them otherwise.
+ */
+export function matmulCandidates(
+  shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
+  limits: MatmulLimits,
+): Map<string, Required<MatmulTile>> {
+  const out = new Map<string, Required<MatmulTile>>();
+  for (const [name, cal] of Object.entries(CALIBRATED)) {
     let t = { ...cal.tile };
     // Tiny K: shorten the K slice (and the K split with it).
     while (t.tileK / 2 >= shape.K && t.tileK / 2 >= 4) {
@@ -238,12 +265,9 @@ export function selectMatmulTile(
     while (!fits(t, shape, limits) && t.kSplit > 1) {
       t = { ...t, kSplit: t.kSplit / 2, tileK: t.tileK / 2 };
     }
-    if (!fits(t, shape, limits)) continue;
-    const cost = modelSeconds(t, cal, shape);
-    if (cost < bestCost) [best, bestCost] = [t, cost];
+    if (fits(t, shape, limits)) out.set(name, t);
   }
-  if (!best) throw new Error("matmul: no tile config fits the device limits");
-  return best;
+  return out;
 }
 
 function fits(

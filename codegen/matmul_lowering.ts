@@ -14,7 +14,14 @@ import { BindingRegistry, checkIndexable, type KernelArtifact } from "./artifact
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import { storeEnv, storeViews } from "./store_view.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { emitMatmul, type HalfOrF32, type MatmulKernelSpec } from "./matmul_kernel.ts";
+import {
+  emitMatmul,
+  type HalfOrF32,
+  matmulCandidates,
+  type MatmulKernelSpec,
+  modelChoice,
+} from "./matmul_kernel.ts";
+import { tunedChoice } from "./tuning.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
 import { combineWgsl, initWgsl } from "./reduce_kernel.ts";
 import { emitGemv, GEMV_MAX_ROWS, gemvWorkgroups } from "./gemv_kernel.ts";
@@ -308,15 +315,30 @@ function emitWith(
     aDirect,
     bDirect,
   };
-  const kernel = emitMatmul(spec, limits);
+  // The tile config: the autotuner's measured choice for this shape, else the cost model's.
+  const candidates = matmulCandidates(spec, limits);
+  const key = `matmul b${spec.batch} m${spec.M} n${spec.N} k${spec.K} ` +
+    `a:${aDirect ? "direct" : "hook"} b:${bDirect ? "direct" : "hook"}`;
+  const chosen = tunedChoice(limits, key, candidates.keys()) ?? modelChoice(spec, limits);
+  const artifactWith = (tile: string): KernelArtifact => {
+    const kernel = emitMatmul({ ...spec, tile: candidates.get(tile) }, limits);
+    return {
+      name,
+      wgsl: `// ${name}: matmul batch=${spec.batch} M=${spec.M} N=${spec.N} K=${spec.K} ` +
+        `(loads: ${kernel.loads.a}/${kernel.loads.b}, tile ${tile})\n${kernel.wgsl}`,
+      workgroups: kernel.workgroups,
+      reads: registry.reads,
+      writes: registry.writes,
+      kind: "matmul",
+    };
+  };
   return {
-    name,
-    wgsl: `// ${name}: matmul batch=${spec.batch} M=${spec.M} N=${spec.N} K=${spec.K} ` +
-      `(loads: ${kernel.loads.a}/${kernel.loads.b})\n${kernel.wgsl}`,
-    workgroups: kernel.workgroups,
-    reads: registry.reads,
-    writes: registry.writes,
-    kind: "matmul",
+    ...artifactWith(chosen),
+    tuning: {
+      key,
+      chosen,
+      alternatives: () => [...candidates.keys()].map((t) => [t, artifactWith(t)]),
+    },
   };
 }
 

@@ -15,7 +15,12 @@ import {
   type TraceResult,
 } from "../dsl/trace.ts";
 import type { KernelArtifact } from "../codegen/artifact.ts";
-import { generateKernels } from "../codegen/compile_graph.ts";
+import {
+  type CodegenOptions,
+  generateKernels,
+  type KernelProgram,
+} from "../codegen/compile_graph.ts";
+import { autotune, type AutotuneOptions } from "./autotune.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { ScanBackwardStrategy } from "../codegen/scan_backward_kernel.ts";
 import type { SsdBackwardStrategy } from "../codegen/ssd_backward.ts";
@@ -66,6 +71,12 @@ export interface CompileOptions {
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).
    */
   inPlace?: Record<string, string>;
+  /**
+   * Time the candidate strategies of the program's tunable kernels (matmul tiles, the delta
+   * rule's state pass) on this adapter and use the fastest, cached on disk per adapter and
+   * shape (runtime/autotune.ts). Default off: every kernel takes its default strategy.
+   */
+  autotune?: boolean | AutotuneOptions;
 }
 
 /** What `run` returns: one array for a single-tensor program, else a record. */
@@ -122,6 +133,25 @@ export function deviceLimits(ctx: GpuContext): DeviceLimits {
 }
 
 /**
+ * `program` regenerated with the autotuner's choices for its tuning points (measured now or
+ * read from the cache); `program` itself when every choice is its default.
+ */
+export async function tunedProgram(
+  ctx: GpuContext,
+  graph: Graph,
+  limits: DeviceLimits,
+  codegenOptions: CodegenOptions,
+  program: KernelProgram,
+  autotuneOption: true | AutotuneOptions,
+): Promise<KernelProgram> {
+  const tuned = await autotune(ctx, program.kernels, autotuneOption === true ? {} : autotuneOption);
+  const changed = program.kernels.some((k) =>
+    k.tuning && tuned.has(k.tuning.key) && tuned.get(k.tuning.key) !== k.tuning.chosen
+  );
+  return changed ? generateKernels(graph, { ...limits, tuned }, codegenOptions) : program;
+}
+
+/**
  * Compiles `fn` for the given inputs and axis sizes:
  * ```ts
  * const prog = await compile({ x: "b l d", A: "d n" }, ({ x, A }) => einsum("b l d, d n -> b l n", x, A),
@@ -153,7 +183,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     }
   }
   const aliases = resolveInPlace(graph, options.inPlace ?? {});
-  const program = generateKernels(graph, ctx ? deviceLimits(ctx) : DEFAULT_LIMITS, {
+  const codegenOptions = {
     scan: options.scan,
     matmul: options.matmul,
     assocScan: options.assocScan,
@@ -163,7 +193,12 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     horizontal: options.horizontal,
     ssdBackward: options.ssdBackward,
     aliases,
-  });
+  };
+  const limits = ctx ? deviceLimits(ctx) : DEFAULT_LIMITS;
+  let program = generateKernels(graph, limits, codegenOptions);
+  if (ctx && options.autotune) {
+    program = await tunedProgram(ctx, graph, limits, codegenOptions, program, options.autotune);
+  }
   let destroyed = false;
   const checkAlive = (method: string) => {
     if (destroyed) {

@@ -36,7 +36,8 @@ import {
   type TraceResult,
 } from "../dsl/trace.ts";
 import { generateKernels, type KernelProgram } from "../codegen/compile_graph.ts";
-import { deviceLimits } from "./compile.ts";
+import { deviceLimits, tunedProgram } from "./compile.ts";
+import type { AutotuneOptions } from "./autotune.ts";
 import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
 import { getGpu, type GpuContext } from "./gpu_device.ts";
 import { submitDispatches } from "./gpu_submit.ts";
@@ -74,6 +75,8 @@ export interface ResidentOptions {
   horizontal?: boolean;
   /** Scalar-decay scans' decay gradients without states (codegen/ssd_backward.ts; opt-in). */
   ssdBackward?: SsdBackwardStrategy;
+  /** Time the tunable kernels' candidates on this adapter (see `CompileOptions.autotune`). */
+  autotune?: boolean | AutotuneOptions;
 }
 
 /** A compiled program with device-resident, in-place-updated state (see the module docs). */
@@ -117,12 +120,17 @@ export class ResidentProgram {
     const graph = trace(inputs, fn, sizes);
     const aliases = resolveState(graph, options.state);
     const ctx = options.gpu ?? await getGpu();
-    const program = generateKernels(graph, deviceLimits(ctx), {
+    const codegenOptions = {
       aliases,
       scanBackward: options.scanBackward,
       horizontal: options.horizontal ?? true,
       ssdBackward: options.ssdBackward,
-    });
+    };
+    const limits = deviceLimits(ctx);
+    let program = generateKernels(graph, limits, codegenOptions);
+    if (options.autotune) {
+      program = await tunedProgram(ctx, graph, limits, codegenOptions, program, options.autotune);
+    }
     // A rewrite may have rebuilt the outputs; the program names the nodes it writes.
     const inPlace = (program.aliases ?? aliases) as ReadonlyMap<InputNode, Node>;
     checkInPlace(program, inPlace);

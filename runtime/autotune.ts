@@ -1,0 +1,179 @@
+/**
+ * The autotuner: for each tuning point of a program (codegen/tuning.ts: a matmul's tile config,
+ * the chunked delta rule's state-pass lanes and threads), every candidate kernel is timed alone
+ * on the user's adapter, on zero-filled buffers of its bindings' sizes, and the fastest wins. The
+ * choices are cached on disk per adapter and key, so a shape is tuned once per machine, as
+ * Triton's `autotune` and tinygrad's BEAM do. Without timestamp queries the defaults stay (with
+ * a notice); programs compiled without `autotune` never time anything, so their code is
+ * deterministic.
+ *
+ * The cache is one JSON file (default `$XDG_CACHE_HOME/ssmkit/autotune.json`, else
+ * `~/.cache/ssmkit/autotune.json`):
+ *
+ * ```json
+ * { "version": 1,
+ *   "adapters": { "nvidia / hopper / NVIDIA H100 80GB HBM3": {
+ *     "matmul b1 m16384 n768 k1536 a:direct b:direct":
+ *       { "choice": "t128x128k16", "ns": { "t64x128k8": 412000, "t128x128k16": 371000 } } } } }
+ * ```
+ *
+ * Deleting the file (or an adapter's entry) makes the next compile measure again.
+ *
+ * @module
+ */
+
+import { type BufferKey, type KernelArtifact } from "../codegen/artifact.ts";
+import { storageBytes } from "../codegen/dtypes.ts";
+import type { GpuContext } from "./gpu_device.ts";
+import { pipelineCacheFor } from "./program.ts";
+import { timeDispatches } from "./gpu_submit.ts";
+
+/** Options of the autotuner (`compile(…, { autotune })`). */
+export interface AutotuneOptions {
+  /** The cache file (default: see the module documentation). */
+  cacheFile?: string;
+  /** Timed runs per candidate after 3 warm-up runs (default 10). */
+  iterations?: number;
+}
+
+/** One cached decision: the winner and every candidate's median time. */
+export interface TunedEntry {
+  /** The fastest candidate. */
+  choice: string;
+  /** Median GPU time per candidate, in ns (candidates that failed to compile are absent). */
+  ns: Record<string, number>;
+}
+
+interface CacheFile {
+  version: 1;
+  adapters: Record<string, Record<string, TunedEntry>>;
+}
+
+/** The adapter's cache key: vendor, architecture and description. */
+export function adapterKey(ctx: GpuContext): string {
+  const a = ctx.adapterInfo;
+  return [a.vendor, a.architecture, a.description].map((s) => s || "?").join(" / ");
+}
+
+/** The default cache file path. */
+export function defaultCacheFile(): string {
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
+  return `${xdg ?? `${home}/.cache`}/ssmkit/autotune.json`;
+}
+
+let warnedNoTimer = false;
+
+/**
+ * The tuned choices for `kernels`' tuning points on `ctx`: cached ones, and new ones measured
+ * now (then written to the cache). Returns every cached choice of this adapter (key → choice).
+ *
+ * @throws Error naming the cache file when it exists but is not an ssmkit autotune cache.
+ */
+export async function autotune(
+  ctx: GpuContext,
+  kernels: readonly KernelArtifact[],
+  options: AutotuneOptions = {},
+): Promise<Map<string, string>> {
+  const file = options.cacheFile ?? defaultCacheFile();
+  const cache = await readCache(file);
+  const adapter = adapterKey(ctx);
+  const entries = cache.adapters[adapter] ??= {};
+  const pending = new Map<string, KernelArtifact>();
+  for (const k of kernels) {
+    if (k.tuning && !entries[k.tuning.key] && !pending.has(k.tuning.key)) {
+      pending.set(k.tuning.key, k);
+    }
+  }
+  if (pending.size > 0 && !ctx.features.timestampQuery) {
+    if (!warnedNoTimer) {
+      console.error(
+        "ssmkit autotune: this adapter has no timestamp queries, so nothing is timed; " +
+          "every kernel keeps its default strategy",
+      );
+      warnedNoTimer = true;
+    }
+    pending.clear();
+  }
+  for (const [key, kernel] of pending) {
+    entries[key] = await timeCandidates(ctx, kernel, options.iterations ?? 10);
+  }
+  if (pending.size > 0) await writeCache(file, cache);
+  return new Map(Object.entries(entries).map(([k, e]) => [k, e.choice]));
+}
+
+/** Times every candidate of `kernel`'s tuning point alone; the fastest is the choice. */
+async function timeCandidates(
+  ctx: GpuContext,
+  kernel: KernelArtifact,
+  iterations: number,
+): Promise<TunedEntry> {
+  const point = kernel.tuning!;
+  const buffers = new Map<BufferKey, GPUBuffer>();
+  const bufferOf = (key: BufferKey) => {
+    let b = buffers.get(key);
+    if (!b) {
+      b = ctx.device.createBuffer({
+        size: Math.max(16, Math.ceil(storageBytes(key) / 16) * 16),
+        usage: GPUBufferUsage.STORAGE,
+      });
+      buffers.set(key, b);
+    }
+    return b;
+  };
+  const ns: Record<string, number> = {};
+  try {
+    for (const [name, artifact] of point.alternatives()) {
+      ctx.device.pushErrorScope("validation");
+      let median: number | undefined;
+      try {
+        const source = { name: artifact.name, wgsl: artifact.wgsl };
+        const dispatch = {
+          kernel: source,
+          pipeline: await pipelineCacheFor(ctx).get(source),
+          buffers: [...artifact.reads, ...artifact.writes].map(bufferOf),
+          workgroups: [...artifact.workgroups] as [number, number, number],
+        };
+        [{ medianNs: median }] = await timeDispatches(ctx, [dispatch], { warmup: 3, iterations });
+      } catch {
+        // A candidate the device rejects is not a choice; the others still are.
+      }
+      const error = await ctx.device.popErrorScope();
+      if (!error && median !== undefined) ns[name] = median;
+    }
+  } finally {
+    for (const b of buffers.values()) b.destroy();
+  }
+  const ranked = Object.entries(ns).sort((a, b) => a[1] - b[1]);
+  return { choice: ranked.length > 0 ? ranked[0][0] : point.chosen, ns };
+}
+
+async function readCache(file: string): Promise<CacheFile> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { version: 1, adapters: {} };
+    throw new Error(`autotune: cannot read the cache ${file}: ${(e as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`autotune: ${file} is not JSON (delete it to measure again)`);
+  }
+  const c = parsed as CacheFile;
+  if (c?.version !== 1 || typeof c.adapters !== "object" || c.adapters === null) {
+    throw new Error(`autotune: ${file} is not an ssmkit autotune cache (version 1)`);
+  }
+  return c;
+}
+
+/** Writes the cache through a temporary file and a rename, so a reader never sees half of it. */
+async function writeCache(file: string, cache: CacheFile): Promise<void> {
+  const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = `${file}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, JSON.stringify(cache, null, 1) + "\n");
+  await Deno.rename(tmp, file);
+}

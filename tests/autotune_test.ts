@@ -1,0 +1,136 @@
+// The autotuner (runtime/autotune.ts): a matmul's tile configs and the chunked delta rule's
+// state-pass variants are timed on the adapter and cached per adapter and key; a cached choice
+// is used without timing again (a planted choice shows it); the tuned program still agrees with
+// the interpreter; a broken cache file is a one-line error; without `autotune` nothing is timed.
+import assert from "node:assert/strict";
+import { deltaRule } from "../dsl/delta.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { compile } from "../runtime/compile.ts";
+import { adapterKey } from "../runtime/autotune.ts";
+import { getGpu } from "../runtime/gpu_device.ts";
+import { assertClose, freshSeed, rng } from "./util.ts";
+
+const MATMUL = { x: "m k", w: "k n" } as const;
+const SIZES = { m: 37, k: 29, n: 45 };
+const matmul = (t: { x: unknown; w: unknown }) =>
+  einsum("m k, k n -> m n", t.x as never, t.w as never);
+
+function randomInputs(seed: number) {
+  const next = rng(seed);
+  return {
+    x: Float32Array.from({ length: 37 * 29 }, () => next() - 0.5),
+    w: Float32Array.from({ length: 29 * 45 }, () => next() - 0.5),
+  };
+}
+
+type Cache = {
+  version: 1;
+  adapters: Record<string, Record<string, { choice: string; ns: Record<string, number> }>>;
+};
+
+Deno.test("autotune: a matmul's tile configs are timed, cached, and the winner used", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  try {
+    const prog = await compile(MATMUL, matmul, SIZES, {
+      backend: "gpu",
+      autotune: { cacheFile, iterations: 2 },
+    });
+    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
+    const entries = cache.adapters[adapterKey(await getGpu())];
+    const key = Object.keys(entries).find((k) => k.startsWith("matmul b1 m37 n45 k29"));
+    assert.ok(key, `no matmul entry: ${Object.keys(entries)}`);
+    const entry = entries[key];
+    assert.ok(Object.keys(entry.ns).length >= 3, `timed ${Object.keys(entry.ns)}`);
+    const fastest = Object.entries(entry.ns).sort((a, b) => a[1] - b[1])[0][0];
+    assert.equal(entry.choice, fastest);
+    assert.match(prog.kernels[0].wgsl, new RegExp(`tile ${entry.choice}\\)`));
+    const data = randomInputs(seed);
+    assertClose(await prog.run(data), prog.interpret(data), 1e-4, `seed ${seed}`);
+    prog.destroy();
+
+    // Plant another candidate: the next compile reads it and times nothing.
+    const other = Object.keys(entry.ns).find((n) => n !== entry.choice)!;
+    entry.choice = other;
+    await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+    const before = (await Deno.stat(cacheFile)).mtime?.getTime();
+    const again = await compile(MATMUL, matmul, SIZES, { backend: "gpu", autotune: { cacheFile } });
+    assert.match(again.kernels[0].wgsl, new RegExp(`tile ${other}\\)`));
+    assertClose(await again.run(data), again.interpret(data), 1e-4, `planted, seed ${seed}`);
+    again.destroy();
+    assert.equal((await Deno.stat(cacheFile)).mtime?.getTime(), before, "the cache was rewritten");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("autotune: the chunked delta rule's state pass is a tuning point", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 1, t: 21, h: 2, dk: 8, dv: 6 };
+  const inputs = {
+    q: "b t h dk",
+    k: "b t h dk",
+    v: "b t h dv",
+    beta: "b t h",
+    g: "b t h",
+  } as const;
+  try {
+    const prog = await compile(
+      inputs,
+      (t) =>
+        deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
+          time: "t",
+          key: "dk",
+          value: "dv",
+        }).y,
+      sizes,
+      {
+        backend: "gpu",
+        scan: { mode: "chunked", chunks: 3 },
+        autotune: { cacheFile, iterations: 2 },
+      },
+    );
+    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
+    const keys = Object.keys(cache.adapters[adapterKey(await getGpu())]);
+    assert.ok(keys.some((k) => k.startsWith("delta-pass b2 t21 c8 dk8 dv6")), `${keys}`);
+    const data: Record<string, Float32Array> = {};
+    for (const inp of prog.graph.inputs) {
+      const n = inp.shape.reduce((a, s) => a * s, 1);
+      data[inp.name] = Float32Array.from(
+        { length: n },
+        () => inp.name === "beta" ? next() : inp.name === "g" ? -next() : next() - 0.5,
+      );
+    }
+    assertClose(await prog.run(data), prog.interpret(data), 1e-4, `seed ${seed}`);
+    prog.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("autotune: a broken cache file is a one-line error; no autotune writes nothing", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  try {
+    await Deno.writeTextFile(cacheFile, "{ not json");
+    await assert.rejects(
+      compile(MATMUL, matmul, SIZES, { backend: "gpu", autotune: { cacheFile } }),
+      (e: Error) => /is not JSON/.test(e.message) && !e.message.includes("\n"),
+    );
+    await Deno.writeTextFile(cacheFile, JSON.stringify({ version: 7 }));
+    await assert.rejects(
+      compile(MATMUL, matmul, SIZES, { backend: "gpu", autotune: { cacheFile } }),
+      /not an ssmkit autotune cache/,
+    );
+    await Deno.remove(cacheFile);
+    const plain = await compile(MATMUL, matmul, SIZES, { backend: "gpu" });
+    plain.destroy();
+    await assert.rejects(Deno.stat(cacheFile), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
