@@ -96,6 +96,7 @@ export {
 } from "./dsl/assoc_scan.ts";
 export { grad, type Outputs, type Params, type Scalar, valueAndGrad, vjp } from "./dsl/autodiff.ts";
 export { crossEntropy, type LossOptions, mse, type Reduction } from "./dsl/losses.ts";
+export { linearCrossEntropy, type LinearCrossEntropyOptions } from "./dsl/linear_cross_entropy.ts";
 export type { InputDecl, InputSpec, Sizes, TensorsOf, TraceResult } from "./dsl/trace.ts";
 export type { DType, FloatDType } from "./dsl/ir.ts";
 export { cast } from "./dsl/cast.ts";
@@ -112,6 +113,7 @@ export {
 } from "./runtime/compile.ts";
 export type { RunOptions } from "./runtime/program.ts";
 export type { KernelTiming } from "./runtime/gpu_submit.ts";
+export type { AutotuneOptions } from "./runtime/autotune.ts";
 export { type HostArray, interpret } from "./runtime/interpreter.ts";
 export {
   acquireGpu,
@@ -188,6 +190,7 @@ export {
   type TextTokenizer,
 } from "./models/checkpoint/tokenizer.ts";
 export { type ModelDefinition, modelDefinitionFor } from "./models/definitions.ts";
+export type { ModelTrunk } from "./models/lm_head.ts";
 export {
   mambaMixer,
   type MambaMixerCache,

@@ -49,6 +49,8 @@ export type TrainCase =
     l: number;
     /** Compile the decay gradients with the state-free SSD backward (`ssdBackward`). */
     ssdBackward?: boolean;
+    /** Autotune the step's tunable kernels first (a fresh cache: the tuning is not timed). */
+    autotune?: boolean;
   }
   | { name: string; kind: "scan"; b: number; l: number; d: number; n: number };
 
@@ -121,6 +123,14 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
       b: 8,
       l: 2048,
       ssdBackward: true,
+    },
+    {
+      name: "mamba2_130m_step_autotuned",
+      kind: "mamba2",
+      config: MAMBA2_130M,
+      b: 8,
+      l: 2048,
+      autotune: true,
     },
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 8, l: 2048 },
     { name: "scan_bwd", kind: "scan", b: 8, l: 4096, d: 1536, n: 16 },
@@ -244,7 +254,14 @@ async function modelStep(
           return { ...adamwOutputs(step), loss };
         },
         def.sizes(c.b, c.l),
-        { state, gpu: ctx, ...(c.ssdBackward ? { ssdBackward: {} } : {}) },
+        {
+          state,
+          gpu: ctx,
+          ...(c.ssdBackward ? { ssdBackward: {} } : {}),
+          ...(c.autotune
+            ? { autotune: { cacheFile: `${Deno.makeTempDirSync()}/autotune.json`, iterations: 5 } }
+            : {}),
+        },
       ),
   );
   const compileS = (performance.now() - t0) / 1000;

@@ -232,8 +232,8 @@ def main():
     args = parser.parse_args()
     chosen = [p for p in args.peers.split(",") if p]
     all_cases = cases(args.scale)
-    # ssmkit-only variants (the `_ssdbwd` compile option) are timed against their base case.
-    wanted = [c.replace("_ssdbwd", "") for c in args.cases.split(",") if c]
+    # ssmkit-only variants (the `_ssdbwd`, `_autotuned` options) are timed against their base case.
+    wanted = [c.replace("_ssdbwd", "").replace("_autotuned", "") for c in args.cases.split(",") if c]
     unknown = [c for c in wanted if c not in [x[0] for x in all_cases]]
     if unknown:
         sys.exit(f"train_peer.py: unknown case(s) {unknown}; known: {[x[0] for x in all_cases]}")

@@ -9,7 +9,6 @@
 import type { Node } from "../dsl/ir.ts";
 import { numel } from "../dsl/ir.ts";
 import { wgslStorageType } from "./dtypes.ts";
-import type { TuningPoint } from "./tuning.ts";
 
 /** A buffer that exists only between kernels of one program (e.g. chunk carries of a scan). */
 export interface ScratchBuffer {
@@ -38,6 +37,18 @@ export function scratch(
 /** Elements of a buffer key. */
 export function elementsOf(key: BufferKey): number {
   return key.kind === "scratch" ? key.elements : numel(key);
+}
+
+/**
+ * A kernel's tuning point (codegen/tuning.ts): the decision's key and its candidates.
+ */
+export interface TuningPoint {
+  /** The decision, by the shapes it depends on (e.g. `matmul b1 m2048 n768 k1536 a:direct b:hook`). */
+  readonly key: string;
+  /** The candidate this kernel was emitted with. */
+  readonly chosen: string;
+  /** Emits the kernel once per candidate (same bindings, another strategy), by name. */
+  readonly alternatives: () => [string, KernelArtifact][];
 }
 
 /** One generated kernel. Bindings: `reads` first, then `writes`, in order. */

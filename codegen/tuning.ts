@@ -9,18 +9,9 @@
  * @module
  */
 
-import type { KernelArtifact } from "./artifact.ts";
 import type { DeviceLimits } from "./limits.ts";
 
-/** A kernel's tuning point: the decision's key and its candidates. */
-export interface TuningPoint {
-  /** The decision, by the shapes it depends on (e.g. `matmul b1 m2048 n768 k1536 a:direct b:hook`). */
-  readonly key: string;
-  /** The candidate this kernel was emitted with. */
-  readonly chosen: string;
-  /** Emits the kernel once per candidate (same bindings, another strategy), by name. */
-  readonly alternatives: () => [string, KernelArtifact][];
-}
+export type { TuningPoint } from "./artifact.ts";
 
 /**
  * The candidate the autotuner chose for `key` on this device, if it is one of `candidates`;

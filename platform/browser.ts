@@ -35,4 +35,7 @@ export const platform: Platform = {
   },
   writeFileAtomic: (path) => noFileSystem("cannot write", path),
   writeTextFile: (dir, name) => noFileSystem("cannot write", `${dir}/${name}`),
+  makeDir: (path) => noFileSystem("cannot create", path),
+  cacheDir: () => undefined,
+  readTextFile: (path) => noFileSystem("cannot read", path),
 };

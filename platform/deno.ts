@@ -76,4 +76,21 @@ export const platform: Platform = {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(`${dir}/${name}`, text);
   },
+  makeDir: (path) => Deno.mkdir(path, { recursive: true }),
+  cacheDir() {
+    if (envReadable("XDG_CACHE_HOME")) {
+      const xdg = Deno.env.get("XDG_CACHE_HOME");
+      if (xdg) return xdg;
+    }
+    const home = envReadable("HOME") ? Deno.env.get("HOME") : undefined;
+    return home ? `${home}/.cache` : undefined;
+  },
+  async readTextFile(path) {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  },
 };

@@ -48,4 +48,21 @@ export interface Platform {
    * @throws Error in a browser.
    */
   writeTextFile(dir: string, name: string, text: string): Promise<void>;
+  /**
+   * Creates a directory and its parents (nothing when it exists).
+   *
+   * @throws Error in a browser.
+   */
+  makeDir(path: string): Promise<void>;
+  /**
+   * The directory for caches (`$XDG_CACHE_HOME`, else `~/.cache`), or undefined where there is
+   * no file system (a browser) or the environment cannot be read without a permission prompt.
+   */
+  cacheDir(): string | undefined;
+  /**
+   * Reads a whole text file; undefined when it does not exist.
+   *
+   * @throws Error in a browser.
+   */
+  readTextFile(path: string): Promise<string | undefined>;
 }

@@ -17,7 +17,9 @@
  *       { "choice": "t128x128k16", "ns": { "t64x128k8": 412000, "t128x128k16": 371000 } } } } }
  * ```
  *
- * Deleting the file (or an adapter's entry) makes the next compile measure again.
+ * Deleting the file (or an adapter's entry) makes the next compile measure again. Where there is
+ * no file system (a web page) or no cache directory, choices are kept in memory for the page's
+ * or process's lifetime.
  *
  * @module
  */
@@ -27,6 +29,7 @@ import { storageBytes } from "../codegen/dtypes.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { pipelineCacheFor } from "./program.ts";
 import { timeDispatches } from "./gpu_submit.ts";
+import { platform } from "../platform/current.ts";
 
 /** Options of the autotuner (`compile(…, { autotune })`). */
 export interface AutotuneOptions {
@@ -55,12 +58,14 @@ export function adapterKey(ctx: GpuContext): string {
   return [a.vendor, a.architecture, a.description].map((s) => s || "?").join(" / ");
 }
 
-/** The default cache file path. */
-export function defaultCacheFile(): string {
-  const xdg = Deno.env.get("XDG_CACHE_HOME");
-  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
-  return `${xdg ?? `${home}/.cache`}/ssmkit/autotune.json`;
+/** The default cache file path, or undefined where there is no cache directory. */
+export function defaultCacheFile(): string | undefined {
+  const dir = platform.cacheDir();
+  return dir === undefined ? undefined : `${dir}/ssmkit/autotune.json`;
 }
+
+/** The cache where no file can hold it (a web page). */
+const inMemory: CacheFile = { version: 1, adapters: {} };
 
 let warnedNoTimer = false;
 
@@ -76,7 +81,7 @@ export async function autotune(
   options: AutotuneOptions = {},
 ): Promise<Map<string, string>> {
   const file = options.cacheFile ?? defaultCacheFile();
-  const cache = await readCache(file);
+  const cache = file === undefined ? inMemory : await readCache(file);
   const adapter = adapterKey(ctx);
   const entries = cache.adapters[adapter] ??= {};
   const pending = new Map<string, KernelArtifact>();
@@ -98,7 +103,7 @@ export async function autotune(
   for (const [key, kernel] of pending) {
     entries[key] = await timeCandidates(ctx, kernel, options.iterations ?? 10);
   }
-  if (pending.size > 0) await writeCache(file, cache);
+  if (pending.size > 0 && file !== undefined) await writeCache(file, cache);
   return new Map(Object.entries(entries).map(([k, e]) => [k, e.choice]));
 }
 
@@ -149,13 +154,13 @@ async function timeCandidates(
 }
 
 async function readCache(file: string): Promise<CacheFile> {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = await Deno.readTextFile(file);
+    text = await platform.readTextFile(file);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return { version: 1, adapters: {} };
     throw new Error(`autotune: cannot read the cache ${file}: ${(e as Error).message}`);
   }
+  if (text === undefined) return { version: 1, adapters: {} };
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -169,11 +174,11 @@ async function readCache(file: string): Promise<CacheFile> {
   return c;
 }
 
-/** Writes the cache through a temporary file and a rename, so a reader never sees half of it. */
+/** Writes the cache atomically (a temporary file renamed over it): a reader never sees half. */
 async function writeCache(file: string, cache: CacheFile): Promise<void> {
-  const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
-  await Deno.mkdir(dir, { recursive: true });
-  const tmp = `${file}.${Deno.pid}.tmp`;
-  await Deno.writeTextFile(tmp, JSON.stringify(cache, null, 1) + "\n");
-  await Deno.rename(tmp, file);
+  const cut = file.lastIndexOf("/");
+  if (cut > 0) await platform.makeDir(file.slice(0, cut));
+  await platform.writeFileAtomic(file, [
+    new TextEncoder().encode(JSON.stringify(cache, null, 1) + "\n"),
+  ]);
 }

@@ -37,8 +37,9 @@ const WITHHELD: AssocScanStrategy[] = [
 ];
 
 /**
- * Runs `fn` `runs` times on fresh inputs against the interpreter; checks there is one kernel
- * per output, single-pass where the axis spans several tiles.
+ * Runs `fn` `runs` times on fresh inputs against the interpreter, with the single-pass kernel
+ * asked for (it is opt-in); checks there is one kernel per output, single-pass where the axis
+ * spans several tiles.
  */
 async function check(
   what: string,
@@ -50,7 +51,10 @@ async function check(
   runs = 1,
 ) {
   const seed = freshSeed();
-  const prog = await compile(inputs, fn, sizes, { backend: "gpu", assocScan: strategy });
+  const prog = await compile(inputs, fn, sizes, {
+    backend: "gpu",
+    assocScan: { singlePass: true, ...strategy },
+  });
   const context = `${what} ${JSON.stringify(sizes)} ${JSON.stringify(strategy)} seed ${seed}`;
   const names = prog.kernels.map((k) => k.name);
   assert.equal(names.length, Object.keys(prog.graph.outputs).length, `${context}: ${names}`);
@@ -72,10 +76,10 @@ async function check(
   prog.destroy();
 }
 
-Deno.test("single pass: is the chunked default over several tiles, one kernel", async () => {
+Deno.test("single pass: asked for, over several tiles, is one kernel", async () => {
   const prog = await compile({ x: "b l" }, ({ x }) => cummax(x, "l"), { b: 2, l: 37 }, {
     backend: "gpu",
-    assocScan: { mode: "chunked", workgroup: 4, perThread: 3 },
+    assocScan: { mode: "chunked", workgroup: 4, perThread: 3, singlePass: true },
   });
   assert.deepEqual(prog.kernels.map((k) => k.name), ["k0_assocScan_bl_single_pass"]);
   assert.match(prog.kernels[0].wgsl, /single pass \(decoupled look-back with fallback\)/);
@@ -107,8 +111,10 @@ Deno.test("single pass: awkward lengths, channels and both directions", async ()
       }
     }
   }
-  // Without the linear-scan route: cumsum itself on a long one-channel axis (default strategy).
-  await check("cumsum", { x: "l" }, (t) => ({ out: cumsum(t.x, "l") }), { l: 70001 }, {});
+  // Without the linear-scan route: cumsum itself on a long one-channel axis (default tiles).
+  await check("cumsum", { x: "l" }, (t) => ({ out: cumsum(t.x, "l") }), { l: 70001 }, {
+    singlePass: true,
+  });
 });
 
 Deno.test("single pass: multi-component combines ((max, +), 2×2 products, logcumsumexp)", async () => {
@@ -166,7 +172,7 @@ Deno.test("single pass: default tiles, a thousand in all, three runs", async () 
   // (lavapipe runs them in turn).
   const maxPlus = (a: Rec, b: Rec) => ({ s: add(a.s, b.s), m: maximum(add(a.m, b.s), b.m) });
   await check(
-    "(max, +), default strategy",
+    "(max, +), default tiles",
     { s: "b l", m: "b l" },
     (t) => ({ m: associativeScan("l", maxPlus, { s: mul(t.s, 0.01), m: t.m }).m }),
     { b: 2, l: 2 ** 19 + 123 },

@@ -24,6 +24,7 @@ import type { Tensor } from "../../dsl/tensor.ts";
 import type { InputDecl } from "../../dsl/trace.ts";
 import { getGpu, type GpuContext } from "../../runtime/gpu_device.ts";
 import { ResidentProgram } from "../../runtime/resident_program.ts";
+import type { AutotuneOptions } from "../../runtime/autotune.ts";
 import { type ModelDefinition, modelDefinitionFor } from "../definitions.ts";
 import {
   adamw,
@@ -90,6 +91,11 @@ export interface TrainerOptions {
   lora?: LoraOptions;
   /** GPU context (default: the shared one). */
   gpu?: GpuContext;
+  /**
+   * Time the step's tunable kernels (matmul tiles, …) on this adapter and use the fastest,
+   * cached per adapter and shape (`compile`'s `autotune`). Default off.
+   */
+  autotune?: boolean | AutotuneOptions;
 }
 
 /** The axis of the resident loss history. */
@@ -208,6 +214,7 @@ export class Trainer {
       state: { ...adamwState(trained), history: "history" },
       constant: frozen,
       gpu,
+      autotune: options.autotune,
       replicas: perSubmit,
     });
     const trainer = new Trainer(options, def, program, trained, frozen, lora);
