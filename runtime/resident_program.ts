@@ -40,7 +40,7 @@ import { deviceLimits, tunedProgram } from "./compile.ts";
 import type { AutotuneOptions } from "./autotune.ts";
 import { readBuffers, STORAGE_USAGE } from "./gpu_buffers.ts";
 import { getGpu, type GpuContext } from "./gpu_device.ts";
-import { submitDispatches } from "./gpu_submit.ts";
+import { type DispatchBenchmark, submitDispatches, timeDispatches } from "./gpu_submit.ts";
 import type { HostArray } from "./interpreter.ts";
 import { checkHostInput, deviceArray, hostOutput, paddedBytes } from "./host_inputs.ts";
 import { storageBytes } from "../codegen/dtypes.ts";
@@ -223,6 +223,25 @@ export class ResidentProgram {
     inputs.forEach((step, i) => gpus[i].upload(step));
     this.#last = gpus[inputs.length - 1];
     await submitDispatches(this.#ctx, gpus.slice(0, inputs.length).flatMap((g) => g.dispatches));
+  }
+
+  /**
+   * Times one step's kernels with timestamp queries: uploads `inputs` once and runs the step
+   * `warmup + iterations` times (the state is updated each time, as by `step`); per-kernel
+   * medians and their sum.
+   */
+  async benchmark(
+    inputs: Record<string, HostArray>,
+    options: { warmup?: number; iterations?: number } = {},
+  ): Promise<{ kernels: DispatchBenchmark[]; totalNs: number }> {
+    this.#checkStepInputs(inputs);
+    this.#gpu.upload(inputs);
+    this.#last = this.#gpu;
+    const kernels = await timeDispatches(this.#ctx, [...this.#gpu.dispatches], {
+      warmup: options.warmup ?? 3,
+      iterations: options.iterations ?? 10,
+    });
+    return { kernels, totalNs: kernels.reduce((s, k) => s + k.medianNs, 0) };
   }
 
   #checkStepInputs(inputs: Record<string, HostArray>): void {

@@ -57,3 +57,28 @@ Deno.test("ResidentProgram: constants stay, steps() runs several steps in one su
     /constant: input "w" is also state/,
   );
 });
+
+Deno.test("ResidentProgram.benchmark: one timing per kernel; the state still updates", async () => {
+  const prog = await ResidentProgram.create(
+    INPUTS,
+    (t) => ({ w: sub(t.w, mul(t.lr, add(t.g, mul(t.frozen, t.w)))) }),
+    { d: D },
+    { state: { w: "w" }, constant: ["frozen"] },
+  );
+  try {
+    prog.write("w", new Float32Array(D).fill(1));
+    prog.write("frozen", new Float32Array(D));
+    // 2 warm-up and 3 timed steps of w ← w − 0.5·1.
+    const r = await prog.benchmark({ g: new Float32Array(D).fill(1), lr: Float32Array.of(0.5) }, {
+      warmup: 2,
+      iterations: 3,
+    });
+    assert.deepEqual(r.kernels.map((k) => k.name), prog.kernels.map((k) => k.name));
+    assert.ok(r.totalNs > 0 && r.kernels.every((k) => k.medianNs >= 0));
+    const { w } = await prog.read(["w"]);
+    assertClose(w, new Float64Array(D).fill(1 - 5 * 0.5), 1e-6, "five steps ran");
+    await assert.rejects(() => prog.benchmark({ w: new Float32Array(D) }), /is state/);
+  } finally {
+    prog.destroy();
+  }
+});
