@@ -40,15 +40,17 @@ export function elementsOf(key: BufferKey): number {
 }
 
 /**
- * A kernel's tuning point (codegen/tuning.ts): the decision's key and its candidates.
+ * A kernel's tuning point (codegen/tuning.ts): the decision's key and its candidates. A choice
+ * may span several kernels (a scan lowered chunked or recurrent): the point then sits on the
+ * group's first kernel and each candidate is the whole group.
  */
 export interface TuningPoint {
   /** The decision, by the shapes it depends on (e.g. `matmul b1 m2048 n768 k1536 a:direct b:hook`). */
   readonly key: string;
   /** The candidate this kernel was emitted with. */
   readonly chosen: string;
-  /** Emits the kernel once per candidate (same bindings, another strategy), by name. */
-  readonly alternatives: () => [string, KernelArtifact][];
+  /** Emits the kernels once per candidate (same inputs and outputs, another strategy), by name. */
+  readonly alternatives: () => [string, KernelArtifact[]][];
 }
 
 /** One generated kernel. Bindings: `reads` first, then `writes`, in order. */

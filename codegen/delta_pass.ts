@@ -65,7 +65,7 @@ export function passKernel(
       key,
       chosen,
       alternatives: () =>
-        [...candidates].map(([name, [l, t]]) => [name, emitPass(ctx, state, l, t)]),
+        [...candidates].map(([name, [l, t]]) => [name, [emitPass(ctx, state, l, t)]]),
     },
   };
 }

@@ -337,7 +337,7 @@ function emitWith(
     tuning: {
       key,
       chosen,
-      alternatives: () => [...candidates.keys()].map((t) => [t, artifactWith(t)]),
+      alternatives: () => [...candidates.keys()].map((t) => [t, [artifactWith(t)]]),
     },
   };
 }

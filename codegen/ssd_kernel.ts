@@ -102,6 +102,11 @@ function roundUp(n: number, m: number): number {
 }
 
 /** Picks the chunk length: forced (checked) or the default, grown until the scratch fits. */
+/** The chunk length `emitSsdKernels` uses when none is forced. */
+export function defaultSsdChunk(form: SsdForm, limits: DeviceLimits): number {
+  return pickChunk(ssdSizes(form), limits);
+}
+
 function pickChunk(sizes: SsdSizes, limits: DeviceLimits, forced?: number): number {
   const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
   const fits = (q: number) => ssdScratchBytes(sizes, q).total <= limit;

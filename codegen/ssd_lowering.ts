@@ -13,8 +13,9 @@ import type { DeviceLimits } from "./limits.ts";
 import { emitScanKernels } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
-import { emitSsdKernels } from "./ssd_kernel.ts";
+import { defaultSsdChunk, emitSsdKernels } from "./ssd_kernel.ts";
 import { chooseScanLowering, explainSsd, SSD_CHUNKS } from "./ssd_plan.ts";
+import { tunedChoice } from "./tuning.ts";
 
 /**
  * The chunk length for a forced chunk count: the smallest supported power of two with at most
@@ -26,7 +27,12 @@ export function chunkLengthFor(len: number, chunks: number): number {
   return SSD_CHUNKS.find((q) => q >= want) ?? SSD_CHUNKS[SSD_CHUNKS.length - 1];
 }
 
-/** Emits the kernels of one fused scan group, chunked or recurrent (see the module doc). */
+/**
+ * Emits the kernels of one fused scan group, chunked or recurrent (see the module doc). Unless
+ * the strategy forces the mode or the chunks, the choice is a tuning point: the recurrent kernels
+ * and, where the SSD form exists, the chunked ones at each supported chunk length (the cost
+ * model's pick is the default).
+ */
 export function emitScanGroup(
   spec: ScanSpec,
   materialized: ReadonlySet<Node>,
@@ -40,22 +46,52 @@ export function emitScanGroup(
       `scan: mode must be "chunked" or "recurrent", got ${JSON.stringify(force.mode)}`,
     );
   }
-  if (force.mode !== "recurrent") {
-    const ssd = explainSsd(spec, materialized);
-    if (force.mode === "chunked" && !ssd.form) {
-      throw new Error(
-        `scan over "${spec.scan.axis}" (node ${spec.scan.id}): the chunked (SSD) lowering does ` +
-          `not apply: ${ssd.reason}; use mode "recurrent"`,
-      );
-    }
+  const len = spec.scan.shape[spec.scan.axes.indexOf(spec.scan.axis)];
+  const recurrent = () => emitScanKernels(spec, materialized, limits, name, aliases, force);
+  if (force.mode === "recurrent") return recurrent();
+  const ssd = explainSsd(spec, materialized);
+  if (force.mode === "chunked" && !ssd.form) {
+    throw new Error(
+      `scan over "${spec.scan.axis}" (node ${spec.scan.id}): the chunked (SSD) lowering does ` +
+        `not apply: ${ssd.reason}; use mode "recurrent"`,
+    );
+  }
+  const form = ssd.form;
+  const chunked = (chunk?: number) =>
+    emitSsdKernels(spec, form!, materialized, limits, name, aliases, { chunk });
+  if (force.mode === "chunked" || force.chunks !== undefined) {
     if (
-      ssd.form &&
-      (force.mode === "chunked" || chooseScanLowering(spec, ssd.form, limits) === "chunked")
+      !form || (force.mode !== "chunked" && chooseScanLowering(spec, form, limits) !== "chunked")
     ) {
-      const len = spec.scan.shape[spec.scan.axes.indexOf(spec.scan.axis)];
-      const chunk = force.chunks === undefined ? undefined : chunkLengthFor(len, force.chunks);
-      return emitSsdKernels(spec, ssd.form, materialized, limits, name, aliases, { chunk });
+      return recurrent();
+    }
+    return chunked(force.chunks === undefined ? undefined : chunkLengthFor(len, force.chunks));
+  }
+  if (!form) return recurrent();
+  const byDefault = chooseScanLowering(spec, form, limits) === "chunked"
+    ? `chunked${defaultSsdChunk(form, limits)}`
+    : "recurrent";
+  const candidates = new Map<string, () => KernelArtifact[]>([["recurrent", recurrent]]);
+  for (const q of SSD_CHUNKS) {
+    if ((q >= 16 && q / 2 < len) || `chunked${q}` === byDefault) {
+      candidates.set(`chunked${q}`, () => chunked(q));
     }
   }
-  return emitScanKernels(spec, materialized, limits, name, aliases, force);
+  const key = `scan ${spec.scan.axes.join(",")}=${spec.scan.shape.join("x")} over ` +
+    `${spec.scan.axis}, ${spec.outputs.length} outputs, ${spec.finals.length} finals`;
+  const chosen = tunedChoice(limits, key, candidates.keys()) ?? byDefault;
+  const kernels = candidates.get(chosen)!();
+  if (candidates.size < 2 || kernels.length === 0) return kernels;
+  const alternatives = (): [string, KernelArtifact[]][] => {
+    const out: [string, KernelArtifact[]][] = [];
+    for (const [n, emit] of candidates) {
+      try {
+        out.push([n, emit()]);
+      } catch {
+        // A candidate that does not fit the device is not a choice.
+      }
+    }
+    return out;
+  };
+  return [{ ...kernels[0], tuning: { key, chosen, alternatives } }, ...kernels.slice(1)];
 }

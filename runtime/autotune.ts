@@ -107,7 +107,10 @@ export async function autotune(
   return new Map(Object.entries(entries).map(([k, e]) => [k, e.choice]));
 }
 
-/** Times every candidate of `kernel`'s tuning point alone; the fastest is the choice. */
+/**
+ * Times every candidate of `kernel`'s tuning point alone (a group's kernels one after another,
+ * their medians added); the fastest is the choice.
+ */
 async function timeCandidates(
   ctx: GpuContext,
   kernel: KernelArtifact,
@@ -128,23 +131,27 @@ async function timeCandidates(
   };
   const ns: Record<string, number> = {};
   try {
-    for (const [name, artifact] of point.alternatives()) {
+    for (const [name, group] of point.alternatives()) {
       ctx.device.pushErrorScope("validation");
-      let median: number | undefined;
+      let total: number | undefined;
       try {
-        const source = { name: artifact.name, wgsl: artifact.wgsl };
-        const dispatch = {
-          kernel: source,
-          pipeline: await pipelineCacheFor(ctx).get(source),
-          buffers: [...artifact.reads, ...artifact.writes].map(bufferOf),
-          workgroups: [...artifact.workgroups] as [number, number, number],
-        };
-        [{ medianNs: median }] = await timeDispatches(ctx, [dispatch], { warmup: 3, iterations });
+        const dispatches = [];
+        for (const artifact of group) {
+          const source = { name: artifact.name, wgsl: artifact.wgsl };
+          dispatches.push({
+            kernel: source,
+            pipeline: await pipelineCacheFor(ctx).get(source),
+            buffers: [...artifact.reads, ...artifact.writes].map(bufferOf),
+            workgroups: [...artifact.workgroups] as [number, number, number],
+          });
+        }
+        const timings = await timeDispatches(ctx, dispatches, { warmup: 3, iterations });
+        total = timings.reduce((sum, t) => sum + t.medianNs, 0);
       } catch {
         // A candidate the device rejects is not a choice; the others still are.
       }
       const error = await ctx.device.popErrorScope();
-      if (!error && median !== undefined) ns[name] = median;
+      if (!error && total !== undefined) ns[name] = total;
     }
   } finally {
     for (const b of buffers.values()) b.destroy();

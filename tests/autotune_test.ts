@@ -1,10 +1,13 @@
-// The autotuner (runtime/autotune.ts): a matmul's tile configs and the chunked delta rule's
-// state-pass variants are timed on the adapter and cached per adapter and key; a cached choice
+// The autotuner (runtime/autotune.ts): a matmul's tile configs, the chunked delta rule's
+// state-pass variants and a scan's lowering (recurrent or chunked, by chunk length) are timed on
+// the adapter and cached per adapter and key; a cached choice
 // is used without timing again (a planted choice shows it); the tuned program still agrees with
 // the interpreter; a broken cache file is a one-line error; without `autotune` nothing is timed.
 import assert from "node:assert/strict";
 import { deltaRule } from "../dsl/delta.ts";
 import { einsum } from "../dsl/einsum.ts";
+import { exp, mul, softplus } from "../dsl/elementwise.ts";
+import { scan } from "../dsl/scan.ts";
 import { compile } from "../runtime/compile.ts";
 import { adapterKey } from "../runtime/autotune.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
@@ -130,6 +133,57 @@ Deno.test("autotune: a broken cache file is a one-line error; no autotune writes
     const plain = await compile(MATMUL, matmul, SIZES, { backend: "gpu" });
     plain.destroy();
     await assert.rejects(Deno.stat(cacheFile), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("autotune: a scan with the SSD form chooses between recurrent and chunk lengths", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  const next = rng(seed);
+  const inputs = { x: "b l h p", dt: "b l h", A: "h", B: "b l n", C: "b l n" } as const;
+  const sizes = { b: 1, l: 40, h: 2, p: 4, n: 4 };
+  try {
+    const prog = await compile(
+      inputs,
+      (t) => {
+        const delta = softplus(t.dt);
+        const h = scan(
+          "l",
+          exp(mul(delta, t.A)),
+          einsum("b l h, b l h p, b l n -> b l h p n", delta, t.x, t.B),
+        );
+        return einsum("b l h p n, b l n -> b l h p", h, t.C);
+      },
+      sizes,
+      { backend: "gpu", autotune: { cacheFile, iterations: 2 } },
+    );
+    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
+    const entries = cache.adapters[adapterKey(await getGpu())];
+    const key = Object.keys(entries).find((k) => k.startsWith("scan "));
+    assert.ok(key, `no scan entry: ${Object.keys(entries)}`);
+    const timed = Object.keys(entries[key].ns);
+    assert.ok(
+      timed.includes("recurrent") && timed.some((n) => n.startsWith("chunked")),
+      `${timed}`,
+    );
+    const data: Record<string, Float32Array> = {};
+    for (const inp of prog.graph.inputs) {
+      const n = inp.shape.reduce((a, s) => a * s, 1);
+      data[inp.name] = Float32Array.from(
+        { length: n },
+        () => inp.name === "A" ? -0.2 - next() : inp.name === "dt" ? next() - 2 : next() - 0.5,
+      );
+    }
+    assertClose(
+      await prog.run(data),
+      prog.interpret(data),
+      1e-4,
+      `${entries[key].choice}, seed ${seed}`,
+    );
+    prog.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
