@@ -72,8 +72,8 @@ export interface CompileOptions {
    */
   inPlace?: Record<string, string>;
   /**
-   * Time the candidate strategies of the program's tunable kernels (matmul tiles, the delta
-   * rule's state pass) on this adapter and use the fastest, cached on disk per adapter and
+   * Time the candidate strategies of the program's tunable kernels (matmul tiles, scans with
+   * the SSD form, the delta rule's state pass) on this adapter and use the fastest, cached on disk per adapter and
    * shape (runtime/autotune.ts). Default off: every kernel takes its default strategy.
    */
   autotune?: boolean | AutotuneOptions;
