@@ -46,6 +46,34 @@ Deno.test("train-induction: a few steps train, save, reload and evaluate", async
   }
 });
 
+Deno.test("train-induction: --resume continues from a saved run and counts its steps", async () => {
+  const first = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
+  const second = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
+  const common = ["--length=16", "--batch=2", "--block=2", "--eval-lengths=16", "--sequences=1"];
+  try {
+    const a = await runScript(["--steps=2", ...common, `--out=${first}`]);
+    assert.equal(a.code, 0, a.stderr);
+    const saved = (await loadParams(first)).params;
+    const b = await runScript(["--steps=4", ...common, `--resume=${first}`, `--out=${second}`]);
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stdout, /resuming at 2/);
+    assert.match(b.stdout, /step +4 {2}loss/);
+    const log = JSON.parse(await Deno.readTextFile(`${second}/train_log.json`));
+    assert.equal(log.steps, 4);
+    assert.deepEqual(log.resumed_from, { dir: first, steps: 2 });
+    // Two more steps moved the weights on from the saved ones.
+    const moved = (await loadParams(second)).params["backbone.layers.0.mixer.in_proj.weight"];
+    const start = saved["backbone.layers.0.mixer.in_proj.weight"];
+    assert.ok(moved.some((v, i) => v !== start[i]), "the resumed run did not train");
+    const done = await runScript(["--steps=2", ...common, `--resume=${second}`]);
+    assert.equal(done.code, 2);
+    assert.match(done.stderr, /already ran 4 of --steps 2/);
+  } finally {
+    await Deno.remove(first, { recursive: true });
+    await Deno.remove(second, { recursive: true });
+  }
+});
+
 Deno.test("train-induction: a bad option is one line on stderr, exit code 2", async () => {
   const r = await runScript(["--steps=0"]);
   assert.equal(r.code, 2);

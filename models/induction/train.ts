@@ -5,7 +5,13 @@
  *
  *   deno task train-induction [--steps N] [--seconds T] [--batch B] [--lr LR] [--seed S]
  *     [--length L] [--out DIR] [--eval-lengths 256,1024,4096,16384] [--sequences N] [--block K]
- *     [--steps-per-submit K] [--clip NORM]
+ *     [--steps-per-submit K] [--clip NORM] [--resume DIR]
+ *
+ * `--resume DIR` continues a run this script saved in DIR: its weights are the start, its
+ * train_log.json says how many steps it had done, and `--steps` counts the steps of both runs
+ * (so `--steps 204800` ends where the recipe does, over several runs). AdamW's moments are not
+ * saved, so they restart from zero (with their bias correction); the data stream is seeded by the
+ * seed and the steps done, so a resumed run does not repeat the batches of the first.
  *
  * The recipe (the defaults), from Gu & Dao, "Mamba: Linear-Time Sequence Modeling with
  * Selective State Spaces" (arXiv 2312.00752), §4.1.2, Table 11 and Appendix E.1 ("Induction
@@ -41,7 +47,8 @@
 import { parseArgs } from "node:util";
 import { getGpu } from "../../runtime/gpu_device.ts";
 import { loadModel } from "../language_model.ts";
-import { initParams } from "../train/init.ts";
+import { initParams, type ParamRecord } from "../train/init.ts";
+import { loadParams } from "../train/save.ts";
 import { Trainer, type TrainProgress } from "../train/trainer.ts";
 import {
   accuracyTable,
@@ -75,6 +82,7 @@ interface Options {
   block: number;
   perSubmit: number;
   clip?: number;
+  resume?: string;
 }
 
 function parse(args: string[]): Options {
@@ -93,6 +101,7 @@ function parse(args: string[]): Options {
       block: { type: "string", default: "512" },
       "steps-per-submit": { type: "string", default: "16" },
       clip: { type: "string" },
+      resume: { type: "string" },
     },
     strict: true,
   });
@@ -121,7 +130,26 @@ function parse(args: string[]): Options {
     block: int("block", values.block, 1),
     perSubmit: int("steps-per-submit", values["steps-per-submit"], 1),
     clip: values.clip === undefined ? undefined : positive("clip", values.clip),
+    resume: values.resume,
   };
+}
+
+/** Where a resumed run starts: the saved weights and the steps their run had done. */
+async function resumePoint(dir: string): Promise<{ params: ParamRecord; steps: number }> {
+  const { config, params } = await loadParams(dir);
+  if (JSON.stringify(config) !== JSON.stringify(INDUCTION_CONFIG)) {
+    throw new UsageError(`--resume ${dir}: its config.json is not the induction model's`);
+  }
+  let steps: unknown;
+  try {
+    steps = JSON.parse(await Deno.readTextFile(`${dir}/train_log.json`)).steps;
+  } catch (e) {
+    throw new UsageError(`--resume ${dir}: cannot read train_log.json (${(e as Error).message})`);
+  }
+  if (!Number.isInteger(steps) || (steps as number) < 0) {
+    throw new UsageError(`--resume ${dir}: train_log.json has no step count`);
+  }
+  return { params, steps: steps as number };
 }
 
 /** A bad command line: one line on stderr, exit code 2. */
@@ -133,10 +161,15 @@ export async function main(args: string[]): Promise<number> {
   const gpu = await getGpu();
   console.log(`adapter: ${gpu.adapterInfo.description}`);
   const config = { ...INDUCTION_CONFIG };
+  const resumed = o.resume === undefined ? undefined : await resumePoint(o.resume);
+  const before = resumed?.steps ?? 0;
+  if (before >= o.steps) {
+    throw new UsageError(`--resume ${o.resume}: it already ran ${before} of --steps ${o.steps}`);
+  }
   const log: { step: number; loss: number; seconds: number }[] = [];
   const trainer = await Trainer.create({
     config,
-    params: initParams(config, { seed: o.seed }),
+    params: resumed?.params ?? initParams(config, { seed: o.seed }),
     batch: o.batch,
     length: o.length,
     target: "last",
@@ -145,22 +178,23 @@ export async function main(args: string[]): Promise<number> {
     blockSize: o.block,
     stepsPerSubmit: o.perSubmit,
     onProgress: (p: TrainProgress) => {
-      log.push({ step: p.step, loss: p.loss, seconds: p.seconds });
+      log.push({ step: before + p.step, loss: p.loss, seconds: p.seconds });
       console.log(
-        `step ${String(p.step).padStart(7)}  loss ${p.loss.toFixed(4)}  ` +
+        `step ${String(before + p.step).padStart(7)}  loss ${p.loss.toFixed(4)}  ` +
           `tokens/s ${p.tokensPerSecond.toExponential(2)}  ${p.seconds.toFixed(1)} s`,
       );
     },
   });
   console.log(
-    `training: ${o.steps} steps at most, ${o.seconds} s at most, batch ${o.batch}, length ` +
-      `${o.length}, lr ${o.lr}; one step is ${trainer.program.kernels.length} kernels`,
+    `training: ${o.steps} steps at most${resumed ? ` (resuming at ${before})` : ""}, ` +
+      `${o.seconds} s at most, batch ${o.batch}, length ${o.length}, lr ${o.lr}; one step is ` +
+      `${trainer.program.kernels.length} kernels`,
   );
   // Data, initialisation and evaluation draw from differently seeded streams.
-  const rand = seededRandom(o.seed + 7919);
+  const rand = seededRandom(o.seed + 7919 + before);
   const start = performance.now();
   try {
-    while (trainer.steps < o.steps && (performance.now() - start) / 1000 < o.seconds) {
+    while (before + trainer.steps < o.steps && (performance.now() - start) / 1000 < o.seconds) {
       const { ids, answers } = taskBatch(o.batch, o.length, rand);
       await trainer.step(ids, answers);
     }
@@ -170,7 +204,8 @@ export async function main(args: string[]): Promise<number> {
     trainer.destroy();
   }
   const seconds = (performance.now() - start) / 1000;
-  console.log(`saved ${o.out} after ${trainer.steps} steps (${seconds.toFixed(1)} s)`);
+  const steps = before + trainer.steps;
+  console.log(`saved ${o.out} after ${steps} steps (${seconds.toFixed(1)} s)`);
 
   // The log is written before the evaluation too, so a run stopped during it keeps its record.
   const writeLog = (rows: unknown) =>
@@ -180,7 +215,8 @@ export async function main(args: string[]): Promise<number> {
         {
           trainer: "ssmkit models/induction/train.ts",
           adapter: gpu.adapterInfo.description,
-          steps: trainer.steps,
+          steps,
+          resumed_from: resumed ? { dir: o.resume, steps: before } : null,
           seconds,
           batch: o.batch,
           length: o.length,
