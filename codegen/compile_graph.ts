@@ -28,7 +28,7 @@ import type { ScanStrategy } from "./scan_strategy.ts";
 import { emitScanGroup } from "./ssd_lowering.ts";
 import { rewriteSsdBackward, type SsdBackwardStrategy } from "./ssd_backward.ts";
 import { mergeScans } from "./scan_merge.ts";
-import { emitScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
+import { emitTunedScanBackward, type ScanBackwardStrategy } from "./scan_backward_kernel.ts";
 import { type BackwardPlan, fuseScanBackward, groupAccess } from "./scan_backward_plan.ts";
 import { hazardOrder } from "./kernel_order.ts";
 import {
@@ -93,7 +93,7 @@ function emitKernel(
   if (group.kind === "scanBackward") {
     const name = `k${index}_scanbwd`;
     const strategy = options.scanBackward || {};
-    return emitScanBackward(group, plan.materialized, limits, name, aliases, strategy);
+    return emitTunedScanBackward(group, plan.materialized, limits, name, aliases, strategy);
   }
   if (group.kind === "scan") {
     const spec: ScanSpec = {

@@ -35,6 +35,7 @@ import {
 import { decodeIndex, type Env, ExprEmitter, type Intercepted, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { type BackwardRoot, reachesVia, type ScanBackwardGroup } from "./scan_backward_plan.ts";
+import { tunedChoice } from "./tuning.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 /** Knobs of the scan-backward kernels (tests force them). */
@@ -612,4 +613,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "reduce" };
+}
+
+/**
+ * {@link emitScanBackward} with its chunk and workgroup as a tuning point (codegen/tuning.ts)
+ * unless `force` sets either: threads per workgroup 16–128 (few channels want small workgroups,
+ * so that more of the GPU's cores walk) × steps per checkpoint 8–32 (recompute against
+ * checkpoint traffic). The default is 64 threads and 16 steps.
+ */
+export function emitTunedScanBackward(
+  group: ScanBackwardGroup,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+  force: ScanBackwardStrategy = {},
+): KernelArtifact[] {
+  const emit = (s: ScanBackwardStrategy) =>
+    emitScanBackward(group, materialized, limits, name, aliases, s);
+  if (force.chunk !== undefined || force.workgroup !== undefined) return emit(force);
+  const candidates = new Map<string, ScanBackwardStrategy>();
+  for (const workgroup of [16, 32, 64, 128]) {
+    if (workgroup > limits.maxComputeInvocationsPerWorkgroup) continue;
+    for (const chunk of [8, 16, 32]) {
+      candidates.set(`wg${workgroup}_chunk${chunk}`, { workgroup, chunk });
+    }
+  }
+  const h = group.primal;
+  const key = `scan-backward ${h.axes.join(",")}=${h.shape.join("x")} over ${h.axis}, ` +
+    `${group.roots.length} roots`;
+  const chosen = tunedChoice(limits, key, candidates.keys()) ?? "wg64_chunk16";
+  const kernels = emit(candidates.get(chosen) ?? {});
+  if (kernels.length === 0) return kernels;
+  const alternatives = (): [string, KernelArtifact[]][] => {
+    const out: [string, KernelArtifact[]][] = [];
+    for (const [n, s] of candidates) {
+      try {
+        out.push([n, emit(s)]);
+      } catch {
+        // A candidate over the device's limits is not a choice.
+      }
+    }
+    return out;
+  };
+  return [{ ...kernels[0], tuning: { key, chosen, alternatives } }, ...kernels.slice(1)];
 }

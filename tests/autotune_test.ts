@@ -1,6 +1,7 @@
 // The autotuner (runtime/autotune.ts): a matmul's tile configs, the chunked delta rule's
-// state-pass variants and a scan's lowering (recurrent or chunked, by chunk length) are timed on
-// the adapter and cached per adapter and key; a cached choice
+// state-pass variants, a scan's lowering (recurrent or chunked, by chunk length) and the fused
+// scan backward's workgroup and checkpoints are timed on the adapter and cached per adapter and
+// key; a cached choice
 // is used without timing again (a planted choice shows it); the tuned program still agrees with
 // the interpreter; a broken cache file is a one-line error; without `autotune` nothing is timed.
 import assert from "node:assert/strict";
@@ -8,6 +9,8 @@ import { deltaRule } from "../dsl/delta.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { exp, mul, softplus } from "../dsl/elementwise.ts";
 import { scan } from "../dsl/scan.ts";
+import { valueAndGrad } from "../dsl/autodiff.ts";
+import { SELECTIVE_SCAN_INPUTS, selectiveScan } from "../models/selective_scan.ts";
 import { compile } from "../runtime/compile.ts";
 import { adapterKey } from "../runtime/autotune.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
@@ -183,6 +186,51 @@ Deno.test("autotune: a scan with the SSD form chooses between recurrent and chun
       1e-4,
       `${entries[key].choice}, seed ${seed}`,
     );
+    prog.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("autotune: the fused scan backward's workgroup and checkpoint interval", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  const next = rng(seed);
+  const wrt = Object.keys(SELECTIVE_SCAN_INPUTS) as (keyof typeof SELECTIVE_SCAN_INPUTS)[];
+  try {
+    const prog = await compile(
+      { ...SELECTIVE_SCAN_INPUTS, w: "b l d" },
+      (t) => {
+        const params = Object.fromEntries(wrt.map((k) => [k, t[k]])) as Parameters<
+          typeof selectiveScan
+        >[0];
+        const [value, grads] = valueAndGrad((p: typeof params) =>
+          einsum("b l d, b l d -> ", selectiveScan(p).y, t.w)
+        )(params);
+        return { value, dx: grads.x, dA: grads.A };
+      },
+      { b: 2, l: 23, d: 5, n: 4 },
+      { backend: "gpu", autotune: { cacheFile, iterations: 2 } },
+    );
+    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
+    const entries = cache.adapters[adapterKey(await getGpu())];
+    const key = Object.keys(entries).find((k) => k.startsWith("scan-backward "));
+    assert.ok(key, `no scan-backward entry: ${Object.keys(entries)}`);
+    assert.ok(Object.keys(entries[key].ns).length >= 6, `${Object.keys(entries[key].ns)}`);
+    const data: Record<string, Float32Array> = {};
+    for (const inp of prog.graph.inputs) {
+      const n = inp.shape.reduce((a, s) => a * s, 1);
+      data[inp.name] = Float32Array.from(
+        { length: n },
+        () => inp.name === "A" ? -0.5 - next() : inp.name === "dt" ? next() - 2 : next() - 0.5,
+      );
+    }
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    for (const k of ["value", "dx", "dA"]) {
+      assertClose(got[k], want[k], 1e-4, `${k} with ${entries[key].choice} (seed ${seed})`);
+    }
     prog.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });

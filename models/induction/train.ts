@@ -5,7 +5,10 @@
  *
  *   deno task train-induction [--steps N] [--seconds T] [--batch B] [--lr LR] [--seed S]
  *     [--length L] [--out DIR] [--eval-lengths 256,1024,4096,16384] [--sequences N] [--block K]
- *     [--steps-per-submit K] [--clip NORM] [--resume DIR]
+ *     [--steps-per-submit K] [--clip NORM] [--resume DIR] [--autotune]
+ *
+ * `--autotune` times the step's tunable kernels on this GPU first (matmul tiles, the scan
+ * backward's workgroup and checkpoints, …; cached in ~/.cache/ssmkit/autotune.json).
  *
  * `--resume DIR` continues a run this script saved in DIR: its weights are the start, its
  * train_log.json says how many steps it had done, and `--steps` counts the steps of both runs
@@ -83,6 +86,7 @@ interface Options {
   perSubmit: number;
   clip?: number;
   resume?: string;
+  autotune: boolean;
 }
 
 function parse(args: string[]): Options {
@@ -102,6 +106,7 @@ function parse(args: string[]): Options {
       "steps-per-submit": { type: "string", default: "16" },
       clip: { type: "string" },
       resume: { type: "string" },
+      autotune: { type: "boolean", default: false },
     },
     strict: true,
   });
@@ -131,6 +136,7 @@ function parse(args: string[]): Options {
     perSubmit: int("steps-per-submit", values["steps-per-submit"], 1),
     clip: values.clip === undefined ? undefined : positive("clip", values.clip),
     resume: values.resume,
+    autotune: values.autotune,
   };
 }
 
@@ -177,6 +183,7 @@ export async function main(args: string[]): Promise<number> {
     lr: o.lr,
     blockSize: o.block,
     stepsPerSubmit: o.perSubmit,
+    autotune: o.autotune,
     onProgress: (p: TrainProgress) => {
       log.push({ step: before + p.step, loss: p.loss, seconds: p.seconds });
       console.log(
