@@ -4,11 +4,12 @@
  * lowering forced and with the default choice; each timed run is followed by a float64 check
  * of one head. With `--peer`, FLA's Triton chunk_gated_delta_rule is timed on the same shapes
  * (bench/delta_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
- * `--sweep` also times the chunked lowering's knobs (chunk length, lanes and threads of the
- * state pass), the data its defaults are chosen from, and the autotuner's choice
- * (`chunked_autotuned`, measured into a fresh cache).
+ * `--autotune` adds the autotuner's choice (`chunked_autotuned`, measured into a fresh cache);
+ * `--sweep` also times the chunked lowering's knobs one by one (chunk length, lanes and threads
+ * of the state pass).
  *
- *     deno run -A bench/delta_bench.ts [--peer] [--sweep] [--shapes 1x8192x32x128,8x2048x16x64]
+ *     deno run -A bench/delta_bench.ts [--peer] [--sweep] [--autotune]
+ *       [--shapes 1x8192x32x128,8x2048x16x64]
  *       [--iterations 20]
  *
  * `deno task bench --only delta` runs the same measurements (without the peer) from
@@ -107,13 +108,15 @@ export async function deltaBench(
   iterations: number,
   gpu?: GpuContext,
   sweep = false,
+  autotune = sweep,
 ): Promise<Record<string, unknown>[]> {
   const rows: Record<string, unknown>[] = [];
   for (const s of shapes) {
     const x = deltaInputs(s);
     const want = referenceHead(s, x);
     const variants: [string, ScanStrategy][] = [["chunked", { mode: "chunked" }], ["default", {}]];
-    if (sweep) variants.push(["chunked_autotuned", { mode: "chunked" }], ...sweepVariants(s));
+    if (autotune) variants.push(["chunked_autotuned", { mode: "chunked" }]);
+    if (sweep) variants.push(...sweepVariants(s));
     for (const [label, strategy] of variants) {
       const prog = await compile(
         { q: "b t h dk", k: "b t h dk", v: "b t h dv", beta: "b t h", g: "b t h" },
@@ -210,7 +213,13 @@ export async function peerRows(
 /** The command line of the (B, T, H, D) benchmarks: `--shapes`, `--iterations`, `--peer`. */
 export function shapeBenchArgs(
   args: string[],
-): { shapes: DeltaBenchShape[]; iterations: number; peer: boolean; sweep: boolean } {
+): {
+  shapes: DeltaBenchShape[];
+  iterations: number;
+  peer: boolean;
+  sweep: boolean;
+  autotune: boolean;
+} {
   const { values } = parseArgs({
     args,
     options: {
@@ -218,6 +227,7 @@ export function shapeBenchArgs(
       iterations: { type: "string", default: "20" },
       peer: { type: "boolean", default: false },
       sweep: { type: "boolean", default: false },
+      autotune: { type: "boolean", default: false },
     },
     strict: true,
   });
@@ -226,13 +236,14 @@ export function shapeBenchArgs(
     iterations: Number(values.iterations),
     peer: values.peer,
     sweep: values.sweep,
+    autotune: values.autotune || values.sweep,
   };
 }
 
 if (import.meta.main) {
   const opts = shapeBenchArgs(Deno.args);
   const shapes = opts.shapes;
-  const ours = await deltaBench(shapes, opts.iterations, undefined, opts.sweep);
+  const ours = await deltaBench(shapes, opts.iterations, undefined, opts.sweep, opts.autotune);
   for (const r of ours) console.log(JSON.stringify(r));
   if (opts.peer) {
     const peer = await peerRows("bench/delta_peer.py", shapes);
