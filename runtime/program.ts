@@ -68,6 +68,8 @@ export class GpuProgram {
   lastTimings?: KernelTiming[];
   /** Bytes of the buffers this program allocated (not the caller's external ones). */
   bufferBytes = 0;
+  /** The buffers its intermediates share (see buffer_reuse.ts), for a copy to share too. */
+  slots: readonly GPUBuffer[] = [];
   readonly #ctx: GpuContext;
   readonly #program: KernelProgram;
   readonly #buffers = new Map<BufferKey, GPUBuffer>();
@@ -93,6 +95,7 @@ export class GpuProgram {
     program: KernelProgram,
     aliases: ReadonlyMap<Node, Node> = new Map(),
     external: ReadonlyMap<Node, GPUBuffer> = new Map(),
+    sharedSlots?: readonly GPUBuffer[],
   ): Promise<GpuProgram> {
     const p = new GpuProgram(ctx, program);
     p.#external = new Set(external.values());
@@ -114,8 +117,17 @@ export class GpuProgram {
       bytesOf,
       ctx.limits.maxStorageBufferBindingSize ?? DEFAULT_LIMITS.maxStorageBufferBindingSize,
     );
-    const slots = reuse.slotBytes.map((size) => device.createBuffer({ size, usage }));
-    p.bufferBytes = reuse.slotBytes.reduce((a, b) => a + b, 0);
+    // Copies of one program whose runs never overlap within a submit (ResidentProgram's
+    // replicas) may share the slots too: the caller passes the first copy's.
+    const shares = sharedSlots !== undefined &&
+      sharedSlots.length === reuse.slotBytes.length &&
+      sharedSlots.every((b, i) => b.size === reuse.slotBytes[i]);
+    const slots = shares
+      ? [...sharedSlots]
+      : reuse.slotBytes.map((size) => device.createBuffer({ size, usage }));
+    if (shares) { for (const b of slots) p.#external.add(b); }
+    else p.bufferBytes = reuse.slotBytes.reduce((a, b) => a + b, 0);
+    p.slots = slots;
     for (const key of keys) {
       if (outputOf.has(key as Node) || p.#buffers.has(key)) continue;
       const slot = reuse.slotOf.get(key);

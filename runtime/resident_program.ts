@@ -158,7 +158,8 @@ export class ResidentProgram {
     const gpus: GpuProgram[] = [];
     try {
       for (let i = 0; i < replicas; i++) {
-        gpus.push(await GpuProgram.create(ctx, program, inPlace, external));
+        // The copies run one after another in a submit, so they share intermediate buffers.
+        gpus.push(await GpuProgram.create(ctx, program, inPlace, external, gpus[0]?.slots));
       }
       return new ResidentProgram(ctx, graph, program, gpus, state);
     } catch (e) {
