@@ -24,7 +24,7 @@
  * @module
  */
 
-import { type BufferKey, type KernelArtifact } from "../codegen/artifact.ts";
+import type { BufferKey, KernelArtifact } from "../codegen/artifact.ts";
 import { storageBytes } from "../codegen/dtypes.ts";
 import type { GpuContext } from "./gpu_device.ts";
 import { pipelineCacheFor } from "./program.ts";
