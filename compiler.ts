@@ -59,7 +59,7 @@ export {
   type KernelProgram,
 } from "./codegen/compile_graph.ts";
 export type { BufferKey, KernelArtifact, ScratchBuffer } from "./codegen/artifact.ts";
-export { tunedChoice, type TuningPoint } from "./codegen/tuning.ts";
+export { emitTuned, tunedChoice, type TuningPoint } from "./codegen/tuning.ts";
 export { DEFAULT_LIMITS, type DeviceLimits } from "./codegen/limits.ts";
 export type {
   CoreNode,

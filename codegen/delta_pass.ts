@@ -16,10 +16,10 @@ import type { DeltaStateNode } from "../dsl/ir.ts";
 import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
 import { artifact, type Context } from "./delta_chunk_parts.ts";
 import { header, indent } from "./kernel_header.ts";
-import { deltaLanes } from "./delta_recurrent.ts";
+import { deltaLanes, maxDeltaLanes } from "./delta_recurrent.ts";
 import { batchEnv, clampIndex, DeltaLoads, laneSum } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
-import { tunedChoice } from "./tuning.ts";
+import { emitTuned } from "./tuning.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 
 /** Threads per workgroup of the state pass (at most). */
@@ -47,27 +47,17 @@ export function passKernel(
   // staging of W and K rows); the default is the rule's lanes and PASS_THREADS.
   const { s, c } = ctx.layout;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
-  const candidates = new Map<string, [number, number]>();
-  for (let lanes = 1; lanes <= deltaLanes(s.dk, ctx.limits, undefined, true); lanes *= 2) {
+  const candidates = new Map<string, () => KernelArtifact[]>();
+  for (let lanes = 1; lanes <= maxDeltaLanes(ctx.limits); lanes *= 2) {
     for (const threads of [64, 128, 256]) {
       if (threads <= maxThreads && lanes <= threads) {
-        candidates.set(`lanes${lanes}_wg${threads}`, [lanes, threads]);
+        candidates.set(`lanes${lanes}_wg${threads}`, () => [emitPass(ctx, state, lanes, threads)]);
       }
     }
   }
   const byDefault = `lanes${deltaLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
   const key = `delta-pass b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
-  const chosen = tunedChoice(ctx.limits, key, candidates.keys()) ?? byDefault;
-  const [lanes, threads] = candidates.get(chosen) ?? [undefined, undefined];
-  return {
-    ...emitPass(ctx, state, lanes, threads),
-    tuning: {
-      key,
-      chosen,
-      alternatives: () =>
-        [...candidates].map(([name, [l, t]]) => [name, [emitPass(ctx, state, l, t)]]),
-    },
-  };
+  return emitTuned(ctx.limits, key, candidates, byDefault)[0];
 }
 
 /** Emits the state pass with `forcedLanes` lanes per row and `forcedThreads` threads. */

@@ -28,20 +28,16 @@ const WORKGROUP = 64;
 /** Keys one lane holds in registers, at most, before more lanes share a row. */
 const KEYS_PER_LANE = 16;
 
+/** The most lanes a value row may have: the subgroup size (at most 32), 1 without subgroups. */
+export function maxDeltaLanes(limits: DeviceLimits): number {
+  return limits.subgroups && limits.subgroupMinSize >= 2 ? Math.min(limits.subgroupMinSize, 32) : 1;
+}
+
 /**
- * Lanes per value row: a power of two ≤ the subgroup size, 1 without subgroups (`forced` when
- * given and valid). With `largest`, the most lanes the device allows.
+ * Lanes per value row: a power of two ≤ {@link maxDeltaLanes}, `forced` when given and valid.
  */
-export function deltaLanes(
-  dk: number,
-  limits: DeviceLimits,
-  forced?: number,
-  largest = false,
-): number {
-  const maxLanes = limits.subgroups && limits.subgroupMinSize >= 2
-    ? Math.min(limits.subgroupMinSize, 32)
-    : 1;
-  if (largest) return maxLanes;
+export function deltaLanes(dk: number, limits: DeviceLimits, forced?: number): number {
+  const maxLanes = maxDeltaLanes(limits);
   if (forced !== undefined) {
     if (forced < 1 || (forced & (forced - 1)) !== 0 || forced > maxLanes) {
       throw new Error(

@@ -21,7 +21,7 @@ import {
   type MatmulKernelSpec,
   modelChoice,
 } from "./matmul_kernel.ts";
-import { tunedChoice } from "./tuning.ts";
+import { emitTuned } from "./tuning.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
 import { combineWgsl, initWgsl } from "./reduce_kernel.ts";
 import { emitGemv, GEMV_MAX_ROWS, gemvWorkgroups } from "./gemv_kernel.ts";
@@ -319,7 +319,6 @@ function emitWith(
   const candidates = matmulCandidates(spec, limits);
   const key = `matmul b${spec.batch} m${spec.M} n${spec.N} k${spec.K} ` +
     `a:${aDirect ? "direct" : "hook"} b:${bDirect ? "direct" : "hook"}`;
-  const chosen = tunedChoice(limits, key, candidates.keys()) ?? modelChoice(spec, limits);
   const artifactWith = (tile: string): KernelArtifact => {
     const kernel = emitMatmul({ ...spec, tile: candidates.get(tile) }, limits);
     return {
@@ -332,14 +331,8 @@ function emitWith(
       kind: "matmul",
     };
   };
-  return {
-    ...artifactWith(chosen),
-    tuning: {
-      key,
-      chosen,
-      alternatives: () => [...candidates.keys()].map((t) => [t, [artifactWith(t)]]),
-    },
-  };
+  const emitters = new Map([...candidates.keys()].map((t) => [t, () => [artifactWith(t)]]));
+  return emitTuned(limits, key, emitters, modelChoice(spec, limits))[0];
 }
 
 /** Reductions computed inside the kernel of `root` (the ones a GEMV kernel absorbed). */

@@ -137,12 +137,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var r: u32 = lid; r < ${u32Literal(extent)}; r += ${wg}u) {
     ${loopBody}
   }
-  partial[lid] = acc;
-  workgroupBarrier();
-  for (var s: u32 = ${wg / 2}u; s > 0u; s = s >> 1u) {
-    if (lid < s) { partial[lid] = ${combineWgsl(core.op, "partial[lid]", "partial[lid + s]")}; }
-    workgroupBarrier();
-  }
+  ${treeLines(core.op, wg)}
   if (lid == 0u) {
     acc = partial[0];
     ${epilogue}

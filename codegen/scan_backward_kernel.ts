@@ -35,7 +35,7 @@ import {
 import { decodeIndex, type Env, ExprEmitter, type Intercepted, offsetExpr } from "./expr.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { type BackwardRoot, reachesVia, type ScanBackwardGroup } from "./scan_backward_plan.ts";
-import { tunedChoice } from "./tuning.ts";
+import { emitTuned } from "./tuning.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 /** Knobs of the scan-backward kernels (tests force them). */
@@ -632,29 +632,16 @@ export function emitTunedScanBackward(
   const emit = (s: ScanBackwardStrategy) =>
     emitScanBackward(group, materialized, limits, name, aliases, s);
   if (force.chunk !== undefined || force.workgroup !== undefined) return emit(force);
-  const candidates = new Map<string, ScanBackwardStrategy>();
+  const candidates = new Map<string, () => KernelArtifact[]>();
   for (const workgroup of [16, 32, 64, 128]) {
     if (workgroup > limits.maxComputeInvocationsPerWorkgroup) continue;
     for (const chunk of [8, 16, 32]) {
-      candidates.set(`wg${workgroup}_chunk${chunk}`, { workgroup, chunk });
+      candidates.set(`wg${workgroup}_chunk${chunk}`, () => emit({ workgroup, chunk }));
     }
   }
   const h = group.primal;
   const key = `scan-backward ${h.axes.join(",")}=${h.shape.join("x")} over ${h.axis}, ` +
     `${group.roots.length} roots`;
-  const chosen = tunedChoice(limits, key, candidates.keys()) ?? "wg64_chunk16";
-  const kernels = emit(candidates.get(chosen) ?? {});
-  if (kernels.length === 0) return kernels;
-  const alternatives = (): [string, KernelArtifact[]][] => {
-    const out: [string, KernelArtifact[]][] = [];
-    for (const [n, s] of candidates) {
-      try {
-        out.push([n, emit(s)]);
-      } catch {
-        // A candidate over the device's limits is not a choice.
-      }
-    }
-    return out;
-  };
-  return [{ ...kernels[0], tuning: { key, chosen, alternatives } }, ...kernels.slice(1)];
+  // WebGPU guarantees 256 invocations per workgroup, so the default is always a candidate.
+  return emitTuned(limits, key, candidates, "wg64_chunk16");
 }

@@ -15,7 +15,7 @@ import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { defaultSsdChunk, emitSsdKernels } from "./ssd_kernel.ts";
 import { chooseScanLowering, explainSsd, SSD_CHUNKS } from "./ssd_plan.ts";
-import { tunedChoice } from "./tuning.ts";
+import { emitTuned } from "./tuning.ts";
 
 /**
  * The chunk length for a forced chunk count: the smallest supported power of two with at most
@@ -79,19 +79,5 @@ export function emitScanGroup(
   }
   const key = `scan ${spec.scan.axes.join(",")}=${spec.scan.shape.join("x")} over ` +
     `${spec.scan.axis}, ${spec.outputs.length} outputs, ${spec.finals.length} finals`;
-  const chosen = tunedChoice(limits, key, candidates.keys()) ?? byDefault;
-  const kernels = candidates.get(chosen)!();
-  if (candidates.size < 2 || kernels.length === 0) return kernels;
-  const alternatives = (): [string, KernelArtifact[]][] => {
-    const out: [string, KernelArtifact[]][] = [];
-    for (const [n, emit] of candidates) {
-      try {
-        out.push([n, emit()]);
-      } catch {
-        // A candidate that does not fit the device is not a choice.
-      }
-    }
-    return out;
-  };
-  return [{ ...kernels[0], tuning: { key, chosen, alternatives } }, ...kernels.slice(1)];
+  return emitTuned(limits, key, candidates, byDefault);
 }

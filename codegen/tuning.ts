@@ -9,6 +9,7 @@
  * @module
  */
 
+import type { KernelArtifact } from "./artifact.ts";
 import type { DeviceLimits } from "./limits.ts";
 
 export type { TuningPoint } from "./artifact.ts";
@@ -26,4 +27,35 @@ export function tunedChoice(
   if (chosen === undefined) return undefined;
   for (const c of candidates) if (c === chosen) return chosen;
   return undefined;
+}
+
+/**
+ * A tuning point's kernels: the candidate the autotuner chose for `key` (else `byDefault`),
+ * emitted by its entry in `candidates`, with the point recorded on the first kernel. Emitting
+ * the alternatives leaves out candidates whose emitter throws (they do not fit the device). A
+ * single candidate is no choice: its kernels carry no point.
+ */
+export function emitTuned(
+  limits: Pick<DeviceLimits, "tuned">,
+  key: string,
+  candidates: ReadonlyMap<string, () => KernelArtifact[]>,
+  byDefault: string,
+): KernelArtifact[] {
+  const chosen = tunedChoice(limits, key, candidates.keys()) ?? byDefault;
+  const emit = candidates.get(chosen);
+  if (!emit) throw new Error(`internal: tuning point "${key}" has no candidate "${chosen}"`);
+  const kernels = emit();
+  if (candidates.size < 2 || kernels.length === 0) return kernels;
+  const alternatives = (): [string, KernelArtifact[]][] => {
+    const out: [string, KernelArtifact[]][] = [];
+    for (const [name, emitOne] of candidates) {
+      try {
+        out.push([name, emitOne()]);
+      } catch {
+        // A candidate over the device's limits is not a choice.
+      }
+    }
+    return out;
+  };
+  return [{ ...kernels[0], tuning: { key, chosen, alternatives } }, ...kernels.slice(1)];
 }

@@ -34,6 +34,28 @@ type Cache = {
   adapters: Record<string, Record<string, { choice: string; ns: Record<string, number> }>>;
 };
 
+/** The cache file's entry whose key starts with `prefix`, for this adapter (asserted to exist). */
+async function cachedEntry(cacheFile: string, prefix: string) {
+  const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
+  const entries = cache.adapters[adapterKey(await getGpu())];
+  const key = Object.keys(entries).find((k) => k.startsWith(prefix));
+  assert.ok(key, `no entry "${prefix}…": ${Object.keys(entries)}`);
+  return { cache, entry: entries[key] };
+}
+
+/** Random f32 inputs of a program, each drawn by `draw(name)`. */
+function randomInputs32(
+  prog: { graph: { inputs: readonly { name: string; shape: readonly number[] }[] } },
+  draw: (name: string) => number,
+): Record<string, Float32Array> {
+  const data: Record<string, Float32Array> = {};
+  for (const inp of prog.graph.inputs) {
+    const n = inp.shape.reduce((a, s) => a * s, 1);
+    data[inp.name] = Float32Array.from({ length: n }, () => draw(inp.name));
+  }
+  return data;
+}
+
 Deno.test("autotune: a matmul's tile configs are timed, cached, and the winner used", async () => {
   const dir = await Deno.makeTempDir();
   const cacheFile = `${dir}/autotune.json`;
@@ -43,11 +65,7 @@ Deno.test("autotune: a matmul's tile configs are timed, cached, and the winner u
       backend: "gpu",
       autotune: { cacheFile, iterations: 2 },
     });
-    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
-    const entries = cache.adapters[adapterKey(await getGpu())];
-    const key = Object.keys(entries).find((k) => k.startsWith("matmul b1 m37 n45 k29"));
-    assert.ok(key, `no matmul entry: ${Object.keys(entries)}`);
-    const entry = entries[key];
+    const { cache, entry } = await cachedEntry(cacheFile, "matmul b1 m37 n45 k29");
     assert.ok(Object.keys(entry.ns).length >= 3, `timed ${Object.keys(entry.ns)}`);
     const fastest = Object.entries(entry.ns).sort((a, b) => a[1] - b[1])[0][0];
     assert.equal(entry.choice, fastest);
@@ -100,17 +118,11 @@ Deno.test("autotune: the chunked delta rule's state pass is a tuning point", asy
         autotune: { cacheFile, iterations: 2 },
       },
     );
-    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
-    const keys = Object.keys(cache.adapters[adapterKey(await getGpu())]);
-    assert.ok(keys.some((k) => k.startsWith("delta-pass b2 t21 c8 dk8 dv6")), `${keys}`);
-    const data: Record<string, Float32Array> = {};
-    for (const inp of prog.graph.inputs) {
-      const n = inp.shape.reduce((a, s) => a * s, 1);
-      data[inp.name] = Float32Array.from(
-        { length: n },
-        () => inp.name === "beta" ? next() : inp.name === "g" ? -next() : next() - 0.5,
-      );
-    }
+    await cachedEntry(cacheFile, "delta-pass b2 t21 c8 dk8 dv6");
+    const data = randomInputs32(
+      prog,
+      (name) => name === "beta" ? next() : name === "g" ? -next() : next() - 0.5,
+    );
     assertClose(await prog.run(data), prog.interpret(data), 1e-4, `seed ${seed}`);
     prog.destroy();
   } finally {
@@ -163,28 +175,21 @@ Deno.test("autotune: a scan with the SSD form chooses between recurrent and chun
       sizes,
       { backend: "gpu", autotune: { cacheFile, iterations: 2 } },
     );
-    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
-    const entries = cache.adapters[adapterKey(await getGpu())];
-    const key = Object.keys(entries).find((k) => k.startsWith("scan "));
-    assert.ok(key, `no scan entry: ${Object.keys(entries)}`);
-    const timed = Object.keys(entries[key].ns);
+    const { entry } = await cachedEntry(cacheFile, "scan ");
+    const timed = Object.keys(entry.ns);
     assert.ok(
       timed.includes("recurrent") && timed.some((n) => n.startsWith("chunked")),
       `${timed}`,
     );
-    const data: Record<string, Float32Array> = {};
-    for (const inp of prog.graph.inputs) {
-      const n = inp.shape.reduce((a, s) => a * s, 1);
-      data[inp.name] = Float32Array.from(
-        { length: n },
-        () => inp.name === "A" ? -0.2 - next() : inp.name === "dt" ? next() - 2 : next() - 0.5,
-      );
-    }
+    const data = randomInputs32(
+      prog,
+      (name) => name === "A" ? -0.2 - next() : name === "dt" ? next() - 2 : next() - 0.5,
+    );
     assertClose(
       await prog.run(data),
       prog.interpret(data),
       1e-4,
-      `${entries[key].choice}, seed ${seed}`,
+      `${entry.choice}, seed ${seed}`,
     );
     prog.destroy();
   } finally {
@@ -213,23 +218,16 @@ Deno.test("autotune: the fused scan backward's workgroup and checkpoint interval
       { b: 2, l: 23, d: 5, n: 4 },
       { backend: "gpu", autotune: { cacheFile, iterations: 2 } },
     );
-    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
-    const entries = cache.adapters[adapterKey(await getGpu())];
-    const key = Object.keys(entries).find((k) => k.startsWith("scan-backward "));
-    assert.ok(key, `no scan-backward entry: ${Object.keys(entries)}`);
-    assert.ok(Object.keys(entries[key].ns).length >= 6, `${Object.keys(entries[key].ns)}`);
-    const data: Record<string, Float32Array> = {};
-    for (const inp of prog.graph.inputs) {
-      const n = inp.shape.reduce((a, s) => a * s, 1);
-      data[inp.name] = Float32Array.from(
-        { length: n },
-        () => inp.name === "A" ? -0.5 - next() : inp.name === "dt" ? next() - 2 : next() - 0.5,
-      );
-    }
+    const { entry } = await cachedEntry(cacheFile, "scan-backward ");
+    assert.ok(Object.keys(entry.ns).length >= 6, `${Object.keys(entry.ns)}`);
+    const data = randomInputs32(
+      prog,
+      (name) => name === "A" ? -0.5 - next() : name === "dt" ? next() - 2 : next() - 0.5,
+    );
     const got = await prog.run(data) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
     for (const k of ["value", "dx", "dA"]) {
-      assertClose(got[k], want[k], 1e-4, `${k} with ${entries[key].choice} (seed ${seed})`);
+      assertClose(got[k], want[k], 1e-4, `${k} with ${entry.choice} (seed ${seed})`);
     }
     prog.destroy();
   } finally {
