@@ -42,7 +42,10 @@ import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 export interface ScanBackwardStrategy {
   /** Steps per checkpointed chunk (default 16). */
   chunk?: number;
-  /** Threads (channels) per workgroup of the backward pass (default 64). */
+  /**
+   * Threads (channels) per workgroup of the backward pass (64 when emitted directly;
+   * {@link emitTunedScanBackward} picks fewer for scans with few channels).
+   */
   workgroup?: number;
 }
 
@@ -389,8 +392,10 @@ function emitWalk(
   const tail: string[] = [];
   const accumulators: string[] = [];
   const valid = "valid";
-  // Per-step channel sums: every value of the step staged, one barrier, the segment heads sum.
-  const shared = { count: 0, heads: [] as string[] };
+  // Per-step channel sums: every value of the step staged, one barrier, then either a tree over
+  // the workgroup (when each workgroup holds one whole segment of summed channels: `aligned`)
+  // or the segment heads sum in order. Both orders are fixed, so results repeat bitwise.
+  const shared = { count: 0, heads: [] as string[], treeWrites: [] as string[], aligned: true };
   for (const r of roots) {
     const target = writeOf.get(reductions.get(r)?.partials ?? r.root)!;
     if (r.form === "step") {
@@ -450,6 +455,24 @@ function emitWalk(
       if (red.partials) {
         const base = shared.count;
         shared.count += keptCount;
+        // (The tree halves its strides: the workgroup must be a power of two.)
+        shared.aligned &&= s % workgroup === 0 && (workgroup & (workgroup - 1)) === 0;
+        // After the tree, row base + k holds the workgroup's sum in its first lane; threads
+        // take the rows in turn to write them.
+        shared.treeWrites.push(...forEach(red.keptStates, (env, k) => {
+          const full = { ...stepEnv, ...env };
+          const row = `(${u32Literal(base)} + ${k})`;
+          return [
+            `if (lid == ${row} % ${u32Literal(workgroup)}) {`,
+            `  let slot = wg - ((cc / ${u32Literal(s)}) * ${u32Literal(s)}) / ${
+              u32Literal(workgroup)
+            };`,
+            `  ${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = wsh[${row} * ${
+              u32Literal(workgroup)
+            }];`,
+            `}`,
+          ];
+        }));
         // Segments of threads with one kept channel index: the first sums them in order.
         const key = (c: string) => `(${c}) / ${u32Literal(s)}`;
         // The largest power of two ≤ 64 dividing the workgroup (the whole default workgroup).
@@ -514,7 +537,10 @@ function emitWalk(
   if (shared.count > 0) {
     const bytes = shared.count * workgroup * 4;
     if (bytes > limits.maxComputeWorkgroupStorageSize) throw new SharedMemoryError(bytes);
-    steps.push("workgroupBarrier();", ...shared.heads, "workgroupBarrier();");
+    const sum = shared.aligned
+      ? [...treeRounds(shared.count, workgroup), ...shared.treeWrites]
+      : shared.heads;
+    steps.push("workgroupBarrier();", ...sum, "workgroupBarrier();");
   }
   const wgsl = `// ${name}: backward of the scan over ${h.axis} (${len}${
     h.reverse ? ", reverse" : ""
@@ -558,6 +584,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
+}
+
+/**
+ * Sums each of `rows` rows of `workgroup` staged values (`wsh`) into its first lane: halving
+ * strides, a barrier after each, the adds of a stride spread over all threads. Unrolled (no
+ * loops: lavapipe caps a shader's total loop iterations, and the walk runs this every step).
+ */
+function treeRounds(rows: number, workgroup: number): string[] {
+  const lines: string[] = [];
+  for (let stride = workgroup / 2; stride >= 1; stride /= 2) {
+    const adds = rows * stride;
+    for (let r = 0; r * workgroup < adds; r++) {
+      lines.push(
+        `{ let e = lid + ${u32Literal(r * workgroup)}; if (e < ${u32Literal(adds)}) { ` +
+          `let w = (e / ${u32Literal(stride)}) * ${u32Literal(workgroup)} + e % ${
+            u32Literal(stride)
+          }; wsh[w] += wsh[w + ${u32Literal(stride)}]; } }`,
+      );
+    }
+    lines.push("workgroupBarrier();");
+  }
+  return lines;
 }
 
 /** Sums one root's partials in a fixed order and writes its epilogue. */
@@ -619,7 +667,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * {@link emitScanBackward} with its chunk and workgroup as a tuning point (codegen/tuning.ts)
  * unless `force` sets either: threads per workgroup 16–128 (few channels want small workgroups,
  * so that more of the GPU's cores walk) × steps per checkpoint 8–32 (recompute against
- * checkpoint traffic). The default is 64 threads and 16 steps.
+ * checkpoint traffic). The default takes 16 steps and the largest of 64, 32, 16 threads that
+ * still gives {@link SCAN_BACKWARD_MIN_WORKGROUPS} workgroups (a walk has one thread per channel:
+ * few channels in big workgroups leave most cores idle).
  */
 export function emitTunedScanBackward(
   group: ScanBackwardGroup,
@@ -642,6 +692,15 @@ export function emitTunedScanBackward(
   const h = group.primal;
   const key = `scan-backward ${h.axes.join(",")}=${h.shape.join("x")} over ${h.axis}, ` +
     `${group.roots.length} roots`;
+  const channels = prod(group.channelAxes.map((a) => sizeIn(h, a)));
+  const workgroup = [64, 32].find((w) => channels / w >= SCAN_BACKWARD_MIN_WORKGROUPS) ?? 16;
   // WebGPU guarantees 256 invocations per workgroup, so the default is always a candidate.
-  return emitTuned(limits, key, candidates, "wg64_chunk16");
+  return emitTuned(limits, key, candidates, `wg${workgroup}_chunk16`);
 }
+
+/**
+ * Workgroups the default scan backward aims for: about one per core of a large GPU (an H100 has
+ * 132). On the H100 (2026-12-06) the induction model's walk over 1,024 channels took 11.1 ms
+ * with 64 threads per workgroup (16 workgroups) and 5.9 ms with 16 (64 workgroups).
+ */
+export const SCAN_BACKWARD_MIN_WORKGROUPS = 128;

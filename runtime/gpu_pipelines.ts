@@ -1,6 +1,7 @@
 /**
- * Compute pipelines cached by WGSL text (creation is slow, so it is asynchronous and shared)
- * and bind groups cached by (pipeline, buffers). Compile errors name the kernel and the line.
+ * Compute pipelines cached by WGSL text without its comment lines (creation is slow, so it is
+ * asynchronous and shared) and bind groups cached by (pipeline, buffers). Compile errors name
+ * the kernel and the line.
  *
  * @module
  */
@@ -74,7 +75,19 @@ function headline(message: string): string {
 export const PIPELINE_CACHE_CAPACITY = 256;
 
 /**
- * Pipelines by WGSL text; concurrent requests for one text share a single creation. The cache
+ * The text a pipeline is cached under: `wgsl` without its whole-line comments. Kernels differ
+ * from one layer to the next only in their header comment (the kernel's name), so a model's
+ * repeated layers share one pipeline per distinct body: the 24-layer training step of the 130M
+ * shapes is about 1000 kernels but 130 pipelines.
+ */
+export function pipelineKey(wgsl: string): string {
+  if (!wgsl.includes("//")) return wgsl;
+  return wgsl.split("\n").filter((line) => !line.trimStart().startsWith("//")).join("\n");
+}
+
+/**
+ * Pipelines by WGSL text (comment lines aside: {@link pipelineKey}); concurrent requests for one
+ * text share a single creation. The cache
  * is bounded: past `capacity` texts, the least recently requested is forgotten (programs that
  * hold its pipeline keep it; a later request compiles it again).
  */
@@ -107,7 +120,7 @@ export class PipelineCache {
 
   /** Whether the pipeline of `wgsl` is cached or being compiled (does not count as a use). */
   has(wgsl: string): boolean {
-    return this.#byText.has(wgsl);
+    return this.#byText.has(pipelineKey(wgsl));
   }
 
   /** The pipeline of `kernel` (compiled on first request; compile errors are thrown). */
@@ -123,18 +136,19 @@ export class PipelineCache {
         ),
       );
     }
-    const cached = this.#byText.get(kernel.wgsl);
+    const key = pipelineKey(kernel.wgsl);
+    const cached = this.#byText.get(key);
     if (cached) {
       // Now the most recently requested: move it to the end.
-      this.#byText.delete(kernel.wgsl);
-      this.#byText.set(kernel.wgsl, cached);
+      this.#byText.delete(key);
+      this.#byText.set(key, cached);
       return cached;
     }
     const created = this.#create(kernel);
-    this.#byText.set(kernel.wgsl, created);
+    this.#byText.set(key, created);
     // Failures are not cached: the error is reported to every waiter, and a later call retries.
     created.catch(() => {
-      if (this.#byText.get(kernel.wgsl) === created) this.#byText.delete(kernel.wgsl);
+      if (this.#byText.get(key) === created) this.#byText.delete(key);
     });
     this.#trim();
     return created;

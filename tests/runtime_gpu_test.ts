@@ -318,6 +318,11 @@ Deno.test({
     assert.equal(await pipelines.get(affineKernel(n)), p1);
     assert.notEqual(await pipelines.get(affineKernel(n + 1)), p1);
     assert.equal(pipelines.size, 2);
+    // Texts that differ only in whole-line comments (a layer's kernel name) share the pipeline.
+    const body = affineKernel(n).wgsl;
+    const named = { name: "k7_layer", wgsl: `// k7_layer: an affine map\n${body}\n  // end` };
+    assert.equal(await pipelines.get(named), p1);
+    assert.equal(pipelines.size, 2);
     // Bind groups are cached per (pipeline, buffers).
     const groups = new BindGroupCache(ctx);
     const a = uploadArray(ctx, new Float32Array(n)), b = uploadArray(ctx, new Float32Array(n));

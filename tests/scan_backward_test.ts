@@ -105,6 +105,22 @@ Deno.test("scan backward: channel sums across workgroups, short chunks", async (
   );
 });
 
+Deno.test("scan backward: per-step channel sums as a tree where workgroups tile the channels", async () => {
+  // Summed channels d a multiple of the workgroup: the tree path. d = 16 in workgroups of 8
+  // (two workgroups per b, 2 roots × 6 states = 12 rows > 8 threads) and of 16 (one).
+  for (const workgroup of [8, 16]) {
+    await fusedMatchesInterpreter(
+      `selective scan, tree sums, workgroup ${workgroup}`,
+      MAMBA_INPUTS,
+      mambaLoss(workgroup === 8),
+      MAMBA_WRT,
+      { b: 3, l: 23, d: 16, n: 6 },
+      MAMBA_RANGES,
+      { chunk: 8, workgroup },
+    );
+  }
+});
+
 Deno.test("scan backward: long walks with several channel-summed roots in one kernel", async () => {
   // lavapipe ends every loop of a shader after 65535 iterations of all its loops together; the
   // per-step channel sums once looped over the workgroup per kept state and root, so these
