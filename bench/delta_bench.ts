@@ -194,20 +194,35 @@ function sweepVariants(s: DeltaBenchShape): [string, ScanStrategy][] {
   return out;
 }
 
-/** Runs a peer script (`bench/<name>_peer.py`, FLA's Triton kernels) and returns its JSON rows. */
+/**
+ * The dtypes a peer script reports: "f32" is Triton's default, whose f32 `tl.dot` runs in TF32
+ * on tensor cores; "f32_ieee" forces full f32 products (TRITON_F32_DEFAULT=ieee), as ssmkit's.
+ */
+export const PEER_DTYPES = ["f32", "f32_ieee", "bf16"] as const;
+
+/**
+ * Runs a peer script (`bench/<name>_peer.py`, FLA's Triton kernels) twice, with Triton's
+ * default f32 dots (TF32) and with `--f32-dot ieee`, and returns its JSON rows.
+ */
 export async function peerRows(
   script: string,
   shapes: readonly DeltaBenchShape[],
 ): Promise<Record<string, unknown>[]> {
   const text = shapes.map((s) => `${s.b}x${s.t}x${s.h}x${s.d}`).join(",");
-  const out = await new Deno.Command("python3", {
-    args: [script, "--shapes", text],
-    env: { PYTHONPATH: ".peer" },
-    stderr: "inherit",
-  }).output();
-  if (!out.success) throw new Error(`${script} failed (see its output)`);
-  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l));
+  const rows: Record<string, unknown>[] = [];
+  for (const dot of ["tf32", "ieee"]) {
+    const out = await new Deno.Command("python3", {
+      args: [script, "--shapes", text, "--f32-dot", dot],
+      env: { PYTHONPATH: ".peer" },
+      stderr: "inherit",
+    }).output();
+    if (!out.success) throw new Error(`${script} --f32-dot ${dot} failed (see its output)`);
+    rows.push(
+      ...new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l)),
+    );
+  }
+  return rows;
 }
 
 /** The command line of the (B, T, H, D) benchmarks: `--shapes`, `--iterations`, `--peer`. */
@@ -248,11 +263,12 @@ if (import.meta.main) {
   if (opts.peer) {
     const peer = await peerRows("bench/delta_peer.py", shapes);
     for (const r of peer) console.log(JSON.stringify(r));
-    console.log("\nratio ours (chunked, f32) / FLA chunk_gated_delta_rule:");
+    console.log("\nratio ours (chunked, f32; autotuned when asked) / FLA chunk_gated_delta_rule:");
     for (const s of shapes) {
       const same = (r: Record<string, unknown>) => JSON.stringify(r.shape) === JSON.stringify(s);
-      const mine = ours.find((r) => same(r) && r.lowering === "chunked")?.ms as number;
-      for (const dtype of ["f32", "bf16"]) {
+      const mine = (ours.find((r) => same(r) && r.lowering === "chunked_autotuned") ??
+        ours.find((r) => same(r) && r.lowering === "chunked"))?.ms as number;
+      for (const dtype of PEER_DTYPES) {
         const fla = peer.find((r) => same(r) && r.dtype === dtype)?.ms as number | undefined;
         if (fla !== undefined) {
           console.log(`  ${JSON.stringify(s)} vs FLA ${dtype}: ${(mine / fla).toFixed(2)}×`);

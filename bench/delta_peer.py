@@ -3,21 +3,30 @@
 5 warm-up runs). Inputs as the ssmkit bench: k L2-normalized, beta in (0, 1), g = log alpha < 0,
 scale 1/sqrt(D), no initial state. Prints one JSON object per line.
 
+Triton computes an f32 `tl.dot` in TF32 on tensor cores unless told otherwise: the "f32" rows
+are that default; `--f32-dot ieee` sets TRITON_F32_DEFAULT=ieee (before Triton is imported) and
+times f32 only, as "f32_ieee", with full-precision products like ssmkit's.
+
     PYTHONPATH=.peer python3 bench/delta_peer.py [--shapes 1x8192x32x128,8x2048x16x64]
 """
 
 import argparse
 import json
+import os
 
-import torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
+parser.add_argument("--f32-dot", choices=("tf32", "ieee"), default="tf32")
+args = parser.parse_args()
+if args.f32_dot == "ieee":
+    os.environ["TRITON_F32_DEFAULT"] = "ieee"  # read when Triton is imported
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 from cuda_timing import cuda_time_ms as timed
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
-args = parser.parse_args()
 torch.backends.cuda.matmul.allow_tf32 = False
 
 
@@ -29,7 +38,10 @@ for text in args.shapes.split(","):
     v = torch.rand(B, T, H, D, device="cuda") * 2 - 1
     beta = torch.rand(B, T, H, device="cuda") * 0.9 + 0.05
     g = -(torch.rand(B, T, H, device="cuda") * 0.3 + 0.001)
-    for dtype, name in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
+    dtypes = ((torch.float32, "f32"), (torch.bfloat16, "bf16"))
+    if args.f32_dot == "ieee":
+        dtypes = ((torch.float32, "f32_ieee"),)
+    for dtype, name in dtypes:
         args_ = [x.to(dtype) for x in (q, k, v)]
         # g stays f32 (FLA's convention for the cumulative log-decays); beta follows the inputs.
         fn = lambda: chunk_gated_delta_rule(*args_, g, beta.to(dtype), scale=D ** -0.5)

@@ -5,8 +5,10 @@
  * With `--peer`, FLA's Triton chunk_gla and chunk_simple_gla are timed on the same shapes
  * (bench/gla_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
  *
- *     deno run -A bench/gla_bench.ts [--peer] [--shapes 1x8192x32x128,8x2048x16x64]
- *       [--iterations 20]
+ *     deno run -A bench/gla_bench.ts [--peer] [--autotune] [--iterations 20]
+ *       [--shapes 1x8192x32x128,8x2048x16x64]
+ *
+ * `--autotune` compiles with the autotuner (a fresh cache per run) instead of the defaults.
  *
  * `deno task bench --only gla` runs the same measurements (without the peer) from bench/main.ts.
  *
@@ -17,7 +19,7 @@ import { gla } from "../models/layers/gla.ts";
 import { simpleGla } from "../models/layers/retnet.ts";
 import { compile } from "../runtime/compile.ts";
 import type { GpuContext } from "../runtime/gpu_device.ts";
-import { type DeltaBenchShape, peerRows, shapeBenchArgs } from "./delta_bench.ts";
+import { type DeltaBenchShape, PEER_DTYPES, peerRows, shapeBenchArgs } from "./delta_bench.ts";
 
 /** Deterministic pseudo-random values in [lo, hi). */
 function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
@@ -58,8 +60,12 @@ export async function glaBench(
   shapes: readonly DeltaBenchShape[],
   iterations: number,
   gpu?: GpuContext,
+  autotune = false,
 ): Promise<Record<string, unknown>[]> {
   const rows: Record<string, unknown>[] = [];
+  const tuning = autotune
+    ? { autotune: { cacheFile: `${Deno.makeTempDirSync()}/autotune.json`, iterations: 5 } }
+    : {};
   for (const s of shapes) {
     const n = s.b * s.t * s.h;
     const x = {
@@ -79,13 +85,13 @@ export async function glaBench(
           { q: "b t h k", k: "b t h k", v: "b t h v", gk: "b t h k" },
           (t) => gla(t.q, t.k, t.v, t.gk).o,
           sizes,
-          { backend: "gpu", gpu },
+          { backend: "gpu", gpu, ...tuning },
         )
         : await compile(
           { q: "b t h k", k: "b t h k", v: "b t h v", g: "b t h" },
           (t) => simpleGla(t.q, t.k, t.v, t.g).o,
           sizes,
-          { backend: "gpu", gpu },
+          { backend: "gpu", gpu, ...tuning },
         );
       try {
         const probe = await prog.benchmark(inputs, { warmup: 1, iterations: 2 });
@@ -107,6 +113,8 @@ export async function glaBench(
         rows.push({
           bench: `${layer}_fwd_f32`,
           shape: s,
+          autotune,
+          choices: prog.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
           ms: r.totalNs / 1e6,
           kernels: r.kernels.map((k) => ({ name: k.name, ms: k.medianNs / 1e6 })),
           head0RelErr: Math.sqrt(diff / norm),
@@ -122,7 +130,7 @@ export async function glaBench(
 if (import.meta.main) {
   const opts = shapeBenchArgs(Deno.args);
   const shapes = opts.shapes;
-  const ours = await glaBench(shapes, opts.iterations);
+  const ours = await glaBench(shapes, opts.iterations, undefined, opts.autotune);
   for (const r of ours) console.log(JSON.stringify(r));
   if (opts.peer) {
     const peer = await peerRows("bench/gla_peer.py", shapes);
@@ -132,7 +140,7 @@ if (import.meta.main) {
       const same = (r: Record<string, unknown>) => JSON.stringify(r.shape) === JSON.stringify(s);
       for (const layer of ["gla", "simple_gla"]) {
         const mine = ours.find((r) => same(r) && r.bench === `${layer}_fwd_f32`)?.ms as number;
-        for (const dtype of ["f32", "bf16"]) {
+        for (const dtype of PEER_DTYPES) {
           const fla = peer.find((r) => same(r) && r.layer === layer && r.dtype === dtype)?.ms as
             | number
             | undefined;

@@ -4,21 +4,30 @@ the same shapes, f32 and bf16, CUDA events (median of 20 after 5 warm-up runs). 
 ssmkit bench: q, k, v uniform in [-1, 1), log-gates g in [-0.3, -0.001) per head and gk in
 [-0.1, -0.001) per key, scale 1/sqrt(D), no initial state. One JSON object per line.
 
+Triton computes an f32 `tl.dot` in TF32 on tensor cores unless told otherwise: the "f32" rows
+are that default; `--f32-dot ieee` sets TRITON_F32_DEFAULT=ieee (before Triton is imported) and
+times f32 only, as "f32_ieee", with full-precision products like ssmkit's.
+
     PYTHONPATH=.peer python3 bench/gla_peer.py [--shapes 1x8192x32x128,8x2048x16x64]
 """
 
 import argparse
 import json
+import os
 
-import torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
+parser.add_argument("--f32-dot", choices=("tf32", "ieee"), default="tf32")
+args = parser.parse_args()
+if args.f32_dot == "ieee":
+    os.environ["TRITON_F32_DEFAULT"] = "ieee"  # read when Triton is imported
+
+import torch  # noqa: E402
 
 from fla.ops.gla import chunk_gla
 from fla.ops.simple_gla import chunk_simple_gla
 from cuda_timing import cuda_time_ms as timed
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
-args = parser.parse_args()
 torch.backends.cuda.matmul.allow_tf32 = False
 
 for text in args.shapes.split(","):
@@ -27,7 +36,10 @@ for text in args.shapes.split(","):
     q, k, v = (torch.rand(B, T, H, D, device="cuda") * 2 - 1 for _ in range(3))
     g = -(torch.rand(B, T, H, device="cuda") * 0.299 + 0.001)
     gk = -(torch.rand(B, T, H, D, device="cuda") * 0.099 + 0.001)
-    for dtype, name in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
+    dtypes = ((torch.float32, "f32"), (torch.bfloat16, "bf16"))
+    if args.f32_dot == "ieee":
+        dtypes = ((torch.float32, "f32_ieee"),)
+    for dtype, name in dtypes:
         qd, kd, vd = (x.to(dtype) for x in (q, k, v))
         # The log-gates stay f32 (FLA accumulates them in f32 whatever the inputs' dtype).
         cases = {

@@ -124,6 +124,14 @@ export class ExprEmitter {
     return this;
   }
 
+  /**
+   * An index expression as a `let`, or itself when it is already a name or a literal (a let
+   * of a loop-invariant name would keep its users from being hoisted).
+   */
+  #bindIndex(expr: string): string {
+    return /^([A-Za-z_]\w*|\d+u)$/.test(expr) ? expr : this.#bind(expr, "u32");
+  }
+
   #bind(expr: string, type = "f32"): string {
     const name = `${this.#prefix}${this.#counter++}`;
     this.lines.push(`let ${name}: ${type} = ${expr};`);
@@ -304,7 +312,7 @@ export class ExprEmitter {
   }
 
   *#concat(node: Extract<Node, { kind: "concat" }>, env: Env): EmitSteps {
-    const t = this.#bind(env[node.newAxis], "u32");
+    const t = this.#bindIndex(env[node.newAxis]);
     const { [node.newAxis]: _, ...rest } = env;
     const partAt = (k: number): ValueRequest => {
       const local = node.offsets[k] === 0 ? t : `(${t} - ${u32Literal(node.offsets[k])})`;
@@ -324,7 +332,7 @@ export class ExprEmitter {
 
   *#conv1d(node: Extract<Node, { kind: "conv1d" }>, env: Env): EmitSteps {
     const taps = node.w.shape[node.w.axes.indexOf(node.tapAxis)];
-    const t = this.#bind(env[node.axis], "u32");
+    const t = this.#bindIndex(env[node.axis]);
     const terms: string[] = [];
     for (let j = 0; j < taps; j++) {
       const back = taps - 1 - j;

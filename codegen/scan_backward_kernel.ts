@@ -294,9 +294,18 @@ function emitWalk(
     h.reverse
       ? `min((${idx}) - c0, ${u32Literal(chunk)})`
       : `min((${idx}) + 1u - c0, ${u32Literal(chunk)})`;
-  /** An emitter whose h, g and in-thread state sums come from this kernel. */
-  const emitter = (core?: { node: Node; value: string }): ExprEmitter => {
-    const em = new ExprEmitter(lookup, fresh(), core);
+  /**
+   * An emitter whose h, g and in-thread state sums come from this kernel; with `hoist`, values
+   * whose indices avoid `hoist.loop` (a loop's variables) and this emitter's own lets go to
+   * `hoist.to`, emitted before the loop.
+   */
+  const emitter = (
+    core?: { node: Node; value: string },
+    hoist?: { to: ExprEmitter; loop: readonly string[] },
+  ): ExprEmitter => {
+    const prefix = fresh();
+    const em = new ExprEmitter(lookup, prefix, core);
+    if (hoist) em.hoistTo(hoist.to, [...hoist.loop, `${prefix}\\d+`]);
     em.interceptWith((node, env): Intercepted => {
       if (node === g) return `gs[${stateIdx(env)}]`;
       if (node === h) return `hist[${slotOf(env[h.axis])} * ${u32Literal(ns)} + ${stateIdx(env)}]`;
@@ -332,14 +341,14 @@ function emitWalk(
     const id = fresh();
     const acc = `${id}acc`;
     if (axes.length === 0) {
-      const body = emitter();
-      const v = term(body, env);
-      em.lines.push(...body.lines, `let ${acc} = ${v};`);
+      const v = term(em, env);
+      em.lines.push(`let ${acc} = ${v};`);
       return acc;
     }
     const k = `${id}k`;
     const decoded = decodeIndex(k, axes, sizes, `${id}i_`);
-    const body = emitter();
+    // Values that do not depend on the summed index are computed once, before the loop.
+    const body = emitter(undefined, { to: em, loop: [k, `${id}i_\\w+`] });
     const v = term(body, { ...env, ...decoded.env });
     em.lines.push(
       `var ${acc}: f32 = 0.0;`,
@@ -350,17 +359,27 @@ function emitWalk(
     return acc;
   };
   /** A loop over `axes` (state axes kept by a root) around `body`. */
+  // `inner()` gives the body an emitter that computes the values not depending on the loop's
+  // index once, before the loop: a walk step's per-channel values (softplus of Δ, the conv,
+  // gates) would otherwise be recomputed, loads and all, for every state.
+  // With `shared`, those values go to that emitter instead (its lines are the caller's to
+  // place), so loops of one walk step share them.
   const forEach = (
     axes: readonly string[],
-    body: (env: Env, flat: string) => string[],
+    body: (env: Env, flat: string, inner: () => ExprEmitter) => string[],
+    shared?: ExprEmitter,
   ): string[] => {
     const id = fresh();
     const k = `${id}k`;
     const sizes = axes.map((a) => sizeIn(h, a));
     const decoded = decodeIndex(k, axes, sizes, `${id}i_`);
+    const pre = shared ?? emitter();
+    const inner = () => emitter(undefined, { to: pre, loop: [k, `${id}i_\\w+`] });
+    const lines = body(decoded.env, k, inner);
     return [
+      ...(shared ? [] : pre.lines),
       `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(prod(sizes))}; ${k}++) {`,
-      ...[...decoded.lines, ...body(decoded.env, k)].map((l) => `  ${l}`),
+      ...[...decoded.lines, ...lines].map((l) => `  ${l}`),
       `}`,
     ];
   };
@@ -369,8 +388,8 @@ function emitWalk(
   const stepEnv: Env = { ...ch.env, [h.axis]: "t" };
   // Recompute the chunk's states of h into hist.
   const hEnv = { ...stepEnv };
-  const recompute = forEach(group.stateAxes, (env, s) => {
-    const em = emitter();
+  const recompute = forEach(group.stateAxes, (env, s, inner) => {
+    const em = inner();
     const a = em.emit(h.decay, { ...hEnv, ...env });
     const u = em.emit(h.input, { ...hEnv, ...env });
     const [to, from] = h.reverse ? ["j", "j + 1u"] : ["j + 1u", "j"];
@@ -382,8 +401,8 @@ function emitWalk(
     ];
   });
   // Update g at step t.
-  const gUpdate = forEach(group.stateAxes, (env, s) => {
-    const em = emitter();
+  const gUpdate = forEach(group.stateAxes, (env, s, inner) => {
+    const em = inner();
     const a = em.emit(g.decay, { ...stepEnv, ...env });
     const u = em.emit(g.input, { ...stepEnv, ...env });
     return [...em.lines, `gs[${s}] = ${a} * gs[${s}] + ${u};`];
@@ -396,10 +415,17 @@ function emitWalk(
   // the workgroup (when each workgroup holds one whole segment of summed channels: `aligned`)
   // or the segment heads sum in order. Both orders are fixed, so results repeat bitwise.
   const shared = { count: 0, heads: [] as string[], treeWrites: [] as string[], aligned: true };
+  // The step's values that no state index touches, computed once for all roots (after g's
+  // update, so values summing g over its states see this step's g).
+  const stepValues = emitter();
+  const forEachInStep = (
+    axes: readonly string[],
+    body: (env: Env, flat: string, inner: () => ExprEmitter) => string[],
+  ) => forEach(axes, body, stepValues);
   for (const r of roots) {
     const target = writeOf.get(reductions.get(r)?.partials ?? r.root)!;
     if (r.form === "step") {
-      const em = emitter();
+      const em = emitter(undefined, { to: stepValues, loop: [] });
       const v = em.emit(r.root, stepEnv);
       steps.push(
         ...em.lines,
@@ -409,8 +435,8 @@ function emitWalk(
     }
     if (r.form === "final") {
       const kept = group.stateAxes.filter((a) => r.root.axes.includes(a));
-      tail.push(...forEach(kept, (env) => {
-        const em = emitter();
+      tail.push(...forEach(kept, (env, _k, inner) => {
+        const em = inner();
         const full = { ...ch.env, ...env };
         const v = em.emit(r.root, full);
         return [...em.lines, `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${v}; }`];
@@ -433,8 +459,8 @@ function emitWalk(
     );
     const s = prod(red.summedChannels.map((a) => sizeIn(h, a)));
     if (red.perStep) {
-      steps.push(...forEach(red.keptStates, (env, k) => {
-        const em = emitter();
+      steps.push(...forEachInStep(red.keptStates, (env, k, inner) => {
+        const em = inner();
         const full = { ...stepEnv, ...env };
         const v = sumLoop(em, red.summedStates, summedSizes, full, termAt);
         if (!red.partials) {
@@ -509,8 +535,8 @@ function emitWalk(
     }
     const acc = `acc${accumulators.length}`;
     accumulators.push(`var ${acc}: array<f32, ${Math.max(keptCount, 1)}>;`);
-    steps.push(...forEach(red.keptStates, (env, k) => {
-      const em = emitter();
+    steps.push(...forEachInStep(red.keptStates, (env, k, inner) => {
+      const em = inner();
       const v = sumLoop(em, red.summedStates, summedSizes, { ...stepEnv, ...env }, termAt);
       return [...em.lines, `${acc}[${k}] += ${v};`];
     }));
@@ -534,6 +560,7 @@ function emitWalk(
   const first = h.reverse ? "kk" : `${u32Literal(chunks - 1)} - kk`;
   const walk = h.reverse ? "jj" : "lenk - 1u - jj";
   const base = h.reverse ? "lenk" : "0u";
+  steps.unshift(...stepValues.lines);
   if (shared.count > 0) {
     const bytes = shared.count * workgroup * 4;
     if (bytes > limits.maxComputeWorkgroupStorageSize) throw new SharedMemoryError(bytes);
