@@ -9,7 +9,14 @@
  * @module
  */
 
-import { collectNodes, type ContractNode, type Graph, type Node, nodeInputs } from "../dsl/ir.ts";
+import {
+  collectNodes,
+  type ContractNode,
+  type Graph,
+  type Node,
+  nodeInputs,
+  numel,
+} from "../dsl/ir.ts";
 import type { PickNode, ScanNode } from "../dsl/ir.ts";
 import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
@@ -136,6 +143,31 @@ function treeLarger(root: Node, materialized: ReadonlySet<Node>, limit: number):
   return walkTree(root, materialized, limit).size > limit;
 }
 
+/**
+ * Whether the fused tree of `root` reads more than `limit` buffers of at least its size and
+ * rank (a weight or norm scale, broadcast over batch and time, has fewer axes: it does not
+ * count).
+ */
+function readsManyBuffers(root: Node, materialized: ReadonlySet<Node>, limit: number): boolean {
+  const size = numel(root);
+  const full = (n: Node) => numel(n) >= size && n.axes.length >= root.axes.length;
+  const seen = new Set<Node>([root]);
+  const read = new Set<Node>();
+  const stack = [...nodeInputs(root)];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    if (materialized.has(n)) {
+      if (full(n)) read.add(n);
+      if (read.size > limit) return true;
+      continue;
+    }
+    stack.push(...nodeInputs(n));
+  }
+  return false;
+}
+
 /** The fused tree of `root`, or its first `limit + 1` nodes when it is larger. */
 function walkTree(root: Node, materialized: ReadonlySet<Node>, limit: number): Set<Node> {
   const seen = new Set<Node>([root]);
@@ -249,6 +281,12 @@ export function planFusion(graph: Graph, options: FusionOptions = {}): FusionPla
   }
 }
 
+/**
+ * Full-size buffers a subtree that several kernels read may read before it gets a buffer of
+ * its own: recomputed in k kernels it costs k·r reads, materialized r + 1 + k.
+ */
+const MAX_SHARED_READS = 3;
+
 /** The plan, or per kernel in a cycle of kernels the roots that read another one's output. */
 function planWith(
   graph: Graph,
@@ -337,10 +375,16 @@ function planWith(
     }
     if (changed) continue;
     // Subtrees read by several kernels: recompute small ones, materialize big ones (and short
-    // contractions, whose every recomputation repeats their loop).
+    // contractions, whose every recomputation repeats their loop). A subtree reading many
+    // full-size buffers is materialized too: each recomputation rereads them all. (A deep
+    // model's residual cotangent is the sum of every later layer's contribution; inlined,
+    // layer i's kernels read 24 − i such buffers, and each layer's kernels differ.)
     for (const [n, kernels] of reachedBy) {
       if (kernels.size < 2 || n.kind === "const" || fusable.has(n)) continue;
-      if (n.kind === "contract" || isCore(n) || treeLarger(n, materialized, maxRecompute)) {
+      if (
+        n.kind === "contract" || isCore(n) || treeLarger(n, materialized, maxRecompute) ||
+        readsManyBuffers(n, materialized, MAX_SHARED_READS)
+      ) {
         materialized.add(n);
         changed = true;
       }

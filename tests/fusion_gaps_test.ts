@@ -5,10 +5,24 @@
 // interpreter on random inputs of awkward sizes, both scan directions, init and final states.
 import assert from "node:assert/strict";
 import { einsum } from "../dsl/einsum.ts";
-import { abs, add, div, exp, maximum, neg, sigmoid, silu, softplus } from "../dsl/elementwise.ts";
+import { grad } from "../dsl/autodiff.ts";
+import {
+  abs,
+  add,
+  div,
+  exp,
+  maximum,
+  neg,
+  sigmoid,
+  silu,
+  softplus,
+  tanh,
+} from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { flip, rearrange, transpose } from "../dsl/views.ts";
+import { rename } from "../dsl/axis_ops.ts";
+import { pipelineKey } from "../runtime/gpu_pipelines.ts";
 import type { InputSpec } from "../dsl/trace.ts";
 import { compile, type CompileOptions } from "../runtime/compile.ts";
 import type { TraceResult } from "../dsl/trace.ts";
@@ -346,4 +360,37 @@ Deno.test("each direction's sum reading the other's flipped output: one of them 
     // Before: 2 kernels, the first reading an output of the second before it was written.
     assert.equal(kernels.length, 3, kernels.map((k) => k.name).join(" "));
   }
+});
+
+Deno.test("a deep residual stack's backward: kernels read a bounded number of buffers", async () => {
+  // x_{i+1} = x_i + tanh(x_i·W_i): x_i's cotangent sums the contributions of every later
+  // layer. Inlined where several kernels read it, layer i's kernels read L − i buffers, so
+  // each layer compiled to different WGSL (one pipeline each); it now gets a buffer once it
+  // reads more than 3, and layers repeat their kernels.
+  const maxBindings: number[] = [];
+  const distinct: number[] = [];
+  const counts: number[] = [];
+  for (const depth of [4, 9]) {
+    const inputs: Record<string, string> = { x: "b l d", w: "b l d" };
+    for (let i = 0; i < depth; i++) inputs[`W${i}`] = "d e";
+    const kernels = await kernelsOf(`residual stack of ${depth}`, inputs, (t) => {
+      const weights = Object.fromEntries(
+        Array.from({ length: depth }, (_, i) => [`W${i}`, t[`W${i}`]]),
+      );
+      return grad((p: Record<string, Tensor>) => {
+        let x = t.x;
+        for (let i = 0; i < depth; i++) {
+          const mixed = rename(einsum("b l d, d e -> b l e", x, p[`W${i}`]), "e", "d");
+          x = add(x, tanh(mixed));
+        }
+        return einsum("b l d, b l d -> ", x, t.w);
+      })(weights);
+    }, { b: 2, l: 5, d: 7, e: 7 });
+    maxBindings.push(Math.max(...kernels.map((k) => k.wgsl.match(/@binding/g)?.length ?? 0)));
+    distinct.push(new Set(kernels.map((k) => pipelineKey(k.wgsl))).size);
+    counts.push(kernels.length);
+  }
+  // Before: 7 and 12 bindings; 26 kernels at depth 9, all different.
+  assert.ok(maxBindings[1] <= maxBindings[0], `largest binding counts: ${maxBindings}`);
+  assert.ok(distinct[1] < 0.6 * counts[1], `depth 9: ${distinct[1]} texts in ${counts[1]} kernels`);
 });
