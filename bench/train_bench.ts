@@ -265,6 +265,15 @@ async function modelStep(
       ),
   );
   const compileS = (performance.now() - t0) / 1000;
+  const times = prog.compileTimes;
+  // On stderr as it happens: a run cut off by a time limit still shows where it was.
+  console.error(
+    `${c.name}@${c.b}x${c.l}: compiled in ${compileS.toFixed(1)} s (codegen ${
+      (times.codegenMs / 1000).toFixed(1)
+    } s, ${times.pipelines} pipelines ${(times.pipelinesMs / 1000).toFixed(1)} s, buffers ${
+      (times.buffersMs / 1000).toFixed(1)
+    } s), ${prog.kernels.length} kernels`,
+  );
   try {
     const weights = randomWeights(def, 1234);
     for (const k of names) prog.write(k, weights[k]);
@@ -274,10 +283,12 @@ async function modelStep(
     const ids = tokens(), targets = tokens();
     let stepNo = 0;
     const run = () => prog.step({ ids, targets, ...adamwScalars(++stepNo, 1e-4) });
+    const tFirst = performance.now();
     const firstLoss = await scoped(ctx, "first step", async () => {
       await run();
       return (await prog.read(["loss"])).loss[0];
     });
+    console.error(`  first step ${((performance.now() - tFirst) / 1000).toFixed(2)} s`);
     await run();
     await prog.read(["loss"]);
     const t1 = performance.now();
@@ -291,6 +302,7 @@ async function modelStep(
       bufferMiB: bytes / MiB,
       kernels: prog.kernels.length,
       compileS,
+      compileTimes: times,
       timing: `wall clock, mean of ${steps} steps`,
       firstLoss,
       lastLoss,

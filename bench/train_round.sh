@@ -66,7 +66,9 @@ for case in case_ids:
         ratio = (f'{r["ms"] / anchor["ms"]:.2f}' if anchor and "ms" in anchor else "-")
         note = f'({mem_kind})'
         if name.startswith("ssmkit"):
-            note += f' {r["kernels"]} kernels, compile {r["compileS"]:.0f} s, {r["timing"]}'
+            pipelines = r.get("compileTimes", {}).get("pipelines", "?")
+            note += (f' {r["kernels"]} kernels ({pipelines} pipelines), compile '
+                     f'{r["compileS"]:.0f} s, {r["timing"]}')
         print(f'{case:26} {name:26} {r["ms"]:10.2f} {r["tokPerS"]:10.0f} {mem:16.1f} {ratio:>9}  {note}')
 print(f"x anchor: ms/step over the anchor's in this call (mamba_ssm_f32 for model steps, "
       f"hf_torch_f32 for the scan); memory: ssmkit sums its buffers (WebGPU has no memory "

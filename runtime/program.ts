@@ -70,6 +70,11 @@ export class GpuProgram {
   bufferBytes = 0;
   /** The buffers its intermediates share (see buffer_reuse.ts), for a copy to share too. */
   slots: readonly GPUBuffer[] = [];
+  /**
+   * Milliseconds `create` spent making pipelines (those the process's cache lacked) and
+   * buffers with their bind groups, and the distinct pipelines the kernels use.
+   */
+  createTimes = { pipelinesMs: 0, buffersMs: 0, pipelines: 0 };
   readonly #ctx: GpuContext;
   readonly #program: KernelProgram;
   readonly #buffers = new Map<BufferKey, GPUBuffer>();
@@ -101,9 +106,11 @@ export class GpuProgram {
     p.#external = new Set(external.values());
     for (const [node, buffer] of external) p.#buffers.set(node, buffer);
     const cache = pipelineCacheFor(ctx);
+    const started = performance.now();
     const pipelines = await Promise.all(
       program.kernels.map((k) => cache.get({ name: k.name, wgsl: k.wgsl })),
     );
+    const made = performance.now();
     const device = ctx.device;
     const keys = new Set<BufferKey>(program.plan.materialized);
     for (const k of program.kernels) for (const b of [...k.reads, ...k.writes]) keys.add(b);
@@ -149,6 +156,11 @@ export class GpuProgram {
     // Warm the bind groups so the first run pays nothing extra.
     const groups = bindGroupCacheFor(ctx);
     for (const d of p.#dispatches) groups.get(d.pipeline, d.buffers);
+    p.createTimes = {
+      pipelinesMs: made - started,
+      buffersMs: performance.now() - made,
+      pipelines: new Set(pipelines).size,
+    };
     return p;
   }
 

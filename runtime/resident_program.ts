@@ -85,6 +85,12 @@ export class ResidentProgram {
   readonly graph: Graph;
   /** The generated kernels, in dispatch order. */
   readonly kernels: KernelProgram["kernels"];
+  /**
+   * Where `create` spent its time, in milliseconds: tracing and code generation (autotuning
+   * included), pipelines (those not cached in this process yet), buffers and bind groups;
+   * and how many distinct pipelines the kernels use.
+   */
+  compileTimes = { codegenMs: 0, pipelinesMs: 0, buffersMs: 0, pipelines: 0 };
   readonly #ctx: GpuContext;
   readonly #gpu: GpuProgram;
   /** Further copies for `steps` (the first is #gpu). */
@@ -117,6 +123,7 @@ export class ResidentProgram {
     sizes: Sizes,
     options: ResidentOptions,
   ): Promise<ResidentProgram> {
+    const started = performance.now();
     const graph = trace(inputs, fn, sizes);
     const aliases = resolveState(graph, options.state);
     const ctx = options.gpu ?? await getGpu();
@@ -131,6 +138,7 @@ export class ResidentProgram {
     if (options.autotune) {
       program = await tunedProgram(ctx, graph, limits, codegenOptions, program, options.autotune);
     }
+    const codegenMs = performance.now() - started;
     // A rewrite may have rebuilt the outputs; the program names the nodes it writes.
     const inPlace = (program.aliases ?? aliases) as ReadonlyMap<InputNode, Node>;
     checkInPlace(program, inPlace);
@@ -161,7 +169,16 @@ export class ResidentProgram {
         // The copies run one after another in a submit, so they share intermediate buffers.
         gpus.push(await GpuProgram.create(ctx, program, inPlace, external, gpus[0]?.slots));
       }
-      return new ResidentProgram(ctx, graph, program, gpus, state);
+      const resident = new ResidentProgram(ctx, graph, program, gpus, state);
+      const sum = (f: (t: GpuProgram["createTimes"]) => number) =>
+        gpus.reduce((a, g) => a + f(g.createTimes), 0);
+      resident.compileTimes = {
+        codegenMs,
+        pipelinesMs: sum((t) => t.pipelinesMs),
+        buffersMs: sum((t) => t.buffersMs),
+        pipelines: gpus[0].createTimes.pipelines,
+      };
+      return resident;
     } catch (e) {
       for (const g of gpus) g.destroy();
       for (const b of state.values()) b.destroy();

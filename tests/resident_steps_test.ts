@@ -27,6 +27,10 @@ Deno.test("ResidentProgram: constants stay, steps() runs several steps in one su
     { state: { w: "w" }, constant: ["frozen"], replicas: 3 },
   );
   try {
+    // Where create spent its time; the replicas share the first copy's pipelines.
+    const times = prog.compileTimes;
+    assert.ok(times.codegenMs > 0 && times.pipelinesMs >= 0 && times.buffersMs >= 0);
+    assert.ok(times.pipelines >= 1 && times.pipelines <= prog.kernels.length, `${times.pipelines}`);
     prog.write("w", w0);
     prog.write("frozen", frozen);
     const step = (i: number) => ({ g: grads[i], lr: Float32Array.of(lrs[i]) });
