@@ -214,6 +214,24 @@ async function scoped<T>(ctx: GpuContext, what: string, f: () => Promise<T>): Pr
   return result as T;
 }
 
+/**
+ * Kernel medians summed per kind (the name without its `k<N>_` prefix and split suffix), the
+ * most expensive first.
+ */
+function kernelProfile(
+  kernels: readonly { name: string; medianNs: number }[],
+): { kernel: string; count: number; ms: number }[] {
+  const byKind = new Map<string, { kernel: string; count: number; ms: number }>();
+  for (const k of kernels) {
+    const kind = k.name.replace(/^k\d+_/, "").replace(/(_bwd)[ab]+$/, "$1");
+    const entry = byKind.get(kind) ?? { kernel: kind, count: 0, ms: 0 };
+    entry.count++;
+    entry.ms += k.medianNs / 1e6;
+    byKind.set(kind, entry);
+  }
+  return [...byKind.values()].sort((a, b) => b.ms - a.ms);
+}
+
 async function modelStep(
   ctx: GpuContext,
   c: Extract<TrainCase, { kind: "mamba" | "mamba2" }>,
@@ -296,6 +314,17 @@ async function modelStep(
     const lastLoss = (await prog.read(["loss"])).loss[0];
     const ms = (performance.now() - t1) / steps;
     const bytes = prog.bufferBytes;
+    // Where a step's GPU time goes: kernel medians (timestamp queries), summed per kernel kind.
+    const timed = await prog.benchmark({ ids, targets, ...adamwScalars(++stepNo, 1e-4) }, {
+      warmup: 1,
+      iterations: 3,
+    });
+    const profile = kernelProfile(timed.kernels);
+    console.error(
+      `  step kernels ${(timed.totalNs / 1e6).toFixed(1)} ms; most: ${
+        profile.slice(0, 6).map((p) => `${p.kernel} ×${p.count} ${p.ms.toFixed(1)} ms`).join(", ")
+      }`,
+    );
     return {
       ms,
       tokPerS: (c.b * c.l) / (ms / 1000),
@@ -303,6 +332,8 @@ async function modelStep(
       kernels: prog.kernels.length,
       compileS,
       compileTimes: times,
+      kernelMs: timed.totalNs / 1e6,
+      profile: profile.slice(0, 12),
       timing: `wall clock, mean of ${steps} steps`,
       firstLoss,
       lastLoss,
