@@ -161,6 +161,12 @@ export {
 export { type LoraOptions, LoraPlan, type LoraTarget } from "./models/train/lora.ts";
 export { loadParams, saveModel } from "./models/train/save.ts";
 export {
+  loadOptimizerState,
+  OPTIMIZER_DIR,
+  type OptimizerState,
+  saveOptimizerState,
+} from "./models/train/optimizer_state.ts";
+export {
   type F32Tensor,
   f32Tensors,
   type RawTensor,

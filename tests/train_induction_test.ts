@@ -2,6 +2,7 @@
 // trains on the adapter, writes an HF directory that loadModel reads and the demo could load,
 // evaluates the lengths asked for, and logs what it did. A bad option is a one-line error.
 import assert from "node:assert/strict";
+import { loadOptimizerState } from "../models/train/optimizer_state.ts";
 import { loadParams } from "../models/train/save.ts";
 import { INDUCTION_CONFIG } from "../models/induction/task.ts";
 
@@ -56,7 +57,9 @@ Deno.test("train-induction: --resume continues from a saved run and counts its s
     const saved = (await loadParams(first)).params;
     const b = await runScript(["--steps=4", ...common, `--resume=${first}`, `--out=${second}`]);
     assert.equal(b.code, 0, b.stderr);
-    assert.match(b.stdout, /resuming at 2/);
+    assert.match(b.stdout, /resuming at 2\)/, "AdamW's state was restored");
+    assert.equal((await loadOptimizerState(first))?.step, 2);
+    assert.equal((await loadOptimizerState(second))?.step, 4);
     assert.match(b.stdout, /step +4 {2}loss/);
     const log = JSON.parse(await Deno.readTextFile(`${second}/train_log.json`));
     assert.equal(log.steps, 4);

@@ -12,9 +12,11 @@
  *
  * `--resume DIR` continues a run this script saved in DIR: its weights are the start, its
  * train_log.json says how many steps it had done, and `--steps` counts the steps of both runs
- * (so `--steps 204800` ends where the recipe does, over several runs). AdamW's moments are not
- * saved, so they restart from zero (with their bias correction); the data stream is seeded by the
- * seed and the steps done, so a resumed run does not repeat the batches of the first.
+ * (so `--steps 204800` ends where the recipe does, over several runs). AdamW's state is saved
+ * in DIR/optimizer/ and restored, so the runs train as one would; a directory saved without it
+ * (before 2026-12-06) restarts the moments from zero, with their bias correction. The data stream
+ * is seeded by the seed and the steps done, so a resumed run does not repeat the batches of the
+ * first.
  *
  * The recipe (the defaults), from Gu & Dao, "Mamba: Linear-Time Sequence Modeling with
  * Selective State Spaces" (arXiv 2312.00752), §4.1.2, Table 11 and Appendix E.1 ("Induction
@@ -51,6 +53,7 @@ import { parseArgs } from "node:util";
 import { getGpu } from "../../runtime/gpu_device.ts";
 import { loadModel } from "../language_model.ts";
 import { initParams, type ParamRecord } from "../train/init.ts";
+import { loadOptimizerState, type OptimizerState } from "../train/optimizer_state.ts";
 import { loadParams } from "../train/save.ts";
 import { Trainer, type TrainProgress } from "../train/trainer.ts";
 import {
@@ -140,8 +143,13 @@ function parse(args: string[]): Options {
   };
 }
 
-/** Where a resumed run starts: the saved weights and the steps their run had done. */
-async function resumePoint(dir: string): Promise<{ params: ParamRecord; steps: number }> {
+/**
+ * Where a resumed run starts: the saved weights, the steps their run had done and AdamW's state
+ * (when it was saved).
+ */
+async function resumePoint(
+  dir: string,
+): Promise<{ params: ParamRecord; steps: number; optimizer?: OptimizerState }> {
   const { config, params } = await loadParams(dir);
   if (JSON.stringify(config) !== JSON.stringify(INDUCTION_CONFIG)) {
     throw new UsageError(`--resume ${dir}: its config.json is not the induction model's`);
@@ -155,7 +163,13 @@ async function resumePoint(dir: string): Promise<{ params: ParamRecord; steps: n
   if (!Number.isInteger(steps) || (steps as number) < 0) {
     throw new UsageError(`--resume ${dir}: train_log.json has no step count`);
   }
-  return { params, steps: steps as number };
+  const optimizer = await loadOptimizerState(dir);
+  if (optimizer && optimizer.step !== steps) {
+    throw new UsageError(
+      `--resume ${dir}: its optimizer state is at step ${optimizer.step}, train_log.json at ${steps}`,
+    );
+  }
+  return { params, steps: steps as number, optimizer };
 }
 
 /** A bad command line: one line on stderr, exit code 2. */
@@ -184,6 +198,7 @@ export async function main(args: string[]): Promise<number> {
     blockSize: o.block,
     stepsPerSubmit: o.perSubmit,
     autotune: o.autotune,
+    resume: resumed?.optimizer,
     onProgress: (p: TrainProgress) => {
       log.push({ step: before + p.step, loss: p.loss, seconds: p.seconds });
       console.log(
@@ -193,7 +208,11 @@ export async function main(args: string[]): Promise<number> {
     },
   });
   console.log(
-    `training: ${o.steps} steps at most${resumed ? ` (resuming at ${before})` : ""}, ` +
+    `training: ${o.steps} steps at most${
+      resumed
+        ? ` (resuming at ${before}${resumed.optimizer ? "" : ", AdamW's moments from zero"})`
+        : ""
+    }, ` +
       `${o.seconds} s at most, batch ${o.batch}, length ${o.length}, lr ${o.lr}; one step is ` +
       `${trainer.program.kernels.length} kernels`,
   );
@@ -206,7 +225,7 @@ export async function main(args: string[]): Promise<number> {
       await trainer.step(ids, answers);
     }
     await trainer.flush();
-    await trainer.save(o.out);
+    await trainer.save(o.out, { optimizer: true });
   } finally {
     trainer.destroy();
   }

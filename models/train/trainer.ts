@@ -37,6 +37,7 @@ import {
 } from "./adamw.ts";
 import type { ParamRecord } from "./init.ts";
 import { type LoraOptions, LoraPlan } from "./lora.ts";
+import { type OptimizerState, saveOptimizerState } from "./optimizer_state.ts";
 import { saveModel } from "./save.ts";
 
 /** Which positions the loss covers. */
@@ -96,6 +97,13 @@ export interface TrainerOptions {
    * cached per adapter and shape (`compile`'s `autotune`). Default off.
    */
   autotune?: boolean | AutotuneOptions;
+  /**
+   * AdamW's state from an earlier run of the same parameters (`Trainer.optimizerState`, or
+   * `loadOptimizerState` of a directory saved with `{ optimizer: true }`): its moments are
+   * uploaded, and bias correction and the `lr` schedule go on from its step, so that a run split
+   * in two trains as one would. Without it the moments start at zero.
+   */
+  resume?: OptimizerState;
 }
 
 /** The axis of the resident loss history. */
@@ -115,6 +123,8 @@ export class Trainer {
   readonly #lora: LoraPlan | undefined;
   readonly #frozen: readonly string[];
   #step = 0;
+  /** Optimizer steps of the run this one resumes (`TrainerOptions.resume`). */
+  #resumedAt = 0;
   /** Steps given to `step` but not yet submitted. */
   #queued: Record<string, Int32Array | Float32Array>[] = [];
   #blockStart = performance.now();
@@ -223,12 +233,43 @@ export class Trainer {
       const adapters = lora.initAdapters();
       for (const k of trained) program.write(k, adapters[k]);
     } else for (const k of trained) program.write(k, options.params[k]);
+    if (options.resume) trainer.#resume(options.resume);
     return trainer;
   }
 
-  /** Steps done so far. */
+  /** Uploads an earlier run's moments and continues its step count. */
+  #resume(state: OptimizerState): void {
+    const { step, m, v } = state;
+    if (!Number.isInteger(step) || step < 0) {
+      throw new Error(`Trainer: resume.step must be an integer ≥ 0, got ${step}`);
+    }
+    for (const [kind, record] of [["m", m], ["v", v]] as const) {
+      for (const k of this.trainedNames) {
+        if (!(record[k] instanceof Float32Array)) {
+          throw new Error(`Trainer: resume.${kind} lacks "${k}"`);
+        }
+      }
+      for (const k of Object.keys(record)) {
+        if (!this.trainedNames.includes(k)) {
+          throw new Error(`Trainer: resume.${kind} has "${k}", which is not trained here`);
+        }
+      }
+    }
+    for (const k of this.trainedNames) {
+      this.program.write(`m.${k}`, m[k]);
+      this.program.write(`v.${k}`, v[k]);
+    }
+    this.#resumedAt = step;
+  }
+
+  /** Steps done so far by this trainer. */
   get steps(): number {
     return this.#step;
+  }
+
+  /** Optimizer steps so far, a resumed run's included (AdamW's bias correction uses it). */
+  get optimizerStep(): number {
+    return this.#resumedAt + this.#step;
   }
 
   /**
@@ -245,15 +286,16 @@ export class Trainer {
     }
     const block = this.#options.blockSize ?? 50;
     const step = ++this.#step;
+    const global = this.#resumedAt + step;
     const lr = this.#options.lr ?? 1e-3;
-    const rate = typeof lr === "number" ? lr : lr(step);
+    const rate = typeof lr === "number" ? lr : lr(global);
     const slot = Float32Array.of((step - 1) % block);
     // Copies: the caller may reuse its arrays before a queued step is submitted.
     this.#queued.push({
       ids: ids.slice(),
       targets: targets.slice(),
       slot,
-      ...adamwScalars(step, rate, this.#options.optimizer),
+      ...adamwScalars(global, rate, this.#options.optimizer),
     });
     if (this.#queued.length === (this.#options.stepsPerSubmit ?? 1) || step % block === 0) {
       await this.#submit();
@@ -318,9 +360,30 @@ export class Trainer {
     return read as ParamRecord;
   }
 
-  /** Writes an HF model directory (config.json, model.safetensors) that `loadModel` reads. */
-  async save(dir: string): Promise<void> {
+  /** AdamW's state now (read back from the device): the step count and both moments. */
+  async optimizerState(): Promise<OptimizerState> {
+    await this.#submit();
+    const names = this.trainedNames;
+    const read = await this.program.read([
+      ...names.map((k) => `m.${k}`),
+      ...names.map((k) => `v.${k}`),
+    ]);
+    const state: OptimizerState = { step: this.optimizerStep, m: {}, v: {} };
+    for (const k of names) {
+      state.m[k] = read[`m.${k}`] as Float32Array;
+      state.v[k] = read[`v.${k}`] as Float32Array;
+    }
+    return state;
+  }
+
+  /**
+   * Writes an HF model directory (config.json, model.safetensors) that `loadModel` reads; with
+   * `optimizer: true` also AdamW's state, in `dir/optimizer/` (`loadOptimizerState` reads it,
+   * `TrainerOptions.resume` continues from it).
+   */
+  async save(dir: string, options: { optimizer?: boolean } = {}): Promise<void> {
     await saveModel(dir, this.config, this.definition, await this.params());
+    if (options.optimizer) await saveOptimizerState(dir, await this.optimizerState());
   }
 
   /** Frees the program and its device buffers. */
