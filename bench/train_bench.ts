@@ -1,7 +1,8 @@
 /**
  * Training benchmark (`deno task bench --only train`): one training step (forward, backward,
- * AdamW) of the Mamba-2 and Mamba-1 130M shapes with random weights, and the Mamba-1 selective
- * scan's value and gradient alone. Prints one JSON row per case; a case that fails to compile
+ * AdamW) of the Mamba-2 and Mamba-1 130M shapes with random weights, the Mamba-1 selective
+ * scan's value and gradient alone, and the induction model's step as `train-induction` runs it.
+ * Model steps also report a per-kind kernel profile of one step. Prints one JSON row per case; a case that fails to compile
  * or run (e.g. a buffer over the device's binding limit) gets a row with its one-line reason and
  * the other cases still run. bench/train_peer.py times the torch peers on the same shapes and
  * bench/train_round.sh prints both as one table.
@@ -38,6 +39,9 @@ import { lmLossAndGrads, lmLossInputs } from "../models/train/lm_loss.ts";
 import { compile } from "../runtime/compile.ts";
 import type { GpuContext } from "../runtime/gpu_device.ts";
 import { ResidentProgram } from "../runtime/resident_program.ts";
+import { INDUCTION_CONFIG, seededRandom, taskBatch } from "../models/induction/task.ts";
+import { initParams } from "../models/train/init.ts";
+import { Trainer } from "../models/train/trainer.ts";
 
 /** One benchmark case: a model's training step or the scan's value and gradient. */
 export type TrainCase =
@@ -52,7 +56,16 @@ export type TrainCase =
     /** Autotune the step's tunable kernels first (a fresh cache: the tuning is not timed). */
     autotune?: boolean;
   }
-  | { name: string; kind: "scan"; b: number; l: number; d: number; n: number };
+  | { name: string; kind: "scan"; b: number; l: number; d: number; n: number }
+  | {
+    name: string;
+    /** The induction model's step as `train-induction` runs it (`Trainer`, target "last"). */
+    kind: "induction";
+    b: number;
+    l: number;
+    /** Steps per submit. */
+    perSubmit: number;
+  };
 
 const MAMBA2_130M = {
   model_type: "mamba2",
@@ -92,7 +105,8 @@ const TINY = {
 };
 
 /**
- * The cases: `full` is the official set (b=8, l=2048 steps; the scan at b=8 l=4096 d=1536 n=16)
+ * The cases: `full` is the official set (b=8, l=2048 steps; the scan at b=8 l=4096 d=1536 n=16;
+ * the induction step at b=8, l=256, 16 steps per submit)
  * followed by smaller ones that fit today's materializing scan backward (b=1, l=256; the scan
  * at b=1, l=512); `tiny` keeps the structure at toy sizes. The `_ssdbwd` cases compile Mamba-2
  * with the state-free SSD backward (`ssdBackward`), at the official shape and at b=1, l=256
@@ -112,6 +126,7 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
       },
       { name: "mamba_tiny_step", kind: "mamba", config: TINY.mamba, b: 2, l: 16 },
       { name: "scan_tiny_bwd", kind: "scan", b: 2, l: 32, d: 8, n: 4 },
+      { name: "induction_step", kind: "induction", b: 2, l: 16, perSubmit: 4 },
     ];
   }
   return [
@@ -134,6 +149,7 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
     },
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 8, l: 2048 },
     { name: "scan_bwd", kind: "scan", b: 8, l: 4096, d: 1536, n: 16 },
+    { name: "induction_step", kind: "induction", b: 8, l: 256, perSubmit: 16 },
     { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 1, l: 256 },
     {
       name: "mamba2_130m_step_ssdbwd",
@@ -212,6 +228,75 @@ async function scoped<T>(ctx: GpuContext, what: string, f: () => Promise<T>): Pr
   if (memory) throw new Error(`${what}: out of GPU memory: ${memory.message}`);
   if (validation) throw new Error(`${what}: ${validation.message}`);
   return result as T;
+}
+
+/**
+ * The induction model's training step through `Trainer` (AdamW without weight decay, lr 1e-3,
+ * `perSubmit` steps per submit): wall clock per step over whole submits after a warm-up, and
+ * one step's kernel profile.
+ */
+async function inductionStep(
+  ctx: GpuContext,
+  c: Extract<TrainCase, { kind: "induction" }>,
+  steps: number,
+): Promise<Record<string, unknown>> {
+  const config = { ...INDUCTION_CONFIG };
+  const t0 = performance.now();
+  const trainer = await Trainer.create({
+    config,
+    params: initParams(config, { seed: 1 }),
+    batch: c.b,
+    length: c.l,
+    target: "last",
+    optimizer: { weightDecay: 0 },
+    lr: 1e-3,
+    blockSize: 4096,
+    stepsPerSubmit: c.perSubmit,
+    gpu: ctx,
+    onProgress: () => {},
+  });
+  const compileS = (performance.now() - t0) / 1000;
+  try {
+    const rand = seededRandom(5);
+    const batches = Array.from({ length: c.perSubmit }, () => taskBatch(c.b, c.l, rand));
+    const run = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const { ids, answers } = batches[i % batches.length];
+        await trainer.step(ids, answers);
+      }
+      await trainer.flush();
+    };
+    await run(2 * c.perSubmit);
+    // Whole submits: at least `steps` steps, rounded up to a multiple of perSubmit.
+    const n = Math.ceil(steps / c.perSubmit) * c.perSubmit;
+    const t1 = performance.now();
+    await run(n);
+    const ms = (performance.now() - t1) / n;
+    const { ids, answers } = batches[0];
+    const timed = await trainer.program.benchmark(
+      {
+        ids,
+        targets: answers,
+        slot: Float32Array.of(0),
+        ...adamwScalars(trainer.optimizerStep + 1, 1e-3, { weightDecay: 0 }),
+      },
+      { warmup: 2, iterations: 5 },
+    );
+    const profile = kernelProfile(timed.kernels);
+    return {
+      ms,
+      tokPerS: (c.b * c.l) / (ms / 1000),
+      bufferMiB: trainer.program.bufferBytes / MiB,
+      kernels: trainer.program.kernels.length,
+      compileS,
+      compileTimes: trainer.program.compileTimes,
+      kernelMs: timed.totalNs / 1e6,
+      profile: profile.slice(0, 12),
+      timing: `wall clock, mean of ${n} steps, ${c.perSubmit} per submit`,
+    };
+  } finally {
+    trainer.destroy();
+  }
 }
 
 /**
@@ -416,6 +501,8 @@ export async function trainBench(
         row,
         c.kind === "scan"
           ? await scanBackward(ctx, c, options.steps)
+          : c.kind === "induction"
+          ? await inductionStep(ctx, c, options.steps)
           : await modelStep(ctx, c, options.steps),
       );
     } catch (e) {

@@ -234,13 +234,15 @@ def main():
     all_cases = cases(args.scale)
     # ssmkit-only variants (the `_ssdbwd`, `_autotuned` options) are timed against their base case.
     wanted = [c.replace("_ssdbwd", "").replace("_autotuned", "") for c in args.cases.split(",") if c]
+    # The induction step is ssmkit's alone (its torch trainer is models/induction/train.py).
+    wanted = [c for c in wanted if not c.startswith("induction_step@")]
     unknown = [c for c in wanted if c not in [x[0] for x in all_cases]]
     if unknown:
         sys.exit(f"train_peer.py: unknown case(s) {unknown}; known: {[x[0] for x in all_cases]}")
     print(json.dumps({"anchor": "device", "name": torch.cuda.get_device_name(0),
                       "torch": torch.__version__}), flush=True)
     for case_id, kind, cfg, b, l in all_cases:
-        if wanted and case_id not in wanted:
+        if args.cases and case_id not in wanted:
             continue
         if kind == "scan":
             peers = [("hf_torch_f32", lambda: hf_scan_row(cfg, b, l, args.steps))]
