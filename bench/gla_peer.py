@@ -11,16 +11,11 @@ times f32 only, as "f32_ieee", with full-precision products like ssmkit's.
     PYTHONPATH=.peer python3 bench/gla_peer.py [--shapes 1x8192x32x128,8x2048x16x64]
 """
 
-import argparse
 import json
-import os
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--shapes", default="1x8192x32x128,8x2048x16x64")
-parser.add_argument("--f32-dot", choices=("tf32", "ieee"), default="tf32")
-args = parser.parse_args()
-if args.f32_dot == "ieee":
-    os.environ["TRITON_F32_DEFAULT"] = "ieee"  # read when Triton is imported
+from fla_peer_args import peer_args, peer_dtypes
+
+args = peer_args()  # before torch: it may set Triton's f32 dot precision
 
 import torch  # noqa: E402
 
@@ -36,10 +31,7 @@ for text in args.shapes.split(","):
     q, k, v = (torch.rand(B, T, H, D, device="cuda") * 2 - 1 for _ in range(3))
     g = -(torch.rand(B, T, H, device="cuda") * 0.299 + 0.001)
     gk = -(torch.rand(B, T, H, D, device="cuda") * 0.099 + 0.001)
-    dtypes = ((torch.float32, "f32"), (torch.bfloat16, "bf16"))
-    if args.f32_dot == "ieee":
-        dtypes = ((torch.float32, "f32_ieee"),)
-    for dtype, name in dtypes:
+    for dtype, name in peer_dtypes(args):
         qd, kd, vd = (x.to(dtype) for x in (q, k, v))
         # The log-gates stay f32 (FLA accumulates them in f32 whatever the inputs' dtype).
         cases = {
