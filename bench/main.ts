@@ -10,6 +10,7 @@
  * `--peer` adds FLA's chunk_gla and chunk_simple_gla).
  *   deno task bench --only train [--train-scale full|tiny] [--train-steps N] [--train-cases IDS]
  *
+ * `--train-kernel-dump DIR` writes each model step's kernels (times, sizes, WGSL) to DIR/<case>.json.
  * `--train-cases mamba2_130m_step@1x256,scan_bwd@8x4096` runs only those training cases
  * (ids `name@BxL`, listed by bench/train_bench.ts).
  *
@@ -52,6 +53,7 @@ const { values } = parseArgs({
     "train-scale": { type: "string", default: "full" },
     "train-steps": { type: "string", default: "5" },
     "train-cases": { type: "string", default: "" },
+    "train-kernel-dump": { type: "string", default: "" },
   },
   strict: true,
 });
@@ -188,6 +190,7 @@ if (only.has("train")) {
     scale,
     steps: Number(values["train-steps"]),
     only: ids.size ? (c) => ids.has(trainCaseId(c)) : undefined,
+    kernelDump: values["train-kernel-dump"] || undefined,
   }, report);
 }
 

@@ -23,7 +23,8 @@
 import { valueAndGrad } from "../dsl/autodiff.ts";
 import { einsum } from "../dsl/einsum.ts";
 import type { Tensor } from "../dsl/tensor.ts";
-import { elementsOf } from "../codegen/artifact.ts";
+import { elementsOf, type KernelArtifact } from "../codegen/artifact.ts";
+import { storageBytes } from "../codegen/dtypes.ts";
 import { mamba2Definition, mambaDefinition, type ModelDefinition } from "../models/definitions.ts";
 import { mambaConfigFromHF } from "../models/mamba.ts";
 import { mamba2ConfigFromHF } from "../models/mamba2.ts";
@@ -140,11 +141,12 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
       ssdBackward: true,
     },
     {
-      name: "mamba2_130m_step_autotuned",
+      name: "mamba2_130m_step_ssdbwd_autotuned",
       kind: "mamba2",
       config: MAMBA2_130M,
       b: 8,
       l: 2048,
+      ssdBackward: true,
       autotune: true,
     },
     { name: "mamba_130m_step", kind: "mamba", config: MAMBA_130M, b: 8, l: 2048 },
@@ -300,6 +302,37 @@ async function inductionStep(
 }
 
 /**
+ * Writes one step's kernels to `path` as JSON, for reading offline where the time goes: each
+ * kernel's name, kind, median ms, workgroups, bytes read and written, and an index into the
+ * distinct WGSL texts (written once each).
+ */
+function dumpKernels(
+  path: string,
+  kernels: readonly KernelArtifact[],
+  times: readonly { name: string; medianNs: number }[],
+): void {
+  const texts: string[] = [];
+  const textIndex = new Map<string, number>();
+  const rows = kernels.map((k, i) => {
+    let text = textIndex.get(k.wgsl);
+    if (text === undefined) {
+      text = texts.push(k.wgsl) - 1;
+      textIndex.set(k.wgsl, text);
+    }
+    return {
+      name: k.name,
+      kind: k.kind,
+      ms: (times[i]?.medianNs ?? NaN) / 1e6,
+      workgroups: k.workgroups,
+      readBytes: k.reads.map(storageBytes),
+      writeBytes: k.writes.map(storageBytes),
+      text,
+    };
+  });
+  Deno.writeTextFileSync(path, JSON.stringify({ kernels: rows, texts }));
+}
+
+/**
  * Kernel medians summed per kind (the name without its `k<N>_` prefix and split suffix), the
  * most expensive first.
  */
@@ -321,6 +354,7 @@ async function modelStep(
   ctx: GpuContext,
   c: Extract<TrainCase, { kind: "mamba" | "mamba2" }>,
   steps: number,
+  kernelDump?: string,
 ): Promise<Record<string, unknown>> {
   const def = c.kind === "mamba"
     ? mambaDefinition(mambaConfigFromHF(c.config))
@@ -405,6 +439,9 @@ async function modelStep(
       iterations: 3,
     });
     const profile = kernelProfile(timed.kernels);
+    if (kernelDump) {
+      dumpKernels(`${kernelDump}/${trainCaseId(c)}.json`, prog.kernels, timed.kernels);
+    }
     console.error(
       `  step kernels ${(timed.totalNs / 1e6).toFixed(1)} ms; most: ${
         profile.slice(0, 6).map((p) => `${p.kernel} ×${p.count} ${p.ms.toFixed(1)} ms`).join(", ")
@@ -489,7 +526,13 @@ function reason(e: unknown): string {
  */
 export async function trainBench(
   ctx: GpuContext,
-  options: { scale: "full" | "tiny"; steps: number; only?: (c: TrainCase) => boolean },
+  options: {
+    scale: "full" | "tiny";
+    steps: number;
+    only?: (c: TrainCase) => boolean;
+    /** A folder for each model step's kernel list (see `dumpKernels`). */
+    kernelDump?: string;
+  },
   report: (row: Record<string, unknown>) => void,
 ): Promise<void> {
   for (const c of trainCases(options.scale)) {
@@ -503,7 +546,7 @@ export async function trainBench(
           ? await scanBackward(ctx, c, options.steps)
           : c.kind === "induction"
           ? await inductionStep(ctx, c, options.steps)
-          : await modelStep(ctx, c, options.steps),
+          : await modelStep(ctx, c, options.steps, options.kernelDump),
       );
     } catch (e) {
       row.error = reason(e);

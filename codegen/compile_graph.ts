@@ -6,6 +6,7 @@
  * @module
  */
 
+import { reduceThinContractions } from "./thin_contractions.ts";
 import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
 import { showAxes } from "../dsl/axes.ts";
 import type { Graph, InputNode, Node } from "../dsl/ir.ts";
@@ -48,8 +49,8 @@ export interface KernelProgram {
   /** The kernels, in dispatch order. */
   readonly kernels: readonly KernelArtifact[];
   /**
-   * The in-place aliases in terms of `graph`'s nodes, when a rewrite (`ssdBackward`) rebuilt the
-   * output nodes the caller's aliases named; absent otherwise.
+   * The in-place aliases in terms of `graph`'s nodes, when a rewrite (`ssdBackward`, thin
+   * contractions) rebuilt the output nodes the caller's aliases named; absent otherwise.
    */
   readonly aliases?: ReadonlyMap<Node, Node>;
 }
@@ -257,6 +258,14 @@ export function generateKernels(
   graph = recognizeAttention(graph, keep);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, keep);
+  // Per-channel dot products (M·N ≤ 4) run as split reductions (thin_contractions.ts); the
+  // rewrite rebuilds downstream nodes, so in-place aliases follow the new outputs.
+  const thin = reduceThinContractions(graph);
+  if (thin !== graph && options.aliases) {
+    remapped = renameAliases(options.aliases, graph, thin);
+    options = { ...options, aliases: remapped };
+  }
+  graph = thin;
   // Full sums added into one scalar get buffers, so they can be summed horizontally.
   const forced = sumTreeParts(graph);
   // Adjoint scans whose backward group needs more buffers than the device binds.

@@ -109,7 +109,53 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
     }
     stack.push(...nodeInputs(m));
   }
-  return true;
+  return !recomputesCostlyOperand(n);
+}
+
+/** Arithmetic nodes an operand's inline tree may hold and still count as cheap to recompute. */
+const INLINE_OPERAND_COST = 4;
+/** How many times inlining may recompute each element of a costly operand. */
+const INLINE_OPERAND_REUSE = 4;
+
+/**
+ * Whether inlining `n` would recompute an operand with real arithmetic in it (a convolution,
+ * activations) many times per element: every output element evaluates its whole row of each
+ * operand, so an element of `a` is computed numel(n)·K / numel(a) times. Mamba's dt projection
+ * reads plain buffers and stays inline; the chunk sums of Mamba-2's chunked backward (B·x over a
+ * chunk's steps, both behind the causal convolution and SiLU) get a matmul kernel, which
+ * computes each operand element once per tile.
+ */
+function recomputesCostlyOperand(n: Extract<Node, { kind: "contract" }>): boolean {
+  const work = numel(n) * summedExtent(n);
+  return [n.a, n.b].some((op) =>
+    work >= INLINE_OPERAND_REUSE * numel(op) && inlineCost(op) > INLINE_OPERAND_COST
+  );
+}
+
+/** Arithmetic nodes in `op`'s inline tree (down to inputs and cores), counted up to a cap. */
+function inlineCost(op: Node): number {
+  const seen = new Set<Node>();
+  const stack: Node[] = [op];
+  let cost = 0;
+  while (stack.length && cost <= INLINE_OPERAND_COST) {
+    const m = stack.pop()!;
+    if (seen.has(m) || m.kind === "input") continue;
+    seen.add(m);
+    if (m.kind === "contract" || isHeavy(m)) continue;
+    if (
+      m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "conv1d" ||
+      m.kind === "gather"
+    ) {
+      cost += m.kind === "conv1d" ? 2 : 1;
+    }
+    stack.push(...nodeInputs(m));
+  }
+  return cost;
+}
+
+function isHeavy(m: Node): boolean {
+  return m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
+    m.kind === "assocScan" || m.kind === "attention" || m.kind === "attention_grad";
 }
 
 function summedExtent(n: Extract<Node, { kind: "contract" }>): number {
