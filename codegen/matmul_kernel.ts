@@ -199,15 +199,22 @@ const SMS = 132;
 /** Fixed cost per round of workgroups (fill, drain, epilogue), fitted to the measurements. */
 const ROUND_SECONDS = 10e-6;
 
-/** Modelled seconds of config `t` (calibrated by `cal`) on a shape: rounds of workgroups over the
- * SMs × (calibrated time per round scaled by the padded K + a fixed cost per round). */
+/**
+ * Modelled seconds of config `t` (calibrated by `cal`) on a shape: rounds of workgroups over the
+ * SMs × (calibrated time per round scaled by the padded K + a fixed cost per round). Rounds are
+ * fractional (at least one): several workgroups share an SM, so a last round of 12 workgroups
+ * does not cost a whole round. Whole rounds made the model pick 64×64 and K-split 32×32 tiles
+ * for weight gradients (768×1536×16384), 1.9–2.9× slower than 64×128 there on an H100; the
+ * fractional model agrees with the autotuner on 26 of the 38 shapes of the 130M training steps
+ * (23 before) and loses at most 1.47× (bench/RESULTS.md, 2026-12-06).
+ */
 function modelSeconds(
   t: Required<MatmulTile>,
   cal: Calibrated,
   shape: { batch: number; M: number; N: number; K: number },
 ): number {
   const rounds = (b: number, m: number, n: number) =>
-    cdiv(b * cdiv(m, t.tileM) * cdiv(n, t.tileN), SMS);
+    Math.max(1, b * cdiv(m, t.tileM) * cdiv(n, t.tileN) / SMS);
   const [cb, cm, cn, ck] = cal.at;
   const perRound = Math.max(cal.seconds / rounds(cb, cm, cn) - ROUND_SECONDS, 1e-7);
   const kScale = cdiv(shape.K, t.tileK) / cdiv(ck, cal.tile.tileK) * t.tileK / cal.tile.tileK;

@@ -62,10 +62,10 @@ export interface CompileOptions {
   /** Merge independent elementwise kernels into segmented dispatches (default false). */
   horizontal?: boolean;
   /**
-   * Compute scalar-decay (SSD) scans' decay gradients without writing states, with these
-   * knobs (experimental, off when absent; codegen/ssd_backward.ts).
+   * Scalar-decay (SSD) scans' backward in chunked, state-free form (codegen/ssd_backward.ts):
+   * on by default; these knobs tune it, `false` keeps the fused scan-backward walk.
    */
-  ssdBackward?: SsdBackwardStrategy;
+  ssdBackward?: SsdBackwardStrategy | false;
   /**
    * In-place state updates, output name → input name: the output is written into the input's
    * buffer. Allowed for the final state of a scan whose `init` is that input (decode steps).

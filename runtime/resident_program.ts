@@ -73,8 +73,8 @@ export interface ResidentOptions {
    * segmented dispatches (default true; see `CodegenOptions.horizontal`).
    */
   horizontal?: boolean;
-  /** Scalar-decay scans' decay gradients without states (codegen/ssd_backward.ts; opt-in). */
-  ssdBackward?: SsdBackwardStrategy;
+  /** Scalar-decay scans' backward in chunked form (codegen/ssd_backward.ts; on unless false). */
+  ssdBackward?: SsdBackwardStrategy | false;
   /** Time the tunable kernels' candidates on this adapter (see `CompileOptions.autotune`). */
   autotune?: boolean | AutotuneOptions;
 }
