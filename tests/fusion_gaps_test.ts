@@ -394,3 +394,22 @@ Deno.test("a deep residual stack's backward: kernels read a bounded number of bu
   assert.ok(maxBindings[1] <= maxBindings[0], `largest binding counts: ${maxBindings}`);
   assert.ok(distinct[1] < 0.6 * counts[1], `depth 9: ${distinct[1]} texts in ${counts[1]} kernels`);
 });
+
+Deno.test("a short contraction of costly operands feeding a scan is a matmul, not a loop in it", async () => {
+  // Mamba-2's chunked backward sums B·x over each chunk's steps, both behind SiLU: inlined into
+  // the chunk scan, every (p, n) state recomputed its whole row of both (20 ms a layer at the
+  // 130M shape). The cheap Δ projection of the tests above stays inline.
+  const costly = (v: Tensor) => silu(add(softplus(v), tanh(abs(v))));
+  const kernels = await kernelsOf(
+    "chunk sums",
+    { x: "b c q p", B: "b c q n", a: "b c" },
+    (t) => {
+      const sums = einsum("b c q p, b c q n -> b c p n", costly(t.x), costly(t.B));
+      return { h: scan("c", exp(neg(abs(t.a))), sums) };
+    },
+    { b: 2, c: 5, q: 7, p: 6, n: 5 },
+  );
+  assert.equal(kernels.length, 2, kernels.map((k) => k.name).join(", "));
+  assert.match(kernels[0].wgsl.split("\n")[0], /matmul/);
+  assert.doesNotMatch(kernels[1].wgsl, /vacc/);
+});

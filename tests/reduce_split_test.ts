@@ -1,12 +1,14 @@
 // Split reductions (codegen/reduce_kernel.ts): a long reduction to few outputs runs as a partials
 // kernel and a combine kernel; sum, max and min with a fused prologue and epilogue, scalar and
 // few-output results, slices that do not divide the reduced length, against the interpreter;
-// many outputs or short reductions stay one kernel.
+// many outputs or short reductions stay one kernel. Column reductions (the kept axis innermost)
+// run 64 neighbouring outputs per workgroup, in slices of rows when the rows are many.
 import assert from "node:assert/strict";
 import { exp, mul, sub } from "../dsl/elementwise.ts";
 import { max, min, sum } from "../dsl/reduce.ts";
+import { einsum } from "../dsl/einsum.ts";
 import { compile } from "../runtime/compile.ts";
-import { reduceSplits } from "../codegen/reduce_kernel.ts";
+import { columnSlices, reduceSplits } from "../codegen/reduce_kernel.ts";
 import { assertClose, freshSeed, rng } from "./util.ts";
 
 Deno.test("reduceSplits: few outputs of a long reduction are split; others are not", () => {
@@ -59,4 +61,69 @@ Deno.test("split reductions: a short reduction or many outputs stay one kernel",
   assert.equal(prog.kernels.length, 1);
   const small = await compile({ x: "n" }, (t) => sum(t.x, "n"), { n: 5000 }, { backend: "cpu" });
   assert.equal(small.kernels.length, 1);
+});
+
+Deno.test("column reductions on the adapter: sums and maxes over rows, taps after the column", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  // 77 columns (two tiles, the second short), k = 3 taps after the column; 1037 rows in slices
+  // that do not divide them, and 100 rows in one slice.
+  for (const r of [1037, 100]) {
+    const sizes = { r, c: 77, k: 3 };
+    const prog = await compile(
+      { x: "r c", w: "r c k" },
+      (t) => ({
+        colSum: mul(sum(mul(t.x, t.x), "r"), 0.5),
+        colMax: max(t.x, "r"),
+        taps: sum(mul(t.x, t.w), "r"),
+      }),
+      sizes,
+      { backend: "gpu" },
+    );
+    try {
+      const columns = prog.kernels.filter((k) => k.wgsl.includes("by columns"));
+      assert.equal(columns.length, 3, prog.kernels.map((k) => k.name).join(", "));
+      const split = prog.kernels.filter((k) => k.name.endsWith("_partials")).length;
+      assert.equal(split, columnSlices(2, r) > 1 ? 3 : 0, `r = ${r}`);
+      const data = {
+        x: Float32Array.from({ length: r * 77 }, () => 2 * next() - 1),
+        w: Float32Array.from({ length: r * 77 * 3 }, () => 2 * next() - 1),
+      };
+      const got = await prog.run(data) as Record<string, Float32Array>;
+      const want = prog.interpret(data) as Record<string, Float64Array>;
+      for (const k of ["colSum", "colMax", "taps"]) {
+        assertClose(got[k], want[k], 1e-4, `${k}, r = ${r} (seed ${seed})`);
+      }
+    } finally {
+      prog.destroy();
+    }
+  }
+});
+
+Deno.test("a per-channel dot product over a long axis is a split reduction, not a matmul", async () => {
+  // M·N = 1 per output: the matmul kernel would give each of the 5 outputs one workgroup.
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 3, l: 4099, h: 5 };
+  const prog = await compile(
+    { x: "b l h", y: "b l h" },
+    (t) => ({ g: einsum("b l h, b l h -> h", exp(t.x), t.y) }),
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    const names = prog.kernels.map((k) => k.name);
+    assert.ok(prog.kernels.every((k) => k.kind === "reduce"), names.join(", "));
+    assert.ok(names.some((n) => n.endsWith("_partials")), names.join(", "));
+    const n = 3 * 4099 * 5;
+    const data = {
+      x: Float32Array.from({ length: n }, () => 2 * next() - 1),
+      y: Float32Array.from({ length: n }, () => 2 * next() - 1),
+    };
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    assertClose(got.g, want.g, 1e-4, `g (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
 });
