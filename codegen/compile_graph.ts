@@ -7,6 +7,7 @@
  */
 
 import { reduceThinContractions } from "./thin_contractions.ts";
+import { emitScatterKernel, oneHotContraction } from "./scatter_kernel.ts";
 import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
 import { showAxes } from "../dsl/axes.ts";
 import type { Graph, InputNode, Node } from "../dsl/ir.ts";
@@ -130,6 +131,11 @@ function emitKernel(
     return emitReduceKernels(root, core, plan.materialized, limits, name, aliases);
   }
   if (core?.kind === "contract") {
+    // An embedding's gradient (a one-hot contraction) is a scatter-add, not a dense product.
+    const oneHot = oneHotContraction(core);
+    if (oneHot) {
+      return [emitScatterKernel(root, core, oneHot, plan.materialized, limits, name, aliases)];
+    }
     return [
       emitMatmulKernel(root, core, plan.materialized, limits, name, aliases, options.matmul),
     ];
