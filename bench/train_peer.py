@@ -1,7 +1,7 @@
 """Torch peers of the training benchmark (bench/train_bench.ts), timed on the GPU machine.
 
     PYTHONPATH=.peer python3 bench/train_peer.py [--cases ID,...] [--peers NAME,...] [--steps N]
-        [--scale full|tiny]
+        [--scale full|tiny] [--peer-timeout S]
 
 One training step (forward, mean next-token cross-entropy, backward, gradient clipping at 1,
 AdamW with weight decay 0.1) of the Mamba-2 and Mamba-1 130M shapes (24 layers, d_model 768,
@@ -23,10 +23,12 @@ of memory) prints its one-line `error` and the others still run.
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import traceback
@@ -222,6 +224,29 @@ def hf_scan_row(shape, b, l, steps):
     return {"ms": ms, "tokPerS": b * l / (ms / 1000), "peakMiB": peak}
 
 
+class PeerTimeout(Exception):
+    """A peer ran past --peer-timeout on one case."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Raises PeerTimeout in the main thread after `seconds` (0: no limit), via SIGALRM."""
+    if seconds <= 0:
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise PeerTimeout(f"no result within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", default="", help="comma-separated case ids (default: all)")
@@ -229,6 +254,9 @@ def main():
     parser.add_argument("--scale", default="full", choices=["full", "tiny"])
     parser.add_argument("--peers", default="",
                         help="comma-separated peers to run (default: all), e.g. mamba_ssm_f32")
+    parser.add_argument("--peer-timeout", type=int, default=0,
+                        help="seconds one peer may take on one case (0: no limit); past it the "
+                             "row reports a timeout and the next peer runs")
     args = parser.parse_args()
     chosen = [p for p in args.peers.split(",") if p]
     all_cases = cases(args.scale)
@@ -263,7 +291,8 @@ def main():
                 continue
             row = {"anchor": peer, "case": case_id, "shape": {"b": b, "l": l}}
             try:
-                row.update(run())
+                with time_limit(args.peer_timeout):
+                    row.update(run())
             except Exception as e:  # noqa: BLE001 - every failure is reported, per case
                 message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
                 row["error"] = message

@@ -8,6 +8,7 @@
 #   TRAIN_SCALE=tiny bench/train_round.sh                         # toy shapes: a dry run
 #   TRAIN_PEERS=mamba_ssm_f32,mamba_ssm_bf16_autocast bench/train_round.sh   # some peers
 #   TRAIN_PEER_TIMEOUT=300 TRAIN_SSMKIT_TIMEOUT=300 bench/train_round.sh   # time limits (s)
+#   TRAIN_PEER_EACH=90 bench/train_round.sh     # one peer on one case at most 90 s, then the next
 #
 # A case that fails on one side (out of memory, over the device's binding limits) shows its
 # one-line reason in the table; the other cases still run. PYTHONPATH gets .peer (mamba_ssm).
@@ -21,9 +22,11 @@ steps="${TRAIN_STEPS:-5}"
 cases="${TRAIN_CASES:-}"
 peer_list="${TRAIN_PEERS:-}"
 peer_timeout="${TRAIN_PEER_TIMEOUT:-0}"
+peer_each="${TRAIN_PEER_EACH:-0}"
 ssmkit_timeout="${TRAIN_SSMKIT_TIMEOUT:-0}"
 
 timeout "$peer_timeout" python3 bench/train_peer.py --scale "$scale" --steps "$steps" \
+  --peer-timeout "$peer_each" \
   ${cases:+--cases "$cases"} ${peer_list:+--peers "$peer_list"} \
   > "$out/peer.log" 2> "$out/peer.err"
 echo "train_peer.py exit $? (stderr: $out/peer.err)"
