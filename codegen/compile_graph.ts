@@ -6,11 +6,13 @@
  * @module
  */
 
-import { reduceThinContractions } from "./thin_contractions.ts";
+import { hasThinShape, reduceThinContractions } from "./thin_contractions.ts";
+import { uncheckedBinary } from "../dsl/build.ts";
+import { sumTo } from "../dsl/grad_builders.ts";
 import { emitScatterKernel, oneHotContraction } from "./scatter_kernel.ts";
 import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
 import { showAxes } from "../dsl/axes.ts";
-import type { Graph, InputNode, Node } from "../dsl/ir.ts";
+import type { Graph, InputNode, Node, ReduceNode } from "../dsl/ir.ts";
 import { nodeInputs } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
@@ -135,6 +137,12 @@ function emitKernel(
     const oneHot = oneHotContraction(core);
     if (oneHot) {
       return [emitScatterKernel(root, core, oneHot, plan.materialized, limits, name, aliases)];
+    }
+    // A short thin contraction that fusion gave a kernel (Σ_p y·x over 393,216 outputs): the
+    // reduction kernel, whose epilogue reads its result where the root reads the contraction.
+    if (hasThinShape(core)) {
+      const asReduce = sumTo(uncheckedBinary("mul", core.a, core.b), core.axes) as ReduceNode;
+      return emitReduceKernels(root, asReduce, plan.materialized, limits, name, aliases, core);
     }
     return [
       emitMatmulKernel(root, core, plan.materialized, limits, name, aliases, options.matmul),

@@ -61,20 +61,23 @@ export function emitReduceKernels(
   limits: DeviceLimits,
   name: string,
   aliases: ReadonlyMap<Node, Node> = new Map(),
+  accNode: Node = core,
 ): KernelArtifact[] {
   const outputs = numel(core);
   const extent = core.over.reduce((p, a) => p * core.x.shape[core.x.axes.indexOf(a)], 1);
   if (isColumnReduction(root, core, extent)) {
-    return emitColumnReduction(root, core, materialized, limits, name, aliases);
+    return emitColumnReduction(root, core, materialized, limits, name, aliases, accNode);
   }
   const splits = reduceSplits(outputs, extent);
-  if (splits === 1) return [emitReduceKernel(root, core, materialized, limits, name, aliases)];
+  if (splits === 1) {
+    return [emitReduceKernel(root, core, materialized, limits, name, aliases, accNode)];
+  }
   checkIndexable(root);
   checkIndexable(core.x);
   const partials = scratch(`${name}_partials`, outputs * splits);
   return [
     emitPartialsKernel(root, core, partials, splits, materialized, limits, `${name}_partials`),
-    emitCombineKernel(root, core, partials, splits, materialized, limits, name, aliases),
+    emitCombineKernel(root, core, partials, splits, materialized, limits, name, aliases, accNode),
   ];
 }
 
@@ -128,6 +131,7 @@ function emitColumnReduction(
   limits: DeviceLimits,
   name: string,
   aliases: ReadonlyMap<Node, Node>,
+  accNode: Node = core,
 ): KernelArtifact[] {
   checkIndexable(root);
   checkIndexable(core.x);
@@ -145,7 +149,7 @@ function emitColumnReduction(
   const red = decodeIndex("r", core.over, overShape, "r_");
   const inner = new ExprEmitter(registry.lookup, "p");
   const value = inner.emit(core.x, { ...outIdx.env, ...red.env });
-  const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
+  const epi = new ExprEmitter(registry.lookup, "e", { node: accNode, value: "acc" });
   const result = partials ? "" : epi.emit(root, outIdx.env);
   const finish = partials
     ? [`out[o * ${u32Literal(slices)} + s] = acc;`]
@@ -198,7 +202,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (!partials) return [first];
   return [
     first,
-    emitCombineKernel(root, core, partials, slices, materialized, limits, name, aliases),
+    emitCombineKernel(root, core, partials, slices, materialized, limits, name, aliases, accNode),
   ];
 }
 
@@ -210,6 +214,7 @@ export function emitReduceKernel(
   limits: DeviceLimits,
   name: string,
   aliases: ReadonlyMap<Node, Node> = new Map(),
+  accNode: Node = core,
 ): KernelArtifact {
   checkIndexable(root);
   checkIndexable(core.x);
@@ -228,7 +233,7 @@ export function emitReduceKernel(
   const red = decodeIndex("r", core.over, overShape, "r_");
   const inner = new ExprEmitter(registry.lookup, "p");
   const value = inner.emit(core.x, { ...outIdx.env, ...red.env });
-  const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
+  const epi = new ExprEmitter(registry.lookup, "e", { node: accNode, value: "acc" });
   const result = epi.emit(root, outIdx.env);
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
 
@@ -351,13 +356,14 @@ function emitCombineKernel(
   limits: DeviceLimits,
   name: string,
   aliases: ReadonlyMap<Node, Node>,
+  accNode: Node = core,
 ): KernelArtifact {
   const outputs = numel(core);
   const wg = Math.min(splits >= 256 ? 256 : 64, limits.maxComputeInvocationsPerWorkgroup);
   const registry = new BindingRegistry(materialized, [root], aliases);
   const part = registry.read(partials);
   const outIdx = decodeIndex("o", root.axes, root.shape, "o_");
-  const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" });
+  const epi = new ExprEmitter(registry.lookup, "e", { node: accNode, value: "acc" });
   const result = epi.emit(root, outIdx.env);
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
   const workgroups = foldWorkgroups(outputs, limits.maxComputeWorkgroupsPerDimension);

@@ -37,8 +37,19 @@ export function reduceThinContractions(graph: Graph): Graph {
 }
 
 function isThin(n: ContractNode): boolean {
-  if (n.summed.length === 0 || isInlineContraction(n)) return false;
+  if (isInlineContraction(n)) return false;
   if (readsState(n.a) || readsState(n.b)) return false;
+  return hasThinShape(n);
+}
+
+/**
+ * Whether `n` sums something and its output has at most {@link THIN_CONTRACTION_MAX_REUSE}
+ * elements per batch index (f32 or f16 operands). The pass above rewrites such contractions
+ * before fusion; a short one kept inline there but given a kernel of its own by fusion (read by
+ * several kernels) is emitted as a reduction too (`compile_graph.ts`).
+ */
+export function hasThinShape(n: ContractNode): boolean {
+  if (n.summed.length === 0) return false;
   if (n.a.dtype !== "f32" && n.a.dtype !== "f16" || n.b.dtype !== "f32" && n.b.dtype !== "f16") {
     return false;
   }

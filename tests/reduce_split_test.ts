@@ -127,3 +127,37 @@ Deno.test("a per-channel dot product over a long axis is a split reduction, not 
     prog.destroy();
   }
 });
+
+Deno.test("a short per-row dot product that gets a kernel of its own runs as a reduction", async () => {
+  // Σ_p over 40 elements is computed inline where one kernel reads it; read by two kernels it
+  // is materialized, and then it is a reduction kernel (before: a matmul kernel of 1×1 tiles).
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 3, l: 37, p: 40 };
+  const prog = await compile(
+    { x: "b l p", w: "b l p" },
+    (t) => {
+      const dot = einsum("b l p, b l p -> b l", t.x, exp(t.w));
+      return { s: sum(exp(dot), "l"), m: max(dot, "b") };
+    },
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    assert.ok(
+      prog.kernels.every((k) => k.kind === "reduce"),
+      prog.kernels.map((k) => k.name).join(),
+    );
+    assert.ok(prog.kernels.some((k) => k.wgsl.split("\n")[0].includes("reduce sum over [p] (40)")));
+    const n = 3 * 37 * 40;
+    const data = {
+      x: Float32Array.from({ length: n }, () => 2 * next() - 1),
+      w: Float32Array.from({ length: n }, () => 2 * next() - 1),
+    };
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    for (const k of ["s", "m"]) assertClose(got[k], want[k], 1e-4, `${k} (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
+});
