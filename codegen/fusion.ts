@@ -153,6 +153,66 @@ function inlineCost(op: Node): number {
   return cost;
 }
 
+/**
+ * Arithmetic nodes a matmul operand's prologue may hold and still be recomputed per tile: a
+ * norm (6–7) or the cross-entropy's softmax gradient (13: its b·l·v would be written) stay
+ * prologues; a backward's cotangent (19–83) gets a buffer.
+ */
+const MATMUL_PROLOGUE_COST = 16;
+/** Output extent along the other side of a matmul per reload of an operand (its tile). */
+const MATMUL_RELOAD_TILE = 128;
+/** Reloads of an operand from which a costly prologue gets a buffer of its own. */
+const MATMUL_MIN_RELOADS = 4;
+
+/**
+ * The operands of matmul `core` to materialize: a prologue is evaluated once per output tile
+ * along the other side (N / 128 times for `a`), so an operand with real arithmetic in it (a
+ * backward's cotangent built from a conv's taps, gates and several buffers; a gated norm) costs
+ * that many evaluations per element where a buffer costs one write and cheap reads. On an H100
+ * the same 16384×768 products ran at 39 TFLOP/s from buffers and 9–18 TFLOP/s through such
+ * prologues (bench/RESULTS.md, 2026-12-06). The operand is materialized below its layout views,
+ * so the other products reading it (a weight gradient and an input gradient) share the buffer.
+ */
+function costlyMatmulOperands(
+  core: Extract<Node, { kind: "contract" }>,
+  materialized: ReadonlySet<Node>,
+): Node[] {
+  const out: Node[] = [];
+  const extent = (x: Node) =>
+    core.axes.filter((a) => x.axes.includes(a)).reduce(
+      (p, a) => p * core.shape[core.axes.indexOf(a)],
+      1,
+    );
+  for (const [op, other] of [[core.a, core.b], [core.b, core.a]]) {
+    let base = op;
+    while (base.kind === "permute" && !materialized.has(base)) base = base.x;
+    if (materialized.has(base) || base.kind === "input") continue;
+    const batch = core.axes.filter((a) => op.axes.includes(a) && other.axes.includes(a));
+    const otherSide = extent(other) /
+      batch.reduce((p, a) => p * core.shape[core.axes.indexOf(a)], 1);
+    if (otherSide / MATMUL_RELOAD_TILE < MATMUL_MIN_RELOADS) continue;
+    if (prologueCost(base, materialized) > MATMUL_PROLOGUE_COST) out.push(base);
+  }
+  return out;
+}
+
+/** Arithmetic nodes in `op`'s fused tree (down to materialized nodes), counted up to a cap. */
+function prologueCost(op: Node, materialized: ReadonlySet<Node>): number {
+  const seen = new Set<Node>();
+  const stack: Node[] = [op];
+  let cost = 0;
+  while (stack.length && cost <= MATMUL_PROLOGUE_COST) {
+    const m = stack.pop()!;
+    if (seen.has(m) || m.kind === "input" || (m !== op && materialized.has(m))) continue;
+    seen.add(m);
+    if (m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "gather") {
+      cost += 1;
+    } else if (m.kind === "conv1d") cost += 2;
+    stack.push(...nodeInputs(m));
+  }
+  return cost;
+}
+
 function isHeavy(m: Node): boolean {
   return m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
     m.kind === "assocScan" || m.kind === "attention" || m.kind === "attention_grad";
@@ -398,6 +458,7 @@ function planWith(
       // inlined there would be recomputed that many times, so it gets a kernel of its own.
       if (core?.kind === "contract" && !scan) {
         foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
+        foreign.push(...costlyMatmulOperands(core, materialized));
       }
       // What the foreign cores read (one walk for all; a DAG, so no core reaches itself).
       const below = new Set<Node>();

@@ -413,3 +413,29 @@ Deno.test("a short contraction of costly operands feeding a scan is a matmul, no
   assert.match(kernels[0].wgsl.split("\n")[0], /matmul/);
   assert.doesNotMatch(kernels[1].wgsl, /vacc/);
 });
+
+Deno.test("a matmul operand with a costly prologue gets a buffer; a cheap one stays a prologue", async () => {
+  // The prologue is evaluated once per output tile along the other side (N / 128 = 5 times
+  // here): a chain of 20 ops is written once instead; a norm-like 3 ops is not.
+  const costly = (v: Tensor) => {
+    let x = v;
+    for (let i = 0; i < 5; i++) x = add(tanh(x), sigmoid(abs(x)));
+    return x;
+  };
+  const sizes = { t: 37, k: 19, n: 640 };
+  const heavy = await kernelsOf(
+    "costly operand",
+    { x: "t k", w: "k n" },
+    (t) => ({ y: einsum("t k, k n -> t n", costly(t.x), t.w) }),
+    sizes,
+  );
+  assert.equal(heavy.length, 2, heavy.map((k) => k.name).join(", "));
+  assert.match(heavy[0].wgsl.split("\n")[0], /elementwise/);
+  const light = await kernelsOf(
+    "cheap operand",
+    { x: "t k", w: "k n" },
+    (t) => ({ y: einsum("t k, k n -> t n", add(tanh(t.x), abs(t.x)), t.w) }),
+    sizes,
+  );
+  assert.equal(light.length, 1, light.map((k) => k.name).join(", "));
+});
