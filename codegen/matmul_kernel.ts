@@ -244,12 +244,23 @@ export function modelChoice(
 ): string {
   let best: string | undefined;
   let bestCost = Infinity;
-  for (const [name, t] of matmulCandidates(shape, limits)) {
-    const cost = modelSeconds(t, CALIBRATED[name], shape);
+  for (const [name, cost] of modelledSeconds(shape, limits)) {
     if (cost < bestCost) [best, bestCost] = [name, cost];
   }
   if (!best) throw new Error("matmul: no tile config fits the device limits");
   return best;
+}
+
+/** Each fitting candidate's modelled seconds on `shape` (see {@link matmulCandidates}). */
+export function modelledSeconds(
+  shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
+  limits: MatmulLimits,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, t] of matmulCandidates(shape, limits)) {
+    out.set(name, modelSeconds(t, CALIBRATED[name], shape));
+  }
+  return out;
 }
 
 /**

@@ -234,3 +234,19 @@ Deno.test("autotune: the fused scan backward's workgroup and checkpoint interval
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("autotune: a large matmul's timed candidates leave out tiles the model rules out", async () => {
+  // 2048×1024×512: the skinny (M ≤ 4 or N ≤ 4) tiles are modelled far beyond 4× the best.
+  const prog = await compile(
+    { a: "m k", b: "k n" },
+    (t) => einsum("m k, k n -> m n", t.a, t.b),
+    { m: 2048, k: 512, n: 1024 },
+    { backend: "cpu" },
+  );
+  const point = prog.kernels[0].tuning;
+  assert.ok(point, "the matmul is a tuning point");
+  const names = point.alternatives().map(([name]) => name);
+  assert.ok(names.includes(point.chosen), names.join(", "));
+  assert.ok(!names.includes("skinnyM") && !names.includes("skinnyN"), names.join(", "));
+  assert.ok(names.length >= 2, names.join(", "));
+});
