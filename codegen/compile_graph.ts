@@ -6,13 +6,11 @@
  * @module
  */
 
-import { hasThinShape, reduceThinContractions } from "./thin_contractions.ts";
-import { uncheckedBinary } from "../dsl/build.ts";
-import { sumTo } from "../dsl/grad_builders.ts";
+import { asReduction, hasThinShape, reduceThinContractions } from "./thin_contractions.ts";
 import { emitScatterKernel, oneHotContraction } from "./scatter_kernel.ts";
 import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
 import { showAxes } from "../dsl/axes.ts";
-import type { Graph, InputNode, Node, ReduceNode } from "../dsl/ir.ts";
+import type { Graph, InputNode, Node } from "../dsl/ir.ts";
 import { nodeInputs } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
@@ -141,8 +139,8 @@ function emitKernel(
     // A short thin contraction that fusion gave a kernel (Σ_p y·x over 393,216 outputs): the
     // reduction kernel, whose epilogue reads its result where the root reads the contraction.
     if (hasThinShape(core)) {
-      const asReduce = sumTo(uncheckedBinary("mul", core.a, core.b), core.axes) as ReduceNode;
-      return emitReduceKernels(root, asReduce, plan.materialized, limits, name, aliases, core);
+      const reduce = asReduction(core);
+      return emitReduceKernels(root, reduce, plan.materialized, limits, name, aliases, core);
     }
     return [
       emitMatmulKernel(root, core, plan.materialized, limits, name, aliases, options.matmul),
@@ -250,17 +248,18 @@ export function generateKernels(
   limits: DeviceLimits,
   options: CodegenOptions = {},
 ): KernelProgram {
-  // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts). It rebuilds
-  // every node downstream, so in-place aliases are renamed to the new outputs.
+  // The rewrites below rebuild every node downstream of what they replace, so in-place aliases
+  // are renamed to the new outputs.
   let remapped: ReadonlyMap<Node, Node> | undefined;
-  if (options.ssdBackward !== false) {
-    const rewritten = rewriteSsdBackward(graph, options.ssdBackward ?? {});
-    if (rewritten !== graph && options.aliases) {
-      remapped = renameAliases(options.aliases, graph, rewritten);
+  const rewrite = (next: Graph) => {
+    if (next !== graph && options.aliases) {
+      remapped = renameAliases(options.aliases, graph, next);
       options = { ...options, aliases: remapped };
     }
-    graph = rewritten;
-  }
+    graph = next;
+  };
+  // ∂decay of scalar-decay scans without reading both states (ssd_backward.ts).
+  if (options.ssdBackward !== false) rewrite(rewriteSsdBackward(graph, options.ssdBackward ?? {}));
   for (const input of options.aliases?.keys() ?? []) {
     if (isHalfStorage(input)) {
       throw new Error(
@@ -274,14 +273,8 @@ export function generateKernels(
   graph = recognizeAttention(graph, keep);
   // Scans sharing decay, axis and direction run as one (scan_merge.ts); in-place outputs stay.
   graph = mergeScans(graph, keep);
-  // Per-channel dot products (M·N ≤ 4) run as split reductions (thin_contractions.ts); the
-  // rewrite rebuilds downstream nodes, so in-place aliases follow the new outputs.
-  const thin = reduceThinContractions(graph);
-  if (thin !== graph && options.aliases) {
-    remapped = renameAliases(options.aliases, graph, thin);
-    options = { ...options, aliases: remapped };
-  }
-  graph = thin;
+  // Per-channel dot products (M·N ≤ 4) run as split reductions (thin_contractions.ts).
+  rewrite(reduceThinContractions(graph));
   // Full sums added into one scalar get buffers, so they can be summed horizontally.
   const forced = sumTreeParts(graph);
   // Adjoint scans whose backward group needs more buffers than the device binds.

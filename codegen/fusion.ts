@@ -73,8 +73,7 @@ const ELEMENTWISE = new Set(["unary", "binary", "where", "permute", "const"]);
 
 function isCore(n: Node): n is CoreNode {
   if (n.kind === "contract") return !isInlineContraction(n);
-  return n.kind === "reduce" || n.kind === "scan" || n.kind === "delta" ||
-    n.kind === "assocScan" || n.kind === "attention" || n.kind === "attention_grad";
+  return isHeavy(n);
 }
 
 /** Longest summed extent of a contraction computed inline (a short loop) where it is used. */
@@ -96,13 +95,7 @@ export function isInlineContraction(n: Extract<Node, { kind: "contract" }>): boo
     const m = stack.pop()!;
     if (seen.has(m)) continue;
     seen.add(m);
-    if (
-      m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
-      m.kind === "assocScan" || m.kind === "attention" || m.kind === "attention_grad"
-    ) {
-      continue;
-    }
-    if (m.kind === "input") continue;
+    if (isHeavy(m) || m.kind === "input") continue;
     if (m.kind === "contract") {
       if (summedExtent(m) <= INLINE_CONTRACTION_MAX) return false;
       continue;
@@ -127,30 +120,41 @@ const INLINE_OPERAND_REUSE = 4;
  */
 function recomputesCostlyOperand(n: Extract<Node, { kind: "contract" }>): boolean {
   const work = numel(n) * summedExtent(n);
+  // The operand's inline tree ends at inputs and at other kernels' cores.
+  const atCore = (m: Node) => m.kind === "contract" || isHeavy(m);
   return [n.a, n.b].some((op) =>
-    work >= INLINE_OPERAND_REUSE * numel(op) && inlineCost(op) > INLINE_OPERAND_COST
+    work >= INLINE_OPERAND_REUSE * numel(op) &&
+    arithmeticCost(op, INLINE_OPERAND_COST, atCore) > INLINE_OPERAND_COST
   );
 }
 
-/** Arithmetic nodes in `op`'s inline tree (down to inputs and cores), counted up to a cap. */
-function inlineCost(op: Node): number {
+/**
+ * Arithmetic nodes in `op`'s tree (unary, binary, `where` and `gather` count 1, `conv1d` 2),
+ * walking down to inputs and to the nodes `stop` names, counted until the count passes `cap`.
+ */
+function arithmeticCost(op: Node, cap: number, stop: (m: Node) => boolean): number {
   const seen = new Set<Node>();
   const stack: Node[] = [op];
   let cost = 0;
-  while (stack.length && cost <= INLINE_OPERAND_COST) {
+  while (stack.length && cost <= cap) {
     const m = stack.pop()!;
-    if (seen.has(m) || m.kind === "input") continue;
+    if (seen.has(m) || m.kind === "input" || stop(m)) continue;
     seen.add(m);
-    if (m.kind === "contract" || isHeavy(m)) continue;
-    if (
-      m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "conv1d" ||
-      m.kind === "gather"
-    ) {
-      cost += m.kind === "conv1d" ? 2 : 1;
-    }
+    if (m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "gather") {
+      cost += 1;
+    } else if (m.kind === "conv1d") cost += 2;
     stack.push(...nodeInputs(m));
   }
   return cost;
+}
+
+/**
+ * Output elements of contraction `n` per batch index along the axes operand `x` has and `y`
+ * lacks: M for (a, b), N for (b, a), the number of times each element of `y` is read.
+ */
+export function sideExtent(n: ContractNode, x: Node, y: Node): number {
+  return n.axes.filter((a) => x.axes.includes(a) && !y.axes.includes(a))
+    .reduce((p, a) => p * n.shape[n.axes.indexOf(a)], 1);
 }
 
 /**
@@ -178,41 +182,23 @@ function costlyMatmulOperands(
   materialized: ReadonlySet<Node>,
 ): Node[] {
   const out: Node[] = [];
-  const extent = (x: Node) =>
-    core.axes.filter((a) => x.axes.includes(a)).reduce(
-      (p, a) => p * core.shape[core.axes.indexOf(a)],
-      1,
-    );
   for (const [op, other] of [[core.a, core.b], [core.b, core.a]]) {
     let base = op;
     while (base.kind === "permute" && !materialized.has(base)) base = base.x;
     if (materialized.has(base) || base.kind === "input") continue;
-    const batch = core.axes.filter((a) => op.axes.includes(a) && other.axes.includes(a));
-    const otherSide = extent(other) /
-      batch.reduce((p, a) => p * core.shape[core.axes.indexOf(a)], 1);
-    if (otherSide / MATMUL_RELOAD_TILE < MATMUL_MIN_RELOADS) continue;
-    if (prologueCost(base, materialized) > MATMUL_PROLOGUE_COST) out.push(base);
+    if (sideExtent(core, other, op) / MATMUL_RELOAD_TILE < MATMUL_MIN_RELOADS) continue;
+    // The prologue's tree ends at buffers.
+    const cost = arithmeticCost(
+      base,
+      MATMUL_PROLOGUE_COST,
+      (m) => m !== base && materialized.has(m),
+    );
+    if (cost > MATMUL_PROLOGUE_COST) out.push(base);
   }
   return out;
 }
 
-/** Arithmetic nodes in `op`'s fused tree (down to materialized nodes), counted up to a cap. */
-function prologueCost(op: Node, materialized: ReadonlySet<Node>): number {
-  const seen = new Set<Node>();
-  const stack: Node[] = [op];
-  let cost = 0;
-  while (stack.length && cost <= MATMUL_PROLOGUE_COST) {
-    const m = stack.pop()!;
-    if (seen.has(m) || m.kind === "input" || (m !== op && materialized.has(m))) continue;
-    seen.add(m);
-    if (m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "gather") {
-      cost += 1;
-    } else if (m.kind === "conv1d") cost += 2;
-    stack.push(...nodeInputs(m));
-  }
-  return cost;
-}
-
+/** Whether `m` is a core other than a contraction (each has a kernel family of its own). */
 function isHeavy(m: Node): boolean {
   return m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
     m.kind === "assocScan" || m.kind === "attention" || m.kind === "attention_grad";

@@ -237,14 +237,18 @@ export function selectMatmulTile(
   return matmulCandidates(shape, limits).get(name)!;
 }
 
-/** The name of the candidate {@link selectMatmulTile} picks (the lowest modelled time). */
+/**
+ * The name of the candidate {@link selectMatmulTile} picks (the lowest modelled time), from
+ * `modelled` when the caller has {@link modelledSeconds} of the shape already.
+ */
 export function modelChoice(
   shape: Pick<MatmulKernelSpec, "batch" | "M" | "N" | "K" | "aDirect" | "bDirect">,
   limits: MatmulLimits,
+  modelled: ReadonlyMap<string, number> = modelledSeconds(shape, limits),
 ): string {
   let best: string | undefined;
   let bestCost = Infinity;
-  for (const [name, cost] of modelledSeconds(shape, limits)) {
+  for (const [name, cost] of modelled) {
     if (cost < bestCost) [best, bestCost] = [name, cost];
   }
   if (!best) throw new Error("matmul: no tile config fits the device limits");

@@ -339,12 +339,11 @@ function emitWith(
   // 130M training steps (H100, 2026-12-06) the measured best was modelled within 3× of the
   // model's best, and a quarter of the candidates (the skinny tiles on large shapes) beyond 4×.
   const modelled = modelledSeconds(spec, limits);
-  const fastest = Math.min(...modelled.values());
-  const plausible = [...candidates.keys()].filter((t) =>
-    (modelled.get(t) ?? Infinity) <= TUNE_WITHIN_MODEL * fastest
-  );
-  const emitters = new Map(plausible.map((t) => [t, () => [artifactWith(t)]]));
-  return emitTuned(limits, key, emitters, modelChoice(spec, limits))[0];
+  const byModel = modelChoice(spec, limits, modelled);
+  const fastest = modelled.get(byModel)!;
+  const plausible = [...modelled].filter(([, t]) => t <= TUNE_WITHIN_MODEL * fastest);
+  const emitters = new Map(plausible.map(([t]) => [t, () => [artifactWith(t)]]));
+  return emitTuned(limits, key, emitters, byModel)[0];
 }
 
 /** Reductions computed inside the kernel of `root` (the ones a GEMV kernel absorbed). */

@@ -136,8 +136,7 @@ function emitColumnReduction(
   checkIndexable(root);
   checkIndexable(core.x);
   const outputs = numel(core);
-  const overShape = core.over.map((a) => core.x.shape[core.x.axes.indexOf(a)]);
-  const extent = overShape.reduce((p, s) => p * s, 1);
+  const extent = core.over.reduce((p, a) => p * core.x.shape[core.x.axes.indexOf(a)], 1);
   const tiles = Math.ceil(outputs / COLUMN_TILE);
   const slices = columnSlices(tiles, extent);
   const slice = Math.ceil(extent / slices);
@@ -145,18 +144,13 @@ function emitColumnReduction(
   const partials = slices > 1 ? scratch(`${name}_partials`, outputs * slices) : undefined;
   const kernelName = partials ? `${name}_partials` : name;
   const registry = new BindingRegistry(materialized, partials ? [partials] : [root], aliases);
-  const outIdx = decodeIndex("o", root.axes, root.shape, "o_");
-  const red = decodeIndex("r", core.over, overShape, "r_");
-  const inner = new ExprEmitter(registry.lookup, "p");
-  const value = inner.emit(core.x, { ...outIdx.env, ...red.env });
+  const { outIdx, loopBody } = accumulation(root, core, registry);
   const epi = new ExprEmitter(registry.lookup, "e", { node: accNode, value: "acc" });
   const result = partials ? "" : epi.emit(root, outIdx.env);
   const finish = partials
     ? [`out[o * ${u32Literal(slices)} + s] = acc;`]
     : [...epi.lines, `out[o] = ${result};`];
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
-  const loopBody = [...red.lines, ...inner.lines, `acc = ${combineWgsl(core.op, "acc", value)};`]
-    .join("\n    ");
   const sum = Array.from({ length: COLUMN_GROUPS }, (_, g) => `partial[lane + ${g * COLUMN_TILE}u]`)
     .reduce((a, b) => combineWgsl(core.op, a, b));
   const workgroups = foldWorkgroups(tiles * slices, limits.maxComputeWorkgroupsPerDimension);
@@ -206,6 +200,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ];
 }
 
+/**
+ * What every reduction kernel computes per output: the output index `o` decoded over the root's
+ * layout (the epilogue writes `out` in that order), and the loop body adding `core.x` at the
+ * reduced index `r` into `acc`. `registry` binds the buffers the operand reads.
+ */
+function accumulation(
+  root: Node,
+  core: ReduceNode,
+  registry: BindingRegistry,
+): { outIdx: ReturnType<typeof decodeIndex>; loopBody: string; overShape: number[] } {
+  const overShape = core.over.map((a) => core.x.shape[core.x.axes.indexOf(a)]);
+  const outIdx = decodeIndex("o", root.axes, root.shape, "o_");
+  const red = decodeIndex("r", core.over, overShape, "r_");
+  const inner = new ExprEmitter(registry.lookup, "p");
+  const value = inner.emit(core.x, { ...outIdx.env, ...red.env });
+  const loopBody = [...red.lines, ...inner.lines, `acc = ${combineWgsl(core.op, "acc", value)};`]
+    .join("\n    ");
+  return { outIdx, loopBody, overShape };
+}
+
 /** Emits the kernel writing `root`, which is `core` or an elementwise epilogue of it. */
 export function emitReduceKernel(
   root: Node,
@@ -219,26 +233,19 @@ export function emitReduceKernel(
   checkIndexable(root);
   checkIndexable(core.x);
   const outputs = numel(core);
-  const overShape = core.over.map((a) => core.x.shape[core.x.axes.indexOf(a)]);
-  const extent = overShape.reduce((p, s) => p * s, 1);
   const registry = new BindingRegistry(materialized, [root], aliases);
+  const { outIdx, loopBody, overShape } = accumulation(root, core, registry);
+  const extent = overShape.reduce((p, s) => p * s, 1);
   const serial = extent < SERIAL_BELOW;
   const wg = serial ? 256 : Math.min(
     extent >= 1024 ? 256 : extent >= 256 ? 128 : 64,
     limits.maxComputeInvocationsPerWorkgroup,
   );
 
-  // The output index: the root's layout order (the epilogue writes `out` in that order).
-  const outIdx = decodeIndex("o", root.axes, root.shape, "o_");
-  const red = decodeIndex("r", core.over, overShape, "r_");
-  const inner = new ExprEmitter(registry.lookup, "p");
-  const value = inner.emit(core.x, { ...outIdx.env, ...red.env });
   const epi = new ExprEmitter(registry.lookup, "e", { node: accNode, value: "acc" });
   const result = epi.emit(root, outIdx.env);
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
 
-  const loopBody = [...red.lines, ...inner.lines, `acc = ${combineWgsl(core.op, "acc", value)};`]
-    .join("\n    ");
   const epilogue = [...epi.lines, `out[o] = ${result};`].join("\n    ");
   let main: string;
   let workgroups: [number, number, number];
@@ -307,18 +314,12 @@ function emitPartialsKernel(
   name: string,
 ): KernelArtifact {
   const outputs = numel(core);
-  const overShape = core.over.map((a) => core.x.shape[core.x.axes.indexOf(a)]);
-  const extent = overShape.reduce((p, s) => p * s, 1);
-  const slice = Math.ceil(extent / splits);
   const wg = Math.min(256, limits.maxComputeInvocationsPerWorkgroup);
   const registry = new BindingRegistry(materialized, [partials]);
-  const outIdx = decodeIndex("o", root.axes, root.shape, "o_");
-  const red = decodeIndex("r", core.over, overShape, "r_");
-  const inner = new ExprEmitter(registry.lookup, "p");
-  const value = inner.emit(core.x, { ...outIdx.env, ...red.env });
+  const { outIdx, loopBody, overShape } = accumulation(root, core, registry);
+  const extent = overShape.reduce((p, s) => p * s, 1);
+  const slice = Math.ceil(extent / splits);
   registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
-  const loopBody = [...red.lines, ...inner.lines, `acc = ${combineWgsl(core.op, "acc", value)};`]
-    .join("\n    ");
   const workgroups = foldWorkgroups(outputs * splits, limits.maxComputeWorkgroupsPerDimension);
   const wgsl = `// ${name}: reduce ${core.op} over [${
     core.over.join(" ")

@@ -18,8 +18,14 @@
 
 import { uncheckedBinary } from "../dsl/build.ts";
 import { inLayout, sumTo } from "../dsl/grad_builders.ts";
-import { collectNodes, type ContractNode, type Graph, type Node } from "../dsl/ir.ts";
-import { isInlineContraction } from "./fusion.ts";
+import {
+  collectNodes,
+  type ContractNode,
+  type Graph,
+  type Node,
+  type ReduceNode,
+} from "../dsl/ir.ts";
+import { isInlineContraction, sideExtent } from "./fusion.ts";
 import { substitute } from "./graph_substitute.ts";
 
 /** Largest M·N (output elements per batch index) lowered as a reduction. */
@@ -30,10 +36,14 @@ export function reduceThinContractions(graph: Graph): Graph {
   const replaced = new Map<Node, Node>();
   for (const n of collectNodes(Object.values(graph.outputs))) {
     if (n.kind !== "contract" || !isThin(n)) continue;
-    const product = uncheckedBinary("mul", n.a, n.b);
-    replaced.set(n, inLayout(sumTo(product, n.axes), n.axes));
+    replaced.set(n, inLayout(asReduction(n), n.axes));
   }
   return replaced.size === 0 ? graph : substitute(graph, replaced).graph;
+}
+
+/** `n` as Σ_summed a·b: a reduction of the operands' product, over the kept axes. */
+export function asReduction(n: ContractNode): ReduceNode {
+  return sumTo(uncheckedBinary("mul", n.a, n.b), n.axes) as ReduceNode;
 }
 
 function isThin(n: ContractNode): boolean {
@@ -53,10 +63,7 @@ export function hasThinShape(n: ContractNode): boolean {
   if (n.a.dtype !== "f32" && n.a.dtype !== "f16" || n.b.dtype !== "f32" && n.b.dtype !== "f16") {
     return false;
   }
-  const only = (x: Node, y: Node) =>
-    n.axes.filter((a) => x.axes.includes(a) && !y.axes.includes(a))
-      .reduce((p, a) => p * n.shape[n.axes.indexOf(a)], 1);
-  return only(n.a, n.b) * only(n.b, n.a) <= THIN_CONTRACTION_MAX_REUSE;
+  return sideExtent(n, n.a, n.b) * sideExtent(n, n.b, n.a) <= THIN_CONTRACTION_MAX_REUSE;
 }
 
 /** Whether `x` is a recurrence's state, seen through views. */

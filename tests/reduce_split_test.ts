@@ -9,7 +9,7 @@ import { max, min, sum } from "../dsl/reduce.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { compile } from "../runtime/compile.ts";
 import { columnSlices, reduceSplits } from "../codegen/reduce_kernel.ts";
-import { assertClose, freshSeed, rng } from "./util.ts";
+import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 
 Deno.test("reduceSplits: few outputs of a long reduction are split; others are not", () => {
   assert.equal(reduceSplits(1, 100), 1);
@@ -85,10 +85,7 @@ Deno.test("column reductions on the adapter: sums and maxes over rows, taps afte
       assert.equal(columns.length, 3, prog.kernels.map((k) => k.name).join(", "));
       const split = prog.kernels.filter((k) => k.name.endsWith("_partials")).length;
       assert.equal(split, columnSlices(2, r) > 1 ? 3 : 0, `r = ${r}`);
-      const data = {
-        x: Float32Array.from({ length: r * 77 }, () => 2 * next() - 1),
-        w: Float32Array.from({ length: r * 77 * 3 }, () => 2 * next() - 1),
-      };
+      const data = randomInputs(prog.graph, next);
       const got = await prog.run(data) as Record<string, Float32Array>;
       const want = prog.interpret(data) as Record<string, Float64Array>;
       for (const k of ["colSum", "colMax", "taps"]) {
@@ -115,11 +112,7 @@ Deno.test("a per-channel dot product over a long axis is a split reduction, not 
     const names = prog.kernels.map((k) => k.name);
     assert.ok(prog.kernels.every((k) => k.kind === "reduce"), names.join(", "));
     assert.ok(names.some((n) => n.endsWith("_partials")), names.join(", "));
-    const n = 3 * 4099 * 5;
-    const data = {
-      x: Float32Array.from({ length: n }, () => 2 * next() - 1),
-      y: Float32Array.from({ length: n }, () => 2 * next() - 1),
-    };
+    const data = randomInputs(prog.graph, next);
     const got = await prog.run(data) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
     assertClose(got.g, want.g, 1e-4, `g (seed ${seed})`);
@@ -149,11 +142,7 @@ Deno.test("a short per-row dot product that gets a kernel of its own runs as a r
       prog.kernels.map((k) => k.name).join(),
     );
     assert.ok(prog.kernels.some((k) => k.wgsl.split("\n")[0].includes("reduce sum over [p] (40)")));
-    const n = 3 * 37 * 40;
-    const data = {
-      x: Float32Array.from({ length: n }, () => 2 * next() - 1),
-      w: Float32Array.from({ length: n }, () => 2 * next() - 1),
-    };
+    const data = randomInputs(prog.graph, next);
     const got = await prog.run(data) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
     for (const k of ["s", "m"]) assertClose(got[k], want[k], 1e-4, `${k} (seed ${seed})`);
