@@ -240,6 +240,7 @@ async function inductionStep(
   ctx: GpuContext,
   c: Extract<TrainCase, { kind: "induction" }>,
   steps: number,
+  kernelDump?: string,
 ): Promise<Record<string, unknown>> {
   const config = { ...INDUCTION_CONFIG };
   const t0 = performance.now();
@@ -284,6 +285,9 @@ async function inductionStep(
       { warmup: 2, iterations: 5 },
     );
     const profile = kernelProfile(timed.kernels);
+    if (kernelDump) {
+      dumpKernels(`${kernelDump}/${trainCaseId(c)}.json`, trainer.program.kernels, timed.kernels);
+    }
     return {
       ms,
       tokPerS: (c.b * c.l) / (ms / 1000),
@@ -552,7 +556,7 @@ export async function trainBench(
         c.kind === "scan"
           ? await scanBackward(ctx, c, options.steps)
           : c.kind === "induction"
-          ? await inductionStep(ctx, c, options.steps)
+          ? await inductionStep(ctx, c, options.steps, options.kernelDump)
           : await modelStep(ctx, c, options.steps, options.kernelDump),
       );
     } catch (e) {
