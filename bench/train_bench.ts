@@ -57,7 +57,16 @@ export type TrainCase =
     /** Autotune the step's tunable kernels first (a fresh cache: the tuning is not timed). */
     autotune?: boolean;
   }
-  | { name: string; kind: "scan"; b: number; l: number; d: number; n: number }
+  | {
+    name: string;
+    kind: "scan";
+    b: number;
+    l: number;
+    d: number;
+    n: number;
+    /** Threads per channel of the fused walk (default: the compiler's choice). */
+    lanes?: number;
+  }
   | {
     name: string;
     /** The induction model's step as `train-induction` runs it (`Trainer`, target "last"). */
@@ -150,6 +159,7 @@ export function trainCases(scale: "full" | "tiny"): TrainCase[] {
       autotune: true,
     },
     { name: "scan_bwd", kind: "scan", b: 8, l: 4096, d: 1536, n: 16 },
+    { name: "scan_bwd_lanes1", kind: "scan", b: 8, l: 4096, d: 1536, n: 16, lanes: 1 },
     { name: "induction_step", kind: "induction", b: 8, l: 256, perSubmit: 16 },
     { name: "mamba2_130m_step", kind: "mamba2", config: MAMBA2_130M, b: 1, l: 256 },
     {
@@ -499,7 +509,7 @@ async function scanBackward(
         return out;
       },
       { b: c.b, l: c.l, d: c.d, n: c.n },
-      { gpu: ctx },
+      { gpu: ctx, ...(c.lanes ? { scanBackward: { lanes: c.lanes } } : {}) },
     ));
   const compileS = (performance.now() - t0) / 1000;
   try {

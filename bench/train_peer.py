@@ -260,8 +260,8 @@ def main():
     args = parser.parse_args()
     chosen = [p for p in args.peers.split(",") if p]
     all_cases = cases(args.scale)
-    # ssmkit-only variants (the `_walk`, `_autotuned` options) are timed against their base case.
-    wanted = [c.replace("_walk", "").replace("_autotuned", "") for c in args.cases.split(",") if c]
+    # ssmkit-only variants (the `_walk`, `_autotuned`, `_lanes1` options) are timed against their base case.
+    wanted = [c.replace("_walk", "").replace("_autotuned", "").replace("_lanes1", "") for c in args.cases.split(",") if c]
     # The induction step is ssmkit's alone (its torch trainer is models/induction/train.py).
     wanted = [c for c in wanted if not c.startswith("induction_step@")]
     unknown = [c for c in wanted if c not in [x[0] for x in all_cases]]

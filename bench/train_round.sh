@@ -57,7 +57,7 @@ print(f'{"case":26} {"implementation":26} {"ms/step":>10} {"tokens/s":>10} {"mem
       f'{"x anchor":>9}  note')
 for case in case_ids:
     anchor_name = "hf_torch_f32" if case.startswith("scan") else "mamba_ssm_f32"
-    base = case.replace("_walk", "").replace("_autotuned", "")  # ssmkit options: the base anchor
+    base = case.replace("_walk", "").replace("_autotuned", "").replace("_lanes1", "")  # ssmkit options: the base anchor
     anchor = next((p for p in peers if p["case"] == base and p["anchor"] == anchor_name), None)
     entries = [("ssmkit_f32", r, "buffers") for r in ours if r["case"] == case]
     entries += [(p["anchor"], p, "torch peak") for p in peers if p["case"] == case]

@@ -43,13 +43,27 @@ export interface ScanBackwardStrategy {
   /** Steps per checkpointed chunk (default 16). */
   chunk?: number;
   /**
-   * Threads (channels) per workgroup of the backward pass (64 when emitted directly;
+   * Channels per workgroup of the backward pass (64 when emitted directly;
    * {@link emitTunedScanBackward} picks fewer for scans with few channels).
    */
   workgroup?: number;
+  /**
+   * Threads per channel (default 1): each owns every `lanes`-th index of one state axis (the
+   * largest whose size `lanes` divides), so a walk over few channels still fills the GPU; sums
+   * over that axis are combined across the lanes through workgroup memory in a fixed order.
+   * A power of two; a group whose reads of h or g the lanes cannot own keeps one lane.
+   */
+  lanes?: number;
 }
 
 const WG_CKPT = 64;
+
+/** A read of h or g at a state index the reading lane does not own (lanes fall back to 1). */
+class LaneOwnershipError extends Error {
+  constructor() {
+    super("scan backward: a read of the state at an index another lane owns");
+  }
+}
 
 /** A walk whose per-step channel sums need more workgroup memory than the device has. */
 class SharedMemoryError extends Error {
@@ -67,7 +81,11 @@ interface Shape {
   readonly ns: number;
   readonly chunk: number;
   readonly chunks: number;
+  /** Channels per workgroup. */
   readonly workgroup: number;
+  /** Threads per channel, each owning every `lanes`-th index of `laneAxis`. */
+  readonly lanes: number;
+  readonly laneAxis: string;
   readonly stateShape: number[];
   readonly channelShape: number[];
 }
@@ -125,8 +143,14 @@ export function emitScanBackward(
         : 1
     ),
   );
-  let workgroup = Math.min(force.workgroup ?? 64, limits.maxComputeInvocationsPerWorkgroup);
-  while (workgroup > 1 && keptMost * workgroup * 4 > limits.maxComputeWorkgroupStorageSize) {
+  const lanePlan = laneAxisFor(group, force.lanes ?? 1);
+  const lanes = lanePlan.lanes;
+  let workgroup = Math.min(
+    force.workgroup ?? 64,
+    Math.floor(limits.maxComputeInvocationsPerWorkgroup / lanes),
+  );
+  const sharedBytes = (w: number) => (keptMost * w + (lanes > 1 ? w * lanes : 0)) * 4;
+  while (workgroup > 1 && sharedBytes(workgroup) > limits.maxComputeWorkgroupStorageSize) {
     workgroup /= 2;
   }
   const shape: Shape = {
@@ -138,10 +162,11 @@ export function emitScanBackward(
     chunk,
     chunks: Math.ceil(len / chunk),
     workgroup,
+    lanes,
+    laneAxis: lanePlan.axis,
     stateShape,
     channelShape,
   };
-  const ckpt = scratch(`${name}_checkpoints`, shape.chunks * shape.nc * shape.ns);
   const reductions = new Map<BackwardRoot, Reduction>();
   group.roots.forEach((r, k) => {
     if (r.form !== "reduce") return;
@@ -162,6 +187,45 @@ export function emitScanBackward(
       partials: slots > 0 ? scratch(`${name}_partials${k}`, slots * numel(core)) : undefined,
     });
   });
+  if (lanes > 1) {
+    try {
+      return emitGroup(group, shape, reductions, materialized, limits, name, aliases);
+    } catch (e) {
+      if (!(e instanceof LaneOwnershipError)) throw e;
+      return emitScanBackward(group, materialized, limits, name, aliases, { ...force, lanes: 1 });
+    }
+  }
+  return emitGroup(group, shape, reductions, materialized, limits, name, aliases);
+}
+
+/**
+ * The lane axis for `lanes` threads per channel: the largest state axis `lanes` divides (the
+ * first on ties); one lane when none does or there are no state axes.
+ */
+function laneAxisFor(group: ScanBackwardGroup, lanes: number): { lanes: number; axis: string } {
+  if (lanes <= 1) return { lanes: 1, axis: "" };
+  if ((lanes & (lanes - 1)) !== 0) {
+    throw new Error(`scan backward: lanes ${lanes} is not a power of two`);
+  }
+  let best = "";
+  for (const a of group.stateAxes) {
+    const n = sizeIn(group.primal, a);
+    if (n % lanes === 0 && (best === "" || n > sizeIn(group.primal, best))) best = a;
+  }
+  return best === "" ? { lanes: 1, axis: "" } : { lanes, axis: best };
+}
+
+/** The checkpoint, walk and partial-sum kernels of a group, for one shape. */
+function emitGroup(
+  group: ScanBackwardGroup,
+  shape: Shape,
+  reductions: Map<BackwardRoot, Reduction>,
+  materialized: ReadonlySet<Node>,
+  limits: DeviceLimits,
+  name: string,
+  aliases: ReadonlyMap<Node, Node>,
+): KernelArtifact[] {
+  const ckpt = scratch(`${name}_checkpoints`, shape.chunks * shape.nc * shape.ns);
   const out: KernelArtifact[] = [
     emitCheckpoints(group, shape, materialized, limits, `${name}_ckpt`, ckpt),
   ];
@@ -267,7 +331,16 @@ function emitWalk(
   aliases: ReadonlyMap<Node, Node>,
   ckpt: BufferKey,
 ): KernelArtifact {
-  const { h, g, nc, ns, chunk, chunks, len, workgroup } = shape;
+  const { h, g, nc, ns, chunk, chunks, len, workgroup, lanes, laneAxis } = shape;
+  const threads = workgroup * lanes;
+  // A thread holds the states whose lane-axis index is its lane modulo `lanes`.
+  const localShape = group.stateAxes.map((a, i) =>
+    a === laneAxis ? shape.stateShape[i] / lanes : shape.stateShape[i]
+  );
+  const nsl = ns / lanes;
+  const splits = (axes: readonly string[]) => lanes > 1 && axes.includes(laneAxis);
+  /** The names of lane-axis indices the thread owns (loop indices of its lane). */
+  const owned = new Set<string>();
   // Direct outputs, then partials.
   const writes: BufferKey[] = [];
   const writeOf = new Map<Node | ScratchBuffer, string>();
@@ -289,7 +362,13 @@ function emitWalk(
   const reaches = reachesVia(h, g, stop);
   let counter = 0;
   const fresh = () => `x${counter++}_`;
-  const stateIdx = (env: Env) => flatIndex(group.stateAxes, shape.stateShape, env);
+  /** The thread's slot of the state at `env` (which must be its own). */
+  const stateIdx = (env: Env) => {
+    if (lanes === 1) return flatIndex(group.stateAxes, shape.stateShape, env);
+    const x = env[laneAxis];
+    if (!owned.has(x)) throw new LaneOwnershipError();
+    return flatIndex(group.stateAxes, localShape, { ...env, [laneAxis]: `(${x} / ${lanes}u)` });
+  };
   const slotOf = (idx: string) =>
     h.reverse
       ? `min((${idx}) - c0, ${u32Literal(chunk)})`
@@ -308,7 +387,7 @@ function emitWalk(
     if (hoist) em.hoistTo(hoist.to, [...hoist.loop, `${prefix}\\d+`]);
     em.interceptWith((node, env): Intercepted => {
       if (node === g) return `gs[${stateIdx(env)}]`;
-      if (node === h) return `hist[${slotOf(env[h.axis])} * ${u32Literal(ns)} + ${stateIdx(env)}]`;
+      if (node === h) return `hist[${slotOf(env[h.axis])} * ${u32Literal(nsl)} + ${stateIdx(env)}]`;
       if ((node.kind === "contract" || node.kind === "reduce") && reaches(node)) {
         const summed = node.kind === "contract" ? node.summed : node.over;
         const operand = node.kind === "contract" ? node.a : node.x;
@@ -330,6 +409,27 @@ function emitWalk(
     });
     return em;
   };
+  /**
+   * Decodes loop index `k` over `axes`; with `split`, over the thread's own lane-axis indices
+   * (`count` iterations), the lane-axis index named so the state reads can check ownership.
+   */
+  const laneDecode = (
+    k: string,
+    axes: readonly string[],
+    sizes: readonly number[],
+    prefix: string,
+    split: boolean,
+  ) => {
+    const local = axes.map((a, i) => (split && a === laneAxis ? sizes[i] / lanes : sizes[i]));
+    const decoded = decodeIndex(k, axes, local, prefix);
+    if (split) {
+      const own = `${decoded.env[laneAxis]}_own`;
+      decoded.lines.push(`let ${own}: u32 = lane + ${lanes}u * ${decoded.env[laneAxis]};`);
+      decoded.env[laneAxis] = own;
+      owned.add(own);
+    }
+    return { ...decoded, count: prod(local) };
+  };
   /** Σ over `axes` of `term`, as a loop whose lines go to `em`; the accumulator's name. */
   const sumLoop = (
     em: ExprEmitter,
@@ -346,17 +446,28 @@ function emitWalk(
       return acc;
     }
     const k = `${id}k`;
-    const decoded = decodeIndex(k, axes, sizes, `${id}i_`);
+    const split = splits(axes);
+    const decoded = laneDecode(k, axes, sizes, `${id}i_`, split);
     // Values that do not depend on the summed index are computed once, before the loop.
     const body = emitter(undefined, { to: em, loop: [k, `${id}i_\\w+`] });
     const v = term(body, { ...env, ...decoded.env });
     em.lines.push(
       `var ${acc}: f32 = 0.0;`,
-      `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(prod(sizes))}; ${k}++) {`,
+      `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(decoded.count)}; ${k}++) {`,
       ...[...decoded.lines, ...body.lines, `${acc} += ${v};`].map((l) => `  ${l}`),
       `}`,
     );
-    return acc;
+    if (!split) return acc;
+    // The lanes' partial sums, added in lane order by every lane (all get the same value).
+    const all = `${id}all`;
+    const terms = Array.from({ length: lanes }, (_, q) => `xch[lid - lane + ${q}u]`);
+    em.lines.push(
+      `xch[lid] = ${acc};`,
+      `workgroupBarrier();`,
+      `let ${all}: f32 = ${terms.join(" + ")};`,
+      `workgroupBarrier();`,
+    );
+    return all;
   };
   /** A loop over `axes` (state axes kept by a root) around `body`. */
   // `inner()` gives the body an emitter that computes the values not depending on the loop's
@@ -364,21 +475,26 @@ function emitWalk(
   // gates) would otherwise be recomputed, loads and all, for every state.
   // With `shared`, those values go to that emitter instead (its lines are the caller's to
   // place), so loops of one walk step share them.
+  // With lanes, a loop over axes holding the lane axis visits the thread's own indices: `flat`
+  // counts them (a slot of the thread's arrays), `whole` is the index among all of them.
   const forEach = (
     axes: readonly string[],
-    body: (env: Env, flat: string, inner: () => ExprEmitter) => string[],
+    body: (env: Env, flat: string, inner: () => ExprEmitter, whole: string) => string[],
     shared?: ExprEmitter,
+    mine = true,
   ): string[] => {
     const id = fresh();
     const k = `${id}k`;
     const sizes = axes.map((a) => sizeIn(h, a));
-    const decoded = decodeIndex(k, axes, sizes, `${id}i_`);
+    const split = mine && splits(axes);
+    const decoded = laneDecode(k, axes, sizes, `${id}i_`, split);
     const pre = shared ?? emitter();
     const inner = () => emitter(undefined, { to: pre, loop: [k, `${id}i_\\w+`] });
-    const lines = body(decoded.env, k, inner);
+    const whole = split ? flatIndex(axes, sizes, decoded.env) : k;
+    const lines = body(decoded.env, k, inner, whole);
     return [
       ...(shared ? [] : pre.lines),
-      `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(prod(sizes))}; ${k}++) {`,
+      `for (var ${k}: u32 = 0u; ${k} < ${u32Literal(decoded.count)}; ${k}++) {`,
       ...[...decoded.lines, ...lines].map((l) => `  ${l}`),
       `}`,
     ];
@@ -395,8 +511,8 @@ function emitWalk(
     const [to, from] = h.reverse ? ["j", "j + 1u"] : ["j + 1u", "j"];
     return [
       ...em.lines,
-      `hist[(${to}) * ${u32Literal(ns)} + ${s}] = ${a} * hist[(${from}) * ${
-        u32Literal(ns)
+      `hist[(${to}) * ${u32Literal(nsl)} + ${s}] = ${a} * hist[(${from}) * ${
+        u32Literal(nsl)
       } + ${s}] + ${u};`,
     ];
   });
@@ -411,6 +527,9 @@ function emitWalk(
   const tail: string[] = [];
   const accumulators: string[] = [];
   const valid = "valid";
+  // Values every lane holds alike are written by lane 0; a loop over the lane axis writes its own.
+  const writer = (axes: readonly string[]) =>
+    lanes === 1 || splits(axes) ? valid : `${valid} && lane == 0u`;
   // Per-step channel sums: every value of the step staged, one barrier, then either a tree over
   // the workgroup (when each workgroup holds one whole segment of summed channels: `aligned`)
   // or the segment heads sum in order. Both orders are fixed, so results repeat bitwise.
@@ -420,7 +539,7 @@ function emitWalk(
   const stepValues = emitter();
   const forEachInStep = (
     axes: readonly string[],
-    body: (env: Env, flat: string, inner: () => ExprEmitter) => string[],
+    body: (env: Env, flat: string, inner: () => ExprEmitter, whole: string) => string[],
   ) => forEach(axes, body, stepValues);
   for (const r of roots) {
     const target = writeOf.get(reductions.get(r)?.partials ?? r.root)!;
@@ -429,7 +548,7 @@ function emitWalk(
       const v = em.emit(r.root, stepEnv);
       steps.push(
         ...em.lines,
-        `if (${valid}) { ${target}[${offsetExpr(r.root, stepEnv)}] = ${v}; }`,
+        `if (${writer([])}) { ${target}[${offsetExpr(r.root, stepEnv)}] = ${v}; }`,
       );
       continue;
     }
@@ -439,7 +558,10 @@ function emitWalk(
         const em = inner();
         const full = { ...ch.env, ...env };
         const v = em.emit(r.root, full);
-        return [...em.lines, `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${v}; }`];
+        return [
+          ...em.lines,
+          `if (${writer(kept)}) { ${target}[${offsetExpr(r.root, full)}] = ${v}; }`,
+        ];
       }));
       continue;
     }
@@ -451,6 +573,7 @@ function emitWalk(
         : body.emit(core.x, inner);
     const summedSizes = red.summedStates.map((a) => sizeIn(h, a));
     const keptCount = prod(red.keptStates.map((a) => sizeIn(h, a)));
+    const keptHere = splits(red.keptStates) ? keptCount / lanes : keptCount;
     const coreSize = u32Literal(numel(core));
     const channelKey = flatIndex(
       red.summedChannels,
@@ -459,7 +582,7 @@ function emitWalk(
     );
     const s = prod(red.summedChannels.map((a) => sizeIn(h, a)));
     if (red.perStep) {
-      steps.push(...forEachInStep(red.keptStates, (env, k, inner) => {
+      steps.push(...forEachInStep(red.keptStates, (env, _k, inner, whole) => {
         const em = inner();
         const full = { ...stepEnv, ...env };
         const v = sumLoop(em, red.summedStates, summedSizes, full, termAt);
@@ -469,13 +592,16 @@ function emitWalk(
           return [
             ...em.lines,
             ...epi.lines,
-            `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`,
+            `if (${writer(red.keptStates)}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`,
           ];
         }
         // Staged in workgroup memory; summed after the step's one barrier (below).
+        const stage = `wsh[(${u32Literal(shared.count)} + ${whole}) * ${
+          u32Literal(workgroup)
+        } + cl] = ${v};`;
         return [
           ...em.lines,
-          `wsh[(${u32Literal(shared.count)} + ${k}) * ${u32Literal(workgroup)} + lid] = ${v};`,
+          lanes === 1 || splits(red.keptStates) ? stage : `if (lane == 0u) { ${stage} }`,
         ];
       }));
       if (red.partials) {
@@ -485,56 +611,66 @@ function emitWalk(
         shared.aligned &&= s % workgroup === 0 && (workgroup & (workgroup - 1)) === 0;
         // After the tree, row base + k holds the workgroup's sum in its first lane; threads
         // take the rows in turn to write them.
-        shared.treeWrites.push(...forEach(red.keptStates, (env, k) => {
-          const full = { ...stepEnv, ...env };
-          const row = `(${u32Literal(base)} + ${k})`;
-          return [
-            `if (lid == ${row} % ${u32Literal(workgroup)}) {`,
-            `  let slot = wg - ((cc / ${u32Literal(s)}) * ${u32Literal(s)}) / ${
-              u32Literal(workgroup)
-            };`,
-            `  ${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = wsh[${row} * ${
-              u32Literal(workgroup)
-            }];`,
-            `}`,
-          ];
-        }));
+        shared.treeWrites.push(...forEach(
+          red.keptStates,
+          (env, k) => {
+            const full = { ...stepEnv, ...env };
+            const row = `(${u32Literal(base)} + ${k})`;
+            return [
+              `if (lid == ${row} % ${u32Literal(threads)}) {`,
+              `  let slot = wg - ((cc / ${u32Literal(s)}) * ${u32Literal(s)}) / ${
+                u32Literal(workgroup)
+              };`,
+              `  ${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = wsh[${row} * ${
+                u32Literal(workgroup)
+              }];`,
+              `}`,
+            ];
+          },
+          undefined,
+          false,
+        ));
         // Segments of threads with one kept channel index: the first sums them in order.
         const key = (c: string) => `(${c}) / ${u32Literal(s)}`;
         // The largest power of two ≤ 64 dividing the workgroup (the whole default workgroup).
         const unroll = [64, 32, 16, 8, 4, 2, 1].find((u) => workgroup % u === 0)!;
         shared.heads.push(
-          `if (${valid} && (lid == 0u || ${key("cc")} != ${key("cc - 1u")})) {`,
-          ...forEach(red.keptStates, (env, k) => {
-            const full = { ...stepEnv, ...env };
-            return [
-              `var sum: f32 = 0.0;`,
-              // Unrolled by `unroll`: lavapipe ends every loop of a shader once 65535
-              // iterations of all its loops together have run (LP_MAX_TGSI_LOOP_ITERATIONS),
-              // and this loop is the walk's largest count per step.
-              `for (var q0: u32 = 0u; q0 < ${u32Literal(workgroup)}; q0 += ${unroll}u) {`,
-              ...Array.from({ length: unroll }, (_, i) => [
-                `  let q${i} = q0 + ${i}u;`,
-                `  let cq${i} = wg * ${u32Literal(workgroup)} + q${i};`,
-                `  let mine${i} = q${i} >= lid && cq${i} < ${u32Literal(nc)} && ${
-                  key(`cq${i}`)
-                } == ${key("cc")};`,
-                `  sum += select(0.0, wsh[(${u32Literal(base)} + ${k}) * ${
-                  u32Literal(workgroup)
-                } + q${i}], mine${i});`,
-              ]).flat(),
-              `}`,
-              `let slot = wg - (${key("cc")} * ${u32Literal(s)}) / ${u32Literal(workgroup)};`,
-              `${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = sum;`,
-            ];
-          }).map((l) => `  ${l}`),
+          `if (${valid} && lane == 0u && (cl == 0u || ${key("cc")} != ${key("cc - 1u")})) {`,
+          ...forEach(
+            red.keptStates,
+            (env, k) => {
+              const full = { ...stepEnv, ...env };
+              return [
+                `var sum: f32 = 0.0;`,
+                // Unrolled by `unroll`: lavapipe ends every loop of a shader once 65535
+                // iterations of all its loops together have run (LP_MAX_TGSI_LOOP_ITERATIONS),
+                // and this loop is the walk's largest count per step.
+                `for (var q0: u32 = 0u; q0 < ${u32Literal(workgroup)}; q0 += ${unroll}u) {`,
+                ...Array.from({ length: unroll }, (_, i) => [
+                  `  let q${i} = q0 + ${i}u;`,
+                  `  let cq${i} = wg * ${u32Literal(workgroup)} + q${i};`,
+                  `  let mine${i} = q${i} >= cl && cq${i} < ${u32Literal(nc)} && ${
+                    key(`cq${i}`)
+                  } == ${key("cc")};`,
+                  `  sum += select(0.0, wsh[(${u32Literal(base)} + ${k}) * ${
+                    u32Literal(workgroup)
+                  } + q${i}], mine${i});`,
+                ]).flat(),
+                `}`,
+                `let slot = wg - (${key("cc")} * ${u32Literal(s)}) / ${u32Literal(workgroup)};`,
+                `${target}[slot * ${coreSize} + ${offsetExpr(core, full)}] = sum;`,
+              ];
+            },
+            undefined,
+            false,
+          ).map((l) => `  ${l}`),
           `}`,
         );
       }
       continue;
     }
     const acc = `acc${accumulators.length}`;
-    accumulators.push(`var ${acc}: array<f32, ${Math.max(keptCount, 1)}>;`);
+    accumulators.push(`var ${acc}: array<f32, ${Math.max(keptHere, 1)}>;`);
     steps.push(...forEachInStep(red.keptStates, (env, k, inner) => {
       const em = inner();
       const v = sumLoop(em, red.summedStates, summedSizes, { ...stepEnv, ...env }, termAt);
@@ -544,14 +680,17 @@ function emitWalk(
       const full = { ...ch.env, ...env };
       if (red.partials) {
         return [
-          `if (${valid}) { ${target}[${channelKey} * ${coreSize} + ${
+          `if (${writer(red.keptStates)}) { ${target}[${channelKey} * ${coreSize} + ${
             offsetExpr(core, full)
           }] = ${acc}[${k}]; }`,
         ];
       }
       const epi = emitter({ node: core, value: `${acc}[${k}]` });
       const w = epi.emit(r.root, full);
-      return [...epi.lines, `if (${valid}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`];
+      return [
+        ...epi.lines,
+        `if (${writer(red.keptStates)}) { ${target}[${offsetExpr(r.root, full)}] = ${w}; }`,
+      ];
     }));
   }
   const groups = Math.ceil(nc / workgroup);
@@ -559,42 +698,49 @@ function emitWalk(
   registry.checkLimit(roots[0].root, limits.maxStorageBuffersPerShaderStage);
   const first = h.reverse ? "kk" : `${u32Literal(chunks - 1)} - kk`;
   const walk = h.reverse ? "jj" : "lenk - 1u - jj";
-  const base = h.reverse ? "lenk" : "0u";
   steps.unshift(...stepValues.lines);
-  if (shared.count > 0) {
-    const bytes = shared.count * workgroup * 4;
+  const exchange = lanes > 1 ? threads : 0;
+  if (shared.count > 0 || exchange > 0) {
+    const bytes = (shared.count * workgroup + exchange) * 4;
     if (bytes > limits.maxComputeWorkgroupStorageSize) throw new SharedMemoryError(bytes);
+  }
+  if (shared.count > 0) {
     const sum = shared.aligned
-      ? [...treeRounds(shared.count, workgroup), ...shared.treeWrites]
+      ? [...treeRounds(shared.count, workgroup, threads), ...shared.treeWrites]
       : shared.heads;
     steps.push("workgroupBarrier();", ...sum, "workgroupBarrier();");
   }
+  // The thread's own states of the checkpoint at the chunk's start.
+  const loadCheckpoint = forEach(group.stateAxes, (_env, k, _inner, whole) => [
+    `hist[${h.reverse ? "lenk" : "0u"} * ${u32Literal(nsl)} + ${k}] = ${ckptName}[(ck * ${
+      u32Literal(nc)
+    } + c) * ${u32Literal(ns)} + ${whole}];`,
+  ]);
   const wgsl = `// ${name}: backward of the scan over ${h.axis} (${len}${
     h.reverse ? ", reverse" : ""
   }): ${nc} channels × ${ns} states, chunks of ${chunk}, ${roots.length} root(s)
 ${registry.declarations()}
 ${shared.count > 0 ? `var<workgroup> wsh: array<f32, ${shared.count * workgroup}>;` : ""}
+${exchange > 0 ? `var<workgroup> xch: array<f32, ${exchange}>;` : ""}
 ${MATH_PRELUDE}
-@compute @workgroup_size(${workgroup})
+@compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let wg = wid.x + wid.y * ${u32Literal(workgroups[0])};
-  let cc = wg * ${u32Literal(workgroup)} + lid;
+  let cl = lid / ${lanes}u;
+  let lane = lid % ${lanes}u;
+  let cc = wg * ${u32Literal(workgroup)} + cl;
   let valid = cc < ${u32Literal(nc)};
   let c = min(cc, ${u32Literal(nc - 1)});
   ${ch.lines.join("\n  ")}
-  var gs: array<f32, ${ns}>;
-  var hist: array<f32, ${(chunk + 1) * ns}>;
+  var gs: array<f32, ${nsl}>;
+  var hist: array<f32, ${(chunk + 1) * nsl}>;
   ${accumulators.join("\n  ")}
   var c0: u32 = 0u;
   for (var kk: u32 = 0u; kk < ${u32Literal(chunks)}; kk++) {
     let ck = ${first};
     c0 = ck * ${u32Literal(chunk)};
     let lenk = min(${u32Literal(chunk)}, ${u32Literal(len)} - c0);
-    for (var s: u32 = 0u; s < ${u32Literal(ns)}; s++) {
-      hist[${base} * ${u32Literal(ns)} + s] = ${ckptName}[(ck * ${u32Literal(nc)} + c) * ${
-    u32Literal(ns)
-  } + s];
-    }
+    ${loadCheckpoint.join("\n    ")}
     for (var jj: u32 = 0u; jj < lenk; jj++) {
       let j = ${h.reverse ? "lenk - 1u - jj" : "jj"};
       let t = c0 + j;
@@ -618,13 +764,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * strides, a barrier after each, the adds of a stride spread over all threads. Unrolled (no
  * loops: lavapipe caps a shader's total loop iterations, and the walk runs this every step).
  */
-function treeRounds(rows: number, workgroup: number): string[] {
+function treeRounds(rows: number, workgroup: number, threads: number): string[] {
   const lines: string[] = [];
   for (let stride = workgroup / 2; stride >= 1; stride /= 2) {
     const adds = rows * stride;
-    for (let r = 0; r * workgroup < adds; r++) {
+    for (let r = 0; r * threads < adds; r++) {
       lines.push(
-        `{ let e = lid + ${u32Literal(r * workgroup)}; if (e < ${u32Literal(adds)}) { ` +
+        `{ let e = lid + ${u32Literal(r * threads)}; if (e < ${u32Literal(adds)}) { ` +
           `let w = (e / ${u32Literal(stride)}) * ${u32Literal(workgroup)} + e % ${
             u32Literal(stride)
           }; wsh[w] += wsh[w + ${u32Literal(stride)}]; } }`,
@@ -691,12 +837,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 /**
- * {@link emitScanBackward} with its chunk and workgroup as a tuning point (codegen/tuning.ts)
- * unless `force` sets either: threads per workgroup 16–128 (few channels want small workgroups,
- * so that more of the GPU's cores walk) × steps per checkpoint 8–32 (recompute against
- * checkpoint traffic). The default takes 16 steps and the largest of 64, 32, 16 threads that
- * still gives {@link SCAN_BACKWARD_MIN_WORKGROUPS} workgroups (a walk has one thread per channel:
- * few channels in big workgroups leave most cores idle).
+ * {@link emitScanBackward} with its chunk, workgroup and lanes as a tuning point
+ * (codegen/tuning.ts) unless `force` sets any of them: channels per workgroup 16–128 with one
+ * lane, and around the default with its lanes, × steps per checkpoint 8–32 (recompute against
+ * checkpoint traffic). The default takes 16 steps; lanes so that the walk has about
+ * {@link SCAN_BACKWARD_TARGET_THREADS} threads (at most 16, a power of two dividing a state
+ * axis); and the largest of 64 … 4 channels per workgroup (at most 256 threads; 16 with one
+ * lane) that still gives
+ * {@link SCAN_BACKWARD_MIN_WORKGROUPS} workgroups (a walk has few threads: big workgroups would
+ * leave most cores idle).
  */
 export function emitTunedScanBackward(
   group: ScanBackwardGroup,
@@ -708,21 +857,43 @@ export function emitTunedScanBackward(
 ): KernelArtifact[] {
   const emit = (s: ScanBackwardStrategy) =>
     emitScanBackward(group, materialized, limits, name, aliases, s);
-  if (force.chunk !== undefined || force.workgroup !== undefined) return emit(force);
-  const candidates = new Map<string, () => KernelArtifact[]>();
-  for (const workgroup of [16, 32, 64, 128]) {
-    if (workgroup > limits.maxComputeInvocationsPerWorkgroup) continue;
-    for (const chunk of [8, 16, 32]) {
-      candidates.set(`wg${workgroup}_chunk${chunk}`, () => emit({ workgroup, chunk }));
-    }
+  if (force.chunk !== undefined || force.workgroup !== undefined || force.lanes !== undefined) {
+    return emit(force);
   }
   const h = group.primal;
+  const channels = prod(group.channelAxes.map((a) => sizeIn(h, a)));
+  const maxThreads = Math.min(256, limits.maxComputeInvocationsPerWorkgroup);
+  let lanes = 1;
+  while (
+    lanes < 16 && channels * lanes < SCAN_BACKWARD_TARGET_THREADS &&
+    laneAxisFor(group, lanes * 2).lanes === lanes * 2 && lanes * 2 * 4 <= maxThreads
+  ) lanes *= 2;
+  const widths = (l: number) => [64, 32, 16, 8, 4].filter((w) => w * l <= maxThreads);
+  const pick = (l: number) => {
+    // One lane: 64, 32 or 16 channels, the candidates' range.
+    const fit = l === 1 ? [64, 32, 16] : widths(l);
+    return fit.find((w) => channels / w >= SCAN_BACKWARD_MIN_WORKGROUPS) ?? fit[fit.length - 1];
+  };
+  const label = (w: number, l: number, c: number) =>
+    l === 1 ? `wg${w}_chunk${c}` : `wg${w}x${l}_chunk${c}`;
+  const candidates = new Map<string, () => KernelArtifact[]>();
+  const widthsOf = new Map<number, number[]>([[1, [16, 32, 64, 128]]]);
+  if (lanes > 1) {
+    const w = pick(lanes);
+    widthsOf.set(lanes, [w / 2, w, w * 2].filter((x) => x >= 1 && x * lanes <= maxThreads));
+  }
+  for (const [l, ws] of widthsOf) {
+    for (const workgroup of ws) {
+      if (workgroup * l > limits.maxComputeInvocationsPerWorkgroup) continue;
+      for (const chunk of [8, 16, 32]) {
+        candidates.set(label(workgroup, l, chunk), () => emit({ workgroup, chunk, lanes: l }));
+      }
+    }
+  }
   const key = `scan-backward ${h.axes.join(",")}=${h.shape.join("x")} over ${h.axis}, ` +
     `${group.roots.length} roots`;
-  const channels = prod(group.channelAxes.map((a) => sizeIn(h, a)));
-  const workgroup = [64, 32].find((w) => channels / w >= SCAN_BACKWARD_MIN_WORKGROUPS) ?? 16;
   // WebGPU guarantees 256 invocations per workgroup, so the default is always a candidate.
-  return emitTuned(limits, key, candidates, `wg${workgroup}_chunk16`);
+  return emitTuned(limits, key, candidates, label(pick(lanes), lanes, 16));
 }
 
 /**
@@ -731,3 +902,10 @@ export function emitTunedScanBackward(
  * with 64 threads per workgroup (16 workgroups) and 5.9 ms with 16 (64 workgroups).
  */
 export const SCAN_BACKWARD_MIN_WORKGROUPS = 128;
+
+/**
+ * Threads the default scan backward aims for, through lanes per channel: a walk over 1,024
+ * channels (the induction model) or 12,288 (Mamba-130M at b = 8) leaves a large GPU's cores
+ * mostly waiting on one thread's sequential steps.
+ */
+export const SCAN_BACKWARD_TARGET_THREADS = 65536;

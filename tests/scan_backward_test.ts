@@ -126,6 +126,48 @@ Deno.test("scan backward: per-step channel sums as a tree where workgroups tile 
   }
 });
 
+Deno.test("scan backward: lanes split a channel's states over several threads", async () => {
+  // Sums over the lane axis combine the lanes' partials; values every lane holds are written
+  // by lane 0. Both per-step channel sum paths (d = 7: segment heads; d = 8 in workgroups of 4:
+  // the tree), both directions, init and final state; 6 states in 2 lanes, 8 in 4 and 8.
+  const cases: [Sizes, ScanBackwardStrategy, boolean][] = [
+    [{ b: 2, l: 19, d: 7, n: 6 }, { chunk: 8, workgroup: 4, lanes: 2 }, false],
+    [{ b: 3, l: 13, d: 8, n: 8 }, { chunk: 4, workgroup: 4, lanes: 4 }, true],
+    [{ b: 1, l: 21, d: 5, n: 8 }, { chunk: 16, workgroup: 2, lanes: 8 }, false],
+  ];
+  for (const [sizes, strategy, reverse] of cases) {
+    await fusedMatchesInterpreter(
+      `selective scan, ${strategy.lanes} lanes${reverse ? " (reverse)" : ""}`,
+      MAMBA_INPUTS,
+      mambaLoss(reverse),
+      MAMBA_WRT,
+      sizes,
+      MAMBA_RANGES,
+      strategy,
+    );
+  }
+});
+
+Deno.test("scan backward: lanes over one of two state axes", async () => {
+  // Key-wise decay over (k, e) states: the lanes split e (the larger), the reads of h and g
+  // sum over k in the thread and over e across lanes.
+  const inputs = { f: "b l c k", k: "b l c k", v: "b l c e", q: "b l c k", wy: "b l c e" };
+  const loss: Loss = (t) => {
+    const h = scan("l", ew.sigmoid(t.f), einsum("b l c k, b l c e -> b l c k e", t.k, t.v));
+    const y = einsum("b l c k e, b l c k -> b l c e", h, t.q);
+    return einsum("b l c e, b l c e -> ", ew.tanh(y), t.wy);
+  };
+  await fusedMatchesInterpreter(
+    "gated recurrence, 2 lanes",
+    inputs,
+    loss,
+    ["f", "k", "v", "q"],
+    { b: 2, l: 17, c: 3, k: 3, e: 4 },
+    {},
+    { chunk: 8, lanes: 2 },
+  );
+});
+
 Deno.test("scan backward: long walks with several channel-summed roots in one kernel", async () => {
   // lavapipe ends every loop of a shader after 65535 iterations of all its loops together; the
   // per-step channel sums once looped over the workgroup per kept state and root, so these
