@@ -6,6 +6,7 @@
  * @module
  */
 
+import { splitLongContractions } from "./split_contractions.ts";
 import { asReduction, hasThinShape, reduceThinContractions } from "./thin_contractions.ts";
 import { emitScatterKernel, oneHotContraction } from "./scatter_kernel.ts";
 import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
@@ -275,6 +276,8 @@ export function generateKernels(
   graph = mergeScans(graph, keep);
   // Per-channel dot products (M·N ≤ 4) run as split reductions (thin_contractions.ts).
   rewrite(reduceThinContractions(graph));
+  // Few outputs summed over a long extent: split over a summed axis (split_contractions.ts).
+  rewrite(splitLongContractions(graph));
   // Full sums added into one scalar get buffers, so they can be summed horizontally.
   const forced = sumTreeParts(graph);
   // Adjoint scans whose backward group needs more buffers than the device binds.

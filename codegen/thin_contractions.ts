@@ -66,8 +66,8 @@ export function hasThinShape(n: ContractNode): boolean {
   return sideExtent(n, n.a, n.b) * sideExtent(n, n.b, n.a) <= THIN_CONTRACTION_MAX_REUSE;
 }
 
-/** Whether `x` is a recurrence's state, seen through views. */
-function readsState(x: Node): boolean {
+/** Whether `x` is a recurrence's state, seen through views (its contractions stay there). */
+export function readsState(x: Node): boolean {
   for (;;) {
     if (
       x.kind === "scan" || x.kind === "delta" || x.kind === "delta_state" ||

@@ -307,8 +307,11 @@ Deno.test("ssd backward: Mamba-2 130M's training step writes no b·l·h·p·n te
   }
   const scratch = fused.kernels.flatMap((k) => [...k.reads, ...k.writes])
     .filter((key) => key.kind === "scratch").map(elementsOf);
-  // The checkpoints of h every 16 steps: b·(l/16)·h·p·n.
-  assert.equal(Math.max(...scratch), full / 16);
+  // The checkpoints of h every 16 steps, b·(l/16)·h·p·n, and nothing as large as an eighth of
+  // the states (the per-step partials of the walk's lanes are a little larger than the
+  // checkpoints).
+  assert.ok(scratch.includes(full / 16));
+  assert.ok(Math.max(...scratch) < full / 8, `largest scratch ${Math.max(...scratch)}`);
   assert.ok(fused.kernels.some((k) => k.name.includes("_scanbwd_bwd")));
   // Without the fused backward, h and its adjoint are both written.
   const unfused = generateKernels(graph, limits, { scanBackward: false, ssdBackward: false });

@@ -1,0 +1,74 @@
+// Split contractions (codegen/split_contractions.ts): a contraction with few outputs and a long
+// sum over several axes keeps one summed axis as a batch axis and sums it in a reduction. Against
+// the interpreter on awkward sizes, with a fused prologue and epilogue; the axis choice; shapes
+// that stay one matmul (many outputs, short sums, one summed axis).
+import assert from "node:assert/strict";
+import { splitAxis } from "../codegen/split_contractions.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { add, exp, mul, tanh } from "../dsl/elementwise.ts";
+import type { ContractNode } from "../dsl/ir.ts";
+import { trace } from "../dsl/trace.ts";
+import { compile } from "../runtime/compile.ts";
+import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
+
+/** The contraction `einsum(spec)` traces to at `sizes`. */
+function contraction(spec: string, inputs: Record<string, string>, sizes: Record<string, number>) {
+  const graph = trace(inputs, (t) => {
+    const [x, y] = Object.values(t);
+    // deno-lint-ignore no-explicit-any
+    return { out: (einsum as any)(spec, x, y) };
+  }, sizes);
+  return graph.outputs.out as ContractNode;
+}
+
+Deno.test("splitAxis: few outputs over a long sum split on the summed axis nearest the target", () => {
+  const io = { x: "b l v", y: "b l m" };
+  // The induction model's tied-embedding gradient: 17×64 over 8·256 rows splits on b.
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 8, l: 256, v: 17, m: 64 })),
+    "b",
+  );
+  // Parts must keep 64 steps of the sum: b·l = 64·40 splits on l (40), not b (64 → parts of 40).
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 64, l: 40, v: 17, m: 64 })),
+    "l",
+  );
+  // Many outputs, a short sum, one summed axis: no split.
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 8, l: 256, v: 768, m: 768 })),
+    undefined,
+  );
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 4, l: 300, v: 17, m: 64 })),
+    undefined,
+  );
+  const one = { x: "l v", y: "l m" };
+  assert.equal(
+    splitAxis(contraction("l v, l m -> v m", one, { l: 8192, v: 17, m: 64 })),
+    undefined,
+  );
+});
+
+Deno.test("split contractions on the adapter: a weight gradient with prologue and epilogue", async () => {
+  const seed = freshSeed();
+  // 7·317 = 2,219 summed rows, 19×13 outputs: split on b (7 parts of 317).
+  const sizes = { b: 7, l: 317, v: 19, m: 13 };
+  const prog = await compile(
+    { x: "b l v", y: "b l m", w: "v m" },
+    (t) => ({
+      g: tanh(add(einsum("b l v, b l m -> v m", exp(mul(t.x, 0.5)), t.y), t.w)),
+    }),
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    const kinds = prog.kernels.map((k) => k.kind);
+    assert.deepEqual(kinds, ["matmul", "reduce"], prog.kernels.map((k) => k.name).join(", "));
+    const data = randomInputs(prog.graph, rng(seed));
+    const got = (await prog.run(data)) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    assertClose(got.g, want.g, 1e-4, `split contraction (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
+});
