@@ -13,12 +13,12 @@
  * @module
  */
 
-import { sumTo } from "../dsl/grad_builders.ts";
+import { sizeOf, sumTo } from "../dsl/grad_builders.ts";
 import { collectNodes, type ContractNode, type Graph, makeNode, type Node } from "../dsl/ir.ts";
-import { isInlineContraction, sideExtent } from "./fusion.ts";
+import { isInlineContraction } from "./fusion.ts";
 import { substitute } from "./graph_substitute.ts";
 import { oneHotContraction } from "./scatter_kernel.ts";
-import { readsState } from "./thin_contractions.ts";
+import { hasThinShape, readsState } from "./thin_contractions.ts";
 
 /** Largest output (elements) split: about eight 64×64 tiles, too few for a large GPU. */
 export const SPLIT_CONTRACTION_MAX_OUTPUT = 32768;
@@ -36,9 +36,7 @@ export function splitLongContractions(graph: Graph): Graph {
     if (n.kind !== "contract") continue;
     const axis = splitAxis(n);
     if (axis === undefined) continue;
-    const size = n.a.axes.includes(axis)
-      ? n.a.shape[n.a.axes.indexOf(axis)]
-      : n.b.shape[n.b.axes.indexOf(axis)];
+    const size = sizeOf(n.a, axis);
     const parts = makeNode({
       kind: "contract",
       a: n.a,
@@ -64,21 +62,20 @@ export function splitAxis(n: ContractNode): string | undefined {
   if (n.a.dtype !== "f32" || n.b.dtype !== "f32") return undefined;
   const outputs = n.shape.reduce((p, x) => p * x, 1);
   if (outputs > SPLIT_CONTRACTION_MAX_OUTPUT) return undefined;
-  // Per batch index M·N ≤ 4 is a thin contraction, a reduction already (thin_contractions.ts).
-  if (sideExtent(n, n.a, n.b) * sideExtent(n, n.b, n.a) <= 4) return undefined;
-  const sizeOf = (a: string) => n.a.shape[n.a.axes.indexOf(a)];
-  const total = n.summed.reduce((p, a) => p * sizeOf(a), 1);
+  // A thin contraction is a reduction already (thin_contractions.ts).
+  if (hasThinShape(n)) return undefined;
+  const total = n.summed.reduce((p, a) => p * sizeOf(n.a, a), 1);
   if (total < SPLIT_CONTRACTION_MIN_SUM) return undefined;
   const tiles = Math.max(1, Math.ceil(outputs / 4096));
   const want = Math.max(4, Math.ceil(TARGET_WORKGROUPS / tiles));
   let best: string | undefined;
   for (const a of n.summed) {
     if (!n.a.axes.includes(a) || !n.b.axes.includes(a)) continue;
-    const size = sizeOf(a);
+    const size = sizeOf(n.a, a);
     if (size < 4 || total / size < MIN_PART) continue;
     if (
       best === undefined ||
-      Math.abs(Math.log(size / want)) < Math.abs(Math.log(sizeOf(best) / want))
+      Math.abs(Math.log(size / want)) < Math.abs(Math.log(sizeOf(n.a, best) / want))
     ) {
       best = a;
     }
