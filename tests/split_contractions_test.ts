@@ -1,5 +1,5 @@
-// Split contractions (codegen/split_contractions.ts): a contraction with few outputs and a long
-// sum over several axes keeps one summed axis as a batch axis and sums it in a reduction. Against
+// Split contractions (codegen/split_contractions.ts): a contraction with few output tiles and a
+// long sum over several axes keeps one summed axis as a batch axis and sums it in a reduction. Against
 // the interpreter on awkward sizes, with a fused prologue and epilogue; the axis choice; shapes
 // that stay one matmul (many outputs, short sums, one summed axis).
 import assert from "node:assert/strict";
@@ -33,9 +33,25 @@ Deno.test("splitAxis: few outputs over a long sum split on the summed axis neare
     splitAxis(contraction("b l v, b l m -> v m", io, { b: 64, l: 40, v: 17, m: 64 })),
     "l",
   );
-  // Many outputs, a short sum, one summed axis: no split.
+  // 768×768 outputs are 72 tiles: b·l = 8·256 splits on b (parts of 256, the least for outputs
+  // this many).
   assert.equal(
     splitAxis(contraction("b l v, b l m -> v m", io, { b: 8, l: 256, v: 768, m: 768 })),
+    "b",
+  );
+  // Parts of 128 would be too short for 590K outputs: no split.
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 16, l: 128, v: 768, m: 768 })),
+    undefined,
+  );
+  // The Mamba-2 130M out_proj gradient (768×1536 over 8·2048 rows, 144 tiles) splits on b.
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 8, l: 2048, v: 768, m: 1536 })),
+    "b",
+  );
+  // 512 tiles fill the GPU: no split.
+  assert.equal(
+    splitAxis(contraction("b l v, b l m -> v m", io, { b: 8, l: 2048, v: 4096, m: 1024 })),
     undefined,
   );
   assert.equal(
@@ -64,6 +80,27 @@ Deno.test("split contractions on the adapter: a weight gradient with prologue an
   try {
     const kinds = prog.kernels.map((k) => k.kind);
     assert.deepEqual(kinds, ["matmul", "reduce"], prog.kernels.map((k) => k.name).join(", "));
+    const data = randomInputs(prog.graph, rng(seed));
+    const got = (await prog.run(data)) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    assertClose(got.g, want.g, 1e-4, `split contraction (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
+});
+
+Deno.test("split contractions on the adapter: a larger gradient keeps parts of 256 or more", async () => {
+  const seed = freshSeed();
+  // 71×601 = 42,671 outputs (6 tiles) over 8·263 rows: parts of 263 (b), not of 8 (l).
+  const sizes = { b: 8, l: 263, v: 71, m: 601 };
+  const prog = await compile(
+    { x: "b l v", y: "b l m" },
+    (t) => ({ g: einsum("b l v, b l m -> v m", t.x, t.y) }),
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    assert.deepEqual(prog.kernels.map((k) => k.kind), ["matmul", "reduce"]);
     const data = randomInputs(prog.graph, rng(seed));
     const got = (await prog.run(data)) as Record<string, Float32Array>;
     const want = prog.interpret(data) as Record<string, Float64Array>;
