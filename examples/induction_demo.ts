@@ -7,15 +7,14 @@
  * that ships in models/induction/checkpoint, makes fresh random sequences of each length, runs
  * them through ssmkit's kernels and reports accuracy and speed per length, plus an SVG plot.
  *
- * What to expect from the shipped checkpoint: ssmkit trained it (`deno task train-induction
- * --seconds 287`, the paper's recipe, 12,288 of its 204,800 steps, 294 s on an H100; the log is
- * models/induction/checkpoint/train_log.json). On the H100 (2026-12-05) it answered 100% at 256
- * and 1K, 94% at 4K, 50% at 16K, 25% at 64K and 256K and 0% at 1M (4 sequences each from 16K):
- * better than the torch checkpoint it replaced (trained 1,250 steps: 34% at 4K), but it does NOT
- * yet reproduce the paper's extrapolation to 1M tokens, which trains 17× longer. `deno task
- * train-induction --out DIR` trains another (`--seconds` caps the time); `--model DIR`
- * evaluates it here. What the demo does show is ssmkit running the model on sequences 64× to
- * 4096× longer than it was trained on.
+ * What to expect from the shipped checkpoint: ssmkit trained it (`deno task train-induction`,
+ * the paper's recipe at length 256: 110,368 of its 204,800 steps in three runs of about four
+ * minutes on an H100, each resuming the last; the last run's log is
+ * models/induction/checkpoint/train_log.json, the whole history bench/RESULTS.md). On the H100
+ * (2026-12-06) it answered 100% at every length from 256 to 1M tokens (32, 32, 16, then 4
+ * sequences from 16K on): the paper's extrapolation, 4096× the training length. At 59,168 steps
+ * the same run still fell to 25% from 64K on. `deno task train-induction --out DIR` trains
+ * another (`--seconds` caps the time); `--model DIR` evaluates it here.
  *
  *   deno task demo [--max-len 16384] [--sequences N] [--seed S] [--svg PATH] [--model DIR]
  *
@@ -71,9 +70,9 @@ async function main(args: string[]): Promise<number> {
   );
   console.log("\n" + accuracyTable(rows));
   console.log(
-    "\nThe shipped checkpoint was trained by ssmkit at length 256 (12,288 steps): expect ~100% up\n" +
-      "to 1K and a fall towards chance (1/16 = 6.3%) from 16K on. It does not yet reproduce the\n" +
-      "paper's extrapolation (see the header of examples/induction_demo.ts).",
+    "\nThe shipped checkpoint was trained by ssmkit at length 256 (110,368 steps): on an H100 it\n" +
+      "answered 100% at every length up to 1M tokens (chance is 1/16 = 6.3%; see the header of\n" +
+      "examples/induction_demo.ts).",
   );
   await Deno.writeTextFile(values.svg, accuracyPlotSvg(rows, gpu.adapterInfo.description));
   console.log(

@@ -77,6 +77,33 @@ Deno.test("train-induction: --resume continues from a saved run and counts its s
   }
 });
 
+Deno.test("train-induction: a run resumed without AdamW's state can itself be resumed", async () => {
+  const first = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
+  const second = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
+  const common = ["--length=16", "--batch=2", "--block=2", "--eval-lengths=16", "--sequences=1"];
+  try {
+    const a = await runScript(["--steps=2", ...common, `--out=${first}`]);
+    assert.equal(a.code, 0, a.stderr);
+    // A directory saved before optimizer states were kept: the moments restart from zero.
+    await Deno.remove(`${first}/optimizer`, { recursive: true });
+    const b = await runScript(["--steps=3", ...common, `--resume=${first}`, `--out=${second}`]);
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stdout, /resuming at 2, AdamW's moments from zero/);
+    const log = JSON.parse(await Deno.readTextFile(`${second}/train_log.json`));
+    assert.equal(log.steps, 3);
+    assert.equal(log.optimizer_steps, 1);
+    assert.equal((await loadOptimizerState(second))?.step, 1);
+    // Its moments (one update) are restored although the run counts three steps.
+    const c = await runScript(["--steps=4", ...common, `--resume=${second}`, `--out=${first}`]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stdout, /resuming at 3\)/);
+    assert.equal((await loadOptimizerState(first))?.step, 2);
+  } finally {
+    await Deno.remove(first, { recursive: true });
+    await Deno.remove(second, { recursive: true });
+  }
+});
+
 Deno.test("train-induction: a bad option is one line on stderr, exit code 2", async () => {
   const r = await runScript(["--steps=0"]);
   assert.equal(r.code, 2);

@@ -154,19 +154,23 @@ async function resumePoint(
   if (JSON.stringify(config) !== JSON.stringify(INDUCTION_CONFIG)) {
     throw new UsageError(`--resume ${dir}: its config.json is not the induction model's`);
   }
-  let steps: unknown;
+  let log: { steps?: unknown; optimizer_steps?: unknown };
   try {
-    steps = JSON.parse(await Deno.readTextFile(`${dir}/train_log.json`)).steps;
+    log = JSON.parse(await Deno.readTextFile(`${dir}/train_log.json`));
   } catch (e) {
     throw new UsageError(`--resume ${dir}: cannot read train_log.json (${(e as Error).message})`);
   }
+  const steps = log.steps;
   if (!Number.isInteger(steps) || (steps as number) < 0) {
     throw new UsageError(`--resume ${dir}: train_log.json has no step count`);
   }
+  // AdamW's step counts the updates since its moments started, which is fewer than the run's
+  // steps where an earlier run was resumed without them (train_log.json's optimizer_steps).
+  const updates = log.optimizer_steps ?? steps;
   const optimizer = await loadOptimizerState(dir);
-  if (optimizer && optimizer.step !== steps) {
+  if (optimizer && optimizer.step !== updates) {
     throw new UsageError(
-      `--resume ${dir}: its optimizer state is at step ${optimizer.step}, train_log.json at ${steps}`,
+      `--resume ${dir}: its optimizer state is at step ${optimizer.step}, train_log.json at ${updates}`,
     );
   }
   return { params, steps: steps as number, optimizer };
@@ -242,6 +246,8 @@ export async function main(args: string[]): Promise<number> {
           trainer: "ssmkit models/induction/train.ts",
           adapter: gpu.adapterInfo.description,
           steps,
+          // AdamW's updates since its moments started (its bias correction's step).
+          optimizer_steps: (resumed?.optimizer?.step ?? 0) + trainer.steps,
           resumed_from: resumed ? { dir: o.resume, steps: before } : null,
           seconds,
           batch: o.batch,
