@@ -129,10 +129,17 @@ function recomputesCostlyOperand(n: Extract<Node, { kind: "contract" }>): boolea
 }
 
 /**
- * Arithmetic nodes in `op`'s tree (unary, binary, `where` and `gather` count 1, `conv1d` 2),
- * walking down to inputs and to the nodes `stop` names, counted until the count passes `cap`.
+ * Arithmetic nodes in `op`'s tree (unary, binary, `where` and `gather` count 1, `conv1d` 2 or,
+ * with `perTap`, its taps' multiplies and adds: 2 per tap, each tap also a load of the
+ * signal), walking down to inputs and to the nodes `stop` names, counted until the count
+ * passes `cap`.
  */
-function arithmeticCost(op: Node, cap: number, stop: (m: Node) => boolean): number {
+function arithmeticCost(
+  op: Node,
+  cap: number,
+  stop: (m: Node) => boolean,
+  perTap = false,
+): number {
   const seen = new Set<Node>();
   const stack: Node[] = [op];
   let cost = 0;
@@ -142,7 +149,9 @@ function arithmeticCost(op: Node, cap: number, stop: (m: Node) => boolean): numb
     seen.add(m);
     if (m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "gather") {
       cost += 1;
-    } else if (m.kind === "conv1d") cost += 2;
+    } else if (m.kind === "conv1d") {
+      cost += perTap ? 2 * m.w.shape[m.w.axes.indexOf(m.tapAxis)] : 2;
+    }
     stack.push(...nodeInputs(m));
   }
   return cost;
@@ -160,7 +169,9 @@ export function sideExtent(n: ContractNode, x: Node, y: Node): number {
 /**
  * Arithmetic nodes a matmul operand's prologue may hold and still be recomputed per tile: a
  * norm (6–7) or the cross-entropy's softmax gradient (13: its b·l·v would be written) stay
- * prologues; a backward's cotangent (19–83) gets a buffer.
+ * prologues; a backward's cotangent (19–83) and Mamba-2's gated norm recomputed from the causal
+ * conv's four taps (19; 10.4–17.6 TFLOP/s as the out_proj weight gradient's prologue on an H100)
+ * get a buffer.
  */
 const MATMUL_PROLOGUE_COST = 16;
 /** Output extent along the other side of a matmul per reload of an operand (its tile). */
@@ -192,6 +203,7 @@ function costlyMatmulOperands(
       base,
       MATMUL_PROLOGUE_COST,
       (m) => m !== base && materialized.has(m),
+      true,
     );
     if (cost > MATMUL_PROLOGUE_COST) out.push(base);
   }

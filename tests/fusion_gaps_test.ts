@@ -12,6 +12,7 @@ import {
   div,
   exp,
   maximum,
+  mul,
   neg,
   sigmoid,
   silu,
@@ -20,7 +21,7 @@ import {
 } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
-import { flip, rearrange, transpose } from "../dsl/views.ts";
+import { conv1d, flip, rearrange, transpose } from "../dsl/views.ts";
 import { rename } from "../dsl/axis_ops.ts";
 import { pipelineKey } from "../runtime/gpu_pipelines.ts";
 import type { InputSpec } from "../dsl/trace.ts";
@@ -438,4 +439,18 @@ Deno.test("a matmul operand with a costly prologue gets a buffer; a cheap one st
     sizes,
   );
   assert.equal(light.length, 1, light.map((k) => k.name).join(", "));
+  // A causal conv's four taps count as the 8 multiplies and adds they are (with their loads):
+  // Mamba-2's gated norm recomputed from the conv, 9 ops besides it, gets a buffer.
+  const conv = await kernelsOf(
+    "conv operand",
+    { x: "t k", cw: "k j", z: "t k", w: "k n" },
+    (t) => {
+      const gated = mul(add(silu(conv1d(t.x, t.cw, "t", "j")), mul(t.x, 0.5)), silu(t.z));
+      const op = mul(add(tanh(gated), sigmoid(gated)), gated);
+      return { y: einsum("t k, k n -> t n", op, t.w) };
+    },
+    { ...sizes, j: 4 },
+  );
+  assert.equal(conv.length, 2, conv.map((k) => k.name).join(", "));
+  assert.match(conv[0].wgsl.split("\n")[0], /elementwise/);
 });
