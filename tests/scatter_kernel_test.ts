@@ -2,7 +2,7 @@
 // gradient, tied to a projection (the scatter's epilogue adds the projection's gradient), at
 // sizes that leave the last workgroup's rows short and the columns over one and two threads'
 // worth, with repeated and unused ids, against the float64 interpreter; run twice, the result
-// is bitwise the same.
+// is bitwise the same. A table of few rows stays a dense product, split over its tokens.
 import assert from "node:assert/strict";
 import { grad } from "../dsl/autodiff.ts";
 import { einsum } from "../dsl/einsum.ts";
@@ -16,7 +16,7 @@ for (const d of [13, 300]) {
   Deno.test(`scatter-add: a tied embedding's gradient, ${d} columns`, async () => {
     const seed = freshSeed();
     const next = rng(seed);
-    const sizes = { v: 37, d, b: 3, l: 29 };
+    const sizes = { v: 1031, d, b: 3, l: 29 };
     const prog = await compile(
       { table: "v d", ids: { axes: "b l", dtype: "i32" }, y: "b l v" },
       (t) => {
@@ -33,12 +33,12 @@ for (const d of [13, 300]) {
     try {
       const heads = prog.kernels.map((k) => k.wgsl.split("\n")[0]);
       assert.ok(heads.some((h) => h.includes("scatter-add")), heads.join("\n"));
-      // Ids 0…30 of 37 (rows 31…36 get only the projection's gradient), many repeated.
-      const ids = Int32Array.from({ length: 3 * 29 }, () => Math.floor(next() * 31));
+      // Ids 0…40 of 1031 (the other rows get only the projection's gradient), many repeated.
+      const ids = Int32Array.from({ length: 3 * 29 }, () => Math.floor(next() * 41));
       const data = {
-        table: randomArray(37 * d, next),
+        table: randomArray(1031 * d, next),
         ids,
-        y: randomArray(3 * 29 * 37, next),
+        y: randomArray(3 * 29 * 1031, next),
       };
       const first = await prog.run(data) as Record<string, Float32Array>;
       const want = prog.interpret(data) as Record<string, Float64Array>;
@@ -50,3 +50,36 @@ for (const d of [13, 300]) {
     }
   });
 }
+
+Deno.test("gather backward: a table of few rows is a dense product split over its tokens", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  // The induction model's shape: 18 rows, 64 columns, 8·256 tokens.
+  const sizes = { v: 18, d: 64, b: 8, l: 256 };
+  const prog = await compile(
+    { table: "v d", ids: { axes: "b l", dtype: "i32" }, y: "b l d" },
+    (t) => {
+      const g = grad((p: { table: Tensor }) =>
+        einsum("b l d, b l d -> ", tanh(gather(p.table, t.ids, "v")), t.y)
+      )({ table: t.table });
+      return { dTable: g.table };
+    },
+    sizes,
+    { backend: "gpu" },
+  );
+  try {
+    const heads = prog.kernels.map((k) => k.wgsl.split("\n")[0]).join("\n");
+    assert.ok(!heads.includes("scatter-add"), heads);
+    assert.deepEqual(prog.kernels.map((k) => k.kind), ["matmul", "reduce"], heads);
+    const data = {
+      table: randomArray(18 * 64, next),
+      ids: Int32Array.from({ length: 8 * 256 }, () => Math.floor(next() * 17)),
+      y: randomArray(8 * 256 * 64, next),
+    };
+    const got = await prog.run(data) as Record<string, Float32Array>;
+    const want = prog.interpret(data) as Record<string, Float64Array>;
+    assertClose(got.dTable, want.dTable, 1e-4, `dTable (seed ${seed})`);
+  } finally {
+    prog.destroy();
+  }
+});
