@@ -18,6 +18,27 @@ async function runScript(args: string[]) {
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }
 
+/** Options of the resume tests' toy runs. */
+const RESUME_COMMON = [
+  "--length=16",
+  "--batch=2",
+  "--block=2",
+  "--eval-lengths=16",
+  "--sequences=1",
+];
+
+/** Runs `body` with two fresh run directories, removed afterwards. */
+async function withTwoDirs(body: (first: string, second: string) => Promise<void>) {
+  const first = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
+  const second = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
+  try {
+    await body(first, second);
+  } finally {
+    await Deno.remove(first, { recursive: true });
+    await Deno.remove(second, { recursive: true });
+  }
+}
+
 Deno.test("train-induction: a few steps train, save, reload and evaluate", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
   try {
@@ -47,11 +68,9 @@ Deno.test("train-induction: a few steps train, save, reload and evaluate", async
   }
 });
 
-Deno.test("train-induction: --resume continues from a saved run and counts its steps", async () => {
-  const first = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
-  const second = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
-  const common = ["--length=16", "--batch=2", "--block=2", "--eval-lengths=16", "--sequences=1"];
-  try {
+Deno.test("train-induction: --resume continues from a saved run and counts its steps", () =>
+  withTwoDirs(async (first, second) => {
+    const common = RESUME_COMMON;
     const a = await runScript(["--steps=2", ...common, `--out=${first}`]);
     assert.equal(a.code, 0, a.stderr);
     const saved = (await loadParams(first)).params;
@@ -71,17 +90,11 @@ Deno.test("train-induction: --resume continues from a saved run and counts its s
     const done = await runScript(["--steps=2", ...common, `--resume=${second}`]);
     assert.equal(done.code, 2);
     assert.match(done.stderr, /already ran 4 of --steps 2/);
-  } finally {
-    await Deno.remove(first, { recursive: true });
-    await Deno.remove(second, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("train-induction: a run resumed without AdamW's state can itself be resumed", async () => {
-  const first = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
-  const second = await Deno.makeTempDir({ prefix: "ssmkit_induction_" });
-  const common = ["--length=16", "--batch=2", "--block=2", "--eval-lengths=16", "--sequences=1"];
-  try {
+Deno.test("train-induction: a run resumed without AdamW's state can itself be resumed", () =>
+  withTwoDirs(async (first, second) => {
+    const common = RESUME_COMMON;
     const a = await runScript(["--steps=2", ...common, `--out=${first}`]);
     assert.equal(a.code, 0, a.stderr);
     // A directory saved before optimizer states were kept: the moments restart from zero.
@@ -98,11 +111,7 @@ Deno.test("train-induction: a run resumed without AdamW's state can itself be re
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, /resuming at 3\)/);
     assert.equal((await loadOptimizerState(first))?.step, 2);
-  } finally {
-    await Deno.remove(first, { recursive: true });
-    await Deno.remove(second, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("train-induction: a bad option is one line on stderr, exit code 2", async () => {
   const r = await runScript(["--steps=0"]);
