@@ -70,11 +70,15 @@ Deno.test("train-induction: a few steps train, save, reload and evaluate", async
 
 Deno.test("train-induction: --resume continues from a saved run and counts its steps", () =>
   withTwoDirs(async (first, second) => {
-    const common = RESUME_COMMON;
-    const a = await runScript(["--steps=2", ...common, `--out=${first}`]);
+    const a = await runScript(["--steps=2", ...RESUME_COMMON, `--out=${first}`]);
     assert.equal(a.code, 0, a.stderr);
     const saved = (await loadParams(first)).params;
-    const b = await runScript(["--steps=4", ...common, `--resume=${first}`, `--out=${second}`]);
+    const b = await runScript([
+      "--steps=4",
+      ...RESUME_COMMON,
+      `--resume=${first}`,
+      `--out=${second}`,
+    ]);
     assert.equal(b.code, 0, b.stderr);
     assert.match(b.stdout, /resuming at 2\)/, "AdamW's state was restored");
     assert.equal((await loadOptimizerState(first))?.step, 2);
@@ -87,19 +91,23 @@ Deno.test("train-induction: --resume continues from a saved run and counts its s
     const moved = (await loadParams(second)).params["backbone.layers.0.mixer.in_proj.weight"];
     const start = saved["backbone.layers.0.mixer.in_proj.weight"];
     assert.ok(moved.some((v, i) => v !== start[i]), "the resumed run did not train");
-    const done = await runScript(["--steps=2", ...common, `--resume=${second}`]);
+    const done = await runScript(["--steps=2", ...RESUME_COMMON, `--resume=${second}`]);
     assert.equal(done.code, 2);
     assert.match(done.stderr, /already ran 4 of --steps 2/);
   }));
 
 Deno.test("train-induction: a run resumed without AdamW's state can itself be resumed", () =>
   withTwoDirs(async (first, second) => {
-    const common = RESUME_COMMON;
-    const a = await runScript(["--steps=2", ...common, `--out=${first}`]);
+    const a = await runScript(["--steps=2", ...RESUME_COMMON, `--out=${first}`]);
     assert.equal(a.code, 0, a.stderr);
     // A directory saved before optimizer states were kept: the moments restart from zero.
     await Deno.remove(`${first}/optimizer`, { recursive: true });
-    const b = await runScript(["--steps=3", ...common, `--resume=${first}`, `--out=${second}`]);
+    const b = await runScript([
+      "--steps=3",
+      ...RESUME_COMMON,
+      `--resume=${first}`,
+      `--out=${second}`,
+    ]);
     assert.equal(b.code, 0, b.stderr);
     assert.match(b.stdout, /resuming at 2, AdamW's moments from zero/);
     const log = JSON.parse(await Deno.readTextFile(`${second}/train_log.json`));
@@ -107,7 +115,12 @@ Deno.test("train-induction: a run resumed without AdamW's state can itself be re
     assert.equal(log.optimizer_steps, 1);
     assert.equal((await loadOptimizerState(second))?.step, 1);
     // Its moments (one update) are restored although the run counts three steps.
-    const c = await runScript(["--steps=4", ...common, `--resume=${second}`, `--out=${first}`]);
+    const c = await runScript([
+      "--steps=4",
+      ...RESUME_COMMON,
+      `--resume=${second}`,
+      `--out=${first}`,
+    ]);
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, /resuming at 3\)/);
     assert.equal((await loadOptimizerState(first))?.step, 2);
