@@ -342,6 +342,8 @@ function dumpKernels(
       text,
     };
   });
+  // A missing folder would fail the case after all its timing was done.
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || ".", { recursive: true });
   Deno.writeTextFileSync(path, JSON.stringify({ kernels: rows, texts }));
 }
 

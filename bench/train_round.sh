@@ -9,6 +9,7 @@
 #   TRAIN_PEERS=mamba_ssm_f32,mamba_ssm_bf16_autocast bench/train_round.sh   # some peers
 #   TRAIN_PEER_TIMEOUT=300 TRAIN_SSMKIT_TIMEOUT=300 bench/train_round.sh   # time limits (s)
 #   TRAIN_PEER_EACH=90 bench/train_round.sh     # one peer on one case at most 90 s, then the next
+#   TRAIN_KERNEL_DUMP=$OUT/kernels bench/train_round.sh   # each model step's kernels (times, WGSL)
 #
 # A case that fails on one side (out of memory, over the device's binding limits) shows its
 # one-line reason in the table; the other cases still run. PYTHONPATH gets .peer (mamba_ssm).
@@ -24,6 +25,7 @@ peer_list="${TRAIN_PEERS:-}"
 peer_timeout="${TRAIN_PEER_TIMEOUT:-0}"
 peer_each="${TRAIN_PEER_EACH:-0}"
 ssmkit_timeout="${TRAIN_SSMKIT_TIMEOUT:-0}"
+kernel_dump="${TRAIN_KERNEL_DUMP:-}"
 
 timeout "$peer_timeout" python3 bench/train_peer.py --scale "$scale" --steps "$steps" \
   --peer-timeout "$peer_each" \
@@ -31,7 +33,8 @@ timeout "$peer_timeout" python3 bench/train_peer.py --scale "$scale" --steps "$s
   > "$out/peer.log" 2> "$out/peer.err"
 echo "train_peer.py exit $? (stderr: $out/peer.err)"
 timeout "$ssmkit_timeout" deno run -A bench/main.ts --only train --train-scale "$scale" --train-steps "$steps" \
-  ${cases:+--train-cases "$cases"} > "$out/ssmkit.log" 2> "$out/ssmkit.err"
+  ${cases:+--train-cases "$cases"} ${kernel_dump:+--train-kernel-dump "$kernel_dump"} \
+  > "$out/ssmkit.log" 2> "$out/ssmkit.err"
 echo "ssmkit train bench exit $? (stderr: $out/ssmkit.err)"
 
 python3 - "$out/ssmkit.log" "$out/peer.log" <<'PY'

@@ -210,6 +210,62 @@ function costlyMatmulOperands(
   return out;
 }
 
+/**
+ * Whether `n`, read by several kernels, is costly enough to get a buffer because a tiled
+ * kernel (a matmul or a scan) is among its readers: such a kernel evaluates its prologue once
+ * per tile, so a subtree with real arithmetic in it (a backward's cotangent through a gated
+ * norm and the causal conv's taps: about 40 operations and 13 loads per element in Mamba-2's
+ * backward, read by 10 kernels of a layer, 7 of them tiled) costs several evaluations per
+ * element in each, where a buffer costs one write and cheap reads. On an H100 that buffer took
+ * the 130M step's SSD backward kernels from 156.0 to 119.6 ms (bench/RESULTS.md, 2026-12-06).
+ */
+function costlyInTiles(
+  n: Node,
+  kernels: ReadonlySet<Node>,
+  tiled: ReadonlySet<Node>,
+  materialized: ReadonlySet<Node>,
+): boolean {
+  if (![...kernels].some((k) => tiled.has(k))) return false;
+  // A subtree larger than every buffer it reads (an outer product: a scan's input x·Bᵀ over
+  // the state axes) is cheaper to recompute than to write.
+  if (numel(n) > largestRead(n, materialized)) return false;
+  const cost = arithmeticCost(n, MATMUL_PROLOGUE_COST, (m) => m !== n && materialized.has(m), true);
+  return cost > MATMUL_PROLOGUE_COST;
+}
+
+/** Elements of the largest buffer `root`'s fused tree reads. */
+function largestRead(root: Node, materialized: ReadonlySet<Node>): number {
+  const seen = new Set<Node>([root]);
+  const stack = [...nodeInputs(root)];
+  let largest = 0;
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    if (materialized.has(n)) largest = Math.max(largest, numel(n));
+    else stack.push(...nodeInputs(n));
+  }
+  return largest;
+}
+
+/** The nodes of `candidates` not inside another one's fused tree. */
+function outermost(candidates: readonly Node[], materialized: ReadonlySet<Node>): Node[] {
+  const pending = new Set(candidates);
+  const inside = new Set<Node>();
+  for (const c of candidates) {
+    const stack = [...nodeInputs(c)];
+    const seen = new Set<Node>();
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (seen.has(n) || materialized.has(n)) continue;
+      seen.add(n);
+      if (pending.has(n)) inside.add(n);
+      stack.push(...nodeInputs(n));
+    }
+  }
+  return candidates.filter((c) => !inside.has(c));
+}
+
 /** Whether `m` is a core other than a contraction (each has a kernel family of its own). */
 function isHeavy(m: Node): boolean {
   return m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
@@ -437,6 +493,9 @@ function planWith(
     const roots = nodes.filter((n) => materialized.has(n) && n.kind !== "input");
     // Which kernels read each node: roots fed by one fusable scan share a kernel.
     const reachedBy = new Map<Node, Set<Node>>();
+    // Kernels that evaluate their prologues once per tile (matmuls, scans: the chunked SSD
+    // kernels load each operand element in several tiles).
+    const tiled = new Set<Node>();
     for (const root of roots) {
       const core = epilogueCore(root, materialized, users, unfused);
       const scan = scanOf(root, core, fusable, materialized)?.scan;
@@ -474,6 +533,7 @@ function planWith(
         }
       }
       const kernel = scan ?? root;
+      if (scan || core?.kind === "contract") tiled.add(kernel);
       for (const n of tree) {
         if (n !== root) reachedBy.set(n, (reachedBy.get(n) ?? new Set()).add(kernel));
       }
@@ -484,6 +544,7 @@ function planWith(
     // full-size buffers is materialized too: each recomputation rereads them all. (A deep
     // model's residual cotangent is the sum of every later layer's contribution; inlined,
     // layer i's kernels read 24 − i such buffers, and each layer's kernels differ.)
+    const costly: Node[] = [];
     for (const [n, kernels] of reachedBy) {
       if (kernels.size < 2 || n.kind === "const" || fusable.has(n)) continue;
       if (
@@ -492,7 +553,14 @@ function planWith(
       ) {
         materialized.add(n);
         changed = true;
+      } else if (costlyInTiles(n, kernels, tiled, materialized)) {
+        costly.push(n);
       }
+    }
+    // Only the outermost costly subtrees: those below one are then read by its kernel alone.
+    for (const n of outermost(costly, materialized)) {
+      materialized.add(n);
+      changed = true;
     }
   }
 

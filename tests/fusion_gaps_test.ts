@@ -20,6 +20,7 @@ import {
   tanh,
 } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
+import { sum } from "../dsl/reduce.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { conv1d, flip, rearrange, transpose } from "../dsl/views.ts";
 import { rename } from "../dsl/axis_ops.ts";
@@ -453,4 +454,27 @@ Deno.test("a matmul operand with a costly prologue gets a buffer; a cheap one st
   );
   assert.equal(conv.length, 2, conv.map((k) => k.name).join(", "));
   assert.match(conv[0].wgsl.split("\n")[0], /elementwise/);
+});
+
+Deno.test("a costly subtree shared by a matmul and another kernel gets a buffer", async () => {
+  // N = 96 is one output tile: the matmul rule alone leaves the operand a prologue. Read by a
+  // second kernel too, the 20-op chain would be evaluated in both (in every tile of the
+  // matmul): Mamba-2's backward cotangent through the gated norm was recomputed in 10 kernels of
+  // a layer, 7 of them tiled. A 3-op shared operand is still recomputed.
+  const costly = (v: Tensor) => {
+    let x = v;
+    for (let i = 0; i < 5; i++) x = add(tanh(x), sigmoid(abs(x)));
+    return x;
+  };
+  const sizes = { t: 37, k: 19, n: 96 };
+  const shared = (op: (v: Tensor) => Tensor) => (t: { x: Tensor<"t k">; w: Tensor<"k n"> }) => {
+    const a = op(t.x);
+    return { y: einsum("t k, k n -> t n", a, t.w), s: sum(a, "k") };
+  };
+  const heavy = await kernelsOf("shared costly", { x: "t k", w: "k n" }, shared(costly), sizes);
+  assert.equal(heavy.length, 3, heavy.map((k) => k.name).join(", "));
+  assert.match(heavy[0].wgsl.split("\n")[0], /elementwise/);
+  const cheap = (v: Tensor) => add(tanh(v), abs(v));
+  const light = await kernelsOf("shared cheap", { x: "t k", w: "k n" }, shared(cheap), sizes);
+  assert.equal(light.length, 2, light.map((k) => k.name).join(", "));
 });
