@@ -1,7 +1,8 @@
 /**
  * Reduction kernels with fused prologue (the reduced expression) and epilogue (elementwise ops
  * on the result). Long reductions use one workgroup per output and a tree in workgroup memory;
- * short ones one thread per output with a serial loop. A long reduction to few outputs (a loss,
+ * short ones one thread per output with a serial loop; those in between (32–255 elements) to many
+ * outputs a group of 4–32 threads per output, several outputs per workgroup. A long reduction to few outputs (a loss,
  * a gradient's squared norm) would run on a handful of workgroups, i.e. on a handful of the
  * GPU's cores (a 64 MB sum to a scalar took 14.3 ms on the H100): it is split into two kernels,
  * the first reducing slices of the reduced axes in many workgroups into partial results, the
@@ -25,6 +26,24 @@ import type { DeviceLimits } from "./limits.ts";
 import { MATH_PRELUDE, u32Literal } from "./wgsl_math.ts";
 
 const SERIAL_BELOW = 32;
+/**
+ * Below this extent (and from {@link GROUPED_MIN_OUTPUTS} outputs) each output gets a group of
+ * threads instead of a workgroup: one 64-thread workgroup per output of a 64-element sum (Mamba-2's
+ * per-head Δ gradient, 393,216 outputs) spent six barriers on one element per thread and ran at
+ * 0.7–1.1 TB/s on an H100.
+ */
+const GROUPED_BELOW = 256;
+/** Outputs from which a short reduction is grouped. */
+const GROUPED_MIN_OUTPUTS = 1024;
+/** Elements each thread of a group folds, about. */
+const GROUPED_PER_THREAD = 8;
+
+/** Threads per output of a grouped reduction over `extent` elements (a power of two, 4–32). */
+export function groupThreads(extent: number): number {
+  let g = 4;
+  while (g < 32 && g * GROUPED_PER_THREAD < extent) g *= 2;
+  return g;
+}
 /** Workgroups a split reduction aims for (enough to occupy every core of a large GPU). */
 const SPLIT_WORKGROUPS = 1024;
 /** Reduced elements per workgroup of a split reduction, at least (16 per thread). */
@@ -237,7 +256,9 @@ export function emitReduceKernel(
   const { outIdx, loopBody, overShape } = accumulation(root, core, registry);
   const extent = overShape.reduce((p, s) => p * s, 1);
   const serial = extent < SERIAL_BELOW;
-  const wg = serial ? 256 : Math.min(
+  const grouped = !serial && extent < GROUPED_BELOW && outputs >= GROUPED_MIN_OUTPUTS &&
+    limits.maxComputeInvocationsPerWorkgroup >= 256;
+  const wg = serial || grouped ? 256 : Math.min(
     extent >= 1024 ? 256 : extent >= 256 ? 128 : 64,
     limits.maxComputeInvocationsPerWorkgroup,
   );
@@ -261,6 +282,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ${loopBody}
   }
   {
+    ${epilogue}
+  }
+}`;
+  } else if (grouped) {
+    // Thread j of a group takes elements j, j + g, …; the group's tree combines them in a fixed
+    // order, so results are the same run to run.
+    const g = groupThreads(extent);
+    const per = wg / g;
+    workgroups = foldWorkgroups(Math.ceil(outputs / per), limits.maxComputeWorkgroupsPerDimension);
+    main = `var<workgroup> partial: array<f32, ${wg}>;
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let j = lid % ${g}u;
+  let o = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${per}u + lid / ${g}u;
+  let live = o < ${u32Literal(outputs)};
+  var acc: f32 = ${initWgsl(core.op)};
+  if (live) {
+    ${outIdx.lines.join("\n    ")}
+    for (var r: u32 = j; r < ${u32Literal(extent)}; r += ${g}u) {
+      ${loopBody}
+    }
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var s: u32 = ${g / 2}u; s > 0u; s = s >> 1u) {
+    if (j < s) { partial[lid] = ${combineWgsl(core.op, "partial[lid]", "partial[lid + s]")}; }
+    workgroupBarrier();
+  }
+  if (live && j == 0u) {
+    acc = partial[lid];
+    ${outIdx.lines.join("\n    ")}
     ${epilogue}
   }
 }`;

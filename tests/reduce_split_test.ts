@@ -8,7 +8,7 @@ import { exp, mul, sub } from "../dsl/elementwise.ts";
 import { max, min, sum } from "../dsl/reduce.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { compile } from "../runtime/compile.ts";
-import { columnSlices, reduceSplits } from "../codegen/reduce_kernel.ts";
+import { columnSlices, groupThreads, reduceSplits } from "../codegen/reduce_kernel.ts";
 import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 
 Deno.test("reduceSplits: few outputs of a long reduction are split; others are not", () => {
@@ -148,5 +148,38 @@ Deno.test("a short per-row dot product that gets a kernel of its own runs as a r
     for (const k of ["s", "m"]) assertClose(got[k], want[k], 1e-4, `${k} (seed ${seed})`);
   } finally {
     prog.destroy();
+  }
+});
+
+Deno.test("short reductions to many outputs run a group of threads per output", async () => {
+  assert.equal(groupThreads(33), 8);
+  assert.equal(groupThreads(64), 8);
+  assert.equal(groupThreads(255), 32);
+  const seed = freshSeed();
+  // Extents 37 (odd, not a multiple of the group), 64 and 2·97 over two axes; outputs that do
+  // not fill the last workgroup (1,031 and 1,097 rows).
+  for (const [a, n] of [[1031, 37], [1097, 64], [1031, 97]]) {
+    const prog = await compile(
+      { x: "a n c", y: "a n c" },
+      (t) => ({
+        s: mul(sum(mul(t.x, t.y), "n c"), 3),
+        top: sub(max(exp(t.x), "n c"), 1),
+        low: min(t.x, "n c"),
+      }),
+      { a, n, c: n === 97 ? 2 : 1 },
+      { backend: "gpu" },
+    );
+    try {
+      const grouped = prog.kernels.filter((k) => /let j = lid %/.test(k.wgsl));
+      assert.equal(grouped.length, 3, prog.kernels.map((k) => k.name).join(", "));
+      const data = randomInputs(prog.graph, rng(seed + n));
+      const got = await prog.run(data) as Record<string, Float32Array>;
+      const want = prog.interpret(data) as Record<string, Float64Array>;
+      for (const k of ["s", "top", "low"]) {
+        assertClose(got[k], want[k], 1e-4, `${k}, ${a}×${n} (seed ${seed})`);
+      }
+    } finally {
+      prog.destroy();
+    }
   }
 });
