@@ -174,6 +174,17 @@ export function sideExtent(n: ContractNode, x: Node, y: Node): number {
  * get a buffer.
  */
 const MATMUL_PROLOGUE_COST = 16;
+/**
+ * Reloads from which a cheaper prologue gets a buffer too: an RMSNorm of the residual stream
+ * (5–10 operations, a gather and up to 5 buffers) read by Mamba-2's in_proj (N = 3352, 27
+ * reloads) ran at 25–31 TFLOP/s on an H100, where the same product's input gradient from
+ * buffers ran at 39; the LM head (N = 50280) reloads its norm 393 times. Only an operand of a
+ * tile's rows or more (not decode's few rows, which a matrix-vector kernel reads once) and no
+ * larger than a buffer it reads (not an outer product).
+ */
+const MATMUL_MANY_RELOADS = 16;
+/** Arithmetic nodes a prologue reloaded {@link MATMUL_MANY_RELOADS} times may hold. */
+const MATMUL_CHEAP_PROLOGUE = 4;
 /** Output extent along the other side of a matmul per reload of an operand (its tile). */
 const MATMUL_RELOAD_TILE = 128;
 /** Reloads of an operand from which a costly prologue gets a buffer of its own. */
@@ -197,7 +208,8 @@ function costlyMatmulOperands(
     let base = op;
     while (base.kind === "permute" && !materialized.has(base)) base = base.x;
     if (materialized.has(base) || base.kind === "input") continue;
-    if (sideExtent(core, other, op) / MATMUL_RELOAD_TILE < MATMUL_MIN_RELOADS) continue;
+    const reloads = sideExtent(core, other, op) / MATMUL_RELOAD_TILE;
+    if (reloads < MATMUL_MIN_RELOADS) continue;
     // The prologue's tree ends at buffers.
     const cost = arithmeticCost(
       base,
@@ -206,6 +218,13 @@ function costlyMatmulOperands(
       true,
     );
     if (cost > MATMUL_PROLOGUE_COST) out.push(base);
+    else if (
+      reloads >= MATMUL_MANY_RELOADS && cost > MATMUL_CHEAP_PROLOGUE &&
+      sideExtent(core, op, other) >= MATMUL_RELOAD_TILE &&
+      numel(base) <= largestRead(base, materialized)
+    ) {
+      out.push(base);
+    }
   }
   return out;
 }

@@ -20,7 +20,7 @@ import {
   tanh,
 } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
-import { sum } from "../dsl/reduce.ts";
+import { rmsnorm, sum } from "../dsl/reduce.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { conv1d, flip, rearrange, transpose } from "../dsl/views.ts";
 import { rename } from "../dsl/axis_ops.ts";
@@ -477,4 +477,24 @@ Deno.test("a costly subtree shared by a matmul and another kernel gets a buffer"
   const cheap = (v: Tensor) => add(tanh(v), abs(v));
   const light = await kernelsOf("shared cheap", { x: "t k", w: "k n" }, shared(cheap), sizes);
   assert.equal(light.length, 2, light.map((k) => k.name).join(", "));
+});
+
+Deno.test("a norm read by a wide matmul gets a buffer; by a narrow one or in decode it stays", async () => {
+  // A residual sum and RMSNorm (about 6 operations) in the prologue of a product with N = 2100
+  // (17 reloads of 128 columns) is written once; with N = 1000 (8 reloads), or for 3 rows
+  // (a matrix-vector kernel reads them once), it stays a prologue.
+  const norm = (t: { x: Tensor<"t k">; r: Tensor<"t k">; g: Tensor<"k"> }) =>
+    rmsnorm(add(t.x, t.r), "k", t.g);
+  const inputs = { x: "t k", r: "t k", g: "k", w: "k n" } as const;
+  const kinds = async (t: number, n: number) =>
+    (await kernelsOf(
+      `norm t=${t} n=${n}`,
+      inputs,
+      (v) => ({ y: einsum("t k, k n -> t n", norm(v), v.w) }),
+      { t, k: 37, n },
+    )).map((k) => k.wgsl.split("\n")[0].replace(/^\/\/ k\d+_\w+: /, "").split(" ")[0]);
+  assert.deepEqual(await kinds(130, 2100), ["reduce", "elementwise,", "matmul"]);
+  assert.deepEqual(await kinds(130, 1000), ["reduce", "matmul"]);
+  const decode = await kinds(3, 2100);
+  assert.ok(!decode.includes("elementwise,"), decode.join(", "));
 });
