@@ -12,11 +12,13 @@ import { gather } from "../dsl/views.ts";
 import { compile } from "../runtime/compile.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
 
-for (const d of [13, 300]) {
-  Deno.test(`scatter-add: a tied embedding's gradient, ${d} columns`, async () => {
+// 87 tokens (one block of ids) with ids among the first 41 rows; 903 tokens (three blocks and a
+// short one) with ids over every row, so each workgroup finds its rows in some blocks only.
+for (const [d, l, idRange] of [[13, 29, 41], [300, 29, 41], [13, 301, 1031]]) {
+  Deno.test(`scatter-add: a tied embedding's gradient, ${d} columns, ${3 * l} tokens`, async () => {
     const seed = freshSeed();
     const next = rng(seed);
-    const sizes = { v: 1031, d, b: 3, l: 29 };
+    const sizes = { v: 1031, d, b: 3, l };
     const prog = await compile(
       { table: "v d", ids: { axes: "b l", dtype: "i32" }, y: "b l v" },
       (t) => {
@@ -33,12 +35,12 @@ for (const d of [13, 300]) {
     try {
       const heads = prog.kernels.map((k) => k.wgsl.split("\n")[0]);
       assert.ok(heads.some((h) => h.includes("scatter-add")), heads.join("\n"));
-      // Ids 0…40 of 1031 (the other rows get only the projection's gradient), many repeated.
-      const ids = Int32Array.from({ length: 3 * 29 }, () => Math.floor(next() * 41));
+      // Ids below idRange (the other rows get only the projection's gradient), some repeated.
+      const ids = Int32Array.from({ length: 3 * l }, () => Math.floor(next() * idRange));
       const data = {
         table: randomArray(1031 * d, next),
         ids,
-        y: randomArray(3 * 29 * 1031, next),
+        y: randomArray(3 * l * 1031, next),
       };
       const first = await prog.run(data) as Record<string, Float32Array>;
       const want = prog.interpret(data) as Record<string, Float64Array>;
