@@ -124,11 +124,14 @@ def hf_model(kind, cfg):
                              expand=cfg["expand"], conv_kernel=4, tie_word_embeddings=True,
                              use_cache=False)
         model = MambaForCausalLM(config)
+    # Older transformers name the torch paths (torch_forward, slow_forward); newer ones (seen on
+    # the GPU machine, 2026-12-06) have no torch_forward and take the torch path in forward
+    # itself when no kernels were loaded (the lazy_load_kernel stub above).
     for module in model.modules():
         if isinstance(module, modeling_mamba2.Mamba2Mixer):
-            module.forward = module.torch_forward
+            module.forward = getattr(module, "torch_forward", module.forward)
         elif isinstance(module, modeling_mamba.MambaMixer):
-            module.forward = module.slow_forward
+            module.forward = getattr(module, "slow_forward", module.forward)
 
     class Logits(nn.Module):
         def __init__(self, inner):
@@ -269,7 +272,9 @@ def main():
         sys.exit(f"train_peer.py: unknown case(s) {unknown}; known: {[x[0] for x in all_cases]}")
     print(json.dumps({"anchor": "device", "name": torch.cuda.get_device_name(0),
                       "torch": torch.__version__}), flush=True)
-    for case_id, kind, cfg, b, l in all_cases:
+    # The scan cases first: they take seconds, and a call's time limit should cut the model
+    # steps (mamba_ssm's first f32 step compiles its Triton kernels for minutes) instead.
+    for case_id, kind, cfg, b, l in sorted(all_cases, key=lambda c: c[1] != "scan"):
         if args.cases and case_id not in wanted:
             continue
         if kind == "scan":
