@@ -12,9 +12,14 @@
  *   rescans its elements from its exclusive prefix. Three kernels: (1) each chunk's total,
  *   (2) per channel, the exclusive scan of chunk totals (the carries), (3) each chunk again
  *   from its carry, writing the outputs.
- * - **Single pass** (the chunked default where an axis spans several tiles): one workgroup per
- *   tile, tiles chained by a decoupled look-back with fallback (`assoc_scan_lookback.ts`), so
- *   the input is read once: 2N bytes against the three kernels' 3N.
+ * - **Single pass** (opt-in, `singlePass`): one workgroup per tile, tiles chained by a
+ *   decoupled look-back with fallback (`assoc_scan_lookback.ts`), so the input is read once:
+ *   2N bytes against the three kernels' 3N. With `lookbackChunkTiles` C > 1 a workgroup takes a
+ *   chunk of C tiles: it folds the chunk (kernel 1's loop), publishes and looks back once, then
+ *   rescans the chunk (kernel 3's loop), whose second read of a few tens of KB per workgroup
+ *   should come from the L2 cache. C times fewer look-backs: a tile's look-back waits on the
+ *   predecessors' inclusive prefixes, and with one per 2,048-element tile the chain, not the
+ *   memory, set the pace on an H100 (bench/RESULTS.md, 2026-12-06, late).
  *
  * @module
  */
@@ -45,8 +50,12 @@ import {
 } from "./assoc_scan_tiles.ts";
 import {
   DEFAULT_LOOKBACK_SPINS,
+  lookBack,
+  LOOKBACK_WINDOW,
+  publishAggregate,
   singlePassBody,
   singlePassDeclarations,
+  type SinglePassLayout,
   stateWords,
   takeTile,
 } from "./assoc_scan_lookback.ts";
@@ -88,6 +97,11 @@ export interface AssocScanStrategy {
    * predecessor is recomputed (quadratic; it tests the fallback).
    */
   lookbackSpins?: number;
+  /**
+   * Single pass: tiles per look-back slot (default 1). C > 1 folds a chunk of C tiles, looks
+   * back once and rescans the chunk (see the module docs).
+   */
+  lookbackChunkTiles?: number;
   /**
    * Single pass, for tests: tiles k with k mod n = n − 1 publish nothing and those with
    * k mod n = n − 2 only their aggregate, so look-backs fold aggregates across windows and
@@ -314,13 +328,33 @@ function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
     throw new Error(`${ctx.name}: singlePass needs fewer than 2^31 tiles`);
   }
   const single = (force.singlePass ?? false) && tiles > 1 && fits;
-  return single ? [emitSinglePass(ctx, t, force)] : emitThreePass(ctx, t, force);
+  if (!single) return emitThreePass(ctx, t, force);
+  const chunkTiles = force.lookbackChunkTiles ?? 1;
+  if (!Number.isInteger(chunkTiles) || chunkTiles < 1) {
+    throw new Error(
+      `${ctx.name}: lookbackChunkTiles must be a whole number ≥ 1, got ${chunkTiles}`,
+    );
+  }
+  return [
+    chunkTiles > 1
+      ? emitChunkedSinglePass(ctx, t, force, chunkTiles)
+      : emitSinglePass(ctx, t, force),
+  ];
 }
 
-/** The elements at scan step j, computed inline into `x{v}`; channel-invariant values hoisted. */
-function elementItem(ctx: Context, registry: BindingRegistry, outer: ExprEmitter, env: Env) {
+/**
+ * The elements at scan step j, computed inline into `x{v}`; channel-invariant values hoisted
+ * (`tag` keeps the hoisted names of several loops over the elements apart).
+ */
+function elementItem(
+  ctx: Context,
+  registry: BindingRegistry,
+  outer: ExprEmitter,
+  env: Env,
+  tag = "",
+) {
   return (v: number, j: string) => {
-    const e = new ExprEmitter(registry.lookup, `x${v}_`).hoistTo(outer, LOOP_VARIABLES);
+    const e = new ExprEmitter(registry.lookup, `x${v}_${tag}`).hoistTo(outer, LOOP_VARIABLES);
     const pos = `q${v}`;
     return [
       `let ${pos} = ${positionOf(ctx, j)};`,
@@ -343,11 +377,14 @@ function outputItem(ctx: Context, registry: BindingRegistry, outer: ExprEmitter,
   };
 }
 
-function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact {
-  const { core, shape, limits } = ctx;
-  const comps = core.elems.length;
-  const tiles = Math.ceil(shape.len / t.tile);
-  const slots = shape.channels * tiles;
+/** The look-back state of `slotsPerChannel` slots per channel: its registry and layout. */
+function lookbackLayout(
+  ctx: Context,
+  force: AssocScanStrategy,
+  slotsPerChannel: number,
+): { registry: BindingRegistry; layout: SinglePassLayout } {
+  const comps = ctx.core.elems.length;
+  const slots = ctx.shape.channels * slotsPerChannel;
   const spins = force.lookbackSpins ?? DEFAULT_LOOKBACK_SPINS;
   if (!Number.isInteger(spins) || spins < 0) {
     throw new Error(`${ctx.name}: lookbackSpins must be a whole number ≥ 0, got ${spins}`);
@@ -359,14 +396,120 @@ function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kern
     throw new Error(`${ctx.name}: lookbackWithhold must be a whole number ≥ 0, got ${withhold}`);
   }
   const layout = {
-    len: shape.len,
-    tiles,
+    len: ctx.shape.len,
+    tiles: slotsPerChannel,
     slots,
     comps,
     spins,
     withhold,
     state: registry.writeName(1),
   };
+  return { registry, layout };
+}
+
+/**
+ * The single pass over chunks of `chunkTiles` tiles: per chunk (a ticket in scan order), its
+ * fold, its aggregate published, one look-back (a stalled predecessor chunk is folded from the
+ * input), then the chunk rescanned from the carry, writing the outputs.
+ */
+function emitChunkedSinglePass(
+  ctx: Context,
+  t: Tiling,
+  force: AssocScanStrategy,
+  chunkTiles: number,
+): KernelArtifact {
+  const { core, shape, limits } = ctx;
+  const comps = core.elems.length;
+  const chunkLen = chunkTiles * t.tile;
+  const chunks = Math.ceil(shape.len / chunkLen);
+  const { registry, layout } = lookbackLayout(ctx, force, chunks);
+  const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
+  // Workgroup memory: the tiles' sh, shTotal and stage, the fold's flags, the look-back's
+  // status window, carry and three words.
+  const words = comps * (t.wg + 2 + (t.stage ? stageSlots(t.tile) : 0)) +
+    (commutative ? t.wg : 0) + Math.min(LOOKBACK_WINDOW, t.wg) + 3;
+  if (4 * words > limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(
+      `${ctx.name}: a chunked single pass with workgroup ${t.wg} × ${t.per} needs ${4 * words} ` +
+        `bytes of workgroup memory; the device allows ${limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  const workgroups = foldWorkgroups(layout.slots, limits.maxComputeWorkgroupsPerDimension);
+  const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
+  const outer = new ExprEmitter(registry.lookup, "h");
+  const items = (tag: string) => elementItem(ctx, registry, outer, channel.env, tag);
+  const fold = (tag: string) =>
+    commutative
+      ? commutativeFold(t, "start", "end", items(tag))
+      : tileLoop(t, comps, "start", "end", items(tag), { when: "none", lines: () => [] });
+  const range = (chunk: string) => [
+    `let start = ${chunk} * ${u32Literal(chunkLen)};`,
+    `let end = min(start + ${u32Literal(chunkLen)}, ${u32Literal(shape.len)});`,
+  ];
+  // A stalled predecessor chunk j, folded from the input into shTotal.
+  const fallback = [
+    `{`,
+    ...range("j").map((l) => `  ${l}`),
+    `  var carry: Rec;`,
+    `  var hasCarry = false;`,
+    `  ${fold("f")}`,
+    `  if (lid == 0u) { shTotal = carry; }`,
+    `  workgroupBarrier();`,
+    `}`,
+  ];
+  const rescan = tileLoop(t, comps, "start", "end", items("c"), {
+    when: "after",
+    lines: outputItem(ctx, registry, outer, channel.env),
+  });
+  const body = [
+    ...range("k"),
+    `var carry: Rec;`,
+    `var hasCarry = false;`,
+    fold("a"),
+    `let aggregate = carry;`,
+    ...publishAggregate(layout),
+    ...lookBack(t, layout, fallback),
+    `hasCarry = false;`,
+    `if (k > 0u) {`,
+    `  carry = workgroupUniformLoad(&shCarry);`,
+    `  hasCarry = true;`,
+    `}`,
+    rescan,
+  ];
+  registry.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
+  const take = takeTile(layout, `wid.x + wid.y * ${u32Literal(workgroups[0])}`);
+  const extra = singlePassDeclarations(t, layout) +
+    (commutative ? `\n${commutativeDeclarations(t)}` : "");
+  const wgsl = `${
+    header(
+      ctx,
+      registry,
+      { ...t, chunkLen, chunks },
+      `single pass over chunks of ${chunkTiles} tiles (decoupled look-back with fallback)`,
+      extra,
+    )
+  }
+  ${take.join("\n  ")}
+  ${channel.lines.join("\n  ")}
+  ${outer.lines.join("\n  ")}
+  ${body.join("\n  ")}
+}
+`;
+  return {
+    name: `${ctx.name}_single_pass`,
+    wgsl,
+    workgroups,
+    reads: registry.reads,
+    writes: registry.writes,
+    kind: "scan",
+  };
+}
+
+function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact {
+  const { shape, limits } = ctx;
+  const tiles = Math.ceil(shape.len / t.tile);
+  const { registry, layout } = lookbackLayout(ctx, force, tiles);
+  const slots = layout.slots;
   const workgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
   const outer = new ExprEmitter(registry.lookup, "h");

@@ -162,16 +162,8 @@ export function singlePassBody(
   lines.push(...tilePrefix(t, l.comps));
   lines.push(...aggregateLines(t));
   lines.push(`let aggregate = shTotal;`);
-  lines.push(
-    `if (lid == 0u) {`,
-    `  ${publishIf(l)}{`,
-    // Tile 0 of a channel: its aggregate is its inclusive prefix.
-    `    if (k == 0u) { publishAt(inclusiveWord(w), tag, aggregate); }`,
-    `    else { publishAt(aggregateWord(w), tag, aggregate); }`,
-    `  }`,
-    `}`,
-  );
-  lines.push(...lookBack(t, l, item));
+  lines.push(...publishAggregate(l));
+  lines.push(...lookBack(t, l, fallback(t, l, item)));
   // Every thread's exclusive prefix, the carry first; then its items, written.
   lines.push(
     `if (k > 0u) {`,
@@ -220,17 +212,30 @@ function aggregateLines(t: Tiling): string[] {
 }
 
 /**
- * The look-back of tile k > 0, leaving the fold of tiles 0..k−1 of the channel in `shCarry`.
- * `j` counts the predecessors not yet folded in (the next is tile j − 1). Each step, thread i
- * of the window polls tile j − 1 − i; thread 0 folds the answers nearest first
- * (`carry = v ⊕ carry`: the combine need not commute) until an inclusive prefix (done) or a
- * tile with nothing published, whose reduction the workgroup then computes from the input.
+ * Statements publishing slot w's `aggregate` (tile or chunk 0 of a channel: its inclusive
+ * prefix), by thread 0.
  */
-function lookBack(
-  t: Tiling,
-  l: SinglePassLayout,
-  item: (v: number, j: string) => string[],
-): string[] {
+export function publishAggregate(l: SinglePassLayout): string[] {
+  return [
+    `if (lid == 0u) {`,
+    `  ${publishIf(l)}{`,
+    `    if (k == 0u) { publishAt(inclusiveWord(w), tag, aggregate); }`,
+    `    else { publishAt(aggregateWord(w), tag, aggregate); }`,
+    `  }`,
+    `}`,
+  ];
+}
+
+/**
+ * The look-back of slot k > 0 (a tile, or a chunk of tiles), leaving the fold of slots
+ * 0..k−1 of the channel in `shCarry` and publishing k's inclusive prefix (`aggregate` folded
+ * in). `j` counts the predecessors not yet folded in (the next is slot j − 1). Each step,
+ * thread i of the window polls slot j − 1 − i; thread 0 folds the answers nearest first
+ * (`carry = v ⊕ carry`: the combine need not commute) until an inclusive prefix (done) or a
+ * slot with nothing published, whose reduction the workgroup then computes from the input
+ * (`fallbackLines`: slot j's reduction into `shTotal`, then a barrier).
+ */
+export function lookBack(t: Tiling, l: SinglePassLayout, fallbackLines: string[]): string[] {
   const window = Math.min(LOOKBACK_WINDOW, t.wg);
   const into = (v: string) =>
     `if (hasAcc) { acc = comb(${v}, acc); } else { acc = ${v}; hasAcc = true; }`;
@@ -277,7 +282,7 @@ function lookBack(
     `    if (control == 1u) { break; }`,
     `    if (control == 2u) {`,
     `      j = j - 1u;`,
-    ...fallback(t, l, item).map((s) => `      ${s}`),
+    ...fallbackLines.map((s) => `      ${s}`),
     `      if (lid == 0u) {`,
     `        let v = shTotal;`,
     `        ${into("v")}`,

@@ -192,3 +192,58 @@ Deno.test("single pass: a bad lookbackSpins is one clear error", async () => {
     /lookbackSpins must be a whole number ≥ 0, got -1/,
   );
 });
+
+Deno.test("single pass over chunks of tiles: lengths, directions, combines, fallback, runs", async () => {
+  // Chunks of 2 and 3 tiles (the last chunk ragged), built-in (commutative fold) and user
+  // (tile loop) combines, the look-back reading words, recomputing stalled chunks, and both
+  // mixed; repeated runs flip the counter and tags.
+  const chunked = [
+    { ...SMALL, lookbackChunkTiles: 2 },
+    { ...WIDE, lookbackChunkTiles: 3 },
+    { ...UNSTAGED, lookbackChunkTiles: 2 },
+  ];
+  const stalled = [
+    { ...chunked[0], lookbackSpins: 0 },
+    { ...chunked[1], lookbackWithhold: 3, lookbackSpins: 1 },
+  ];
+  const maxPlus = (a: Rec, b: Rec) => ({ s: add(a.s, b.s), m: maximum(add(a.m, b.s), b.m) });
+  for (const strategy of [...chunked, ...stalled]) {
+    for (const reverse of [false, true]) {
+      const layouts: Record<string, number>[] = [{ l: 13 }, { l: 211 }, { b: 3, l: 61 }];
+      for (const sizes of layouts) {
+        if (strategy.lookbackSpins === 0 && sizes.l > 100) continue;
+        const axes = "b" in sizes ? "b l" : "l";
+        await check(
+          `chunked cummax ${axes} reverse=${reverse}`,
+          { x: axes },
+          (t) => ({ out: add(cummax(t.x, "l", { reverse }), mul(t.x, 0.5)) }),
+          sizes,
+          strategy,
+        );
+      }
+      await check(
+        `chunked (max, +) reverse=${reverse}`,
+        { s: "b l", m: "b l" },
+        (t) => ({ m: associativeScan("l", maxPlus, { s: t.s, m: t.m }, { reverse }).m }),
+        { b: 2, l: 97 },
+        strategy,
+        [-1, 1],
+        strategy === chunked[0] ? 3 : 1,
+      );
+    }
+  }
+  const prog = await compile({ x: "l" }, ({ x }) => cummax(x, "l"), { l: 50 }, {
+    backend: "gpu",
+    assocScan: chunked[0],
+  });
+  assert.match(prog.kernels[0].wgsl, /single pass over chunks of 2 tiles/);
+  prog.destroy();
+  await assert.rejects(
+    () =>
+      compile({ x: "l" }, ({ x }) => cummax(x, "l"), { l: 50 }, {
+        backend: "gpu",
+        assocScan: { ...SMALL, lookbackChunkTiles: 0 },
+      }),
+    /lookbackChunkTiles must be a whole number ≥ 1, got 0/,
+  );
+});
