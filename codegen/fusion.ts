@@ -20,6 +20,7 @@ import {
 import type { PickNode, ScanNode } from "../dsl/ir.ts";
 import { analyzeScan, type ScanUse } from "./scan_plan.ts";
 import { gemvAbsorbsReduce } from "./matmul_lowering.ts";
+import { GEMV_MAX_ROWS } from "./gemv_kernel.ts";
 import { storeViews } from "./store_view.ts";
 
 /** The heavy node kinds: each is the core of its own kernel. */
@@ -210,6 +211,9 @@ function costlyMatmulOperands(
     if (materialized.has(base) || base.kind === "input") continue;
     const reloads = sideExtent(core, other, op) / MATMUL_RELOAD_TILE;
     if (reloads < MATMUL_MIN_RELOADS) continue;
+    // A decode activation (a few rows): its prologue is a few thousand operations per
+    // matrix-vector workgroup, less than a dispatch of its own.
+    if (sideExtent(core, op, other) <= GEMV_MAX_ROWS) continue;
     // The prologue's tree ends at buffers.
     const cost = arithmeticCost(
       base,
@@ -248,8 +252,16 @@ function costlyInTiles(
   // A subtree larger than every buffer it reads (an outer product: a scan's input x·Bᵀ over
   // the state axes) is cheaper to recompute than to write.
   if (numel(n) > largestRead(n, materialized)) return false;
-  const cost = arithmeticCost(n, MATMUL_PROLOGUE_COST, (m) => m !== n && materialized.has(m), true);
+  // Each full-size buffer it reads counts too: a scalar load per element in every tile.
+  const cost =
+    arithmeticCost(n, MATMUL_PROLOGUE_COST, (m) => m !== n && materialized.has(m), true) +
+    fullSizeReads(n, materialized);
   return cost > MATMUL_PROLOGUE_COST;
+}
+
+/** Whether contraction `c` has a side of a few rows (a decode product: read once per workgroup). */
+function matrixVector(c: ContractNode): boolean {
+  return Math.min(sideExtent(c, c.a, c.b), sideExtent(c, c.b, c.a)) <= GEMV_MAX_ROWS;
 }
 
 /** Elements of the largest buffer `root`'s fused tree reads. */
@@ -265,6 +277,33 @@ function largestRead(root: Node, materialized: ReadonlySet<Node>): number {
     else stack.push(...nodeInputs(n));
   }
   return largest;
+}
+
+/**
+ * Where a contraction that gets a buffer should store: its only consumer instead, when that is
+ * an addition over the same axes (a residual add after a projection), so the matmul's
+ * kernel writes the sum as its epilogue. The sum costs no kernel of its own, and its readers
+ * (the next layer's norm, its reduction, the next residual add) read one buffer instead of
+ * recomputing a chain of adds: without it, a Mamba decode step ran each layer's residual and
+ * norm as two extra dispatches.
+ */
+function epilogueTop(
+  core: Node,
+  root: Node,
+  consumers: ReadonlyMap<Node, Node[]>,
+  materialized: ReadonlySet<Node>,
+): Node {
+  // Not a scan's output contraction (the scan kernel stores it; two directions' outputs are
+  // summed by the second one's epilogue).
+  if (core.kind !== "contract" || core.a.kind === "scan" || core.b.kind === "scan") return core;
+  const users = consumers.get(core) ?? [];
+  if (users.length !== 1) return core;
+  const u = users[0];
+  if (u.kind !== "binary" || u.op !== "add" || u === root || materialized.has(u)) return core;
+  // The other summand must not be a core (two products' sum takes the newer as its core).
+  if (nodeInputs(u).some((m) => m !== core && (m.kind === "contract" || isHeavy(m)))) return core;
+  if (u.axes.join(" ") !== core.axes.join(" ")) return core;
+  return u.shape.every((s, i) => s === core.shape[i]) ? u : core;
 }
 
 /** The nodes of `candidates` not inside another one's fused tree. */
@@ -328,6 +367,13 @@ function treeLarger(root: Node, materialized: ReadonlySet<Node>, limit: number):
  * count).
  */
 function readsManyBuffers(root: Node, materialized: ReadonlySet<Node>, limit: number): boolean {
+  return fullSizeReads(root, materialized, limit) > limit;
+}
+
+/**
+ * Buffers of at least `root`'s size and rank its fused tree reads (counted up to `limit` + 1).
+ */
+function fullSizeReads(root: Node, materialized: ReadonlySet<Node>, limit = Infinity): number {
   const size = numel(root);
   const full = (n: Node) => numel(n) >= size && n.axes.length >= root.axes.length;
   const seen = new Set<Node>([root]);
@@ -339,12 +385,12 @@ function readsManyBuffers(root: Node, materialized: ReadonlySet<Node>, limit: nu
     seen.add(n);
     if (materialized.has(n)) {
       if (full(n)) read.add(n);
-      if (read.size > limit) return true;
+      if (read.size > limit) break;
       continue;
     }
     stack.push(...nodeInputs(n));
   }
-  return false;
+  return read.size;
 }
 
 /** The fused tree of `root`, or its first `limit + 1` nodes when it is larger. */
@@ -545,14 +591,17 @@ function planWith(
         below.add(n);
         stack.push(...nodeInputs(n));
       }
-      for (const n of foreign) {
-        if (!below.has(n)) {
-          materialized.add(n);
-          changed = true;
-        }
+      // (A core may be listed twice: as a core and as a contraction in a matmul's prologue.)
+      const stores = [...new Set(foreign)].filter((n) => !below.has(n)).map((n) => {
+        const top = epilogueTop(n, root, consumers, materialized);
+        return below.has(top) ? n : top;
+      });
+      for (const n of stores) {
+        materialized.add(n);
+        changed = true;
       }
       const kernel = scan ?? root;
-      if (scan || core?.kind === "contract") tiled.add(kernel);
+      if (scan || core?.kind === "contract" && !matrixVector(core)) tiled.add(kernel);
       for (const n of tree) {
         if (n !== root) reachedBy.set(n, (reachedBy.get(n) ?? new Set()).add(kernel));
       }

@@ -1,0 +1,74 @@
+// How many kernels a decode step of each model runs (code generation only, no adapter): a
+// decode step's GPU time is mostly a fixed cost per dispatch (about 8 µs on an H200,
+// bench/RESULTS.md 2026-12-02), so each layer should be as few kernels as its dependencies
+// allow. The residual add is the out_proj's epilogue and the next RMSNorm's reduction runs
+// inside the in_proj's matrix-vector kernel: Mamba 5 kernels a layer, Mamba-2 4 (its gated
+// norm is absorbed too), plus the head with the final norm (at the 130M shapes the head's 50,280
+// columns are too many workgroups to repeat the norm's reduction in each: one kernel more).
+// Before 2026-12-06 the residual and the norm had two kernels of their own per layer: 176 and
+// 200 kernels at 24 layers, now 122 and 98.
+// Decode values are checked against HF by tests/models_test.ts.
+import assert from "node:assert/strict";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import type { DeviceLimits } from "../codegen/limits.ts";
+import { trace } from "../dsl/trace.ts";
+import { mamba2Definition, mambaDefinition, type ModelDefinition } from "../models/definitions.ts";
+import { mambaConfigFromHF } from "../models/mamba.ts";
+import { mamba2ConfigFromHF } from "../models/mamba2.ts";
+
+/** An H100's limits (64 bindings: no kernel split for its binding count). */
+const LIMITS: DeviceLimits = {
+  maxStorageBuffersPerShaderStage: 64,
+  maxComputeWorkgroupStorageSize: 49152,
+  maxComputeInvocationsPerWorkgroup: 1024,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBufferBindingSize: 2 ** 31 - 4,
+  maxBufferSize: 2 ** 40,
+  subgroups: true,
+  subgroupMinSize: 32,
+};
+
+function decodeKernels(def: ModelDefinition): string[] {
+  const inputs = {
+    ids: { axes: "b l", dtype: "i32" },
+    ...def.weightInputs(),
+    ...def.cacheInputs(),
+  };
+  const graph = trace(
+    inputs as never,
+    (t) => def.forward(t as never, { cached: true, lastOnly: true }) as never,
+    def.sizes(1, 1),
+  );
+  return generateKernels(graph, LIMITS).kernels.map((k) => k.wgsl.split("\n")[0]);
+}
+
+const common = {
+  hidden_size: 96,
+  num_hidden_layers: 5,
+  vocab_size: 300,
+  tie_word_embeddings: true,
+};
+
+Deno.test("a Mamba decode step is 5 kernels a layer: no residual or norm kernels", () => {
+  const def = mambaDefinition(
+    mambaConfigFromHF({ model_type: "mamba", ...common, state_size: 16, expand: 2 }),
+  );
+  const heads = decodeKernels(def);
+  assert.equal(heads.length, 5 * 5 + 1, heads.join("\n"));
+  assert.ok(!heads.some((h) => /reduce/.test(h)), heads.join("\n"));
+});
+
+Deno.test("a Mamba-2 decode step is 4 kernels a layer: no residual or norm kernels", () => {
+  const def = mamba2Definition(mamba2ConfigFromHF({
+    model_type: "mamba2",
+    ...common,
+    state_size: 32,
+    expand: 2,
+    head_dim: 32,
+    num_heads: 6,
+    n_groups: 1,
+  }));
+  const heads = decodeKernels(def);
+  assert.equal(heads.length, 4 * 5 + 1, heads.join("\n"));
+  assert.ok(!heads.some((h) => /reduce/.test(h)), heads.join("\n"));
+});
