@@ -130,7 +130,8 @@ function recomputesCostlyOperand(n: Extract<Node, { kind: "contract" }>): boolea
 }
 
 /**
- * Arithmetic nodes in `op`'s tree (unary, binary, `where` and `gather` count 1, `conv1d` 2 or,
+ * Arithmetic nodes in `op`'s tree (unary, binary, `where`, `gather` and `concat` (a select
+ * between its parts) count 1, `conv1d` 2 or,
  * with `perTap`, its taps' multiplies and adds: 2 per tap, each tap also a load of the
  * signal), walking down to inputs and to the nodes `stop` names, counted until the count
  * passes `cap`.
@@ -148,7 +149,10 @@ function arithmeticCost(
     const m = stack.pop()!;
     if (seen.has(m) || m.kind === "input" || stop(m)) continue;
     seen.add(m);
-    if (m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "gather") {
+    if (
+      m.kind === "unary" || m.kind === "binary" || m.kind === "where" || m.kind === "gather" ||
+      m.kind === "concat"
+    ) {
       cost += 1;
     } else if (m.kind === "conv1d") {
       cost += perTap ? 2 * m.w.shape[m.w.axes.indexOf(m.tapAxis)] : 2;
