@@ -434,7 +434,6 @@ function emitChunkedSinglePass(
         `bytes of workgroup memory; the device allows ${limits.maxComputeWorkgroupStorageSize}`,
     );
   }
-  const workgroups = foldWorkgroups(layout.slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
   const outer = new ExprEmitter(registry.lookup, "h");
   const items = (tag: string) => elementItem(ctx, registry, outer, channel.env, tag);
@@ -477,22 +476,33 @@ function emitChunkedSinglePass(
     rescan,
   ];
   registry.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
-  const take = takeTile(layout, `wid.x + wid.y * ${u32Literal(workgroups[0])}`);
   const extra = singlePassDeclarations(t, layout) +
     (commutative ? `\n${commutativeDeclarations(t)}` : "");
-  const wgsl = `${
-    header(
-      ctx,
-      registry,
-      { ...t, chunkLen, chunks },
-      `single pass over chunks of ${chunkTiles} tiles (decoupled look-back with fallback)`,
-      extra,
-    )
-  }
-  ${take.join("\n  ")}
-  ${channel.lines.join("\n  ")}
-  ${outer.lines.join("\n  ")}
-  ${body.join("\n  ")}
+  const head = header(
+    ctx,
+    registry,
+    { ...t, chunkLen, chunks },
+    `single pass over chunks of ${chunkTiles} tiles (decoupled look-back with fallback)`,
+    extra,
+  );
+  return singlePassArtifact(ctx, registry, layout, head, [channel.lines, outer.lines, body]);
+}
+
+/**
+ * A single-pass kernel: `head` (the header up to `main`'s opening), the ticket, then `parts`
+ * (the channel's decode, the hoisted values, the body).
+ */
+function singlePassArtifact(
+  ctx: Context,
+  registry: BindingRegistry,
+  layout: SinglePassLayout,
+  head: string,
+  parts: string[][],
+): KernelArtifact {
+  const workgroups = foldWorkgroups(layout.slots, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const take = takeTile(layout, `wid.x + wid.y * ${u32Literal(workgroups[0])}`);
+  const wgsl = `${head}
+  ${[take, ...parts].map((lines) => lines.join("\n  ")).join("\n  ")}
 }
 `;
   return {
@@ -509,8 +519,6 @@ function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kern
   const { shape, limits } = ctx;
   const tiles = Math.ceil(shape.len / t.tile);
   const { registry, layout } = lookbackLayout(ctx, force, tiles);
-  const slots = layout.slots;
-  const workgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
   const outer = new ExprEmitter(registry.lookup, "h");
   const body = singlePassBody(
@@ -520,30 +528,14 @@ function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kern
     outputItem(ctx, registry, outer, channel.env),
   );
   registry.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
-  const take = takeTile(layout, `wid.x + wid.y * ${u32Literal(workgroups[0])}`);
-  const wgsl = `${
-    header(
-      ctx,
-      registry,
-      { ...t, chunkLen: t.tile, chunks: tiles },
-      "single pass (decoupled look-back with fallback)",
-      singlePassDeclarations(t, layout),
-    )
-  }
-  ${take.join("\n  ")}
-  ${channel.lines.join("\n  ")}
-  ${outer.lines.join("\n  ")}
-  ${body}
-}
-`;
-  return {
-    name: `${ctx.name}_single_pass`,
-    wgsl,
-    workgroups,
-    reads: registry.reads,
-    writes: registry.writes,
-    kind: "scan",
-  };
+  const head = header(
+    ctx,
+    registry,
+    { ...t, chunkLen: t.tile, chunks: tiles },
+    "single pass (decoupled look-back with fallback)",
+    singlePassDeclarations(t, layout),
+  );
+  return singlePassArtifact(ctx, registry, layout, head, [channel.lines, outer.lines, [body]]);
 }
 
 function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact[] {
