@@ -252,7 +252,8 @@ function costlyInTiles(
   tiled: ReadonlySet<Node>,
   materialized: ReadonlySet<Node>,
 ): boolean {
-  if (![...kernels].some((k) => tiled.has(k))) return false;
+  const readers = [...kernels].filter((k) => tiled.has(k));
+  if (readers.length === 0) return false;
   // A subtree larger than every buffer it reads (an outer product: a scan's input x·Bᵀ over
   // the state axes) is cheaper to recompute than to write.
   if (numel(n) > largestRead(n, materialized)) return false;
@@ -260,7 +261,16 @@ function costlyInTiles(
   const cost =
     arithmeticCost(n, MATMUL_PROLOGUE_COST, (m) => m !== n && materialized.has(m), true) +
     fullSizeReads(n, materialized);
-  return cost > MATMUL_PROLOGUE_COST;
+  // Read by a kernel 16 or more times its size (Mamba-2's B and C behind the conv, shared by
+  // every head of the SSD kernels), as a matmul operand reloaded 16 times: cheaper prologues too.
+  const reuse = Math.max(...readers.map((k) => numel(k) / numel(n)));
+  return cost > (reuse >= MATMUL_MANY_RELOADS ? MATMUL_CHEAP_PROLOGUE : MATMUL_PROLOGUE_COST);
+}
+
+/** Whether a scan is long enough for chunked kernels, which load inputs in several tiles. */
+function longScan(scan: Node): boolean {
+  const s = scan as ScanNode;
+  return s.shape[s.axes.indexOf(s.axis)] >= 64;
 }
 
 /** Whether contraction `c` has a side of a few rows (a decode product: read once per workgroup). */
@@ -605,7 +615,9 @@ function planWith(
         changed = true;
       }
       const kernel = scan ?? root;
-      if (scan || core?.kind === "contract" && !matrixVector(core)) tiled.add(kernel);
+      if (scan ? longScan(scan) : core?.kind === "contract" && !matrixVector(core)) {
+        tiled.add(kernel);
+      }
       for (const n of tree) {
         if (n !== root) reachedBy.set(n, (reachedBy.get(n) ?? new Set()).add(kernel));
       }

@@ -498,3 +498,23 @@ Deno.test("a norm read by a wide matmul gets a buffer; by a narrow one or in dec
   const decode = await kinds(3, 2100);
   assert.ok(!decode.includes("elementwise,"), decode.join(", "));
 });
+
+Deno.test("a cheap subtree a long scan reads many times per element gets a buffer", async () => {
+  // B behind a 4-tap conv and SiLU (about 12 operations and reads) feeds a scan over 70 steps
+  // of d × 5 states and a reduction. With d = 20 the scan kernel reads each B element for
+  // 20 channels (Mamba-2's B and C, shared by every head): B gets a buffer. With d = 8 it
+  // stays a prologue. Values against the interpreter either way.
+  const kinds = async (d: number) =>
+    (await kernelsOf(
+      `conv'd B, d=${d}`,
+      { x: "b l d", B: "b l n", w: "n j", a: "b l d" },
+      (t) => {
+        const Bc = silu(conv1d(t.B, t.w, "l", "j"));
+        const h = scan("l", exp(neg(abs(t.a))), einsum("b l d, b l n -> b l d n", t.x, Bc));
+        return { y: einsum("b l d n, b l n -> b l d", h, Bc), s: sum(Bc, "n") };
+      },
+      { b: 2, l: 70, d, n: 5, j: 4 },
+    )).map((k) => k.wgsl.split("\n")[0].replace(/^\/\/ k\d+_\w+: /, "").split(" ")[0]);
+  assert.ok((await kinds(20)).includes("elementwise,"), "d = 20: B gets a buffer");
+  assert.ok(!(await kinds(8)).includes("elementwise,"), "d = 8: B stays a prologue");
+});
