@@ -217,7 +217,8 @@ function costlyMatmulOperands(
     if (reloads < MATMUL_MIN_RELOADS) continue;
     // A decode activation (a few rows): its prologue is a few thousand operations per
     // matrix-vector workgroup, less than a dispatch of its own.
-    if (sideExtent(core, op, other) <= GEMV_MAX_ROWS) continue;
+    const rows = sideExtent(core, op, other);
+    if (rows <= GEMV_MAX_ROWS) continue;
     // The prologue's tree ends at buffers.
     const cost = arithmeticCost(
       base,
@@ -228,7 +229,7 @@ function costlyMatmulOperands(
     if (cost > MATMUL_PROLOGUE_COST) out.push(base);
     else if (
       reloads >= MATMUL_MANY_RELOADS && cost > MATMUL_CHEAP_PROLOGUE &&
-      sideExtent(core, op, other) >= MATMUL_RELOAD_TILE &&
+      rows >= MATMUL_RELOAD_TILE &&
       numel(base) <= largestRead(base, materialized)
     ) {
       out.push(base);
@@ -268,9 +269,8 @@ function costlyInTiles(
 }
 
 /** Whether a scan is long enough for chunked kernels, which load inputs in several tiles. */
-function longScan(scan: Node): boolean {
-  const s = scan as ScanNode;
-  return s.shape[s.axes.indexOf(s.axis)] >= 64;
+function longScan(scan: ScanNode): boolean {
+  return scan.shape[scan.axes.indexOf(scan.axis)] >= 64;
 }
 
 /** Whether contraction `c` has a side of a few rows (a decode product: read once per workgroup). */
@@ -280,17 +280,22 @@ function matrixVector(c: ContractNode): boolean {
 
 /** Elements of the largest buffer `root`'s fused tree reads. */
 function largestRead(root: Node, materialized: ReadonlySet<Node>): number {
+  let largest = 0;
+  for (const n of buffersRead(root, materialized)) largest = Math.max(largest, numel(n));
+  return largest;
+}
+
+/** Each buffer (materialized node) `root`'s fused tree reads, once. */
+function* buffersRead(root: Node, materialized: ReadonlySet<Node>): Generator<Node> {
   const seen = new Set<Node>([root]);
   const stack = [...nodeInputs(root)];
-  let largest = 0;
   while (stack.length) {
     const n = stack.pop()!;
     if (seen.has(n)) continue;
     seen.add(n);
-    if (materialized.has(n)) largest = Math.max(largest, numel(n));
+    if (materialized.has(n)) yield n;
     else stack.push(...nodeInputs(n));
   }
-  return largest;
 }
 
 /**
@@ -389,22 +394,11 @@ function readsManyBuffers(root: Node, materialized: ReadonlySet<Node>, limit: nu
  */
 function fullSizeReads(root: Node, materialized: ReadonlySet<Node>, limit = Infinity): number {
   const size = numel(root);
-  const full = (n: Node) => numel(n) >= size && n.axes.length >= root.axes.length;
-  const seen = new Set<Node>([root]);
-  const read = new Set<Node>();
-  const stack = [...nodeInputs(root)];
-  while (stack.length) {
-    const n = stack.pop()!;
-    if (seen.has(n)) continue;
-    seen.add(n);
-    if (materialized.has(n)) {
-      if (full(n)) read.add(n);
-      if (read.size > limit) break;
-      continue;
-    }
-    stack.push(...nodeInputs(n));
+  let count = 0;
+  for (const n of buffersRead(root, materialized)) {
+    if (numel(n) >= size && n.axes.length >= root.axes.length && ++count > limit) break;
   }
-  return read.size;
+  return count;
 }
 
 /** The fused tree of `root`, or its first `limit + 1` nodes when it is larger. */

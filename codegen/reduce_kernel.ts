@@ -1,13 +1,13 @@
 /**
  * Reduction kernels with fused prologue (the reduced expression) and epilogue (elementwise ops
  * on the result). Long reductions use one workgroup per output and a tree in workgroup memory;
- * short ones one thread per output with a serial loop; those in between (32–255 elements) to many
- * outputs a group of 4–32 threads per output, several outputs per workgroup. A long reduction to few outputs (a loss,
- * a gradient's squared norm) would run on a handful of workgroups, i.e. on a handful of the
- * GPU's cores (a 64 MB sum to a scalar took 14.3 ms on the H100): it is split into two kernels,
- * the first reducing slices of the reduced axes in many workgroups into partial results, the
- * second reducing each output's partials and applying the epilogue. The split is fixed by the
- * shapes, so results are the same run to run.
+ * short ones one thread per output with a serial loop; those in between (32–255 elements) to
+ * many outputs a group of 4–32 threads per output, several outputs per workgroup. A long
+ * reduction to few outputs (a loss, a gradient's squared norm) would run on a handful of
+ * workgroups, i.e. on a handful of the GPU's cores (a 64 MB sum to a scalar took 14.3 ms on the
+ * H100): it is split into two kernels, the first reducing slices of the reduced axes in many
+ * workgroups into partial results, the second reducing each output's partials and applying the
+ * epilogue. The split is fixed by the shapes, so results are the same run to run.
  *
  * @module
  */
@@ -297,9 +297,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let j = lid % ${g}u;
   let o = (wid.x + wid.y * ${u32Literal(workgroups[0])}) * ${per}u + lid / ${g}u;
   let live = o < ${u32Literal(outputs)};
+  ${outIdx.lines.join("\n  ")}
   var acc: f32 = ${initWgsl(core.op)};
   if (live) {
-    ${outIdx.lines.join("\n    ")}
     for (var r: u32 = j; r < ${u32Literal(extent)}; r += ${g}u) {
       ${loopBody}
     }
@@ -312,7 +312,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   if (live && j == 0u) {
     acc = partial[lid];
-    ${outIdx.lines.join("\n    ")}
     ${epilogue}
   }
 }`;
