@@ -218,6 +218,7 @@ export function emitDeltaChunked(
   maxChunks?: number,
   forcedLanes?: number,
   passThreads?: number,
+  passRows?: number,
 ): KernelArtifact[] {
   const s = deltaShapes(node);
   const c = deltaChunk(s, limits, maxChunks);
@@ -238,5 +239,9 @@ export function emitDeltaChunked(
     }
   }
   const ctx: Context = { node, layout, bufs, materialized, limits, name, aliases };
-  return [prepKernel(ctx), passKernel(ctx, state, forcedLanes, passThreads), outputKernel(ctx)];
+  return [
+    prepKernel(ctx),
+    passKernel(ctx, state, forcedLanes, passThreads, passRows),
+    outputKernel(ctx),
+  ];
 }

@@ -9,6 +9,7 @@
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import type { KernelArtifact } from "./artifact.ts";
 import { emitDeltaChunked } from "./delta_chunked.ts";
+import { TILED_PASS_ROWS } from "./delta_pass_tiled.ts";
 import { chooseDeltaLowering } from "./delta_plan.ts";
 import { emitDeltaRecurrent } from "./delta_recurrent.ts";
 import type { DeviceLimits } from "./limits.ts";
@@ -25,7 +26,7 @@ function stateOf(node: DeltaNode, materialized: ReadonlySet<Node>): DeltaStateNo
  * scan strategy's `mode` forces the lowering, `lanes` the lanes per value row (of the recurrent
  * kernel or the chunked state pass), `workgroup` the chunked state pass's threads and `chunks`
  * the chunked lowering's chunk length: the shortest of 8, 16, 32, 64 giving at most that many
- * chunks.
+ * chunks; `passRows` the chunked state pass's tile form.
  */
 export function emitDelta(
   node: DeltaNode,
@@ -36,6 +37,12 @@ export function emitDelta(
   strategy: ScanStrategy = {},
 ): KernelArtifact[] {
   const state = stateOf(node, materialized);
+  if (strategy.passRows !== undefined && !TILED_PASS_ROWS.includes(strategy.passRows)) {
+    throw new Error(
+      `deltaRule: the scan strategy's passRows must be one of ${TILED_PASS_ROWS.join(", ")} ` +
+        `(got ${strategy.passRows})`,
+    );
+  }
   const mode = strategy.mode ?? chooseDeltaLowering(node, limits);
   if (mode === "chunked") {
     return emitDeltaChunked(
@@ -48,6 +55,7 @@ export function emitDelta(
       strategy.chunks,
       strategy.lanes,
       strategy.workgroup,
+      strategy.passRows,
     );
   }
   return [emitDeltaRecurrent(node, state, materialized, limits, name, aliases, strategy.lanes)];

@@ -21,6 +21,7 @@ import { batchEnv, clampIndex, DeltaLoads, laneSum } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
 import { emitTuned } from "./tuning.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
+import { emitTiledPass, TILED_PASS_ROWS } from "./delta_pass_tiled.ts";
 
 /** Threads per workgroup of the state pass (at most). */
 const PASS_THREADS = 256;
@@ -33,18 +34,24 @@ export function passWorkgroupBytes(dk: number, lanes: number): number {
   return 4 * (2 * STAGE_STEPS * nk * lanes + STAGE_STEPS);
 }
 
-/** Emits the state pass. */
+/**
+ * Emits the state pass: the lane form (this file) with `forcedLanes` / `forcedThreads`, the tile
+ * form (delta_pass_tiled.ts) with `forcedRows` value rows per workgroup, else a tuning point.
+ */
 export function passKernel(
   ctx: Context,
   state: DeltaStateNode | undefined,
   forcedLanes?: number,
   forcedThreads?: number,
+  forcedRows?: number,
 ): KernelArtifact {
+  if (forcedRows !== undefined) return emitTiledPass(ctx, state, forcedRows);
   if (forcedLanes !== undefined || forcedThreads !== undefined) {
     return emitPass(ctx, state, forcedLanes, forcedThreads);
   }
   // A tuning point: lanes per value row × threads per workgroup (occupancy against redundant
-  // staging of W and K rows); the default is the rule's lanes and PASS_THREADS.
+  // staging of W and K rows), or the tile form by value rows per workgroup; the default is the
+  // rule's lanes and PASS_THREADS.
   const { s, c } = ctx.layout;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const candidates = new Map<string, () => KernelArtifact[]>();
@@ -54,6 +61,9 @@ export function passKernel(
         candidates.set(`lanes${lanes}_wg${threads}`, () => [emitPass(ctx, state, lanes, threads)]);
       }
     }
+  }
+  for (const rows of TILED_PASS_ROWS) {
+    candidates.set(`tiled_rows${rows}`, () => [emitTiledPass(ctx, state, rows)]);
   }
   const byDefault = `lanes${deltaLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
   const key = `delta-pass b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;

@@ -126,6 +126,13 @@ export interface ScanStrategy {
    * the benchmark scan took 0.507 ms with shuffles against 0.571 (2026-12-03, bench/RESULTS.md).
    */
   tileReduce?: TileReduce;
+  /**
+   * The chunked delta rule only: run its state pass as two tile products per chunk over this
+   * many value rows per workgroup (16, 32 or 64; delta_pass_tiled.ts) instead of the lane form
+   * that holds each value row in the registers of `lanes` threads. Default: the lane form,
+   * unless the autotuner times the tile form faster.
+   */
+  passRows?: number;
 }
 
 /** How the tiled kernel sums a contraction's lane parts (`ScanStrategy.tileReduce`). */

@@ -153,6 +153,40 @@ Deno.test("deltaRule chunked: several vec4s of keys per lane, state written in p
   });
 });
 
+Deno.test("deltaRule chunked, tile-form state pass: 16 value rows, dv in two blocks, keys not a multiple of 8", async () => {
+  const names = await check({ b: 2, t: 37, h: 2, dk: 11, dv: 19 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", chunks: 3, passRows: 16 },
+  });
+  assert.equal(names.length, 3, `three chunked kernels, got ${names}`);
+});
+
+Deno.test("deltaRule chunked, tile-form state pass: 32 rows, DeltaNet, chunks of 8, state in place", async () => {
+  await check({ b: 1, t: 45, h: 3, dk: 20, dv: 7 }, {
+    gated: false,
+    init: true,
+    strategy: { mode: "chunked", chunks: 6, passRows: 32 },
+    scale: 0.9,
+    inPlace: true,
+  });
+});
+
+Deno.test("deltaRule chunked, tile-form state pass: 64 rows, no init, one padded chunk", async () => {
+  await check({ b: 2, t: 13, h: 1, dk: 9, dv: 66 }, {
+    gated: true,
+    init: false,
+    strategy: { mode: "chunked", passRows: 64 },
+  });
+});
+
+Deno.test("deltaRule: a passRows outside 16, 32, 64 is a clear error", async () => {
+  await assert.rejects(
+    () => check(AWKWARD, { gated: true, init: true, strategy: { mode: "chunked", passRows: 24 } }),
+    /passRows must be one of 16, 32, 64 \(got 24\)/,
+  );
+});
+
 Deno.test("deltaRule: differentiating through it is a clear error naming the op", () => {
   assert.throws(
     () =>

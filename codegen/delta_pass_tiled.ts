@@ -1,0 +1,271 @@
+/**
+ * Kernel 2 of the chunked delta rule as two tile products per chunk (delta_pass.ts is the
+ * lane form; delta_chunked.ts has the algebra). Per (batch position, block of BV value rows),
+ * sequentially over chunks, the block's state S (BV × dk) stays in the registers of the
+ * second product's accumulator tile. Each chunk:
+ *
+ *   S₀ → s0 scratch and workgroup memory
+ *   X = S₀·Wᵀ                      (BV × C, summed over the keys)
+ *   U' = U − Xᵀ → up scratch; workgroup memory gets U'ᵀ·diag(exp(G_C − G))
+ *   S ← γ_C·S + (U'ᵀ·diag(exp(G_C − G)))·K   (BV × dk, summed over the chunk's steps)
+ *
+ * The lane form spends a dependent chain of subgroup sums on every step; here a chunk's steps
+ * are independent columns of X, so the sequential part is two small matrix products per chunk.
+ * Workgroup memory holds S₀ (BV × dk), the scaled U' (C × BV) and the products' staged slices.
+ *
+ * @module
+ */
+
+import type { DeltaStateNode } from "../dsl/ir.ts";
+import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
+import { artifact, type Context } from "./delta_chunk_parts.ts";
+import { header, indent } from "./kernel_header.ts";
+import { batchEnv, clampIndex, DeltaLoads } from "./delta_shapes.ts";
+import { ExprEmitter, offsetExpr } from "./expr.ts";
+import {
+  accDecl,
+  fitTile,
+  forEachOutput,
+  gemmLoop,
+  stagedSizes,
+  threadCoords,
+  tileThreads,
+} from "./ssd_gemm.ts";
+import { u32Literal as u } from "./wgsl_math.ts";
+
+/** K slice of both products. */
+const KT = 8;
+/** Threads per workgroup (at most). */
+const TILED_THREADS = 256;
+/** Value rows per workgroup the autotuner tries. */
+export const TILED_PASS_ROWS: readonly number[] = [16, 32, 64];
+
+/** The two products' tiles for `rows` value rows, keys padded to `dkp`, chunk length `c`. */
+function passTiles(rows: number, dkp: number, c: number, maxThreads: number) {
+  const cap = Math.min(TILED_THREADS, maxThreads);
+  const update = fitTile(rows, dkp, KT, cap, 128);
+  const threads = tileThreads(update).threads;
+  const project = fitTile(rows, c, KT, threads, 64);
+  return { update, project, threads };
+}
+
+/** Keys padded to whole K slices. */
+const paddedKeys = (dk: number) => Math.ceil(dk / KT) * KT;
+
+/** Workgroup bytes of the tiled pass with `rows` value rows per workgroup. */
+export function tiledPassWorkgroupBytes(
+  rows: number,
+  dk: number,
+  c: number,
+  maxThreads: number,
+): number {
+  const dkp = paddedKeys(dk);
+  const t = passTiles(rows, dkp, c, maxThreads);
+  const a = stagedSizes(t.update), b = stagedSizes(t.project);
+  return 4 * (rows * dkp + c * rows) + 16 * (Math.max(a.a, b.a) + Math.max(a.b, b.b));
+}
+
+/** Emits the tiled state pass with `rows` value rows per workgroup (throws if it cannot fit). */
+export function emitTiledPass(
+  ctx: Context,
+  state: DeltaStateNode | undefined,
+  rows: number,
+): KernelArtifact {
+  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
+  const dkp = paddedKeys(s.dk);
+  const bytes = tiledPassWorkgroupBytes(rows, s.dk, c, maxThreads);
+  if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
+    throw new Error(`internal: tiled delta pass needs ${bytes} bytes of workgroup memory`);
+  }
+  const { update, project, threads } = passTiles(rows, dkp, c, maxThreads);
+  const blocks = Math.ceil(s.dv / rows);
+  const total = s.batches * blocks;
+  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
+  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "qp");
+  const wu = reg.read(bufs.wu);
+  const { lines: bl, env } = batchEnv(s, "bpos");
+  const loads = new DeltaLoads(node, env);
+  const wRow = (p: string) => `(bpos * ${u(padded)} + ${p}) * ${u(wuWidth)}`;
+  const comp = "xyzw";
+  // The state tile's element e of (row, col4): value row v0 + row, key col4·4 + e.
+  const eachState = (
+    visit: (v: string, key: string, cell: string, row: string) => string[],
+  ) =>
+    forEachOutput(
+      update,
+      "s_",
+      (row, col4, acc) =>
+        [0, 1, 2, 3].flatMap((e) =>
+          visit(`(v0 + ${row})`, `(${col4} * 4u + ${u(e)})`, `${acc}.${comp[e]}`, row)
+        ),
+    );
+  const inState = (v: string, key: string) => `${v} < ${u(s.dv)} && ${key} < ${u(s.dk)}`;
+  const initLines = eachState((v, key, cell) => {
+    const e = top.fork("qi");
+    const value = loads.init(e, clampIndex(v, s.dv), clampIndex(key, s.dk));
+    return [
+      `{`,
+      ...e.lines.map((l) => `  ${l}`),
+      `  ${cell} = select(0.0, ${value}, ${inState(v, key)});`,
+      `}`,
+    ];
+  });
+  const s0At = (v: string, key: string) =>
+    `((bpos * ${u(chunks)} + n) * ${u(s.dv)} + ${v}) * ${u(s.dk)} + ${key}`;
+  const keyLoad = (k: string, w4: string, tag: string) => {
+    const e = top.fork(tag);
+    const vs = [0, 1, 2, 3].map((i) =>
+      loads.key(e, "k", clampIndex(`base + ${k}`, s.len), clampIndex(`${w4} * 4u + ${u(i)}`, s.dk))
+    );
+    const mask = [0, 1, 2, 3].map((i) => `${w4} * 4u + ${u(i)} < ${u(s.dk)}`);
+    return {
+      lines: e.lines,
+      value: `vec4<f32>(${vs.map((v, i) => `select(0.0, ${v}, ${mask[i]})`).join(", ")})`,
+    };
+  };
+  const body = [
+    `let bpos = wid / ${u(blocks)};`,
+    `let v0 = (wid % ${u(blocks)}) * ${u(rows)};`,
+    ...bl,
+    ...top.lines,
+    ...threadCoords(update, "s_", threads),
+    ...threadCoords(project, "x_", threads),
+    ...accDecl(update, "s_"),
+    `if (s_act) {`,
+    ...initLines.map((l) => `  ${l}`),
+    `}`,
+    `for (var n: u32 = 0u; n < ${u(chunks)}; n++) {`,
+    `  let base = n * ${u(c)};`,
+    `  let glast = ${wu}[${wRow(`base + ${u(c - 1)}`)} + ${u(s.dk + s.dv)}];`,
+    // S₀ to the scratch and to workgroup memory.
+    `  if (s_act) {`,
+    ...indent(
+      eachState((v, key, cell, row) => [
+        `if (${inState(v, key)}) { out1[${s0At(v, key)}] = ${cell}; }`,
+        `sh_S[${row} * ${u(dkp)} + ${key}] = ${cell};`,
+      ]),
+      "    ",
+    ).split("\n"),
+    `  }`,
+    `  workgroupBarrier();`,
+    // X = S₀·Wᵀ.
+    ...indent(accDecl(project, "x_"), "  ").split("\n"),
+    ...indent(
+      gemmLoop({
+        tile: project,
+        threads,
+        a: {
+          fast: "k",
+          load: (k, w4) => ({
+            lines: [],
+            value: `vec4<f32>(${
+              [0, 1, 2, 3].map((i) => `sh_S[(${w4} * 4u + ${u(i)}) * ${u(dkp)} + ${k}]`).join(", ")
+            })`,
+          }),
+        },
+        b: {
+          fast: "k",
+          load: (k, w4) => ({
+            lines: [],
+            value: `vec4<f32>(${
+              [0, 1, 2, 3].map((i) =>
+                `select(0.0, ${wu}[${wRow(`base + ${w4} * 4u + ${u(i)}`)} + ${
+                  clampIndex(k, s.dk)
+                }], ${k} < ${u(s.dk)})`
+              ).join(", ")
+            })`,
+          }),
+        },
+        kBegin: "0u",
+        kEnd: u(dkp),
+        tag: "x_",
+        shA: "shA",
+        shB: "shB",
+      }),
+      "  ",
+    ).split("\n"),
+    // U' = U − Xᵀ to the scratch; its decayed transpose to workgroup memory.
+    `  if (x_act) {`,
+    ...indent(
+      forEachOutput(project, "x_", (row, col4, acc) =>
+        [0, 1, 2, 3].flatMap((e) => {
+          const r = `(${col4} * 4u + ${u(e)})`;
+          return [
+            `{`,
+            `  let v = v0 + ${row};`,
+            `  let wr = ${wRow(`base + ${r}`)};`,
+            `  let uu = select(0.0, ${wu}[wr + ${u(s.dk)} + ${clampIndex("v", s.dv)}] - ${acc}.${
+              comp[e]
+            }, v < ${u(s.dv)});`,
+            `  if (v < ${u(s.dv)}) { out[(bpos * ${u(padded)} + base + ${r}) * ${
+              u(s.dv)
+            } + v] = uu; }`,
+            `  sh_U[${r} * ${u(rows)} + ${row}] = uu * exp(glast - ${wu}[wr + ${u(s.dk + s.dv)}]);`,
+            `}`,
+          ];
+        })),
+      "    ",
+    ).split("\n"),
+    `  }`,
+    `  workgroupBarrier();`,
+    // S ← γ_C·S + (decayed U'ᵀ)·K.
+    `  let gl = exp(glast);`,
+    ...forEachOutput(update, "s_", (_r, _c, acc) => [`  ${acc} = ${acc} * gl;`]),
+    ...indent(
+      gemmLoop({
+        tile: update,
+        threads,
+        a: {
+          fast: "k",
+          load: (k, w4) => ({
+            lines: [],
+            value: `vec4<f32>(${
+              [0, 1, 2, 3].map((i) => `sh_U[${k} * ${u(rows)} + ${w4} * 4u + ${u(i)}]`).join(", ")
+            })`,
+          }),
+        },
+        b: { fast: "w", load: keyLoad },
+        kBegin: "0u",
+        kEnd: u(c),
+        tag: "s_",
+        shA: "shA",
+        shB: "shB",
+      }),
+      "  ",
+    ).split("\n"),
+    `}`,
+  ];
+  if (state) {
+    body.push(
+      `if (s_act) {`,
+      ...indent(
+        eachState((v, key, cell) => {
+          const off = offsetExpr(state, {
+            ...env,
+            [node.valueAxis]: clampIndex(v, s.dv),
+            [node.keyAxis]: clampIndex(key, s.dk),
+          });
+          return [`if (${inState(v, key)}) { out2[${off}] = ${cell}; }`];
+        }),
+      ).split("\n"),
+      `}`,
+    );
+  }
+  const su = stagedSizes(update), sp = stagedSizes(project);
+  const shared = [
+    `var<workgroup> sh_S: array<f32, ${rows * dkp}>;`,
+    `var<workgroup> sh_U: array<f32, ${c * rows}>;`,
+    `var<workgroup> shA: array<vec4<f32>, ${Math.max(su.a, sp.a)}>;`,
+    `var<workgroup> shB: array<vec4<f32>, ${Math.max(su.b, sp.b)}>;`,
+  ];
+  // No early return before the barriers: wid is uniform, so this branch is too.
+  const wgsl = `${header(reg, threads, shared)}
+  if (wid < ${u(total)}) {
+${indent(body, "    ")}
+  }
+}
+`;
+  return artifact(ctx, "pass", reg, wgsl, total);
+}
