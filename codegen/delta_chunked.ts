@@ -29,6 +29,8 @@ import { artifact, type Context, keyRows, type Layout, OUT_KT } from "./delta_ch
 import { passKernel } from "./delta_pass.ts";
 import { header, indent } from "./kernel_header.ts";
 import { prepKernel } from "./delta_prep.ts";
+import { inversePrepKernel } from "./delta_prep_inverse.ts";
+import { emitTuned } from "./tuning.ts";
 import { deltaChunk, outputTiles } from "./delta_plan.ts";
 import { batchEnv, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
@@ -203,6 +205,22 @@ ${indent(body, "    ")}
 }
 
 /**
+ * Kernel 1, substituting per column (delta_prep.ts) or through the chunk's inverse
+ * (delta_prep_inverse.ts): `form` forces one, else a tuning point whose default is substitution.
+ */
+function prep(ctx: Context, form?: "substitute" | "inverse"): KernelArtifact {
+  if (form === "inverse") return inversePrepKernel(ctx);
+  if (form === "substitute") return prepKernel(ctx);
+  const { s, c } = ctx.layout;
+  const candidates = new Map<string, () => KernelArtifact[]>([
+    ["substitute", () => [prepKernel(ctx)]],
+    ["inverse", () => [inversePrepKernel(ctx)]],
+  ]);
+  const key = `delta-prep b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
+  return emitTuned(ctx.limits, key, candidates, "substitute")[0];
+}
+
+/**
  * The chunked lowering's three kernels. `maxChunks` (the scan strategy's `chunks`) forces the
  * chunk length: the shortest supported one giving at most that many chunks; `forcedLanes` the
  * state pass's lanes per value row and `passThreads` its threads per workgroup (the strategy's
@@ -219,6 +237,7 @@ export function emitDeltaChunked(
   forcedLanes?: number,
   passThreads?: number,
   passRows?: number,
+  prepForm?: "substitute" | "inverse",
 ): KernelArtifact[] {
   const s = deltaShapes(node);
   const c = deltaChunk(s, limits, maxChunks);
@@ -240,7 +259,7 @@ export function emitDeltaChunked(
   }
   const ctx: Context = { node, layout, bufs, materialized, limits, name, aliases };
   return [
-    prepKernel(ctx),
+    prep(ctx, prepForm),
     passKernel(ctx, state, forcedLanes, passThreads, passRows),
     outputKernel(ctx),
   ];

@@ -26,7 +26,7 @@ function stateOf(node: DeltaNode, materialized: ReadonlySet<Node>): DeltaStateNo
  * scan strategy's `mode` forces the lowering, `lanes` the lanes per value row (of the recurrent
  * kernel or the chunked state pass), `workgroup` the chunked state pass's threads and `chunks`
  * the chunked lowering's chunk length: the shortest of 8, 16, 32, 64 giving at most that many
- * chunks; `passRows` the chunked state pass's tile form.
+ * chunks; `passRows` the chunked state pass's tile form and `prep` the form of its first kernel.
  */
 export function emitDelta(
   node: DeltaNode,
@@ -56,6 +56,7 @@ export function emitDelta(
       strategy.lanes,
       strategy.workgroup,
       strategy.passRows,
+      strategy.prep,
     );
   }
   return [emitDeltaRecurrent(node, state, materialized, limits, name, aliases, strategy.lanes)];

@@ -133,6 +133,13 @@ export interface ScanStrategy {
    * unless the autotuner times the tile form faster.
    */
   passRows?: number;
+  /**
+   * The chunked delta rule only: how its first kernel solves the chunk's triangular system:
+   * `"substitute"` (one forward substitution per column of W and U) or `"inverse"` (the chunk's
+   * inverse by C substitutions, then W and U as one tile product). Default: substitution, unless
+   * the autotuner times the inverse faster.
+   */
+  prep?: "substitute" | "inverse";
 }
 
 /** How the tiled kernel sums a contraction's lane parts (`ScanStrategy.tileReduce`). */

@@ -180,6 +180,24 @@ Deno.test("deltaRule chunked, tile-form state pass: 64 rows, no init, one padded
   });
 });
 
+Deno.test("deltaRule chunked, inverse-form prep: chunks of 8, dk + dv not a multiple of 8", async () => {
+  const names = await check({ b: 2, t: 37, h: 2, dk: 11, dv: 6 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked", chunks: 5, prep: "inverse" },
+  });
+  assert.equal(names.length, 3, `three chunked kernels, got ${names}`);
+});
+
+Deno.test("deltaRule chunked, inverse-form prep with the tile-form pass: DeltaNet, two column blocks", async () => {
+  // dk + dv = 300 > 256: the product runs two blocks of columns.
+  await check({ b: 1, t: 21, h: 2, dk: 150, dv: 150 }, {
+    gated: false,
+    init: true,
+    strategy: { mode: "chunked", chunks: 2, prep: "inverse", passRows: 16 },
+  });
+});
+
 Deno.test("deltaRule: a passRows outside 16, 32, 64 is a clear error", async () => {
   await assert.rejects(
     () => check(AWKWARD, { gated: true, init: true, strategy: { mode: "chunked", passRows: 24 } }),
