@@ -50,9 +50,9 @@ import { f32Literal, u32Literal } from "./wgsl_math.ts";
  * workgroup memory: P = (Q·Kᵀ ∘ exp(G_r − G_c))[c ≤ r], then
  * y = scale·(diag(γ)·Q·S₀ᵀ + P·U').
  */
-function outputKernel(ctx: Context): KernelArtifact {
+function outputKernel(ctx: Context, minThreads?: number): KernelArtifact {
   const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
-  const tiles = outputTiles(c, s.dv, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  const tiles = outputTiles(c, s.dv, ctx.limits.maxComputeInvocationsPerWorkgroup, minThreads);
   const { threads } = tiles;
   const reg = new BindingRegistry(ctx.materialized, [node], ctx.aliases);
   const top = new ExprEmitter(reg.lookup, "rp");
@@ -205,6 +205,20 @@ ${indent(body, "    ")}
 }
 
 /**
+ * Kernel 3 as a tuning point: blocks of 8 × 8 outputs per thread (the default; at C = 64 a
+ * quarter of the threads compute, each with four times the work) or every thread computing.
+ */
+function tunedOutput(ctx: Context): KernelArtifact {
+  const { s, c } = ctx.layout;
+  const candidates = new Map<string, () => KernelArtifact[]>([
+    ["min64", () => [outputKernel(ctx, 64)]],
+    ["min256", () => [outputKernel(ctx, 256)]],
+  ]);
+  const key = `delta-out b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
+  return emitTuned(ctx.limits, key, candidates, "min64")[0];
+}
+
+/**
  * Kernel 1, substituting per column (delta_prep.ts) or through the chunk's inverse
  * (delta_prep_inverse.ts): `form` forces one, else a tuning point whose default is substitution.
  */
@@ -224,7 +238,9 @@ function prep(ctx: Context, form?: "substitute" | "inverse"): KernelArtifact {
  * The chunked lowering's three kernels. `maxChunks` (the scan strategy's `chunks`) forces the
  * chunk length: the shortest supported one giving at most that many chunks; `forcedLanes` the
  * state pass's lanes per value row and `passThreads` its threads per workgroup (the strategy's
- * `workgroup`).
+ * `workgroup`); `passRows` forces the state pass's tile form with that many value rows per
+ * workgroup and `prepForm` the form of kernel 1 (the strategy's `passRows` and `prep`). What is
+ * not forced is a tuning point (kernel 1, the state pass, kernel 3).
  */
 export function emitDeltaChunked(
   node: DeltaNode,
@@ -261,6 +277,6 @@ export function emitDeltaChunked(
   return [
     prep(ctx, prepForm),
     passKernel(ctx, state, forcedLanes, passThreads, passRows),
-    outputKernel(ctx),
+    tunedOutput(ctx),
   ];
 }

@@ -38,14 +38,18 @@ const OUT_TILE_COLUMNS = 64;
 /** Threads of kernel 3 (at most; fewer when the device allows fewer). */
 const OUT_THREADS = 256;
 
-/** The tiles of kernel 3: P = Q·Kᵀ (C × C) and y (C × value columns). */
-export function outputTiles(c: number, dv: number, maxThreads: number) {
+/**
+ * The tiles of kernel 3: P = Q·Kᵀ (C × C) and y (C × value columns), each with the largest
+ * block per thread that still gives `minThreads` threads (64 by default: 8 × 8 blocks at C = 64;
+ * 256 takes 4 × 4 blocks, every thread of the workgroup computing).
+ */
+export function outputTiles(c: number, dv: number, maxThreads: number, minThreads = 64) {
   const threads = Math.min(OUT_THREADS, maxThreads);
   const nt = Math.min(OUT_TILE_COLUMNS, Math.ceil(dv / 4) * 4);
   return {
     threads,
-    p: fitTile(c, c, OUT_KT, threads, 64),
-    y: fitTile(c, nt, OUT_KT, threads, 64),
+    p: fitTile(c, c, OUT_KT, threads, minThreads),
+    y: fitTile(c, nt, OUT_KT, threads, minThreads),
     columnTiles: Math.ceil(dv / nt),
   };
 }

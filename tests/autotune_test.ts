@@ -89,7 +89,7 @@ Deno.test("autotune: a matmul's tile configs are timed, cached, and the winner u
   }
 });
 
-Deno.test("autotune: the chunked delta rule's state pass is a tuning point", async () => {
+Deno.test("autotune: the chunked delta rule's three kernels are tuning points", async () => {
   const dir = await Deno.makeTempDir();
   const cacheFile = `${dir}/autotune.json`;
   const seed = freshSeed();
@@ -125,6 +125,35 @@ Deno.test("autotune: the chunked delta rule's state pass is a tuning point", asy
     );
     assertClose(await prog.run(data), prog.interpret(data), 1e-4, `seed ${seed}`);
     prog.destroy();
+    // Plant the non-default candidate of each of the three points: the program still agrees.
+    const planted = {
+      "delta-prep": "inverse",
+      "delta-pass": "tiled_rows16",
+      "delta-out": "min256",
+    };
+    for (const [prefix, choice] of Object.entries(planted)) {
+      const { cache, entry } = await cachedEntry(cacheFile, `${prefix} b2 t21 c8 dk8 dv6`);
+      assert.ok(choice in entry.ns, `${prefix}: ${choice} among ${Object.keys(entry.ns)}`);
+      entry.choice = choice;
+      await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+    }
+    const again = await compile(
+      inputs,
+      (t) =>
+        deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
+          time: "t",
+          key: "dk",
+          value: "dv",
+        }).y,
+      sizes,
+      { backend: "gpu", scan: { mode: "chunked", chunks: 3 }, autotune: { cacheFile } },
+    );
+    assert.deepEqual(
+      again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
+      ["inverse", "tiled_rows16", "min256"],
+    );
+    assertClose(await again.run(data), again.interpret(data), 1e-4, `planted, seed ${seed}`);
+    again.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
