@@ -50,9 +50,15 @@ import { f32Literal, u32Literal } from "./wgsl_math.ts";
  * workgroup memory: P = (Q·Kᵀ ∘ exp(G_r − G_c))[c ≤ r], then
  * y = scale·(diag(γ)·Q·S₀ᵀ + P·U').
  */
-function outputKernel(ctx: Context, minThreads?: number): KernelArtifact {
+function outputKernel(ctx: Context, minThreads?: number, columns?: number): KernelArtifact {
   const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
-  const tiles = outputTiles(c, s.dv, ctx.limits.maxComputeInvocationsPerWorkgroup, minThreads);
+  const tiles = outputTiles(
+    c,
+    s.dv,
+    ctx.limits.maxComputeInvocationsPerWorkgroup,
+    minThreads,
+    columns,
+  );
   const { threads } = tiles;
   const reg = new BindingRegistry(ctx.materialized, [node], ctx.aliases);
   const top = new ExprEmitter(reg.lookup, "rp");
@@ -206,13 +212,15 @@ ${indent(body, "    ")}
 
 /**
  * Kernel 3 as a tuning point: blocks of 8 × 8 outputs per thread (the default; at C = 64 a
- * quarter of the threads compute, each with four times the work) or every thread computing.
+ * quarter of the threads compute, each with four times the work) or every thread computing,
+ * over 64 or 128 value columns per workgroup (128: P = Q·Kᵀ computed once for dv = 128).
  */
 function tunedOutput(ctx: Context): KernelArtifact {
   const { s, c } = ctx.layout;
   const candidates = new Map<string, () => KernelArtifact[]>([
     ["min64", () => [outputKernel(ctx, 64)]],
     ["min256", () => [outputKernel(ctx, 256)]],
+    ["min256_cols128", () => [outputKernel(ctx, 256, 128)]],
   ]);
   const key = `delta-out b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
   return emitTuned(ctx.limits, key, candidates, "min64")[0];

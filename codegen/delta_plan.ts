@@ -41,11 +41,18 @@ const OUT_THREADS = 256;
 /**
  * The tiles of kernel 3: P = Q·Kᵀ (C × C) and y (C × value columns), each with the largest
  * block per thread that still gives `minThreads` threads (64 by default: 8 × 8 blocks at C = 64;
- * 256 takes 4 × 4 blocks, every thread of the workgroup computing).
+ * 256 takes 4 × 4 blocks, every thread of the workgroup computing); `columns` value columns per
+ * workgroup (P is recomputed for each block of them).
  */
-export function outputTiles(c: number, dv: number, maxThreads: number, minThreads = 64) {
+export function outputTiles(
+  c: number,
+  dv: number,
+  maxThreads: number,
+  minThreads = 64,
+  columns = OUT_TILE_COLUMNS,
+) {
   const threads = Math.min(OUT_THREADS, maxThreads);
-  const nt = Math.min(OUT_TILE_COLUMNS, Math.ceil(dv / 4) * 4);
+  const nt = Math.min(columns, Math.ceil(dv / 4) * 4);
   return {
     threads,
     p: fitTile(c, c, OUT_KT, threads, minThreads),

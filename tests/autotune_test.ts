@@ -129,7 +129,7 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
     const planted = {
       "delta-prep": "inverse",
       "delta-pass": "tiled_rows16",
-      "delta-out": "min256",
+      "delta-out": "min256_cols128",
     };
     for (const [prefix, choice] of Object.entries(planted)) {
       const { cache, entry } = await cachedEntry(cacheFile, `${prefix} b2 t21 c8 dk8 dv6`);
@@ -150,7 +150,7 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
     );
     assert.deepEqual(
       again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
-      ["inverse", "tiled_rows16", "min256"],
+      ["inverse", "tiled_rows16", "min256_cols128"],
     );
     assertClose(await again.run(data), again.interpret(data), 1e-4, `planted, seed ${seed}`);
     again.destroy();
