@@ -7,10 +7,13 @@
  * decode rate with larger token blocks.
  *
  *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2] [--decode-lanes 16,32] [--dtype f16]
+ *     [--batches 8,64]
  *
  * `--decode-lanes` also times decode with the scan forced to those lane counts per channel.
  * `--dtype f16|bf16` loads the weight matrices in that precision (`loadModel`'s `dtype`; the
- * default is f32); the results' `bench` names then end in `_f16` / `_bf16`.
+ * default is f32); the results' `bench` names then end in `_f16` / `_bf16`. `--batches` (default
+ * 8,64) times batched decode too: that many prompts per `generate`, tokens/s over all of them
+ * (bench/decode_peer.py is mamba_ssm's anchor for every batch size).
  *
  * @module
  */
@@ -24,6 +27,7 @@ const { values, positionals } = parseArgs({
   options: {
     "decode-lanes": { type: "string", default: "" },
     dtype: { type: "string", default: "f32" },
+    batches: { type: "string", default: "8,64" },
   },
   allowPositionals: true,
   strict: true,
@@ -79,6 +83,25 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
       [...byKind].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, ns]) => [k, ns / 1e3]),
     ),
   }));
+  // Batched decode: b prompts at once, tokens/s over all of them, and the GPU time of a step.
+  for (const b of values.batches.split(",").filter((v) => v).map(Number)) {
+    const prompts = Array.from(
+      { length: b },
+      (_, j) => prompt.map((t) => (t + 31 * j) % 50000 + 1),
+    );
+    const blk = await model.benchmarkDecodeBlock(b, 32);
+    await model.generate(prompts, { maxNew: 128, eos: -1 });
+    const t0 = performance.now();
+    const outs = await model.generate(prompts, { maxNew: 128, eos: -1 });
+    const tokens = outs.reduce((n, o) => n + o.length, 0);
+    console.log(JSON.stringify({
+      bench: `ssmkit_${kind}_130m_batch${b}${suffix}`,
+      batch: b,
+      decode_tok_s: tokens / ((performance.now() - t0) / 1000),
+      step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
+      step_dispatches: blk.dispatchesPerStep,
+    }));
+  }
   model.destroy();
   // Scan lane counts to compare in decode (`--decode-lanes 16,32`): step GPU time and rate.
   for (const lanes of values["decode-lanes"].split(",").filter((v) => v).map(Number)) {
