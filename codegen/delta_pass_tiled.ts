@@ -76,7 +76,11 @@ export function emitTiledPass(
   const dkp = paddedKeys(s.dk);
   const bytes = tiledPassWorkgroupBytes(rows, s.dk, c, maxThreads);
   if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
-    throw new Error(`internal: tiled delta pass needs ${bytes} bytes of workgroup memory`);
+    throw new Error(
+      `deltaRule: the tile-form state pass with ${rows} value rows needs ${bytes} bytes of ` +
+        `workgroup memory at key size ${s.dk}; the device has ` +
+        `${ctx.limits.maxComputeWorkgroupStorageSize} (use fewer passRows)`,
+    );
   }
   const { update, project, threads } = passTiles(rows, dkp, c, maxThreads);
   const blocks = Math.ceil(s.dv / rows);

@@ -59,7 +59,9 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
   const bytes = inverseWorkgroupBytes(c, width, maxThreads);
   if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
     throw new Error(
-      `internal: the inverse-form delta prep needs ${bytes} bytes of workgroup memory`,
+      `deltaRule: the inverse-form first kernel needs ${bytes} bytes of workgroup memory at ` +
+        `chunk length ${c}; the device has ${ctx.limits.maxComputeWorkgroupStorageSize} ` +
+        `(use prep "substitute" or more chunks)`,
     );
   }
   const { threads, l: lTile, wu: wuTile, blocks } = inverseTiles(c, width, maxThreads);

@@ -198,6 +198,19 @@ Deno.test("deltaRule chunked, inverse-form prep with the tile-form pass: DeltaNe
   });
 });
 
+Deno.test("deltaRule: a tile-form pass over the device's workgroup memory names the knob", async () => {
+  // 64 rows × 256 keys of state alone are 64 KiB.
+  await assert.rejects(
+    () =>
+      check({ b: 1, t: 9, h: 1, dk: 256, dv: 64 }, {
+        gated: true,
+        init: false,
+        strategy: { mode: "chunked", passRows: 64 },
+      }),
+    /tile-form state pass with 64 value rows needs \d+ bytes of workgroup memory at key size 256; the device has \d+ \(use fewer passRows\)/,
+  );
+});
+
 Deno.test("deltaRule: a passRows outside 16, 32, 64 is a clear error", async () => {
   await assert.rejects(
     () => check(AWKWARD, { gated: true, init: true, strategy: { mode: "chunked", passRows: 24 } }),
