@@ -37,8 +37,10 @@ const dtype = values.dtype as WeightDtype;
 const suffix = dtype === "f32" ? "" : `_${dtype}`;
 for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   const model = await loadModel(`${root}/${kind}`, { progress: false, dtype });
-  const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919) % 50000 + 1);
-  const long = Array.from({ length: 2048 }, (_, i) => (i * 104729) % 50000 + 1);
+  // Token ids within the vocabulary (50280 at the benchmark's shapes; tiny test models too).
+  const ids = Math.min(50000, model.definition.vocab - 1);
+  const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919) % ids + 1);
+  const long = Array.from({ length: 2048 }, (_, i) => (i * 104729) % ids + 1);
   const prefill = await model.benchmarkPrefill([long]);
   const step = await model.benchmarkDecodeStep(1);
   const byKind = new Map<string, number>();
@@ -87,7 +89,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   for (const b of values.batches.split(",").filter((v) => v).map(Number)) {
     const prompts = Array.from(
       { length: b },
-      (_, j) => prompt.map((t) => (t + 31 * j) % 50000 + 1),
+      (_, j) => prompt.map((t) => (t + 31 * j) % ids + 1),
     );
     const blk = await model.benchmarkDecodeBlock(b, 32);
     await model.generate(prompts, { maxNew: 128, eos: -1 });
