@@ -2,8 +2,8 @@
  * Kernel 1 of the chunked delta rule in inverse form (delta_prep.ts substitutes per column;
  * delta_chunked.ts has the algebra). Per (batch position, chunk): the cumulative log-decays G,
  * L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r − G_c)) as a tile product, then T = (I + L)⁻¹ by
- * forward substitution with one thread per column of T (C columns, each a chain over the
- * chunk's rows, read and written in workgroup memory), and finally
+ * forward substitution over L's rows in place (row a of T from the rows above it, one thread
+ * per column; C steps, each between two barriers), and finally
  *
  *   [W | U] = T·[diag(βγ)K | diag(β)V]
  *
@@ -48,7 +48,7 @@ function inverseTiles(c: number, width: number, maxThreads: number) {
 export function inverseWorkgroupBytes(c: number, width: number, maxThreads: number): number {
   const t = inverseTiles(c, width, maxThreads);
   const l = stagedSizes(t.l), w = stagedSizes(t.wu);
-  return 4 * (2 * c * c + 3 * c) + 16 * (Math.max(l.a, w.a) + Math.max(l.b, w.b));
+  return 4 * (c * c + 3 * c) + 16 * (Math.max(l.a, w.a) + Math.max(l.b, w.b));
 }
 
 /** Emits kernel 1 in inverse form (throws when its workgroup arrays do not fit the device). */
@@ -131,18 +131,19 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
     ]).map((l) => `  ${l}`),
     `}`,
     `workgroupBarrier();`,
-    // T = (I + L)⁻¹, column j by thread j: T[a][j] = δ_aj − Σ_{j ≤ m < a} L[a][m]·T[m][j].
-    `if (lid < ${u(c)}) {`,
-    `  let j = lid;`,
-    `  for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
-    `    var t: f32 = select(0.0, 1.0, a == j);`,
-    `    for (var m: u32 = j; m < a; m++) {`,
-    `      t = fma(-sh_L[a * ${u(c)} + m], sh_T[m * ${u(c)} + j], t);`,
+    // T = (I + L)⁻¹ in place, row a after row a − 1, element j by thread j:
+    // T[a][j] = δ_aj − Σ_{j ≤ m < a} L[a][m]·T[m][j] (rows above a already hold T).
+    `for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
+    `  var t: f32 = select(0.0, 1.0, a == lid);`,
+    `  if (lid < a) {`,
+    `    for (var m: u32 = lid; m < a; m++) {`,
+    `      t = fma(-sh_L[a * ${u(c)} + m], sh_L[m * ${u(c)} + lid], t);`,
     `    }`,
-    `    sh_T[a * ${u(c)} + j] = t;`,
     `  }`,
+    `  workgroupBarrier();`,
+    `  if (lid < ${u(c)}) { sh_L[a * ${u(c)} + lid] = t; }`,
+    `  workgroupBarrier();`,
     `}`,
-    `workgroupBarrier();`,
     // [W | U] = T·[diag(βγ)K | diag(β)V], one block of columns at a time.
     ...threadCoords(wuTile, "w_", threads),
     `for (var blk: u32 = 0u; blk < ${u(blocks)}; blk++) {`,
@@ -157,7 +158,7 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
           load: (k, w4) => ({
             lines: [],
             value: `vec4<f32>(${
-              [0, 1, 2, 3].map((i) => `sh_T[(${w4} * 4u + ${u(i)}) * ${u(c)} + ${k}]`).join(", ")
+              [0, 1, 2, 3].map((i) => `sh_L[(${w4} * 4u + ${u(i)}) * ${u(c)} + ${k}]`).join(", ")
             })`,
           }),
         },
@@ -202,7 +203,6 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
     `var<workgroup> sh_b: array<f32, ${c}>;`,
     `var<workgroup> sh_G: array<f32, ${c}>;`,
     `var<workgroup> sh_L: array<f32, ${c * c}>;`,
-    `var<workgroup> sh_T: array<f32, ${c * c}>;`,
     `var<workgroup> shA: array<vec4<f32>, ${Math.max(sl.a, sw.a)}>;`,
     `var<workgroup> shB: array<vec4<f32>, ${Math.max(sl.b, sw.b)}>;`,
   ];
