@@ -40,10 +40,14 @@ const TILED_THREADS = 256;
 /** Value rows per workgroup the autotuner tries. */
 export const TILED_PASS_ROWS: readonly number[] = [16, 32, 64];
 
-/** The two products' tiles for `rows` value rows, keys padded to `dkp`, chunk length `c`. */
+/**
+ * The two products' tiles for `rows` value rows, keys padded to `dkp`, chunk length `c`. The
+ * pass has few workgroups (batch positions × row blocks), so the state tile takes as many
+ * threads as the cap allows (smaller blocks per thread) to keep more warps in flight.
+ */
 function passTiles(rows: number, dkp: number, c: number, maxThreads: number) {
   const cap = Math.min(TILED_THREADS, maxThreads);
-  const update = fitTile(rows, dkp, KT, cap, 128);
+  const update = fitTile(rows, dkp, KT, cap, cap);
   const threads = tileThreads(update).threads;
   const project = fitTile(rows, c, KT, threads, 64);
   return { update, project, threads };
