@@ -13,6 +13,7 @@
  */
 
 import type { DeltaStateNode } from "../dsl/ir.ts";
+import type { DeviceLimits } from "./limits.ts";
 import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
 import { artifact, type Context } from "./delta_chunk_parts.ts";
 import { header, indent } from "./kernel_header.ts";
@@ -27,6 +28,21 @@ import { emitTiledPass, TILED_PASS_ROWS } from "./delta_pass_tiled.ts";
 const PASS_THREADS = 256;
 /** Steps staged in workgroup memory at a time (divides every chunk length ≥ 8). */
 const STAGE_STEPS = 8;
+
+/**
+ * Keys one lane holds by default in the state pass. Fewer than the recurrent kernel's 16: on an
+ * H100 at (1, 8192, 32, 128) the pass took 4.44 ms with 32 lanes of 4 keys against 7.23 ms with
+ * 8 lanes of 16 (2026-12-06, bench/RESULTS.md), the pass being short chains per step.
+ */
+const PASS_KEYS_PER_LANE = 4;
+
+/** The state pass's default lanes per value row: up to the subgroup, 4 keys per lane. */
+export function passLanes(dk: number, limits: DeviceLimits): number {
+  const maxLanes = maxDeltaLanes(limits);
+  let g = 1;
+  while (g < maxLanes && Math.ceil(dk / g) > PASS_KEYS_PER_LANE) g *= 2;
+  return g;
+}
 
 /** Workgroup bytes of the state pass for key size `dk` and `lanes` lanes per row. */
 export function passWorkgroupBytes(dk: number, lanes: number): number {
@@ -51,7 +67,7 @@ export function passKernel(
   }
   // A tuning point: lanes per value row × threads per workgroup (occupancy against redundant
   // staging of W and K rows), or the tile form by value rows per workgroup; the default is the
-  // rule's lanes and PASS_THREADS.
+  // lanes of passLanes and PASS_THREADS.
   const { s, c } = ctx.layout;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const candidates = new Map<string, () => KernelArtifact[]>();
@@ -65,7 +81,7 @@ export function passKernel(
   for (const rows of TILED_PASS_ROWS) {
     candidates.set(`tiled_rows${rows}`, () => [emitTiledPass(ctx, state, rows)]);
   }
-  const byDefault = `lanes${deltaLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
+  const byDefault = `lanes${passLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
   const key = `delta-pass b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
   return emitTuned(ctx.limits, key, candidates, byDefault)[0];
 }
@@ -78,7 +94,9 @@ function emitPass(
   forcedThreads?: number,
 ): KernelArtifact {
   const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
-  const lanes = deltaLanes(s.dk, ctx.limits, forcedLanes);
+  const lanes = forcedLanes === undefined
+    ? passLanes(s.dk, ctx.limits)
+    : deltaLanes(s.dk, ctx.limits, forcedLanes);
   const nk = Math.ceil(Math.ceil(s.dk / lanes) / 4) * 4; // keys per lane
   const nv = nk / 4; // vec4s per lane
   const dkp = nk * lanes; // padded keys

@@ -19,10 +19,9 @@ import type { DeltaNode } from "../dsl/ir.ts";
 import { type DeltaShapes, deltaShapes } from "./delta_shapes.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { fitTile, stagedSizes } from "./ssd_gemm.ts";
-import { passWorkgroupBytes } from "./delta_pass.ts";
+import { passLanes, passWorkgroupBytes } from "./delta_pass.ts";
 import { prepWorkgroupBytes } from "./delta_prep.ts";
 import { OUT_KT } from "./delta_chunk_parts.ts";
-import { deltaLanes } from "./delta_recurrent.ts";
 
 /** Chunk lengths the chunked lowering supports. */
 export const DELTA_CHUNKS: readonly number[] = [8, 16, 32, 64];
@@ -79,7 +78,7 @@ export function deltaWorkgroupBytes(c: number, dv: number, maxThreads: number): 
  */
 export function deltaChunk(s: DeltaShapes, limits: DeviceLimits, maxChunks?: number): number {
   const { len } = s;
-  if (passWorkgroupBytes(s.dk, deltaLanes(s.dk, limits)) > limits.maxComputeWorkgroupStorageSize) {
+  if (passWorkgroupBytes(s.dk, passLanes(s.dk, limits)) > limits.maxComputeWorkgroupStorageSize) {
     throw new Error(
       `deltaRule: the chunked state pass needs more workgroup memory than the device has ` +
         `(key size ${s.dk}); use the recurrent mode`,
