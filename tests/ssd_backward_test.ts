@@ -419,8 +419,11 @@ Deno.test("ssd backward: a Mamba-2 training step with in-place AdamW on the adap
 Deno.test("ssd backward: decays that underflow to zero (chunked SSD kernels)", async () => {
   // A = −e^4…−e^5 and Δ up to 2: most steps' decay exp(Δ·A) is below f32's range. The adjoint's
   // SSD kernels must not take log(0) (NaN before), and a·∂a, a difference of O(1) sums, is
-  // exact to f32 rounding of those sums: dA_log and dt_bias, nearly 0 here, are checked to an
-  // absolute 1e-4 (the materializing path gets them relatively exact).
+  // exact to f32 rounding of those sums (the materializing path gets them relatively exact).
+  // dA_log, nearly 0 here (~1e-10), is A·Δ times such a difference: its terms reach
+  // |A|·Δ·|∂L/∂Δ| ≈ e^5 · 2 · 2 ≈ 600, so f32 rounding leaves up to ~1e-4 (61 seeds: at most
+  // 1.04e-4); it is checked to an absolute 5e-4, far below what a wrong gradient would give.
+  // dt_bias, O(1) here, is checked to 1e-4 of its largest value.
   const sizes = { b: 1, l: 11, g: 2, r: 3, p: 2, n: 3, d: 12 };
   const ranges = { Alog: [4, 5], dt: [0, 2] } as Record<string, [number, number]>;
   const seed = freshSeed();
@@ -444,7 +447,8 @@ Deno.test("ssd backward: decays that underflow to zero (chunked SSD kernels)", a
         assertClose(g, w, 1e-4, `d_${k} (seed ${seed})`);
       } else {
         const worst = Math.max(...w.map((v, i) => Math.abs(g[i] - v)));
-        assert.ok(worst <= 1e-4, `d_${k}: error ${worst} (seed ${seed})`);
+        const tolerance = k === "Alog" ? 5e-4 : 1e-4 * Math.max(1, wMax);
+        assert.ok(worst <= tolerance, `d_${k}: error ${worst} > ${tolerance} (seed ${seed})`);
       }
     }
   } finally {
