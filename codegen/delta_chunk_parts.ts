@@ -5,15 +5,16 @@
  * @module
  */
 
-import type { DeltaNode, Node } from "../dsl/ir.ts";
+import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import {
-  type BindingRegistry,
+  BindingRegistry,
   foldWorkgroups,
   type KernelArtifact,
   type ScratchBuffer,
 } from "./artifact.ts";
-import { clampIndex, type DeltaLoads, type DeltaShapes } from "./delta_shapes.ts";
-import type { ExprEmitter } from "./expr.ts";
+import { batchEnv, clampIndex, DeltaLoads, type DeltaShapes } from "./delta_shapes.ts";
+import { type Env, ExprEmitter } from "./expr.ts";
+import { header, indent } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 
@@ -79,6 +80,47 @@ export function artifact(
     writes: reg.writes,
     kind: "scan",
   };
+}
+
+/**
+ * The artifact of one kernel of the lowering whose `body` runs in workgroups `wid < total` of
+ * `threads` threads, with the workgroup arrays `shared`.
+ */
+export function groupKernel(
+  ctx: Context,
+  suffix: string,
+  reg: BindingRegistry,
+  threads: number,
+  shared: string[],
+  body: string[],
+  total: number,
+): KernelArtifact {
+  // No early return before the barriers: wid is uniform, so this branch is too.
+  const wgsl = `${header(reg, threads, shared)}
+  if (wid < ${u(total)}) {
+${indent(body, "    ")}
+  }
+}
+`;
+  return artifact(ctx, suffix, reg, wgsl, total);
+}
+
+/** What both forms of the state pass bind and decode: U' and S₀ (and the final state) written. */
+export function passBindings(ctx: Context, state: DeltaStateNode | undefined): {
+  reg: BindingRegistry;
+  top: ExprEmitter;
+  wu: string;
+  bl: string[];
+  env: Env;
+  loads: DeltaLoads;
+} {
+  const { bufs } = ctx;
+  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
+  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
+  const top = new ExprEmitter(reg.lookup, "qp");
+  const wu = reg.read(bufs.wu);
+  const { lines: bl, env } = batchEnv(ctx.layout.s, "bpos");
+  return { reg, top, wu, bl, env, loads: new DeltaLoads(ctx.node, env) };
 }
 
 /**

@@ -25,9 +25,8 @@
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, type KernelArtifact, scratch } from "./artifact.ts";
-import { artifact, type Context, keyRows, type Layout, OUT_KT } from "./delta_chunk_parts.ts";
+import { type Context, groupKernel, keyRows, type Layout, OUT_KT } from "./delta_chunk_parts.ts";
 import { passKernel } from "./delta_pass.ts";
-import { header, indent } from "./kernel_header.ts";
 import { prepKernel } from "./delta_prep.ts";
 import { inversePrepKernel } from "./delta_prep_inverse.ts";
 import { emitTuned } from "./tuning.ts";
@@ -39,6 +38,7 @@ import {
   forEachOutput,
   gemmLoop,
   scaleRows,
+  sharedOperand,
   stagedSizes,
   threadCoords,
 } from "./ssd_gemm.ts";
@@ -147,18 +147,7 @@ function outputKernel(ctx: Context, minThreads?: number, columns?: number): Kern
     ...gemmLoop({
       tile: tiles.y,
       threads,
-      a: {
-        fast: "k",
-        load: (k, w4) => ({
-          lines: [],
-          value: `vec4<f32>(${
-            [0, 1, 2, 3].map((i) =>
-              `sh_P[(${w4} * 4u + ${u32Literal(i)}) * ${u32Literal(c)} + ${k}]`
-            )
-              .join(", ")
-          })`,
-        }),
-      },
+      a: sharedOperand("sh_P", c),
       b: {
         fast: "w",
         load: (k, w4) => ({
@@ -200,14 +189,7 @@ function outputKernel(ctx: Context, minThreads?: number, columns?: number): Kern
     `var<workgroup> shA: array<vec4<f32>, ${Math.max(sp.a, sy.a)}>;`,
     `var<workgroup> shB: array<vec4<f32>, ${Math.max(sp.b, sy.b)}>;`,
   ];
-  // No early return before the barriers: wid is uniform, so this branch is too.
-  const wgsl = `${header(reg, threads, shared)}
-  if (wid < ${u32Literal(total)}) {
-${indent(body, "    ")}
-  }
-}
-`;
-  return artifact(ctx, "out", reg, wgsl, total);
+  return groupKernel(ctx, "out", reg, threads, shared, body, total);
 }
 
 /**

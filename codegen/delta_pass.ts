@@ -14,12 +14,12 @@
 
 import type { DeltaStateNode } from "../dsl/ir.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
-import { artifact, type Context } from "./delta_chunk_parts.ts";
-import { header, indent } from "./kernel_header.ts";
+import type { KernelArtifact } from "./artifact.ts";
+import { type Context, groupKernel, passBindings } from "./delta_chunk_parts.ts";
+import { indent } from "./kernel_header.ts";
 import { deltaLanes, maxDeltaLanes } from "./delta_recurrent.ts";
-import { batchEnv, clampIndex, DeltaLoads, laneSum } from "./delta_shapes.ts";
-import { ExprEmitter, offsetExpr } from "./expr.ts";
+import { clampIndex, laneSum } from "./delta_shapes.ts";
+import { offsetExpr } from "./expr.ts";
 import { emitTuned } from "./tuning.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 import { emitTiledPass, TILED_PASS_ROWS } from "./delta_pass_tiled.ts";
@@ -93,7 +93,7 @@ function emitPass(
   forcedLanes?: number,
   forcedThreads?: number,
 ): KernelArtifact {
-  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
   const lanes = forcedLanes === undefined
     ? passLanes(s.dk, ctx.limits)
     : deltaLanes(s.dk, ctx.limits, forcedLanes);
@@ -110,12 +110,7 @@ function emitPass(
   const blocks = Math.ceil(s.dv / rows);
   const total = s.batches * blocks;
   const sb = Math.min(STAGE_STEPS, c);
-  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
-  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
-  const top = new ExprEmitter(reg.lookup, "qp");
-  const wu = reg.read(bufs.wu);
-  const { lines: bl, env } = batchEnv(s, "bpos");
-  const loads = new DeltaLoads(node, env);
+  const { reg, top, wu, bl, env, loads } = passBindings(ctx, state);
   const key = (q: number, e: number) => `lane * ${u(nk)} + ${u(4 * q + e)}`;
   const inKey = (q: number, e: number) => `${key(q, e)} < ${u(s.dk)}`;
   const vecOf = (f: (e: number) => string) => `vec4<f32>(${[0, 1, 2, 3].map(f).join(", ")})`;
@@ -221,12 +216,5 @@ function emitPass(
     `var<workgroup> sh_k: array<vec4<f32>, ${sb * rowV4}>;`,
     `var<workgroup> sh_g: array<f32, ${sb}>;`,
   ];
-  // No early return before the barriers: wid is uniform, so this branch is too.
-  const wgsl = `${header(reg, threads, shared)}
-  if (wid < ${u(total)}) {
-${indent(body, "    ")}
-  }
-}
-`;
-  return artifact(ctx, "pass", reg, wgsl, total);
+  return groupKernel(ctx, "pass", reg, threads, shared, body, total);
 }

@@ -17,16 +17,17 @@
  */
 
 import type { DeltaStateNode } from "../dsl/ir.ts";
-import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
-import { artifact, type Context } from "./delta_chunk_parts.ts";
-import { header, indent } from "./kernel_header.ts";
-import { batchEnv, clampIndex, DeltaLoads } from "./delta_shapes.ts";
-import { ExprEmitter, offsetExpr } from "./expr.ts";
+import type { KernelArtifact } from "./artifact.ts";
+import { type Context, groupKernel, passBindings } from "./delta_chunk_parts.ts";
+import { indent } from "./kernel_header.ts";
+import { clampIndex } from "./delta_shapes.ts";
+import { offsetExpr } from "./expr.ts";
 import {
   accDecl,
   fitTile,
   forEachOutput,
   gemmLoop,
+  sharedOperand,
   stagedSizes,
   threadCoords,
   tileThreads,
@@ -75,7 +76,7 @@ export function emitTiledPass(
   state: DeltaStateNode | undefined,
   rows: number,
 ): KernelArtifact {
-  const { node, bufs, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const dkp = paddedKeys(s.dk);
   const bytes = tiledPassWorkgroupBytes(rows, s.dk, c, maxThreads);
@@ -89,12 +90,7 @@ export function emitTiledPass(
   const { update, project, threads } = passTiles(rows, dkp, c, maxThreads);
   const blocks = Math.ceil(s.dv / rows);
   const total = s.batches * blocks;
-  const writes = state ? [bufs.up, bufs.s0, state] : [bufs.up, bufs.s0];
-  const reg = new BindingRegistry(ctx.materialized, writes, ctx.aliases);
-  const top = new ExprEmitter(reg.lookup, "qp");
-  const wu = reg.read(bufs.wu);
-  const { lines: bl, env } = batchEnv(s, "bpos");
-  const loads = new DeltaLoads(node, env);
+  const { reg, top, wu, bl, env, loads } = passBindings(ctx, state);
   const wRow = (p: string) => `(bpos * ${u(padded)} + ${p}) * ${u(wuWidth)}`;
   const comp = "xyzw";
   // The state tile's element e of (row, col4): value row v0 + row, key col4·4 + e.
@@ -164,15 +160,7 @@ export function emitTiledPass(
       gemmLoop({
         tile: project,
         threads,
-        a: {
-          fast: "k",
-          load: (k, w4) => ({
-            lines: [],
-            value: `vec4<f32>(${
-              [0, 1, 2, 3].map((i) => `sh_S[(${w4} * 4u + ${u(i)}) * ${u(dkp)} + ${k}]`).join(", ")
-            })`,
-          }),
-        },
+        a: sharedOperand("sh_S", dkp),
         b: {
           fast: "k",
           load: (k, w4) => ({
@@ -225,15 +213,7 @@ export function emitTiledPass(
       gemmLoop({
         tile: update,
         threads,
-        a: {
-          fast: "k",
-          load: (k, w4) => ({
-            lines: [],
-            value: `vec4<f32>(${
-              [0, 1, 2, 3].map((i) => `sh_U[${k} * ${u(rows)} + ${w4} * 4u + ${u(i)}]`).join(", ")
-            })`,
-          }),
-        },
+        a: sharedOperand("sh_U", rows, true),
         b: { fast: "w", load: keyLoad },
         kBegin: "0u",
         kEnd: u(c),
@@ -268,12 +248,5 @@ export function emitTiledPass(
     `var<workgroup> shA: array<vec4<f32>, ${Math.max(su.a, sp.a)}>;`,
     `var<workgroup> shB: array<vec4<f32>, ${Math.max(su.b, sp.b)}>;`,
   ];
-  // No early return before the barriers: wid is uniform, so this branch is too.
-  const wgsl = `${header(reg, threads, shared)}
-  if (wid < ${u(total)}) {
-${indent(body, "    ")}
-  }
-}
-`;
-  return artifact(ctx, "pass", reg, wgsl, total);
+  return groupKernel(ctx, "pass", reg, threads, shared, body, total);
 }

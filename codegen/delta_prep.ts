@@ -8,8 +8,8 @@
  */
 
 import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
-import { artifact, type Context, keyRows, OUT_KT } from "./delta_chunk_parts.ts";
-import { header, indent } from "./kernel_header.ts";
+import { type Context, groupKernel, keyRows, OUT_KT } from "./delta_chunk_parts.ts";
+import { indent } from "./kernel_header.ts";
 import { batchEnv, clampIndex, DeltaLoads } from "./delta_shapes.ts";
 import { ExprEmitter } from "./expr.ts";
 import {
@@ -19,6 +19,7 @@ import {
   gemmLoop,
   stagedSizes,
   threadCoords,
+  type TileShape,
 } from "./ssd_gemm.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 
@@ -37,10 +38,30 @@ export function prepWorkgroupBytes(c: number, maxThreads: number): number {
   return 4 * (c * c + 3 * c) + 16 * (st.a + st.b);
 }
 
-/** Emits kernel 1. */
-export function prepKernel(ctx: Context): KernelArtifact {
+/** The workgroup arrays both forms of kernel 1 declare: g, β, G and L (C × C). */
+export function prepArrays(c: number): string[] {
+  return [
+    `var<workgroup> sh_g: array<f32, ${c}>;`,
+    `var<workgroup> sh_b: array<f32, ${c}>;`,
+    `var<workgroup> sh_G: array<f32, ${c}>;`,
+    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
+  ];
+}
+
+/**
+ * What both forms of kernel 1 share: the bindings (`wu` written), the `wu` row of a chunk step,
+ * and the opening lines per (batch position, chunk): g and β in workgroup memory, their
+ * cumulative sums G (also written to `wu`), then L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r −
+ * G_c)) as the tile product `tile` on `threads` threads into `sh_L`.
+ */
+export function prepOpening(ctx: Context, tile: TileShape, threads: number): {
+  reg: BindingRegistry;
+  top: ExprEmitter;
+  loads: DeltaLoads;
+  row: (p: string) => string;
+  lines: string[];
+} {
   const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
-  const { threads, tile } = prepTile(c, ctx.limits.maxComputeInvocationsPerWorkgroup);
   const reg = new BindingRegistry(ctx.materialized, [ctx.bufs.wu], ctx.aliases);
   const top = new ExprEmitter(reg.lookup, "pp");
   const { lines: bl, env } = batchEnv(s, "bpos");
@@ -50,27 +71,7 @@ export function prepKernel(ctx: Context): KernelArtifact {
   const beta = loads.beta(own, "pr");
   const dkPad = Math.ceil(s.dk / OUT_KT) * OUT_KT;
   const row = (p: string) => `(bpos * ${u(padded)} + base + ${p})`;
-  // One forward substitution per column: x_a = rhs_a − Σ_{c<a} L[a][c]·x_c.
-  const solve = (what: "W" | "U", column: string) => {
-    const e = top.fork(what === "W" ? "pw" : "pu");
-    const x = what === "W" ? loads.key(e, "k", "pa", column) : loads.value(e, "pa", column);
-    const rhs = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
-    const offset = what === "W" ? column : `${u(s.dk)} + ${column}`;
-    return [
-      `var xs: array<f32, ${c}>;`,
-      `for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
-      `  let pa = ${clampIndex("base + a", s.len)};`,
-      indent(e.lines),
-      `  var acc: f32 = ${rhs};`,
-      `  for (var cc: u32 = 0u; cc < a; cc++) {`,
-      `    acc = fma(-sh_L[a * ${u(c)} + cc], xs[cc], acc);`,
-      `  }`,
-      `  xs[a] = acc;`,
-      `  out[${row("a")} * ${u(wuWidth)} + ${offset}] = acc;`,
-      `}`,
-    ];
-  };
-  const body = [
+  const lines = [
     `let bpos = wid / ${u(chunks)};`,
     `let base = (wid % ${u(chunks)}) * ${u(c)};`,
     ...bl,
@@ -116,6 +117,37 @@ export function prepKernel(ctx: Context): KernelArtifact {
     ]).map((l) => `  ${l}`),
     `}`,
     `workgroupBarrier();`,
+  ];
+  return { reg, top, loads, row, lines };
+}
+
+/** Emits kernel 1. */
+export function prepKernel(ctx: Context): KernelArtifact {
+  const { layout: { s, c, chunks, wuWidth } } = ctx;
+  const { threads, tile } = prepTile(c, ctx.limits.maxComputeInvocationsPerWorkgroup);
+  const { reg, top, loads, row, lines } = prepOpening(ctx, tile, threads);
+  // One forward substitution per column: x_a = rhs_a − Σ_{c<a} L[a][c]·x_c.
+  const solve = (what: "W" | "U", column: string) => {
+    const e = top.fork(what === "W" ? "pw" : "pu");
+    const x = what === "W" ? loads.key(e, "k", "pa", column) : loads.value(e, "pa", column);
+    const rhs = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
+    const offset = what === "W" ? column : `${u(s.dk)} + ${column}`;
+    return [
+      `var xs: array<f32, ${c}>;`,
+      `for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
+      `  let pa = ${clampIndex("base + a", s.len)};`,
+      indent(e.lines),
+      `  var acc: f32 = ${rhs};`,
+      `  for (var cc: u32 = 0u; cc < a; cc++) {`,
+      `    acc = fma(-sh_L[a * ${u(c)} + cc], xs[cc], acc);`,
+      `  }`,
+      `  xs[a] = acc;`,
+      `  out[${row("a")} * ${u(wuWidth)} + ${offset}] = acc;`,
+      `}`,
+    ];
+  };
+  const body = [
+    ...lines,
     `for (var col: u32 = lid; col < ${u(s.dk + s.dv)}; col += ${u(threads)}) {`,
     `  if (col < ${u(s.dk)}) {`,
     indent(solve("W", "col"), "    "),
@@ -128,19 +160,9 @@ export function prepKernel(ctx: Context): KernelArtifact {
   const total = s.batches * chunks;
   const st = stagedSizes(tile);
   const shared = [
-    `var<workgroup> sh_g: array<f32, ${c}>;`,
-    `var<workgroup> sh_b: array<f32, ${c}>;`,
-    `var<workgroup> sh_G: array<f32, ${c}>;`,
-    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
+    ...prepArrays(c),
     `var<workgroup> shA: array<vec4<f32>, ${st.a}>;`,
     `var<workgroup> shB: array<vec4<f32>, ${st.b}>;`,
   ];
-  // No early return before the barriers: wid is uniform, so this branch is too.
-  const wgsl = `${header(reg, threads, shared)}
-  if (wid < ${u(total)}) {
-${indent(body, "    ")}
-  }
-}
-`;
-  return artifact(ctx, "prep", reg, wgsl, total);
+  return groupKernel(ctx, "prep", reg, threads, shared, body, total);
 }

@@ -14,16 +14,17 @@
  * @module
  */
 
-import { BindingRegistry, type KernelArtifact } from "./artifact.ts";
-import { artifact, type Context, keyRows, OUT_KT } from "./delta_chunk_parts.ts";
-import { header, indent } from "./kernel_header.ts";
-import { batchEnv, clampIndex, DeltaLoads } from "./delta_shapes.ts";
-import { ExprEmitter } from "./expr.ts";
+import type { KernelArtifact } from "./artifact.ts";
+import { type Context, groupKernel, OUT_KT } from "./delta_chunk_parts.ts";
+import { prepArrays, prepOpening } from "./delta_prep.ts";
+import { indent } from "./kernel_header.ts";
+import { clampIndex } from "./delta_shapes.ts";
 import {
   accDecl,
   fitTile,
   forEachOutput,
   gemmLoop,
+  sharedOperand,
   stagedSizes,
   threadCoords,
   tileThreads,
@@ -53,7 +54,7 @@ export function inverseWorkgroupBytes(c: number, width: number, maxThreads: numb
 
 /** Emits kernel 1 in inverse form (throws when its workgroup arrays do not fit the device). */
 export function inversePrepKernel(ctx: Context): KernelArtifact {
-  const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
+  const { layout: { s, c, chunks, wuWidth } } = ctx;
   const width = s.dk + s.dv;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const bytes = inverseWorkgroupBytes(c, width, maxThreads);
@@ -65,15 +66,7 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
     );
   }
   const { threads, l: lTile, wu: wuTile, blocks } = inverseTiles(c, width, maxThreads);
-  const reg = new BindingRegistry(ctx.materialized, [ctx.bufs.wu], ctx.aliases);
-  const top = new ExprEmitter(reg.lookup, "pp");
-  const { lines: bl, env } = batchEnv(s, "bpos");
-  const loads = new DeltaLoads(node, env);
-  const own = top.fork("po");
-  const g = loads.logAlpha(own, "pr");
-  const beta = loads.beta(own, "pr");
-  const dkPad = Math.ceil(s.dk / OUT_KT) * OUT_KT;
-  const row = (p: string) => `(bpos * ${u(padded)} + base + ${p})`;
+  const { reg, top, loads, row, lines } = prepOpening(ctx, lTile, threads);
   // One element of the right-hand side [diag(βγ)K | diag(β)V] at chunk step `r`, column `col`.
   const rhs = (r: string, col: string, tag: string) => {
     const e = top.fork(tag);
@@ -85,52 +78,7 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
     return { lines: e.lines, value };
   };
   const body = [
-    `let bpos = wid / ${u(chunks)};`,
-    `let base = (wid % ${u(chunks)}) * ${u(c)};`,
-    ...bl,
-    ...top.lines,
-    `if (lid < ${u(c)}) {`,
-    `  let valid = base + lid < ${u(s.len)};`,
-    `  let pr = ${clampIndex("base + lid", s.len)};`,
-    indent(own.lines),
-    `  sh_g[lid] = select(0.0, ${g}, valid);`,
-    `  sh_b[lid] = select(0.0, ${beta}, valid);`,
-    `}`,
-    `workgroupBarrier();`,
-    `if (lid < ${u(c)}) {`,
-    `  var gsum: f32 = 0.0;`,
-    `  for (var a: u32 = 0u; a <= lid; a++) { gsum += sh_g[a]; }`,
-    `  sh_G[lid] = gsum;`,
-    `  out[${row("lid")} * ${u(wuWidth)} + ${u(width)}] = gsum;`,
-    `}`,
-    `workgroupBarrier();`,
-    // L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r − G_c)).
-    ...threadCoords(lTile, "l_", threads),
-    ...accDecl(lTile, "l_"),
-    ...gemmLoop({
-      tile: lTile,
-      threads,
-      a: { fast: "k", load: keyRows(top, loads, s, "k") },
-      b: { fast: "k", load: keyRows(top, loads, s, "k") },
-      kBegin: "0u",
-      kEnd: u(dkPad),
-      tag: "l_",
-      shA: "shA",
-      shB: "shB",
-    }),
-    `if (l_act) {`,
-    ...forEachOutput(lTile, "l_", (r, col4, acc) => [
-      `{`,
-      `  let r = ${r};`,
-      ...[0, 1, 2, 3].map((e) => {
-        const cc = `${col4} * 4u + ${u(e)}`;
-        return `  sh_L[r * ${u(c)} + ${cc}] = select(0.0, sh_b[r] * exp(sh_G[r] - ` +
-          `sh_G[${cc}]) * ${acc}.${"xyzw"[e]}, ${cc} < r);`;
-      }),
-      `}`,
-    ]).map((l) => `  ${l}`),
-    `}`,
-    `workgroupBarrier();`,
+    ...lines,
     // T = (I + L)⁻¹ in place, row a after row a − 1, element j by thread j:
     // T[a][j] = δ_aj − Σ_{j ≤ m < a} L[a][m]·T[m][j] (rows above a already hold T).
     `for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
@@ -153,15 +101,7 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
       gemmLoop({
         tile: wuTile,
         threads,
-        a: {
-          fast: "k",
-          load: (k, w4) => ({
-            lines: [],
-            value: `vec4<f32>(${
-              [0, 1, 2, 3].map((i) => `sh_L[(${w4} * 4u + ${u(i)}) * ${u(c)} + ${k}]`).join(", ")
-            })`,
-          }),
-        },
+        a: sharedOperand("sh_L", c),
         b: {
           fast: "w",
           load: (k, w4, tag) => {
@@ -199,19 +139,9 @@ export function inversePrepKernel(ctx: Context): KernelArtifact {
   const total = s.batches * chunks;
   const sl = stagedSizes(lTile), sw = stagedSizes(wuTile);
   const shared = [
-    `var<workgroup> sh_g: array<f32, ${c}>;`,
-    `var<workgroup> sh_b: array<f32, ${c}>;`,
-    `var<workgroup> sh_G: array<f32, ${c}>;`,
-    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
+    ...prepArrays(c),
     `var<workgroup> shA: array<vec4<f32>, ${Math.max(sl.a, sw.a)}>;`,
     `var<workgroup> shB: array<vec4<f32>, ${Math.max(sl.b, sw.b)}>;`,
   ];
-  // No early return before the barriers: wid is uniform, so this branch is too.
-  const wgsl = `${header(reg, threads, shared)}
-  if (wid < ${u(total)}) {
-${indent(body, "    ")}
-  }
-}
-`;
-  return artifact(ctx, "prep", reg, wgsl, total);
+  return groupKernel(ctx, "prep", reg, threads, shared, body, total);
 }

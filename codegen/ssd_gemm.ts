@@ -193,6 +193,26 @@ export function gemmLoop(opts: {
 }
 
 /**
+ * An operand already in the workgroup array `array` (f32): the vec4 of tile indices w4·4 … w4·4 + 3
+ * at K index k, stored at `w·stride + k` (`kMajor` false) or `k·stride + w` (`kMajor` true).
+ */
+export function sharedOperand(array: string, stride: number, kMajor = false): Stage {
+  return {
+    fast: "k",
+    load: (k, w4) => ({
+      lines: [],
+      value: `vec4<f32>(${
+        [0, 1, 2, 3].map((i) =>
+          kMajor
+            ? `${array}[${k} * ${u(stride)} + ${w4} * 4u + ${u(i)}]`
+            : `${array}[(${w4} * 4u + ${u(i)}) * ${u(stride)} + ${k}]`
+        ).join(", ")
+      })`,
+    }),
+  };
+}
+
+/**
  * Visits the thread's outputs: `row` is the tile row (u32 WGSL expression), `col4` the tile
  * vec4 column, `acc` the vec4 of 4 consecutive columns.
  */
