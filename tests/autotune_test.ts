@@ -6,6 +6,7 @@
 // the interpreter; a broken cache file is a one-line error; without `autotune` nothing is timed.
 import assert from "node:assert/strict";
 import { deltaRule } from "../dsl/delta.ts";
+import type { Tensor } from "../dsl/tensor.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { exp, mul, softplus } from "../dsl/elementwise.ts";
 import { scan } from "../dsl/scan.ts";
@@ -102,15 +103,16 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
     beta: "b t h",
     g: "b t h",
   } as const;
+  const gatedDelta = (t: Record<keyof typeof inputs, Tensor>) =>
+    deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
+      time: "t",
+      key: "dk",
+      value: "dv",
+    }).y;
   try {
     const prog = await compile(
       inputs,
-      (t) =>
-        deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
-          time: "t",
-          key: "dk",
-          value: "dv",
-        }).y,
+      gatedDelta,
       sizes,
       {
         backend: "gpu",
@@ -139,12 +141,7 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
     }
     const again = await compile(
       inputs,
-      (t) =>
-        deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
-          time: "t",
-          key: "dk",
-          value: "dv",
-        }).y,
+      gatedDelta,
       sizes,
       { backend: "gpu", scan: { mode: "chunked", chunks: 3 }, autotune: { cacheFile } },
     );
