@@ -82,6 +82,11 @@ export function artifact(
   };
 }
 
+/** The autotuner's key of the lowering's tuning point `point` (its shapes; the cache's key). */
+export function tuningKey(point: "prep" | "pass" | "out", { s, c }: Layout): string {
+  return `delta-${point} b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
+}
+
 /**
  * The artifact of one kernel of the lowering whose `body` runs in workgroups `wid < total` of
  * `threads` threads, with the workgroup arrays `shared`.

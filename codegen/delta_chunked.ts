@@ -25,7 +25,14 @@
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, type KernelArtifact, scratch } from "./artifact.ts";
-import { type Context, groupKernel, keyRows, type Layout, OUT_KT } from "./delta_chunk_parts.ts";
+import {
+  type Context,
+  groupKernel,
+  keyRows,
+  type Layout,
+  OUT_KT,
+  tuningKey,
+} from "./delta_chunk_parts.ts";
 import { passKernel } from "./delta_pass.ts";
 import { prepKernel } from "./delta_prep.ts";
 import { inversePrepKernel } from "./delta_prep_inverse.ts";
@@ -198,14 +205,12 @@ function outputKernel(ctx: Context, minThreads?: number, columns?: number): Kern
  * over 64 or 128 value columns per workgroup (128: P = Q·Kᵀ computed once for dv = 128).
  */
 function tunedOutput(ctx: Context): KernelArtifact {
-  const { s, c } = ctx.layout;
   const candidates = new Map<string, () => KernelArtifact[]>([
     ["min64", () => [outputKernel(ctx, 64)]],
     ["min256", () => [outputKernel(ctx, 256)]],
     ["min256_cols128", () => [outputKernel(ctx, 256, 128)]],
   ]);
-  const key = `delta-out b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
-  return emitTuned(ctx.limits, key, candidates, "min64")[0];
+  return emitTuned(ctx.limits, tuningKey("out", ctx.layout), candidates, "min64")[0];
 }
 
 /**
@@ -215,13 +220,11 @@ function tunedOutput(ctx: Context): KernelArtifact {
 function prep(ctx: Context, form?: "substitute" | "inverse"): KernelArtifact {
   if (form === "inverse") return inversePrepKernel(ctx);
   if (form === "substitute") return prepKernel(ctx);
-  const { s, c } = ctx.layout;
   const candidates = new Map<string, () => KernelArtifact[]>([
     ["substitute", () => [prepKernel(ctx)]],
     ["inverse", () => [inversePrepKernel(ctx)]],
   ]);
-  const key = `delta-prep b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
-  return emitTuned(ctx.limits, key, candidates, "substitute")[0];
+  return emitTuned(ctx.limits, tuningKey("prep", ctx.layout), candidates, "substitute")[0];
 }
 
 /**

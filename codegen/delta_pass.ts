@@ -15,7 +15,7 @@
 import type { DeltaStateNode } from "../dsl/ir.ts";
 import type { DeviceLimits } from "./limits.ts";
 import type { KernelArtifact } from "./artifact.ts";
-import { type Context, groupKernel, passBindings } from "./delta_chunk_parts.ts";
+import { type Context, groupKernel, passBindings, tuningKey } from "./delta_chunk_parts.ts";
 import { indent } from "./kernel_header.ts";
 import { deltaLanes, maxDeltaLanes } from "./delta_recurrent.ts";
 import { clampIndex, laneSum } from "./delta_shapes.ts";
@@ -68,7 +68,7 @@ export function passKernel(
   // A tuning point: lanes per value row × threads per workgroup (occupancy against redundant
   // staging of W and K rows), or the tile form by value rows per workgroup; the default is the
   // lanes of passLanes and PASS_THREADS.
-  const { s, c } = ctx.layout;
+  const { s } = ctx.layout;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const candidates = new Map<string, () => KernelArtifact[]>();
   for (let lanes = 1; lanes <= maxDeltaLanes(ctx.limits); lanes *= 2) {
@@ -82,8 +82,7 @@ export function passKernel(
     candidates.set(`tiled_rows${rows}`, () => [emitTiledPass(ctx, state, rows)]);
   }
   const byDefault = `lanes${passLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
-  const key = `delta-pass b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
-  return emitTuned(ctx.limits, key, candidates, byDefault)[0];
+  return emitTuned(ctx.limits, tuningKey("pass", ctx.layout), candidates, byDefault)[0];
 }
 
 /** Emits the state pass with `forcedLanes` lanes per row and `forcedThreads` threads. */
