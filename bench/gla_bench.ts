@@ -2,6 +2,7 @@
  * Benchmark of the GLA and simple GLA (RetNet-style scalar gate) forwards of models/layers/ on
  * the GPU, f32, at issue 20's shapes (B, T, H, D) = (1, 8192, 32, 128) and (8, 2048, 16, 64),
  * no initial state, scale 1/√D; each timed run is followed by a float64 check of head (0, 0).
+ * The `gla_chunked` rows force GLA onto the chunked lowering with a vector decay.
  * With `--peer`, FLA's Triton chunk_gla and chunk_simple_gla are timed on the same shapes
  * (bench/gla_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
  *
@@ -76,16 +77,22 @@ export async function glaBench(
       gk: values(n * s.d, 5, -0.1, -0.001),
     };
     const sizes = { b: s.b, t: s.t, h: s.h, k: s.d, v: s.d };
-    for (const layer of ["gla", "simple_gla"] as const) {
-      const inputs: Record<string, Float32Array> = layer === "gla"
+    // gla_chunked: GLA forced onto the chunked lowering with its vector decay (ssd_vector.ts).
+    for (const layer of ["gla", "gla_chunked", "simple_gla"] as const) {
+      const isGla = layer !== "simple_gla";
+      const inputs: Record<string, Float32Array> = isGla
         ? { q: x.q, k: x.k, v: x.v, gk: x.gk }
         : { q: x.q, k: x.k, v: x.v, g: x.g };
-      const prog = layer === "gla"
+      const prog = isGla
         ? await compile(
           { q: "b t h k", k: "b t h k", v: "b t h v", gk: "b t h k" },
           (t) => gla(t.q, t.k, t.v, t.gk).o,
           sizes,
-          { backend: "gpu", gpu, ...tuning },
+          {
+            backend: "gpu",
+            gpu,
+            ...(layer === "gla_chunked" ? { scan: { mode: "chunked" as const } } : tuning),
+          },
         )
         : await compile(
           { q: "b t h k", k: "b t h k", v: "b t h v", g: "b t h" },
@@ -101,7 +108,7 @@ export async function glaBench(
         const want = referenceHead(
           s,
           x,
-          layer === "gla" ? (row, j) => x.gk[row * s.d + j] : (row) => x.g[row],
+          isGla ? (row, j) => x.gk[row * s.d + j] : (row) => x.g[row],
         );
         let diff = 0, norm = 0;
         for (let t = 0; t < s.t; t++) {
@@ -113,7 +120,7 @@ export async function glaBench(
         rows.push({
           bench: `${layer}_fwd_f32`,
           shape: s,
-          autotune,
+          autotune: autotune && layer !== "gla_chunked",
           choices: prog.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
           ms: r.totalNs / 1e6,
           kernels: r.kernels.map((k) => ({ name: k.name, ms: k.medianNs / 1e6 })),
@@ -138,10 +145,11 @@ if (import.meta.main) {
     console.log("\nratio ours (f32) / FLA chunk kernel:");
     for (const s of shapes) {
       const same = (r: Record<string, unknown>) => JSON.stringify(r.shape) === JSON.stringify(s);
-      for (const layer of ["gla", "simple_gla"]) {
+      for (const layer of ["gla", "gla_chunked", "simple_gla"]) {
         const mine = ours.find((r) => same(r) && r.bench === `${layer}_fwd_f32`)?.ms as number;
+        const flaLayer = layer === "gla_chunked" ? "gla" : layer;
         for (const dtype of PEER_DTYPES) {
-          const fla = peer.find((r) => same(r) && r.layer === layer && r.dtype === dtype)?.ms as
+          const fla = peer.find((r) => same(r) && r.layer === flaLayer && r.dtype === dtype)?.ms as
             | number
             | undefined;
           if (fla !== undefined) {

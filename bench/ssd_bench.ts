@@ -18,7 +18,8 @@
 
 import type { KernelArtifact } from "../codegen/artifact.ts";
 import { planFusion } from "../codegen/fusion.ts";
-import { emitSsdKernels, type SsdTiling } from "../codegen/ssd_kernel.ts";
+import { emitSsdKernels } from "../codegen/ssd_kernel.ts";
+import type { SsdTiling } from "../codegen/ssd_parts.ts";
 import { analyzeSsd } from "../codegen/ssd_plan.ts";
 import type { TileShape } from "../codegen/ssd_gemm.ts";
 import { einsum } from "../dsl/einsum.ts";

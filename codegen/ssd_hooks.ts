@@ -88,6 +88,18 @@ export class SsdHooks {
     ]);
   }
 
+  /** `ld_decs(hd, t, s)`: a vector decay's log at head `hd`, time `t`, state element `s`. */
+  logDecayAt(): string {
+    const f = this.#form;
+    return this.#define(
+      "ld_decs",
+      [["hd", f.headAxes], ["t", []], ["s", f.stateAxes]],
+      "",
+      "f32",
+      (em, env) => [`return ${em.emit(f.logDecay, env)};`],
+    );
+  }
+
   /** `ld_w(hd, t)`: the product of the scale factors (Δ). */
   scale(): string {
     const f = this.#form;

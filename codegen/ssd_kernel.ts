@@ -25,13 +25,7 @@
  */
 
 import type { Node } from "../dsl/ir.ts";
-import {
-  BindingRegistry,
-  type BufferKey,
-  foldWorkgroups,
-  type KernelArtifact,
-  scratch,
-} from "./artifact.ts";
+import { BindingRegistry, foldWorkgroups, type KernelArtifact, scratch } from "./artifact.ts";
 import type { DeviceLimits } from "./limits.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import {
@@ -47,9 +41,21 @@ import {
   tileThreads,
 } from "./ssd_gemm.ts";
 import { SsdHooks } from "./ssd_hooks.ts";
+import { emitGates, emitIntra } from "./ssd_vector.ts";
 import {
+  type Geometry,
+  indent,
+  pow2ceil,
+  roundUp,
+  type SsdTiling,
+  timeMap,
+  vec4Arrays,
+  vec4Of,
+  workgroupIndex,
+} from "./ssd_parts.ts";
+import {
+  chunkLengths,
   defaultChunk,
-  SSD_CHUNKS,
   type SsdForm,
   ssdScratchBytes,
   type SsdSizes,
@@ -57,48 +63,12 @@ import {
 } from "./ssd_plan.ts";
 import { MATH_PRELUDE, u32Literal as u } from "./wgsl_math.ts";
 
-/** Tiles of the three products (tests and benchmarks may override them). */
-export interface SsdTiling {
-  /** Chunk states: rows = state, columns = value, K = chunk steps. */
-  state: TileShape;
-  /** C·Bᵀ blocks: rows = key steps j, columns = query steps i, K = state. */
-  cb: TileShape;
-  /** Outputs: rows = steps of the chunk, columns = value, K = state then chunk steps. */
-  out: TileShape;
-}
-
 /** Options of {@link emitSsdKernels}. */
 export interface SsdOptions {
   /** Chunk length q: a power of two in [8, 256] (default: from the shapes, see defaultChunk). */
   chunk?: number;
   /** Override tile shapes (benchmarks). */
   tiles?: Partial<SsdTiling>;
-}
-
-/** Everything the three kernels share. */
-interface Geometry {
-  sizes: SsdSizes;
-  q: number;
-  chunks: number;
-  /** Value elements rounded up to a multiple of 4 (the states' row length). */
-  value4: number;
-  tiling: SsdTiling;
-  /** One scratch buffer of vec4s: chunk states, then C·Bᵀ blocks, then Λ (one per vec4). */
-  scratchBuf: BufferKey;
-  /** vec4 offset of the C·Bᵀ blocks. */
-  cbOff: number;
-  /** vec4 offset of Λ. */
-  lamOff: number;
-}
-
-function pow2ceil(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
-function roundUp(n: number, m: number): number {
-  return Math.ceil(n / m) * m;
 }
 
 /** Picks the chunk length: forced (checked) or the default, grown until the scratch fits. */
@@ -115,19 +85,20 @@ function pickChunk(sizes: SsdSizes, limits: DeviceLimits, forced?: number): numb
     return `${b.total} bytes of scratch at chunk length ${q} (chunk states ${b.states}, ` +
       `C·Bᵀ blocks ${b.cb}); the device binds at most ${limit}`;
   };
+  const lengths = chunkLengths(sizes);
   if (forced !== undefined) {
-    if (!SSD_CHUNKS.includes(forced)) {
+    if (!lengths.includes(forced)) {
       throw new Error(
-        `chunked scan: chunk length ${forced} is not supported; use one of ${
-          SSD_CHUNKS.join(", ")
-        }`,
+        `chunked scan: chunk length ${forced} is not supported${
+          sizes.vectorDecay ? " with a decay that varies along the state" : ""
+        }; use one of ${lengths.join(", ")}`,
       );
     }
     if (!fits(forced)) throw new Error(`chunked scan: ${describe(forced)}`);
     return forced;
   }
   let q = defaultChunk(sizes);
-  while (!fits(q) && q < 256) q *= 2;
+  while (!fits(q) && q < lengths[lengths.length - 1]) q *= 2;
   if (!fits(q)) throw new Error(`chunked scan: ${describe(q)}; use the recurrent lowering`);
   return q;
 }
@@ -199,7 +170,10 @@ export function emitSsdKernels(
   checkTiling(tiling, q, limits);
   const chunks = Math.ceil(sizes.len / q);
   const value4 = roundUp(sizes.value, 4);
+  const state4 = roundUp(sizes.state, 4);
   const bytes = ssdScratchBytes(sizes, q);
+  const gOff = (bytes.states + bytes.cb) / 16;
+  const vector = form.vectorDecay;
   const geo: Geometry = {
     sizes,
     q,
@@ -208,36 +182,18 @@ export function emitSsdKernels(
     tiling,
     scratchBuf: scratch(`${name}_ssd_scratch`, bytes.total / 4),
     cbOff: bytes.states / 16,
-    lamOff: (bytes.states + bytes.cb) / 16,
+    lamOff: vector ? gOff + (sizes.heads * chunks * q * state4) / 4 : gOff,
+    vector,
+    state4,
+    gOff,
   };
+  const args = [spec, form, geo, materialized, limits] as const;
   return [
-    emitStates(spec, form, geo, materialized, limits, `${name}_ssd_states`, aliases),
-    emitPass(spec, form, geo, materialized, limits, `${name}_ssd_pass`, aliases),
-    emitOutputs(spec, form, geo, materialized, limits, `${name}_ssd_out`, aliases),
-  ];
-}
-
-/** Redeclares the named f32 storage arrays as vec4 arrays (scratch read 4 values at a time). */
-function vec4Arrays(decls: string, names: string[]): string {
-  return decls.split("\n").map((line) => {
-    const m = /var<storage, (?:read|read_write)> (\w+): array<f32>;/.exec(line);
-    return m && names.includes(m[1]) ? line.replace("array<f32>", "array<vec4<f32>>") : line;
-  }).join("\n");
-}
-
-/** `tmap(tp)`: position in scan order → time index (reverse scans read from the end). */
-function timeMap(spec: ScanSpec, len: number): string {
-  const last = u(len - 1);
-  const body = spec.scan.reverse ? `${last} - min(tp, ${last})` : `min(tp, ${last})`;
-  return `fn tmap(tp: u32) -> u32 { return ${body}; }`;
-}
-
-/** The flat workgroup index (folded over x and y), clamped, and whether it is a real one. */
-function workgroupIndex(total: number, gx: number): string[] {
-  return [
-    `let wg = wid.x + wid.y * ${u(gx)};`,
-    `let live = wg < ${u(total)};`,
-    `let w = min(wg, ${u(total - 1)});`,
+    ...(vector ? [emitGates(...args, `${name}_ssd_gates`, aliases)] : []),
+    emitStates(...args, `${name}_ssd_states`, aliases),
+    ...(vector ? [emitIntra(...args, `${name}_ssd_intra`, aliases)] : []),
+    emitPass(...args, `${name}_ssd_pass`, aliases),
+    emitOutputs(...args, `${name}_ssd_out`, aliases),
   ];
 }
 
@@ -275,6 +231,17 @@ function chunkCumsum(geo: Geometry, threads: number, hooks: SsdHooks): string[] 
   return lines;
 }
 
+/** Loads the chunk's scales into `sh_w` (zero past the end), for a vector decay's kernels. */
+function chunkScales(geo: Geometry, threads: number, hooks: SsdHooks): string[] {
+  const scale = hooks.scale();
+  return [
+    `for (var j = lid; j < ${u(geo.q)}; j = j + ${u(threads)}) {`,
+    `  let tp = c * ${u(geo.q)} + j;`,
+    `  sh_w[j] = select(0.0, ${scale}(hd, tmap(tp)), tp < ${u(geo.sizes.len)});`,
+    "}",
+  ];
+}
+
 function sharedDecls(geo: Geometry, a: number, b: number): string {
   return [
     `var<workgroup> sh_cs: array<f32, ${geo.q}>;`,
@@ -282,14 +249,6 @@ function sharedDecls(geo: Geometry, a: number, b: number): string {
     `var<workgroup> sh_a: array<vec4<f32>, ${a}>;`,
     `var<workgroup> sh_b: array<vec4<f32>, ${b}>;`,
   ].join("\n");
-}
-
-function vec4Of(parts: string[]): string {
-  return `vec4<f32>(${parts.join(", ")})`;
-}
-
-function indent(lines: string[], by = "  "): string {
-  return lines.map((l) => `${by}${l}`).join("\n");
 }
 
 /** Kernel 1: chunk states (+ Λ) and the C·Bᵀ blocks. */
@@ -317,10 +276,12 @@ function emitStates(
   const nStateWg = sizes.heads * chunks * stateTiles * valueTiles;
   const nb = q / cbt.Mt;
   const tri = (nb * (nb + 1)) / 2;
-  const nCbWg = sizes.outputs * sizes.cb * chunks * tri;
+  // A vector decay's intra-chunk products are kernel emitIntra's (ssd_vector.ts).
+  const nCbWg = geo.vector ? 0 : sizes.outputs * sizes.cb * chunks * tri;
   const total = nStateWg + nCbWg;
   const workgroups = foldWorkgroups(total, limits.maxComputeWorkgroupsPerDimension);
-  const key = hooks.key(), val = hooks.value(), cbOf = hooks.cbOf(), query = hooks.query();
+  const key = hooks.key(), val = hooks.value(), cbOf = hooks.cbOf();
+  const query = nCbWg > 0 ? hooks.query() : "ld_q";
   const nN = sizes.state, nP = sizes.value;
 
   // Chunk-state workgroups: rows = state s, columns = value pv, K = step j of the chunk.
@@ -336,7 +297,16 @@ function emitStates(
             `${tag}tp < ${u(L)} && ${tag}s${e} < ${u(nN)})`,
         );
       }
-      return { lines, value: vec4Of(parts) };
+      if (!geo.vector) return { lines, value: vec4Of(parts) };
+      // Vector decay: step j's weight in the chunk's end state, exp(Λ_s − G_j,s) (exponent ≤ 0).
+      const s4 = `min(n0 / 4u + ${w4}, ${u(geo.state4 / 4 - 1)})`;
+      lines.push(
+        `let ${tag}g = ${SC}[${u(geo.gOff)} + ((hd * ${u(chunks)} + c) * ${u(q)} + ${k}) * ` +
+          `${u(geo.state4 / 4)} + ${s4}];`,
+        `let ${tag}lam = ${SC}[${u(geo.lamOff)} + (hd * ${u(chunks)} + c) * ` +
+          `${u(geo.state4 / 4)} + ${s4}];`,
+      );
+      return { lines, value: `${vec4Of(parts)} * exp(${tag}lam - ${tag}g)` };
     },
   };
   const stB: Stage = {
@@ -366,13 +336,15 @@ function emitStates(
     `let cb = ${cbOf}(hd);`,
     `let n0 = nt * ${u(st.Mt)};`,
     `let p0 = pt * ${u(st.Nt)};`,
-    ...chunkCumsum(geo, threads, hooks),
-    // Weight of step j in the chunk's end state: exp(cs_last − cs_j)·w_j (exponent ≤ 0).
-    `for (var j = lid; j < ${u(q)}; j = j + ${u(threads)}) {`,
-    `  sh_w[j] = exp(sh_cs[${u(q - 1)}] - sh_cs[j]) * sh_w[j];`,
-    "}",
-    `if (live && lid == 0u && nt == 0u && pt == 0u) { ` +
-    `${SC}[${u(geo.lamOff)} + hd * ${u(chunks)} + c] = vec4<f32>(sh_cs[${u(q - 1)}]); }`,
+    ...(geo.vector ? chunkScales(geo, threads, hooks) : [
+      ...chunkCumsum(geo, threads, hooks),
+      // Weight of step j in the chunk's end state: exp(cs_last − cs_j)·w_j (exponent ≤ 0).
+      `for (var j = lid; j < ${u(q)}; j = j + ${u(threads)}) {`,
+      `  sh_w[j] = exp(sh_cs[${u(q - 1)}] - sh_cs[j]) * sh_w[j];`,
+      "}",
+      `if (live && lid == 0u && nt == 0u && pt == 0u) { ` +
+      `${SC}[${u(geo.lamOff)} + hd * ${u(chunks)} + c] = vec4<f32>(sh_cs[${u(q - 1)}]); }`,
+    ]),
     "workgroupBarrier();",
     ...threadCoords(st, "s_", threads),
     ...accDecl(st, "s_"),
@@ -460,11 +432,13 @@ ${hooks.text()}
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${indent(workgroupIndex(total, workgroups[0]))}
-  if (w < ${u(nStateWg)}) {
+${
+      nCbWg === 0 ? indent(stateBody) : `  if (w < ${u(nStateWg)}) {
 ${indent(stateBody, "    ")}
   } else {
 ${indent(cbBody, "    ")}
-  }
+  }`
+    }
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
@@ -478,14 +452,19 @@ const PASS_BLOCK = 8;
  * loads are in flight together; a store may alias a later load, so nothing is reordered across
  * blocks), then stores the running state and updates it.
  */
-function passBlocks(S: string, chunks: number, stride: number): string[] {
+function passBlocks(
+  S: string,
+  chunks: number,
+  stride: number,
+  logDecay: (chunk: string) => string,
+): string[] {
   const block = (c0: string, n: number) => {
     const lines: string[] = [];
     for (let k = 0; k < n; k++) {
       lines.push(
         `let i${k} = base + (${c0} + ${u(k)}) * ${u(stride)};`,
         `let x${k} = ${S}[i${k}];`,
-        `let a${k} = exp(${S}[lam + ${c0} + ${u(k)}].x);`,
+        `let a${k} = exp(${logDecay(`${c0} + ${u(k)}`)});`,
       );
     }
     for (let k = 0; k < n; k++) lines.push(`${S}[i${k}] = st;`, `st = a${k} * st + x${k};`);
@@ -544,6 +523,14 @@ function emitPass(
   });
   registry.checkLimit(spec.outputs[0].root, limits.maxStorageBuffersPerShaderStage);
   const stride = sizes.state * v4;
+  // Λ of chunk c: one per head and chunk, or (vector decay) per head, chunk and state element.
+  const S4 = geo.state4 / 4;
+  const passDecay = geo.vector
+    ? [`let lam = ${u(geo.lamOff)} + hd * ${u(chunks * S4)} + s / 4u;`, "let lane = s % 4u;"]
+    : [`let lam = ${u(geo.lamOff)} + hd * ${u(chunks)};`];
+  const logDecay = geo.vector
+    ? (c: string) => `${S}[lam + (${c}) * ${u(S4)}][lane]`
+    : (c: string) => `${S}[lam + ${c}].x`;
   const wgsl = `// ${name}: chunked SSD, state passing over ${chunks} chunks (in place)
 ${vec4Arrays(registry.declarations(), [S])}
 ${MATH_PRELUDE}
@@ -557,8 +544,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let hd = e / ${u(stride)};
   var st = ${vec4Of(init)};
   let base = hd * ${u(chunks * stride)} + s * ${u(v4)} + p4;
-  let lam = ${u(geo.lamOff)} + hd * ${u(chunks)};
-${indent(passBlocks(S, chunks, stride))}
+${indent(passDecay)}
+${indent(passBlocks(S, chunks, stride, logDecay))}
 ${indent(finals)}
 }
 `;
@@ -600,7 +587,8 @@ function emitOutputs(
     `let cb = ${cbOf}(hd);`,
     `let i0 = rt * ${u(t.Mt)};`,
     `let p0 = pt * ${u(t.Nt)};`,
-    ...chunkCumsum(geo, threads, hooks),
+    ...(geo.vector ? chunkScales(geo, threads, hooks) : chunkCumsum(geo, threads, hooks)),
+    ...(geo.vector ? ["workgroupBarrier();"] : []),
     ...threadCoords(t, "o_", threads),
     ...accDecl(t, "o_"),
   ];
@@ -611,13 +599,20 @@ function emitOutputs(
     load: (s, w4, tag) => {
       const lines: string[] = [];
       const parts: string[] = [];
+      if (geo.vector) lines.push(`let ${tag}sc = min(${s}, ${u(nN - 1)});`);
       for (let e = 0; e < 4; e++) {
         lines.push(`let ${tag}i${e} = i0 + ${w4} * 4u + ${u(e)};`);
         lines.push(`let ${tag}tp${e} = c * ${u(q)} + ${tag}i${e};`);
+        // Vector decay: C_i scaled by exp(G_i,s), the decay from the chunk's start (≤ 0).
+        const decayed = geo.vector
+          ? ` * exp(${SC}[${u(geo.gOff)} + ((hd * ${u(chunks)} + c) * ${u(q)} + ` +
+            `min(${tag}i${e}, ${u(q - 1)})) * ${u(geo.state4 / 4)} + ${tag}sc / 4u]` +
+            `[${tag}sc % 4u])`
+          : "";
         parts.push(
           `select(0.0, ` +
-            `${hooks.query()}(${u(k)}, cb, tmap(${tag}tp${e}), min(${s}, ${u(nN - 1)})), ` +
-            `${tag}tp${e} < ${u(L)} && ${s} < ${u(nN)})`,
+            `${hooks.query()}(${u(k)}, cb, tmap(${tag}tp${e}), min(${s}, ${u(nN - 1)}))` +
+            `${decayed}, ${tag}tp${e} < ${u(L)} && ${s} < ${u(nN)})`,
         );
       }
       return { lines, value: vec4Of(parts) };
@@ -639,18 +634,22 @@ function emitOutputs(
     fast: "w",
     load: (j, w4, tag) => {
       const lines = [
-        `let ${tag}cbv = ${SC}[${u(geo.cbOff)} + (((${u(k)} * ${u(sizes.cb)} + cb) * ` +
-        `${u(chunks)} + c) * ${u(q)} + ${j}) * ${u(q / 4)} + i0 / 4u + ${w4}];`,
-        `let ${tag}csj = sh_cs[${j}];`,
+        geo.vector
+          ? `let ${tag}cbv = ${SC}[${u(geo.cbOff)} + (((${u(k)} * ${u(sizes.heads)} + hd) * ` +
+            `${u(chunks)} + c) * ${u(q)} + ${j}) * ${u(q / 4)} + i0 / 4u + ${w4}];`
+          : `let ${tag}cbv = ${SC}[${u(geo.cbOff)} + (((${u(k)} * ${u(sizes.cb)} + cb) * ` +
+            `${u(chunks)} + c) * ${u(q)} + ${j}) * ${u(q / 4)} + i0 / 4u + ${w4}];`,
+        ...(geo.vector ? [] : [`let ${tag}csj = sh_cs[${j}];`]),
         `let ${tag}wj = sh_w[${j}];`,
       ];
       const parts: string[] = [];
       for (let e = 0; e < 4; e++) {
         lines.push(`let ${tag}i${e} = i0 + ${w4} * 4u + ${u(e)};`);
-        // Masked with select, not a product: blocks above the diagonal were never written.
+        // Masked with select, not a product: blocks above the diagonal were never written. A
+        // vector decay's blocks hold the decay already.
+        const decay = geo.vector ? "" : ` * exp(sh_cs[${tag}i${e}] - ${tag}csj)`;
         parts.push(
-          `select(0.0, ${tag}cbv.${"xyzw"[e]} * exp(sh_cs[${tag}i${e}] - ${tag}csj) * ${tag}wj, ` +
-            `${j} <= ${tag}i${e})`,
+          `select(0.0, ${tag}cbv.${"xyzw"[e]}${decay} * ${tag}wj, ${j} <= ${tag}i${e})`,
         );
       }
       return { lines, value: vec4Of(parts) };
@@ -690,7 +689,9 @@ function emitOutputs(
           shA: "sh_a",
           shB: "sh_b",
         }).map((l) => `  ${l}`),
-        ...scaleRows(t, "o_", (row) => `exp(sh_cs[min(i0 + ${row}, ${u(q - 1)})])`)
+        ...(geo.vector
+          ? []
+          : scaleRows(t, "o_", (row) => `exp(sh_cs[min(i0 + ${row}, ${u(q - 1)})])`))
           .map((l) => `  ${l}`),
         "}",
       );

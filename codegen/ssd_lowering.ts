@@ -14,17 +14,21 @@ import { emitScanKernels } from "./scan_kernel.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { defaultSsdChunk, emitSsdKernels } from "./ssd_kernel.ts";
-import { chooseScanLowering, explainSsd, SSD_CHUNKS } from "./ssd_plan.ts";
+import { chooseScanLowering, chunkLengths, explainSsd, SSD_CHUNKS, ssdSizes } from "./ssd_plan.ts";
 import { emitTuned } from "./tuning.ts";
 
 /**
  * The chunk length for a forced chunk count: the smallest supported power of two with at most
  * `chunks` chunks over `len` steps (clamped to the supported range).
  */
-export function chunkLengthFor(len: number, chunks: number): number {
+export function chunkLengthFor(
+  len: number,
+  chunks: number,
+  lengths: readonly number[] = SSD_CHUNKS,
+): number {
   if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`scan: bad chunk count ${chunks}`);
   const want = Math.ceil(len / chunks);
-  return SSD_CHUNKS.find((q) => q >= want) ?? SSD_CHUNKS[SSD_CHUNKS.length - 1];
+  return lengths.find((q) => q >= want) ?? lengths[lengths.length - 1];
 }
 
 /**
@@ -65,14 +69,17 @@ export function emitScanGroup(
     ) {
       return recurrent();
     }
-    return chunked(force.chunks === undefined ? undefined : chunkLengthFor(len, force.chunks));
+    const lengths = chunkLengths(ssdSizes(form));
+    return chunked(
+      force.chunks === undefined ? undefined : chunkLengthFor(len, force.chunks, lengths),
+    );
   }
   if (!form) return recurrent();
   const byDefault = chooseScanLowering(spec, form, limits) === "chunked"
     ? `chunked${defaultSsdChunk(form, limits)}`
     : "recurrent";
   const candidates = new Map<string, () => KernelArtifact[]>([["recurrent", recurrent]]);
-  for (const q of SSD_CHUNKS) {
+  for (const q of chunkLengths(ssdSizes(form))) {
     if ((q >= 16 && q / 2 < len) || `chunked${q}` === byDefault) {
       candidates.set(`chunked${q}`, () => chunked(q));
     }

@@ -4,7 +4,9 @@
  *
  * A scan h[t] = a[t]·h[t−1] + u[t] with state axes S (summed by its consumers y = Σ_S C·h)
  * has the matrix form when
- * - the decay a has no state axis (one scalar per head and step),
+ * - the decay a has no state axis (one scalar per head and step), or it varies along state
+ *   axes only where the scan also has value axes (GLA's gate over the key dimension: a
+ *   **vector decay**, run by the chunked kernels with per-element decay factors, ssd_vector.ts),
  * - the input u is a product (a tree of `mul`, seen through `permute`) of factors that each
  *   either carry state axes ("key" factors, like B) or not ("value" and "scale" factors, like
  *   x and Δ).
@@ -44,6 +46,8 @@ export interface SsdForm {
   readonly valueFactors: readonly Node[];
   /** Input factors over head and scan axes only (Δ): one scalar per head and step. */
   readonly scaleFactors: readonly Node[];
+  /** Whether the decay varies along state axes (a vector per head and step, as in GLA). */
+  readonly vectorDecay: boolean;
   /** The other operand (C) of each output's contraction, aligned with `spec.outputs`. */
   readonly queries: readonly Node[];
 }
@@ -133,12 +137,6 @@ export function explainSsd(
     queries.push(otherOperand(o.contract, scan));
   }
   const decayState = scan.decay.axes.filter((a) => state.includes(a));
-  if (decayState.length) {
-    return {
-      reason: `the decay ${showAxes(scan.decay.axes)} varies along the state axes ` +
-        `${showAxes(decayState)}`,
-    };
-  }
   const factors: Node[] = [];
   factorsOf(scan.input, materialized, factors);
   const hasState = (n: Node) => n.axes.some((a) => state.includes(a));
@@ -155,6 +153,13 @@ export function explainSsd(
   for (const n of [...keyFactors, ...queries]) {
     for (const a of n.axes) if (headSet.has(a)) cbSet.add(a);
   }
+  if (decayState.length && valueAxes.length === 0) {
+    return {
+      reason: `the decay ${showAxes(scan.decay.axes)} varies along the state axes ` +
+        `${showAxes(decayState)} and no channel axis is left for values (no matrix state ` +
+        `per head)`,
+    };
+  }
   const hasValue = (n: Node) => n.axes.some((a) => valueAxes.includes(a));
   return {
     form: {
@@ -168,13 +173,15 @@ export function explainSsd(
       valueFactors: rest.filter(hasValue),
       scaleFactors: rest.filter((n) => !hasValue(n)),
       queries,
+      vectorDecay: decayState.length > 0,
     },
   };
 }
 
 /**
  * The SSD form of a fused scan, or undefined when the chunked algorithm does not apply (the
- * decay varies along a state axis, or there is no state to contract). See {@link explainSsd}.
+ * decay varies along a state axis and there are no value axes, or there is no state to
+ * contract). See {@link explainSsd}.
  */
 export function analyzeSsd(
   spec: ScanSpec,
@@ -197,6 +204,8 @@ export interface SsdSizes {
   state: number;
   /** Per-step outputs (contractions). */
   outputs: number;
+  /** Whether the decay is a vector over the state (see {@link SsdForm.vectorDecay}). */
+  vectorDecay: boolean;
 }
 
 /** The sizes of a form. */
@@ -211,11 +220,23 @@ export function ssdSizes(form: SsdForm): SsdSizes {
     value: size(form.valueAxes),
     state: size(form.stateAxes),
     outputs: form.queries.length,
+    vectorDecay: form.vectorDecay,
   };
 }
 
 /** Power-of-two chunk lengths the chunked kernels support. */
 export const SSD_CHUNKS: readonly number[] = [8, 16, 32, 64, 128, 256];
+
+/**
+ * Chunk lengths of the vector-decay kernels: the intra-chunk products keep a chunk's q × q
+ * block in registers across one workgroup (ssd_vector.ts), so q stops at 64.
+ */
+export const SSD_VECTOR_CHUNKS: readonly number[] = [8, 16, 32, 64];
+
+/** The chunk lengths a lowering of these sizes supports. */
+export function chunkLengths(sizes: SsdSizes): readonly number[] {
+  return sizes.vectorDecay ? SSD_VECTOR_CHUNKS : SSD_CHUNKS;
+}
 
 /**
  * The default chunk length: the one the cost model ({@link chunkedSeconds}) finds fastest among
@@ -224,7 +245,7 @@ export const SSD_CHUNKS: readonly number[] = [8, 16, 32, 64, 128, 256];
  */
 export function defaultChunk(sizes: SsdSizes): number {
   let best = 16;
-  for (const q of SSD_CHUNKS) {
+  for (const q of chunkLengths(sizes)) {
     if (q < 16 || (q > 16 && q >= 2 * sizes.len)) continue;
     if (chunkedSeconds(sizes, q) <= chunkedSeconds(sizes, best)) best = q;
   }
@@ -233,7 +254,9 @@ export function defaultChunk(sizes: SsdSizes): number {
 
 /**
  * Bytes of the chunked lowering's scratch buffer at chunk length q: the chunk states, the C·Bᵀ
- * blocks and the chunk decays Λ (one vec4 each), and their total.
+ * blocks (with a vector decay: the decayed intra-chunk products, one set per head), the chunk
+ * decays Λ (one vec4 each; with a vector decay one per state element, and the in-chunk
+ * cumulative log-decays G before them), and their total.
  */
 export function ssdScratchBytes(
   sizes: SsdSizes,
@@ -242,8 +265,11 @@ export function ssdScratchBytes(
   const chunks = Math.ceil(sizes.len / q);
   const value4 = Math.ceil(sizes.value / 4) * 4;
   const states = sizes.heads * chunks * sizes.state * value4 * 4;
-  const cb = sizes.outputs * sizes.cb * chunks * q * q * 4;
-  const decays = sizes.heads * chunks * 16;
+  const cb = sizes.outputs * (sizes.vectorDecay ? sizes.heads : sizes.cb) * chunks * q * q * 4;
+  const state4 = Math.ceil(sizes.state / 4) * 4;
+  const decays = sizes.vectorDecay
+    ? sizes.heads * chunks * (q + 1) * state4 * 4
+    : sizes.heads * chunks * 16;
   return { states, cb, decays, total: states + cb + decays };
 }
 
@@ -266,8 +292,11 @@ const MIN_MATRIX = 1024;
  * traffic (the states read and written once more).
  */
 export function chunkedSeconds(s: SsdSizes, q: number): number {
+  // A vector decay computes the intra-chunk products per head, and its diagonal sub-blocks
+  // take one exponential per term (about 8 multiply-adds each, on the special-function units).
+  const products = s.vectorDecay ? s.heads * (1 + 8 * Math.min(16, q) / q) : s.cb;
   const flops = s.heads * s.len * s.outputs * (4 * s.state * s.value + q * s.value) +
-    2 * s.cb * s.outputs * s.len * q * s.state;
+    2 * products * s.outputs * s.len * q * s.state;
   const states = ssdScratchBytes(s, q).states;
   const io = 2 * states + 3 * 4 * s.heads * s.len * s.value * s.outputs;
   return Math.max(flops / RATE_MM, io / BANDWIDTH) + 2 * states / BANDWIDTH +
@@ -298,6 +327,9 @@ export function chooseScanLowering(
   limits: DeviceLimits,
 ): "chunked" | "recurrent" {
   if (!form || form.scan !== spec.scan) return "recurrent";
+  // The vector-decay kernels have not been timed on a GPU yet: the autotuner may pick them
+  // (see ssd_lowering.ts), the default stays the measured recurrent kernel.
+  if (form.vectorDecay) return "recurrent";
   const s = ssdSizes(form);
   if (s.len < 64 || s.state < 4 || s.value < 4 || s.state * s.value < MIN_MATRIX) {
     return "recurrent";

@@ -1,0 +1,106 @@
+// The chunked SSD lowering of scans whose decay varies along the state (GLA's gate over the key
+// dimension): its five kernels against the recurrent kernel and the float64 interpreter, on
+// fresh random inputs of awkward sizes, chunk lengths 8 to 64, reverse scans, init and final
+// states, and decays strong enough that one chunk's total decay leaves f32's range.
+import assert from "node:assert/strict";
+import type { ScanStrategy } from "../codegen/scan_strategy.ts";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
+import { einsum } from "../dsl/einsum.ts";
+import { exp, mul, sigmoid } from "../dsl/elementwise.ts";
+import { finalState, scan } from "../dsl/scan.ts";
+import type { Tensor } from "../dsl/tensor.ts";
+import { trace } from "../dsl/trace.ts";
+import { compile } from "../runtime/compile.ts";
+import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
+
+const INPUTS = {
+  q: "b t h k",
+  k: "b t h k",
+  v: "b t h v",
+  gk: "b t h k",
+  s0: "b h k v",
+} as const;
+
+type Sizes = { b: number; t: number; h: number; k: number; v: number };
+type Options = { init?: boolean; reverse?: boolean; sigmoidGate?: boolean };
+
+/** GLA's recurrence: S_t = diag(exp(gk_t))·S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t. */
+function glaProgram(opts: Options) {
+  return (x: Record<keyof typeof INPUTS, Tensor>) => {
+    const decay = opts.sigmoidGate ? sigmoid(x.gk) : exp(x.gk);
+    const S = scan("t", decay, einsum("b t h k, b t h v -> b t h k v", x.k, x.v), {
+      init: opts.init ? x.s0 : undefined,
+      reverse: opts.reverse,
+    });
+    const o = einsum("b t h k v, b t h k -> b t h v", S, mul(x.q, 0.5));
+    return { o, state: finalState(S) };
+  };
+}
+
+function glaInputs(s: Sizes, next: () => number, gateLo: number) {
+  const { b, t, h, k, v } = s;
+  return {
+    q: randomArray(b * t * h * k, next),
+    k: randomArray(b * t * h * k, next),
+    v: randomArray(b * t * h * v, next),
+    gk: randomArray(b * t * h * k, next, gateLo, 0),
+    s0: randomArray(b * h * k * v, next),
+  };
+}
+
+async function run(sizes: Sizes, strategy: ScanStrategy, opts: Options, inputs: object) {
+  const prog = await compile(INPUTS, glaProgram(opts), sizes, { backend: "gpu", scan: strategy });
+  const out = await prog.run(inputs as Record<string, Float32Array>);
+  const want = prog.interpret(inputs as Record<string, Float32Array>);
+  const kernels = prog.kernels.map((k) => k.name);
+  prog.destroy();
+  return { out, want, kernels };
+}
+
+async function checkVector(sizes: Sizes, chunks: number, opts: Options = {}, gateLo = -1) {
+  const seed = freshSeed();
+  const inputs = glaInputs(sizes, rng(seed), gateLo);
+  const what = `GLA ${JSON.stringify(sizes)} chunks ${chunks} ${JSON.stringify(opts)} ` +
+    `gate ≥ ${gateLo} seed ${seed}`;
+  const chunked = await run(sizes, { mode: "chunked", chunks }, opts, inputs);
+  const recurrent = await run(sizes, { mode: "recurrent" }, opts, inputs);
+  const scanKernels = chunked.kernels.filter((k) => k.includes("_ssd_"))
+    .map((k) => k.replace(/^.*_ssd_/, ""));
+  assert.deepEqual(scanKernels, ["gates", "states", "intra", "pass", "out"], what);
+  assert.ok(!recurrent.kernels.some((k) => k.includes("_ssd_")), `${what}: recurrent kernels`);
+  for (const name of ["o", "state"] as const) {
+    assertClose(chunked.out[name], chunked.want[name], 1e-4, `${what}: chunked ${name}`);
+    assertClose(chunked.out[name], recurrent.out[name], 1e-4, `${what}: vs recurrent ${name}`);
+  }
+}
+
+Deno.test("vector-decay SSD: lengths around the chunk, odd key and value sizes, init", async () => {
+  for (const t of [1, 7, 8, 9, 23]) {
+    await checkVector({ b: 2, t, h: 1, k: 5, v: 3 }, Math.ceil(t / 8), { init: t % 2 === 1 });
+  }
+});
+
+Deno.test("vector-decay SSD: chunk lengths 16, 32, 64 over several sub-chunks", async () => {
+  await checkVector({ b: 1, t: 70, h: 2, k: 9, v: 6 }, 5, { init: true });
+  await checkVector({ b: 1, t: 70, h: 1, k: 16, v: 8 }, 3);
+  await checkVector({ b: 1, t: 130, h: 1, k: 13, v: 5 }, 3, { init: true });
+});
+
+Deno.test("vector-decay SSD: reverse scans, and a sigmoid decay (its log computed)", async () => {
+  await checkVector({ b: 1, t: 45, h: 2, k: 6, v: 4 }, 2, { reverse: true, init: true });
+  await checkVector({ b: 2, t: 33, h: 1, k: 7, v: 5 }, 2, { sigmoidGate: true }, -4);
+});
+
+Deno.test("vector-decay SSD: chunks whose total decay leaves f32's range stay finite", async () => {
+  // Up to −30 per step: 64 steps decay by e^−1900, far past what exp(−G_j) could hold.
+  await checkVector({ b: 1, t: 100, h: 1, k: 8, v: 4 }, 2, { init: true }, -30);
+});
+
+Deno.test("vector-decay SSD: recurrent by default, 5 kernels when forced or autotuned", () => {
+  const graph = trace(INPUTS, glaProgram({}), { b: 1, t: 2048, h: 4, k: 64, v: 64 });
+  const plain = generateKernels(graph, DEFAULT_LIMITS);
+  assert.ok(!plain.kernels.some((k) => k.name.includes("_ssd_")), "default: recurrent");
+  const forced = generateKernels(graph, DEFAULT_LIMITS, { scan: { mode: "chunked" } });
+  assert.equal(forced.kernels.filter((k) => k.name.includes("_ssd_")).length, 5);
+});
