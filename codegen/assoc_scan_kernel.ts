@@ -42,10 +42,10 @@ import {
   commutativeDeclarations,
   commutativeFold,
   stageDeclarations,
-  stageSlots,
   tileBuiltins,
   tileDeclarations,
   tileLoop,
+  tileRecordWords,
   type Tiling,
 } from "./assoc_scan_tiles.ts";
 import {
@@ -272,7 +272,7 @@ function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
   // H100 for cummax over 64M), else 4.
   // Workgroup memory: sh (wg Recs), shTotal, the stage (padded tile) and pass 1's flags (wg
   // words), or the single pass's look-back status (≤ wg words), carry (a Rec) and 3 words.
-  const stagedBytes = (p: number) => 4 * (comps * (wg + 2 + stageSlots(wg * p)) + wg + 3);
+  const stagedBytes = (p: number) => 4 * (tileRecordWords(comps, wg, wg * p) + wg + 3);
   const per = force.perThread ??
     (stagedBytes(8) <= ctx.limits.maxComputeWorkgroupStorageSize ? 8 : 4);
   const tile = wg * per;
@@ -426,7 +426,7 @@ function emitChunkedSinglePass(
   const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
   // Workgroup memory: the tiles' sh, shTotal and stage, the fold's flags, the look-back's
   // status window, carry and three words.
-  const words = comps * (t.wg + 2 + (t.stage ? stageSlots(t.tile) : 0)) +
+  const words = tileRecordWords(comps, t.wg, t.stage ? t.tile : undefined) +
     (commutative ? t.wg : 0) + Math.min(LOOKBACK_WINDOW, t.wg) + 3;
   if (4 * words > limits.maxComputeWorkgroupStorageSize) {
     throw new Error(

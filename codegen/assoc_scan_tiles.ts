@@ -189,6 +189,14 @@ export function stageSlots(tile: number): number {
 }
 
 /**
+ * 32-bit words of workgroup memory a tile scan's records take: `sh` (one record per thread),
+ * `shTotal` and the carry, and the staged tile when `stagedTile` is given.
+ */
+export function tileRecordWords(comps: number, wg: number, stagedTile?: number): number {
+  return comps * (wg + 2 + (stagedTile === undefined ? 0 : stageSlots(stagedTile)));
+}
+
+/**
  * The fold of items [start, end) into `carry`/`hasCarry` for a commutative combine: thread i
  * takes items i, i + wg, … (coalesced loads, no barrier per tile), then a tree in workgroup
  * memory combines the threads' folds. Every thread ends with the total.
