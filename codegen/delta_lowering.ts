@@ -1,7 +1,8 @@
 /**
  * The delta rule's lowering: the recurrent kernel (delta_recurrent.ts) or the chunked WY/UT
  * kernels (delta_chunked.ts), chosen by the cost model of delta_plan.ts unless forced with
- * the scan strategy's `mode`.
+ * the scan strategy's `mode`; where the model picks the recurrent kernel, the autotuner may
+ * pick its lanes per value row or the chunked kernels instead.
  *
  * @module
  */
@@ -11,9 +12,11 @@ import type { KernelArtifact } from "./artifact.ts";
 import { emitDeltaChunked } from "./delta_chunked.ts";
 import { TILED_PASS_ROWS } from "./delta_pass_tiled.ts";
 import { chooseDeltaLowering } from "./delta_plan.ts";
-import { emitDeltaRecurrent } from "./delta_recurrent.ts";
+import { deltaLanes, emitDeltaRecurrent, maxDeltaLanes } from "./delta_recurrent.ts";
+import { deltaShapes } from "./delta_shapes.ts";
 import type { DeviceLimits } from "./limits.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
+import { emitTuned } from "./tuning.ts";
 
 /** The final-state node of `node` among the materialized nodes, if the program reads it. */
 function stateOf(node: DeltaNode, materialized: ReadonlySet<Node>): DeltaStateNode | undefined {
@@ -43,9 +46,8 @@ export function emitDelta(
         `(got ${strategy.passRows})`,
     );
   }
-  const mode = strategy.mode ?? chooseDeltaLowering(node, limits);
-  if (mode === "chunked") {
-    return emitDeltaChunked(
+  const chunked = () =>
+    emitDeltaChunked(
       node,
       state,
       materialized,
@@ -58,6 +60,25 @@ export function emitDelta(
       strategy.passRows,
       strategy.prep,
     );
+  const recurrent = (lanes?: number) => () => [
+    emitDeltaRecurrent(node, state, materialized, limits, name, aliases, lanes),
+  ];
+  const mode = strategy.mode ?? chooseDeltaLowering(node, limits);
+  if (mode === "chunked") return chunked();
+  if (strategy.mode !== undefined || strategy.lanes !== undefined) {
+    return recurrent(strategy.lanes)();
   }
-  return [emitDeltaRecurrent(node, state, materialized, limits, name, aliases, strategy.lanes)];
+  // Where the model picks the recurrent kernel, the lowering is a tuning point: the recurrent
+  // kernel with each number of lanes per value row (its latency per step depends on it), or the
+  // chunked kernels with their defaults. (Where the model picks the chunked kernels, their own
+  // three points are tuned instead: an artifact carries one point.)
+  const s = deltaShapes(node);
+  const byDefault = deltaLanes(s.dk, limits);
+  const candidates = new Map<string, () => KernelArtifact[]>([["recurrent", recurrent()]]);
+  for (let g = Math.max(1, byDefault / 2); g <= maxDeltaLanes(limits); g *= 2) {
+    if (g !== byDefault) candidates.set(`recurrent_lanes${g}`, recurrent(g));
+  }
+  if (s.len > 1) candidates.set("chunked", chunked);
+  const key = `delta b${s.batches} t${s.len} dk${s.dk} dv${s.dv}`;
+  return emitTuned(limits, key, candidates, "recurrent");
 }

@@ -86,35 +86,52 @@ export function emitDeltaRecurrent(
     initLines.push(`s[${m}] = ${masked(m, loads.init(top, i, j))};`);
   }
 
-  const body = top.fork("st");
+  // A step's inputs (α, β, v, the lane's keys and queries) are loaded one step ahead: step t
+  // computes with registers filled during step t − 1, so the loads' latency overlaps the
+  // previous step's sums instead of opening every step.
+  const names = [
+    "al",
+    "be",
+    "vv",
+    ...Array.from({ length: perLane }, (_, m) => [`k${m}`, `q${m}`])
+      .flat(),
+  ];
+  const fetch = (em: ExprEmitter, t: string): string[] => {
+    const values = [loads.alpha(em, t), loads.beta(em, t), loads.value(em, t, i)];
+    for (let m = 0; m < perLane; m++) {
+      const j = clampIndex(keyOf(m), s.dk);
+      values.push(masked(m, loads.key(em, "k", t, j)), loads.key(em, "q", t, j));
+    }
+    return values;
+  };
+  const first = top.fork("f0");
+  const firstValues = fetch(first, "0u");
+  const ahead = top.fork("st");
+  const nextValues = fetch(ahead, "tn");
   const t = "t";
-  const alpha = loads.alpha(body, t);
-  const beta = loads.beta(body, t);
-  const v = loads.value(body, t, i);
-  const ks: string[] = [], qs: string[] = [];
-  for (let m = 0; m < perLane; m++) {
-    const j = clampIndex(keyOf(m), s.dk);
-    ks.push(masked(m, loads.key(body, "k", t, j)));
-    qs.push(loads.key(body, "q", t, j));
-  }
   const yOffset = offsetExpr(node, { ...env, [node.axis]: t, [node.valueAxis]: "row" });
   const step = [
-    ...body.lines,
-    `let al: f32 = ${alpha};`,
-    ...ks.map((k, m) => `let k${m}: f32 = ${k};`),
+    `let tn = min(t + 1u, ${u32Literal(s.len - 1)});`,
+    ...ahead.lines,
+    ...nextValues.map((v, n) => `let n_${names[n]}: f32 = ${v};`),
     `var a: f32 = 0.0;`,
-    ...ks.map((_, m) => `a = fma(s[${m}], k${m}, a);`),
+    ...Array.from({ length: perLane }, (_, m) => `a = fma(s[${m}], c_k${m}, a);`),
     ...laneSum("a", lanes),
-    `let u: f32 = ${beta} * (${v} - al * a);`,
+    `let u: f32 = c_be * (c_vv - c_al * a);`,
     `var o: f32 = 0.0;`,
-    ...qs.flatMap((
-      q,
-      m,
-    ) => [`s[${m}] = fma(al, s[${m}], u * k${m});`, `o = fma(s[${m}], ${q}, o);`]),
+    ...Array.from({ length: perLane }, (_, m) => [
+      `s[${m}] = fma(c_al, s[${m}], u * c_k${m});`,
+      `o = fma(s[${m}], c_q${m}, o);`,
+    ]).flat(),
     ...laneSum("o", lanes),
     `if (lane == 0u && row < ${u32Literal(s.dv)}) { out[${yOffset}] = ${
       f32Literal(node.scale)
     } * o; }`,
+    ...names.map((n) => `c_${n} = n_${n};`),
+  ];
+  const prefetch = [
+    ...first.lines,
+    ...firstValues.map((v, n) => `var c_${names[n]}: f32 = ${v};`),
   ];
 
   const finalLines: string[] = [];
@@ -135,7 +152,7 @@ export function emitDeltaRecurrent(
   let ${i} = ${clampIndex("row", s.dv)};
 ${indent(batchLines, "  ").join("\n")}
   var s: array<f32, ${perLane}>;
-${indent([...top.lines, ...initLines], "  ").join("\n")}
+${indent([...top.lines, ...initLines, ...prefetch], "  ").join("\n")}
   for (var t: u32 = 0u; t < ${u32Literal(s.len)}; t++) {
 ${indent(step, "    ").join("\n")}
   }

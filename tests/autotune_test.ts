@@ -156,6 +156,57 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
   }
 });
 
+Deno.test("autotune: where the model runs the delta rule recurrently, lanes or chunks are a choice", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 2, t: 19, h: 1, dk: 12, dv: 5 };
+  const inputs = {
+    q: "b t h dk",
+    k: "b t h dk",
+    v: "b t h dv",
+    beta: "b t h",
+    g: "b t h",
+  } as const;
+  const gatedDelta = (t: Record<keyof typeof inputs, Tensor>) =>
+    deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
+      time: "t",
+      key: "dk",
+      value: "dv",
+    }).y;
+  try {
+    const prog = await compile(inputs, gatedDelta, sizes, {
+      backend: "gpu",
+      autotune: { cacheFile, iterations: 2 },
+    });
+    const { cache, entry } = await cachedEntry(cacheFile, "delta b2 t19 dk12 dv5");
+    assert.ok("chunked" in entry.ns && "recurrent" in entry.ns, `${Object.keys(entry.ns)}`);
+    const data = randomInputs32(
+      prog,
+      (name) => name === "beta" ? next() : name === "g" ? -next() : next() - 0.5,
+    );
+    const want = prog.interpret(data);
+    prog.destroy();
+    // Each candidate planted in turn gives the interpreter's result.
+    for (const choice of Object.keys(entry.ns)) {
+      entry.choice = choice;
+      await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+      const again = await compile(inputs, gatedDelta, sizes, {
+        backend: "gpu",
+        autotune: { cacheFile },
+      });
+      const chosen = again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []);
+      assert.equal(chosen[0], choice);
+      assert.equal(again.kernels.length > 1, choice === "chunked", choice);
+      assertClose(await again.run(data), want, 1e-4, `${choice}, seed ${seed}`);
+      again.destroy();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("autotune: a broken cache file is a one-line error; no autotune writes nothing", async () => {
   const dir = await Deno.makeTempDir();
   const cacheFile = `${dir}/autotune.json`;
