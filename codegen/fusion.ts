@@ -590,6 +590,12 @@ function planWith(
         foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
         foreign.push(...costlyMatmulOperands(core, materialized));
       }
+      // So do the delta rule's kernels: the recurrent one evaluates its operands per step in
+      // every lane of a value row, the chunked ones per tile (Gated DeltaNet's L2 norms of q and
+      // k were 64-term loops in each lane's every step).
+      if (core?.kind === "delta") {
+        foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
+      }
       // What the foreign cores read (one walk for all; a DAG, so no core reaches itself).
       const below = new Set<Node>();
       const stack = foreign.flatMap((m) => nodeInputs(m));

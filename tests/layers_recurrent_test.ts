@@ -1,7 +1,11 @@
 // mLSTM (stabilized) and Gated DeltaNet of models/layers/ against float64 loops written from
 // their papers, compiled for the GPU from a given state at awkward sizes, and their prefill
 // against step-by-step decode (Mamba-3: tests/layers_mamba3_test.ts).
+import assert from "node:assert/strict";
+import { generateKernels } from "../codegen/compile_graph.ts";
+import { DEFAULT_LIMITS } from "../codegen/limits.ts";
 import type { Tensor } from "../dsl/tensor.ts";
+import { trace } from "../dsl/trace.ts";
 import { gatedDeltaNet } from "../models/layers/gated_deltanet.ts";
 import { mlstm } from "../models/layers/mlstm.ts";
 import { checkDecode, checkLayer } from "./layers_util.ts";
@@ -163,4 +167,21 @@ Deno.test("layers: Gated DeltaNet matches its float64 loop; prefill = decode", a
   }
   const timed = ["q", "k", "v", "beta", "g"];
   await checkDecode(what, GDN, fn, S, data, timed, { state: "s0" }, "o", want.o, 4);
+});
+
+Deno.test("layers: Gated DeltaNet's L2 norms get kernels of their own, not loops in every step", () => {
+  const graph = trace(
+    { q: "b t h k", k: "b t h k", v: "b t h v", beta: "b t h", g: "b t h" },
+    (x) => gatedDeltaNet(x).o,
+    { b: 2, t: 300, h: 2, k: 64, v: 32 },
+  );
+  for (const mode of ["recurrent", "chunked"] as const) {
+    const { kernels } = generateKernels(graph, DEFAULT_LIMITS, { scan: { mode } });
+    const delta = kernels.filter((k) => k.name.includes("_delta"));
+    assert.ok(delta.length >= 1, mode);
+    // Before: each lane summed 64 squares of q and of k in every step (and the chunked
+    // kernels per tile element).
+    for (const k of delta) assert.doesNotMatch(k.wgsl, /acc\d+ \+= /, `${mode}: ${k.name}`);
+    assert.equal(kernels.length - delta.length, 2, `${mode}: the two norms' kernels`);
+  }
 });
