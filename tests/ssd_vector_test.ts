@@ -104,3 +104,35 @@ Deno.test("vector-decay SSD: recurrent by default, 5 kernels when forced or auto
   const forced = generateKernels(graph, DEFAULT_LIMITS, { scan: { mode: "chunked" } });
   assert.equal(forced.kernels.filter((k) => k.name.includes("_ssd_")).length, 5);
 });
+
+Deno.test("vector-decay SSD: two outputs, and keys shared by the heads", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 2, t: 37, h: 3, k: 6, v: 5 };
+  const spec = { q1: "b t h k", q2: "b t h k", k: "b t k", v: "b t h v", gk: "b t h k" } as const;
+  const program = (x: Record<keyof typeof spec, Tensor>) => {
+    const S = scan("t", exp(x.gk), einsum("b t k, b t h v -> b t h k v", x.k, x.v));
+    return {
+      o1: einsum("b t h k v, b t h k -> b t h v", S, x.q1),
+      o2: einsum("b t h k v, b t h k -> b t h v", S, x.q2),
+    };
+  };
+  const n = { q: 2 * 37 * 3 * 6, k: 2 * 37 * 6, v: 2 * 37 * 3 * 5 };
+  const inputs = {
+    q1: randomArray(n.q, next),
+    q2: randomArray(n.q, next),
+    k: randomArray(n.k, next),
+    v: randomArray(n.v, next),
+    gk: randomArray(n.q, next, -2, 0),
+  };
+  const prog = await compile(spec, program, sizes, {
+    backend: "gpu",
+    scan: { mode: "chunked", chunks: 3 },
+  });
+  const names = prog.kernels.map((k) => k.name);
+  assert.equal(names.filter((k) => k.includes("_ssd_")).length, 5, `${names}`);
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  prog.destroy();
+  for (const o of ["o1", "o2"] as const) assertClose(got[o], want[o], 1e-4, `${o}, seed ${seed}`);
+});
