@@ -114,7 +114,11 @@ export function emitIntra(
   const SC = registry.writeName(0);
   const key = hooks.key(), query = hooks.query(), cbOf = hooks.cbOf();
   const sub = Math.min(SUB_CHUNK, q), subs = q / sub, q4 = q / 4;
-  // Micro-blocks: 4 key steps j × 4 query steps i, on or below the diagonal (jb ≤ ib).
+  // Micro-blocks: 4 key steps j × 4 query steps i, on or below the diagonal (jb ≤ ib): those
+  // inside the diagonal sub-blocks, then those across sub-chunks (s4² per pair of sub-chunks).
+  const s4 = Math.min(SUB_CHUNK, q) / 4;
+  const subTri = (s4 * (s4 + 1)) / 2;
+  const nearBlocks = (q / (4 * s4)) * subTri;
   const blocks = (q4 * (q4 + 1)) / 2;
   const threads = Math.min(256, limits.maxComputeInvocationsPerWorkgroup, roundUp(blocks, 32));
   const per = Math.ceil(blocks / threads);
@@ -183,16 +187,24 @@ export function emitIntra(
   const accumulate: string[] = [];
   const store: string[] = [];
   for (let p = 0; p < per; p++) {
-    // Lower-triangular micro-block from its index (the float root corrected exactly).
+    // The micro-block of thread index mb: first those inside a diagonal sub-block (an
+    // exponential per term), then those across sub-chunks (products), so that a subgroup
+    // mostly takes one of the two paths.
     decode.push(
       `let mb${p} = lid + ${u(p * threads)};`,
       `let mv${p} = min(mb${p}, ${u(blocks - 1)});`,
-      `let ig${p} = u32((sqrt(f32(8u * mv${p} + 1u)) - 1.0) * 0.5);`,
-      `let ih${p} = select(ig${p}, ig${p} + 1u, (ig${p} + 1u) * (ig${p} + 2u) / 2u <= mv${p});`,
-      `let ib${p} = select(ih${p}, ih${p} - 1u, ih${p} * (ih${p} + 1u) / 2u > mv${p});`,
-      `let jb${p} = mv${p} - ib${p} * (ib${p} + 1u) / 2u;`,
-      `let isub${p} = ib${p} / ${u(sub / 4)};`,
-      `let far${p} = jb${p} / ${u(sub / 4)} < isub${p};`,
+      `let far${p} = mv${p} >= ${u(nearBlocks)};`,
+      `let nr${p} = tri_row(mv${p} % ${u(subTri)});`,
+      `let nsub${p} = mv${p} / ${u(subTri)};`,
+      `let fv${p} = max(mv${p}, ${u(nearBlocks)}) - ${u(nearBlocks)};`,
+      `let fr${p} = tri_row(fv${p} / ${u(s4 * s4)});`,
+      `let fw${p} = fv${p} % ${u(s4 * s4)};`,
+      `let ib${p} = select(nsub${p} * ${u(s4)} + nr${p}, (fr${p} + 1u) * ${u(s4)} + ` +
+        `fw${p} / ${u(s4)}, far${p});`,
+      `let jb${p} = select(nsub${p} * ${u(s4)} + mv${p} % ${u(subTri)} - ` +
+        `nr${p} * (nr${p} + 1u) / 2u, (fv${p} / ${u(s4 * s4)} - fr${p} * (fr${p} + 1u) / 2u) * ` +
+        `${u(s4)} + fw${p} % ${u(s4)}, far${p});`,
+      `let isub${p} = ib${p} / ${u(s4)};`,
     );
     for (let r = 0; r < 4; r++) decode.push(`var ${acc(p, r)} = vec4<f32>(0.0);`);
     const far: string[] = [], near: string[] = [];
@@ -259,6 +271,13 @@ export function emitIntra(
 ${vec4Arrays(registry.declarations(), [SC])}
 ${MATH_PRELUDE}
 ${shared.join("\n")}
+// The row r of index v in a row-major lower triangle: r(r + 1)/2 ≤ v < (r + 1)(r + 2)/2 (the
+// float root corrected exactly).
+fn tri_row(v: u32) -> u32 {
+  let g = u32((sqrt(f32(8u * v + 1u)) - 1.0) * 0.5);
+  let h = select(g, g + 1u, (g + 1u) * (g + 2u) / 2u <= v);
+  return select(h, h - 1u, h * (h + 1u) / 2u > v);
+}
 ${timeMap(spec, L)}
 ${hooks.text()}
 @compute @workgroup_size(${threads})
