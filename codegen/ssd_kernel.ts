@@ -47,6 +47,7 @@ import {
   indent,
   pow2ceil,
   roundUp,
+  type SsdContext,
   type SsdTiling,
   timeMap,
   vec4Arrays,
@@ -187,13 +188,13 @@ export function emitSsdKernels(
     state4,
     gOff,
   };
-  const args = [spec, form, geo, materialized, limits] as const;
+  const ctx: SsdContext = { spec, form, geo, materialized, limits, aliases };
   return [
-    ...(vector ? [emitGates(...args, `${name}_ssd_gates`, aliases)] : []),
-    emitStates(...args, `${name}_ssd_states`, aliases),
-    ...(vector ? [emitIntra(...args, `${name}_ssd_intra`, aliases)] : []),
-    emitPass(...args, `${name}_ssd_pass`, aliases),
-    emitOutputs(...args, `${name}_ssd_out`, aliases),
+    ...(vector ? [emitGates(ctx, `${name}_ssd_gates`)] : []),
+    emitStates(ctx, `${name}_ssd_states`),
+    ...(vector ? [emitIntra(ctx, `${name}_ssd_intra`)] : []),
+    emitPass(ctx, `${name}_ssd_pass`),
+    emitOutputs(ctx, `${name}_ssd_out`),
   ];
 }
 
@@ -252,15 +253,8 @@ function sharedDecls(geo: Geometry, a: number, b: number): string {
 }
 
 /** Kernel 1: chunk states (+ Λ) and the C·Bᵀ blocks. */
-function emitStates(
-  spec: ScanSpec,
-  form: SsdForm,
-  geo: Geometry,
-  materialized: ReadonlySet<Node>,
-  limits: DeviceLimits,
-  name: string,
-  aliases: ReadonlyMap<Node, Node>,
-): KernelArtifact {
+function emitStates(ctx: SsdContext, name: string): KernelArtifact {
+  const { spec, form, geo, materialized, limits, aliases } = ctx;
   const { sizes, q, chunks, value4, tiling } = geo;
   const L = sizes.len;
   const registry = new BindingRegistry(
@@ -484,15 +478,8 @@ function passBlocks(
 }
 
 /** Kernel 2: the recurrence over chunk states, from the init state; writes the final states. */
-function emitPass(
-  spec: ScanSpec,
-  form: SsdForm,
-  geo: Geometry,
-  materialized: ReadonlySet<Node>,
-  limits: DeviceLimits,
-  name: string,
-  aliases: ReadonlyMap<Node, Node>,
-): KernelArtifact {
+function emitPass(ctx: SsdContext, name: string): KernelArtifact {
+  const { spec, form, geo, materialized, limits, aliases } = ctx;
   const { sizes, chunks, value4 } = geo;
   const registry = new BindingRegistry(materialized, [geo.scratchBuf, ...spec.finals], aliases);
   const hooks = new SsdHooks(form, spec, registry);
@@ -553,15 +540,8 @@ ${indent(finals)}
 }
 
 /** Kernel 3: outputs = inter-chunk (C·S') + intra-chunk (masked C·Bᵀ · x), then epilogues. */
-function emitOutputs(
-  spec: ScanSpec,
-  form: SsdForm,
-  geo: Geometry,
-  materialized: ReadonlySet<Node>,
-  limits: DeviceLimits,
-  name: string,
-  aliases: ReadonlyMap<Node, Node>,
-): KernelArtifact {
+function emitOutputs(ctx: SsdContext, name: string): KernelArtifact {
+  const { spec, form, geo, materialized, limits, aliases } = ctx;
   const { sizes, q, chunks, value4, tiling } = geo;
   const L = sizes.len, nN = sizes.state, nP = sizes.value;
   const registry = new BindingRegistry(

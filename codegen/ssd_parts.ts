@@ -5,10 +5,12 @@
  * @module
  */
 
+import type { Node } from "../dsl/ir.ts";
 import type { BufferKey } from "./artifact.ts";
+import type { DeviceLimits } from "./limits.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { TileShape } from "./ssd_gemm.ts";
-import type { SsdSizes } from "./ssd_plan.ts";
+import type { SsdForm, SsdSizes } from "./ssd_plan.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 
 /** Tiles of the three products (tests and benchmarks may override them). */
@@ -48,6 +50,22 @@ export interface Geometry {
   state4: number;
   /** vec4 offset of G (vector decay only): heads × chunks × q rows of `state4`. */
   gOff: number;
+}
+
+/** What every kernel of one chunked lowering is emitted from. */
+export interface SsdContext {
+  /** The fused scan. */
+  readonly spec: ScanSpec;
+  /** Its SSD form. */
+  readonly form: SsdForm;
+  /** The lowering's chunking, tiles and scratch layout. */
+  readonly geo: Geometry;
+  /** Nodes with buffers (the plan's). */
+  readonly materialized: ReadonlySet<Node>;
+  /** The device's limits. */
+  readonly limits: DeviceLimits;
+  /** In-place aliases of the plan. */
+  readonly aliases: ReadonlyMap<Node, Node>;
 }
 
 /** The smallest power of two ≥ n. */

@@ -20,21 +20,17 @@
  * @module
  */
 
-import type { Node } from "../dsl/ir.ts";
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
-import type { DeviceLimits } from "./limits.ts";
-import type { ScanSpec } from "./scan_spec.ts";
 import { SsdHooks } from "./ssd_hooks.ts";
 import {
-  type Geometry,
   indent,
   roundUp,
+  type SsdContext,
   timeMap,
   vec4Arrays,
   vec4Of,
   workgroupIndex,
 } from "./ssd_parts.ts";
-import type { SsdForm } from "./ssd_plan.ts";
 import { MATH_PRELUDE, u32Literal as u } from "./wgsl_math.ts";
 
 /** Steps of a sub-chunk (the chunk itself when shorter). */
@@ -43,15 +39,8 @@ const SUB_CHUNK = 16;
 const SLICE = 8;
 
 /** Kernel 0: the in-chunk cumulative log decays G and the chunk decays Λ, per state element. */
-export function emitGates(
-  spec: ScanSpec,
-  form: SsdForm,
-  geo: Geometry,
-  materialized: ReadonlySet<Node>,
-  limits: DeviceLimits,
-  name: string,
-  aliases: ReadonlyMap<Node, Node>,
-): KernelArtifact {
+export function emitGates(ctx: SsdContext, name: string): KernelArtifact {
+  const { spec, form, geo, materialized, limits, aliases } = ctx;
   const { sizes, q, chunks } = geo;
   const nN = sizes.state, S4 = geo.state4 / 4;
   const registry = new BindingRegistry(materialized, [geo.scratchBuf], aliases);
@@ -98,15 +87,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 /** Kernel 1b: the decayed intra-chunk products P[j][i] (see the module doc). */
-export function emitIntra(
-  spec: ScanSpec,
-  form: SsdForm,
-  geo: Geometry,
-  materialized: ReadonlySet<Node>,
-  limits: DeviceLimits,
-  name: string,
-  aliases: ReadonlyMap<Node, Node>,
-): KernelArtifact {
+export function emitIntra(ctx: SsdContext, name: string): KernelArtifact {
+  const { spec, form, geo, materialized, limits, aliases } = ctx;
   const { sizes, q, chunks } = geo;
   const L = sizes.len, nN = sizes.state, S4 = geo.state4 / 4;
   const registry = new BindingRegistry(materialized, [geo.scratchBuf], aliases);
