@@ -90,28 +90,30 @@ Deno.test("autotune: a matmul's tile configs are timed, cached, and the winner u
   }
 });
 
+/** Gated DeltaNet's recurrence (no norms), as the delta-rule tests compile it. */
+const DELTA_INPUTS = {
+  q: "b t h dk",
+  k: "b t h dk",
+  v: "b t h dv",
+  beta: "b t h",
+  g: "b t h",
+} as const;
+const gatedDelta = (t: Record<keyof typeof DELTA_INPUTS, Tensor>) =>
+  deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
+    time: "t",
+    key: "dk",
+    value: "dv",
+  }).y;
+
 Deno.test("autotune: the chunked delta rule's three kernels are tuning points", async () => {
   const dir = await Deno.makeTempDir();
   const cacheFile = `${dir}/autotune.json`;
   const seed = freshSeed();
   const next = rng(seed);
   const sizes = { b: 1, t: 21, h: 2, dk: 8, dv: 6 };
-  const inputs = {
-    q: "b t h dk",
-    k: "b t h dk",
-    v: "b t h dv",
-    beta: "b t h",
-    g: "b t h",
-  } as const;
-  const gatedDelta = (t: Record<keyof typeof inputs, Tensor>) =>
-    deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
-      time: "t",
-      key: "dk",
-      value: "dv",
-    }).y;
   try {
     const prog = await compile(
-      inputs,
+      DELTA_INPUTS,
       gatedDelta,
       sizes,
       {
@@ -140,7 +142,7 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
       await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
     }
     const again = await compile(
-      inputs,
+      DELTA_INPUTS,
       gatedDelta,
       sizes,
       { backend: "gpu", scan: { mode: "chunked", chunks: 3 }, autotune: { cacheFile } },
@@ -162,21 +164,8 @@ Deno.test("autotune: where the model runs the delta rule recurrently, lanes or c
   const seed = freshSeed();
   const next = rng(seed);
   const sizes = { b: 2, t: 19, h: 1, dk: 12, dv: 5 };
-  const inputs = {
-    q: "b t h dk",
-    k: "b t h dk",
-    v: "b t h dv",
-    beta: "b t h",
-    g: "b t h",
-  } as const;
-  const gatedDelta = (t: Record<keyof typeof inputs, Tensor>) =>
-    deltaRule({ q: t.q, k: t.k, v: t.v, beta: t.beta, gate: t.g }, {
-      time: "t",
-      key: "dk",
-      value: "dv",
-    }).y;
   try {
-    const prog = await compile(inputs, gatedDelta, sizes, {
+    const prog = await compile(DELTA_INPUTS, gatedDelta, sizes, {
       backend: "gpu",
       autotune: { cacheFile, iterations: 2 },
     });
@@ -192,7 +181,7 @@ Deno.test("autotune: where the model runs the delta rule recurrently, lanes or c
     for (const choice of Object.keys(entry.ns)) {
       entry.choice = choice;
       await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
-      const again = await compile(inputs, gatedDelta, sizes, {
+      const again = await compile(DELTA_INPUTS, gatedDelta, sizes, {
         backend: "gpu",
         autotune: { cacheFile },
       });
