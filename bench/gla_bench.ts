@@ -2,8 +2,7 @@
  * Benchmark of the GLA and simple GLA (RetNet-style scalar gate) forwards of models/layers/ on
  * the GPU, f32, at issue 20's shapes (B, T, H, D) = (1, 8192, 32, 128) and (8, 2048, 16, 64),
  * no initial state, scale 1/√D; each timed run is followed by a float64 check of head (0, 0).
- * The `gla_chunked` rows force GLA onto the chunked lowering with a vector decay, the `_fused`
- * rows the chunked lowering with kernel 1 walking the chunks (no pass kernel).
+ * The `gla_chunked` rows force GLA onto the chunked lowering with a vector decay.
  * With `--peer`, FLA's Triton chunk_gla and chunk_simple_gla are timed on the same shapes
  * (bench/gla_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
  *
@@ -57,15 +56,6 @@ function referenceHead(
   return o;
 }
 
-/** The rows per shape: defaults (or autotuned) and forced chunked variants. */
-const LAYERS = [
-  "gla",
-  "gla_chunked",
-  "gla_chunked_fused",
-  "simple_gla",
-  "simple_gla_chunked_fused",
-] as const;
-
 /** Times GLA and simple GLA at `shapes`; one row per measurement. */
 export async function glaBench(
   shapes: readonly DeltaBenchShape[],
@@ -87,16 +77,9 @@ export async function glaBench(
       gk: values(n * s.d, 5, -0.1, -0.001),
     };
     const sizes = { b: s.b, t: s.t, h: s.h, k: s.d, v: s.d };
-    // gla_chunked: GLA forced onto the chunked lowering with its vector decay (ssd_vector.ts);
-    // *_fused: chunked with kernel 1 walking the chunks (no pass kernel).
-    const forced: Record<string, { mode: "chunked"; fusedPass: boolean }> = {
-      gla_chunked: { mode: "chunked", fusedPass: false },
-      gla_chunked_fused: { mode: "chunked", fusedPass: true },
-      simple_gla_chunked_fused: { mode: "chunked", fusedPass: true },
-    };
-    for (const layer of LAYERS) {
-      const isGla = !layer.startsWith("simple_gla");
-      const strategy = forced[layer] ? { scan: forced[layer] } : tuning;
+    // gla_chunked: GLA forced onto the chunked lowering with its vector decay (ssd_vector.ts).
+    for (const layer of ["gla", "gla_chunked", "simple_gla"] as const) {
+      const isGla = layer !== "simple_gla";
       const inputs: Record<string, Float32Array> = isGla
         ? { q: x.q, k: x.k, v: x.v, gk: x.gk }
         : { q: x.q, k: x.k, v: x.v, g: x.g };
@@ -105,13 +88,17 @@ export async function glaBench(
           { q: "b t h k", k: "b t h k", v: "b t h v", gk: "b t h k" },
           (t) => gla(t.q, t.k, t.v, t.gk).o,
           sizes,
-          { backend: "gpu", gpu, ...strategy },
+          {
+            backend: "gpu",
+            gpu,
+            ...(layer === "gla_chunked" ? { scan: { mode: "chunked" as const } } : tuning),
+          },
         )
         : await compile(
           { q: "b t h k", k: "b t h k", v: "b t h v", g: "b t h" },
           (t) => simpleGla(t.q, t.k, t.v, t.g).o,
           sizes,
-          { backend: "gpu", gpu, ...strategy },
+          { backend: "gpu", gpu, ...tuning },
         );
       try {
         const probe = await prog.benchmark(inputs, { warmup: 1, iterations: 2 });
@@ -133,7 +120,7 @@ export async function glaBench(
         rows.push({
           bench: `${layer}_fwd_f32`,
           shape: s,
-          autotune: autotune && !forced[layer],
+          autotune: autotune && layer !== "gla_chunked",
           choices: prog.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
           ms: r.totalNs / 1e6,
           kernels: r.kernels.map((k) => ({ name: k.name, ms: k.medianNs / 1e6 })),
@@ -158,9 +145,9 @@ if (import.meta.main) {
     console.log("\nratio ours (f32) / FLA chunk kernel:");
     for (const s of shapes) {
       const same = (r: Record<string, unknown>) => JSON.stringify(r.shape) === JSON.stringify(s);
-      for (const layer of LAYERS) {
+      for (const layer of ["gla", "gla_chunked", "simple_gla"]) {
         const mine = ours.find((r) => same(r) && r.bench === `${layer}_fwd_f32`)?.ms as number;
-        const flaLayer = layer.startsWith("simple_gla") ? "simple_gla" : "gla";
+        const flaLayer = layer === "gla_chunked" ? "gla" : layer;
         for (const dtype of PEER_DTYPES) {
           const fla = peer.find((r) => same(r) && r.layer === flaLayer && r.dtype === dtype)?.ms as
             | number
