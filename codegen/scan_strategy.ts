@@ -40,13 +40,6 @@ export interface ScanStrategy {
    */
   mode?: "chunked" | "recurrent";
   /**
-   * With the chunked SSD lowering forced (`mode: "chunked"` or `chunks`): the chunk-state
-   * kernel walks the chunks itself (a workgroup per head and state tile) and writes each
-   * chunk's entering state, so no pass kernel runs and the states cross memory twice instead
-   * of four times. Default: a separate pass kernel; the autotuner times both.
-   */
-  fusedPass?: boolean;
-  /**
    * Loads issued one loop iteration ahead into registers: `"none"`, `"own"` (loads without a
    * state index: x, Δ, z…, one register each per step they serve) or `"all"` (also the
    * per-state loads such as B and C).

@@ -70,12 +70,6 @@ export interface SsdOptions {
   chunk?: number;
   /** Override tile shapes (benchmarks). */
   tiles?: Partial<SsdTiling>;
-  /**
-   * Kernel 1 walks the chunks itself, one workgroup per (head, state tile, value tile), and
-   * writes each chunk's entering state: no pass kernel, and the chunk states cross memory
-   * twice instead of four times (FLA's chunk_fwd_h), at the cost of a sequential loop.
-   */
-  fusedPass?: boolean;
 }
 
 /** Picks the chunk length: forced (checked) or the default, grown until the scratch fits. */
@@ -111,20 +105,13 @@ function pickChunk(sizes: SsdSizes, limits: DeviceLimits, forced?: number): numb
 }
 
 /** Default tiles: 64-step row tiles, value tiles up to 64, K slices of 16. */
-function defaultTiling(
-  sizes: SsdSizes,
-  q: number,
-  limits: DeviceLimits,
-  fusedPass = false,
-): SsdTiling {
+function defaultTiling(sizes: SsdSizes, q: number, limits: DeviceLimits): SsdTiling {
   const maxThreads = Math.min(256, limits.maxComputeInvocationsPerWorkgroup);
   const cols = Math.min(64, pow2ceil(roundUp(sizes.value, 4)));
   const rows = Math.min(q, 64);
-  // Walking the chunks, a workgroup per state tile: smaller tiles give more workgroups.
-  const stateRows = Math.min(fusedPass ? 64 : 128, pow2ceil(roundUp(sizes.state, 4)));
   let kt = Math.min(16, rows);
   const make = (): SsdTiling => ({
-    state: fitTile(stateRows, cols, kt, maxThreads),
+    state: fitTile(Math.min(128, pow2ceil(roundUp(sizes.state, 4))), cols, kt, maxThreads),
     cb: fitTile(rows, rows, kt, maxThreads),
     out: fitTile(rows, cols, kt, maxThreads),
   });
@@ -180,8 +167,7 @@ export function emitSsdKernels(
 ): KernelArtifact[] {
   const sizes = ssdSizes(form);
   const q = pickChunk(sizes, limits, options.chunk);
-  const fusedPass = options.fusedPass ?? false;
-  const tiling = { ...defaultTiling(sizes, q, limits, fusedPass), ...options.tiles };
+  const tiling = { ...defaultTiling(sizes, q, limits), ...options.tiles };
   checkTiling(tiling, q, limits);
   const chunks = Math.ceil(sizes.len / q);
   const value4 = roundUp(sizes.value, 4);
@@ -201,14 +187,13 @@ export function emitSsdKernels(
     vector,
     state4,
     gOff,
-    fusedPass,
   };
   const ctx: SsdContext = { spec, form, geo, materialized, limits, aliases };
   return [
     ...(vector ? [emitGates(ctx, `${name}_ssd_gates`)] : []),
     emitStates(ctx, `${name}_ssd_states`),
     ...(vector ? [emitIntra(ctx, `${name}_ssd_intra`)] : []),
-    ...(fusedPass ? [] : [emitPass(ctx, `${name}_ssd_pass`)]),
+    emitPass(ctx, `${name}_ssd_pass`),
     emitOutputs(ctx, `${name}_ssd_out`),
   ];
 }
@@ -272,10 +257,9 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
   const { spec, form, geo, materialized, limits, aliases } = ctx;
   const { sizes, q, chunks, value4, tiling } = geo;
   const L = sizes.len;
-  const fused = geo.fusedPass;
   const registry = new BindingRegistry(
     materialized,
-    fused ? [geo.scratchBuf, ...spec.finals] : [geo.scratchBuf],
+    [geo.scratchBuf],
     aliases,
   );
   const hooks = new SsdHooks(form, spec, registry);
@@ -283,7 +267,7 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
   const st = tiling.state, cbt = tiling.cb;
   const threads = Math.max(tileThreads(st).threads, tileThreads(cbt).threads);
   const stateTiles = Math.ceil(sizes.state / st.Mt), valueTiles = Math.ceil(value4 / st.Nt);
-  const nStateWg = sizes.heads * (fused ? 1 : chunks) * stateTiles * valueTiles;
+  const nStateWg = sizes.heads * chunks * stateTiles * valueTiles;
   const nb = q / cbt.Mt;
   const tri = (nb * (nb + 1)) / 2;
   // A vector decay's intra-chunk products are kernel emitIntra's (ssd_vector.ts).
@@ -338,7 +322,14 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
       return { lines, value: vec4Of(parts) };
     },
   };
-  const chunkState = [
+  const stateBody = [
+    `let pt = w % ${u(valueTiles)};`,
+    `let nt = (w / ${u(valueTiles)}) % ${u(stateTiles)};`,
+    `let hd = (w / ${u(valueTiles * stateTiles)}) % ${u(sizes.heads)};`,
+    `let c = w / ${u(valueTiles * stateTiles * sizes.heads)};`,
+    `let cb = ${cbOf}(hd);`,
+    `let n0 = nt * ${u(st.Mt)};`,
+    `let p0 = pt * ${u(st.Nt)};`,
     ...(geo.vector ? chunkScales(geo, threads, hooks) : [
       ...chunkCumsum(geo, threads, hooks),
       // Weight of step j in the chunk's end state: exp(cs_last − cs_j)·w_j (exponent ≤ 0).
@@ -349,10 +340,8 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
       `${SC}[${u(geo.lamOff)} + hd * ${u(chunks)} + c] = vec4<f32>(sh_cs[${u(q - 1)}]); }`,
     ]),
     "workgroupBarrier();",
-    // The chunk's total log-decay, read before the next chunk's loads overwrite sh_cs.
-    ...(fused && !geo.vector ? [`let lam = sh_cs[${u(q - 1)}];`] : []),
-    ...(fused ? [] : threadCoords(st, "s_", threads)),
-    ...accDecl(st, "s_", fused),
+    ...threadCoords(st, "s_", threads),
+    ...accDecl(st, "s_"),
     ...gemmLoop({
       tile: st,
       threads,
@@ -364,47 +353,13 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
       shA: "sh_a",
       shB: "sh_b",
     }),
-  ];
-  // The chunk-state slot of a tile element (row, col4): the chunk's own state, or (fused) the
-  // state entering the chunk.
-  const storeState = (row: string, col4: string, value: string) => [
-    `if (live && s_act && n0 + ${row} < ${u(nN)} && p0 / 4u + ${col4} < ${u(value4 / 4)}) {`,
-    `  ${SC}[((hd * ${u(chunks)} + c) * ${u(nN)} + n0 + ${row}) * ${u(value4 / 4)} + ` +
-    `p0 / 4u + ${col4}] = ${value};`,
-    "}",
-  ];
-  const tileOrigin = [
-    `let cb = ${cbOf}(hd);`,
-    `let n0 = nt * ${u(st.Mt)};`,
-    `let p0 = pt * ${u(st.Nt)};`,
-  ];
-  const stateBody = fused
-    ? [
-      `let pt = w % ${u(valueTiles)};`,
-      `let nt = (w / ${u(valueTiles)}) % ${u(stateTiles)};`,
-      `let hd = min(w / ${u(valueTiles * stateTiles)}, ${u(sizes.heads - 1)});`,
-      ...tileOrigin,
-      ...threadCoords(st, "s_", threads),
-      ...runningInit(ctx, hooks, st),
-      ...accDecl(st, "s_"),
-      `for (var c = 0u; c < ${u(chunks)}; c = c + 1u) {`,
-      ...[
-        ...chunkState,
-        ...forEachOutput(st, "s_", (row, col4, acc) => storeState(row, col4, running(acc))),
-        ...runningUpdate(ctx, st, SC),
-      ].map((l) => `  ${l}`),
+    ...forEachOutput(st, "s_", (row, col4, acc) => [
+      `if (live && s_act && n0 + ${row} < ${u(nN)} && p0 / 4u + ${col4} < ${u(value4 / 4)}) {`,
+      `  ${SC}[((hd * ${u(chunks)} + c) * ${u(nN)} + n0 + ${row}) * ${u(value4 / 4)} + ` +
+      `p0 / 4u + ${col4}] = ${acc};`,
       "}",
-      ...runningFinals(ctx, hooks, registry, st),
-    ]
-    : [
-      `let pt = w % ${u(valueTiles)};`,
-      `let nt = (w / ${u(valueTiles)}) % ${u(stateTiles)};`,
-      `let hd = (w / ${u(valueTiles * stateTiles)}) % ${u(sizes.heads)};`,
-      `let c = w / ${u(valueTiles * stateTiles * sizes.heads)};`,
-      ...tileOrigin,
-      ...chunkState,
-      ...forEachOutput(st, "s_", (row, col4, acc) => storeState(row, col4, acc)),
-    ];
+    ]),
+  ];
 
   // C·Bᵀ workgroups: rows = key step j, columns = query step i, K = state s.
   const cbLoad = (fn: (t: string, s: string) => string, base: string): Stage => ({
@@ -481,67 +436,6 @@ ${indent(cbBody, "    ")}
 }
 `;
   return { name, wgsl, workgroups, reads: registry.reads, writes: registry.writes, kind: "scan" };
-}
-
-/** The running-state register paired with a product accumulator `s_acc_…`. */
-function running(acc: string): string {
-  return acc.replace(/^s_/, "r_");
-}
-
-/**
- * The fused kernel 1's running state: the tile's block of the state entering the first chunk
- * (the init state, or zero), in registers shaped like the product's accumulators (`r_acc_…`).
- */
-function runningInit(ctx: SsdContext, hooks: SsdHooks, st: TileShape): string[] {
-  const { spec, geo } = ctx;
-  const nN = geo.sizes.state, nP = geo.sizes.value;
-  return forEachOutput(st, "s_", (row, col4, acc) => {
-    const run = running(acc);
-    if (!spec.scan.init) return [`var ${run} = vec4<f32>(0.0);`];
-    const parts = [0, 1, 2, 3].map((e) => {
-      const pv = `p0 + ${col4} * 4u + ${u(e)}`;
-      return `select(0.0, ${hooks.init()}(hd, min(n0 + ${row}, ${u(nN - 1)}), ` +
-        `min(${pv}, ${u(nP - 1)})), n0 + ${row} < ${u(nN)} && ${pv} < ${u(nP)})`;
-    });
-    return [`var ${run} = ${vec4Of(parts)};`];
-  });
-}
-
-/** After chunk c's product: running ← exp(Λ_c)·running + the chunk's own state. */
-function runningUpdate(ctx: SsdContext, st: TileShape, SC: string): string[] {
-  const { geo } = ctx;
-  const S4 = geo.state4 / 4;
-  return forEachOutput(st, "s_", (row, col4, acc) => {
-    const run = running(acc);
-    // A vector decay's Λ is per state element (row), from the gates kernel.
-    const decay = geo.vector
-      ? `exp(${SC}[${u(geo.lamOff)} + (hd * ${u(geo.chunks)} + c) * ${u(S4)} + ` +
-        `min(n0 + ${row}, ${u(geo.sizes.state - 1)}) / 4u][(n0 + ${row}) % 4u])`
-      : "exp(lam)";
-    return [`${run} = fma(vec4<f32>(${decay}), ${run}, ${acc});`];
-  });
-}
-
-/** After the last chunk, the fused kernel 1 stores the running state as the final state(s). */
-function runningFinals(
-  ctx: SsdContext,
-  hooks: SsdHooks,
-  registry: BindingRegistry,
-  st: TileShape,
-): string[] {
-  const { spec, geo } = ctx;
-  const nN = geo.sizes.state, nP = geo.sizes.value;
-  const lines: string[] = [];
-  spec.finals.forEach((_, k) => {
-    const fn = hooks.storeFinal(k, registry.writeName(1 + k));
-    lines.push(...forEachOutput(st, "s_", (row, col4, acc) =>
-      [0, 1, 2, 3].map((e) => {
-        const pv = `p0 + ${col4} * 4u + ${u(e)}`;
-        return `if (live && s_act && n0 + ${row} < ${u(nN)} && ${pv} < ${u(nP)}) { ` +
-          `${fn}(hd, n0 + ${row}, ${pv}, ${running(acc)}.${"xyzw"[e]}); }`;
-      })));
-  });
-  return lines;
 }
 
 /** Chunks the pass loads together before updating: loads in flight per thread. */

@@ -61,8 +61,8 @@ export function emitScanGroup(
     );
   }
   const form = ssd.form;
-  const chunked = (chunk?: number, fusedPass = force.fusedPass) =>
-    emitSsdKernels(spec, form!, materialized, limits, name, aliases, { chunk, fusedPass });
+  const chunked = (chunk?: number) =>
+    emitSsdKernels(spec, form!, materialized, limits, name, aliases, { chunk });
   if (force.mode === "chunked" || force.chunks !== undefined) {
     if (
       !form || (force.mode !== "chunked" && chooseScanLowering(spec, form, limits) !== "chunked")
@@ -81,8 +81,7 @@ export function emitScanGroup(
   const candidates = new Map<string, () => KernelArtifact[]>([["recurrent", recurrent]]);
   for (const q of chunkLengths(ssdSizes(form))) {
     if ((q >= 16 && q / 2 < len) || `chunked${q}` === byDefault) {
-      candidates.set(`chunked${q}`, () => chunked(q, false));
-      if (q < len) candidates.set(`chunked${q}_fused`, () => chunked(q, true));
+      candidates.set(`chunked${q}`, () => chunked(q));
     }
   }
   const key = `scan ${spec.scan.axes.join(",")}=${spec.scan.shape.join("x")} over ` +

@@ -50,8 +50,6 @@ export interface Geometry {
   state4: number;
   /** vec4 offset of G (vector decay only): heads × chunks × q rows of `state4`. */
   gOff: number;
-  /** Kernel 1 walks the chunks and writes entering states: no pass kernel (SsdOptions). */
-  fusedPass: boolean;
 }
 
 /** What every kernel of one chunked lowering is emitted from. */

@@ -250,25 +250,3 @@ Deno.test("cost model: the Mamba-2 2.7B layer shape lowers to 3 chunked kernels;
   );
   assert.ok(!small.kernels.some((k) => k.name.includes("_ssd_")), "small matrices: recurrent");
 });
-
-Deno.test("chunked SSD with the pass fused into kernel 1: init, reverse, finals, groups", async () => {
-  for (
-    const [sizes, chunks, opts] of [
-      [{ b: 2, l: 77, g: 2, r: 2, p: 6, n: 9 }, 5, { init: true }],
-      [{ b: 1, l: 300, g: 1, r: 2, p: 64, n: 32 }, 10, {}],
-      [{ b: 1, l: 41, g: 1, r: 3, p: 5, n: 7 }, 3, { reverse: true, init: true }],
-    ] as const
-  ) {
-    const seed = freshSeed();
-    const inputs = ssdInputs(sizes, rng(seed));
-    const what = `fused pass ${JSON.stringify(sizes)} ${JSON.stringify(opts)} seed ${seed}`;
-    const fused = await runSsd(sizes, { mode: "chunked", chunks, fusedPass: true }, opts, inputs);
-    assert.deepEqual(
-      fused.kernels.filter((k) => k.includes("_ssd_")).map((k) => k.replace(/^.*_ssd_/, "")),
-      ["states", "out"],
-      what,
-    );
-    assertClose(fused.out.y, fused.want.y, 1e-4, `${what}: y`);
-    assertClose(fused.out.state, fused.want.state, 1e-4, `${what}: state`);
-  }
-});
