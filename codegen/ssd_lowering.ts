@@ -84,7 +84,10 @@ export function emitScanGroup(
       candidates.set(`chunked${q}`, () => chunked(q));
     }
   }
+  // The decay's axes are part of the key: GLA (a decay per key) and simple GLA (one per head)
+  // have scans of the same shape and different kernels.
   const key = `scan ${spec.scan.axes.join(",")}=${spec.scan.shape.join("x")} over ` +
-    `${spec.scan.axis}, ${spec.outputs.length} outputs, ${spec.finals.length} finals`;
+    `${spec.scan.axis}, decay ${spec.scan.decay.axes.join(",")}, ${spec.outputs.length} ` +
+    `outputs, ${spec.finals.length} finals`;
   return emitTuned(limits, key, candidates, byDefault);
 }

@@ -12,6 +12,8 @@ import { finalState, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import { compile } from "../runtime/compile.ts";
+import { gla } from "../models/layers/gla.ts";
+import { simpleGla } from "../models/layers/retnet.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
 
 const INPUTS = {
@@ -135,4 +137,21 @@ Deno.test("vector-decay SSD: two outputs, and keys shared by the heads", async (
   const want = prog.interpret(inputs);
   prog.destroy();
   for (const o of ["o1", "o2"] as const) assertClose(got[o], want[o], 1e-4, `${o}, seed ${seed}`);
+});
+
+Deno.test("vector-decay SSD: its tuning key differs from a scalar decay's of the same shape", () => {
+  const sizes = { b: 1, t: 256, h: 2, k: 16, v: 16 };
+  const keyOf = (graph: ReturnType<typeof trace>) =>
+    generateKernels(graph, DEFAULT_LIMITS).kernels.find((k) => k.tuning)?.tuning?.key;
+  const vector = keyOf(trace(
+    { q: "b t h k", k: "b t h k", v: "b t h v", g: "b t h k" },
+    (x) => gla(x.q, x.k, x.v, x.g).o,
+    sizes,
+  ));
+  const scalar = keyOf(trace(
+    { q: "b t h k", k: "b t h k", v: "b t h v", g: "b t h" },
+    (x) => simpleGla(x.q, x.k, x.v, x.g).o,
+    sizes,
+  ));
+  assert.ok(vector && scalar && vector !== scalar, `${vector} / ${scalar}`);
 });
