@@ -60,9 +60,18 @@ export function outputTiles(
   };
 }
 
-/** Workgroup bytes of kernel 3 (P in workgroup memory plus the staged tile slices). */
-export function outputWorkgroupBytes(c: number, dv: number, maxThreads: number): number {
-  const t = outputTiles(c, dv, maxThreads);
+/**
+ * Workgroup bytes of kernel 3 (P in workgroup memory plus the staged tile slices), with the
+ * block per thread of `minThreads` and `columns` value columns (outputTiles).
+ */
+export function outputWorkgroupBytes(
+  c: number,
+  dv: number,
+  maxThreads: number,
+  minThreads?: number,
+  columns?: number,
+): number {
+  const t = outputTiles(c, dv, maxThreads, minThreads, columns);
   const p = stagedSizes(t.p), y = stagedSizes(t.y);
   return 4 * c * c + 16 * (Math.max(p.a, y.a) + Math.max(p.b, y.b));
 }

@@ -132,8 +132,8 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
     // Plant the non-default candidate of each of the three points: the program still agrees.
     const planted = {
       "delta-prep": "inverse",
-      "delta-pass": "tiled_rows16",
-      "delta-out": "min256_cols128",
+      "delta-pass": "lanes1_wg64",
+      "delta-out": "min64",
     };
     for (const [prefix, choice] of Object.entries(planted)) {
       const { cache, entry } = await cachedEntry(cacheFile, `${prefix} b2 t21 c8 dk8 dv6`);
@@ -149,7 +149,7 @@ Deno.test("autotune: the chunked delta rule's three kernels are tuning points", 
     );
     assert.deepEqual(
       again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
-      ["inverse", "tiled_rows16", "min256_cols128"],
+      ["inverse", "lanes1_wg64", "min64"],
     );
     assertClose(await again.run(data), again.interpret(data), 1e-4, `planted, seed ${seed}`);
     again.destroy();
