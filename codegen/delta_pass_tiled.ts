@@ -49,8 +49,10 @@ export const TILED_PASS_ROWS: readonly number[] = [16, 32, 64];
 function passTiles(rows: number, dkp: number, c: number, maxThreads: number) {
   const cap = Math.min(TILED_THREADS, maxThreads);
   const update = fitTile(rows, dkp, KT, cap, cap);
-  const threads = tileThreads(update).threads;
-  const project = fitTile(rows, c, KT, threads, 64);
+  // The workgroup has the larger product's threads (a small key size gives the state tile
+  // fewer threads than the chunk's projection needs); the other product idles the rest.
+  const project = fitTile(rows, c, KT, cap, 64);
+  const threads = Math.max(tileThreads(update).threads, tileThreads(project).threads);
   return { update, project, threads };
 }
 

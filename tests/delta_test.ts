@@ -162,6 +162,17 @@ Deno.test("deltaRule chunked, tile-form state pass: 16 value rows, dv in two blo
   assert.equal(names.length, 3, `three chunked kernels, got ${names}`);
 });
 
+Deno.test("deltaRule chunked, default kernels at a key size of 8 and chunks of 64", async () => {
+  // The tile-form pass (the default) once had no thread layout here: the state tile of 8 keys
+  // had fewer threads than the chunk's projection needs.
+  const names = await check({ b: 1, t: 40, h: 2, dk: 8, dv: 8 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "chunked" },
+  });
+  assert.equal(names.length, 3, `three chunked kernels, got ${names}`);
+});
+
 Deno.test("deltaRule chunked, tile-form state pass: 32 rows, DeltaNet, chunks of 8, state in place", async () => {
   await check({ b: 1, t: 45, h: 3, dk: 20, dv: 7 }, {
     gated: false,
