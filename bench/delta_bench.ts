@@ -5,7 +5,8 @@
  * tile form with 16, 32 and 64 value rows per workgroup) and with the default choice; each timed run is followed by a float64 check
  * of one head. With `--peer`, FLA's Triton chunk_gated_delta_rule is timed on the same shapes
  * (bench/delta_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
- * `--autotune` adds the autotuner's choice (`chunked_autotuned`, measured into a fresh cache);
+ * `--autotune` adds the autotuner's choices (`chunked_autotuned` for the chunked kernels' forms,
+ * `default_autotuned` for the lowering itself, measured into a fresh cache);
  * `--sweep` also times the chunked lowering's knobs one by one (chunk length, lanes and threads
  * of the state pass).
  *
@@ -126,7 +127,11 @@ export async function deltaBench(
         passRows,
       }]);
     }
-    if (autotune) variants.push(["chunked_autotuned", { mode: "chunked" }]);
+    // default_autotuned: the lowering itself tuned (where the model runs the recurrent kernel,
+    // its lanes or the chunked kernels); chunked_autotuned: the chunked kernels' three points.
+    if (autotune) {
+      variants.push(["chunked_autotuned", { mode: "chunked" }], ["default_autotuned", {}]);
+    }
     if (sweep) variants.push(...sweepVariants(s));
     for (const [label, strategy] of variants) {
       const prog = await compile(
