@@ -13,6 +13,7 @@ import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
 import { compile } from "../runtime/compile.ts";
 import { gla } from "../models/layers/gla.ts";
+import { hgrn2 } from "../models/layers/hgrn2.ts";
 import { simpleGla } from "../models/layers/retnet.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
 
@@ -163,4 +164,29 @@ Deno.test("vector-decay SSD: its tuning key differs from a scalar decay's of the
     sizes,
   ));
   assert.ok(vector && scalar && vector !== scalar, `${vector} / ${scalar}`);
+});
+
+Deno.test("vector-decay SSD: HGRN2 (key 1 − f, decay f with a lower bound) runs chunked", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 2, t: 50, h: 2, k: 6, v: 5 };
+  const spec = { q: "b t h k", f: "b t h k", i: "b t h v" } as const;
+  const n = 2 * 50 * 2;
+  const inputs = {
+    q: randomArray(n * 6, next),
+    f: randomArray(n * 6, next, -3, 3),
+    i: randomArray(n * 5, next),
+  };
+  const prog = await compile(
+    spec,
+    (x) => hgrn2(x.q, x.f, x.i, { lowerBound: 0.2 }).o,
+    sizes,
+    { backend: "gpu", scan: { mode: "chunked", chunks: 2 } },
+  );
+  const names = prog.kernels.map((k) => k.name);
+  assert.equal(names.filter((k) => k.includes("_ssd_")).length, 5, `${names}`);
+  const got = await prog.run(inputs);
+  const want = prog.interpret(inputs);
+  prog.destroy();
+  assertClose(got, want, 1e-4, `seed ${seed}`);
 });
