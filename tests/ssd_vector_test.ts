@@ -7,7 +7,7 @@ import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import { DEFAULT_LIMITS } from "../codegen/limits.ts";
 import { einsum } from "../dsl/einsum.ts";
-import { exp, mul, sigmoid } from "../dsl/elementwise.ts";
+import { exp, mul, sigmoid, tanh } from "../dsl/elementwise.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
@@ -15,6 +15,7 @@ import { compile } from "../runtime/compile.ts";
 import { gla } from "../models/layers/gla.ts";
 import { hgrn2 } from "../models/layers/hgrn2.ts";
 import { simpleGla } from "../models/layers/retnet.ts";
+import { gradFn } from "./grad_check.ts";
 import { assertClose, freshSeed, randomArray, rng } from "./util.ts";
 
 const INPUTS = {
@@ -189,4 +190,34 @@ Deno.test("vector-decay SSD: HGRN2 (key 1 − f, decay f with a lower bound) run
   const want = prog.interpret(inputs);
   prog.destroy();
   assertClose(got, want, 1e-4, `seed ${seed}`);
+});
+
+Deno.test("vector-decay SSD: gradients through a chunked GLA scan match the interpreter", async () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const spec = { g: "b l c k", k: "b l c k", v: "b l c e", q: "b l c k", wy: "b l c e" } as const;
+  const loss = (t: Record<keyof typeof spec, Tensor>) => {
+    const h = scan("l", exp(t.g), einsum("b l c k, b l c e -> b l c k e", t.k, t.v));
+    const y = einsum("b l c k e, b l c k -> b l c e", h, t.q);
+    return einsum("b l c e, b l c e -> ", tanh(y), t.wy);
+  };
+  const prog = await compile(spec, gradFn(loss, ["g", "k", "v", "q"]), {
+    b: 2,
+    l: 70,
+    c: 2,
+    k: 6,
+    e: 5,
+  }, { backend: "gpu", scan: { mode: "chunked", chunks: 3 } });
+  assert.ok(prog.kernels.some((k) => k.name.includes("_ssd_intra")), "the forward runs chunked");
+  const data: Record<string, Float32Array> = {};
+  for (const inp of prog.graph.inputs) {
+    const n = inp.shape.reduce((a, b) => a * b, 1);
+    data[inp.name] = randomArray(n, next, inp.name === "g" ? -1 : -0.5, inp.name === "g" ? 0 : 0.5);
+  }
+  const got = await prog.run(data) as Record<string, Float32Array>;
+  const want = prog.interpret(data) as Record<string, Float64Array>;
+  prog.destroy();
+  for (const key of ["g", "k", "v", "q"]) {
+    assertClose(got[`d_${key}`], want[`d_${key}`], 1e-4, `∂${key}, seed ${seed}`);
+  }
 });
