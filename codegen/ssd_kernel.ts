@@ -275,7 +275,9 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
   const total = nStateWg + nCbWg;
   const workgroups = foldWorkgroups(total, limits.maxComputeWorkgroupsPerDimension);
   const key = hooks.key(), val = hooks.value(), cbOf = hooks.cbOf();
-  const query = nCbWg > 0 ? hooks.query() : "ld_q";
+  // Only the C·Bᵀ workgroups read the C operands (registered here, where the bindings' order
+  // has always put them).
+  const query = nCbWg > 0 ? hooks.query() : undefined;
   const nN = sizes.state, nP = sizes.value;
 
   // Chunk-state workgroups: rows = state s, columns = value pv, K = step j of the chunk.
@@ -377,7 +379,7 @@ function emitStates(ctx: SsdContext, name: string): KernelArtifact {
       return { lines, value: vec4Of(parts) };
     },
   });
-  const cbBody = [
+  const cbBody = (query: string) => [
     `let v = w - ${u(nStateWg)};`,
     `let blk = v % ${u(tri)};`,
     `let c = (v / ${u(tri)}) % ${u(chunks)};`,
@@ -427,10 +429,10 @@ ${hooks.text()}
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${indent(workgroupIndex(total, workgroups[0]))}
 ${
-      nCbWg === 0 ? indent(stateBody) : `  if (w < ${u(nStateWg)}) {
+      query === undefined ? indent(stateBody) : `  if (w < ${u(nStateWg)}) {
 ${indent(stateBody, "    ")}
   } else {
-${indent(cbBody, "    ")}
+${indent(cbBody(query), "    ")}
   }`
     }
 }
