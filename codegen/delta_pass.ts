@@ -17,7 +17,7 @@ import type { DeviceLimits } from "./limits.ts";
 import type { KernelArtifact } from "./artifact.ts";
 import { type Context, groupKernel, passBindings, tuningKey } from "./delta_chunk_parts.ts";
 import { indent } from "./kernel_header.ts";
-import { deltaLanes, maxDeltaLanes } from "./delta_recurrent.ts";
+import { deltaLanes, lanesFor, maxDeltaLanes } from "./delta_recurrent.ts";
 import { clampIndex, laneSum } from "./delta_shapes.ts";
 import { offsetExpr } from "./expr.ts";
 import { emitTuned } from "./tuning.ts";
@@ -38,10 +38,7 @@ const PASS_KEYS_PER_LANE = 4;
 
 /** The state pass's default lanes per value row: up to the subgroup, 4 keys per lane. */
 export function passLanes(dk: number, limits: DeviceLimits): number {
-  const maxLanes = maxDeltaLanes(limits);
-  let g = 1;
-  while (g < maxLanes && Math.ceil(dk / g) > PASS_KEYS_PER_LANE) g *= 2;
-  return g;
+  return lanesFor(dk, limits, PASS_KEYS_PER_LANE);
 }
 
 /** Workgroup bytes of the state pass for key size `dk` and `lanes` lanes per row. */

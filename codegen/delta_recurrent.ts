@@ -47,8 +47,14 @@ export function deltaLanes(dk: number, limits: DeviceLimits, forced?: number): n
     }
     return forced;
   }
+  return lanesFor(dk, limits, KEYS_PER_LANE);
+}
+
+/** The fewest lanes (a power of two ≤ {@link maxDeltaLanes}) giving at most `keysPerLane` keys. */
+export function lanesFor(dk: number, limits: DeviceLimits, keysPerLane: number): number {
+  const maxLanes = maxDeltaLanes(limits);
   let g = 1;
-  while (g < maxLanes && Math.ceil(dk / g) > KEYS_PER_LANE) g *= 2;
+  while (g < maxLanes && Math.ceil(dk / g) > keysPerLane) g *= 2;
   return g;
 }
 
