@@ -7,13 +7,14 @@
  * decode rate with larger token blocks.
  *
  *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2] [--decode-lanes 16,32] [--dtype f16]
- *     [--batches 8,64]
+ *     [--batches 8,64] [--size 1.4b]
  *
  * `--decode-lanes` also times decode with the scan forced to those lane counts per channel.
  * `--dtype f16|bf16` loads the weight matrices in that precision (`loadModel`'s `dtype`; the
  * default is f32); the results' `bench` names then end in `_f16` / `_bf16`. `--batches` (default
  * 8,64) times batched decode too: that many prompts per `generate`, tokens/s over all of them
- * (bench/decode_peer.py is mamba_ssm's anchor for every batch size).
+ * (bench/decode_peer.py is mamba_ssm's anchor for every batch size). `--size` (default 130m) only
+ * names the rows: DIR holds whichever checkpoints bench/lm_hf.py wrote (`130m` or `1.4b`).
  *
  * @module
  */
@@ -28,6 +29,7 @@ const { values, positionals } = parseArgs({
     "decode-lanes": { type: "string", default: "" },
     dtype: { type: "string", default: "f32" },
     batches: { type: "string", default: "8,64" },
+    size: { type: "string", default: "130m" },
   },
   allowPositionals: true,
   strict: true,
@@ -67,7 +69,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   await generateRate(256);
   Deno.env.delete("SSMKIT_TRACE_GENERATE");
   console.log(JSON.stringify({
-    bench: `ssmkit_${kind}_130m${suffix}`,
+    bench: `ssmkit_${kind}_${values.size}${suffix}`,
     prefill_2048_s: prefill.totalNs / 1e9,
     prefill_kernels: prefill.kernels.length,
     decode_tok_s: rate,
@@ -97,7 +99,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     const outs = await model.generate(prompts, { maxNew: 128, eos: -1 });
     const tokens = outs.reduce((n, o) => n + o.length, 0);
     console.log(JSON.stringify({
-      bench: `ssmkit_${kind}_130m_batch${b}${suffix}`,
+      bench: `ssmkit_${kind}_${values.size}_batch${b}${suffix}`,
       batch: b,
       decode_tok_s: tokens / ((performance.now() - t0) / 1000),
       step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
@@ -117,7 +119,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     const t0 = performance.now();
     const out = await variant.generate([prompt], { maxNew: 128, eos: -1 });
     console.log(JSON.stringify({
-      bench: `ssmkit_${kind}_130m_decode_variant${suffix}`,
+      bench: `ssmkit_${kind}_${values.size}_decode_variant${suffix}`,
       scanLanes: lanes,
       step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
       decode_tok_s: out[0].length / ((performance.now() - t0) / 1000),

@@ -3,9 +3,11 @@
 Creates 130M-shape models with random weights (Mamba: d_model 768, 24 layers, vocab 50280,
 n=16; Mamba-2: n=128, head_dim 64), saves them as HF checkpoints for ssmkit to load in the
 same run, and times HF's torch path: batch-1 decode tokens/s (128 new tokens, greedy) and
-prefill time at l=2048, float32. Prints one JSON line per measurement.
+prefill time at l=2048, float32. Prints one JSON line per measurement. With the size `1.4b`
+(d_model 2048, 48 layers) it only writes the checkpoints: HF's torch path is no anchor at that size
+(bench/decode_peer.py times mamba_ssm there), and its Python-loop scan would take minutes.
 
-    python3 bench/lm_hf.py OUT_DIR [mamba,mamba2]
+    python3 bench/lm_hf.py OUT_DIR [mamba,mamba2] [130m|1.4b]
 """
 
 import json
@@ -18,16 +20,19 @@ from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForC
 
 out_root = sys.argv[1]
 kinds = (sys.argv[2] if len(sys.argv) > 2 else "mamba,mamba2").split(",")
+size = sys.argv[3] if len(sys.argv) > 3 else "130m"
+d_model, n_layer = {"130m": (768, 24), "1.4b": (2048, 48)}[size]
 torch.manual_seed(0)
 
 
 def build(kind):
     if kind == "mamba":
-        cfg = MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16,
-                          expand=2, conv_kernel=4, eos_token_id=0)
+        cfg = MambaConfig(vocab_size=50280, hidden_size=d_model, num_hidden_layers=n_layer,
+                          state_size=16, expand=2, conv_kernel=4, eos_token_id=0)
         return MambaForCausalLM(cfg)
-    cfg = Mamba2Config(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=128,
-                       expand=2, head_dim=64, num_heads=24, n_groups=1, conv_kernel=4,
+    cfg = Mamba2Config(vocab_size=50280, hidden_size=d_model, num_hidden_layers=n_layer,
+                       state_size=128, expand=2, head_dim=64, num_heads=2 * d_model // 64,
+                       n_groups=1, conv_kernel=4,
                        chunk_size=256, eos_token_id=0)
     return Mamba2ForCausalLM(cfg)
 
@@ -48,6 +53,9 @@ for kind in kinds:
     model = build(kind).float().eval()
     path = os.path.join(out_root, kind)
     model.save_pretrained(path, safe_serialization=True)
+    if size != "130m":
+        print(json.dumps({"saved": path, "size": size}), flush=True)
+        continue
     model = model.cuda()
     prompt = torch.randint(1, 50280, (1, 16), device="cuda")
     long = torch.randint(1, 50280, (1, 2048), device="cuda")
