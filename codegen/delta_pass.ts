@@ -64,9 +64,11 @@ export function passKernel(
   }
   // A tuning point: lanes per value row × threads per workgroup (occupancy against redundant
   // staging of W and K rows), or the tile form by value rows per workgroup. The default is the
-  // tile form over 16 rows where it fits (H100, 2026-12-07: 2.75 ms against 4.35 for the best
-  // lane form at (1, 8192, 32, 128), 0.50 against 0.93 at (8, 2048, 16, 64)), else the lanes of
-  // passLanes and PASS_THREADS.
+  // tile form where it fits (H100, 2026-12-07: 2.75 ms against 4.35 for the best lane form at
+  // (1, 8192, 32, 128), 0.50 against 0.93 at (8, 2048, 16, 64)), over dk / 4 rows (at least 16):
+  // fewer row blocks stage the chunk's W and K rows fewer times, more keep more warps busy (H200,
+  // 2026-12-07: 2.40 ms for 32 rows against 3.01 for 16 at dk = 128; 0.54 for 16 rows against
+  // 0.77 for 32 at dk = 64); else the lanes of passLanes and PASS_THREADS.
   const { s } = ctx.layout;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const candidates = new Map<string, () => KernelArtifact[]>();
@@ -80,10 +82,14 @@ export function passKernel(
   for (const rows of TILED_PASS_ROWS) {
     candidates.set(`tiled_rows${rows}`, () => [emitTiledPass(ctx, state, rows)]);
   }
-  const tiledFits = tiledPassWorkgroupBytes(16, s.dk, ctx.layout.c, maxThreads) <=
-    ctx.limits.maxComputeWorkgroupStorageSize;
-  const byDefault = tiledFits
-    ? "tiled_rows16"
+  const maxBytes = ctx.limits.maxComputeWorkgroupStorageSize;
+  const fits = (rows: number) =>
+    tiledPassWorkgroupBytes(rows, s.dk, ctx.layout.c, maxThreads, maxBytes) <= maxBytes;
+  const tiledRows = TILED_PASS_ROWS.filter((rows) =>
+    rows === TILED_PASS_ROWS[0] || rows <= s.dk / 4
+  ).filter(fits).at(-1);
+  const byDefault = tiledRows !== undefined
+    ? `tiled_rows${tiledRows}`
     : `lanes${passLanes(s.dk, ctx.limits)}_wg${Math.min(PASS_THREADS, maxThreads)}`;
   return emitTuned(ctx.limits, tuningKey("pass", ctx.layout), candidates, byDefault)[0];
 }

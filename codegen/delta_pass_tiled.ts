@@ -30,34 +30,56 @@ import {
   sharedOperand,
   stagedSizes,
   threadCoords,
+  type TileShape,
   tileThreads,
 } from "./ssd_gemm.ts";
 import { u32Literal as u } from "./wgsl_math.ts";
 
-/** K slice of both products. */
-const KT = 8;
+/** K slices the products try, longest first. */
+const SLICES: readonly number[] = [32, 16, 8];
 /** Threads per workgroup (at most). */
 const TILED_THREADS = 256;
 /** Value rows per workgroup the autotuner tries. */
 export const TILED_PASS_ROWS: readonly number[] = [16, 32, 64];
 
+/** Keys padded to whole K slices of the shortest length. */
+const paddedKeys = (dk: number) => Math.ceil(dk / 8) * 8;
+
+/** The longest slice of at most `cap` that divides `n` (a multiple of 8). */
+const sliceOf = (n: number, cap: number) => SLICES.find((k) => k <= cap && n % k === 0) ?? 8;
+
+/** Workgroup bytes of two tiles: S₀, the scaled U' and the staged slices. */
+function tileBytes(
+  t: { update: TileShape; project: TileShape },
+  rows: number,
+  dkp: number,
+  c: number,
+) {
+  const a = stagedSizes(t.update), b = stagedSizes(t.project);
+  return 4 * (rows * dkp + c * rows) + 16 * (Math.max(a.a, b.a) + Math.max(a.b, b.b));
+}
+
 /**
  * The two products' tiles for `rows` value rows, keys padded to `dkp`, chunk length `c`. The
  * pass has few workgroups (batch positions × row blocks), so the state tile takes as many
- * threads as the cap allows (smaller blocks per thread) to keep more warps in flight.
+ * threads as the cap allows (smaller blocks per thread) to keep more warps in flight. Its chunk
+ * steps are a chain of short products, each slice a global load the few warps cannot hide:
+ * slices are as long as the workgroup memory allows (32 steps or keys, else 16, else 8).
  */
-function passTiles(rows: number, dkp: number, c: number, maxThreads: number) {
+function passTiles(rows: number, dkp: number, c: number, maxThreads: number, maxBytes: number) {
   const cap = Math.min(TILED_THREADS, maxThreads);
-  const update = fitTile(rows, dkp, KT, cap, cap);
-  // The workgroup has the larger product's threads (a small key size gives the state tile
-  // fewer threads than the chunk's projection needs); the other product idles the rest.
-  const project = fitTile(rows, c, KT, cap, 64);
-  const threads = Math.max(tileThreads(update).threads, tileThreads(project).threads);
-  return { update, project, threads };
+  let best;
+  for (const kmax of SLICES) {
+    const update = fitTile(rows, dkp, sliceOf(c, kmax), cap, cap);
+    // The workgroup has the larger product's threads (a small key size gives the state tile
+    // fewer threads than the chunk's projection needs); the other product idles the rest.
+    const project = fitTile(rows, c, sliceOf(dkp, kmax), cap, 64);
+    const threads = Math.max(tileThreads(update).threads, tileThreads(project).threads);
+    best = { update, project, threads, bytes: tileBytes({ update, project }, rows, dkp, c) };
+    if (best.bytes <= maxBytes) break;
+  }
+  return best!;
 }
-
-/** Keys padded to whole K slices. */
-const paddedKeys = (dk: number) => Math.ceil(dk / KT) * KT;
 
 /** Workgroup bytes of the tiled pass with `rows` value rows per workgroup. */
 export function tiledPassWorkgroupBytes(
@@ -65,11 +87,9 @@ export function tiledPassWorkgroupBytes(
   dk: number,
   c: number,
   maxThreads: number,
+  maxBytes: number,
 ): number {
-  const dkp = paddedKeys(dk);
-  const t = passTiles(rows, dkp, c, maxThreads);
-  const a = stagedSizes(t.update), b = stagedSizes(t.project);
-  return 4 * (rows * dkp + c * rows) + 16 * (Math.max(a.a, b.a) + Math.max(a.b, b.b));
+  return passTiles(rows, paddedKeys(dk), c, maxThreads, maxBytes).bytes;
 }
 
 /** Emits the tiled state pass with `rows` value rows per workgroup (throws if it cannot fit). */
@@ -81,15 +101,15 @@ export function emitTiledPass(
   const { node, layout: { s, c, chunks, padded, wuWidth } } = ctx;
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const dkp = paddedKeys(s.dk);
-  const bytes = tiledPassWorkgroupBytes(rows, s.dk, c, maxThreads);
-  if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
+  const maxBytes = ctx.limits.maxComputeWorkgroupStorageSize;
+  const { update, project, threads, bytes } = passTiles(rows, dkp, c, maxThreads, maxBytes);
+  if (bytes > maxBytes) {
     throw new Error(
       `deltaRule: the tile-form state pass with ${rows} value rows needs ${bytes} bytes of ` +
         `workgroup memory at key size ${s.dk}; the device has ` +
         `${ctx.limits.maxComputeWorkgroupStorageSize} (use fewer passRows)`,
     );
   }
-  const { update, project, threads } = passTiles(rows, dkp, c, maxThreads);
   const blocks = Math.ceil(s.dv / rows);
   const total = s.batches * blocks;
   const { reg, top, wu, bl, env, loads } = passBindings(ctx, state);

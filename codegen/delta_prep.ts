@@ -2,7 +2,7 @@
  * Kernel 1 of the chunked delta rule (delta_chunked.ts has the algebra): per (batch position,
  * chunk), the cumulative log-decays G, L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r − G_c)) as a
  * tile product in workgroup memory, then W = (I + L)⁻¹·diag(βγ)K and U = (I + L)⁻¹·diag(β)V by
- * forward substitution, one column per thread. Writes W, U and G to the `wu` scratch.
+ * forward substitution, one column per thread, in blocks of 16 rows held in registers. Writes W, U and G to the `wu` scratch.
  *
  * @module
  */
@@ -25,6 +25,8 @@ import { u32Literal as u } from "./wgsl_math.ts";
 
 /** Threads of kernel 1 (at most). */
 const PREP_THREADS = 256;
+/** Rows of a column's substitution held in registers at once. */
+const SOLVE_BLOCK = 16;
 
 /** The tile of L = K·Kᵀ and the thread count of kernel 1. */
 export function prepTile(c: number, maxThreads: number) {
@@ -126,34 +128,51 @@ export function prepKernel(ctx: Context): KernelArtifact {
   const { layout: { s, c, chunks, wuWidth } } = ctx;
   const { threads, tile } = prepTile(c, ctx.limits.maxComputeInvocationsPerWorkgroup);
   const { reg, top, loads, row, lines } = prepOpening(ctx, tile, threads);
-  // One forward substitution per column: x_a = rhs_a − Σ_{c<a} L[a][c]·x_c.
-  const solve = (what: "W" | "U", column: string) => {
+  // Forward substitution per column, x_a = rhs_a − Σ_{m<a} L[a][m]·x_m, in blocks of `bs` rows
+  // held in registers: the block's right-hand sides are loaded at once, the earlier blocks'
+  // x are read back from the thread's own column of `wu`, and the block's own triangle is
+  // unrolled. (A loop over a per-thread array of the chunk's x keeps it in local memory, which
+  // 256 threads × C floats per workgroup overflow from L1.)
+  const bs = Math.min(SOLVE_BLOCK, c);
+  const xs = Array.from({ length: bs }, (_, e) => `x${e}`);
+  const rhs = (what: "W" | "U") => {
     const e = top.fork(what === "W" ? "pw" : "pu");
-    const x = what === "W" ? loads.key(e, "k", "pa", column) : loads.value(e, "pa", column);
-    const rhs = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
-    const offset = what === "W" ? column : `${u(s.dk)} + ${column}`;
-    return [
-      `var xs: array<f32, ${c}>;`,
-      `for (var a: u32 = 0u; a < ${u(c)}; a++) {`,
+    const x = what === "W" ? loads.key(e, "k", "pa", "col") : loads.value(e, "pa", "vcol");
+    const value = what === "W" ? `sh_b[a] * exp(sh_G[a]) * ${x}` : `sh_b[a] * ${x}`;
+    return xs.flatMap((name, i) => [
+      `{`,
+      `  let a = b0 + ${u(i)};`,
       `  let pa = ${clampIndex("base + a", s.len)};`,
       indent(e.lines),
-      `  var acc: f32 = ${rhs};`,
-      `  for (var cc: u32 = 0u; cc < a; cc++) {`,
-      `    acc = fma(-sh_L[a * ${u(c)} + cc], xs[cc], acc);`,
-      `  }`,
-      `  xs[a] = acc;`,
-      `  out[${row("a")} * ${u(wuWidth)} + ${offset}] = acc;`,
+      `  ${name} = ${value};`,
       `}`,
-    ];
+    ]);
   };
+  const earlier = [
+    `for (var m: u32 = 0u; m < b0; m++) {`,
+    `  let xm = out[${row("m")} * ${u(wuWidth)} + col];`,
+    ...xs.map((name, i) => `  ${name} = fma(-sh_L[(b0 + ${u(i)}) * ${u(c)} + m], xm, ${name});`),
+    `}`,
+  ];
+  const triangle = xs.flatMap((name, i) => [
+    ...xs.slice(0, i).map((prev, j) =>
+      `${name} = fma(-sh_L[(b0 + ${u(i)}) * ${u(c)} + b0 + ${u(j)}], ${prev}, ${name});`
+    ),
+    `out[${row(`b0 + ${u(i)}`)} * ${u(wuWidth)} + col] = ${name};`,
+  ]);
   const body = [
     ...lines,
     `for (var col: u32 = lid; col < ${u(s.dk + s.dv)}; col += ${u(threads)}) {`,
-    `  if (col < ${u(s.dk)}) {`,
-    indent(solve("W", "col"), "    "),
-    `  } else {`,
-    `    let vcol = col - ${u(s.dk)};`,
-    indent(solve("U", "vcol"), "    "),
+    `  for (var b0: u32 = 0u; b0 < ${u(c)}; b0 += ${u(bs)}) {`,
+    ...xs.map((name) => `    var ${name}: f32;`),
+    `    if (col < ${u(s.dk)}) {`,
+    indent(rhs("W"), "      "),
+    `    } else {`,
+    `      let vcol = col - ${u(s.dk)};`,
+    indent(rhs("U"), "      "),
+    `    }`,
+    indent(earlier, "    "),
+    indent(triangle, "    "),
     `  }`,
     `}`,
   ];
