@@ -1,8 +1,8 @@
 /**
  * Benchmark of the Gated DeltaNet forward (`deltaRule` with a gate) on the GPU, f32, at issue
  * 19's shapes (B, T, H, D) = (1, 8192, 32, 128) and (8, 2048, 16, 64), with the chunked
- * lowering forced (its first kernel by substitution or inverse, its state pass in lane form or in
- * tile form with 16, 32 and 64 value rows per workgroup) and with the default choice; each timed run is followed by a float64 check
+ * lowering forced (its state pass in lane form or in tile form with 16, 32 and 64 value rows
+ * per workgroup) and with the default choice; each timed run is followed by a float64 check
  * of one head. With `--peer`, FLA's Triton chunk_gated_delta_rule is timed on the same shapes
  * (bench/delta_peer.py, f32 and bf16; needs torch and `.peer/fla`) and the ratios printed.
  * `--autotune` adds the autotuner's choices (`chunked_autotuned` for the chunked kernels' forms,
@@ -118,14 +118,8 @@ export async function deltaBench(
     const x = deltaInputs(s);
     const want = referenceHead(s, x);
     const variants: [string, ScanStrategy][] = [["chunked", { mode: "chunked" }], ["default", {}]];
-    variants.push(["chunked_prep_inverse", { mode: "chunked", prep: "inverse" }]);
     for (const passRows of TILED_PASS_ROWS) {
       variants.push([`chunked_pass_rows${passRows}`, { mode: "chunked", passRows }]);
-      variants.push([`chunked_inverse_rows${passRows}`, {
-        mode: "chunked",
-        prep: "inverse",
-        passRows,
-      }]);
     }
     // default_autotuned: the lowering itself tuned (where the model runs the recurrent kernel,
     // its lanes or the chunked kernels); chunked_autotuned: the chunked kernels' three points.

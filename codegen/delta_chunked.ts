@@ -35,7 +35,6 @@ import {
 } from "./delta_chunk_parts.ts";
 import { passKernel } from "./delta_pass.ts";
 import { prepKernel } from "./delta_prep.ts";
-import { inversePrepKernel } from "./delta_prep_inverse.ts";
 import { emitTuned } from "./tuning.ts";
 import { deltaChunk, outputTiles, outputWorkgroupBytes } from "./delta_plan.ts";
 import { batchEnv, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
@@ -222,26 +221,12 @@ function tunedOutput(ctx: Context): KernelArtifact {
 }
 
 /**
- * Kernel 1, substituting per column (delta_prep.ts) or through the chunk's inverse
- * (delta_prep_inverse.ts): `form` forces one, else a tuning point whose default is substitution.
- */
-function prep(ctx: Context, form?: "substitute" | "inverse"): KernelArtifact {
-  if (form === "inverse") return inversePrepKernel(ctx);
-  if (form === "substitute") return prepKernel(ctx);
-  const candidates = new Map<string, () => KernelArtifact[]>([
-    ["substitute", () => [prepKernel(ctx)]],
-    ["inverse", () => [inversePrepKernel(ctx)]],
-  ]);
-  return emitTuned(ctx.limits, tuningKey("prep", ctx.layout), candidates, "substitute")[0];
-}
-
-/**
  * The chunked lowering's three kernels. `maxChunks` (the scan strategy's `chunks`) forces the
  * chunk length: the shortest supported one giving at most that many chunks; `forcedLanes` the
  * state pass's lanes per value row and `passThreads` its threads per workgroup (the strategy's
  * `workgroup`); `passRows` forces the state pass's tile form with that many value rows per
- * workgroup and `prepForm` the form of kernel 1 (the strategy's `passRows` and `prep`). What is
- * not forced is a tuning point (kernel 1, the state pass, kernel 3).
+ * workgroup (the strategy's `passRows`). What is not forced is a tuning point (the state pass,
+ * kernel 3).
  */
 export function emitDeltaChunked(
   node: DeltaNode,
@@ -254,7 +239,6 @@ export function emitDeltaChunked(
   forcedLanes?: number,
   passThreads?: number,
   passRows?: number,
-  prepForm?: "substitute" | "inverse",
 ): KernelArtifact[] {
   const s = deltaShapes(node);
   const c = deltaChunk(s, limits, maxChunks);
@@ -276,7 +260,7 @@ export function emitDeltaChunked(
   }
   const ctx: Context = { node, layout, bufs, materialized, limits, name, aliases };
   return [
-    prep(ctx, prepForm),
+    prepKernel(ctx),
     passKernel(ctx, state, forcedLanes, passThreads, passRows),
     tunedOutput(ctx),
   ];

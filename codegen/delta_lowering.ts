@@ -29,7 +29,7 @@ function stateOf(node: DeltaNode, materialized: ReadonlySet<Node>): DeltaStateNo
  * scan strategy's `mode` forces the lowering, `lanes` the lanes per value row (of the recurrent
  * kernel or the chunked state pass), `workgroup` the chunked state pass's threads and `chunks`
  * the chunked lowering's chunk length: the shortest of 8, 16, 32, 64 giving at most that many
- * chunks; `passRows` the chunked state pass's tile form and `prep` the form of its first kernel.
+ * chunks; `passRows` the chunked state pass's tile form.
  */
 export function emitDelta(
   node: DeltaNode,
@@ -58,7 +58,6 @@ export function emitDelta(
       strategy.lanes,
       strategy.workgroup,
       strategy.passRows,
-      strategy.prep,
     );
   const recurrent = (lanes?: number) => () => [
     emitDeltaRecurrent(node, state, materialized, limits, name, aliases, lanes),

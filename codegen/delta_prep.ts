@@ -40,8 +40,8 @@ export function prepWorkgroupBytes(c: number, maxThreads: number): number {
   return 4 * (c * c + 3 * c) + 16 * (st.a + st.b);
 }
 
-/** The workgroup arrays both forms of kernel 1 declare: g, β, G and L (C × C). */
-export function prepArrays(c: number): string[] {
+/** Kernel 1's workgroup arrays for g, β, G and L (C × C). */
+function prepArrays(c: number): string[] {
   return [
     `var<workgroup> sh_g: array<f32, ${c}>;`,
     `var<workgroup> sh_b: array<f32, ${c}>;`,
@@ -51,12 +51,12 @@ export function prepArrays(c: number): string[] {
 }
 
 /**
- * What both forms of kernel 1 share: the bindings (`wu` written), the `wu` row of a chunk step,
+ * Kernel 1's opening: the bindings (`wu` written), the `wu` row of a chunk step,
  * and the opening lines per (batch position, chunk): g and β in workgroup memory, their
  * cumulative sums G (also written to `wu`), then L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r −
  * G_c)) as the tile product `tile` on `threads` threads into `sh_L`.
  */
-export function prepOpening(ctx: Context, tile: TileShape, threads: number): {
+function prepOpening(ctx: Context, tile: TileShape, threads: number): {
   reg: BindingRegistry;
   top: ExprEmitter;
   loads: DeltaLoads;

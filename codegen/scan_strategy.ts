@@ -129,17 +129,11 @@ export interface ScanStrategy {
   /**
    * The chunked delta rule only: run its state pass as two tile products per chunk over this
    * many value rows per workgroup (16, 32 or 64; delta_pass_tiled.ts) instead of the lane form
-   * that holds each value row in the registers of `lanes` threads. Default: the lane form,
-   * unless the autotuner times the tile form faster.
+   * that holds each value row in the registers of `lanes` threads. Default: the tile form over
+   * dk / 4 rows (at least 16) where it fits the workgroup memory, else the lane form; the
+   * autotuner times both forms.
    */
   passRows?: number;
-  /**
-   * The chunked delta rule only: how its first kernel solves the chunk's triangular system:
-   * `"substitute"` (one forward substitution per column of W and U) or `"inverse"` (the chunk's
-   * inverse by C substitutions, then W and U as one tile product). Default: substitution, unless
-   * the autotuner times the inverse faster.
-   */
-  prep?: "substitute" | "inverse";
 }
 
 /** How the tiled kernel sums a contraction's lane parts (`ScanStrategy.tileReduce`). */

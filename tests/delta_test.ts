@@ -191,21 +191,22 @@ Deno.test("deltaRule chunked, tile-form state pass: 64 rows, no init, one padded
   });
 });
 
-Deno.test("deltaRule chunked, inverse-form prep: chunks of 8, dk + dv not a multiple of 8", async () => {
+Deno.test("deltaRule chunked: chunks of 8 (one substitution block), dk + dv not a multiple of 8", async () => {
   const names = await check({ b: 2, t: 37, h: 2, dk: 11, dv: 6 }, {
     gated: true,
     init: true,
-    strategy: { mode: "chunked", chunks: 5, prep: "inverse" },
+    strategy: { mode: "chunked", chunks: 5 },
   });
   assert.equal(names.length, 3, `three chunked kernels, got ${names}`);
 });
 
-Deno.test("deltaRule chunked, inverse-form prep with the tile-form pass: DeltaNet, two column blocks", async () => {
-  // dk + dv = 300 > 256: the product runs two blocks of columns.
+Deno.test("deltaRule chunked with the tile-form pass: DeltaNet, more columns than kernel 1's threads", async () => {
+  // dk + dv = 300 > 256: kernel 1's threads substitute two columns each; 152 padded keys give
+  // the pass slices of 8.
   await check({ b: 1, t: 21, h: 2, dk: 150, dv: 150 }, {
     gated: false,
     init: true,
-    strategy: { mode: "chunked", chunks: 2, prep: "inverse", passRows: 16 },
+    strategy: { mode: "chunked", chunks: 2, passRows: 16 },
   });
 });
 
