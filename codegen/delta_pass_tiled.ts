@@ -107,7 +107,7 @@ export function emitTiledPass(
     throw new Error(
       `deltaRule: the tile-form state pass with ${rows} value rows needs ${bytes} bytes of ` +
         `workgroup memory at key size ${s.dk}; the device has ` +
-        `${ctx.limits.maxComputeWorkgroupStorageSize} (use fewer passRows)`,
+        `${maxBytes} (use fewer passRows)`,
     );
   }
   const blocks = Math.ceil(s.dv / rows);

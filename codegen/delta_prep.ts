@@ -2,7 +2,8 @@
  * Kernel 1 of the chunked delta rule (delta_chunked.ts has the algebra): per (batch position,
  * chunk), the cumulative log-decays G, L = strictly-lower(diag(β)·K·Kᵀ ∘ exp(G_r − G_c)) as a
  * tile product in workgroup memory, then W = (I + L)⁻¹·diag(βγ)K and U = (I + L)⁻¹·diag(β)V by
- * forward substitution, one column per thread, in blocks of 16 rows held in registers. Writes W, U and G to the `wu` scratch.
+ * forward substitution, one column per thread, in blocks of 16 rows held in registers. Writes W,
+ * U and G to the `wu` scratch.
  *
  * @module
  */

@@ -244,7 +244,8 @@ export function product(scan: ScanNode, axes: readonly string[]): number {
   return axes.reduce((p, a) => p * sizeOf(scan, a), 1);
 }
 
-function pow2ceil(n: number): number {
+/** The smallest power of two ≥ n. */
+export function pow2ceil(n: number): number {
   let p = 1;
   while (p < n) p *= 2;
   return p;

@@ -40,12 +40,12 @@ import {
   type TileShape,
   tileThreads,
 } from "./ssd_gemm.ts";
+import { indent } from "./kernel_header.ts";
+import { pow2ceil } from "./scan_strategy.ts";
 import { SsdHooks } from "./ssd_hooks.ts";
 import { emitGates, emitIntra } from "./ssd_vector.ts";
 import {
   type Geometry,
-  indent,
-  pow2ceil,
   roundUp,
   type SsdContext,
   type SsdTiling,

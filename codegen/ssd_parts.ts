@@ -68,13 +68,6 @@ export interface SsdContext {
   readonly aliases: ReadonlyMap<Node, Node>;
 }
 
-/** The smallest power of two ≥ n. */
-export function pow2ceil(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
 /** n rounded up to a multiple of m. */
 export function roundUp(n: number, m: number): number {
   return Math.ceil(n / m) * m;
@@ -107,9 +100,4 @@ export function workgroupIndex(total: number, gx: number): string[] {
 /** `vec4<f32>(…)` of four WGSL expressions. */
 export function vec4Of(parts: string[]): string {
   return `vec4<f32>(${parts.join(", ")})`;
-}
-
-/** The lines, indented and joined. */
-export function indent(lines: string[], by = "  "): string {
-  return lines.map((l) => `${by}${l}`).join("\n");
 }

@@ -21,9 +21,9 @@
  */
 
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
+import { indent } from "./kernel_header.ts";
 import { SsdHooks } from "./ssd_hooks.ts";
 import {
-  indent,
   roundUp,
   type SsdContext,
   timeMap,
