@@ -83,7 +83,7 @@ export function artifact(
 }
 
 /** The autotuner's key of the lowering's tuning point `point` (its shapes; the cache's key). */
-export function tuningKey(point: "prep" | "pass" | "out", { s, c }: Layout): string {
+export function tuningKey(point: "pass" | "out", { s, c }: Layout): string {
   return `delta-${point} b${s.batches} t${s.len} c${c} dk${s.dk} dv${s.dv}`;
 }
 

@@ -584,18 +584,16 @@ function planWith(
       const foreign = tree.filter((n) =>
         n !== root && isCore(n) && n !== core && n !== scan && !absorbs(n)
       );
-      // A matmul reads each prologue element once per output tile: a short contraction
-      // inlined there would be recomputed that many times, so it gets a kernel of its own.
-      if (core?.kind === "contract" && !scan) {
-        foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
-        foreign.push(...costlyMatmulOperands(core, materialized));
-      }
-      // So do the delta rule's kernels: the recurrent one evaluates its operands per step in
-      // every lane of a value row, the chunked ones per tile (Gated DeltaNet's L2 norms of q and
-      // k were 64-term loops in each lane's every step).
-      if (core?.kind === "delta") {
+      // A matmul reads each prologue element once per output tile, and the delta rule's
+      // kernels evaluate their operands per step in every lane of a value row (recurrent) or
+      // per tile (chunked): a short contraction inlined there would be recomputed that many
+      // times (Gated DeltaNet's L2 norms of q and k were 64-term loops in each lane's every
+      // step), so it gets a kernel of its own.
+      const matmul = core?.kind === "contract" && !scan;
+      if (matmul || core?.kind === "delta") {
         foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
       }
+      if (matmul) foreign.push(...costlyMatmulOperands(core, materialized));
       // What the foreign cores read (one walk for all; a DAG, so no core reaches itself).
       const below = new Set<Node>();
       const stack = foreign.flatMap((m) => nodeInputs(m));
