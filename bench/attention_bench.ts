@@ -42,8 +42,27 @@ export const ATTENTION_CASES: readonly AttentionCase[] = [
   { name: "prefill_8192", g: 8, r: 4, t: 8192, s: 8192, d: 128 },
   { name: "decode_4096", g: 8, r: 4, t: 1, s: 4096, d: 128 },
   { name: "decode_32768", g: 8, r: 4, t: 1, s: 32768, d: 128 },
-  // The decode kernel without key splits, to show what the split buys.
-  { name: "decode_32768_unsplit", g: 8, r: 4, t: 1, s: 32768, d: 128, strategy: { splits: 1 } },
+  // Decode's one kernel against the two-kernel form (key splits + merge kernel, the default
+  // until 2026-12-07: 32 and 128 splits at these shapes), and without ways.
+  {
+    name: "decode_4096_split",
+    g: 8,
+    r: 4,
+    t: 1,
+    s: 4096,
+    d: 128,
+    strategy: { splits: 32, ways: 1 },
+  },
+  {
+    name: "decode_32768_split",
+    g: 8,
+    r: 4,
+    t: 1,
+    s: 32768,
+    d: 128,
+    strategy: { splits: 128, ways: 1 },
+  },
+  { name: "decode_32768_ways1", g: 8, r: 4, t: 1, s: 32768, d: 128, strategy: { ways: 1 } },
   // Training: forward and the fused backward kernels.
   { name: "train_2048", g: 8, r: 4, t: 2048, s: 2048, d: 128, backward: true },
 ];

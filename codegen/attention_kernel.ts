@@ -3,7 +3,9 @@
  *
  * Main kernel: one workgroup per (batch position, tile of query rows, key split); `lanes`
  * threads per query row (row = t·group + r, so a tile's rows are consecutive queries of every
- * head of a group, which share the keys and values). Each lane holds every lanes-th unit (a vec4
+ * head of a group, which share the keys and values), and `ways` such groups of rows·lanes
+ * threads, way w walking keys w, w + ways, … of each staged tile (decode: a handful of rows get
+ * a full workgroup, each thread a short chain of keys). Each lane holds every lanes-th unit (a vec4
  * of features when the sizes allow, else one feature) of the scaled query and of the output
  * accumulator in registers (unrolled); q·k is summed over the lanes by subgroup shuffles (one
  * lane per row without subgroups). The workgroup walks its keys in tiles:
@@ -16,7 +18,9 @@
  * The score matrix never touches memory. Tiles outside every row's causal/window band are never
  * visited (the loop runs over the union of the tile's rows' key ranges). With one split the
  * thread writes acc / l; with several, each split writes its (m, l, acc) to scratch and the
- * combine kernel merges them: out = Σ e^{m_i − M}·acc_i / Σ e^{m_i − M}·l_i.
+ * combine kernel merges them: out = Σ e^{m_i − M}·acc_i / Σ e^{m_i − M}·l_i. The ways of a
+ * workgroup merge the same way, through the workgroup memory of the K and V tile, before the
+ * write: decode is one kernel unless key splits are forced.
  *
  * @module
  */
@@ -106,7 +110,7 @@ function mainKernel(
   aliases: ReadonlyMap<Node, Node>,
   parts?: Partials,
 ): KernelArtifact {
-  const { rowsPerWorkgroup: bq, lanes, threads, keysPerTile: bk, queryTiles, splits } = plan;
+  const { rowsPerWorkgroup: bq, lanes, threads, keysPerTile: bk, queryTiles, splits, ways } = plan;
   const writes = parts ? [parts.m, parts.l, parts.acc] : [node];
   const reg = new BindingRegistry(materialized, writes, aliases);
   const top = new ExprEmitter(reg.lookup, "pe");
@@ -148,25 +152,47 @@ function mainKernel(
     qLines.push(`let q${i}: ${ty} = ${guard ? `select(${zero}, ${scaled}, ${guard})` : scaled};`);
   }
 
-  // Staging: unit i of the K tile is key k0 + i / units, unit i % units (V likewise).
-  const stage = (which: "k" | "v", feature: string, units: number, shared: string) => {
-    const e = top.fork(`${which}e`);
-    const key = `min(k0 + ${which}i / ${u(units)}, ${u(s.keys - 1)})`;
-    const unit = `(${which}i % ${u(units)})`;
-    const parts = Array.from({ length: w }, (_, c) =>
-      e.emit(node[which], {
-        ...batch.env,
-        [node.keyAxis]: `${which}key`,
-        [feature]: featureAt(unit, c),
-      }));
-    const value = w === 4 ? `vec4<f32>(${parts.join(", ")})` : parts[0];
-    return [
-      `for (var ${which}i: u32 = lid; ${which}i < ${u(bk * units)}; ${which}i += ${u(threads)}) {`,
-      `  let ${which}key: u32 = ${key};`,
-      ...e.lines.map((l) => `  ${l}`),
-      `  ${shared}[${which}i] = ${value};`,
-      `}`,
-    ];
+  // Staging: unit i of the K tile is key k0 + i / units, unit i % units (V likewise). One
+  // workgroup array holds the K tile, then the V tile (at vOff), and after the key loop the
+  // ways' partial accumulators. Each thread holds its slots of the next tile in registers,
+  // loaded while the current tile is walked (the loads' latency hides behind the key loop).
+  const vOff = bk * nk;
+  let loadCalls = 0;
+  const stage = (which: "k" | "v", feature: string, units: number, base: number) => {
+    const slots = bk * units;
+    const per = Math.ceil(slots / threads);
+    const decl: string[] = [], store: string[] = [];
+    const guardOf = (p: number, idx: string) =>
+      (p + 1) * threads > slots ? `${idx} < ${u(slots)}` : "";
+    for (let p = 0; p < per; p++) {
+      const idx = p === 0 ? "lid" : `(lid + ${u(p * threads)})`;
+      decl.push(`var ${which}r${p}: ${ty} = ${zero};`);
+      const st = `kv[${base ? `${u(base)} + ` : ""}${idx}] = ${which}r${p};`;
+      const guard = guardOf(p, idx);
+      store.push(guard ? `if (${guard}) { ${st} }` : st);
+    }
+    const load = (k0: string) =>
+      Array.from({ length: per }, (_, p) => {
+        const idx = p === 0 ? "lid" : `(lid + ${u(p * threads)})`;
+        const e = top.fork(`${which}e${loadCalls++}_`);
+        const key = `${which}key`;
+        const parts = Array.from({ length: w }, (_, c) =>
+          e.emit(node[which], {
+            ...batch.env,
+            [node.keyAxis]: key,
+            [feature]: featureAt(`(${idx} % ${u(units)})`, c),
+          }));
+        const value = w === 4 ? `vec4<f32>(${parts.join(", ")})` : parts[0];
+        const guard = guardOf(p, idx);
+        return [
+          `${guard ? `if (${guard}) ` : ""}{`,
+          `  let ${key}: u32 = min(${k0} + ${idx} / ${u(units)}, ${u(s.keys - 1)});`,
+          ...e.lines.map((l) => `  ${l}`),
+          `  ${which}r${p} = ${value};`,
+          `}`,
+        ];
+      }).flat();
+    return { decl, load, store };
   };
 
   // The thread's key range [rlo, rhi) and the workgroup's (the union over its rows) ∩ split.
@@ -200,7 +226,7 @@ function mainKernel(
   }
 
   const prods = Array.from({ length: qn }, (_, i) => {
-    const k = `ks[kb + ${clamped(i, nk)}]`;
+    const k = `kv[kb + ${clamped(i, nk)}]`;
     return w === 4 ? `dot(q${i}, ${k})` : `q${i} * ${k}`;
   });
   // Sum the products in a few independent chains (more instruction-level parallelism).
@@ -214,11 +240,13 @@ function mainKernel(
   const pv = w === 4 ? "vec4<f32>(p)" : "p";
   // No early exits in the loop: every lane of a row must reach the shuffles.
   const keyLoop = [
-    `for (var j: u32 = 0u; j < ${u(bk)}; j++) {`,
+    // With ways the trip count stays uniform (the shuffles need every lane of a row).
+    `for (var jw: u32 = 0u; jw < ${u(bk / ways)}; jw++) {`,
+    `  let j: u32 = ${ways === 1 ? "jw" : `jw * ${u(ways)} + min(way, ${u(ways - 1)})`};`,
     `  let key: u32 = k0 + j;`,
     `  let ok: bool = key >= rlo && key < rhi && key < whi;`,
     `  let kb: u32 = j * ${u(nk)};`,
-    `  let vb: u32 = j * ${u(nv)};`,
+    `  let vb: u32 = ${u(vOff)} + j * ${u(nv)};`,
     ...chainLines.map((l) => `  ${l}`),
     `  var qk: f32 = ${Array.from({ length: chains }, (_, c) => `sc${c}`).join(" + ")};`,
     ...laneSum("qk", lanes).map((l) => `  ${l}`),
@@ -231,7 +259,7 @@ function mainKernel(
     `  }`,
     `  let p: f32 = select(0.0, exp(sc - m), ok);`,
     `  l = l + p;`,
-    ...accs.map((a, i) => `  ${a} = fma(${pv}, vs[vb + ${clamped(i, nv)}], ${a});`),
+    ...accs.map((a, i) => `  ${a} = fma(${pv}, kv[vb + ${clamped(i, nv)}], ${a});`),
     `}`,
   ];
 
@@ -261,37 +289,57 @@ function mainKernel(
     ];
   }
 
-  // A sink starts the softmax as a key of logit `sink` and value zero (in split 0 only).
-  const sinkInit = sinkStart(node, top, env, parts ? "split == 0u" : undefined);
-  const kStage = stage("k", node.featureAxis, nk, "ks");
-  const vStage = stage("v", node.valueAxis, nv, "vs");
+  // A sink starts the softmax as a key of logit `sink` and value zero (in split 0 and way 0).
+  const sinkWhen = [parts ? "split == 0u" : "", ways > 1 ? "way == 0u" : ""].filter((c) => c);
+  const sinkInit = sinkStart(node, top, env, sinkWhen.length ? sinkWhen.join(" && ") : undefined);
+  const kStage = stage("k", node.featureAxis, nk, 0);
+  const vStage = stage("v", node.valueAxis, nv, vOff);
+  // Emitted before the header: emitting a load registers its bindings.
+  const firstLoads = [...kStage.load("wlo"), ...vStage.load("wlo")];
+  const nextLoads = [...kStage.load("kn"), ...vStage.load("kn")];
+  const merge = ways > 1 ? mergeWays(plan, nv, ty, accs) : [];
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * queryTiles * splits;
   const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
   const wgsl = `${
     header(reg, threads, [
-      `var<workgroup> ks: array<${ty}, ${bk * nk}>;`,
-      `var<workgroup> vs: array<${ty}, ${bk * nv}>;`,
+      `var<workgroup> kv: array<${ty}, ${
+        Math.max(bk * (nk + nv), ways > 1 ? ways * bq * nv : 0)
+      }>;`,
+      ...(ways > 1
+        ? [
+          `var<workgroup> wm: array<f32, ${ways * bq}>;`,
+          `var<workgroup> wl: array<f32, ${ways * bq}>;`,
+        ]
+        : []),
     ])
   }
   if (wid >= ${u(total)}) { return; }
   let split = wid % ${u(splits)};
   let tile = (wid / ${u(splits)}) % ${u(queryTiles)};
   let bpos = wid / ${u(splits * queryTiles)};
-${indent(laneTile("tile", bq, s.rows, lanes, ROW_TILE))}
+${indent(wayTile(bq, s.rows, lanes, ways))}
 ${ind(batch.lines, "  ")}
 ${ind(range, "  ")}
 ${ind(top.lines, "  ")}
 ${ind(qLines, "  ")}
 ${ind(sinkInit, "  ")}
 ${ind(accs.map((a) => `var ${a}: ${ty} = ${zero};`), "  ")}
+${ind([...kStage.decl, ...vStage.decl], "  ")}
+  if (wlo < whi) {
+${ind(firstLoads, "    ")}
+  }
   for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
-${ind(kStage, "    ")}
-${ind(vStage, "    ")}
+${ind([...kStage.store, ...vStage.store], "    ")}
     workgroupBarrier();
+    let kn: u32 = k0 + ${u(bk)};
+    if (kn < whi) {
+${ind(nextLoads, "      ")}
+    }
 ${ind(keyLoop, "    ")}
     workgroupBarrier();
   }
+${ind(merge, "  ")}
   if (live) {
 ${ind(finish, "    ")}
   }
@@ -305,6 +353,71 @@ ${ind(finish, "    ")}
     writes: reg.writes,
     kind: "scan",
   };
+}
+
+/**
+ * The thread's row and way: `lane`, `way`, `row` (of the tile starting at `row0`), `rowc` and
+ * `live` (a row in range; with ways, way 0's threads alone write the result).
+ */
+function wayTile(bq: number, rows: number, lanes: number, ways: number): string[] {
+  const lines = laneTile("tile", bq, rows, lanes, ROW_TILE);
+  if (ways === 1) return lines;
+  const u = u32Literal;
+  return [
+    `let way = lid / ${u(bq * lanes)};`,
+    ...lines.map((l) =>
+      l.replace(`lid / ${u(lanes)}`, `(lid % ${u(bq * lanes)}) / ${u(lanes)}`)
+        .replace(`let live = lid < ${u(bq * lanes)}`, `let inway = way < ${u(ways)}`)
+    ),
+    `let live = inway && way == 0u;`,
+  ];
+}
+
+/**
+ * WGSL merging the ways' (m, l, acc) after the key loop into way 0's registers: each way stores
+ * its row's partials in workgroup memory (the accumulators over the K and V tile), and way 0
+ * takes M = max m_w, l = Σ e^{m_w − M}·l_w, acc = Σ e^{m_w − M}·acc_w.
+ */
+function mergeWays(plan: AttentionPlan, nv: number, ty: string, accs: string[]): string[] {
+  const u = u32Literal;
+  const { ways, rowsPerWorkgroup: bq, lanes } = plan;
+  const slot = `way * ${u(bq)} + (row - row0)`;
+  const unit = (i: number) => (lanes === 1 ? u(i) : i === 0 ? "lane" : `(lane + ${u(i * lanes)})`);
+  const inRange = (i: number) => ((i + 1) * lanes <= nv ? "" : `${unit(i)} < ${u(nv)}`);
+  const store = accs.map((a, i) => {
+    const st = `kv[(${slot}) * ${u(nv)} + ${unit(i)}] = ${a};`;
+    return inRange(i) ? `if (${inRange(i)}) { ${st} }` : st;
+  });
+  const gather = accs.map((a, i) => {
+    const ld = `${a} = ${a} + e * kv[(w * ${u(bq)} + (row - row0)) * ${u(nv)} + ${unit(i)}];`;
+    return inRange(i) ? `if (${inRange(i)}) { ${ld} }` : ld;
+  });
+  return [
+    `if (inway && row < row1) {`,
+    `  if (lane == 0u) {`,
+    `    wm[${slot}] = m;`,
+    `    wl[${slot}] = l;`,
+    `  }`,
+    ...store.map((l) => `  ${l}`),
+    `}`,
+    `workgroupBarrier();`,
+    `if (live) {`,
+    `  var mx: f32 = m;`,
+    `  for (var w: u32 = 1u; w < ${u(ways)}; w++) { mx = max(mx, wm[w * ${
+      u(bq)
+    } + (row - row0)]); }`,
+    `  let e0: f32 = exp(m - mx);`,
+    `  l = l * e0;`,
+    ...accs.map((a) => `  ${a} = ${a} * ${ty === "f32" ? "e0" : "vec4<f32>(e0)"};`),
+    `  for (var w: u32 = 1u; w < ${u(ways)}; w++) {`,
+    `    let ws: u32 = w * ${u(bq)} + (row - row0);`,
+    `    let e: ${ty} = ${ty === "f32" ? "" : "vec4<f32>"}(exp(wm[ws] - mx));`,
+    `    l = fma(exp(wm[ws] - mx), wl[ws], l);`,
+    ...gather.map((l) => `    ${l}`),
+    `  }`,
+    `  m = mx;`,
+    `}`,
+  ];
 }
 
 /** One thread per output element: merges the splits' (m, l, acc) into acc / l. */

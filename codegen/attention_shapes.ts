@@ -1,7 +1,8 @@
 /**
  * The sizes of an `attention` node and the tile plan of its kernels (attention_kernel.ts):
- * rows, tiles of queries and keys within the device's workgroup memory, and the number of
- * key splits (flash-decoding) chosen by a simple cost rule.
+ * rows, tiles of queries and keys within the device's workgroup memory, and the ways a
+ * workgroup splits its keys among its threads (flash-decoding inside one workgroup) chosen by a
+ * simple cost rule. Key splits across workgroups (a second, merging kernel) are a forced knob.
  *
  * @module
  */
@@ -53,8 +54,18 @@ export function attentionShapes(node: AttentionNode): AttentionShapes {
 
 /** Knobs of the attention kernels (tests and benchmarks force them). */
 export interface AttentionStrategy {
-  /** Key splits (1: no combine kernel); chosen by {@link planAttention} when absent. */
+  /**
+   * Key splits across workgroups, merged by a second kernel (default 1: one kernel). Each split
+   * walks its own range of keys; more workgroups for a long cache, at the price of the merge
+   * kernel's dispatch and its scratch traffic.
+   */
   splits?: number;
+  /**
+   * Ways: groups of threads within a workgroup that walk disjoint keys of each staged tile
+   * (key j of a tile belongs to way j mod ways), merged in workgroup memory at the end (a power
+   * of two ≤ keysPerTile). Chosen by {@link planAttention} when absent.
+   */
+  ways?: number;
   /** Query rows per workgroup; at most 64. */
   rowsPerWorkgroup?: number;
   /**
@@ -74,8 +85,10 @@ export interface AttentionPlan {
   readonly rowsPerWorkgroup: number;
   /** Threads per query row, sharing its features. */
   readonly lanes: number;
-  /** Threads per workgroup (≥ rows·lanes: the others only help stage keys and values). */
+  /** Threads per workgroup (≥ rows·lanes·ways: the others only help stage keys and values). */
   readonly threads: number;
+  /** Thread groups of rows·lanes walking disjoint keys of each tile, merged at the end. */
+  readonly ways: number;
   /** Keys per tile in workgroup memory. */
   readonly keysPerTile: number;
   /** Workgroups along the queries per batch position. */
@@ -94,17 +107,17 @@ const MIN_THREADS = 64;
 const MAX_ROWS = 64;
 /** Features one thread holds at most (of q and of the output each) before more lanes share a row. */
 const FEATURES_PER_LANE = 32;
-/** Workgroups a launch should have to fill a large GPU (the split rule aims at this). */
-const TARGET_WORKGROUPS = 1024;
-/** The fewest tiles one split walks: below this the combine's traffic outweighs the gain. */
-const MIN_TILES_PER_SPLIT = 4;
+/** Threads a workgroup of few rows (decode) is filled to with ways. */
+const WAY_THREADS = 256;
 
 /**
  * Plans the kernels of `node` on a device. Rows per workgroup: 64, or all rows when fewer
  * (decode). Keys per tile: the largest power of two ≤ 32 whose K and V tiles fit the
- * workgroup memory. Splits (the cost rule): when the query tiles alone give fewer workgroups
- * than a large GPU runs at once, the keys are split so that there are about
- * {@link TARGET_WORKGROUPS}, each split walking at least {@link MIN_TILES_PER_SPLIT} tiles.
+ * workgroup memory. Ways (the cost rule): a workgroup whose rows·lanes threads are fewer than
+ * {@link WAY_THREADS} (decode: a handful of rows per batch position) gets that many threads by
+ * walking each tile's keys in as many ways, so one kernel keeps the key loop's latency chains
+ * short without a merge kernel (the ways' partial results must fit the workgroup memory, where
+ * they reuse the K and V tile's array). Key splits across workgroups only when forced.
  */
 export function planAttention(
   node: AttentionNode,
@@ -135,7 +148,6 @@ export function planAttention(
       `attention: rowsPerWorkgroup ${rowsPerWorkgroup} must be an integer in 1..${maxRows}`,
     );
   }
-  const threads = Math.min(maxThreads, Math.max(MIN_THREADS, rowsPerWorkgroup * lanes));
   const perKey = (s.dk + s.dv) * 4;
   let keysPerTile = strategy.keysPerTile ?? 32;
   if (strategy.keysPerTile === undefined) {
@@ -152,16 +164,88 @@ export function planAttention(
   }
   const queryTiles = Math.ceil(s.rows / rowsPerWorkgroup);
   const tiles = Math.ceil(s.keys / keysPerTile);
-  const wanted = Math.ceil(TARGET_WORKGROUPS / (s.batches * queryTiles));
-  const most = Math.max(1, Math.floor(tiles / MIN_TILES_PER_SPLIT));
-  let splits = strategy.splits ?? Math.max(1, Math.min(wanted, most));
+  let splits = strategy.splits ?? 1;
   if (!Number.isInteger(splits) || splits < 1) {
     throw new Error(`attention: splits must be a positive integer, got ${splits}`);
   }
   splits = Math.min(splits, tiles);
   const splitLength = Math.ceil(tiles / splits) * keysPerTile;
   splits = Math.ceil(s.keys / splitLength);
-  return { rowsPerWorkgroup, lanes, threads, keysPerTile, queryTiles, vec4, splits, splitLength };
+  const ways = planWays(
+    rowsPerWorkgroup * lanes,
+    keysPerTile,
+    mergeFits(rowsPerWorkgroup, keysPerTile, s, vec4, limits),
+    maxThreads,
+    strategy.ways,
+  );
+  const threads = Math.min(maxThreads, Math.max(MIN_THREADS, rowsPerWorkgroup * lanes * ways));
+  return {
+    rowsPerWorkgroup,
+    lanes,
+    threads,
+    ways,
+    keysPerTile,
+    queryTiles,
+    vec4,
+    splits,
+    splitLength,
+  };
+}
+
+/**
+ * Workgroup bytes of the main kernel: one array holding the K and V tile (bk·(dk + dv)
+ * features), reused after the key loop for the ways' partial accumulators (rows·ways·dv
+ * features, units rounded up), plus each way's m and l per row.
+ */
+export function attentionWorkgroupBytes(
+  rows: number,
+  bk: number,
+  ways: number,
+  s: AttentionShapes,
+  vec4: boolean,
+): number {
+  const w = vec4 ? 4 : 1;
+  const tile = bk * (s.dk + s.dv) / w;
+  const partials = ways > 1 ? ways * rows * Math.ceil(s.dv / w) : 0;
+  return 4 * w * Math.max(tile, partials) + (ways > 1 ? 8 * ways * rows : 0);
+}
+
+/** The most ways (a power of two) whose partial results fit the workgroup memory. */
+function mergeFits(
+  rows: number,
+  bk: number,
+  s: AttentionShapes,
+  vec4: boolean,
+  limits: DeviceLimits,
+): number {
+  let ways = 1;
+  while (
+    attentionWorkgroupBytes(rows, bk, ways * 2, s, vec4) <= limits.maxComputeWorkgroupStorageSize
+  ) ways *= 2;
+  return ways;
+}
+
+/** Ways per workgroup: forced (checked), else the most powers of two up to WAY_THREADS threads. */
+function planWays(
+  rowThreads: number,
+  bk: number,
+  fits: number,
+  maxThreads: number,
+  forced?: number,
+): number {
+  const most = Math.min(bk, fits, Math.floor(maxThreads / rowThreads));
+  if (forced !== undefined) {
+    if (!Number.isInteger(forced) || forced < 1 || (forced & (forced - 1)) !== 0 || forced > most) {
+      throw new Error(
+        `attention: ways ${forced} must be a power of two ≤ ${most} here (keys per tile ${bk}, ` +
+          `${rowThreads} threads a way, partial results within the tile's workgroup memory)`,
+      );
+    }
+    return forced;
+  }
+  let ways = 1;
+  while (ways * 2 <= most && rowThreads * ways * 2 <= WAY_THREADS) ways *= 2;
+  return ways;
 }
 
 /**

@@ -1,4 +1,4 @@
-// attention: the fused kernel (prefill and key-split decode) against the float64 interpreter on
+// attention: the fused kernel (prefill, decode in ways, forced key splits) against the float64 interpreter on
 // awkward sizes; the interpreter against a plain loop; masks, GQA, kernel counts, errors, and the
 // hand-written softmax(QKᵀ)V recognized as the same kernel.
 import assert from "node:assert/strict";
@@ -12,7 +12,9 @@ import { einsum } from "../dsl/einsum.ts";
 import { rename } from "../dsl/axis_ops.ts";
 import type { Tensor } from "../dsl/tensor.ts";
 import { trace } from "../dsl/trace.ts";
-import type { AttentionStrategy } from "../codegen/attention_shapes.ts";
+import { type AttentionStrategy, planAttention } from "../codegen/attention_shapes.ts";
+import type { DeviceLimits } from "../codegen/limits.ts";
+import type { AttentionNode } from "../dsl/ir.ts";
 import { compile } from "../runtime/compile.ts";
 import { getGpu } from "../runtime/gpu_device.ts";
 import { interpret } from "../runtime/interpreter.ts";
@@ -22,6 +24,18 @@ import { assertClose, freshSeed, randomInputs, rng } from "./util.ts";
 type Sizes = { b: number; g: number; r: number; t: number; s: number; d: number };
 
 const GQA = { q: "b g r t d", k: "b g s d", v: "b g s d" } as const;
+
+/** A large GPU's limits, for plans made without a device. */
+const LIMITS: DeviceLimits = {
+  maxStorageBuffersPerShaderStage: 64,
+  maxComputeWorkgroupStorageSize: 49152,
+  maxComputeInvocationsPerWorkgroup: 1024,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBufferBindingSize: 2 ** 31 - 4,
+  maxBufferSize: 2 ** 40,
+  subgroups: true,
+  subgroupMinSize: 32,
+};
 
 /** Runs attention on the GPU and the interpreter; returns the kernel names. */
 async function check(
@@ -121,10 +135,55 @@ Deno.test("attention decode: t < s with a cache, one kernel or split over keys +
   });
 });
 
-Deno.test("attention decode: a long cache is split by the cost rule", async () => {
-  // One query row per head and 600 keys: too few workgroups without splitting.
-  const names = await check({ b: 1, g: 1, r: 2, t: 1, s: 600, d: 16 }, { causal: true });
-  assert.equal(names.length, 2, `split + combine, got ${names}`);
+Deno.test("attention decode: one kernel by default, its keys walked in ways merged on chip", async () => {
+  // One query row per head and 600 keys: the cost rule gives the few rows a full workgroup of
+  // ways (no merge kernel).
+  const sizes: Sizes = { b: 1, g: 1, r: 2, t: 1, s: 600, d: 16 };
+  const graph = trace(GQA, (x) => attention(x.q, x.k, x.v, { causal: true }), sizes);
+  const ours = graph.outputs.out as AttentionNode;
+  assert.equal(ours.kind, "attention");
+  assert.ok(planAttention(ours, LIMITS).ways > 1, JSON.stringify(planAttention(ours, LIMITS)));
+  const names = await check(sizes, { causal: true });
+  assert.equal(names.length, 1, `one kernel, got ${names}`);
+});
+
+Deno.test("attention ways: forced ways at awkward sizes, with windows, splits and scalar units", async () => {
+  const cases: [Sizes, AttentionOptions, AttentionStrategy][] = [
+    // 41 keys in tiles of 8: the last tile partial; two rows per group, 3 queries.
+    [{ b: 1, g: 2, r: 3, t: 3, s: 41, d: 16 }, { causal: true }, { ways: 4, keysPerTile: 8 }],
+    // Scalar units (d = 5), a window shorter than a way's share of a tile.
+    [{ b: 2, g: 1, r: 1, t: 1, s: 37, d: 5 }, { causal: true, window: 3 }, {
+      ways: 8,
+      keysPerTile: 8,
+    }],
+    // Ways and key splits together: each split's ways merge, then the combine kernel.
+    [{ b: 1, g: 1, r: 2, t: 2, s: 53, d: 12 }, { causal: true }, {
+      ways: 2,
+      splits: 3,
+      keysPerTile: 4,
+    }],
+    // Non-causal prefill with ways (more rows than one way's tile).
+    [{ b: 1, g: 1, r: 2, t: 9, s: 11, d: 8 }, { causal: false, scale: 0.7 }, {
+      ways: 2,
+      keysPerTile: 4,
+    }],
+  ];
+  for (const [sizes, opts, strategy] of cases) await check(sizes, opts, strategy);
+  // Two lanes per row (shuffles inside each way), 5 vec4 units: the last held by one lane.
+  const { features } = await getGpu();
+  if (features.subgroups && features.subgroupMinSize >= 2) {
+    await check({ b: 1, g: 1, r: 3, t: 1, s: 45, d: 20 }, { causal: true }, {
+      ways: 4,
+      lanes: 2,
+      keysPerTile: 8,
+    });
+  }
+  // Too many ways for the tile: one clear line.
+  await assert.rejects(
+    () =>
+      check({ b: 1, g: 1, r: 1, t: 1, s: 9, d: 4 }, { causal: true }, { ways: 8, keysPerTile: 4 }),
+    /ways 8 must be a power of two ≤ 4/,
+  );
 });
 
 Deno.test("attention: with its projections, prefill is one kernel per projection plus one", async () => {
@@ -445,6 +504,8 @@ Deno.test("attention sinks: forward and gradients (q, k, v, sinks) against the h
       [{ b: 2, g: 2, r: 3, t: 5, s: 9, d: 4 }, undefined],
       // Decode with key splits: the sink joins split 0 only.
       [{ b: 1, g: 1, r: 2, t: 1, s: 30, d: 8 }, { splits: 3, keysPerTile: 4 }],
+      // Decode in ways (the default): the sink joins way 0 only.
+      [{ b: 1, g: 1, r: 2, t: 1, s: 30, d: 8 }, { ways: 4, keysPerTile: 4 }],
     ] as [Sizes, AttentionStrategy | undefined][]
   ) {
     const program = (byHand: boolean) => (x: Record<keyof typeof spec, Tensor>) => {
