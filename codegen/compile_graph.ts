@@ -41,6 +41,7 @@ import {
   sumTreeParts,
 } from "./horizontal_plan.ts";
 import { emitHorizontal, emitMultiReduce } from "./horizontal_kernel.ts";
+import { mergeRiders } from "./dispatch_merge.ts";
 
 /** A graph lowered to kernels. */
 export interface KernelProgram {
@@ -193,6 +194,12 @@ export interface CodegenOptions {
    */
   horizontal?: boolean;
   /**
+   * Let an elementwise kernel join the dispatch of one of the next few kernels when nothing in
+   * between depends on it (`dispatch_merge.ts`; default off: on for the resident language
+   * models' programs, where a decode step is mostly a fixed cost per dispatch).
+   */
+  rideAlong?: boolean;
+  /**
    * Keep materializing a scan and its adjoint (no scan-backward groups; tests, benchmarks);
    * the same as `scanBackward: false`.
    */
@@ -335,7 +342,17 @@ export function generateKernels(
         splitThisRound.add(candidate);
       }
     }
-    if (fixes === 0) return { graph, plan, kernels, ...(remapped ? { aliases: remapped } : {}) };
+    if (fixes === 0) {
+      const final = options.rideAlong
+        ? mergeRiders(
+          kernels,
+          aliases,
+          limits.maxStorageBuffersPerShaderStage,
+          limits.maxComputeWorkgroupsPerDimension,
+        )
+        : kernels;
+      return { graph, plan, kernels: final, ...(remapped ? { aliases: remapped } : {}) };
+    }
   }
   throw new Error("program over the device limits: could not split kernels to fit the device");
 }

@@ -152,6 +152,8 @@ export class ModelPrograms {
     }
     const program = generateKernels(graph, deviceLimits(this.ctx), {
       aliases,
+      // A decode step is mostly a fixed cost per dispatch: small elementwise kernels ride along.
+      rideAlong: true,
       ...this.#codegen,
     });
     return await GpuProgram.create(this.ctx, program, aliases, external);

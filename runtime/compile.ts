@@ -62,6 +62,11 @@ export interface CompileOptions {
   /** Merge independent elementwise kernels into segmented dispatches (default false). */
   horizontal?: boolean;
   /**
+   * Let an elementwise kernel join a later kernel's dispatch when nothing in between depends on
+   * it (default false; `CodegenOptions.rideAlong`).
+   */
+  rideAlong?: boolean;
+  /**
    * Scalar-decay (SSD) scans' backward in chunked, state-free form (codegen/ssd_backward.ts):
    * on by default; these knobs tune it, `false` keeps the fused scan-backward walk.
    */
@@ -191,6 +196,7 @@ export async function compile<const S extends InputSpec, R extends TraceResult>(
     scanBackward: options.scanBackward,
     noScanBackward: options.noScanBackward,
     horizontal: options.horizontal,
+    rideAlong: options.rideAlong,
     ssdBackward: options.ssdBackward,
     aliases,
   };
