@@ -10,6 +10,8 @@
  *     [--batches 8,64] [--size 1.4b]
  *
  * `--decode-lanes` also times decode with the scan forced to those lane counts per channel.
+ * `--no-ride-along` also times decode with every elementwise kernel in its own dispatch
+ * (`codegen: { rideAlong: false }`, the form before 2026-12-07).
  * `--dtype f16|bf16` loads the weight matrices in that precision (`loadModel`'s `dtype`; the
  * default is f32); the results' `bench` names then end in `_f16` / `_bf16`. `--batches` (default
  * 8,64) times batched decode too: that many prompts per `generate`, tokens/s over all of them
@@ -27,6 +29,7 @@ const { values, positionals } = parseArgs({
   args: Deno.args,
   options: {
     "decode-lanes": { type: "string", default: "" },
+    "no-ride-along": { type: "boolean", default: false },
     dtype: { type: "string", default: "f32" },
     batches: { type: "string", default: "8,64" },
     size: { type: "string", default: "130m" },
@@ -107,21 +110,25 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     }));
   }
   model.destroy();
-  // Scan lane counts to compare in decode (`--decode-lanes 16,32`): step GPU time and rate.
-  for (const lanes of values["decode-lanes"].split(",").filter((v) => v).map(Number)) {
-    const variant = await loadModel(`${root}/${kind}`, {
-      progress: false,
-      dtype,
-      codegen: { scan: { lanes } },
-    });
+  // Variants to compare in decode: scan lane counts (`--decode-lanes 16,32`), and every
+  // elementwise kernel in its own dispatch (`--no-ride-along`): step GPU time and rate.
+  const variants: { scan?: { lanes: number }; rideAlong?: boolean }[] = [
+    ...values["decode-lanes"].split(",").filter((v) => v).map((v) => ({
+      scan: { lanes: Number(v) },
+    })),
+    ...(values["no-ride-along"] ? [{ rideAlong: false }] : []),
+  ];
+  for (const codegen of variants) {
+    const variant = await loadModel(`${root}/${kind}`, { progress: false, dtype, codegen });
     const blk = await variant.benchmarkDecodeBlock(1, 32);
     await variant.generate([prompt], { maxNew: 128, eos: -1 });
     const t0 = performance.now();
     const out = await variant.generate([prompt], { maxNew: 128, eos: -1 });
     console.log(JSON.stringify({
       bench: `ssmkit_${kind}_${values.size}_decode_variant${suffix}`,
-      scanLanes: lanes,
+      codegen,
       step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
+      step_dispatches: blk.dispatchesPerStep,
       decode_tok_s: out[0].length / ((performance.now() - t0) / 1000),
     }));
     variant.destroy();

@@ -53,9 +53,10 @@ export interface LoadOptions {
   gpu?: GpuContext;
   /**
    * Kernel strategy overrides for every program the model compiles (benchmarks and tests:
-   * e.g. `{ scan: { lanes: 32 } }`); by default each is chosen from the shapes and device.
+   * e.g. `{ scan: { lanes: 32 } }`, or `{ rideAlong: false }` to give every elementwise kernel
+   * its own dispatch); by default each is chosen from the shapes and device.
    */
-  codegen?: { scan?: ScanStrategy; matmul?: MatmulStrategy };
+  codegen?: { scan?: ScanStrategy; matmul?: MatmulStrategy; rideAlong?: boolean };
   /**
    * Storage of the weight matrices on the GPU (default `"f32"`): `"f16"` or `"bf16"` halves
    * their bytes; kernels widen them to f32, and activations and states stay f32

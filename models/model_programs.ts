@@ -89,7 +89,7 @@ export class ModelPrograms {
   /** The model's definition (config, inputs, forward function). */
   readonly definition: ModelDefinition;
   readonly #weights: Map<string, GPUBuffer>;
-  readonly #codegen: { scan?: ScanStrategy; matmul?: MatmulStrategy };
+  readonly #codegen: { scan?: ScanStrategy; matmul?: MatmulStrategy; rideAlong?: boolean };
   /** Per batch size, in least-recently-used-first order. */
   readonly #lanes = new Map<number, Lane>();
   /** Prompt-chunk programs by `${b}/${variant}/${length}`, least recently used first. */
@@ -102,7 +102,7 @@ export class ModelPrograms {
     ctx: GpuContext,
     definition: ModelDefinition,
     weights: Map<string, GPUBuffer>,
-    codegen: { scan?: ScanStrategy; matmul?: MatmulStrategy },
+    codegen: { scan?: ScanStrategy; matmul?: MatmulStrategy; rideAlong?: boolean },
   ) {
     this.ctx = ctx;
     this.definition = definition;
