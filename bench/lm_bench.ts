@@ -54,6 +54,14 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     byKind.set(kind, (byKind.get(kind) ?? 0) + k.medianNs);
   }
   const block = await model.benchmarkDecodeBlock(1, 32);
+  // A decode step reads every weight once (the tied head included): the step's bandwidth.
+  let weightBytes = 0;
+  for (const e of Deno.readDirSync(`${root}/${kind}`)) {
+    if (e.name.endsWith(".safetensors")) {
+      weightBytes += Deno.statSync(`${root}/${kind}/${e.name}`).size;
+    }
+  }
+  if (dtype !== "f32") weightBytes /= 2; // the matrices dominate; norms and biases stay f32
   const generateRate = async (maxNew: number, blockSize?: number) => {
     const t0 = performance.now();
     const out = await model.generate([prompt], { maxNew, eos: -1, blockSize });
@@ -80,6 +88,8 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     decode_tok_s_by_block_cap: blockSizes,
     decode_tok_s_1024_tokens: steady,
     step_gpu_one_pass_ms: block.gpuNsPerStep / 1e6,
+    weight_bytes: weightBytes,
+    step_weight_GBps: weightBytes / block.gpuNsPerStep,
     sampler_gpu_ms: block.samplerNs / 1e6,
     step_cpu_submit_ms: block.cpuSubmitNsPerStep / 1e6,
     step_cpu_submit_with_pending_read_ms: block.cpuSubmitWithPendingReadNsPerStep / 1e6,
