@@ -39,6 +39,16 @@ export interface AttentionCase {
 /** The shapes (batch 1). */
 export const ATTENTION_CASES: readonly AttentionCase[] = [
   { name: "prefill_2048", g: 8, r: 4, t: 2048, s: 2048, d: 128 },
+  // Prefill with the next K/V tile loaded into registers during the current one (decode's form).
+  {
+    name: "prefill_2048_prefetch",
+    g: 8,
+    r: 4,
+    t: 2048,
+    s: 2048,
+    d: 128,
+    strategy: { prefetch: true },
+  },
   { name: "prefill_8192", g: 8, r: 4, t: 8192, s: 8192, d: 128 },
   { name: "decode_4096", g: 8, r: 4, t: 1, s: 4096, d: 128 },
   { name: "decode_32768", g: 8, r: 4, t: 1, s: 32768, d: 128 },

@@ -154,8 +154,9 @@ function mainKernel(
 
   // Staging: unit i of the K tile is key k0 + i / units, unit i % units (V likewise). One
   // workgroup array holds the K tile, then the V tile (at vOff), and after the key loop the
-  // ways' partial accumulators. Each thread holds its slots of the next tile in registers,
-  // loaded while the current tile is walked (the loads' latency hides behind the key loop).
+  // ways' partial accumulators. With `prefetch` each thread holds its slots of the next tile in
+  // registers, loaded while the current tile is walked (the loads' latency hides behind the key
+  // loop; the default with ways, where few workgroups must keep many loads in flight).
   const vOff = bk * nk;
   let loadCalls = 0;
   const stage = (which: "k" | "v", feature: string, units: number, base: number) => {
@@ -295,8 +296,11 @@ function mainKernel(
   const kStage = stage("k", node.featureAxis, nk, 0);
   const vStage = stage("v", node.valueAxis, nv, vOff);
   // Emitted before the header: emitting a load registers its bindings.
-  const firstLoads = [...kStage.load("wlo"), ...vStage.load("wlo")];
-  const nextLoads = [...kStage.load("kn"), ...vStage.load("kn")];
+  const prefetch = plan.prefetch;
+  const firstLoads = prefetch ? [...kStage.load("wlo"), ...vStage.load("wlo")] : [];
+  const nextLoads = prefetch
+    ? [...kStage.load("kn"), ...vStage.load("kn")]
+    : [...kStage.load("k0"), ...vStage.load("k0")];
   const merge = ways > 1 ? mergeWays(plan, nv, ty, accs) : [];
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * queryTiles * splits;
@@ -326,17 +330,28 @@ ${ind(qLines, "  ")}
 ${ind(sinkInit, "  ")}
 ${ind(accs.map((a) => `var ${a}: ${ty} = ${zero};`), "  ")}
 ${ind([...kStage.decl, ...vStage.decl], "  ")}
-  if (wlo < whi) {
+${
+    prefetch
+      ? `  if (wlo < whi) {
 ${ind(firstLoads, "    ")}
   }
-  for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
-${ind([...kStage.store, ...vStage.store], "    ")}
+`
+      : ""
+  }  for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
+${
+    prefetch ? "" : `${ind(nextLoads, "    ")}
+`
+  }${ind([...kStage.store, ...vStage.store], "    ")}
     workgroupBarrier();
-    let kn: u32 = k0 + ${u(bk)};
+${
+    prefetch
+      ? `    let kn: u32 = k0 + ${u(bk)};
     if (kn < whi) {
 ${ind(nextLoads, "      ")}
     }
-${ind(keyLoop, "    ")}
+`
+      : ""
+  }${ind(keyLoop, "    ")}
     workgroupBarrier();
   }
 ${ind(merge, "  ")}

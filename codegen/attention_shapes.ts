@@ -66,6 +66,11 @@ export interface AttentionStrategy {
    * of two ≤ keysPerTile). Chosen by {@link planAttention} when absent.
    */
   ways?: number;
+  /**
+   * Load the next K/V tile into registers while the current one is walked (default: with
+   * ways, i.e. decode; prefill keeps its registers for more resident workgroups).
+   */
+  prefetch?: boolean;
   /** Query rows per workgroup; at most 64. */
   rowsPerWorkgroup?: number;
   /**
@@ -89,6 +94,8 @@ export interface AttentionPlan {
   readonly threads: number;
   /** Thread groups of rows·lanes walking disjoint keys of each tile, merged at the end. */
   readonly ways: number;
+  /** The next tile's loads issued before the current tile is walked. */
+  readonly prefetch: boolean;
   /** Keys per tile in workgroup memory. */
   readonly keysPerTile: number;
   /** Workgroups along the queries per batch position. */
@@ -184,6 +191,7 @@ export function planAttention(
     lanes,
     threads,
     ways,
+    prefetch: strategy.prefetch ?? ways > 1,
     keysPerTile,
     queryTiles,
     vec4,

@@ -167,6 +167,16 @@ Deno.test("attention ways: forced ways at awkward sizes, with windows, splits an
       ways: 2,
       keysPerTile: 4,
     }],
+    // Ways without the next tile's prefetch; prefill (one way) with it.
+    [{ b: 1, g: 2, r: 2, t: 1, s: 29, d: 8 }, { causal: true }, {
+      ways: 4,
+      keysPerTile: 8,
+      prefetch: false,
+    }],
+    [{ b: 1, g: 1, r: 3, t: 13, s: 13, d: 12 }, { causal: true, window: 5 }, {
+      keysPerTile: 4,
+      prefetch: true,
+    }],
   ];
   for (const [sizes, opts, strategy] of cases) await check(sizes, opts, strategy);
   // Two lanes per row (shuffles inside each way), 5 vec4 units: the last held by one lane.
