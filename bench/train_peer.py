@@ -12,7 +12,8 @@ d_state 16), random weights, f32 parameters, on the same cases as train_bench.ts
     its Triton RMSNorm, in f32 and under bf16 autocast; for Mamba-1 its Mamba block with
     selective_scan_ref (the CUDA scan is not built here: a Python loop over time);
   - HF transformers' torch path (Mamba2ForCausalLM / MambaForCausalLM, f32; the mixers are
-    routed to torch_forward / slow_forward);
+    routed to torch_forward / slow_forward; where mamba_ssm is importable, in a child process
+    without it, since newer transformers would route to its fused kernels);
 and the Mamba-1 selective scan's value and gradient alone (HF's torch scan as in
 MambaMixer.slow_forward, f32, loss Σ y·w, gradients of every input).
 
@@ -28,6 +29,7 @@ import gc
 import json
 import math
 import os
+import subprocess
 import signal
 import statistics
 import sys
@@ -229,6 +231,41 @@ def hf_scan_row(shape, b, l, steps):
     return {"ms": ms, "tokPerS": b * l / (ms / 1000), "peakMiB": peak}
 
 
+def hf_step_in_child(case_id, args):
+    """HF's torch training step in a child process that cannot import mamba_ssm.
+
+    Newer transformers (seen on the GPU machine, 2026-12-07) find an importable mamba_ssm through
+    their hub-kernel integration and route Mamba2's forward to its fused Triton path, which needs
+    causal_conv1d's CUDA build (absent there), whatever the mixers were routed to. The child's
+    PYTHONPATH lacks every folder holding mamba_ssm; it prints its row as JSON.
+    """
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+             if p and not os.path.isdir(os.path.join(p, "mamba_ssm"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    cmd = [sys.executable, os.path.abspath(__file__), "--cases", case_id, "--peers",
+           "hf_torch_f32", "--steps", str(args.steps), "--scale", args.scale]
+    # The child is killed a little before this peer's own limit (SIGALRM in this process).
+    limit = max(1, args.peer_timeout - 5) if args.peer_timeout > 0 else None
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        raise PeerTimeout(f"no result within {limit} s (child process)") from e
+    sys.stderr.write(done.stderr)
+    for line in done.stdout.splitlines():
+        row = json.loads(line) if line.startswith("{") else {}
+        if row.get("case") == case_id:
+            if "error" in row:
+                raise RuntimeError(row["error"])
+            return {k: v for k, v in row.items() if k not in ("anchor", "case", "shape")}
+    raise RuntimeError(f"the child process exited with {done.returncode} and printed no row")
+
+
+def mamba_ssm_importable():
+    """Whether this process could import mamba_ssm (then HF's step runs in a child process)."""
+    import importlib.util
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
 class PeerTimeout(Exception):
     """A peer ran past --peer-timeout on one case."""
 
@@ -290,8 +327,9 @@ def main():
                  lambda: train_step_row(lambda: mamba_ssm_model(kind, cfg), cfg["vocab"], b, l,
                                         args.steps, autocast=torch.bfloat16)),
                 ("hf_torch_f32",
-                 lambda: train_step_row(lambda: hf_model(kind, cfg), cfg["vocab"], b, l,
-                                        args.steps)),
+                 lambda: hf_step_in_child(case_id, args) if mamba_ssm_importable()
+                 else train_step_row(lambda: hf_model(kind, cfg), cfg["vocab"], b, l,
+                                     args.steps)),
             ]
         for peer, run in peers:
             if chosen and peer not in chosen:
