@@ -38,6 +38,21 @@ const { values, positionals } = parseArgs({
   strict: true,
 });
 const [root, kindsArg] = positionals;
+
+/**
+ * The eight kernel kinds with the most GPU time in a step (each kernel timed in its own pass),
+ * in µs: names without their `kN_` index, summed over the layers.
+ */
+function topKinds(kernels: readonly { name: string; medianNs: number }[]) {
+  const byKind = new Map<string, number>();
+  for (const k of kernels) {
+    const kind = k.name.replace(/k\d+_/g, "");
+    byKind.set(kind, (byKind.get(kind) ?? 0) + k.medianNs);
+  }
+  return Object.fromEntries(
+    [...byKind].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, ns]) => [k, ns / 1e3]),
+  );
+}
 const dtype = values.dtype as WeightDtype;
 const suffix = dtype === "f32" ? "" : `_${dtype}`;
 for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
@@ -48,11 +63,6 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   const long = Array.from({ length: 2048 }, (_, i) => (i * 104729) % ids + 1);
   const prefill = await model.benchmarkPrefill([long]);
   const step = await model.benchmarkDecodeStep(1);
-  const byKind = new Map<string, number>();
-  for (const k of step.kernels) {
-    const kind = k.name.replace(/^k\d+_/, "");
-    byKind.set(kind, (byKind.get(kind) ?? 0) + k.medianNs);
-  }
   const block = await model.benchmarkDecodeBlock(1, 32);
   // A decode step reads every weight once (the tied head included): the step's bandwidth.
   let weightBytes = 0;
@@ -96,9 +106,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     step_dispatches: block.dispatchesPerStep,
     step_gpu_ms_per_kernel_passes: step.totalNs / 1e6,
     step_kernels: step.kernels.length,
-    step_by_kind_us: Object.fromEntries(
-      [...byKind].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, ns]) => [k, ns / 1e3]),
-    ),
+    step_by_kind_us: topKinds(step.kernels),
   }));
   // Batched decode: b prompts at once, tokens/s over all of them, and the GPU time of a step.
   for (const b of values.batches.split(",").filter((v) => v).map(Number)) {
@@ -107,6 +115,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
       (_, j) => prompt.map((t) => (t + 31 * j) % ids + 1),
     );
     const blk = await model.benchmarkDecodeBlock(b, 32);
+    const kernels = (await model.benchmarkDecodeStep(b)).kernels;
     await model.generate(prompts, { maxNew: 128, eos: -1 });
     const t0 = performance.now();
     const outs = await model.generate(prompts, { maxNew: 128, eos: -1 });
@@ -117,6 +126,7 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
       decode_tok_s: tokens / ((performance.now() - t0) / 1000),
       step_gpu_one_pass_ms: blk.gpuNsPerStep / 1e6,
       step_dispatches: blk.dispatchesPerStep,
+      step_by_kind_us: topKinds(kernels),
     }));
   }
   model.destroy();
