@@ -52,27 +52,30 @@ export const ATTENTION_CASES: readonly AttentionCase[] = [
   { name: "prefill_8192", g: 8, r: 4, t: 8192, s: 8192, d: 128 },
   { name: "decode_4096", g: 8, r: 4, t: 1, s: 4096, d: 128 },
   { name: "decode_32768", g: 8, r: 4, t: 1, s: 32768, d: 128 },
-  // Decode's one kernel against the two-kernel form (key splits + merge kernel, the default
-  // until 2026-12-07: 32 and 128 splits at these shapes), and without ways.
+  // Decode's default (key splits merged in the kernel by the last split: 32 and 128 splits at
+  // these shapes) against the same splits merged by a second kernel (2026-12-07, H100: 0.088
+  // and 0.612 ms) and against one workgroup per key/value head walking the keys in ways (the
+  // default of 2026-12-07: 0.211 and 1.498 ms).
   {
-    name: "decode_4096_split",
+    name: "decode_4096_combine_kernel",
     g: 8,
     r: 4,
     t: 1,
     s: 4096,
     d: 128,
-    strategy: { splits: 32, ways: 1 },
+    strategy: { splits: 32, ways: 1, combine: "kernel" },
   },
   {
-    name: "decode_32768_split",
+    name: "decode_32768_combine_kernel",
     g: 8,
     r: 4,
     t: 1,
     s: 32768,
     d: 128,
-    strategy: { splits: 128, ways: 1 },
+    strategy: { splits: 128, ways: 1, combine: "kernel" },
   },
-  { name: "decode_32768_ways1", g: 8, r: 4, t: 1, s: 32768, d: 128, strategy: { ways: 1 } },
+  { name: "decode_4096_ways", g: 8, r: 4, t: 1, s: 4096, d: 128, strategy: { splits: 1 } },
+  { name: "decode_32768_ways", g: 8, r: 4, t: 1, s: 32768, d: 128, strategy: { splits: 1 } },
   // Training: forward and the fused backward kernels.
   { name: "train_2048", g: 8, r: 4, t: 2048, s: 2048, d: 128, backward: true },
 ];

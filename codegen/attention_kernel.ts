@@ -17,10 +17,20 @@
  *
  * The score matrix never touches memory. Tiles outside every row's causal/window band are never
  * visited (the loop runs over the union of the tile's rows' key ranges). With one split the
- * thread writes acc / l; with several, each split writes its (m, l, acc) to scratch and the
- * combine kernel merges them: out = Σ e^{m_i − M}·acc_i / Σ e^{m_i − M}·l_i. The ways of a
- * workgroup merge the same way, through the workgroup memory of the K and V tile, before the
- * write: decode is one kernel unless key splits are forced.
+ * thread writes acc / l; with several, each split publishes its (m, l, acc) and they are merged:
+ * out = Σ e^{m_i − M}·acc_i / Σ e^{m_i − M}·l_i. The ways of a workgroup merge the same way,
+ * through the workgroup memory of the K and V tile, before the write.
+ *
+ * **Splits merged in the kernel** (the default): each split stores its words, then takes a
+ * ticket from its row tile's counter; the workgroup that takes the last ticket folds the others'
+ * words (in groups of threads that merge on chip like the ways) and writes the output, so decode
+ * is one kernel. As in the single-pass scan (`assoc_scan_lookback.ts`), WGSL's relaxed atomics
+ * order nothing across locations, so every word is self-describing: an f32 is stored as two
+ * atomic 16-bit halves tagged with the run's parity (the counter's top bit, flipped by the last
+ * ticket, so nothing is cleared between runs), and a word is accepted only with this run's tag.
+ * A split whose words stay invisible for `splitSpins` polls (no time bound exists in WGSL) makes
+ * the merging workgroup walk every key of its rows itself: correct under any scheduling.
+ * `combine: "kernel"` merges in a second kernel instead (one thread per output).
  *
  * @module
  */
@@ -89,6 +99,14 @@ export function emitAttention(
   const s = attentionShapes(node);
   if (plan.splits === 1) return [mainKernel(node, s, plan, materialized, limits, name, aliases)];
   const slots = s.batches * s.rows * plan.splits;
+  if (plan.combine === "inline") {
+    // Counters per row tile, then two tagged words per value of each slot's (m, l, acc).
+    const words = s.batches * plan.queryTiles + slots * 2 * (s.dv + 2);
+    const state = scratch(`${name}_splits`, words, "atomic<u32>");
+    return [
+      mainKernel(node, s, plan, materialized, limits, name, aliases, undefined, state),
+    ];
+  }
   const parts: Partials = {
     m: scratch(`${name}_m`, slots),
     l: scratch(`${name}_l`, slots),
@@ -109,9 +127,10 @@ function mainKernel(
   name: string,
   aliases: ReadonlyMap<Node, Node>,
   parts?: Partials,
+  state?: ScratchBuffer,
 ): KernelArtifact {
   const { rowsPerWorkgroup: bq, lanes, threads, keysPerTile: bk, queryTiles, splits, ways } = plan;
-  const writes = parts ? [parts.m, parts.l, parts.acc] : [node];
+  const writes = parts ? [parts.m, parts.l, parts.acc] : state ? [node, state] : [node];
   const reg = new BindingRegistry(materialized, writes, aliases);
   const top = new ExprEmitter(reg.lookup, "pe");
   const batch = decodeIndex("bpos", s.batch, s.batchShape, "bi_");
@@ -200,6 +219,17 @@ function mainKernel(
   const off1 = s.keys - s.queries + 1; // key bound past the diagonal of query 0
   const tOf = (row: string) => s.group === 1 ? row : `${row} / ${u(s.group)}`;
   const range: string[] = [];
+  // The split's keys; merged inline, phase 1 (the fallback) walks every split's keys.
+  const splitLo = state ? "slo" : `split * ${u(plan.splitLength)}`;
+  const splitHi = state ? "shi" : `(split + 1u) * ${u(plan.splitLength)}`;
+  if (state) {
+    range.push(
+      `let slo: u32 = select(split * ${u(plan.splitLength)}, 0u, phase == 1u);`,
+      `let shi: u32 = select((split + 1u) * ${u(plan.splitLength)}, ${
+        u(splits * plan.splitLength)
+      }, phase == 1u);`,
+    );
+  }
   if (node.causal) {
     const win = node.window;
     const loOf = (t: string) =>
@@ -212,17 +242,15 @@ function mainKernel(
       `let rhi: u32 = rt + ${u(off1)};`,
       `let tmin: u32 = ${tOf("row0")};`,
       `let tmax: u32 = ${tOf("(row1 - 1u)")};`,
-      `let wlo: u32 = max(${loOf("tmin")}, split * ${u(plan.splitLength)});`,
-      `let whi: u32 = min(tmax + ${u(off1)}, min(${u(s.keys)}, (split + 1u) * ${
-        u(plan.splitLength)
-      }));`,
+      `let wlo: u32 = max(${loOf("tmin")}, ${splitLo});`,
+      `let whi: u32 = min(tmax + ${u(off1)}, min(${u(s.keys)}, ${splitHi}));`,
     );
   } else {
     range.push(
       `let rlo: u32 = 0u;`,
       `let rhi: u32 = ${u(s.keys)};`,
-      `let wlo: u32 = split * ${u(plan.splitLength)};`,
-      `let whi: u32 = min(${u(s.keys)}, (split + 1u) * ${u(plan.splitLength)});`,
+      `let wlo: u32 = ${splitLo};`,
+      `let whi: u32 = min(${u(s.keys)}, ${splitHi});`,
     );
   }
 
@@ -291,7 +319,10 @@ function mainKernel(
   }
 
   // A sink starts the softmax as a key of logit `sink` and value zero (in split 0 and way 0).
-  const sinkWhen = [parts ? "split == 0u" : "", ways > 1 ? "way == 0u" : ""].filter((c) => c);
+  const sinkWhen = [
+    parts ? "split == 0u" : state ? "(split == 0u || phase == 1u)" : "",
+    ways > 1 ? "way == 0u" : "",
+  ].filter((c) => c);
   const sinkInit = sinkStart(node, top, env, sinkWhen.length ? sinkWhen.join(" && ") : undefined);
   const kStage = stage("k", node.featureAxis, nk, 0);
   const vStage = stage("v", node.valueAxis, nv, vOff);
@@ -304,60 +335,80 @@ function mainKernel(
   const merge = ways > 1 ? mergeWays(plan, nv, ty, accs) : [];
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
   const total = s.batches * queryTiles * splits;
+  const groups = Math.max(ways, plan.mergeGroups);
   const ind = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
-  const wgsl = `${
-    header(reg, threads, [
-      `var<workgroup> kv: array<${ty}, ${
-        Math.max(bk * (nk + nv), ways > 1 ? ways * bq * nv : 0)
-      }>;`,
-      ...(ways > 1
-        ? [
-          `var<workgroup> wm: array<f32, ${ways * bq}>;`,
-          `var<workgroup> wl: array<f32, ${ways * bq}>;`,
-        ]
-        : []),
-    ])
-  }
+  // The walk over the thread's keys (wlo..whi), its ways merged: (m, l, acc) in registers.
+  const walk = (d: string) =>
+    `${ind(sinkInit, d)}
+${ind(accs.map((a) => `var ${a}: ${ty} = ${zero};`), d)}
+${ind([...kStage.decl, ...vStage.decl], d)}
+${
+      prefetch
+        ? `${d}if (wlo < whi) {
+${ind(firstLoads, `${d}  `)}
+${d}}
+`
+        : ""
+    }${d}for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
+${
+      prefetch ? "" : `${ind(nextLoads, `${d}  `)}
+`
+    }${ind([...kStage.store, ...vStage.store], `${d}  `)}
+${d}  workgroupBarrier();
+${
+      prefetch
+        ? `${d}  let kn: u32 = k0 + ${u(bk)};
+${d}  if (kn < whi) {
+${ind(nextLoads, `${d}    `)}
+${d}  }
+`
+        : ""
+    }${ind(keyLoop, `${d}  `)}
+${d}  workgroupBarrier();
+${d}}
+${ind(merge, d)}`;
+  const shared = [
+    `var<workgroup> kv: array<${ty}, ${
+      Math.max(bk * (nk + nv), groups > 1 ? groups * bq * nv : 0)
+    }>;`,
+    ...(groups > 1
+      ? [
+        `var<workgroup> wm: array<f32, ${groups * bq}>;`,
+        `var<workgroup> wl: array<f32, ${groups * bq}>;`,
+      ]
+      : []),
+    ...(state ? inlineMergeDeclarations(reg.writeName(1)) : []),
+  ];
+  const body = state
+    ? `${ind(top.lines, "  ")}
+${ind(qLines, "  ")}
+  let ctr: u32 = bpos * ${u(queryTiles)} + tile;
+  for (var phase: u32 = 0u; phase < 2u; phase++) {
+${ind(range, "    ")}
+${walk("    ")}
+    if (phase == 0u) {
+${ind(inlineMerge(s, plan, nv, ty, zero, accs), "      ")}
+    }
+    if (live) {
+${ind(finish, "      ")}
+    }
+    return;
+  }`
+    : `${ind(range, "  ")}
+${ind(top.lines, "  ")}
+${ind(qLines, "  ")}
+${walk("  ")}
+  if (live) {
+${ind(finish, "    ")}
+  }`;
+  const wgsl = `${header(reg, threads, shared)}
   if (wid >= ${u(total)}) { return; }
   let split = wid % ${u(splits)};
   let tile = (wid / ${u(splits)}) % ${u(queryTiles)};
   let bpos = wid / ${u(splits * queryTiles)};
 ${indent(wayTile(bq, s.rows, lanes, ways))}
 ${ind(batch.lines, "  ")}
-${ind(range, "  ")}
-${ind(top.lines, "  ")}
-${ind(qLines, "  ")}
-${ind(sinkInit, "  ")}
-${ind(accs.map((a) => `var ${a}: ${ty} = ${zero};`), "  ")}
-${ind([...kStage.decl, ...vStage.decl], "  ")}
-${
-    prefetch
-      ? `  if (wlo < whi) {
-${ind(firstLoads, "    ")}
-  }
-`
-      : ""
-  }  for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {
-${
-    prefetch ? "" : `${ind(nextLoads, "    ")}
-`
-  }${ind([...kStage.store, ...vStage.store], "    ")}
-    workgroupBarrier();
-${
-    prefetch
-      ? `    let kn: u32 = k0 + ${u(bk)};
-    if (kn < whi) {
-${ind(nextLoads, "      ")}
-    }
-`
-      : ""
-  }${ind(keyLoop, "    ")}
-    workgroupBarrier();
-  }
-${ind(merge, "  ")}
-  if (live) {
-${ind(finish, "    ")}
-  }
+${body}
 }
 `;
   return {
@@ -388,50 +439,234 @@ function wayTile(bq: number, rows: number, lanes: number, ways: number): string[
   ];
 }
 
+/** The WGSL names of a merge of thread groups (ways, or the split merge's groups). */
+interface GroupNames {
+  /** The thread's group. */
+  readonly group: string;
+  /** Its query row. */
+  readonly row: string;
+  /** Its lane within the row. */
+  readonly lane: string;
+  /** Whether the thread belongs to a group that takes part. */
+  readonly inGroup: string;
+  /** The threads that hold the merged result (group 0's, in range). */
+  readonly keep: string;
+}
+
 /**
  * WGSL merging the ways' (m, l, acc) after the key loop into way 0's registers: each way stores
  * its row's partials in workgroup memory (the accumulators over the K and V tile), and way 0
  * takes M = max m_w, l = Σ e^{m_w − M}·l_w, acc = Σ e^{m_w − M}·acc_w.
  */
 function mergeWays(plan: AttentionPlan, nv: number, ty: string, accs: string[]): string[] {
+  const names = { group: "way", row: "row", lane: "lane", inGroup: "inway", keep: "live" };
+  return mergeGroups(plan.ways, plan, nv, ty, accs, names);
+}
+
+/** {@link mergeWays} for `count` groups of rows·lanes threads, named by `n`. */
+function mergeGroups(
+  count: number,
+  plan: AttentionPlan,
+  nv: number,
+  ty: string,
+  accs: string[],
+  n: GroupNames,
+): string[] {
   const u = u32Literal;
-  const { ways, rowsPerWorkgroup: bq, lanes } = plan;
-  const slot = `way * ${u(bq)} + (row - row0)`;
-  const unit = (i: number) => (lanes === 1 ? u(i) : i === 0 ? "lane" : `(lane + ${u(i * lanes)})`);
+  const { rowsPerWorkgroup: bq, lanes } = plan;
+  const slot = `${n.group} * ${u(bq)} + (${n.row} - row0)`;
+  const unit = (i: number) =>
+    lanes === 1 ? u(i) : i === 0 ? n.lane : `(${n.lane} + ${u(i * lanes)})`;
   const inRange = (i: number) => ((i + 1) * lanes <= nv ? "" : `${unit(i)} < ${u(nv)}`);
   const store = accs.map((a, i) => {
     const st = `kv[(${slot}) * ${u(nv)} + ${unit(i)}] = ${a};`;
     return inRange(i) ? `if (${inRange(i)}) { ${st} }` : st;
   });
   const gather = accs.map((a, i) => {
-    const ld = `${a} = ${a} + e * kv[(w * ${u(bq)} + (row - row0)) * ${u(nv)} + ${unit(i)}];`;
+    const ld = `${a} = ${a} + e * kv[(w * ${u(bq)} + (${n.row} - row0)) * ${u(nv)} + ${unit(i)}];`;
     return inRange(i) ? `if (${inRange(i)}) { ${ld} }` : ld;
   });
   return [
-    `if (inway && row < row1) {`,
-    `  if (lane == 0u) {`,
+    `if (${n.inGroup} && ${n.row} < row1) {`,
+    `  if (${n.lane} == 0u) {`,
     `    wm[${slot}] = m;`,
     `    wl[${slot}] = l;`,
     `  }`,
     ...store.map((l) => `  ${l}`),
     `}`,
     `workgroupBarrier();`,
-    `if (live) {`,
+    `if (${n.keep}) {`,
     `  var mx: f32 = m;`,
-    `  for (var w: u32 = 1u; w < ${u(ways)}; w++) { mx = max(mx, wm[w * ${
+    `  for (var w: u32 = 1u; w < ${u(count)}; w++) { mx = max(mx, wm[w * ${
       u(bq)
-    } + (row - row0)]); }`,
+    } + (${n.row} - row0)]); }`,
     `  let e0: f32 = exp(m - mx);`,
     `  l = l * e0;`,
     ...accs.map((a) => `  ${a} = ${a} * ${ty === "f32" ? "e0" : "vec4<f32>(e0)"};`),
-    `  for (var w: u32 = 1u; w < ${u(ways)}; w++) {`,
-    `    let ws: u32 = w * ${u(bq)} + (row - row0);`,
+    `  for (var w: u32 = 1u; w < ${u(count)}; w++) {`,
+    `    let ws: u32 = w * ${u(bq)} + (${n.row} - row0);`,
     `    let e: ${ty} = ${ty === "f32" ? "" : "vec4<f32>"}(exp(wm[ws] - mx));`,
     `    l = fma(exp(wm[ws] - mx), wl[ws], l);`,
     ...gather.map((l) => `    ${l}`),
     `  }`,
     `  m = mx;`,
     `}`,
+  ];
+}
+
+/**
+ * Module-scope WGSL of the inline split merge: the tagged words' store and load over the
+ * `state` binding (two 16-bit halves of an f32, each with the run's tag in its upper half), and
+ * the workgroup values the merge shares.
+ */
+function inlineMergeDeclarations(state: string): string[] {
+  return [
+    `struct TaggedWord { ok: bool, v: f32 }`,
+    `fn publishWord(i: u32, tag: u32, v: f32) {`,
+    `  let b = bitcast<u32>(v);`,
+    `  atomicStore(&${state}[i], (tag << 16u) | (b & 0xffffu));`,
+    `  atomicStore(&${state}[i + 1u], (tag << 16u) | (b >> 16u));`,
+    `}`,
+    `fn readWord(i: u32, tag: u32) -> TaggedWord {`,
+    `  let a = atomicLoad(&${state}[i]);`,
+    `  let b = atomicLoad(&${state}[i + 1u]);`,
+    `  return TaggedWord((a >> 16u) == tag && (b >> 16u) == tag, ` +
+    `bitcast<f32>((a & 0xffffu) | (b << 16u)));`,
+    `}`,
+    `var<workgroup> shTag: u32;`,
+    `var<workgroup> shLast: u32;`,
+    `var<workgroup> shMiss: u32;`,
+    `var<workgroup> shMissA: atomic<u32>;`,
+  ];
+}
+
+/**
+ * WGSL of phase 0's end when splits merge inline (inside the phase loop; `live` threads hold the
+ * split's (m, l, acc)): publish them, take a ticket, and in the last split's workgroup fold the
+ * others' words in {@link AttentionPlan.mergeGroups} groups and merge the groups on chip. A
+ * split whose words stay invisible `continue`s to phase 1, which walks every key.
+ */
+function inlineMerge(
+  s: AttentionShapes,
+  plan: AttentionPlan,
+  nv: number,
+  ty: string,
+  zero: string,
+  accs: string[],
+): string[] {
+  const u = u32Literal;
+  const { rowsPerWorkgroup: bq, lanes, splits, mergeGroups: groups, queryTiles } = plan;
+  const w = ty === "f32" ? 1 : 4;
+  const counters = s.batches * queryTiles;
+  const perSlot = 2 * (s.dv + 2);
+  const state = "out1";
+  const unitOf = (lane: string, i: number) =>
+    lanes === 1 ? u(i) : i === 0 ? lane : `(${lane} + ${u(i * lanes)})`;
+  const guard = (lane: string, i: number) =>
+    (i + 1) * lanes <= nv ? "" : `${unitOf(lane, i)} < ${u(nv)}`;
+  const feature = (lane: string, i: number, c: number) =>
+    w === 1 ? unitOf(lane, i) : `(${unitOf(lane, i)} * 4u + ${u(c)})`;
+  const comp = (a: string, c: number) => (w === 1 ? a : `${a}[${c}]`);
+  const slotBase = (row: string, p: string) =>
+    `${u(counters)} + ((bpos * ${u(s.rows)} + ${row}) * ${u(splits)} + ${p}) * ${u(perSlot)}`;
+  const publish = accs.flatMap((a, i) => {
+    const words = Array.from(
+      { length: w },
+      (_, c) => `publishWord(pb + 4u + 2u * ${feature("lane", i, c)}, tag, ${comp(a, c)});`,
+    );
+    const g = guard("lane", i);
+    return g ? [`if (${g}) {`, ...words.map((x) => `  ${x}`), `}`] : words;
+  });
+  const loads = accs.flatMap((a, i) => {
+    const words = Array.from({ length: w }, (_, c) => [
+      `let r${i}_${c} = readWord(pb + 4u + 2u * ${feature("mlane", i, c)}, tag);`,
+      `good = good && r${i}_${c}.ok;`,
+      `p${comp(a, c)} = r${i}_${c}.v;`,
+    ]).flat();
+    const g = guard("mlane", i);
+    return g ? [`if (${g}) {`, ...words.map((x) => `  ${x}`), `}`] : words;
+  });
+  const e1 = ty === "f32" ? "e1" : "vec4<f32>(e1)";
+  const e0 = ty === "f32" ? "e0" : "vec4<f32>(e0)";
+  const rowThreads = bq * lanes;
+  const names = {
+    group: "mg",
+    row: "mrow",
+    lane: "mlane",
+    inGroup: `mg < ${u(groups)}`,
+    keep: "live",
+  };
+  return [
+    // This run's tag: the counter's parity, flipped only by this run's last ticket.
+    `if (lid == 0u) { shTag = 1u + (atomicLoad(&${state}[ctr]) >> 31u); }`,
+    `let tag: u32 = workgroupUniformLoad(&shTag);`,
+    `if (live) {`,
+    `  let pb: u32 = ${slotBase("row", "split")};`,
+    `  if (lane == 0u) {`,
+    `    publishWord(pb, tag, m);`,
+    `    publishWord(pb + 2u, tag, l);`,
+    `  }`,
+    ...publish.map((x) => `  ${x}`),
+    `}`,
+    `storageBarrier();`,
+    `if (lid == 0u) {`,
+    `  let ticket: u32 = atomicAdd(&${state}[ctr], 1u);`,
+    `  var last: u32 = 0u;`,
+    // The last ticket zeroes the count and flips the parity for the next run.
+    `  if ((ticket & 0x7fffffffu) == ${u(splits - 1)}) {`,
+    `    atomicAdd(&${state}[ctr], ${u(2 ** 31 - splits)});`,
+    `    last = 1u;`,
+    `  }`,
+    `  shLast = last;`,
+    `  atomicStore(&shMissA, 0u);`,
+    `}`,
+    `if (workgroupUniformLoad(&shLast) == 0u) { return; }`,
+    // The last split's workgroup: group g folds splits g, g + groups, … (its own from registers).
+    `let mg: u32 = lid / ${u(rowThreads)};`,
+    `let mrow: u32 = row0 + (lid % ${u(rowThreads)}) / ${u(lanes)};`,
+    `let mlane: u32 = ${lanes === 1 ? "0u" : `lid % ${u(lanes)}`};`,
+    `if (mg != 0u) {`,
+    `  m = ${NEG};`,
+    `  l = 0.0;`,
+    ...accs.map((a) => `  ${a} = ${zero};`),
+    `}`,
+    `if (mg < ${u(groups)} && mrow < row1) {`,
+    `  for (var p: u32 = mg; p < ${u(splits)}; p += ${u(groups)}) {`,
+    `    if (p == split) { continue; }`,
+    `    let pb: u32 = ${slotBase("mrow", "p")};`,
+    `    var ok: bool = false;`,
+    `    var pm: f32 = ${NEG};`,
+    `    var pl: f32 = 0.0;`,
+    ...accs.map((a) => `    var p${a}: ${ty} = ${zero};`),
+    `    for (var spin: u32 = 0u; spin < ${u(plan.splitSpins)}; spin++) {`,
+    `      let wm0 = readWord(pb, tag);`,
+    `      let wl0 = readWord(pb + 2u, tag);`,
+    `      var good: bool = wm0.ok && wl0.ok;`,
+    `      pm = wm0.v;`,
+    `      pl = wl0.v;`,
+    ...loads.map((x) => `      ${x}`),
+    `      if (good) {`,
+    `        ok = true;`,
+    `        break;`,
+    `      }`,
+    `    }`,
+    `    if (!ok) {`,
+    `      atomicMax(&shMissA, 1u);`,
+    `      break;`,
+    `    }`,
+    `    let mx: f32 = max(m, pm);`,
+    `    let e0: f32 = exp(m - mx);`,
+    `    let e1: f32 = exp(pm - mx);`,
+    `    l = l * e0 + pl * e1;`,
+    ...accs.map((a) => `    ${a} = ${a} * ${e0} + p${a} * ${e1};`),
+    `    m = mx;`,
+    `  }`,
+    `}`,
+    `workgroupBarrier();`,
+    `if (lid == 0u) { shMiss = atomicLoad(&shMissA); }`,
+    // A split's words not seen: walk every key instead (phase 1).
+    `if (workgroupUniformLoad(&shMiss) != 0u) { continue; }`,
+    ...(groups > 1 ? mergeGroups(groups, plan, nv, ty, accs, names) : []),
   ];
 }
 

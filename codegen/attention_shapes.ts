@@ -1,8 +1,9 @@
 /**
  * The sizes of an `attention` node and the tile plan of its kernels (attention_kernel.ts):
- * rows, tiles of queries and keys within the device's workgroup memory, and the ways a
- * workgroup splits its keys among its threads (flash-decoding inside one workgroup) chosen by a
- * simple cost rule. Key splits across workgroups (a second, merging kernel) are a forced knob.
+ * rows, tiles of queries and keys within the device's workgroup memory, key splits across
+ * workgroups (flash-decoding) when the query tiles alone leave a large GPU idle, merged inside the
+ * one kernel by the last split to finish, and the ways a workgroup splits its keys among its
+ * threads otherwise (flash-decoding inside one workgroup), chosen by simple cost rules.
  *
  * @module
  */
@@ -55,11 +56,21 @@ export function attentionShapes(node: AttentionNode): AttentionShapes {
 /** Knobs of the attention kernels (tests and benchmarks force them). */
 export interface AttentionStrategy {
   /**
-   * Key splits across workgroups, merged by a second kernel (default 1: one kernel). Each split
-   * walks its own range of keys; more workgroups for a long cache, at the price of the merge
-   * kernel's dispatch and its scratch traffic.
+   * Key splits across workgroups: each split walks its own range of keys (more workgroups for a
+   * long cache) and publishes its (m, l, acc); see `combine`. Chosen by {@link planAttention}
+   * when absent.
    */
   splits?: number;
+  /**
+   * How key splits are merged: `"inline"` (the default), in the same kernel by the workgroup of
+   * each row tile that finishes last; `"kernel"`, by a second kernel (one thread per output).
+   */
+  combine?: "inline" | "kernel";
+  /**
+   * Inline merging: polls of another split's published words before the merging workgroup
+   * gives up on them and walks every key of its rows itself (default 64; 0 always does: tests).
+   */
+  splitSpins?: number;
   /**
    * Ways: groups of threads within a workgroup that walk disjoint keys of each staged tile
    * (key j of a tile belongs to way j mod ways), merged in workgroup memory at the end (a power
@@ -102,8 +113,17 @@ export interface AttentionPlan {
   readonly queryTiles: number;
   /** Features held and loaded in vec4 units. */
   readonly vec4: boolean;
-  /** Key splits, each walked by its own workgroups; > 1 adds the combine kernel. */
+  /** Key splits, each walked by its own workgroups. */
   readonly splits: number;
+  /** With splits: merged in the kernel (`"inline"`) or by a second kernel. */
+  readonly combine: "inline" | "kernel";
+  /**
+   * Inline merging: thread groups of rows·lanes threads that fold disjoint splits' words, then
+   * merge on chip as the ways do (1 without inline merging).
+   */
+  readonly mergeGroups: number;
+  /** Inline merging: polls of a split's words before the fallback (walking every key). */
+  readonly splitSpins: number;
   /** Keys per split (a multiple of the tile). */
   readonly splitLength: number;
 }
@@ -116,15 +136,24 @@ const MAX_ROWS = 64;
 const FEATURES_PER_LANE = 32;
 /** Threads a workgroup of few rows (decode) is filled to with ways. */
 const WAY_THREADS = 256;
+/** Workgroups a launch should have to fill a large GPU (the split rule aims at this). */
+const TARGET_WORKGROUPS = 1024;
+/** The fewest tiles one split walks: below this the merge's traffic outweighs the gain. */
+const MIN_TILES_PER_SPLIT = 4;
+/** Inline merging: polls of a split's words before the fallback. */
+const DEFAULT_SPLIT_SPINS = 64;
 
 /**
  * Plans the kernels of `node` on a device. Rows per workgroup: 64, or all rows when fewer
  * (decode). Keys per tile: the largest power of two ≤ 32 whose K and V tiles fit the
- * workgroup memory. Ways (the cost rule): a workgroup whose rows·lanes threads are fewer than
- * {@link WAY_THREADS} (decode: a handful of rows per batch position) gets that many threads by
- * walking each tile's keys in as many ways, so one kernel keeps the key loop's latency chains
- * short without a merge kernel (the ways' partial results must fit the workgroup memory, where
- * they reuse the K and V tile's array). Key splits across workgroups only when forced.
+ * workgroup memory. Splits (the cost rule): when the query tiles alone give fewer workgroups
+ * than a large GPU runs at once, the keys are split so that there are about
+ * {@link TARGET_WORKGROUPS}, each split walking at least {@link MIN_TILES_PER_SPLIT} tiles (on an
+ * H100, 2026-12-07, decode with splits ran 2.4× faster than one workgroup per key/value head in
+ * ways). Ways: a workgroup whose rows·lanes threads are fewer than {@link WAY_THREADS} gets that
+ * many threads by walking each tile's keys in as many ways, when the keys are not split (split
+ * workgroups keep rows·lanes threads, at least 64, as timed); the ways' partial results must fit
+ * the workgroup memory, where they reuse the K and V tile's array.
  */
 export function planAttention(
   node: AttentionNode,
@@ -171,21 +200,33 @@ export function planAttention(
   }
   const queryTiles = Math.ceil(s.rows / rowsPerWorkgroup);
   const tiles = Math.ceil(s.keys / keysPerTile);
-  let splits = strategy.splits ?? 1;
+  const wanted = Math.ceil(TARGET_WORKGROUPS / (s.batches * queryTiles));
+  const most = Math.max(1, Math.floor(tiles / MIN_TILES_PER_SPLIT));
+  let splits = strategy.splits ?? Math.max(1, Math.min(wanted, most));
   if (!Number.isInteger(splits) || splits < 1) {
     throw new Error(`attention: splits must be a positive integer, got ${splits}`);
   }
   splits = Math.min(splits, tiles);
   const splitLength = Math.ceil(tiles / splits) * keysPerTile;
   splits = Math.ceil(s.keys / splitLength);
-  const ways = planWays(
-    rowsPerWorkgroup * lanes,
-    keysPerTile,
-    mergeFits(rowsPerWorkgroup, keysPerTile, s, vec4, limits),
-    maxThreads,
-    strategy.ways,
-  );
-  const threads = Math.min(maxThreads, Math.max(MIN_THREADS, rowsPerWorkgroup * lanes * ways));
+  const combine = strategy.combine ?? "inline";
+  if (combine !== "inline" && combine !== "kernel") {
+    throw new Error(`attention: combine must be "inline" or "kernel", got ${String(combine)}`);
+  }
+  const splitSpins = strategy.splitSpins ?? DEFAULT_SPLIT_SPINS;
+  if (!Number.isInteger(splitSpins) || splitSpins < 0) {
+    throw new Error(`attention: splitSpins must be a whole number ≥ 0, got ${splitSpins}`);
+  }
+  const rowThreads = rowsPerWorkgroup * lanes;
+  const fits = mergeFits(rowsPerWorkgroup, keysPerTile, s, vec4, limits);
+  const ways = splits > 1 && strategy.ways === undefined
+    ? 1
+    : planWays(rowThreads, keysPerTile, fits, maxThreads, strategy.ways);
+  const threads = Math.min(maxThreads, Math.max(MIN_THREADS, rowThreads * ways));
+  // The merging workgroup folds the other splits' words in groups of rows·lanes threads.
+  const mergeGroups = splits > 1 && combine === "inline"
+    ? Math.max(1, Math.min(Math.floor(threads / rowThreads), fits))
+    : 1;
   return {
     rowsPerWorkgroup,
     lanes,
@@ -197,13 +238,16 @@ export function planAttention(
     vec4,
     splits,
     splitLength,
+    combine,
+    mergeGroups,
+    splitSpins,
   };
 }
 
 /**
  * Workgroup bytes of the main kernel: one array holding the K and V tile (bk·(dk + dv)
- * features), reused after the key loop for the ways' partial accumulators (rows·ways·dv
- * features, units rounded up), plus each way's m and l per row.
+ * features), reused after the key loop for the ways' (or merge groups') partial accumulators
+ * (rows·ways·dv features, units rounded up), plus each way's m and l per row.
  */
 export function attentionWorkgroupBytes(
   rows: number,

@@ -1,4 +1,4 @@
-// attention: the fused kernel (prefill, decode in ways, forced key splits) against the float64 interpreter on
+// attention: the fused kernel (prefill, decode split over keys or in ways) against the float64 interpreter on
 // awkward sizes; the interpreter against a plain loop; masks, GQA, kernel counts, errors, and the
 // hand-written softmax(QKᵀ)V recognized as the same kernel.
 import assert from "node:assert/strict";
@@ -37,11 +37,15 @@ const LIMITS: DeviceLimits = {
   subgroupMinSize: 32,
 };
 
-/** Runs attention on the GPU and the interpreter; returns the kernel names. */
+/**
+ * Runs attention on the GPU and the interpreter (`runs` times, fresh inputs each: split merges
+ * keep state from one run to the next); returns the kernel names.
+ */
 async function check(
   sizes: Sizes,
   options: AttentionOptions,
   strategy?: AttentionStrategy,
+  runs = 1,
 ): Promise<string[]> {
   const seed = freshSeed();
   const prog = await compile(
@@ -51,15 +55,18 @@ async function check(
     { backend: "gpu", attention: strategy },
   );
   try {
-    const inputs = randomInputs(prog.graph, rng(seed)) as Record<string, Float32Array>;
-    // Larger queries make the softmax peaked, so the masks matter.
-    inputs.q = inputs.q.map((x) => 3 * x);
-    const want = prog.interpret(inputs);
-    const got = await prog.run(inputs);
+    const next = rng(seed);
     const names = prog.kernels.map((k) => k.name);
-    const ctx = `seed ${seed} ${JSON.stringify(sizes)} ${JSON.stringify(options)} ` +
-      `${JSON.stringify(strategy ?? {})} [${names}]`;
-    assertClose(got, want, 1e-4, ctx);
+    for (let run = 0; run < runs; run++) {
+      const inputs = randomInputs(prog.graph, next) as Record<string, Float32Array>;
+      // Larger queries make the softmax peaked, so the masks matter.
+      inputs.q = inputs.q.map((x) => 3 * x);
+      const want = prog.interpret(inputs);
+      const got = await prog.run(inputs);
+      const ctx = `seed ${seed} run ${run} ${JSON.stringify(sizes)} ${JSON.stringify(options)} ` +
+        `${JSON.stringify(strategy ?? {})} [${names}]`;
+      assertClose(got, want, 1e-4, ctx);
+    }
     return names;
   } finally {
     prog.destroy();
@@ -122,28 +129,67 @@ Deno.test("attention prefill: sliding window, several query tiles and key tiles"
   assert.equal(names.length, 1, `one kernel, got ${names}`);
 });
 
-Deno.test("attention decode: t < s with a cache, one kernel or split over keys + combine", async () => {
+Deno.test("attention decode: t < s with a cache, unsplit, split and merged inline or by a kernel", async () => {
   const cached: Sizes = { b: 1, g: 2, r: 3, t: 2, s: 41, d: 16 };
   assert.equal((await check(cached, { causal: true }, { splits: 1 })).length, 1);
-  // Forced key splits: partial (m, l, acc) per split, then the combine kernel.
-  const names = await check(cached, { causal: true }, { splits: 5, keysPerTile: 4 });
+  // Key splits merged in the kernel by the last split: one kernel; three runs, so the counters'
+  // parity and the words' tags alternate and stale words must be refused.
+  const split = { splits: 5, keysPerTile: 4 };
+  let names = await check(cached, { causal: true }, split, 3);
+  assert.equal(names.length, 1, `one kernel, got ${names}`);
+  // Merged by a second kernel.
+  names = await check(cached, { causal: true }, { ...split, combine: "kernel" });
   assert.equal(names.length, 2, `split + combine, got ${names}`);
-  // Window reaching back past some splits (they contribute nothing).
+  // Window reaching back past some splits (they contribute nothing), both merges.
+  const windowed: Sizes = { b: 2, g: 1, r: 1, t: 1, s: 37, d: 5 };
+  for (const combine of ["inline", "kernel"] as const) {
+    await check(windowed, { causal: true, window: 7 }, { splits: 4, keysPerTile: 4, combine }, 2);
+  }
+});
+
+Deno.test("attention split merge: no polls, so the last split walks every key itself", async () => {
+  // splitSpins 0 reads no word: the merging workgroup always falls back to the full walk.
+  const cached: Sizes = { b: 1, g: 2, r: 3, t: 2, s: 41, d: 16 };
+  const names = await check(cached, { causal: true }, {
+    splits: 5,
+    keysPerTile: 4,
+    splitSpins: 0,
+  }, 3);
+  assert.equal(names.length, 1, `one kernel, got ${names}`);
   await check({ b: 2, g: 1, r: 1, t: 1, s: 37, d: 5 }, { causal: true, window: 7 }, {
     splits: 4,
     keysPerTile: 4,
+    splitSpins: 0,
   });
+  await assert.rejects(
+    () => check(cached, { causal: true }, { splits: 5, splitSpins: -1 }),
+    /splitSpins must be a whole number ≥ 0, got -1/,
+  );
+  await assert.rejects(
+    () => check(cached, { causal: true }, { splits: 5, combine: "tree" as never }),
+    /combine must be "inline" or "kernel", got tree/,
+  );
 });
 
-Deno.test("attention decode: one kernel by default, its keys walked in ways merged on chip", async () => {
-  // One query row per head and 600 keys: the cost rule gives the few rows a full workgroup of
-  // ways (no merge kernel).
-  const sizes: Sizes = { b: 1, g: 1, r: 2, t: 1, s: 600, d: 16 };
-  const graph = trace(GQA, (x) => attention(x.q, x.k, x.v, { causal: true }), sizes);
-  const ours = graph.outputs.out as AttentionNode;
-  assert.equal(ours.kind, "attention");
-  assert.ok(planAttention(ours, LIMITS).ways > 1, JSON.stringify(planAttention(ours, LIMITS)));
-  const names = await check(sizes, { causal: true });
+Deno.test("attention decode: one kernel by default, split over keys when long, else in ways", async () => {
+  const planOf = (sizes: Sizes) => {
+    const graph = trace(GQA, (x) => attention(x.q, x.k, x.v, { causal: true }), sizes);
+    const ours = graph.outputs.out as AttentionNode;
+    assert.equal(ours.kind, "attention");
+    return planAttention(ours, LIMITS);
+  };
+  // Two query rows and 600 keys (19 tiles): 4 splits of at least 4 tiles, merged inline by the
+  // last, in groups of the rows' threads.
+  const long: Sizes = { b: 1, g: 1, r: 2, t: 1, s: 600, d: 16 };
+  const plan = planOf(long);
+  assert.ok(plan.splits === 4 && plan.combine === "inline", JSON.stringify(plan));
+  assert.ok(plan.ways === 1 && plan.mergeGroups > 1, JSON.stringify(plan));
+  let names = await check(long, { causal: true }, undefined, 2);
+  assert.equal(names.length, 1, `one kernel, got ${names}`);
+  // 100 keys (4 tiles): too few to split; the few rows get a full workgroup of ways.
+  const short: Sizes = { b: 1, g: 1, r: 2, t: 1, s: 100, d: 16 };
+  assert.ok(planOf(short).splits === 1 && planOf(short).ways > 1, JSON.stringify(planOf(short)));
+  names = await check(short, { causal: true });
   assert.equal(names.length, 1, `one kernel, got ${names}`);
 });
 
@@ -156,11 +202,18 @@ Deno.test("attention ways: forced ways at awkward sizes, with windows, splits an
       ways: 8,
       keysPerTile: 8,
     }],
-    // Ways and key splits together: each split's ways merge, then the combine kernel.
+    // Ways and key splits together: each split's ways merge, then the splits (inline, or by
+    // the combine kernel).
     [{ b: 1, g: 1, r: 2, t: 2, s: 53, d: 12 }, { causal: true }, {
       ways: 2,
       splits: 3,
       keysPerTile: 4,
+    }],
+    [{ b: 1, g: 1, r: 2, t: 2, s: 53, d: 12 }, { causal: true }, {
+      ways: 2,
+      splits: 3,
+      keysPerTile: 4,
+      combine: "kernel",
     }],
     // Non-causal prefill with ways (more rows than one way's tile).
     [{ b: 1, g: 1, r: 2, t: 9, s: 11, d: 8 }, { causal: false, scale: 0.7 }, {
