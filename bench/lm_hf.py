@@ -15,8 +15,18 @@ import os
 import sys
 import time
 
-import torch
-from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
+# HF's torch path only: newer transformers route Mamba and Mamba-2 to an importable mamba_ssm's
+# kernels (its CUDA scan is not built on the GPU machine), so folders holding mamba_ssm (the
+# peers' PYTHONPATH=.peer) leave the path before transformers is imported.
+sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "mamba_ssm"))]
+
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
+)
 
 out_root = sys.argv[1]
 kinds = (sys.argv[2] if len(sys.argv) > 2 else "mamba,mamba2").split(",")
