@@ -140,6 +140,12 @@ Deno.test("attention decode: t < s with a cache, unsplit, split and merged inlin
   // Merged by a second kernel.
   names = await check(cached, { causal: true }, { ...split, combine: "kernel" });
   assert.equal(names.length, 2, `split + combine, got ${names}`);
+  // Several query tiles and batch positions: a counter and words per row tile.
+  names = await check({ b: 2, g: 1, r: 3, t: 2, s: 40, d: 8 }, { causal: true }, {
+    ...split,
+    rowsPerWorkgroup: 2,
+  }, 2);
+  assert.equal(names.length, 1, `one kernel, got ${names}`);
   // Window reaching back past some splits (they contribute nothing), both merges.
   const windowed: Sizes = { b: 2, g: 1, r: 1, t: 1, s: 37, d: 5 };
   for (const combine of ["inline", "kernel"] as const) {
@@ -382,6 +388,18 @@ Deno.test("attention lanes: several threads per row share its features (shuffles
       keysPerTile: 4,
     });
   }
+  // Split merges with lanes: 5 vec4 units over 2 lanes (the last unit on one lane), and scalar
+  // units (d = 5) over 2 lanes.
+  await check({ b: 1, g: 1, r: 3, t: 1, s: 45, d: 20 }, { causal: true }, {
+    lanes: 2,
+    splits: 4,
+    keysPerTile: 4,
+  }, 2);
+  await check({ b: 2, g: 1, r: 2, t: 1, s: 23, d: 5 }, { causal: true }, {
+    lanes: 2,
+    splits: 3,
+    keysPerTile: 4,
+  }, 2);
   // Without subgroups: one lane per row, every feature in its registers (d = 40 > 32).
   await check({ b: 1, g: 1, r: 2, t: 5, s: 5, d: 40 }, { causal: false }, { lanes: 1 });
   // The default for d = 40 takes two lanes where subgroups exist.
