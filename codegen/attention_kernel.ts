@@ -58,6 +58,24 @@ export const KEY_TILE: LaneTileNames = { first: "s0", end: "s1", item: "key", cl
 /** The running maximum before any key: finite, so exp(m − s) is 0 rather than NaN. */
 export const NEG = "-1.0e30";
 
+/** The unit index (WGSL) of register i of the thread whose lane is `lane`: lane + i·lanes. */
+function laneUnit(lanes: number, lane: string, i: number): string {
+  return lanes === 1 ? u32Literal(i) : i === 0 ? lane : `(${lane} + ${u32Literal(i * lanes)})`;
+}
+
+/** The guard of register i when some lanes' unit lies past `units`, else "". */
+function laneUnitGuard(lanes: number, lane: string, i: number, units: number): string {
+  return (i + 1) * lanes <= units ? "" : `${laneUnit(lanes, lane, i)} < ${u32Literal(units)}`;
+}
+
+/** The words of an inline split merge: a counter per row tile, then each slot's tagged words. */
+function splitWords(s: AttentionShapes, plan: AttentionPlan) {
+  const counters = s.batches * plan.queryTiles;
+  // Two words (16-bit halves) for each of m, l and the dv accumulators.
+  const perSlot = 2 * (s.dv + 2);
+  return { counters, perSlot, total: counters + s.batches * s.rows * plan.splits * perSlot };
+}
+
 /** The scratch buffers of a split run: per (batch, row, split) m and l, and acc per feature. */
 interface Partials {
   readonly m: ScratchBuffer;
@@ -98,15 +116,13 @@ export function emitAttention(
 ): KernelArtifact[] {
   const s = attentionShapes(node);
   if (plan.splits === 1) return [mainKernel(node, s, plan, materialized, limits, name, aliases)];
-  const slots = s.batches * s.rows * plan.splits;
   if (plan.combine === "inline") {
-    // Counters per row tile, then two tagged words per value of each slot's (m, l, acc).
-    const words = s.batches * plan.queryTiles + slots * 2 * (s.dv + 2);
-    const state = scratch(`${name}_splits`, words, "atomic<u32>");
+    const state = scratch(`${name}_splits`, splitWords(s, plan).total, "atomic<u32>");
     return [
       mainKernel(node, s, plan, materialized, limits, name, aliases, undefined, state),
     ];
   }
+  const slots = s.batches * s.rows * plan.splits;
   const parts: Partials = {
     m: scratch(`${name}_m`, slots),
     l: scratch(`${name}_l`, slots),
@@ -145,13 +161,8 @@ function mainKernel(
   const ty = w === 4 ? "vec4<f32>" : "f32";
   const zero = w === 4 ? "vec4<f32>(0.0)" : "0.0";
   const nk = dk / w, nv = dv / w; // units (exact when w = 4)
-  const unitOf = (
-    i: number,
-  ) => (lanes === 1 ? u(i) : i === 0 ? "lane" : `(lane + ${u(i * lanes)})`);
-  const inRange = (
-    i: number,
-    units: number,
-  ) => ((i + 1) * lanes <= units ? "" : `${unitOf(i)} < ${u(units)}`);
+  const unitOf = (i: number) => laneUnit(lanes, "lane", i);
+  const inRange = (i: number, units: number) => laneUnitGuard(lanes, "lane", i, units);
   const clamped = (i: number, units: number) =>
     inRange(i, units) ? `min(${unitOf(i)}, ${u(units - 1)})` : unitOf(i);
   /** Feature c of unit expression `unit`. */
@@ -387,7 +398,7 @@ ${ind(qLines, "  ")}
 ${ind(range, "    ")}
 ${walk("    ")}
     if (phase == 0u) {
-${ind(inlineMerge(s, plan, nv, ty, zero, accs), "      ")}
+${ind(inlineMerge(reg.writeName(1), s, plan, nv, ty, zero, accs), "      ")}
     }
     if (live) {
 ${ind(finish, "      ")}
@@ -475,9 +486,8 @@ function mergeGroups(
   const u = u32Literal;
   const { rowsPerWorkgroup: bq, lanes } = plan;
   const slot = `${n.group} * ${u(bq)} + (${n.row} - row0)`;
-  const unit = (i: number) =>
-    lanes === 1 ? u(i) : i === 0 ? n.lane : `(${n.lane} + ${u(i * lanes)})`;
-  const inRange = (i: number) => ((i + 1) * lanes <= nv ? "" : `${unit(i)} < ${u(nv)}`);
+  const unit = (i: number) => laneUnit(lanes, n.lane, i);
+  const inRange = (i: number) => laneUnitGuard(lanes, n.lane, i, nv);
   const store = accs.map((a, i) => {
     const st = `kv[(${slot}) * ${u(nv)} + ${unit(i)}] = ${a};`;
     return inRange(i) ? `if (${inRange(i)}) { ${st} }` : st;
@@ -547,6 +557,7 @@ function inlineMergeDeclarations(state: string): string[] {
  * split whose words stay invisible `continue`s to phase 1, which walks every key.
  */
 function inlineMerge(
+  state: string,
   s: AttentionShapes,
   plan: AttentionPlan,
   nv: number,
@@ -555,17 +566,12 @@ function inlineMerge(
   accs: string[],
 ): string[] {
   const u = u32Literal;
-  const { rowsPerWorkgroup: bq, lanes, splits, mergeGroups: groups, queryTiles } = plan;
+  const { rowsPerWorkgroup: bq, lanes, splits, mergeGroups: groups } = plan;
   const w = ty === "f32" ? 1 : 4;
-  const counters = s.batches * queryTiles;
-  const perSlot = 2 * (s.dv + 2);
-  const state = "out1";
-  const unitOf = (lane: string, i: number) =>
-    lanes === 1 ? u(i) : i === 0 ? lane : `(${lane} + ${u(i * lanes)})`;
-  const guard = (lane: string, i: number) =>
-    (i + 1) * lanes <= nv ? "" : `${unitOf(lane, i)} < ${u(nv)}`;
+  const { counters, perSlot } = splitWords(s, plan);
+  const guard = (lane: string, i: number) => laneUnitGuard(lanes, lane, i, nv);
   const feature = (lane: string, i: number, c: number) =>
-    w === 1 ? unitOf(lane, i) : `(${unitOf(lane, i)} * 4u + ${u(c)})`;
+    w === 1 ? laneUnit(lanes, lane, i) : `(${laneUnit(lanes, lane, i)} * 4u + ${u(c)})`;
   const comp = (a: string, c: number) => (w === 1 ? a : `${a}[${c}]`);
   const slotBase = (row: string, p: string) =>
     `${u(counters)} + ((bpos * ${u(s.rows)} + ${row}) * ${u(splits)} + ${p}) * ${u(perSlot)}`;
