@@ -44,16 +44,18 @@ const max = (name: string, strategy?: AssocScanStrategy): Variant => ({
 const SINGLE: AssocScanStrategy = { singlePass: true };
 const VARIANTS: Variant[] = [
   { name: "cumsum", fn: (x) => cumsum(x, "i"), fold: (a, v) => a + v },
-  {
-    name: "cumsum_single_pass",
-    fn: (x) => cumsum(x, "i"),
-    fold: (a, v) => a + v,
-    strategy: SINGLE,
-  },
+  // The single pass with 8 and 16 elements per thread (tiles of 2K and 4K): the look-back's
+  // window is the whole workgroup since 2026-12-07 (256 predecessors per round trip, was 32).
+  ...[8, 16].map((v) => ({
+    name: `cumsum_single_pass_v${v}`,
+    fn: (x: Tensor<"i">) => cumsum(x, "i"),
+    fold: (a: number, v: number) => a + v,
+    strategy: { ...SINGLE, perThread: v },
+  })),
   // One look-back per chunk of C tiles (2K·C elements): the chunk is read twice, the second
   // time from the L2 cache if it holds the chunks in flight. On an H100 (2026-12-07) 4, 8 and 16
-  // tiles read 1.35, 1.28 and 0.42 ms (the three passes: 0.32): longer chunks come first.
-  ...[16, 32, 64, 128].map((c) => ({
+  // tiles read 1.35, 1.28 and 0.42 ms (the three passes: 0.32), with the 32-wide window.
+  ...[16, 64].map((c) => ({
     name: `cumsum_single_pass_chunk${c}`,
     fn: (x: Tensor<"i">) => cumsum(x, "i"),
     fold: (a: number, v: number) => a + v,
@@ -91,6 +93,7 @@ const VARIANTS: Variant[] = [
   max("cummax_ordered_totals", { commutativeTotals: false }),
   // The single-pass look-back kernel and its polls.
   max("cummax_single_pass", SINGLE),
+  max("cummax_single_pass_v16", { ...SINGLE, perThread: 16 }),
   max("cummax_single_pass_spins_1024", { ...SINGLE, lookbackSpins: 1024 }),
   ...[8, 16].map((c) => max(`cummax_single_pass_chunk${c}`, { ...SINGLE, lookbackChunkTiles: c })),
 ];
