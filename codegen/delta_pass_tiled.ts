@@ -73,7 +73,10 @@ function passTiles(rows: number, dkp: number, c: number, maxThreads: number, max
     const update = fitTile(rows, dkp, sliceOf(c, kmax), cap, cap);
     // The workgroup has the larger product's threads (a small key size gives the state tile
     // fewer threads than the chunk's projection needs); the other product idles the rest.
-    const project = fitTile(rows, c, sliceOf(dkp, kmax), cap, 64);
+    // The projection takes as many threads as it can too: it is half the pass's arithmetic,
+    // and with 64 threads (8 × 4 blocks) at 32 value rows and 64-step chunks three quarters
+    // of a 256-thread workgroup idled through it, on one workgroup per SM.
+    const project = fitTile(rows, c, sliceOf(dkp, kmax), cap, cap);
     const threads = Math.max(tileThreads(update).threads, tileThreads(project).threads);
     best = { update, project, threads, bytes: tileBytes({ update, project }, rows, dkp, c) };
     if (best.bytes <= maxBytes) break;
