@@ -113,32 +113,66 @@ export function emitIntra(ctx: SsdContext, name: string): KernelArtifact {
   // Staged arrays are step-major: [s'][row / 4] as vec4s of 4 consecutive rows.
   const at = (sp: string, row4: string, rows4 = q4) => `${sp} * ${u(rows4)} + ${row4}`;
 
-  const stage: string[] = [
-    `for (var sl = lid; sl < ${u(SLICE * q4)}; sl = sl + ${u(threads)}) {`,
-    `  let sp = sl % ${u(SLICE)};`,
-    `  let r4 = sl / ${u(SLICE)};`,
-    "  let s = s0 + sp;",
-    `  let sc = min(s, ${u(nN - 1)});`,
-    `  let gi = ${u(geo.gOff)} + (hc * ${u(q)} + r4 * 4u) * ${u(S4)} + sc / 4u;`,
-    "  let gl = sc % 4u;",
+  // The slice's k, q and G, loaded into registers one slice ahead (the next slice's global
+  // loads are in flight while this one is scaled and multiplied), then staged.
+  const stageItems = Math.ceil((SLICE * q4) / threads);
+  const itemAt = (i: number) => [
+    `let sl${i} = lid + ${u(i * threads)};`,
+    `let sp${i} = sl${i} % ${u(SLICE)};`,
+    `let r4${i} = sl${i} / ${u(SLICE)};`,
   ];
-  const kv: string[] = [], qv: string[] = [], gv: string[] = [];
-  for (let e = 0; e < 4; e++) {
-    stage.push(
-      `  let tp${e} = c * ${u(q)} + r4 * 4u + ${u(e)};`,
-      `  let ok${e} = s < ${u(nN)} && tp${e} < ${u(L)};`,
-      `  let t${e} = tmap(tp${e});`,
+  const itemGuard = (i: number) =>
+    (i + 1) * threads > SLICE * q4 ? `if (sl${i} < ${u(SLICE * q4)}) ` : "";
+  const loadSlice = (s0: string): string[] => {
+    const lines: string[] = [];
+    for (let i = 0; i < stageItems; i++) {
+      const kv: string[] = [], qv: string[] = [], gv: string[] = [];
+      const body = [
+        `let s = ${s0} + sp${i};`,
+        `let sc = min(s, ${u(nN - 1)});`,
+        `let gi = ${u(geo.gOff)} + (hc * ${u(q)} + r4${i} * 4u) * ${u(S4)} + sc / 4u;`,
+        "let gl = sc % 4u;",
+      ];
+      for (let e = 0; e < 4; e++) {
+        body.push(
+          `let tp${e} = c * ${u(q)} + r4${i} * 4u + ${u(e)};`,
+          `let ok${e} = s < ${u(nN)} && tp${e} < ${u(L)};`,
+          `let t${e} = tmap(tp${e});`,
+        );
+        kv.push(`select(0.0, ${key}(cb, t${e}, sc), ok${e})`);
+        qv.push(`select(0.0, ${query}(ko, cb, t${e}, sc), ok${e})`);
+        gv.push(`${SC}[gi + ${u(e * S4)}][gl]`);
+      }
+      body.push(`pk${i} = ${vec4Of(kv)};`, `pq${i} = ${vec4Of(qv)};`, `pg${i} = ${vec4Of(gv)};`);
+      lines.push(`${itemGuard(i)}{`, ...body.map((l) => `  ${l}`), "}");
+    }
+    return lines;
+  };
+  const prologue: string[] = [];
+  for (let i = 0; i < stageItems; i++) {
+    prologue.push(
+      ...itemAt(i),
+      `var pk${i} = vec4<f32>(0.0);`,
+      `var pq${i} = vec4<f32>(0.0);`,
+      `var pg${i} = vec4<f32>(0.0);`,
     );
-    kv.push(`select(0.0, ${key}(cb, t${e}, sc), ok${e})`);
-    qv.push(`select(0.0, ${query}(ko, cb, t${e}, sc), ok${e})`);
-    gv.push(`${SC}[gi + ${u(e * S4)}][gl]`);
+  }
+  prologue.push(...loadSlice("0u"));
+  const stage: string[] = [];
+  for (let i = 0; i < stageItems; i++) {
+    stage.push(
+      `${itemGuard(i)}{`,
+      `  sh_k[${at(`sp${i}`, `r4${i}`)}] = pk${i};`,
+      `  sh_q[${at(`sp${i}`, `r4${i}`)}] = pq${i};`,
+      `  sh_g[${at(`sp${i}`, `r4${i}`)}] = pg${i};`,
+      "}",
+    );
   }
   stage.push(
-    `  sh_k[${at("sp", "r4")}] = ${vec4Of(kv)};`,
-    `  sh_q[${at("sp", "r4")}] = ${vec4Of(qv)};`,
-    `  sh_g[${at("sp", "r4")}] = ${vec4Of(gv)};`,
-    "}",
     "workgroupBarrier();",
+    `if (s0 + ${u(SLICE)} < ${u(slices * SLICE)}) {`,
+    ...loadSlice(`(s0 + ${u(SLICE)})`).map((l) => `  ${l}`),
+    "}",
     // C̃_i = C_i·exp(G_i − G_R), R the first step of i's sub-chunk.
     `for (var sl = lid; sl < ${u(SLICE * q4)}; sl = sl + ${u(threads)}) {`,
     `  let sp = sl % ${u(SLICE)};`,
@@ -272,6 +306,7 @@ ${indent(workgroupIndex(total, workgroups[0]))}
   let hc = hd * ${u(chunks)} + c;
   let base = ((ko * ${u(sizes.heads)} + hd) * ${u(chunks)} + c) * ${u(q)};
 ${indent(decode)}
+${indent(prologue)}
   for (var s0 = 0u; s0 < ${u(slices * SLICE)}; s0 = s0 + ${u(SLICE)}) {
 ${indent(stage, "    ")}
 ${indent(accumulate, "    ")}
