@@ -27,6 +27,8 @@ import {
   fitTile,
   forEachOutput,
   gemmLoop,
+  kGroupScratch,
+  kGroupSum,
   sharedOperand,
   stagedSizes,
   threadCoords,
@@ -77,11 +79,33 @@ function passTiles(rows: number, dkp: number, c: number, maxThreads: number, max
     // and with 64 threads (8 × 4 blocks) at 32 value rows and 64-step chunks three quarters
     // of a 256-thread workgroup idled through it, on one workgroup per SM.
     const project = fitTile(rows, c, sliceOf(dkp, kmax), cap, cap);
-    const threads = Math.max(tileThreads(update).threads, tileThreads(project).threads);
-    best = { update, project, threads, bytes: tileBytes({ update, project }, rows, dkp, c) };
+    // Threads the projection's tile leaves idle split its K slices in groups (summed after).
+    const kGroups = projectGroups(
+      project,
+      cap,
+      Math.max(stagedSizes(update).b, stagedSizes(project).b),
+    );
+    const threads = Math.max(tileThreads(update).threads, tileThreads(project).threads * kGroups);
+    best = {
+      update,
+      project,
+      kGroups,
+      threads,
+      bytes: tileBytes({ update, project }, rows, dkp, c),
+    };
     if (best.bytes <= maxBytes) break;
   }
   return best!;
+}
+
+/**
+ * Groups splitting the projection's K slices: 2 where twice its threads fit the cap, its
+ * slice divides in two and group 1's accumulators fit the staged B array (`shBVec4s`).
+ */
+function projectGroups(project: TileShape, cap: number, shBVec4s: number): number {
+  const ok = 2 * tileThreads(project).threads <= cap && project.kt % 2 === 0 &&
+    kGroupScratch(project, 2) <= shBVec4s;
+  return ok ? 2 : 1;
 }
 
 /** Workgroup bytes of the tiled pass with `rows` value rows per workgroup. */
@@ -105,7 +129,13 @@ export function emitTiledPass(
   const maxThreads = ctx.limits.maxComputeInvocationsPerWorkgroup;
   const dkp = paddedKeys(s.dk);
   const maxBytes = ctx.limits.maxComputeWorkgroupStorageSize;
-  const { update, project, threads, bytes } = passTiles(rows, dkp, c, maxThreads, maxBytes);
+  const { update, project, kGroups, threads, bytes } = passTiles(
+    rows,
+    dkp,
+    c,
+    maxThreads,
+    maxBytes,
+  );
   if (bytes > maxBytes) {
     throw new Error(
       `deltaRule: the tile-form state pass with ${rows} value rows needs ${bytes} bytes of ` +
@@ -160,7 +190,7 @@ export function emitTiledPass(
     ...bl,
     ...top.lines,
     ...threadCoords(update, "s_", threads),
-    ...threadCoords(project, "x_", threads),
+    ...threadCoords(project, "x_", threads, kGroups),
     ...accDecl(update, "s_"),
     `if (s_act) {`,
     ...initLines.map((l) => `  ${l}`),
@@ -204,9 +234,11 @@ export function emitTiledPass(
         tag: "x_",
         shA: "shA",
         shB: "shB",
+        kGroups,
       }),
       "  ",
     ).split("\n"),
+    ...indent(kGroupSum(project, "x_", kGroups, "shB"), "  ").split("\n"),
     // U' = U − Xᵀ to the scratch; its decayed transpose to workgroup memory.
     `  if (x_act) {`,
     ...indent(

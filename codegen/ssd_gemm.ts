@@ -82,14 +82,55 @@ export function accDecl(t: TileShape, tag: string, reset = false): string[] {
   return lines;
 }
 
-/** Per-thread coordinates: `${tag}tx`, `${tag}ty` and whether the thread computes (`${tag}act`). */
-export function threadCoords(t: TileShape, tag: string, threads: number): string[] {
-  const { tx, threads: used } = tileThreads(t);
+/**
+ * Per-thread coordinates: `${tag}tx`, `${tag}ty` and whether the thread holds outputs
+ * (`${tag}act`). With `kGroups` G > 1 the tile's threads repeat G times, each group summing
+ * its share of every K slice (`${tag}grp`; `${tag}live`: in some group); after the loop
+ * {@link kGroupSum} adds the groups' accumulators into group 0's, whose threads are `act`.
+ */
+export function threadCoords(t: TileShape, tag: string, threads: number, kGroups = 1): string[] {
+  const { tx, ty, threads: used } = tileThreads(t);
+  if (kGroups === 1) {
+    return [
+      `let ${tag}tx = lid % ${u(tx)};`,
+      `let ${tag}ty = lid / ${u(tx)};`,
+      `let ${tag}act = ${used < threads ? `lid < ${u(used)}` : "true"};`,
+    ];
+  }
   return [
     `let ${tag}tx = lid % ${u(tx)};`,
-    `let ${tag}ty = lid / ${u(tx)};`,
-    `let ${tag}act = ${used < threads ? `lid < ${u(used)}` : "true"};`,
+    `let ${tag}ty = (lid / ${u(tx)}) % ${u(ty)};`,
+    `let ${tag}grp = lid / ${u(used)};`,
+    `let ${tag}act = lid < ${u(used)};`,
+    `let ${tag}live = ${used * kGroups < threads ? `lid < ${u(used * kGroups)}` : "true"};`,
   ];
+}
+
+/** vec4s of workgroup memory {@link kGroupSum} needs for `kGroups` groups. */
+export function kGroupScratch(t: TileShape, kGroups: number): number {
+  return kGroups > 1 ? (kGroups - 1) * tileThreads(t).threads * (t.tm * t.tn) / 4 : 0;
+}
+
+/**
+ * After a {@link gemmLoop} with `kGroups` > 1: groups 1… store their accumulators in the vec4
+ * array `scratch` (free again after the loop's last barrier), and group 0 adds them to its own.
+ */
+export function kGroupSum(t: TileShape, tag: string, kGroups: number, scratch: string): string[] {
+  if (kGroups === 1) return [];
+  const used = tileThreads(t).threads;
+  const per = (t.tm * t.tn) / 4;
+  const slot = (g: string, i: number) =>
+    `((${g} - 1u) * ${u(used)} + lid % ${u(used)}) * ${u(per)} + ${u(i)}`;
+  const accs: string[] = [];
+  for (let r = 0; r < t.tm; r++) for (let c = 0; c < t.tn / 4; c++) accs.push(accName(tag, r, c));
+  const lines = [`if (${tag}live && ${tag}grp > 0u) {`];
+  accs.forEach((a, i) => lines.push(`  ${scratch}[${slot(`${tag}grp`, i)}] = ${a};`));
+  lines.push("}", "workgroupBarrier();", `if (${tag}act) {`);
+  for (let g = 1; g < kGroups; g++) {
+    accs.forEach((a, i) => lines.push(`  ${a} = ${a} + ${scratch}[${slot(u(g), i)}];`));
+  }
+  lines.push("}", "workgroupBarrier();");
+  return lines;
 }
 
 /**
@@ -107,8 +148,14 @@ export function gemmLoop(opts: {
   tag: string;
   shA: string;
   shB: string;
+  /** Thread groups splitting each K slice (default 1; see {@link threadCoords}). */
+  kGroups?: number;
 }): string[] {
   const { tile: t, threads, tag } = opts;
+  const kGroups = opts.kGroups ?? 1;
+  if (t.kt % kGroups !== 0) {
+    throw new Error(`internal: ${kGroups} groups over a K slice of ${t.kt}`);
+  }
   const { tx, ty } = tileThreads(t);
   const lines: string[] = ["{"];
   const ops = [
@@ -165,9 +212,16 @@ export function gemmLoop(opts: {
   lines.push(`    if (${tag}kn < ${opts.kEnd}) {`);
   emitLoads(`${tag}kn`, "      ");
   lines.push("    }");
-  lines.push(`    if (${tag}act) {`);
+  lines.push(`    if (${kGroups > 1 ? `${tag}live` : `${tag}act`}) {`);
   const rowA = slotPlans[0].row, rowB = slotPlans[1].row;
+  const share = t.kt / kGroups;
   for (let kk = 0; kk < t.kt; kk++) {
+    if (kGroups > 1 && kk % share === 0) {
+      const g = kk / share;
+      lines.push(
+        `      ${g === 0 ? "" : "} else "}${g < kGroups - 1 ? `if (${tag}grp == ${u(g)}) ` : ""}{`,
+      );
+    }
     lines.push("      {");
     for (let r4 = 0; r4 < t.tm / 4; r4++) {
       lines.push(
@@ -188,6 +242,7 @@ export function gemmLoop(opts: {
     }
     lines.push("      }");
   }
+  if (kGroups > 1) lines.push("      }");
   lines.push("    }", "    workgroupBarrier();", "  }", "}");
   return lines;
 }
