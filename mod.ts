@@ -111,7 +111,7 @@ export {
   type HostResult64,
   type Program,
 } from "./runtime/compile.ts";
-export type { RunOptions } from "./runtime/program.ts";
+export type { ProgramBenchmark, RunOptions } from "./runtime/program.ts";
 export type { DispatchBenchmark, KernelTiming } from "./runtime/gpu_submit.ts";
 export type { AutotuneOptions } from "./runtime/autotune.ts";
 export { type HostArray, interpret } from "./runtime/interpreter.ts";

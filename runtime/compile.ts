@@ -32,7 +32,7 @@ import { showAxes } from "../dsl/axes.ts";
 import { DEFAULT_LIMITS, type DeviceLimits, limitsFrom } from "../codegen/limits.ts";
 import { getGpu, type GpuContext, NoAdapterError } from "./gpu_device.ts";
 import { type HostArray, interpret } from "./interpreter.ts";
-import { GpuProgram, type RunOptions } from "./program.ts";
+import { GpuProgram, type ProgramBenchmark, type RunOptions } from "./program.ts";
 import type { KernelTiming } from "./gpu_submit.ts";
 
 /** Where a program runs. */
@@ -112,13 +112,14 @@ export interface Program<R extends TraceResult = TraceResult> {
    */
   readonly bufferBytes: number;
   /**
-   * Times the GPU kernels with timestamp queries (median per kernel after warm-up); the CPU
-   * backend has nothing to time and throws.
+   * Times the GPU kernels with timestamp queries (median per kernel after warm-up, each in its
+   * own pass, and their sum), then the whole program in one pass as `run` submits it
+   * (`sequenceNs`); the CPU backend has nothing to time and throws.
    */
   benchmark(
     inputs: Record<string, HostArray>,
     options?: { warmup?: number; iterations?: number },
-  ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }>;
+  ): Promise<ProgramBenchmark>;
   /**
    * Frees GPU resources (once the calls already made have finished). Every later call of
    * `run`, `interpret` or `benchmark` throws; calling `destroy` again does nothing.

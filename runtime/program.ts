@@ -31,6 +31,7 @@ import {
   type KernelTiming,
   submitDispatches,
   timeDispatches,
+  timeSequence,
 } from "./gpu_submit.ts";
 
 /** Host arrays returned for outputs: f32 outputs as Float32Array, i32 as Int32Array. */
@@ -43,6 +44,23 @@ export interface RunOptions {
   /** Throw when an output holds NaN (default true: no silent NaNs). */
   checkNaN?: boolean;
 }
+
+/** What {@link GpuProgram.benchmark} measures. */
+export interface ProgramBenchmark {
+  /** Per-kernel medians, each kernel in its own timestamped pass. */
+  kernels: { name: string; medianNs: number; minNs: number }[];
+  /** Sum of the per-kernel medians. */
+  totalNs: number;
+  /**
+   * Median of the whole program run back to back in one pass, as `run` submits it: without
+   * the per-kernel passes' boundaries, so below `totalNs` for programs of several kernels.
+   */
+  sequenceNs: number;
+}
+
+/** Timed one-pass runs of the whole program (fewer than one query set's passes). */
+const SEQUENCE_ITERATIONS = 200;
+const SEQUENCE_WARMUP = 20;
 
 const pipelineCaches = new WeakMap<GpuContext, PipelineCache>();
 const bindGroupCaches = new WeakMap<GpuContext, BindGroupCache>();
@@ -217,22 +235,30 @@ export class GpuProgram {
 
   /**
    * Times the kernels with timestamp queries: uploads `inputs` once, runs every kernel
-   * `warmup + iterations` times, returns per-kernel medians (ns) and their sum. Queued with
-   * `run` like any call that uses the buffers.
+   * `warmup + iterations` times, returns per-kernel medians (ns) and their sum, each kernel in
+   * its own timestamped pass; then the median of the whole program run back to back in one
+   * pass, as `run` submits it (`sequenceNs`: no per-kernel pass boundaries). Queued with `run`
+   * like any call that uses the buffers.
    */
   async benchmark(
     inputs: Record<string, HostArray>,
     options: { warmup?: number; iterations?: number } = {},
-  ): Promise<{ kernels: { name: string; medianNs: number; minNs: number }[]; totalNs: number }> {
+  ): Promise<ProgramBenchmark> {
     this.#checkAlive("benchmark");
     const arrays = this.#deviceArrays(inputs);
     return await this.#queue.run(async () => {
       this.#write(arrays);
-      const kernels = await timeDispatches(this.#ctx, this.#dispatches, {
-        warmup: options.warmup ?? 3,
-        iterations: options.iterations ?? 20,
+      const warmup = options.warmup ?? 3, iterations = options.iterations ?? 20;
+      const kernels = await timeDispatches(this.#ctx, this.#dispatches, { warmup, iterations });
+      const sequence = await timeSequence(this.#ctx, this.#dispatches, {
+        warmup: Math.min(warmup, SEQUENCE_WARMUP),
+        iterations: Math.min(iterations, SEQUENCE_ITERATIONS),
       });
-      return { kernels, totalNs: kernels.reduce((s, k) => s + k.medianNs, 0) };
+      return {
+        kernels,
+        totalNs: kernels.reduce((s, k) => s + k.medianNs, 0),
+        sequenceNs: sequence.medianNs,
+      };
     });
   }
 
