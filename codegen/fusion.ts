@@ -268,6 +268,46 @@ function costlyInTiles(
   return cost > (reuse >= MATMUL_MANY_RELOADS ? MATMUL_CHEAP_PROLOGUE : MATMUL_PROLOGUE_COST);
 }
 
+/**
+ * A short scan's kernel (decode: one step per lane) evaluates its input's prologue once per
+ * lane, so a subtree shared by many of its channels is recomputed that many times: Mamba-2's
+ * B and C behind the causal conv (about 13 loads and a SiLU per state element) are shared by
+ * all 1,536 channels of a sequence; at batch 64 each of the scan's 786,432 lanes recomputed its
+ * 32, and the scan took 7.7 of the step's 9.6 ms on an H100 (bench/RESULTS.md, 2026-12-07).
+ * Such a subtree gets a buffer when the scan has at least {@link SCAN_BROADCAST_REUSE} times its
+ * elements and the recomputation (the scan's elements × the subtree's arithmetic) is above
+ * {@link SCAN_BROADCAST_WORK}: at batch 1 (12,288 lanes) it stays inline, sparing the step a
+ * kernel. Only elementwise subtrees (no reduction or inline contraction below them).
+ */
+function broadcastPrologues(
+  scan: ScanNode,
+  materialized: ReadonlySet<Node>,
+): Node[] {
+  if (longScan(scan)) return [];
+  const size = numel(scan);
+  const out: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [...nodeInputs(scan)];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n) || materialized.has(n) || n.kind === "input" || isHeavy(n)) continue;
+    seen.add(n);
+    stack.push(...nodeInputs(n));
+    const arithmetic = n.kind === "unary" || n.kind === "binary" || n.kind === "where";
+    if (!arithmetic || size < SCAN_BROADCAST_REUSE * numel(n)) continue;
+    if (!onlyElementwiseBelow(n, materialized)) continue;
+    const cost = arithmeticCost(n, Infinity, (m) => m !== n && materialized.has(m), true) +
+      fullSizeReads(n, materialized);
+    if (cost > MATMUL_CHEAP_PROLOGUE && size * cost >= SCAN_BROADCAST_WORK) out.push(n);
+  }
+  return outermost(out, materialized);
+}
+
+/** Scan elements per element of a prologue from which it may get a buffer. */
+const SCAN_BROADCAST_REUSE = 16;
+/** Scan elements × prologue operations from which it gets one (about 2^24). */
+const SCAN_BROADCAST_WORK = 1 << 24;
+
 /** Whether a scan is long enough for chunked kernels, which load inputs in several tiles. */
 function longScan(scan: ScanNode): boolean {
   return scan.shape[scan.axes.indexOf(scan.axis)] >= 64;
@@ -594,6 +634,7 @@ function planWith(
         foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
       }
       if (matmul) foreign.push(...costlyMatmulOperands(core, materialized));
+      if (scan) foreign.push(...broadcastPrologues(scan, materialized));
       // What the foreign cores read (one walk for all; a DAG, so no core reaches itself).
       const below = new Set<Node>();
       const stack = foreign.flatMap((m) => nodeInputs(m));

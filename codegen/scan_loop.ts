@@ -498,7 +498,8 @@ export function interceptLoop(
     if (redirected !== undefined) return redirected;
     const folded = tools.fold?.spell(node, env, tools.lookup);
     if (folded !== undefined) return folded;
-    if (node.kind === "unary") {
+    // A unary with a buffer is read, not recomputed in the scan's own spelling.
+    if (node.kind === "unary" && tools.lookup(node) === undefined) {
       const spelled = scanUnary(tools.math, node, "\u0000");
       if (spelled !== undefined) return spellWith(spelled, node.x, env);
     }

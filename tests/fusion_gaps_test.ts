@@ -518,3 +518,23 @@ Deno.test("a cheap subtree a long scan reads many times per element gets a buffe
   assert.ok((await kinds(20)).includes("elementwise,"), "d = 20: B gets a buffer");
   assert.ok(!(await kinds(8)).includes("elementwise,"), "d = 8: B stays a prologue");
 });
+
+Deno.test("one-step scan: a prologue shared by every channel gets a buffer once the lanes are many", async () => {
+  // A decode-shaped scan (l = 1) whose B goes through a short chain of its own (as Mamba-2's
+  // causal conv and SiLU): every lane of every channel would recompute it, so with this many
+  // lanes (2 × 1400 channels × 1040 states) the chain gets a kernel and the scan reads its
+  // buffer, the materialized SiLU included (scans once spelled a unary themselves even when it
+  // had a buffer). With 3 channels it stays inline: one kernel.
+  const inputs = { x: "b l d", B0: "b l n", B1: "b l n", w: "n", C: "b l n", h0: "b d n" } as const;
+  const fn = (t: { [K in keyof typeof inputs]: Tensor }) => {
+    const B = silu(add(mul(t.B0, t.w), mul(t.B1, 0.5)));
+    const h = scan("l", 0.9, einsum("b l n, b l d -> b l d n", B, t.x), { init: t.h0 });
+    return { y: einsum("b l d n, b l n -> b l d", h, t.C), last: finalState(h) };
+  };
+  const many = await kernelsOf("many lanes", inputs, fn, { b: 2, l: 1, d: 1400, n: 1040 });
+  assert.equal(many.length, 2, many.map((k) => k.name).join(" "));
+  const scanKernel = many.find((k) => k.name.includes("scan"))!;
+  assert.ok(!/silu|exp\(-/.test(scanKernel.wgsl.split("fn main")[1]), "the scan recomputes B");
+  const few = await kernelsOf("few lanes", inputs, fn, { b: 1, l: 1, d: 3, n: 5 });
+  assert.equal(few.length, 1, few.map((k) => k.name).join(" "));
+});
