@@ -209,6 +209,16 @@ export function commutativeFold(
 ): string {
   const lines: string[] = [];
   lines.push(`for (var base: u32 = ${start}; base < ${end}; base += ${t.tile}u) {`);
+  // A whole tile (every tile but a chunk's last, at most): its loads need no bounds checks, so
+  // they issue back to back, and its items fold among themselves before meeting the carry.
+  lines.push(`  if (base + ${t.tile}u <= ${end}) {`);
+  for (let v = 0; v < t.per; v++) {
+    lines.push(`    var x${v}: Rec;`, `    let j${v} = base + ${v * t.wg}u + lid;`);
+    lines.push(...item(v, `j${v}`).map((l) => `    ${l}`));
+  }
+  lines.push(`    var whole = x0;`);
+  for (let v = 1; v < t.per; v++) lines.push(`    whole = comb(whole, x${v});`);
+  lines.push(`    ${fold("carry", "hasCarry", "whole")}`, `    continue;`, `  }`);
   for (let v = 0; v < t.per; v++) {
     lines.push(`  var x${v}: Rec;`, `  let j${v} = base + ${v * t.wg}u + lid;`);
     lines.push(`  if (j${v} < ${end}) {`, ...item(v, `j${v}`).map((l) => `    ${l}`));
