@@ -29,10 +29,14 @@ const PREP_THREADS = 256;
 /** Rows of a column's substitution held in registers at once. */
 const SOLVE_BLOCK = 16;
 
-/** The tile of L = K·Kᵀ and the thread count of kernel 1. */
+/**
+ * The tile of L = K·Kᵀ and the thread count of kernel 1. The tile takes as many of the
+ * kernel's threads as its blocks allow (at 64-step chunks 256 with 4 × 4 blocks; it took 64
+ * with 8 × 8 until 2026-12-07, idling three quarters of the workgroup through the product).
+ */
 export function prepTile(c: number, maxThreads: number) {
   const threads = Math.max(c, Math.min(PREP_THREADS, maxThreads));
-  return { threads, tile: fitTile(c, c, OUT_KT, threads, 64) };
+  return { threads, tile: fitTile(c, c, OUT_KT, threads, threads) };
 }
 
 /** Workgroup bytes of kernel 1. */
