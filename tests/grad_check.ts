@@ -128,7 +128,14 @@ export function checkGradients(
         `"${name}": ${skipped} of ${checked} elements sit on kinks; check elsewhere`,
       );
     }
-    const err = relativeError(got, want);
+    let err = relativeError(got, want);
+    if (!(err <= tol) && !skipKinks) {
+      // Central differences carry an O(step²) truncation error, above 1e-6 relative where the
+      // loss curves sharply (Mamba-2's D through the gated norm: 1.3e-6 at one seed, 2026-12-07):
+      // before failing, Richardson's extrapolation (4·D(step/2) − D(step)) / 3, O(step⁴), decides.
+      at.forEach((i, k) => want[k] = (4 * central(i, step / 2) - want[k]) / 3);
+      err = relativeError(got, want);
+    }
     // A gradient that is zero (a softmax's input shift) has differences of pure rounding noise,
     // about 1e-16·|f| / step each (allowed: 100 times that): those pass at any relative error.
     const noise = 1e-14 * Math.max(1, Math.abs(value)) / step * Math.sqrt(got.length);

@@ -109,14 +109,18 @@ for (const name of MODELS) {
     const { ids, targets } = randomTokens(m.def.vocab, seed);
     const wrt = Object.keys(m.def.weightInputs());
     // Three entries spread over each weight: 2·3 forward passes per weight.
-    checkGradients(
-      lmLossInputs(m.def),
-      (t) => lmLoss(m.def, t),
-      wrt,
-      m.def.sizes(B, L),
-      { ...f64(m.weights), ids, targets },
-      { maxElements: 3, tol: 1e-6, step: 1e-5 },
-    );
+    try {
+      checkGradients(
+        lmLossInputs(m.def),
+        (t) => lmLoss(m.def, t),
+        wrt,
+        m.def.sizes(B, L),
+        { ...f64(m.weights), ids, targets },
+        { maxElements: 3, tol: 1e-6, step: 1e-5 },
+      );
+    } catch (e) {
+      throw new Error(`seed ${seed}: ${(e as Error).message}`);
+    }
     assert.ok(wrt.includes("backbone.embeddings.weight"), `seed ${seed}`);
   });
 
