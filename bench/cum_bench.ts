@@ -2,11 +2,11 @@
  * Cumulative scans over one long axis (issue 19's benchmark: 64M f32 elements), timed against
  * ssmkit's copy kernel in the same run. Prints one JSON object per line. Each row gives the
  * time of the program in one pass as `run` submits it (and the sum of its kernels timed each in
- * its own pass, `kernelSumMs`), the effective bandwidth (one read and one write of the tensor per scan, as the copy
- * moves, so `fractionOfCopy` compares like with like) and the kernels it ran; results are
- * checked against a float64 loop before timing.
+ * its own pass, `kernelSumMs`), the effective bandwidth (one read and one write of the tensor
+ * per scan, as the copy moves, so `fractionOfCopy` compares like with like) and the kernels it
+ * ran; results are checked against a float64 loop before timing.
  *
- *   deno run -A bench/cum_bench.ts [--elements N] [--iterations N]
+ *   deno run -A bench/cum_bench.ts [--elements N] [--iterations N] [--variants cumsum,cummax]
  *   deno task bench --only cum          (the same rows, from bench/main.ts, at 64M)
  *
  * Torch's times for the same sizes: `python3 bench/cum_torch.py`.
@@ -127,12 +127,21 @@ export async function cumBenchmark(
   elements: number,
   iterations: number,
   report: (row: Record<string, unknown>) => void,
+  only?: readonly string[],
 ): Promise<void> {
+  const unknown = (only ?? []).filter((n) => !VARIANTS.some((v) => v.name === n));
+  if (unknown.length) {
+    throw new Error(
+      `cum bench: unknown variant(s) ${unknown.join(", ")}; known: ` +
+        VARIANTS.map((v) => v.name).join(", "),
+    );
+  }
   // The copy kernel moves vec4s: its size is rounded down to a multiple of 4.
   const copy = await copyKernelBenchmark(ctx, elements - elements % 4, iterations);
   report({ bench: "cum_copy_anchor", elements, ms: copy.ms, GBps: copy.GBps });
   const x = randomF32(elements);
   for (const v of VARIANTS) {
+    if (only?.length && !only.includes(v.name)) continue;
     const prog = await compile({ x: "i" }, ({ x }) => v.fn(x), { i: elements }, {
       gpu: ctx,
       backend: "gpu",
@@ -172,6 +181,7 @@ if (import.meta.main) {
     options: {
       elements: { type: "string", default: String(64 * 1024 * 1024) },
       iterations: { type: "string", default: "20" },
+      variants: { type: "string", default: "" },
     },
     strict: true,
   });
@@ -182,5 +192,6 @@ if (import.meta.main) {
     Number(values.elements),
     Number(values.iterations),
     (row) => console.log(JSON.stringify(row)),
+    values.variants.split(",").filter((n) => n),
   );
 }
