@@ -34,8 +34,8 @@ import { fold, type ItemWrite, tilePrefix, type Tiling } from "./assoc_scan_tile
 /**
  * Predecessors one look-back step examines in parallel, one thread each (at most the
  * workgroup). The inclusive prefixes advance by at most a window per step (a round trip to L2
- * and a few barriers), which bounds the tiles a second: with 32 the single pass over 64M f32
- * took 2.23 ms on an H100 (32K tiles / 32 × 2.2 µs), a tenth of the copy's speed.
+ * and a few barriers). On an H100 (2026-12-07) the single pass over 64M f32 read 2.23 ms with
+ * 32 and 1.95 ms with 256 in the same kind of call: the window was not what bounded it.
  */
 export const LOOKBACK_WINDOW = 256;
 
@@ -68,24 +68,38 @@ export function stateWords(layout: { slots: number; comps: number }): number {
   return 1 + 2 * 2 * layout.comps * layout.slots;
 }
 
+/**
+ * WGSL of one published f32 (see the module doc) over the `state` binding
+ * (`array<atomic<u32>>`): `publishWord(i, tag, v)` stores its two tagged 16-bit halves at words
+ * i and i + 1; `readWord(i, tag)` loads them, `ok` when both carry `tag`. Also used by the
+ * attention kernel's inline split merge.
+ */
+export function taggedWordFunctions(state: string): string {
+  return `struct TaggedWord { ok: bool, v: f32 }
+fn publishWord(i: u32, tag: u32, v: f32) {
+  let b = bitcast<u32>(v);
+  atomicStore(&${state}[i], (tag << 16u) | (b & 0xffffu));
+  atomicStore(&${state}[i + 1u], (tag << 16u) | (b >> 16u));
+}
+fn readWord(i: u32, tag: u32) -> TaggedWord {
+  let a = atomicLoad(&${state}[i]);
+  let b = atomicLoad(&${state}[i + 1u]);
+  return TaggedWord((a >> 16u) == tag && (b >> 16u) == tag, bitcast<f32>((a & 0xffffu) | (b << 16u)));
+}`;
+}
+
 /** Helper functions (`Rec` and `comb` declared) and workgroup memory of the kernel. */
 export function singlePassDeclarations(t: Tiling, l: SinglePassLayout): string {
   const wordsPer = 2 * l.comps;
   const cs = Array.from({ length: l.comps }, (_, c) => c);
-  const loads = cs.flatMap((c) => [
-    `let a${c} = atomicLoad(&${l.state}[i + ${2 * c}u]);`,
-    `let b${c} = atomicLoad(&${l.state}[i + ${2 * c + 1}u]);`,
-  ]);
-  const tagged = cs.map((c) => `(a${c} >> 16u) == tag && (b${c} >> 16u) == tag`).join(" && ");
-  const value = cs.map((c) => `bitcast<f32>((a${c} & 0xffffu) | (b${c} << 16u))`).join(", ");
-  const stores = cs.flatMap((c) => [
-    `let v${c} = bitcast<u32>(v.c${c});`,
-    `atomicStore(&${l.state}[i + ${2 * c}u], (tag << 16u) | (v${c} & 0xffffu));`,
-    `atomicStore(&${l.state}[i + ${2 * c + 1}u], (tag << 16u) | (v${c} >> 16u));`,
-  ]);
+  const loads = cs.map((c) => `let w${c} = readWord(i + ${2 * c}u, tag);`);
+  const tagged = cs.map((c) => `w${c}.ok`).join(" && ");
+  const value = cs.map((c) => `w${c}.v`).join(", ");
+  const stores = cs.map((c) => `publishWord(i + ${2 * c}u, tag, v.c${c});`);
   const window = Math.min(LOOKBACK_WINDOW, t.wg);
-  return `struct Look { ok: bool, v: Rec }
-// The record published at word offset i (two tagged 16-bit halves per component).
+  return `${taggedWordFunctions(l.state)}
+struct Look { ok: bool, v: Rec }
+// The record published at word offset i (one tagged word pair per component).
 fn lookAt(i: u32, tag: u32) -> Look {
   ${loads.join("\n  ")}
   return Look(${tagged}, Rec(${value}));

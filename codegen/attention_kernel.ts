@@ -43,6 +43,7 @@ import {
   scratch,
   type ScratchBuffer,
 } from "./artifact.ts";
+import { taggedWordFunctions } from "./assoc_scan_lookback.ts";
 import { type AttentionPlan, type AttentionShapes, attentionShapes } from "./attention_shapes.ts";
 import { laneSum } from "./delta_shapes.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
@@ -526,23 +527,12 @@ function mergeGroups(
 
 /**
  * Module-scope WGSL of the inline split merge: the tagged words' store and load over the
- * `state` binding (two 16-bit halves of an f32, each with the run's tag in its upper half), and
- * the workgroup values the merge shares.
+ * `state` binding (the single-pass scan's, `taggedWordFunctions`), and the workgroup values the
+ * merge shares.
  */
 function inlineMergeDeclarations(state: string): string[] {
   return [
-    `struct TaggedWord { ok: bool, v: f32 }`,
-    `fn publishWord(i: u32, tag: u32, v: f32) {`,
-    `  let b = bitcast<u32>(v);`,
-    `  atomicStore(&${state}[i], (tag << 16u) | (b & 0xffffu));`,
-    `  atomicStore(&${state}[i + 1u], (tag << 16u) | (b >> 16u));`,
-    `}`,
-    `fn readWord(i: u32, tag: u32) -> TaggedWord {`,
-    `  let a = atomicLoad(&${state}[i]);`,
-    `  let b = atomicLoad(&${state}[i + 1u]);`,
-    `  return TaggedWord((a >> 16u) == tag && (b >> 16u) == tag, ` +
-    `bitcast<f32>((a & 0xffffu) | (b << 16u)));`,
-    `}`,
+    taggedWordFunctions(state),
     `var<workgroup> shTag: u32;`,
     `var<workgroup> shLast: u32;`,
     `var<workgroup> shMiss: u32;`,
