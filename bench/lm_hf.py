@@ -15,10 +15,10 @@ import os
 import sys
 import time
 
-# HF's torch path only: newer transformers route Mamba and Mamba-2 to an importable mamba_ssm's
-# kernels (its CUDA scan is not built on the GPU machine), so folders holding mamba_ssm (the
-# peers' PYTHONPATH=.peer) leave the path before transformers is imported.
-sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "mamba_ssm"))]
+from hf_torch_path import without_mamba_ssm
+
+# HF's torch path only: folders holding mamba_ssm leave the path before transformers is imported.
+sys.path = without_mamba_ssm(sys.path)
 
 import torch  # noqa: E402
 from transformers import (  # noqa: E402

@@ -35,6 +35,8 @@ import statistics
 import sys
 import traceback
 
+from hf_torch_path import without_mamba_ssm
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
@@ -239,8 +241,7 @@ def hf_step_in_child(case_id, args):
     causal_conv1d's CUDA build (absent there), whatever the mixers were routed to. The child's
     PYTHONPATH lacks every folder holding mamba_ssm; it prints its row as JSON.
     """
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-             if p and not os.path.isdir(os.path.join(p, "mamba_ssm"))]
+    paths = without_mamba_ssm(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     cmd = [sys.executable, os.path.abspath(__file__), "--cases", case_id, "--peers",
            "hf_torch_f32", "--steps", str(args.steps), "--scale", args.scale]
