@@ -258,14 +258,21 @@ function costlyInTiles(
   // A subtree larger than every buffer it reads (an outer product: a scan's input x·Bᵀ over
   // the state axes) is cheaper to recompute than to write.
   if (numel(n) > largestRead(n, materialized)) return false;
-  // Each full-size buffer it reads counts too: a scalar load per element in every tile.
-  const cost =
-    arithmeticCost(n, MATMUL_PROLOGUE_COST, (m) => m !== n && materialized.has(m), true) +
-    fullSizeReads(n, materialized);
+  const cost = recomputeCost(n, materialized, MATMUL_PROLOGUE_COST);
   // Read by a kernel 16 or more times its size (Mamba-2's B and C behind the conv, shared by
   // every head of the SSD kernels), as a matmul operand reloaded 16 times: cheaper prologues too.
   const reuse = Math.max(...readers.map((k) => numel(k) / numel(n)));
   return cost > (reuse >= MATMUL_MANY_RELOADS ? MATMUL_CHEAP_PROLOGUE : MATMUL_PROLOGUE_COST);
+}
+
+/**
+ * What recomputing subtree `n` costs per element, down to buffers: its arithmetic nodes (a conv
+ * counting 2 per tap; counting stops above `cap`) and each full-size buffer it reads (a scalar
+ * load per element wherever it is evaluated).
+ */
+function recomputeCost(n: Node, materialized: ReadonlySet<Node>, cap = Infinity): number {
+  return arithmeticCost(n, cap, (m) => m !== n && materialized.has(m), true) +
+    fullSizeReads(n, materialized);
 }
 
 /**
@@ -296,8 +303,7 @@ function broadcastPrologues(
     const arithmetic = n.kind === "unary" || n.kind === "binary" || n.kind === "where";
     if (!arithmetic || size < SCAN_BROADCAST_REUSE * numel(n)) continue;
     if (!onlyElementwiseBelow(n, materialized)) continue;
-    const cost = arithmeticCost(n, Infinity, (m) => m !== n && materialized.has(m), true) +
-      fullSizeReads(n, materialized);
+    const cost = recomputeCost(n, materialized);
     if (cost > MATMUL_CHEAP_PROLOGUE && size * cost >= SCAN_BROADCAST_WORK) out.push(n);
   }
   return outermost(out, materialized);
