@@ -100,6 +100,10 @@ export class BindingRegistry {
   readonly #external = new Set<BufferKey>();
   /** Set when a hook reads a node that the template declared itself. */
   #conflict = false;
+  /** Writes declared as arrays of f32 vectors (index → width). */
+  readonly #vectorWrites = new Map<number, number>();
+  /** Writes also read as scalars (an input sharing the output's buffer). */
+  readonly #aliasReads = new Set<number>();
 
   /**
    * @param materialized nodes with buffers
@@ -125,7 +129,10 @@ export class BindingRegistry {
   lookup = (node: Node): string | undefined => {
     const alias = this.#aliases.get(node);
     if (alias !== undefined && this.#writes.includes(alias)) {
-      return this.writeName(this.#writes.indexOf(alias));
+      const i = this.#writes.indexOf(alias);
+      if (this.#vectorWrites.has(i)) throw new Error(`internal: ${this.writeName(i)} is vectors`);
+      this.#aliasReads.add(i);
+      return this.writeName(i);
     }
     if (this.#writes.includes(node) || !this.#materialized.has(node)) return undefined;
     return this.read(node);
@@ -144,6 +151,17 @@ export class BindingRegistry {
     if (this.#reads.includes(node)) this.#conflict = true;
     this.#external.add(node);
     return this.#reads.push(node) - 1;
+  }
+
+  /**
+   * Declares write `i` (an f32 buffer) as an array of `width`-element vectors and returns its
+   * name (every store to it must then be a whole vector), or undefined when the kernel already
+   * reads that buffer as scalars (an input updated in place).
+   */
+  writeVectors(i: number, width: number): string | undefined {
+    if (this.#aliasReads.has(i)) return undefined;
+    this.#vectorWrites.set(i, width);
+    return this.writeName(i);
   }
 
   /** True when a node was both reserved externally and read through `lookup`. */
@@ -172,7 +190,9 @@ export class BindingRegistry {
     this.#writes.forEach((w, i) => {
       lines.push(
         `@group(0) @binding(${this.#reads.length + i}) var<storage, read_write> ` +
-          `${this.writeName(i)}: array<${wgslStorageType(w)}>;`,
+          `${this.writeName(i)}: array<${
+            this.#vectorWrites.has(i) ? `vec${this.#vectorWrites.get(i)}<f32>` : wgslStorageType(w)
+          }>;`,
       );
     });
     return lines.join("\n");

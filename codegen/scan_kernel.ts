@@ -36,6 +36,7 @@ import {
   vectorWidth,
 } from "./scan_loop.ts";
 import { StagedBroadcast, stagingCode } from "./scan_staging.ts";
+import { SharedPrologue } from "./scan_shared_prologue.ts";
 import {
   contractionPart,
   finalStores,
@@ -110,6 +111,12 @@ function reduceScatter(values: string[], lanes: number, prefix: string, out: str
 }
 
 type Mode = "single" | "local" | "final";
+
+/**
+ * Workgroup memory a short scan's shared prologue values may take (scan_shared_prologue.ts):
+ * Mamba-2's decode step stages 2 × 128 values (2 KiB), a 16-step block of them 32 KiB.
+ */
+const SHARED_PROLOGUE_BYTES = 16384;
 
 /** Emits the 1 (or 3, when chunked) kernels of a scan group. */
 export function emitScanKernels(
@@ -313,7 +320,24 @@ function emitPass(
     if (broadcast) return broadcast.read(value, currentStep, loop.lines);
     return `subgroupShuffle(${value}, lane0 + ${u32Literal(currentStep)})`;
   };
-  interceptLoop(loop, tools, redirect);
+  // A short unchunked scan computes the values its workgroup's channels share (B and C behind
+  // a conv) once per workgroup, before the loop (scan_shared_prologue.ts).
+  const shared = mode === "single" && chunks === 1 && !transposed && perGroup >= 2 &&
+      layout.sharedPrologue !== false
+    ? new SharedPrologue({
+      steps: len,
+      stateAxes: spec.stateAxes,
+      stateSizes: spec.stateAxes.map((a) => sizeOf(scan, a)),
+      workgroup: layout.workgroup,
+      channelVariables: Object.values(ch.env),
+      varyingChannel,
+      materialized: (node) => materialized.has(node),
+      lookup: registry.lookup,
+      math,
+      maxBytes: SHARED_PROLOGUE_BYTES,
+    })
+    : undefined;
+  interceptLoop(loop, tools, (node, env) => redirect(node, env) ?? shared?.read(node, env));
   const steps: string[] = [];
   const partials: string[][] = spec.outputs.map(() => []);
   for (let u = 0; u < unroll; u++) {
@@ -426,8 +450,13 @@ function emitPass(
           `channels of a workgroup (they vary through ${varying.join(", ") || "the state"})`,
       );
     }
-    const sharedBytes = staging.bytes + (broadcast?.bytes ?? 0);
+    const sharedBytes = staging.bytes + (broadcast?.bytes ?? 0) + (shared?.bytes ?? 0);
     if (sharedBytes > limits.maxComputeWorkgroupStorageSize) {
+      if (shared && shared.count > 0) {
+        // Without the shared prologue's array the staging may fit.
+        const own = { ...layout, sharedPrologue: false };
+        return emitPass(spec, own, mode, materialized, limits, name, aliases, scratchBuffers);
+      }
       throw new Error(
         `scan: staging needs ${sharedBytes} bytes of workgroup memory (state loads ` +
           `${staging.bytes}, broadcasts ${broadcast?.bytes ?? 0}); the device allows ` +
@@ -468,6 +497,10 @@ function emitPass(
   } else if (broadcast && broadcast.count > 0) {
     throw new Error(`scan: broadcast "staged": the step values' loads cannot be prefetched`);
   }
+  if (shared && shared.count > 0) {
+    declarations.push(shared.declaration());
+    before.push(...shared.fill());
+  }
   const stagedCount = prefetch.staged.length;
   const broadcastCount = broadcast?.count ?? 0;
   const tail: string[] = [];
@@ -497,6 +530,7 @@ function emitPass(
     `${layout.stateLoads !== "early" ? `, state loads ${layout.stateLoads}` : ""}` +
     `${stagedCount > 0 ? ` (${stagedCount})` : ""}), math ${math}` +
     `${layout.foldLog2e ? " (log2e folded)" : ""}, ` +
+    `${shared && shared.count > 0 ? `shared prologue (${shared.count}), ` : ""}` +
     `${broadcastCount > 0 ? `broadcast staged (${broadcastCount}), ` : ""}` +
     `workgroup ${layout.workgroup}, ` +
     `vector ${layout.vectorWidth}${layout.vectorIndex === "split" ? " (split index)" : ""}, ${mode}

@@ -7,6 +7,8 @@
  */
 
 import type { ContractNode, Node } from "../dsl/ir.ts";
+import { stridesOf } from "../dsl/ir.ts";
+import { storageDtype } from "./dtypes.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { ScanSpec } from "./scan_spec.ts";
@@ -24,6 +26,8 @@ export interface Layout extends Omit<ChosenScanStrategy, "vector"> {
   chunkLen: number;
   /** Elements per vector load of per-state operands (1: scalar loads, strided slots). */
   vectorWidth: number;
+  /** False to compute shared prologue values in every lane (scan_shared_prologue.ts). */
+  sharedPrologue?: boolean;
 }
 
 /**
@@ -173,13 +177,66 @@ export function contractionPart(
   }).join(" + ");
 }
 
-/** Stores of the lane's final states into the final-state outputs (guarded by `valid`). */
+/**
+ * Stores of the lane's final states into the final-state outputs (guarded by `valid`): whole
+ * vectors where the lane's states are consecutive elements of the output (vector layout, every
+ * slot owned, the inner state axis contiguous there and every other stride a multiple of the
+ * width): a warp's scalar stores of 16 consecutive states a lane touch 16 times the lines.
+ */
 export function finalStores(spec: ScanSpec, registry: BindingRegistry, lane: LaneContext) {
   return spec.finals.flatMap((f, k) => {
-    const w = registry.writeName(spec.outputs.length + k);
+    const index = spec.outputs.length + k;
+    const width = vectorStoreWidth(spec, lane, f);
+    const w = width > 1 ? registry.writeVectors(index, width) : undefined;
+    if (w !== undefined) {
+      return lane.st.envs.flatMap((stateEnv, r) => {
+        if (r % width !== 0) return [];
+        const parts = Array.from({ length: width }, (_, q) => `h${r + q}`).join(", ");
+        const at = vectorIndex(f, { ...lane.ch.env, ...stateEnv }, inner(spec), width);
+        return [`if (valid) { ${w}[${at}] = vec${width}<f32>(${parts}); }`];
+      });
+    }
+    const scalar = registry.writeName(index);
     return lane.st.envs.map((stateEnv, r) => {
       const cond = lane.st.owned[r] ? "valid" : `valid && own${r}`;
-      return `if (${cond}) { ${w}[${offsetExpr(f, { ...lane.ch.env, ...stateEnv })}] = h${r}; }`;
+      const at = offsetExpr(f, { ...lane.ch.env, ...stateEnv });
+      return `if (${cond}) { ${scalar}[${at}] = h${r}; }`;
     });
   });
+}
+
+/** The innermost state axis. */
+function inner(spec: ScanSpec): string {
+  return spec.stateAxes[spec.stateAxes.length - 1];
+}
+
+/**
+ * The vector index of the element of `f` at `env` (its `innerAxis` index a multiple of `width`,
+ * every other stride a multiple of it): Σ idx·(stride / width) + inner / width, so the compiler
+ * can fold constant terms (as the split vector loads of scan_loop.ts).
+ */
+function vectorIndex(f: Node, env: Env, innerAxis: string, width: number): string {
+  const strides = stridesOf(f);
+  const terms = f.axes.flatMap((a, i) => {
+    if (f.shape[i] === 1) return [];
+    if (a === innerAxis) return [`${env[a]} / ${width}u`];
+    const s = strides[a] / width;
+    return [s === 1 ? env[a] : `${env[a]} * ${u32Literal(s)}`];
+  });
+  return terms.length ? terms.join(" + ") : "0u";
+}
+
+/** The vector width of the final-state stores of `f` (1: scalar stores). */
+function vectorStoreWidth(spec: ScanSpec, lane: LaneContext, f: Node): number {
+  const width = lane.vectors?.width ?? 1;
+  const perLane = lane.st.envs.length;
+  if (width < 2 || perLane % width !== 0 || !lane.st.owned.every((o) => o)) return 1;
+  if (storageDtype(f) !== "f32" || spec.stateAxes.length === 0) return 1;
+  const inner = spec.stateAxes[spec.stateAxes.length - 1];
+  const strides = stridesOf(f);
+  if (strides[inner] !== 1 || sizeOf(spec.scan, inner) % width !== 0) return 1;
+  const aligned = f.axes.every((a, i) =>
+    a === inner || f.shape[i] === 1 || strides[a] % width === 0
+  );
+  return aligned ? width : 1;
 }

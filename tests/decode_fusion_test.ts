@@ -101,3 +101,33 @@ Deno.test("batched Mamba-2 decode: the scan reads the conv's output, not its tap
   assert.equal(scans(256).length, 5);
   assert.ok(!scans(256).some(readsConvWeights), "batch 256: the scans read the conv's output");
 });
+
+Deno.test("decode kernels declare only the bindings they read (a pipeline's layout drops unused ones)", () => {
+  // WebGPU derives a pipeline's bind group layout from the bindings the shader uses: a
+  // declared but unread buffer makes the bind group one entry too long (an error on a GPU, which
+  // lavapipe did not report). The shared-prologue check once registered the conv output's
+  // binding at batch 64 and then read it through a vector binding instead.
+  // The 130M shape's widths (two layers): at batch 64 its scan reads B and C as vectors.
+  const def = mamba2Definition(mamba2ConfigFromHF({
+    model_type: "mamba2",
+    ...common,
+    hidden_size: 768,
+    num_hidden_layers: 2,
+    state_size: 128,
+    expand: 2,
+    head_dim: 64,
+    num_heads: 24,
+    n_groups: 1,
+  }));
+  for (const batch of [1, 64]) {
+    for (const k of decodeArtifacts(def, batch)) {
+      for (const [, name] of k.wgsl.matchAll(/var<storage[^>]*>\s+(\w+)\s*:/g)) {
+        assert.match(
+          k.wgsl,
+          new RegExp(`\\b${name}\\[`),
+          `batch ${batch}, ${k.name}: ${name} unread`,
+        );
+      }
+    }
+  }
+});
