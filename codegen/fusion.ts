@@ -358,9 +358,10 @@ function epilogueTop(
   consumers: ReadonlyMap<Node, Node[]>,
   materialized: ReadonlySet<Node>,
 ): Node {
-  // Not a scan's output contraction (the scan kernel stores it; two directions' outputs are
-  // summed by the second one's epilogue).
-  if (core.kind !== "contract" || core.a.kind === "scan" || core.b.kind === "scan") return core;
+  if (core.kind !== "contract") return core;
+  if (core.a.kind === "scan" || core.b.kind === "scan") {
+    return scanEpilogueTop(core, root, consumers, materialized);
+  }
   const users = consumers.get(core) ?? [];
   if (users.length !== 1) return core;
   const u = users[0];
@@ -369,6 +370,61 @@ function epilogueTop(
   if (nodeInputs(u).some((m) => m !== core && (m.kind === "contract" || isHeavy(m)))) return core;
   if (u.axes.join(" ") !== core.axes.join(" ")) return core;
   return u.shape.every((s, i) => s === core.shape[i]) ? u : core;
+}
+
+/**
+ * Where a one-step scan's output contraction that gets a buffer should store (decode): the top
+ * of the chain of elementwise nodes over the same axes that only it feeds (Mamba-2's D skip and
+ * output gate, (y + D·x)·silu(z)), so the scan kernel computes them in its epilogue, where x is
+ * at hand. Without it the next kernel, a matrix-vector product that evaluates its prologue in
+ * every workgroup, recomputed the chain: a decode step's out_proj re-evaluated the causal conv
+ * of x for every element in each of its 384 workgroups. The chain stops at a node read twice,
+ * at a view, and at an operand reaching another core (two scan directions' outputs are summed
+ * by the second one's epilogue). Longer scans, and scans with several output contractions
+ * (merged ones), keep their contraction as the store: there the change altered training
+ * graphs' plans for no measured gain, and merged scans' plans broke.
+ */
+function scanEpilogueTop(
+  core: Extract<Node, { kind: "contract" }>,
+  root: Node,
+  consumers: ReadonlyMap<Node, Node[]>,
+  materialized: ReadonlySet<Node>,
+): Node {
+  const scan = [core.a, core.b].find((m) => m.kind === "scan") as ScanNode;
+  if (scan.shape[scan.axes.indexOf(scan.axis)] !== 1) return core;
+  // One output contraction only: merged scans (mLSTM's C and n) keep their contractions.
+  if ((consumers.get(scan) ?? []).filter((c) => c.kind === "contract").length !== 1) return core;
+  let top: Node = core;
+  for (;;) {
+    const users: Node[] = consumers.get(top) ?? [];
+    if (users.length !== 1) return top;
+    const u: Node = users[0];
+    if (!(u.kind === "unary" || u.kind === "binary" || u.kind === "where")) return top;
+    if (u === root || materialized.has(u)) return top;
+    if (nodeInputs(u).some((m) => m !== top && reachesCore(m, scan, materialized))) return top;
+    if (u.axes.join(" ") !== top.axes.join(" ")) return top;
+    if (!u.shape.every((x, i) => x === top.shape[i])) return top;
+    top = u;
+  }
+}
+
+/**
+ * Whether `n`'s fused tree (down to buffers) holds a core or a contraction, or another output
+ * contraction of `scan` (buffered or not: the scan kernel computes it).
+ */
+function reachesCore(n: Node, scan: ScanNode, materialized: ReadonlySet<Node>): boolean {
+  const seen = new Set<Node>();
+  const stack = [n];
+  while (stack.length) {
+    const m = stack.pop()!;
+    if (seen.has(m)) continue;
+    seen.add(m);
+    if (m.kind === "contract" && (m.a === scan || m.b === scan)) return true;
+    if (materialized.has(m)) continue;
+    if (m.kind === "contract" || isHeavy(m)) return true;
+    stack.push(...nodeInputs(m));
+  }
+  return false;
 }
 
 /** The nodes of `candidates` not inside another one's fused tree. */

@@ -150,8 +150,10 @@ export function mamba2Mixer(
     { init: cache?.ssm },
   );
   const y = add(einsum("b l g r p n, b l g n -> b l g r p", hState, C), mul(perHead(p.D), x));
-  const yd = rearrange(y, "b l g r p -> b l d=(g r p)");
-  const normed = rmsnorm(mul(yd, silu(z)), "d", p["norm.weight"], dims.eps ?? 1e-5);
+  // The gate in the heads' layout, so the scan kernel applies it in its epilogue.
+  const zh = rearrange(z, "b l (g r p) -> b l g r p", { g, p: hp });
+  const yd = rearrange(mul(y, silu(zh)), "b l g r p -> b l d=(g r p)");
+  const normed = rmsnorm(yd, "d", p["norm.weight"], dims.eps ?? 1e-5);
   const state = finalState(hState);
   return {
     out: einsum("b l d, m d -> b l m", normed, p["out_proj.weight"]),

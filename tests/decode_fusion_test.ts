@@ -102,6 +102,24 @@ Deno.test("batched Mamba-2 decode: the scan reads the conv's output, not its tap
   assert.ok(!scans(256).some(readsConvWeights), "batch 256: the scans read the conv's output");
 });
 
+Deno.test("Mamba-2 decode: the scan applies the D skip and the gate, out_proj only the norm", () => {
+  // The out_proj's matrix-vector kernel evaluates its prologue in every workgroup (384 at the
+  // 130M shape): (y + D·x)·silu(z) there recomputed the causal conv of x for each element. The
+  // one-step scan stores the gated output instead (codegen/fusion.ts, scanEpilogueTop).
+  const def = mamba2Small();
+  const reads = (k: { reads: readonly unknown[] }, suffix: string) =>
+    k.reads.some((r) => (r as { name?: string }).name?.endsWith(suffix));
+  const kernels = decodeArtifacts(def, 1);
+  const outProj = kernels.filter((k) => reads(k, "mixer.out_proj.weight"));
+  assert.equal(outProj.length, 5);
+  for (const k of outProj) {
+    assert.ok(!reads(k, "mixer.conv1d.weight"), `${k.name} recomputes the conv`);
+    const prologue = k.wgsl.split("fn load_a")[1].split("\n}")[0];
+    assert.doesNotMatch(prologue, /exp\(/, `${k.name}: the gate is in the prologue`);
+  }
+  assert.equal(kernels.length, 3 * 5 + 1);
+});
+
 Deno.test("decode kernels declare only the bindings they read (a pipeline's layout drops unused ones)", () => {
   // WebGPU derives a pipeline's bind group layout from the bindings the shader uses: a
   // declared but unread buffer makes the bind group one entry too long (an error on a GPU, which
