@@ -273,9 +273,34 @@ export function emitGemv(
 var<workgroup> gemv_red${j}: array<f32, ${M}>;`
   ).join("\n") +
     (reductions.length > 0 ? `\nvar<workgroup> gemv_rpart: array<f32, ${THREADS}>;` : "");
+  // With subgroups: shuffles within each aligned block of `redShuffle` threads, then one thread
+  // folds the blocks' results (two barriers instead of a tree's log2(256) + 1).
+  const redShuffle = device.subgroupMinSize >= 2 ? Math.min(device.subgroupMinSize, THREADS) : 1;
   const reductionCode = reductions.flatMap((r, j) =>
     rows.map((m) =>
-      `{
+      redShuffle > 1
+        ? `{
+    var r = ${r.init};
+    for (var q: u32 = lid; q < ${u32Literal(K)}; q += ${THREADS}u) {
+      r = ${r.combine("r", `gemv_red_x${j}(${m}u, q)`)};
+    }
+    ${
+          Array.from({ length: Math.log2(redShuffle) }, (_, i) => redShuffle >> (i + 1)).map((
+            off,
+          ) => `r = ${r.combine("r", `subgroupShuffleXor(r, ${off}u)`)};`).join("\n    ")
+        }
+    if (lid % ${redShuffle}u == 0u) { gemv_rpart[lid / ${redShuffle}u] = r; }
+    workgroupBarrier();
+    if (lid == 0u) {
+      var t = gemv_rpart[0];
+      for (var b: u32 = 1u; b < ${THREADS / redShuffle}u; b++) { t = ${
+          r.combine("t", "gemv_rpart[b]")
+        }; }
+      gemv_red${j}[${m}u] = t;
+    }
+    workgroupBarrier();
+  }`
+        : `{
     var r = ${r.init};
     for (var q: u32 = lid; q < ${u32Literal(K)}; q += ${THREADS}u) {
       r = ${r.combine("r", `gemv_red_x${j}(${m}u, q)`)};
@@ -291,6 +316,9 @@ var<workgroup> gemv_red${j}: array<f32, ${M}>;`
   }`
     )
   ).join("\n  ");
+  // Staging that does not read the reductions (their factors moved to the epilogue) goes first:
+  // the reductions' barriers then also publish the staged rows.
+  const stageFirst = staged && reductions.length > 0 && !spec.loadA.includes("gemv_red");
   const part = (m: number, index: string) => `gemv_part[${m * columns * partials}u + ${index}]`;
   const wgsl = `${spec.declarations}
 ${decl}
@@ -310,8 +338,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n_raw = (wid.x + wid.y * ${u32Literal(x)}) * ${columns}u + col;
   let n = min(n_raw, ${u32Literal(N - 1)});
   ${earlyLoads}
-  ${reductionCode}
-  ${stageFill}
+  ${stageFirst ? stageFill.replace(/\n\s*workgroupBarrier\(\);$/, "") : reductionCode}
+  ${stageFirst ? reductionCode : stageFill}
   ${rows.map((m) => `var acc${m}: f32 = 0.0;`).join("\n  ")}
   ${products}
   ${shuffles.join("\n  ")}

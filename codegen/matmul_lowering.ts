@@ -234,13 +234,20 @@ function emitWith(
     const weightRef = shared
       ? { array: registry.read(weight.src), rowStride: weight.strides[2] }
       : { binding: registry.reserveExternal(weight.src), rowStride: weight.strides[2] };
-    const loadA = hook(a, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
+    // Factors of the activation without the summed axes (RMSNorm's 1/rms) scale the row's sum
+    // instead of every element: the staged activations no longer wait for the reduction.
+    const factors = rowFactors(a, new Set(g.k), materialized);
+    const loadA = hook(factors.rest, [["bi", g.batch], ["m", g.m], ["k", g.k]], "la");
     const st = decodeGroups([["bi", g.batch], ["m", g.m], ["n", g.n]], "sc");
-    const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: "acc" })
+    const scaleEm = new ExprEmitter(registry.lookup, "rs").interceptWith(interceptAbsorbed);
+    const scales = factors.row.map((f) => scaleEm.emit(f, st.env));
+    const acc = scales.length === 0 ? "acc" : `(acc * ${scales.join(" * ")})`;
+    const epi = new ExprEmitter(registry.lookup, "e", { node: core, value: acc })
       .interceptWith(interceptAbsorbed);
     const value = epi.emit(base, st.env);
     const at = offsetExpr(root, storeEnv(root, st.env));
-    const storeC = [...st.lines, ...epi.lines, `out[${at}] = ${value};`].join("\n  ");
+    const storeC = [...st.lines, ...scaleEm.lines, ...epi.lines, `out[${at}] = ${value};`]
+      .join("\n  ");
     if (registry.conflict) return undefined;
     registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
     const kernel = emitGemv(
@@ -347,6 +354,34 @@ function emitWith(
 }
 
 /** Reductions computed inside the kernel of `root` (the ones a GEMV kernel absorbed). */
+/**
+ * Splits a product `a` (computed inline, not a buffer) into the factors that do not depend on
+ * the summed axes (`row`: Σ_k a_k·s·w_k = s·Σ_k a_k·w_k) and the product of the others
+ * (`rest`, a new node only when some factor moved).
+ */
+function rowFactors(
+  a: Node,
+  summed: ReadonlySet<string>,
+  materialized: ReadonlySet<Node>,
+): { rest: Node; row: Node[] } {
+  const row: Node[] = [];
+  const split = (n: Node): Node | undefined => {
+    if (!n.axes.some((x) => summed.has(x))) {
+      row.push(n);
+      return undefined;
+    }
+    if (n.kind !== "binary" || n.op !== "mul" || materialized.has(n)) return n;
+    const l = split(n.a), r = split(n.b);
+    if (l === n.a && r === n.b) return n;
+    if (l === undefined || r === undefined) return l ?? r;
+    return { ...n, a: l, b: r, id: -n.id - 1 } as Node;
+  };
+  const rest = split(a);
+  // A product with no summed axis at all is no contraction operand: leave it whole.
+  if (rest === undefined) return { rest: a, row: [] };
+  return { rest, row };
+}
+
 function unmaterializedReduces(root: Node, materialized: ReadonlySet<Node>): Node[] {
   const found: Node[] = [];
   const seen = new Set<Node>();
