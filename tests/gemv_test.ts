@@ -76,6 +76,8 @@ Deno.test("a decode RMSNorm's reduction runs inside the matrix-vector kernel", a
       sizes: { b: 3, e: 130, m: 96 },
       fn: (t: Record<string, Tensor>) => einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W),
       kernels: 1,
+      // 1/rms has no summed axis: it scales the row's sum, not every staged element.
+      scaledAfter: true,
     },
     {
       name: "max",
@@ -94,6 +96,11 @@ Deno.test("a decode RMSNorm's reduction runs inside the matrix-vector kernel", a
   for (const c of cases) {
     const prog = await compile({ x: "b m", W: "e m", g: "m" }, c.fn, c.sizes, { backend: "gpu" });
     assert.equal(prog.kernels.length, c.kernels, `${c.name}: ${prog.kernels.map((k) => k.name)}`);
+    if ("scaledAfter" in c) {
+      const wgsl = prog.kernels[0].wgsl;
+      assert.doesNotMatch(wgsl.split("fn load_a")[1].split("\n}")[0], /gemv_red/, c.name);
+      assert.match(wgsl.split("fn store_c")[1].split("\n}")[0], /gemv_red0/, c.name);
+    }
     const inputs = randomInputs(prog.graph, rng(seed));
     assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `${c.name} seed ${seed}`);
     prog.destroy();
