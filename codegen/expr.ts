@@ -79,6 +79,7 @@ export class ExprEmitter {
   #core?: { node: Node; value: string };
   #hoist?: { emitter: ExprEmitter; variant: RegExp };
   #intercept?: (node: Node, env: Env) => Intercepted;
+  #split?: { lanes: number; lane: string; applies: (node: Node, env: Env) => boolean };
 
   /**
    * @param buffers where materialized nodes live
@@ -111,6 +112,21 @@ export class ExprEmitter {
    */
   hoistTo(outer: ExprEmitter, loopVariables: readonly string[]): this {
     this.#hoist = { emitter: outer, variant: new RegExp(`\\b(${loopVariables.join("|")})\\b`) };
+    return this;
+  }
+
+  /**
+   * Splits the loops of inline contractions for which `applies` holds over a group of `lanes`
+   * threads (lane index `lane`, aligned within a subgroup): each sums every lanes-th term and a
+   * butterfly of subgroup shuffles gives every lane the total. Only for statements every lane
+   * of the group runs (not inherited by forks, whose statements may sit under a guard).
+   */
+  splitContractions(
+    lanes: number,
+    lane: string,
+    applies: (node: Node, env: Env) => boolean,
+  ): this {
+    if (lanes > 1) this.#split = { lanes, lane, applies };
     return this;
   }
 
@@ -272,12 +288,17 @@ export class ExprEmitter {
     const inner = { ...env, ...decoded.env };
     const a = body.emit(node.a, inner);
     const b = body.emit(node.b, inner);
+    const split = this.#split?.applies(node, env) ? this.#split : undefined;
+    const [start, step] = split ? [split.lane, `${idx} += ${split.lanes}u`] : ["0u", `${idx}++`];
     this.lines.push(
       `var ${acc}: f32 = 0.0;`,
-      `for (var ${idx}: u32 = 0u; ${idx} < ${u32Literal(extent)}; ${idx}++) {`,
+      `for (var ${idx}: u32 = ${start}; ${idx} < ${u32Literal(extent)}; ${step}) {`,
       ...[...decoded.lines, ...body.lines, `${acc} += ${a} * ${b};`].map((l) => `  ${l}`),
       `}`,
     );
+    for (let m = (split?.lanes ?? 1) / 2; m >= 1; m /= 2) {
+      this.lines.push(`${acc} += subgroupShuffleXor(${acc}, ${m}u);`);
+    }
     return this.#bind(acc);
   }
 

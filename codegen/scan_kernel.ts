@@ -338,6 +338,15 @@ function emitPass(
     })
     : undefined;
   interceptLoop(loop, tools, (node, env) => redirect(node, env) ?? shared?.read(node, env));
+  // A short contraction inline in the step (Mamba's dt projection, 48 terms) is the same in all
+  // of a channel's lanes: each sums a share and shuffles add them up.
+  if (!transposed) {
+    loop.splitContractions(
+      lanes,
+      "j",
+      (node, env) => !node.axes.some((a) => stateIndex.test(env[a])),
+    );
+  }
   const steps: string[] = [];
   const partials: string[][] = spec.outputs.map(() => []);
   for (let u = 0; u < unroll; u++) {

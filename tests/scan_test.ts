@@ -252,3 +252,24 @@ Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in eve
     prog.destroy();
   }
 });
+
+Deno.test("an inline contraction in the step (dt = P·W_Δ) is split over the channel's lanes", async () => {
+  // Every lane of a channel needs the same Δ: each sums every 8th term (r = 7 leaves a lane
+  // without any, r = 50 some with one more) and subgroup shuffles add the shares.
+  const seed = freshSeed();
+  for (const [l, r] of [[1, 7], [3, 50]]) {
+    const sizes = { b: 2, l, d: 5, n: 16, r };
+    const prog = await compile(
+      { ...SELECTIVE_SCAN_INPUTS, P: "b l r", Wd: "d r" },
+      (t) => selectiveScan({ ...t, dt: einsum("b l r, d r -> b l d", t.P, t.Wd) }).y,
+      sizes,
+      { backend: "gpu", scan: { transpose: false } },
+    );
+    const wgsl = prog.kernels.map((k) => k.wgsl).join("\n");
+    assert.match(wgsl, /8 lane\(s\)\/channel/);
+    assert.match(wgsl, /\+= subgroupShuffleXor\(vacc\d+, 4u\)/);
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, `r = ${r} seed ${seed}`);
+    prog.destroy();
+  }
+});
