@@ -250,6 +250,19 @@ function inPlaceOrder(plan: BackwardPlan, aliases: ReadonlyMap<Node, Node>): Bac
   );
 }
 
+/**
+ * Throws when a kernel declares a storage binding its code never reads or writes: WebGPU derives
+ * the pipeline's layout from the bindings the shader uses, so the bind group the runtime builds
+ * from the kernel's buffer list would not match it (an error on every dispatch, 2026-12-07).
+ */
+function checkBindingsUsed(k: KernelArtifact): void {
+  for (const [, name] of k.wgsl.matchAll(/var<storage[^>]*>\s+(\w+)\s*:/g)) {
+    if (!new RegExp(`\\b${name}\\s*\\[|&${name}\\b`).test(k.wgsl)) {
+      throw new Error(`internal: kernel ${k.name} declares binding ${name} but never uses it`);
+    }
+  }
+}
+
 /** Lowers a traced graph to kernels for a device with `limits`. */
 export function generateKernels(
   graph: Graph,
@@ -351,6 +364,7 @@ export function generateKernels(
           limits.maxComputeWorkgroupsPerDimension,
         )
         : kernels;
+      for (const k of final) checkBindingsUsed(k);
       return { graph, plan, kernels: final, ...(remapped ? { aliases: remapped } : {}) };
     }
   }
