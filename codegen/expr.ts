@@ -41,7 +41,7 @@ export type EmitSteps = Generator<ValueRequest, string, string>;
 export type Intercepted = string | EmitSteps | undefined;
 
 /** The cache key of `node` at `env`: its id and the indices of its own axes. */
-function valueKey(node: Node, env: Env): string {
+export function valueKey(node: Node, env: Env): string {
   return `${node.id}|${node.axes.map((a) => env[a]).join(",")}`;
 }
 

@@ -362,14 +362,28 @@ function epilogueTop(
   if (core.a.kind === "scan" || core.b.kind === "scan") {
     return scanEpilogueTop(core, root, consumers, materialized);
   }
-  const users = consumers.get(core) ?? [];
-  if (users.length !== 1) return core;
-  const u = users[0];
-  if (u.kind !== "binary" || u.op !== "add" || u === root || materialized.has(u)) return core;
+  const u = onlyUser(core, root, consumers, materialized);
+  if (u?.kind !== "binary" || u.op !== "add") return core;
   // The other summand must not be a core (two products' sum takes the newer as its core).
   if (nodeInputs(u).some((m) => m !== core && (m.kind === "contract" || isHeavy(m)))) return core;
-  if (u.axes.join(" ") !== core.axes.join(" ")) return core;
-  return u.shape.every((s, i) => s === core.shape[i]) ? u : core;
+  return u;
+}
+
+/**
+ * The one consumer of `n` when it could store in `n`'s place: not the kernel's root, without a
+ * buffer, over the same axes and sizes.
+ */
+function onlyUser(
+  n: Node,
+  root: Node,
+  consumers: ReadonlyMap<Node, Node[]>,
+  materialized: ReadonlySet<Node>,
+): Node | undefined {
+  const users = consumers.get(n) ?? [];
+  if (users.length !== 1) return undefined;
+  const u = users[0];
+  if (u === root || materialized.has(u) || u.axes.join(" ") !== n.axes.join(" ")) return undefined;
+  return u.shape.every((s, i) => s === n.shape[i]) ? u : undefined;
 }
 
 /**
@@ -396,14 +410,9 @@ function scanEpilogueTop(
   if ((consumers.get(scan) ?? []).filter((c) => c.kind === "contract").length !== 1) return core;
   let top: Node = core;
   for (;;) {
-    const users: Node[] = consumers.get(top) ?? [];
-    if (users.length !== 1) return top;
-    const u: Node = users[0];
-    if (!(u.kind === "unary" || u.kind === "binary" || u.kind === "where")) return top;
-    if (u === root || materialized.has(u)) return top;
+    const u = onlyUser(top, root, consumers, materialized);
+    if (!u || !(u.kind === "unary" || u.kind === "binary" || u.kind === "where")) return top;
     if (nodeInputs(u).some((m) => m !== top && reachesCore(m, scan, materialized))) return top;
-    if (u.axes.join(" ") !== top.axes.join(" ")) return top;
-    if (!u.shape.every((x, i) => x === top.shape[i])) return top;
     top = u;
   }
 }

@@ -277,14 +277,14 @@ var<workgroup> gemv_red${j}: array<f32, ${M}>;`
   // folds the blocks' results (two barriers instead of a tree's log2(256) + 1).
   const redShuffle = device.subgroupMinSize >= 2 ? Math.min(device.subgroupMinSize, THREADS) : 1;
   const reductionCode = reductions.flatMap((r, j) =>
-    rows.map((m) =>
-      redShuffle > 1
-        ? `{
-    var r = ${r.init};
+    rows.map((m) => {
+      // Each thread folds a strided share of k; then the threads' values are combined.
+      const fold = `var r = ${r.init};
     for (var q: u32 = lid; q < ${u32Literal(K)}; q += ${THREADS}u) {
       r = ${r.combine("r", `gemv_red_x${j}(${m}u, q)`)};
-    }
-    ${
+    }`;
+      const across = redShuffle > 1
+        ? `${
           Array.from({ length: Math.log2(redShuffle) }, (_, i) => redShuffle >> (i + 1)).map((
             off,
           ) => `r = ${r.combine("r", `subgroupShuffleXor(r, ${off}u)`)};`).join("\n    ")
@@ -297,24 +297,20 @@ var<workgroup> gemv_red${j}: array<f32, ${M}>;`
           r.combine("t", "gemv_rpart[b]")
         }; }
       gemv_red${j}[${m}u] = t;
-    }
-    workgroupBarrier();
-  }`
-        : `{
-    var r = ${r.init};
-    for (var q: u32 = lid; q < ${u32Literal(K)}; q += ${THREADS}u) {
-      r = ${r.combine("r", `gemv_red_x${j}(${m}u, q)`)};
-    }
-    gemv_rpart[lid] = r;
+    }`
+        : `gemv_rpart[lid] = r;
     workgroupBarrier();
     for (var s: u32 = ${THREADS / 2}u; s > 0u; s = s >> 1u) {
       if (lid < s) { gemv_rpart[lid] = ${r.combine("gemv_rpart[lid]", "gemv_rpart[lid + s]")}; }
       workgroupBarrier();
     }
-    if (lid == 0u) { gemv_red${j}[${m}u] = gemv_rpart[0]; }
+    if (lid == 0u) { gemv_red${j}[${m}u] = gemv_rpart[0]; }`;
+      return `{
+    ${fold}
+    ${across}
     workgroupBarrier();
-  }`
-    )
+  }`;
+    })
   ).join("\n  ");
   // Staging that does not read the reductions (their factors moved to the epilogue) goes first:
   // the reductions' barriers then also publish the staged rows.

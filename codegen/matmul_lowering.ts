@@ -353,7 +353,6 @@ function emitWith(
   return emitTuned(limits, key, emitters, byModel)[0];
 }
 
-/** Reductions computed inside the kernel of `root` (the ones a GEMV kernel absorbed). */
 /**
  * Splits a product `a` (computed inline, not a buffer) into the factors that do not depend on
  * the summed axes (`row`: Σ_k a_k·s·w_k = s·Σ_k a_k·w_k) and the product of the others
@@ -382,6 +381,7 @@ function rowFactors(
   return { rest, row };
 }
 
+/** Reductions computed inside the kernel of `root` (the ones a GEMV kernel absorbed). */
 function unmaterializedReduces(root: Node, materialized: ReadonlySet<Node>): Node[] {
   const found: Node[] = [];
   const seen = new Set<Node>();

@@ -12,7 +12,7 @@ import { storageDtype } from "./dtypes.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { decodeIndex, type Env, ExprEmitter, offsetExpr } from "./expr.ts";
 import type { ScanSpec } from "./scan_spec.ts";
-import { interceptLoop, VectorLoads } from "./scan_loop.ts";
+import { interceptLoop, splitVectorIndex, VectorLoads } from "./scan_loop.ts";
 import { otherOperand } from "./scan_plan.ts";
 import { type ChosenScanStrategy, sizeOf } from "./scan_strategy.ts";
 import { u32Literal } from "./wgsl_math.ts";
@@ -192,7 +192,8 @@ export function finalStores(spec: ScanSpec, registry: BindingRegistry, lane: Lan
       return lane.st.envs.flatMap((stateEnv, r) => {
         if (r % width !== 0) return [];
         const parts = Array.from({ length: width }, (_, q) => `h${r + q}`).join(", ");
-        const at = vectorIndex(f, { ...lane.ch.env, ...stateEnv }, inner(spec), width);
+        const env = { ...lane.ch.env, ...stateEnv };
+        const at = splitVectorIndex(f, env, width, (a) => a === inner(spec));
         return [`if (valid) { ${w}[${at}] = vec${width}<f32>(${parts}); }`];
       });
     }
@@ -210,33 +211,17 @@ function inner(spec: ScanSpec): string {
   return spec.stateAxes[spec.stateAxes.length - 1];
 }
 
-/**
- * The vector index of the element of `f` at `env` (its `innerAxis` index a multiple of `width`,
- * every other stride a multiple of it): Σ idx·(stride / width) + inner / width, so the compiler
- * can fold constant terms (as the split vector loads of scan_loop.ts).
- */
-function vectorIndex(f: Node, env: Env, innerAxis: string, width: number): string {
-  const strides = stridesOf(f);
-  const terms = f.axes.flatMap((a, i) => {
-    if (f.shape[i] === 1) return [];
-    if (a === innerAxis) return [`${env[a]} / ${width}u`];
-    const s = strides[a] / width;
-    return [s === 1 ? env[a] : `${env[a]} * ${u32Literal(s)}`];
-  });
-  return terms.length ? terms.join(" + ") : "0u";
-}
-
 /** The vector width of the final-state stores of `f` (1: scalar stores). */
 function vectorStoreWidth(spec: ScanSpec, lane: LaneContext, f: Node): number {
   const width = lane.vectors?.width ?? 1;
   const perLane = lane.st.envs.length;
   if (width < 2 || perLane % width !== 0 || !lane.st.owned.every((o) => o)) return 1;
   if (storageDtype(f) !== "f32" || spec.stateAxes.length === 0) return 1;
-  const inner = spec.stateAxes[spec.stateAxes.length - 1];
+  const axis = inner(spec);
   const strides = stridesOf(f);
-  if (strides[inner] !== 1 || sizeOf(spec.scan, inner) % width !== 0) return 1;
+  if (strides[axis] !== 1 || sizeOf(spec.scan, axis) % width !== 0) return 1;
   const aligned = f.axes.every((a, i) =>
-    a === inner || f.shape[i] === 1 || strides[a] % width === 0
+    a === axis || f.shape[i] === 1 || strides[a] % width === 0
   );
   return aligned ? width : 1;
 }

@@ -351,23 +351,10 @@ export class VectorLoads {
     return { load: `${name}[(${offset}) / ${k}u][(${offset}) % ${k}u]`, dtype: "f32" };
   }
 
-  /**
-   * The vector index of a slot group as Σ idx·(stride / K) + inner / K: equal to the element
-   * offset divided by K, because {@link #group} admits a group only when every other axis's
-   * stride is a multiple of K (so those terms carry nothing into the inner one).
-   */
+  /** The split vector index of a slot group ({@link #group} checked the strides). */
   #splitIndex(node: Node, env: Env): string {
-    const k = this.width;
-    const strides = stridesOf(node);
     const inner = this.slots.axes[this.slots.axes.length - 1];
-    const terms: string[] = [];
-    for (const [i, a] of node.axes.entries()) {
-      if (node.shape[i] === 1) continue;
-      if (this.#slotOf.get(env[a])?.axis === inner) terms.push(`${env[a]} / ${k}u`);
-      else if (strides[a] === k) terms.push(env[a]);
-      else terms.push(`${env[a]} * ${strides[a] / k}u`);
-    }
-    return terms.length ? terms.join(" + ") : "0u";
+    return splitVectorIndex(node, env, this.width, (a) => this.#slotOf.get(env[a])?.axis === inner);
   }
 
   /** A `let` of `load` in `em`'s statements (once per emitter), returning its name. */
@@ -382,6 +369,29 @@ export class VectorLoads {
     }
     return name;
   }
+}
+
+/**
+ * The index into an array of K-element vectors of `node`'s element at `env`, spelled
+ * Σ idx·(stride / K) + inner / K, where `isInner` picks the axis whose index is a multiple of K
+ * (stride 1) and every other axis's stride is a multiple of K: the element offset divided by K,
+ * with each term left linear so the compiler can fold constant ones.
+ */
+export function splitVectorIndex(
+  node: Node,
+  env: Env,
+  k: number,
+  isInner: (axis: string) => boolean,
+): string {
+  const strides = stridesOf(node);
+  const terms: string[] = [];
+  for (const [i, a] of node.axes.entries()) {
+    if (node.shape[i] === 1) continue;
+    if (isInner(a)) terms.push(`${env[a]} / ${k}u`);
+    else if (strides[a] === k) terms.push(env[a]);
+    else terms.push(`${env[a]} * ${strides[a] / k}u`);
+  }
+  return terms.length ? terms.join(" + ") : "0u";
 }
 
 /**

@@ -19,7 +19,7 @@
  */
 
 import type { Node } from "../dsl/ir.ts";
-import { decodeIndex, type Env, ExprEmitter } from "./expr.ts";
+import { decodeIndex, type Env, ExprEmitter, valueKey } from "./expr.ts";
 import { interceptLoop, type ScanMath } from "./scan_loop.ts";
 import { u32Literal } from "./wgsl_math.ts";
 
@@ -117,7 +117,7 @@ export class SharedPrologue {
         .replace(new RegExp(`\\bs${slot}\\b`, "g"), "pks")
         .replace(new RegExp(`\\b${step}\\b`, "g"), "pkt");
     const fillEnv: Env = Object.fromEntries(node.axes.map((a) => [a, rename(env[a])]));
-    const key = `${node.id}|${node.axes.map((a) => fillEnv[a]).join(",")}`;
+    const key = valueKey(node, fillEnv);
     let k = this.#byKey.get(key);
     if (k === undefined) {
       if (4 * (this.count + 1) * this.#tile > ctx.maxBytes) return undefined;
