@@ -138,6 +138,13 @@ export class BindingRegistry {
     return this.read(node);
   };
 
+  /** Whether {@link lookup} would name an array for `node`, asked without registering it. */
+  buffered = (node: Node): boolean => {
+    const alias = this.#aliases.get(node);
+    if (alias !== undefined && this.#writes.includes(alias)) return true;
+    return !this.#writes.includes(node) && this.#materialized.has(node);
+  };
+
   /** Registers a read of any buffer key; returns its array name. */
   read(key: BufferKey): string {
     if (this.#external.has(key)) this.#conflict = true;

@@ -290,6 +290,7 @@ function emitPass(
     prefetch,
     vectors,
     lookup: registry.lookup,
+    buffered: registry.buffered,
     // A load's channel part of its offset is computed once, before the loop.
     offset: invariantOffsets(pre, LOOP_VARIABLE, stateIndex),
     fold: layout.foldLog2e ? new Log2eFold(pre, LOOP_VARIABLE) : undefined,
@@ -331,7 +332,7 @@ function emitPass(
       workgroup: layout.workgroup,
       channelVariables: Object.values(ch.env),
       varyingChannel,
-      materialized: (node) => materialized.has(node),
+      buffered: registry.buffered,
       lookup: registry.lookup,
       math,
       maxBytes: SHARED_PROLOGUE_BYTES,

@@ -40,18 +40,23 @@ export function stateLanes(spec: ScanSpec, layout: Layout, lane = "j", prefix = 
   const owned: boolean[] = [];
   const sizes = spec.stateAxes.map((a) => sizeOf(spec.scan, a));
   // Lane j holds elements j, j + lanes, … (one load instruction covers consecutive elements
-  // across the lanes), or j·R, …, j·R + R − 1 with vector loads (one load covers a lane's).
-  const contiguous = layout.vectorWidth > 1;
+  // across the lanes), or with K-element vector loads the groups (g·lanes + j)·K + 0…K−1: a
+  // lane's slots gK … gK + K − 1 are one vector, and one load instruction still covers
+  // lanes·K consecutive elements. (Each lane's R slots in one run, j·R + r, put the lanes of
+  // an instruction R elements apart: half of each sector read at R = 16.)
+  const width = layout.vectorWidth;
   const { lanes, perLane } = layout;
+  const element = (j: number, r: number) =>
+    width > 1 ? ((r - (r % width)) * lanes + j * width + (r % width)) : j + lanes * r;
   for (let r = 0; r < perLane; r++) {
-    const raw = contiguous
-      ? `(${lane} * ${u32Literal(perLane)} + ${u32Literal(r)})`
+    const raw = width > 1
+      ? `(${lane} * ${u32Literal(width)} + ${u32Literal(element(0, r))})`
       : r === 0
       ? lane
       : `(${lane} + ${u32Literal(lanes * r)})`;
     lines.push(`let ${prefix}s${r} = min(${raw}, ${u32Literal(Math.max(layout.ns - 1, 0))});`);
     // Whether every lane's r-th element exists: then no select is needed.
-    owned.push(contiguous ? (lanes - 1) * perLane + r < layout.ns : lanes * (r + 1) <= layout.ns);
+    owned.push(element(lanes - 1, r) < layout.ns);
     if (!owned[r]) lines.push(`let ${prefix}own${r} = ${raw} < ${u32Literal(layout.ns)};`);
     const d = decodeIndex(`${prefix}s${r}`, spec.stateAxes, sizes, `${prefix}st${r}_`);
     lines.push(...d.lines);
@@ -121,7 +126,12 @@ export function laneContext(
     )
     : undefined;
   const pre = new ExprEmitter(registry.lookup, "q");
-  interceptLoop(pre, { math: "prelude", vectors, lookup: registry.lookup });
+  interceptLoop(pre, {
+    math: "prelude",
+    vectors,
+    lookup: registry.lookup,
+    buffered: registry.buffered,
+  });
   const stateNames = [...new Set(st.envs.flatMap((e) => Object.values(e)))];
   const stateIndex = new RegExp(
     `\\b(${[...stateNames, ...st.envs.map((_, r) => `s${r}`)].join("|") || "$^"})\\b`,

@@ -420,10 +420,10 @@ export class Log2eFold {
    * The steps spelling `node` = exp(a·b) at `env` folded (the emitter answers their operand
    * requests), or undefined when `node` does not have that form.
    */
-  spell(node: Node, env: Env, lookup: (n: Node) => string | undefined): EmitSteps | undefined {
+  spell(node: Node, env: Env, buffered: (n: Node) => boolean): EmitSteps | undefined {
     if (node.kind !== "unary" || node.op !== "exp") return undefined;
     const x = node.x;
-    if (x.kind !== "binary" || x.op !== "mul" || lookup(x) !== undefined) return undefined;
+    if (x.kind !== "binary" || x.op !== "mul" || buffered(x)) return undefined;
     const invariant = (n: Node) => !n.axes.some((a) => this.loopVariable.test(env[a]));
     const [inv, other] = invariant(x.b) ? [x.b, x.a] : invariant(x.a) ? [x.a, x.b] : [];
     if (!inv || !other || inv.kind === "const") return undefined;
@@ -488,8 +488,13 @@ export interface LoopTools {
   readonly fold?: Log2eFold;
   readonly prefetch?: Prefetcher;
   readonly vectors?: VectorLoads;
-  /** The array name of a materialized node (the registry's lookup). */
+  /** The array name of a materialized node (the registry's lookup; registers its binding). */
   readonly lookup: (node: Node) => string | undefined;
+  /**
+   * Whether a node has a buffer, asked without registering a binding (a registered scalar
+   * binding would keep the node from being read as vectors).
+   */
+  readonly buffered: (node: Node) => boolean;
   /** The element offset of a scalar load (default {@link offsetExpr}). */
   readonly offset?: (node: Node, env: Env) => string;
 }
@@ -506,10 +511,10 @@ export function interceptLoop(
   return em.interceptWith((node, env) => {
     const redirected = first?.(node, env);
     if (redirected !== undefined) return redirected;
-    const folded = tools.fold?.spell(node, env, tools.lookup);
+    const folded = tools.fold?.spell(node, env, tools.buffered);
     if (folded !== undefined) return folded;
     // A unary with a buffer is read, not recomputed in the scan's own spelling.
-    if (node.kind === "unary" && tools.lookup(node) === undefined) {
+    if (node.kind === "unary" && !tools.buffered(node)) {
       const spelled = scanUnary(tools.math, node, "\u0000");
       if (spelled !== undefined) return spellWith(spelled, node.x, env);
     }

@@ -40,7 +40,7 @@ export interface SharedPrologueContext {
   /** Matches the channel variables that vary over a workgroup's channels. */
   readonly varyingChannel: RegExp;
   /** Whether a node has a buffer (asked without registering a binding). */
-  readonly materialized: (node: Node) => boolean;
+  readonly buffered: (node: Node) => boolean;
   /** Where materialized nodes live (registers the binding: the fill's reads only). */
   readonly lookup: (node: Node) => string | undefined;
   /** The step loop's spelling of softplus, silu… */
@@ -92,7 +92,7 @@ export class SharedPrologue {
    */
   read(node: Node, env: Env): string | undefined {
     const ctx = this.#ctx;
-    if (!COMPUTED.has(node.kind) || ctx.materialized(node)) return undefined;
+    if (!COMPUTED.has(node.kind) || ctx.buffered(node)) return undefined;
     let slot: string | undefined;
     let step: string | undefined;
     for (const a of node.axes) {
@@ -149,6 +149,7 @@ export class SharedPrologue {
       const em = interceptLoop(new ExprEmitter(ctx.lookup, `pk${k}_`), {
         math: ctx.math,
         lookup: ctx.lookup,
+        buffered: ctx.buffered,
       });
       const value = em.emit(e.node, e.env);
       return [

@@ -165,6 +165,7 @@ export function emitTiledPass(
     prefetch,
     vectors,
     lookup: registry.lookup,
+    buffered: registry.buffered,
     fold: layout.foldLog2e ? new Log2eFold(pre, LOOP_VARIABLE) : undefined,
   };
 
