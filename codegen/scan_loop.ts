@@ -14,6 +14,7 @@
 import type { Node } from "../dsl/ir.ts";
 import { loadWgsl, storageDtype, valueType } from "./dtypes.ts";
 import { numel, stridesOf } from "../dsl/ir.ts";
+import { type AffineView, affineView } from "./affine_view.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { type EmitSteps, type Env, type ExprEmitter, offsetExpr, offsetTerms } from "./expr.ts";
 
@@ -290,11 +291,15 @@ export class VectorLoads {
     return this.#declarations.join("\n");
   }
 
-  /** The slot group of a read of `node` at `env`: the env of its first slot and the lane. */
-  #group(node: Node, env: Env): { env: Env; component: number } | undefined {
+  /**
+   * The slot group of a read of `node` (through `view`, its map into the bound buffer) at
+   * `env`: the env of its first slot and the lane's component.
+   */
+  #group(node: Node, view: AffineView, env: Env): { env: Env; component: number } | undefined {
     const k = this.width;
-    if (k < 2 || storageDtype(node) !== "f32" || numel(node) % k !== 0) return undefined;
-    const strides = stridesOf(node);
+    if (k < 2 || storageDtype(view.base) !== "f32" || numel(view.base) % k !== 0) return undefined;
+    if (view.offset % k !== 0) return undefined;
+    const strides = view.strides;
     const inner = this.slots.axes[this.slots.axes.length - 1];
     let slot: number | undefined;
     let innerSeen = false;
@@ -324,37 +329,44 @@ export class VectorLoads {
 
   /**
    * How to read `node` at `env`: a vector load and the component wanted, a scalar read through
-   * the vector binding, or undefined for an ordinary binding.
+   * the vector binding, or undefined for an ordinary binding. `node` is a bound buffer or a
+   * view of one (permute, slice, pick, regroup: see {@link affineView}).
    */
   describe(node: Node, env: Env): { load: string; dtype: string; component?: number } | undefined {
-    if (!this.candidate(node)) return undefined;
+    const view = affineView(node, this.candidate);
+    if (!view) return undefined;
     const k = this.width;
-    const group = this.#group(node, env);
-    let name = this.#declared.get(node);
+    const group = this.#group(node, view, env);
+    let name = this.#declared.get(view.base);
     if (name === undefined) {
       // Decided at the first read: a tensor already bound as scalars stays scalar.
-      if (!group || this.registry.reads.includes(node)) return undefined;
-      const index = this.registry.reserveExternal(node);
+      if (!group || this.registry.reads.includes(view.base)) return undefined;
+      const index = this.registry.reserveExternal(view.base);
       name = `b${index}v`;
-      this.#declared.set(node, name);
+      this.#declared.set(view.base, name);
       this.#declarations.push(
         `@group(0) @binding(${index}) var<storage, read> ${name}: array<vec${k}<f32>>;`,
       );
     }
     if (group) {
       const index = this.#index === "split"
-        ? this.#splitIndex(node, group.env)
-        : `(${offsetExpr(node, group.env)}) / ${k}u`;
+        ? splitVectorIndex(
+          node,
+          group.env,
+          k,
+          (a) => this.#slotOf.get(group.env[a])?.axis === this.#innerAxis,
+          view,
+        )
+        : `(${viewOffset(node, view, group.env)}) / ${k}u`;
       return { load: `${name}[${index}]`, dtype: `vec${k}<f32>`, component: group.component };
     }
-    const offset = offsetExpr(node, env);
+    const offset = viewOffset(node, view, env);
     return { load: `${name}[(${offset}) / ${k}u][(${offset}) % ${k}u]`, dtype: "f32" };
   }
 
-  /** The split vector index of a slot group ({@link #group} checked the strides). */
-  #splitIndex(node: Node, env: Env): string {
-    const inner = this.slots.axes[this.slots.axes.length - 1];
-    return splitVectorIndex(node, env, this.width, (a) => this.#slotOf.get(env[a])?.axis === inner);
+  /** The innermost state axis. */
+  get #innerAxis(): string {
+    return this.slots.axes[this.slots.axes.length - 1];
   }
 
   /** A `let` of `load` in `em`'s statements (once per emitter), returning its name. */
@@ -373,17 +385,19 @@ export class VectorLoads {
 
 /**
  * The index into an array of K-element vectors of `node`'s element at `env`, spelled
- * Σ idx·(stride / K) + inner / K, where `isInner` picks the axis whose index is a multiple of K
- * (stride 1) and every other axis's stride is a multiple of K: the element offset divided by K,
- * with each term left linear so the compiler can fold constant ones.
+ * Σ idx·(stride / K) + inner / K (+ offset / K), where `isInner` picks the axis whose index is a
+ * multiple of K (stride 1) and every other axis's stride is a multiple of K: the element offset
+ * divided by K, with each term left linear so the compiler can fold constant ones. `view` maps
+ * a view of a buffer to the buffer (default: `node` is the buffer).
  */
 export function splitVectorIndex(
   node: Node,
   env: Env,
   k: number,
   isInner: (axis: string) => boolean,
+  view?: AffineView,
 ): string {
-  const strides = stridesOf(node);
+  const strides = view?.strides ?? stridesOf(node);
   const terms: string[] = [];
   for (const [i, a] of node.axes.entries()) {
     if (node.shape[i] === 1) continue;
@@ -391,6 +405,20 @@ export function splitVectorIndex(
     else if (strides[a] === k) terms.push(env[a]);
     else terms.push(`${env[a]} * ${strides[a] / k}u`);
   }
+  if (view && view.offset !== 0) terms.push(`${view.offset / k}u`);
+  return terms.length ? terms.join(" + ") : "0u";
+}
+
+/** The element offset in `view.base` of `node`'s element at `env` (`node` read through `view`). */
+function viewOffset(node: Node, view: AffineView, env: Env): string {
+  if (view.base === node) return offsetExpr(node, env);
+  const terms: string[] = [];
+  for (const [i, a] of node.axes.entries()) {
+    if (node.shape[i] === 1) continue;
+    const stride = view.strides[a];
+    terms.push(stride === 1 ? env[a] : `${env[a]} * ${stride}u`);
+  }
+  if (view.offset !== 0) terms.push(`${view.offset}u`);
   return terms.length ? terms.join(" + ") : "0u";
 }
 

@@ -253,6 +253,40 @@ Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in eve
   }
 });
 
+Deno.test("B and C sliced at aligned offsets of one buffer are read as vectors of that buffer", async () => {
+  // As Mamba-2's decode reads B and C out of its conv output (x, B, C in one buffer): a view
+  // whose offset and strides are multiples of the vector width is read through a vector binding
+  // of the buffer behind it.
+  const seed = freshSeed();
+  const sizes = { b: 3, l: 5, d: 7, n: 16, r: 40 };
+  for (const scan of [{ lanes: 4 }, { lanes: 1 }, { lanes: 4, transpose: false }]) {
+    const prog = await compile(
+      { ...SELECTIVE_SCAN_INPUTS, P: "b l r" },
+      (t) =>
+        selectiveScan({
+          ...t,
+          B: slice(t.P, "r", 4, 20, "n"),
+          C: slice(t.P, "r", 24, 40, "n"),
+        }).y,
+      sizes,
+      { backend: "gpu", scan },
+    );
+    for (const k of prog.kernels) {
+      const p = k.reads.findIndex((r) => (r as { name?: string }).name === "P");
+      if (p < 0) continue;
+      assert.match(k.wgsl, new RegExp(`b${p}v: array<vec4<f32>>`), JSON.stringify(scan));
+    }
+    const inputs = randomInputs(prog.graph, rng(seed));
+    assertClose(
+      await prog.run(inputs),
+      prog.interpret(inputs),
+      1e-4,
+      `scan ${JSON.stringify(scan)} seed ${seed}`,
+    );
+    prog.destroy();
+  }
+});
+
 Deno.test("an inline contraction in the step (dt = P·W_Δ) is split over the channel's lanes", async () => {
   // Every lane of a channel needs the same Δ: each sums every 8th term (r = 7 leaves a lane
   // without any, r = 50 some with one more) and subgroup shuffles add the shares.
