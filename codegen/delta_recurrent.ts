@@ -3,12 +3,15 @@
  * (batch position, block of value rows); each value row i of the state S (dv × dk) is held in
  * registers by G lanes, lane l owning the keys j = l, l + G, …. Per step, with α = exp(gate):
  *
- *   a   = Σ_j S[i][j]·k[j]          (lane partial sums, then a butterfly of subgroup shuffles)
- *   u   = β·(v[i] − α·a)
+ *   a = Σ_j S[i][j]·k[j],  b = Σ_j S[i][j]·q[j],  c = Σ_j k[j]·q[j]   (of the old state)
+ *   u = β·(v[i] − α·a)
  *   S[i][j] ← α·S[i][j] + u·k[j]
- *   y[i] = scale·Σ_j S[i][j]·q[j]   (reduced the same way; lane 0 writes it)
+ *   y[i] = scale·(α·b + u·c)        (= scale·Σ_j S[i][j]·q[j] of the new state; lane 0 writes it)
  *
- * which is S_t = S_{t−1}·α(I − β k kᵀ) + β v kᵀ row by row. G = 1 (no shuffles) without
+ * which is S_t = S_{t−1}·α(I − β k kᵀ) + β v kᵀ row by row. The three sums are lane partial
+ * sums (each over two accumulators, halving the chain of dependent multiply-adds) reduced in one
+ * butterfly of subgroup shuffles: a step waits on one chain of shuffles, not on two in a row
+ * (y from the updated state needed the first sum first). G = 1 (no shuffles) without
  * subgroups. The state never touches memory between steps; `init` is read once and the final
  * state written once by the thread that read it, so decode may update the state in place.
  *
@@ -17,7 +20,7 @@
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
-import { batchEnv, clampIndex, DeltaLoads, deltaShapes, laneSum } from "./delta_shapes.ts";
+import { batchEnv, clampIndex, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
 import { header } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
@@ -120,19 +123,13 @@ export function emitDeltaRecurrent(
     `let tn = min(t + 1u, ${u32Literal(s.len - 1)});`,
     ...ahead.lines,
     ...nextValues.map((v, n) => `let n_${names[n]}: f32 = ${v};`),
-    `var a: f32 = 0.0;`,
-    ...Array.from({ length: perLane }, (_, m) => `a = fma(s[${m}], c_k${m}, a);`),
-    ...laneSum("a", lanes),
+    ...partialSums(perLane),
+    ...laneSums(["a", "b", "c"], lanes),
     `let u: f32 = c_be * (c_vv - c_al * a);`,
-    `var o: f32 = 0.0;`,
-    ...Array.from({ length: perLane }, (_, m) => [
-      `s[${m}] = fma(c_al, s[${m}], u * c_k${m});`,
-      `o = fma(s[${m}], c_q${m}, o);`,
-    ]).flat(),
-    ...laneSum("o", lanes),
+    ...Array.from({ length: perLane }, (_, m) => `s[${m}] = fma(c_al, s[${m}], u * c_k${m});`),
     `if (lane == 0u && row < ${u32Literal(s.dv)}) { out[${yOffset}] = ${
       f32Literal(node.scale)
-    } * o; }`,
+    } * fma(c_al, b, u * c); }`,
     ...names.map((n) => `c_${n} = n_${n};`),
   ];
   const prefetch = [
@@ -173,4 +170,39 @@ ${indent(finalLines, "  ").join("\n")}
     writes: reg.writes,
     kind: "scan",
   };
+}
+
+/**
+ * A lane's partial sums a = Σ s·k, b = Σ s·q and c = Σ k·q over its `perLane` keys, each in
+ * two accumulators (even and odd keys) so the dependent multiply-adds form two chains.
+ */
+function partialSums(perLane: number): string[] {
+  const lines: string[] = [];
+  const terms = {
+    a: (m: number) => [`s[${m}]`, `c_k${m}`],
+    b: (m: number) => [`s[${m}]`, `c_q${m}`],
+    c: (m: number) => [`c_k${m}`, `c_q${m}`],
+  };
+  for (const [v, of] of Object.entries(terms)) {
+    for (let half = 0; half < 2 && half < perLane; half++) {
+      const [x, y] = of(half);
+      lines.push(`var ${v}${half}: f32 = ${x} * ${y};`);
+      for (let m = half + 2; m < perLane; m += 2) {
+        const [xm, ym] = of(m);
+        lines.push(`${v}${half} = fma(${xm}, ${ym}, ${v}${half});`);
+      }
+    }
+    lines.push(perLane > 1 ? `var ${v}: f32 = ${v}0 + ${v}1;` : `var ${v}: f32 = ${v}0;`);
+  }
+  return lines;
+}
+
+/** One butterfly of subgroup shuffles summing each of `values` over `lanes` adjacent lanes. */
+function laneSums(values: string[], lanes: number): string[] {
+  const out: string[] = [];
+  for (let m = 1; m < lanes; m *= 2) {
+    const shuffled = values.map((v) => `let ${v}x${m}: f32 = subgroupShuffleXor(${v}, ${m}u);`);
+    out.push(...shuffled, ...values.map((v) => `${v} = ${v} + ${v}x${m};`));
+  }
+  return out;
 }

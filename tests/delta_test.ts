@@ -99,6 +99,12 @@ Deno.test("deltaRule recurrent: several lanes per row share a row (shuffles), dk
     strategy: { mode: "recurrent", lanes: 4 },
     scale: 0.7,
   });
+  // One key per lane, two lanes past dk (their keys masked to zero).
+  await check({ b: 1, t: 5, h: 1, dk: 6, dv: 3 }, {
+    gated: true,
+    init: true,
+    strategy: { mode: "recurrent", lanes: 8 },
+  });
 });
 
 Deno.test("deltaRule chunked: Gated DeltaNet with init, chunks of 8, T not a multiple", async () => {
