@@ -32,7 +32,7 @@ import {
   attentionShapes,
   type AttentionStrategy,
 } from "./attention_shapes.ts";
-import { laneSum } from "./delta_shapes.ts";
+import { laneSum, laneSums } from "./delta_shapes.ts";
 import { decodeIndex, ExprEmitter, offsetExpr } from "./expr.ts";
 import { header, indent, laneTile } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
@@ -196,7 +196,6 @@ function rowKernel(
     `  let ok: bool = key >= rlo && key < rhi && key < whi;`,
     `  let kb: u32 = j * ${u(s.dk)};`,
     `  var dot: f32 = ${qk.join(" + ")};`,
-    ...laneSum("dot", lanes).map((l) => `  ${l}`),
   ];
   const pass1 = [
     `for (var k0: u32 = wlo; k0 < whi; k0 += ${u(bk)}) {`,
@@ -204,6 +203,7 @@ function rowKernel(
     `  workgroupBarrier();`,
     `  for (var j: u32 = 0u; j < ${u(bk)}; j++) {`,
     ...head.map((l) => `  ${l}`),
+    ...laneSum("dot", lanes).map((l) => `    ${l}`),
     `    let sc: f32 = select(${NEG}, dot, ok);`,
     `    if (sc > m) { l = l * exp(m - sc); m = sc; }`,
     `    l = l + select(0.0, exp(sc - m), ok);`,
@@ -234,10 +234,10 @@ function rowKernel(
       `  workgroupBarrier();`,
       `  for (var j: u32 = 0u; j < ${u(bk)}; j++) {`,
       ...head.map((l) => `  ${l}`),
-      `    let p: f32 = select(0.0, exp(dot - lse), ok);`,
       `    let vb: u32 = j * ${u(s.dv)};`,
       `    var dp: f32 = ${gv.join(" + ")};`,
-      ...laneSum("dp", lanes).map((l) => `    ${l}`),
+      ...laneSums(["dot", "dp"], lanes).map((l) => `    ${l}`),
+      `    let p: f32 = select(0.0, exp(dot - lse), ok);`,
       `    let ds: f32 = p * (dp - delta);`,
       ...accs.map((a, i) => `    ${a} = fma(ds, ks[kb + ${ft.clamped(i, s.dk)}], ${a});`),
       `  }`,
@@ -390,10 +390,9 @@ function keyKernel(
     `    let qb: u32 = j * ${u(s.dk)};`,
     `    let gb: u32 = j * ${u(s.dv)};`,
     `    var dot: f32 = ${qk.join(" + ")};`,
-    ...laneSum("dot", lanes).map((l) => `    ${l}`),
-    `    let p: f32 = select(0.0, exp(dot - ls[j]), ok);`,
     `    var dp: f32 = ${vg.join(" + ")};`,
-    ...laneSum("dp", lanes).map((l) => `    ${l}`),
+    ...laneSums(["dot", "dp"], lanes).map((l) => `    ${l}`),
+    `    let p: f32 = select(0.0, exp(dot - ls[j]), ok);`,
     `    let ds: f32 = p * (dp - ds_[j]);`,
     ...dvs.map((a, i) => `    ${a} = fma(p, gs[gb + ${ft.clamped(i, s.dv)}], ${a});`),
     ...dks.map((a, i) => `    ${a} = fma(ds, qs[qb + ${ft.clamped(i, s.dk)}], ${a});`),

@@ -20,7 +20,7 @@
 
 import type { DeltaNode, DeltaStateNode, Node } from "../dsl/ir.ts";
 import { BindingRegistry, foldWorkgroups, type KernelArtifact } from "./artifact.ts";
-import { batchEnv, clampIndex, DeltaLoads, deltaShapes } from "./delta_shapes.ts";
+import { batchEnv, clampIndex, DeltaLoads, deltaShapes, laneSums } from "./delta_shapes.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
 import { header } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
@@ -195,14 +195,4 @@ function partialSums(perLane: number): string[] {
     lines.push(perLane > 1 ? `var ${v}: f32 = ${v}0 + ${v}1;` : `var ${v}: f32 = ${v}0;`);
   }
   return lines;
-}
-
-/** One butterfly of subgroup shuffles summing each of `values` over `lanes` adjacent lanes. */
-function laneSums(values: string[], lanes: number): string[] {
-  const out: string[] = [];
-  for (let m = 1; m < lanes; m *= 2) {
-    const shuffled = values.map((v) => `let ${v}x${m}: f32 = subgroupShuffleXor(${v}, ${m}u);`);
-    out.push(...shuffled, ...values.map((v) => `${v} = ${v} + ${v}x${m};`));
-  }
-  return out;
 }

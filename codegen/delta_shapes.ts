@@ -101,3 +101,16 @@ export function laneSum(v: string, lanes: number): string[] {
   for (let m = 1; m < lanes; m *= 2) out.push(`${v} = ${v} + subgroupShuffleXor(${v}, ${m}u);`);
   return out;
 }
+
+/**
+ * One butterfly of subgroup shuffles summing each of `values` over `lanes` adjacent lanes: the
+ * shuffles of independent sums issue together, so their latency is one chain, not one per sum.
+ */
+export function laneSums(values: string[], lanes: number): string[] {
+  const out: string[] = [];
+  for (let m = 1; m < lanes; m *= 2) {
+    out.push(...values.map((v) => `let ${v}x${m}: f32 = subgroupShuffleXor(${v}, ${m}u);`));
+    out.push(...values.map((v) => `${v} = ${v} + ${v}x${m};`));
+  }
+  return out;
+}
