@@ -45,9 +45,16 @@ export function valueKey(node: Node, env: Env): string {
   return `${node.id}|${node.axes.map((a) => env[a]).join(",")}`;
 }
 
-/** Builds the row-major offset expression of `node` at `env`. */
-export function offsetExpr(node: Node, env: Env): string {
-  const terms = offsetTerms(node, env).map((t) => t.term);
+/**
+ * Builds the offset expression of `node` at `env`: row-major in its own layout, or with the
+ * given element `strides` (a view addressing the buffer behind it).
+ */
+export function offsetExpr(
+  node: Node,
+  env: Env,
+  strides: Readonly<Record<string, number>> = stridesOf(node),
+): string {
+  const terms = offsetTerms(node, env, strides).map((t) => t.term);
   return terms.length ? terms.join(" + ") : "0u";
 }
 
@@ -56,8 +63,11 @@ export function offsetExpr(node: Node, env: Env): string {
  * alone for stride 1), with their index expressions: callers split them (e.g. a loop-invariant
  * base computed once before a loop).
  */
-export function offsetTerms(node: Node, env: Env): { index: string; term: string }[] {
-  const strides = stridesOf(node);
+export function offsetTerms(
+  node: Node,
+  env: Env,
+  strides: Readonly<Record<string, number>> = stridesOf(node),
+): { index: string; term: string }[] {
   const terms: { index: string; term: string }[] = [];
   for (const a of node.axes) {
     const idx = env[a];

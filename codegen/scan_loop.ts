@@ -17,6 +17,7 @@ import { numel, stridesOf } from "../dsl/ir.ts";
 import { type AffineView, affineView } from "./affine_view.ts";
 import type { BindingRegistry } from "./artifact.ts";
 import { type EmitSteps, type Env, type ExprEmitter, offsetExpr, offsetTerms } from "./expr.ts";
+import { u32Literal } from "./wgsl_math.ts";
 
 /** How the step loop spells softplus, silu, sigmoid (and exp, with `fast-exp2`). */
 export type ScanMath = "prelude" | "exact" | "fast" | "fast-exp2";
@@ -300,7 +301,7 @@ export class VectorLoads {
     if (k < 2 || storageDtype(view.base) !== "f32" || numel(view.base) % k !== 0) return undefined;
     if (view.offset % k !== 0) return undefined;
     const strides = view.strides;
-    const inner = this.slots.axes[this.slots.axes.length - 1];
+    const inner = this.#innerAxis;
     let slot: number | undefined;
     let innerSeen = false;
     for (const [i, a] of node.axes.entries()) {
@@ -411,15 +412,8 @@ export function splitVectorIndex(
 
 /** The element offset in `view.base` of `node`'s element at `env` (`node` read through `view`). */
 function viewOffset(node: Node, view: AffineView, env: Env): string {
-  if (view.base === node) return offsetExpr(node, env);
-  const terms: string[] = [];
-  for (const [i, a] of node.axes.entries()) {
-    if (node.shape[i] === 1) continue;
-    const stride = view.strides[a];
-    terms.push(stride === 1 ? env[a] : `${env[a]} * ${stride}u`);
-  }
-  if (view.offset !== 0) terms.push(`${view.offset}u`);
-  return terms.length ? terms.join(" + ") : "0u";
+  const terms = offsetExpr(node, env, view.strides);
+  return view.offset === 0 ? terms : `${terms} + ${u32Literal(view.offset)}`;
 }
 
 /**

@@ -1,6 +1,6 @@
 // The scan primitive and the fused selective-scan kernel, against the float64 interpreter.
 import assert from "node:assert/strict";
-import { elementsOf } from "../codegen/artifact.ts";
+import { elementsOf, type KernelArtifact } from "../codegen/artifact.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { add, exp, mul, neg } from "../dsl/elementwise.ts";
 import { finalState, pick, scan } from "../dsl/scan.ts";
@@ -222,26 +222,30 @@ Deno.test("scan errors name the problem", async () => {
   );
 });
 
-Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in every lane mode", async () => {
+/**
+ * The selective scan with B and C sliced out of one input P (b l r) at `offsets` (16 states
+ * each), in each lane mode of `modes`, against the interpreter; `check` sees each program first.
+ */
+async function checkSlicedBC(
+  sizes: Sizes & { r: number },
+  offsets: [number, number],
+  modes: readonly NonNullable<CompileOptions["scan"]>[],
+  check: (prog: { kernels: readonly KernelArtifact[] }, mode: string) => void = () => {},
+) {
   const seed = freshSeed();
-  const sizes = { b: 2, l: 37, d: 5, n: 16, r: 35 };
-  // Offsets 3 and 19 leave no aligned vector groups of B and C, also with every load prefetched.
-  const modes = [{}, { transpose: false }, { lanes: 1 }, { chunks: 4 }, {
-    lanes: 4,
-    prefetch: "all" as const,
-  }];
   for (const scan of modes) {
     const prog = await compile(
       { ...SELECTIVE_SCAN_INPUTS, P: "b l r" },
       (t) =>
         selectiveScan({
           ...t,
-          B: slice(t.P, "r", 3, 19, "n"),
-          C: slice(t.P, "r", 19, 35, "n"),
+          B: slice(t.P, "r", offsets[0], offsets[0] + 16, "n"),
+          C: slice(t.P, "r", offsets[1], offsets[1] + 16, "n"),
         }).y,
       sizes,
       { backend: "gpu", scan },
     );
+    check(prog, JSON.stringify(scan));
     const inputs = randomInputs(prog.graph, rng(seed));
     assertClose(
       await prog.run(inputs),
@@ -251,40 +255,31 @@ Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in eve
     );
     prog.destroy();
   }
+}
+
+Deno.test("B and C sliced out of a wider tensor (state-dependent indices) in every lane mode", async () => {
+  // Offsets 3 and 19 leave no aligned vector groups of B and C, also with every load prefetched.
+  await checkSlicedBC({ b: 2, l: 37, d: 5, n: 16, r: 35 }, [3, 19], [
+    {},
+    { transpose: false },
+    { lanes: 1 },
+    { chunks: 4 },
+    { lanes: 4, prefetch: "all" },
+  ]);
 });
 
 Deno.test("B and C sliced at aligned offsets of one buffer are read as vectors of that buffer", async () => {
   // As Mamba-2's decode reads B and C out of its conv output (x, B, C in one buffer): a view
   // whose offset and strides are multiples of the vector width is read through a vector binding
   // of the buffer behind it.
-  const seed = freshSeed();
-  const sizes = { b: 3, l: 5, d: 7, n: 16, r: 40 };
-  for (const scan of [{ lanes: 4 }, { lanes: 1 }, { lanes: 4, transpose: false }]) {
-    const prog = await compile(
-      { ...SELECTIVE_SCAN_INPUTS, P: "b l r" },
-      (t) =>
-        selectiveScan({
-          ...t,
-          B: slice(t.P, "r", 4, 20, "n"),
-          C: slice(t.P, "r", 24, 40, "n"),
-        }).y,
-      sizes,
-      { backend: "gpu", scan },
-    );
+  const modes = [{ lanes: 4 }, { lanes: 1 }, { lanes: 4, transpose: false }];
+  await checkSlicedBC({ b: 3, l: 5, d: 7, n: 16, r: 40 }, [4, 24], modes, (prog, mode) => {
     for (const k of prog.kernels) {
       const p = k.reads.findIndex((r) => (r as { name?: string }).name === "P");
       if (p < 0) continue;
-      assert.match(k.wgsl, new RegExp(`b${p}v: array<vec4<f32>>`), JSON.stringify(scan));
+      assert.match(k.wgsl, new RegExp(`b${p}v: array<vec4<f32>>`), mode);
     }
-    const inputs = randomInputs(prog.graph, rng(seed));
-    assertClose(
-      await prog.run(inputs),
-      prog.interpret(inputs),
-      1e-4,
-      `scan ${JSON.stringify(scan)} seed ${seed}`,
-    );
-    prog.destroy();
-  }
+  });
 });
 
 Deno.test("an inline contraction in the step (dt = P·W_Δ) is split over the channel's lanes", async () => {
