@@ -40,7 +40,7 @@ const max = (name: string, strategy?: AssocScanStrategy): Variant => ({
   strategy,
 });
 
-// The defaults first (the two chunk kernels), then the knobs a GPU run should compare
+// The defaults first (the three chunk kernels), then the knobs a GPU run should compare
 // (bench/RESULTS.md): tile shapes, the single-pass look-back kernel and its polls.
 const SINGLE: AssocScanStrategy = { singlePass: true };
 const VARIANTS: Variant[] = [

@@ -9,14 +9,14 @@
  * - **Chunked** (few channels, long axis): the axis is cut into chunks of whole tiles, and a
  *   workgroup walks a chunk tile by tile; in a tile each thread folds V consecutive elements,
  *   the workgroup scans the thread totals (Hillis–Steele in workgroup memory), and each thread
- *   rescans its elements from its exclusive prefix. Two kernels: (1) each chunk's total,
- *   (2) each chunk again from its carry, writing the outputs; a workgroup folds the totals of
- *   the chunks before its own into its carry first (a few thousand at most, from the L2 cache).
+ *   rescans its elements from its exclusive prefix. Three kernels: (1) each chunk's total,
+ *   (2) per channel, the exclusive scan of chunk totals (the carries), (3) each chunk again
+ *   from its carry, writing the outputs.
  * - **Single pass** (opt-in, `singlePass`): one workgroup per tile, tiles chained by a
  *   decoupled look-back with fallback (`assoc_scan_lookback.ts`), so the input is read once:
- *   2N bytes against the two kernels' 3N. With `lookbackChunkTiles` C > 1 a workgroup takes a
+ *   2N bytes against the three kernels' 3N. With `lookbackChunkTiles` C > 1 a workgroup takes a
  *   chunk of C tiles: it folds the chunk (kernel 1's loop), publishes and looks back once, then
- *   rescans the chunk (kernel 2's loop), whose second read of a few tens of KB per workgroup
+ *   rescans the chunk (kernel 3's loop), whose second read of a few tens of KB per workgroup
  *   should come from the L2 cache. C times fewer look-backs: a tile's look-back waits on the
  *   predecessors' inclusive prefixes, and with one per 2,048-element tile the chain, not the
  *   memory, set the pace on an H100 (bench/RESULTS.md, 2026-12-06, late).
@@ -62,7 +62,7 @@ import {
 
 /** Forced choices of the associative-scan lowering (tests, benchmarks). */
 export interface AssocScanStrategy {
-  /** One thread per channel, or the two chunked kernels. */
+  /** One thread per channel, or the three chunked kernels. */
   mode?: "sequential" | "chunked";
   /** Chunked: threads per workgroup. */
   workgroup?: number;
@@ -81,15 +81,14 @@ export interface AssocScanStrategy {
    */
   stage?: boolean;
   /**
-   * Chunked: a built-in (commutative) scan folds its chunk totals, and the totals before a
-   * chunk, with coalesced strided loads (default true); false uses the tile loop every combine
-   * uses.
+   * Chunked: pass 1 of a built-in (commutative) scan folds with coalesced strided loads
+   * (default true); false uses the tile loop every combine uses.
    */
   commutativeTotals?: boolean;
   /**
    * Chunked: one kernel with a decoupled look-back (each tile reads its input once) instead of
-   * the two chunk kernels. Default: off (on the H100 the chunk kernels, then three, took 0.325 ms
-   * for 64M elements and the look-back kernel 0.746 ms: bench/RESULTS.md, 2026-12-05).
+   * the three chunk kernels. Default: off (on the H100 the three kernels took 0.325 ms for 64M
+   * elements and the look-back kernel 0.746 ms: bench/RESULTS.md, 2026-12-05).
    */
   singlePass?: boolean;
   /**
@@ -320,16 +319,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 function emitChunked(ctx: Context, force: AssocScanStrategy): KernelArtifact[] {
   const t = tilingOf(ctx, force);
   const tiles = Math.ceil(ctx.shape.len / t.tile);
-  // The rule: the two chunk kernels unless the look-back kernel is asked for (it reads the
+  // The rule: the three chunk kernels unless the look-back kernel is asked for (it reads the
   // input once, but measured slower on the H100: its polls wait on predecessors) and the tile
   // numbers fit the counter's 31 bits. One tile per channel is one kernel either way: the
-  // two-pass path's outputs pass alone.
+  // three-pass path's pass 3 alone.
   const fits = ctx.shape.channels * tiles < 2 ** 31;
   if (force.singlePass && !fits) {
     throw new Error(`${ctx.name}: singlePass needs fewer than 2^31 tiles`);
   }
   const single = (force.singlePass ?? false) && tiles > 1 && fits;
-  if (!single) return emitTwoPass(ctx, t, force);
+  if (!single) return emitThreePass(ctx, t, force);
   const chunkTiles = force.lookbackChunkTiles ?? 1;
   if (!Number.isInteger(chunkTiles) || chunkTiles < 1) {
     throw new Error(
@@ -539,12 +538,13 @@ function emitSinglePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kern
   return singlePassArtifact(ctx, registry, layout, head, [channel.lines, outer.lines, [body]]);
 }
 
-function emitTwoPass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact[] {
+function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelArtifact[] {
   const { core, shape, limits } = ctx;
   const comps = core.elems.length;
   const slots = shape.channels * t.chunks;
-  // One buffer for all components (component i at i·slots).
+  // One buffer each for all components (component i at i·slots): two bindings at most.
   const totals: ScratchBuffer = scratch(`${ctx.name}_totals`, comps * slots);
+  const carries: ScratchBuffer = scratch(`${ctx.name}_carries`, comps * slots);
   const chunkWorkgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
   const chunkIndex = [
@@ -564,22 +564,23 @@ function emitTwoPass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelA
     `Rec(${components.map((i) => `${buf}[${at(i, index)}]`).join(", ")})`;
   const storeAt = (buf: string, index: string, value: string) =>
     components.map((i) => `${buf}[${at(i, index)}] = ${value}.c${i};`);
-  // Every built-in combine commutes: its folds need no order, so no scan per tile.
-  const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
-  // The fold of items [start, end) into carry/hasCarry, uniform across the workgroup.
-  const foldRange = (start: string, end: string, item: (v: number, j: string) => string[]) =>
-    commutative
-      ? commutativeFold(t, start, end, item)
-      : tileLoop(t, comps, start, end, item, { when: "none", lines: () => [] });
-  const extraDeclarations = commutative ? commutativeDeclarations(t) : "";
 
   // (1) Each chunk's total.
   const r1 = new BindingRegistry(ctx.materialized, [totals], ctx.aliases);
   const outer1 = new ExprEmitter(r1.lookup, "h");
-  const loop1 = foldRange("start", "end", items(r1, outer1));
+  // Every built-in combine commutes: its totals need no order, so no scan per tile.
+  const commutative = core.op !== undefined && (force.commutativeTotals ?? true);
+  const loop1 = commutative
+    ? commutativeFold(t, "start", "end", items(r1, outer1))
+    : tileLoop(t, comps, "start", "end", items(r1, outer1), {
+      when: "none",
+      lines: () => [],
+    });
   const totalNames = r1.writeName(0);
   r1.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
-  const pass1 = `${header(ctx, r1, t, "pass 1/2: chunk totals", extraDeclarations)}
+  const pass1 = `${
+    header(ctx, r1, t, "pass 1/3: chunk totals", commutative ? commutativeDeclarations(t) : "")
+  }
   ${chunkIndex.join("\n  ")}
   ${outer1.lines.join("\n  ")}
   var carry: Rec;
@@ -591,36 +592,50 @@ function emitTwoPass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelA
 }
 `;
 
-  // (2) Each chunk again from its carry, the fold of the totals of the chunks before it (at
-  // most a few thousand, read from the L2 cache: a whole kernel of one workgroup per channel,
-  // scanning them once, cost more than these reads on an H100), writing the outputs.
-  const r2 = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
-  // One chunk per channel: no carries, and pass 1 is not needed.
+  // (2) Per channel, the exclusive scan of chunk totals: chunk k's carry.
+  const r2 = new BindingRegistry(ctx.materialized, [carries], ctx.aliases);
+  const totalReads = r2.read(totals);
+  const carryNames = r2.writeName(0);
+  const slot = (j: string) => `ch * ${u32Literal(t.chunks)} + ${j}`;
+  const loop2 = tileLoop(
+    t,
+    comps,
+    "0u",
+    u32Literal(t.chunks),
+    (v, j) => [`x${v} = ${recordAt(totalReads, slot(j))};`],
+    {
+      when: "before",
+      lines: (_, j) => [`if (has) {`, ...storeAt(carryNames, slot(j), "pre"), `}`],
+    },
+  );
+  const channelWorkgroups = foldWorkgroups(shape.channels, limits.maxComputeWorkgroupsPerDimension);
+  const pass2 = `${header(ctx, r2, t, "pass 2/3: chunk carries")}
+  let ch = wid.x + wid.y * ${u32Literal(channelWorkgroups[0])};
+  if (ch >= ${u32Literal(shape.channels)}) { return; }
+  var carry: Rec;
+  var hasCarry = false;
+  ${loop2}
+}
+`;
+
+  // (3) Each chunk again from its carry, writing the outputs and their epilogue.
+  const r3 = new BindingRegistry(ctx.materialized, [ctx.root], ctx.aliases);
+  // One chunk per channel: no carries, and passes 1 and 2 are not needed.
   const single = t.chunks === 1;
-  let carryIn = `var hasCarry = false;`;
-  if (!single) {
-    const totalReads = r2.read(totals);
-    const slot = (j: string) => `ch * ${u32Literal(t.chunks)} + ${j}`;
-    const before = foldRange("0u", "k", (v, j) => [`x${v} = ${recordAt(totalReads, slot(j))};`]);
-    // The fold leaves hasCarry set in the threads that folded something; the barrier keeps its
-    // last reads of workgroup memory before the tile loop's first writes.
-    carryIn = `var hasCarry = false;
-  ${before}
-  hasCarry = k > 0u;
-  workgroupBarrier();`;
-  }
-  const outer2 = new ExprEmitter(r2.lookup, "h");
-  const loop2 = tileLoop(t, comps, "start", "end", items(r2, outer2), {
+  const carryIn = single ? `var hasCarry = false;` : `var hasCarry = k > 0u;
+  if (hasCarry) { carry = ${recordAt(r3.read(carries), "w")}; }`;
+  const outer3 = new ExprEmitter(r3.lookup, "h");
+  const loop3 = tileLoop(t, comps, "start", "end", items(r3, outer3), {
     when: "after",
-    lines: outputItem(ctx, r2, outer2, channel.env),
+    lines: outputItem(ctx, r3, outer3, channel.env),
   });
-  r2.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
-  const pass2 = `${header(ctx, r2, t, "pass 2/2: outputs", single ? "" : extraDeclarations)}
+  r3.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
+  const pass3 = `${header(ctx, r3, t, "pass 3/3: outputs")}
   ${chunkIndex.join("\n  ")}
-  ${outer2.lines.join("\n  ")}
+  ${outer3.lines.join("\n  ")}
   var carry: Rec;
   ${carryIn}
-  ${loop2}
+  ${loop3}
 }
 `;
   const artifact = (
@@ -636,9 +651,10 @@ function emitTwoPass(ctx: Context, t: Tiling, force: AssocScanStrategy): KernelA
     writes: r.writes,
     kind: "scan",
   });
-  if (single) return [artifact("outputs", pass2, r2, chunkWorkgroups)];
+  if (single) return [artifact("outputs", pass3, r3, chunkWorkgroups)];
   return [
     artifact("totals", pass1, r1, chunkWorkgroups),
-    artifact("outputs", pass2, r2, chunkWorkgroups),
+    artifact("carries", pass2, r2, channelWorkgroups),
+    artifact("outputs", pass3, r3, chunkWorkgroups),
   ];
 }

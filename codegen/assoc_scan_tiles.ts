@@ -105,11 +105,11 @@ export type ItemWrite = (v: number, j: string, value: string) => string[];
 
 /**
  * The tile loop over items [start, end). `item(v, j)` gives the statements loading item j
- * into `x{v}`; with `after`, `write.lines` runs per item with `pre` holding its inclusive
- * value; with `none` nothing is written. Afterwards `carry`/`hasCarry` hold the fold of the
- * whole range (and of what they held before), the same in every thread.
+ * into `x{v}`; `write.lines` runs per item with `pre`/`has` holding the exclusive prefix
+ * (`before`) or with the inclusive value (`after`). Afterwards `carry`/`hasCarry` hold the fold
+ * of the whole range (and of what they held before).
  *
- * With `t.stage`, items are computed and written at coalesced
+ * With `t.stage` (not for `before` writes), items are computed and written at coalesced
  * positions (thread i takes i, i + wg, …) and passed through workgroup memory to and from the
  * thread holding them in the scan.
  */
@@ -119,9 +119,10 @@ export function tileLoop(
   start: string,
   end: string,
   item: (v: number, j: string) => string[],
-  write: { when: "after" | "none"; lines: ItemWrite },
+  write: { when: "before" | "after" | "none"; lines: ItemWrite },
 ): string {
-  const staged = t.stage;
+  // Staging serves loads and "after" writes; "before" writes (the carries pass) are unstaged.
+  const staged = t.stage && write.when !== "before";
   const stagedOut = staged && write.when === "after";
   const lines: string[] = [];
   const per = Array.from({ length: t.per }, (_, v) => v);
@@ -152,6 +153,7 @@ export function tileLoop(
   lines.push(...indent(tilePrefix(t, comps), "  "));
   for (const v of per) {
     lines.push(`  if (k${v} < ${end}) {`);
+    if (write.when === "before") lines.push(...indent(write.lines(v, `k${v}`, "pre"), "    "));
     lines.push(`    ${fold("pre", "has", `x${v}`)}`);
     if (stagedOut) lines.push(`    stage[${slot(`lid * ${t.per}u + ${v}u`)}] = pre;`);
     else if (write.when === "after") {

@@ -113,7 +113,7 @@ function mat(p: number[], q: number[]): number[] {
 }
 
 const SEQUENTIAL: AssocScanStrategy = { mode: "sequential" };
-// The two chunk kernels (the single pass has its own tests): tiles of 4 × 3 = 12 steps, chunks
+// The three chunk kernels (the single pass has its own tests): tiles of 4 × 3 = 12 steps, chunks
 // of 2 tiles: 101 steps are 5 chunks, the last one partial. The tile scan uses subgroup shuffles
 // where the adapter has subgroups (lavapipe's are 8 wide, so a 4-thread workgroup is a partial
 // subgroup), or workgroup memory.
@@ -173,7 +173,7 @@ async function checkGpu(
 Deno.test("assocScan: kernels match the interpreter (prologue and epilogue fused)", async () => {
   const s = { b: 2, l: 101, d: 3 };
   for (const strategy of STRATEGIES) {
-    const perScan = strategy.mode === "chunked" ? 2 : 1;
+    const perScan = strategy.mode === "chunked" ? 3 : 1;
     for (const reverse of [false, true]) {
       for (const name of ["cummax", "cummin", "logcumsumexp"]) {
         const op = NAMED.find((n) => n[0] === name)![1];
@@ -206,7 +206,7 @@ Deno.test("assocScan: scan axis innermost, one channel, chunk boundaries", async
         { b: 3, d: 2, l: 97 },
         strategy,
       );
-      // 1-D: a single channel of 200 steps (17 tiles: the last chunks fold two tiles of totals).
+      // 1-D: a single channel of 200 steps (17 tiles, so pass 2 spans two tiles of carries).
       await checkGpu(
         "logcumsumexp 1-D",
         { x: "l" },
@@ -226,9 +226,10 @@ Deno.test("assocScan: a long axis with few channels is chunked by default", asyn
   const prog = await compile({ x: "l" }, ({ x }) => cummax(x, "l"), { l: 5000 }, {
     backend: "gpu",
   });
-  // Three tiles of 256 × 8: the two chunk kernels (the single-pass kernel is opt-in).
+  // Three tiles of 256 × 8: the three chunk kernels (the single-pass kernel is opt-in).
   assert.deepEqual(prog.kernels.map((k) => k.name.replace(/^k0_assocScan_l_/, "")), [
     "totals",
+    "carries",
     "outputs",
   ]);
   const x = randomArray(5000, rng(freshSeed()));
@@ -265,7 +266,7 @@ Deno.test("assocScan: cumsum/cumprod with a long carry chain take the chunked ke
   assert.deepEqual(Object.values(g.outputs).map((n) => n.kind), ["assocScan", "assocScan"]);
   const short = trace({ x: "b l" }, fn, { b: 2, l: 1500 });
   assert.deepEqual(Object.values(short.outputs).map((n) => n.kind), ["scan", "scan"]);
-  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 66001 }, {}, 4, [
+  await checkGpu("long cumsum/cumprod", { x: "b l" }, fn, { b: 2, l: 66001 }, {}, 6, [
     0.999,
     1.001,
   ]);
@@ -337,8 +338,8 @@ Deno.test("assocScan: the mLSTM stabilizer is one O(L) pass", async () => {
       assocScan: strategy,
     });
     assertClose((await prog.run({ f, i })).m, want, 1e-5, `mLSTM m ${strategy.mode} ${seed}`);
-    // log σ(f) is computed inside the scan: one kernel (two when chunked).
-    assert.equal(prog.kernels.length, strategy.mode === "chunked" ? 2 : 1);
+    // log σ(f) is computed inside the scan: one kernel (three when chunked).
+    assert.equal(prog.kernels.length, strategy.mode === "chunked" ? 3 : 1);
     prog.destroy();
   }
 });
@@ -427,8 +428,8 @@ Deno.test("assocScan: without subgroups the tiles are scanned in workgroup memor
       gpu: ctx,
       backend: "gpu",
     });
-    // Two tiles per channel: the two chunk kernels.
-    assert.equal(prog.kernels.length, 2);
+    // Two tiles per channel: the three chunk kernels.
+    assert.equal(prog.kernels.length, 3);
     assert.ok(prog.kernels.every((k) => !k.wgsl.includes("subgroup")), "no subgroup code");
     const x = randomArray(2 * 3001, rng(freshSeed()), -3, 3);
     assertClose(await prog.run({ x }), prog.interpret({ x }), 1e-5, "logcumsumexp, no subgroups");
@@ -474,7 +475,7 @@ Deno.test("assocScan: one chunk per channel is a single kernel", async () => {
     DEFAULT_LIMITS,
   ).kernels;
   assert.equal(innermost.length, 1);
-  assert.match(innermost[0].wgsl, /pass 2\/2: outputs, 9000 channels × 1 chunks/);
+  assert.match(innermost[0].wgsl, /pass 3\/3: outputs, 9000 channels × 1 chunks/);
   const rows =
     generateKernels(trace({ x: "l c" }, ({ x }) => cummax(x, "l"), sizes), DEFAULT_LIMITS)
       .kernels;
