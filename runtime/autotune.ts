@@ -17,7 +17,10 @@
  *       { "choice": "t128x128k16", "ns": { "t64x128k8": 412000, "t128x128k16": 371000 } } } } }
  * ```
  *
- * Deleting the file (or an adapter's entry) makes the next compile measure again. Where there is
+ * An entry whose candidates hold points of their own (a lowering's choice among kernels that
+ * have tuning points too) also lists their keys as `"nested": [...]`; they have entries of their
+ * own, tuned before it. Deleting the file (or an adapter's entry) makes the next compile measure
+ * again. Where there is
  * no file system (a web page) or no cache directory, choices are kept in memory for the page's
  * or process's lifetime.
  *
@@ -43,8 +46,24 @@ export interface AutotuneOptions {
 export interface TunedEntry {
   /** The fastest candidate. */
   choice: string;
-  /** Median GPU time per candidate, in ns (candidates that failed to compile are absent). */
+  /**
+   * Median GPU time per candidate, in ns (candidates that failed to compile are absent); a
+   * candidate with nested points is timed with their choices.
+   */
   ns: Record<string, number>;
+  /** Keys of the tuning points nested in the candidates (tuned with this one), if any. */
+  nested?: string[];
+}
+
+/** What {@link autotune} returns. */
+export interface TunedChoices {
+  /** Every cached choice of this adapter: tuning-point key → chosen candidate. */
+  choices: Map<string, string>;
+  /**
+   * Keys of points nested in the candidates of the given kernels' points (a lowering's
+   * candidate whose kernels have points of their own): regenerating the program applies them.
+   */
+  nested: Set<string>;
 }
 
 interface CacheFile {
@@ -71,7 +90,7 @@ let warnedNoTimer = false;
 
 /**
  * The tuned choices for `kernels`' tuning points on `ctx`: cached ones, and new ones measured
- * now (then written to the cache). Returns every cached choice of this adapter (key → choice).
+ * now (then written to the cache), with the keys of the points nested in theirs.
  *
  * @throws Error naming the cache file when it exists but is not an ssmkit autotune cache.
  */
@@ -79,7 +98,7 @@ export async function autotune(
   ctx: GpuContext,
   kernels: readonly KernelArtifact[],
   options: AutotuneOptions = {},
-): Promise<Map<string, string>> {
+): Promise<TunedChoices> {
   const file = options.cacheFile ?? defaultCacheFile();
   const cache = file === undefined ? inMemory : await readCache(file);
   const adapter = adapterKey(ctx);
@@ -101,10 +120,20 @@ export async function autotune(
     pending.clear();
   }
   for (const [key, kernel] of pending) {
-    entries[key] = await timeCandidates(ctx, kernel, options.iterations ?? 10);
+    // A nested point (inside another's candidate) may have been tuned on the way already.
+    entries[key] ??= await timeCandidates(ctx, kernel, options.iterations ?? 10, entries);
   }
   if (pending.size > 0 && file !== undefined) await writeCache(file, cache);
-  return new Map(Object.entries(entries).map(([k, e]) => [k, e.choice]));
+  const nested = new Set<string>();
+  const collect = (key: string) => {
+    for (const inner of entries[key]?.nested ?? []) {
+      if (nested.has(inner)) continue;
+      nested.add(inner);
+      collect(inner);
+    }
+  };
+  for (const k of kernels) if (k.tuning) collect(k.tuning.key);
+  return { choices: new Map(Object.entries(entries).map(([k, e]) => [k, e.choice])), nested };
 }
 
 /**
@@ -119,6 +148,8 @@ async function timeCandidates(
   ctx: GpuContext,
   kernel: KernelArtifact,
   iterations: number,
+  entries: Record<string, TunedEntry>,
+  depth = 0,
 ): Promise<TunedEntry> {
   const point = kernel.tuning!;
   const buffers = new Map<BufferKey, GPUBuffer>();
@@ -134,9 +165,11 @@ async function timeCandidates(
     return b;
   };
   const ns: Record<string, number> = {};
+  const nested = new Set<string>();
   try {
     const prepared: [string, Dispatch[]][] = [];
-    for (const [name, group] of point.alternatives()) {
+    for (const [name, raw] of point.alternatives()) {
+      const group = await withNestedChoices(ctx, raw, iterations, entries, depth, nested);
       ctx.device.pushErrorScope("validation");
       let dispatches: Dispatch[] | undefined = [];
       try {
@@ -176,7 +209,49 @@ async function timeCandidates(
     for (const b of buffers.values()) b.destroy();
   }
   const ranked = Object.entries(ns).sort((a, b) => a[1] - b[1]);
-  return { choice: ranked.length > 0 ? ranked[0][0] : point.chosen, ns };
+  const entry: TunedEntry = { choice: ranked.length > 0 ? ranked[0][0] : point.chosen, ns };
+  if (nested.size > 0) entry.nested = [...nested];
+  return entry;
+}
+
+/** Tuning points nest at most this deep (a lowering's choice among kernels with their own). */
+const MAX_NESTING = 3;
+
+/**
+ * A candidate's kernels with each nested tuning point (a kernel of the candidate that carries
+ * its own point, such as the chunked delta rule's state pass inside the delta lowering's
+ * "chunked" candidate) replaced by that point's choice, tuned now (into `entries`, so the
+ * program regenerated afterwards uses it too) unless already chosen. Without this a lowering
+ * would weigh its other candidates against this one's defaults.
+ */
+async function withNestedChoices(
+  ctx: GpuContext,
+  group: readonly KernelArtifact[],
+  iterations: number,
+  entries: Record<string, TunedEntry>,
+  depth: number,
+  nested: Set<string>,
+): Promise<KernelArtifact[]> {
+  if (depth >= MAX_NESTING) return [...group];
+  const out: KernelArtifact[] = [];
+  for (let i = 0; i < group.length;) {
+    const inner = group[i].tuning;
+    if (!inner) {
+      out.push(group[i++]);
+      continue;
+    }
+    nested.add(inner.key);
+    const options = inner.alternatives();
+    // The kernels this point's default spans in the group.
+    const span = options.find(([name]) => name === inner.chosen)?.[1].length ?? 1;
+    entries[inner.key] ??= await timeCandidates(ctx, group[i], iterations, entries, depth + 1);
+    const chosen = options.find(([name]) => name === entries[inner.key].choice)?.[1];
+    if (chosen) {
+      out.push(...await withNestedChoices(ctx, chosen, iterations, entries, depth + 1, nested));
+    } else out.push(...group.slice(i, i + span));
+    i += span;
+  }
+  return out;
 }
 
 async function readCache(file: string): Promise<CacheFile> {

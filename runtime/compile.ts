@@ -150,10 +150,17 @@ export async function tunedProgram(
   program: KernelProgram,
   autotuneOption: true | AutotuneOptions,
 ): Promise<KernelProgram> {
-  const tuned = await autotune(ctx, program.kernels, autotuneOption === true ? {} : autotuneOption);
-  const changed = program.kernels.some((k) =>
-    k.tuning && tuned.has(k.tuning.key) && tuned.get(k.tuning.key) !== k.tuning.chosen
+  const { choices: tuned, nested } = await autotune(
+    ctx,
+    program.kernels,
+    autotuneOption === true ? {} : autotuneOption,
   );
+  // A nested point's choice (tuned inside another point's candidate) applies wherever that
+  // candidate is emitted: regenerating picks it up.
+  const changed = [...nested].some((key) => tuned.has(key)) ||
+    program.kernels.some((k) =>
+      k.tuning && tuned.has(k.tuning.key) && tuned.get(k.tuning.key) !== k.tuning.chosen
+    );
   return changed ? generateKernels(graph, { ...limits, tuned }, codegenOptions) : program;
 }
 

@@ -170,13 +170,25 @@ Deno.test("autotune: where the model runs the delta rule recurrently, lanes or c
     });
     const { cache, entry } = await cachedEntry(cacheFile, "delta b2 t19 dk12 dv5");
     assert.ok("chunked" in entry.ns && "recurrent" in entry.ns, `${Object.keys(entry.ns)}`);
+    // The chunked candidate was timed with its own points tuned first (nested), not with their
+    // defaults, and those choices are cached too.
+    const nested = (entry as { nested?: string[] }).nested ?? [];
+    for (const prefix of ["delta-pass b2 t19", "delta-out b2 t19"]) {
+      const key = nested.find((k) => k.startsWith(prefix));
+      assert.ok(key, `nested ${prefix}: ${nested}`);
+      assert.ok(cache.adapters[adapterKey(await getGpu())][key], `${key} cached`);
+    }
     const data = randomInputs32(
       prog,
       (name) => name === "beta" ? next() : name === "g" ? -next() : next() - 0.5,
     );
     const want = prog.interpret(data);
     prog.destroy();
-    // Each candidate planted in turn gives the interpreter's result.
+    // Each candidate planted in turn gives the interpreter's result; with "chunked", the
+    // nested state pass's planted choice is the one the program runs.
+    const entries = cache.adapters[adapterKey(await getGpu())];
+    const passKey = nested.find((k) => k.startsWith("delta-pass"))!;
+    entries[passKey].choice = "lanes1_wg64";
     for (const choice of Object.keys(entry.ns)) {
       entry.choice = choice;
       await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
@@ -187,6 +199,7 @@ Deno.test("autotune: where the model runs the delta rule recurrently, lanes or c
       const chosen = again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []);
       assert.equal(chosen[0], choice);
       assert.equal(again.kernels.length > 1, choice === "chunked", choice);
+      if (choice === "chunked") assert.ok(chosen.includes("lanes1_wg64"), `${chosen}`);
       assertClose(await again.run(data), want, 1e-4, `${choice}, seed ${seed}`);
       again.destroy();
     }
