@@ -21,12 +21,13 @@ import { checkTokens, describe, eosIds, nonFiniteStepError } from "./model_call_
 
 /**
  * Steps per block at most, by default. Each block costs a readback (at least 10 ms in Deno)
- * during which the GPU lives on the next block alone, and encoding the next block must finish
+ * during which the GPU lives on the next block alone, and encoding the block after must finish
  * before that runs out: with 64-step blocks the 130M shapes' GPU idled between blocks on an H100
  * (2026-12-07: 0.45–0.52 ms of GPU time a step, 0.24–0.35 ms to encode one, 11–12 ms a
- * readback; bench/RESULTS.md).
+ * readback; bench/RESULTS.md); 128 leaves it 47–55 ms to encode about 31–45. Not more: a row's
+ * end token is seen one block late, and the block in flight then is wasted work.
  */
-const DEFAULT_BLOCK = 256;
+const DEFAULT_BLOCK = 128;
 
 /** Options of {@link LanguageModel.generate}. */
 export interface GenerateOptions extends SamplingOptions {
@@ -40,7 +41,7 @@ export interface GenerateOptions extends SamplingOptions {
   /** Called with each block of new tokens per row, as blocks arrive. */
   onTokens?: (tokens: number[][]) => void;
   /**
-   * Largest number of decode steps per submit (default 256). Blocks start at 8 steps, so text
+   * Largest number of decode steps per submit (default 128). Blocks start at 8 steps, so text
    * starts streaming early, and grow fourfold up to this size.
    */
   blockSize?: number;
