@@ -20,9 +20,8 @@
  * An entry whose candidates hold points of their own (a lowering's choice among kernels that
  * have tuning points too) also lists their keys as `"nested": [...]`; they have entries of their
  * own, tuned before it. Deleting the file (or an adapter's entry) makes the next compile measure
- * again. Where there is
- * no file system (a web page) or no cache directory, choices are kept in memory for the page's
- * or process's lifetime.
+ * again. Where there is no file system (a web page) or no cache directory, choices are kept in
+ * memory for the page's or process's lifetime.
  *
  * @module
  */
