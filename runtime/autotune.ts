@@ -149,6 +149,7 @@ async function timeCandidates(
   iterations: number,
   entries: Record<string, TunedEntry>,
   depth = 0,
+  alternatives = kernel.tuning!.alternatives(),
 ): Promise<TunedEntry> {
   const point = kernel.tuning!;
   const buffers = new Map<BufferKey, GPUBuffer>();
@@ -167,7 +168,7 @@ async function timeCandidates(
   const nested = new Set<string>();
   try {
     const prepared: [string, Dispatch[]][] = [];
-    for (const [name, raw] of point.alternatives()) {
+    for (const [name, raw] of alternatives) {
       const group = await withNestedChoices(ctx, raw, iterations, entries, depth, nested);
       ctx.device.pushErrorScope("validation");
       let dispatches: Dispatch[] | undefined = [];
@@ -243,7 +244,14 @@ async function withNestedChoices(
     const options = inner.alternatives();
     // The kernels this point's default spans in the group.
     const span = options.find(([name]) => name === inner.chosen)?.[1].length ?? 1;
-    entries[inner.key] ??= await timeCandidates(ctx, group[i], iterations, entries, depth + 1);
+    entries[inner.key] ??= await timeCandidates(
+      ctx,
+      group[i],
+      iterations,
+      entries,
+      depth + 1,
+      options,
+    );
     const chosen = options.find(([name]) => name === entries[inner.key].choice)?.[1];
     if (chosen) {
       out.push(...await withNestedChoices(ctx, chosen, iterations, entries, depth + 1, nested));

@@ -155,9 +155,9 @@ export async function tunedProgram(
     program.kernels,
     autotuneOption === true ? {} : autotuneOption,
   );
-  // A nested point's choice (tuned inside another point's candidate) applies wherever that
-  // candidate is emitted: regenerating picks it up.
-  const changed = [...nested].some((key) => tuned.has(key)) ||
+  // Nested points' choices (tuned inside another point's candidate, so always cached) apply
+  // wherever that candidate is emitted: regenerating picks them up.
+  const changed = nested.size > 0 ||
     program.kernels.some((k) =>
       k.tuning && tuned.has(k.tuning.key) && tuned.get(k.tuning.key) !== k.tuning.chosen
     );
