@@ -7,7 +7,7 @@
  * decode rate with larger token blocks.
  *
  *   deno run -A bench/lm_bench.ts DIR [mamba,mamba2] [--decode-lanes 16,32] [--dtype f16]
- *     [--batches 8,64] [--size 1.4b]
+ *     [--batches 8,64] [--size 1.4b] [--autotune]
  *
  * `--decode-lanes` also times decode with the scan forced to those lane counts per channel.
  * `--no-ride-along` also times decode with every elementwise kernel in its own dispatch
@@ -17,6 +17,8 @@
  * 8,64) times batched decode too: that many prompts per `generate`, tokens/s over all of them
  * (bench/decode_peer.py is mamba_ssm's anchor for every batch size). `--size` (default 130m) only
  * names the rows: DIR holds whichever checkpoints bench/lm_hf.py wrote (`130m` or `1.4b`).
+ * `--autotune` loads the models with `autotune` (a fresh cache file per run): every program's
+ * tuning points are timed on this adapter when first compiled; rows end in `_autotuned`.
  *
  * @module
  */
@@ -33,6 +35,7 @@ const { values, positionals } = parseArgs({
     dtype: { type: "string", default: "f32" },
     batches: { type: "string", default: "8,64" },
     size: { type: "string", default: "130m" },
+    autotune: { type: "boolean", default: false },
   },
   allowPositionals: true,
   strict: true,
@@ -54,9 +57,14 @@ function topKinds(kernels: readonly { name: string; medianNs: number }[]) {
   );
 }
 const dtype = values.dtype as WeightDtype;
-const suffix = dtype === "f32" ? "" : `_${dtype}`;
+// `--autotune`: every program is tuned on this adapter into a fresh cache (rows end `_autotuned`).
+const autotune = values.autotune
+  ? { cacheFile: await Deno.makeTempFile({ suffix: ".json" }) }
+  : false;
+if (autotune) await Deno.remove(autotune.cacheFile);
+const suffix = (dtype === "f32" ? "" : `_${dtype}`) + (autotune ? "_autotuned" : "");
 for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
-  const model = await loadModel(`${root}/${kind}`, { progress: false, dtype });
+  const model = await loadModel(`${root}/${kind}`, { progress: false, dtype, autotune });
   // Token ids within the vocabulary (50280 at the benchmark's shapes; tiny test models too).
   const ids = Math.min(50000, model.definition.vocab - 1);
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919) % ids + 1);
@@ -153,4 +161,9 @@ for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
     }));
     variant.destroy();
   }
+}
+// The autotuner's choices and every candidate's time (the cache file of this run).
+if (autotune) {
+  const cache = JSON.parse(await Deno.readTextFile(autotune.cacheFile).catch(() => "{}"));
+  console.log(JSON.stringify({ bench: "autotune_cache", cache }));
 }

@@ -13,6 +13,7 @@
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
 import { deviceLimits } from "../runtime/compile.ts";
+import type { AutotuneOptions } from "../runtime/autotune.ts";
 import { getGpu, type GpuContext } from "../runtime/gpu_device.ts";
 import { readBuffers } from "../runtime/gpu_buffers.ts";
 import { type Dispatch, submitDispatches, timeSequence } from "../runtime/gpu_submit.ts";
@@ -64,6 +65,13 @@ export interface LoadOptions {
    * error); `"bf16"` runs on any adapter.
    */
   dtype?: WeightDtype;
+  /**
+   * Tune the kernels of every program the model compiles (prompt chunks, decode steps) on this
+   * adapter, as `compile`'s `autotune` does: each tuning point's candidates (matmul tiles, scan
+   * and SSD lowerings) are timed the first time a shape is compiled and the choice is cached on
+   * disk per adapter and shape (`runtime/autotune.ts`). Default off: the cost model's choices.
+   */
+  autotune?: boolean | AutotuneOptions;
 }
 
 /** What a model holds compiled, for tests and memory reports ({@link LanguageModel.cacheStats}). */
@@ -137,7 +145,7 @@ export async function loadModel(
     bar?.finish();
     ckpt.close();
   }
-  return new LanguageModel(ctx, def, weights, options.codegen);
+  return new LanguageModel(ctx, def, weights, options.codegen, options.autotune);
 }
 
 /** A model resident on the GPU. Calls run one at a time, in call order. */
@@ -159,10 +167,11 @@ export class LanguageModel {
     definition: ModelDefinition,
     weights: Map<string, GPUBuffer>,
     codegen: LoadOptions["codegen"] = {},
+    autotune: LoadOptions["autotune"] = false,
   ) {
     this.#ctx = ctx;
     this.definition = definition;
-    this.#model = new ModelPrograms(ctx, definition, weights, codegen);
+    this.#model = new ModelPrograms(ctx, definition, weights, codegen, autotune);
   }
 
   /**

@@ -13,7 +13,8 @@ import type { Node } from "../dsl/ir.ts";
 import { generateKernels } from "../codegen/compile_graph.ts";
 import type { ScanStrategy } from "../codegen/scan_strategy.ts";
 import type { MatmulStrategy } from "../codegen/matmul_lowering.ts";
-import { deviceLimits } from "../runtime/compile.ts";
+import { deviceLimits, tunedProgram } from "../runtime/compile.ts";
+import type { AutotuneOptions } from "../runtime/autotune.ts";
 import type { GpuContext } from "../runtime/gpu_device.ts";
 import { PipelineCache } from "../runtime/gpu_pipelines.ts";
 import type { Dispatch } from "../runtime/gpu_submit.ts";
@@ -90,6 +91,7 @@ export class ModelPrograms {
   readonly definition: ModelDefinition;
   readonly #weights: Map<string, GPUBuffer>;
   readonly #codegen: { scan?: ScanStrategy; matmul?: MatmulStrategy; rideAlong?: boolean };
+  readonly #autotune: boolean | AutotuneOptions;
   /** Per batch size, in least-recently-used-first order. */
   readonly #lanes = new Map<number, Lane>();
   /** Prompt-chunk programs by `${b}/${variant}/${length}`, least recently used first. */
@@ -97,17 +99,23 @@ export class ModelPrograms {
   /** The sampler's pipelines (one per batch size), dropped with the model. */
   #samplerPipelines: PipelineCache;
 
-  /** Holds uploaded weights; `codegen` overrides the kernel strategies of every program. */
+  /**
+   * Holds uploaded weights; `codegen` overrides the kernel strategies of every program, and
+   * `autotune` (as `compile`'s option) times the tuning points' candidates of each program on
+   * the adapter when it is first compiled.
+   */
   constructor(
     ctx: GpuContext,
     definition: ModelDefinition,
     weights: Map<string, GPUBuffer>,
     codegen: { scan?: ScanStrategy; matmul?: MatmulStrategy; rideAlong?: boolean },
+    autotune: boolean | AutotuneOptions = false,
   ) {
     this.ctx = ctx;
     this.definition = definition;
     this.#weights = weights;
     this.#codegen = codegen;
+    this.#autotune = autotune;
     this.#samplerPipelines = new PipelineCache(ctx);
   }
 
@@ -150,12 +158,17 @@ export class ModelPrograms {
       // An in-place output lives in its input's buffer already.
       if (!(name in inPlace)) external.set(graph.outputs[name], buffer);
     }
-    const program = generateKernels(graph, deviceLimits(this.ctx), {
+    const limits = deviceLimits(this.ctx);
+    const options = {
       aliases,
       // A decode step is mostly a fixed cost per dispatch: small elementwise kernels ride along.
       rideAlong: true,
       ...this.#codegen,
-    });
+    };
+    let program = generateKernels(graph, limits, options);
+    if (this.#autotune) {
+      program = await tunedProgram(this.ctx, graph, limits, options, program, this.#autotune);
+    }
     return await GpuProgram.create(this.ctx, program, aliases, external);
   }
 

@@ -152,3 +152,25 @@ Deno.test("kernel strategy overrides reach every program of a model (and change 
   await assert.rejects(bad.logits([[1, 2, 3]]), /3 lanes per channel/);
   bad.destroy();
 });
+
+Deno.test("loadModel's autotune tunes the model's programs on the adapter (and changes nothing)", async () => {
+  // The 13-token prompt's projections are matmuls with a tile choice: tuned, cached, and the
+  // tuned program still reproduces HF's logits. (Each candidate compiles on lavapipe: one
+  // prompt keeps this test short.)
+  const name = "mamba2_untied_g2_n16_q4";
+  const dir = new URL(name, root).pathname;
+  const ref: Reference = JSON.parse(await Deno.readTextFile(`${dir}/reference.json`));
+  const cacheFile = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(cacheFile);
+  try {
+    const model = await loadModel(dir, { progress: false, autotune: { cacheFile, iterations: 1 } });
+    const i = ref.prompts.findIndex((p) => p.length > 4);
+    assertClose(await model.logits([ref.prompts[i]]), ref.logits[i].flat(), 1e-4, `${name} logits`);
+    model.destroy();
+    const cache = JSON.parse(await Deno.readTextFile(cacheFile));
+    const keys = Object.values(cache.adapters).flatMap((e) => Object.keys(e as object));
+    assert.ok(keys.some((k) => k.startsWith("matmul")), `no matmul choice cached: ${keys}`);
+  } finally {
+    await Deno.remove(cacheFile).catch(() => {});
+  }
+});
