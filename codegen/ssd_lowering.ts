@@ -10,7 +10,7 @@
 import type { Node } from "../dsl/ir.ts";
 import type { KernelArtifact } from "./artifact.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { emitScanKernels } from "./scan_kernel.ts";
+import { emitRecurrentScan } from "./scan_tuning.ts";
 import type { ScanSpec } from "./scan_spec.ts";
 import type { ScanStrategy } from "./scan_strategy.ts";
 import { defaultSsdChunk, emitSsdKernels } from "./ssd_kernel.ts";
@@ -35,7 +35,8 @@ export function chunkLengthFor(
  * Emits the kernels of one fused scan group, chunked or recurrent (see the module doc). Unless
  * the strategy forces the mode or the chunks, the choice is a tuning point: the recurrent kernels
  * and, where the SSD form exists, the chunked ones at each supported chunk length (the cost
- * model's pick is the default).
+ * model's pick is the default). The recurrent kernels' own strategy is a tuning point too
+ * (scan_tuning.ts), nested in this one where both exist.
  */
 export function emitScanGroup(
   spec: ScanSpec,
@@ -51,7 +52,7 @@ export function emitScanGroup(
     );
   }
   const len = spec.scan.shape[spec.scan.axes.indexOf(spec.scan.axis)];
-  const recurrent = () => emitScanKernels(spec, materialized, limits, name, aliases, force);
+  const recurrent = () => emitRecurrentScan(spec, materialized, limits, name, aliases, force);
   if (force.mode === "recurrent") return recurrent();
   const ssd = explainSsd(spec, materialized);
   if (force.mode === "chunked" && !ssd.form) {

@@ -1,5 +1,6 @@
 // The autotuner (runtime/autotune.ts): a matmul's tile configs, the chunked delta rule's
-// state-pass variants, a scan's lowering (recurrent or chunked, by chunk length) and the fused
+// state-pass variants, a scan's lowering (recurrent or chunked, by chunk length), the recurrent
+// scan's lanes and tiling, and the fused
 // scan backward's workgroup and checkpoints are timed on the adapter and cached per adapter and
 // key; a cached choice
 // is used without timing again (a planted choice shows it); the tuned program still agrees with
@@ -270,6 +271,53 @@ Deno.test("autotune: a scan with the SSD form chooses between recurrent and chun
       `${entry.choice}, seed ${seed}`,
     );
     prog.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("autotune: a recurrent scan's lanes and tiling are a choice; a planted one is used", async () => {
+  // The selective scan (a decay per channel and state: no SSD form) runs the recurrent kernel;
+  // its strategy is a tuning point of its own (codegen/scan_tuning.ts).
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  const next = rng(seed);
+  const sizes = { b: 2, l: 37, d: 5, n: 4 };
+  const fn = (t: Parameters<typeof selectiveScan>[0]) => selectiveScan(t).y;
+  const draw = (name: string) =>
+    name === "A" ? -0.5 - next() : name === "dt" ? next() - 2 : next() - 0.5;
+  try {
+    const prog = await compile(SELECTIVE_SCAN_INPUTS, fn, sizes, {
+      backend: "gpu",
+      autotune: { cacheFile, iterations: 2 },
+    });
+    const { cache, entry } = await cachedEntry(cacheFile, "recurrent scan ");
+    const timed = Object.keys(entry.ns);
+    assert.ok(timed.includes("default") && timed.length >= 3, `${timed}`);
+    const data = randomInputs32(prog, draw);
+    assertClose(await prog.run(data), prog.interpret(data), 1e-4, `${entry.choice}, seed ${seed}`);
+    prog.destroy();
+
+    // Plant one lane per channel: the next compile emits what forcing it emits.
+    const key = Object.keys(Object.values(cache.adapters)[0]).find((k) =>
+      k.startsWith("recurrent scan ")
+    )!;
+    for (const entries of Object.values(cache.adapters)) entries[key].choice = "lanes1";
+    await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+    const planted = await compile(SELECTIVE_SCAN_INPUTS, fn, sizes, {
+      backend: "gpu",
+      autotune: { cacheFile },
+    });
+    const forced = await compile(SELECTIVE_SCAN_INPUTS, fn, sizes, {
+      backend: "gpu",
+      scan: { lanes: 1 },
+    });
+    const wgsl = (p: { kernels: readonly { wgsl: string }[] }) => p.kernels.map((k) => k.wgsl);
+    assert.deepEqual(wgsl(planted), wgsl(forced));
+    assertClose(await planted.run(data), planted.interpret(data), 1e-4, `lanes1, seed ${seed}`);
+    planted.destroy();
+    forced.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
