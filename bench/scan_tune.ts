@@ -10,7 +10,8 @@
  * Knobs a variant leaves out take the current defaults (codegen/scan_strategy.ts); the variant
  * "before 2026-12-03" spells out the defaults that held until then.
  *
- * `--only` keeps the variants whose names contain one of the given `;`-separated strings.
+ * `--only` keeps the variants whose names contain one of the given `;`-separated strings. The
+ * variant `autotuned` is the autotuner's choice (measured into a fresh cache when compiled).
  * `--batches 1,2,…` also times the kept variants at each of those batch sizes (same l, d, n):
  * the time per batch shows when the launch stops fitting on the GPU at once.
  *
@@ -48,6 +49,8 @@ const bytes = scanBenchBytes(s);
  * defaults, the defaults they replaced, and one step away from the default along each knob.
  * The longer lists of earlier sweeps are in git history (bench/scan_tune.ts at 0239a98).
  */
+/** The variant compiled with the autotuner (a fresh cache) instead of a strategy. */
+const AUTOTUNED = "autotuned";
 const variants: Record<string, ScanStrategy> = {
   "L16 prelude math, no prefetch, scalar (old default)": {
     lanes: 16,
@@ -93,6 +96,9 @@ const variants: Record<string, ScanStrategy> = {
   },
   "tiled, 32x8, 8-step loop, sums by shuffles": { tileSteps: 16, lanes: 8, workgroup: 256 },
   "default": {},
+  // The autotuner's pick among the recurrent scan's candidates (codegen/scan_tuning.ts),
+  // measured into a fresh cache when compiled.
+  [AUTOTUNED]: {},
 };
 /** Variants also timed in step mode (l = 1, state updated in place). */
 const stepVariants = [
@@ -112,9 +118,14 @@ const programs: { name: string; prog: Program; best: number[] }[] = [];
 let reference: Float32Array | undefined;
 for (const [name, strategy] of Object.entries(variants)) {
   try {
-    const prog = await compile(SELECTIVE_SCAN_INPUTS, (t) => selectiveScan(t).y, s, {
-      scan: strategy,
-    });
+    const prog = await compile(
+      SELECTIVE_SCAN_INPUTS,
+      (t) => selectiveScan(t).y,
+      s,
+      name === AUTOTUNED
+        ? { autotune: { cacheFile: `${Deno.makeTempDirSync()}/autotune.json` } }
+        : { scan: strategy },
+    );
     const y = await prog.run(inputs);
     reference ??= y;
     let diff = 0, norm = 0;
