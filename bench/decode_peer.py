@@ -10,7 +10,10 @@ captures the decode step's CUDA graph), then times:
   - `step_ms`: the captured decode graph replayed 128 times with greedy sampling on the GPU
     (CUDA events), milliseconds per step, and its tokens/s (batch / step).
 Mamba-1's prompt runs through `selective_scan_ref` (the CUDA scan is not built here); Mamba-2
-blocks run with `use_mem_eff_path=False` (REFERENCE.md). Prints one JSON object per line.
+blocks run with `use_mem_eff_path=False` (REFERENCE.md). Also, for Mamba-2 (whose prompt runs
+mamba_ssm's Triton SSD kernels), `prefill_ms`: a batch-1 forward over `--prefill` tokens (default
+2048; CUDA events, median of 5 after 2 warm-ups), the anchor of lm_bench.ts's `prefill_2048_s`.
+Mamba-1's forward here is the torch reference scan, no anchor. Prints one JSON object per line.
 
     PYTHONPATH=.peer python3 bench/decode_peer.py [--kinds mamba,mamba2] [--sizes 130m]
       [--batches 1,8,64] [--dtypes f32,bf16]
@@ -28,6 +31,8 @@ parser.add_argument("--sizes", default="130m")
 parser.add_argument("--batches", default="1,8,64")
 parser.add_argument("--dtypes", default="f32,bf16")
 parser.add_argument("--tokens", type=int, default=128)
+parser.add_argument("--prefill", type=int, default=2048,
+                    help="also time a batch-1 forward over this many tokens (Mamba-2 only; 0: off)")
 args = parser.parse_args()
 
 from mamba_ssm.models.config_mamba import MambaConfig  # noqa: E402
@@ -83,12 +88,35 @@ def measure(model, batch, tokens):
     return batch * tokens / whole, step_ms
 
 
+@torch.inference_mode()
+def prefill_ms(model, length):
+    ids = torch.randint(1, 50000, (1, length), device="cuda")
+    times = []
+    for i in range(7):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(ids)
+        end.record()
+        torch.cuda.synchronize()
+        if i >= 2:
+            times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
 print(json.dumps({"anchor": "device", "name": torch.cuda.get_device_name(),
                   "torch": torch.__version__}), flush=True)
 for size in args.sizes.split(","):
     for kind in args.kinds.split(","):
         for dname in args.dtypes.split(","):
             model = build(kind, size, DTYPES[dname])
+            if kind == "mamba2" and args.prefill > 0:
+                row = {"bench": "prefill_mamba_ssm", "kind": kind, "size": size, "dtype": dname,
+                       "length": args.prefill}
+                try:
+                    row["prefill_ms"] = round(prefill_ms(model, args.prefill), 3)
+                except Exception as e:
+                    row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                print(json.dumps(row), flush=True)
             for batch in (int(b) for b in args.batches.split(",")):
                 row = {"bench": "decode_mamba_ssm_cg", "kind": kind, "size": size,
                        "dtype": dname, "batch": batch}
