@@ -251,6 +251,37 @@ export function pow2ceil(n: number): number {
   return p;
 }
 
+/** Most states one lane holds by default (more lanes per channel above that). */
+const MAX_STATES_PER_LANE = 8;
+/** Most lanes per channel chosen by default (the autotuner may pick 32). */
+const MAX_AUTO_LANES = 16;
+/** Threads a short scan's launch should have before extra lanes stop being added. */
+const SHORT_SCAN_THREADS = 32768;
+/** Scans shorter than this run one chunk: lanes are their only parallelism across states. */
+const SHORT_SCAN_STEPS = 256;
+
+/**
+ * Default lanes per channel: a few lanes, each holding several states, so the GPU fills without
+ * paying per-channel work (loads, softplus, epilogue) on every state element. At least
+ * DEFAULT_LANES and at most MAX_STATES_PER_LANE states a lane; a scan too short to chunk whose
+ * launch has fewer than SHORT_SCAN_THREADS threads doubles them while it can (up to
+ * MAX_AUTO_LANES, the states, the subgroup and, past one step, the length, which keeps blocks
+ * lane-transposed). Measured by the autotuner on an H100 (2026-12-07, bench/RESULTS.md):
+ * Mamba-2's decode scan (128 states, 1,536 channels) took 23.1 µs with 16 lanes against 32.4
+ * with 8, its 16-step prompt chunk 31.9 against 247.9 and at batch 64 320 against 3,386;
+ * Mamba's decode scan (16 states) 6.3 against 6.9 and its 16-step chunk 37.8 against 59.9.
+ */
+function defaultLanes(ns: number, nc: number, len: number, subgroup: number): number {
+  const cap = Math.min(pow2ceil(ns), subgroup, MAX_AUTO_LANES);
+  let lanes = Math.min(cap, Math.max(DEFAULT_LANES, pow2ceil(ns) / MAX_STATES_PER_LANE));
+  if (len < SHORT_SCAN_STEPS) {
+    while (nc * lanes < SHORT_SCAN_THREADS && 2 * lanes <= cap && (len === 1 || 2 * lanes <= len)) {
+      lanes *= 2;
+    }
+  }
+  return lanes;
+}
+
 /** Chooses lanes per channel and the chunk count. */
 export function chooseScanStrategy(
   spec: ScanSpec,
@@ -277,10 +308,8 @@ export function chooseScanStrategy(
         `(give tileSteps to tile it)`,
     );
   }
-  // A few lanes per channel, each holding several states: enough threads to fill the GPU
-  // without paying per-channel work (loads, softplus, epilogue) on every state element.
   let lanes = force.lanes ??
-    (canShuffle && ns > 1 ? Math.min(pow2ceil(ns), limits.subgroupMinSize, DEFAULT_LANES) : 1);
+    (canShuffle && ns > 1 ? defaultLanes(ns, nc, len, limits.subgroupMinSize) : 1);
   if (lanes > 1 && (!canShuffle || lanes > limits.subgroupMinSize || (lanes & (lanes - 1)))) {
     throw new Error(
       `scan: ${lanes} lanes per channel need subgroups of at least that size (power of two); ` +
@@ -289,7 +318,7 @@ export function chooseScanStrategy(
   }
   if (spec.outputs.some((o) => !o.contract)) lanes = 1;
   const threads = nc * lanes;
-  const auto = len >= 256 && threads < 32768
+  const auto = len >= SHORT_SCAN_STEPS && threads < SHORT_SCAN_THREADS
     ? Math.max(1, Math.min(Math.ceil(len / 64), Math.ceil(65536 / threads)))
     : 1;
   const chunks = Math.min(force.chunks ?? auto, len);
