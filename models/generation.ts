@@ -20,14 +20,16 @@ import { runPrompt } from "./prompt_run.ts";
 import { checkTokens, describe, eosIds, nonFiniteStepError } from "./model_call_checks.ts";
 
 /**
- * Steps per block at most, by default. Each block costs a readback (at least 10 ms in Deno)
- * during which the GPU lives on the next block alone, and encoding the block after must finish
- * before that runs out: with 64-step blocks the 130M shapes' GPU idled between blocks on an H100
- * (2026-12-07: 0.45–0.52 ms of GPU time a step, 0.24–0.35 ms to encode one, 11–12 ms a
- * readback; bench/RESULTS.md); 128 leaves it 47–55 ms to encode about 31–45. Not more: a row's
- * end token is seen one block late, and the block in flight then is wasted work.
+ * Steps per block at most, by default. Each block costs a readback (its map resolves about
+ * 11–12 ms after it is requested in Deno) while the GPU lives on the next block alone, and
+ * encoding a step costs the CPU about as much as the GPU's step (0.24–0.52 ms against
+ * 0.46–0.62 ms for the 130M shapes on an H100, 2026-12-07). Blocks double from 8 steps: a
+ * block four times the last (tried, up to 128) took longer to encode than the GPU took to run
+ * the last, which then idled (45 ms in a 256-token call), and 128-token calls ran 5–18% slower
+ * than with 32-step blocks (bench/RESULTS.md). Doubling to 64 ran 1,578–1,644 tok/s over 1,024
+ * tokens there; the four-fold ramp to 128, 1,532.
  */
-const DEFAULT_BLOCK = 128;
+const DEFAULT_BLOCK = 64;
 
 /** Options of {@link LanguageModel.generate}. */
 export interface GenerateOptions extends SamplingOptions {
@@ -41,8 +43,8 @@ export interface GenerateOptions extends SamplingOptions {
   /** Called with each block of new tokens per row, as blocks arrive. */
   onTokens?: (tokens: number[][]) => void;
   /**
-   * Largest number of decode steps per submit (default 128). Blocks start at 8 steps, so text
-   * starts streaming early, and grow fourfold up to this size.
+   * Largest number of decode steps per submit (default 64). Blocks start at 8 steps, so text
+   * starts streaming early, and double up to this size.
    */
   blockSize?: number;
 }
@@ -124,11 +126,11 @@ export async function generateTokens(
       count: number;
       encoded: EncodedDispatches;
     }
-    // Encodes the next block of steps (without submitting it). Blocks grow from 8 steps
-    // fourfold: the first tokens arrive early, and later blocks amortize each readback.
+    // Encodes the next block of steps (without submitting it). Blocks double from 8 steps: the
+    // first tokens arrive early, and later blocks amortize each readback.
     const encodeBlock = async (): Promise<Block> => {
       const first = submitted;
-      const count = Math.min(lastCount === 0 ? 8 : 4 * lastCount, block, maxNew - first);
+      const count = Math.min(lastCount === 0 ? 8 : 2 * lastCount, block, maxNew - first);
       lastCount = count;
       submitted += count;
       const dispatches: Dispatch[] = [];

@@ -96,8 +96,8 @@ Deno.test("generation stops at EOS, streams what it returns, and a block in flig
     const again = await model.generate([prompt], { maxNew: 12, eos: -1, blockSize });
     assert.deepEqual(again[0], full, `block size ${blockSize}`);
   }
-  // The default blocks (8, 32, then 128 steps) stream the same tokens as single steps; the blocks
-  // arrive in that order.
+  // The default blocks (8, 16, 32, then 64 steps) stream the same tokens as single steps; the
+  // blocks arrive in that order.
   const long = (await model.generate([prompt], { maxNew: 300, eos: -1, blockSize: 1 }))[0];
   const blocks: number[] = [];
   const byDefault = await model.generate([prompt], {
@@ -106,7 +106,7 @@ Deno.test("generation stops at EOS, streams what it returns, and a block in flig
     onTokens: (t) => blocks.push(t[0].length),
   });
   assert.deepEqual(byDefault[0], long);
-  assert.deepEqual(blocks, [8, 32, 128, 128, 4]);
+  assert.deepEqual(blocks, [8, 16, 32, 64, 64, 64, 52]);
   model.destroy();
 });
 
