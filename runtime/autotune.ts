@@ -140,8 +140,9 @@ export async function autotune(
  * their medians added); the fastest is the choice. The candidates are timed twice, in one order
  * and then the reverse, and each keeps its faster round: a GPU idle before tuning (compiling on
  * the host) may run its first kernels at low clocks, the likely reason the first candidate, the
- * recurrent GLA scan, lost on an H100 to chunks of 16 that ran 3× slower in the program (not yet
- * confirmed on a GPU).
+ * recurrent GLA scan, lost on an H100 to chunks of 16 that ran 3× slower in the program. In the
+ * second round each candidate first runs for about {@link WARMUP_NS} of GPU time (sized from its
+ * first-round time), so short kernels are timed at working clocks too.
  */
 async function timeCandidates(
   ctx: GpuContext,
@@ -189,12 +190,13 @@ async function timeCandidates(
       if (!error && dispatches) prepared.push([name, dispatches]);
     }
     const failed = new Set<string>();
-    for (const order of [prepared, [...prepared].reverse()]) {
+    for (const [round, order] of [prepared, [...prepared].reverse()].entries()) {
       for (const [name, dispatches] of order) {
         ctx.device.pushErrorScope("validation");
         let total: number | undefined;
         try {
-          const timings = await timeDispatches(ctx, dispatches, { warmup: 3, iterations });
+          const warmup = round === 0 ? 3 : warmupRuns(ns[name]);
+          const timings = await timeDispatches(ctx, dispatches, { warmup, iterations });
           total = timings.reduce((sum, t) => sum + t.medianNs, 0);
         } catch {
           // As above: not a choice.
@@ -212,6 +214,21 @@ async function timeCandidates(
   const entry: TunedEntry = { choice: ranked.length > 0 ? ranked[0][0] : point.chosen, ns };
   if (nested.size > 0) entry.nested = [...nested];
   return entry;
+}
+
+/**
+ * GPU work run just before a candidate's timed runs in the second round: a kernel of a few µs
+ * timed a dozen times between readbacks keeps the GPU near its idle clocks (on an H100,
+ * 2026-12-07, the tuner's times read about 3× the same kernels' times inside a decode step).
+ */
+const WARMUP_NS = 10e6;
+/** Most warm-up runs of one candidate. */
+const MAX_WARMUP_RUNS = 2000;
+
+/** Warm-up runs worth {@link WARMUP_NS} of a candidate that took `ns` in the first round. */
+function warmupRuns(ns: number | undefined): number {
+  if (ns === undefined || !(ns > 0)) return 3;
+  return Math.min(MAX_WARMUP_RUNS, Math.max(3, Math.ceil(WARMUP_NS / ns)));
 }
 
 /** Tuning points nest at most this deep (a lowering's choice among kernels with their own). */
