@@ -59,9 +59,8 @@ function topKinds(kernels: readonly { name: string; medianNs: number }[]) {
 const dtype = values.dtype as WeightDtype;
 // `--autotune`: every program is tuned on this adapter into a fresh cache (rows end `_autotuned`).
 const autotune = values.autotune
-  ? { cacheFile: await Deno.makeTempFile({ suffix: ".json" }) }
+  ? { cacheFile: `${await Deno.makeTempDir()}/autotune.json` }
   : false;
-if (autotune) await Deno.remove(autotune.cacheFile);
 const suffix = (dtype === "f32" ? "" : `_${dtype}`) + (autotune ? "_autotuned" : "");
 for (const kind of (kindsArg ?? "mamba,mamba2").split(",")) {
   const model = await loadModel(`${root}/${kind}`, { progress: false, dtype, autotune });

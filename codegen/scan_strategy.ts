@@ -255,9 +255,15 @@ export function pow2ceil(n: number): number {
 const MAX_STATES_PER_LANE = 8;
 /** Most lanes per channel chosen by default (the autotuner may pick 32). */
 const MAX_AUTO_LANES = 16;
-/** Threads a short scan's launch should have before extra lanes stop being added. */
+/**
+ * Threads below which a launch leaves a large GPU idle: a long scan then splits into chunks, a
+ * short one takes more lanes per channel.
+ */
 const SHORT_SCAN_THREADS = 32768;
-/** Scans shorter than this run one chunk: lanes are their only parallelism across states. */
+/**
+ * Scans at least this long may be chunked; shorter ones run one chunk, so lanes are their only
+ * parallelism across states.
+ */
 const SHORT_SCAN_STEPS = 256;
 
 /**
