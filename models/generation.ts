@@ -156,19 +156,23 @@ export async function generateTokens(
         })),
         { buffer: lane.stateBuf, byteLength: 4 * b * STATE_WORDS },
       ]);
-    // Software pipelining, shaped by two facts of Deno's WebGPU (bench/RESULTS.md): a map
-    // resolves once all work submitted before it was requested is done, and encoding while a
-    // map is pending is about 3× slower. So, while the GPU runs block k: encode block k + 1
-    // (no map pending), request block k's map (it waits for block k alone), submit block
-    // k + 1, then wait for block k's tokens. Blocks in flight when every row has stopped are
-    // discarded.
+    // Software pipelining, shaped by how Deno's WebGPU maps a buffer (bench/RESULTS.md): the
+    // `mapAsync` call first waits, blocking, until all work submitted so far is done, then
+    // settles its promise at least 10 ms later while the thread is free. So, while the GPU runs
+    // block k with block k + 1 encoded: request block k's map (it waits for block k alone),
+    // submit block k + 1 at once, encode block k + 2 while the map settles, then read block k.
+    // The GPU idles only between a map's wait and the next submit. Blocks in flight or encoded
+    // when every row has stopped are discarded.
+    const more = () => submitted < maxNew;
     let current: Block | undefined = await encodeBlock();
     await submitEncoded(ctx, current.encoded);
+    let next: Block | undefined = more() ? await encodeBlock() : undefined;
     while (current) {
-      const next: Block | undefined = submitted < maxNew ? await encodeBlock() : undefined;
       const read = readBlock(current);
+      let after: Block | undefined;
       try {
         if (next) await submitEncoded(ctx, next.encoded);
+        after = next && more() ? await encodeBlock() : undefined;
       } catch (e) {
         read.catch(() => {});
         throw e;
@@ -191,6 +195,7 @@ export async function generateTokens(
       options.onTokens?.(arrived);
       if (done.every((d) => d)) break;
       current = next;
+      next = after;
     }
     if (trace) console.error(`ssmkit generate trace (ms): ${trace.join("; ")}; end ${at()}`);
     return result;
