@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The open issues' GPU rows, in parts that each fit one `device` call (at most 600 s): every
+# step runs under its own time limit, so a slow or failing step costs only its own rows, and
+# every ratio's anchor runs in the same part as the number it divides.
+#
+#   source .gpu/env.sh && bench/issue_round.sh PART [PART…]     # logs in $OUT/PART
+#
+# Parts (a part's worst case is the sum of its limits, in brackets):
+#   train   issue 18: the suite; a training step of the Mamba-2 130M shape at b = 8, l = 2048
+#           and the Mamba-1 scan backward at b = 8, l = 4096 against mamba_ssm and HF's torch
+#           path (bench/train_round.sh; HF's step needs more than an H100's 80 GB) [580 s]
+#   decode  issues 18, 22: the induction demo to 1M tokens; batch-1 and batch-64 decode of the
+#           130M shapes in f32 and f16 against mamba_ssm's generate with CUDA graphs [570 s]
+#   tune    issue 22: decode with every program autotuned; the scan's autotuner against the
+#           hand-picked strategies [410 s]
+#   big     issue 22: the 1.4B shapes (Mamba-2 and Mamba, f32 and f16) against mamba_ssm [480 s]
+#   ssd     issues 22, 19: SSD at l = 8192 with f16 inputs against Triton bf16; cumsum and
+#           cummax against the copy and torch [370 s]
+#   delta   issue 19: Gated DeltaNet against FLA (f32, bf16; default, forced and autotuned) [420 s]
+#   layers  issue 20: GLA and simple GLA against FLA; attention against torch [560 s]
+#
+# Peers run from fetched sources in .peer (mamba_ssm, fla; see ../shared/REFERENCE.md). The
+# last lines of each step's log are printed after it; the full logs stay in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root="${OUT:-/tmp/issue_round}"
+[ -d .gpu/deno_dir ] || { [ -f .gpu/deno_dir.tar.xz ] && tar -xJf .gpu/deno_dir.tar.xz -C .gpu; }
+peer="PYTHONPATH=.peer:bench"
+ck="${ISSUE_ROUND_CHECKPOINTS:-/tmp/issue_round_checkpoints}"
+
+# step NAME SECONDS COMMAND: runs COMMAND (a shell line) under a time limit into NAME.log.
+step() {
+  local name="$1" limit="$2" cmd="$3" t0=$SECONDS
+  timeout "$limit" bash -c "$cmd" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "--- $name: exit $rc after $((SECONDS - t0)) s (limit $limit)"
+  grep -v '^ssmkit generate trace' "$out/$name.log" | tail -n "${ISSUE_ROUND_TAIL:-8}"
+}
+
+# The 130M (or 1.4B) checkpoints of HF's configs with random weights, once per machine.
+checkpoints() {
+  local size="$1" dir="$ck/$1" missing=()
+  for k in mamba mamba2; do [ -f "$dir/$k/config.json" ] || missing+=("$k"); done
+  [ ${#missing[@]} -eq 0 ] || step "checkpoints_$size" 100 \
+    "PYTHONPATH=bench python3 bench/lm_hf.py $dir $(IFS=,; echo "${missing[*]}") $size"
+}
+
+run_part() {
+  out="$root/$1"
+  mkdir -p "$out"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader > "$out/gpu.txt" 2>&1
+  echo "=== part $1 on $(head -1 "$out/gpu.txt") at $(date -u +%FT%TZ), tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  case "$1" in
+    train)
+      step suite 120 "deno task test"
+      step train 460 "OUT=$out/train TRAIN_CASES=mamba2_130m_step@8x2048,scan_bwd@8x4096 \
+        TRAIN_STEPS=3 TRAIN_PEER_EACH=180 TRAIN_PEER_TIMEOUT=320 TRAIN_SSMKIT_TIMEOUT=130 \
+        bench/train_round.sh"
+      ;;
+    decode)
+      step demo 180 "deno task demo --max-len 1048576"
+      checkpoints 130m
+      step lm_f32 70 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64"
+      step lm_f16 60 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64 --dtype f16"
+      step mamba_ssm 160 "$peer python3 bench/decode_peer.py --sizes 130m --batches 1,64"
+      ;;
+    tune)
+      checkpoints 130m
+      step lm_autotuned 230 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64 --autotune"
+      step scan_tune 80 "deno run -A bench/scan_tune.ts --only 'default;lane kernel;tiled 16 steps, 32 channels x 4 lanes;autotuned' --rounds 2"
+      ;;
+    ssd)
+      step ssd_f16 180 "deno run -A bench/ssd_bench.ts --lengths 8192 --dtype f16"
+      step ssd_triton 70 "$peer python3 bench/ssd_torch.py --lengths 8192"
+      step cum 60 "deno run -A bench/cum_bench.ts"
+      step cum_torch 60 "python3 bench/cum_torch.py"
+      ;;
+    big)
+      checkpoints 1.4b
+      step lm_14b_f32 120 "deno run -A bench/lm_bench.ts $ck/1.4b mamba2,mamba --size 1.4b --batches="
+      step lm_14b_f16 90 "deno run -A bench/lm_bench.ts $ck/1.4b mamba2,mamba --size 1.4b --batches= --dtype f16"
+      step mamba_ssm_14b 170 "$peer python3 bench/decode_peer.py --sizes 1.4b --batches 1 --dtypes f32"
+      ;;
+    delta)
+      step delta 420 "$peer deno run -A bench/delta_bench.ts --peer --autotune"
+      ;;
+    layers)
+      step gla 400 "$peer deno run -A bench/gla_bench.ts --peer"
+      step attention 90 "deno run -A bench/attention_bench.ts"
+      step attention_torch 70 "python3 bench/attention_torch.py"
+      ;;
+    *)
+      echo "issue_round: unknown part \"$1\" (train, decode, tune, big, ssd, delta, layers)" >&2
+      return 2
+      ;;
+  esac
+}
+
+[ $# -gt 0 ] || { sed -n '2,22p' "$0"; exit 2; }
+for part in "$@"; do run_part "$part" || exit $?; done
