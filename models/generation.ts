@@ -116,7 +116,8 @@ export async function generateTokens(
     const done = new Array(b).fill(false);
     let submitted = 0;
     let lastCount = 0;
-    // SSMKIT_TRACE_GENERATE=1 prints when each block was submitted and read back (stderr).
+    // SSMKIT_TRACE_GENERATE=1 prints when each block was encoded, submitted, requested and read
+    // back (stderr).
     const trace = traceRequested() ? [] as string[] : undefined;
     const t0 = performance.now();
     const at = () => (performance.now() - t0).toFixed(1);
@@ -164,14 +165,19 @@ export async function generateTokens(
     // The GPU idles only between a map's wait and the next submit. Blocks in flight or encoded
     // when every row has stopped are discarded.
     const more = () => submitted < maxNew;
+    const submit = async (blk: Block) => {
+      await submitEncoded(ctx, blk.encoded);
+      trace?.push(`submit ${blk.first}+${blk.count} at ${at()}`);
+    };
     let current: Block | undefined = await encodeBlock();
-    await submitEncoded(ctx, current.encoded);
+    await submit(current);
     let next: Block | undefined = more() ? await encodeBlock() : undefined;
     while (current) {
+      trace?.push(`request ${current.first}+${current.count} at ${at()}`);
       const read = readBlock(current);
       let after: Block | undefined;
       try {
-        if (next) await submitEncoded(ctx, next.encoded);
+        if (next) await submit(next);
         after = next && more() ? await encodeBlock() : undefined;
       } catch (e) {
         read.catch(() => {});

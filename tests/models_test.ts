@@ -110,6 +110,46 @@ Deno.test("generation stops at EOS, streams what it returns, and a block in flig
   model.destroy();
 });
 
+Deno.test("generation asks for block k's tokens before submitting k + 1, and encodes k + 2 before reading k", async () => {
+  const model = await loadModel(new URL("mamba_tied_n8", root).pathname, { progress: false });
+  const lines: string[] = [];
+  const printError = console.error;
+  Deno.env.set("SSMKIT_TRACE_GENERATE", "1");
+  try {
+    console.error = (...parts: unknown[]) => lines.push(parts.join(" "));
+    await model.generate([[1, 2, 3]], { maxNew: 200, eos: -1 });
+  } finally {
+    console.error = printError;
+    Deno.env.delete("SSMKIT_TRACE_GENERATE");
+    model.destroy();
+  }
+  const trace = lines.find((l) => l.startsWith("ssmkit generate trace"));
+  assert.ok(trace, `no trace among ${JSON.stringify(lines)}`);
+  // Events in order, as "encode 0", "submit 0", "request 0", "read 0" (a block by its first step).
+  const events = [...trace.matchAll(/(encode|submit|request|read) (\d+)\+/g)].map((m) =>
+    `${m[1]} ${m[2]}`
+  );
+  const at = (event: string) => {
+    const i = events.indexOf(event);
+    assert.ok(i >= 0, `"${event}" missing from ${events.join(", ")}`);
+    return i;
+  };
+  const firsts = [0, 8, 24, 56, 120, 184]; // blocks of 8, 16, 32, 64, 64 and 16 steps
+  assert.deepEqual(events.filter((e) => e.startsWith("read")), firsts.map((f) => `read ${f}`));
+  assert.ok(at("submit 0") < at("encode 8"), "the first block runs while the second is encoded");
+  for (let k = 0; k + 1 < firsts.length; k++) {
+    const [blk, next, after] = [firsts[k], firsts[k + 1], firsts[k + 2]];
+    // The map of block k is requested before block k + 1 is submitted (so it waits for block k
+    // alone), and block k + 2 is encoded while that map settles, before block k is read.
+    assert.ok(at(`request ${blk}`) < at(`submit ${next}`), `block ${blk}: ${events.join(", ")}`);
+    assert.ok(at(`submit ${next}`) < at(`read ${blk}`), `block ${blk}: ${events.join(", ")}`);
+    if (after !== undefined) {
+      assert.ok(at(`submit ${next}`) < at(`encode ${after}`), `block ${blk}: ${events.join(", ")}`);
+      assert.ok(at(`encode ${after}`) < at(`read ${blk}`), `block ${blk}: ${events.join(", ")}`);
+    }
+  }
+});
+
 Deno.test("bad inputs to a loaded model are clear errors", async () => {
   const model = await loadModel(new URL("mamba_tied_n8", root).pathname, { progress: false });
   await assert.rejects(
