@@ -27,9 +27,12 @@ import {
   fitTile,
   forEachOutput,
   gemmLoop,
+  type GemmLoopOptions,
+  hoistedB,
   kGroupScratch,
   kGroupSum,
   sharedOperand,
+  type Stage,
   stagedSizes,
   threadCoords,
   type TileShape,
@@ -173,17 +176,97 @@ export function emitTiledPass(
   });
   const s0At = (v: string, key: string) =>
     `((bpos * ${u(chunks)} + n) * ${u(s.dv)} + ${v}) * ${u(s.dk)} + ${key}`;
-  const keyLoad = (k: string, w4: string, tag: string) => {
-    const e = top.fork(tag);
-    const vs = [0, 1, 2, 3].map((i) =>
-      loads.key(e, "k", clampIndex(`base + ${k}`, s.len), clampIndex(`${w4} * 4u + ${u(i)}`, s.dk))
-    );
-    const mask = [0, 1, 2, 3].map((i) => `${w4} * 4u + ${u(i)} < ${u(s.dk)}`);
-    return {
-      lines: e.lines,
-      value: `vec4<f32>(${vs.map((v, i) => `select(0.0, ${v}, ${mask[i]})`).join(", ")})`,
-    };
+  // K (the update's B) and W (the projection's B) of the chunk starting at step `at`.
+  const keyStage = (at: string): Stage => ({
+    fast: "w",
+    load: (k, w4, tag) => {
+      const e = top.fork(tag);
+      const vs = [0, 1, 2, 3].map((i) =>
+        loads.key(
+          e,
+          "k",
+          clampIndex(`${at} + ${k}`, s.len),
+          clampIndex(`${w4} * 4u + ${u(i)}`, s.dk),
+        )
+      );
+      const mask = [0, 1, 2, 3].map((i) => `${w4} * 4u + ${u(i)} < ${u(s.dk)}`);
+      return {
+        lines: e.lines,
+        value: `vec4<f32>(${vs.map((v, i) => `select(0.0, ${v}, ${mask[i]})`).join(", ")})`,
+      };
+    },
+  });
+  const wStage = (at: string): Stage => ({
+    fast: "k",
+    load: (k, w4) => ({
+      lines: [],
+      value: `vec4<f32>(${
+        [0, 1, 2, 3].map((i) =>
+          `select(0.0, ${wu}[${wRow(`${at} + ${w4} * 4u + ${u(i)}`)} + ${
+            clampIndex(k, s.dk)
+          }], ${k} < ${u(s.dk)})`
+        ).join(", ")
+      })`,
+    }),
+  });
+  // Both products take B from global memory, so each one's first slice is loaded ahead (its
+  // registers hoisted out of the chunk loop): the projection's for chunk n + 1 during the
+  // update's last slice, the update's during the projection's last. The pass runs about one
+  // workgroup per SM, so these loads had nothing to hide behind. U and G, read when U' is
+  // formed, are loaded at the chunk's start for the same reason.
+  const projectOpts: GemmLoopOptions = {
+    tile: project,
+    threads,
+    a: sharedOperand("sh_S", dkp),
+    b: wStage("base"),
+    kBegin: "0u",
+    kEnd: u(dkp),
+    tag: "x_",
+    shA: "shA",
+    shB: "shB",
+    kGroups,
+    hoistB: true,
   };
+  const updateOpts: GemmLoopOptions = {
+    tile: update,
+    threads,
+    a: sharedOperand("sh_U", rows, true),
+    b: keyStage("base"),
+    kBegin: "0u",
+    kEnd: u(c),
+    tag: "s_",
+    shA: "shA",
+    shB: "shB",
+    hoistB: true,
+  };
+  const projectB = hoistedB(projectOpts), updateB = hoistedB(updateOpts);
+  // U' inputs of the thread's projection outputs: U[r][v] per output, G[r] per column.
+  const { tx: xTx } = tileThreads(project);
+  const uName = (row: number, e: number, c4: number) => `pu_${row}_${c4}_${e}`;
+  const gName = (c4: number, e: number) => `pg_${c4}_${e}`;
+  const stepOf = (c4: number, e: number) => `((x_tx + ${u(c4 * xTx)}) * 4u + ${u(e)})`;
+  const uPrefetch: string[] = [];
+  for (let c4 = 0; c4 < project.tn / 4; c4++) {
+    for (let e = 0; e < 4; e++) {
+      uPrefetch.push(
+        `let ${gName(c4, e)} = ${wu}[${wRow(`base + ${stepOf(c4, e)}`)} + ${u(s.dk + s.dv)}];`,
+      );
+    }
+  }
+  let outIndex = 0;
+  forEachOutput(project, "x_", (row) => {
+    const r = outIndex++;
+    const c4 = r % (project.tn / 4);
+    const rowIndex = Math.floor(r / (project.tn / 4));
+    for (let e = 0; e < 4; e++) {
+      uPrefetch.push(
+        `let ${uName(rowIndex, e, c4)} = ${wu}[${wRow(`base + ${stepOf(c4, e)}`)} + ${u(s.dk)} + ${
+          clampIndex(`v0 + ${row}`, s.dv)
+        }];`,
+      );
+    }
+    return [];
+  });
   const body = [
     `let bpos = wid / ${u(blocks)};`,
     `let v0 = (wid % ${u(blocks)}) * ${u(rows)};`,
@@ -195,9 +278,13 @@ export function emitTiledPass(
     `if (s_act) {`,
     ...initLines.map((l) => `  ${l}`),
     `}`,
+    ...projectB.declarations,
+    ...updateB.declarations,
+    ...projectB.loads("0u", wStage("0u")),
     `for (var n: u32 = 0u; n < ${u(chunks)}; n++) {`,
     `  let base = n * ${u(c)};`,
     `  let glast = ${wu}[${wRow(`base + ${u(c - 1)}`)} + ${u(s.dk + s.dv)}];`,
+    ...uPrefetch.map((l) => `  ${l}`),
     // S₀ to the scratch and to workgroup memory.
     `  if (s_act) {`,
     ...indent(
@@ -211,54 +298,34 @@ export function emitTiledPass(
     `  workgroupBarrier();`,
     // X = S₀·Wᵀ.
     ...indent(accDecl(project, "x_"), "  ").split("\n"),
-    ...indent(
-      gemmLoop({
-        tile: project,
-        threads,
-        a: sharedOperand("sh_S", dkp),
-        b: {
-          fast: "k",
-          load: (k, w4) => ({
-            lines: [],
-            value: `vec4<f32>(${
-              [0, 1, 2, 3].map((i) =>
-                `select(0.0, ${wu}[${wRow(`base + ${w4} * 4u + ${u(i)}`)} + ${
-                  clampIndex(k, s.dk)
-                }], ${k} < ${u(s.dk)})`
-              ).join(", ")
-            })`,
-          }),
-        },
-        kBegin: "0u",
-        kEnd: u(dkp),
-        tag: "x_",
-        shA: "shA",
-        shB: "shB",
-        kGroups,
-      }),
-      "  ",
-    ).split("\n"),
+    ...indent(gemmLoop({ ...projectOpts, thenLoads: updateB.loads("0u") }), "  ").split("\n"),
     ...indent(kGroupSum(project, "x_", kGroups, "shB"), "  ").split("\n"),
     // U' = U − Xᵀ to the scratch; its decayed transpose to workgroup memory.
     `  if (x_act) {`,
     ...indent(
-      forEachOutput(project, "x_", (row, col4, acc) =>
-        [0, 1, 2, 3].flatMap((e) => {
-          const r = `(${col4} * 4u + ${u(e)})`;
-          return [
-            `{`,
-            `  let v = v0 + ${row};`,
-            `  let wr = ${wRow(`base + ${r}`)};`,
-            `  let uu = select(0.0, ${wu}[wr + ${u(s.dk)} + ${clampIndex("v", s.dv)}] - ${acc}.${
-              comp[e]
-            }, v < ${u(s.dv)});`,
-            `  if (v < ${u(s.dv)}) { out[(bpos * ${u(padded)} + base + ${r}) * ${
-              u(s.dv)
-            } + v] = uu; }`,
-            `  sh_U[${r} * ${u(rows)} + ${row}] = uu * exp(glast - ${wu}[wr + ${u(s.dk + s.dv)}]);`,
-            `}`,
-          ];
-        })),
+      (() => {
+        let index = 0;
+        return forEachOutput(project, "x_", (row, col4, acc) => {
+          const r4 = index++;
+          const c4 = r4 % (project.tn / 4);
+          const rowIndex = Math.floor(r4 / (project.tn / 4));
+          return [0, 1, 2, 3].flatMap((e) => {
+            const r = `(${col4} * 4u + ${u(e)})`;
+            return [
+              `{`,
+              `  let v = v0 + ${row};`,
+              `  let uu = select(0.0, ${uName(rowIndex, e, c4)} - ${acc}.${comp[e]}, v < ${
+                u(s.dv)
+              });`,
+              `  if (v < ${u(s.dv)}) { out[(bpos * ${u(padded)} + base + ${r}) * ${
+                u(s.dv)
+              } + v] = uu; }`,
+              `  sh_U[${r} * ${u(rows)} + ${row}] = uu * exp(glast - ${gName(c4, e)});`,
+              `}`,
+            ];
+          });
+        });
+      })(),
       "    ",
     ).split("\n"),
     `  }`,
@@ -268,15 +335,12 @@ export function emitTiledPass(
     ...forEachOutput(update, "s_", (_r, _c, acc) => [`  ${acc} = ${acc} * gl;`]),
     ...indent(
       gemmLoop({
-        tile: update,
-        threads,
-        a: sharedOperand("sh_U", rows, true),
-        b: { fast: "w", load: keyLoad },
-        kBegin: "0u",
-        kEnd: u(c),
-        tag: "s_",
-        shA: "shA",
-        shB: "shB",
+        ...updateOpts,
+        thenLoads: [
+          `if (n + 1u < ${u(chunks)}) {`,
+          ...projectB.loads("0u", wStage(`base + ${u(c)}`)).map((l) => `  ${l}`),
+          `}`,
+        ],
       }),
       "  ",
     ).split("\n"),

@@ -6,8 +6,10 @@
  * `tm × tn` block in named vec4 registers (rows `(r4·TY + ty)·4 + e`, columns
  * `(c4·TX + tx)·4 + e`), so every inner-loop read is one vec4 at a constant offset from a
  * per-thread base. The next slice is loaded from global memory into registers while the current
- * one is multiplied. The caller supplies the loads as WGSL snippets (fused expressions,
- * scratch buffers, decay scaling), so one emitter serves all three SSD products.
+ * one is multiplied; a product whose B comes from global memory may have its first slice loaded
+ * earlier still, during the work before it (`hoistB`, `thenLoads`: the delta rule's state pass
+ * chains two products per chunk). The caller supplies the loads as WGSL snippets (fused
+ * expressions, scratch buffers, decay scaling), so one emitter serves all three SSD products.
  *
  * @module
  */
@@ -133,12 +135,8 @@ export function kGroupSum(t: TileShape, tag: string, kGroups: number, scratch: s
   return lines;
 }
 
-/**
- * The K loop: stages slices [kBegin, kEnd) (uniform u32 expressions; kEnd − kBegin a positive
- * multiple of kt) of A (Mt × kt) and B (kt × Nt) into `shA`/`shB` and accumulates. Every
- * barrier is in uniform control flow.
- */
-export function gemmLoop(opts: {
+/** Options of {@link gemmLoop}. */
+export interface GemmLoopOptions {
   tile: TileShape;
   threads: number;
   a: Stage;
@@ -150,53 +148,111 @@ export function gemmLoop(opts: {
   shB: string;
   /** Thread groups splitting each K slice (default 1; see {@link threadCoords}). */
   kGroups?: number;
-}): string[] {
+  /**
+   * B's registers are declared and its first slice loaded by the caller, earlier
+   * ({@link hoistedB}): a product whose B comes from global memory can then have its first
+   * slice in flight while the work before it runs (default false).
+   */
+  hoistB?: boolean;
+  /**
+   * Lines for the last slice's turn, where a next slice would be loaded: typically the next
+   * product's hoisted first slice, so its loads overlap this product's last multiply.
+   */
+  thenLoads?: string[];
+}
+
+/** One operand's staging slots: which vec4 of the slice each thread loads and stores. */
+interface SlotPlan {
+  op: { x: "a" | "b"; st: Stage; width: number; sh: string };
+  names: { k: string; w: string; sh: string; reg: string; guard?: string }[];
+  row: number;
+  /** The slots' index computations and register declarations. */
+  declarations: string[];
+}
+
+function slotPlan(opts: GemmLoopOptions, x: "a" | "b"): SlotPlan {
   const { tile: t, threads, tag } = opts;
+  const op = x === "a"
+    ? { x, st: opts.a, width: t.Mt, sh: opts.shA }
+    : { x, st: opts.b, width: t.Nt, sh: opts.shB };
+  const w4 = op.width / 4;
+  const slots = t.kt * w4;
+  const per = Math.ceil(slots / threads);
+  const row = rowLength(op.width);
+  const names: SlotPlan["names"] = [];
+  const declarations: string[] = [];
+  for (let p = 0; p < per; p++) {
+    const s = `${tag}${op.x}s${p}`;
+    declarations.push(`let ${s} = lid + ${u(p * threads)};`);
+    const k = `${tag}${op.x}k${p}`, w = `${tag}${op.x}w${p}`;
+    if (op.st.fast === "k") {
+      declarations.push(`let ${k} = ${s} % ${u(t.kt)};`, `let ${w} = ${s} / ${u(t.kt)};`);
+    } else {
+      declarations.push(`let ${k} = ${s} / ${u(w4)};`, `let ${w} = ${s} % ${u(w4)};`);
+    }
+    const sh = `${tag}${op.x}o${p}`;
+    declarations.push(`let ${sh} = ${k} * ${u(row)} + ${w};`);
+    const reg = `${tag}${op.x}p${p}`;
+    declarations.push(`var ${reg} = vec4<f32>(0.0);`);
+    const guard = (p + 1) * threads > slots ? `${s} < ${u(slots)}` : undefined;
+    names.push({ k, w, sh, reg, guard });
+  }
+  return { op, names, row, declarations };
+}
+
+/** Lines loading the slice at K offset `k0` of `plan`'s operand into its registers. */
+function slotLoads(plan: SlotPlan, k0: string, tag: string): string[] {
+  const lines: string[] = [];
+  plan.names.forEach((n, p) => {
+    const { lines: body, value } = plan.op.st.load(
+      `(${k0} + ${n.k})`,
+      n.w,
+      `${tag}${plan.op.x}${p}_`,
+    );
+    lines.push(`${n.guard ? `if (${n.guard}) ` : ""}{`);
+    for (const l of body) lines.push(`  ${l}`);
+    lines.push(`  ${n.reg} = ${value};`, `}`);
+  });
+  return lines;
+}
+
+/**
+ * B's registers of a {@link gemmLoop} with `hoistB`: `declarations` go in a scope enclosing the
+ * loop (before a loop over chunks, say), and `loads(k0, b)` (at the product's first K index, B
+ * possibly read at another position, e.g. the next chunk's) where the first slice should start.
+ */
+export function hoistedB(opts: GemmLoopOptions): {
+  declarations: string[];
+  loads: (k0: string, b?: Stage) => string[];
+} {
+  const plan = slotPlan(opts, "b");
+  return {
+    declarations: plan.declarations,
+    loads: (k0, b) =>
+      slotLoads(b ? { ...plan, op: { ...plan.op, st: b } } : plan, k0, `${opts.tag}h`),
+  };
+}
+
+/**
+ * The K loop: stages slices [kBegin, kEnd) (uniform u32 expressions; kEnd − kBegin a positive
+ * multiple of kt) of A (Mt × kt) and B (kt × Nt) into `shA`/`shB` and accumulates. Every
+ * barrier is in uniform control flow.
+ */
+export function gemmLoop(opts: GemmLoopOptions): string[] {
+  const { tile: t, tag } = opts;
   const kGroups = opts.kGroups ?? 1;
   if (t.kt % kGroups !== 0) {
     throw new Error(`internal: ${kGroups} groups over a K slice of ${t.kt}`);
   }
   const { tx, ty } = tileThreads(t);
   const lines: string[] = ["{"];
-  const ops = [
-    { x: "a", st: opts.a, width: t.Mt, sh: opts.shA },
-    { x: "b", st: opts.b, width: t.Nt, sh: opts.shB },
-  ];
-  const slotPlans = ops.map((op) => {
-    const w4 = op.width / 4;
-    const slots = t.kt * w4;
-    const per = Math.ceil(slots / threads);
-    const row = rowLength(op.width);
-    const names: { k: string; w: string; sh: string; reg: string; guard?: string }[] = [];
-    for (let p = 0; p < per; p++) {
-      const s = `${tag}${op.x}s${p}`;
-      lines.push(`  let ${s} = lid + ${u(p * threads)};`);
-      const k = `${tag}${op.x}k${p}`, w = `${tag}${op.x}w${p}`;
-      if (op.st.fast === "k") {
-        lines.push(`  let ${k} = ${s} % ${u(t.kt)};`, `  let ${w} = ${s} / ${u(t.kt)};`);
-      } else {
-        lines.push(`  let ${k} = ${s} / ${u(w4)};`, `  let ${w} = ${s} % ${u(w4)};`);
-      }
-      const sh = `${tag}${op.x}o${p}`;
-      lines.push(`  let ${sh} = ${k} * ${u(row)} + ${w};`);
-      const reg = `${tag}${op.x}p${p}`;
-      lines.push(`  var ${reg} = vec4<f32>(0.0);`);
-      const guard = (p + 1) * threads > slots ? `${s} < ${u(slots)}` : undefined;
-      names.push({ k, w, sh, reg, guard });
-    }
-    return { op, names, row };
-  });
-  const emitLoads = (k0: string, indent: string) => {
-    for (const { op, names } of slotPlans) {
-      names.forEach((n, p) => {
-        const { lines: body, value } = op.st.load(`(${k0} + ${n.k})`, n.w, `${tag}${op.x}${p}_`);
-        lines.push(`${indent}${n.guard ? `if (${n.guard}) ` : ""}{`);
-        for (const l of body) lines.push(`${indent}  ${l}`);
-        lines.push(`${indent}  ${n.reg} = ${value};`, `${indent}}`);
-      });
-    }
+  const slotPlans = [slotPlan(opts, "a"), slotPlan(opts, "b")];
+  const own = opts.hoistB ? [slotPlans[0]] : slotPlans;
+  for (const plan of own) lines.push(...plan.declarations.map((l) => `  ${l}`));
+  const emitLoads = (k0: string, indent: string, plans = slotPlans) => {
+    for (const plan of plans) lines.push(...slotLoads(plan, k0, tag).map((l) => `${indent}${l}`));
   };
-  emitLoads(opts.kBegin, "  ");
+  emitLoads(opts.kBegin, "  ", own);
   lines.push(
     `  for (var ${tag}k0 = ${opts.kBegin}; ${tag}k0 < ${opts.kEnd}; ` +
       `${tag}k0 = ${tag}k0 + ${u(t.kt)}) {`,
@@ -211,6 +267,9 @@ export function gemmLoop(opts: {
   lines.push(`    let ${tag}kn = ${tag}k0 + ${u(t.kt)};`);
   lines.push(`    if (${tag}kn < ${opts.kEnd}) {`);
   emitLoads(`${tag}kn`, "      ");
+  if (opts.thenLoads?.length) {
+    lines.push("    } else {", ...opts.thenLoads.map((l) => `      ${l}`));
+  }
   lines.push("    }");
   lines.push(`    if (${kGroups > 1 ? `${tag}live` : `${tag}act`}) {`);
   const rowA = slotPlans[0].row, rowB = slotPlans[1].row;
