@@ -10,14 +10,20 @@
 #           and the Mamba-1 scan backward at b = 8, l = 4096 against mamba_ssm and HF's torch
 #           path (bench/train_round.sh; HF's step needs more than an H100's 80 GB) [580 s]
 #   decode  issues 18, 22: the induction demo to 1M tokens; batch-1 and batch-64 decode of the
-#           130M shapes in f32 and f16 against mamba_ssm's generate with CUDA graphs [570 s]
+#           130M shapes in f32 and f16 against mamba_ssm's generate with CUDA graphs [570 s;
+#           620 with a baseline: then skip the demo]
 #   tune    issue 22: decode with every program autotuned; the scan's autotuner against the
 #           hand-picked strategies [410 s]
 #   big     issue 22: the 1.4B shapes (Mamba-2 and Mamba, f32 and f16) against mamba_ssm [480 s]
 #   ssd     issues 22, 19: SSD at l = 8192 with f16 inputs against Triton bf16; cumsum and
 #           cummax against the copy and torch [370 s]
-#   delta   issue 19: Gated DeltaNet against FLA (f32, bf16; default, forced and autotuned) [420 s]
+#   delta   issue 19: Gated DeltaNet against FLA (f32, bf16; default, forced and autotuned) [420 s;
+#           520 with a baseline]
 #   layers  issue 20: GLA and simple GLA against FLA; attention against torch [560 s]
+#
+# ISSUE_ROUND_SKIP=demo,cum_torch skips steps by name (a step's name is its log's).
+# ISSUE_ROUND_BASELINE=COMMIT also runs the decode and delta parts' ssmkit rows at COMMIT (a git
+# worktree beside this one), in the same call: an A/B of untimed changes against their parent.
 #
 # Peers run from fetched sources in .peer (mamba_ssm, fla; see ../shared/REFERENCE.md). The
 # last lines of each step's log are printed after it; the full logs stay in $OUT.
@@ -31,10 +37,23 @@ ck="${ISSUE_ROUND_CHECKPOINTS:-/tmp/issue_round_checkpoints}"
 # step NAME SECONDS COMMAND: runs COMMAND (a shell line) under a time limit into NAME.log.
 step() {
   local name="$1" limit="$2" cmd="$3" t0=$SECONDS
+  if [[ ",${ISSUE_ROUND_SKIP:-}," == *",$name,"* ]]; then echo "--- $name: skipped"; return; fi
   timeout "$limit" bash -c "$cmd" > "$out/$name.log" 2>&1
   local rc=$?
   echo "--- $name: exit $rc after $((SECONDS - t0)) s (limit $limit)"
   grep -v '^ssmkit generate trace' "$out/$name.log" | tail -n "${ISSUE_ROUND_TAIL:-8}"
+}
+
+# A worktree of ISSUE_ROUND_BASELINE sharing .gpu and .peer; prints its path (empty if unset).
+baseline_tree() {
+  local commit="${ISSUE_ROUND_BASELINE:-}" dir=/tmp/issue_round_baseline
+  [ -n "$commit" ] || return 0
+  if [ ! -d "$dir" ]; then
+    git worktree add -f --detach "$dir" "$commit" > /dev/null 2>&1 || { echo "issue_round: no worktree at $commit" >&2; return 0; }
+    ln -s "$PWD/.gpu" "$dir/.gpu"
+    ln -s "$PWD/.peer" "$dir/.peer"
+  fi
+  echo "$dir"
 }
 
 # The 130M (or 1.4B) checkpoints of HF's configs with random weights, once per machine.
@@ -62,6 +81,8 @@ run_part() {
       checkpoints 130m
       step lm_f32 70 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64"
       step lm_f16 60 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64 --dtype f16"
+      base=$(baseline_tree)
+      [ -z "$base" ] || step lm_f32_baseline 50 "cd $base && deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches="
       step mamba_ssm 160 "$peer python3 bench/decode_peer.py --sizes 130m --batches 1,64"
       ;;
     tune)
@@ -83,6 +104,8 @@ run_part() {
       ;;
     delta)
       step delta 420 "$peer deno run -A bench/delta_bench.ts --peer --autotune"
+      base=$(baseline_tree)
+      [ -z "$base" ] || step delta_baseline 100 "cd $base && deno run -A bench/delta_bench.ts --shapes 1x8192x32x128"
       ;;
     layers)
       step gla 400 "$peer deno run -A bench/gla_bench.ts --peer"
