@@ -18,7 +18,7 @@
 import type { DeltaNode } from "../dsl/ir.ts";
 import { type DeltaShapes, deltaShapes } from "./delta_shapes.ts";
 import type { DeviceLimits } from "./limits.ts";
-import { fitTile, stagedSizes } from "./ssd_gemm.ts";
+import { fitTile, stagedSizes, tileThreads } from "./ssd_gemm.ts";
 import { passLanes, passWorkgroupBytes } from "./delta_pass.ts";
 import { prepWorkgroupBytes } from "./delta_prep.ts";
 import { OUT_KT } from "./delta_chunk_parts.ts";
@@ -40,8 +40,8 @@ const OUT_THREADS = 256;
 /**
  * The tiles of kernel 3: P = Q·Kᵀ (C × C) and y (C × value columns), each with the largest
  * block per thread that still gives `minThreads` threads (64 by default: 8 × 8 blocks at C = 64;
- * 256 takes 4 × 4 blocks, every thread of the workgroup computing); `columns` value columns per
- * workgroup (P is recomputed for each block of them).
+ * 256 takes 4 × 4 blocks); `columns` value columns per workgroup (P is recomputed for each block
+ * of them). The workgroup has as many threads as the larger tile uses.
  */
 export function outputTiles(
   c: number,
@@ -50,14 +50,13 @@ export function outputTiles(
   minThreads = 64,
   columns = OUT_TILE_COLUMNS,
 ) {
-  const threads = Math.min(OUT_THREADS, maxThreads);
+  const cap = Math.min(OUT_THREADS, maxThreads);
   const nt = Math.min(columns, Math.ceil(dv / 4) * 4);
-  return {
-    threads,
-    p: fitTile(c, c, OUT_KT, threads, minThreads),
-    y: fitTile(c, nt, OUT_KT, threads, minThreads),
-    columnTiles: Math.ceil(dv / nt),
-  };
+  const p = fitTile(c, c, OUT_KT, cap, minThreads);
+  const y = fitTile(c, nt, OUT_KT, cap, minThreads);
+  // The workgroup has the threads its larger tile uses (threads past both tiles would idle).
+  const threads = Math.max(tileThreads(p).threads, tileThreads(y).threads);
+  return { threads, p, y, columnTiles: Math.ceil(dv / nt) };
 }
 
 /**

@@ -130,29 +130,28 @@ Deno.test("autotune: the chunked delta rule's state pass and output kernel are t
     );
     assertClose(await prog.run(data), prog.interpret(data), 1e-4, `seed ${seed}`);
     prog.destroy();
-    // Plant the non-default candidate of each of the two points: the program still agrees.
-    const planted = {
-      "delta-pass": "lanes1_wg64",
-      "delta-out": "min64",
-    };
-    for (const [prefix, choice] of Object.entries(planted)) {
-      const { cache, entry } = await cachedEntry(cacheFile, `${prefix} b2 t21 c8 dk8 dv6`);
-      assert.ok(choice in entry.ns, `${prefix}: ${choice} among ${Object.keys(entry.ns)}`);
-      entry.choice = choice;
-      await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+    // Plant non-default candidates of the two points: the program still agrees.
+    for (const out of ["min64", "min128_cols128"]) {
+      const planted = { "delta-pass": "lanes1_wg64", "delta-out": out };
+      for (const [prefix, choice] of Object.entries(planted)) {
+        const { cache, entry } = await cachedEntry(cacheFile, `${prefix} b2 t21 c8 dk8 dv6`);
+        assert.ok(choice in entry.ns, `${prefix}: ${choice} among ${Object.keys(entry.ns)}`);
+        entry.choice = choice;
+        await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+      }
+      const again = await compile(
+        DELTA_INPUTS,
+        gatedDelta,
+        sizes,
+        { backend: "gpu", scan: { mode: "chunked", chunks: 3 }, autotune: { cacheFile } },
+      );
+      assert.deepEqual(
+        again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
+        ["lanes1_wg64", out],
+      );
+      assertClose(await again.run(data), again.interpret(data), 1e-4, `${out}, seed ${seed}`);
+      again.destroy();
     }
-    const again = await compile(
-      DELTA_INPUTS,
-      gatedDelta,
-      sizes,
-      { backend: "gpu", scan: { mode: "chunked", chunks: 3 }, autotune: { cacheFile } },
-    );
-    assert.deepEqual(
-      again.kernels.flatMap((k) => k.tuning ? [k.tuning.chosen] : []),
-      ["lanes1_wg64", "min64"],
-    );
-    assertClose(await again.run(data), again.interpret(data), 1e-4, `planted, seed ${seed}`);
-    again.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
