@@ -9,11 +9,11 @@
 #   train   issue 18: the suite; a training step of the Mamba-2 130M shape at b = 8, l = 2048
 #           and the Mamba-1 scan backward at b = 8, l = 4096 against mamba_ssm and HF's torch
 #           path (bench/train_round.sh; HF's step needs more than an H100's 80 GB) [580 s]
-#   decode  issues 18, 22: the induction demo to 1M tokens; batch-1 and batch-64 decode of the
-#           130M shapes in f32 and f16 against mamba_ssm's generate with CUDA graphs [570 s;
-#           620 with a baseline: then skip the demo]
-#   tune    issue 22: decode with every program autotuned; the scan's autotuner against the
-#           hand-picked strategies [410 s]
+#   decode  issues 18, 22: the induction demo to 1M tokens; decode of the 130M shapes at batch 1,
+#           8 and 64 in f32 against mamba_ssm's generate with CUDA graphs [540 s; 590 with a
+#           baseline]
+#   tune    issue 22: decode in f16 (mamba_ssm's bf16 rows are in `decode`) and with every
+#           program autotuned; the scan's autotuner against the hand-picked strategies [480 s]
 #   big     issue 22: the 1.4B shapes (Mamba-2 and Mamba, f32 and f16) against mamba_ssm [480 s]
 #   ssd     issues 22, 19: SSD at l = 8192 with f16 inputs against Triton bf16; cumsum and
 #           cummax against the copy and torch [370 s]
@@ -79,22 +79,16 @@ run_part() {
     decode)
       step demo 180 "deno task demo --max-len 1048576"
       checkpoints 130m
-      step lm_f32 70 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64"
-      step lm_f16 60 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64 --dtype f16"
+      step lm_f32 80 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=8,64"
       base=$(baseline_tree)
       [ -z "$base" ] || step lm_f32_baseline 50 "cd $base && deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches="
-      step mamba_ssm 160 "$peer python3 bench/decode_peer.py --sizes 130m --batches 1,64"
+      step mamba_ssm 180 "$peer python3 bench/decode_peer.py --sizes 130m --batches 1,8,64"
       ;;
     tune)
       checkpoints 130m
+      step lm_f16 70 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=8,64 --dtype f16"
       step lm_autotuned 230 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64 --autotune"
       step scan_tune 80 "deno run -A bench/scan_tune.ts --only 'default;lane kernel;tiled 16 steps, 32 channels x 4 lanes;autotuned' --rounds 2"
-      ;;
-    ssd)
-      step ssd_f16 180 "deno run -A bench/ssd_bench.ts --lengths 8192 --dtype f16"
-      step ssd_triton 70 "$peer python3 bench/ssd_torch.py --lengths 8192"
-      step cum 60 "deno run -A bench/cum_bench.ts"
-      step cum_torch 60 "python3 bench/cum_torch.py"
       ;;
     big)
       checkpoints 1.4b
