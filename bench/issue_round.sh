@@ -3,7 +3,10 @@
 # step runs under its own time limit, so a slow or failing step costs only its own rows, and
 # every ratio's anchor runs in the same part as the number it divides.
 #
-#   source .gpu/env.sh && bench/issue_round.sh PART [PART…]     # logs in $OUT/PART
+#   source .gpu/env.sh && bench/issue_round.sh PART [PART…]
+#
+# Each part leaves two files in $OUT (the device tool returns at most 8, two folders deep): PART.txt,
+# the summary (each step's exit, time and last lines), and PART_logs.tar.xz, every step's full log.
 #
 # Parts (a part's worst case is the sum of its limits, in brackets):
 #   train   issue 18: the suite; a training step of the Mamba-2 130M shape at b = 8, l = 2048
@@ -22,14 +25,19 @@
 #   layers  issue 20: GLA and simple GLA against FLA; attention against torch [560 s]
 #
 # ISSUE_ROUND_SKIP=demo,cum_torch skips steps by name (a step's name is its log's).
-# ISSUE_ROUND_BASELINE=COMMIT also runs the decode and delta parts' ssmkit rows at COMMIT (a git
-# worktree beside this one), in the same call: an A/B of untimed changes against their parent.
+# ISSUE_ROUND_BASELINE also runs the decode and delta parts' ssmkit rows on another tree in the
+# same call (an A/B of untimed changes against their parent): a commit, checked out as a git
+# worktree where the checkout has its .git, or a tarball of the tree. The device's copy of the
+# checkout may lack .git: then pack the tree here and carry it, e.g.
+#   echo /.baseline.tar.xz >> .git/info/exclude; git archive COMMIT | xz > .baseline.tar.xz
+# and run with ISSUE_ROUND_BASELINE=.baseline.tar.xz (carry: [".gpu", ".peer", ".baseline.tar.xz"]).
 #
 # Peers run from fetched sources in .peer (mamba_ssm, fla; see ../shared/REFERENCE.md). The
 # last lines of each step's log are printed after it; the full logs stay in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root="${OUT:-/tmp/issue_round}"
+mkdir -p "$root"
 [ -d .gpu/deno_dir ] || { [ -f .gpu/deno_dir.tar.xz ] && tar -xJf .gpu/deno_dir.tar.xz -C .gpu; }
 peer="PYTHONPATH=.peer:bench"
 ck="${ISSUE_ROUND_CHECKPOINTS:-/tmp/issue_round_checkpoints}"
@@ -38,18 +46,25 @@ ck="${ISSUE_ROUND_CHECKPOINTS:-/tmp/issue_round_checkpoints}"
 step() {
   local name="$1" limit="$2" cmd="$3" t0=$SECONDS
   if [[ ",${ISSUE_ROUND_SKIP:-}," == *",$name,"* ]]; then echo "--- $name: skipped"; return; fi
-  timeout "$limit" bash -c "$cmd" > "$out/$name.log" 2>&1
+  timeout "$limit" bash -c "$cmd" > "$logs/$name.log" 2>&1
   local rc=$?
   echo "--- $name: exit $rc after $((SECONDS - t0)) s (limit $limit)"
-  grep -v '^ssmkit generate trace' "$out/$name.log" | tail -n "${ISSUE_ROUND_TAIL:-8}"
+  grep -v '^ssmkit generate trace' "$logs/$name.log" | tail -n "${ISSUE_ROUND_TAIL:-8}"
 }
 
-# A worktree of ISSUE_ROUND_BASELINE sharing .gpu and .peer; prints its path (empty if unset).
+# The ISSUE_ROUND_BASELINE tree, sharing .gpu and .peer; prints its path (empty if unset or if
+# it cannot be made, with the reason on stderr).
 baseline_tree() {
-  local commit="${ISSUE_ROUND_BASELINE:-}" dir=/tmp/issue_round_baseline
-  [ -n "$commit" ] || return 0
+  local base="${ISSUE_ROUND_BASELINE:-}" dir=/tmp/issue_round_baseline
+  [ -n "$base" ] || return 0
   if [ ! -d "$dir" ]; then
-    git worktree add -f --detach "$dir" "$commit" > /dev/null 2>&1 || { echo "issue_round: no worktree at $commit" >&2; return 0; }
+    if [ -f "$base" ]; then
+      mkdir -p "$dir" && tar -xJf "$base" -C "$dir" ||
+        { echo "issue_round: cannot unpack $base" >&2; rm -rf "$dir"; return 0; }
+    elif ! git worktree add -f --detach "$dir" "$base" > /dev/null 2>&1; then
+      echo "issue_round: no tree at $base (no .git here? carry a tarball)" >&2
+      return 0
+    fi
     ln -s "$PWD/.gpu" "$dir/.gpu"
     ln -s "$PWD/.peer" "$dir/.peer"
   fi
@@ -65,14 +80,15 @@ checkpoints() {
 }
 
 run_part() {
-  out="$root/$1"
-  mkdir -p "$out"
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader > "$out/gpu.txt" 2>&1
-  echo "=== part $1 on $(head -1 "$out/gpu.txt") at $(date -u +%FT%TZ), tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  logs="/tmp/issue_round_logs/$1"
+  rm -rf "$logs" && mkdir -p "$logs"
+  local gpu
+  gpu=$(nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>&1 | head -1)
+  echo "=== part $1 on $gpu at $(date -u +%FT%TZ), tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   case "$1" in
     train)
       step suite 120 "deno task test"
-      step train 460 "OUT=$out/train TRAIN_CASES=mamba2_130m_step@8x2048,scan_bwd@8x4096 \
+      step train 460 "OUT=$logs/train TRAIN_CASES=mamba2_130m_step@8x2048,scan_bwd@8x4096 \
         TRAIN_STEPS=3 TRAIN_PEER_EACH=180 TRAIN_PEER_TIMEOUT=320 TRAIN_SSMKIT_TIMEOUT=130 \
         bench/train_round.sh"
       ;;
@@ -113,5 +129,11 @@ run_part() {
   esac
 }
 
-[ $# -gt 0 ] || { sed -n '2,22p' "$0"; exit 2; }
-for part in "$@"; do run_part "$part" || exit $?; done
+[ $# -gt 0 ] || { sed -n '2,34p' "$0"; exit 2; }
+for part in "$@"; do
+  run_part "$part" 2>&1 | tee "$root/$part.txt"
+  rc=${PIPESTATUS[0]}
+  [ -d "/tmp/issue_round_logs/$part" ] &&
+    tar -cJf "$root/${part}_logs.tar.xz" -C /tmp/issue_round_logs "$part"
+  [ "$rc" -eq 0 ] || exit "$rc"
+done
