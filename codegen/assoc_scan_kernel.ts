@@ -295,6 +295,22 @@ function tilingOf(ctx: Context, force: AssocScanStrategy): Tiling {
   return { wg, per, tile, chunkLen, chunks: Math.ceil(ctx.shape.len / chunkLen), scan, stage };
 }
 
+/**
+ * Pass 2's tiling: one workgroup per channel walks the chunk totals, so its tiles run one after
+ * another; a workgroup as large as the device allows (up to 1,024 threads) takes them in fewer
+ * tiles (4,096 chunks of 64M elements: one tile of 512 × 8 rather than two of 256 × 8). Its
+ * loads and "before" writes are not staged.
+ */
+function carriesTiling(ctx: Context, t: Tiling): Tiling {
+  const comps = ctx.core.elems.length;
+  // Workgroup memory: sh (wg Recs) and shTotal.
+  const memoryCap = Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / (4 * comps)) - 1;
+  const cap = Math.min(1024, ctx.limits.maxComputeInvocationsPerWorkgroup, memoryCap);
+  let wg = t.wg;
+  while (wg * 2 <= cap && wg * t.per < t.chunks) wg *= 2;
+  return { ...t, wg, tile: wg * t.per, stage: false };
+}
+
 function header(
   ctx: Context,
   registry: BindingRegistry,
@@ -597,8 +613,9 @@ function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kerne
   const totalReads = r2.read(totals);
   const carryNames = r2.writeName(0);
   const slot = (j: string) => `ch * ${u32Literal(t.chunks)} + ${j}`;
+  const t2 = carriesTiling(ctx, t);
   const loop2 = tileLoop(
-    t,
+    t2,
     comps,
     "0u",
     u32Literal(t.chunks),
@@ -609,7 +626,7 @@ function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kerne
     },
   );
   const channelWorkgroups = foldWorkgroups(shape.channels, limits.maxComputeWorkgroupsPerDimension);
-  const pass2 = `${header(ctx, r2, t, "pass 2/3: chunk carries")}
+  const pass2 = `${header(ctx, r2, t2, "pass 2/3: chunk carries")}
   let ch = wid.x + wid.y * ${u32Literal(channelWorkgroups[0])};
   if (ch >= ${u32Literal(shape.channels)}) { return; }
   var carry: Rec;

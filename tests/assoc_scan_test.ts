@@ -206,7 +206,8 @@ Deno.test("assocScan: scan axis innermost, one channel, chunk boundaries", async
         { b: 3, d: 2, l: 97 },
         strategy,
       );
-      // 1-D: a single channel of 200 steps (17 tiles, so pass 2 spans two tiles of carries).
+      // 1-D: a single channel of 200 steps (17 tiles; pass 2 widens its workgroup to take the
+      // 17 chunk totals in one tile).
       await checkGpu(
         "logcumsumexp 1-D",
         { x: "l" },
@@ -217,6 +218,22 @@ Deno.test("assocScan: scan axis innermost, one channel, chunk boundaries", async
         { ...strategy, chunkTiles: 1 },
         undefined,
         [-4, 4],
+      );
+    }
+  }
+});
+
+Deno.test("assocScan: chunk carries over several tiles of the widest workgroup", async () => {
+  // 10,007 steps in chunks of 4: 2,502 chunk totals, which pass 2 walks in tiles of (at most)
+  // 1,024 threads × 1, its loop's carry crossing tiles.
+  for (const tileScan of ["subgroup", "workgroup"] as const) {
+    for (const reverse of [false, true]) {
+      await checkGpu(
+        "cummax 1-D, many chunks",
+        { x: "l" },
+        (t) => ({ out: cummax(t.x, "l", { reverse }) }),
+        { l: 10007 },
+        { mode: "chunked", singlePass: false, workgroup: 4, perThread: 1, chunkTiles: 1, tileScan },
       );
     }
   }
