@@ -240,33 +240,25 @@ export function emitTiledPass(
     hoistB: true,
   };
   const projectB = hoistedB(projectOpts), updateB = hoistedB(updateOpts);
-  // U' inputs of the thread's projection outputs: U[r][v] per output, G[r] per column.
-  const { tx: xTx } = tileThreads(project);
-  const uName = (row: number, e: number, c4: number) => `pu_${row}_${c4}_${e}`;
+  // U' inputs of the thread's projection outputs: U[r][v] per output, G[r] per step (column).
+  const uName = (r: number, c4: number, e: number) => `pu_${r}_${c4}_${e}`;
   const gName = (c4: number, e: number) => `pg_${c4}_${e}`;
-  const stepOf = (c4: number, e: number) => `((x_tx + ${u(c4 * xTx)}) * 4u + ${u(e)})`;
-  const uPrefetch: string[] = [];
-  for (let c4 = 0; c4 < project.tn / 4; c4++) {
-    for (let e = 0; e < 4; e++) {
-      uPrefetch.push(
-        `let ${gName(c4, e)} = ${wu}[${wRow(`base + ${stepOf(c4, e)}`)} + ${u(s.dk + s.dv)}];`,
-      );
-    }
-  }
-  let outIndex = 0;
-  forEachOutput(project, "x_", (row) => {
-    const r = outIndex++;
-    const c4 = r % (project.tn / 4);
-    const rowIndex = Math.floor(r / (project.tn / 4));
-    for (let e = 0; e < 4; e++) {
-      uPrefetch.push(
-        `let ${uName(rowIndex, e, c4)} = ${wu}[${wRow(`base + ${stepOf(c4, e)}`)} + ${u(s.dk)} + ${
-          clampIndex(`v0 + ${row}`, s.dv)
-        }];`,
-      );
-    }
-    return [];
-  });
+  const stepOf = (col4: string, e: number) => `(${col4} * 4u + ${u(e)})`;
+  const uPrefetch = forEachOutput(
+    project,
+    "x_",
+    (row, col4, _acc, r, c4) =>
+      [0, 1, 2, 3].flatMap((e) => {
+        const at = wRow(`base + ${stepOf(col4, e)}`);
+        const g = `let ${gName(c4, e)} = ${wu}[${at} + ${u(s.dk + s.dv)}];`;
+        return [
+          ...(r === 0 ? [g] : []),
+          `let ${uName(r, c4, e)} = ${wu}[${at} + ${u(s.dk)} + ${
+            clampIndex(`v0 + ${row}`, s.dv)
+          }];`,
+        ];
+      }),
+  );
   const body = [
     `let bpos = wid / ${u(blocks)};`,
     `let v0 = (wid % ${u(blocks)}) * ${u(rows)};`,
@@ -303,29 +295,17 @@ export function emitTiledPass(
     // U' = U − Xᵀ to the scratch; its decayed transpose to workgroup memory.
     `  if (x_act) {`,
     ...indent(
-      (() => {
-        let index = 0;
-        return forEachOutput(project, "x_", (row, col4, acc) => {
-          const r4 = index++;
-          const c4 = r4 % (project.tn / 4);
-          const rowIndex = Math.floor(r4 / (project.tn / 4));
-          return [0, 1, 2, 3].flatMap((e) => {
-            const r = `(${col4} * 4u + ${u(e)})`;
-            return [
-              `{`,
-              `  let v = v0 + ${row};`,
-              `  let uu = select(0.0, ${uName(rowIndex, e, c4)} - ${acc}.${comp[e]}, v < ${
-                u(s.dv)
-              });`,
-              `  if (v < ${u(s.dv)}) { out[(bpos * ${u(padded)} + base + ${r}) * ${
-                u(s.dv)
-              } + v] = uu; }`,
-              `  sh_U[${r} * ${u(rows)} + ${row}] = uu * exp(glast - ${gName(c4, e)});`,
-              `}`,
-            ];
-          });
-        });
-      })(),
+      forEachOutput(project, "x_", (row, col4, acc, r, c4) =>
+        [0, 1, 2, 3].flatMap((e) => [
+          `{`,
+          `  let v = v0 + ${row};`,
+          `  let uu = select(0.0, ${uName(r, c4, e)} - ${acc}.${comp[e]}, v < ${u(s.dv)});`,
+          `  if (v < ${u(s.dv)}) { out[(bpos * ${u(padded)} + base + ${stepOf(col4, e)}) * ${
+            u(s.dv)
+          } + v] = uu; }`,
+          `  sh_U[${stepOf(col4, e)} * ${u(rows)} + ${row}] = uu * exp(glast - ${gName(c4, e)});`,
+          `}`,
+        ])),
       "    ",
     ).split("\n"),
     `  }`,

@@ -328,31 +328,36 @@ export function sharedOperand(array: string, stride: number, kMajor = false): St
 
 /**
  * Visits the thread's outputs: `row` is the tile row (u32 WGSL expression), `col4` the tile
- * vec4 column, `acc` the vec4 of 4 consecutive columns.
+ * vec4 column, `acc` the vec4 of 4 consecutive columns; `r` and `c4` number the thread's row
+ * and vec4 column (0 ≤ r < tm, 0 ≤ c4 < tn / 4), for names of per-output registers.
  */
 export function forEachOutput(
   t: TileShape,
   tag: string,
-  visit: (row: string, col4: string, acc: string) => string[],
+  visit: (row: string, col4: string, acc: string, r: number, c4: number) => string[],
 ): string[] {
-  const { tx, ty } = tileThreads(t);
+  const { tx } = tileThreads(t);
   const lines: string[] = [];
   for (let r = 0; r < t.tm; r++) {
-    const row = `((${tag}ty + ${u((r >> 2) * ty)}) * 4u + ${u(r & 3)})`;
+    const row = tileRow(t, tag, r);
     for (let c4 = 0; c4 < t.tn / 4; c4++) {
       const col4 = `(${tag}tx + ${u(c4 * tx)})`;
-      lines.push(...visit(row, col4, accName(tag, r, c4)));
+      lines.push(...visit(row, col4, accName(tag, r, c4), r, c4));
     }
   }
   return lines;
 }
 
+/** The tile row (a u32 WGSL expression) of the thread's row `r` (0 ≤ r < tm). */
+function tileRow(t: TileShape, tag: string, r: number): string {
+  return `((${tag}ty + ${u((r >> 2) * tileThreads(t).ty)}) * 4u + ${u(r & 3)})`;
+}
+
 /** Multiplies each accumulator row by `factor(row)` (row: the tile row, a u32 expression). */
 export function scaleRows(t: TileShape, tag: string, factor: (row: string) => string): string[] {
-  const { ty } = tileThreads(t);
   const lines: string[] = [];
   for (let r = 0; r < t.tm; r++) {
-    const row = `((${tag}ty + ${u((r >> 2) * ty)}) * 4u + ${u(r & 3)})`;
+    const row = tileRow(t, tag, r);
     lines.push(`{`, `  let f = ${factor(row)};`);
     for (let c4 = 0; c4 < t.tn / 4; c4++) {
       const acc = accName(tag, r, c4);
