@@ -200,11 +200,11 @@ function outputKernel(ctx: Context, minThreads?: number, columns?: number): Kern
 
 /**
  * Kernel 3 as a tuning point: blocks of 8 × 8 outputs per thread on 64 threads, up to 256
- * threads with smaller blocks, or 128 threads with 8 × 8 blocks of y over 128 value columns (half
- * the workgroup memory reads per multiply-add of 8 × 4 blocks), over 64 or 128 value columns per
- * workgroup (128: P = Q·Kᵀ computed once for dv = 128). The default is 256 threads over 128
- * columns where its workgroup arrays fit: on the H100 (2026-12-07) 0.90 ms against 2.96 for
- * 8 × 8 blocks (then on 256-thread workgroups, a quarter of them computing) at
+ * threads with smaller blocks, or 128 threads with 8 × 8 blocks of y over 128 value columns
+ * (16 multiply-adds per workgroup-memory read, against 10.7 for 8 × 4 blocks), over 64 or 128
+ * value columns per workgroup (128: P = Q·Kᵀ computed once for dv = 128). The default is 256
+ * threads over 128 columns where its workgroup arrays fit: on the H100 (2026-12-07) 0.90 ms
+ * against 2.96 for 8 × 8 blocks (then on 256-thread workgroups, a quarter of them computing) at
  * (1, 8192, 32, 128), and 0.44 against 0.91 at (8, 2048, 16, 64).
  */
 function tunedOutput(ctx: Context): KernelArtifact {
