@@ -14,6 +14,7 @@ import {
   encodeDispatches,
   submitEncoded,
 } from "../runtime/gpu_submit.ts";
+import { nextBlockSteps } from "./block_ramp.ts";
 import { encodeSamplerParams, type SamplingOptions, STATE_WORDS } from "./sampler.ts";
 import { type ModelPrograms, STORAGE } from "./model_programs.ts";
 import { runPrompt } from "./prompt_run.ts";
@@ -23,11 +24,12 @@ import { checkTokens, describe, eosIds, nonFiniteStepError } from "./model_call_
  * Steps per block at most, by default. Each block costs a readback (its map resolves about
  * 11–12 ms after it is requested in Deno) while the GPU lives on the next block alone, and
  * encoding a step costs the CPU about as much as the GPU's step (0.24–0.52 ms against
- * 0.46–0.62 ms for the 130M shapes on an H100, 2026-12-07). Blocks double from 8 steps: a
- * block four times the last (tried, up to 128) took longer to encode than the GPU took to run
- * the last, which then idled (45 ms in a 256-token call), and 128-token calls ran 5–18% slower
- * than with 32-step blocks (bench/RESULTS.md). Doubling to 64 ran 1,578–1,644 tok/s over 1,024
- * tokens there; the four-fold ramp to 128, 1,532.
+ * 0.46–0.62 ms for the 130M shapes on an H100, 2026-12-07). Blocks grow from 8 steps
+ * (models/block_ramp.ts): a block four times the last (tried, up to 128) took longer to encode
+ * than the GPU took to run the last, which then idled (45 ms in a 256-token call), and 128-token
+ * calls ran 5–18% slower than with 32-step blocks (bench/RESULTS.md). Doubling to 64 ran
+ * 1,578–1,644 tok/s over 1,024 tokens there; the four-fold ramp to 128, 1,532. A row's end
+ * token is seen up to a block late, so larger blocks waste more.
  */
 const DEFAULT_BLOCK = 64;
 
@@ -44,7 +46,9 @@ export interface GenerateOptions extends SamplingOptions {
   onTokens?: (tokens: number[][]) => void;
   /**
    * Largest number of decode steps per submit (default 64). Blocks start at 8 steps, so text
-   * starts streaming early, and double up to this size.
+   * starts streaming early, and grow up to this size: they double while a block takes the CPU
+   * under 5 ms to encode, then grow 1.5× (so block sizes depend on the CPU's speed; the tokens
+   * do not).
    */
   blockSize?: number;
 }
@@ -116,6 +120,7 @@ export async function generateTokens(
     const done = new Array(b).fill(false);
     let submitted = 0;
     let lastCount = 0;
+    let lastEncodeMs = 0;
     // SSMKIT_TRACE_GENERATE=1 prints when each block was encoded, submitted, requested and read
     // back (stderr).
     const trace = traceRequested() ? [] as string[] : undefined;
@@ -127,11 +132,12 @@ export async function generateTokens(
       count: number;
       encoded: EncodedDispatches;
     }
-    // Encodes the next block of steps (without submitting it). Blocks double from 8 steps: the
+    // Encodes the next block of steps (without submitting it). Blocks grow from 8 steps: the
     // first tokens arrive early, and later blocks amortize each readback.
     const encodeBlock = async (): Promise<Block> => {
       const first = submitted;
-      const count = Math.min(lastCount === 0 ? 8 : 2 * lastCount, block, maxNew - first);
+      const count = nextBlockSteps(lastCount, lastEncodeMs, block, maxNew - first);
+      const started = performance.now();
       lastCount = count;
       submitted += count;
       const dispatches: Dispatch[] = [];
@@ -144,6 +150,7 @@ export async function generateTokens(
       }
       trace?.push(`encode ${first}+${count} at ${at()}`);
       const encoded = await encodeDispatches(ctx, dispatches, "ssmkit generate");
+      lastEncodeMs = performance.now() - started;
       trace?.push(`encoded at ${at()}`);
       return { first, count, encoded };
     };

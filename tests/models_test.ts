@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { loadModel } from "../models/language_model.ts";
 import { assertClose } from "./util.ts";
+import { assertLegalRamp } from "./block_ramp_util.ts";
 
 const root = new URL("./fixtures/models/", import.meta.url);
 const models = [...Deno.readDirSync(root)].filter((e) => e.isDirectory).map((e) => e.name).sort();
@@ -96,8 +97,8 @@ Deno.test("generation stops at EOS, streams what it returns, and a block in flig
     const again = await model.generate([prompt], { maxNew: 12, eos: -1, blockSize });
     assert.deepEqual(again[0], full, `block size ${blockSize}`);
   }
-  // The default blocks (8, 16, 32, then 64 steps) stream the same tokens as single steps; the
-  // blocks arrive in that order.
+  // The default blocks (8 steps, growing to 64) stream the same tokens as single steps; the
+  // blocks arrive in the ramp's order.
   const long = (await model.generate([prompt], { maxNew: 300, eos: -1, blockSize: 1 }))[0];
   const blocks: number[] = [];
   const byDefault = await model.generate([prompt], {
@@ -106,7 +107,7 @@ Deno.test("generation stops at EOS, streams what it returns, and a block in flig
     onTokens: (t) => blocks.push(t[0].length),
   });
   assert.deepEqual(byDefault[0], long);
-  assert.deepEqual(blocks, [8, 16, 32, 64, 64, 64, 52]);
+  assertLegalRamp(blocks, 300, 64);
   model.destroy();
 });
 
@@ -134,8 +135,9 @@ Deno.test("generation asks for block k's tokens before submitting k + 1, and enc
     assert.ok(i >= 0, `"${event}" missing from ${events.join(", ")}`);
     return i;
   };
-  const firsts = [0, 8, 24, 56, 120, 184]; // blocks of 8, 16, 32, 64, 64 and 16 steps
-  assert.deepEqual(events.filter((e) => e.startsWith("read")), firsts.map((f) => `read ${f}`));
+  // Blocks by their first steps, in the ramp's order (their sizes depend on the CPU's speed).
+  const firsts = events.filter((e) => e.startsWith("read")).map((e) => Number(e.split(" ")[1]));
+  assertLegalRamp(firsts.map((f, i) => (firsts[i + 1] ?? 200) - f), 200, 64);
   assert.ok(at("submit 0") < at("encode 8"), "the first block runs while the second is encoded");
   for (let k = 0; k + 1 < firsts.length; k++) {
     const [blk, next, after] = [firsts[k], firsts[k + 1], firsts[k + 2]];
