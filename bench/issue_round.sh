@@ -12,7 +12,8 @@
 # seconds of the call's 600 besides):
 #   train   issue 18: the suite; a training step of the Mamba-2 130M shape at b = 8, l = 2048
 #           and the Mamba-1 scan backward at b = 8, l = 4096 against mamba_ssm and HF's torch
-#           path (bench/train_round.sh; HF's step needs more than an H100's 80 GB) [565 s]
+#           path (bench/train_round.sh; HF's step needs more than an H100's 80 GB at b = 8:
+#           out of memory, it runs at half the batch, and so on, its row naming the batch) [565 s]
 #   decode  issues 18, 22: the induction demo to 1M tokens; decode of the 130M shapes at batch 1,
 #           8 and 64 in f32 against mamba_ssm's generate with CUDA graphs [525 s; 575 with a
 #           baseline]

@@ -1,7 +1,7 @@
 """Torch peers of the training benchmark (bench/train_bench.ts), timed on the GPU machine.
 
     PYTHONPATH=.peer python3 bench/train_peer.py [--cases ID,...] [--peers NAME,...] [--steps N]
-        [--scale full|tiny] [--peer-timeout S]
+        [--scale full|tiny] [--peer-timeout S] [--batch B]
 
 One training step (forward, mean next-token cross-entropy, backward, gradient clipping at 1,
 AdamW with weight decay 0.1) of the Mamba-2 and Mamba-1 130M shapes (24 layers, d_model 768,
@@ -13,7 +13,8 @@ d_state 16), random weights, f32 parameters, on the same cases as train_bench.ts
     selective_scan_ref (the CUDA scan is not built here: a Python loop over time);
   - HF transformers' torch path (Mamba2ForCausalLM / MambaForCausalLM, f32; the mixers are
     routed to torch_forward / slow_forward; where mamba_ssm is importable, in a child process
-    without it, since newer transformers would route to its fused kernels);
+    without it, since newer transformers would route to its fused kernels; out of memory, at
+    half the batch, and so on, its row naming the batch that ran);
 and the Mamba-1 selective scan's value and gradient alone (HF's torch scan as in
 MambaMixer.slow_forward, f32, loss Σ y·w, gradients of every input).
 
@@ -233,7 +234,45 @@ def hf_scan_row(shape, b, l, steps):
     return {"ms": ms, "tokPerS": b * l / (ms / 1000), "peakMiB": peak}
 
 
-def hf_step_in_child(case_id, args):
+def halving_on_oom(run, b):
+    """run(b), or run(b // 2), run(b // 4), … while each fails out of memory, down to batch 1.
+
+    Returns (row, batch that ran). Any other failure, or running out of memory at batch 1, is
+    raised. HF's torch path materializes a (b, chunks, 256, 256, heads, d_state) product in
+    Mamba-2's SSD (48 GiB at b = 8, l = 2048), more than an H100 holds: at a smaller batch its
+    tokens/s is still an anchor, labelled with the batch that ran.
+    """
+    batch = b
+    while True:
+        try:
+            return run(batch), batch
+        except Exception as e:  # noqa: BLE001 - only running out of memory retries
+            if batch == 1 or "out of memory" not in str(e).lower():
+                raise
+            print(f"HF step out of memory at batch {batch}; trying {batch // 2}", file=sys.stderr)
+            batch //= 2
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
+def hf_step_row(case_id, kind, cfg, b, l, args):
+    """HF's torch training step (in a child process where mamba_ssm is importable), at batch b or
+    the largest halving of it that fits (`halving_on_oom`); `--batch` fixes it (the child)."""
+    def run(batch):
+        if mamba_ssm_importable():
+            return hf_step_in_child(case_id, args, batch)
+        return train_step_row(lambda: hf_model(kind, cfg), cfg["vocab"], batch, l, args.steps)
+
+    if args.batch > 0:
+        return run(args.batch)
+    row, ran = halving_on_oom(run, b)
+    if ran != b:
+        row["batch"] = ran
+        row["note"] = f"batch {ran} of {b}: out of memory at {2 * ran}"
+    return row
+
+
+def hf_step_in_child(case_id, args, batch):
     """HF's torch training step in a child process that cannot import mamba_ssm.
 
     Newer transformers (seen on the GPU machine, 2026-12-07) find an importable mamba_ssm through
@@ -244,7 +283,8 @@ def hf_step_in_child(case_id, args):
     paths = without_mamba_ssm(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     cmd = [sys.executable, os.path.abspath(__file__), "--cases", case_id, "--peers",
-           "hf_torch_f32", "--steps", str(args.steps), "--scale", args.scale]
+           "hf_torch_f32", "--steps", str(args.steps), "--scale", args.scale,
+           "--batch", str(batch)]
     # The child is killed a little before this peer's own limit (SIGALRM in this process).
     limit = max(1, args.peer_timeout - 5) if args.peer_timeout > 0 else None
     try:
@@ -297,6 +337,9 @@ def main():
     parser.add_argument("--scale", default="full", choices=["full", "tiny"])
     parser.add_argument("--peers", default="",
                         help="comma-separated peers to run (default: all), e.g. mamba_ssm_f32")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="HF's step at this batch (0: the case's, halved while out of "
+                             "memory)")
     parser.add_argument("--peer-timeout", type=int, default=0,
                         help="seconds one peer may take on one case (0: no limit); past it the "
                              "row reports a timeout and the next peer runs")
@@ -327,10 +370,7 @@ def main():
                 ("mamba_ssm_bf16_autocast",
                  lambda: train_step_row(lambda: mamba_ssm_model(kind, cfg), cfg["vocab"], b, l,
                                         args.steps, autocast=torch.bfloat16)),
-                ("hf_torch_f32",
-                 lambda: hf_step_in_child(case_id, args) if mamba_ssm_importable()
-                 else train_step_row(lambda: hf_model(kind, cfg), cfg["vocab"], b, l,
-                                     args.steps)),
+                ("hf_torch_f32", lambda: hf_step_row(case_id, kind, cfg, b, l, args)),
             ]
         for peer, run in peers:
             if chosen and peer not in chosen:

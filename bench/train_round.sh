@@ -70,7 +70,7 @@ for case in case_ids:
             continue
         mem = r.get("bufferMiB", r.get("peakMiB"))
         ratio = (f'{r["ms"] / anchor["ms"]:.2f}' if anchor and "ms" in anchor else "-")
-        note = f'({mem_kind})'
+        note = f'({mem_kind})' + (f' {r["note"]}' if "note" in r else "")
         if name.startswith("ssmkit"):
             pipelines = r.get("compileTimes", {}).get("pipelines", "?")
             note += (f' {r["kernels"]} kernels ({pipelines} pipelines), compile '
