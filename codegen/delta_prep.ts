@@ -45,13 +45,16 @@ export function prepWorkgroupBytes(c: number, maxThreads: number): number {
   return 4 * (c * c + 3 * c) + 16 * (st.a + st.b);
 }
 
-/** Kernel 1's workgroup arrays for g, β, G and L (C × C). */
+/**
+ * Kernel 1's workgroup arrays for g, β, G and L (C × C, row-major in vec4s of four columns:
+ * the substitution reads four of a row's entries per load).
+ */
 function prepArrays(c: number): string[] {
   return [
     `var<workgroup> sh_g: array<f32, ${c}>;`,
     `var<workgroup> sh_b: array<f32, ${c}>;`,
     `var<workgroup> sh_G: array<f32, ${c}>;`,
-    `var<workgroup> sh_L: array<f32, ${c * c}>;`,
+    `var<workgroup> sh_L4: array<vec4<f32>, ${c * c / 4}>;`,
   ];
 }
 
@@ -115,11 +118,11 @@ function prepOpening(ctx: Context, tile: TileShape, threads: number): {
     ...forEachOutput(tile, "l_", (r, col4, acc) => [
       `{`,
       `  let r = ${r};`,
-      ...[0, 1, 2, 3].map((e) => {
-        const cc = `${col4} * 4u + ${u(e)}`;
-        return `  sh_L[r * ${u(c)} + ${cc}] = select(0.0, sh_b[r] * exp(sh_G[r] - ` +
-          `sh_G[${cc}]) * ${acc}.${"xyzw"[e]}, ${cc} < r);`;
-      }),
+      `  let lc = ${col4} * 4u;`,
+      `  let below = vec4<u32>(lc, lc + 1u, lc + 2u, lc + 3u) < vec4<u32>(r);`,
+      `  let gc = vec4<f32>(sh_G[lc], sh_G[lc + 1u], sh_G[lc + 2u], sh_G[lc + 3u]);`,
+      `  sh_L4[r * ${u(c / 4)} + ${col4}] = ` +
+      `select(vec4<f32>(0.0), sh_b[r] * exp(sh_G[r] - gc) * ${acc}, below);`,
       `}`,
     ]).map((l) => `  ${l}`),
     `}`,
@@ -137,8 +140,11 @@ export function prepKernel(ctx: Context): KernelArtifact {
   // held in registers: the block's right-hand sides are loaded at once, the earlier blocks'
   // x are read back from the thread's own column of `wu`, and the block's own triangle is
   // unrolled. (A loop over a per-thread array of the chunk's x keeps it in local memory, which
-  // 256 threads × C floats per workgroup overflow from L1.)
+  // 256 threads × C floats per workgroup overflow from L1.) L is read four entries of a row
+  // per workgroup-memory load (one load per four multiply-adds, was one per multiply-add),
+  // each x still summed in ascending m.
   const bs = Math.min(SOLVE_BLOCK, c);
+  const c4 = c / 4;
   const xs = Array.from({ length: bs }, (_, e) => `x${e}`);
   const rhs = (what: "W" | "U") => {
     const e = top.fork(what === "W" ? "pw" : "pu");
@@ -153,15 +159,26 @@ export function prepKernel(ctx: Context): KernelArtifact {
       `}`,
     ]);
   };
+  const XYZW = ["x", "y", "z", "w"];
   const earlier = [
-    `for (var m: u32 = 0u; m < b0; m++) {`,
-    `  let xm = out[${row("m")} * ${u(wuWidth)} + col];`,
-    ...xs.map((name, i) => `  ${name} = fma(-sh_L[(b0 + ${u(i)}) * ${u(c)} + m], xm, ${name});`),
+    `for (var m: u32 = 0u; m < b0; m += 4u) {`,
+    ...XYZW.map((_, e) => `  let xm${e} = out[${row(`m + ${u(e)}`)} * ${u(wuWidth)} + col];`),
+    ...xs.flatMap((name, i) => [
+      `  {`,
+      `    let l4 = sh_L4[(b0 + ${u(i)}) * ${u(c4)} + m / 4u];`,
+      ...XYZW.map((comp, e) => `    ${name} = fma(-l4.${comp}, xm${e}, ${name});`),
+      `  }`,
+    ]),
     `}`,
   ];
+  // Row i of the block's triangle needs L[b0 + i][b0 + j] for j < i: ⌈i / 4⌉ loads.
   const triangle = xs.flatMap((name, i) => [
+    ...Array.from(
+      { length: Math.ceil(i / 4) },
+      (_, q) => `let t${i}_${q} = sh_L4[(b0 + ${u(i)}) * ${u(c4)} + b0 / 4u + ${u(q)}];`,
+    ),
     ...xs.slice(0, i).map((prev, j) =>
-      `${name} = fma(-sh_L[(b0 + ${u(i)}) * ${u(c)} + b0 + ${u(j)}], ${prev}, ${name});`
+      `${name} = fma(-t${i}_${j >> 2}.${XYZW[j & 3]}, ${prev}, ${name});`
     ),
     `out[${row(`b0 + ${u(i)}`)} * ${u(wuWidth)} + col] = ${name};`,
   ]);
