@@ -11,7 +11,8 @@
  *   the workgroup scans the thread totals (Hillis–Steele in workgroup memory), and each thread
  *   rescans its elements from its exclusive prefix. Three kernels: (1) each chunk's total,
  *   (2) per channel, the exclusive scan of chunk totals (the carries), (3) each chunk again
- *   from its carry, writing the outputs.
+ *   from its carry, writing the outputs (chunks in reverse order: the first start on what (1)
+ *   read last, which may still be cached).
  * - **Single pass** (opt-in, `singlePass`): one workgroup per tile, tiles chained by a
  *   decoupled look-back with fallback (`assoc_scan_lookback.ts`), so the input is read once:
  *   2N bytes against the three kernels' 3N. With `lookbackChunkTiles` C > 1 a workgroup takes a
@@ -563,9 +564,13 @@ function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kerne
   const carries: ScratchBuffer = scratch(`${ctx.name}_carries`, comps * slots);
   const chunkWorkgroups = foldWorkgroups(slots, limits.maxComputeWorkgroupsPerDimension);
   const channel = decodeIndex("ch", shape.channelAxes, shape.channelShape, "ch_");
-  const chunkIndex = [
-    `let w = wid.x + wid.y * ${u32Literal(chunkWorkgroups[0])};`,
-    `if (w >= ${u32Literal(slots)}) { return; }`,
+  // Workgroup g takes slot g, or slot slots − 1 − g in `reversed` order (pass 3): GPUs start
+  // workgroups roughly in index order, so pass 3 then begins with the chunks pass 1 read last,
+  // while they may still be in the L2 cache (up to tens of MB of the input read once, not twice).
+  const chunkIndex = (reversed: boolean) => [
+    `let g = wid.x + wid.y * ${u32Literal(chunkWorkgroups[0])};`,
+    `if (g >= ${u32Literal(slots)}) { return; }`,
+    reversed ? `let w = ${u32Literal(slots - 1)} - g;` : `let w = g;`,
     `let ch = w / ${u32Literal(t.chunks)};`,
     `let k = w % ${u32Literal(t.chunks)};`,
     ...channel.lines,
@@ -597,7 +602,7 @@ function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kerne
   const pass1 = `${
     header(ctx, r1, t, "pass 1/3: chunk totals", commutative ? commutativeDeclarations(t) : "")
   }
-  ${chunkIndex.join("\n  ")}
+  ${chunkIndex(false).join("\n  ")}
   ${outer1.lines.join("\n  ")}
   var carry: Rec;
   var hasCarry = false;
@@ -647,8 +652,10 @@ function emitThreePass(ctx: Context, t: Tiling, force: AssocScanStrategy): Kerne
     lines: outputItem(ctx, r3, outer3, channel.env),
   });
   r3.checkLimit(ctx.root, limits.maxStorageBuffersPerShaderStage);
-  const pass3 = `${header(ctx, r3, t, "pass 3/3: outputs")}
-  ${chunkIndex.join("\n  ")}
+  const pass3 = `${
+    header(ctx, r3, t, single ? "pass 3/3: outputs" : "pass 3/3: outputs, chunks in reverse order")
+  }
+  ${chunkIndex(!single).join("\n  ")}
   ${outer3.lines.join("\n  ")}
   var carry: Rec;
   ${carryIn}
