@@ -1,7 +1,7 @@
-// The README's code runs as printed: every ```ts block is run with `deno run -A` from a project
-// laid out as the README describes (its deno.json is the README's ```json block, mapping
-// `@ssmkit/ssmkit` to a checkout in ../ssmkit), and every `// prints X` comment must match the
-// line the block prints, in order.
+// The README's and the docs' code runs as printed: every ```ts block of README.md and docs/*.md
+// is run with `deno run -A` from a project laid out as the README describes (its deno.json is the
+// README's ```json block, mapping `@ssmkit/ssmkit` to a checkout in ../ssmkit), and every
+// `// prints X` comment must match the line the block prints, in order.
 import assert from "node:assert/strict";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -55,6 +55,16 @@ const readme = await Deno.readTextFile(`${ROOT}/README.md`);
 const blocks = codeBlocks(readme);
 const tsBlocks = blocks.filter((b) => b.lang === "ts");
 const mapping = blocks.filter((b) => b.lang === "json" && b.code.includes("@ssmkit/ssmkit"));
+/** The docs' ts blocks, each with its file (relative to the checkout). */
+const docBlocks: { file: string; block: CodeBlock }[] = [];
+for (
+  const entry of [...Deno.readDirSync(`${ROOT}/docs`)].sort((a, b) => a.name < b.name ? -1 : 1)
+) {
+  if (!entry.name.endsWith(".md")) continue;
+  const file = `docs/${entry.name}`;
+  const text = await Deno.readTextFile(`${ROOT}/${file}`);
+  for (const block of codeBlocks(text)) if (block.lang === "ts") docBlocks.push({ file, block });
+}
 
 Deno.test("readme: the block extractor reads indented fences and prints comments", () => {
   const md = "text\n```ts\nconst a = 1; // prints 1\n```\n- item\n\n  ```json\n  {}\n  ```\n";
@@ -68,14 +78,20 @@ Deno.test("readme: the block extractor reads indented fences and prints comments
 Deno.test("readme: one import mapping and runnable blocks that say what they print", () => {
   assert.equal(mapping.length, 1, "README.md needs one ```json block mapping @ssmkit/ssmkit");
   assert.ok(tsBlocks.length >= 3, `only ${tsBlocks.length} ts blocks in README.md`);
-  for (const b of tsBlocks) {
-    assert.ok(expectedPrints(b.code).length > 0, `README.md:${b.line}: no "// prints" comment`);
-    assert.match(b.code, /from "@ssmkit\/ssmkit(\/compiler)?"/, `README.md:${b.line}`);
+  const all = [...tsBlocks.map((block) => ({ file: "README.md", block })), ...docBlocks];
+  for (const { file, block: b } of all) {
+    assert.ok(expectedPrints(b.code).length > 0, `${file}:${b.line}: no "// prints" comment`);
+    assert.match(b.code, /from "@ssmkit\/ssmkit(\/compiler)?"/, `${file}:${b.line}`);
   }
 });
 
-for (const block of tsBlocks) {
-  Deno.test(`readme: the ts block at README.md:${block.line} runs as printed`, async () => {
+for (
+  const { file, block } of [
+    ...tsBlocks.map((block) => ({ file: "README.md", block })),
+    ...docBlocks,
+  ]
+) {
+  Deno.test(`readme: the ts block at ${file}:${block.line} runs as printed`, async () => {
     // A project next to a checkout named ssmkit, as the README lays it out.
     const dir = await Deno.makeTempDir({ prefix: "ssmkit_readme_" });
     try {
@@ -91,8 +107,8 @@ for (const block of tsBlocks) {
       }).output();
       const stdout = new TextDecoder().decode(out.stdout);
       const stderr = new TextDecoder().decode(out.stderr);
-      assert.equal(out.code, 0, `README.md:${block.line} failed:\n${stderr}`);
-      assertPrintsInOrder(stdout, expectedPrints(block.code), `README.md:${block.line}`);
+      assert.equal(out.code, 0, `${file}:${block.line} failed:\n${stderr}`);
+      assertPrintsInOrder(stdout, expectedPrints(block.code), `${file}:${block.line}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
