@@ -120,28 +120,59 @@ export function gemvThreadsPerColumn(N: number, steps: number): number {
   return t;
 }
 
+/** Threads per column the autotuner tries (the default is one of them). */
+export const GEMV_THREADS_PER_COLUMN: readonly number[] = [32, 64, 128];
+
+/** Forced choices of {@link emitGemv}. */
+export interface GemvOptions {
+  /**
+   * Stage the activation rows in workgroup memory, or not (default: when they fit in
+   * `maxWorkgroupStorage` bytes beside the reduction buffer).
+   */
+  stage?: boolean;
+  /**
+   * Threads sharing one output column: a power of two from 1 to 256 (default
+   * {@link gemvThreadsPerColumn}; the autotuner tries {@link GEMV_THREADS_PER_COLUMN}).
+   */
+  threadsPerColumn?: number;
+}
+
 /**
- * Emits the GEMV kernel (entry point `main`) and its workgroup count. `stage` forces staging of
- * the activation rows in workgroup memory on or off (default: on when they fit in
- * `maxWorkgroupStorage` bytes beside the reduction buffer).
+ * How `spec`'s weight rows are read: vec4 loads (`vec`), eight 16-bit weights per load
+ * (`wide`), `per` weights per load and `steps` loads per row.
  */
+function rowLoads(spec: GemvSpec) {
+  const own = "binding" in spec.weight;
+  const vec = own && spec.K % 4 === 0 && spec.weight.rowStride % 4 === 0;
+  const wdt = spec.weightDtype ?? "f32";
+  // 16-bit weights stream eight per load (a vec4<u32>), as many bytes per load as f32's vec4.
+  const wide = vec && wdt !== "f32" && spec.K % 8 === 0 && spec.weight.rowStride % 8 === 0;
+  const per = wide ? 8 : vec ? 4 : 1;
+  return { own, vec, wide, per, steps: spec.K / per };
+}
+
+/** The threads per column {@link emitGemv} takes for `spec` unless told otherwise. */
+export function gemvDefaultThreadsPerColumn(spec: GemvSpec): number {
+  return gemvThreadsPerColumn(spec.N, rowLoads(spec).steps);
+}
+
+/** Emits the GEMV kernel (entry point `main`) and its workgroup count. */
 export function emitGemv(
   spec: GemvSpec,
   device: GemvDevice,
-  stage?: boolean,
+  options: GemvOptions = {},
 ): { wgsl: string; workgroups: [number, number, number] } {
+  const stage = options.stage;
   const { M, N, K } = spec;
   if (M < 1 || M > GEMV_MAX_ROWS) throw new Error(`gemv: M = ${M} is outside 1..${GEMV_MAX_ROWS}`);
-  const own = "binding" in spec.weight;
-  const vec = own && K % 4 === 0 && spec.weight.rowStride % 4 === 0;
+  const { own, vec, wide, per, steps } = rowLoads(spec);
   const wdt = spec.weightDtype ?? "f32";
-  // 16-bit weights stream eight per load (a vec4<u32>), as many bytes per load as f32's vec4.
-  const wide = vec && wdt !== "f32" && K % 8 === 0 && spec.weight.rowStride % 8 === 0;
-  const per = wide ? 8 : vec ? 4 : 1;
   const array = "array" in spec.weight ? spec.weight.array : "gemv_w";
   const stride = spec.weight.rowStride / per;
-  const steps = K / per;
-  const T = gemvThreadsPerColumn(N, steps);
+  const T = options.threadsPerColumn ?? gemvThreadsPerColumn(N, steps);
+  if (!Number.isInteger(Math.log2(T)) || T > THREADS) {
+    throw new Error(`gemv: ${T} threads per column is not a power of two up to ${THREADS}`);
+  }
   const columns = THREADS / T;
   const groups = Math.ceil(N / columns);
   const maxDim = device.maxWorkgroupsPerDimension;

@@ -25,7 +25,14 @@ import {
 import { emitTuned } from "./tuning.ts";
 import { MATH_PRELUDE } from "./wgsl_math.ts";
 import { combineWgsl, initWgsl } from "./reduce_kernel.ts";
-import { emitGemv, GEMV_MAX_ROWS, gemvWorkgroups } from "./gemv_kernel.ts";
+import {
+  emitGemv,
+  GEMV_MAX_ROWS,
+  GEMV_THREADS_PER_COLUMN,
+  gemvDefaultThreadsPerColumn,
+  type GemvSpec,
+  gemvWorkgroups,
+} from "./gemv_kernel.ts";
 
 /** Candidates the autotuner times: those modelled within this factor of the model's best. */
 const TUNE_WITHIN_MODEL = 4;
@@ -250,35 +257,51 @@ function emitWith(
       .join("\n  ");
     if (registry.conflict) return undefined;
     registry.checkLimit(root, limits.maxStorageBuffersPerShaderStage);
-    const kernel = emitGemv(
-      {
-        M: size(g.m),
-        N: size(g.n),
-        K: size(g.k),
-        declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
-        loadA,
-        storeC,
-        weight: weightRef,
-        weightDtype: storageDtype(weight.src) as "f32" | "f16" | "bf16",
-        reductions,
-      },
-      {
-        maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
-        maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
-        subgroupMinSize: limits.subgroups ? limits.subgroupMinSize : 0,
-      },
-      strategy.gemvStage,
-    );
-    return {
-      name,
-      wgsl: `// ${name}: matrix-vector M=${size(g.m)} N=${size(g.n)} K=${
-        size(g.k)
-      }\n${kernel.wgsl}`,
-      workgroups: kernel.workgroups,
-      reads: registry.reads,
-      writes: registry.writes,
-      kind: "matmul",
+    const gemvSpec: GemvSpec = {
+      M: size(g.m),
+      N: size(g.n),
+      K: size(g.k),
+      declarations: `${registry.declarations()}\n${MATH_PRELUDE}`,
+      loadA,
+      storeC,
+      weight: weightRef,
+      weightDtype: storageDtype(weight.src) as "f32" | "f16" | "bf16",
+      reductions,
     };
+    const device = {
+      maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+      maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
+      subgroupMinSize: limits.subgroups ? limits.subgroupMinSize : 0,
+    };
+    const artifactWith = (threadsPerColumn: number): KernelArtifact => {
+      const kernel = emitGemv(gemvSpec, device, {
+        stage: strategy.gemvStage,
+        threadsPerColumn,
+      });
+      return {
+        name,
+        wgsl: `// ${name}: matrix-vector M=${gemvSpec.M} N=${gemvSpec.N} K=${gemvSpec.K} ` +
+          `(${threadsPerColumn} threads per column)\n${kernel.wgsl}`,
+        workgroups: kernel.workgroups,
+        reads: registry.reads,
+        writes: registry.writes,
+        kind: "matmul",
+      };
+    };
+    // Threads per column: the autotuner's measured choice for this shape, else the heuristic's
+    // (gemvThreadsPerColumn). The shape, weight type and absorbed reductions make the key.
+    const byDefault = gemvDefaultThreadsPerColumn(gemvSpec);
+    const key = `gemv m${gemvSpec.M} n${gemvSpec.N} k${gemvSpec.K} w:${gemvSpec.weightDtype} ` +
+      `r${reductions.length}${
+        strategy.gemvStage === undefined ? "" : ` stage:${strategy.gemvStage}`
+      }`;
+    const emitters = new Map(
+      [...new Set([byDefault, ...GEMV_THREADS_PER_COLUMN])].map((t) => [
+        `t${t}`,
+        () => [artifactWith(t)],
+      ]),
+    );
+    return emitTuned(limits, key, emitters, `t${byDefault}`)[0];
   }
   if (unmaterializedReduces(root, materialized).length > 0) {
     throw new Error(`internal: ${name} has a reduction in its prologue but is no matrix-vector`);

@@ -106,3 +106,41 @@ Deno.test("a decode RMSNorm's reduction runs inside the matrix-vector kernel", a
     prog.destroy();
   }
 });
+
+Deno.test("matrix-vector kernel: threads per column are a tuning point; each choice is right", async () => {
+  const seed = freshSeed();
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const inputs = { x: "b m", W: "e m", g: "m" } as const;
+  const fn = (t: { x: Tensor<"b m">; W: Tensor<"e m">; g: Tensor<"m"> }) =>
+    silu(einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W));
+  const sizes = { b: 2, e: 333, m: 768 };
+  try {
+    const tuned = await compile(inputs, fn, sizes, {
+      backend: "gpu",
+      autotune: { cacheFile, iterations: 2 },
+    });
+    tuned.destroy();
+    type Cache = {
+      adapters: Record<string, Record<string, { choice: string; ns: Record<string, number> }>>;
+    };
+    const cache = JSON.parse(await Deno.readTextFile(cacheFile)) as Cache;
+    const [entries] = Object.values(cache.adapters);
+    const key = "gemv m2 n333 k768 w:f32 r1";
+    assert.ok(entries[key], `no entry "${key}": ${Object.keys(entries)}`);
+    assert.deepEqual(Object.keys(entries[key].ns).sort(), ["t128", "t32", "t64"]);
+    // Each candidate planted in turn is the kernel the program runs, and agrees with the oracle.
+    for (const choice of ["t32", "t64", "t128"]) {
+      entries[key].choice = choice;
+      await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+      const prog = await compile(inputs, fn, sizes, { backend: "gpu", autotune: { cacheFile } });
+      const wgsl = prog.kernels[prog.kernels.length - 1].wgsl;
+      assert.match(wgsl, new RegExp(`\\(${choice.slice(1)} threads per column\\)`));
+      const data = randomInputs(prog.graph, rng(seed));
+      assertClose(await prog.run(data), prog.interpret(data), 1e-4, `${choice} seed ${seed}`);
+      prog.destroy();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
