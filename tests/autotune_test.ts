@@ -375,3 +375,56 @@ Deno.test("autotune: a large matmul's timed candidates leave out tiles the model
   assert.ok(!names.includes("skinnyM") && !names.includes("skinnyN"), names.join(", "));
   assert.ok(names.length >= 2, names.join(", "));
 });
+
+Deno.test("autotune: the chunked delta rule's chunk length is a choice, nested in the lowering's", async () => {
+  const dir = await Deno.makeTempDir();
+  const cacheFile = `${dir}/autotune.json`;
+  const seed = freshSeed();
+  const next = rng(seed);
+  // Short enough for the model's recurrent kernel; 64- and 32-step chunks give 2 and 3 chunks.
+  const sizes = { b: 1, t: 70, h: 2, dk: 12, dv: 5 };
+  const draw = (name: string) => name === "beta" ? next() : name === "g" ? -next() : next() - 0.5;
+  try {
+    for (const scan of [{ mode: "chunked" as const }, undefined]) {
+      const prog = await compile(DELTA_INPUTS, gatedDelta, sizes, {
+        backend: "gpu",
+        scan,
+        autotune: { cacheFile, iterations: 2 },
+      });
+      prog.destroy();
+    }
+    const { cache, entry } = await cachedEntry(cacheFile, "delta-chunk b2 t70 dk12 dv5");
+    assert.deepEqual(Object.keys(entry.ns).sort(), ["chunk32", "chunk64"]);
+    // Each chunk length's own points were tuned with it.
+    const nested = (entry as { nested?: string[] }).nested ?? [];
+    for (const c of [32, 64]) {
+      for (const prefix of [`delta-pass b2 t70 c${c}`, `delta-out b2 t70 c${c}`]) {
+        assert.ok(nested.some((k) => k.startsWith(prefix)), `nested ${prefix}: ${nested}`);
+      }
+    }
+    const outer = (await cachedEntry(cacheFile, "delta b2 t70 dk12 dv5")).entry as {
+      nested?: string[];
+    };
+    assert.ok(outer.nested?.includes("delta-chunk b2 t70 dk12 dv5"), `${outer.nested}`);
+    // Each length planted in turn is the one the chunked program runs, and agrees.
+    for (const choice of ["chunk32", "chunk64"]) {
+      entry.choice = choice;
+      await Deno.writeTextFile(cacheFile, JSON.stringify(cache));
+      const again = await compile(DELTA_INPUTS, gatedDelta, sizes, {
+        backend: "gpu",
+        scan: { mode: "chunked" },
+        autotune: { cacheFile },
+      });
+      const keys = again.kernels.flatMap((k) => k.tuning ? [k.tuning.key] : []);
+      assert.ok(
+        keys.some((k) => k.startsWith(`delta-pass b2 t70 c${choice.slice(5)} `)),
+        `${choice}: ${keys}`,
+      );
+      const data = randomInputs32(again, draw);
+      assertClose(await again.run(data), again.interpret(data), 1e-4, `${choice}, seed ${seed}`);
+      again.destroy();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
