@@ -126,6 +126,10 @@ export async function deltaBench(
     if (autotune) {
       variants.push(["chunked_autotuned", { mode: "chunked" }], ["default_autotuned", {}]);
     }
+    // 32-step chunks (the autotuner's other chunk length where 64 fits): less work in the first
+    // and output kernels, twice the state pass's sequential steps. Last: a call's time limit
+    // should cut this row before the autotuner's.
+    variants.push(["chunked_chunk32", { mode: "chunked", chunks: Math.ceil(s.t / 32) }]);
     if (sweep) variants.push(...sweepVariants(s));
     for (const [label, strategy] of variants) {
       const prog = await compile(
