@@ -165,6 +165,11 @@ export interface MatmulStrategy {
    * fit), or evaluate the prologue per weight element (false).
    */
   gemvStage?: boolean;
+  /**
+   * Matrix-vector kernels: threads per output column, a power of two up to 256 (default: the
+   * autotuner's choice among 32, 64 and 128, else a rule of the column count and row length).
+   */
+  gemvThreadsPerColumn?: number;
 }
 
 function emitWith(
@@ -288,8 +293,12 @@ function emitWith(
         kind: "matmul",
       };
     };
-    // Threads per column: the autotuner's measured choice for this shape, else the heuristic's
-    // (gemvThreadsPerColumn). The shape, weight type and absorbed reductions make the key.
+    // Threads per column: forced, or the autotuner's measured choice for this shape, else the
+    // heuristic's (gemvThreadsPerColumn). The shape, weight type and absorbed reductions make
+    // the key.
+    if (strategy.gemvThreadsPerColumn !== undefined) {
+      return artifactWith(strategy.gemvThreadsPerColumn);
+    }
     const byDefault = gemvDefaultThreadsPerColumn(gemvSpec);
     const key = `gemv m${gemvSpec.M} n${gemvSpec.N} k${gemvSpec.K} w:${gemvSpec.weightDtype} ` +
       `r${reductions.length}${

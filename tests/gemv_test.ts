@@ -15,24 +15,32 @@ Deno.test("matrix-vector kernel: rows 1–4, K multiple of 4 or not, fused norm 
   const short = [[1, 333, 768], [3, 100, 133], [1, 70, 96], [4, 257, 65]];
   const long = [[2, 2049, 2060], [1, 300, 2061]];
   for (const [b, e, m] of [...short, ...long]) {
-    // Activations staged in workgroup memory (the default here) and read through the prologue.
-    for (const gemvStage of [undefined, false]) {
+    // Activations staged in workgroup memory (the default here) and read through the prologue;
+    // each of the autotuner's thread counts per column, and 16.
+    const cases = [
+      ...[undefined, false].map((gemvStage) => ({ gemvStage })),
+      ...[16, 32, 64, 128].map((gemvThreadsPerColumn) => ({ gemvThreadsPerColumn })),
+    ];
+    for (const matmul of cases) {
+      const gemvStage = "gemvStage" in matmul ? matmul.gemvStage : undefined;
       const prog = await compile(
         { x: "b m", W: "e m", g: "m" },
         (t) => silu(einsum("b m, e m -> b e", rmsnorm(t.x, "m", t.g), t.W)),
         { b, e, m },
-        { backend: "gpu", matmul: { gemvStage } },
+        { backend: "gpu", matmul },
       );
       const wgsl = prog.kernels[prog.kernels.length - 1].wgsl;
       assert.match(wgsl, /matrix-vector/);
       assert.equal(/gemv_a/.test(wgsl), gemvStage !== false, `staging ${gemvStage}`);
-      assert.equal(/for \(var i: u32 = lane;/.test(wgsl), m > 2000, `looped path for K = ${m}`);
+      if (!("gemvThreadsPerColumn" in matmul)) {
+        assert.equal(/for \(var i: u32 = lane;/.test(wgsl), m > 2000, `looped path for K = ${m}`);
+      } else assert.match(wgsl, new RegExp(`\\(${matmul.gemvThreadsPerColumn} threads per column`));
       const inputs = randomInputs(prog.graph, rng(seed));
       assertClose(
         await prog.run(inputs),
         prog.interpret(inputs),
         1e-4,
-        `${b}×${e}×${m} staging ${gemvStage} seed ${seed}`,
+        `${b}×${e}×${m} ${JSON.stringify(matmul)} seed ${seed}`,
       );
       prog.destroy();
     }

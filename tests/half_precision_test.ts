@@ -162,7 +162,8 @@ Deno.test("contractions with 16-bit weights (tiled matmul and matrix-vector) acc
       assert.equal(/for \(var i: u32 = lane;/.test(wgsl), k > 4000, `looped for k = ${k}`);
       const inputs = randomInputs(prog.graph, rng(seed));
       const got = await prog.run(inputs);
-      assertClose(got, prog.interpret(inputs), 1e-4, `${dtype} ${l}×${n}×${k} seed ${seed}`);
+      const want = prog.interpret(inputs);
+      assertClose(got, want, 1e-4, `${dtype} ${l}×${n}×${k} seed ${seed}`);
       // The kernel read the rounded weight, not the f32 one.
       const f32 = await compile(
         { x: "l k", W: "n k" },
@@ -172,6 +173,18 @@ Deno.test("contractions with 16-bit weights (tiled matmul and matrix-vector) acc
       );
       assert.ok(relativeError(got, f32.interpret(inputs)) > 1e-6, `${dtype} weights unrounded`);
       prog.destroy();
+      // The autotuner's other thread counts per column read the 16-bit rows as well.
+      for (const gemvThreadsPerColumn of family === "matrix-vector" ? [32, 128] : []) {
+        const other = await compile(
+          { x: "l k", W: { axes: "n k", dtype } },
+          (t) => sigmoid(einsum("l k, n k -> l n", t.x, t.W)),
+          { l, n, k },
+          { backend: "gpu", matmul: { gemvStage, gemvThreadsPerColumn } },
+        );
+        const what = `${dtype} ${l}×${n}×${k} ${gemvThreadsPerColumn} threads, seed ${seed}`;
+        assertClose(await other.run(inputs), want, 1e-4, what);
+        other.destroy();
+      }
     }
   }
 });
