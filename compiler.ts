@@ -34,6 +34,7 @@ export type {
   ConstNode,
   ContractNode,
   Conv1dNode,
+  DeltaGradNode,
   DeltaNode,
   DeltaStateNode,
   FlipNode,

@@ -59,7 +59,7 @@ function values(n: number, seed: number, lo = -1, hi = 1): Float32Array {
 }
 
 /** Inputs as a trained Gated DeltaNet sees them: k L2-normalized, β in (0, 1), log α < 0. */
-function deltaInputs(s: DeltaBenchShape) {
+export function deltaInputs(s: DeltaBenchShape) {
   const rows = s.b * s.t * s.h;
   const k = values(rows * s.d, 2);
   for (let r = 0; r < rows; r++) {

@@ -15,6 +15,7 @@ import type { Graph, InputNode, Node } from "../dsl/ir.ts";
 import { nodeInputs } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
+import { emitDeltaGrad } from "./delta_backward.ts";
 import { emitAttention } from "./attention_kernel.ts";
 import { emitAttentionGrad } from "./attention_backward.ts";
 import { recognizeAttention } from "./attention_pattern.ts";
@@ -113,6 +114,9 @@ function emitKernel(
   const name = `k${index}_${core ? core.kind : "map"}_${root.axes.join("")}`;
   if (core?.kind === "delta") {
     return emitDelta(core, plan.materialized, limits, name, aliases, options.scan);
+  }
+  if (core?.kind === "delta_grad") {
+    return [emitDeltaGrad(core, plan.materialized, limits, name, aliases)];
   }
   if (core?.kind === "attention_grad") {
     return emitAttentionGrad(core, plan.materialized, limits, name, aliases, options.attention);

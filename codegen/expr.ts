@@ -281,6 +281,7 @@ export class ExprEmitter {
       case "assocScan":
       case "attention":
       case "attention_grad":
+      case "delta_grad":
         throw new Error(`internal: ${node.kind} node ${node.id} must be materialized`);
     }
   }

@@ -26,7 +26,17 @@ import { storeViews } from "./store_view.ts";
 /** The heavy node kinds: each is the core of its own kernel. */
 export type CoreNode = Extract<
   Node,
-  { kind: "contract" | "reduce" | "scan" | "delta" | "assocScan" | "attention" | "attention_grad" }
+  {
+    kind:
+      | "contract"
+      | "reduce"
+      | "scan"
+      | "delta"
+      | "delta_grad"
+      | "assocScan"
+      | "attention"
+      | "attention_grad";
+  }
 >;
 
 /** One planned kernel: it computes `root` (materialized), around an optional `core`. */
@@ -457,6 +467,7 @@ function outermost(candidates: readonly Node[], materialized: ReadonlySet<Node>)
 /** Whether `m` is a core other than a contraction (each has a kernel family of its own). */
 function isHeavy(m: Node): boolean {
   return m.kind === "reduce" || m.kind === "scan" || m.kind === "delta" ||
+    m.kind === "delta_grad" ||
     m.kind === "assocScan" || m.kind === "attention" || m.kind === "attention_grad";
 }
 
@@ -658,7 +669,9 @@ function planWith(
   for (const n of nodes) if (n.kind === "delta" || n.kind === "delta_state") materialized.add(n);
   // So does the attention kernel (its output is read by the projection that follows).
   for (const n of nodes) {
-    if (n.kind === "attention" || n.kind === "attention_grad") materialized.add(n);
+    if (n.kind === "attention" || n.kind === "attention_grad" || n.kind === "delta_grad") {
+      materialized.add(n);
+    }
   }
 
   // Scans whose state can stay on chip; their final-state picks get buffers of their own.
@@ -701,7 +714,7 @@ function planWith(
       // times (Gated DeltaNet's L2 norms of q and k were 64-term loops in each lane's every
       // step), so it gets a kernel of its own.
       const matmul = core?.kind === "contract" && !scan;
-      if (matmul || core?.kind === "delta") {
+      if (matmul || core?.kind === "delta" || core?.kind === "delta_grad") {
         foreign.push(...tree.filter((n) => n !== root && n !== core && n.kind === "contract"));
       }
       if (matmul) foreign.push(...costlyMatmulOperands(core, materialized));

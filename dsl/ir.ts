@@ -336,6 +336,26 @@ export interface DeltaStateNode extends Base {
 }
 
 /**
+ * The gradient of a {@link DeltaNode} with respect to its q, k, v, beta or init (`wrt`), given
+ * the cotangents of its output y (`ct`, over y's axes) and of its final state (`ctState`, over
+ * the state's axes); either may be absent (zero). The adjoint state G_t = ∂L/∂S_t runs backwards
+ * (dsl/vjp_delta.ts has the equations); the forward states are recomputed from checkpoints. The
+ * axes are the operand's.
+ */
+export interface DeltaGradNode extends Base {
+  /** Discriminant. */
+  readonly kind: "delta_grad";
+  /** The forward recurrence (its operands are read, not its outputs). */
+  readonly of: DeltaNode;
+  /** The cotangent of the forward's y, over its axes. */
+  readonly ct?: Node;
+  /** The cotangent of the forward's final state: batch axes, value, key. */
+  readonly ctState?: Node;
+  /** Which operand's gradient this is. */
+  readonly wrt: "q" | "k" | "v" | "beta" | "init";
+}
+
+/**
  * Softmax attention (`attention`, dsl/attention.ts): for every batch position and query row,
  * out[t, e] = Σ_s softmax_s(scale·q[t]·k[s] over the allowed keys)·v[s, e]. Batch axes are k's
  * axes but `keyAxis` and `featureAxis`; q has them, `queryAxis`, `featureAxis` and at most one
@@ -457,6 +477,7 @@ export type Node =
   | ScanNode
   | DeltaNode
   | DeltaStateNode
+  | DeltaGradNode
   | AttentionNode
   | AttentionGradNode
   | AssocScanNode;
@@ -510,6 +531,10 @@ export function nodeInputs(node: Node): Node[] {
       const ins = [...nodeInputs(node.of), node.of, node.ct];
       return node.pair ? [...ins, node.pair] : ins;
     }
+    case "delta_grad":
+      return [...nodeInputs(node.of), node.ct, node.ctState].filter((n): n is Node =>
+        n !== undefined
+      );
     case "where":
       return [node.cond, node.a, node.b];
     case "concat":

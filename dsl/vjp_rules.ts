@@ -30,6 +30,7 @@ import {
 import { type BinaryNode, type Node, nodeInputs, type ReduceNode, type UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
 import { attentionRule } from "./vjp_attention.ts";
+import { deltaRule } from "./vjp_delta.ts";
 import { assocScanRule } from "./vjp_assoc.ts";
 import { viewRule } from "./vjp_views.ts";
 
@@ -75,15 +76,15 @@ export function transposeRule(
     case "scan":
       return scanRule(node, ct, wanted);
     case "delta":
-    case "delta_state": {
-      const inputs = node.kind === "delta" ? [node.q, node.k, node.v, node.beta] : [node.x];
-      const more = node.kind === "delta" ? [node.gate, node.init] : [];
-      if (![...inputs, ...more].some((n) => n !== undefined && wanted(n))) return [];
+      return deltaRule(node, ct, undefined, wanted);
+    case "delta_state":
+      return deltaRule(node.x, undefined, { ct, state: node }, wanted);
+    case "delta_grad":
+      if (!nodeInputs(node).some(wanted)) return [];
       throw new Error(
-        `valueAndGrad: deltaRule (node ${node.id}) has no derivative yet: gradients cannot ` +
-          `flow through its q, k, v, beta, gate or init`,
+        `valueAndGrad: deltaRule's gradient (node ${node.id}) has no derivative: no second ` +
+          `derivatives of deltaRule yet`,
       );
-    }
     case "assocScan":
       return assocScanRule(node, ct, wanted);
     case "attention":

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { DeltaNode, Node } from "../dsl/ir.ts";
+import type { DeltaGradNode, DeltaNode, Node } from "../dsl/ir.ts";
 import { numel, stridesOf } from "../dsl/ir.ts";
 
 /** y (the node's layout) and the final state ([batch…, value, key], row-major). */
@@ -72,4 +72,118 @@ export function evalDelta(node: DeltaNode, get: (n: Node) => Float64Array): Delt
     state.set(S, b * dv * dk);
   }
   return { y, state };
+}
+
+/**
+ * The float64 meaning of a `delta_grad` node (dsl/vjp_delta.ts has the equations): every state
+ * of the forward kept, then the adjoint state G_t = ∂L/∂S_t walked from the last step to the
+ * first, each step's gradient read off it.
+ */
+export function evalDeltaGrad(node: DeltaGradNode, get: (n: Node) => Float64Array): Float64Array {
+  const f = node.of;
+  const { axis, keyAxis, valueAxis } = f;
+  const size = (n: Node, a: string) => n.shape[n.axes.indexOf(a)];
+  const len = size(f.v, axis), dk = size(f.k, keyAxis), dv = size(f.v, valueAxis);
+  const batch = f.beta.axes.filter((a) => a !== axis);
+  const batchShape = batch.map((a) => size(f.beta, a));
+  const operands = [f.q, f.k, f.v, f.beta, f.gate, f.init, node.ct, node.ctState];
+  const [q, k, v, beta, gate, init, dy, dS] = operands.map((n) => n && get(n));
+  const [sq, sk, sv, sb, sg, si, sdy, sdS] = operands.map((n) => n && stridesOf(n));
+  const so = stridesOf(node);
+  const out = new Float64Array(numel(node));
+  const batches = batchShape.reduce((p, s) => p * s, 1);
+  const states = new Float64Array((len + 1) * dv * dk);
+  const G = new Float64Array(dv * dk);
+  const a = new Float64Array(dv), b = new Float64Array(dv);
+  for (let bp = 0; bp < batches; bp++) {
+    const env: Record<string, number> = {};
+    let rest = bp;
+    for (let d = batch.length - 1; d >= 0; d--) {
+      env[batch[d]] = rest % batchShape[d];
+      rest = Math.floor(rest / batchShape[d]);
+    }
+    const base = (s: Record<string, number> | undefined) =>
+      s ? batch.reduce((o, x) => o + env[x] * s[x], 0) : 0;
+    const [bq, bk, bv, bb, bg, bi, bdy, bdS, bo] = [sq, sk, sv, sb, sg, si, sdy, sdS, so].map(base);
+    const kAt = (t: number, j: number) => k![bk + t * sk![axis] + j * sk![keyAxis]];
+    const qAt = (t: number, j: number) => q![bq + t * sq![axis] + j * sq![keyAxis]];
+    const vAt = (t: number, i: number) => v![bv + t * sv![axis] + i * sv![valueAxis]];
+    const alphaAt = (t: number) => gate ? Math.exp(gate[bg + t * sg![axis]]) : 1;
+    const betaAt = (t: number) => beta![bb + t * sb![axis]];
+    // Forward: states[t] is the state before step t (states[0] = init).
+    for (let i = 0; i < dv; i++) {
+      for (let j = 0; j < dk; j++) {
+        states[i * dk + j] = init ? init[bi + i * si![valueAxis] + j * si![keyAxis]] : 0;
+      }
+    }
+    for (let t = 0; t < len; t++) {
+      const al = alphaAt(t), be = betaAt(t);
+      const from = t * dv * dk, to = from + dv * dk;
+      for (let i = 0; i < dv; i++) {
+        let acc = 0;
+        for (let j = 0; j < dk; j++) acc += states[from + i * dk + j] * kAt(t, j);
+        const u = be * (vAt(t, i) - al * acc);
+        for (let j = 0; j < dk; j++) {
+          states[to + i * dk + j] = al * states[from + i * dk + j] + u * kAt(t, j);
+        }
+      }
+    }
+    // Backward: G = ∂L/∂S_t from the last step down.
+    for (let i = 0; i < dv; i++) {
+      for (let j = 0; j < dk; j++) {
+        G[i * dk + j] = dS ? dS[bdS + i * sdS![valueAxis] + j * sdS![keyAxis]] : 0;
+      }
+    }
+    const dyAt = (t: number, i: number) => dy ? dy[bdy + t * sdy![axis] + i * sdy![valueAxis]] : 0;
+    const put = (t: number | undefined, x: string | undefined, at: number, value: number) => {
+      let o = bo;
+      if (t !== undefined) o += t * so[axis];
+      if (x !== undefined) o += at * so[x];
+      out[o] = value;
+    };
+    for (let t = len - 1; t >= 0; t--) {
+      const al = alphaAt(t), be = betaAt(t);
+      const prev = t * dv * dk, next = prev + dv * dk;
+      for (let i = 0; i < dv; i++) {
+        const c = f.scale * dyAt(t, i);
+        let ai = 0, bi2 = 0;
+        for (let j = 0; j < dk; j++) {
+          G[i * dk + j] += c * qAt(t, j);
+          ai += states[prev + i * dk + j] * kAt(t, j);
+          bi2 += G[i * dk + j] * kAt(t, j);
+        }
+        a[i] = ai;
+        b[i] = bi2;
+      }
+      if (node.wrt === "v") { for (let i = 0; i < dv; i++) put(t, valueAxis, i, be * b[i]); }
+      if (node.wrt === "beta") {
+        let acc = 0;
+        for (let i = 0; i < dv; i++) acc += b[i] * (vAt(t, i) - al * a[i]);
+        put(t, undefined, 0, acc);
+      }
+      if (node.wrt === "k" || node.wrt === "q") {
+        for (let j = 0; j < dk; j++) {
+          let acc = 0;
+          for (let i = 0; i < dv; i++) {
+            acc += node.wrt === "q"
+              ? f.scale * dyAt(t, i) * states[next + i * dk + j]
+              : be * (vAt(t, i) - al * a[i]) * G[i * dk + j] -
+                al * be * b[i] * states[prev + i * dk + j];
+          }
+          put(t, keyAxis, j, acc);
+        }
+      }
+      for (let i = 0; i < dv; i++) {
+        for (let j = 0; j < dk; j++) {
+          G[i * dk + j] = al * (G[i * dk + j] - be * b[i] * kAt(t, j));
+        }
+      }
+    }
+    if (node.wrt === "init") {
+      for (let i = 0; i < dv; i++) {
+        for (let j = 0; j < dk; j++) out[bo + i * so[valueAxis] + j * so[keyAxis]] = G[i * dk + j];
+      }
+    }
+  }
+  return out;
 }

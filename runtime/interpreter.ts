@@ -9,7 +9,7 @@ import { collectNodes, type Graph, type Node, numel, type ScanNode, stridesOf } 
 import { checkHostInputs, type HostArray } from "./host_inputs.ts";
 import { roundToBf16, roundToF16 } from "./half.ts";
 import { BINARY_F64, UNARY_F64 } from "./scalar_math.ts";
-import { evalDelta } from "./delta_interpreter.ts";
+import { evalDelta, evalDeltaGrad } from "./delta_interpreter.ts";
 import { evalAttention, evalAttentionGrad } from "./attention_interpreter.ts";
 import { evalAssocScan } from "./assoc_interpret.ts";
 
@@ -247,6 +247,8 @@ function evalNode(node: Node, get: (n: Node) => Float64Array): Float64Array {
     case "delta_state":
       // Recomputed from the operands: the interpreter is an oracle, not a fast path.
       return evalDelta(node.x, get).state;
+    case "delta_grad":
+      return evalDeltaGrad(node, get);
     case "assocScan":
       return evalAssocScan(node, get);
     case "attention":

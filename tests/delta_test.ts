@@ -236,16 +236,22 @@ Deno.test("deltaRule: a passRows outside 16, 32, 64 is a clear error", async () 
   );
 });
 
-Deno.test("deltaRule: differentiating through it is a clear error naming the op", () => {
+Deno.test("deltaRule: second derivatives are a clear error naming the op", () => {
+  // The gradient itself differentiates (tests/delta_grad_test.ts); its gradient does not.
   assert.throws(
     () =>
       trace({ q: "t dk", k: "t dk", v: "t dv", beta: "t" }, (x) => {
-        const f = valueAndGrad((p: { v: Tensor }) =>
-          sum(deltaRule({ ...x, v: p.v }, { time: "t", key: "dk", value: "dv" }).y, "t dv")
-        );
-        return f({ v: x.v })[0];
+        const inner = (p: { v: Tensor; k: Tensor }) =>
+          valueAndGrad((r: { v: Tensor }) =>
+            sum(
+              deltaRule({ ...x, k: p.k, v: r.v }, { time: "t", key: "dk", value: "dv" }).y,
+              "t dv",
+            )
+          )({ v: p.v })[1].v;
+        const outer = valueAndGrad((p: { k: Tensor }) => sum(inner({ v: x.v, k: p.k }), "t dv"));
+        return outer({ k: x.k })[0];
       }, { t: 3, dk: 2, dv: 2 }),
-    /deltaRule/,
+    /deltaRule's gradient \(node \d+\) has no derivative: no second derivatives/,
   );
 });
 
