@@ -20,8 +20,9 @@
 #   tune    issue 22: decode in f16 (mamba_ssm's bf16 rows are in `decode`) and with every
 #           program autotuned; the scan's autotuner against the hand-picked strategies [480 s]
 #   big     issue 22: the 1.4B shapes (Mamba-2 and Mamba, f32 and f16) against mamba_ssm [480 s]
-#   ssd     issues 22, 19: SSD at l = 8192 with f16 inputs against Triton bf16; cumsum and
-#           cummax against the copy and torch [370 s]
+#   ssd     issues 22, 19, 18: SSD at l = 8192 with f16 inputs against Triton bf16; cumsum and
+#           cummax against the copy and torch; the Gated DeltaNet's forward and backward against
+#           FLA's (bench/delta_grad_bench.ts) [520 s]
 #   delta   issue 19: Gated DeltaNet against FLA (f32, bf16; default, forced and autotuned) [420 s;
 #           520 with a baseline]
 #   layers  issue 20: GLA and simple GLA against FLA; attention against torch [560 s]
@@ -107,6 +108,13 @@ run_part() {
       step lm_f16 70 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=8,64 --dtype f16"
       step lm_autotuned 230 "deno run -A bench/lm_bench.ts $ck/130m mamba2,mamba --batches=64 --autotune"
       step scan_tune 80 "deno run -A bench/scan_tune.ts --only 'default;lane kernel;tiled 16 steps, 32 channels x 4 lanes;autotuned' --rounds 2"
+      ;;
+    ssd)
+      step ssd_f16 180 "deno run -A bench/ssd_bench.ts --lengths 8192 --dtype f16"
+      step ssd_triton 70 "$peer python3 bench/ssd_torch.py --lengths 8192"
+      step cum 60 "deno run -A bench/cum_bench.ts"
+      step cum_torch 60 "python3 bench/cum_torch.py"
+      step delta_grad 150 "$peer deno run -A bench/delta_grad_bench.ts --peer"
       ;;
     big)
       checkpoints 1.4b
