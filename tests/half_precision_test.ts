@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { cast } from "../dsl/cast.ts";
 import { einsum } from "../dsl/einsum.ts";
-import { add, exp, mul, sigmoid, softplus, sub } from "../dsl/elementwise.ts";
+import { add, exp, mul, neg, sigmoid, softplus, sub } from "../dsl/elementwise.ts";
+import { deltaRule } from "../dsl/delta.ts";
 import { sum } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { gather } from "../dsl/views.ts";
@@ -366,4 +367,35 @@ Deno.test("16-bit misuse is one clear error", async () => {
   const x = Float32Array.from([0.1, -1, 2, 3.3, 0]);
   assertClose(await bf.run({ x }), bf.interpret({ x }), 1e-5, "bf16 without shader-f16");
   bf.destroy();
+});
+
+Deno.test("the delta rule reads 16-bit operands (recurrent and chunked), its state in f32", async () => {
+  const seed = freshSeed();
+  const sizes = { b: 1, t: 37, h: 2, dk: 12, dv: 6 };
+  for (const mode of ["recurrent", "chunked"] as const) {
+    const prog = await compile(
+      {
+        q: { axes: "b t h dk", dtype: "f16" },
+        k: { axes: "b t h dk", dtype: "bf16" },
+        v: { axes: "b t h dv", dtype: "f16" },
+        braw: { axes: "b t h", dtype: "bf16" },
+        g: "b t h",
+      },
+      (x) => {
+        const { y, state } = deltaRule(
+          { q: x.q, k: mul(x.k, 0.5), v: x.v, beta: sigmoid(x.braw), gate: neg(exp(x.g)) },
+          { time: "t", key: "dk", value: "dv" },
+        );
+        return { y, state };
+      },
+      sizes,
+      { backend: "gpu", scan: { mode } },
+    );
+    const inputs = randomInputs(prog.graph, rng(seed));
+    const got = await prog.run(inputs);
+    const want = prog.interpret(inputs);
+    assertClose(got.y, want.y, 1e-4, `${mode} y, seed ${seed}`);
+    assertClose(got.state, want.state, 1e-4, `${mode} state, seed ${seed}`);
+    prog.destroy();
+  }
 });
