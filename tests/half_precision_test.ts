@@ -6,6 +6,7 @@ import { cast } from "../dsl/cast.ts";
 import { einsum } from "../dsl/einsum.ts";
 import { add, exp, mul, neg, sigmoid, softplus, sub } from "../dsl/elementwise.ts";
 import { deltaRule } from "../dsl/delta.ts";
+import { attention } from "../dsl/attention.ts";
 import { sum } from "../dsl/reduce.ts";
 import { finalState, scan } from "../dsl/scan.ts";
 import { gather } from "../dsl/views.ts";
@@ -397,5 +398,29 @@ Deno.test("the delta rule reads 16-bit operands (recurrent and chunked), its sta
     assertClose(got.y, want.y, 1e-4, `${mode} y, seed ${seed}`);
     assertClose(got.state, want.state, 1e-4, `${mode} state, seed ${seed}`);
     prog.destroy();
+  }
+});
+
+Deno.test("attention reads 16-bit q, k and v (prefill, and decode with key splits)", async () => {
+  const seed = freshSeed();
+  for (const dtype of ["f16", "bf16"] as const) {
+    // A causal prefill, and one query against 300 keys split over workgroups.
+    for (const [t, s, attentionOptions] of [[9, 9, {}], [1, 300, { splits: 4 }]] as const) {
+      const prog = await compile(
+        {
+          q: { axes: "b g r t d", dtype },
+          k: { axes: "b g s d", dtype },
+          v: { axes: "b g s e", dtype },
+        },
+        (x) => attention(x.q, x.k, x.v, { causal: true }),
+        { b: 1, g: 2, r: 3, t, s, d: 16, e: 8 },
+        { backend: "gpu", attention: attentionOptions },
+      );
+      assert.equal(prog.kernels.filter((k) => k.name.includes("attention")).length, 1);
+      const inputs = randomInputs(prog.graph, rng(seed));
+      const what = `${dtype} t ${t} s ${s}, seed ${seed}`;
+      assertClose(await prog.run(inputs), prog.interpret(inputs), 1e-4, what);
+      prog.destroy();
+    }
   }
 });
