@@ -202,7 +202,7 @@ export function backward(
     const node = nodes[i];
     const ct = cts.get(node.id);
     if (!ct || targets.has(node.id)) continue;
-    for (const [input, c] of transposeRule(node, ct, wanted)) accumulate(input, c);
+    for (const [input, c] of transposeRule(node, ct, wanted, backward)) accumulate(input, c);
   }
   return wrt.map((n) => cts.get(n.id));
 }

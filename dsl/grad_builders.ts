@@ -28,6 +28,15 @@ export interface SizedAxis {
 let freshCounter = 0;
 
 /**
+ * The backward pass itself (autodiff's `backward`): the cotangents of `wrt` given seeds, for
+ * rules that differentiate a small graph of their own (a user's associative-scan combine).
+ */
+export type Differentiate = (
+  seeds: readonly { node: Node; ct: Node }[],
+  wrt: readonly Node[],
+) => (Node | undefined)[];
+
+/**
  * A new axis name for a backward graph: `_ad<n>_<base>`, unique in this process (a user would
  * have to pick such a name on purpose to clash with it).
  */

@@ -19,6 +19,7 @@ import {
   binary,
   constant,
   type Contribution,
+  type Differentiate,
   productForOperand,
   productTo,
   scale,
@@ -39,11 +40,13 @@ export type { Contribution } from "./grad_builders.ts";
 /**
  * The cotangents `node` sends to its inputs, given the cotangent `ct` of its value. `wanted`
  * says which inputs lead to the differentiated arguments: others get nothing built.
+ * `differentiate` is the backward pass, for rules that need one.
  */
 export function transposeRule(
   node: Node,
   ct: Node,
   wanted: (input: Node) => boolean,
+  differentiate?: Differentiate,
 ): Contribution[] {
   switch (node.kind) {
     case "input":
@@ -86,7 +89,7 @@ export function transposeRule(
           `derivatives of deltaRule yet`,
       );
     case "assocScan":
-      return assocScanRule(node, ct, wanted);
+      return assocScanRule(node, ct, wanted, differentiate);
     case "attention":
       return attentionRule(node, ct, wanted);
     case "attention_grad":
