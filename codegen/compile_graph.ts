@@ -11,7 +11,7 @@ import { asReduction, hasThinShape, reduceThinContractions } from "./thin_contra
 import { emitScatterKernel, oneHotContraction } from "./scatter_kernel.ts";
 import { isHalfStorage, storageBytes, withF16Directive } from "./dtypes.ts";
 import { showAxes } from "../dsl/axes.ts";
-import type { Graph, InputNode, Node } from "../dsl/ir.ts";
+import type { DeltaGradNode, Graph, InputNode, Node } from "../dsl/ir.ts";
 import { nodeInputs } from "../dsl/ir.ts";
 import { type KernelArtifact, TooManyBindingsError } from "./artifact.ts";
 import { emitDelta } from "./delta_lowering.ts";
@@ -116,7 +116,14 @@ function emitKernel(
     return emitDelta(core, plan.materialized, limits, name, aliases, options.scan);
   }
   if (core?.kind === "delta_grad") {
-    return [emitDeltaGrad(core, plan.materialized, limits, name, aliases)];
+    // Siblings (the same forward and cotangents) share one walk: the first one's kernel writes
+    // them all.
+    const siblings = [...plan.materialized].filter((n): n is DeltaGradNode =>
+      n.kind === "delta_grad" && n.of === core.of && n.ct === core.ct &&
+      n.ctState === core.ctState
+    ).sort((a, b) => a.id - b.id);
+    if (siblings[0] !== core) return [];
+    return [emitDeltaGrad(siblings, plan.materialized, limits, name, aliases)];
   }
   if (core?.kind === "attention_grad") {
     return emitAttentionGrad(core, plan.materialized, limits, name, aliases, options.attention);

@@ -8,7 +8,8 @@
  * Phase 2 walks the steps backwards with the adjoint state G in registers; before each step it
  * recomputes the state the step started from out of the chunk's checkpoint (up to
  * CHECKPOINT − 1 forward steps, about CHECKPOINT / 2 on average), so no state is stored per
- * step. Each node computes one operand's gradient; the walk is the same for all.
+ * step. One kernel writes the gradients of every operand asked for with the same cotangents
+ * (the nodes are siblings: the same forward, `ct` and `ctState`), over one walk.
  *
  * This is the first, general form: correct at any size that fits a workgroup (dv rows), not
  * yet fast (one workgroup per batch position, a forward recomputation per step, a workgroup
@@ -33,14 +34,18 @@ const KEYS_PER_LANE = 16;
 /** Workgroup memory for the row reductions, at most (bytes). */
 const REDUCE_BYTES = 16384;
 
-/** Emits the kernel computing `node` (one operand's gradient of a delta rule). */
+/**
+ * Emits the kernel computing `nodes`: gradients of one delta rule's operands with the same
+ * cotangents (siblings, each `wrt` at most once).
+ */
 export function emitDeltaGrad(
-  node: DeltaGradNode,
+  nodes: readonly DeltaGradNode[],
   materialized: ReadonlySet<Node>,
   limits: DeviceLimits,
   name: string,
   aliases: ReadonlyMap<Node, Node>,
 ): KernelArtifact {
+  const node = nodes[0];
   const f = node.of;
   const s = deltaShapes(f);
   const maxThreads = limits.maxComputeInvocationsPerWorkgroup;
@@ -66,7 +71,8 @@ export function emitDeltaGrad(
         `most ${limit}`,
     );
   }
-  const reg = new BindingRegistry(materialized, [node, ck], aliases);
+  const reg = new BindingRegistry(materialized, [...nodes, ck], aliases);
+  const ckName = reg.writeName(nodes.length);
   const top = new ExprEmitter(reg.lookup, "pe");
   const { lines: batchLines, env } = batchEnv(s, "bpos");
   const loads = new DeltaLoads(f, env);
@@ -112,22 +118,30 @@ export function emitDeltaGrad(
     `((bpos * ${u(chunks)} + ${chunk}) * ${u(s.dv)} + row) * ${u(s.dk)} + ${keyOf(m)}`;
   const storeCk = (chunk: string) =>
     keys.map((m) => {
-      const st = `out1[${ckAt(chunk, m)}] = s[${m}];`;
+      const st = `${ckName}[${ckAt(chunk, m)}] = s[${m}];`;
       return inKeys(m) ? `if (${inKeys(m)}) { ${st} }` : st;
     });
   const loadCk = (chunk: string) =>
     keys.map((m) =>
       `s[${m}] = ${
-        inKeys(m) ? `select(0.0, out1[${ckAt(chunk, m)}], ${inKeys(m)})` : `out1[${ckAt(chunk, m)}]`
+        inKeys(m)
+          ? `select(0.0, ${ckName}[${ckAt(chunk, m)}], ${inKeys(m)})`
+          : `${ckName}[${ckAt(chunk, m)}]`
       };`
     );
 
-  const outAt = (extra: Record<string, string>) => offsetExpr(node, { ...env, ...extra });
+  // Each gradient's array and offsets.
+  const outOf = (wrt: DeltaGradNode["wrt"]) => {
+    const i = nodes.findIndex((n) => n.wrt === wrt);
+    const at = (extra: Record<string, string>) => offsetExpr(nodes[i], { ...env, ...extra });
+    return { name: reg.writeName(i), at };
+  };
   // The row reductions: each thread's per-key values (vector) or its row's value (scalar).
   const budget = Math.floor(Math.min(REDUCE_BYTES, limits.maxComputeWorkgroupStorageSize) / 4);
   const perRound = Math.max(1, Math.min(perLane, Math.floor(budget / threads)));
   const redSize = threads * perRound;
-  const reduceKeys = (value: (m: number) => string, t: string): string[] => {
+  const reduceKeys = (wrt: "k" | "q", value: (m: number) => string, t: string): string[] => {
+    const out = outOf(wrt);
     const lines: string[] = [];
     for (let r0 = 0; r0 < perLane; r0 += perRound) {
       const round = Math.min(perRound, perLane - r0);
@@ -145,7 +159,7 @@ export function emitDeltaGrad(
         `    for (var r: u32 = 0u; r < ${u(s.dv)}; r++) { acc += red[mm * ${u(threads)} + r * ${
           u(lanes)
         } + ln]; }`,
-        `    out[${outAt({ [f.axis]: t, [f.keyAxis]: "key" })}] = acc;`,
+        `    ${out.name}[${out.at({ [f.axis]: t, [f.keyAxis]: "key" })}] = acc;`,
         "  }",
         "}",
         "workgroupBarrier();",
@@ -156,21 +170,26 @@ export function emitDeltaGrad(
   const scale = f32Literal(f.scale);
   // Step t of the walk back: G already holds ∂L/∂S_t from later steps; s is S_{t−1}.
   const wrtLines: Record<DeltaGradNode["wrt"], () => string[]> = {
-    v: () => [
-      `if (lane == 0u) { out[${outAt({ [f.axis]: "t", [f.valueAxis]: "row" })}] = be * b; }`,
-    ],
+    v: () => {
+      const out = outOf("v");
+      return [
+        `if (lane == 0u) { ${out.name}[${
+          out.at({ [f.axis]: "t", [f.valueAxis]: "row" })
+        }] = be * b; }`,
+      ];
+    },
     beta: () => [
       `red[lid] = select(0.0, b * (vv - al * a), lane == 0u);`,
       "workgroupBarrier();",
       "if (lid == 0u) {",
       "  var acc: f32 = 0.0;",
       `  for (var r: u32 = 0u; r < ${u(s.dv)}; r++) { acc += red[r * ${u(lanes)}]; }`,
-      `  out[${outAt({ [f.axis]: "t" })}] = acc;`,
+      `  ${outOf("beta").name}[${outOf("beta").at({ [f.axis]: "t" })}] = acc;`,
       "}",
       "workgroupBarrier();",
     ],
-    k: () => reduceKeys((m) => `uu * g[${m}] - al * be * b * s[${m}]`, "t"),
-    q: () => reduceKeys((m) => `${scale} * dy * fma(al, s[${m}], uu * k${m})`, "t"),
+    k: () => reduceKeys("k", (m) => `uu * g[${m}] - al * be * b * s[${m}]`, "t"),
+    q: () => reduceKeys("q", (m) => `${scale} * dy * fma(al, s[${m}], uu * k${m})`, "t"),
     init: () => [],
   };
   const backwardStep = [
@@ -180,7 +199,7 @@ export function emitDeltaGrad(
     `var b: f32 = ${keys.map((m) => `g[${m}] * k${m}`).join(" + ")};`,
     ...laneSums(["a", "b"], lanes),
     "let uu: f32 = be * (vv - al * a);",
-    ...wrtLines[node.wrt](),
+    ...nodes.flatMap((n) => wrtLines[n.wrt]()),
     ...keys.map((m) => `g[${m}] = al * (g[${m}] - be * b * k${m});`),
   ];
   const initState = keys.map((m) =>
@@ -196,8 +215,9 @@ export function emitDeltaGrad(
       : "0.0";
     return `g[${m}] = ${masked(m, v)};`;
   });
-  const finalLines = node.wrt !== "init" ? [] : keys.map((m) => {
-    const st = `out[${outAt({ [f.valueAxis]: "row", [f.keyAxis]: keyOf(m) })}] = g[${m}];`;
+  const finalLines = !nodes.some((n) => n.wrt === "init") ? [] : keys.map((m) => {
+    const out = outOf("init");
+    const st = `${out.name}[${out.at({ [f.valueAxis]: "row", [f.keyAxis]: keyOf(m) })}] = g[${m}];`;
     return inKeys(m) ? `if (${inKeys(m)}) { ${st} }` : st;
   });
   const pad = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
@@ -225,7 +245,7 @@ export function emitDeltaGrad(
     ...finalLines,
   ];
   reg.checkLimit(node, limits.maxStorageBuffersPerShaderStage);
-  const shared = node.wrt === "v" || node.wrt === "init"
+  const shared = nodes.every((n) => n.wrt === "v" || n.wrt === "init")
     ? []
     : [`var<workgroup> red: array<f32, ${Math.max(redSize, threads)}>;`];
   const wgsl = `${header(reg, threads, shared)}
