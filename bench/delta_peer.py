@@ -17,22 +17,16 @@ from fla_peer_args import peer_args, peer_dtypes
 args = peer_args()  # before torch: it may set Triton's f32 dot precision
 
 import torch  # noqa: E402
-import torch.nn.functional as F
 
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 from cuda_timing import cuda_time_ms as timed
+from gated_delta_inputs import gated_delta_inputs
 
 torch.backends.cuda.matmul.allow_tf32 = False
 
 
 for text in args.shapes.split(","):
-    B, T, H, D = (int(x) for x in text.split("x"))
-    torch.manual_seed(0)
-    q = torch.rand(B, T, H, D, device="cuda") * 2 - 1
-    k = F.normalize(torch.rand(B, T, H, D, device="cuda") * 2 - 1, p=2, dim=-1)
-    v = torch.rand(B, T, H, D, device="cuda") * 2 - 1
-    beta = torch.rand(B, T, H, device="cuda") * 0.9 + 0.05
-    g = -(torch.rand(B, T, H, device="cuda") * 0.3 + 0.001)
+    (B, T, H, D), (q, k, v, beta, g) = gated_delta_inputs(text)
     for dtype, name in peer_dtypes(args):
         args_ = [x.to(dtype) for x in (q, k, v)]
         # g stays f32 (FLA's convention for the cumulative log-decays); beta follows the inputs.

@@ -23,7 +23,7 @@ import { BindingRegistry, foldWorkgroups, type KernelArtifact, scratch } from ".
 import { batchEnv, clampIndex, DeltaLoads, deltaShapes, laneSums } from "./delta_shapes.ts";
 import { maxDeltaLanes } from "./delta_recurrent.ts";
 import { ExprEmitter, offsetExpr } from "./expr.ts";
-import { header } from "./kernel_header.ts";
+import { header, indent } from "./kernel_header.ts";
 import type { DeviceLimits } from "./limits.ts";
 import { f32Literal, u32Literal as u } from "./wgsl_math.ts";
 
@@ -220,14 +220,13 @@ export function emitDeltaGrad(
     const st = `${out.name}[${out.at({ [f.valueAxis]: "row", [f.keyAxis]: keyOf(m) })}] = g[${m}];`;
     return inKeys(m) ? `if (${inKeys(m)}) { ${st} }` : st;
   });
-  const pad = (ls: string[], d: string) => ls.map((l) => d + l).join("\n");
   const body = [
     ...initState,
     `for (var t: u32 = 0u; t < ${u(s.len)}; t++) {`,
     `  if (t % ${u(CHECKPOINT)} == 0u) {`,
-    pad(storeCk(`t / ${u(CHECKPOINT)}`), "    "),
+    indent(storeCk(`t / ${u(CHECKPOINT)}`), "    "),
     "  }",
-    pad(forwardStep("t"), "  "),
+    indent(forwardStep("t"), "  "),
     "}",
     ...initAdjoint,
     `for (var cj: u32 = 0u; cj < ${u(chunks)}; cj++) {`,
@@ -235,11 +234,11 @@ export function emitDeltaGrad(
     `  let t0 = chunk * ${u(CHECKPOINT)};`,
     `  for (var tt: u32 = min(t0 + ${u(CHECKPOINT)}, ${u(s.len)}); tt > t0; tt--) {`,
     "    let t = tt - 1u;",
-    pad(loadCk("chunk"), "    "),
+    indent(loadCk("chunk"), "    "),
     "    for (var r: u32 = t0; r < t; r++) {",
-    pad(forwardStep("r"), "      "),
+    indent(forwardStep("r"), "      "),
     "    }",
-    pad(backwardStep, "    "),
+    indent(backwardStep, "    "),
     "  }",
     "}",
     ...finalLines,
@@ -254,11 +253,11 @@ export function emitDeltaGrad(
   let row = lid / ${u(lanes)};
   let lane = lid % ${u(lanes)};
   let vi = row;
-${pad(batchLines, "  ")}
-${pad(top.lines, "  ")}
+${indent(batchLines, "  ")}
+${indent(top.lines, "  ")}
   var s: array<f32, ${perLane}>;
   var g: array<f32, ${perLane}>;
-${pad(body, "  ")}
+${indent(body, "  ")}
 }
 `;
   return {

@@ -31,6 +31,7 @@ import {
   materializeAs,
   select,
   shiftAlong,
+  sizedAxes,
   sizeOf,
   sumTo,
   unary,
@@ -143,7 +144,7 @@ function userCombineRule(
   } else {
     const record: Record<string, Tensor> = {};
     for (let i = 0; i < c; i++) {
-      record[`u${i}`] = new Tensor(i === node.component ? seed : constant(0, sized(node)));
+      record[`u${i}`] = new Tensor(i === node.component ? seed : constant(0, sizedAxes(node)));
       for (let j = 0; j < c; j++) {
         // M[t][i][j] = A[next][j][i] (transposed), over y's axes.
         record[`m${i}_${j}`] = new Tensor(next(A[j][i], 0));
@@ -187,11 +188,6 @@ function userCombineRule(
     out.push([x, sumTo(select(first, g[j], sum), x.axes)]);
   });
   return out;
-}
-
-/** The node's axes with their sizes (for a zero constant over them). */
-function sized(node: Node) {
-  return node.axes.map((axis, i) => ({ axis, size: node.shape[i] }));
 }
 
 /** 1 at the scan's first position along its axis (the last, reversed), else 0. */

@@ -42,7 +42,7 @@ import {
  * The cotangents of a delta node's operands, given the cotangent `ct` of its y or `ctState` of
  * its final state (`state`, the node reading it); the other is zero.
  */
-export function deltaRule(
+export function deltaRuleTranspose(
   node: DeltaNode,
   ct: Node | undefined,
   ctState: { ct: Node; state: DeltaStateNode } | undefined,

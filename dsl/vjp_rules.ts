@@ -31,7 +31,7 @@ import {
 import { type BinaryNode, type Node, nodeInputs, type ReduceNode, type UnaryNode } from "./ir.ts";
 import { scanRule } from "./vjp_scan.ts";
 import { attentionRule } from "./vjp_attention.ts";
-import { deltaRule } from "./vjp_delta.ts";
+import { deltaRuleTranspose } from "./vjp_delta.ts";
 import { assocScanRule } from "./vjp_assoc.ts";
 import { viewRule } from "./vjp_views.ts";
 
@@ -79,9 +79,9 @@ export function transposeRule(
     case "scan":
       return scanRule(node, ct, wanted);
     case "delta":
-      return deltaRule(node, ct, undefined, wanted);
+      return deltaRuleTranspose(node, ct, undefined, wanted);
     case "delta_state":
-      return deltaRule(node.x, undefined, { ct, state: node }, wanted);
+      return deltaRuleTranspose(node.x, undefined, { ct, state: node }, wanted);
     case "delta_grad":
       if (!nodeInputs(node).some(wanted)) return [];
       throw new Error(

@@ -8,6 +8,21 @@
 
 import type { DeltaGradNode, DeltaNode, Node } from "../dsl/ir.ts";
 import { numel, stridesOf } from "../dsl/ir.ts";
+import { type DeltaShapes, deltaShapes } from "../codegen/delta_shapes.ts";
+
+/** Strides by axis name, or undefined for an absent operand. */
+type Strides = Record<string, number> | undefined;
+
+/** The base offsets of batch position `b` (row-major over `s`'s batch axes) in each `strides`. */
+function batchBases(s: DeltaShapes, b: number, strides: readonly Strides[]): number[] {
+  const env: Record<string, number> = {};
+  let rest = b;
+  for (let d = s.batch.length - 1; d >= 0; d--) {
+    env[s.batch[d]] = rest % s.batchShape[d];
+    rest = Math.floor(rest / s.batchShape[d]);
+  }
+  return strides.map((st) => st ? s.batch.reduce((o, a) => o + env[a] * st[a], 0) : 0);
+}
 
 /** y (the node's layout) and the final state ([batch…, value, key], row-major). */
 export interface DeltaValues {
@@ -20,30 +35,19 @@ export interface DeltaValues {
 /** Runs the recurrence of `node` on its operands' values. */
 export function evalDelta(node: DeltaNode, get: (n: Node) => Float64Array): DeltaValues {
   const { axis, keyAxis, valueAxis } = node;
-  const size = (n: Node, a: string) => n.shape[n.axes.indexOf(a)];
-  const len = size(node.v, axis), dk = size(node.k, keyAxis), dv = size(node.v, valueAxis);
-  const batch = node.beta.axes.filter((a) => a !== axis);
-  const batchShape = batch.map((a) => size(node.beta, a));
+  const shapes = deltaShapes(node);
+  const { len, dk, dv, batches } = shapes;
   const operands = [node.q, node.k, node.v, node.beta, node.gate, node.init];
   const [q, k, v, beta, gate, init] = operands.map((n) => n && get(n));
   const [sq, sk, sv, sb, sg, si] = operands.map((n) => n && stridesOf(n));
   const sy = stridesOf(node);
   const y = new Float64Array(numel(node));
   const state = new Float64Array(numel(node.beta) / len * dv * dk);
-  const batches = batchShape.reduce((p, s) => p * s, 1);
   const S = new Float64Array(dv * dk);
   const kS = new Float64Array(dv);
   for (let b = 0; b < batches; b++) {
     // The base offset of batch position b in each operand.
-    const env: Record<string, number> = {};
-    let rest = b;
-    for (let d = batch.length - 1; d >= 0; d--) {
-      env[batch[d]] = rest % batchShape[d];
-      rest = Math.floor(rest / batchShape[d]);
-    }
-    const base = (s: Record<string, number> | undefined) =>
-      s ? batch.reduce((o, a) => o + env[a] * s[a], 0) : 0;
-    const [bq, bk, bv, bb, bg, bi, by] = [sq, sk, sv, sb, sg, si, sy].map(base);
+    const [bq, bk, bv, bb, bg, bi, by] = batchBases(shapes, b, [sq, sk, sv, sb, sg, si, sy]);
     for (let i = 0; i < dv; i++) {
       for (let j = 0; j < dk; j++) {
         S[i * dk + j] = init ? init[bi + i * si![valueAxis] + j * si![keyAxis]] : 0;
@@ -82,29 +86,22 @@ export function evalDelta(node: DeltaNode, get: (n: Node) => Float64Array): Delt
 export function evalDeltaGrad(node: DeltaGradNode, get: (n: Node) => Float64Array): Float64Array {
   const f = node.of;
   const { axis, keyAxis, valueAxis } = f;
-  const size = (n: Node, a: string) => n.shape[n.axes.indexOf(a)];
-  const len = size(f.v, axis), dk = size(f.k, keyAxis), dv = size(f.v, valueAxis);
-  const batch = f.beta.axes.filter((a) => a !== axis);
-  const batchShape = batch.map((a) => size(f.beta, a));
+  const shapes = deltaShapes(f);
+  const { len, dk, dv, batches } = shapes;
   const operands = [f.q, f.k, f.v, f.beta, f.gate, f.init, node.ct, node.ctState];
   const [q, k, v, beta, gate, init, dy, dS] = operands.map((n) => n && get(n));
   const [sq, sk, sv, sb, sg, si, sdy, sdS] = operands.map((n) => n && stridesOf(n));
   const so = stridesOf(node);
   const out = new Float64Array(numel(node));
-  const batches = batchShape.reduce((p, s) => p * s, 1);
   const states = new Float64Array((len + 1) * dv * dk);
   const G = new Float64Array(dv * dk);
   const a = new Float64Array(dv), b = new Float64Array(dv);
   for (let bp = 0; bp < batches; bp++) {
-    const env: Record<string, number> = {};
-    let rest = bp;
-    for (let d = batch.length - 1; d >= 0; d--) {
-      env[batch[d]] = rest % batchShape[d];
-      rest = Math.floor(rest / batchShape[d]);
-    }
-    const base = (s: Record<string, number> | undefined) =>
-      s ? batch.reduce((o, x) => o + env[x] * s[x], 0) : 0;
-    const [bq, bk, bv, bb, bg, bi, bdy, bdS, bo] = [sq, sk, sv, sb, sg, si, sdy, sdS, so].map(base);
+    const [bq, bk, bv, bb, bg, bi, bdy, bdS, bo] = batchBases(
+      shapes,
+      bp,
+      [sq, sk, sv, sb, sg, si, sdy, sdS, so],
+    );
     const kAt = (t: number, j: number) => k![bk + t * sk![axis] + j * sk![keyAxis]];
     const qAt = (t: number, j: number) => q![bq + t * sq![axis] + j * sq![keyAxis]];
     const vAt = (t: number, i: number) => v![bv + t * sv![axis] + i * sv![valueAxis]];
